@@ -1,0 +1,16 @@
+//! harness-core: the sans-IO heart of the harness. Wire codecs, the world, and the
+//! protocol endpoints as pure state machines. No async runtime, no sockets, no clocks:
+//! adapters (the tokio lab, the in-process driver, fuzz targets) feed bytes and time in.
+
+pub mod imap;
+pub mod ntlm;
+pub mod pop3;
+pub mod profile;
+pub mod rng;
+pub mod sasl;
+pub mod session;
+pub mod world;
+
+pub use profile::Profile;
+pub use session::{Limits, Output, ServerSession, SessionContext, Transport};
+pub use world::{LabFile, World};

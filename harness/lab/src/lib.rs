@@ -1,0 +1,1 @@
+//! The lab: serves the sans-IO endpoints over TCP and TLS with tokio.
