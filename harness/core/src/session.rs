@@ -111,6 +111,9 @@ pub trait ServerSession: Send {
     fn handle_eof(&mut self, now: Duration);
     /// The adapter's timer fired; the session checks its own deadlines against `now`.
     fn handle_timeout(&mut self, now: Duration);
+    /// The lab is shutting down: say goodbye (IMAP `* BYE`, POP3 `-ERR`) and close. The
+    /// default closes at once; endpoints override it to be polite.
+    fn handle_shutdown(&mut self, _now: Duration) {}
     /// The TLS handshake asked for by [`Output::StartTls`] finished.
     fn handle_tls_established(&mut self, now: Duration);
     /// The next thing to do, if any.

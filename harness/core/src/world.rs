@@ -271,6 +271,9 @@ name = "bob"
 password = "hunter2"
 "#;
 
+/// A message the lab file puts in a mailbox: (mailbox, bytes, flags, INTERNALDATE).
+type SeedMessage = (String, Arc<[u8]>, BTreeSet<String>, i64);
+
 /// INTERNALDATE given to lab messages that do not set one: 2024-01-01T00:00:00Z.
 const LAB_EPOCH: i64 = 1_704_067_200;
 
@@ -326,7 +329,7 @@ impl LabFile {
                 return Err(LabFileError::DuplicateUser(user.name.clone()));
             }
             directory.insert(&user.name, &user.password);
-            let messages: Vec<(String, Arc<[u8]>, BTreeSet<String>, i64)> =
+            let messages: Vec<SeedMessage> =
                 if user.messages.is_empty() {
                     (1..=3)
                         .map(|i| {

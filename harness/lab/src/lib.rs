@@ -1,1 +1,393 @@
-//! The lab: serves the sans-IO endpoints over TCP and TLS with tokio.
+//! The lab: serves the sans-IO endpoints of `harness-core` over TCP, implicit TLS and
+//! STARTTLS/STLS with tokio and rustls, so real clients (and other crates' tests) can use
+//! the mocks.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use harness::{Lab, LabConfig, Protocol, Security};
+//! let lab = Lab::start(LabConfig::default()).await?;
+//! let imap = lab.addr(Protocol::Imap, Security::Plain).expect("imap listener");
+//! // ... point a client at `imap` (user alice, password secret) ...
+//! lab.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod connection;
+pub mod tls;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use harness_core::imap::ImapServer;
+use harness_core::pop3::Pop3Server;
+use harness_core::world::{LabFile, LabFileError};
+use harness_core::{Limits, Profile, ServerSession, SessionContext, Transport, World};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::connection::{drive, Conn};
+use crate::tls::{LabTls, TlsSetupError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Imap,
+    Pop3,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Imap => "imap",
+            Protocol::Pop3 => "pop3",
+        })
+    }
+}
+
+/// How a listener secures its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Security {
+    /// Plain TCP; STARTTLS / STLS offered when the lab's `starttls` is on.
+    Plain,
+    /// TLS from the first byte (IMAPS, POP3S).
+    ImplicitTls,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerSpec {
+    pub protocol: Protocol,
+    pub security: Security,
+    pub addr: SocketAddr,
+}
+
+impl ListenerSpec {
+    pub fn new(protocol: Protocol, security: Security, addr: SocketAddr) -> Self {
+        ListenerSpec {
+            protocol,
+            security,
+            addr,
+        }
+    }
+
+    /// The name a user knows the listener by: imap, imaps, pop3, pop3s.
+    pub fn scheme(&self) -> &'static str {
+        match (self.protocol, self.security) {
+            (Protocol::Imap, Security::Plain) => "imap",
+            (Protocol::Imap, Security::ImplicitTls) => "imaps",
+            (Protocol::Pop3, Security::Plain) => "pop3",
+            (Protocol::Pop3, Security::ImplicitTls) => "pop3s",
+        }
+    }
+}
+
+/// What to serve and how.
+#[derive(Debug, Clone)]
+pub struct LabConfig {
+    pub lab: LabFile,
+    pub profile: Profile,
+    pub limits: Limits,
+    pub listeners: Vec<ListenerSpec>,
+    /// Offer STARTTLS / STLS on plain listeners.
+    pub starttls: bool,
+    /// Seeds challenges and timestamps; `None` takes one from the operating system.
+    pub seed: Option<u64>,
+    /// Allow binding to addresses outside 127.0.0.0/8 and ::1.
+    pub allow_non_loopback: bool,
+}
+
+impl Default for LabConfig {
+    /// The default lab, `default` profile, IMAP and POP3 on ephemeral loopback ports.
+    fn default() -> Self {
+        let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
+        LabConfig {
+            lab: LabFile::default_lab(),
+            profile: Profile::default_profile(),
+            limits: Limits::default(),
+            listeners: vec![
+                ListenerSpec::new(Protocol::Imap, Security::Plain, loopback),
+                ListenerSpec::new(Protocol::Pop3, Security::Plain, loopback),
+            ],
+            starttls: true,
+            seed: None,
+            allow_non_loopback: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error(transparent)]
+    LabFile(#[from] LabFileError),
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+    #[error("cannot listen on {addr} for {scheme}: {source}")]
+    Bind {
+        scheme: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0} is not a loopback address; pass allow_non_loopback (--public) to serve on it")]
+    NotLoopback(SocketAddr),
+    #[error("no listeners configured")]
+    NoListeners,
+}
+
+/// A bound listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listening {
+    pub spec: ListenerSpec,
+    /// The address actually bound (the port filled in when 0 was asked for).
+    pub addr: SocketAddr,
+}
+
+/// Counters the lab keeps while it runs.
+#[derive(Debug, Default)]
+pub struct LabStats {
+    pub accepted: AtomicU64,
+    pub refused_over_limit: AtomicU64,
+    pub active: AtomicUsize,
+}
+
+/// A running lab. Dropping it without [`Lab::shutdown`] aborts every task.
+pub struct Lab {
+    listening: Vec<Listening>,
+    world: Arc<World>,
+    profile: Arc<Profile>,
+    tls: LabTls,
+    stats: Arc<LabStats>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl fmt::Debug for Lab {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lab")
+            .field("listening", &self.listening)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What every listener task shares.
+struct Shared {
+    world: Arc<World>,
+    profile: Arc<Profile>,
+    limits: Limits,
+    tls: LabTls,
+    starttls: bool,
+    seed: u64,
+    next_session: AtomicU64,
+    stats: Arc<LabStats>,
+}
+
+impl Lab {
+    /// Builds the world, makes a certificate, binds every listener and starts serving.
+    pub async fn start(config: LabConfig) -> Result<Lab, LabError> {
+        if config.listeners.is_empty() {
+            return Err(LabError::NoListeners);
+        }
+        for l in &config.listeners {
+            if !config.allow_non_loopback && !l.addr.ip().is_loopback() {
+                return Err(LabError::NotLoopback(l.addr));
+            }
+        }
+        let world = Arc::new(config.lab.build()?);
+        let profile = Arc::new(config.profile.clone());
+        let tls = LabTls::self_signed(&world.hostname)?;
+        let seed = match config.seed {
+            Some(s) => s,
+            None => {
+                let mut b = [0u8; 8];
+                // Without OS randomness the lab still works, just with a fixed seed.
+                let _ = getrandom::getrandom(&mut b);
+                u64::from_le_bytes(b)
+            }
+        };
+        let stats = Arc::new(LabStats::default());
+        let shared = Arc::new(Shared {
+            world: world.clone(),
+            profile: profile.clone(),
+            limits: config.limits.clone(),
+            tls: tls.clone(),
+            starttls: config.starttls,
+            seed,
+            next_session: AtomicU64::new(0),
+            stats: stats.clone(),
+        });
+        let (shutdown, _) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let mut listening = Vec::new();
+        for spec in &config.listeners {
+            let listener = TcpListener::bind(spec.addr)
+                .await
+                .map_err(|source| LabError::Bind {
+                    scheme: spec.scheme(),
+                    addr: spec.addr,
+                    source,
+                })?;
+            let addr = listener.local_addr().map_err(|source| LabError::Bind {
+                scheme: spec.scheme(),
+                addr: spec.addr,
+                source,
+            })?;
+            listening.push(Listening { spec: *spec, addr });
+            tasks.spawn(accept_loop(
+                listener,
+                *spec,
+                shared.clone(),
+                shutdown.subscribe(),
+            ));
+        }
+        Ok(Lab {
+            listening,
+            world,
+            profile,
+            tls,
+            stats,
+            shutdown,
+            tasks,
+        })
+    }
+
+    pub fn listening(&self) -> &[Listening] {
+        &self.listening
+    }
+
+    /// The address of the first listener for `protocol` with `security`.
+    pub fn addr(&self, protocol: Protocol, security: Security) -> Option<SocketAddr> {
+        self.listening
+            .iter()
+            .find(|l| l.spec.protocol == protocol && l.spec.security == security)
+            .map(|l| l.addr)
+    }
+
+    pub fn world(&self) -> &Arc<World> {
+        &self.world
+    }
+
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    /// The self-signed certificate, PEM, for clients that verify it.
+    pub fn certificate_pem(&self) -> &str {
+        &self.tls.certificate_pem
+    }
+
+    pub fn stats(&self) -> &LabStats {
+        &self.stats
+    }
+
+    /// Stops accepting, tells every session to say goodbye and close, and waits for them
+    /// (at most `SHUTDOWN_GRACE`, then the rest are aborted).
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        let wait = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(SHUTDOWN_GRACE, wait).await.is_err() {
+            self.tasks.abort_all();
+            while self.tasks.join_next().await.is_some() {}
+        }
+    }
+}
+
+/// How long [`Lab::shutdown`] waits for sessions to finish.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+async fn accept_loop(
+    listener: TcpListener,
+    spec: ListenerSpec,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(shared.limits.max_connections));
+    let mut sessions = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((tcp, _peer)) = accepted else {
+                    // Out of file descriptors and the like: back off briefly, keep serving.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                let _ = tcp.set_nodelay(true);
+                match permits.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let shared = shared.clone();
+                        let shutdown = shutdown.clone();
+                        sessions.spawn(async move {
+                            shared.stats.active.fetch_add(1, Ordering::Relaxed);
+                            serve_connection(tcp, spec, &shared, shutdown).await;
+                            shared.stats.active.fetch_sub(1, Ordering::Relaxed);
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => {
+                        shared.stats.refused_over_limit.fetch_add(1, Ordering::Relaxed);
+                        sessions.spawn(refuse_over_limit(tcp, spec));
+                    }
+                }
+                // Reap finished sessions so the set does not grow without bound.
+                while sessions.try_join_next().is_some() {}
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    while sessions.join_next().await.is_some() {}
+}
+
+/// Tells a client over the connection limit why it is turned away, in its protocol.
+async fn refuse_over_limit(mut tcp: TcpStream, spec: ListenerSpec) {
+    if spec.security == Security::ImplicitTls {
+        return; // no TLS handshake for a connection that is turned away
+    }
+    let line: &[u8] = match spec.protocol {
+        Protocol::Imap => b"* BYE [UNAVAILABLE] Too many connections\r\n",
+        Protocol::Pop3 => b"-ERR [SYS/TEMP] Too many connections\r\n",
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = tcp.write_all(line).await;
+        let _ = tcp.shutdown().await;
+    })
+    .await;
+}
+
+async fn serve_connection(
+    tcp: TcpStream,
+    spec: ListenerSpec,
+    shared: &Shared,
+    shutdown: watch::Receiver<bool>,
+) {
+    let implicit = spec.security == Security::ImplicitTls;
+    let conn = match Conn::accept(tcp, implicit.then_some(&shared.tls.acceptor)).await {
+        Ok(c) => c,
+        Err(_) => return,
+    };
+    let n = shared.next_session.fetch_add(1, Ordering::Relaxed);
+    let ctx = SessionContext {
+        world: shared.world.clone(),
+        profile: shared.profile.clone(),
+        limits: shared.limits.clone(),
+        transport: Transport {
+            tls_active: implicit,
+            starttls_available: shared.starttls && !implicit,
+        },
+        seed: shared.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        epoch_secs: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    };
+    let session: Box<dyn ServerSession> = match spec.protocol {
+        Protocol::Imap => Box::new(ImapServer::new(ctx)),
+        Protocol::Pop3 => Box::new(Pop3Server::new(ctx)),
+    };
+    let write_timeout = shared.limits.idle_timeout.min(Duration::from_secs(60));
+    let tls = (!implicit && shared.starttls).then(|| shared.tls.acceptor.clone());
+    let ended = drive(conn, session, tls, shutdown, write_timeout).await;
+    tracing::debug!(listener = spec.scheme(), ?ended, "session ended");
+}

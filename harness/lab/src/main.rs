@@ -1,1 +1,215 @@
-fn main() {}
+//! `harness`: serve the mock endpoints (and, as the project grows, run scenarios, play
+//! transcripts, fuzz and load live servers).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use harness::{Lab, LabConfig, ListenerSpec, Protocol, Security};
+use harness_core::profile::PROFILE_NAMES;
+use harness_core::{LabFile, Limits, Profile};
+
+#[derive(Parser)]
+#[command(
+    name = "harness",
+    version,
+    about = "Fuzz and conformance harness for Exchange-style mail protocols"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the mock IMAP and POP3 endpoints until Ctrl-C.
+    Serve(Box<ServeArgs>),
+    /// List the built-in server profiles.
+    Profiles,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Lab file (TOML: domain, users, mailboxes, messages). Default: the built-in lab.
+    #[arg(long)]
+    lab: Option<PathBuf>,
+    /// Plain IMAP listener (STARTTLS offered). Default 127.0.0.1:1143 when no listener is given.
+    #[arg(long)]
+    imap: Option<SocketAddr>,
+    /// Plain POP3 listener (STLS offered). Default 127.0.0.1:1110 when no listener is given.
+    #[arg(long)]
+    pop3: Option<SocketAddr>,
+    /// IMAP over implicit TLS.
+    #[arg(long)]
+    imaps: Option<SocketAddr>,
+    /// POP3 over implicit TLS.
+    #[arg(long)]
+    pop3s: Option<SocketAddr>,
+    /// Server profile (see `harness profiles`).
+    #[arg(long, default_value = "default")]
+    profile: String,
+    /// Add a user (or replace its password) on top of the lab file: NAME:PASSWORD.
+    #[arg(long = "user", value_name = "NAME:PASSWORD")]
+    users: Vec<String>,
+    /// Close a session silent for this many seconds.
+    #[arg(long, default_value_t = Limits::default().idle_timeout.as_secs_f64())]
+    idle_timeout: f64,
+    /// Connections served at once per listener.
+    #[arg(long, default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
+    /// Longest command line accepted, in bytes.
+    #[arg(long, default_value_t = Limits::default().max_line)]
+    max_line: usize,
+    /// Largest literal accepted, in bytes.
+    #[arg(long, default_value_t = Limits::default().max_literal)]
+    max_literal: usize,
+    /// Do not offer STARTTLS / STLS on plain listeners.
+    #[arg(long)]
+    no_starttls: bool,
+    /// Seed for challenges and timestamps (repeatable runs).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Write the self-signed certificate (PEM) here, for clients that verify it.
+    #[arg(long)]
+    cert_out: Option<PathBuf>,
+    /// Allow listening on addresses other than loopback.
+    #[arg(long)]
+    public: bool,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(*args),
+        Command::Profiles => {
+            for name in PROFILE_NAMES {
+                if let Some(p) = Profile::by_name(name) {
+                    println!("{:<12} {}", p.name, p.description);
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let mut lab = match &args.lab {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading lab file {}", path.display()))?;
+            LabFile::parse(&text).with_context(|| format!("in lab file {}", path.display()))?
+        }
+        None => LabFile::default_lab(),
+    };
+    for entry in &args.users {
+        let Some((name, password)) = entry.split_once(':') else {
+            bail!("--user takes NAME:PASSWORD, got {entry:?}");
+        };
+        lab.add_user(name, password);
+    }
+    let Some(profile) = Profile::by_name(&args.profile) else {
+        bail!(
+            "unknown profile {:?}; known: {}",
+            args.profile,
+            PROFILE_NAMES.join(", ")
+        );
+    };
+    let idle_timeout = Duration::try_from_secs_f64(args.idle_timeout)
+        .context("--idle-timeout must be a non-negative number of seconds")?;
+    let mut listeners = Vec::new();
+    let mut add = |addr: Option<SocketAddr>, protocol, security| {
+        if let Some(addr) = addr {
+            listeners.push(ListenerSpec::new(protocol, security, addr));
+        }
+    };
+    add(args.imap, Protocol::Imap, Security::Plain);
+    add(args.pop3, Protocol::Pop3, Security::Plain);
+    add(args.imaps, Protocol::Imap, Security::ImplicitTls);
+    add(args.pop3s, Protocol::Pop3, Security::ImplicitTls);
+    if listeners.is_empty() {
+        listeners.push(ListenerSpec::new(
+            Protocol::Imap,
+            Security::Plain,
+            ([127, 0, 0, 1], 1143).into(),
+        ));
+        listeners.push(ListenerSpec::new(
+            Protocol::Pop3,
+            Security::Plain,
+            ([127, 0, 0, 1], 1110).into(),
+        ));
+    }
+    let config = LabConfig {
+        lab,
+        profile,
+        limits: Limits {
+            max_line: args.max_line,
+            max_literal: args.max_literal,
+            idle_timeout,
+            max_connections: args.max_connections,
+        },
+        listeners,
+        starttls: !args.no_starttls,
+        seed: args.seed,
+        allow_non_loopback: args.public,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let lab = Lab::start(config).await?;
+        if let Some(path) = &args.cert_out {
+            std::fs::write(path, lab.certificate_pem())
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        let users: Vec<String> = lab
+            .world()
+            .directory
+            .principals()
+            .map(|p| p.name.clone())
+            .collect();
+        println!(
+            "harness serve: profile {}, domain {}, users {}",
+            lab.profile().name,
+            lab.world().domain,
+            users.join(", ")
+        );
+        for l in lab.listening() {
+            let extra = match (l.spec.security, args.no_starttls) {
+                (Security::Plain, false) => match l.spec.protocol {
+                    Protocol::Imap => " (STARTTLS)",
+                    Protocol::Pop3 => " (STLS)",
+                },
+                (Security::ImplicitTls, _) => " (TLS)",
+                _ => "",
+            };
+            println!("listening {:<5} {}{}", l.spec.scheme(), l.addr, extra);
+        }
+        println!("press Ctrl-C to stop");
+        wait_for_stop_signal().await?;
+        println!("shutting down");
+        lab.shutdown().await;
+        anyhow::Ok(())
+    })
+}
+
+/// Ctrl-C, or SIGTERM (how scripts and tests stop a process by PID).
+async fn wait_for_stop_signal() -> Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    Ok(())
+}
