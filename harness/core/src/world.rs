@@ -329,35 +329,34 @@ impl LabFile {
                 return Err(LabFileError::DuplicateUser(user.name.clone()));
             }
             directory.insert(&user.name, &user.password);
-            let messages: Vec<SeedMessage> =
-                if user.messages.is_empty() {
-                    (1..=3)
-                        .map(|i| {
-                            let data = sample_message(&user.name, &dns_domain, i);
-                            (
-                                "INBOX".to_string(),
-                                data,
-                                BTreeSet::new(),
-                                LAB_EPOCH + i as i64,
-                            )
-                        })
-                        .collect()
-                } else {
-                    let mut out = Vec::new();
-                    for (index, m) in user.messages.iter().enumerate() {
-                        let data = message_bytes(m, &user.name, &dns_domain).ok_or_else(|| {
-                            LabFileError::AmbiguousMessage {
-                                user: user.name.clone(),
-                                index,
-                            }
-                        })?;
-                        let mailbox = m.mailbox.clone().unwrap_or_else(|| "INBOX".into());
-                        let flags = m.flags.iter().cloned().collect();
-                        let date = m.internal_date.unwrap_or(LAB_EPOCH + index as i64 + 1);
-                        out.push((mailbox, data, flags, date));
-                    }
-                    out
-                };
+            let messages: Vec<SeedMessage> = if user.messages.is_empty() {
+                (1..=3)
+                    .map(|i| {
+                        let data = sample_message(&user.name, &dns_domain, i);
+                        (
+                            "INBOX".to_string(),
+                            data,
+                            BTreeSet::new(),
+                            LAB_EPOCH + i as i64,
+                        )
+                    })
+                    .collect()
+            } else {
+                let mut out = Vec::new();
+                for (index, m) in user.messages.iter().enumerate() {
+                    let data = message_bytes(m, &user.name, &dns_domain).ok_or_else(|| {
+                        LabFileError::AmbiguousMessage {
+                            user: user.name.clone(),
+                            index,
+                        }
+                    })?;
+                    let mailbox = m.mailbox.clone().unwrap_or_else(|| "INBOX".into());
+                    let flags = m.flags.iter().cloned().collect();
+                    let date = m.internal_date.unwrap_or(LAB_EPOCH + index as i64 + 1);
+                    out.push((mailbox, data, flags, date));
+                }
+                out
+            };
             store.with_account(&user.name, |account| {
                 for name in &user.mailboxes {
                     let key = Account::mailbox_key(name);

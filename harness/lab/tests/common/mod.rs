@@ -1,0 +1,119 @@
+//! Shared by the integration tests: finding real client tools, running them bounded in
+//! time, and starting a lab.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use harness::{Lab, LabConfig, ListenerSpec, Protocol, Security};
+use harness_core::Profile;
+
+/// The tool on PATH, or `None` with a message saying it was skipped. Under `CI=true` a
+/// missing tool is a failure, not a skip: CI installs every client the tests use.
+pub fn require_tool(name: &str, install_hint: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        let msg = format!("{name} is not installed (install: {install_hint})");
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{msg}; CI must provide it");
+        }
+        eprintln!("SKIPPED: {msg}");
+    }
+    found
+}
+
+pub struct Ran {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Ran {
+    pub fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+impl std::fmt::Debug for Ran {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs a command with a 30 s bound; a command that overruns is killed.
+pub async fn run(program: &Path, args: &[&str]) -> Ran {
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {}: {e}", program.display()));
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let read = |pipe: Option<tokio::process::ChildStdout>| async move {
+        let mut s = String::new();
+        if let Some(mut p) = pipe {
+            let _ = tokio::io::AsyncReadExt::read_to_string(&mut p, &mut s).await;
+        }
+        s
+    };
+    let read_err = |pipe: Option<tokio::process::ChildStderr>| async move {
+        let mut s = String::new();
+        if let Some(mut p) = pipe {
+            let _ = tokio::io::AsyncReadExt::read_to_string(&mut p, &mut s).await;
+        }
+        s
+    };
+    let all = async {
+        let (out, err, status) = tokio::join!(read(stdout), read_err(stderr), child.wait());
+        (out, err, status)
+    };
+    match tokio::time::timeout(Duration::from_secs(30), all).await {
+        Ok((stdout, stderr, status)) => Ran {
+            code: status.ok().and_then(|s| s.code()),
+            stdout,
+            stderr,
+        },
+        Err(_) => panic!(
+            "{} {:?} did not finish within 30 s",
+            program.display(),
+            args
+        ),
+    }
+}
+
+/// A lab with plain and implicit-TLS listeners for both protocols on loopback.
+pub async fn start_lab(profile: Profile) -> Lab {
+    let lo: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+    let config = LabConfig {
+        profile,
+        listeners: vec![
+            ListenerSpec::new(Protocol::Imap, Security::Plain, lo),
+            ListenerSpec::new(Protocol::Pop3, Security::Plain, lo),
+            ListenerSpec::new(Protocol::Imap, Security::ImplicitTls, lo),
+            ListenerSpec::new(Protocol::Pop3, Security::ImplicitTls, lo),
+        ],
+        ..LabConfig::default()
+    };
+    Lab::start(config).await.expect("lab starts")
+}
+
+/// Writes the lab's certificate to a temporary file for clients that verify it.
+pub fn write_cert(lab: &Lab, name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("harness-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, lab.certificate_pem()).expect("write cert");
+    path
+}

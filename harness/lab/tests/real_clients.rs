@@ -1,0 +1,304 @@
+//! Real clients against the mock endpoints over loopback: curl (every SASL mechanism,
+//! APOP, STARTTLS, implicit TLS, wrong passwords) and Python's imaplib / poplib.
+
+mod common;
+
+use common::{require_tool, run, start_lab, write_cert};
+use harness::{Protocol, Security};
+use harness_core::Profile;
+
+const CURL_HINT: &str = "apt-get install curl";
+const PY_HINT: &str = "apt-get install python3";
+
+fn url(scheme: &str, addr: std::net::SocketAddr, path: &str) -> String {
+    format!("{scheme}://{addr}{path}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_imap_every_mechanism_and_wrong_password() {
+    let Some(curl) = require_tool("curl", CURL_HINT) else {
+        return;
+    };
+    let lab = start_lab(Profile::default_profile()).await;
+    let addr = lab.addr(Protocol::Imap, Security::Plain).unwrap();
+    for mech in ["NTLM", "PLAIN", "LOGIN"] {
+        let opt = format!("AUTH={mech}");
+        let target = url("imap", addr, "/INBOX?ALL");
+        let ok = run(
+            &curl,
+            &[
+                "-sS",
+                "-v",
+                "--max-time",
+                "10",
+                &target,
+                "-u",
+                "alice:secret",
+                "--login-options",
+                &opt,
+            ],
+        )
+        .await;
+        assert!(ok.ok(), "{mech}: {ok:?}");
+        assert!(ok.stdout.contains("* SEARCH 1 2 3"), "{mech}: {ok:?}");
+        assert!(
+            ok.stderr.contains(&format!("AUTHENTICATE {mech}")),
+            "{mech} was not the mechanism used: {ok:?}"
+        );
+        let bad = run(
+            &curl,
+            &[
+                "-sS",
+                "--max-time",
+                "10",
+                &target,
+                "-u",
+                "alice:wrong",
+                "--login-options",
+                &opt,
+            ],
+        )
+        .await;
+        // 67 = CURLE_LOGIN_DENIED
+        assert_eq!(bad.code, Some(67), "{mech} with a wrong password: {bad:?}");
+    }
+    let fetched = run(
+        &curl,
+        &[
+            "-sS",
+            "--max-time",
+            "10",
+            &url("imap", addr, "/INBOX;UID=2"),
+            "-u",
+            "bob:hunter2",
+        ],
+    )
+    .await;
+    assert!(fetched.ok(), "{fetched:?}");
+    assert!(
+        fetched.stdout.contains("Subject: Test message 2"),
+        "{fetched:?}"
+    );
+    assert!(
+        fetched
+            .stdout
+            .contains("Hello bob, this is message number 2."),
+        "{fetched:?}"
+    );
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_pop3_every_mechanism_apop_and_wrong_password() {
+    let Some(curl) = require_tool("curl", CURL_HINT) else {
+        return;
+    };
+    let lab = start_lab(Profile::default_profile()).await;
+    let addr = lab.addr(Protocol::Pop3, Security::Plain).unwrap();
+    for mech in ["NTLM", "PLAIN", "LOGIN", "+APOP"] {
+        let opt = format!("AUTH={mech}");
+        let target = url("pop3", addr, "/");
+        let ok = run(
+            &curl,
+            &[
+                "-sS",
+                "-v",
+                "--max-time",
+                "10",
+                &target,
+                "-u",
+                "alice:secret",
+                "--login-options",
+                &opt,
+            ],
+        )
+        .await;
+        assert!(ok.ok(), "{mech}: {ok:?}");
+        let listing: Vec<&str> = ok.stdout.lines().collect();
+        assert_eq!(listing.len(), 3, "{mech}: {ok:?}");
+        assert!(listing[0].starts_with("1 "), "{mech}: {ok:?}");
+        let used = if mech == "+APOP" {
+            "APOP alice ".to_string()
+        } else {
+            format!("AUTH {mech}")
+        };
+        assert!(ok.stderr.contains(&used), "{mech} was not used: {ok:?}");
+        let bad = run(
+            &curl,
+            &[
+                "-sS",
+                "--max-time",
+                "10",
+                &target,
+                "-u",
+                "alice:wrong",
+                "--login-options",
+                &opt,
+            ],
+        )
+        .await;
+        assert_eq!(bad.code, Some(67), "{mech} with a wrong password: {bad:?}");
+    }
+    let retr = run(
+        &curl,
+        &[
+            "-sS",
+            "--max-time",
+            "10",
+            &url("pop3", addr, "/1"),
+            "-u",
+            "user:pass",
+        ],
+    )
+    .await;
+    assert!(retr.ok(), "{retr:?}");
+    assert!(retr.stdout.contains("Subject: Test message 1"), "{retr:?}");
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_over_starttls_and_implicit_tls_verifies_the_lab_certificate() {
+    let Some(curl) = require_tool("curl", CURL_HINT) else {
+        return;
+    };
+    let lab = start_lab(Profile::default_profile()).await;
+    let cert = write_cert(&lab, "curl-tls.pem");
+    let cert = cert.to_str().unwrap();
+    let cases = [
+        (
+            "imap",
+            lab.addr(Protocol::Imap, Security::Plain).unwrap(),
+            "/INBOX?ALL",
+            true,
+        ),
+        (
+            "pop3",
+            lab.addr(Protocol::Pop3, Security::Plain).unwrap(),
+            "/",
+            true,
+        ),
+        (
+            "imaps",
+            lab.addr(Protocol::Imap, Security::ImplicitTls).unwrap(),
+            "/INBOX?ALL",
+            false,
+        ),
+        (
+            "pop3s",
+            lab.addr(Protocol::Pop3, Security::ImplicitTls).unwrap(),
+            "/",
+            false,
+        ),
+    ];
+    for (scheme, addr, path, starttls) in cases {
+        let target = url(scheme, addr, path);
+        let mut args = vec![
+            "-sS",
+            "-v",
+            "--max-time",
+            "10",
+            "--cacert",
+            cert,
+            &target,
+            "-u",
+            "alice:secret",
+        ];
+        if starttls {
+            args.push("--ssl-reqd");
+        }
+        let r = run(&curl, &args).await;
+        assert!(r.ok(), "{scheme}: {r:?}");
+        assert!(
+            r.stderr.contains("SSL connection using") || r.stderr.contains("TLS"),
+            "{scheme} did not use TLS: {r:?}"
+        );
+        if starttls {
+            let word = if scheme == "imap" { "STARTTLS" } else { "STLS" };
+            assert!(r.stderr.contains(word), "{scheme}: {r:?}");
+        }
+    }
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_imaplib_plain_starttls_and_ssl() {
+    let Some(python) = require_tool("python3", PY_HINT) else {
+        return;
+    };
+    let lab = start_lab(Profile::default_profile()).await;
+    let cert = write_cert(&lab, "py-imap.pem");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/imap_client.py");
+    let plain = lab.addr(Protocol::Imap, Security::Plain).unwrap();
+    let tls = lab.addr(Protocol::Imap, Security::ImplicitTls).unwrap();
+    let runs = [
+        (plain, None),
+        (plain, Some("--starttls")),
+        (tls, Some("--ssl")),
+    ];
+    for (addr, mode) in runs {
+        let port = addr.port().to_string();
+        let mut args = vec![script, "127.0.0.1", &port, "alice", "secret"];
+        if let Some(m) = mode {
+            args.push(m);
+            args.push(cert.to_str().unwrap());
+        }
+        let r = run(&python, &args).await;
+        assert!(r.ok(), "{mode:?}: {r:?}");
+        assert!(r.stdout.contains("logout BYE"), "{mode:?}: {r:?}");
+    }
+    let r = run(
+        &python,
+        &[
+            script,
+            "127.0.0.1",
+            &plain.port().to_string(),
+            "alice",
+            "nope",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, Some(2), "wrong password must fail: {r:?}");
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_poplib_plain_stls_ssl_and_apop() {
+    let Some(python) = require_tool("python3", PY_HINT) else {
+        return;
+    };
+    let lab = start_lab(Profile::default_profile()).await;
+    let cert = write_cert(&lab, "py-pop.pem");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/pop3_client.py");
+    let plain = lab.addr(Protocol::Pop3, Security::Plain).unwrap();
+    let tls = lab.addr(Protocol::Pop3, Security::ImplicitTls).unwrap();
+    let runs = [
+        (plain, None),
+        (plain, Some("--stls")),
+        (tls, Some("--ssl")),
+        (plain, Some("--apop")),
+    ];
+    for (addr, mode) in runs {
+        let port = addr.port().to_string();
+        let mut args = vec![script, "127.0.0.1", &port, "user", "pass"];
+        if let Some(m) = mode {
+            args.push(m);
+            args.push(cert.to_str().unwrap());
+        }
+        let r = run(&python, &args).await;
+        assert!(r.ok(), "{mode:?}: {r:?}");
+        assert!(r.stdout.contains("quit OK"), "{mode:?}: {r:?}");
+    }
+    let r = run(
+        &python,
+        &[
+            script,
+            "127.0.0.1",
+            &plain.port().to_string(),
+            "user",
+            "nope",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, Some(2), "wrong password must fail: {r:?}");
+    lab.shutdown().await;
+}

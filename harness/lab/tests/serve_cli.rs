@@ -1,0 +1,147 @@
+//! `harness serve` as a user runs it: a separate process on loopback ports, users added
+//! with `--user`, curl authenticating with NTLM, then stopped by PID with SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{require_tool, run};
+
+/// Reads `listening <scheme> <addr>` lines until `press Ctrl-C` (bounded to 20 s).
+fn listening(stdout: impl std::io::Read) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("stdout line");
+        if let Some(rest) = line.strip_prefix("listening ") {
+            let mut parts = rest.split_whitespace();
+            let scheme = parts.next().unwrap_or_default().to_string();
+            let addr = parts.next().unwrap_or_default().to_string();
+            found.push((scheme, addr));
+        }
+        if line.starts_with("press Ctrl-C") || Instant::now() > deadline {
+            break;
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_added_user_accepts_ntlm_and_refuses_wrong_password() {
+    let Some(curl) = require_tool("curl", "apt-get install curl") else {
+        return;
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args([
+            "serve",
+            "--imap",
+            "127.0.0.1:0",
+            "--pop3",
+            "127.0.0.1:0",
+            "--user",
+            "carol:s3cret",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("harness serve starts");
+    let pid = child.id().to_string();
+    let stdout = child.stdout.take().expect("stdout");
+    let addrs = tokio::task::spawn_blocking(move || listening(stdout))
+        .await
+        .unwrap();
+    let addr_of = |scheme: &str| {
+        addrs
+            .iter()
+            .find(|(s, _)| s == scheme)
+            .map(|(_, a)| a.clone())
+            .unwrap_or_else(|| panic!("no {scheme} listener in {addrs:?}"))
+    };
+    let imap = format!("imap://{}/INBOX?ALL", addr_of("imap"));
+    let pop3 = format!("pop3://{}/", addr_of("pop3"));
+    for target in [&imap, &pop3] {
+        let ok = run(
+            &curl,
+            &[
+                "-sS",
+                "--max-time",
+                "10",
+                target,
+                "-u",
+                "carol:s3cret",
+                "--login-options",
+                "AUTH=NTLM",
+            ],
+        )
+        .await;
+        assert!(ok.ok(), "{target}: {ok:?}");
+        let bad = run(
+            &curl,
+            &[
+                "-sS",
+                "--max-time",
+                "10",
+                target,
+                "-u",
+                "carol:wrong",
+                "--login-options",
+                "AUTH=NTLM",
+            ],
+        )
+        .await;
+        assert_eq!(bad.code, Some(67), "{target}: {bad:?}");
+    }
+    // Default-lab users are still there alongside the added one.
+    let alice = run(
+        &curl,
+        &["-sS", "--max-time", "10", &imap, "-u", "alice:secret"],
+    )
+    .await;
+    assert!(alice.ok(), "{alice:?}");
+
+    let term = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(term.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("harness serve did not stop within 10 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[test]
+fn serve_refuses_unknown_profile_and_bad_user_syntax() {
+    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["serve", "--imap", "127.0.0.1:0", "--profile", "nosuch"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown profile \"nosuch\"") && err.contains("exchange"),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["serve", "--imap", "127.0.0.1:0", "--user", "nocolon"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NAME:PASSWORD"));
+    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["serve", "--imap", "192.0.2.1:143"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a loopback address"));
+}
