@@ -2,6 +2,7 @@
 //! protocol endpoints as pure state machines. No async runtime, no sockets, no clocks:
 //! adapters (the tokio lab, the in-process driver, fuzz targets) feed bytes and time in.
 
+pub mod codes;
 pub mod imap;
 pub mod ntlm;
 pub mod pop3;
