@@ -9,6 +9,7 @@ pub mod pop3;
 pub mod profile;
 pub mod rng;
 pub mod sasl;
+pub mod script;
 pub mod session;
 pub mod world;
 

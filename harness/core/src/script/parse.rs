@@ -1,0 +1,303 @@
+use std::collections::BTreeMap;
+
+use super::pattern::Pattern;
+
+/// A parsed script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Script {
+    /// `@protocol` (imap, pop3); `None` when the script does not say.
+    pub protocol: Option<String>,
+    /// `@var name value`, in order of appearance (later ones override earlier).
+    pub vars: BTreeMap<String, String>,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Send this line (CRLF is appended) on connection `conn` (1-based).
+    Send {
+        conn: usize,
+        text: String,
+        line: usize,
+    },
+    /// Expect a line matching `pattern` on `conn`.
+    Expect {
+        conn: usize,
+        pattern: Pattern,
+        line: usize,
+    },
+    /// Skip lines on `conn` until the next `Expect` on the same connection matches.
+    Skip { conn: usize, line: usize },
+    /// Close connection `conn`.
+    Close { conn: usize, line: usize },
+    /// Expect the server to close connection `conn`.
+    ExpectClosed { conn: usize, line: usize },
+}
+
+impl Step {
+    pub fn conn(&self) -> usize {
+        match self {
+            Step::Send { conn, .. }
+            | Step::Expect { conn, .. }
+            | Step::Skip { conn, .. }
+            | Step::Close { conn, .. }
+            | Step::ExpectClosed { conn, .. } => *conn,
+        }
+    }
+
+    pub fn line(&self) -> usize {
+        match self {
+            Step::Send { line, .. }
+            | Step::Expect { line, .. }
+            | Step::Skip { line, .. }
+            | Step::Close { line, .. }
+            | Step::ExpectClosed { line, .. } => *line,
+        }
+    }
+}
+
+/// Which side a `C:` / `S:` line speaks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Line {
+    Client,
+    Server,
+}
+
+/// A directive the parser understood.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Directive {
+    Protocol(String),
+    Var(String, String),
+    Close(usize),
+    Closed(usize),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error(
+        "line {line}: expected `C:`, `S:`, `Cn:`, `Sn:`, `@directive`, `#comment` or a blank line"
+    )]
+    UnknownLine { line: usize },
+    #[error("line {line}: connection number must be 1 to {max}")]
+    BadConnection { line: usize, max: usize },
+    #[error("line {line}: unknown directive `@{name}`")]
+    UnknownDirective { line: usize, name: String },
+    #[error("line {line}: `@{name}` needs {what}")]
+    DirectiveArgs {
+        line: usize,
+        name: &'static str,
+        what: &'static str,
+    },
+    #[error("line {line}: bad pattern: {reason}")]
+    Pattern { line: usize, reason: &'static str },
+    #[error("line {line}: `S: ...` must be followed by an `S:` pattern on the same connection")]
+    DanglingSkip { line: usize },
+    #[error("script has {0} lines; at most {MAX_LINES} are allowed")]
+    TooLong(usize),
+}
+
+/// Connections one script may use.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Lines one script may have.
+pub const MAX_LINES: usize = 100_000;
+
+/// Parses a script. Lines end with LF or CRLF.
+pub fn parse(text: &str) -> Result<Script, ParseError> {
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.len() > MAX_LINES {
+        return Err(ParseError::TooLong(lines.len()));
+    }
+    let mut script = Script {
+        protocol: None,
+        vars: BTreeMap::new(),
+        steps: Vec::new(),
+    };
+    for (i, raw) in lines.iter().enumerate() {
+        let line = i + 1;
+        let raw = raw.strip_suffix('\r').unwrap_or(raw);
+        let trimmed = raw.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        if let Some(rest) = trimmed.strip_prefix('@') {
+            match directive(rest, line)? {
+                Directive::Protocol(p) => script.protocol = Some(p),
+                Directive::Var(k, v) => {
+                    script.vars.insert(k, v);
+                }
+                Directive::Close(conn) => script.steps.push(Step::Close { conn, line }),
+                Directive::Closed(conn) => script.steps.push(Step::ExpectClosed { conn, line }),
+            }
+            continue;
+        }
+        let (kind, conn, body) = split_prefix(trimmed, line)?;
+        match kind {
+            Line::Client => script.steps.push(Step::Send {
+                conn,
+                text: body.to_string(),
+                line,
+            }),
+            Line::Server if body.trim() == "..." => script.steps.push(Step::Skip { conn, line }),
+            Line::Server => {
+                let pattern =
+                    Pattern::parse(body).map_err(|reason| ParseError::Pattern { line, reason })?;
+                script.steps.push(Step::Expect {
+                    conn,
+                    pattern,
+                    line,
+                });
+            }
+        }
+    }
+    check_skips(&script.steps)?;
+    Ok(script)
+}
+
+fn check_skips(steps: &[Step]) -> Result<(), ParseError> {
+    for (i, step) in steps.iter().enumerate() {
+        if let Step::Skip { conn, line } = step {
+            let next_on_conn = steps[i + 1..].iter().find(|s| s.conn() == *conn);
+            if !matches!(next_on_conn, Some(Step::Expect { .. })) {
+                return Err(ParseError::DanglingSkip { line: *line });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `C:` `S:` `C2:` `S12:` followed by one optional space.
+fn split_prefix(text: &str, line: usize) -> Result<(Line, usize, &str), ParseError> {
+    let kind = match text.as_bytes().first() {
+        Some(b'C') => Line::Client,
+        Some(b'S') => Line::Server,
+        _ => return Err(ParseError::UnknownLine { line }),
+    };
+    let rest = &text[1..];
+    let Some(colon) = rest.find(':') else {
+        return Err(ParseError::UnknownLine { line });
+    };
+    let digits = &rest[..colon];
+    let conn = if digits.is_empty() {
+        1
+    } else if digits.bytes().all(|b| b.is_ascii_digit()) && digits.len() <= 3 {
+        digits.parse::<usize>().unwrap_or(0)
+    } else {
+        return Err(ParseError::UnknownLine { line });
+    };
+    if conn == 0 || conn > MAX_CONNECTIONS {
+        return Err(ParseError::BadConnection {
+            line,
+            max: MAX_CONNECTIONS,
+        });
+    }
+    let body = &rest[colon + 1..];
+    Ok((kind, conn, body.strip_prefix(' ').unwrap_or(body)))
+}
+
+fn directive(text: &str, line: usize) -> Result<Directive, ParseError> {
+    let mut words = text.split_whitespace();
+    let name = words.next().unwrap_or_default();
+    let conn_arg = |words: &mut std::str::SplitWhitespace, name: &'static str| {
+        let n = match words.next() {
+            None => 1,
+            Some(w) => w.parse::<usize>().map_err(|_| ParseError::DirectiveArgs {
+                line,
+                name,
+                what: "a connection number",
+            })?,
+        };
+        if n == 0 || n > MAX_CONNECTIONS {
+            return Err(ParseError::BadConnection {
+                line,
+                max: MAX_CONNECTIONS,
+            });
+        }
+        Ok(n)
+    };
+    match name {
+        "protocol" => match words.next() {
+            Some(p) => Ok(Directive::Protocol(p.to_ascii_lowercase())),
+            None => Err(ParseError::DirectiveArgs {
+                line,
+                name: "protocol",
+                what: "a protocol name",
+            }),
+        },
+        "var" => {
+            let key = words.next();
+            let rest: Vec<&str> = words.collect();
+            match key {
+                Some(k) if is_name(k) => Ok(Directive::Var(k.to_string(), rest.join(" "))),
+                _ => Err(ParseError::DirectiveArgs {
+                    line,
+                    name: "var",
+                    what: "a name ([A-Za-z_][A-Za-z0-9_]*) and a value",
+                }),
+            }
+        }
+        "close" => Ok(Directive::Close(conn_arg(&mut words, "close")?)),
+        "closed" => Ok(Directive::Closed(conn_arg(&mut words, "closed")?)),
+        other => Err(ParseError::UnknownDirective {
+            line,
+            name: other.to_string(),
+        }),
+    }
+}
+
+pub(crate) fn is_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_connections_directives_and_skips() {
+        let s = parse(
+            "# hi\n@protocol IMAP\n@var user alice\n\nS: * OK $*\nC: a1 LOGIN $user x\nS: ...\nS: a1 OK $*\nC2: b1 NOOP\n@close 2\n@closed\n",
+        )
+        .unwrap();
+        assert_eq!(s.protocol.as_deref(), Some("imap"));
+        assert_eq!(s.vars["user"], "alice");
+        assert_eq!(s.steps.len(), 7);
+        assert!(
+            matches!(&s.steps[1], Step::Send { conn: 1, text, line: 6 } if text == "a1 LOGIN $user x")
+        );
+        assert!(matches!(s.steps[2], Step::Skip { conn: 1, .. }));
+        assert!(matches!(&s.steps[4], Step::Send { conn: 2, .. }));
+        assert!(matches!(s.steps[5], Step::Close { conn: 2, .. }));
+        assert!(matches!(s.steps[6], Step::ExpectClosed { conn: 1, .. }));
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        assert_eq!(parse("X: nope"), Err(ParseError::UnknownLine { line: 1 }));
+        assert_eq!(
+            parse("\nC0: x"),
+            Err(ParseError::BadConnection {
+                line: 2,
+                max: MAX_CONNECTIONS
+            })
+        );
+        assert_eq!(parse("C99999: x"), Err(ParseError::UnknownLine { line: 1 }));
+        assert!(matches!(
+            parse("@frob"),
+            Err(ParseError::UnknownDirective { line: 1, .. })
+        ));
+        assert!(matches!(
+            parse("@var 9x y"),
+            Err(ParseError::DirectiveArgs { .. })
+        ));
+        assert_eq!(
+            parse("S: ...\nC: x"),
+            Err(ParseError::DanglingSkip { line: 1 })
+        );
+        assert!(matches!(
+            parse("S: a $"),
+            Err(ParseError::Pattern { line: 1, .. })
+        ));
+    }
+}
