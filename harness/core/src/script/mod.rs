@@ -26,10 +26,12 @@
 //! before), `$$` is a literal `$`. A line `S: ...` skips any number of lines until the
 //! next pattern matches. In `C:` lines `$name` is replaced by a variable or capture.
 
+mod inprocess;
 mod parse;
 mod pattern;
 mod play;
 
+pub use inprocess::InProcess;
 pub use parse::{parse, Directive, Line, ParseError, Script, Step};
 pub use pattern::{Pattern, Piece};
 pub use play::{play, PlayError, PlayReport, ReadLine, ScriptTransport, StepRecord, Verdict};
