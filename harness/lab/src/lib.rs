@@ -13,6 +13,7 @@
 //! ```
 
 pub mod connection;
+pub mod play;
 pub mod tls;
 
 use std::fmt;
