@@ -26,8 +26,37 @@ struct Cli {
 enum Command {
     /// Serve the mock IMAP and POP3 endpoints until Ctrl-C.
     Serve(Box<ServeArgs>),
+    /// Play transcript scripts (corpus/sessions/**) in-process against the mocks, or
+    /// over sockets against a target such as the lab or a live server.
+    Play(PlayArgs),
     /// List the built-in server profiles.
     Profiles,
+}
+
+#[derive(clap::Args)]
+struct PlayArgs {
+    /// Script files or directories (searched for *.txt).
+    #[arg(required = true)]
+    scripts: Vec<PathBuf>,
+    /// imap://HOST:PORT or pop3://HOST:PORT. Without it, each script plays in-process
+    /// against the mock for its @protocol.
+    #[arg(long)]
+    target: Option<String>,
+    /// Profile of the in-process mock.
+    #[arg(long, default_value = "default")]
+    profile: String,
+    /// Set a script variable: NAME=VALUE (overrides @var).
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    vars: Vec<String>,
+    /// Seconds of silence after which a server is taken to have nothing more to say.
+    #[arg(long, default_value_t = 3.0)]
+    silence: f64,
+    /// Print every transcript, not only the failing ones.
+    #[arg(long)]
+    verbose: bool,
+    /// Allow a target outside loopback.
+    #[arg(long)]
+    allow_remote: bool,
 }
 
 #[derive(clap::Args)]
@@ -79,6 +108,8 @@ struct ServeArgs {
     public: bool,
 }
 
+mod cmd;
+
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -87,6 +118,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(*args),
+        Command::Play(args) => cmd::play::run(args),
         Command::Profiles => {
             for name in PROFILE_NAMES {
                 if let Some(p) = Profile::by_name(name) {

@@ -102,7 +102,10 @@ impl ScriptTransport for SocketTransport {
     fn read_line(&mut self, conn: usize) -> Result<ReadLine, String> {
         let c = self.conns.get_mut(&conn).ok_or("not connected")?;
         let mut line = Vec::new();
-        match Read::by_ref(c).take(MAX_READ_LINE).read_until(b'\n', &mut line) {
+        match Read::by_ref(c)
+            .take(MAX_READ_LINE)
+            .read_until(b'\n', &mut line)
+        {
             Ok(0) => Ok(ReadLine::Closed),
             Ok(_) => {
                 if line.last() == Some(&b'\n') {

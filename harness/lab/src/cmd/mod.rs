@@ -1,0 +1,4 @@
+//! The subcommands of the `harness` binary that are more than a few lines.
+
+pub mod play;
+pub mod table;
