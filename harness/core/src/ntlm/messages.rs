@@ -544,8 +544,13 @@ impl ChallengeMessage {
         check_prefix(data, CHALLENGE_TYPE, CHALLENGE_HEADER)?;
         let target_name = Desc::read(data, 12, "TargetName")?;
         let flags = NegotiateFlags(le32(data, 20).unwrap_or_default());
-        let mut server_challenge = [0u8; 8];
-        server_challenge.copy_from_slice(&data[24..32]);
+        let server_challenge: [u8; 8] =
+            data.get(24..32)
+                .and_then(|b| b.try_into().ok())
+                .ok_or(NtlmError::Truncated {
+                    needed: CHALLENGE_HEADER,
+                    got: data.len(),
+                })?;
         let target_info = Desc::read(data, 40, "TargetInfo")?;
         let descs = [target_name, target_info];
         let payload = payload_start(data, &descs);
@@ -669,8 +674,10 @@ impl AuthenticateMessage {
             if payload < MIC_END || data.len() < MIC_END {
                 return Err(NtlmError::MicOverlapsPayload);
             }
-            let mut m = [0u8; 16];
-            m.copy_from_slice(&data[MIC_OFFSET..MIC_END]);
+            let m: [u8; 16] = data
+                .get(MIC_OFFSET..MIC_END)
+                .and_then(|b| b.try_into().ok())
+                .ok_or(NtlmError::MicOverlapsPayload)?;
             Some(m)
         } else {
             None

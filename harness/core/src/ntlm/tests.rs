@@ -764,7 +764,13 @@ fn v1_client_falls_back_when_server_lacks_ess() {
 fn fuzz_decode_samples() {
     let (with_mic, _) = v2_auth_with_mic();
     let mut neg = initiator("a", "b", ResponseKind::V2, false);
+    let mut v1 = initiator("alice", "secret", ResponseKind::V1, false);
+    let mut acc = NtlmAcceptor::new(config(), [3; 8], FILETIME);
+    let v1_chal = acc.handle_negotiate(&v1.negotiate()).unwrap();
+    let v1_auth = v1.handle_challenge(&v1_chal).unwrap();
     let samples = [
+        v1_chal,
+        v1_auth,
         spec_challenge(),
         spec_authenticate(),
         with_mic,
