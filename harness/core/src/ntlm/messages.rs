@@ -619,7 +619,10 @@ impl<'a> NtlmV2Response<'a> {
         let malformed = NtlmError::MalformedNtlmV2Response;
         let proof = nt.get(..16).ok_or(malformed.clone())?;
         let temp = nt.get(16..).ok_or(malformed.clone())?;
-        let fixed = temp.get(..TEMP_FIXED).ok_or(malformed.clone())?;
+        let fixed: &[u8; TEMP_FIXED] = temp
+            .get(..TEMP_FIXED)
+            .and_then(|b| b.try_into().ok())
+            .ok_or(malformed.clone())?;
         // RespType and HiRespType are both 1.
         if fixed[0] != 1 || fixed[1] != 1 {
             return Err(malformed);
