@@ -337,6 +337,113 @@ mod tests {
         assert_eq!(s.step(&w, b"wrong"), Failure(SaslError::BadCredentials));
     }
 
+    fn ntlm_client(password: &str, prefer: ntlm::ResponseKind) -> ntlm::NtlmInitiator {
+        ntlm::NtlmInitiator::new(
+            ntlm::Credentials {
+                user: "alice".into(),
+                password: password.into(),
+                domain: "EXAMPLE".into(),
+                workstation: "WS".into(),
+            },
+            ntlm::InitiatorOptions {
+                client_challenge: [1; 8],
+                random_session_key: [2; 16],
+                prefer,
+                send_mic: prefer == ntlm::ResponseKind::V2,
+            },
+        )
+    }
+
+    #[test]
+    fn ntlm_initiator_through_sasl_server() {
+        use ntlm::ResponseKind::*;
+        let w = world();
+        for prefer in [V1, V1ExtendedSessionSecurity, V2] {
+            for (password, succeeds) in [("secret", true), ("Secret", false)] {
+                let mut rng = SeededRng::new(3);
+                let mut client = ntlm_client(password, prefer);
+                let (mut s, step) =
+                    SaslServer::start(Mechanism::Ntlm, &w, &mut rng, 1_700_000_000, None);
+                assert_eq!(step, Challenge(vec![]));
+                let Challenge(chal) = s.step(&w, &client.negotiate()) else {
+                    panic!("no CHALLENGE");
+                };
+                let c = ntlm::ChallengeMessage::decode(&chal).unwrap();
+                assert_eq!(c.target_name, "EXAMPLE");
+                let ts = c
+                    .target_info
+                    .as_deref()
+                    .and_then(|p| ntlm::messages::find_av(p, ntlm::AvId::TIMESTAMP))
+                    .and_then(ntlm::AvPair::as_u64);
+                assert_eq!(ts, Some(filetime_from_unix(1_700_000_000)));
+                let auth = client.handle_challenge(&chal).unwrap();
+                let step = s.step(&w, &auth);
+                if succeeds {
+                    assert_eq!(
+                        step,
+                        Success {
+                            user: "alice".into()
+                        },
+                        "{prefer:?}"
+                    );
+                } else {
+                    assert_eq!(
+                        step,
+                        Failure(SaslError::Ntlm(NtlmError::WrongPassword)),
+                        "{prefer:?}"
+                    );
+                }
+                assert_eq!(s.step(&w, &auth), Failure(SaslError::Finished));
+            }
+        }
+    }
+
+    #[test]
+    fn ntlm_with_initial_response_and_foreign_domain() {
+        let w = world();
+        let mut rng = SeededRng::new(4);
+        let mut client = ntlm_client("secret", ntlm::ResponseKind::V2);
+        let neg = client.negotiate();
+        let (mut s, step) = SaslServer::start(Mechanism::Ntlm, &w, &mut rng, 0, Some(&neg));
+        let Challenge(chal) = step else {
+            panic!("no CHALLENGE");
+        };
+        let auth = client.handle_challenge(&chal).unwrap();
+        assert_eq!(
+            s.step(&w, &auth),
+            Success {
+                user: "alice".into()
+            }
+        );
+        // A domain that is not ours is an unknown account.
+        let mut client = ntlm::NtlmInitiator::new(
+            ntlm::Credentials {
+                user: "alice".into(),
+                password: "secret".into(),
+                domain: "ELSEWHERE".into(),
+                workstation: String::new(),
+            },
+            ntlm::InitiatorOptions {
+                client_challenge: [1; 8],
+                random_session_key: [2; 16],
+                prefer: ntlm::ResponseKind::V2,
+                send_mic: false,
+            },
+        );
+        let (mut s, _) = SaslServer::start(Mechanism::Ntlm, &w, &mut rng, 0, None);
+        let Challenge(chal) = s.step(&w, &client.negotiate()) else {
+            panic!("no CHALLENGE");
+        };
+        let auth = client.handle_challenge(&chal).unwrap();
+        assert_eq!(
+            s.step(&w, &auth),
+            Failure(SaslError::Ntlm(NtlmError::UnknownUser))
+        );
+        // Garbage instead of NEGOTIATE.
+        let (_, step) = SaslServer::start(Mechanism::Ntlm, &w, &mut rng, 0, Some(b"hello"));
+        assert_eq!(step, Failure(SaslError::Ntlm(NtlmError::BadSignature)));
+    }
+
     #[test]
     fn mechanism_names() {
         assert_eq!(Mechanism::parse("ntlm"), Some(Mechanism::Ntlm));
