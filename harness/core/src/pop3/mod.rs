@@ -6,6 +6,9 @@ pub mod command;
 pub mod response;
 pub mod server;
 
+#[cfg(test)]
+mod tests;
+
 pub use command::{Command, CommandError, InitialResponse};
 pub use response::{
     decode_multiline, decode_reply, decode_status, InvalidResponse, MultiLine, Reply,
@@ -30,7 +33,11 @@ pub fn fuzz_command_decode(data: &[u8]) {
         cmd.encode(&mut line);
         assert!(line.ends_with(b"\r\n"), "encoded command lacks CRLF");
         let body = line.get(..line.len() - 2).unwrap_or_default();
-        assert_eq!(Command::decode(body), Ok(cmd), "round trip changed the command");
+        assert_eq!(
+            Command::decode(body),
+            Ok(cmd),
+            "round trip changed the command"
+        );
     }
 }
 
@@ -46,7 +53,10 @@ pub fn fuzz_response_decode(data: &[u8]) {
         Ok((reply, used)) => {
             assert!(used > 0 && used <= data.len());
             let prefix = data.get(..used - 1).unwrap_or_default();
-            assert_eq!(decode_reply(prefix, &limits), Err(ResponseError::Incomplete));
+            assert_eq!(
+                decode_reply(prefix, &limits),
+                Err(ResponseError::Incomplete)
+            );
             let mut again = Vec::new();
             match &reply {
                 Reply::Status(s) => s.encode(&mut again),
@@ -140,7 +150,10 @@ pub fn fuzz_server_session(data: &[u8]) {
             server.handle_eof(now);
         }
         drain_checked(&mut server, now);
-        assert!(server.is_closed(), "session did not close after EOF or timeout");
+        assert!(
+            server.is_closed(),
+            "session did not close after EOF or timeout"
+        );
     }
     drop(server);
 
@@ -203,9 +216,7 @@ fn stream_reveals(stream: &[u8], password: &str, timestamp: Option<&str>) -> boo
     timestamp.is_some_and(|ts| {
         let digest = apop_digest(ts, password);
         let lower = stream.to_ascii_lowercase();
-        lower
-            .windows(digest.len())
-            .any(|w| w == digest.as_bytes())
+        lower.windows(digest.len()).any(|w| w == digest.as_bytes())
     })
 }
 
@@ -235,9 +246,16 @@ fn check_write(bytes: &[u8]) {
     let is_body = first.starts_with(b"+OK ")
         && (first.ends_with(b" octets\r") || first == b"+OK top of message follows\r");
     if !is_body {
-        assert!(bytes.len() <= FUZZ_MAX_WRITE, "write of {} bytes", bytes.len());
+        assert!(
+            bytes.len() <= FUZZ_MAX_WRITE,
+            "write of {} bytes",
+            bytes.len()
+        );
         for line in bytes.split_inclusive(|&b| b == b'\n') {
-            assert!(line.len() <= response::MAX_STATUS_LINE, "line over 512 octets");
+            assert!(
+                line.len() <= response::MAX_STATUS_LINE,
+                "line over 512 octets"
+            );
         }
     }
 }
@@ -303,7 +321,11 @@ mod fuzz_tests {
     #[test]
     fn stream_reveals_finds_each_form() {
         assert!(stream_reveals(b"PASS secret", "secret", None));
-        assert!(stream_reveals(b"AUTH PLAIN AGFsaWNlAHNlY3JldA==", "secret", None));
+        assert!(stream_reveals(
+            b"AUTH PLAIN AGFsaWNlAHNlY3JldA==",
+            "secret",
+            None
+        ));
         let ts = "<1.2@h>";
         let line = format!("APOP alice {}", apop_digest(ts, "secret").to_uppercase());
         assert!(stream_reveals(line.as_bytes(), "secret", Some(ts)));

@@ -342,7 +342,10 @@ mod tests {
     #[test]
     fn incomplete_is_not_invalid() {
         assert_eq!(decode_reply(b"", &lim()), Err(ResponseError::Incomplete));
-        assert_eq!(decode_reply(b"+OK hel", &lim()), Err(ResponseError::Incomplete));
+        assert_eq!(
+            decode_reply(b"+OK hel", &lim()),
+            Err(ResponseError::Incomplete)
+        );
         assert_eq!(
             decode_multiline(b"+OK\r\nline\r\n", &lim()),
             Err(ResponseError::Incomplete)
@@ -392,7 +395,9 @@ mod tests {
     #[test]
     fn encoders_round_trip() {
         let mut out = Vec::new();
-        StatusLine::err("locked").with_code("IN-USE").encode(&mut out);
+        StatusLine::err("locked")
+            .with_code("IN-USE")
+            .encode(&mut out);
         assert_eq!(out, b"-ERR [IN-USE] locked\r\n");
         out.clear();
         encode_continuation(b"Password:", &mut out);

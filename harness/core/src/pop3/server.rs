@@ -60,7 +60,9 @@ impl Maildrop {
 }
 
 enum State {
-    Authorization { pending_user: Option<String> },
+    Authorization {
+        pending_user: Option<String>,
+    },
     Sasl(Box<SaslServer>),
     Transaction(Maildrop),
     /// QUIT, EOF or autologout happened; nothing more is read.
@@ -170,7 +172,13 @@ impl Pop3Server {
         let mut text: String = line
             .text
             .chars()
-            .map(|c| if c == ' ' || c.is_ascii_graphic() { c } else { '?' })
+            .map(|c| {
+                if c == ' ' || c.is_ascii_graphic() {
+                    c
+                } else {
+                    '?'
+                }
+            })
             .collect();
         text.truncate(room);
         line.text = text;
@@ -243,7 +251,13 @@ impl Pop3Server {
                 self.close();
             }
             Command::Unknown(line) => {
-                let kw: String = line.split(' ').next().unwrap_or("").chars().take(40).collect();
+                let kw: String = line
+                    .split(' ')
+                    .next()
+                    .unwrap_or("")
+                    .chars()
+                    .take(40)
+                    .collect();
                 self.err(format!("unknown command {kw}"));
             }
             Command::User(name) if in_auth => {
@@ -375,7 +389,13 @@ impl Pop3Server {
         match step {
             SaslStep::Challenge(data) => {
                 if data.is_empty() {
-                    let line = self.ctx.profile.pop3.auth_continuation.empty_line().to_vec();
+                    let line = self
+                        .ctx
+                        .profile
+                        .pop3
+                        .auth_continuation
+                        .empty_line()
+                        .to_vec();
                     self.write(line);
                 } else {
                     let mut out = Vec::new();
