@@ -17,6 +17,12 @@ use crate::rng::SeededRng;
 use crate::sasl::{decode_base64, Mechanism, SaslServer, SaslStep};
 use crate::session::{Output, ServerSession, SessionContext};
 
+/// Once this many reply bytes wait to be polled, no further command is read.
+const OUTPUT_HIGH_WATER: usize = 256 * 1024;
+
+/// Unread pipelined input a session holds while its replies wait; beyond it, it ends.
+const MAX_PENDING_INPUT: usize = 1024 * 1024;
+
 /// RFC 1939 section 7: the APOP digest is MD5 over the greeting's timestamp (angle
 /// brackets included) followed by the shared secret, written as 32 lower-case hex digits.
 pub fn apop_digest(timestamp: &str, secret: &str) -> String {
@@ -89,15 +95,21 @@ pub struct Pop3Server {
     tls_active: bool,
     /// STLS was answered; input is ignored until the handshake is done.
     awaiting_tls: bool,
+    /// Input not yet looked at: waits while the queued replies are over the high-water mark.
+    pending: Vec<u8>,
     /// Part of a command line not yet ended by LF (never more than `max_line` bytes).
     inbuf: Vec<u8>,
     /// The current line went over the limit: drop bytes until its LF.
     discarding: bool,
     out: VecDeque<Output>,
+    /// Bytes in the queued writes.
+    queued: usize,
     /// `Output::Close` is queued.
     closing: bool,
     /// `Output::Close` was polled.
     closed: bool,
+    /// The peer closed its side; the session ends once pending input is read.
+    eof: bool,
     last_input: Duration,
 }
 
@@ -117,11 +129,14 @@ impl Pop3Server {
             state: State::Authorization { pending_user: None },
             timestamp,
             awaiting_tls: false,
+            pending: Vec::new(),
             inbuf: Vec::new(),
             discarding: false,
             out: VecDeque::new(),
+            queued: 0,
             closing: false,
             closed: false,
+            eof: false,
             last_input: Duration::ZERO,
         };
         let mut greeting = server.ctx.profile.pop3_greeting(&server.ctx.world.hostname);
@@ -162,6 +177,7 @@ impl Pop3Server {
     // ----- output -----
 
     fn write(&mut self, bytes: Vec<u8>) {
+        self.queued += bytes.len();
         self.out.push_back(Output::Write(bytes));
     }
 
@@ -316,6 +332,7 @@ impl Pop3Server {
                 // RFC 2595 section 4 / the STARTTLS injection class: whatever the client
                 // pipelined after STLS was sent in the clear; it is dropped, not run.
                 self.awaiting_tls = true;
+                self.pending.clear();
                 self.inbuf.clear();
                 self.discarding = false;
             }
@@ -643,9 +660,98 @@ impl ServerSession for Pop3Server {
             return;
         }
         self.last_input = now;
+        if self.queued >= OUTPUT_HIGH_WATER && self.pending.len() + input.len() > MAX_PENDING_INPUT
+        {
+            // The client keeps pipelining while its replies pile up unread.
+            self.pending.clear();
+            self.inbuf.clear();
+            self.abandon();
+            self.err("too much pipelined input; closing");
+            self.close();
+            return;
+        }
+        self.pending.extend_from_slice(input);
+        self.pump(now);
+    }
+
+    fn handle_eof(&mut self, _now: Duration) {
+        self.eof = true;
+        // Commands already received but held back by a full output queue still run.
+        if self.pending.is_empty() {
+            self.finish_eof();
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Duration) {
+        if self.closing {
+            return;
+        }
+        if self.poll_timeout().is_some_and(|deadline| now >= deadline) {
+            // RFC 1939 section 3: the autologout timer ends the session without UPDATE.
+            self.abandon();
+            self.err("autologout; idle for too long");
+            self.close();
+        }
+    }
+
+    fn handle_tls_established(&mut self, now: Duration) {
+        if !self.awaiting_tls {
+            return;
+        }
+        self.awaiting_tls = false;
+        self.tls_active = true;
+        self.pending.clear();
+        self.inbuf.clear();
+        self.discarding = false;
+        self.last_input = now;
+        self.state = State::Authorization { pending_user: None };
+    }
+
+    fn poll_output(&mut self) -> Option<Output> {
+        let out = self.out.pop_front();
+        match &out {
+            Some(Output::Close) => self.closed = true,
+            Some(Output::Write(bytes)) => {
+                self.queued = self.queued.saturating_sub(bytes.len());
+                if self.queued < OUTPUT_HIGH_WATER && !self.pending.is_empty() {
+                    // The adapter is draining: read on where the input was left.
+                    let now = self.last_input;
+                    self.pump(now);
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        if self.closing {
+            return None;
+        }
+        self.last_input.checked_add(self.ctx.limits.idle_timeout)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed
+    }
+}
+
+impl Pop3Server {
+    /// Reads command lines out of `pending` until it is empty, the session stops reading
+    /// (QUIT, STLS) or the replies queued reach [`OUTPUT_HIGH_WATER`]; the rest waits
+    /// for `poll_output` to drain them (RFC 2449 section 6.6 pipelining, with bounds).
+    fn pump(&mut self, now: Duration) {
+        if self.queued >= OUTPUT_HIGH_WATER {
+            return;
+        }
+        let data = std::mem::take(&mut self.pending);
         let max = self.ctx.limits.max_line;
-        let mut rest = input;
-        while !rest.is_empty() && !self.closing && !self.awaiting_tls {
+        let mut rest = data.as_slice();
+        while !rest.is_empty()
+            && !self.closing
+            && !self.awaiting_tls
+            && self.queued < OUTPUT_HIGH_WATER
+        {
             let lf = rest.iter().position(|&b| b == b'\n');
             if self.discarding {
                 match lf {
@@ -654,7 +760,10 @@ impl ServerSession for Pop3Server {
                         self.discarding = false;
                         continue;
                     }
-                    None => return,
+                    None => {
+                        rest = &[];
+                        break;
+                    }
                 }
             }
             match lf {
@@ -683,64 +792,34 @@ impl ServerSession for Pop3Server {
                     } else {
                         self.inbuf.extend_from_slice(rest);
                     }
-                    return;
+                    rest = &[];
                 }
             }
         }
+        // After QUIT nothing more is read; after STLS what was pipelined in the clear is
+        // dropped (RFC 2595 section 4, the STARTTLS command injection class).
+        if !self.closing && !self.awaiting_tls {
+            self.pending = rest.to_vec();
+        }
+        if self.eof && self.pending.is_empty() {
+            self.finish_eof();
+        }
     }
 
-    fn handle_eof(&mut self, _now: Duration) {
-        // RFC 1939 section 6: without QUIT there is no UPDATE state; nothing is deleted.
+    /// The peer is gone and every line it sent has been read. RFC 1939 section 6: without
+    /// QUIT there is no UPDATE state, so nothing is deleted; a partial line is dropped.
+    fn finish_eof(&mut self) {
         self.abandon();
         self.state = State::Done;
         self.close();
     }
 
-    fn handle_timeout(&mut self, now: Duration) {
-        if self.closing {
-            return;
-        }
-        if self.poll_timeout().is_some_and(|deadline| now >= deadline) {
-            // RFC 1939 section 3: the autologout timer ends the session without UPDATE.
-            self.abandon();
-            self.err("autologout; idle for too long");
-            self.close();
-        }
+    /// Bytes of replies queued and not yet polled.
+    #[cfg(test)]
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.queued
     }
 
-    fn handle_tls_established(&mut self, now: Duration) {
-        if !self.awaiting_tls {
-            return;
-        }
-        self.awaiting_tls = false;
-        self.tls_active = true;
-        self.inbuf.clear();
-        self.discarding = false;
-        self.last_input = now;
-        self.state = State::Authorization { pending_user: None };
-    }
-
-    fn poll_output(&mut self) -> Option<Output> {
-        let out = self.out.pop_front();
-        if out == Some(Output::Close) {
-            self.closed = true;
-        }
-        out
-    }
-
-    fn poll_timeout(&self) -> Option<Duration> {
-        if self.closing {
-            return None;
-        }
-        self.last_input.checked_add(self.ctx.limits.idle_timeout)
-    }
-
-    fn is_closed(&self) -> bool {
-        self.closed
-    }
-}
-
-impl Pop3Server {
     fn line_too_long(&mut self) {
         if let State::Authorization { pending_user } = &mut self.state {
             *pending_user = None;

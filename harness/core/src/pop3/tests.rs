@@ -814,3 +814,76 @@ fn one_sessions_bad_input_leaves_another_unaffected() {
     assert_eq!(inbox(&shared, "bob").1.len(), 3);
     assert_eq!(inbox(&shared, "alice").1.len(), 3);
 }
+
+/// A lab whose one user has one message of about 100 KiB.
+fn big_lab() -> Arc<World> {
+    let body: String = (0..2000)
+        .map(|i| format!("line {i:04} {}\n", "x".repeat(40)))
+        .collect();
+    let text = format!(
+        "[[user]]\nname = \"big\"\npassword = \"pw\"\n[[user.message]]\nraw = \"\"\"\nSubject: big\n\n{body}\"\"\"\n"
+    );
+    Arc::new(LabFile::parse(&text).unwrap().build().unwrap())
+}
+
+#[test]
+fn pipelined_retrs_are_read_as_the_replies_drain() {
+    let world = big_lab();
+    let size = inbox(&world, "big").1[0].1.len();
+    assert!(size > 100_000);
+    let (mut c, _) = Conn::new(&world, Profile::default_profile());
+    let mut script = b"USER big\r\nPASS pw\r\n".to_vec();
+    for _ in 0..20 {
+        script.extend_from_slice(b"RETR 1\r\n");
+    }
+    script.extend_from_slice(b"DELE 1\r\nQUIT\r\n");
+    c.server.handle_input(c.now, &script);
+    // Reading stopped once the queue passed the high-water mark (256 KiB).
+    let queued = c.server.queued_bytes();
+    assert!(queued < 256 * 1024 + size + 1024, "{queued}");
+    // The peer half-closes; what it sent before still runs, in order.
+    c.server.handle_eof(c.now);
+    let outs = c.outputs();
+    let retrs = outs
+        .iter()
+        .filter(|o| matches!(o, Output::Write(b) if b.starts_with(format!("+OK {size} octets").as_bytes())))
+        .count();
+    assert_eq!(retrs, 20);
+    assert_eq!(
+        outs[outs.len() - 3],
+        Output::Write(b"+OK message 1 deleted\r\n".to_vec())
+    );
+    assert_eq!(
+        outs[outs.len() - 2],
+        Output::Write(
+            format!("+OK {HOST} POP3 server signing off (0 messages left)\r\n").into_bytes()
+        )
+    );
+    assert_eq!(outs[outs.len() - 1], Output::Close);
+    assert_eq!(inbox(&world, "big").1.len(), 0);
+}
+
+#[test]
+fn pipelining_without_reading_replies_is_bounded() {
+    let world = big_lab();
+    let (mut c, _) = Conn::new(&world, Profile::default_profile());
+    c.login("big", "pw");
+    let retrs = b"RETR 1\r\n".repeat(100);
+    c.server.handle_input(c.now, &retrs);
+    // The client never reads; it keeps sending.
+    for _ in 0..(1024 * 1024 / retrs.len()) {
+        c.server.handle_input(c.now, &retrs);
+    }
+    let outs = c.outputs();
+    assert_eq!(
+        &outs[outs.len() - 2..],
+        &[
+            Output::Write(b"-ERR too much pipelined input; closing\r\n".to_vec()),
+            Output::Close
+        ]
+    );
+    assert!(outs.len() < 20, "{} outputs", outs.len());
+    // The lock went with the session.
+    let (mut again, _) = Conn::new(&world, Profile::default_profile());
+    again.login("big", "pw");
+}
