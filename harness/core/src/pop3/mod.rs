@@ -127,7 +127,8 @@ fn run_server_session(data: &[u8]) -> SessionSummary {
     let mut ctx = SessionContext::new(world.clone(), Arc::new(profile));
     ctx.transport.starttls_available = true;
     ctx.transport.tls_active = setup & 2 != 0;
-    ctx.limits.max_line = 300;
+    // Long enough for an NTLM AUTHENTICATE in base64, short enough to be hit.
+    ctx.limits.max_line = 1024;
     ctx.limits.idle_timeout = Duration::from_secs(600);
     ctx.seed = 7;
     ctx.epoch_secs = 1_700_000_000;
@@ -215,7 +216,7 @@ fn inbox_counts(world: &World) -> Vec<(String, usize)> {
 }
 
 /// Whether the client stream carries `password`: in clear, inside a base64 token (PLAIN,
-/// LOGIN), or as the APOP digest over the greeting's timestamp.
+/// LOGIN), as the APOP digest over the greeting's timestamp, or as an NTLM AUTHENTICATE.
 fn stream_reveals(stream: &[u8], password: &str, timestamp: Option<&str>) -> bool {
     let pw = password.as_bytes();
     let contains = |hay: &[u8]| pw.is_empty() || hay.windows(pw.len()).any(|w| w == pw);
@@ -224,9 +225,12 @@ fn stream_reveals(stream: &[u8], password: &str, timestamp: Option<&str>) -> boo
     }
     let b64 = base64::engine::general_purpose::STANDARD;
     let tokens = stream.split(|&b| b == b' ' || b == b'\r' || b == b'\n');
+    // An NTLM AUTHENTICATE message is a proof computed from the password (its
+    // responses, [MS-NLMP] 3.3), so a stream carrying one may authenticate too.
+    let ntlm_authenticate = |d: &[u8]| d.starts_with(b"NTLMSSP\0\x03\0\0\0");
     if tokens
         .filter_map(|t| b64.decode(t).ok())
-        .any(|decoded| contains(&decoded))
+        .any(|decoded| contains(&decoded) || ntlm_authenticate(&decoded))
     {
         return true;
     }
@@ -347,6 +351,8 @@ mod fuzz_tests {
         let line = format!("APOP alice {}", apop_digest(ts, "secret").to_uppercase());
         assert!(stream_reveals(line.as_bytes(), "secret", Some(ts)));
         assert!(!stream_reveals(b"PASS secreT", "secret", Some(ts)));
+        assert!(stream_reveals(b"TlRMTVNTUAADAAAA\r\n", "secret", None));
+        assert!(!stream_reveals(b"TlRMTVNTUAABAAAA\r\n", "secret", None));
     }
 
     /// A few thousand seeded mutations of a dictionary of client lines, through all three
