@@ -1,0 +1,3 @@
+#![no_main]
+// The logic and its invariants live in harness-core so `cargo test` replays the corpus.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness_core::pop3::fuzz_server_session(data));

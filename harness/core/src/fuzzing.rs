@@ -1,0 +1,35 @@
+//! Fuzz entry points, shared by the cargo-fuzz targets in `fuzz/` (each a few lines that
+//! call [`run`]) and by `cargo test`, which replays every file under `corpus/fuzz/` on
+//! stable Rust so a crash found once stays fixed.
+
+/// Every target: its name (also the directory under `corpus/fuzz/` and the cargo-fuzz
+/// target name) and the function that checks one input.
+pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("ntlm_message_decode", crate::ntlm::fuzz_decode),
+    ("ntlm_handshake", crate::ntlm::fuzz_handshake),
+    ("pop3_command_decode", crate::pop3::fuzz_command_decode),
+    ("pop3_response_decode", crate::pop3::fuzz_response_decode),
+    ("pop3_server_session", crate::pop3::fuzz_server_session),
+    ("lab_file_decode", lab_file_decode),
+];
+
+/// Runs the named target on one input; `false` if there is no such target.
+pub fn run(target: &str, data: &[u8]) -> bool {
+    match TARGETS.iter().find(|(name, _)| *name == target) {
+        Some((_, f)) => {
+            f(data);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Lab files: any text either parses and builds a world or gives a typed error.
+pub fn lab_file_decode(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(lab) = crate::world::LabFile::parse(text) {
+        let _ = lab.build();
+    }
+}
