@@ -4,7 +4,10 @@
 
 /// Every target: its name (also the directory under `corpus/fuzz/` and the cargo-fuzz
 /// target name) and the function that checks one input.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// A fuzz target: checks one input, panicking on a broken invariant.
+pub type Target = fn(&[u8]);
+
+pub const TARGETS: &[(&str, Target)] = &[
     ("ntlm_message_decode", crate::ntlm::fuzz_decode),
     ("ntlm_handshake", crate::ntlm::fuzz_handshake),
     ("pop3_command_decode", crate::pop3::fuzz_command_decode),
