@@ -326,6 +326,7 @@ impl LabFile {
                 return Err(LabFileError::DuplicateUser(user.name.clone()));
             }
             directory.insert(&user.name, &user.password);
+            #[allow(clippy::type_complexity)]
             let messages: Vec<(String, Arc<[u8]>, BTreeSet<String>, i64)> =
                 if user.messages.is_empty() {
                     (1..=3)

@@ -354,7 +354,7 @@ impl ImapServer {
     fn command(&mut self, msg: &[u8]) {
         let decoded = CommandCodec::default().decode(msg);
         match decoded {
-            Ok((rest, cmd)) if rest.is_empty() => {
+            Ok((&[], cmd)) => {
                 self.stats.tagged_commands += 1;
                 let tag = cmd.tag.as_ref().to_string();
                 if let Some(reply) = self.execute(&tag, cmd) {
