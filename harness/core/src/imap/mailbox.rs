@@ -43,8 +43,6 @@ pub struct View {
     pub read_only: bool,
     pub uid_validity: u32,
     pub msgs: Vec<ViewMsg>,
-    /// Store generation this view last matched completely.
-    pub generation: u64,
 }
 
 impl View {
@@ -254,10 +252,10 @@ impl ImapServer {
                         recent: false,
                     })
                     .collect();
-                (msgs, mb.uid_validity, mb.uid_next, mb.generation)
+                (msgs, mb.uid_validity, mb.uid_next)
             })
         });
-        let Some((msgs, uid_validity, uid_next, generation)) = snapshot else {
+        let Some((msgs, uid_validity, uid_next)) = snapshot else {
             return Reply::no(NO_MAILBOX);
         };
         let mut out = format!(
@@ -285,7 +283,6 @@ impl ImapServer {
             read_only: examine,
             uid_validity,
             msgs,
-            generation,
         });
         if examine {
             Reply::ok("[READ-ONLY] EXAMINE completed")
@@ -789,26 +786,29 @@ impl ImapServer {
         let world = Arc::clone(&self.ctx.world);
         let current = world.store.with_account(&self.user_key(), |acct| {
             acct.mailbox(&view.mailbox).and_then(|mb| {
-                (mb.generation != view.generation || mb.uid_validity != view.uid_validity).then(
-                    || {
-                        let msgs: Vec<(u32, BTreeSet<String>)> = mb
-                            .messages
-                            .iter()
-                            .map(|m| (m.uid, m.flags.clone()))
-                            .collect();
-                        (mb.generation, msgs)
-                    },
-                )
+                // Compared in full rather than by `generation`, so that a writer that
+                // forgets to bump it (another endpoint) is still noticed.
+                let same = mb.messages.len() == view.msgs.len()
+                    && mb
+                        .messages
+                        .iter()
+                        .zip(&view.msgs)
+                        .all(|(m, v)| m.uid == v.uid && m.flags == v.flags);
+                (!same).then(|| {
+                    mb.messages
+                        .iter()
+                        .map(|m| (m.uid, m.flags.clone()))
+                        .collect::<Vec<(u32, BTreeSet<String>)>>()
+                })
             })
         });
-        let Some((generation, store_msgs)) = current else {
+        let Some(store_msgs) = current else {
             self.view = Some(view);
             return;
         };
         let in_store: BTreeMap<u32, &BTreeSet<String>> =
             store_msgs.iter().map(|(u, f)| (*u, f)).collect();
         let mut out = String::new();
-        let mut complete = true;
         if allow_expunge {
             // RFC 3501 7.4.1: each EXPUNGE renumbers the messages after it, so the
             // numbers are given relative to what the client knows at that moment.
@@ -821,8 +821,6 @@ impl ImapServer {
                 }
             }
             view.msgs = kept;
-        } else if view.msgs.iter().any(|m| !in_store.contains_key(&m.uid)) {
-            complete = false;
         }
         for (i, m) in view.msgs.iter_mut().enumerate() {
             if let Some(flags) = in_store.get(&m.uid) {
@@ -853,9 +851,6 @@ impl ImapServer {
                 "* {} EXISTS\r\n* {recent} RECENT\r\n",
                 view.msgs.len()
             ));
-        }
-        if complete {
-            view.generation = generation;
         }
         self.view = Some(view);
         self.write(out.as_bytes());
