@@ -21,21 +21,23 @@
 //!    needed for flow control, and the tag for a `tag BAD` after `Failed` is taken from the
 //!    message's first token by [`framer::first_tag`].
 //!
-//! Why not imap-codec's own `Fragmentizer`: it frames well, but its limit is one maximum
-//! *message* size, and a synchronising literal refused without a continuation leaves it
-//! waiting for octets the client will never send; the server needs the per-line and
-//! per-literal limits and the "refuse before continuation" rule of `Limits`. Why not
-//! imap-codec for AUTHENTICATE lines and `DONE`: the server must accept `*` SP as a cancel
-//! ([MS-OXIMAP4] 2.2.1 prints it so), which `AuthenticateDataCodec` rejects.
+//! Why not imap-codec's own `Fragmentizer`, whose approach (frame first, parse the whole
+//! message second, keep framing a refused message to its end) the framer follows: it has
+//! one maximum *message* size, while `Limits` has separate line and literal limits and
+//! the literal limit must be applied before the `+` continuation is written; it reports an
+//! over-size message only once the message ends, so a client streaming an endless line
+//! would get no answer; and it does not know whether LITERAL+ was advertised. Why not
+//! imap-codec for AUTHENTICATE lines and `DONE`: the server must accept `*` SP as a
+//! cancel ([MS-OXIMAP4] 2.2.1 prints it so), which `AuthenticateDataCodec` rejects.
 //!
 //! Responses are written by hand: the exact bytes are fixed by RFC 3501 and by the
 //! profile's quirks (bare `+`, cancel status and texts).
 //!
 //! The crate feature `starttls` of imap-codec is enabled (without it `STARTTLS` does not
-//! parse). Found while fuzzing the round trip: with imap-codec's default
-//! `quirk_always_normalize_sequence_sets`, encoding turns the set `*` into `4294967295`,
-//! so [`fuzz_command_decode`] compares encodings after one round trip (a fixed point)
-//! rather than the decoded values.
+//! parse). With imap-codec's default `quirk_always_normalize_sequence_sets`, encoding
+//! rewrites sequence sets (`3,1:2` becomes `1:3`; pinned by a test), so a decoded command
+//! does not survive encode-decode unchanged; [`fuzz_command_decode`] therefore checks that
+//! the encoding is a fixed point after one round trip.
 //!
 //! # Model limits
 //!
