@@ -26,6 +26,38 @@ pub const DELIMITER: char = '/';
 /// RFC 3501 2.3.2 system flags, as the FLAGS response lists them.
 const SYSTEM_FLAGS: &str = "(\\Answered \\Flagged \\Deleted \\Seen \\Draft)";
 
+/// How much one session may grow an account through APPEND, COPY and CREATE, so that a
+/// client cannot exhaust the lab's memory (COPY 1:* into the same mailbox doubles it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreCaps {
+    pub max_messages: usize,
+    /// Total octets of the messages of one mailbox.
+    pub max_bytes: usize,
+    pub max_mailboxes: usize,
+}
+
+impl Default for StoreCaps {
+    fn default() -> Self {
+        StoreCaps {
+            max_messages: 100_000,
+            max_bytes: 256 * 1024 * 1024,
+            max_mailboxes: 1000,
+        }
+    }
+}
+
+impl StoreCaps {
+    /// True if `extra` messages of `extra_bytes` octets still fit in `mb`.
+    fn fits(&self, mb: &Mailbox, extra: usize, extra_bytes: usize) -> bool {
+        let bytes: usize = mb.messages.iter().map(StoredMessage::size).sum();
+        mb.messages.len().saturating_add(extra) <= self.max_messages
+            && bytes.saturating_add(extra_bytes) <= self.max_bytes
+    }
+}
+
+/// RFC 5530 3: the LIMIT response code.
+const FULL: &str = "[LIMIT] Mailbox is full";
+
 /// One message as this session knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ViewMsg {
@@ -300,9 +332,13 @@ impl ImapServer {
             return Reply::no("Invalid mailbox name");
         }
         let world = Arc::clone(&self.ctx.world);
+        let caps = self.caps;
         world.store.with_account(&self.user_key(), |acct| {
             if acct.mailbox(&name).is_some() {
                 return Reply::no("Mailbox already exists");
+            }
+            if acct.mailboxes.len() >= caps.max_mailboxes {
+                return Reply::no("[LIMIT] Too many mailboxes");
             }
             let validity = next_validity(acct);
             acct.mailboxes
@@ -516,9 +552,11 @@ impl ImapServer {
             i64::try_from(self.ctx.epoch_secs.saturating_add(self.now.as_secs())).unwrap_or(0)
         });
         let world = Arc::clone(&self.ctx.world);
+        let caps = self.caps;
         world
             .store
             .with_account(&self.user_key(), |acct| match acct.mailbox_mut(&name) {
+                Some(mb) if !caps.fits(mb, 1, data.len()) => Reply::no(FULL),
                 Some(mb) => {
                     mb.append(Arc::from(data), flags, date);
                     Reply::ok("APPEND completed")
@@ -714,6 +752,7 @@ impl ImapServer {
             .collect();
         let source = view.mailbox.clone();
         let world = Arc::clone(&self.ctx.world);
+        let caps = self.caps;
         world.store.with_account(&self.user_key(), |acct| {
             if acct.mailbox(&dest).is_none() {
                 return Reply::no("[TRYCREATE] Mailbox does not exist");
@@ -725,7 +764,11 @@ impl ImapServer {
                     .collect(),
                 None => Vec::new(),
             };
+            let bytes: usize = copies.iter().map(StoredMessage::size).sum();
             if let Some(d) = acct.mailbox_mut(&dest) {
+                if !caps.fits(d, copies.len(), bytes) {
+                    return Reply::no(FULL);
+                }
                 for m in copies {
                     d.append(m.data, m.flags, m.internal_date);
                 }
@@ -1144,6 +1187,10 @@ fn sent_day(data: &[u8]) -> Option<i64> {
     .position(|m| mon.eq_ignore_ascii_case(m))? as u32
         + 1;
     let year: i64 = words.next()?.parse().ok()?;
+    // Keep the arithmetic of `days_from_civil` far from overflow.
+    if !(0..=9999).contains(&year) || !(1..=31).contains(&day) {
+        return None;
+    }
     Some(days_from_civil(year, month, day))
 }
 

@@ -12,7 +12,7 @@ use imap_codec::imap_types::core::AString;
 use imap_codec::CommandCodec;
 
 use super::framer::{first_tag, Frame, FrameConfig, FrameMode, Framer};
-use super::mailbox::View;
+use super::mailbox::{StoreCaps, View};
 use crate::profile::ImapStatus;
 use crate::rng::SeededRng;
 use crate::sasl::{self, Mechanism, SaslError, SaslServer, SaslStep};
@@ -117,6 +117,7 @@ pub struct ImapServer {
     auth_mechanism: Option<Mechanism>,
     /// Set by LOGOUT / STARTTLS: what to do right after the tagged completion.
     after_reply: AfterReply,
+    pub(super) caps: StoreCaps,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,6 +178,7 @@ impl ImapServer {
             stats: SessionStats::default(),
             auth_mechanism: None,
             after_reply: AfterReply::Nothing,
+            caps: StoreCaps::default(),
         };
         let greeting = format!(
             "* OK [CAPABILITY {}] {}\r\n",
@@ -185,6 +187,11 @@ impl ImapServer {
         );
         s.write(greeting.as_bytes());
         s
+    }
+
+    /// Replaces the default caps on how far this session may grow the store.
+    pub fn set_store_caps(&mut self, caps: StoreCaps) {
+        self.caps = caps;
     }
 
     /// The authenticated user, if any.

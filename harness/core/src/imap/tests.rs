@@ -1455,3 +1455,54 @@ fn imap_codec_normalizes_sequence_sets_when_encoding() {
     assert_eq!(enc, "a FETCH 1:3,* FLAGS\r\n");
     fuzz_command_decode(b"a FETCH 3,1:2,* FLAGS\r\n");
 }
+
+#[test]
+fn store_caps_stop_copy_doubling_and_big_appends() {
+    let w = world();
+    let mut t = T::on(&w);
+    t.s.set_store_caps(StoreCaps {
+        max_messages: 10,
+        max_bytes: 2000,
+        max_mailboxes: 2,
+    });
+    t.select();
+    assert_eq!(
+        t.send(b"c COPY 1:* INBOX\r\n"),
+        "* 6 EXISTS\r\n* 3 RECENT\r\nc OK COPY completed\r\n"
+    );
+    assert_eq!(
+        t.send(b"d COPY 1:* INBOX\r\n"),
+        "d NO [LIMIT] Mailbox is full\r\n"
+    );
+    assert_eq!(t.send(b"e APPEND INBOX {600+}\r\n"), "");
+    assert_eq!(t.send(&[b'x'; 600]), "");
+    assert_eq!(t.send(b"\r\n"), "e NO [LIMIT] Mailbox is full\r\n");
+    assert_eq!(t.send(b"f CREATE A\r\n"), "f OK CREATE completed\r\n");
+    assert_eq!(
+        t.send(b"g CREATE B\r\n"),
+        "g NO [LIMIT] Too many mailboxes\r\n"
+    );
+}
+
+#[test]
+fn absurd_dates_in_headers_do_not_overflow() {
+    let w = world();
+    w.store.with_account("alice", |a| {
+        let mb = a.mailbox_mut("INBOX").unwrap();
+        mb.append(
+            Arc::from(&b"Date: Mon, 99 Jan 9223372036854775807 00:00 +0000\r\n\r\nx\r\n"[..]),
+            BTreeSet::new(),
+            i64::MAX,
+        );
+    });
+    let mut t = T::on(&w);
+    t.select();
+    assert_eq!(
+        t.send(b"s SEARCH SENTBEFORE 1-Jan-2100 BEFORE 1-Jan-2100\r\n"),
+        "* SEARCH 1 2 3\r\ns OK SEARCH completed\r\n"
+    );
+    assert_eq!(
+        t.send(b"f FETCH 4 INTERNALDATE\r\n"),
+        "* 4 FETCH (INTERNALDATE \"31-Dec-9999 23:59:59 +0000\")\r\nf OK FETCH completed\r\n"
+    );
+}
