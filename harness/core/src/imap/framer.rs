@@ -72,10 +72,44 @@ enum State {
 /// Octets of an over-long line kept to recognise a trailing `{n+}`.
 const TAIL_KEEP: usize = 32;
 
+/// Unread input: `bytes[pos..]`. Consuming moves `pos`; the consumed front is dropped on
+/// the next push, so a burst of pipelined lines costs linear time, not quadratic.
+#[derive(Debug, Clone, Default)]
+struct Input {
+    bytes: Vec<u8>,
+    pos: usize,
+}
+
+impl Input {
+    fn data(&self) -> &[u8] {
+        self.bytes.get(self.pos..).unwrap_or_default()
+    }
+    fn len(&self) -> usize {
+        self.bytes.len().saturating_sub(self.pos)
+    }
+    fn consume(&mut self, n: usize) {
+        self.pos = self.pos.saturating_add(n).min(self.bytes.len());
+        if self.pos == self.bytes.len() {
+            self.clear();
+        }
+    }
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.pos = 0;
+    }
+    fn push(&mut self, more: &[u8]) {
+        if self.pos > 0 {
+            self.bytes.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.bytes.extend_from_slice(more);
+    }
+}
+
 /// Incremental framer. Feed with [`Framer::push`], drain with [`Framer::next_frame`].
 #[derive(Debug, Clone)]
 pub struct Framer {
-    buf: Vec<u8>,
+    buf: Input,
     msg: Vec<u8>,
     state: State,
     /// The current message was refused and answered; its remaining parts are dropped.
@@ -85,7 +119,7 @@ pub struct Framer {
 impl Default for Framer {
     fn default() -> Self {
         Framer {
-            buf: Vec::new(),
+            buf: Input::default(),
             msg: Vec::new(),
             state: State::Line { scanned: 0 },
             refused: false,
@@ -106,7 +140,7 @@ impl Framer {
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
+        self.buf.push(bytes);
     }
 
     /// Drops everything buffered and any message in progress (after STARTTLS: octets
@@ -117,7 +151,7 @@ impl Framer {
 
     /// True when no message is in progress and nothing is buffered.
     pub fn is_idle(&self) -> bool {
-        self.buf.is_empty() && self.msg.is_empty() && self.state == State::Line { scanned: 0 }
+        self.buf.len() == 0 && self.msg.is_empty() && self.state == State::Line { scanned: 0 }
     }
 
     /// Octets currently held (buffer plus message being assembled).
@@ -137,7 +171,9 @@ impl Framer {
             match &mut self.state {
                 State::Literal { remaining } => {
                     let n = (*remaining).min(self.buf.len());
-                    self.msg.extend(self.buf.drain(..n));
+                    self.msg
+                        .extend_from_slice(self.buf.data().get(..n).unwrap_or_default());
+                    self.buf.consume(n);
                     *remaining -= n;
                     if *remaining > 0 {
                         return None;
@@ -148,39 +184,46 @@ impl Framer {
                     let n = usize::try_from(*remaining)
                         .unwrap_or(usize::MAX)
                         .min(self.buf.len());
-                    self.buf.drain(..n);
+                    self.buf.consume(n);
                     *remaining -= n as u64;
                     if *remaining > 0 {
                         return None;
                     }
                     self.state = State::Line { scanned: 0 };
                 }
-                State::DiscardLine { tail } => match self.buf.iter().position(|&b| b == b'\n') {
-                    None => {
-                        tail.extend_from_slice(&self.buf);
-                        let cut = tail.len().saturating_sub(TAIL_KEEP);
-                        tail.drain(..cut);
-                        self.buf.clear();
-                        return None;
-                    }
-                    Some(i) => {
-                        tail.extend_from_slice(&self.buf[..=i]);
-                        self.buf.drain(..=i);
-                        let announced = announcement(tail);
-                        match (mode, announced) {
-                            (FrameMode::Command, Some(a)) if a.non_sync => {
-                                self.state = State::SkipLiteral {
-                                    remaining: a.length,
-                                };
+                State::DiscardLine { tail } => {
+                    match self.buf.data().iter().position(|&b| b == b'\n') {
+                        None => {
+                            let data = self.buf.data();
+                            let keep = data.len().saturating_sub(TAIL_KEEP);
+                            tail.extend_from_slice(data.get(keep..).unwrap_or_default());
+                            let cut = tail.len().saturating_sub(TAIL_KEEP);
+                            tail.drain(..cut);
+                            self.buf.clear();
+                            return None;
+                        }
+                        Some(i) => {
+                            let data = self.buf.data().get(..=i).unwrap_or_default();
+                            let keep = data.len().saturating_sub(TAIL_KEEP);
+                            tail.extend_from_slice(data.get(keep..).unwrap_or_default());
+                            self.buf.consume(i + 1);
+                            let announced = announcement(tail);
+                            match (mode, announced) {
+                                (FrameMode::Command, Some(a)) if a.non_sync => {
+                                    self.state = State::SkipLiteral {
+                                        remaining: a.length,
+                                    };
+                                }
+                                _ => self.end_message(),
                             }
-                            _ => self.end_message(),
                         }
                     }
-                },
+                }
                 State::Line { scanned } => {
                     let window = self.buf.len().min(cfg.max_line);
                     let found = self
                         .buf
+                        .data()
                         .get(*scanned..window)
                         .and_then(|w| w.iter().position(|&b| b == b'\n'))
                         .map(|p| p + *scanned);
@@ -191,7 +234,8 @@ impl Framer {
                         *scanned = self.buf.len();
                         return None;
                     };
-                    let mut line: Vec<u8> = self.buf.drain(..=i).collect();
+                    let mut line: Vec<u8> = self.buf.data().get(..=i).unwrap_or_default().to_vec();
+                    self.buf.consume(i + 1);
                     self.state = State::Line { scanned: 0 };
                     // Strip LF and an optional CR before it.
                     line.pop();
@@ -212,12 +256,15 @@ impl Framer {
     /// A line grew past the limit without an LF.
     fn overflow(&mut self, mode: FrameMode, cfg: FrameConfig) -> Option<Frame> {
         let tag = match mode {
-            FrameMode::Command if self.msg.is_empty() => first_tag(&self.buf),
+            FrameMode::Command if self.msg.is_empty() => first_tag(self.buf.data()),
             FrameMode::Command => first_tag(&self.msg),
             FrameMode::Line => None,
         };
-        let cut = self.buf.len().saturating_sub(TAIL_KEEP);
-        let tail = self.buf.split_off(cut);
+        let data = self.buf.data();
+        let tail = data
+            .get(data.len().saturating_sub(TAIL_KEEP)..)
+            .unwrap_or_default()
+            .to_vec();
         self.buf.clear();
         self.msg.clear();
         self.state = State::DiscardLine { tail };
