@@ -1133,11 +1133,43 @@ fn has(flags: &BTreeSet<String>, f: &str) -> bool {
     flags.iter().any(|x| x.eq_ignore_ascii_case(f))
 }
 
+/// Case-insensitive (ASCII) substring test in O(hay + needle) time (Knuth-Morris-Pratt),
+/// so that a long SEARCH string against a large mailbox cannot hold the store lock for
+/// hay x needle steps.
 fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty()
-        || hay
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle))
+    if needle.is_empty() {
+        return true;
+    }
+    let lower = |b: u8| b.to_ascii_lowercase();
+    // fail[i]: length of the longest proper border of needle[..=i].
+    let mut fail = vec![0usize; needle.len()];
+    let mut k = 0;
+    for i in 1..needle.len() {
+        let c = needle.get(i).copied().map(lower);
+        while k > 0 && needle.get(k).copied().map(lower) != c {
+            k = fail.get(k - 1).copied().unwrap_or(0);
+        }
+        if needle.get(k).copied().map(lower) == c {
+            k += 1;
+        }
+        if let Some(f) = fail.get_mut(i) {
+            *f = k;
+        }
+    }
+    let mut k = 0;
+    for &h in hay {
+        let c = Some(lower(h));
+        while k > 0 && needle.get(k).copied().map(lower) != c {
+            k = fail.get(k - 1).copied().unwrap_or(0);
+        }
+        if needle.get(k).copied().map(lower) == c {
+            k += 1;
+            if k == needle.len() {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 fn header_contains(data: &[u8], field: &str, needle: &[u8]) -> bool {
@@ -1264,6 +1296,32 @@ mod tests {
         assert!(wildcard_match("INBOX", "INBOX"));
         assert!(!wildcard_match("INBOX", "INBOX2"));
         assert!(wildcard_match("", ""));
+    }
+
+    #[test]
+    fn substring_search() {
+        assert!(contains_ci(b"Hello World", b"o wOR"));
+        assert!(contains_ci(b"aaab", b"AAB"));
+        assert!(contains_ci(b"abababca", b"ababca"));
+        assert!(!contains_ci(b"abababc", b"ababca"));
+        assert!(contains_ci(b"", b""));
+        assert!(!contains_ci(b"", b"a"));
+        assert!(!contains_ci(b"ab", b"abc"));
+        // Agrees with the naive definition on a few generated cases.
+        let mut rng = crate::rng::SeededRng::new(3);
+        for _ in 0..2000 {
+            let hay: Vec<u8> = (0..rng.next_u64() % 20)
+                .map(|_| b"abAB"[rng.next_u64() as usize % 4])
+                .collect();
+            let needle: Vec<u8> = (0..rng.next_u64() % 5)
+                .map(|_| b"abAB"[rng.next_u64() as usize % 4])
+                .collect();
+            let naive = needle.is_empty()
+                || hay
+                    .windows(needle.len())
+                    .any(|w| w.eq_ignore_ascii_case(&needle));
+            assert_eq!(contains_ci(&hay, &needle), naive, "{hay:?} {needle:?}");
+        }
     }
 
     #[test]
