@@ -114,19 +114,19 @@ impl Ranges {
         self.0.iter().any(|&(lo, hi)| lo <= n && n <= hi)
     }
 
-    /// The largest explicit number in the set (to reject sequence numbers that do not exist).
+    /// The largest explicit number in the set, to reject sequence numbers that do not
+    /// exist. A range reaching `*` is exempt: `1:*` on an empty mailbox names nothing
+    /// rather than something invalid.
     pub fn max_value(set: &SequenceSet) -> u32 {
         set.0
             .as_ref()
             .iter()
-            .flat_map(|s| match s {
-                Sequence::Single(v) => [Some(*v), None],
-                Sequence::Range(a, b) => [Some(*a), Some(*b)],
-            })
-            .flatten()
-            .filter_map(|v| match v {
-                SeqOrUid::Value(n) => Some(n.get()),
-                SeqOrUid::Asterisk => None,
+            .filter_map(|s| match s {
+                Sequence::Single(SeqOrUid::Value(n)) => Some(n.get()),
+                Sequence::Range(SeqOrUid::Value(a), SeqOrUid::Value(b)) => {
+                    Some(a.get().max(b.get()))
+                }
+                _ => None,
             })
             .max()
             .unwrap_or(0)
@@ -156,6 +156,15 @@ fn flag_list(flags: &BTreeSet<String>, recent: bool) -> String {
 
 fn flag_name(f: &Flag<'_>) -> String {
     f.to_string()
+}
+
+/// Flags a client may set: `\Recent` is the server's to give (RFC 3501 2.3.2).
+fn settable(flags: &[Flag<'_>]) -> BTreeSet<String> {
+    flags
+        .iter()
+        .map(flag_name)
+        .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
+        .collect()
 }
 
 const NO_MAILBOX: &str = "Mailbox does not exist";
@@ -547,7 +556,7 @@ impl ImapServer {
         let Some(name) = name_of(mailbox) else {
             return Reply::no(NO_MAILBOX);
         };
-        let flags: BTreeSet<String> = flags.iter().map(flag_name).collect();
+        let flags = settable(flags);
         let date = date.unwrap_or_else(|| {
             i64::try_from(self.ctx.epoch_secs.saturating_add(self.now.as_secs())).unwrap_or(0)
         });
@@ -685,7 +694,7 @@ impl ImapServer {
             self.view = Some(view);
             return Reply::no("Mailbox is read-only");
         }
-        let given: BTreeSet<String> = flags.iter().map(flag_name).collect();
+        let given = settable(flags);
         let world = Arc::clone(&self.ctx.world);
         let out = world.store.with_account(&self.user_key(), |acct| {
             let mut out = Vec::new();

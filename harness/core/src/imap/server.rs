@@ -265,9 +265,17 @@ impl ImapServer {
     }
 
     fn frame_config(&self) -> FrameConfig {
+        let max_line = self.ctx.limits.max_line.max(64);
+        // Before authentication only credentials travel in literals: a client that has
+        // not logged in cannot make the session hold more than a line's worth.
+        let max_literal = if self.user.is_some() {
+            self.ctx.limits.max_literal
+        } else {
+            self.ctx.limits.max_literal.min(max_line)
+        };
         FrameConfig {
-            max_line: self.ctx.limits.max_line.max(64),
-            max_literal: self.ctx.limits.max_literal,
+            max_line,
+            max_literal,
             literal_plus: self.has_capability("LITERAL+"),
         }
     }

@@ -1506,3 +1506,40 @@ fn absurd_dates_in_headers_do_not_overflow() {
         "* 4 FETCH (INTERNALDATE \"31-Dec-9999 23:59:59 +0000\")\r\nf OK FETCH completed\r\n"
     );
 }
+
+#[test]
+fn literal_before_login_is_capped_at_line_limit() {
+    let mut t = T::default();
+    assert_eq!(
+        t.send(b"a LOGIN {1025}\r\n"),
+        "a BAD Literal of 1025 octets is over the limit of 1024\r\n"
+    );
+    assert_eq!(
+        t.send(b"b LOGIN {1000}\r\n"),
+        "+ Ready for literal data\r\n"
+    );
+}
+
+#[test]
+fn empty_mailbox_and_recent_flag() {
+    let w = world();
+    let mut t = T::on(&w);
+    t.login();
+    assert_eq!(t.send(b"c CREATE Empty\r\n"), "c OK CREATE completed\r\n");
+    let out = t.send(b"s SELECT Empty\r\n");
+    assert!(out.contains("* 0 EXISTS\r\n"), "{out}");
+    assert_eq!(t.send(b"f FETCH 1:* FLAGS\r\n"), "f OK FETCH completed\r\n");
+    assert_eq!(
+        t.send(b"g FETCH 1 FLAGS\r\n"),
+        "g BAD Invalid message sequence number\r\n"
+    );
+    assert_eq!(
+        t.send(b"s SEARCH ALL\r\n"),
+        "* SEARCH\r\ns OK SEARCH completed\r\n"
+    );
+    t.send(b"x SELECT INBOX\r\n");
+    assert_eq!(
+        t.send(b"r STORE 1 FLAGS (\\Recent \\Seen)\r\n"),
+        "* 1 FETCH (FLAGS (\\Seen))\r\nr OK STORE completed\r\n"
+    );
+}
