@@ -1543,3 +1543,32 @@ fn empty_mailbox_and_recent_flag() {
         "* 1 FETCH (FLAGS (\\Seen))\r\nr OK STORE completed\r\n"
     );
 }
+
+#[test]
+fn fetch_full_macro_and_bodystructure() {
+    let mut t = T::default();
+    t.select();
+    let m = alice_msg(1);
+    let body_len = m.len() - (m.find("\r\n\r\n").unwrap() + 4);
+    let structure =
+        format!("(\"TEXT\" \"PLAIN\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" {body_len} 2)");
+    let out = t.send(b"f FETCH 1 FULL\r\n");
+    assert!(
+        out.starts_with(&format!(
+            "* 1 FETCH (FLAGS () INTERNALDATE \" 1-Jan-2024 00:00:01 +0000\" RFC822.SIZE {} ENVELOPE (\"Mon, 1 Jan 2024 00:00:01 +0000\" \"Test message 1\" ",
+            m.len()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.ends_with(&format!(" BODY {structure})\r\nf OK FETCH completed\r\n")),
+        "{out}"
+    );
+    assert_eq!(
+        t.send(b"g FETCH 1 (BODYSTRUCTURE BODY.PEEK[1] BODY.PEEK[2] BODY.PEEK[1.MIME])\r\n"),
+        format!(
+            "* 1 FETCH (BODYSTRUCTURE {structure} BODY[1] {{{body_len}}}\r\n{} BODY[2] {{0}}\r\n BODY[1.MIME] {{0}}\r\n)\r\ng OK FETCH completed\r\n",
+            &m[m.len() - body_len..]
+        )
+    );
+}
