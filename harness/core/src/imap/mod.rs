@@ -45,6 +45,15 @@
 //! Content-Type (multipart as application/octet-stream) and `BODY[1]` is the text.
 //! `\Recent` is per session: messages that arrive while this session has the mailbox
 //! selected; SELECT reports `0 RECENT`.
+//!
+//! # Resource bounds
+//!
+//! Before authentication a literal may be no longer than a line (only credentials travel
+//! then). APPEND, COPY and CREATE stop at [`StoreCaps`] (`NO [LIMIT]`), so COPY cannot
+//! double a mailbox without end. SEARCH's substring test is linear. EXPUNGE responses are
+//! withheld during FETCH, STORE and SEARCH (RFC 3501 7.4.1) and sent at the next command
+//! that allows them; changes by other sessions are found by comparing the store with the
+//! session's view, not by trusting `Mailbox::generation` alone.
 
 pub mod framer;
 mod mailbox;
