@@ -1,0 +1,563 @@
+//! What FETCH needs to know about a stored RFC 5322 message: its header/body split, its
+//! header fields (unfolded), the ENVELOPE structure (RFC 3501 7.4.2) and the wire forms of
+//! strings and dates. Everything here works on untrusted bytes and never panics.
+
+/// The header section: from the start up to and including the empty line that ends it
+/// (RFC 3501 6.4.5 `HEADER`); the whole message if there is no empty line.
+pub fn split(data: &[u8]) -> (&[u8], &[u8]) {
+    if data.starts_with(b"\r\n") {
+        return data.split_at(2);
+    }
+    let mut i = 0;
+    while let Some(p) = data
+        .get(i..)
+        .and_then(|d| d.iter().position(|&b| b == b'\n'))
+    {
+        let lf = i + p;
+        // An empty line: LF followed by CRLF or LF.
+        let rest = data.get(lf + 1..).unwrap_or_default();
+        if rest.starts_with(b"\r\n") {
+            return data.split_at(lf + 3);
+        }
+        if rest.starts_with(b"\n") {
+            return data.split_at(lf + 2);
+        }
+        i = lf + 1;
+    }
+    (data, &[])
+}
+
+/// One header field: its name and its unfolded value (leading whitespace trimmed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    pub name: String,
+    pub value: Vec<u8>,
+    /// The raw lines of the field, line endings included (for HEADER.FIELDS).
+    pub raw: Vec<u8>,
+}
+
+/// Header fields in order. Lines that are not `name: value` and not continuations are
+/// skipped.
+pub fn fields(header: &[u8]) -> Vec<Field> {
+    let mut out: Vec<Field> = Vec::new();
+    for line in header.split_inclusive(|&b| b == b'\n') {
+        let content = trim_eol(line);
+        if content.is_empty() {
+            break;
+        }
+        if matches!(content.first(), Some(b' ' | b'\t')) {
+            // RFC 5322 2.2.3: unfolding removes the CRLF before the whitespace.
+            if let Some(last) = out.last_mut() {
+                last.value.extend_from_slice(content);
+                last.raw.extend_from_slice(line);
+            }
+            continue;
+        }
+        let Some(colon) = content.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let name = &content[..colon];
+        if name.is_empty() || !name.iter().all(|&b| b.is_ascii_graphic()) {
+            continue;
+        }
+        let value = trim_ws(&content[colon + 1..]).to_vec();
+        out.push(Field {
+            name: String::from_utf8_lossy(name).into_owned(),
+            value,
+            raw: line.to_vec(),
+        });
+    }
+    out
+}
+
+fn trim_eol(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn trim_ws(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// First field with this name (case-insensitive), if any.
+pub fn field<'a>(fields: &'a [Field], name: &str) -> Option<&'a [u8]> {
+    fields
+        .iter()
+        .find(|f| f.name.eq_ignore_ascii_case(name))
+        .map(|f| f.value.as_slice())
+}
+
+/// `HEADER.FIELDS` / `HEADER.FIELDS.NOT` (RFC 3501 6.4.5): the matching fields as written,
+/// followed by the blank line.
+pub fn header_fields(header: &[u8], names: &[Vec<u8>], not: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in fields(header) {
+        let listed = names
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(f.name.as_bytes()));
+        if listed != not {
+            out.extend_from_slice(&f.raw);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// Appends an `nstring`: NIL, a quoted string when that is safe, a literal otherwise.
+pub fn write_nstring(out: &mut Vec<u8>, value: Option<&[u8]>) {
+    match value {
+        None => out.extend_from_slice(b"NIL"),
+        Some(v) => write_string(out, v),
+    }
+}
+
+/// Appends a `string` (RFC 3501 9): quoted for short 7-bit text, literal otherwise.
+pub fn write_string(out: &mut Vec<u8>, v: &[u8]) {
+    let quotable = v.len() <= 1024
+        && v.iter()
+            .all(|&b| (0x01..0x80).contains(&b) && b != b'\r' && b != b'\n');
+    if quotable {
+        out.push(b'"');
+        for &b in v {
+            if b == b'"' || b == b'\\' {
+                out.push(b'\\');
+            }
+            out.push(b);
+        }
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(format!("{{{}}}\r\n", v.len()).as_bytes());
+        out.extend_from_slice(v);
+    }
+}
+
+/// Appends an `astring` (mailbox names): an atom when every octet allows it.
+pub fn write_astring(out: &mut Vec<u8>, v: &[u8]) {
+    let atom = !v.is_empty()
+        && v.iter().all(|&b| {
+            (0x21..0x7f).contains(&b)
+                && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\')
+        });
+    if atom {
+        out.extend_from_slice(v);
+    } else {
+        write_string(out, v);
+    }
+}
+
+/// ENVELOPE (RFC 3501 7.4.2): date, subject, from, sender, reply-to, to, cc, bcc,
+/// in-reply-to, message-id. Sender and Reply-To default to From when absent or empty.
+pub fn write_envelope(out: &mut Vec<u8>, header: &[u8]) {
+    let fs = fields(header);
+    let get = |name: &str| field(&fs, name).filter(|v| !v.is_empty());
+    out.push(b'(');
+    write_nstring(out, get("Date"));
+    out.push(b' ');
+    write_nstring(out, get("Subject"));
+    let from = get("From");
+    for (name, default) in [
+        ("From", None),
+        ("Sender", from),
+        ("Reply-To", from),
+        ("To", None),
+        ("Cc", None),
+        ("Bcc", None),
+    ] {
+        out.push(b' ');
+        write_addresses(out, get(name).or(default));
+    }
+    out.push(b' ');
+    write_nstring(out, get("In-Reply-To"));
+    out.push(b' ');
+    write_nstring(out, get("Message-ID"));
+    out.push(b')');
+}
+
+/// One element of an address list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    Mailbox {
+        name: Option<Vec<u8>>,
+        mailbox: Vec<u8>,
+        host: Option<Vec<u8>>,
+    },
+    GroupStart(Vec<u8>),
+    GroupEnd,
+}
+
+fn write_addresses(out: &mut Vec<u8>, value: Option<&[u8]>) {
+    let list = value.map(parse_addresses).unwrap_or_default();
+    if list.is_empty() {
+        out.extend_from_slice(b"NIL");
+        return;
+    }
+    out.push(b'(');
+    for a in &list {
+        // RFC 3501 9: address = "(" addr-name SP addr-adl SP addr-mailbox SP addr-host ")";
+        // a group is opened by (NIL NIL "name" NIL) and closed by (NIL NIL NIL NIL).
+        match a {
+            Address::Mailbox {
+                name,
+                mailbox,
+                host,
+            } => {
+                out.push(b'(');
+                write_nstring(out, name.as_deref());
+                out.extend_from_slice(b" NIL ");
+                write_nstring(out, Some(mailbox));
+                out.push(b' ');
+                write_nstring(out, host.as_deref());
+                out.push(b')');
+            }
+            Address::GroupStart(name) => {
+                out.extend_from_slice(b"(NIL NIL ");
+                write_nstring(out, Some(name));
+                out.extend_from_slice(b" NIL)");
+            }
+            Address::GroupEnd => out.extend_from_slice(b"(NIL NIL NIL NIL)"),
+        }
+    }
+    out.push(b')');
+}
+
+/// Splits an address list at top-level commas, honouring quotes, comments and angle
+/// brackets, and recognising groups (`name: a, b;`). Lenient: anything odd becomes a
+/// mailbox with no host rather than an error.
+pub fn parse_addresses(value: &[u8]) -> Vec<Address> {
+    let mut out = Vec::new();
+    let mut item = Vec::new();
+    let mut in_quote = false;
+    let mut escape = false;
+    let mut comment_depth = 0usize;
+    let mut angle = false;
+    let mut in_group = false;
+    for &b in value {
+        if escape {
+            escape = false;
+            item.push(b);
+            continue;
+        }
+        match b {
+            b'\\' if in_quote || comment_depth > 0 => {
+                escape = true;
+                item.push(b);
+            }
+            b'"' if comment_depth == 0 => {
+                in_quote = !in_quote;
+                item.push(b);
+            }
+            b'(' if !in_quote => {
+                comment_depth += 1;
+                item.push(b);
+            }
+            b')' if !in_quote && comment_depth > 0 => {
+                comment_depth -= 1;
+                item.push(b);
+            }
+            b'<' if !in_quote && comment_depth == 0 => {
+                angle = true;
+                item.push(b);
+            }
+            b'>' if !in_quote && comment_depth == 0 => {
+                angle = false;
+                item.push(b);
+            }
+            b':' if !in_quote && comment_depth == 0 && !angle && !in_group => {
+                let name = unquote(trim_ws(&strip_comments(&item)));
+                out.push(Address::GroupStart(name));
+                in_group = true;
+                item.clear();
+            }
+            b';' if !in_quote && comment_depth == 0 && !angle && in_group => {
+                if let Some(a) = parse_one(&item) {
+                    out.push(a);
+                }
+                out.push(Address::GroupEnd);
+                in_group = false;
+                item.clear();
+            }
+            b',' if !in_quote && comment_depth == 0 && !angle => {
+                if let Some(a) = parse_one(&item) {
+                    out.push(a);
+                }
+                item.clear();
+            }
+            _ => item.push(b),
+        }
+    }
+    if let Some(a) = parse_one(&item) {
+        out.push(a);
+    }
+    if in_group {
+        out.push(Address::GroupEnd);
+    }
+    out
+}
+
+fn strip_comments(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    let mut in_quote = false;
+    let mut escape = false;
+    for &b in s {
+        if escape {
+            escape = false;
+            if depth == 0 {
+                out.push(b);
+            }
+            continue;
+        }
+        match b {
+            b'\\' if in_quote || depth > 0 => {
+                escape = true;
+                if depth == 0 {
+                    out.push(b);
+                }
+            }
+            b'"' if depth == 0 => {
+                in_quote = !in_quote;
+                out.push(b);
+            }
+            b'(' if !in_quote => depth += 1,
+            b')' if !in_quote && depth > 0 => depth -= 1,
+            _ if depth == 0 => out.push(b),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Removes surrounding quotes and quoted-pair backslashes; collapses nothing else.
+fn unquote(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut escape = false;
+    for &b in s {
+        if escape {
+            out.push(b);
+            escape = false;
+        } else if b == b'\\' {
+            escape = true;
+        } else if b != b'"' {
+            out.push(b);
+        }
+    }
+    out
+}
+
+fn parse_one(item: &[u8]) -> Option<Address> {
+    let text = strip_comments(item);
+    let text = trim_ws(&text);
+    if text.is_empty() {
+        return None;
+    }
+    let (name, spec) = match (
+        text.iter().rposition(|&b| b == b'<'),
+        text.iter().rposition(|&b| b == b'>'),
+    ) {
+        (Some(open), Some(close)) if open < close => {
+            let name = unquote(trim_ws(&text[..open]));
+            let spec = trim_ws(&text[open + 1..close]);
+            // Drop a source route (`@a,@b:`), RFC 5322 4.4 obs-route.
+            let spec = match spec.iter().position(|&b| b == b':') {
+                Some(c) if spec.first() == Some(&b'@') => &spec[c + 1..],
+                _ => spec,
+            };
+            ((!name.is_empty()).then_some(name), spec.to_vec())
+        }
+        _ => (None, text.to_vec()),
+    };
+    let (mailbox, host) = match spec.iter().rposition(|&b| b == b'@') {
+        Some(at) => (unquote(&spec[..at]), Some(spec[at + 1..].to_vec())),
+        None => (unquote(&spec), None),
+    };
+    Some(Address::Mailbox {
+        name,
+        mailbox,
+        host,
+    })
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// Civil date (year, month 1-12, day 1-31) of a count of days since 1970-01-01, using the
+/// proleptic Gregorian calendar (400-year eras of 146097 days).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// RFC 3501 9 `date-time`: `"dd-Mon-yyyy hh:mm:ss +0000"` (day padded with a space), in
+/// UTC, from seconds since the Unix epoch. Years outside 0..=9999 are clamped.
+pub fn internal_date(epoch: i64) -> String {
+    let epoch = epoch.clamp(-62_167_219_200, 253_402_300_799);
+    let days = epoch.div_euclid(86_400);
+    let secs = epoch.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    let month = MONTHS
+        .get((m as usize).saturating_sub(1))
+        .copied()
+        .unwrap_or("Jan");
+    format!(
+        "\"{d:>2}-{month}-{y:04} {:02}:{:02}:{:02} +0000\"",
+        secs / 3600,
+        (secs / 60) % 60,
+        secs % 60
+    )
+}
+
+/// Lines in a text body, as BODYSTRUCTURE's `body-fld-lines` counts them.
+pub fn count_lines(body: &[u8]) -> usize {
+    body.iter().filter(|&&b| b == b'\n').count()
+}
+
+/// A one-part BODY / BODYSTRUCTURE (RFC 3501 7.4.2). Only the top-level Content-Type is
+/// looked at; a multipart message is described as one opaque application/octet-stream
+/// part (the store does not parse MIME trees).
+pub fn write_body_structure(out: &mut Vec<u8>, data: &[u8]) {
+    let (header, body) = split(data);
+    let fs = fields(header);
+    let ct = field(&fs, "Content-Type").map(|v| String::from_utf8_lossy(v).into_owned());
+    let (mut ty, mut sub, mut charset) = ("TEXT".to_string(), "PLAIN".to_string(), None);
+    if let Some(ct) = ct {
+        let mut parts = ct.split(';');
+        let main = parts.next().unwrap_or("").trim();
+        if let Some((t, s)) = main.split_once('/') {
+            let (t, s) = (t.trim(), s.trim());
+            let token =
+                |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_graphic() && b != b'"');
+            if token(t) && token(s) {
+                ty = t.to_ascii_uppercase();
+                sub = s.to_ascii_uppercase();
+            }
+        }
+        for p in parts {
+            if let Some((k, v)) = p.split_once('=') {
+                if k.trim().eq_ignore_ascii_case("charset") {
+                    charset = Some(v.trim().trim_matches('"').to_string());
+                }
+            }
+        }
+    }
+    if ty == "MULTIPART" || ty == "MESSAGE" {
+        ty = "APPLICATION".into();
+        sub = "OCTET-STREAM".into();
+    }
+    out.push(b'(');
+    write_string(out, ty.as_bytes());
+    out.push(b' ');
+    write_string(out, sub.as_bytes());
+    if ty == "TEXT" {
+        out.extend_from_slice(b" (\"CHARSET\" ");
+        write_string(out, charset.as_deref().unwrap_or("US-ASCII").as_bytes());
+        out.push(b')');
+    } else {
+        out.extend_from_slice(b" NIL");
+    }
+    let enc = field(&fs, "Content-Transfer-Encoding")
+        .map(|v| String::from_utf8_lossy(v).trim().to_ascii_uppercase())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "7BIT".into());
+    out.extend_from_slice(b" NIL NIL ");
+    write_string(out, enc.as_bytes());
+    out.extend_from_slice(format!(" {}", body.len()).as_bytes());
+    if ty == "TEXT" {
+        out.extend_from_slice(format!(" {}", count_lines(body)).as_bytes());
+    }
+    out.push(b')');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MSG: &[u8] = b"From: \"Doe, Jane\" <jane@example.test>\r\nTo: bob@example.test,\r\n  Carl <carl@x.test>\r\nSubject: Hi\r\n there\r\nDate: Mon, 1 Jan 2024 00:00:01 +0000\r\nMessage-ID: <m1@x>\r\n\r\nBody line\r\n";
+
+    #[test]
+    fn split_and_unfold() {
+        let (h, b) = split(MSG);
+        assert!(h.ends_with(b"<m1@x>\r\n\r\n"));
+        assert_eq!(b, b"Body line\r\n");
+        let fs = fields(h);
+        assert_eq!(field(&fs, "subject"), Some(&b"Hi there"[..]));
+        assert_eq!(split(b"no blank line"), (&b"no blank line"[..], &b""[..]));
+        assert_eq!(split(b"\r\nbody"), (&b"\r\n"[..], &b"body"[..]));
+    }
+
+    #[test]
+    fn envelope_exact() {
+        let mut out = Vec::new();
+        write_envelope(&mut out, split(MSG).0);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "(\"Mon, 1 Jan 2024 00:00:01 +0000\" \"Hi there\" ((\"Doe, Jane\" NIL \"jane\" \"example.test\")) ((\"Doe, Jane\" NIL \"jane\" \"example.test\")) ((\"Doe, Jane\" NIL \"jane\" \"example.test\")) ((NIL NIL \"bob\" \"example.test\")(\"Carl\" NIL \"carl\" \"x.test\")) NIL NIL NIL \"<m1@x>\")"
+        );
+        let mut out = Vec::new();
+        write_envelope(&mut out, b"");
+        assert_eq!(out, b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)");
+    }
+
+    #[test]
+    fn groups_and_comments() {
+        let list = parse_addresses(b"undisclosed: a@b, (c) d@e;, f (Fred) ");
+        assert_eq!(list.len(), 5);
+        assert_eq!(list[0], Address::GroupStart(b"undisclosed".to_vec()));
+        assert_eq!(list[3], Address::GroupEnd);
+        assert_eq!(
+            list[4],
+            Address::Mailbox {
+                name: None,
+                mailbox: b"f".to_vec(),
+                host: None
+            }
+        );
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(internal_date(0), "\" 1-Jan-1970 00:00:00 +0000\"");
+        assert_eq!(
+            internal_date(1_704_067_201),
+            "\" 1-Jan-2024 00:00:01 +0000\""
+        );
+        // 2000-02-29 12:34:56 UTC.
+        assert_eq!(internal_date(951_827_696), "\"29-Feb-2000 12:34:56 +0000\"");
+        assert_eq!(internal_date(i64::MAX), "\"31-Dec-9999 23:59:59 +0000\"");
+        assert_eq!(internal_date(i64::MIN), "\" 1-Jan-0000 00:00:00 +0000\"");
+    }
+
+    #[test]
+    fn strings() {
+        let mut out = Vec::new();
+        write_string(&mut out, b"a\"b\\");
+        write_string(&mut out, b"x\r\ny");
+        write_astring(&mut out, b"INBOX");
+        write_astring(&mut out, b"My Box");
+        assert_eq!(out, b"\"a\\\"b\\\\\"{4}\r\nx\r\nyINBOX\"My Box\"");
+        let mut out = Vec::new();
+        assert_eq!(
+            header_fields(split(MSG).0, &[b"SUBJECT".to_vec()], false),
+            b"Subject: Hi\r\n there\r\n\r\n"
+        );
+        write_body_structure(&mut out, MSG);
+        assert_eq!(
+            out,
+            b"(\"TEXT\" \"PLAIN\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" 11 1)"
+        );
+    }
+}
