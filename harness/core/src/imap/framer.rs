@@ -260,12 +260,15 @@ impl Framer {
             FrameMode::Command => first_tag(&self.msg),
             FrameMode::Line => None,
         };
-        let data = self.buf.data();
+        // Only the scanned window is dropped: its LF (and any pipelined command after
+        // it) may already be in the buffer beyond the window.
+        let cut = cfg.max_line.min(self.buf.len());
+        let data = self.buf.data().get(..cut).unwrap_or_default();
         let tail = data
-            .get(data.len().saturating_sub(TAIL_KEEP)..)
+            .get(cut.saturating_sub(TAIL_KEEP)..)
             .unwrap_or_default()
             .to_vec();
-        self.buf.clear();
+        self.buf.consume(cut);
         self.msg.clear();
         self.state = State::DiscardLine { tail };
         if self.refused {
@@ -514,6 +517,28 @@ mod tests {
             drain(&mut f, FrameMode::Command, CFG),
             vec![Frame::Command(b"t2 NOOP\r\n".to_vec())]
         );
+    }
+
+    #[test]
+    fn long_line_and_the_next_command_in_one_read() {
+        // The end of the over-long line and a pipelined command arrive together, beyond
+        // the window the limit scans: the next command must survive.
+        let mut f = Framer::new();
+        let mut burst = b"t1 NOOP ".to_vec();
+        burst.extend_from_slice(&[b'x'; 300]);
+        burst.extend_from_slice(b"\r\nt2 NOOP\r\n");
+        f.push(&burst);
+        assert_eq!(
+            drain(&mut f, FrameMode::Command, CFG),
+            vec![
+                Frame::Rejected {
+                    tag: Some("t1".into()),
+                    error: FrameError::LineTooLong { limit: 64 }
+                },
+                Frame::Command(b"t2 NOOP\r\n".to_vec())
+            ]
+        );
+        assert!(f.is_idle());
     }
 
     #[test]
