@@ -13,6 +13,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("pop3_command_decode", crate::pop3::fuzz_command_decode),
     ("pop3_response_decode", crate::pop3::fuzz_response_decode),
     ("pop3_server_session", crate::pop3::fuzz_server_session),
+    ("imap_command_decode", crate::imap::fuzz_command_decode),
+    ("imap_server_session", crate::imap::fuzz_server_session),
     ("lab_file_decode", lab_file_decode),
 ];
 

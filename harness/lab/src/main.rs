@@ -1,6 +1,7 @@
 //! `harness`: serve the mock endpoints (and, as the project grows, run scenarios, play
 //! transcripts, fuzz and load live servers).
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -222,7 +223,9 @@ fn serve(args: ServeArgs) -> Result<()> {
         }
         println!("press Ctrl-C to stop");
         wait_for_stop_signal().await?;
-        println!("shutting down");
+        // stdout may be gone by now (a closed pipe); that must not turn a clean stop into
+        // a panic.
+        let _ = writeln!(std::io::stdout(), "shutting down");
         lab.shutdown().await;
         anyhow::Ok(())
     })

@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 use common::{require_tool, run};
 
 /// Reads `listening <scheme> <addr>` lines until `press Ctrl-C` (bounded to 20 s).
-fn listening(stdout: impl std::io::Read) -> Vec<(String, String)> {
+fn listening(stdout: impl std::io::Read + Send + 'static) -> Vec<(String, String)> {
     let mut found = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
-    for line in BufReader::new(stdout).lines() {
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
         let line = line.expect("stdout line");
         if let Some(rest) = line.strip_prefix("listening ") {
             let mut parts = rest.split_whitespace();
@@ -25,6 +26,8 @@ fn listening(stdout: impl std::io::Read) -> Vec<(String, String)> {
             break;
         }
     }
+    // Keep reading until the process exits, as a terminal would.
+    std::thread::spawn(move || lines.for_each(drop));
     found
 }
 
