@@ -486,9 +486,12 @@ impl ImapClient {
                 line: printable(raw, 80),
             }),
             (phase, Resp::Untagged(_)) => {
-                // Untagged data (CAPABILITY, EXISTS, FLAGS, BYE, ...) changes no phase.
+                // Untagged data (CAPABILITY, EXISTS, FLAGS, BYE, ...) changes no phase; it
+                // shows the server is alive, unless the user is the one taking time.
+                if !matches!(phase, Phase::Prompting { .. }) {
+                    self.c.wait_reply(now);
+                }
                 self.phase = phase;
-                self.c.wait_reply(now);
             }
             (Phase::Capability { tag }, Resp::Tagged { tag: t, cond, .. }) if t == tag => {
                 if cond == Cond::Ok {
@@ -623,13 +626,10 @@ impl ImapClient {
     /// The user answered the prompt: try again, on a new connection if this one is gone.
     fn resume(&mut self, now: Duration, closed: bool) {
         if closed {
-            self.c.step("client: reconnects");
             self.reader.reset();
             self.bye = false;
-            self.c.tls = self.c.cfg.tls_active;
             self.phase = Phase::Greeting;
-            self.c.push(ClientOutput::Reconnect);
-            self.c.wait_reply(now);
+            self.c.reconnect(now);
         } else {
             self.start_logon(now);
         }
@@ -669,6 +669,13 @@ impl ClientSession for ImapClient {
             // RFC 3501 6.2.1: nothing may come between the OK and the handshake.
             self.fail(ImapClientError::DataBeforeTls);
             return;
+        }
+        if !input.is_empty() {
+            self.c.reconnecting = false;
+            if !matches!(self.phase, Phase::Prompting { .. }) {
+                // The server is alive: the reply timer starts again.
+                self.c.wait_reply(now);
+            }
         }
         let (pieces, err) = self.reader.feed(input);
         let mut pieces = pieces.into_iter().peekable();

@@ -28,6 +28,7 @@ use std::time::Duration;
 use crate::codes::{ErrorCode, Family};
 use crate::session::{Output, ServerSession};
 
+const IXP_E_FAILED_TO_CONNECT: ErrorCode = ErrorCode::new(Family::Ixp, 0x800C_CC0E);
 const IXP_E_CONNECTION_DROPPED: ErrorCode = ErrorCode::new(Family::Ixp, 0x800C_CC0F);
 const IXP_E_TIMEOUT: ErrorCode = ErrorCode::new(Family::Ixp, 0x800C_CC19);
 const IXP_E_SECURE_CONNECT_FAILED: ErrorCode = ErrorCode::new(Family::Ixp, 0x800C_CC1A);
@@ -165,6 +166,8 @@ pub(crate) struct Common {
     pub tls: bool,
     /// Logon attempts so far (each NTLM attempt gets its own seed).
     pub attempts: u64,
+    /// A reconnect was asked for and no byte has arrived on the new connection yet.
+    pub reconnecting: bool,
 }
 
 impl Common {
@@ -186,6 +189,7 @@ impl Common {
             done: false,
             deadline: Some(cfg.response_timeout),
             attempts: 0,
+            reconnecting: false,
             cfg,
         }
     }
@@ -244,6 +248,15 @@ impl Common {
         self.out.push_back(o);
     }
 
+    /// Asks the adapter for a new connection; the caller resets its per-connection state.
+    pub fn reconnect(&mut self, now: Duration) {
+        self.step("client: reconnects");
+        self.tls = self.cfg.tls_active;
+        self.reconnecting = true;
+        self.out.push_back(ClientOutput::Reconnect);
+        self.wait_reply(now);
+    }
+
     pub fn pop(&mut self) -> Option<ClientOutput> {
         self.out.pop_front()
     }
@@ -275,6 +288,14 @@ impl Common {
 
     /// The connection went away while a reply was due.
     pub fn dropped(&mut self, during: &str, code: Option<ErrorCode>) {
+        if self.reconnecting {
+            self.step("client: reconnect failed");
+            if self.rules.ixp_codes {
+                self.code(Some(IXP_E_FAILED_TO_CONNECT));
+            }
+            self.finish(Status::Disconnected);
+            return;
+        }
         self.step("S: <connection closed>");
         self.finding(Finding::UnexpectedDisconnect {
             during: during.to_string(),
@@ -416,6 +437,14 @@ impl Common {
             findings: self.findings.clone(),
             prompts: self.prompts,
         }
+    }
+}
+
+/// A client for `protocol` behind the common trait (for scenario runners).
+pub fn new_client(protocol: Protocol, cfg: ClientConfig) -> Box<dyn ClientSession> {
+    match protocol {
+        Protocol::Imap => Box::new(ImapClient::new(cfg)),
+        Protocol::Pop3 => Box::new(Pop3Client::new(cfg)),
     }
 }
 

@@ -447,12 +447,9 @@ impl Pop3Client {
 
     fn resume(&mut self, now: Duration, closed: bool) {
         if closed {
-            self.c.step("client: reconnects");
             self.inbuf.clear();
-            self.c.tls = self.c.cfg.tls_active;
             self.phase = Phase::Greeting;
-            self.c.push(ClientOutput::Reconnect);
-            self.c.wait_reply(now);
+            self.c.reconnect(now);
         } else {
             self.start_logon(now);
         }
@@ -463,6 +460,13 @@ impl ClientSession for Pop3Client {
     fn handle_input(&mut self, now: Duration, input: &[u8]) {
         if self.c.done {
             return;
+        }
+        if !input.is_empty() {
+            self.c.reconnecting = false;
+            if !matches!(self.phase, Phase::Prompting { .. }) {
+                // The server is alive: the reply timer starts again.
+                self.c.wait_reply(now);
+            }
         }
         self.inbuf.extend_from_slice(input);
         self.pump(now);
