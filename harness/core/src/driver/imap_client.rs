@@ -540,11 +540,6 @@ impl ImapClient {
             (Phase::Logout { tag, status }, Resp::Tagged { tag: t, .. }) if t == tag => {
                 self.c.finish(status);
             }
-            (Phase::Prompting { closed }, Resp::Tagged { .. } | Resp::Continuation(_)) => {
-                // Nothing is outstanding while the user types.
-                self.phase = Phase::Prompting { closed };
-                self.fail(ImapClientError::UnexpectedContinuation);
-            }
             (_, Resp::Continuation(_)) => self.fail(ImapClientError::UnexpectedContinuation),
             (_, Resp::Tagged { tag, .. }) => self.fail(ImapClientError::UnexpectedTag {
                 tag: printable(tag.as_bytes(), 40),

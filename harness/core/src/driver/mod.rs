@@ -670,7 +670,11 @@ fn fuzz_client(mut client: Box<dyn ClientSession>, data: &[u8]) {
     };
     drain(client.as_mut(), now);
     while !rest.is_empty() && !client.is_done() {
-        let n = CHUNKS[i % CHUNKS.len()].min(rest.len());
+        let n = CHUNKS
+            .get(i % CHUNKS.len())
+            .copied()
+            .unwrap_or(1)
+            .min(rest.len());
         i += 1;
         let (chunk, tail) = rest.split_at(n);
         rest = tail;

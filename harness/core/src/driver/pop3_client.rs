@@ -13,8 +13,8 @@ use super::policy::{AuthMethod, Offer};
 use super::{AfterFailure, ClientConfig, ClientOutput, ClientSession, Common, Finding};
 use crate::codes::{ErrorCode, Family};
 use crate::pop3::response::{
-    decode_multiline, decode_reply, InvalidResponse, MultiLine, Reply, ResponseError,
-    ResponseLimits, Status as PopStatus, StatusLine,
+    decode_reply, decode_status, InvalidResponse, MultiLine, Reply, ResponseError, ResponseLimits,
+    Status as PopStatus, StatusLine,
 };
 use crate::sasl::Mechanism;
 
@@ -97,6 +97,8 @@ pub struct Pop3Client {
     phase: Phase,
     offer: Offer,
     limits: ResponseLimits,
+    /// A multi-line reply being read: its status line and the body so far.
+    partial: Option<(StatusLine, Vec<u8>)>,
 }
 
 /// The APOP msg-id in a greeting varies per session; step lines show a placeholder.
@@ -140,6 +142,7 @@ impl Pop3Client {
             phase: Phase::Greeting,
             offer: Offer::default(),
             limits,
+            partial: None,
         }
     }
 
@@ -181,19 +184,10 @@ impl Pop3Client {
                 return;
             }
             if self.phase.multiline() {
-                match decode_multiline(&self.inbuf, &self.limits) {
-                    Ok((m, used)) => {
-                        self.inbuf.drain(..used.min(self.inbuf.len()));
-                        self.multiline(now, m);
-                    }
-                    Err(ResponseError::Incomplete) => return,
-                    Err(ResponseError::Invalid(e)) => {
-                        let e = match e {
-                            InvalidResponse::UnexpectedContinuation => {
-                                Pop3ClientError::UnexpectedContinuation
-                            }
-                            e => e.into(),
-                        };
+                match self.multiline_step() {
+                    Ok(Some(m)) => self.multiline(now, m),
+                    Ok(None) => return,
+                    Err(e) => {
                         self.fail(e);
                         return;
                     }
@@ -211,6 +205,58 @@ impl Pop3Client {
                     }
                 }
             }
+        }
+    }
+
+    /// Reads a multi-line reply incrementally (RFC 1939 3): the status line, then body
+    /// lines up to `.`, each line read once however the bytes are split.
+    fn multiline_step(&mut self) -> Result<Option<MultiLine>, Pop3ClientError> {
+        let (status, body) = match self.partial.take() {
+            Some(p) => p,
+            None => match decode_status(&self.inbuf, &self.limits) {
+                Ok((status, used)) => {
+                    self.inbuf.drain(..used.min(self.inbuf.len()));
+                    if status.status == PopStatus::Err {
+                        return Ok(Some(MultiLine { status, body: None }));
+                    }
+                    (status, Vec::new())
+                }
+                Err(ResponseError::Incomplete) => return Ok(None),
+                Err(ResponseError::Invalid(InvalidResponse::UnexpectedContinuation)) => {
+                    return Err(Pop3ClientError::UnexpectedContinuation)
+                }
+                Err(ResponseError::Invalid(e)) => return Err(e.into()),
+            },
+        };
+        let mut body = body;
+        let max = self.limits.max_line;
+        loop {
+            let Some(lf) = self.inbuf.iter().take(max).position(|&b| b == b'\n') else {
+                if self.inbuf.len() >= max {
+                    return Err(InvalidResponse::LineTooLong { limit: max }.into());
+                }
+                self.partial = Some((status, body));
+                return Ok(None);
+            };
+            let line: Vec<u8> = self.inbuf.drain(..=lf).collect();
+            let Some(line) = line.strip_suffix(b"\r\n") else {
+                return Err(InvalidResponse::BareLf.into());
+            };
+            let line = match line.strip_prefix(b".") {
+                Some(b"") => {
+                    return Ok(Some(MultiLine {
+                        status,
+                        body: Some(body),
+                    }))
+                }
+                Some(unstuffed) => unstuffed,
+                None => line,
+            };
+            if body.len() + line.len() + 2 > MAX_BODY {
+                return Err(InvalidResponse::BodyTooLong { limit: MAX_BODY }.into());
+            }
+            body.extend_from_slice(line);
+            body.extend_from_slice(b"\r\n");
         }
     }
 
@@ -448,6 +494,7 @@ impl Pop3Client {
     fn resume(&mut self, now: Duration, closed: bool) {
         if closed {
             self.inbuf.clear();
+            self.partial = None;
             self.phase = Phase::Greeting;
             self.c.reconnect(now);
         } else {

@@ -993,7 +993,11 @@ fn fuzz_entry_points_survive_seeded_mutations() {
     for seed in seeds {
         fuzz_imap_client(seed);
         fuzz_pop3_client(seed);
-        for _ in 0..300 {
+        for _ in 0..std::env::var("DRIVER_FUZZ_ITERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(300)
+        {
             let mut data = seed.to_vec();
             let edits = 1 + rng.next_u64() % 6;
             for _ in 0..edits {
@@ -1031,4 +1035,39 @@ fn outcomes_serialize_without_secrets() {
     assert!(text.contains("value = \"0x800CCC18\""));
     assert!(text.contains("kind = \"mechanism_not_offered\""));
     assert!(!text.contains("secret"));
+}
+
+#[test]
+fn replies_split_at_every_byte_read_the_same() {
+    let pop =
+        b"+OK hi\r\n+OK caps\r\nUSER\r\nSASL PLAIN NTLM\r\n..dotted\r\n.\r\n+OK\r\nLOGIN\r\n.\r\n";
+    let mut whole = Pop3Client::new(cfg("secret", OE_SPA));
+    whole.handle_input(Duration::ZERO, pop);
+    let mut split = Pop3Client::new(cfg("secret", OE_SPA));
+    for b in pop.iter() {
+        split.handle_input(Duration::ZERO, std::slice::from_ref(b));
+    }
+    assert_eq!(whole.offer(), split.offer());
+    assert_eq!(
+        split.offer().mechanisms,
+        [Mechanism::Plain, Mechanism::Ntlm, Mechanism::Login]
+    );
+    assert!(split.offer().cleartext);
+    assert_eq!(whole.outcome(), split.outcome());
+    assert!(has_step(&split.outcome(), "S: .dotted"));
+    assert!(has_step(&split.outcome(), "C: AUTH NTLM"));
+
+    let imap = b"* OK hi\r\n* CAPABILITY IMAP4rev1 AUTH=NTLM SASL-IR\r\n* 1 FETCH (X {4}\r\n\r\n\r\n)\r\na1 OK done\r\n";
+    let mut whole = ImapClient::new(cfg("secret", Policy::CurlLike));
+    whole.handle_input(Duration::ZERO, imap);
+    let mut split = ImapClient::new(cfg("secret", Policy::CurlLike));
+    for b in imap.iter() {
+        split.handle_input(Duration::ZERO, std::slice::from_ref(b));
+    }
+    assert_eq!(whole.outcome(), split.outcome());
+    assert!(split.offer().sasl_ir);
+    assert!(has_step(
+        &split.outcome(),
+        "C: a2 AUTHENTICATE NTLM <NTLM NEGOTIATE>"
+    ));
 }
