@@ -259,9 +259,11 @@ enum Phase {
         /// `*` was sent; only the tagged reply is left.
         cancelled: bool,
     },
-    /// The user is looking at a password prompt.
+    /// The user is looking at a password prompt; the connection may close meanwhile.
     Prompting {
         closed: bool,
+        /// The user will cancel, ending the session with this status.
+        cancel: Option<Status>,
     },
     Select {
         tag: String,
@@ -613,7 +615,18 @@ impl ImapClient {
 
     fn logon_refused(&mut self, now: Duration, method: AuthMethod, signature: String) {
         match self.c.logon_failed(now, method, signature) {
-            AfterFailure::Retry => self.phase = Phase::Prompting { closed: false },
+            AfterFailure::Retry => {
+                self.phase = Phase::Prompting {
+                    closed: false,
+                    cancel: None,
+                }
+            }
+            AfterFailure::Cancel(status) => {
+                self.phase = Phase::Prompting {
+                    closed: false,
+                    cancel: Some(status),
+                }
+            }
             AfterFailure::GiveUp(status) => self.logout(now, status),
         }
     }
@@ -702,9 +715,12 @@ impl ClientSession for ImapClient {
             return;
         }
         match std::mem::replace(&mut self.phase, Phase::Done) {
-            Phase::Prompting { .. } => {
+            Phase::Prompting { cancel, .. } => {
                 self.c.step("S: <connection closed>");
-                self.phase = Phase::Prompting { closed: true };
+                self.phase = Phase::Prompting {
+                    closed: true,
+                    cancel,
+                };
             }
             Phase::Logout { status, .. } => {
                 self.c.step("S: <connection closed>");
@@ -723,7 +739,20 @@ impl ClientSession for ImapClient {
             return;
         }
         match std::mem::replace(&mut self.phase, Phase::Done) {
-            Phase::Prompting { closed } => self.resume(now, closed),
+            Phase::Prompting {
+                closed,
+                cancel: Some(status),
+            } => {
+                if closed {
+                    self.c.finish(status);
+                } else {
+                    self.logout(now, status);
+                }
+            }
+            Phase::Prompting {
+                closed,
+                cancel: None,
+            } => self.resume(now, closed),
             phase => {
                 self.c.timed_out(phase.name());
             }

@@ -141,6 +141,9 @@ const MAX_STEPS: usize = 400;
 pub(crate) enum AfterFailure {
     /// The user re-entered the credentials: try again after the think time.
     Retry,
+    /// The user will press Cancel (after the think time) and the session ends with this
+    /// status.
+    Cancel(Status),
     /// Give up with this status.
     GiveUp(Status),
 }
@@ -412,7 +415,8 @@ impl Common {
             } else {
                 Status::Failed
             };
-            return AfterFailure::GiveUp(status);
+            self.deadline = now.checked_add(self.cfg.think_time);
+            return AfterFailure::Cancel(status);
         }
         self.step(format!("prompt {n}: user re-enters the same credentials"));
         self.deadline = now.checked_add(self.cfg.think_time);

@@ -59,8 +59,11 @@ enum Phase {
         cancelled: bool,
     },
     Cleartext(Cleartext),
+    /// The user is looking at a password prompt; the connection may close meanwhile.
     Prompting {
         closed: bool,
+        /// The user will cancel, ending the session with this status.
+        cancel: Option<Status>,
     },
     Stat,
     Quit {
@@ -486,7 +489,18 @@ impl Pop3Client {
 
     fn refused(&mut self, now: Duration, method: AuthMethod, signature: String) {
         match self.c.logon_failed(now, method, signature) {
-            AfterFailure::Retry => self.phase = Phase::Prompting { closed: false },
+            AfterFailure::Retry => {
+                self.phase = Phase::Prompting {
+                    closed: false,
+                    cancel: None,
+                }
+            }
+            AfterFailure::Cancel(status) => {
+                self.phase = Phase::Prompting {
+                    closed: false,
+                    cancel: Some(status),
+                }
+            }
             AfterFailure::GiveUp(status) => self.quit(now, status),
         }
     }
@@ -527,9 +541,12 @@ impl ClientSession for Pop3Client {
             return;
         }
         match std::mem::replace(&mut self.phase, Phase::Done) {
-            Phase::Prompting { .. } => {
+            Phase::Prompting { cancel, .. } => {
                 self.c.step("S: <connection closed>");
-                self.phase = Phase::Prompting { closed: true };
+                self.phase = Phase::Prompting {
+                    closed: true,
+                    cancel,
+                };
             }
             Phase::Quit { status } => {
                 self.c.step("S: <connection closed>");
@@ -545,7 +562,20 @@ impl ClientSession for Pop3Client {
             return;
         }
         match std::mem::replace(&mut self.phase, Phase::Done) {
-            Phase::Prompting { closed } => self.resume(now, closed),
+            Phase::Prompting {
+                closed,
+                cancel: Some(status),
+            } => {
+                if closed {
+                    self.c.finish(status);
+                } else {
+                    self.quit(now, status);
+                }
+            }
+            Phase::Prompting {
+                closed,
+                cancel: None,
+            } => self.resume(now, closed),
             phase => self.c.timed_out(phase.name()),
         }
     }
