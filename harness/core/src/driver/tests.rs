@@ -1074,3 +1074,153 @@ fn replies_split_at_every_byte_read_the_same() {
         "C: a2 AUTHENTICATE NTLM <NTLM NEGOTIATE>"
     ));
 }
+
+/// Everything a client wrote, in order, split into its writes.
+fn writes(c: &mut dyn ClientSession) -> Vec<Vec<u8>> {
+    std::iter::from_fn(|| c.poll_output())
+        .filter_map(|o| match o {
+            ClientOutput::Write(b) => Some(b),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn pop3_client_wire_bytes() {
+    let t = Duration::from_millis(1);
+    let mut c = Pop3Client::new(cfg("secret", OE_SPA));
+    c.handle_input(t, b"+OK hi\r\n");
+    assert_eq!(writes(&mut c), [b"CAPA\r\n".to_vec()]);
+    c.handle_input(t, b"+OK\r\nSASL NTLM\r\n.\r\n");
+    // [MS-POP3] 2.2.1: the listing probe is "AUTH" SP CRLF.
+    assert_eq!(writes(&mut c), [b"AUTH \r\n".to_vec()]);
+    c.handle_input(t, b"+OK\r\nNTLM\r\n.\r\n");
+    assert_eq!(writes(&mut c), [b"AUTH NTLM\r\n".to_vec()]);
+    c.handle_input(t, b"+ \r\n");
+    let w = writes(&mut c);
+    let line = std::str::from_utf8(&w[0]).unwrap();
+    let neg = decode_base64(line.trim_end().as_bytes()).unwrap();
+    assert!(neg.starts_with(b"NTLMSSP\0\x01\0\0\0"), "{neg:?}");
+    assert!(line.ends_with("\r\n"));
+
+    let mut c = Pop3Client::new(cfg("p\"w", Policy::Basic));
+    c.handle_input(t, b"+OK hi\r\n-ERR no CAPA\r\n");
+    assert_eq!(
+        writes(&mut c),
+        [b"CAPA\r\n".to_vec(), b"USER alice\r\n".to_vec()]
+    );
+    c.handle_input(t, b"+OK\r\n");
+    assert_eq!(writes(&mut c), [b"PASS p\"w\r\n".to_vec()]);
+    c.handle_input(t, b"+OK in\r\n");
+    assert_eq!(writes(&mut c), [b"STAT\r\n".to_vec()]);
+    c.handle_input(t, b"+OK 0 0\r\n");
+    assert_eq!(writes(&mut c), [b"QUIT\r\n".to_vec()]);
+    c.handle_input(t, b"+OK bye\r\n");
+    assert_eq!(c.poll_output(), Some(ClientOutput::Close));
+    assert_eq!(c.outcome().status, Status::Authenticated);
+}
+
+#[test]
+fn imap_client_wire_bytes() {
+    let t = Duration::from_millis(1);
+    let mut c = ImapClient::new(cfg("secret", Policy::CurlLike));
+    c.handle_input(t, b"* OK hi\r\n");
+    assert_eq!(writes(&mut c), [b"a1 CAPABILITY\r\n".to_vec()]);
+    c.handle_input(t, b"* CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN\r\na1 OK\r\n");
+    // RFC 4959 initial response; RFC 4616 message NUL alice NUL secret.
+    assert_eq!(
+        writes(&mut c),
+        [b"a2 AUTHENTICATE PLAIN AGFsaWNlAHNlY3JldA==\r\n".to_vec()]
+    );
+
+    let mut c = ImapClient::new(cfg("se cret\\", Policy::Basic));
+    c.handle_input(t, b"* OK hi\r\n* CAPABILITY IMAP4rev1\r\na1 OK\r\n");
+    let w = writes(&mut c);
+    // RFC 3501 9: a quoted string escapes '\' and '"'.
+    assert_eq!(w.last().unwrap(), b"a2 LOGIN alice \"se cret\\\\\"\r\n");
+    c.handle_input(t, b"a2 OK in\r\n");
+    assert_eq!(writes(&mut c), [b"a3 SELECT INBOX\r\n".to_vec()]);
+    c.handle_input(t, b"* 0 EXISTS\r\na3 OK [READ-WRITE] done\r\n");
+    assert_eq!(writes(&mut c), [b"a4 LOGOUT\r\n".to_vec()]);
+    c.handle_input(t, b"* BYE\r\na4 OK\r\n");
+    assert_eq!(c.poll_output(), Some(ClientOutput::Close));
+    assert!(c.is_done());
+    assert!(!c.outcome().render().contains("se cret"));
+}
+
+/// A server wrapper that records what the client sent.
+struct Recorder<S: ServerSession> {
+    inner: S,
+    seen: Vec<u8>,
+}
+
+impl<S: ServerSession> ServerSession for Recorder<S> {
+    fn handle_input(&mut self, now: Duration, input: &[u8]) {
+        self.seen.extend_from_slice(input);
+        self.inner.handle_input(now, input)
+    }
+    fn handle_eof(&mut self, now: Duration) {
+        self.inner.handle_eof(now)
+    }
+    fn handle_timeout(&mut self, now: Duration) {
+        self.inner.handle_timeout(now)
+    }
+    fn handle_tls_established(&mut self, now: Duration) {
+        self.inner.handle_tls_established(now)
+    }
+    fn poll_output(&mut self) -> Option<Output> {
+        self.inner.poll_output()
+    }
+    fn poll_timeout(&self) -> Option<Duration> {
+        self.inner.poll_timeout()
+    }
+    fn is_closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+}
+
+#[test]
+fn the_seed_fixes_the_bytes() {
+    let run = |seed: u64| {
+        let mut c = cfg("secret", OE_SPA);
+        c.seed = seed;
+        let mut client = ImapClient::new(c);
+        let mut srv = Recorder {
+            inner: FakeImap::new(fake(CAPS_NTLM), lab()),
+            seen: Vec::new(),
+        };
+        run_pair(&mut client, &mut srv, 1000);
+        assert_eq!(client.outcome().status, Status::Authenticated);
+        (srv.seen, client.outcome().render())
+    };
+    let (a, ra) = run(1);
+    let (b, rb) = run(1);
+    let (c, rc) = run(2);
+    assert_eq!(a, b);
+    assert_ne!(a, c, "the NTLM client challenge must follow the seed");
+    // The rendered outcome has no random values in it.
+    assert_eq!(ra, rb);
+    assert_eq!(ra, rc);
+}
+
+#[test]
+fn policies_read_from_toml() {
+    #[derive(serde::Deserialize)]
+    struct S {
+        p: Vec<Policy>,
+    }
+    let s: S = toml::from_str(
+        r#"p = [{ outlook-express = { use_spa = true } }, "basic", "curl-like", { forced = { sasl = "NTLM" } }, { forced = "cleartext" }]"#,
+    )
+    .unwrap();
+    assert_eq!(
+        s.p,
+        [
+            OE_SPA,
+            Policy::Basic,
+            Policy::CurlLike,
+            Policy::Forced(AuthMethod::Sasl(Mechanism::Ntlm)),
+            Policy::Forced(AuthMethod::Cleartext),
+        ]
+    );
+}
