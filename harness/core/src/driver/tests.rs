@@ -19,9 +19,14 @@ use crate::world::{LabFile, World};
 
 const USER_CANCEL: &str = "IXP_E_USER_CANCEL (0x800CCC17)";
 
+/// The default lab plus carol, whose password needs IMAP quoting.
 fn lab() -> Arc<World> {
-    Arc::new(LabFile::default_lab().build().unwrap())
+    let mut lab = LabFile::default_lab();
+    lab.add_user("carol", CAROL_PASSWORD);
+    Arc::new(lab.build().unwrap())
 }
+
+const CAROL_PASSWORD: &str = "a \"quoted\" pass\\word";
 
 fn profile_without_ntlm() -> Profile {
     let mut p = Profile::default_profile();
@@ -507,12 +512,29 @@ impl FakeImap {
                         self.write(&format!("{tag} OK CAPABILITY completed.\r\n"));
                     }
                     "LOGIN" => {
-                        let mut a = args.split(' ');
-                        let (u, p) = (a.next().unwrap_or(""), a.next().unwrap_or(""));
-                        let p = p.trim_matches('"');
+                        // Arguments as RFC 3501 reads them (atoms, quoted strings).
+                        use imap_codec::decode::Decoder;
+                        use imap_codec::imap_types::command::CommandBody;
+                        let wire = format!("{line}\r\n");
+                        let creds =
+                            match imap_codec::CommandCodec::default().decode(wire.as_bytes()) {
+                                Ok((_, cmd)) => match cmd.body {
+                                    CommandBody::Login { username, password } => Some((
+                                        String::from_utf8_lossy(username.as_ref()).into_owned(),
+                                        String::from_utf8_lossy(password.declassify().as_ref())
+                                            .into_owned(),
+                                    )),
+                                    _ => None,
+                                },
+                                Err(_) => None,
+                            };
+                        let Some((u, p)) = creds else {
+                            self.write(&format!("{tag} BAD bad LOGIN arguments\r\n"));
+                            return;
+                        };
                         if self.cfg.caps.contains("LOGINDISABLED") {
                             self.write(&format!("{tag} NO LOGIN is disabled\r\n"));
-                        } else if self.world.directory.verify_password(u, p).is_some() {
+                        } else if self.world.directory.verify_password(&u, &p).is_some() {
                             self.write(&format!("{tag} OK LOGIN completed.\r\n"));
                         } else {
                             self.write(&format!("{tag} NO LOGIN failed.\r\n"));
@@ -1223,4 +1245,73 @@ fn policies_read_from_toml() {
             Policy::Forced(AuthMethod::Cleartext),
         ]
     );
+}
+
+/// What the IMAP client writes, checked by an independent parser (imap-codec): every
+/// command line is an RFC 3501 command, every other line is authenticate data.
+#[test]
+fn imap_client_output_parses_with_imap_codec() {
+    use imap_codec::decode::Decoder;
+    use imap_codec::imap_types::command::CommandBody;
+    use imap_codec::{AuthenticateDataCodec, CommandCodec};
+    let cases: [(Policy, &'static str, &str); 4] = [
+        (OE_SPA, CAPS_NTLM, "secret"),
+        (Policy::CurlLike, "IMAP4rev1 SASL-IR AUTH=NTLM", "secret"),
+        (Policy::CurlLike, "IMAP4rev1 SASL-IR AUTH=PLAIN", "secret"),
+        (Policy::Basic, CAPS_SP1, CAROL_PASSWORD),
+    ];
+    for (policy, caps, password) in cases {
+        let user = if password == CAROL_PASSWORD {
+            "carol"
+        } else {
+            "alice"
+        };
+        let mut client = ImapClient::new(ClientConfig::new(user, password, policy));
+        let mut srv = Recorder {
+            inner: FakeImap::new(fake(caps), lab()),
+            seen: Vec::new(),
+        };
+        run_pair(&mut client, &mut srv, 1000);
+        let o = client.outcome();
+        assert_eq!(o.status, Status::Authenticated, "{}", o.render());
+        let mut kinds = Vec::new();
+        for line in srv.seen.split_inclusive(|&b| b == b'\n') {
+            if line.first() == Some(&b'a') {
+                let (rest, cmd) = CommandCodec::default()
+                    .decode(line)
+                    .unwrap_or_else(|e| panic!("{:?}: {e:?}", String::from_utf8_lossy(line)));
+                assert!(rest.is_empty());
+                kinds.push(match cmd.body {
+                    CommandBody::Capability => "CAPABILITY",
+                    CommandBody::Authenticate { .. } => "AUTHENTICATE",
+                    CommandBody::Login { .. } => "LOGIN",
+                    CommandBody::Select { .. } => "SELECT",
+                    CommandBody::Logout => "LOGOUT",
+                    _ => "other",
+                });
+            } else {
+                let (rest, _) = AuthenticateDataCodec::default()
+                    .decode(line)
+                    .unwrap_or_else(|e| panic!("{:?}: {e:?}", String::from_utf8_lossy(line)));
+                assert!(rest.is_empty());
+                kinds.push("data");
+            }
+        }
+        let expected: &[&str] = match (policy, caps) {
+            (Policy::Basic, _) => &["CAPABILITY", "LOGIN", "SELECT", "LOGOUT"],
+            (Policy::CurlLike, c) if c.contains("NTLM") => {
+                &["CAPABILITY", "AUTHENTICATE", "data", "SELECT", "LOGOUT"]
+            }
+            (Policy::CurlLike, _) => &["CAPABILITY", "AUTHENTICATE", "SELECT", "LOGOUT"],
+            _ => &[
+                "CAPABILITY",
+                "AUTHENTICATE",
+                "data",
+                "data",
+                "SELECT",
+                "LOGOUT",
+            ],
+        };
+        assert_eq!(kinds, expected, "{policy:?} {caps}");
+    }
 }
