@@ -3,12 +3,14 @@
 //! adapters (the tokio lab, the in-process driver, fuzz targets) feed bytes and time in.
 
 pub mod codes;
+pub mod driver;
 pub mod fuzzing;
 pub mod imap;
 pub mod ntlm;
 pub mod pop3;
 pub mod profile;
 pub mod rng;
+pub mod scenario;
 pub mod sasl;
 pub mod script;
 pub mod session;

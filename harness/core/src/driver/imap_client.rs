@@ -1,0 +1,866 @@
+//! An IMAP4rev1 client (RFC 3501) as a sans-IO state machine: greeting, CAPABILITY,
+//! optional STARTTLS, authentication per policy (AUTHENTICATE with or without SASL-IR
+//! RFC 4959, or LOGIN), then SELECT INBOX and LOGOUT.
+//!
+//! Server responses are read line by line with a bounded buffer; a literal `{n}` at the
+//! end of a line (RFC 3501 4.3) is skipped by counting, after checking `n` against a limit,
+//! so nothing is ever sized from a count the server sent.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+
+use super::mech::{MechClient, MechError};
+use super::outcome::{printable, Protocol, SessionOutcome, Status};
+use super::policy::{AuthMethod, Offer};
+use super::{AfterFailure, ClientConfig, ClientOutput, ClientSession, Common};
+use crate::codes::{ErrorCode, Family};
+use crate::sasl::Mechanism;
+
+const IXP_E_IMAP_BAD_RESPONSE: ErrorCode = ErrorCode::new(Family::Ixp, 0x800C_CCD3);
+const IXP_E_IMAP_UNSOLICITED_BYE: ErrorCode = ErrorCode::new(Family::Ixp, 0x800C_CCDD);
+
+/// What was wrong with what the server sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImapClientError {
+    #[error("response line longer than {limit} octets")]
+    LineTooLong { limit: usize },
+    #[error("response line ends in LF without CR")]
+    BareLf,
+    #[error("literal of {size} octets exceeds the {limit}-octet limit")]
+    LiteralTooLarge { size: u64, limit: u64 },
+    #[error("malformed response: {line}")]
+    Malformed { line: String },
+    #[error("tagged response for unknown tag {tag}")]
+    UnexpectedTag { tag: String },
+    #[error("continuation request where none was expected")]
+    UnexpectedContinuation,
+    #[error("greeting is neither OK, PREAUTH nor BYE: {line}")]
+    BadGreeting { line: String },
+    #[error("server sent data after STARTTLS before the TLS handshake")]
+    DataBeforeTls,
+}
+
+/// A tagged completion's status (RFC 3501 7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cond {
+    Ok,
+    No,
+    Bad,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Resp {
+    /// `* ...`: the text after `* `.
+    Untagged(String),
+    /// `+ ...` / `+`: the text after `+` and one optional space.
+    Continuation(String),
+    Tagged {
+        tag: String,
+        cond: Cond,
+        text: String,
+    },
+}
+
+/// Splits the server's byte stream into responses, skipping literals by counting.
+#[derive(Debug)]
+struct Reader {
+    buf: Vec<u8>,
+    /// Literal octets still to skip.
+    skip: u64,
+    /// The next line continues the response a literal interrupted.
+    continuing: bool,
+    max_line: usize,
+    max_literal: u64,
+}
+
+/// One piece of what arrived: a response's first line, or a line continuing it.
+#[derive(Debug)]
+enum Piece {
+    Resp(Resp, Vec<u8>),
+    Continued(Vec<u8>),
+    Literal(u64),
+}
+
+impl Reader {
+    fn new(max_line: usize, max_literal: u64) -> Self {
+        Reader {
+            buf: Vec::new(),
+            skip: 0,
+            continuing: false,
+            max_line: max_line.max(16),
+            max_literal,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.buf.clear();
+        self.skip = 0;
+        self.continuing = false;
+    }
+
+    /// Everything complete in `input`, in order; stops at the first error.
+    fn feed(&mut self, mut input: &[u8]) -> (Vec<Piece>, Option<ImapClientError>) {
+        let mut pieces = Vec::new();
+        while !input.is_empty() {
+            if self.skip > 0 {
+                let n = usize::try_from(self.skip)
+                    .unwrap_or(usize::MAX)
+                    .min(input.len());
+                input = input.get(n..).unwrap_or_default();
+                self.skip -= n as u64;
+                continue;
+            }
+            match input.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    let piece = input.get(..i).unwrap_or_default();
+                    input = input.get(i + 1..).unwrap_or_default();
+                    if self.buf.len() + piece.len() + 1 > self.max_line {
+                        return (
+                            pieces,
+                            Some(ImapClientError::LineTooLong {
+                                limit: self.max_line,
+                            }),
+                        );
+                    }
+                    let mut line = std::mem::take(&mut self.buf);
+                    line.extend_from_slice(piece);
+                    if line.pop() != Some(b'\r') {
+                        return (pieces, Some(ImapClientError::BareLf));
+                    }
+                    match self.line(line) {
+                        Ok(mut p) => pieces.append(&mut p),
+                        Err(e) => return (pieces, Some(e)),
+                    }
+                }
+                None => {
+                    if self.buf.len() + input.len() >= self.max_line {
+                        return (
+                            pieces,
+                            Some(ImapClientError::LineTooLong {
+                                limit: self.max_line,
+                            }),
+                        );
+                    }
+                    self.buf.extend_from_slice(input);
+                    input = &[];
+                }
+            }
+        }
+        (pieces, None)
+    }
+
+    fn line(&mut self, line: Vec<u8>) -> Result<Vec<Piece>, ImapClientError> {
+        let literal = literal_count(&line);
+        if let Some(n) = literal {
+            if n > self.max_literal {
+                return Err(ImapClientError::LiteralTooLarge {
+                    size: n,
+                    limit: self.max_literal,
+                });
+            }
+        }
+        let mut out = Vec::with_capacity(2);
+        if self.continuing {
+            out.push(Piece::Continued(line));
+        } else {
+            let resp = parse_line(&line)?;
+            out.push(Piece::Resp(resp, line));
+        }
+        self.continuing = literal.is_some();
+        if let Some(n) = literal {
+            self.skip = n;
+            out.push(Piece::Literal(n));
+        }
+        Ok(out)
+    }
+}
+
+/// RFC 3501 4.3 / RFC 7888: a line ending in `{n}` or `{n+}` is followed by n octets.
+fn literal_count(line: &[u8]) -> Option<u64> {
+    let body = line.strip_suffix(b"}")?;
+    let open = body.iter().rposition(|&b| b == b'{')?;
+    let digits = body.get(open + 1..).unwrap_or_default();
+    let digits = digits.strip_suffix(b"+").unwrap_or(digits);
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        // Text that merely ends in "}" (a resp-text) is not a literal.
+        return None;
+    }
+    if digits.len() > 19 {
+        // More than u64 holds: certainly over any limit.
+        return Some(u64::MAX);
+    }
+    let text = std::str::from_utf8(digits).unwrap_or("0");
+    Some(text.parse::<u64>().unwrap_or(u64::MAX))
+}
+
+fn malformed(line: &[u8]) -> ImapClientError {
+    ImapClientError::Malformed {
+        line: printable(line, 80),
+    }
+}
+
+/// RFC 3501 9: `"*" SP ...`, `"+" [SP text]`, `tag SP ("OK"/"NO"/"BAD") [SP resp-text]`.
+fn parse_line(line: &[u8]) -> Result<Resp, ImapClientError> {
+    let text = String::from_utf8_lossy(line);
+    if let Some(rest) = text.strip_prefix('+') {
+        return Ok(Resp::Continuation(
+            rest.strip_prefix(' ').unwrap_or(rest).to_string(),
+        ));
+    }
+    if let Some(rest) = text.strip_prefix("* ") {
+        return Ok(Resp::Untagged(rest.to_string()));
+    }
+    let mut parts = text.splitn(3, ' ');
+    let tag = parts.next().unwrap_or_default();
+    let cond = parts.next().unwrap_or_default();
+    let rest = parts.next().unwrap_or_default();
+    // tag = 1*<ASTRING-CHAR except "+">: printable ASCII without specials.
+    let tag_ok = !tag.is_empty()
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"(){%*\"\\+".contains(&b));
+    let cond = match cond.to_ascii_uppercase().as_str() {
+        "OK" => Cond::Ok,
+        "NO" => Cond::No,
+        "BAD" => Cond::Bad,
+        _ => return Err(malformed(line)),
+    };
+    if !tag_ok {
+        return Err(malformed(line));
+    }
+    Ok(Resp::Tagged {
+        tag: tag.to_string(),
+        cond,
+        text: rest.to_string(),
+    })
+}
+
+fn b64(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+/// Where the conversation is.
+#[derive(Debug)]
+enum Phase {
+    Greeting,
+    Capability {
+        tag: String,
+    },
+    StartTls {
+        tag: String,
+    },
+    AwaitTls,
+    Authenticate {
+        tag: String,
+        method: AuthMethod,
+        /// `None` for the LOGIN command.
+        mech: Option<MechClient>,
+        /// `*` was sent; only the tagged reply is left.
+        cancelled: bool,
+    },
+    /// The user is looking at a password prompt; the connection may close meanwhile.
+    Prompting {
+        closed: bool,
+        /// The user will cancel, ending the session with this status.
+        cancel: Option<Status>,
+    },
+    Select {
+        tag: String,
+    },
+    Logout {
+        tag: String,
+        status: Status,
+    },
+    Done,
+}
+
+impl Phase {
+    fn name(&self) -> &'static str {
+        match self {
+            Phase::Greeting => "greeting",
+            Phase::Capability { .. } => "CAPABILITY",
+            Phase::StartTls { .. } | Phase::AwaitTls => "STARTTLS",
+            Phase::Authenticate { .. } => "authentication",
+            Phase::Prompting { .. } => "prompt",
+            Phase::Select { .. } => "SELECT",
+            Phase::Logout { .. } => "LOGOUT",
+            Phase::Done => "done",
+        }
+    }
+}
+
+/// One IMAP client session (over one or more connections, when it reconnects).
+#[derive(Debug)]
+pub struct ImapClient {
+    c: Common,
+    reader: Reader,
+    phase: Phase,
+    offer: Offer,
+    next_tag: u32,
+    /// An untagged BYE arrived on this connection.
+    bye: bool,
+}
+
+impl ImapClient {
+    pub fn new(cfg: ClientConfig) -> Self {
+        ImapClient {
+            reader: Reader::new(cfg.max_line, cfg.max_literal),
+            c: Common::new(cfg, Protocol::Imap),
+            phase: Phase::Greeting,
+            offer: Offer::default(),
+            next_tag: 1,
+            bye: false,
+        }
+    }
+
+    /// What the server advertised last.
+    pub fn offer(&self) -> &Offer {
+        &self.offer
+    }
+
+    fn tag(&mut self) -> String {
+        let t = format!("a{}", self.next_tag);
+        self.next_tag += 1;
+        t
+    }
+
+    /// Sends `tag command` with the step showing `shown` in place of the command.
+    fn command(&mut self, now: Duration, command: &str, shown: &str) -> String {
+        let tag = self.tag();
+        let wire = format!("{tag} {command}\r\n").into_bytes();
+        self.c.send(now, wire, format!("{tag} {shown}"));
+        tag
+    }
+
+    fn capability(&mut self, now: Duration) {
+        let tag = self.command(now, "CAPABILITY", "CAPABILITY");
+        self.phase = Phase::Capability { tag };
+    }
+
+    fn logout(&mut self, now: Duration, status: Status) {
+        let tag = self.command(now, "LOGOUT", "LOGOUT");
+        self.phase = Phase::Logout { tag, status };
+    }
+
+    fn select(&mut self, now: Duration) {
+        let tag = self.command(now, "SELECT INBOX", "SELECT INBOX");
+        self.phase = Phase::Select { tag };
+    }
+
+    fn fail(&mut self, e: ImapClientError) {
+        self.phase = Phase::Done;
+        self.c
+            .violation(e.to_string(), Some(IXP_E_IMAP_BAD_RESPONSE));
+    }
+
+    fn parse_capabilities(&mut self, list: &str) {
+        let mut offer = Offer {
+            cleartext: true,
+            ..Offer::default()
+        };
+        for cap in list.split(' ') {
+            let upper = cap.to_ascii_uppercase();
+            if let Some(m) = upper.strip_prefix("AUTH=") {
+                if let Some(m) = Mechanism::parse(m) {
+                    offer.add_mechanism(m);
+                }
+            } else if upper == "SASL-IR" {
+                offer.sasl_ir = true;
+            } else if upper == "LOGINDISABLED" {
+                offer.cleartext = false;
+            } else if upper == "STARTTLS" {
+                offer.starttls = true;
+            }
+        }
+        self.offer = offer;
+    }
+
+    /// CAPABILITY is known: STARTTLS if wanted, else authenticate.
+    fn after_capability(&mut self, now: Duration) {
+        if self.c.cfg.starttls && !self.c.tls {
+            if self.offer.starttls {
+                let tag = self.command(now, "STARTTLS", "STARTTLS");
+                self.phase = Phase::StartTls { tag };
+            } else {
+                self.c.no_tls("STARTTLS");
+                self.logout(now, Status::Failed);
+            }
+            return;
+        }
+        self.start_logon(now);
+    }
+
+    fn start_logon(&mut self, now: Duration) {
+        let Some(method) = self.c.rules.choose(&self.offer) else {
+            let offer = self.offer.clone();
+            self.c.nothing_usable(&offer);
+            self.logout(now, Status::Failed);
+            return;
+        };
+        self.c.begin_logon(method);
+        match method {
+            AuthMethod::Cleartext => {
+                let (Some(user), Some(pass)) =
+                    (quoted(&self.c.cfg.user), quoted(&self.c.cfg.password))
+                else {
+                    self.c
+                        .step("client: the credentials cannot be sent as IMAP quoted strings");
+                    self.logout(now, Status::Failed);
+                    return;
+                };
+                let shown = format!("LOGIN {user} ****");
+                let tag = self.command(now, &format!("LOGIN {user} {pass}"), &shown);
+                self.phase = Phase::Authenticate {
+                    tag,
+                    method,
+                    mech: None,
+                    cancelled: false,
+                };
+            }
+            AuthMethod::Sasl(m) => {
+                let mut mech = MechClient::new(m, self.c.cfg.credentials(), self.c.attempt_seed());
+                let name = m.name();
+                let tag = if self.c.rules.sasl_ir && self.offer.sasl_ir {
+                    // RFC 4959: the initial response rides on the command; "=" is empty.
+                    let r = mech.initial();
+                    let data = if r.data.is_empty() {
+                        "=".to_string()
+                    } else {
+                        b64(&r.data)
+                    };
+                    self.command(
+                        now,
+                        &format!("AUTHENTICATE {name} {data}"),
+                        &format!("AUTHENTICATE {name} {}", r.describe),
+                    )
+                } else {
+                    let cmd = format!("AUTHENTICATE {name}");
+                    self.command(now, &cmd, &cmd)
+                };
+                self.phase = Phase::Authenticate {
+                    tag,
+                    method,
+                    mech: Some(mech),
+                    cancelled: false,
+                };
+            }
+        }
+    }
+
+    /// Handles one response; `raw` is its first line as received.
+    fn response(&mut self, now: Duration, resp: Resp, raw: &[u8]) {
+        match &resp {
+            Resp::Continuation(text) if text.is_empty() => self.c.step("S: +"),
+            Resp::Continuation(_) if matches!(self.phase, Phase::Authenticate { .. }) => {}
+            _ => self.c.server_line(raw),
+        }
+        if let Resp::Untagged(text) = &resp {
+            let upper = text.to_ascii_uppercase();
+            if upper.starts_with("BYE") {
+                self.bye = true;
+            }
+            if let Some(list) = upper.strip_prefix("CAPABILITY ") {
+                let list = list.to_string();
+                self.parse_capabilities(&list);
+            }
+        }
+        let phase = std::mem::replace(&mut self.phase, Phase::Done);
+        match (phase, resp) {
+            (Phase::Greeting, Resp::Untagged(text)) => {
+                let upper = text.to_ascii_uppercase();
+                if upper.starts_with("OK") {
+                    self.capability(now);
+                } else if upper.starts_with("PREAUTH") {
+                    self.c.step("client: already authenticated (PREAUTH)");
+                    self.select(now);
+                } else if upper.starts_with("BYE") {
+                    self.c
+                        .code(self.c.rules.ixp_codes.then_some(IXP_E_IMAP_UNSOLICITED_BYE));
+                    self.c.finish(Status::Disconnected);
+                } else {
+                    self.fail(ImapClientError::BadGreeting {
+                        line: printable(raw, 80),
+                    });
+                }
+            }
+            (Phase::Greeting, _) => self.fail(ImapClientError::BadGreeting {
+                line: printable(raw, 80),
+            }),
+            (phase, Resp::Untagged(_)) => {
+                // Untagged data (CAPABILITY, EXISTS, FLAGS, BYE, ...) changes no phase; it
+                // shows the server is alive, unless the user is the one taking time.
+                if !matches!(phase, Phase::Prompting { .. }) {
+                    self.c.wait_reply(now);
+                }
+                self.phase = phase;
+            }
+            (Phase::Capability { tag }, Resp::Tagged { tag: t, cond, .. }) if t == tag => {
+                if cond == Cond::Ok {
+                    self.after_capability(now);
+                } else {
+                    // No capability list: assume nothing beyond RFC 3501's LOGIN.
+                    self.offer = Offer {
+                        cleartext: true,
+                        ..Offer::default()
+                    };
+                    self.after_capability(now);
+                }
+            }
+            (Phase::StartTls { tag }, Resp::Tagged { tag: t, cond, .. }) if t == tag => {
+                if cond == Cond::Ok {
+                    self.c.step("client: TLS handshake");
+                    self.c.push(ClientOutput::StartTls);
+                    self.phase = Phase::AwaitTls;
+                } else {
+                    self.c.no_tls("STARTTLS");
+                    self.logout(now, Status::Failed);
+                }
+            }
+            (
+                Phase::Authenticate {
+                    tag,
+                    method,
+                    mech,
+                    cancelled,
+                },
+                Resp::Continuation(text),
+            ) => self.auth_continuation(now, tag, method, mech, cancelled, &text),
+            (Phase::Authenticate { tag, method, .. }, Resp::Tagged { tag: t, cond, text })
+                if t == tag =>
+            {
+                if cond == Cond::Ok {
+                    self.select(now);
+                    return;
+                }
+                let sig = format!("{} {:?} {}", method.label(Protocol::Imap), cond, text);
+                self.logon_refused(now, method, sig);
+            }
+            (Phase::Select { tag }, Resp::Tagged { tag: t, .. }) if t == tag => {
+                self.logout(now, Status::Authenticated);
+            }
+            (Phase::Logout { tag, status }, Resp::Tagged { tag: t, .. }) if t == tag => {
+                self.c.finish(status);
+            }
+            (_, Resp::Continuation(_)) => self.fail(ImapClientError::UnexpectedContinuation),
+            (_, Resp::Tagged { tag, .. }) => self.fail(ImapClientError::UnexpectedTag {
+                tag: printable(tag.as_bytes(), 40),
+            }),
+        }
+    }
+
+    fn auth_continuation(
+        &mut self,
+        now: Duration,
+        tag: String,
+        method: AuthMethod,
+        mech: Option<MechClient>,
+        cancelled: bool,
+        text: &str,
+    ) {
+        let Some(mut mech) = mech else {
+            // LOGIN takes no continuation.
+            self.fail(ImapClientError::UnexpectedContinuation);
+            return;
+        };
+        let decoded = base64::engine::general_purpose::STANDARD.decode(text.trim_end());
+        let shown = match &decoded {
+            Ok(d) if !d.is_empty() => format!("S: + {}", mech.describe_challenge(d)),
+            Ok(_) => String::new(),
+            Err(_) => format!("S: + {}", printable(text.as_bytes(), 60)),
+        };
+        if !shown.is_empty() {
+            self.c.step(shown);
+        }
+        if cancelled {
+            self.fail(ImapClientError::UnexpectedContinuation);
+            return;
+        }
+        let reply = match decoded {
+            Ok(challenge) => mech.respond(&challenge).map_err(|e| e.to_string()),
+            Err(_) => Err("challenge is not base64".to_string()),
+        };
+        match reply {
+            Ok(r) => {
+                let wire = format!("{}\r\n", b64(&r.data)).into_bytes();
+                self.c.send(now, wire, r.describe);
+                self.phase = Phase::Authenticate {
+                    tag,
+                    method,
+                    mech: Some(mech),
+                    cancelled: false,
+                };
+            }
+            Err(why) => {
+                // RFC 3501 6.2.2: "*" cancels; the server answers with a tagged BAD.
+                let why = if why == MechError::UnexpectedChallenge.to_string() {
+                    why
+                } else {
+                    format!("cannot answer: {why}")
+                };
+                self.c.finding(super::Finding::ProtocolViolation {
+                    detail: why.clone(),
+                });
+                self.c
+                    .send(now, b"*\r\n".to_vec(), format!("* (cancel: {why})"));
+                self.phase = Phase::Authenticate {
+                    tag,
+                    method,
+                    mech: Some(mech),
+                    cancelled: true,
+                };
+            }
+        }
+    }
+
+    fn logon_refused(&mut self, now: Duration, method: AuthMethod, signature: String) {
+        match self.c.logon_failed(now, method, signature) {
+            AfterFailure::Retry => {
+                self.phase = Phase::Prompting {
+                    closed: false,
+                    cancel: None,
+                }
+            }
+            AfterFailure::Cancel(status) => {
+                self.phase = Phase::Prompting {
+                    closed: false,
+                    cancel: Some(status),
+                }
+            }
+            AfterFailure::GiveUp(status) => self.logout(now, status),
+        }
+    }
+
+    /// The user answered the prompt: try again, on a new connection if this one is gone.
+    fn resume(&mut self, now: Duration, closed: bool) {
+        if closed {
+            self.reader.reset();
+            self.bye = false;
+            self.phase = Phase::Greeting;
+            self.c.reconnect(now);
+        } else {
+            self.start_logon(now);
+        }
+    }
+}
+
+/// An IMAP quoted string (RFC 3501 9), or `None` if the text needs a literal.
+fn quoted(s: &str) -> Option<String> {
+    if s.bytes()
+        .any(|b| b == b'\r' || b == b'\n' || b == 0 || !b.is_ascii())
+    {
+        return None;
+    }
+    let atom = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && !b"(){%*\"\\]".contains(&b));
+    if atom {
+        return Some(s.to_string());
+    }
+    let mut q = String::from("\"");
+    for ch in s.chars() {
+        if ch == '"' || ch == '\\' {
+            q.push('\\');
+        }
+        q.push(ch);
+    }
+    q.push('"');
+    Some(q)
+}
+
+impl ClientSession for ImapClient {
+    fn handle_input(&mut self, now: Duration, input: &[u8]) {
+        if self.c.done {
+            return;
+        }
+        if matches!(self.phase, Phase::AwaitTls) {
+            // RFC 3501 6.2.1: nothing may come between the OK and the handshake.
+            self.fail(ImapClientError::DataBeforeTls);
+            return;
+        }
+        if !input.is_empty() {
+            self.c.reconnecting = false;
+            if !matches!(self.phase, Phase::Prompting { .. }) {
+                // The server is alive: the reply timer starts again.
+                self.c.wait_reply(now);
+            }
+        }
+        let (pieces, err) = self.reader.feed(input);
+        let mut pieces = pieces.into_iter().peekable();
+        while let Some(piece) = pieces.next() {
+            if self.c.done {
+                return;
+            }
+            match piece {
+                Piece::Resp(resp, raw) => self.response(now, resp, &raw),
+                Piece::Continued(raw) => self.c.server_line(&raw),
+                Piece::Literal(n) => self.c.step(format!("S: <literal, {n} octets>")),
+            }
+            let more = pieces.peek().is_some() || !self.reader.buf.is_empty() || err.is_some();
+            if matches!(self.phase, Phase::AwaitTls) && !self.c.done && more {
+                // Whatever else came in this read arrived before the handshake.
+                self.fail(ImapClientError::DataBeforeTls);
+                return;
+            }
+        }
+        if let Some(e) = err {
+            if !self.c.done {
+                self.fail(e);
+            }
+        }
+    }
+
+    fn handle_eof(&mut self, now: Duration) {
+        if self.c.done {
+            return;
+        }
+        match std::mem::replace(&mut self.phase, Phase::Done) {
+            Phase::Prompting { cancel, .. } => {
+                self.c.step("S: <connection closed>");
+                self.phase = Phase::Prompting {
+                    closed: true,
+                    cancel,
+                };
+            }
+            Phase::Logout { status, .. } => {
+                self.c.step("S: <connection closed>");
+                self.c.finish(status);
+            }
+            phase => {
+                let code = self.bye.then_some(IXP_E_IMAP_UNSOLICITED_BYE);
+                self.c.dropped(phase.name(), code);
+            }
+        }
+        let _ = now;
+    }
+
+    fn handle_timeout(&mut self, now: Duration) {
+        if self.c.done || self.c.deadline.is_none_or(|d| now < d) {
+            return;
+        }
+        match std::mem::replace(&mut self.phase, Phase::Done) {
+            Phase::Prompting {
+                closed,
+                cancel: Some(status),
+            } => {
+                if closed {
+                    self.c.finish(status);
+                } else {
+                    self.logout(now, status);
+                }
+            }
+            Phase::Prompting {
+                closed,
+                cancel: None,
+            } => self.resume(now, closed),
+            phase => {
+                self.c.timed_out(phase.name());
+            }
+        }
+    }
+
+    fn handle_tls_established(&mut self, now: Duration) {
+        if !matches!(self.phase, Phase::AwaitTls) || self.c.done {
+            return;
+        }
+        self.c.tls = true;
+        // RFC 3501 6.2.1: capabilities must be asked for again after STARTTLS.
+        self.capability(now);
+    }
+
+    fn poll_output(&mut self) -> Option<ClientOutput> {
+        self.c.pop()
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        if self.c.done {
+            None
+        } else {
+            self.c.deadline
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.c.done
+    }
+
+    fn outcome(&self) -> SessionOutcome {
+        self.c.outcome()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reader_splits_lines_and_skips_literals() {
+        let mut r = Reader::new(1024, 100);
+        let (p, e) = r.feed(b"* 1 FETCH (BODY[] {5}\r\nab\r\n)");
+        assert!(e.is_none());
+        assert_eq!(p.len(), 2);
+        assert!(matches!(&p[1], Piece::Literal(5)));
+        let (p, e) = r.feed(b"c)\r\na1 OK done\r\n");
+        assert!(e.is_none());
+        assert!(matches!(&p[0], Piece::Continued(l) if l == b"c)"));
+        assert!(matches!(
+            &p[1],
+            Piece::Resp(Resp::Tagged { cond: Cond::Ok, .. }, _)
+        ));
+    }
+
+    #[test]
+    fn reader_typed_errors() {
+        let mut r = Reader::new(64, 100);
+        assert_eq!(
+            r.feed(b"* 1 FETCH {101}\r\n").1,
+            Some(ImapClientError::LiteralTooLarge {
+                size: 101,
+                limit: 100
+            })
+        );
+        let mut r = Reader::new(64, 100);
+        assert_eq!(
+            r.feed(b"* x {99999999999999999999}\r\n").1,
+            Some(ImapClientError::LiteralTooLarge {
+                size: u64::MAX,
+                limit: 100
+            })
+        );
+        let mut r = Reader::new(64, 100);
+        assert_eq!(
+            r.feed(&[b'a'; 70]).1,
+            Some(ImapClientError::LineTooLong { limit: 64 })
+        );
+        let mut r = Reader::new(64, 100);
+        assert_eq!(r.feed(b"* OK\n").1, Some(ImapClientError::BareLf));
+        let mut r = Reader::new(64, 100);
+        assert!(matches!(
+            r.feed(b"a1 MAYBE x\r\n").1,
+            Some(ImapClientError::Malformed { .. })
+        ));
+        let mut r = Reader::new(64, 100);
+        assert!(r.feed(b"* OK [ALERT] {not a literal}\r\n").1.is_none());
+    }
+
+    #[test]
+    fn continuation_with_and_without_space() {
+        assert_eq!(parse_line(b"+").unwrap(), Resp::Continuation(String::new()));
+        assert_eq!(
+            parse_line(b"+ ").unwrap(),
+            Resp::Continuation(String::new())
+        );
+        assert_eq!(
+            parse_line(b"+ TlRM").unwrap(),
+            Resp::Continuation("TlRM".into())
+        );
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quoted("alice").as_deref(), Some("alice"));
+        assert_eq!(quoted("a b\"c").as_deref(), Some("\"a b\\\"c\""));
+        assert_eq!(quoted(""), Some("\"\"".into()));
+        assert_eq!(quoted("a\r\nb"), None);
+    }
+}

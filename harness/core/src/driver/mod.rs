@@ -1,0 +1,738 @@
+//! Client programs as sans-IO state machines: an IMAP4 and a POP3 client that behave like
+//! real clients (Outlook Express with or without SPA, a basic client, curl), the outcome
+//! model the scenario runner and snapshots print, and [`run_pair`] to connect a client to
+//! a server endpoint in-process with a virtual clock.
+//!
+//! A client is fed the server's bytes (`handle_input`), the end of the connection
+//! (`handle_eof`) and its timers (`handle_timeout`), and polled for what to do
+//! ([`ClientOutput`]). Server replies are hostile input: they are read with bounded
+//! buffers, and whatever is wrong with them ends in an outcome, never a panic.
+
+pub mod imap_client;
+pub mod mech;
+pub mod outcome;
+pub mod policy;
+pub mod pop3_client;
+
+#[cfg(test)]
+mod tests;
+
+pub use imap_client::{ImapClient, ImapClientError};
+pub use outcome::{Finding, Protocol, SessionOutcome, Status, StepLine};
+pub use policy::{AuthMethod, Offer, Policy, Rules};
+pub use pop3_client::{Pop3Client, Pop3ClientError};
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::codes::{ErrorCode, Family};
+use crate::session::{Output, ServerSession};
+
+const IXP_E_FAILED_TO_CONNECT: ErrorCode = ErrorCode::new(Family::Ixp, 0x800C_CC0E);
+const IXP_E_CONNECTION_DROPPED: ErrorCode = ErrorCode::new(Family::Ixp, 0x800C_CC0F);
+const IXP_E_TIMEOUT: ErrorCode = ErrorCode::new(Family::Ixp, 0x800C_CC19);
+const IXP_E_SECURE_CONNECT_FAILED: ErrorCode = ErrorCode::new(Family::Ixp, 0x800C_CC1A);
+
+/// One thing the adapter must do for a client, in the order polled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientOutput {
+    /// Send these bytes to the server.
+    Write(Vec<u8>),
+    /// Everything written so far has been flushed; run the client side of a TLS handshake
+    /// and call [`ClientSession::handle_tls_established`].
+    StartTls,
+    /// Flush, then close the connection. The client is done.
+    Close,
+    /// Close this connection and open a new one to the same server; the client then
+    /// expects a greeting. An adapter that cannot reconnect calls
+    /// [`ClientSession::handle_eof`] instead.
+    Reconnect,
+}
+
+/// The contract every sans-IO client keeps (the mirror of [`ServerSession`]).
+///
+/// `now` is time since the client started, on the adapter's clock (real or virtual).
+pub trait ClientSession: Send {
+    /// Bytes the server sent (any split).
+    fn handle_input(&mut self, now: Duration, input: &[u8]);
+    /// The server closed the connection, or it broke, or a reconnect failed.
+    fn handle_eof(&mut self, now: Duration);
+    /// The adapter's timer fired.
+    fn handle_timeout(&mut self, now: Duration);
+    /// The TLS handshake asked for by [`ClientOutput::StartTls`] finished.
+    fn handle_tls_established(&mut self, now: Duration);
+    fn poll_output(&mut self) -> Option<ClientOutput>;
+    /// When [`ClientSession::handle_timeout`] should next be called.
+    fn poll_timeout(&self) -> Option<Duration>;
+    /// True once the client has finished (its outcome is final).
+    fn is_done(&self) -> bool;
+    fn outcome(&self) -> SessionOutcome;
+}
+
+/// Who the client is and how it behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// Name shown in the outcome (defaults to the user name).
+    pub actor: String,
+    pub user: String,
+    pub password: String,
+    /// NTLM domain and workstation.
+    pub domain: String,
+    pub workstation: String,
+    pub policy: Policy,
+    /// The simulated user answers at most this many prompts; at this one they cancel.
+    /// 0: the client never prompts.
+    pub max_prompts: u32,
+    /// This many identical prompts without progress make a credential loop.
+    pub loop_threshold: u32,
+    /// Seeds the NTLM client challenge and session key.
+    pub seed: u64,
+    /// Ask for STARTTLS / STLS before authenticating (and fail if it is not offered).
+    pub starttls: bool,
+    /// The connection is already inside TLS (implicit TLS).
+    pub tls_active: bool,
+    /// A server that stays silent this long while a reply is due is given up on.
+    pub response_timeout: Duration,
+    /// How long the user takes to answer a prompt.
+    pub think_time: Duration,
+    /// Longest server line accepted, CRLF included.
+    pub max_line: usize,
+    /// Largest IMAP literal skipped; a bigger count ends the session.
+    pub max_literal: u64,
+}
+
+impl ClientConfig {
+    pub fn new(user: &str, password: &str, policy: Policy) -> Self {
+        ClientConfig {
+            actor: user.to_string(),
+            user: user.to_string(),
+            password: password.to_string(),
+            domain: "EXAMPLE".into(),
+            workstation: "WS".into(),
+            policy,
+            max_prompts: 5,
+            loop_threshold: 3,
+            seed: 0,
+            starttls: false,
+            tls_active: false,
+            // Outlook Express's default server timeout is one minute.
+            response_timeout: Duration::from_secs(60),
+            think_time: Duration::from_secs(5),
+            max_line: 8 * 1024,
+            max_literal: 16 * 1024 * 1024,
+        }
+    }
+
+    pub(crate) fn credentials(&self) -> crate::ntlm::Credentials {
+        crate::ntlm::Credentials {
+            user: self.user.clone(),
+            password: self.password.clone(),
+            domain: self.domain.clone(),
+            workstation: self.workstation.clone(),
+        }
+    }
+}
+
+/// Step lines kept per outcome; the rest is counted.
+const MAX_STEPS: usize = 400;
+
+/// What a failed logon leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AfterFailure {
+    /// The user re-entered the credentials: try again after the think time.
+    Retry,
+    /// The user will press Cancel (after the think time) and the session ends with this
+    /// status.
+    Cancel(Status),
+    /// Give up with this status.
+    GiveUp(Status),
+}
+
+/// The bookkeeping both clients share: steps, codes, findings, prompts, the output queue
+/// and the timer.
+#[derive(Debug)]
+pub(crate) struct Common {
+    pub cfg: ClientConfig,
+    pub rules: Rules,
+    pub protocol: Protocol,
+    steps: Vec<StepLine>,
+    omitted: usize,
+    codes: Vec<ErrorCode>,
+    findings: Vec<Finding>,
+    pub prompts: u32,
+    identical: u32,
+    last_failure: Option<String>,
+    pub status: Status,
+    out: VecDeque<ClientOutput>,
+    pub done: bool,
+    pub deadline: Option<Duration>,
+    pub tls: bool,
+    /// Logon attempts so far (each NTLM attempt gets its own seed).
+    pub attempts: u64,
+    /// A reconnect was asked for and no byte has arrived on the new connection yet.
+    pub reconnecting: bool,
+}
+
+impl Common {
+    pub fn new(cfg: ClientConfig, protocol: Protocol) -> Self {
+        let rules = cfg.policy.rules();
+        Common {
+            tls: cfg.tls_active,
+            rules,
+            protocol,
+            steps: Vec::new(),
+            omitted: 0,
+            codes: Vec::new(),
+            findings: Vec::new(),
+            prompts: 0,
+            identical: 0,
+            last_failure: None,
+            status: Status::InProgress,
+            out: VecDeque::new(),
+            done: false,
+            deadline: Some(cfg.response_timeout),
+            attempts: 0,
+            reconnecting: false,
+            cfg,
+        }
+    }
+
+    pub fn step(&mut self, line: impl Into<String>) {
+        if self.steps.len() < MAX_STEPS {
+            self.steps.push(StepLine(line.into()));
+        } else {
+            self.omitted += 1;
+        }
+    }
+
+    pub fn server_line(&mut self, text: &[u8]) {
+        let shown = outcome::printable(text, 160);
+        self.step(format!("S: {shown}"));
+    }
+
+    pub fn code(&mut self, code: Option<ErrorCode>) {
+        if let Some(c) = code {
+            if !self.codes.contains(&c) {
+                self.codes.push(c);
+            }
+        }
+    }
+
+    pub fn finding(&mut self, f: Finding) {
+        if let Finding::CredentialLoop { prompts } = f {
+            if let Some(Finding::CredentialLoop { prompts: p }) = self
+                .findings
+                .iter_mut()
+                .find(|x| matches!(x, Finding::CredentialLoop { .. }))
+            {
+                *p = prompts;
+                return;
+            }
+        }
+        if !self.findings.contains(&f) {
+            self.findings.push(f);
+        }
+    }
+
+    pub fn has_loop(&self) -> bool {
+        self.findings
+            .iter()
+            .any(|f| matches!(f, Finding::CredentialLoop { .. }))
+    }
+
+    /// Queues bytes and a step line saying what they are.
+    pub fn send(&mut self, now: Duration, bytes: Vec<u8>, describe: String) {
+        self.step(format!("C: {describe}"));
+        self.out.push_back(ClientOutput::Write(bytes));
+        self.wait_reply(now);
+    }
+
+    pub fn push(&mut self, o: ClientOutput) {
+        self.out.push_back(o);
+    }
+
+    /// Asks the adapter for a new connection; the caller resets its per-connection state.
+    pub fn reconnect(&mut self, now: Duration) {
+        self.step("client: reconnects");
+        self.tls = self.cfg.tls_active;
+        self.reconnecting = true;
+        self.out.push_back(ClientOutput::Reconnect);
+        self.wait_reply(now);
+    }
+
+    pub fn pop(&mut self) -> Option<ClientOutput> {
+        self.out.pop_front()
+    }
+
+    pub fn wait_reply(&mut self, now: Duration) {
+        self.deadline = now.checked_add(self.cfg.response_timeout);
+    }
+
+    /// Ends the session with this status and closes the connection.
+    pub fn finish(&mut self, status: Status) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        self.status = status;
+        self.deadline = None;
+        self.out.push_back(ClientOutput::Close);
+    }
+
+    /// The server broke a rule: note it and drop the connection.
+    pub fn violation(&mut self, detail: String, code: Option<ErrorCode>) {
+        self.step(format!("client: {detail}"));
+        self.finding(Finding::ProtocolViolation { detail });
+        if self.rules.ixp_codes {
+            self.code(code);
+        }
+        self.finish(Status::Disconnected);
+    }
+
+    /// The connection went away while a reply was due.
+    pub fn dropped(&mut self, during: &str, code: Option<ErrorCode>) {
+        if self.reconnecting {
+            self.step("client: reconnect failed");
+            if self.rules.ixp_codes {
+                self.code(Some(IXP_E_FAILED_TO_CONNECT));
+            }
+            self.finish(Status::Disconnected);
+            return;
+        }
+        self.step("S: <connection closed>");
+        self.finding(Finding::UnexpectedDisconnect {
+            during: during.to_string(),
+        });
+        if self.rules.ixp_codes {
+            self.code(Some(code.unwrap_or(IXP_E_CONNECTION_DROPPED)));
+        }
+        self.finish(Status::Disconnected);
+    }
+
+    pub fn timed_out(&mut self, during: &str) {
+        self.step(format!(
+            "client: no reply within {}s",
+            self.cfg.response_timeout.as_secs()
+        ));
+        self.finding(Finding::ServerSilent {
+            during: during.to_string(),
+        });
+        if self.rules.ixp_codes {
+            self.code(Some(IXP_E_TIMEOUT));
+        }
+        self.finish(Status::Disconnected);
+    }
+
+    /// STARTTLS / STLS was wanted and is not on offer.
+    pub fn no_tls(&mut self, wanted: &str) {
+        self.step(format!("client: the server does not offer {wanted}"));
+        self.finding(Finding::MechanismNotOffered {
+            wanted: wanted.to_string(),
+        });
+        if self.rules.ixp_codes {
+            self.code(Some(IXP_E_SECURE_CONNECT_FAILED));
+        }
+    }
+
+    /// Nothing the policy can use is offered: report it (the caller says goodbye).
+    pub fn nothing_usable(&mut self, offer: &Offer) {
+        let wanted: Vec<String> = self
+            .rules
+            .preference
+            .iter()
+            .map(|m| m.label(self.protocol))
+            .collect();
+        let offered: Vec<&str> = offer.mechanisms.iter().map(|m| m.name()).collect();
+        let offered = if offered.is_empty() {
+            "none".to_string()
+        } else {
+            offered.join(" ")
+        };
+        self.step(format!(
+            "client: no usable authentication method (wants {}; SASL offered: {offered}{})",
+            wanted.join(" or "),
+            if offer.cleartext {
+                ""
+            } else {
+                "; cleartext login refused"
+            }
+        ));
+        self.finding(Finding::MechanismNotOffered {
+            wanted: wanted.join(" or "),
+        });
+        let code = self.rules.not_offered_code(self.protocol);
+        self.code(code);
+    }
+
+    /// Called as a logon with `method` starts.
+    pub fn begin_logon(&mut self, method: AuthMethod) {
+        self.attempts += 1;
+        if method.is_cleartext() && !self.tls {
+            self.finding(Finding::CleartextCredentials {
+                mechanism: method.label(self.protocol),
+            });
+        }
+    }
+
+    /// The seed for the current attempt's NTLM randomness.
+    pub fn attempt_seed(&self) -> u64 {
+        self.cfg
+            .seed
+            .wrapping_add(self.attempts.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    }
+
+    /// A logon with `method` was refused; `signature` says how (for loop detection).
+    pub fn logon_failed(
+        &mut self,
+        now: Duration,
+        method: AuthMethod,
+        signature: String,
+    ) -> AfterFailure {
+        let code = self.rules.failure_code(self.protocol, method);
+        self.code(code);
+        if !self.rules.prompt_on_failure || self.cfg.max_prompts == 0 {
+            return AfterFailure::GiveUp(Status::Failed);
+        }
+        self.prompts += 1;
+        if self.last_failure.as_deref() == Some(signature.as_str()) {
+            self.identical += 1;
+        } else {
+            self.identical = 1;
+            self.last_failure = Some(signature);
+        }
+        if self.identical >= self.cfg.loop_threshold.max(1) {
+            self.finding(Finding::CredentialLoop {
+                prompts: self.prompts,
+            });
+        }
+        let n = self.prompts;
+        if n >= self.cfg.max_prompts {
+            self.step(format!("prompt {n}: user cancels"));
+            let cancel = self.rules.cancel_code();
+            self.code(cancel);
+            let status = if self.has_loop() {
+                Status::Looping
+            } else {
+                Status::Failed
+            };
+            self.deadline = now.checked_add(self.cfg.think_time);
+            return AfterFailure::Cancel(status);
+        }
+        self.step(format!("prompt {n}: user re-enters the same credentials"));
+        self.deadline = now.checked_add(self.cfg.think_time);
+        AfterFailure::Retry
+    }
+
+    pub fn outcome(&self) -> SessionOutcome {
+        let mut steps = self.steps.clone();
+        if self.omitted > 0 {
+            steps.push(StepLine(format!(
+                "... {} more steps not shown",
+                self.omitted
+            )));
+        }
+        SessionOutcome {
+            actor: self.cfg.actor.clone(),
+            protocol: self.protocol,
+            policy: self.rules.name.clone(),
+            steps,
+            status: self.status,
+            codes: self.codes.clone(),
+            findings: self.findings.clone(),
+            prompts: self.prompts,
+        }
+    }
+}
+
+/// A client for `protocol` behind the common trait (for scenario runners).
+pub fn new_client(protocol: Protocol, cfg: ClientConfig) -> Box<dyn ClientSession> {
+    match protocol {
+        Protocol::Imap => Box::new(ImapClient::new(cfg)),
+        Protocol::Pop3 => Box::new(Pop3Client::new(cfg)),
+    }
+}
+
+/// Virtual time that passes with every exchange in [`run_pair`].
+const TICK: Duration = Duration::from_millis(1);
+
+/// How an in-process run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    /// The client finished.
+    ClientDone,
+    /// Nothing moved and no timer was pending (the client was told EOF; see its outcome).
+    Stalled,
+    /// `max_steps` ran out before the client finished.
+    StepLimit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunReport {
+    pub end: RunEnd,
+    pub steps: usize,
+    /// Connections opened (1 + reconnects).
+    pub connections: usize,
+    /// The virtual clock at the end.
+    pub now: Duration,
+}
+
+enum ConnEnd {
+    Done,
+    Reconnect,
+    Stalled,
+    StepLimit,
+}
+
+/// Runs one connection between `client` and `server` until the client is done, asks to
+/// reconnect, stalls, or the step budget is spent. TLS requests are granted at once.
+fn run_connection(
+    client: &mut dyn ClientSession,
+    server: &mut dyn ServerSession,
+    clock: &mut Duration,
+    budget: &mut usize,
+) -> ConnEnd {
+    let start = *clock;
+    let mut server_closed = false;
+    let mut eof_told = false;
+    loop {
+        if *budget == 0 {
+            return ConnEnd::StepLimit;
+        }
+        *budget -= 1;
+        *clock += TICK;
+        let now = *clock;
+        let snow = now.saturating_sub(start);
+        let mut moved = false;
+        while let Some(o) = server.poll_output() {
+            moved = true;
+            match o {
+                Output::Write(bytes) if !server_closed => client.handle_input(now, &bytes),
+                Output::Write(_) => {}
+                Output::StartTls => server.handle_tls_established(snow),
+                Output::Close => server_closed = true,
+            }
+        }
+        if server_closed && !eof_told {
+            eof_told = true;
+            moved = true;
+            client.handle_eof(now);
+        }
+        while let Some(o) = client.poll_output() {
+            moved = true;
+            match o {
+                ClientOutput::Write(bytes) => {
+                    if !server_closed {
+                        server.handle_input(snow, &bytes);
+                    }
+                }
+                ClientOutput::StartTls => client.handle_tls_established(now),
+                ClientOutput::Close | ClientOutput::Reconnect => {
+                    if !server_closed {
+                        server.handle_eof(snow);
+                        while server.poll_output().is_some() {}
+                    }
+                    return if matches!(o, ClientOutput::Reconnect) {
+                        ConnEnd::Reconnect
+                    } else {
+                        ConnEnd::Done
+                    };
+                }
+            }
+        }
+        if client.is_done() {
+            if !server_closed {
+                server.handle_eof(snow);
+                while server.poll_output().is_some() {}
+            }
+            return ConnEnd::Done;
+        }
+        if !moved {
+            // Nothing on the wire: jump the clock to the earliest timer.
+            let ct = client.poll_timeout();
+            let st = if server_closed {
+                None
+            } else {
+                server.poll_timeout().map(|t| t + start)
+            };
+            let Some(next) = [ct, st].into_iter().flatten().min() else {
+                client.handle_eof(now);
+                return ConnEnd::Stalled;
+            };
+            *clock = (*clock).max(next);
+            let now = *clock;
+            if ct.is_some_and(|t| t <= now) {
+                client.handle_timeout(now);
+            }
+            if st.is_some_and(|t| t <= now) {
+                server.handle_timeout(now.saturating_sub(start));
+            }
+        }
+    }
+}
+
+/// Connects `client` to `server` in-process and shuttles bytes both ways on a virtual
+/// clock until the client is done (at most `max_steps` exchanges). A reconnect request
+/// cannot be granted with a single server: the client is told the connection failed.
+pub fn run_pair(
+    client: &mut dyn ClientSession,
+    server: &mut dyn ServerSession,
+    max_steps: usize,
+) -> RunReport {
+    let mut clock = Duration::ZERO;
+    let mut budget = max_steps;
+    let mut end = run_connection(client, server, &mut clock, &mut budget);
+    let mut guard = 0;
+    while matches!(end, ConnEnd::Reconnect) && guard < 4 {
+        guard += 1;
+        client.handle_eof(clock);
+        end = drain_closed(client, &mut clock, &mut budget);
+    }
+    report(end, max_steps - budget, 1, clock)
+}
+
+/// Runs the client after a refused reconnect: nothing to talk to, only its own outputs.
+fn drain_closed(
+    client: &mut dyn ClientSession,
+    clock: &mut Duration,
+    budget: &mut usize,
+) -> ConnEnd {
+    while *budget > 0 {
+        *budget -= 1;
+        *clock += TICK;
+        match client.poll_output() {
+            Some(ClientOutput::Close) => return ConnEnd::Done,
+            Some(ClientOutput::Reconnect) => return ConnEnd::Reconnect,
+            Some(_) => {}
+            None if client.is_done() => return ConnEnd::Done,
+            None => {
+                client.handle_eof(*clock);
+                if client.is_done() {
+                    continue;
+                }
+                return ConnEnd::Stalled;
+            }
+        }
+    }
+    ConnEnd::StepLimit
+}
+
+/// Like [`run_pair`], but every connection (the first and each reconnect) gets a fresh
+/// server from `connect` (called with the connection number, from 0).
+pub fn run_with_reconnect(
+    client: &mut dyn ClientSession,
+    connect: &mut dyn FnMut(usize) -> Box<dyn ServerSession>,
+    max_steps: usize,
+) -> RunReport {
+    let mut clock = Duration::ZERO;
+    let mut budget = max_steps;
+    let mut n = 0;
+    loop {
+        let mut server = connect(n);
+        n += 1;
+        match run_connection(client, server.as_mut(), &mut clock, &mut budget) {
+            ConnEnd::Reconnect => continue,
+            end => return report(end, max_steps - budget, n, clock),
+        }
+    }
+}
+
+fn report(end: ConnEnd, steps: usize, connections: usize, now: Duration) -> RunReport {
+    let end = match end {
+        ConnEnd::Done => RunEnd::ClientDone,
+        ConnEnd::Stalled => RunEnd::Stalled,
+        ConnEnd::StepLimit | ConnEnd::Reconnect => RunEnd::StepLimit,
+    };
+    RunReport {
+        end,
+        steps,
+        connections,
+        now,
+    }
+}
+
+/// Largest single write a client makes (an NTLM AUTHENTICATE in base64 is well under it).
+const FUZZ_MAX_WRITE: usize = 16 * 1024;
+
+/// Feeds hostile server bytes into a client and checks that it stays sane: no panic, every
+/// write bounded, and the client finishes once the bytes run out (EOF and timers).
+fn fuzz_client(mut client: Box<dyn ClientSession>, data: &[u8]) {
+    const CHUNKS: [usize; 7] = [1, 5, 64, 3, 512, 17, 4096];
+    let mut now = Duration::ZERO;
+    let mut rest = data;
+    let mut i = 0;
+    let drain = |c: &mut dyn ClientSession, now: Duration| {
+        let mut n = 0;
+        while let Some(o) = c.poll_output() {
+            n += 1;
+            assert!(n < 10_000, "client output never ends");
+            match o {
+                ClientOutput::Write(b) => assert!(b.len() <= FUZZ_MAX_WRITE, "write too large"),
+                ClientOutput::StartTls => c.handle_tls_established(now),
+                ClientOutput::Close | ClientOutput::Reconnect => {}
+            }
+        }
+    };
+    drain(client.as_mut(), now);
+    while !rest.is_empty() && !client.is_done() {
+        let n = CHUNKS
+            .get(i % CHUNKS.len())
+            .copied()
+            .unwrap_or(1)
+            .min(rest.len());
+        i += 1;
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        now += TICK;
+        client.handle_input(now, chunk);
+        drain(client.as_mut(), now);
+    }
+    // Out of bytes: the server goes away, and any pending timer fires.
+    for _ in 0..64 {
+        if client.is_done() {
+            break;
+        }
+        client.handle_eof(now);
+        drain(client.as_mut(), now);
+        if let Some(t) = client.poll_timeout() {
+            now = now.max(t);
+            client.handle_timeout(now);
+            drain(client.as_mut(), now);
+        }
+    }
+    assert!(client.is_done(), "client did not finish after EOF");
+    let outcome = client.outcome();
+    assert_ne!(outcome.status, Status::InProgress);
+    let _ = outcome.render();
+}
+
+fn fuzz_config(sel: u8) -> ClientConfig {
+    let policy = match sel % 5 {
+        0 => Policy::OutlookExpress { use_spa: true },
+        1 => Policy::OutlookExpress { use_spa: false },
+        2 => Policy::Basic,
+        3 => Policy::CurlLike,
+        _ => Policy::Forced(AuthMethod::Sasl(crate::sasl::Mechanism::Login)),
+    };
+    let mut cfg = ClientConfig::new("alice", "secret", policy);
+    cfg.starttls = sel & 0x10 != 0;
+    cfg.max_line = 1024;
+    cfg.max_literal = 64 * 1024;
+    cfg.max_prompts = 3;
+    cfg
+}
+
+/// Fuzz target `imap_client_session`: `data[0]` picks the policy and STARTTLS; the rest is
+/// what the server sends.
+pub fn fuzz_imap_client(data: &[u8]) {
+    let sel = data.first().copied().unwrap_or(0);
+    let client = ImapClient::new(fuzz_config(sel));
+    fuzz_client(Box::new(client), data.get(1..).unwrap_or_default());
+}
+
+/// Fuzz target `pop3_client_session`: `data[0]` picks the policy and STLS; the rest is
+/// what the server sends.
+pub fn fuzz_pop3_client(data: &[u8]) {
+    let sel = data.first().copied().unwrap_or(0);
+    let client = Pop3Client::new(fuzz_config(sel));
+    fuzz_client(Box::new(client), data.get(1..).unwrap_or_default());
+}
