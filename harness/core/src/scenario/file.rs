@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 /// The parameters a matrix may vary, and what each value means.
 pub const PARAMETERS: &[(&str, &str)] = &[
     ("protocol", "imap | pop3"),
-    ("topology", "direct | a front-end profile (exchange2000-rtm, exchange2000-sp1, affinity, per-session)"),
+    (
+        "topology",
+        "direct | a front-end profile (exchange2000-rtm, exchange2000-sp1, affinity, per-session)",
+    ),
     ("client", "oe-spa | oe-basic | basic | curl | telnet"),
     ("profile", "back-end server profile (default, exchange)"),
 ];
@@ -142,7 +145,13 @@ pub enum ScenarioError {
 /// Cases one scenario may expand to.
 pub const MAX_CASES: usize = 4096;
 
-pub const STATUSES: &[&str] = &["authenticated", "failed", "looping", "disconnected", "probed"];
+pub const STATUSES: &[&str] = &[
+    "authenticated",
+    "failed",
+    "looping",
+    "disconnected",
+    "probed",
+];
 pub const FINDING_KINDS: &[&str] = &[
     "credential-loop",
     "cleartext-credentials",
@@ -169,7 +178,8 @@ pub fn allowed_values(param: &str) -> Option<Vec<&'static str>> {
 
 impl ScenarioFile {
     pub fn parse(text: &str) -> Result<ScenarioFile, ScenarioError> {
-        let file: ScenarioFile = toml::from_str(text).map_err(|e| ScenarioError::Syntax(e.to_string()))?;
+        let file: ScenarioFile =
+            toml::from_str(text).map_err(|e| ScenarioError::Syntax(e.to_string()))?;
         file.validate()?;
         Ok(file)
     }
@@ -178,7 +188,8 @@ impl ScenarioFile {
         let mut seen = Vec::new();
         let mut cases = 1usize;
         for p in &self.params {
-            let allowed = allowed_values(&p.name).ok_or_else(|| ScenarioError::UnknownParameter(p.name.clone()))?;
+            let allowed = allowed_values(&p.name)
+                .ok_or_else(|| ScenarioError::UnknownParameter(p.name.clone()))?;
             if seen.contains(&p.name.as_str()) {
                 return Err(ScenarioError::DuplicateParameter(p.name.clone()));
             }
@@ -219,12 +230,18 @@ impl ScenarioFile {
             }
             for c in &e.codes {
                 if crate::codes::ErrorCode::by_name(c).is_none() {
-                    return Err(ScenarioError::BadCode { index, code: c.clone() });
+                    return Err(ScenarioError::BadCode {
+                        index,
+                        code: c.clone(),
+                    });
                 }
             }
             for f in e.findings.iter().chain(&e.no_findings) {
                 if !FINDING_KINDS.contains(&f.as_str()) {
-                    return Err(ScenarioError::BadFinding { index, kind: f.clone() });
+                    return Err(ScenarioError::BadFinding {
+                        index,
+                        kind: f.clone(),
+                    });
                 }
             }
         }
@@ -259,7 +276,11 @@ impl ScenarioFile {
     pub fn expectations_for<'a>(&'a self, case: &Case) -> Vec<&'a Expectation> {
         self.expectations
             .iter()
-            .filter(|e| e.when.iter().all(|(k, v)| case.get(k).is_some_and(|cv| v.contains(cv))))
+            .filter(|e| {
+                e.when
+                    .iter()
+                    .all(|(k, v)| case.get(k).is_some_and(|cv| v.contains(cv)))
+            })
             .collect()
     }
 }
@@ -273,7 +294,10 @@ pub struct Case {
 
 impl Case {
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// A file-name-safe id: `spa-loop__imap__exchange2000-rtm__oe-spa`.

@@ -9,4 +9,16 @@ pub use file::{
 };
 
 /// Front-end profiles a `topology` may name.
-pub const TOPOLOGY_FRONTENDS: &[&str] = &["exchange2000-rtm", "exchange2000-sp1", "affinity", "per-session"];
+pub const TOPOLOGY_FRONTENDS: &[&str] = &[
+    "exchange2000-rtm",
+    "exchange2000-sp1",
+    "affinity",
+    "per-session",
+];
+
+mod run;
+
+pub use run::{
+    endpoint, finding_kind, run_case, run_scenario, CaseOutcome, Check, Direct, Probe, Topology,
+    TopologyFactory,
+};

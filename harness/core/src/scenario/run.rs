@@ -1,0 +1,420 @@
+//! Plays scenario cases in-process and checks them against their expectations.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::file::{Case, Expectation, ScenarioError, ScenarioFile};
+use crate::codes::ErrorCode;
+use crate::driver::{self, ClientConfig, Finding, Policy, Protocol, SessionOutcome};
+use crate::imap::ImapServer;
+use crate::pop3::Pop3Server;
+use crate::profile::Profile;
+use crate::script::{self, InProcess, StepRecord};
+use crate::session::{ServerSession, SessionContext};
+use crate::world::{LabFile, World};
+
+/// Exchanges one case may take before it is cut off (a client that never finishes).
+const MAX_STEPS: usize = 100_000;
+/// Lab-clock origin for in-process runs: fixed, so outcomes repeat.
+const EPOCH: u64 = 1_704_067_200;
+
+/// Where a client connects: straight to an endpoint, or through a front-end.
+pub trait Topology {
+    /// A fresh server-side session for connection number `n` (from 0).
+    fn connect(&mut self, n: usize) -> Box<dyn ServerSession>;
+    /// What happened behind the first tier, as deterministic lines for snapshots.
+    fn trace(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Finding kinds the topology observed (e.g. `context-split`).
+    fn findings(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// The client talks to the mock endpoint directly.
+pub struct Direct {
+    world: Arc<World>,
+    profile: Arc<Profile>,
+    protocol: Protocol,
+}
+
+impl Direct {
+    pub fn new(world: Arc<World>, profile: Profile, protocol: Protocol) -> Self {
+        Direct {
+            world,
+            profile: Arc::new(profile),
+            protocol,
+        }
+    }
+}
+
+/// A server session for `protocol` on `world`, seeded by the connection number.
+pub fn endpoint(
+    world: &Arc<World>,
+    profile: &Arc<Profile>,
+    protocol: Protocol,
+    n: u64,
+) -> Box<dyn ServerSession> {
+    let mut ctx = SessionContext::new(world.clone(), profile.clone());
+    ctx.seed = n;
+    ctx.epoch_secs = EPOCH;
+    match protocol {
+        Protocol::Imap => Box::new(ImapServer::new(ctx)),
+        Protocol::Pop3 => Box::new(Pop3Server::new(ctx)),
+    }
+}
+
+impl Topology for Direct {
+    fn connect(&mut self, n: usize) -> Box<dyn ServerSession> {
+        endpoint(&self.world, &self.profile, self.protocol, n as u64)
+    }
+}
+
+/// Builds the topology a case names. Front-end topologies are provided by the caller's
+/// `frontend` hook until the front-end lands in this crate.
+pub type TopologyFactory = dyn Fn(&str, Arc<World>, Profile, Protocol) -> Option<Box<dyn Topology>>;
+
+/// What a `telnet` probe saw: the raw capability check a KB article asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Probe {
+    pub transcript: Vec<String>,
+    pub advertises_ntlm: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    pub what: String,
+    pub because: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseOutcome {
+    pub case: Case,
+    pub id: String,
+    pub session: Option<SessionOutcome>,
+    pub probe: Option<Probe>,
+    pub trace: Vec<String>,
+    pub topology_findings: Vec<String>,
+    pub checks: Vec<Check>,
+}
+
+impl CaseOutcome {
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.passed)
+    }
+
+    /// The status word: a session's status, or `probed` for a probe.
+    pub fn status(&self) -> String {
+        match (&self.session, &self.probe) {
+            (Some(s), _) => s.status.name().to_string(),
+            (None, Some(_)) => "probed".to_string(),
+            (None, None) => "not run".to_string(),
+        }
+    }
+
+    pub fn codes(&self) -> Vec<ErrorCode> {
+        self.session
+            .as_ref()
+            .map(|s| s.codes.clone())
+            .unwrap_or_default()
+    }
+
+    /// Finding kinds, from the client and from the topology.
+    pub fn finding_kinds(&self) -> Vec<String> {
+        let mut kinds: Vec<String> = self
+            .session
+            .iter()
+            .flat_map(|s| s.findings.iter().map(|f| finding_kind(f).to_string()))
+            .collect();
+        kinds.extend(self.topology_findings.iter().cloned());
+        kinds.dedup();
+        kinds
+    }
+
+    /// Stable text for snapshots and for reading.
+    pub fn render(&self, scenario: &ScenarioFile) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "scenario: {} ({})", scenario.name, scenario.title);
+        if let Some(r) = &scenario.reference {
+            let _ = writeln!(out, "reference: {r}");
+        }
+        let _ = writeln!(out, "case: {}", self.case.label());
+        if let Some(s) = &self.session {
+            out.push_str("\n-- client\n");
+            out.push_str(&s.render());
+        }
+        if let Some(p) = &self.probe {
+            out.push_str("\n-- probe (what a telnet check shows)\n");
+            for l in &p.transcript {
+                let _ = writeln!(out, "{l}");
+            }
+            let _ = writeln!(
+                out,
+                "advertises NTLM: {}",
+                if p.advertises_ntlm { "yes" } else { "no" }
+            );
+        }
+        if !self.trace.is_empty() {
+            out.push_str("\n-- behind the front-end\n");
+            for l in &self.trace {
+                let _ = writeln!(out, "{l}");
+            }
+        }
+        if !self.topology_findings.is_empty() {
+            let _ = writeln!(
+                out,
+                "topology findings: {}",
+                self.topology_findings.join(", ")
+            );
+        }
+        out.push_str("\n-- expectations\n");
+        if self.checks.is_empty() {
+            out.push_str("(none apply)\n");
+        }
+        for c in &self.checks {
+            let mark = if c.passed { "ok  " } else { "FAIL" };
+            let _ = write!(out, "{mark} {}", c.what);
+            if !c.passed {
+                let _ = write!(out, " (got {})", c.detail);
+            }
+            out.push('\n');
+            if !c.because.is_empty() {
+                let _ = writeln!(out, "     because: {}", c.because);
+            }
+        }
+        let _ = writeln!(
+            out,
+            "verdict: {}",
+            if self.passed() {
+                "as expected"
+            } else {
+                "EXPECTATION BROKEN"
+            }
+        );
+        out
+    }
+}
+
+/// The kind name scenario files use for a finding.
+pub fn finding_kind(f: &Finding) -> &'static str {
+    match f {
+        Finding::CredentialLoop { .. } => "credential-loop",
+        Finding::CleartextCredentials { .. } => "cleartext-credentials",
+        Finding::MechanismNotOffered { .. } => "mechanism-not-offered",
+        Finding::UnexpectedDisconnect { .. } => "unexpected-disconnect",
+        Finding::ProtocolViolation { .. } => "protocol-violation",
+        Finding::ServerSilent { .. } => "server-silent",
+    }
+}
+
+fn policy_for(client: &str) -> Option<Policy> {
+    match client {
+        "oe-spa" => Some(Policy::OutlookExpress { use_spa: true }),
+        "oe-basic" => Some(Policy::OutlookExpress { use_spa: false }),
+        "basic" => Some(Policy::Basic),
+        "curl" => Some(Policy::CurlLike),
+        _ => None,
+    }
+}
+
+/// Runs one case. `frontends` builds the non-direct topologies.
+pub fn run_case(
+    scenario: &ScenarioFile,
+    case: &Case,
+    frontends: &TopologyFactory,
+) -> Result<CaseOutcome, ScenarioError> {
+    let protocol = match case.get("protocol").unwrap_or("imap") {
+        "pop3" => Protocol::Pop3,
+        _ => Protocol::Imap,
+    };
+    let profile_name = case.get("profile").unwrap_or("default");
+    let profile = Profile::by_name(profile_name).ok_or_else(|| ScenarioError::UnknownValue {
+        name: "profile".into(),
+        value: profile_name.into(),
+        allowed: crate::profile::PROFILE_NAMES.join(", "),
+    })?;
+    // Each case gets its own world, so cases never see each other's changes.
+    let world = Arc::new(
+        LabFile::default_lab()
+            .build()
+            .map_err(|e| ScenarioError::Syntax(e.to_string()))?,
+    );
+    let topology_name = case.get("topology").unwrap_or("direct");
+    let mut topology: Box<dyn Topology> = if topology_name == "direct" {
+        Box::new(Direct::new(world, profile, protocol))
+    } else {
+        frontends(topology_name, world, profile, protocol).ok_or_else(|| {
+            ScenarioError::UnknownValue {
+                name: "topology".into(),
+                value: topology_name.into(),
+                allowed: "direct".into(),
+            }
+        })?
+    };
+    let client = case.get("client").unwrap_or("basic");
+    let (session, probe) = if client == "telnet" {
+        (None, Some(probe(protocol, topology.as_mut())))
+    } else {
+        let policy = policy_for(client).ok_or_else(|| ScenarioError::UnknownValue {
+            name: "client".into(),
+            value: client.into(),
+            allowed: "oe-spa, oe-basic, basic, curl, telnet".into(),
+        })?;
+        let actor = &scenario.actor;
+        let mut cfg = ClientConfig::new(&actor.user, &actor.password, policy);
+        cfg.max_prompts = actor.max_prompts;
+        cfg.loop_threshold = actor.loop_threshold;
+        cfg.seed = actor.seed;
+        let mut c = driver::new_client(protocol, cfg);
+        let mut connect = |n: usize| topology.connect(n);
+        driver::run_with_reconnect(c.as_mut(), &mut connect, MAX_STEPS);
+        (Some(c.outcome()), None)
+    };
+    let mut outcome = CaseOutcome {
+        case: case.clone(),
+        id: case.id(),
+        session,
+        probe,
+        trace: topology.trace(),
+        topology_findings: topology.findings(),
+        checks: Vec::new(),
+    };
+    outcome.checks = scenario
+        .expectations_for(case)
+        .into_iter()
+        .flat_map(|e| check(e, &outcome))
+        .collect();
+    Ok(outcome)
+}
+
+/// The capability check a KB article asks an administrator to do with telnet: IMAP
+/// `CAPABILITY` on 143, POP3 `AUTH` on 110.
+fn probe(protocol: Protocol, topology: &mut dyn Topology) -> Probe {
+    let text = match protocol {
+        Protocol::Imap => {
+            "S: $*\nC: a1 CAPABILITY\nS: ...\nS: a1 $*\nC: a2 LOGOUT\nS: ...\nS: a2 $*\n"
+        }
+        // [MS-POP3] 2.2.1: the Microsoft client sends AUTH with a trailing space.
+        Protocol::Pop3 => "S: $*\nC: AUTH \nS: ...\nS: .\nC: QUIT\nS: $*\n",
+    };
+    let mut transcript = Vec::new();
+    let mut advertises = false;
+    if let Ok(s) = script::parse(text) {
+        let mut transport = InProcess::new(|n| topology.connect(n));
+        match script::play(&s, &Default::default(), &mut transport) {
+            Ok(report) => {
+                for r in &report.records {
+                    let line = match r {
+                        StepRecord::Sent { text, .. } => format!("C: {text}"),
+                        StepRecord::Matched { text, .. } | StepRecord::Skipped { text, .. } => {
+                            format!("S: {text}")
+                        }
+                        StepRecord::Closed { .. } => "-- client closed".into(),
+                        StepRecord::ServerClosed { .. } => "-- server closed".into(),
+                    };
+                    if line.starts_with("S: ") {
+                        let t = &line[3..];
+                        advertises |= match protocol {
+                            Protocol::Imap => t.starts_with("* ") && t.contains("AUTH=NTLM"),
+                            Protocol::Pop3 => t.eq_ignore_ascii_case("NTLM"),
+                        };
+                    }
+                    transcript.push(line);
+                }
+                if !report.passed() {
+                    transcript.push(format!("(probe did not complete: {:?})", report.verdict));
+                }
+            }
+            Err(e) => transcript.push(format!("(probe failed: {e})")),
+        }
+    }
+    Probe {
+        transcript,
+        advertises_ntlm: advertises,
+    }
+}
+
+fn check(e: &Expectation, o: &CaseOutcome) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let mut push = |what: String, passed: bool, detail: String| {
+        checks.push(Check {
+            what,
+            because: e.because.clone(),
+            passed,
+            detail,
+        })
+    };
+    if let Some(status) = &e.status {
+        let got = o.status();
+        push(format!("status is {status}"), &got == status, got);
+    }
+    let codes = o.codes();
+    let names: Vec<String> = codes.iter().map(|c| c.to_string()).collect();
+    for want in &e.codes {
+        let passed = ErrorCode::by_name(want).is_some_and(|c| codes.contains(&c));
+        let label = ErrorCode::by_name(want)
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| want.clone());
+        push(format!("reports {label}"), passed, list_or_none(&names));
+    }
+    if e.no_codes {
+        push(
+            "reports no error code".into(),
+            codes.is_empty(),
+            list_or_none(&names),
+        );
+    }
+    let kinds = o.finding_kinds();
+    for want in &e.findings {
+        push(
+            format!("finding {want}"),
+            kinds.contains(want),
+            list_or_none(&kinds),
+        );
+    }
+    for unwanted in &e.no_findings {
+        push(
+            format!("no finding {unwanted}"),
+            !kinds.contains(unwanted),
+            list_or_none(&kinds),
+        );
+    }
+    if let Some(want) = e.advertises_ntlm {
+        let got = o.probe.as_ref().map(|p| p.advertises_ntlm);
+        push(
+            format!("NTLM {}advertised", if want { "" } else { "not " }),
+            got == Some(want),
+            match got {
+                Some(true) => "advertised".into(),
+                Some(false) => "not advertised".into(),
+                None => "no probe ran".into(),
+            },
+        );
+    }
+    checks
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// Runs every case of a scenario.
+pub fn run_scenario(
+    scenario: &ScenarioFile,
+    frontends: &TopologyFactory,
+) -> Result<Vec<CaseOutcome>, ScenarioError> {
+    scenario
+        .cases()
+        .iter()
+        .map(|c| run_case(scenario, c, frontends))
+        .collect()
+}
