@@ -349,7 +349,8 @@ impl Common {
             offered.join(" ")
         };
         self.step(format!(
-            "client: no usable authentication method (wants {}; SASL offered: {offered}{})",
+            "client: {} (wants {}; SASL offered: {offered}{})",
+            self.rules.nothing_usable_text,
             wanted.join(" or "),
             if offer.cleartext {
                 ""
