@@ -8,7 +8,7 @@ use super::outcome::Protocol;
 use crate::codes::{known, ErrorCode, Family};
 use crate::sasl::Mechanism;
 
-/// `IXP_E_POP3_INVALID_PASSWORD`'s neighbours used by the policies (PROTOCOLS.md 7.3).
+/// The user pressed Cancel on the password prompt (PROTOCOLS.md 7.3).
 const IXP_E_USER_CANCEL: ErrorCode = ErrorCode::new(Family::Ixp, 0x800C_CC17);
 
 /// How a client proves who it is.
