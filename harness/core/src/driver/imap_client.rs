@@ -710,7 +710,7 @@ impl ClientSession for ImapClient {
         }
     }
 
-    fn handle_eof(&mut self, now: Duration) {
+    fn handle_eof(&mut self, _now: Duration) {
         if self.c.done {
             return;
         }
@@ -731,7 +731,6 @@ impl ClientSession for ImapClient {
                 self.c.dropped(phase.name(), code);
             }
         }
-        let _ = now;
     }
 
     fn handle_timeout(&mut self, now: Duration) {

@@ -349,7 +349,8 @@ impl Common {
             offered.join(" ")
         };
         self.step(format!(
-            "client: no usable authentication method (wants {}; SASL offered: {offered}{})",
+            "client: {} (wants {}; SASL offered: {offered}{})",
+            self.rules.nothing_usable_text,
             wanted.join(" or "),
             if offer.cleartext {
                 ""
@@ -452,6 +453,18 @@ pub fn new_client(protocol: Protocol, cfg: ClientConfig) -> Box<dyn ClientSessio
     }
 }
 
+/// Takes what a closed server still wants to say (nobody hears it), boundedly.
+fn drain_server(server: &mut dyn ServerSession) {
+    for _ in 0..MAX_OUTPUTS_PER_STEP {
+        if server.poll_output().is_none() {
+            break;
+        }
+    }
+}
+
+/// Outputs taken from one side in one step of [`run_pair`].
+const MAX_OUTPUTS_PER_STEP: usize = 1024;
+
 /// Virtual time that passes with every exchange in [`run_pair`].
 const TICK: Duration = Duration::from_millis(1);
 
@@ -503,7 +516,10 @@ fn run_connection(
         let now = *clock;
         let snow = now.saturating_sub(start);
         let mut moved = false;
-        while let Some(o) = server.poll_output() {
+        // At most this many outputs per side per step, so a runaway peer cannot spin here.
+        let mut left = MAX_OUTPUTS_PER_STEP;
+        while let Some(o) = (left > 0).then(|| server.poll_output()).flatten() {
+            left -= 1;
             moved = true;
             match o {
                 Output::Write(bytes) if !server_closed => client.handle_input(now, &bytes),
@@ -517,7 +533,9 @@ fn run_connection(
             moved = true;
             client.handle_eof(now);
         }
-        while let Some(o) = client.poll_output() {
+        let mut left = MAX_OUTPUTS_PER_STEP;
+        while let Some(o) = (left > 0).then(|| client.poll_output()).flatten() {
+            left -= 1;
             moved = true;
             match o {
                 ClientOutput::Write(bytes) => {
@@ -529,7 +547,7 @@ fn run_connection(
                 ClientOutput::Close | ClientOutput::Reconnect => {
                     if !server_closed {
                         server.handle_eof(snow);
-                        while server.poll_output().is_some() {}
+                        drain_server(server);
                     }
                     return if matches!(o, ClientOutput::Reconnect) {
                         ConnEnd::Reconnect
@@ -542,7 +560,7 @@ fn run_connection(
         if client.is_done() {
             if !server_closed {
                 server.handle_eof(snow);
-                while server.poll_output().is_some() {}
+                drain_server(server);
             }
             return ConnEnd::Done;
         }

@@ -8,7 +8,7 @@ use super::outcome::Protocol;
 use crate::codes::{known, ErrorCode, Family};
 use crate::sasl::Mechanism;
 
-/// `IXP_E_POP3_INVALID_PASSWORD`'s neighbours used by the policies (PROTOCOLS.md 7.3).
+/// The user pressed Cancel on the password prompt (PROTOCOLS.md 7.3).
 const IXP_E_USER_CANCEL: ErrorCode = ErrorCode::new(Family::Ixp, 0x800C_CC17);
 
 /// How a client proves who it is.
@@ -69,6 +69,8 @@ pub struct Rules {
     pub probe_auth_listing: bool,
     /// Report Outlook Express `IXP_E_*` codes.
     pub ixp_codes: bool,
+    /// What the client says when nothing usable is offered.
+    pub nothing_usable_text: &'static str,
 }
 
 impl Policy {
@@ -100,6 +102,7 @@ impl Policy {
                 sasl_ir: false,
                 probe_auth_listing: true,
                 ixp_codes: true,
+                nothing_usable_text: "no usable authentication method",
             },
             Policy::Basic => Rules {
                 name,
@@ -109,6 +112,7 @@ impl Policy {
                 sasl_ir: false,
                 probe_auth_listing: false,
                 ixp_codes: true,
+                nothing_usable_text: "no usable authentication method",
             },
             Policy::CurlLike => Rules {
                 name,
@@ -123,6 +127,8 @@ impl Policy {
                 sasl_ir: true,
                 probe_auth_listing: false,
                 ixp_codes: false,
+                // What curl prints in that case (seen with curl 7.88, PEERS.md).
+                nothing_usable_text: "No known authentication mechanisms supported",
             },
             Policy::Forced(m) => Rules {
                 name,
@@ -132,6 +138,7 @@ impl Policy {
                 sasl_ir: false,
                 probe_auth_listing: false,
                 ixp_codes: true,
+                nothing_usable_text: "no usable authentication method",
             },
         }
     }

@@ -536,7 +536,7 @@ impl ClientSession for Pop3Client {
         }
     }
 
-    fn handle_eof(&mut self, now: Duration) {
+    fn handle_eof(&mut self, _now: Duration) {
         if self.c.done {
             return;
         }
@@ -554,7 +554,6 @@ impl ClientSession for Pop3Client {
             }
             phase => self.c.dropped(phase.name(), None),
         }
-        let _ = now;
     }
 
     fn handle_timeout(&mut self, now: Duration) {

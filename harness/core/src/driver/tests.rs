@@ -430,6 +430,8 @@ struct FakeImap {
     out: VecDeque<Output>,
     state: FakeState,
     closed: bool,
+    tls: bool,
+    awaiting_tls: bool,
 }
 
 impl FakeImap {
@@ -442,6 +444,8 @@ impl FakeImap {
             out: VecDeque::new(),
             state: FakeState::Ready,
             closed: false,
+            tls: false,
+            awaiting_tls: false,
         };
         f.write("* OK fake IMAP4rev1 ready\r\n");
         f
@@ -508,7 +512,11 @@ impl FakeImap {
                 let args = parts.next().unwrap_or("");
                 match cmd.as_str() {
                     "CAPABILITY" => {
-                        self.write(&format!("* CAPABILITY {}\r\n", self.cfg.caps));
+                        let mut caps = self.cfg.caps.to_string();
+                        if self.tls {
+                            caps = caps.replace(" STARTTLS", "").replace(" LOGINDISABLED", "");
+                        }
+                        self.write(&format!("* CAPABILITY {caps}\r\n"));
                         self.write(&format!("{tag} OK CAPABILITY completed.\r\n"));
                     }
                     "LOGIN" => {
@@ -532,7 +540,7 @@ impl FakeImap {
                             self.write(&format!("{tag} BAD bad LOGIN arguments\r\n"));
                             return;
                         };
-                        if self.cfg.caps.contains("LOGINDISABLED") {
+                        if self.cfg.caps.contains("LOGINDISABLED") && !self.tls {
                             self.write(&format!("{tag} NO LOGIN is disabled\r\n"));
                         } else if self.world.directory.verify_password(&u, &p).is_some() {
                             self.write(&format!("{tag} OK LOGIN completed.\r\n"));
@@ -572,6 +580,11 @@ impl FakeImap {
                         );
                         self.sasl_step(tag, Box::new(sasl), step, legs);
                     }
+                    "STARTTLS" if self.cfg.caps.contains("STARTTLS") && !self.tls => {
+                        self.write(&format!("{tag} OK Begin TLS negotiation now\r\n"));
+                        self.out.push_back(Output::StartTls);
+                        self.awaiting_tls = true;
+                    }
                     "SELECT" => {
                         self.write("* 3 EXISTS\r\n* 0 RECENT\r\n* FLAGS (\\Seen \\Deleted)\r\n");
                         // A literal inside an untagged response the client must skip.
@@ -608,7 +621,12 @@ impl ServerSession for FakeImap {
         }
     }
     fn handle_timeout(&mut self, _now: Duration) {}
-    fn handle_tls_established(&mut self, _now: Duration) {}
+    fn handle_tls_established(&mut self, _now: Duration) {
+        if self.awaiting_tls {
+            self.awaiting_tls = false;
+            self.tls = true;
+        }
+    }
     fn poll_output(&mut self) -> Option<Output> {
         let o = self.out.pop_front();
         if o == Some(Output::Close) {
@@ -1314,4 +1332,88 @@ fn imap_client_output_parses_with_imap_codec() {
         };
         assert_eq!(kinds, expected, "{policy:?} {caps}");
     }
+}
+
+#[test]
+fn imap_starttls_then_login_under_logindisabled() {
+    let mut c = cfg("secret", Policy::Basic);
+    c.starttls = true;
+    let (o, _) = imap_run(c, fake("IMAP4rev1 STARTTLS LOGINDISABLED AUTH=NTLM"));
+    assert_eq!(o.status, Status::Authenticated, "{}", o.render());
+    assert!(o.findings.is_empty(), "{:?}", o.findings);
+    let shown: Vec<&str> = o.steps.iter().map(|s| s.as_str()).take(9).collect();
+    assert_eq!(
+        shown,
+        [
+            "S: * OK fake IMAP4rev1 ready",
+            "C: a1 CAPABILITY",
+            "S: * CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED AUTH=NTLM",
+            "S: a1 OK CAPABILITY completed.",
+            "C: a2 STARTTLS",
+            "S: a2 OK Begin TLS negotiation now",
+            "client: TLS handshake",
+            "C: a3 CAPABILITY",
+            "S: * CAPABILITY IMAP4rev1 AUTH=NTLM",
+        ]
+    );
+    assert!(has_step(&o, "C: a4 LOGIN alice ****"));
+}
+
+#[test]
+fn imap_preauth_skips_authentication() {
+    let mut c = ImapClient::new(cfg("secret", OE_SPA));
+    let t = Duration::from_millis(1);
+    c.handle_input(t, b"* PREAUTH welcome back\r\n");
+    assert_eq!(writes(&mut c), [b"a1 SELECT INBOX\r\n".to_vec()]);
+}
+
+/// A server that accepts the connection and never says anything.
+struct Silent;
+
+impl ServerSession for Silent {
+    fn handle_input(&mut self, _now: Duration, _input: &[u8]) {}
+    fn handle_eof(&mut self, _now: Duration) {}
+    fn handle_timeout(&mut self, _now: Duration) {}
+    fn handle_tls_established(&mut self, _now: Duration) {}
+    fn poll_output(&mut self) -> Option<Output> {
+        None
+    }
+    fn poll_timeout(&self) -> Option<Duration> {
+        None
+    }
+    fn is_closed(&self) -> bool {
+        false
+    }
+}
+
+#[test]
+fn a_silent_server_times_out_on_the_virtual_clock() {
+    for protocol in [Protocol::Imap, Protocol::Pop3] {
+        let mut client = new_client(protocol, cfg("secret", OE_SPA));
+        let report = run_pair(client.as_mut(), &mut Silent, 100);
+        assert_eq!(report.end, RunEnd::ClientDone);
+        assert!(report.steps < 10, "{report:?}");
+        assert_eq!(report.now.as_secs(), 60);
+        let o = client.outcome();
+        assert_eq!(o.status, Status::Disconnected);
+        assert_eq!(
+            o.findings,
+            [Finding::ServerSilent {
+                during: "greeting".into()
+            }]
+        );
+        assert_eq!(code_names(&o), ["IXP_E_TIMEOUT (0x800CCC19)"]);
+    }
+}
+
+#[test]
+fn curl_says_what_curl_says() {
+    let (o, _) = imap_run(
+        cfg("secret", Policy::CurlLike),
+        fake("IMAP4rev1 LOGINDISABLED"),
+    );
+    assert!(has_step(
+        &o,
+        "client: No known authentication mechanisms supported (wants NTLM or PLAIN or LOGIN or LOGIN command; SASL offered: none; cleartext login refused)"
+    ));
 }
