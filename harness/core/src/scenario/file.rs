@@ -272,11 +272,12 @@ impl ScenarioFile {
             .collect()
     }
 
-    /// The expectations that apply to `case`.
-    pub fn expectations_for<'a>(&'a self, case: &Case) -> Vec<&'a Expectation> {
+    /// The expectations that apply to `case`, with their index in the file.
+    pub fn expectations_for<'a>(&'a self, case: &Case) -> Vec<(usize, &'a Expectation)> {
         self.expectations
             .iter()
-            .filter(|e| {
+            .enumerate()
+            .filter(|(_, e)| {
                 e.when
                     .iter()
                     .all(|(k, v)| case.get(k).is_some_and(|cv| v.contains(cv)))

@@ -19,6 +19,16 @@ pub const TOPOLOGY_FRONTENDS: &[&str] = &[
 mod run;
 
 pub use run::{
-    endpoint, finding_kind, run_case, run_scenario, CaseOutcome, Check, Direct, Probe, Topology,
-    TopologyFactory,
+    endpoint, finding_kind, normalise, run_case, run_scenario, CaseOutcome, Check, Direct, Probe,
+    Topology, TopologyFactory,
 };
+
+/// Builds a front-end topology by profile name (`None` for an unknown name).
+pub fn frontend_topology(
+    _name: &str,
+    _world: std::sync::Arc<crate::world::World>,
+    _profile: crate::profile::Profile,
+    _protocol: crate::driver::Protocol,
+) -> Option<Box<dyn Topology>> {
+    None
+}

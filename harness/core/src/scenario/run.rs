@@ -86,6 +86,8 @@ pub struct Probe {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Check {
+    /// Index of the `[[expect]]` entry this check comes from.
+    pub expectation: usize,
     pub what: String,
     pub because: String,
     pub passed: bool,
@@ -176,16 +178,18 @@ impl CaseOutcome {
         if self.checks.is_empty() {
             out.push_str("(none apply)\n");
         }
+        let mut last = None;
         for c in &self.checks {
+            if last != Some(c.expectation) && !c.because.is_empty() {
+                let _ = writeln!(out, "because {}:", c.because);
+            }
+            last = Some(c.expectation);
             let mark = if c.passed { "ok  " } else { "FAIL" };
-            let _ = write!(out, "{mark} {}", c.what);
+            let _ = write!(out, "  {mark} {}", c.what);
             if !c.passed {
                 let _ = write!(out, " (got {})", c.detail);
             }
             out.push('\n');
-            if !c.because.is_empty() {
-                let _ = writeln!(out, "     because: {}", c.because);
-            }
         }
         let _ = writeln!(
             out,
@@ -287,7 +291,7 @@ pub fn run_case(
     outcome.checks = scenario
         .expectations_for(case)
         .into_iter()
-        .flat_map(|e| check(e, &outcome))
+        .flat_map(|(i, e)| check(i, e, &outcome))
         .collect();
     Ok(outcome)
 }
@@ -317,14 +321,13 @@ fn probe(protocol: Protocol, topology: &mut dyn Topology) -> Probe {
                         StepRecord::Closed { .. } => "-- client closed".into(),
                         StepRecord::ServerClosed { .. } => "-- server closed".into(),
                     };
-                    if line.starts_with("S: ") {
-                        let t = &line[3..];
+                    if let Some(t) = line.strip_prefix("S: ") {
                         advertises |= match protocol {
                             Protocol::Imap => t.starts_with("* ") && t.contains("AUTH=NTLM"),
                             Protocol::Pop3 => t.eq_ignore_ascii_case("NTLM"),
                         };
                     }
-                    transcript.push(line);
+                    transcript.push(normalise(&line));
                 }
                 if !report.passed() {
                     transcript.push(format!("(probe did not complete: {:?})", report.verdict));
@@ -339,10 +342,11 @@ fn probe(protocol: Protocol, topology: &mut dyn Topology) -> Probe {
     }
 }
 
-fn check(e: &Expectation, o: &CaseOutcome) -> Vec<Check> {
+fn check(index: usize, e: &Expectation, o: &CaseOutcome) -> Vec<Check> {
     let mut checks = Vec::new();
     let mut push = |what: String, passed: bool, detail: String| {
         checks.push(Check {
+            expectation: index,
             what,
             because: e.because.clone(),
             passed,
@@ -417,4 +421,57 @@ pub fn run_scenario(
         .iter()
         .map(|c| run_case(scenario, c, frontends))
         .collect()
+}
+
+/// Masks what changes from run to run or says nothing to a reader: APOP timestamps
+/// (`<digits.digits@host>`) and long base64 blobs (challenges, tokens).
+pub fn normalise(line: &str) -> String {
+    line.split(' ')
+        .map(|word| {
+            let stamp = word
+                .strip_prefix('<')
+                .and_then(|w| w.strip_suffix('>'))
+                .and_then(|w| w.split_once('@'))
+                .is_some_and(|(local, _)| {
+                    local.contains('.') && local.chars().all(|c| c.is_ascii_digit() || c == '.')
+                });
+            let base64 = word.len() >= 24
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/' || c == '=');
+            if stamp {
+                "<apop-timestamp>".to_string()
+            } else if base64 {
+                format!("<base64 {} chars>", word.len())
+            } else {
+                word.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalise;
+
+    #[test]
+    fn normalise_masks_stamps_and_blobs_only() {
+        assert_eq!(
+            normalise("+OK ready <822465.1704067200@mail.example.test>"),
+            "+OK ready <apop-timestamp>"
+        );
+        assert_eq!(
+            normalise("+ TlRMTVNTUAACAAAADAAMADgAAAA="),
+            "+ <base64 28 chars>"
+        );
+        assert_eq!(
+            normalise("* OK [UIDVALIDITY 1700000000] UIDs valid"),
+            "* OK [UIDVALIDITY 1700000000] UIDs valid"
+        );
+        assert_eq!(
+            normalise("S: <msg1.alice@example.test>"),
+            "S: <msg1.alice@example.test>"
+        );
+    }
 }
