@@ -15,6 +15,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("pop3_server_session", crate::pop3::fuzz_server_session),
     ("imap_command_decode", crate::imap::fuzz_command_decode),
     ("imap_server_session", crate::imap::fuzz_server_session),
+    ("imap_client_session", crate::driver::fuzz_imap_client),
+    ("pop3_client_session", crate::driver::fuzz_pop3_client),
     ("lab_file_decode", lab_file_decode),
 ];
 
