@@ -27,11 +27,29 @@ struct Cli {
 enum Command {
     /// Serve the mock IMAP and POP3 endpoints until Ctrl-C.
     Serve(Box<ServeArgs>),
+    /// Run scenario cases (corpus/scenarios/*.toml) against the embedded lab and print
+    /// the matrix of outcomes; exits non-zero if a case breaks its expectation.
+    Run(RunArgs),
     /// Play transcript scripts (corpus/sessions/**) in-process against the mocks, or
     /// over sockets against a target such as the lab or a live server.
     Play(PlayArgs),
     /// List the built-in server profiles.
     Profiles,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Scenario files or directories (default: corpus/scenarios).
+    scenarios: Vec<PathBuf>,
+    /// Write every case's outcome as JSON here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Print each case's full outcome, not only the broken ones.
+    #[arg(long)]
+    verbose: bool,
+    /// Only cases whose id contains this text.
+    #[arg(long)]
+    filter: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -120,6 +138,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(*args),
         Command::Play(args) => cmd::play::run(args),
+        Command::Run(args) => cmd::run::run(args),
         Command::Profiles => {
             for name in PROFILE_NAMES {
                 if let Some(p) = Profile::by_name(name) {

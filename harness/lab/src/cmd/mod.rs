@@ -1,4 +1,5 @@
 //! The subcommands of the `harness` binary that are more than a few lines.
 
 pub mod play;
+pub mod run;
 pub mod table;
