@@ -139,6 +139,10 @@ impl ScriptTransport for SocketTransport {
             let _ = c.get_ref().shutdown(std::net::Shutdown::Both);
         }
     }
+
+    fn pause(&mut self, duration: Duration) {
+        std::thread::sleep(duration);
+    }
 }
 
 #[cfg(test)]

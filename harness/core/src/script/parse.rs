@@ -32,6 +32,8 @@ pub enum Step {
     Close { conn: usize, line: usize },
     /// Expect the server to close connection `conn`.
     ExpectClosed { conn: usize, line: usize },
+    /// Wait this long (over sockets; in-process time does not need it).
+    Sleep { millis: u64, line: usize },
 }
 
 impl Step {
@@ -42,6 +44,7 @@ impl Step {
             | Step::Skip { conn, .. }
             | Step::Close { conn, .. }
             | Step::ExpectClosed { conn, .. } => *conn,
+            Step::Sleep { .. } => 0,
         }
     }
 
@@ -51,7 +54,8 @@ impl Step {
             | Step::Expect { line, .. }
             | Step::Skip { line, .. }
             | Step::Close { line, .. }
-            | Step::ExpectClosed { line, .. } => *line,
+            | Step::ExpectClosed { line, .. }
+            | Step::Sleep { line, .. } => *line,
         }
     }
 }
@@ -70,6 +74,7 @@ pub enum Directive {
     Var(String, String),
     Close(usize),
     Closed(usize),
+    Sleep(u64),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -98,6 +103,8 @@ pub enum ParseError {
 
 /// Connections one script may use.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Longest `@sleep`, in milliseconds.
+pub const MAX_SLEEP_MS: u64 = 10_000;
 /// Lines one script may have.
 pub const MAX_LINES: usize = 100_000;
 
@@ -127,6 +134,7 @@ pub fn parse(text: &str) -> Result<Script, ParseError> {
                 }
                 Directive::Close(conn) => script.steps.push(Step::Close { conn, line }),
                 Directive::Closed(conn) => script.steps.push(Step::ExpectClosed { conn, line }),
+                Directive::Sleep(millis) => script.steps.push(Step::Sleep { millis, line }),
             }
             continue;
         }
@@ -236,6 +244,14 @@ fn directive(text: &str, line: usize) -> Result<Directive, ParseError> {
             }
         }
         "close" => Ok(Directive::Close(conn_arg(&mut words, "close")?)),
+        "sleep" => match words.next().and_then(|w| w.parse::<u64>().ok()) {
+            Some(ms) if ms <= MAX_SLEEP_MS => Ok(Directive::Sleep(ms)),
+            _ => Err(ParseError::DirectiveArgs {
+                line,
+                name: "sleep",
+                what: "milliseconds, at most 10000",
+            }),
+        },
         "closed" => Ok(Directive::Closed(conn_arg(&mut words, "closed")?)),
         other => Err(ParseError::UnknownDirective {
             line,

@@ -23,6 +23,8 @@ pub trait ScriptTransport {
     fn send(&mut self, conn: usize, bytes: &[u8]) -> Result<(), String>;
     fn read_line(&mut self, conn: usize) -> Result<ReadLine, String>;
     fn close(&mut self, conn: usize);
+    /// `@sleep`: real transports wait; in-process ones need not.
+    fn pause(&mut self, _duration: std::time::Duration) {}
 }
 
 /// Lines one `S: ...` may skip before the script fails.
@@ -128,6 +130,10 @@ pub fn play(
         let conn = step.conn();
         let line = step.line();
         let transport_err = |reason: String| PlayError::Transport { line, conn, reason };
+        if let Step::Sleep { millis, .. } = step {
+            transport.pause(std::time::Duration::from_millis(*millis));
+            continue;
+        }
         if !matches!(step, Step::Close { .. }) && open.insert(conn) {
             transport.connect(conn).map_err(transport_err)?;
         }
@@ -195,6 +201,7 @@ pub fn play(
                     }
                 }
             }
+            Step::Sleep { .. } => {}
             Step::Close { .. } => {
                 if open.remove(&conn) {
                     transport.close(conn);

@@ -1,0 +1,48 @@
+//! The same transcripts that play in-process (`corpus/sessions/`) play over real sockets
+//! against a fresh lab each, through `harness::play::SocketTransport`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use harness::play::SocketTransport;
+use harness::{Lab, LabConfig, Protocol, Security};
+use harness_core::script;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_transcript_passes_over_sockets_against_the_lab() {
+    let root = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../corpus/sessions"
+    ));
+    let mut played = 0;
+    for (proto, protocol) in [("imap", Protocol::Imap), ("pop3", Protocol::Pop3)] {
+        let mut files: Vec<_> = std::fs::read_dir(root.join(proto))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+            .collect();
+        files.sort();
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let parsed = script::parse(&text).unwrap();
+            let lab = Lab::start(LabConfig::default()).await.unwrap();
+            let addr = lab.addr(protocol, Security::Plain).unwrap();
+            let report = tokio::task::spawn_blocking(move || {
+                let mut transport = SocketTransport::new(addr, Duration::from_secs(3));
+                script::play(&parsed, &Default::default(), &mut transport)
+            })
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            assert!(
+                report.passed(),
+                "{}:\n{}",
+                file.display(),
+                report.transcript()
+            );
+            played += 1;
+            lab.shutdown().await;
+        }
+    }
+    assert!(played >= 7, "played {played}");
+}
