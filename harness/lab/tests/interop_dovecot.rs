@@ -1,0 +1,150 @@
+//! The transcripts of `corpus/sessions` played against Dovecot on loopback (started by the
+//! project's own `scripts/peers/dovecot/start.sh`, stopped by PID). Every difference from
+//! the mock is reported; the test fails on one not listed in `corpus/known-deviations.toml`
+//! and on a listed one that no longer happens.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use harness::play::SocketTransport;
+use harness_core::script::{self, Verdict};
+
+fn root() -> PathBuf {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).to_path_buf()
+}
+
+/// Stops the peer by PID when the test ends, even on a panic.
+struct Peer {
+    rundir: PathBuf,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(root().join("scripts/peers/dovecot/stop.sh"))
+            .arg(&self.rundir)
+            .output();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Deviations {
+    deviation: Vec<Deviation>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Deviation {
+    peer: String,
+    script: String,
+    line: usize,
+    got: String,
+    reason: String,
+}
+
+#[test]
+fn transcripts_against_dovecot_differ_only_where_listed() {
+    if common::require_tool("dovecot", "apt-get install dovecot-imapd dovecot-pop3d").is_none() {
+        return;
+    }
+    let rundir = std::env::temp_dir().join(format!("harness-dovecot-{}", std::process::id()));
+    let (imap, pop3) = (free_port(), free_port());
+    let started = Command::new("bash")
+        .arg(root().join("scripts/peers/dovecot/start.sh"))
+        .args([imap.to_string(), pop3.to_string()])
+        .arg(&rundir)
+        .output()
+        .expect("start script runs");
+    let _peer = Peer {
+        rundir: rundir.clone(),
+    };
+    assert!(
+        started.status.success(),
+        "Dovecot did not start: {}\n{}",
+        String::from_utf8_lossy(&started.stdout),
+        String::from_utf8_lossy(&started.stderr)
+    );
+
+    let listed: Deviations = toml::from_str(
+        &std::fs::read_to_string(root().join("corpus/known-deviations.toml")).unwrap(),
+    )
+    .unwrap();
+    let listed: Vec<&Deviation> = listed
+        .deviation
+        .iter()
+        .filter(|d| d.peer == "dovecot")
+        .collect();
+    for d in &listed {
+        assert!(
+            !d.reason.is_empty(),
+            "{}: a deviation needs a reason",
+            d.script
+        );
+    }
+
+    let mut seen = Vec::new();
+    let mut report = String::new();
+    for (proto, port) in [("imap", imap), ("pop3", pop3)] {
+        let mut files: Vec<_> = std::fs::read_dir(root().join("corpus/sessions").join(proto))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+            .collect();
+        files.sort();
+        for file in files {
+            let name = format!("{proto}/{}", file.file_name().unwrap().to_string_lossy());
+            let parsed = script::parse(&std::fs::read_to_string(&file).unwrap()).unwrap();
+            // Dovecot delays its answer after a failed login (auth_failure_delay, 2 s).
+            let mut transport =
+                SocketTransport::new(([127, 0, 0, 1], port).into(), Duration::from_secs(8));
+            let result = script::play(&parsed, &Default::default(), &mut transport)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            match &result.verdict {
+                Verdict::Passed => report.push_str(&format!("same     {name}\n")),
+                Verdict::Failed {
+                    line,
+                    expected,
+                    got,
+                } => {
+                    report.push_str(&format!("differs  {name} line {line}: expected {expected:?}, Dovecot sent {got:?}\n"));
+                    seen.push((name, *line, got.clone()));
+                }
+            }
+        }
+    }
+    eprintln!("Dovecot conformance report:\n{report}");
+    let unlisted: Vec<_> = seen
+        .iter()
+        .filter(|(s, l, g)| {
+            !listed
+                .iter()
+                .any(|d| &d.script == s && d.line == *l && &d.got == g)
+        })
+        .collect();
+    let gone: Vec<_> = listed
+        .iter()
+        .filter(|d| {
+            !seen
+                .iter()
+                .any(|(s, l, g)| &d.script == s && d.line == *l && &d.got == g)
+        })
+        .collect();
+    assert!(
+        unlisted.is_empty(),
+        "differences not in corpus/known-deviations.toml: {unlisted:#?}\n{report}"
+    );
+    assert!(
+        gone.is_empty(),
+        "listed deviations that no longer happen: {gone:#?}\n{report}"
+    );
+}

@@ -1,0 +1,146 @@
+#!/bin/bash
+# Start a self-contained Dovecot (the harness's reference peer) (IMAP+POP3) on loopback, non-daemon (-F), in the background.
+# Usage: start.sh [IMAP_PORT] [POP3_PORT] [RUNDIR] [AUTH_MECHS]
+#   defaults: 11143 11110 ${PEERS_HOME:-/tmp/harness-peers}/dovecot/run "plain login"
+# Prints the dovecot master PID on stdout (also written to RUNDIR/dovecot.pid).
+# Users (passwd-file RUNDIR/users): user/pass, alice/secret and bob/hunter2 (the harness default lab); each INBOX has 3 messages.
+# Stop:  kill "$(cat RUNDIR/dovecot.pid)"   (master takes its children down)
+set -euo pipefail
+IMAP_PORT=${1:-11143}
+POP3_PORT=${2:-11110}
+RUNDIR=${3:-${PEERS_HOME:-/tmp/harness-peers}/dovecot/run}
+MECHS=${4:-plain login}
+ADDR=${DOVECOT_ADDR:-127.0.0.1}
+case "$ADDR" in 127.*) ;; *) echo "refusing non-loopback address $ADDR" >&2; exit 2;; esac
+
+command -v dovecot >/dev/null || { echo "dovecot not installed (apt-get install dovecot-imapd dovecot-pop3d)" >&2; exit 3; }
+
+mkdir -p "$RUNDIR"
+RUNDIR=$(cd "$RUNDIR" && pwd)
+chmod 755 "$RUNDIR"
+if [ -f "$RUNDIR/dovecot.pid" ] && kill -0 "$(cat "$RUNDIR/dovecot.pid")" 2>/dev/null; then
+  echo "already running: pid $(cat "$RUNDIR/dovecot.pid")" >&2; exit 4
+fi
+rm -rf "$RUNDIR/base" "$RUNDIR/state" "$RUNDIR/home"
+mkdir -p "$RUNDIR/base" "$RUNDIR/state" "$RUNDIR/home"
+
+if [ "$(id -u)" = 0 ]; then
+  # root: master runs as root, mail processes as nobody, login as dovenull, internals as dovecot
+  MUID=$(id -u nobody); MGID=$(id -g nobody)
+  LOGIN_USER=dovenull; INTERNAL_USER=dovecot
+else
+  # non-root: everything runs as the invoking user
+  MUID=$(id -u); MGID=$(id -g)
+  LOGIN_USER=$(id -un); INTERNAL_USER=$(id -un)
+fi
+
+# passwd-file: user:{SCHEME}password:uid:gid::home::extra
+: > "$RUNDIR/users"
+for up in user:pass alice:secret bob:hunter2; do
+  u=${up%%:*}; p=${up#*:}
+  echo "$u:{PLAIN}$p:$MUID:$MGID::$RUNDIR/home/$u::" >> "$RUNDIR/users"
+  md="$RUNDIR/home/$u/Maildir"
+  mkdir -p "$md/cur" "$md/new" "$md/tmp"
+  for i in 1 2 3; do
+    printf 'Return-Path: <sender@example.test>\r\nFrom: Sender <sender@example.test>\r\nTo: %s@example.test\r\nSubject: Test message %d\r\nDate: Mon, 1 Jan 2024 00:00:0%d +0000\r\nMessage-ID: <msg%d.%s@example.test>\r\n\r\nHello %s, this is message number %d.\r\nSecond line.\r\n' \
+      "$u" "$i" "$i" "$i" "$u" "$u" "$i" > "$md/cur/170406720$i.M${i}P1.peers:2,"
+  done
+done
+chown -R "$MUID:$MGID" "$RUNDIR/home"
+chmod 644 "$RUNDIR/users"
+
+cat > "$RUNDIR/dovecot.conf" <<CONF
+# self-contained: nothing from /etc/dovecot is included
+instance_name = peers-dovecot-$IMAP_PORT
+base_dir = $RUNDIR/base
+state_dir = $RUNDIR/state
+log_path = $RUNDIR/dovecot.log
+info_log_path = $RUNDIR/dovecot.log
+debug_log_path = $RUNDIR/dovecot.log
+protocols = imap pop3
+listen = $ADDR
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = $MECHS
+auth_verbose = yes
+auth_debug = yes
+auth_debug_passwords = yes
+verbose_proctitle = yes
+default_login_user = $LOGIN_USER
+default_internal_user = $INTERNAL_USER
+first_valid_uid = 1
+first_valid_gid = 1
+mail_location = maildir:~/Maildir
+pop3_uidl_format = %08Xu%08Xv
+passdb {
+  driver = passwd-file
+  args = username_format=%u $RUNDIR/users
+}
+userdb {
+  driver = passwd-file
+  args = username_format=%u $RUNDIR/users
+}
+service imap-login {
+  inet_listener imap {
+    address = $ADDR
+    port = $IMAP_PORT
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+service pop3-login {
+  inet_listener pop3 {
+    address = $ADDR
+    port = $POP3_PORT
+  }
+  inet_listener pop3s {
+    port = 0
+  }
+}
+# no stats/doveadm/lmtp network listeners
+service doveadm {
+  inet_listener {
+    port = 0
+  }
+}
+CONF
+
+: > "$RUNDIR/dovecot.log"
+# -F: foreground (non-daemon); backgrounded by us so we know the master PID
+nohup dovecot -F -c "$RUNDIR/dovecot.conf" >> "$RUNDIR/dovecot.stdout" 2>&1 < /dev/null &
+PID=$!
+echo "$PID" > "$RUNDIR/dovecot.pid"
+
+stop_pid() { # SIGTERM the master, wait up to 5 s for it to go
+  kill "$PID" 2>/dev/null || return 0
+  for _ in $(seq 1 50); do kill -0 "$PID" 2>/dev/null || return 0; sleep 0.1; done
+  kill -9 "$PID" 2>/dev/null || true
+}
+greet() { # greet PORT REGEX : connect, read first line within 2 s, match it
+  timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1" || exit 1; IFS= read -r line <&3; printf "%s\n" "$line" | grep -Eq "$2"' "$ADDR" "$1" "$2" 2>/dev/null
+}
+# wait (bounded: 15 s wall clock) for both greetings
+deadline=$((SECONDS + 15))
+while [ "$SECONDS" -lt "$deadline" ]; do
+  if ! kill -0 "$PID" 2>/dev/null; then
+    echo "dovecot exited early; log:" >&2; cat "$RUNDIR/dovecot.stdout" "$RUNDIR/dovecot.log" >&2; exit 5
+  fi
+  if grep -q 'Fatal:' "$RUNDIR/dovecot.log" 2>/dev/null; then
+    echo "dovecot logged a Fatal error:" >&2; grep 'Fatal:' "$RUNDIR/dovecot.log" >&2
+    stop_pid; exit 5
+  fi
+  # ready = both login services send their greeting (sent only once auth is up)
+  if greet "$IMAP_PORT" '^\* OK' && greet "$POP3_PORT" '^\+OK'; then
+    sleep 0.2
+    if grep -q 'Fatal:' "$RUNDIR/dovecot.log"; then
+      echo "dovecot logged a Fatal error:" >&2; grep 'Fatal:' "$RUNDIR/dovecot.log" >&2
+      stop_pid; exit 5
+    fi
+    echo "$PID"; exit 0
+  fi
+  sleep 0.1
+done
+echo "dovecot did not open $ADDR:$IMAP_PORT/$POP3_PORT within 15 s" >&2
+stop_pid
+exit 6
