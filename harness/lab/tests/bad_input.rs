@@ -5,74 +5,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+mod common;
+
 use base64::Engine as _;
+use common::Client;
 use harness::{Lab, LabConfig, ListenerSpec, Protocol, Security};
 use harness_core::Limits;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-
-struct Client {
-    stream: BufReader<TcpStream>,
-}
-
-impl Client {
-    async fn connect(addr: SocketAddr) -> Client {
-        let tcp = TcpStream::connect(addr).await.expect("connect");
-        Client {
-            stream: BufReader::new(tcp),
-        }
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        self.stream.get_mut().write_all(bytes).await.expect("write");
-    }
-
-    /// One line, CRLF stripped; panics after 5 s of silence.
-    async fn line(&mut self) -> String {
-        let mut buf = Vec::new();
-        let n = tokio::time::timeout(
-            Duration::from_secs(5),
-            self.stream.read_until(b'\n', &mut buf),
-        )
-        .await
-        .expect("a reply within 5 s")
-        .expect("read");
-        assert!(n > 0, "connection closed while a reply was expected");
-        String::from_utf8_lossy(&buf).trim_end().to_string()
-    }
-
-    /// Lines up to and including the one starting with `prefix`.
-    async fn until(&mut self, prefix: &str) -> Vec<String> {
-        let mut lines = Vec::new();
-        for _ in 0..200 {
-            let l = self.line().await;
-            let done = l.starts_with(prefix);
-            lines.push(l);
-            if done {
-                return lines;
-            }
-        }
-        panic!("no line starting with {prefix:?} in {lines:?}");
-    }
-
-    /// The server closes the connection within 5 s.
-    async fn closed(&mut self) {
-        let mut buf = Vec::new();
-        let n = tokio::time::timeout(
-            Duration::from_secs(5),
-            self.stream.read_until(b'\n', &mut buf),
-        )
-        .await
-        .expect("closed within 5 s")
-        .unwrap_or(0);
-        assert_eq!(
-            n,
-            0,
-            "expected the server to close, got {:?}",
-            String::from_utf8_lossy(&buf)
-        );
-    }
-}
 
 async fn lab(limits: Limits) -> Lab {
     let lo: SocketAddr = ([127, 0, 0, 1], 0).into();

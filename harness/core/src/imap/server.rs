@@ -659,6 +659,15 @@ impl ServerSession for ImapServer {
         }
     }
 
+    fn handle_shutdown(&mut self, now: Duration) {
+        if self.closing {
+            return;
+        }
+        self.now = now;
+        // RFC 3501 7.1.5: BYE when the server is shutting down.
+        self.bye("Server shutting down");
+    }
+
     fn handle_tls_established(&mut self, now: Duration) {
         self.now = now;
         self.last_event = now;

@@ -694,6 +694,16 @@ impl ServerSession for Pop3Server {
         }
     }
 
+    fn handle_shutdown(&mut self, _now: Duration) {
+        if self.closing {
+            return;
+        }
+        // No QUIT, so no UPDATE state: deletions marked in this session are not committed.
+        self.abandon();
+        self.err("[SYS/TEMP] server shutting down");
+        self.close();
+    }
+
     fn handle_tls_established(&mut self, now: Duration) {
         if !self.awaiting_tls {
             return;

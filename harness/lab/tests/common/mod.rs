@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use harness::{Lab, LabConfig, ListenerSpec, Protocol, Security};
 use harness_core::Profile;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 
 /// The tool on PATH, or `None` with a message saying it was skipped. Under `CI=true` a
 /// missing tool is a failure, not a skip: CI installs every client the tests use.
@@ -116,4 +118,68 @@ pub fn write_cert(lab: &Lab, name: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, lab.certificate_pem()).expect("write cert");
     path
+}
+
+/// A line-oriented socket client for tests that speak the protocols by hand.
+pub struct Client {
+    stream: BufReader<TcpStream>,
+}
+
+impl Client {
+    pub async fn connect(addr: std::net::SocketAddr) -> Client {
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        Client {
+            stream: BufReader::new(tcp),
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.get_mut().write_all(bytes).await.expect("write");
+    }
+
+    /// One line, CRLF stripped; panics after 5 s of silence.
+    pub async fn line(&mut self) -> String {
+        let mut buf = Vec::new();
+        let n = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.stream.read_until(b'\n', &mut buf),
+        )
+        .await
+        .expect("a reply within 5 s")
+        .expect("read");
+        assert!(n > 0, "connection closed while a reply was expected");
+        String::from_utf8_lossy(&buf).trim_end().to_string()
+    }
+
+    /// Lines up to and including the one starting with `prefix`.
+    pub async fn until(&mut self, prefix: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        for _ in 0..200 {
+            let l = self.line().await;
+            let done = l.starts_with(prefix);
+            lines.push(l);
+            if done {
+                return lines;
+            }
+        }
+        panic!("no line starting with {prefix:?} in {lines:?}");
+    }
+
+    /// The server closes the connection within 5 s.
+    pub async fn closed(&mut self) {
+        let mut buf = Vec::new();
+        let n = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.stream.read_until(b'\n', &mut buf),
+        )
+        .await
+        .expect("closed within 5 s")
+        .unwrap_or(0);
+        assert_eq!(
+            n,
+            0,
+            "expected the server to close, got {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+    }
 }
