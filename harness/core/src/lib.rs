@@ -3,6 +3,7 @@
 //! adapters (the tokio lab, the in-process driver, fuzz targets) feed bytes and time in.
 
 pub mod codes;
+pub mod frontend;
 pub mod fuzzing;
 pub mod imap;
 pub mod ntlm;
