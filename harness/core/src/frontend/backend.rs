@@ -199,7 +199,10 @@ pub fn describe_ntlm(data: &[u8]) -> String {
         Ok(Message::Negotiate(_)) => "<NTLM NEGOTIATE>".into(),
         Ok(Message::Challenge(_)) => "<NTLM CHALLENGE>".into(),
         Ok(Message::Authenticate(a)) => {
-            format!("<NTLM AUTHENTICATE user={}>", printable(a.user.as_bytes(), 64))
+            format!(
+                "<NTLM AUTHENTICATE user={}>",
+                printable(a.user.as_bytes(), 64)
+            )
         }
         Err(_) => format!("<not NTLM, {} bytes>", data.len()),
     }

@@ -293,7 +293,8 @@ impl InProcessSession {
         if self.core.is_closing() && !self.ended {
             self.ended = true;
             for c in sh.pool.end_session(self.id) {
-                sh.trace.push(format!("be#{c} closed (client session ended)"));
+                sh.trace
+                    .push(format!("be#{c} closed (client session ended)"));
                 sh.close(c, now);
             }
         }

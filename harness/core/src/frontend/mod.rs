@@ -112,8 +112,12 @@ pub struct FrontendProfile {
 }
 
 /// Names accepted by [`FrontendProfile::by_name`].
-pub const FRONTEND_PROFILE_NAMES: &[&str] =
-    &["exchange2000-rtm", "exchange2000-sp1", "affinity", "per-session"];
+pub const FRONTEND_PROFILE_NAMES: &[&str] = &[
+    "exchange2000-rtm",
+    "exchange2000-sp1",
+    "affinity",
+    "per-session",
+];
 
 const IMAP_GREETING: &str =
     "Microsoft Exchange 2000 IMAP4rev1 server version 6.0.6249.0 (fe.example.test) ready.";

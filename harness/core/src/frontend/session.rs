@@ -64,7 +64,9 @@ enum Step {
     AwaitContinuation,
     AwaitResult,
     /// `*` sent to end an exchange; its reply is swallowed.
-    AwaitReset { then: AfterReset },
+    AwaitReset {
+        then: AfterReset,
+    },
 }
 
 #[derive(Debug)]
@@ -89,7 +91,9 @@ enum Phase {
     /// A back-end request is in flight; client input waits in `held`.
     Busy(Op),
     /// Authenticated: everything is relayed to and from this connection.
-    Leased { conn: ConnId },
+    Leased {
+        conn: ConnId,
+    },
     Closed,
 }
 
@@ -204,7 +208,8 @@ impl FrontendSession {
     }
 
     fn be(&mut self, conn: ConnId, dir: &str, text: impl AsRef<str>) {
-        self.trace.push(format!("be#{conn} {dir} {}", text.as_ref()));
+        self.trace
+            .push(format!("be#{conn} {dir} {}", text.as_ref()));
     }
 
     fn write(&mut self, bytes: &[u8]) {
@@ -258,7 +263,11 @@ impl FrontendSession {
     }
 
     fn pop_ok(&mut self, text: &str) {
-        self.write(format!("+OK {text}\r\n").as_bytes());
+        if text.is_empty() {
+            self.write(b"+OK\r\n");
+        } else {
+            self.write(format!("+OK {text}\r\n").as_bytes());
+        }
     }
 
     fn pop_err(&mut self, text: &str) {
@@ -554,7 +563,10 @@ impl FrontendSession {
     fn sasl_line(&mut self, ctx: SaslCtx, line: &[u8]) {
         let trimmed = line.strip_suffix(b" ").unwrap_or(line);
         if trimmed == b"*" {
-            self.abandon_sasl(ctx, "The AUTH protocol exchange was canceled by the client.");
+            self.abandon_sasl(
+                ctx,
+                "The AUTH protocol exchange was canceled by the client.",
+            );
             return;
         }
         match decode_base64(line) {
@@ -566,7 +578,11 @@ impl FrontendSession {
     /// Ends the client's exchange with a failure answered by the front-end; a pinned
     /// back-end exchange is reset first.
     fn abandon_sasl(&mut self, ctx: SaslCtx, text: &str) {
-        let status = if text.contains("canceled") { "NO" } else { "BAD" };
+        let status = if text.contains("canceled") {
+            "NO"
+        } else {
+            "BAD"
+        };
         self.client_fail(&ctx.tag, status, text);
         match ctx.pinned {
             Some(conn) => self.reset(conn, ctx.tag, "the client's exchange ended"),
