@@ -18,6 +18,9 @@ use crate::session::{Limits, Output, ServerSession};
 
 type Factory = Box<dyn FnMut(u64) -> Box<dyn ServerSession> + Send>;
 
+/// Trace lines kept; a long-running lab stops recording after this many.
+pub const MAX_TRACE_LINES: usize = 100_000;
+
 struct Backend {
     session: Box<dyn ServerSession>,
     closed: bool,
@@ -51,6 +54,14 @@ fn drain(session: &mut dyn ServerSession, now: Duration) -> (Vec<u8>, bool) {
 }
 
 impl Shared {
+    fn log(&mut self, line: String) {
+        if self.trace.len() < MAX_TRACE_LINES {
+            self.trace.push(line);
+        } else if self.trace.len() == MAX_TRACE_LINES {
+            self.trace.push("(trace full: later lines dropped)".into());
+        }
+    }
+
     /// Opens a back-end connection and consumes its greeting.
     fn open(&mut self, conn: ConnId, now: Duration) {
         let mut session = (self.factory)(conn);
@@ -59,7 +70,7 @@ impl Shared {
             Protocol::Imap => greeting.starts_with(b"* OK"),
             Protocol::Pop3 => greeting.starts_with(b"+OK"),
         };
-        self.trace.push(if ok && !closed {
+        self.log(if ok && !closed {
             format!("be#{conn} opened")
         } else {
             format!("be#{conn} opened, but the greeting was not OK")
@@ -245,8 +256,9 @@ impl InProcessSession {
             return;
         };
         loop {
-            let trace = self.core.take_trace();
-            sh.trace.extend(trace);
+            for line in self.core.take_trace() {
+                sh.log(line);
+            }
             let Some(io) = self.core.poll_backend() else {
                 break;
             };
@@ -275,7 +287,7 @@ impl InProcessSession {
                             sh.open(r, now);
                         }
                     } else if let Some(c) = sh.pool.release(conn) {
-                        sh.trace.push(format!("be#{c} closed (idle list full)"));
+                        sh.log(format!("be#{c} closed (idle list full)"));
                         sh.close(c, now);
                     }
                 }
@@ -353,8 +365,9 @@ impl Drop for InProcessSession {
     }
 }
 
-/// The fuzz entry's body (see [`super::fuzz_frontend_session`]).
-pub(super) fn fuzz_two_sessions(data: &[u8]) {
+/// The fuzz entry's body (see [`super::fuzz_frontend_session`]). Returns how many of
+/// the two sessions got authenticated, so tests can tell the inputs reach that far.
+pub(super) fn fuzz_two_sessions(data: &[u8]) -> usize {
     use crate::imap::{ImapServer, StoreCaps};
     use crate::pop3::Pop3Server;
     use crate::profile::Profile;
@@ -362,10 +375,10 @@ pub(super) fn fuzz_two_sessions(data: &[u8]) {
     use crate::world::LabFile;
 
     let Some((&setup, rest)) = data.split_first() else {
-        return;
+        return 0;
     };
     let Ok(world) = LabFile::default_lab().build() else {
-        return;
+        return 0;
     };
     let world = Arc::new(world);
     let protocol = if setup & 1 == 0 {
@@ -411,7 +424,7 @@ pub(super) fn fuzz_two_sessions(data: &[u8]) {
         }
     };
     let Some(profile) = FrontendProfile::by_name("exchange2000-rtm") else {
-        return;
+        return 0;
     };
     let fe = InProcessFrontend::new(protocol, profile, factory);
     fe.set_limits(limits);
@@ -484,4 +497,5 @@ pub(super) fn fuzz_two_sessions(data: &[u8]) {
             );
         }
     }
+    users.iter().filter(|u| u.is_some()).count()
 }

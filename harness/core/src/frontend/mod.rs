@@ -204,5 +204,5 @@ pub enum Finding {
 /// panic, bounded output, and no mail of one lab user in a session authenticated as
 /// another (or not authenticated at all).
 pub fn fuzz_frontend_session(data: &[u8]) {
-    inprocess::fuzz_two_sessions(data);
+    let _authenticated = inprocess::fuzz_two_sessions(data);
 }

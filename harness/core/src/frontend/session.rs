@@ -315,7 +315,7 @@ impl FrontendSession {
                     if let Phase::ClientSasl(ctx) =
                         std::mem::replace(&mut self.phase, Phase::PreAuth)
                     {
-                        self.abandon_sasl(ctx, &error.to_string());
+                        self.abandon_sasl(ctx, "BAD", &error.to_string());
                         continue;
                     }
                     match (self.protocol, tag) {
@@ -357,8 +357,20 @@ impl FrontendSession {
         }
     }
 
+    /// Relays client bytes after the lease. The trace names the command only (IMAP tag
+    /// and command, POP3 keyword) and the size, so a password typed again is not shown.
     fn relay_to_backend(&mut self, conn: ConnId, bytes: Vec<u8>) {
-        let text = format!("relay {}", printable(&bytes, TRACE_TEXT));
+        let first_line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+        let words = match self.protocol {
+            Protocol::Imap => 2,
+            Protocol::Pop3 => 1,
+        };
+        let head: Vec<String> = first_line
+            .split(|&b| b == b' ')
+            .take(words)
+            .map(|w| printable(w, 32))
+            .collect();
+        let text = format!("relay {} ({} bytes)", head.join(" "), bytes.len());
         self.send(conn, bytes, text);
     }
 
@@ -565,24 +577,20 @@ impl FrontendSession {
         if trimmed == b"*" {
             self.abandon_sasl(
                 ctx,
+                "NO",
                 "The AUTH protocol exchange was canceled by the client.",
             );
             return;
         }
         match decode_base64(line) {
             Ok(data) => self.start(OpKind::Sasl { ctx, data }),
-            Err(e) => self.abandon_sasl(ctx, &e.to_string()),
+            Err(e) => self.abandon_sasl(ctx, "BAD", &e.to_string()),
         }
     }
 
     /// Ends the client's exchange with a failure answered by the front-end; a pinned
     /// back-end exchange is reset first.
-    fn abandon_sasl(&mut self, ctx: SaslCtx, text: &str) {
-        let status = if text.contains("canceled") {
-            "NO"
-        } else {
-            "BAD"
-        };
+    fn abandon_sasl(&mut self, ctx: SaslCtx, status: &str, text: &str) {
         self.client_fail(&ctx.tag, status, text);
         match ctx.pinned {
             Some(conn) => self.reset(conn, ctx.tag, "the client's exchange ended"),

@@ -842,6 +842,7 @@ fn seeded_mutation_smoke_run() {
     .chain([neg.into_bytes(), vec![0xff, b'\n'], vec![b'Z'; 300]])
     .collect();
     let mut rng = SeededRng::new(306_874);
+    let mut authenticated = [0usize; 2];
     for _ in 0..300 {
         let mut data = vec![(rng.next_u64() % 16) as u8];
         for _ in 0..(rng.next_u64() % 10) {
@@ -852,6 +853,9 @@ fn seeded_mutation_smoke_run() {
                 data[at] = rng.next_u64() as u8;
             }
         }
-        fuzz_frontend_session(&data);
+        let protocol = usize::from(data[0] & 1);
+        authenticated[protocol] += inprocess::fuzz_two_sessions(&data);
     }
+    // Both protocols must reach authenticated sessions, or the run proves little.
+    assert!(authenticated.iter().all(|&n| n >= 10), "{authenticated:?}");
 }
