@@ -859,3 +859,164 @@ fn seeded_mutation_smoke_run() {
     // Both protocols must reach authenticated sessions, or the run proves little.
     assert!(authenticated.iter().all(|&n| n >= 10), "{authenticated:?}");
 }
+
+/// The sans-IO contract without the in-process adapter: the grant comes late, client
+/// input pipelined meanwhile waits and follows the login to the leased connection, and a
+/// reply split over reads is put together.
+#[test]
+fn sans_io_contract_with_a_delayed_grant() {
+    let profile = Arc::new(FrontendProfile::by_name("exchange2000-rtm").unwrap());
+    let mut s = FrontendSession::new(
+        Protocol::Imap,
+        profile,
+        crate::session::Limits::default(),
+        BackendFeatures { imap_sasl_ir: true },
+    );
+    let drain = |s: &mut FrontendSession| {
+        let mut out = Vec::new();
+        while let Some(o) = s.poll_output() {
+            match o {
+                Output::Write(w) => out.extend_from_slice(&w),
+                other => out.extend_from_slice(format!("<{other:?}>").as_bytes()),
+            }
+        }
+        out
+    };
+    assert_eq!(drain(&mut s), IMAP_GREETING);
+    s.handle_input(Duration::ZERO, b"a1 LOGIN alice secret\r\na2 NOOP\r\n");
+    assert_eq!(s.poll_backend(), Some(BackendIo::Acquire));
+    assert_eq!(s.poll_backend(), None);
+    s.handle_input(Duration::ZERO, b"a3 SELECT INBOX\r\n");
+    assert_eq!(drain(&mut s), b"");
+    s.handle_backend_granted(7);
+    assert_eq!(
+        s.poll_backend(),
+        Some(BackendIo::Send {
+            conn: 7,
+            bytes: b"a1 LOGIN \"alice\" \"secret\"\r\n".to_vec()
+        })
+    );
+    s.handle_backend_input(7, b"a1 OK LO");
+    assert_eq!(drain(&mut s), b"");
+    assert_eq!(s.poll_backend(), None);
+    s.handle_backend_input(7, b"GIN completed\r\n");
+    assert_eq!(drain(&mut s), b"a1 OK LOGIN completed\r\n");
+    assert_eq!(s.poll_backend(), Some(BackendIo::Lease { conn: 7 }));
+    assert_eq!(
+        s.poll_backend(),
+        Some(BackendIo::Send {
+            conn: 7,
+            bytes: b"a2 NOOP\r\na3 SELECT INBOX\r\n".to_vec()
+        })
+    );
+    assert_eq!(s.authenticated_user(), Some("alice"));
+    s.handle_backend_input(7, b"a2 OK NOOP\r\n* 0 EXISTS\r\n");
+    assert_eq!(drain(&mut s), b"a2 OK NOOP\r\n* 0 EXISTS\r\n");
+    // Input for a connection the session does not hold is not relayed.
+    s.handle_backend_input(3, b"* BYE\r\n");
+    assert_eq!(drain(&mut s), b"");
+    s.handle_backend_closed(7);
+    assert_eq!(drain(&mut s), b"<Close>");
+    assert!(s.is_closed());
+    assert_eq!(s.poll_backend(), Some(BackendIo::Discard { conn: 7 }));
+    assert_eq!(
+        s.take_trace(),
+        [
+            "be#7 <- a1 LOGIN alice <password>",
+            "be#7 -> a1 OK LOGIN completed",
+            "be#7 .. leased to the client session (user alice)",
+            "be#7 <- relay a2 NOOP (26 bytes)",
+            "be#7 -> relay 24 bytes",
+            "be#3 -> 7 bytes ignored (nothing asked)",
+            "be#7 -> closed; ending the client session",
+            "be#7 xx closed (discarded)",
+        ]
+    );
+}
+
+#[test]
+fn a_broken_backend_reply_fails_the_request_not_the_frontend() {
+    let profile = Arc::new(FrontendProfile::by_name("exchange2000-rtm").unwrap());
+    for (protocol, input, reply, expected) in [
+        (
+            Protocol::Imap,
+            &b"a1 LOGIN alice secret\r\n"[..],
+            &b"zz OK whatever\r\n"[..],
+            &b"a1 NO [UNAVAILABLE] Back-end connection failed.\r\n"[..],
+        ),
+        (
+            Protocol::Pop3,
+            b"USER alice\r\nPASS secret\r\n",
+            b"hello\r\n",
+            b"+OK\r\n-ERR [SYS/TEMP] Back-end connection failed.\r\n",
+        ),
+    ] {
+        let mut s = FrontendSession::new(
+            protocol,
+            Arc::clone(&profile),
+            crate::session::Limits::default(),
+            BackendFeatures::default(),
+        );
+        while s.poll_output().is_some() {}
+        s.handle_input(Duration::ZERO, input);
+        assert_eq!(s.poll_backend(), Some(BackendIo::Acquire));
+        s.handle_backend_granted(1);
+        assert!(matches!(s.poll_backend(), Some(BackendIo::Send { .. })));
+        s.handle_backend_input(1, reply);
+        assert_eq!(s.poll_backend(), Some(BackendIo::Discard { conn: 1 }));
+        let mut out = Vec::new();
+        while let Some(Output::Write(w)) = s.poll_output() {
+            out.extend_from_slice(&w);
+        }
+        assert_eq!(out, expected, "{protocol:?}");
+        assert!(!s.is_closed());
+    }
+}
+
+#[test]
+fn more_concurrent_logins_than_the_pool_holds_open_on_demand() {
+    let w = world();
+    let fe = frontend(Protocol::Pop3, "exchange2000-rtm", &w);
+    let users = [
+        ("alice", "secret"),
+        ("bob", "hunter2"),
+        ("user", "pass"),
+        ("alice", "secret"),
+        ("bob", "hunter2"),
+    ];
+    let mut clients = Vec::new();
+    for (user, pass) in users {
+        let (mut c, _) = Client::new(&fe);
+        c.text(&format!("USER {user}\r\n"));
+        let reply = c.text(&format!("PASS {pass}\r\n"));
+        clients.push((c, reply));
+    }
+    // The maildrop is locked by the first alice and bob: the back-end says so.
+    let replies: Vec<bool> = clients.iter().map(|(_, r)| r.starts_with("+OK")).collect();
+    assert_eq!(replies, [true, true, true, false, false]);
+    assert!(
+        clients[3].1.starts_with("-ERR [IN-USE]"),
+        "{}",
+        clients[3].1
+    );
+    // The refused ones went back to the pool, so the fifth found one idle.
+    let s = fe.stats();
+    assert_eq!((s.idle_acquired, s.fresh_acquired, s.leased), (5, 0, 3));
+
+    // IMAP has no maildrop lock: five leases at once, one more than the pool holds.
+    let fe = frontend(Protocol::Imap, "exchange2000-rtm", &w);
+    let mut clients = Vec::new();
+    for (i, (user, pass)) in users.iter().enumerate() {
+        let (mut c, _) = Client::new(&fe);
+        let reply = c.text(&format!("t{i} LOGIN {user} {pass}\r\n"));
+        assert_eq!(reply, format!("t{i} OK LOGIN completed\r\n"));
+        clients.push(c);
+    }
+    let s = fe.stats();
+    assert_eq!((s.idle_acquired, s.fresh_acquired, s.leased), (4, 1, 5));
+    assert_eq!(fe.idle_connections(), 0);
+    drop(clients);
+    // Each ended session's connection was closed and replaced up to the pool size.
+    assert_eq!(fe.idle_connections(), 4);
+    assert_eq!(fe.stats().closed, 5);
+}
