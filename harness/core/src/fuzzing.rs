@@ -15,6 +15,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("pop3_server_session", crate::pop3::fuzz_server_session),
     ("imap_command_decode", crate::imap::fuzz_command_decode),
     ("imap_server_session", crate::imap::fuzz_server_session),
+    ("frontend_session", crate::frontend::fuzz_frontend_session),
     ("lab_file_decode", lab_file_decode),
 ];
 

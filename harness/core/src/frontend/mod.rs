@@ -55,6 +55,20 @@
 //! sans-IO. [`inprocess::InProcessFrontend`] is the adapter that runs back-end
 //! `ServerSession`s in the same process.
 //!
+//! # Resource bounds
+//!
+//! Before authentication the client's input goes through the IMAP [`Framer`] (also for
+//! POP3, in line mode): lines up to `Limits::max_line`, literals no longer than a line.
+//! Input that arrives while a back-end request is in flight is held up to four lines'
+//! worth (at least 4 KiB); beyond that the session says goodbye and closes. Input
+//! pipelined in the same read as the login waits in the framer and follows the login to
+//! the leased connection (the adapter's read size bounds it). Back-end replies before the
+//! lease are read line by line up to [`backend::MAX_REPLY_LINE`]; literal octets in them
+//! are counted, not buffered. A broken or closed back-end fails the client's request with
+//! `NO [UNAVAILABLE]` / `-ERR [SYS/TEMP]` and its connection is discarded.
+//!
+//! [`Framer`]: crate::imap::Framer
+//!
 //! Every back-end interaction is traced as one short deterministic line (`be#2 <- a2
 //! AUTHENTICATE NTLM <NTLM AUTHENTICATE user=alice>`, `be#1 <- * (reset before returning
 //! to the pool)`): SASL data is described, never shown in base64, and passwords never
