@@ -1020,3 +1020,48 @@ fn more_concurrent_logins_than_the_pool_holds_open_on_demand() {
     assert_eq!(fe.idle_connections(), 4);
     assert_eq!(fe.stats().closed, 5);
 }
+
+/// With LIFO reuse the second NTLM step lands on the very connection of the first, yet
+/// it still fails: the per-step front-end reset that exchange before returning it.
+#[test]
+fn per_step_ntlm_fails_even_on_the_same_connection() {
+    let w = world();
+    let mut profile = FrontendProfile::by_name("exchange2000-rtm").unwrap();
+    profile.pool.reuse = Reuse::Lifo;
+    let world = Arc::clone(&w);
+    let fe = InProcessFrontend::new(Protocol::Imap, profile, move |conn| {
+        let mut ctx = SessionContext::new(Arc::clone(&world), Arc::new(Profile::default_profile()));
+        ctx.seed = conn;
+        Box::new(ImapServer::new(ctx)) as Box<dyn ServerSession>
+    });
+    let (mut c, _) = Client::new(&fe);
+    assert_eq!(
+        imap_ntlm(&mut c, "a1", "alice", "secret"),
+        "a1 NO [AUTHENTICATIONFAILED] Authentication failed\r\n"
+    );
+    assert!(fe.findings().is_empty());
+    let trace = fe.trace();
+    assert!(
+        trace.contains(&"be#4 <- a1 AUTHENTICATE NTLM <NTLM NEGOTIATE>".to_string())
+            && trace.contains(
+                &"be#4 <- a1 AUTHENTICATE NTLM <NTLM AUTHENTICATE user=alice>".to_string()
+            ),
+        "{trace:#?}"
+    );
+}
+
+#[test]
+fn relayed_traffic_is_traced_without_arguments() {
+    let w = world();
+    let fe = frontend(Protocol::Imap, "exchange2000-rtm", &w);
+    let (mut c, _) = Client::new(&fe);
+    c.text("a1 LOGIN alice secret\r\n");
+    let again = c.text("a2 LOGIN alice secret\r\n");
+    assert!(again.starts_with("a2 BAD"), "{again}");
+    let trace = fe.trace();
+    assert!(
+        trace.contains(&"be#1 <- relay a2 LOGIN (23 bytes)".to_string()),
+        "{trace:#?}"
+    );
+    assert!(trace.iter().all(|l| !l.contains("secret")), "{trace:#?}");
+}
