@@ -386,7 +386,11 @@ pub(super) fn fuzz_two_sessions(data: &[u8]) -> usize {
     } else {
         Protocol::Pop3
     };
-    let chunk = [1usize, 3, 7, 16, 64, 256, 1024, 4096][usize::from((setup >> 1) & 7)];
+    const CHUNKS: [usize; 8] = [1, 3, 7, 16, 64, 256, 1024, 4096];
+    let chunk = CHUNKS
+        .get(usize::from((setup >> 1) & 7))
+        .copied()
+        .unwrap_or(1);
     let (a, b) = match rest.iter().position(|&x| x == 0) {
         Some(i) => (
             rest.get(..i).unwrap_or_default(),
@@ -437,23 +441,26 @@ pub(super) fn fuzz_two_sessions(data: &[u8]) -> usize {
         out.extend(drain(s, now).0);
     }
     while pos.iter().zip(inputs.iter()).any(|(p, i)| *p < i.len()) {
-        for k in 0..2 {
-            let input = inputs[k];
-            let start = pos[k].min(input.len());
+        let lanes = sessions
+            .iter_mut()
+            .zip(outputs.iter_mut())
+            .zip(inputs.iter())
+            .zip(pos.iter_mut());
+        for (((session, out), input), p) in lanes {
+            let start = (*p).min(input.len());
             let end = start.saturating_add(chunk).min(input.len());
             if start == end {
                 continue;
             }
             now += Duration::from_millis(10);
             let piece = input.get(start..end).unwrap_or_default();
-            pos[k] = end;
-            sessions[k].handle_input(now, piece);
-            let (bytes, _) = drain(&mut sessions[k], now);
-            outputs[k].extend(bytes);
+            *p = end;
+            session.handle_input(now, piece);
+            out.extend(drain(session, now).0);
             assert!(
-                sessions[k].core.buffered_input() <= 4 * 1024 + 4096 + 64,
+                session.core.buffered_input() <= 4 * 1024 + 4096 + 64,
                 "front-end holds {} octets",
-                sessions[k].core.buffered_input()
+                session.core.buffered_input()
             );
         }
     }
