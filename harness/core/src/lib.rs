@@ -4,6 +4,7 @@
 
 pub mod codes;
 pub mod driver;
+pub mod frontend;
 pub mod fuzzing;
 pub mod imap;
 pub mod ntlm;

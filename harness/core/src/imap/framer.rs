@@ -154,6 +154,15 @@ impl Framer {
         self.buf.len() == 0 && self.msg.is_empty() && self.state == State::Line { scanned: 0 }
     }
 
+    /// Hands back the octets pushed but not yet framed and resets the framer (a message in
+    /// progress is dropped). For a relay that stops framing at a message boundary and
+    /// passes the rest of the stream through unparsed (the front-end, after a login).
+    pub fn take_unread(&mut self) -> Vec<u8> {
+        let rest = self.buf.data().to_vec();
+        *self = Framer::default();
+        rest
+    }
+
     /// Octets currently held (buffer plus message being assembled).
     pub fn held(&self) -> usize {
         self.buf.len() + self.msg.len()

@@ -23,12 +23,50 @@ pub use run::{
     Topology, TopologyFactory,
 };
 
-/// Builds a front-end topology by profile name (`None` for an unknown name).
+/// A front-end (by profile name) in front of the mock endpoints, in-process.
 pub fn frontend_topology(
-    _name: &str,
-    _world: std::sync::Arc<crate::world::World>,
-    _profile: crate::profile::Profile,
-    _protocol: crate::driver::Protocol,
+    name: &str,
+    world: std::sync::Arc<crate::world::World>,
+    profile: crate::profile::Profile,
+    protocol: crate::driver::Protocol,
 ) -> Option<Box<dyn Topology>> {
-    None
+    use crate::frontend::{FrontendProfile, InProcessFrontend};
+    let fe_profile = FrontendProfile::by_name(name)?;
+    let fe_protocol = match protocol {
+        crate::driver::Protocol::Imap => crate::frontend::Protocol::Imap,
+        crate::driver::Protocol::Pop3 => crate::frontend::Protocol::Pop3,
+    };
+    let profile = std::sync::Arc::new(profile);
+    let frontend = InProcessFrontend::new(fe_protocol, fe_profile, move |n| {
+        endpoint(&world, &profile, protocol, n)
+    });
+    Some(Box::new(FrontendTopology { frontend }))
+}
+
+/// The client talks to a front-end that pools connections to the mock back-end.
+struct FrontendTopology {
+    frontend: crate::frontend::InProcessFrontend,
+}
+
+impl Topology for FrontendTopology {
+    fn connect(&mut self, _n: usize) -> Box<dyn crate::session::ServerSession> {
+        self.frontend.session()
+    }
+
+    fn trace(&self) -> Vec<String> {
+        self.frontend.trace()
+    }
+
+    fn findings(&self) -> Vec<String> {
+        let mut kinds: Vec<String> = self
+            .frontend
+            .findings()
+            .iter()
+            .map(|f| match f {
+                crate::frontend::Finding::ContextSplit { .. } => "context-split".to_string(),
+            })
+            .collect();
+        kinds.dedup();
+        kinds
+    }
 }

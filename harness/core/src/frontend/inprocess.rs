@@ -1,0 +1,508 @@
+//! The in-process adapter: the pool and the back-end sessions live in this process, and a
+//! client session's `handle_input` runs the front-end and pumps the back-ends
+//! synchronously. The scenario runner and the fuzz entry use it.
+//!
+//! Back-end sessions are made by a factory called with the connection id; id 0 is a probe
+//! made once at construction to read the back-end's greeting (does an IMAP back-end offer
+//! SASL-IR?) and dropped at once; it is not counted in the pool's statistics. Back-end
+//! sessions see the clock of the client session that drives them; their timers are not
+//! run.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::session::{BackendFeatures, FrontendSession};
+use super::{BackendIo, ConnId, Finding, FrontendProfile, Pool, PoolStats, Protocol};
+use crate::session::{Limits, Output, ServerSession};
+
+type Factory = Box<dyn FnMut(u64) -> Box<dyn ServerSession> + Send>;
+
+/// Trace lines kept; a long-running lab stops recording after this many.
+pub const MAX_TRACE_LINES: usize = 100_000;
+
+struct Backend {
+    session: Box<dyn ServerSession>,
+    closed: bool,
+}
+
+struct Shared {
+    protocol: Protocol,
+    profile: Arc<FrontendProfile>,
+    limits: Limits,
+    features: BackendFeatures,
+    pool: Pool,
+    backends: BTreeMap<ConnId, Backend>,
+    factory: Factory,
+    trace: Vec<String>,
+    findings: Vec<Finding>,
+    next_session: u64,
+}
+
+/// Drains a session's output: the bytes written, and whether it closed.
+fn drain(session: &mut dyn ServerSession, now: Duration) -> (Vec<u8>, bool) {
+    let mut bytes = Vec::new();
+    let mut closed = false;
+    while let Some(out) = session.poll_output() {
+        match out {
+            Output::Write(w) => bytes.extend_from_slice(&w),
+            Output::StartTls => session.handle_tls_established(now),
+            Output::Close => closed = true,
+        }
+    }
+    (bytes, closed)
+}
+
+impl Shared {
+    fn log(&mut self, line: String) {
+        if self.trace.len() < MAX_TRACE_LINES {
+            self.trace.push(line);
+        } else if self.trace.len() == MAX_TRACE_LINES {
+            self.trace.push("(trace full: later lines dropped)".into());
+        }
+    }
+
+    /// Opens a back-end connection and consumes its greeting.
+    fn open(&mut self, conn: ConnId, now: Duration) {
+        let mut session = (self.factory)(conn);
+        let (greeting, closed) = drain(session.as_mut(), now);
+        let ok = match self.protocol {
+            Protocol::Imap => greeting.starts_with(b"* OK"),
+            Protocol::Pop3 => greeting.starts_with(b"+OK"),
+        };
+        self.log(if ok && !closed {
+            format!("be#{conn} opened")
+        } else {
+            format!("be#{conn} opened, but the greeting was not OK")
+        });
+        self.backends.insert(
+            conn,
+            Backend {
+                session,
+                closed: closed || !ok,
+            },
+        );
+    }
+
+    fn close(&mut self, conn: ConnId, now: Duration) {
+        if let Some(mut b) = self.backends.remove(&conn) {
+            if !b.closed {
+                b.session.handle_eof(now);
+                drain(b.session.as_mut(), now);
+            }
+        }
+    }
+
+    /// Writes to a back-end; returns its answer and whether it is closed.
+    fn deliver(&mut self, conn: ConnId, now: Duration, bytes: &[u8]) -> (Vec<u8>, bool) {
+        let Some(b) = self.backends.get_mut(&conn) else {
+            return (Vec::new(), true);
+        };
+        if b.closed {
+            return (Vec::new(), true);
+        }
+        b.session.handle_input(now, bytes);
+        let (out, closed) = drain(b.session.as_mut(), now);
+        b.closed |= closed || b.session.is_closed();
+        (out, b.closed)
+    }
+}
+
+/// A front-end with its pool and back-ends in this process. Cloning shares them.
+#[derive(Clone)]
+pub struct InProcessFrontend {
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl InProcessFrontend {
+    /// A front-end for `protocol` behaving as `profile`, whose back-end connections are
+    /// sessions made by `backend` (called with the connection id). The pool is warmed up
+    /// at once.
+    pub fn new(
+        protocol: Protocol,
+        profile: FrontendProfile,
+        mut backend: impl FnMut(u64) -> Box<dyn ServerSession> + Send + 'static,
+    ) -> Self {
+        let mut probe = backend(0);
+        let (greeting, _) = drain(probe.as_mut(), Duration::ZERO);
+        probe.handle_eof(Duration::ZERO);
+        drain(probe.as_mut(), Duration::ZERO);
+        drop(probe);
+        let features = BackendFeatures {
+            imap_sasl_ir: protocol == Protocol::Imap
+                && greeting
+                    .split(|&b| b == b'\n')
+                    .next()
+                    .unwrap_or_default()
+                    .split(|&b| b == b' ' || b == b']')
+                    .any(|w| w.eq_ignore_ascii_case(b"SASL-IR")),
+        };
+        let pool = Pool::new(profile.pool);
+        let mut shared = Shared {
+            protocol,
+            profile: Arc::new(profile),
+            limits: Limits::default(),
+            features,
+            pool,
+            backends: BTreeMap::new(),
+            factory: Box::new(backend),
+            trace: Vec::new(),
+            findings: Vec::new(),
+            next_session: 1,
+        };
+        for conn in shared.pool.warm_up() {
+            shared.open(conn, Duration::ZERO);
+        }
+        InProcessFrontend {
+            shared: Arc::new(Mutex::new(shared)),
+        }
+    }
+
+    /// Limits for client sessions made from now on.
+    pub fn set_limits(&self, limits: Limits) {
+        if let Ok(mut s) = self.shared.lock() {
+            s.limits = limits;
+        }
+    }
+
+    /// A new client session sharing this front-end's pool.
+    pub fn session(&self) -> Box<dyn ServerSession> {
+        Box::new(self.client())
+    }
+
+    /// A new client session, as its concrete type (tests read its state).
+    pub fn client(&self) -> InProcessSession {
+        let (core, id) = match self.shared.lock() {
+            Ok(mut s) => {
+                let id = s.next_session;
+                s.next_session += 1;
+                let core = FrontendSession::new(
+                    s.protocol,
+                    Arc::clone(&s.profile),
+                    s.limits.clone(),
+                    s.features,
+                );
+                (core, id)
+            }
+            Err(poisoned) => {
+                let s = poisoned.into_inner();
+                let core = FrontendSession::new(
+                    s.protocol,
+                    Arc::clone(&s.profile),
+                    s.limits.clone(),
+                    s.features,
+                );
+                (core, u64::MAX)
+            }
+        };
+        InProcessSession {
+            shared: Arc::clone(&self.shared),
+            core,
+            id,
+            ended: false,
+            now: Duration::ZERO,
+        }
+    }
+
+    /// Every trace line so far, in order.
+    pub fn trace(&self) -> Vec<String> {
+        self.shared
+            .lock()
+            .map(|s| s.trace.clone())
+            .unwrap_or_default()
+    }
+
+    /// Findings so far.
+    pub fn findings(&self) -> Vec<Finding> {
+        self.shared
+            .lock()
+            .map(|s| s.findings.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        self.shared
+            .lock()
+            .map(|s| s.pool.stats())
+            .unwrap_or_default()
+    }
+
+    /// Idle back-end connections in the pool.
+    pub fn idle_connections(&self) -> usize {
+        self.shared.lock().map(|s| s.pool.idle()).unwrap_or(0)
+    }
+}
+
+/// A client session of an [`InProcessFrontend`].
+pub struct InProcessSession {
+    shared: Arc<Mutex<Shared>>,
+    core: FrontendSession,
+    id: u64,
+    /// The pool was told that this session ended.
+    ended: bool,
+    now: Duration,
+}
+
+impl InProcessSession {
+    /// The front-end session inside (its state, its lease).
+    pub fn core(&self) -> &FrontendSession {
+        &self.core
+    }
+
+    /// Runs the back-end work the front-end session asked for, until there is none.
+    fn pump(&mut self) {
+        let now = self.now;
+        let Ok(mut sh) = self.shared.lock() else {
+            return;
+        };
+        loop {
+            for line in self.core.take_trace() {
+                sh.log(line);
+            }
+            let Some(io) = self.core.poll_backend() else {
+                break;
+            };
+            match io {
+                BackendIo::Acquire => {
+                    let grant = sh.pool.acquire(self.id);
+                    if grant.fresh {
+                        sh.open(grant.conn, now);
+                    }
+                    self.core.handle_backend_granted(grant.conn);
+                }
+                BackendIo::Send { conn, bytes } => {
+                    let (out, closed) = sh.deliver(conn, now, &bytes);
+                    if !out.is_empty() {
+                        self.core.handle_backend_input(conn, &out);
+                    }
+                    if closed {
+                        self.core.handle_backend_closed(conn);
+                    }
+                }
+                BackendIo::Release { conn } => {
+                    let closed = sh.backends.get(&conn).is_none_or(|b| b.closed);
+                    if closed {
+                        sh.close(conn, now);
+                        for r in sh.pool.discard(conn) {
+                            sh.open(r, now);
+                        }
+                    } else if let Some(c) = sh.pool.release(conn) {
+                        sh.log(format!("be#{c} closed (idle list full)"));
+                        sh.close(c, now);
+                    }
+                }
+                BackendIo::Lease { conn } => sh.pool.lease(conn),
+                BackendIo::Discard { conn } => {
+                    sh.close(conn, now);
+                    for r in sh.pool.discard(conn) {
+                        sh.open(r, now);
+                    }
+                }
+            }
+        }
+        let findings = self.core.take_findings();
+        sh.findings.extend(findings);
+        if self.core.is_closing() && !self.ended {
+            self.ended = true;
+            for c in sh.pool.end_session(self.id) {
+                sh.trace
+                    .push(format!("be#{c} closed (client session ended)"));
+                sh.close(c, now);
+            }
+        }
+    }
+}
+
+impl ServerSession for InProcessSession {
+    fn handle_input(&mut self, now: Duration, input: &[u8]) {
+        self.now = now;
+        self.core.handle_input(now, input);
+        self.pump();
+    }
+
+    fn handle_eof(&mut self, now: Duration) {
+        self.now = now;
+        self.core.handle_eof(now);
+        self.pump();
+    }
+
+    fn handle_timeout(&mut self, now: Duration) {
+        self.now = now;
+        self.core.handle_timeout(now);
+        self.pump();
+    }
+
+    fn handle_shutdown(&mut self, now: Duration) {
+        self.now = now;
+        self.core.handle_shutdown(now);
+        self.pump();
+    }
+
+    fn handle_tls_established(&mut self, now: Duration) {
+        self.core.handle_tls_established(now);
+    }
+
+    fn poll_output(&mut self) -> Option<Output> {
+        self.core.poll_output()
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        self.core.poll_timeout()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.core.is_closed()
+    }
+}
+
+impl Drop for InProcessSession {
+    fn drop(&mut self) {
+        if !self.ended {
+            let now = self.now;
+            self.core.handle_eof(now);
+            self.pump();
+        }
+    }
+}
+
+/// The fuzz entry's body (see [`super::fuzz_frontend_session`]). Returns how many of
+/// the two sessions got authenticated, so tests can tell the inputs reach that far.
+pub(super) fn fuzz_two_sessions(data: &[u8]) -> usize {
+    use crate::imap::{ImapServer, StoreCaps};
+    use crate::pop3::Pop3Server;
+    use crate::profile::Profile;
+    use crate::session::SessionContext;
+    use crate::world::LabFile;
+
+    let Some((&setup, rest)) = data.split_first() else {
+        return 0;
+    };
+    let Ok(world) = LabFile::default_lab().build() else {
+        return 0;
+    };
+    let world = Arc::new(world);
+    let protocol = if setup & 1 == 0 {
+        Protocol::Imap
+    } else {
+        Protocol::Pop3
+    };
+    const CHUNKS: [usize; 8] = [1, 3, 7, 16, 64, 256, 1024, 4096];
+    let chunk = CHUNKS
+        .get(usize::from((setup >> 1) & 7))
+        .copied()
+        .unwrap_or(1);
+    let (a, b) = match rest.iter().position(|&x| x == 0) {
+        Some(i) => (
+            rest.get(..i).unwrap_or_default(),
+            rest.get(i + 1..).unwrap_or_default(),
+        ),
+        None => (rest, &[][..]),
+    };
+    let caps = StoreCaps {
+        max_messages: 64,
+        max_bytes: 64 * 1024,
+        max_mailboxes: 16,
+    };
+    let limits = Limits {
+        max_line: 1024,
+        max_literal: 4096,
+        ..Limits::default()
+    };
+    let backend_world = Arc::clone(&world);
+    let backend_limits = limits.clone();
+    let factory = move |conn: u64| -> Box<dyn ServerSession> {
+        let mut ctx = SessionContext::new(
+            Arc::clone(&backend_world),
+            Arc::new(Profile::default_profile()),
+        );
+        ctx.limits = backend_limits.clone();
+        ctx.seed = conn;
+        ctx.epoch_secs = 1_700_000_000;
+        match protocol {
+            Protocol::Imap => {
+                let mut s = ImapServer::new(ctx);
+                s.set_store_caps(caps);
+                Box::new(s)
+            }
+            Protocol::Pop3 => Box::new(Pop3Server::new(ctx)),
+        }
+    };
+    let Some(profile) = FrontendProfile::by_name("exchange2000-rtm") else {
+        return 0;
+    };
+    let fe = InProcessFrontend::new(protocol, profile, factory);
+    fe.set_limits(limits);
+    let mut sessions = [fe.client(), fe.client()];
+    let inputs = [a, b];
+    let mut outputs = [Vec::new(), Vec::new()];
+    let mut now = Duration::ZERO;
+    let mut pos = [0usize, 0usize];
+    for (s, out) in sessions.iter_mut().zip(outputs.iter_mut()) {
+        out.extend(drain(s, now).0);
+    }
+    while pos.iter().zip(inputs.iter()).any(|(p, i)| *p < i.len()) {
+        let lanes = sessions
+            .iter_mut()
+            .zip(outputs.iter_mut())
+            .zip(inputs.iter())
+            .zip(pos.iter_mut());
+        for (((session, out), input), p) in lanes {
+            let start = (*p).min(input.len());
+            let end = start.saturating_add(chunk).min(input.len());
+            if start == end {
+                continue;
+            }
+            now += Duration::from_millis(10);
+            let piece = input.get(start..end).unwrap_or_default();
+            *p = end;
+            session.handle_input(now, piece);
+            out.extend(drain(session, now).0);
+            assert!(
+                session.core.buffered_input() <= 4 * 1024 + 4096 + 64,
+                "front-end holds {} octets",
+                session.core.buffered_input()
+            );
+        }
+    }
+    let users: Vec<Option<String>> = sessions
+        .iter()
+        .map(|s| s.core.authenticated_user().map(str::to_ascii_lowercase))
+        .collect();
+    for (s, out) in sessions.iter_mut().zip(outputs.iter_mut()) {
+        now += Duration::from_millis(10);
+        s.handle_eof(now);
+        out.extend(drain(s, now).0);
+    }
+    let total_in = data.len();
+    for out in &outputs {
+        // IMAP returns a whole (capped) mailbox for one FETCH: the bound is per input
+        // octet and scales with the store cap; it catches loops and runaway relays.
+        assert!(
+            out.len() <= 8192 + total_in * (4096 + caps.max_bytes),
+            "output {} for input {total_in}",
+            out.len()
+        );
+    }
+    // Mail of one user never reaches a session authenticated as another one. A marker
+    // the client could have stored itself (APPEND) does not count.
+    let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    for (k, out) in outputs.iter().enumerate() {
+        for p in world.directory.principals() {
+            let name = p.name.to_ascii_lowercase();
+            if users[k].as_deref() == Some(name.as_str()) {
+                continue;
+            }
+            let marker = format!("Hello {}, this is message", p.name);
+            if inputs.iter().any(|i| contains(i, b"Hello")) {
+                continue;
+            }
+            assert!(
+                !contains(out, marker.as_bytes()),
+                "session {k} (user {:?}) received mail of {}",
+                users[k],
+                p.name
+            );
+        }
+    }
+    users.iter().filter(|u| u.is_some()).count()
+}

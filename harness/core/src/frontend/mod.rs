@@ -1,0 +1,222 @@
+//! An Exchange 2000-style IMAP4/POP3 **front-end** that relays clients to back-end mail
+//! servers over a pool of reused connections, sans-IO. It reproduces Microsoft KB 306874:
+//! before SP1 the front-end advertised NTLM (SPA) although NTLM cannot work through a
+//! pool that sends each request of an exchange on whatever connection is free; from SP1
+//! on NTLM is no longer advertised. Basic logins work in both.
+//!
+//! # Model
+//!
+//! * **Before authentication the front-end answers by itself**: the greeting, IMAP
+//!   CAPABILITY (`IMAP4rev1 IMAP4 IDLE LITERAL+`, as it relays them, plus `AUTH=NTLM` only
+//!   when [`FrontendProfile::advertise_ntlm`]), NOOP, LOGOUT; POP3 CAPA (`USER`, `TOP`,
+//!   `UIDL`, and `SASL NTLM` only when advertised), `AUTH` without an argument listing the
+//!   mechanisms ([MS-POP3] 2.2.1: `+OK`, one per line, `.`), USER, QUIT; and the empty
+//!   first continuation of `AUTHENTICATE NTLM` / `AUTH NTLM` without initial response
+//!   (IMAP bare `+` as [MS-OXIMAP4] 2.2.1 prints it, POP3 `+ ` as [MS-OXPOP3] 2.2.1).
+//!   Anything else before authentication (other commands, garbage, over-long lines) gets
+//!   `BAD` / `-ERR` from the front-end and never reaches a back-end.
+//! * **Back-end connections** are plain (not authenticated) sessions to a back-end
+//!   server, greeted and waiting in the [`Pool`]. The pool keeps `size` idle connections
+//!   warm; a request that finds none idle opens one at once (the pool never makes a client
+//!   wait); a connection returned to a full idle list is closed.
+//! * **Basic authentication** (IMAP `LOGIN`, `AUTHENTICATE PLAIN`; POP3 `USER`+`PASS`,
+//!   where the front-end answers USER itself and sends USER and PASS at PASS, and `AUTH
+//!   PLAIN`) takes a connection from the pool. On success the connection is **leased** to
+//!   the client session until the session ends: from then on bytes are relayed both ways
+//!   unparsed (the client's tags are kept: every request the front-end makes carries the
+//!   client's tag), and when the session ends the connection is closed and the pool opens
+//!   a replacement. On failure the back-end's refusal is relayed and the connection goes
+//!   back to the pool. IMAP LOGIN credentials are sent as quoted strings; credentials that
+//!   do not fit one (8-bit, CR, LF) are refused by the front-end with `NO`.
+//! * **NTLM with [`SaslRouting::PerStep`]** (the bug): each client SASL step carrying
+//!   data is a separate request on whichever pooled connection the reuse policy picks, as
+//!   a fresh exchange: `tag AUTHENTICATE NTLM <data>` (POP3 `AUTH NTLM <data>`; towards an
+//!   IMAP back-end without SASL-IR, `AUTHENTICATE NTLM` and the data after its `+`). A `+
+//!   <challenge>` reply is relayed to the client and the connection is reset (`*`, whose
+//!   reply is swallowed) before it returns to the pool. The client's AUTHENTICATE message
+//!   therefore reaches a back-end as the first message of a new exchange; the back-end's
+//!   real NTLM acceptor refuses it (it expects a NEGOTIATE) and its `NO` / `-ERR` is what
+//!   the client gets. The front-end decides nothing about NTLM itself. A step sent to a
+//!   different connection than the previous step of the same exchange raises
+//!   [`Finding::ContextSplit`].
+//! * **NTLM with [`SaslRouting::Pinned`]**: all steps of an exchange go to one connection,
+//!   so NTLM succeeds, and that connection is then leased.
+//! * A client `*` ends its exchange with `NO` from the front-end (a pinned back-end
+//!   exchange is reset first); invalid base64 gets `BAD` / `-ERR`.
+//!
+//! # Sans-IO shape
+//!
+//! [`FrontendSession`] is the client-facing [`ServerSession`](crate::ServerSession).
+//! Back-end work goes out through [`FrontendSession::poll_backend`] as [`BackendIo`]; the
+//! adapter answers with `handle_backend_granted`, `handle_backend_input` and
+//! `handle_backend_closed`. The session decides when a back-end reply is complete (IMAP:
+//! the tagged line for the tag it sent, literals counted; POP3: the status line; after the
+//! lease the stream is relayed as it comes). [`Pool`] is the pool's bookkeeping, equally
+//! sans-IO. [`inprocess::InProcessFrontend`] is the adapter that runs back-end
+//! `ServerSession`s in the same process.
+//!
+//! # Resource bounds
+//!
+//! Before authentication the client's input goes through the IMAP [`Framer`] (also for
+//! POP3, in line mode): lines up to `Limits::max_line`, literals no longer than a line.
+//! Input that arrives while a back-end request is in flight is held up to four lines'
+//! worth (at least 4 KiB); beyond that the session says goodbye and closes. Input
+//! pipelined in the same read as the login waits in the framer and follows the login to
+//! the leased connection (the adapter's read size bounds it). Back-end replies before the
+//! lease are read line by line up to [`backend::MAX_REPLY_LINE`]; literal octets in them
+//! are counted, not buffered. A broken or closed back-end fails the client's request with
+//! `NO [UNAVAILABLE]` / `-ERR [SYS/TEMP]` and its connection is discarded.
+//!
+//! [`Framer`]: crate::imap::Framer
+//!
+//! Every back-end interaction is traced as one short deterministic line (`be#2 <- a2
+//! AUTHENTICATE NTLM <NTLM AUTHENTICATE user=alice>`, `be#1 <- * (reset before returning
+//! to the pool)`): SASL data is described, never shown in base64, and passwords never
+//! appear.
+
+pub mod backend;
+pub mod inprocess;
+pub mod pool;
+pub mod session;
+
+#[cfg(test)]
+mod tests;
+
+pub use inprocess::InProcessFrontend;
+pub use pool::{Grant, Pool, PoolPolicy, PoolStats, Reuse};
+pub use session::{BackendFeatures, FrontendSession};
+
+use serde::{Deserialize, Serialize};
+
+/// Names a back-end connection (`be#N` in the trace). The pool numbers from 1.
+pub type ConnId = u64;
+
+/// The protocol a front-end serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Imap,
+    Pop3,
+}
+
+/// How the steps of one client SASL exchange are routed to back-end connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SaslRouting {
+    /// Each step is a separate request on whichever connection the pool hands out.
+    PerStep,
+    /// All steps go to one connection.
+    Pinned,
+}
+
+/// Front-end behaviour as data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrontendProfile {
+    pub name: String,
+    pub description: String,
+    /// `AUTH=NTLM` in CAPABILITY, `NTLM` in the POP3 AUTH listing and `SASL NTLM` in CAPA.
+    pub advertise_ntlm: bool,
+    pub sasl_routing: SaslRouting,
+    pub pool: PoolPolicy,
+    /// Text after `* OK ` of the IMAP greeting.
+    pub imap_greeting: String,
+    /// Text after `+OK ` of the POP3 greeting.
+    pub pop3_greeting: String,
+}
+
+/// Names accepted by [`FrontendProfile::by_name`].
+pub const FRONTEND_PROFILE_NAMES: &[&str] = &[
+    "exchange2000-rtm",
+    "exchange2000-sp1",
+    "affinity",
+    "per-session",
+];
+
+const IMAP_GREETING: &str =
+    "Microsoft Exchange 2000 IMAP4rev1 server version 6.0.6249.0 (fe.example.test) ready.";
+const POP3_GREETING: &str =
+    "Microsoft Exchange 2000 POP3 server version 6.0.6249.0 (fe.example.test) ready.";
+
+impl FrontendProfile {
+    pub fn by_name(name: &str) -> Option<FrontendProfile> {
+        let pooled = PoolPolicy {
+            size: 4,
+            reuse: Reuse::RoundRobin,
+            per_session: false,
+        };
+        let (description, advertise_ntlm, sasl_routing, pool) = match name {
+            "exchange2000-rtm" => (
+                "Exchange 2000 front-end before SP1: advertises NTLM, but routes each SASL \
+                 step to any pooled back-end connection (KB 306874)",
+                true,
+                SaslRouting::PerStep,
+                pooled,
+            ),
+            "exchange2000-sp1" => (
+                "Exchange 2000 SP1 front-end: same pool, NTLM no longer advertised",
+                false,
+                SaslRouting::PerStep,
+                pooled,
+            ),
+            "affinity" => (
+                "Pooled front-end that keeps a SASL exchange on one back-end connection",
+                true,
+                SaslRouting::Pinned,
+                pooled,
+            ),
+            "per-session" => (
+                "No pool reuse: each client session gets back-end connections of its own",
+                true,
+                SaslRouting::Pinned,
+                PoolPolicy {
+                    per_session: true,
+                    ..pooled
+                },
+            ),
+            _ => return None,
+        };
+        Some(FrontendProfile {
+            name: name.to_string(),
+            description: description.to_string(),
+            advertise_ntlm,
+            sasl_routing,
+            pool,
+            imap_greeting: IMAP_GREETING.to_string(),
+            pop3_greeting: POP3_GREETING.to_string(),
+        })
+    }
+}
+
+/// What a front-end session asks of the adapter, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendIo {
+    /// A connection from the pool, please (answer: `handle_backend_granted`).
+    Acquire,
+    /// Write these bytes to the back-end connection.
+    Send { conn: ConnId, bytes: Vec<u8> },
+    /// The connection is back in its initial state: return it to the pool.
+    Release { conn: ConnId },
+    /// The connection now belongs to this client session until it ends (bookkeeping).
+    Lease { conn: ConnId },
+    /// Close the connection; the pool replaces it.
+    Discard { conn: ConnId },
+}
+
+/// Something the front-end did that explains a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Finding {
+    /// An NTLM step went to a different back-end connection than the previous step of the
+    /// same exchange: the back-end that issued the challenge never sees the answer.
+    ContextSplit { first: ConnId, then: ConnId },
+}
+
+/// Fuzz entry: raw client bytes into an `exchange2000-rtm` front-end with real back-ends
+/// on the default lab. The first byte picks the protocol (bit 0: POP3); the rest is cut at
+/// the first `0x00` into the inputs of two client sessions, fed interleaved in chunks
+/// (bits 1-3 of the first byte pick the chunk size). Checks: no
+/// panic, bounded output, and no mail of one lab user in a session authenticated as
+/// another (or not authenticated at all).
+pub fn fuzz_frontend_session(data: &[u8]) {
+    let _authenticated = inprocess::fuzz_two_sessions(data);
+}
