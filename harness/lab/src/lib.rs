@@ -13,6 +13,7 @@
 //! ```
 
 pub mod connection;
+pub mod frontend;
 pub mod play;
 pub mod tls;
 
@@ -32,6 +33,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::connection::{drive, Conn};
+use crate::frontend::{FrontendShared, FrontendSpec};
 use crate::tls::{LabTls, TlsSetupError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -98,6 +100,8 @@ pub struct LabConfig {
     pub seed: Option<u64>,
     /// Allow binding to addresses outside 127.0.0.0/8 and ::1.
     pub allow_non_loopback: bool,
+    /// Front-end listeners, each relaying to a back-end through a connection pool.
+    pub frontends: Vec<FrontendSpec>,
 }
 
 impl Default for LabConfig {
@@ -115,6 +119,7 @@ impl Default for LabConfig {
             starttls: true,
             seed: None,
             allow_non_loopback: false,
+            frontends: Vec::new(),
         }
     }
 }
@@ -135,6 +140,25 @@ pub enum LabError {
     NotLoopback(SocketAddr),
     #[error("no listeners configured")]
     NoListeners,
+    #[error(
+        "the {0} front-end needs a back-end: give it an address or a plain {0} listener in the lab"
+    )]
+    NoBackend(Protocol),
+    #[error("front-end on {addr} cannot reach its back-end {backend}: {source}")]
+    Backend {
+        addr: SocketAddr,
+        backend: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A bound front-end listener.
+#[derive(Clone)]
+pub struct FrontendListening {
+    pub spec: FrontendSpec,
+    pub addr: SocketAddr,
+    pub backend: SocketAddr,
+    pub shared: Arc<FrontendShared>,
 }
 
 /// A bound listener.
@@ -156,6 +180,7 @@ pub struct LabStats {
 /// A running lab. Dropping it without [`Lab::shutdown`] aborts every task.
 pub struct Lab {
     listening: Vec<Listening>,
+    frontends: Vec<FrontendListening>,
     world: Arc<World>,
     profile: Arc<Profile>,
     tls: LabTls,
@@ -187,12 +212,17 @@ struct Shared {
 impl Lab {
     /// Builds the world, makes a certificate, binds every listener and starts serving.
     pub async fn start(config: LabConfig) -> Result<Lab, LabError> {
-        if config.listeners.is_empty() {
+        if config.listeners.is_empty() && config.frontends.is_empty() {
             return Err(LabError::NoListeners);
         }
-        for l in &config.listeners {
-            if !config.allow_non_loopback && !l.addr.ip().is_loopback() {
-                return Err(LabError::NotLoopback(l.addr));
+        let addrs = config.listeners.iter().map(|l| l.addr);
+        let fe_addrs = config
+            .frontends
+            .iter()
+            .flat_map(|f| std::iter::once(f.addr).chain(f.backend));
+        for addr in addrs.chain(fe_addrs) {
+            if !config.allow_non_loopback && !addr.ip().is_loopback() {
+                return Err(LabError::NotLoopback(addr));
             }
         }
         let world = Arc::new(config.lab.build()?);
@@ -242,8 +272,54 @@ impl Lab {
                 shutdown.subscribe(),
             ));
         }
+        let mut frontends = Vec::new();
+        for spec in &config.frontends {
+            let backend = match spec.backend {
+                Some(b) => b,
+                None => listening
+                    .iter()
+                    .find(|l| {
+                        l.spec.protocol == spec.protocol && l.spec.security == Security::Plain
+                    })
+                    .map(|l| l.addr)
+                    .ok_or(LabError::NoBackend(spec.protocol))?,
+            };
+            let listener = TcpListener::bind(spec.addr)
+                .await
+                .map_err(|source| LabError::Bind {
+                    scheme: "front-end",
+                    addr: spec.addr,
+                    source,
+                })?;
+            let addr = listener.local_addr().map_err(|source| LabError::Bind {
+                scheme: "front-end",
+                addr: spec.addr,
+                source,
+            })?;
+            let (shared, serve) = frontend::start(
+                listener,
+                spec.clone(),
+                backend,
+                config.limits.clone(),
+                shutdown.subscribe(),
+            )
+            .await
+            .map_err(|source| LabError::Backend {
+                addr,
+                backend,
+                source,
+            })?;
+            tasks.spawn(serve);
+            frontends.push(FrontendListening {
+                spec: spec.clone(),
+                addr,
+                backend,
+                shared,
+            });
+        }
         Ok(Lab {
             listening,
+            frontends,
             world,
             profile,
             tls,
@@ -263,6 +339,19 @@ impl Lab {
             .iter()
             .find(|l| l.spec.protocol == protocol && l.spec.security == security)
             .map(|l| l.addr)
+    }
+
+    /// The front-end listeners.
+    pub fn frontends(&self) -> &[FrontendListening] {
+        &self.frontends
+    }
+
+    /// The address of the first front-end for `protocol`.
+    pub fn frontend_addr(&self, protocol: Protocol) -> Option<SocketAddr> {
+        self.frontends
+            .iter()
+            .find(|f| f.spec.protocol == protocol)
+            .map(|f| f.addr)
     }
 
     pub fn world(&self) -> &Arc<World> {

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use harness::frontend::FrontendSpec;
 use harness::{Lab, LabConfig, ListenerSpec, Protocol, Security};
+use harness_core::frontend::{FrontendProfile, FRONTEND_PROFILE_NAMES};
 use harness_core::profile::PROFILE_NAMES;
 use harness_core::{LabFile, Limits, Profile};
 
@@ -125,6 +127,23 @@ struct ServeArgs {
     /// Allow listening on addresses other than loopback.
     #[arg(long)]
     public: bool,
+    /// Front-end profile for --fe-imap / --fe-pop3 (exchange2000-rtm, exchange2000-sp1,
+    /// affinity, per-session).
+    #[arg(long, default_value = "exchange2000-rtm")]
+    frontend: String,
+    /// IMAP front-end listener, relaying through a pool to --fe-backend-imap (default:
+    /// this lab's --imap listener).
+    #[arg(long)]
+    fe_imap: Option<SocketAddr>,
+    /// POP3 front-end listener, relaying to --fe-backend-pop3 (default: this lab's --pop3).
+    #[arg(long)]
+    fe_pop3: Option<SocketAddr>,
+    /// Back-end for the IMAP front-end, e.g. a Dovecot on loopback.
+    #[arg(long)]
+    fe_backend_imap: Option<SocketAddr>,
+    /// Back-end for the POP3 front-end.
+    #[arg(long)]
+    fe_backend_pop3: Option<SocketAddr>,
 }
 
 mod cmd;
@@ -184,7 +203,28 @@ fn serve(args: ServeArgs) -> Result<()> {
     add(args.pop3, Protocol::Pop3, Security::Plain);
     add(args.imaps, Protocol::Imap, Security::ImplicitTls);
     add(args.pop3s, Protocol::Pop3, Security::ImplicitTls);
-    if listeners.is_empty() {
+    let mut frontends = Vec::new();
+    for (addr, protocol, backend) in [
+        (args.fe_imap, Protocol::Imap, args.fe_backend_imap),
+        (args.fe_pop3, Protocol::Pop3, args.fe_backend_pop3),
+    ] {
+        if let Some(addr) = addr {
+            let Some(profile) = FrontendProfile::by_name(&args.frontend) else {
+                bail!(
+                    "unknown front-end profile {:?}; known: {}",
+                    args.frontend,
+                    FRONTEND_PROFILE_NAMES.join(", ")
+                );
+            };
+            frontends.push(FrontendSpec {
+                protocol,
+                addr,
+                profile,
+                backend,
+            });
+        }
+    }
+    if listeners.is_empty() && frontends.is_empty() {
         listeners.push(ListenerSpec::new(
             Protocol::Imap,
             Security::Plain,
@@ -209,6 +249,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         starttls: !args.no_starttls,
         seed: args.seed,
         allow_non_loopback: args.public,
+        frontends,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
@@ -239,6 +280,16 @@ fn serve(args: ServeArgs) -> Result<()> {
                 _ => "",
             };
             println!("listening {:<5} {}{}", l.spec.scheme(), l.addr, extra);
+        }
+        for f in lab.frontends() {
+            let scheme = match f.spec.protocol {
+                Protocol::Imap => "fe-imap",
+                Protocol::Pop3 => "fe-pop3",
+            };
+            println!(
+                "listening {scheme} {} (front-end {} -> back-end {})",
+                f.addr, f.spec.profile.name, f.backend
+            );
         }
         println!("press Ctrl-C to stop");
         wait_for_stop_signal().await?;

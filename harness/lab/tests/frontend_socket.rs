@@ -1,0 +1,164 @@
+//! The front-end over real sockets, with curl as the client: what KB 306874 says a user
+//! sees through each profile, basic logins relayed through the pool, and two users at once
+//! never seeing each other's mail.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::{require_tool, run};
+use harness::frontend::FrontendSpec;
+use harness::{Lab, LabConfig, Protocol};
+use harness_core::frontend::FrontendProfile;
+
+async fn lab_with_frontends(profile: &str) -> Lab {
+    let lo: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let profile = FrontendProfile::by_name(profile).expect("profile");
+    let frontends = [Protocol::Imap, Protocol::Pop3]
+        .into_iter()
+        .map(|protocol| FrontendSpec {
+            protocol,
+            addr: lo,
+            profile: profile.clone(),
+            backend: None,
+        })
+        .collect();
+    Lab::start(LabConfig {
+        frontends,
+        ..LabConfig::default()
+    })
+    .await
+    .expect("lab with front-ends")
+}
+
+fn urls(lab: &Lab) -> (String, String) {
+    (
+        format!(
+            "imap://{}/INBOX?ALL",
+            lab.frontend_addr(Protocol::Imap).unwrap()
+        ),
+        format!("pop3://{}/", lab.frontend_addr(Protocol::Pop3).unwrap()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sp1_front_end_offers_no_ntlm_and_basic_still_works() {
+    let Some(curl) = require_tool("curl", "apt-get install curl") else {
+        return;
+    };
+    let lab = lab_with_frontends("exchange2000-sp1").await;
+    let (imap, pop3) = urls(&lab);
+    for url in [&imap, &pop3] {
+        let r = run(
+            &curl,
+            &[
+                "-sS",
+                "-v",
+                "--max-time",
+                "10",
+                url,
+                "-u",
+                "alice:secret",
+                "--login-options",
+                "AUTH=NTLM",
+            ],
+        )
+        .await;
+        assert_eq!(r.code, Some(67), "{url}: {r:?}");
+        assert!(
+            r.stderr
+                .contains("No known authentication mechanisms supported"),
+            "{url}: {r:?}"
+        );
+        let basic = run(
+            &curl,
+            &["-sS", "--max-time", "10", url, "-u", "alice:secret"],
+        )
+        .await;
+        assert!(basic.ok(), "{url}: {basic:?}");
+    }
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn affinity_front_end_lets_ntlm_through_and_rtm_does_not() {
+    let Some(curl) = require_tool("curl", "apt-get install curl") else {
+        return;
+    };
+    for (profile, works) in [("affinity", true), ("exchange2000-rtm", false)] {
+        let lab = lab_with_frontends(profile).await;
+        let (imap, pop3) = urls(&lab);
+        for url in [&imap, &pop3] {
+            let r = run(
+                &curl,
+                &[
+                    "-sS",
+                    "-v",
+                    "--max-time",
+                    "10",
+                    url,
+                    "-u",
+                    "alice:secret",
+                    "--login-options",
+                    "AUTH=NTLM",
+                ],
+            )
+            .await;
+            if works {
+                assert!(r.ok(), "{profile} {url}: {r:?}");
+            } else {
+                // The back-end's NTLM acceptor refuses the split handshake: curl is told no.
+                assert_eq!(r.code, Some(67), "{profile} {url}: {r:?}");
+                assert!(
+                    r.stderr.contains("NTLM"),
+                    "{profile} {url}: NTLM was offered and tried: {r:?}"
+                );
+            }
+        }
+        lab.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_connections_are_reused_and_users_stay_apart() {
+    let Some(curl) = require_tool("curl", "apt-get install curl") else {
+        return;
+    };
+    // SP1: the same pool as RTM, and no NTLM on offer, so curl logs in with LOGIN (through
+    // RTM curl would pick the advertised NTLM and fail, as KB 306874 says).
+    let lab = lab_with_frontends("exchange2000-sp1").await;
+    let fe_imap = lab.frontend_addr(Protocol::Imap).unwrap();
+    // Alice and bob at the same time, several rounds, each fetching message 1.
+    for _ in 0..3 {
+        let a_url = format!("imap://{fe_imap}/INBOX;UID=1");
+        let b_url = a_url.clone();
+        let a_args = ["-sS", "--max-time", "10", &a_url, "-u", "alice:secret"];
+        let b_args = ["-sS", "--max-time", "10", &b_url, "-u", "bob:hunter2"];
+        let (a, b) = tokio::join!(run(&curl, &a_args), run(&curl, &b_args));
+        assert!(a.ok() && b.ok(), "{a:?}\n{b:?}");
+        assert!(
+            a.stdout.contains("Hello alice,") && !a.stdout.contains("bob"),
+            "{a:?}"
+        );
+        assert!(
+            b.stdout.contains("Hello bob,") && !b.stdout.contains("alice"),
+            "{b:?}"
+        );
+    }
+    let stats = lab
+        .frontends()
+        .iter()
+        .find(|f| f.spec.protocol == Protocol::Imap)
+        .unwrap()
+        .shared
+        .stats();
+    assert!(
+        stats.idle_acquired >= 6,
+        "logins were served from warm idle connections: {stats:?}"
+    );
+    assert_eq!(
+        stats.fresh_acquired, 0,
+        "no client waited for a fresh connection: {stats:?}"
+    );
+    lab.shutdown().await;
+}
