@@ -1,0 +1,102 @@
+//! Basic-auth sessions per second through the front-end with a warm pool of back-end
+//! connections, through a front-end that opens a back-end connection per client session,
+//! and straight to the back-end, over loopback, at 1 and 64 concurrent clients.
+//!
+//! IMAP session: LOGIN, SELECT INBOX, FETCH 1:* (FLAGS BODY.PEEK[]), LOGOUT.
+//! POP3 session: USER, PASS, STAT, RETR 1, QUIT.
+//!
+//! Run: `cargo bench -p harness --bench connection_reuse`
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use harness::frontend::FrontendSpec;
+use harness::{Lab, LabConfig, ListenerSpec, Protocol, Security};
+use harness_core::frontend::FrontendProfile;
+
+use common::{lab_file, run_clients, steps, IMAP_STEPS, POP3_STEPS};
+
+const MAX_CLIENTS: usize = 64;
+
+/// A lab with plain back-end listeners and two front-ends per protocol: one pooled (the
+/// SP1 profile, pool sized to the client count) and one per-session.
+async fn start_lab(pool_size: usize) -> Lab {
+    let lo: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let mut pooled = FrontendProfile::by_name("exchange2000-sp1").expect("profile");
+    pooled.pool.size = pool_size;
+    let per_session = FrontendProfile::by_name("per-session").expect("profile");
+    let mut frontends = Vec::new();
+    for protocol in [Protocol::Imap, Protocol::Pop3] {
+        for profile in [&pooled, &per_session] {
+            frontends.push(FrontendSpec {
+                protocol,
+                addr: lo,
+                profile: profile.clone(),
+                backend: None,
+            });
+        }
+    }
+    Lab::start(LabConfig {
+        lab: lab_file(MAX_CLIENTS),
+        listeners: vec![
+            ListenerSpec::new(Protocol::Imap, Security::Plain, lo),
+            ListenerSpec::new(Protocol::Pop3, Security::Plain, lo),
+        ],
+        frontends,
+        ..LabConfig::default()
+    })
+    .await
+    .expect("lab")
+}
+
+fn connection_reuse(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for clients in [1usize, MAX_CLIENTS] {
+        let lab = rt.block_on(start_lab(clients));
+        let mut group = c.benchmark_group(format!("connection_reuse_{clients}_clients"));
+        group.throughput(Throughput::Elements(clients as u64));
+        group.sample_size(10);
+        for (protocol, template) in [(Protocol::Imap, IMAP_STEPS), (Protocol::Pop3, POP3_STEPS)] {
+            let per_client: Vec<Arc<Vec<Vec<u8>>>> = (0..clients)
+                .map(|i| Arc::new(steps(template, &format!("u{i}"))))
+                .collect();
+            let fe = |name: &str| {
+                lab.frontends()
+                    .iter()
+                    .find(|f| f.spec.protocol == protocol && f.spec.profile.name == name)
+                    .map(|f| f.addr)
+                    .expect("front-end")
+            };
+            let targets = [
+                ("pooled_frontend", fe("exchange2000-sp1")),
+                ("per_session_frontend", fe("per-session")),
+                (
+                    "direct",
+                    lab.addr(protocol, Security::Plain).expect("back-end"),
+                ),
+            ];
+            for (route, addr) in targets {
+                group.bench_with_input(
+                    BenchmarkId::new(protocol.to_string(), route),
+                    &addr,
+                    |b, &addr| {
+                        b.iter_custom(|iters| {
+                            rt.block_on(run_clients(addr, protocol, &per_client, iters))
+                        })
+                    },
+                );
+            }
+        }
+        group.finish();
+        rt.block_on(lab.shutdown());
+    }
+}
+
+criterion_group!(benches, connection_reuse);
+criterion_main!(benches);
