@@ -15,6 +15,7 @@
 pub mod connection;
 pub mod frontend;
 pub mod play;
+pub mod scenario;
 pub mod tls;
 
 use std::fmt;

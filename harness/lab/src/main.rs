@@ -52,6 +52,10 @@ struct RunArgs {
     /// Only cases whose id contains this text.
     #[arg(long)]
     filter: Option<String>,
+    /// Play every case over real sockets against a fresh lab (front-end listeners
+    /// included) instead of in-process.
+    #[arg(long)]
+    sockets: bool,
 }
 
 #[derive(clap::Args)]

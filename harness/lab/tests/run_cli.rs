@@ -82,3 +82,25 @@ fn a_scenario_with_an_unknown_parameter_value_is_refused_with_a_reason() {
     assert!(err.contains("unknown value \"exchange1999\""), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn run_over_sockets_gives_the_same_verdicts() {
+    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .current_dir(project_root())
+        .args(["run", "--sockets"])
+        .output()
+        .expect("harness run --sockets");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(" 0 broken"), "{stdout}");
+    // The front-end's internals are traced only in-process.
+    assert!(!stdout.contains("context-split"), "{stdout}");
+    assert!(
+        stdout.contains("IXP_E_SICILY_LOGON_FAILED (0x800CCC18)"),
+        "{stdout}"
+    );
+}

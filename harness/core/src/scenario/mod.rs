@@ -19,8 +19,8 @@ pub const TOPOLOGY_FRONTENDS: &[&str] = &[
 mod run;
 
 pub use run::{
-    endpoint, finding_kind, normalise, run_case, run_scenario, CaseOutcome, Check, Direct, Probe,
-    Topology, TopologyFactory,
+    endpoint, evaluate, finding_kind, normalise, probe_from_report, probe_script, run_case,
+    run_scenario, CaseOutcome, CasePlan, Check, Direct, Probe, Topology, TopologyFactory,
 };
 
 /// A front-end (by profile name) in front of the mock endpoints, in-process.

@@ -226,66 +226,122 @@ fn policy_for(client: &str) -> Option<Policy> {
     }
 }
 
-/// Runs one case. `frontends` builds the non-direct topologies.
-pub fn run_case(
+/// What a case asks for, resolved: the protocol, the back-end profile, the topology name,
+/// and either a client to run or a telnet probe.
+#[derive(Debug, Clone)]
+pub struct CasePlan {
+    pub protocol: Protocol,
+    pub profile: Profile,
+    pub topology: String,
+    /// `None` for a `telnet` probe.
+    pub client: Option<ClientConfig>,
+}
+
+impl CasePlan {
+    pub fn new(scenario: &ScenarioFile, case: &Case) -> Result<CasePlan, ScenarioError> {
+        let protocol = match case.get("protocol").unwrap_or("imap") {
+            "pop3" => Protocol::Pop3,
+            _ => Protocol::Imap,
+        };
+        let profile_name = case.get("profile").unwrap_or("default");
+        let profile =
+            Profile::by_name(profile_name).ok_or_else(|| ScenarioError::UnknownValue {
+                name: "profile".into(),
+                value: profile_name.into(),
+                allowed: crate::profile::PROFILE_NAMES.join(", "),
+            })?;
+        let topology = case.get("topology").unwrap_or("direct").to_string();
+        let client = match case.get("client").unwrap_or("basic") {
+            "telnet" => None,
+            name => {
+                let policy = policy_for(name).ok_or_else(|| ScenarioError::UnknownValue {
+                    name: "client".into(),
+                    value: name.into(),
+                    allowed: "oe-spa, oe-basic, basic, curl, telnet".into(),
+                })?;
+                let actor = &scenario.actor;
+                let mut cfg = ClientConfig::new(&actor.user, &actor.password, policy);
+                cfg.max_prompts = actor.max_prompts;
+                cfg.loop_threshold = actor.loop_threshold;
+                cfg.seed = actor.seed;
+                Some(cfg)
+            }
+        };
+        Ok(CasePlan {
+            protocol,
+            profile,
+            topology,
+            client,
+        })
+    }
+}
+
+/// The script a `telnet` probe plays: IMAP `CAPABILITY` on 143, POP3 `AUTH` on 110.
+pub fn probe_script(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Imap => {
+            "S: $*\nC: a1 CAPABILITY\nS: ...\nS: a1 $*\nC: a2 LOGOUT\nS: ...\nS: a2 $*\n"
+        }
+        // [MS-POP3] 2.2.1: the Microsoft client sends AUTH with a trailing space.
+        Protocol::Pop3 => "S: $*\nC: AUTH \nS: ...\nS: .\nC: QUIT\nS: $*\n",
+    }
+}
+
+/// What a probe's play report shows: the normalised transcript and whether NTLM is on
+/// offer.
+pub fn probe_from_report(
+    protocol: Protocol,
+    report: Result<script::PlayReport, script::PlayError>,
+) -> Probe {
+    let mut transcript = Vec::new();
+    let mut advertises = false;
+    match report {
+        Ok(report) => {
+            for r in &report.records {
+                let line = match r {
+                    StepRecord::Sent { text, .. } => format!("C: {text}"),
+                    StepRecord::Matched { text, .. } | StepRecord::Skipped { text, .. } => {
+                        format!("S: {text}")
+                    }
+                    StepRecord::Closed { .. } => "-- client closed".into(),
+                    StepRecord::ServerClosed { .. } => "-- server closed".into(),
+                };
+                if let Some(t) = line.strip_prefix("S: ") {
+                    advertises |= match protocol {
+                        Protocol::Imap => t.starts_with("* ") && t.contains("AUTH=NTLM"),
+                        Protocol::Pop3 => t.eq_ignore_ascii_case("NTLM"),
+                    };
+                }
+                transcript.push(normalise(&line));
+            }
+            if !report.passed() {
+                transcript.push(format!("(probe did not complete: {:?})", report.verdict));
+            }
+        }
+        Err(e) => transcript.push(format!("(probe failed: {e})")),
+    }
+    Probe {
+        transcript,
+        advertises_ntlm: advertises,
+    }
+}
+
+/// Puts a case's results together and checks them against the scenario's expectations.
+pub fn evaluate(
     scenario: &ScenarioFile,
     case: &Case,
-    frontends: &TopologyFactory,
-) -> Result<CaseOutcome, ScenarioError> {
-    let protocol = match case.get("protocol").unwrap_or("imap") {
-        "pop3" => Protocol::Pop3,
-        _ => Protocol::Imap,
-    };
-    let profile_name = case.get("profile").unwrap_or("default");
-    let profile = Profile::by_name(profile_name).ok_or_else(|| ScenarioError::UnknownValue {
-        name: "profile".into(),
-        value: profile_name.into(),
-        allowed: crate::profile::PROFILE_NAMES.join(", "),
-    })?;
-    // Each case gets its own world, so cases never see each other's changes.
-    let world = Arc::new(
-        LabFile::default_lab()
-            .build()
-            .map_err(|e| ScenarioError::Syntax(e.to_string()))?,
-    );
-    let topology_name = case.get("topology").unwrap_or("direct");
-    let mut topology: Box<dyn Topology> = if topology_name == "direct" {
-        Box::new(Direct::new(world, profile, protocol))
-    } else {
-        frontends(topology_name, world, profile, protocol).ok_or_else(|| {
-            ScenarioError::UnknownValue {
-                name: "topology".into(),
-                value: topology_name.into(),
-                allowed: "direct".into(),
-            }
-        })?
-    };
-    let client = case.get("client").unwrap_or("basic");
-    let (session, probe) = if client == "telnet" {
-        (None, Some(probe(protocol, topology.as_mut())))
-    } else {
-        let policy = policy_for(client).ok_or_else(|| ScenarioError::UnknownValue {
-            name: "client".into(),
-            value: client.into(),
-            allowed: "oe-spa, oe-basic, basic, curl, telnet".into(),
-        })?;
-        let actor = &scenario.actor;
-        let mut cfg = ClientConfig::new(&actor.user, &actor.password, policy);
-        cfg.max_prompts = actor.max_prompts;
-        cfg.loop_threshold = actor.loop_threshold;
-        cfg.seed = actor.seed;
-        let mut c = driver::new_client(protocol, cfg);
-        let mut connect = |n: usize| topology.connect(n);
-        driver::run_with_reconnect(c.as_mut(), &mut connect, MAX_STEPS);
-        (Some(c.outcome()), None)
-    };
+    session: Option<SessionOutcome>,
+    probe: Option<Probe>,
+    trace: Vec<String>,
+    topology_findings: Vec<String>,
+) -> CaseOutcome {
     let mut outcome = CaseOutcome {
         case: case.clone(),
         id: case.id(),
         session,
         probe,
-        trace: topology.trace(),
-        topology_findings: topology.findings(),
+        trace,
+        topology_findings,
         checks: Vec::new(),
     };
     outcome.checks = scenario
@@ -293,53 +349,66 @@ pub fn run_case(
         .into_iter()
         .flat_map(|(i, e)| check(i, e, &outcome))
         .collect();
-    Ok(outcome)
+    outcome
 }
 
-/// The capability check a KB article asks an administrator to do with telnet: IMAP
-/// `CAPABILITY` on 143, POP3 `AUTH` on 110.
-fn probe(protocol: Protocol, topology: &mut dyn Topology) -> Probe {
-    let text = match protocol {
-        Protocol::Imap => {
-            "S: $*\nC: a1 CAPABILITY\nS: ...\nS: a1 $*\nC: a2 LOGOUT\nS: ...\nS: a2 $*\n"
-        }
-        // [MS-POP3] 2.2.1: the Microsoft client sends AUTH with a trailing space.
-        Protocol::Pop3 => "S: $*\nC: AUTH \nS: ...\nS: .\nC: QUIT\nS: $*\n",
-    };
-    let mut transcript = Vec::new();
-    let mut advertises = false;
-    if let Ok(s) = script::parse(text) {
-        let mut transport = InProcess::new(|n| topology.connect(n));
-        match script::play(&s, &Default::default(), &mut transport) {
-            Ok(report) => {
-                for r in &report.records {
-                    let line = match r {
-                        StepRecord::Sent { text, .. } => format!("C: {text}"),
-                        StepRecord::Matched { text, .. } | StepRecord::Skipped { text, .. } => {
-                            format!("S: {text}")
-                        }
-                        StepRecord::Closed { .. } => "-- client closed".into(),
-                        StepRecord::ServerClosed { .. } => "-- server closed".into(),
-                    };
-                    if let Some(t) = line.strip_prefix("S: ") {
-                        advertises |= match protocol {
-                            Protocol::Imap => t.starts_with("* ") && t.contains("AUTH=NTLM"),
-                            Protocol::Pop3 => t.eq_ignore_ascii_case("NTLM"),
-                        };
-                    }
-                    transcript.push(normalise(&line));
-                }
-                if !report.passed() {
-                    transcript.push(format!("(probe did not complete: {:?})", report.verdict));
-                }
+/// Runs one case in-process. `frontends` builds the non-direct topologies.
+pub fn run_case(
+    scenario: &ScenarioFile,
+    case: &Case,
+    frontends: &TopologyFactory,
+) -> Result<CaseOutcome, ScenarioError> {
+    let plan = CasePlan::new(scenario, case)?;
+    let protocol = plan.protocol;
+    // Each case gets its own world, so cases never see each other's changes.
+    let world = Arc::new(
+        LabFile::default_lab()
+            .build()
+            .map_err(|e| ScenarioError::Syntax(e.to_string()))?,
+    );
+    let mut topology: Box<dyn Topology> = if plan.topology == "direct" {
+        Box::new(Direct::new(world, plan.profile, protocol))
+    } else {
+        frontends(&plan.topology, world, plan.profile, protocol).ok_or_else(|| {
+            ScenarioError::UnknownValue {
+                name: "topology".into(),
+                value: plan.topology.clone(),
+                allowed: "direct".into(),
             }
-            Err(e) => transcript.push(format!("(probe failed: {e})")),
+        })?
+    };
+    let (session, probe) = match plan.client {
+        None => (None, Some(probe(protocol, topology.as_mut()))),
+        Some(cfg) => {
+            let mut c = driver::new_client(protocol, cfg);
+            let mut connect = |n: usize| topology.connect(n);
+            driver::run_with_reconnect(c.as_mut(), &mut connect, MAX_STEPS);
+            (Some(c.outcome()), None)
         }
-    }
-    Probe {
-        transcript,
-        advertises_ntlm: advertises,
-    }
+    };
+    Ok(evaluate(
+        scenario,
+        case,
+        session,
+        probe,
+        topology.trace(),
+        topology.findings(),
+    ))
+}
+
+/// The capability check a KB article asks an administrator to do with telnet.
+fn probe(protocol: Protocol, topology: &mut dyn Topology) -> Probe {
+    let report = script::parse(probe_script(protocol))
+        .map_err(|e| script::PlayError::Transport {
+            line: 0,
+            conn: 0,
+            reason: e.to_string(),
+        })
+        .and_then(|s| {
+            let mut transport = InProcess::new(|n| topology.connect(n));
+            script::play(&s, &Default::default(), &mut transport)
+        });
+    probe_from_report(protocol, report)
 }
 
 fn check(index: usize, e: &Expectation, o: &CaseOutcome) -> Vec<Check> {

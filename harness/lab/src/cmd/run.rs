@@ -75,15 +75,25 @@ pub fn run(args: RunArgs) -> Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
+    let runtime = if args.sockets {
+        Some(tokio::runtime::Runtime::new().context("starting the async runtime")?)
+    } else {
+        None
+    };
     let mut outcomes = Vec::with_capacity(work.len());
     for (i, case) in &work {
         bar.set_message(case.id());
-        let outcome = run_case(
-            &scenarios[*i],
-            case,
-            &harness_core::scenario::frontend_topology,
-        )
-        .with_context(|| format!("case {}", case.id()))?;
+        let outcome = match &runtime {
+            Some(rt) => rt
+                .block_on(harness::scenario::run_case(&scenarios[*i], case))
+                .with_context(|| format!("case {} over sockets", case.id()))?,
+            None => run_case(
+                &scenarios[*i],
+                case,
+                &harness_core::scenario::frontend_topology,
+            )
+            .with_context(|| format!("case {}", case.id()))?,
+        };
         outcomes.push((*i, outcome));
         bar.inc(1);
     }
