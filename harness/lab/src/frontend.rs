@@ -187,6 +187,10 @@ async fn accept_loop(
     shared: Arc<FrontendShared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // The refusal only needs the protocol; the address is for the spec's completeness.
+    let local = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
     let permits = Arc::new(Semaphore::new(shared.limits.max_connections));
     let mut sessions = JoinSet::new();
     loop {
@@ -198,14 +202,8 @@ async fn accept_loop(
                 };
                 let _ = tcp.set_nodelay(true);
                 let Ok(permit) = permits.clone().try_acquire_owned() else {
-                    let line: &[u8] = match shared.protocol {
-                        Protocol::Imap => b"* BYE [UNAVAILABLE] Too many connections\r\n",
-                        Protocol::Pop3 => b"-ERR [SYS/TEMP] Too many connections\r\n",
-                    };
-                    let mut tcp = tcp;
-                    sessions.spawn(async move {
-                        let _ = tokio::time::timeout(Duration::from_secs(2), tcp.write_all(line)).await;
-                    });
+                    let spec = crate::ListenerSpec::new(shared.protocol, crate::Security::Plain, local);
+                    sessions.spawn(crate::refuse_over_limit(tcp, spec));
                     continue;
                 };
                 let shared = shared.clone();

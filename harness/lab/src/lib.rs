@@ -432,7 +432,7 @@ async fn accept_loop(
 }
 
 /// Tells a client over the connection limit why it is turned away, in its protocol.
-async fn refuse_over_limit(mut tcp: TcpStream, spec: ListenerSpec) {
+pub(crate) async fn refuse_over_limit(mut tcp: TcpStream, spec: ListenerSpec) {
     if spec.security == Security::ImplicitTls {
         return; // no TLS handshake for a connection that is turned away
     }

@@ -95,13 +95,7 @@ fn transcripts_against_dovecot_differ_only_where_listed() {
     let mut seen = Vec::new();
     let mut report = String::new();
     for (proto, port) in [("imap", imap), ("pop3", pop3)] {
-        let mut files: Vec<_> = std::fs::read_dir(root().join("corpus/sessions").join(proto))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "txt"))
-            .collect();
-        files.sort();
-        for file in files {
+        for file in common::transcripts(proto) {
             let name = format!("{proto}/{}", file.file_name().unwrap().to_string_lossy());
             let parsed = script::parse(&std::fs::read_to_string(&file).unwrap()).unwrap();
             // Dovecot delays its answer after a failed login (auth_failure_delay, 2 s).

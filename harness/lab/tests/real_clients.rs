@@ -220,41 +220,39 @@ async fn curl_over_starttls_and_implicit_tls_verifies_the_lab_certificate() {
     lab.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_imaplib_plain_starttls_and_ssl() {
+/// Runs one of the Python client scripts in each mode against the lab, then once with a
+/// wrong password, which must end with exit status 2.
+async fn python_client(
+    protocol: Protocol,
+    script: &str,
+    user: (&str, &str),
+    modes: &[Option<&str>],
+    done: &str,
+) {
     let Some(python) = require_tool("python3", PY_HINT) else {
         return;
     };
     let lab = start_lab(Profile::default_profile()).await;
-    let cert = write_cert(&lab, "py-imap.pem");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/imap_client.py");
-    let plain = lab.addr(Protocol::Imap, Security::Plain).unwrap();
-    let tls = lab.addr(Protocol::Imap, Security::ImplicitTls).unwrap();
-    let runs = [
-        (plain, None),
-        (plain, Some("--starttls")),
-        (tls, Some("--ssl")),
-    ];
-    for (addr, mode) in runs {
+    let cert = write_cert(&lab, &format!("py-{protocol}.pem"));
+    let script = format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
+    let plain = lab.addr(protocol, Security::Plain).unwrap();
+    let tls = lab.addr(protocol, Security::ImplicitTls).unwrap();
+    for mode in modes {
+        let addr = if *mode == Some("--ssl") { tls } else { plain };
         let port = addr.port().to_string();
-        let mut args = vec![script, "127.0.0.1", &port, "alice", "secret"];
+        let mut args = vec![script.as_str(), "127.0.0.1", &port, user.0, user.1];
         if let Some(m) = mode {
             args.push(m);
             args.push(cert.to_str().unwrap());
         }
         let r = run(&python, &args).await;
         assert!(r.ok(), "{mode:?}: {r:?}");
-        assert!(r.stdout.contains("logout BYE"), "{mode:?}: {r:?}");
+        assert!(r.stdout.contains(done), "{mode:?}: {r:?}");
     }
+    let port = plain.port().to_string();
     let r = run(
         &python,
-        &[
-            script,
-            "127.0.0.1",
-            &plain.port().to_string(),
-            "alice",
-            "nope",
-        ],
+        &[script.as_str(), "127.0.0.1", &port, user.0, "nope"],
     )
     .await;
     assert_eq!(r.code, Some(2), "wrong password must fail: {r:?}");
@@ -262,43 +260,27 @@ async fn python_imaplib_plain_starttls_and_ssl() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_poplib_plain_stls_ssl_and_apop() {
-    let Some(python) = require_tool("python3", PY_HINT) else {
-        return;
-    };
-    let lab = start_lab(Profile::default_profile()).await;
-    let cert = write_cert(&lab, "py-pop.pem");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/pop3_client.py");
-    let plain = lab.addr(Protocol::Pop3, Security::Plain).unwrap();
-    let tls = lab.addr(Protocol::Pop3, Security::ImplicitTls).unwrap();
-    let runs = [
-        (plain, None),
-        (plain, Some("--stls")),
-        (tls, Some("--ssl")),
-        (plain, Some("--apop")),
-    ];
-    for (addr, mode) in runs {
-        let port = addr.port().to_string();
-        let mut args = vec![script, "127.0.0.1", &port, "user", "pass"];
-        if let Some(m) = mode {
-            args.push(m);
-            args.push(cert.to_str().unwrap());
-        }
-        let r = run(&python, &args).await;
-        assert!(r.ok(), "{mode:?}: {r:?}");
-        assert!(r.stdout.contains("quit OK"), "{mode:?}: {r:?}");
-    }
-    let r = run(
-        &python,
-        &[
-            script,
-            "127.0.0.1",
-            &plain.port().to_string(),
-            "user",
-            "nope",
-        ],
+async fn python_imaplib_plain_starttls_and_ssl() {
+    let modes = [None, Some("--starttls"), Some("--ssl")];
+    python_client(
+        Protocol::Imap,
+        "imap_client.py",
+        ("alice", "secret"),
+        &modes,
+        "logout BYE",
     )
     .await;
-    assert_eq!(r.code, Some(2), "wrong password must fail: {r:?}");
-    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_poplib_plain_stls_ssl_and_apop() {
+    let modes = [None, Some("--stls"), Some("--ssl"), Some("--apop")];
+    python_client(
+        Protocol::Pop3,
+        "pop3_client.py",
+        ("user", "pass"),
+        &modes,
+        "quit OK",
+    )
+    .await;
 }

@@ -1,7 +1,8 @@
 //! The same transcripts that play in-process (`corpus/sessions/`) play over real sockets
 //! against a fresh lab each, through `harness::play::SocketTransport`.
 
-use std::path::Path;
+mod common;
+
 use std::time::Duration;
 
 use harness::play::SocketTransport;
@@ -10,19 +11,9 @@ use harness_core::script;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_transcript_passes_over_sockets_against_the_lab() {
-    let root = Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../corpus/sessions"
-    ));
     let mut played = 0;
     for (proto, protocol) in [("imap", Protocol::Imap), ("pop3", Protocol::Pop3)] {
-        let mut files: Vec<_> = std::fs::read_dir(root.join(proto))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "txt"))
-            .collect();
-        files.sort();
-        for file in files {
+        for file in common::transcripts(proto) {
             let text = std::fs::read_to_string(&file).unwrap();
             let parsed = script::parse(&text).unwrap();
             let lab = Lab::start(LabConfig::default()).await.unwrap();

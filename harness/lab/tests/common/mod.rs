@@ -183,3 +183,17 @@ impl Client {
         );
     }
 }
+
+/// The transcripts of `corpus/sessions/<proto>/`, sorted.
+pub fn transcripts(proto: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../corpus/sessions")
+        .join(proto);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+        .collect();
+    files.sort();
+    files
+}
