@@ -15,6 +15,7 @@ pub mod sasl;
 pub mod scenario;
 pub mod script;
 pub mod session;
+pub mod text;
 pub mod world;
 
 pub use profile::Profile;

@@ -185,25 +185,7 @@ impl SessionOutcome {
     }
 }
 
-/// Printable form of server or client text for a step line: control characters and
-/// non-ASCII become `?`, and the line is cut at `max` characters with `...`.
-pub(crate) fn printable(bytes: &[u8], max: usize) -> String {
-    let mut s: String = bytes
-        .iter()
-        .take(max)
-        .map(|&b| {
-            if b == b' ' || b.is_ascii_graphic() {
-                char::from(b)
-            } else {
-                '?'
-            }
-        })
-        .collect();
-    if bytes.len() > max {
-        s.push_str("...");
-    }
-    s
-}
+pub(crate) use crate::text::printable;
 
 #[cfg(test)]
 mod tests {
@@ -235,6 +217,5 @@ mod tests {
     #[test]
     fn printable_masks_controls_and_cuts() {
         assert_eq!(printable(b"a\x01b\xffc", 10), "a?b?c");
-        assert_eq!(printable(b"abcdef", 3), "abc...");
     }
 }

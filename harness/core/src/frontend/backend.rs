@@ -208,25 +208,7 @@ pub fn describe_ntlm(data: &[u8]) -> String {
     }
 }
 
-/// Bytes as one trace-safe line: printable ASCII kept, anything else `.`, cut at `max`.
-pub fn printable(bytes: &[u8], max: usize) -> String {
-    let bytes = trim_eol(bytes);
-    let mut s: String = bytes
-        .iter()
-        .take(max)
-        .map(|&b| {
-            if (0x20..0x7f).contains(&b) {
-                char::from(b)
-            } else {
-                '.'
-            }
-        })
-        .collect();
-    if bytes.len() > max {
-        s.push_str("...");
-    }
-    s
-}
+pub use crate::text::printable;
 
 #[cfg(test)]
 mod tests {
@@ -306,7 +288,5 @@ mod tests {
             "<PLAIN user=alice>"
         );
         assert_eq!(describe_ntlm(b"hello"), "<not NTLM, 5 bytes>");
-        assert_eq!(printable(b"a\x01b\r\n", 10), "a.b");
-        assert_eq!(printable(b"abcdef", 3), "abc...");
     }
 }
