@@ -115,7 +115,9 @@ impl Profile {
             description: "RFC 3501 / RFC 1939 server with PLAIN, LOGIN and NTLM".into(),
             imap: ImapProfile {
                 greeting: "{hostname} IMAP4rev1 harness ready".into(),
-                capabilities: ["SASL-IR", "LITERAL+", "IDLE"].map(String::from).to_vec(),
+                capabilities: ["SASL-IR", "LITERAL+", "IDLE", "UIDPLUS"]
+                    .map(String::from)
+                    .to_vec(),
                 auth_mechanisms: vec![Mechanism::Plain, Mechanism::Login, Mechanism::Ntlm],
                 starttls: true,
                 login_disabled_without_tls: false,
@@ -152,7 +154,9 @@ impl Profile {
                 .into(),
             imap: ImapProfile {
                 greeting: "The Microsoft Exchange IMAP4 service is ready.".into(),
-                capabilities: ["IMAP4", "IDLE", "LITERAL+"].map(String::from).to_vec(),
+                capabilities: ["IMAP4", "IDLE", "LITERAL+", "UIDPLUS"]
+                    .map(String::from)
+                    .to_vec(),
                 auth_mechanisms: vec![Mechanism::Ntlm, Mechanism::Plain],
                 starttls: true,
                 login_disabled_without_tls: false,

@@ -267,6 +267,32 @@ impl ImapServer {
                 mailbox,
                 uid,
             } => self.copy(&sequence_set, &mailbox, uid),
+            // RFC 4315 2.1: UID EXPUNGE removes only the \Deleted messages it names.
+            CommandBody::ExpungeUid { sequence_set } if self.has_capability("UIDPLUS") => {
+                if self.view.as_ref().is_some_and(|v| v.read_only) {
+                    return Reply::no("Mailbox is read-only");
+                }
+                let Some(view) = &self.view else {
+                    return Reply::bad("No mailbox selected");
+                };
+                let name = view.mailbox.clone();
+                let r = Ranges::resolve(&sequence_set, view.max_uid());
+                let world = Arc::clone(&self.ctx.world);
+                world.store.with_account(&self.user_key(), |acct| {
+                    if let Some(mb) = acct.mailbox_mut(&name) {
+                        let before = mb.messages.len();
+                        mb.messages
+                            .retain(|m| !(m.flags.contains("\\Deleted") && r.contains(m.uid)));
+                        if mb.messages.len() != before {
+                            mb.generation += 1;
+                        }
+                    }
+                });
+                Reply::ok("UID EXPUNGE completed")
+            }
+            CommandBody::ExpungeUid { .. } => {
+                Reply::bad("UID EXPUNGE needs UIDPLUS, which is not advertised")
+            }
             other => Reply::bad(format!("{} is not supported", other.name())),
         }
     }
@@ -562,13 +588,22 @@ impl ImapServer {
         });
         let world = Arc::clone(&self.ctx.world);
         let caps = self.caps;
+        let uidplus = self.has_capability("UIDPLUS");
         world
             .store
             .with_account(&self.user_key(), |acct| match acct.mailbox_mut(&name) {
                 Some(mb) if !caps.fits(mb, 1, data.len()) => Reply::no(FULL),
                 Some(mb) => {
-                    mb.append(Arc::from(data), flags, date);
-                    Reply::ok("APPEND completed")
+                    let uid = mb.append(Arc::from(data), flags, date);
+                    if uidplus {
+                        // RFC 4315 3: resp-code-apnd = "APPENDUID" SP nz-number SP append-uid
+                        Reply::ok(format!(
+                            "[APPENDUID {} {uid}] APPEND completed",
+                            mb.uid_validity
+                        ))
+                    } else {
+                        Reply::ok("APPEND completed")
+                    }
                 }
                 None => Reply::no("[TRYCREATE] Mailbox does not exist"),
             })
@@ -762,6 +797,7 @@ impl ImapServer {
         let source = view.mailbox.clone();
         let world = Arc::clone(&self.ctx.world);
         let caps = self.caps;
+        let uidplus = self.has_capability("UIDPLUS");
         world.store.with_account(&self.user_key(), |acct| {
             if acct.mailbox(&dest).is_none() {
                 return Reply::no("[TRYCREATE] Mailbox does not exist");
@@ -774,19 +810,33 @@ impl ImapServer {
                 None => Vec::new(),
             };
             let bytes: usize = copies.iter().map(StoredMessage::size).sum();
+            let source_uids: Vec<u32> = copies.iter().map(|m| m.uid).collect();
+            let mut dest_uids = Vec::with_capacity(copies.len());
+            let mut validity = 0;
             if let Some(d) = acct.mailbox_mut(&dest) {
                 if !caps.fits(d, copies.len(), bytes) {
                     return Reply::no(FULL);
                 }
+                validity = d.uid_validity;
                 for m in copies {
-                    d.append(m.data, m.flags, m.internal_date);
+                    dest_uids.push(d.append(m.data, m.flags, m.internal_date));
                 }
             }
-            Reply::ok(if uid {
+            let done = if uid {
                 "UID COPY completed"
             } else {
                 "COPY completed"
-            })
+            };
+            if uidplus && !dest_uids.is_empty() {
+                // RFC 4315 3: resp-code-copy = "COPYUID" SP nz-number SP uid-set SP uid-set
+                Reply::ok(format!(
+                    "[COPYUID {validity} {} {}] {done}",
+                    uid_set(&source_uids),
+                    uid_set(&dest_uids)
+                ))
+            } else {
+                Reply::ok(done)
+            }
         })
     }
 
@@ -1339,5 +1389,45 @@ mod tests {
             let (y, m, d) = message::civil_from_days(days);
             assert_eq!(days_from_civil(y, m, d), days);
         }
+    }
+}
+
+/// UIDs in ascending order as an RFC 4315 `uid-set`: runs of consecutive UIDs as `a:b`.
+fn uid_set(uids: &[u32]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while let Some(&start) = uids.get(i) {
+        let mut end = start;
+        while uids
+            .get(i + 1)
+            .is_some_and(|&n| Some(n) == end.checked_add(1))
+        {
+            i += 1;
+            end = uids.get(i).copied().unwrap_or(end);
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if end == start {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}:{end}"));
+        }
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod uid_set_tests {
+    #[test]
+    fn runs_are_compressed() {
+        assert_eq!(super::uid_set(&[1, 2, 3, 5, 7, 8]), "1:3,5,7:8");
+        assert_eq!(super::uid_set(&[4]), "4");
+        assert_eq!(super::uid_set(&[]), "");
+        assert_eq!(
+            super::uid_set(&[u32::MAX - 1, u32::MAX]),
+            "4294967294:4294967295"
+        );
     }
 }

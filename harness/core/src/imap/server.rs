@@ -223,7 +223,7 @@ impl ImapServer {
         self.framer.held()
     }
 
-    fn has_capability(&self, name: &str) -> bool {
+    pub(super) fn has_capability(&self, name: &str) -> bool {
         self.ctx
             .profile
             .imap
@@ -460,6 +460,7 @@ impl ImapServer {
                     CommandBody::Check
                         | CommandBody::Close
                         | CommandBody::Expunge
+                        | CommandBody::ExpungeUid { .. }
                         | CommandBody::Search { .. }
                         | CommandBody::Fetch { .. }
                         | CommandBody::Store { .. }

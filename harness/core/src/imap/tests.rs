@@ -110,16 +110,16 @@ fn greeting_and_capability_default() {
     let (mut t, greeting) = T::new(world(), Profile::default_profile());
     assert_eq!(
         greeting,
-        "* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE STARTTLS AUTH=PLAIN AUTH=LOGIN AUTH=NTLM] mail.example.test IMAP4rev1 harness ready\r\n"
+        "* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE UIDPLUS STARTTLS AUTH=PLAIN AUTH=LOGIN AUTH=NTLM] mail.example.test IMAP4rev1 harness ready\r\n"
     );
     assert_eq!(
         t.send(b"a1 CAPABILITY\r\n"),
-        "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE STARTTLS AUTH=PLAIN AUTH=LOGIN AUTH=NTLM\r\na1 OK CAPABILITY completed\r\n"
+        "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE UIDPLUS STARTTLS AUTH=PLAIN AUTH=LOGIN AUTH=NTLM\r\na1 OK CAPABILITY completed\r\n"
     );
     t.login();
     assert_eq!(
         t.send(b"a2 capability\r\n"),
-        "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE\r\na2 OK CAPABILITY completed\r\n"
+        "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE UIDPLUS\r\na2 OK CAPABILITY completed\r\n"
     );
     assert_eq!(t.send(b"a3 NOOP\r\n"), "a3 OK NOOP completed\r\n");
 }
@@ -134,13 +134,13 @@ fn greeting_and_capability_exchange() {
     };
     assert_eq!(
         String::from_utf8(g).unwrap(),
-        "* OK [CAPABILITY IMAP4rev1 IMAP4 IDLE LITERAL+ AUTH=NTLM AUTH=PLAIN] The Microsoft Exchange IMAP4 service is ready.\r\n"
+        "* OK [CAPABILITY IMAP4rev1 IMAP4 IDLE LITERAL+ UIDPLUS AUTH=NTLM AUTH=PLAIN] The Microsoft Exchange IMAP4 service is ready.\r\n"
     );
     s.handle_input(Duration::ZERO, b"x CAPABILITY\r\n");
     assert_eq!(
         s.poll_output(),
         Some(Output::Write(
-            b"* CAPABILITY IMAP4rev1 IMAP4 IDLE LITERAL+ AUTH=NTLM AUTH=PLAIN\r\nx OK CAPABILITY completed\r\n".to_vec()
+            b"* CAPABILITY IMAP4rev1 IMAP4 IDLE LITERAL+ UIDPLUS AUTH=NTLM AUTH=PLAIN\r\nx OK CAPABILITY completed\r\n".to_vec()
         ))
     );
 }
@@ -213,7 +213,7 @@ fn login_disabled_without_tls() {
     t.s.handle_tls_established(t.now);
     assert_eq!(
         t.send(b"c CAPABILITY\r\n"),
-        "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE AUTH=PLAIN AUTH=LOGIN AUTH=NTLM\r\nc OK CAPABILITY completed\r\n"
+        "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE UIDPLUS AUTH=PLAIN AUTH=LOGIN AUTH=NTLM\r\nc OK CAPABILITY completed\r\n"
     );
     assert_eq!(
         t.send(b"d LOGIN alice secret\r\n"),
@@ -400,7 +400,7 @@ fn starttls_order_and_injection_discard() {
     assert_eq!(t.s.authenticated_user(), None);
     assert_eq!(
         t.send(b"d CAPABILITY\r\n"),
-        "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE AUTH=PLAIN AUTH=LOGIN AUTH=NTLM\r\nd OK CAPABILITY completed\r\n"
+        "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE UIDPLUS AUTH=PLAIN AUTH=LOGIN AUTH=NTLM\r\nd OK CAPABILITY completed\r\n"
     );
     assert_eq!(
         t.send(b"e STARTTLS\r\n"),
@@ -799,7 +799,7 @@ fn other_sessions_changes_reported_at_noop_not_during_fetch() {
     );
     assert_eq!(
         b.send(b"Subject: new\r\n\r\nhi\r\n\r\n"),
-        "* 3 EXISTS\r\n* 1 RECENT\r\np OK APPEND completed\r\n"
+        "* 3 EXISTS\r\n* 1 RECENT\r\np OK [APPENDUID 1700000000 4] APPEND completed\r\n"
     );
     // During FETCH: no EXPUNGE (numbers stay), but new mail may be announced.
     assert_eq!(
@@ -898,7 +898,10 @@ fn copy_to_other_mailbox() {
     let mut t = T::on(&w);
     t.select();
     assert_eq!(t.send(b"c CREATE Saved\r\n"), "c OK CREATE completed\r\n");
-    assert_eq!(t.send(b"d COPY 2:3 Saved\r\n"), "d OK COPY completed\r\n");
+    assert_eq!(
+        t.send(b"d COPY 2:3 Saved\r\n"),
+        "d OK [COPYUID 1700000001 2:3 1:2] COPY completed\r\n"
+    );
     assert_eq!(
         t.send(b"e COPY 1 Missing\r\n"),
         "e NO [TRYCREATE] Mailbox does not exist\r\n"
@@ -923,7 +926,7 @@ fn idle_sees_append_from_another_session() {
     b.login();
     assert_eq!(
         b.send(b"p APPEND INBOX (\\Seen) {12+}\r\nSubject: x\r\n\r\n"),
-        "p OK APPEND completed\r\n"
+        "p OK [APPENDUID 1700000000 4] APPEND completed\r\n"
     );
     a.now += IDLE_POLL;
     a.s.handle_timeout(a.now);
@@ -993,7 +996,7 @@ fn append_with_literal_and_date() {
     );
     assert_eq!(
         t.send(b"Subject: s\r\n\r\nbody\r\n"),
-        "a OK APPEND completed\r\n"
+        "a OK [APPENDUID 1700000000 4] APPEND completed\r\n"
     );
     let m = w
         .store
@@ -1407,7 +1410,7 @@ fn client_idioms_imaplib_and_curl() {
     let ir = encode_base64(b"\0alice\0secret");
     assert_eq!(
         t.send(format!("A001 CAPABILITY\r\nA002 AUTHENTICATE PLAIN {ir}\r\n").as_bytes()),
-        "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE STARTTLS AUTH=PLAIN AUTH=LOGIN AUTH=NTLM\r\nA001 OK CAPABILITY completed\r\nA002 OK AUTHENTICATE completed\r\n"
+        "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE UIDPLUS STARTTLS AUTH=PLAIN AUTH=LOGIN AUTH=NTLM\r\nA001 OK CAPABILITY completed\r\nA002 OK AUTHENTICATE completed\r\n"
     );
     let out = t.send(b"A003 SELECT INBOX\r\nA004 UID FETCH 2 BODY[]\r\n");
     let m = alice_msg(2);
@@ -1468,7 +1471,7 @@ fn store_caps_stop_copy_doubling_and_big_appends() {
     t.select();
     assert_eq!(
         t.send(b"c COPY 1:* INBOX\r\n"),
-        "* 6 EXISTS\r\n* 3 RECENT\r\nc OK COPY completed\r\n"
+        "* 6 EXISTS\r\n* 3 RECENT\r\nc OK [COPYUID 1700000000 1:3 4:6] COPY completed\r\n"
     );
     assert_eq!(
         t.send(b"d COPY 1:* INBOX\r\n"),
@@ -1571,4 +1574,42 @@ fn fetch_full_macro_and_bodystructure() {
             &m[m.len() - body_len..]
         )
     );
+}
+
+// ----- UIDPLUS (RFC 4315) -----
+
+#[test]
+fn uid_expunge_removes_only_the_named_deleted_messages() {
+    let w = world();
+    let mut t = T::on(&w);
+    t.select();
+    assert_eq!(
+        t.send(b"a STORE 1:2 +FLAGS.SILENT (\\Deleted)\r\n"),
+        "a OK STORE completed\r\n"
+    );
+    // UID 2 and 3 are named; only 2 is \Deleted, so only message 2 goes.
+    assert_eq!(
+        t.send(b"b UID EXPUNGE 2:3\r\n"),
+        "* 2 EXPUNGE\r\nb OK UID EXPUNGE completed\r\n"
+    );
+    assert_eq!(
+        t.send(b"c UID FETCH 1:* (FLAGS)\r\n"),
+        "* 1 FETCH (UID 1 FLAGS (\\Deleted))\r\n* 2 FETCH (UID 3 FLAGS ())\r\nc OK UID FETCH completed\r\n"
+    );
+}
+
+#[test]
+fn uidplus_is_only_spoken_where_advertised() {
+    let mut profile = Profile::default_profile();
+    profile.imap.capabilities.retain(|c| c != "UIDPLUS");
+    let (mut t, greeting) = T::new(world(), profile);
+    assert!(!greeting.contains("UIDPLUS"), "{greeting}");
+    t.login();
+    t.send(b"S SELECT INBOX\r\n");
+    assert_eq!(
+        t.send(b"a UID EXPUNGE 1\r\n"),
+        "a BAD UID EXPUNGE needs UIDPLUS, which is not advertised\r\n"
+    );
+    let out = t.send(b"b APPEND INBOX {4+}\r\nhi\r\n\r\n");
+    assert!(out.ends_with("b OK APPEND completed\r\n"), "{out}");
 }
