@@ -231,6 +231,21 @@ pub struct UserEntry {
     pub mailboxes: Vec<String>,
     #[serde(default, rename = "message")]
     pub messages: Vec<MessageEntry>,
+    /// Mail to read from mbox files or Maildir directories (resolved by the lab crate,
+    /// which does the file reading, into `messages` before the world is built).
+    #[serde(default, rename = "import")]
+    pub imports: Vec<ImportEntry>,
+}
+
+/// `[[user.import]]`: an mbox file or a Maildir directory to seed a mailbox from. Paths
+/// are relative to the lab file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportEntry {
+    /// Mailbox to fill (default INBOX).
+    pub mailbox: Option<String>,
+    pub mbox: Option<String>,
+    pub maildir: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -249,6 +264,9 @@ pub struct MessageEntry {
     pub flags: Vec<String>,
     /// INTERNALDATE as seconds since the Unix epoch.
     pub internal_date: Option<i64>,
+    /// The whole message as bytes (from an import; never written in a lab file).
+    #[serde(skip)]
+    pub raw_bytes: Option<Vec<u8>>,
 }
 
 /// The default lab: the users of the Dovecot peer recipe (so transcripts compare), plus
@@ -329,7 +347,8 @@ impl LabFile {
                 return Err(LabFileError::DuplicateUser(user.name.clone()));
             }
             directory.insert(&user.name, &user.password);
-            let messages: Vec<SeedMessage> = if user.messages.is_empty() {
+            let messages: Vec<SeedMessage> = if user.messages.is_empty() && user.imports.is_empty()
+            {
                 (1..=3)
                     .map(|i| {
                         let data = sample_message(&user.name, &dns_domain, i);
@@ -392,6 +411,9 @@ fn crlf(text: &str) -> String {
 }
 
 fn message_bytes(m: &MessageEntry, user: &str, dns_domain: &str) -> Option<Arc<[u8]>> {
+    if let Some(bytes) = &m.raw_bytes {
+        return Some(Arc::from(crate::mailfile::crlf_bytes(bytes)));
+    }
     let composed = m.subject.is_some() || m.body.is_some() || m.from.is_some() || m.to.is_some();
     match (&m.raw, composed) {
         (Some(_), true) => None,

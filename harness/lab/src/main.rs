@@ -175,11 +175,7 @@ fn main() -> Result<()> {
 
 fn serve(args: ServeArgs) -> Result<()> {
     let mut lab = match &args.lab {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading lab file {}", path.display()))?;
-            LabFile::parse(&text).with_context(|| format!("in lab file {}", path.display()))?
-        }
+        Some(path) => harness::labfile::load(path)?,
         None => LabFile::default_lab(),
     };
     for entry in &args.users {
