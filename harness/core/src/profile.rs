@@ -115,9 +115,19 @@ impl Profile {
             description: "RFC 3501 / RFC 1939 server with PLAIN, LOGIN and NTLM".into(),
             imap: ImapProfile {
                 greeting: "{hostname} IMAP4rev1 harness ready".into(),
-                capabilities: ["SASL-IR", "LITERAL+", "IDLE", "UIDPLUS"]
-                    .map(String::from)
-                    .to_vec(),
+                capabilities: [
+                    "SASL-IR",
+                    "LITERAL+",
+                    "IDLE",
+                    "UIDPLUS",
+                    "ID",
+                    "NAMESPACE",
+                    "ENABLE",
+                    "MOVE",
+                    "CHILDREN",
+                ]
+                .map(String::from)
+                .to_vec(),
                 auth_mechanisms: vec![Mechanism::Plain, Mechanism::Login, Mechanism::Ntlm],
                 starttls: true,
                 login_disabled_without_tls: false,
@@ -154,9 +164,17 @@ impl Profile {
                 .into(),
             imap: ImapProfile {
                 greeting: "The Microsoft Exchange IMAP4 service is ready.".into(),
-                capabilities: ["IMAP4", "IDLE", "LITERAL+", "UIDPLUS"]
-                    .map(String::from)
-                    .to_vec(),
+                // Exchange 2013 advertises these (and GSSAPI, MOVE, ID, UNSELECT; not all here).
+                capabilities: [
+                    "IMAP4",
+                    "IDLE",
+                    "LITERAL+",
+                    "UIDPLUS",
+                    "CHILDREN",
+                    "NAMESPACE",
+                ]
+                .map(String::from)
+                .to_vec(),
                 auth_mechanisms: vec![Mechanism::Ntlm, Mechanism::Plain],
                 starttls: true,
                 login_disabled_without_tls: false,

@@ -134,12 +134,77 @@ impl Ranges {
 }
 
 fn name_of(m: &MailboxName<'_>) -> Option<String> {
+    checked_name(m).ok()
+}
+
+const BAD_NAME: &str = "[CANNOT] Mailbox name is not valid modified UTF-7 (RFC 3501 5.1.3)";
+
+/// The mailbox name, or why it is not one: names are 7-bit, with anything else in
+/// modified UTF-7.
+fn checked_name(m: &MailboxName<'_>) -> Result<String, &'static str> {
     match m {
-        MailboxName::Inbox => Some("INBOX".into()),
-        MailboxName::Other(o) => std::str::from_utf8(o.as_ref())
-            .ok()
-            .map(Account::mailbox_key),
+        MailboxName::Inbox => Ok("INBOX".into()),
+        MailboxName::Other(o) => match std::str::from_utf8(o.as_ref()) {
+            Ok(name) if valid_modified_utf7(name) => Ok(Account::mailbox_key(name)),
+            _ => Err(BAD_NAME),
+        },
     }
+}
+
+/// RFC 3501 5.1.3: printable US-ASCII stands for itself, `&-` is `&`, and `&...-` holds
+/// modified BASE64 (`,` for `/`, no padding) of UTF-16 that must not encode printable
+/// US-ASCII. Anything else (8-bit bytes, controls, broken shifts) is invalid.
+pub fn valid_modified_utf7(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let mut i = 0;
+    while let Some(&c) = bytes.get(i) {
+        if c != b'&' {
+            if !(0x20..=0x7e).contains(&c) {
+                return false;
+            }
+            i += 1;
+            continue;
+        }
+        let rest = bytes.get(i + 1..).unwrap_or_default();
+        let Some(len) = rest.iter().position(|&b| b == b'-') else {
+            return false;
+        };
+        let encoded = rest.get(..len).unwrap_or_default();
+        i += len + 2;
+        if encoded.is_empty() {
+            continue; // "&-" is "&"
+        }
+        let mut units = Vec::with_capacity(encoded.len() * 6 / 16);
+        let (mut acc, mut nbits) = (0u32, 0u32);
+        for &b in encoded {
+            let v = match b {
+                b'A'..=b'Z' => b - b'A',
+                b'a'..=b'z' => b - b'a' + 26,
+                b'0'..=b'9' => b - b'0' + 52,
+                b'+' => 62,
+                b',' => 63,
+                _ => return false,
+            };
+            acc = (acc << 6) | u32::from(v);
+            nbits += 6;
+            if nbits >= 16 {
+                nbits -= 16;
+                units.push((acc >> nbits) as u16);
+                acc &= (1 << nbits) - 1;
+            }
+        }
+        // Leftover bits: fewer than a sextet, all zero.
+        if nbits >= 6 || acc != 0 {
+            return false;
+        }
+        for ch in char::decode_utf16(units) {
+            match ch {
+                Ok(ch) if !(' '..='~').contains(&ch) => {}
+                _ => return false,
+            }
+        }
+    }
+    true
 }
 
 fn find_msg(mb: &Mailbox, uid: u32) -> Option<usize> {
@@ -293,6 +358,22 @@ impl ImapServer {
             CommandBody::ExpungeUid { .. } => {
                 Reply::bad("UID EXPUNGE needs UIDPLUS, which is not advertised")
             }
+            // RFC 2342: one personal namespace, no shared or other users' ones.
+            CommandBody::Namespace if self.has_capability("NAMESPACE") => {
+                self.write(format!("* NAMESPACE ((\"\" \"{DELIMITER}\")) NIL NIL\r\n").as_bytes());
+                Reply::ok("NAMESPACE completed")
+            }
+            // RFC 5161: none of the extensions a client may ENABLE is implemented, so
+            // nothing is enabled; the ENABLED response is still owed.
+            CommandBody::Enable { .. } if self.has_capability("ENABLE") => {
+                self.write(b"* ENABLED\r\n");
+                Reply::ok("ENABLE completed")
+            }
+            CommandBody::Move {
+                sequence_set,
+                mailbox,
+                uid,
+            } if self.has_capability("MOVE") => self.move_messages(&sequence_set, &mailbox, uid),
             other => Reply::bad(format!("{} is not supported", other.name())),
         }
     }
@@ -359,8 +440,9 @@ impl ImapServer {
     }
 
     fn create(&mut self, mailbox: &MailboxName<'_>) -> Option<Reply> {
-        let Some(name) = name_of(mailbox) else {
-            return Reply::no("Invalid mailbox name");
+        let name = match checked_name(mailbox) {
+            Ok(n) => n,
+            Err(why) => return Reply::no(why),
         };
         let name = name.trim_end_matches(DELIMITER).to_string();
         if name.is_empty() || name.split(DELIMITER).any(str::is_empty) {
@@ -401,29 +483,65 @@ impl ImapServer {
         })
     }
 
+    /// RENAME (RFC 3501 6.3.5): inferior names move with the mailbox; renaming INBOX
+    /// moves its messages into a new mailbox and leaves INBOX empty.
     fn rename(&mut self, from: &MailboxName<'_>, to: &MailboxName<'_>) -> Option<Reply> {
-        let (Some(from), Some(to)) = (name_of(from), name_of(to)) else {
-            return Reply::no(NO_MAILBOX);
+        let (from, to) = match (checked_name(from), checked_name(to)) {
+            (Ok(f), Ok(t)) => (f, t.trim_end_matches(DELIMITER).to_string()),
+            (Err(why), _) | (_, Err(why)) => return Reply::no(why),
         };
-        if from == "INBOX" || to == "INBOX" || to.is_empty() {
-            return Reply::no("Renaming INBOX is not supported");
+        if to == "INBOX" || to.is_empty() || to.split(DELIMITER).any(str::is_empty) {
+            return Reply::no("[CANNOT] Invalid target name");
         }
         if self.view.as_ref().is_some_and(|v| v.mailbox == from) {
             return Reply::no("Mailbox is selected");
         }
+        let inferior = format!("{from}{DELIMITER}");
+        if to.starts_with(&inferior) {
+            return Reply::no("[CANNOT] Cannot rename a mailbox into itself");
+        }
         let world = Arc::clone(&self.ctx.world);
+        let caps = self.caps;
         world.store.with_account(&self.user_key(), |acct| {
             if acct.mailboxes.contains_key(&to) {
-                return Reply::no("Target mailbox already exists");
+                return Reply::no("[ALREADYEXISTS] Target mailbox already exists");
             }
-            match acct.mailboxes.remove(&from) {
-                Some(mut mb) => {
-                    mb.name = to.clone();
-                    acct.mailboxes.insert(to.clone(), mb);
-                    Reply::ok("RENAME completed")
+            if from == "INBOX" {
+                if acct.mailboxes.len() >= caps.max_mailboxes {
+                    return Reply::no("[LIMIT] Too many mailboxes");
                 }
-                None => Reply::no(NO_MAILBOX),
+                let validity = next_validity(acct);
+                let Some(inbox) = acct.mailbox_mut("INBOX") else {
+                    return Reply::no(NO_MAILBOX);
+                };
+                let moved = std::mem::take(&mut inbox.messages);
+                inbox.generation += 1;
+                let mut target = Mailbox::new(&to, validity);
+                for m in moved {
+                    target.append(m.data, m.flags, m.internal_date);
+                }
+                acct.mailboxes.insert(to.clone(), target);
+                return Reply::ok("RENAME completed");
             }
+            let Some(mut mb) = acct.mailboxes.remove(&from) else {
+                return Reply::no(NO_MAILBOX);
+            };
+            mb.name = to.clone();
+            acct.mailboxes.insert(to.clone(), mb);
+            let inferiors: Vec<String> = acct
+                .mailboxes
+                .keys()
+                .filter(|k| k.starts_with(&inferior))
+                .cloned()
+                .collect();
+            for old in inferiors {
+                if let Some(mut child) = acct.mailboxes.remove(&old) {
+                    let renamed = format!("{to}{}", old.get(from.len()..).unwrap_or_default());
+                    child.name = renamed.clone();
+                    acct.mailboxes.insert(renamed, child);
+                }
+            }
+            Reply::ok("RENAME completed")
         })
     }
 
@@ -495,15 +613,32 @@ impl ImapServer {
             }
             names
         });
+        // RFC 3348: with CHILDREN, every LIST entry says whether it has inferiors.
+        let children = !lsub && self.has_capability("CHILDREN");
+        let parent_of = |name: &str| {
+            let prefix = format!("{name}{DELIMITER}");
+            names.keys().any(|k| k.starts_with(&prefix))
+        };
         let mut out = Vec::new();
-        for (name, selectable) in names {
+        for (name, &selectable) in &names {
             let matched = if name == "INBOX" {
                 wildcard_match(&full.to_ascii_uppercase(), "INBOX")
             } else {
-                wildcard_match(&full, &name)
+                wildcard_match(&full, name)
             };
             if matched {
-                let attrs = if selectable { "()" } else { "(\\Noselect)" };
+                let mut attrs: Vec<&str> = Vec::new();
+                if !selectable {
+                    attrs.push("\\Noselect");
+                }
+                if children {
+                    attrs.push(if parent_of(name) {
+                        "\\HasChildren"
+                    } else {
+                        "\\HasNoChildren"
+                    });
+                }
+                let attrs = format!("({})", attrs.join(" "));
                 out.extend_from_slice(format!("* {word} {attrs} \"{DELIMITER}\" ").as_bytes());
                 write_astring(&mut out, name.as_bytes());
                 out.extend_from_slice(b"\r\n");
@@ -837,6 +972,60 @@ impl ImapServer {
             } else {
                 Reply::ok(done)
             }
+        })
+    }
+
+    /// MOVE / UID MOVE (RFC 6851): a COPY whose COPYUID goes in an untagged OK, then the
+    /// sources are expunged (the `* n EXPUNGE` responses come from the sync that follows).
+    fn move_messages(
+        &mut self,
+        set: &SequenceSet,
+        mailbox: &MailboxName<'_>,
+        uid: bool,
+    ) -> Option<Reply> {
+        if self.view.as_ref().is_some_and(|v| v.read_only) {
+            return Reply::no("Mailbox is read-only");
+        }
+        let uids: Vec<u32> = match self.select_msgs(set, uid) {
+            Ok(idxs) => idxs
+                .iter()
+                .filter_map(|&i| {
+                    self.view
+                        .as_ref()
+                        .and_then(|v| v.msgs.get(i))
+                        .map(|m| m.uid)
+                })
+                .collect(),
+            Err(e) => return Reply::bad(e),
+        };
+        let copied = self.copy(set, mailbox, uid)?;
+        if copied.status != crate::profile::ImapStatus::Ok {
+            return Some(copied);
+        }
+        if let Some(code) = copied
+            .text
+            .strip_suffix(" UID COPY completed")
+            .or_else(|| copied.text.strip_suffix(" COPY completed"))
+        {
+            self.write(format!("* OK {code} Moved\r\n").as_bytes());
+        }
+        let Some(source) = self.view.as_ref().map(|v| v.mailbox.clone()) else {
+            return Reply::bad("No mailbox selected");
+        };
+        let world = Arc::clone(&self.ctx.world);
+        world.store.with_account(&self.user_key(), |acct| {
+            if let Some(mb) = acct.mailbox_mut(&source) {
+                let before = mb.messages.len();
+                mb.messages.retain(|m| !uids.contains(&m.uid));
+                if mb.messages.len() != before {
+                    mb.generation += 1;
+                }
+            }
+        });
+        Reply::ok(if uid {
+            "UID MOVE completed"
+        } else {
+            "MOVE completed"
         })
     }
 

@@ -61,7 +61,7 @@ pub mod message;
 mod server;
 
 pub use framer::{Frame, FrameConfig, FrameError, FrameMode, Framer};
-pub use mailbox::{Ranges, StoreCaps, View, ViewMsg, DELIMITER};
+pub use mailbox::{valid_modified_utf7, Ranges, StoreCaps, View, ViewMsg, DELIMITER};
 pub use server::{
     diagnose, CommandError, ImapServer, SessionStats, IDLE_POLL, LITERAL_CONTINUATION,
 };

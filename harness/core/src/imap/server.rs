@@ -404,6 +404,18 @@ impl ImapServer {
                 self.sync(true);
                 Reply::ok("NOOP completed")
             }
+            // RFC 2971: any state; the server says who it is whatever the client sent.
+            CommandBody::Id { .. } if self.has_capability("ID") => {
+                self.write(
+                    format!(
+                        "* ID (\"name\" \"harness\" \"version\" \"{}\" \"vendor\" \"harness mock ({})\")\r\n",
+                        env!("CARGO_PKG_VERSION"),
+                        self.ctx.profile.name
+                    )
+                    .as_bytes(),
+                );
+                Reply::ok("ID completed")
+            }
             CommandBody::Logout => {
                 self.write(b"* BYE IMAP4rev1 Server logging out\r\n");
                 self.after_reply = AfterReply::Close;
@@ -465,6 +477,7 @@ impl ImapServer {
                         | CommandBody::Fetch { .. }
                         | CommandBody::Store { .. }
                         | CommandBody::Copy { .. }
+                        | CommandBody::Move { .. }
                 );
                 if needs_selected && !selected {
                     return wrong_state(body.name());

@@ -110,16 +110,16 @@ fn greeting_and_capability_default() {
     let (mut t, greeting) = T::new(world(), Profile::default_profile());
     assert_eq!(
         greeting,
-        "* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE UIDPLUS STARTTLS AUTH=PLAIN AUTH=LOGIN AUTH=NTLM] mail.example.test IMAP4rev1 harness ready\r\n"
+        "* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE UIDPLUS ID NAMESPACE ENABLE MOVE CHILDREN STARTTLS AUTH=PLAIN AUTH=LOGIN AUTH=NTLM] mail.example.test IMAP4rev1 harness ready\r\n"
     );
     assert_eq!(
         t.send(b"a1 CAPABILITY\r\n"),
-        "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE UIDPLUS STARTTLS AUTH=PLAIN AUTH=LOGIN AUTH=NTLM\r\na1 OK CAPABILITY completed\r\n"
+        "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE UIDPLUS ID NAMESPACE ENABLE MOVE CHILDREN STARTTLS AUTH=PLAIN AUTH=LOGIN AUTH=NTLM\r\na1 OK CAPABILITY completed\r\n"
     );
     t.login();
     assert_eq!(
         t.send(b"a2 capability\r\n"),
-        "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE UIDPLUS\r\na2 OK CAPABILITY completed\r\n"
+        "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE UIDPLUS ID NAMESPACE ENABLE MOVE CHILDREN\r\na2 OK CAPABILITY completed\r\n"
     );
     assert_eq!(t.send(b"a3 NOOP\r\n"), "a3 OK NOOP completed\r\n");
 }
@@ -134,13 +134,13 @@ fn greeting_and_capability_exchange() {
     };
     assert_eq!(
         String::from_utf8(g).unwrap(),
-        "* OK [CAPABILITY IMAP4rev1 IMAP4 IDLE LITERAL+ UIDPLUS AUTH=NTLM AUTH=PLAIN] The Microsoft Exchange IMAP4 service is ready.\r\n"
+        "* OK [CAPABILITY IMAP4rev1 IMAP4 IDLE LITERAL+ UIDPLUS CHILDREN NAMESPACE AUTH=NTLM AUTH=PLAIN] The Microsoft Exchange IMAP4 service is ready.\r\n"
     );
     s.handle_input(Duration::ZERO, b"x CAPABILITY\r\n");
     assert_eq!(
         s.poll_output(),
         Some(Output::Write(
-            b"* CAPABILITY IMAP4rev1 IMAP4 IDLE LITERAL+ UIDPLUS AUTH=NTLM AUTH=PLAIN\r\nx OK CAPABILITY completed\r\n".to_vec()
+            b"* CAPABILITY IMAP4rev1 IMAP4 IDLE LITERAL+ UIDPLUS CHILDREN NAMESPACE AUTH=NTLM AUTH=PLAIN\r\nx OK CAPABILITY completed\r\n".to_vec()
         ))
     );
 }
@@ -213,7 +213,7 @@ fn login_disabled_without_tls() {
     t.s.handle_tls_established(t.now);
     assert_eq!(
         t.send(b"c CAPABILITY\r\n"),
-        "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE UIDPLUS AUTH=PLAIN AUTH=LOGIN AUTH=NTLM\r\nc OK CAPABILITY completed\r\n"
+        "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE UIDPLUS ID NAMESPACE ENABLE MOVE CHILDREN AUTH=PLAIN AUTH=LOGIN AUTH=NTLM\r\nc OK CAPABILITY completed\r\n"
     );
     assert_eq!(
         t.send(b"d LOGIN alice secret\r\n"),
@@ -400,7 +400,7 @@ fn starttls_order_and_injection_discard() {
     assert_eq!(t.s.authenticated_user(), None);
     assert_eq!(
         t.send(b"d CAPABILITY\r\n"),
-        "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE UIDPLUS AUTH=PLAIN AUTH=LOGIN AUTH=NTLM\r\nd OK CAPABILITY completed\r\n"
+        "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE UIDPLUS ID NAMESPACE ENABLE MOVE CHILDREN AUTH=PLAIN AUTH=LOGIN AUTH=NTLM\r\nd OK CAPABILITY completed\r\n"
     );
     assert_eq!(
         t.send(b"e STARTTLS\r\n"),
@@ -846,15 +846,15 @@ fn list_and_status() {
     );
     assert_eq!(
         t.send(b"l LIST \"\" \"*\"\r\n"),
-        "* LIST (\\Noselect) \"/\" Archive\r\n* LIST () \"/\" Archive/2024\r\n* LIST () \"/\" INBOX\r\n* LIST () \"/\" \"My Box\"\r\nl OK LIST completed\r\n"
+        "* LIST (\\Noselect \\HasChildren) \"/\" Archive\r\n* LIST (\\HasNoChildren) \"/\" Archive/2024\r\n* LIST (\\HasNoChildren) \"/\" INBOX\r\n* LIST (\\HasNoChildren) \"/\" \"My Box\"\r\nl OK LIST completed\r\n"
     );
     assert_eq!(
         t.send(b"m LIST \"\" %\r\n"),
-        "* LIST (\\Noselect) \"/\" Archive\r\n* LIST () \"/\" INBOX\r\n* LIST () \"/\" \"My Box\"\r\nm OK LIST completed\r\n"
+        "* LIST (\\Noselect \\HasChildren) \"/\" Archive\r\n* LIST (\\HasNoChildren) \"/\" INBOX\r\n* LIST (\\HasNoChildren) \"/\" \"My Box\"\r\nm OK LIST completed\r\n"
     );
     assert_eq!(
         t.send(b"n LIST Archive/ %\r\n"),
-        "* LIST () \"/\" Archive/2024\r\nn OK LIST completed\r\n"
+        "* LIST (\\HasNoChildren) \"/\" Archive/2024\r\nn OK LIST completed\r\n"
     );
     assert_eq!(
         t.send(b"o LIST \"\" \"\"\r\n"),
@@ -862,7 +862,7 @@ fn list_and_status() {
     );
     assert_eq!(
         t.send(b"p list \"\" inbox\r\n"),
-        "* LIST () \"/\" INBOX\r\np OK LIST completed\r\n"
+        "* LIST (\\HasNoChildren) \"/\" INBOX\r\np OK LIST completed\r\n"
     );
     assert_eq!(
         t.send(b"u UNSUBSCRIBE \"My Box\"\r\n"),
@@ -1410,7 +1410,7 @@ fn client_idioms_imaplib_and_curl() {
     let ir = encode_base64(b"\0alice\0secret");
     assert_eq!(
         t.send(format!("A001 CAPABILITY\r\nA002 AUTHENTICATE PLAIN {ir}\r\n").as_bytes()),
-        "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE UIDPLUS STARTTLS AUTH=PLAIN AUTH=LOGIN AUTH=NTLM\r\nA001 OK CAPABILITY completed\r\nA002 OK AUTHENTICATE completed\r\n"
+        "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE UIDPLUS ID NAMESPACE ENABLE MOVE CHILDREN STARTTLS AUTH=PLAIN AUTH=LOGIN AUTH=NTLM\r\nA001 OK CAPABILITY completed\r\nA002 OK AUTHENTICATE completed\r\n"
     );
     let out = t.send(b"A003 SELECT INBOX\r\nA004 UID FETCH 2 BODY[]\r\n");
     let m = alice_msg(2);
@@ -1612,4 +1612,127 @@ fn uidplus_is_only_spoken_where_advertised() {
     );
     let out = t.send(b"b APPEND INBOX {4+}\r\nhi\r\n\r\n");
     assert!(out.ends_with("b OK APPEND completed\r\n"), "{out}");
+}
+
+// ----- ID, NAMESPACE, ENABLE, MOVE, CHILDREN, names (issue 7) -----
+
+#[test]
+fn id_namespace_and_enable() {
+    let w = world();
+    let mut t = T::on(&w);
+    // RFC 2971 3.1: ID is valid in any state.
+    assert_eq!(
+        t.send(b"i ID (\"name\" \"test\")\r\n"),
+        format!(
+            "* ID (\"name\" \"harness\" \"version\" \"{}\" \"vendor\" \"harness mock (default)\")\r\ni OK ID completed\r\n",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    t.login();
+    assert_eq!(
+        t.send(b"n NAMESPACE\r\n"),
+        "* NAMESPACE ((\"\" \"/\")) NIL NIL\r\nn OK NAMESPACE completed\r\n"
+    );
+    assert_eq!(
+        t.send(b"e ENABLE CONDSTORE\r\n"),
+        "* ENABLED\r\ne OK ENABLE completed\r\n"
+    );
+}
+
+#[test]
+fn move_copies_then_expunges_with_copyuid_untagged() {
+    let w = world();
+    let mut t = T::on(&w);
+    t.select();
+    assert_eq!(t.send(b"c CREATE Done\r\n"), "c OK CREATE completed\r\n");
+    // RFC 6851 4.3 example shape: untagged OK [COPYUID], EXPUNGEs, tagged OK.
+    assert_eq!(
+        t.send(b"m UID MOVE 2:3 Done\r\n"),
+        "* OK [COPYUID 1700000001 2:3 1:2] Moved\r\n* 2 EXPUNGE\r\n* 2 EXPUNGE\r\nm OK UID MOVE completed\r\n"
+    );
+    assert_eq!(
+        t.send(b"s STATUS Done (MESSAGES)\r\n"),
+        "* STATUS Done (MESSAGES 2)\r\ns OK STATUS completed\r\n"
+    );
+    assert_eq!(
+        t.send(b"x MOVE 5 Done\r\n"),
+        "x BAD Invalid message sequence number\r\n"
+    );
+}
+
+#[test]
+fn list_says_which_mailboxes_have_children() {
+    let w = world();
+    let mut t = T::on(&w);
+    t.login();
+    assert_eq!(
+        t.send(b"a CREATE Work/2024\r\n"),
+        "a OK CREATE completed\r\n"
+    );
+    assert_eq!(
+        t.send(b"l LIST \"\" *\r\n"),
+        "* LIST (\\HasNoChildren) \"/\" INBOX\r\n* LIST (\\Noselect \\HasChildren) \"/\" Work\r\n* LIST (\\HasNoChildren) \"/\" Work/2024\r\nl OK LIST completed\r\n"
+    );
+}
+
+#[test]
+fn mailbox_names_must_be_modified_utf7() {
+    assert!(crate::imap::valid_modified_utf7("Entw&APw-rfe")); // "Entwürfe"
+    assert!(crate::imap::valid_modified_utf7("&-amp"));
+    assert!(crate::imap::valid_modified_utf7("&ZeVnLIqe-")); // 日本語
+    assert!(!crate::imap::valid_modified_utf7("&AGE-")); // encodes printable "a"
+    assert!(!crate::imap::valid_modified_utf7("&ZeVnLIqe")); // no closing "-"
+    assert!(!crate::imap::valid_modified_utf7("&Ze/nLIqe-")); // "/" is not modified BASE64
+    assert!(!crate::imap::valid_modified_utf7("&2D0-")); // a lone surrogate
+    assert!(!crate::imap::valid_modified_utf7("caf\u{e9}")); // 8-bit must be encoded
+    let w = world();
+    let mut t = T::on(&w);
+    t.login();
+    assert_eq!(
+        t.send(b"a CREATE Entw&APw-rfe\r\n"),
+        "a OK CREATE completed\r\n"
+    );
+    assert_eq!(
+        t.send(b"b CREATE &AGE-\r\n"),
+        "b NO [CANNOT] Mailbox name is not valid modified UTF-7 (RFC 3501 5.1.3)\r\n"
+    );
+    assert_eq!(
+        t.send(b"c RENAME Entw&APw-rfe &2D0-\r\n"),
+        "c NO [CANNOT] Mailbox name is not valid modified UTF-7 (RFC 3501 5.1.3)\r\n"
+    );
+}
+
+#[test]
+fn rename_moves_inferiors_and_inbox_is_special() {
+    let w = world();
+    let mut t = T::on(&w);
+    t.login();
+    assert_eq!(t.send(b"a CREATE Foo/Bar\r\n"), "a OK CREATE completed\r\n");
+    assert_eq!(t.send(b"b CREATE Foo\r\n"), "b OK CREATE completed\r\n");
+    assert_eq!(t.send(b"c RENAME Foo Zap\r\n"), "c OK RENAME completed\r\n");
+    assert_eq!(
+        t.send(b"l LIST \"\" Zap*\r\n"),
+        "* LIST (\\HasChildren) \"/\" Zap\r\n* LIST (\\HasNoChildren) \"/\" Zap/Bar\r\nl OK LIST completed\r\n"
+    );
+    // RFC 3501 6.3.5: RENAME INBOX moves its messages and leaves INBOX, empty.
+    assert_eq!(
+        t.send(b"d RENAME INBOX Old\r\n"),
+        "d OK RENAME completed\r\n"
+    );
+    assert_eq!(
+        t.send(b"s STATUS INBOX (MESSAGES)\r\n"),
+        "* STATUS INBOX (MESSAGES 0)\r\ns OK STATUS completed\r\n"
+    );
+    assert_eq!(
+        t.send(b"u STATUS Old (MESSAGES UIDNEXT)\r\n"),
+        "* STATUS Old (MESSAGES 3 UIDNEXT 4)\r\nu OK STATUS completed\r\n"
+    );
+    assert_eq!(
+        t.send(b"e RENAME Zap Zap/Inner\r\n"),
+        "e NO [CANNOT] Cannot rename a mailbox into itself\r\n"
+    );
+    assert_eq!(
+        t.send(b"f RENAME Old Zap\r\n"),
+        "f NO [ALREADYEXISTS] Target mailbox already exists\r\n"
+    );
 }
