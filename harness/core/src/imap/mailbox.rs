@@ -454,12 +454,28 @@ impl ImapServer {
             if acct.mailbox(&name).is_some() {
                 return Reply::no("Mailbox already exists");
             }
-            if acct.mailboxes.len() >= caps.max_mailboxes {
+            // RFC 3501 6.3.3: superior hierarchical names that do not exist are created
+            // too, so `CREATE a/b` leaves both `a` and `a/b` selectable.
+            let parts: Vec<&str> = name.split(DELIMITER).collect();
+            let missing: Vec<String> = (1..=parts.len())
+                .map(|n| {
+                    parts
+                        .get(..n)
+                        .unwrap_or_default()
+                        .join(&DELIMITER.to_string())
+                })
+                .filter(|n| acct.mailbox(n).is_none())
+                .collect();
+            if acct.mailboxes.len() + missing.len() > caps.max_mailboxes {
                 return Reply::no("[LIMIT] Too many mailboxes");
             }
-            let validity = next_validity(acct);
-            acct.mailboxes
-                .insert(name.clone(), Mailbox::new(&name, validity));
+            for n in missing {
+                let validity = next_validity(acct);
+                // Subscribing is the client's choice (RFC 3501 6.3.6); CREATE does not.
+                let mut mb = Mailbox::new(&n, validity);
+                mb.subscribed = false;
+                acct.mailboxes.insert(n.clone(), mb);
+            }
             Reply::ok("CREATE completed")
         })
     }

@@ -846,11 +846,11 @@ fn list_and_status() {
     );
     assert_eq!(
         t.send(b"l LIST \"\" \"*\"\r\n"),
-        "* LIST (\\Noselect \\HasChildren) \"/\" Archive\r\n* LIST (\\HasNoChildren) \"/\" Archive/2024\r\n* LIST (\\HasNoChildren) \"/\" INBOX\r\n* LIST (\\HasNoChildren) \"/\" \"My Box\"\r\nl OK LIST completed\r\n"
+        "* LIST (\\HasChildren) \"/\" Archive\r\n* LIST (\\HasNoChildren) \"/\" Archive/2024\r\n* LIST (\\HasNoChildren) \"/\" INBOX\r\n* LIST (\\HasNoChildren) \"/\" \"My Box\"\r\nl OK LIST completed\r\n"
     );
     assert_eq!(
         t.send(b"m LIST \"\" %\r\n"),
-        "* LIST (\\Noselect \\HasChildren) \"/\" Archive\r\n* LIST (\\HasNoChildren) \"/\" INBOX\r\n* LIST (\\HasNoChildren) \"/\" \"My Box\"\r\nm OK LIST completed\r\n"
+        "* LIST (\\HasChildren) \"/\" Archive\r\n* LIST (\\HasNoChildren) \"/\" INBOX\r\n* LIST (\\HasNoChildren) \"/\" \"My Box\"\r\nm OK LIST completed\r\n"
     );
     assert_eq!(
         t.send(b"n LIST Archive/ %\r\n"),
@@ -867,6 +867,10 @@ fn list_and_status() {
     assert_eq!(
         t.send(b"u UNSUBSCRIBE \"My Box\"\r\n"),
         "u OK UNSUBSCRIBE completed\r\n"
+    );
+    assert_eq!(
+        t.send(b"v SUBSCRIBE Archive/2024\r\n"),
+        "v OK SUBSCRIBE completed\r\n"
     );
     assert_eq!(
         t.send(b"q LSUB \"\" *\r\n"),
@@ -1671,7 +1675,7 @@ fn list_says_which_mailboxes_have_children() {
     );
     assert_eq!(
         t.send(b"l LIST \"\" *\r\n"),
-        "* LIST (\\HasNoChildren) \"/\" INBOX\r\n* LIST (\\Noselect \\HasChildren) \"/\" Work\r\n* LIST (\\HasNoChildren) \"/\" Work/2024\r\nl OK LIST completed\r\n"
+        "* LIST (\\HasNoChildren) \"/\" INBOX\r\n* LIST (\\HasChildren) \"/\" Work\r\n* LIST (\\HasNoChildren) \"/\" Work/2024\r\nl OK LIST completed\r\n"
     );
 }
 
@@ -1707,8 +1711,12 @@ fn rename_moves_inferiors_and_inbox_is_special() {
     let w = world();
     let mut t = T::on(&w);
     t.login();
+    // RFC 3501 6.3.3: creating Foo/Bar creates Foo too.
     assert_eq!(t.send(b"a CREATE Foo/Bar\r\n"), "a OK CREATE completed\r\n");
-    assert_eq!(t.send(b"b CREATE Foo\r\n"), "b OK CREATE completed\r\n");
+    assert_eq!(
+        t.send(b"b CREATE Foo\r\n"),
+        "b NO Mailbox already exists\r\n"
+    );
     assert_eq!(t.send(b"c RENAME Foo Zap\r\n"), "c OK RENAME completed\r\n");
     assert_eq!(
         t.send(b"l LIST \"\" Zap*\r\n"),

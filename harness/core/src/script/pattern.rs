@@ -40,6 +40,27 @@ impl Pattern {
                     }
                     pieces.push(Piece::Any);
                 }
+                Some('{') => {
+                    // `${name}`: a capture whose end is marked, so text may follow it.
+                    chars.next();
+                    let mut name = String::new();
+                    let mut closed = false;
+                    for (_, c) in chars.by_ref() {
+                        if c == '}' {
+                            closed = true;
+                            break;
+                        }
+                        name.push(c);
+                    }
+                    if !closed || !crate::script::parse::is_name(&name) {
+                        return Err("`${` must hold a name and end with `}`");
+                    }
+                    flush(&mut literal, &mut pieces);
+                    if matches!(pieces.last(), Some(Piece::Any | Piece::Capture(_))) {
+                        return Err("two wildcards or captures in a row cannot be told apart");
+                    }
+                    pieces.push(Piece::Capture(name));
+                }
                 Some(c) if c.is_ascii_alphabetic() || c == '_' => {
                     let mut name = String::new();
                     while let Some(&(_, c)) = chars.peek() {
@@ -172,6 +193,19 @@ mod tests {
         assert!(m("a $$5", "a $5").is_some());
         assert!(m("+OK $*", "+OK").is_none());
         assert!(m("+OK$*", "+OK").is_some());
+        let caps = m(
+            "* LIST (x) \"${d}\" Work${d}2024",
+            "* LIST (x) \".\" Work.2024",
+        )
+        .unwrap();
+        assert_eq!(caps["d"], ".");
+        assert!(m(
+            "* LIST (x) \"${d}\" Work${d}2024",
+            "* LIST (x) \".\" Work/2024"
+        )
+        .is_none());
+        assert!(Pattern::parse("a ${d").is_err());
+        assert!(Pattern::parse("a ${9x}").is_err());
     }
 
     #[test]

@@ -280,10 +280,16 @@ fn substitute(
             rest = tail;
             continue;
         }
-        let len = after
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(after.len());
-        let name = &after[..len];
+        // `${name}` ends where the brace does; `$name` at the first non-name character.
+        let (name, consumed) = match after.strip_prefix('{').and_then(|a| a.split_once('}')) {
+            Some((name, _)) => (name, name.len() + 2),
+            None => {
+                let len = after
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(after.len());
+                (&after[..len], len)
+            }
+        };
         if !is_name(name) {
             out.push('$');
             rest = after;
@@ -297,7 +303,7 @@ fn substitute(
                 name: name.to_string(),
             })?;
         out.push_str(value);
-        rest = &after[len..];
+        rest = &after[consumed..];
     }
     out.push_str(rest);
     Ok(out)
@@ -380,6 +386,12 @@ mod tests {
         assert_eq!(report.captures["n"], "3");
         assert_eq!(t.sent[0], (1, "a1 LOGIN alice secret\r\n".to_string()));
         assert_eq!(t.sent[2], (1, "a3 FETCH 3 FLAGS\r\n".to_string()));
+        let mut vars = BTreeMap::new();
+        vars.insert("d".to_string(), ".".to_string());
+        assert_eq!(
+            substitute("CREATE Work${d}2024 $d", &vars, &BTreeMap::new(), 1).unwrap(),
+            "CREATE Work.2024 ."
+        );
         let transcript = report.transcript();
         assert!(transcript.contains("1 S~ * FLAGS ()"), "{transcript}");
         assert!(transcript.contains("2 -- server closed"), "{transcript}");
