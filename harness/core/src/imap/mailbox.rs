@@ -17,6 +17,7 @@ use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 use imap_codec::imap_types::status::StatusDataItemName;
 
 use super::message::{self, write_astring};
+use super::mime;
 use super::server::{ImapServer, Reply};
 use crate::world::{Account, Mailbox, StoredMessage};
 
@@ -1226,11 +1227,11 @@ fn fetch_one(
             }
             MessageDataItemName::Body => {
                 out.extend_from_slice(b"BODY ");
-                message::write_body_structure(out, data);
+                mime::write_structure(out, data, &mime::parse(data), false);
             }
             MessageDataItemName::BodyStructure => {
                 out.extend_from_slice(b"BODYSTRUCTURE ");
-                message::write_body_structure(out, data);
+                mime::write_structure(out, data, &mime::parse(data), true);
             }
             MessageDataItemName::Rfc822 => literal_item(out, "RFC822", data),
             MessageDataItemName::Rfc822Header => literal_item(out, "RFC822.HEADER", header),
@@ -1238,12 +1239,17 @@ fn fetch_one(
             MessageDataItemName::BodyExt {
                 section, partial, ..
             } => {
-                let content = section_data(section.as_ref(), header, text, data);
                 let mut name = b"BODY[".to_vec();
                 if let Some(s) = section {
                     write_section(&mut name, s);
                 }
                 name.push(b']');
+                // RFC 3501 7.4.2: a section that does not exist is NIL.
+                let Some(content) = section_data(section.as_ref(), header, text, data) else {
+                    out.extend_from_slice(&name);
+                    out.extend_from_slice(b" NIL");
+                    continue;
+                };
                 let content: &[u8] = match partial {
                     // RFC 3501 6.4.5: <origin.octets>; the reply names only the origin.
                     Some((origin, len)) => {
@@ -1276,28 +1282,53 @@ fn literal_item(out: &mut Vec<u8>, name: &str, content: &[u8]) {
     out.extend_from_slice(content);
 }
 
-fn is_part_one(p: &Part) -> bool {
-    p.0.as_ref().iter().map(|n| n.get()).eq([1])
-}
-
-/// The octets a section names. The store keeps messages unparsed, so a message is one
-/// part: part 1 is its text; deeper parts and part headers are empty.
-fn section_data(section: Option<&Section<'_>>, header: &[u8], text: &[u8], data: &[u8]) -> Vec<u8> {
+/// The octets a section names, or `None` when the message has no such part (RFC 3501
+/// 6.4.5): part numbers walk the MIME tree; HEADER, TEXT and HEADER.FIELDS below the top
+/// level need a message/rfc822 part; MIME is a part's own header.
+fn section_data(
+    section: Option<&Section<'_>>,
+    header: &[u8],
+    text: &[u8],
+    data: &[u8],
+) -> Option<Vec<u8>> {
     let names = |list: &[imap_codec::imap_types::core::AString<'_>]| -> Vec<Vec<u8>> {
         list.iter().map(|a| a.as_ref().to_vec()).collect()
     };
+    let path = |p: &Part| -> Vec<u32> { p.0.as_ref().iter().map(|n| n.get()).collect() };
+    let bytes = |r: std::ops::Range<usize>| data.get(r).unwrap_or_default().to_vec();
+    let Some(section) = section else {
+        return Some(data.to_vec());
+    };
+    // Top-level sections need no MIME parse.
     match section {
-        None => data.to_vec(),
-        Some(Section::Part(p)) if is_part_one(p) => text.to_vec(),
-        Some(Section::Header(None)) => header.to_vec(),
-        Some(Section::HeaderFields(None, list)) => {
-            message::header_fields(header, &names(list.as_ref()), false)
+        Section::Header(None) => return Some(header.to_vec()),
+        Section::HeaderFields(None, list) => {
+            return Some(message::header_fields(header, &names(list.as_ref()), false))
         }
-        Some(Section::HeaderFieldsNot(None, list)) => {
-            message::header_fields(header, &names(list.as_ref()), true)
+        Section::HeaderFieldsNot(None, list) => {
+            return Some(message::header_fields(header, &names(list.as_ref()), true))
         }
-        Some(Section::Text(None)) => text.to_vec(),
-        Some(_) => Vec::new(),
+        Section::Text(None) => return Some(text.to_vec()),
+        _ => {}
+    }
+    let root = mime::parse(data);
+    // The message inside a message/rfc822 part named by `p`.
+    let inner = |p: &Part| match mime::find(&root, &path(p)).map(|part| &part.kind) {
+        Some(mime::Kind::Message(m)) => Some((**m).clone()),
+        _ => None,
+    };
+    match section {
+        Section::Part(p) => mime::find(&root, &path(p)).map(|part| bytes(part.body.clone())),
+        Section::Mime(p) => mime::find(&root, &path(p)).map(|part| bytes(part.header.clone())),
+        Section::Header(Some(p)) => inner(p).map(|m| bytes(m.header)),
+        Section::Text(Some(p)) => inner(p).map(|m| bytes(m.body)),
+        Section::HeaderFields(Some(p), list) => {
+            inner(p).map(|m| message::header_fields(&bytes(m.header), &names(list.as_ref()), false))
+        }
+        Section::HeaderFieldsNot(Some(p), list) => {
+            inner(p).map(|m| message::header_fields(&bytes(m.header), &names(list.as_ref()), true))
+        }
+        _ => None,
     }
 }
 

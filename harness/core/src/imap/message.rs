@@ -422,64 +422,11 @@ pub fn internal_date(epoch: i64) -> String {
 }
 
 /// Lines in a text body, as BODYSTRUCTURE's `body-fld-lines` counts them.
+/// Text lines of a body: line ends, plus one for a last line without one (a MIME part
+/// ends before the CRLF that belongs to the next boundary, RFC 2046 5.1.1).
 pub fn count_lines(body: &[u8]) -> usize {
-    body.iter().filter(|&&b| b == b'\n').count()
-}
-
-/// A one-part BODY / BODYSTRUCTURE (RFC 3501 7.4.2). Only the top-level Content-Type is
-/// looked at; a multipart message is described as one opaque application/octet-stream
-/// part (the store does not parse MIME trees).
-pub fn write_body_structure(out: &mut Vec<u8>, data: &[u8]) {
-    let (header, body) = split(data);
-    let fs = fields(header);
-    let ct = field(&fs, "Content-Type").map(|v| String::from_utf8_lossy(v).into_owned());
-    let (mut ty, mut sub, mut charset) = ("TEXT".to_string(), "PLAIN".to_string(), None);
-    if let Some(ct) = ct {
-        let mut parts = ct.split(';');
-        let main = parts.next().unwrap_or("").trim();
-        if let Some((t, s)) = main.split_once('/') {
-            let (t, s) = (t.trim(), s.trim());
-            let token =
-                |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_graphic() && b != b'"');
-            if token(t) && token(s) {
-                ty = t.to_ascii_uppercase();
-                sub = s.to_ascii_uppercase();
-            }
-        }
-        for p in parts {
-            if let Some((k, v)) = p.split_once('=') {
-                if k.trim().eq_ignore_ascii_case("charset") {
-                    charset = Some(v.trim().trim_matches('"').to_string());
-                }
-            }
-        }
-    }
-    if ty == "MULTIPART" || ty == "MESSAGE" {
-        ty = "APPLICATION".into();
-        sub = "OCTET-STREAM".into();
-    }
-    out.push(b'(');
-    write_string(out, ty.as_bytes());
-    out.push(b' ');
-    write_string(out, sub.as_bytes());
-    if ty == "TEXT" {
-        out.extend_from_slice(b" (\"CHARSET\" ");
-        write_string(out, charset.as_deref().unwrap_or("US-ASCII").as_bytes());
-        out.push(b')');
-    } else {
-        out.extend_from_slice(b" NIL");
-    }
-    let enc = field(&fs, "Content-Transfer-Encoding")
-        .map(|v| String::from_utf8_lossy(v).trim().to_ascii_uppercase())
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "7BIT".into());
-    out.extend_from_slice(b" NIL NIL ");
-    write_string(out, enc.as_bytes());
-    out.extend_from_slice(format!(" {}", body.len()).as_bytes());
-    if ty == "TEXT" {
-        out.extend_from_slice(format!(" {}", count_lines(body)).as_bytes());
-    }
-    out.push(b')');
+    let ends = body.iter().filter(|&&b| b == b'\n').count();
+    ends + usize::from(!body.is_empty() && !body.ends_with(b"\n"))
 }
 
 #[cfg(test)]
@@ -549,12 +496,12 @@ mod tests {
         write_astring(&mut out, b"INBOX");
         write_astring(&mut out, b"My Box");
         assert_eq!(out, b"\"a\\\"b\\\\\"{4}\r\nx\r\nyINBOX\"My Box\"");
-        let mut out = Vec::new();
         assert_eq!(
             header_fields(split(MSG).0, &[b"SUBJECT".to_vec()], false),
             b"Subject: Hi\r\n there\r\n\r\n"
         );
-        write_body_structure(&mut out, MSG);
+        let mut out = Vec::new();
+        crate::imap::mime::write_structure(&mut out, MSG, &crate::imap::mime::parse(MSG), false);
         assert_eq!(
             out,
             b"(\"TEXT\" \"PLAIN\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" 11 1)"

@@ -41,8 +41,9 @@
 //!
 //! # Model limits
 //!
-//! Messages are stored unparsed: BODYSTRUCTURE describes one part with the top-level
-//! Content-Type (multipart as application/octet-stream) and `BODY[1]` is the text.
+//! Messages are stored as bytes; their MIME structure is read on demand with mail-parser
+//! (`mime.rs`) for BODY / BODYSTRUCTURE and `BODY[section]`. SEARCH BODY / TEXT match the
+//! raw (still transfer-encoded) text.
 //! `\Recent` is per session: messages that arrive while this session has the mailbox
 //! selected; SELECT reports `0 RECENT`.
 //!
@@ -58,6 +59,7 @@
 pub mod framer;
 mod mailbox;
 pub mod message;
+pub mod mime;
 mod server;
 
 pub use framer::{Frame, FrameConfig, FrameError, FrameMode, Framer};

@@ -1571,11 +1571,20 @@ fn fetch_full_macro_and_bodystructure() {
         out.ends_with(&format!(" BODY {structure})\r\nf OK FETCH completed\r\n")),
         "{out}"
     );
+    // BODYSTRUCTURE adds the extension data (MD5, disposition, language, location); a
+    // part that does not exist is NIL; part 1's MIME header is the message header.
+    let header = &m[..m.len() - body_len];
+    let extended = format!(
+        "{}{})",
+        &structure[..structure.len() - 1],
+        " NIL NIL NIL NIL"
+    );
     assert_eq!(
         t.send(b"g FETCH 1 (BODYSTRUCTURE BODY.PEEK[1] BODY.PEEK[2] BODY.PEEK[1.MIME])\r\n"),
         format!(
-            "* 1 FETCH (BODYSTRUCTURE {structure} BODY[1] {{{body_len}}}\r\n{} BODY[2] {{0}}\r\n BODY[1.MIME] {{0}}\r\n)\r\ng OK FETCH completed\r\n",
-            &m[m.len() - body_len..]
+            "* 1 FETCH (BODYSTRUCTURE {extended} BODY[1] {{{body_len}}}\r\n{} BODY[2] NIL BODY[1.MIME] {{{}}}\r\n{header})\r\ng OK FETCH completed\r\n",
+            &m[m.len() - body_len..],
+            header.len()
         )
     );
 }
@@ -1742,5 +1751,48 @@ fn rename_moves_inferiors_and_inbox_is_special() {
     assert_eq!(
         t.send(b"f RENAME Old Zap\r\n"),
         "f NO [ALREADYEXISTS] Target mailbox already exists\r\n"
+    );
+}
+
+// ----- MIME structure (RFC 3501 6.4.5, 7.4.2) -----
+
+/// multipart/mixed: a text part, and a message/rfc822 whose body is multipart/alternative.
+const NESTED: &str = "From: a@example.test\r\nSubject: outer\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"outer\"\r\n\r\npreamble\r\n--outer\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nhello\r\n--outer\r\nContent-Type: message/rfc822\r\nContent-Disposition: attachment; filename=\"fwd.eml\"\r\n\r\nFrom: b@example.test\r\nSubject: inner\r\nContent-Type: multipart/alternative; boundary=\"inner\"\r\n\r\n--inner\r\nContent-Type: text/plain\r\n\r\nplain\r\n--inner\r\nContent-Type: text/html\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n<b>html</b>\r\n--inner--\r\n\r\n--outer--\r\n";
+
+#[test]
+fn nested_mime_structure_and_sections() {
+    let w = world();
+    w.store.with_account("alice", |a| {
+        let inbox = a.mailbox_mut("INBOX").unwrap();
+        inbox.append(
+            Arc::from(NESTED.as_bytes()),
+            Default::default(),
+            1_704_067_300,
+        );
+    });
+    let mut t = T::on(&w);
+    t.select();
+    let out = t.send(b"a FETCH 4 (BODY)\r\n");
+    assert_eq!(
+        out,
+        "* 4 FETCH (BODY ((\"TEXT\" \"PLAIN\" (\"CHARSET\" \"utf-8\") NIL NIL \"7BIT\" 5 1)(\"MESSAGE\" \"RFC822\" NIL NIL NIL \"7BIT\" 244 (NIL \"inner\" ((NIL NIL \"b\" \"example.test\")) ((NIL NIL \"b\" \"example.test\")) ((NIL NIL \"b\" \"example.test\")) NIL NIL NIL NIL NIL) ((\"TEXT\" \"PLAIN\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" 5 1)(\"TEXT\" \"HTML\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"QUOTED-PRINTABLE\" 11 1) \"ALTERNATIVE\") 14) \"MIXED\"))\r\na OK FETCH completed\r\n"
+    );
+    let structure = t.send(b"b FETCH 4 (BODYSTRUCTURE)\r\n");
+    assert!(
+        structure.contains("(\"ATTACHMENT\" (\"FILENAME\" \"fwd.eml\"))"),
+        "{structure}"
+    );
+    assert!(
+        structure.contains("\"MIXED\" (\"BOUNDARY\" \"outer\") NIL NIL NIL)"),
+        "{structure}"
+    );
+    assert_eq!(
+        t.send(b"c FETCH 4 (BODY.PEEK[1] BODY.PEEK[2.HEADER.FIELDS (SUBJECT)] BODY.PEEK[2.1] BODY.PEEK[2.2.MIME] BODY.PEEK[2.3] BODY.PEEK[3])\r\n"),
+        "* 4 FETCH (BODY[1] {5}\r\nhello BODY[2.HEADER.FIELDS (SUBJECT)] {18}\r\nSubject: inner\r\n\r\n BODY[2.1] {5}\r\nplain BODY[2.2.MIME] {72}\r\nContent-Type: text/html\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n BODY[2.3] NIL BODY[3] NIL)\r\nc OK FETCH completed\r\n"
+    );
+    // HEADER / TEXT of a part that is not a message/rfc822 do not exist.
+    assert_eq!(
+        t.send(b"d FETCH 4 (BODY.PEEK[1.HEADER])\r\n"),
+        "* 4 FETCH (BODY[1.HEADER] NIL)\r\nd OK FETCH completed\r\n"
     );
 }
