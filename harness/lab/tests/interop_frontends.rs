@@ -118,8 +118,7 @@ fn pop3_capa_and_auth(addr: SocketAddr) -> (Vec<String>, Vec<String>) {
 fn play(addr: SocketAddr, text: &str) -> Verdict {
     let parsed = script::parse(text).expect("script parses");
     let mut transport = SocketTransport::new(addr, SILENCE);
-    let report =
-        script::play(&parsed, &Default::default(), &mut transport).expect("script plays");
+    let report = script::play(&parsed, &Default::default(), &mut transport).expect("script plays");
     if !report.passed() {
         eprintln!("{}", report.transcript());
     }
@@ -168,12 +167,17 @@ fn check_frontend(name: &str, fe: &Frontend, pop3_auth_listing: bool) {
     let imap = probe(Protocol::Imap, fe.imap);
     eprintln!("{name} IMAP probe:\n{}", imap.transcript.join("\n"));
     assert!(
-        imap.transcript.iter().any(|l| l.starts_with("S: * CAPABILITY")),
+        imap.transcript
+            .iter()
+            .any(|l| l.starts_with("S: * CAPABILITY")),
         "{name}: no CAPABILITY reply: {:?}",
         imap.transcript
     );
     assert!(
-        !imap.transcript.iter().any(|l| l.contains("did not complete")),
+        !imap
+            .transcript
+            .iter()
+            .any(|l| l.contains("did not complete")),
         "{name}: {:?}",
         imap.transcript
     );
@@ -203,13 +207,24 @@ fn check_frontend(name: &str, fe: &Frontend, pop3_auth_listing: bool) {
     }
 
     assert_eq!(play(fe.imap, IMAP_LOGIN_SELECT), Verdict::Passed, "{name}");
-    assert_eq!(play(fe.pop3, POP3_USER_PASS_STAT), Verdict::Passed, "{name}");
-    assert_eq!(play(fe.imap, IMAP_WRONG_PASSWORD), Verdict::Passed, "{name}");
+    assert_eq!(
+        play(fe.pop3, POP3_USER_PASS_STAT),
+        Verdict::Passed,
+        "{name}"
+    );
+    assert_eq!(
+        play(fe.imap, IMAP_WRONG_PASSWORD),
+        Verdict::Passed,
+        "{name}"
+    );
 }
 
 #[test]
 fn nginx_mail_proxy_offers_no_ntlm_and_relays_basic_login() {
-    if !tools("nginx", "scripts/peers/install.sh (nginx libnginx-mod-mail)") {
+    if !tools(
+        "nginx",
+        "scripts/peers/install.sh (nginx libnginx-mod-mail)",
+    ) {
         return;
     }
     let fe = nginx();

@@ -83,7 +83,10 @@ fn assert_clean_run(ran: &common::Ran) {
     let rate: f64 = row[3].parse().unwrap();
     assert!(sessions > 0 && rate > 0.0, "{ran:?}");
     assert_eq!(row[1], "0", "{ran:?}");
-    assert!(row[4].ends_with(" ms") && row[5].ends_with(" ms"), "{ran:?}");
+    assert!(
+        row[4].ends_with(" ms") && row[5].ends_with(" ms"),
+        "{ran:?}"
+    );
     for kind in ["connect", "timeout", "NO/-ERR", "protocol"] {
         assert_eq!(errors(&ran.stdout, kind), 0, "{kind}: {ran:?}");
     }
