@@ -23,7 +23,7 @@ fn cyrus() -> Option<(Peer, SocketAddr, SocketAddr)> {
     common::require_tool("cyrmaster", "scripts/peers/install.sh (cyrus-common)")?;
     common::require_tool("saslpasswd2", "scripts/peers/install.sh (sasl2-bin)")?;
     let (imap, pop3) = (free_port(), free_port());
-    let peer = peers::start("cyrus", &[imap.to_string(), pop3.to_string()]);
+    let peer = peers::try_start("cyrus", &[imap.to_string(), pop3.to_string()])?;
     Some((
         peer,
         ([127, 0, 0, 1], imap).into(),

@@ -31,42 +31,42 @@ fn tools(frontend_tool: &str, hint: &str) -> bool {
         && common::require_tool(frontend_tool, hint).is_some()
 }
 
-fn dovecot() -> (Peer, u16, u16) {
+fn dovecot() -> Option<(Peer, u16, u16)> {
     let (imap, pop3) = (free_port(), free_port());
-    let peer = peers::start("dovecot", &[imap.to_string(), pop3.to_string()]);
-    (peer, imap, pop3)
+    let peer = peers::try_start("dovecot", &[imap.to_string(), pop3.to_string()])?;
+    Some((peer, imap, pop3))
 }
 
 fn lo(port: u16) -> SocketAddr {
     ([127, 0, 0, 1], port).into()
 }
 
-fn nginx() -> Frontend {
-    let (back, b_imap, b_pop3) = dovecot();
+fn nginx() -> Option<Frontend> {
+    let (back, b_imap, b_pop3) = dovecot()?;
     let (imap, pop3, auth) = (free_port(), free_port(), free_port());
-    let fe = peers::start(
+    let fe = peers::try_start(
         "nginx-mail",
         &[imap, pop3, b_imap, b_pop3, auth].map(|p| p.to_string()),
-    );
-    Frontend {
+    )?;
+    Some(Frontend {
         imap: lo(imap),
         pop3: lo(pop3),
         _peers: vec![fe, back],
-    }
+    })
 }
 
-fn perdition() -> Frontend {
-    let (back, b_imap, b_pop3) = dovecot();
+fn perdition() -> Option<Frontend> {
+    let (back, b_imap, b_pop3) = dovecot()?;
     let (imap, pop3) = (free_port(), free_port());
-    let fe = peers::start(
+    let fe = peers::try_start(
         "perdition",
         &[imap, pop3, b_imap, b_pop3].map(|p| p.to_string()),
-    );
-    Frontend {
+    )?;
+    Some(Frontend {
         imap: lo(imap),
         pop3: lo(pop3),
         _peers: vec![fe, back],
-    }
+    })
 }
 
 /// The scenario runner's telnet probe, played over a socket.
@@ -227,7 +227,9 @@ fn nginx_mail_proxy_offers_no_ntlm_and_relays_basic_login() {
     ) {
         return;
     }
-    let fe = nginx();
+    let Some(fe) = nginx() else {
+        return;
+    };
     check_frontend("nginx", &fe, true);
 }
 
@@ -236,6 +238,8 @@ fn perdition_offers_no_ntlm_and_relays_basic_login() {
     if !tools("perdition.imap4", "scripts/peers/install.sh (perdition)") {
         return;
     }
-    let fe = perdition();
+    let Some(fe) = perdition() else {
+        return;
+    };
     check_frontend("perdition", &fe, false);
 }
