@@ -28,6 +28,8 @@ const MAX_LITERAL: u64 = 64 * 1024 * 1024;
 const MAX_LINES_PER_REPLY: usize = 100_000;
 /// Longest run accepted.
 pub const MAX_DURATION: Duration = Duration::from_secs(3600);
+/// Most concurrent clients.
+pub const MAX_CLIENTS: usize = 10_000;
 /// Most latencies kept (a sample beyond this is still counted, not stored).
 const MAX_SAMPLES: usize = 10_000_000;
 
@@ -380,13 +382,13 @@ impl UserSpec {
         })
     }
 
-    /// `count` users from a pattern such as `u{n}:secret` (`{n}` = 0, 1, ...).
+    /// `count` users from a pattern such as `u{i}:secret` (`{i}` = 0, 1, ...).
     pub fn from_pattern(pattern: &str, count: usize) -> Option<Vec<UserSpec>> {
-        if !pattern.contains("{n}") {
+        if !pattern.contains("{i}") {
             return None;
         }
         (0..count)
-            .map(|i| UserSpec::parse(&pattern.replace("{n}", &i.to_string())))
+            .map(|i| UserSpec::parse(&pattern.replace("{i}", &i.to_string())))
             .collect()
     }
 }
@@ -408,13 +410,13 @@ pub struct LoadConfig {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LoadError {
-    #[error("at least one client is needed")]
-    NoClients,
+    #[error("between 1 and {MAX_CLIENTS} clients")]
+    ClientCount,
     #[error("at least one user is needed")]
     NoUsers,
     #[error(
         "POP3 locks a user's maildrop for the whole session: {clients} clients need {clients} \
-         distinct users, got {users} (use a user pattern such as u{{n}}:secret)"
+         distinct users, got {users} (use a user pattern such as u{{i}}:secret)"
     )]
     TooFewPop3Users { clients: usize, users: usize },
     #[error("the run must last between 1 ms and {MAX_DURATION:?}")]
@@ -425,8 +427,8 @@ pub enum LoadError {
 
 impl LoadConfig {
     pub fn validate(&self) -> Result<(), LoadError> {
-        if self.clients == 0 {
-            return Err(LoadError::NoClients);
+        if self.clients == 0 || self.clients > MAX_CLIENTS {
+            return Err(LoadError::ClientCount);
         }
         if self.users.is_empty() {
             return Err(LoadError::NoUsers);
@@ -613,7 +615,7 @@ mod tests {
 
     #[test]
     fn users_from_a_pattern() {
-        let u = UserSpec::from_pattern("u{n}:secret", 3).unwrap();
+        let u = UserSpec::from_pattern("u{i}:secret", 3).unwrap();
         assert_eq!(u.len(), 3);
         assert_eq!(
             (u[2].user.as_str(), u[2].password.as_str()),
@@ -638,6 +640,23 @@ mod tests {
             cfg.validate(),
             Err(LoadError::TooFewPop3Users { .. })
         ));
+        let imap = LoadConfig {
+            session: SessionKind::ImapLoginSelectFetchLogout,
+            ..cfg.clone()
+        };
+        assert_eq!(imap.validate(), Ok(()));
+        for clients in [0, MAX_CLIENTS + 1] {
+            let c = LoadConfig {
+                clients,
+                ..imap.clone()
+            };
+            assert_eq!(c.validate(), Err(LoadError::ClientCount));
+        }
+        let forever = LoadConfig {
+            duration: MAX_DURATION + Duration::from_secs(1),
+            ..imap
+        };
+        assert_eq!(forever.validate(), Err(LoadError::Duration));
     }
 
     #[test]

@@ -134,7 +134,7 @@ async fn pop3_load_with_a_user_per_client() {
         "--seconds",
         "2",
         "--users-from-pattern",
-        "u{n}:secret",
+        "u{i}:secret",
     ])
     .await;
     assert_clean_run(&ran);

@@ -17,13 +17,13 @@ use super::table;
 #[command(after_help = "\
 Users: client i logs in as the (i mod count)-th user given. POP3 locks a user's maildrop for \
 the whole session, so a POP3 run needs one distinct user per client: generate them with \
---users-from-pattern 'u{n}:secret' (u0, u1, ... one per client) and serve them, e.g. \
+--users-from-pattern 'u{i}:secret' (u0, u1, ... one per client) and serve them, e.g. \
 `harness serve --user u0:secret --user u1:secret ...`.
 
 Example:
   harness load --target imap://127.0.0.1:1143 --clients 16 --seconds 10 --user alice:secret
   harness load --target pop3://127.0.0.1:1110 --clients 16 --seconds 10 \\
-               --session login-stat-retr-quit --users-from-pattern 'u{n}:secret'
+               --session login-stat-retr-quit --users-from-pattern 'u{i}:secret'
 
 Exit status: 0 when every session succeeded, 1 when any failed.")]
 pub struct LoadArgs {
@@ -47,8 +47,8 @@ pub struct LoadArgs {
     /// A user to log in as: NAME:PASSWORD (repeatable).
     #[arg(long = "user", value_name = "NAME:PASSWORD")]
     users: Vec<String>,
-    /// One user per client from a pattern where {n} is the client's number from 0, e.g.
-    /// 'u{n}:secret'.
+    /// One user per client from a pattern where {i} is the client's number from 0, e.g.
+    /// 'u{i}:secret'.
     #[arg(long, value_name = "PATTERN")]
     users_from_pattern: Option<String>,
     /// Bound on each operation (connect, greeting, one command with its whole reply).
@@ -96,7 +96,7 @@ pub fn run(args: LoadArgs) -> Result<()> {
     }
     if let Some(p) = &args.users_from_pattern {
         users.extend(UserSpec::from_pattern(p, args.clients).with_context(|| {
-            format!("--users-from-pattern needs NAME:PASSWORD with {{n}} in it, got {p:?}")
+            format!("--users-from-pattern needs NAME:PASSWORD with {{i}} in it, got {p:?}")
         })?);
     }
     if users.is_empty() {
