@@ -31,6 +31,10 @@ impl Drop for Peer {
     fn drop(&mut self) {
         let stop = project_root().join(format!("scripts/peers/{}/stop.sh", self.name));
         let _ = Command::new("bash").arg(stop).arg(&self.rundir).output();
+        // Logs stay for a failed test to be read; otherwise the state goes.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.rundir);
+        }
     }
 }
 
