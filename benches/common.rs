@@ -1,5 +1,5 @@
 //! Shared by the benches: the lab's users, the session scripts, and a loopback client that
-//! plays one whole session.
+//! plays one whole session (the same player as `harness load`).
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -8,8 +8,6 @@ use std::time::{Duration, Instant};
 
 use harness::Protocol;
 use harness_core::LabFile;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 pub const IMAP_STEPS: &[&[u8]] = &[
     b"a LOGIN {user} secret\r\n",
@@ -45,52 +43,13 @@ pub fn steps(template: &[&[u8]], user: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Reads until the reply to the last step is complete.
-async fn read_reply(tcp: &mut TcpStream, buf: &mut Vec<u8>, done: impl Fn(&[u8]) -> bool) {
-    buf.clear();
-    let mut chunk = [0u8; 8192];
-    while !done(buf) {
-        let n = tcp.read(&mut chunk).await.expect("read");
-        assert!(
-            n > 0,
-            "server closed early: {:?}",
-            String::from_utf8_lossy(buf)
-        );
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// One whole session over loopback: greeting, then each step and its complete reply.
+/// One whole session over loopback: greeting, then each step and its complete reply (the
+/// load generator's session player, `harness::load::play_session`).
 pub async fn loopback_session(addr: SocketAddr, protocol: Protocol, steps: &[Vec<u8>]) {
-    let mut tcp = TcpStream::connect(addr).await.expect("connect");
-    tcp.set_nodelay(true).expect("nodelay");
-    let mut buf = Vec::with_capacity(8192);
-    let line_done = |b: &[u8]| b.ends_with(b"\r\n");
-    read_reply(&mut tcp, &mut buf, line_done).await; // greeting
-    for step in steps {
-        tcp.write_all(step).await.expect("write");
-        match protocol {
-            Protocol::Imap => {
-                let tag = [step[0], b' '];
-                read_reply(&mut tcp, &mut buf, |b| {
-                    b.ends_with(b"\r\n")
-                        && (b.starts_with(&tag)
-                            || b.windows(3).any(|w| w[0] == b'\n' && w[1..] == tag))
-                })
-                .await;
-            }
-            Protocol::Pop3 => {
-                let multi = step.starts_with(b"RETR");
-                read_reply(&mut tcp, &mut buf, |b| {
-                    if multi && b.starts_with(b"+OK") {
-                        b.ends_with(b"\r\n.\r\n")
-                    } else {
-                        line_done(b)
-                    }
-                })
-                .await;
-            }
-        }
+    if let Err(e) =
+        harness::load::play_session(addr, protocol, steps, Duration::from_secs(30)).await
+    {
+        panic!("{protocol} session to {addr} failed: {e}");
     }
 }
 

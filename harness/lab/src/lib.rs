@@ -15,6 +15,7 @@
 pub mod connection;
 pub mod frontend;
 pub mod labfile;
+pub mod load;
 pub mod play;
 pub mod scenario;
 pub mod tls;

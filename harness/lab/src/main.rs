@@ -37,6 +37,9 @@ enum Command {
     Play(PlayArgs),
     /// List the built-in server profiles.
     Profiles,
+    /// Closed-loop load against an IMAP or POP3 server: sessions per second, latency
+    /// percentiles and errors by kind.
+    Load(cmd::load::LoadArgs),
 }
 
 #[derive(clap::Args)]
@@ -162,6 +165,7 @@ fn main() -> Result<()> {
         Command::Serve(args) => serve(*args),
         Command::Play(args) => cmd::play::run(args),
         Command::Run(args) => cmd::run::run(args),
+        Command::Load(args) => cmd::load::run(args),
         Command::Profiles => {
             for name in PROFILE_NAMES {
                 if let Some(p) = Profile::by_name(name) {

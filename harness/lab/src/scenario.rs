@@ -119,7 +119,7 @@ pub async fn run_case(scenario: &ScenarioFile, case: &Case) -> Result<CaseOutcom
 }
 
 /// Shuttles a client's bytes over TCP until it is done; reconnects when it asks to.
-async fn drive_client(client: &mut dyn ClientSession, addr: SocketAddr) {
+pub async fn drive_client(client: &mut dyn ClientSession, addr: SocketAddr) {
     let started = Instant::now();
     let mut tcp = TcpStream::connect(addr).await.ok();
     if tcp.is_none() {

@@ -4,6 +4,7 @@
 #   defaults: 11143 11110 ${PEERS_HOME:-/tmp/harness-peers}/dovecot/run "plain login"
 # Prints the dovecot master PID on stdout (also written to RUNDIR/dovecot.pid).
 # Users (passwd-file RUNDIR/users): user/pass, alice/secret and bob/hunter2 (the harness default lab); each INBOX has 3 messages.
+# DOVECOT_EXTRA_USERS="u0:secret u1:secret ..." adds more users the same way (e.g. one per POP3 load client).
 # Stop:  kill "$(cat RUNDIR/dovecot.pid)"   (master takes its children down)
 set -euo pipefail
 IMAP_PORT=${1:-11143}
@@ -36,7 +37,7 @@ fi
 
 # passwd-file: user:{SCHEME}password:uid:gid::home::extra
 : > "$RUNDIR/users"
-for up in user:pass alice:secret bob:hunter2; do
+for up in user:pass alice:secret bob:hunter2 ${DOVECOT_EXTRA_USERS:-}; do
   u=${up%%:*}; p=${up#*:}
   echo "$u:{PLAIN}$p:$MUID:$MGID::$RUNDIR/home/$u::" >> "$RUNDIR/users"
   md="$RUNDIR/home/$u/Maildir"

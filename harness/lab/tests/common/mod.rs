@@ -2,6 +2,8 @@
 //! time, and starting a lab.
 #![allow(dead_code)]
 
+pub mod peers;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;

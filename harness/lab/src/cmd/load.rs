@@ -1,0 +1,201 @@
+//! `harness load`: the closed-loop load generator of `harness::load` with a progress bar
+//! and a closing table.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use harness::load::{self, ErrorKind, LoadConfig, LoadProgress, SessionKind, UserSpec};
+use harness::play::Target;
+use harness::Protocol;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::table;
+
+#[derive(clap::Args)]
+#[command(after_help = "\
+Users: client i logs in as the (i mod count)-th user given. POP3 locks a user's maildrop for \
+the whole session, so a POP3 run needs one distinct user per client: generate them with \
+--users-from-pattern 'u{i}:secret' (u0, u1, ... one per client) and serve them, e.g. \
+`harness serve --user u0:secret --user u1:secret ...`.
+
+Example:
+  harness load --target imap://127.0.0.1:1143 --clients 16 --seconds 10 --user alice:secret
+  harness load --target pop3://127.0.0.1:1110 --clients 16 --seconds 10 \\
+               --session login-stat-retr-quit --users-from-pattern 'u{i}:secret'
+
+Exit status: 0 when every session succeeded, 1 when any failed.")]
+pub struct LoadArgs {
+    /// imap://HOST:PORT or pop3://HOST:PORT (loopback only unless --allow-remote).
+    #[arg(long)]
+    target: String,
+    /// Concurrent clients, each running whole sessions back to back.
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
+    /// Stop starting sessions after this many seconds.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Stop after this many sessions in all (whichever of --seconds and --sessions comes
+    /// first).
+    #[arg(long)]
+    sessions: Option<u64>,
+    /// login-select-fetch-logout (IMAP) or login-stat-retr-quit (POP3); default: the one
+    /// for the target's protocol.
+    #[arg(long)]
+    session: Option<String>,
+    /// A user to log in as: NAME:PASSWORD (repeatable).
+    #[arg(long = "user", value_name = "NAME:PASSWORD")]
+    users: Vec<String>,
+    /// One user per client from a pattern where {i} is the client's number from 0, e.g.
+    /// 'u{i}:secret'.
+    #[arg(long, value_name = "PATTERN")]
+    users_from_pattern: Option<String>,
+    /// Bound on each operation (connect, greeting, one command with its whole reply).
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
+    /// Allow a target outside loopback.
+    #[arg(long)]
+    allow_remote: bool,
+}
+
+fn millis(d: Option<Duration>) -> String {
+    d.map_or("-".into(), |d| {
+        format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+    })
+}
+
+pub fn run(args: LoadArgs) -> Result<()> {
+    let target = Target::parse(&args.target, args.allow_remote)?;
+    let protocol = match target.protocol.as_str() {
+        "imap" => Protocol::Imap,
+        _ => Protocol::Pop3,
+    };
+    let session = match &args.session {
+        Some(name) => SessionKind::by_name(name).with_context(|| {
+            format!(
+                "unknown session {name:?}; known: {}",
+                load::SESSION_NAMES.join(", ")
+            )
+        })?,
+        None => SessionKind::for_protocol(protocol),
+    };
+    if session.protocol() != protocol {
+        bail!(
+            "session {} is {}, the target speaks {}",
+            session.name(),
+            session.protocol(),
+            protocol
+        );
+    }
+    let mut users = Vec::new();
+    for u in &args.users {
+        users.push(
+            UserSpec::parse(u).with_context(|| format!("--user takes NAME:PASSWORD, got {u:?}"))?,
+        );
+    }
+    if let Some(p) = &args.users_from_pattern {
+        users.extend(UserSpec::from_pattern(p, args.clients).with_context(|| {
+            format!("--users-from-pattern needs NAME:PASSWORD with {{i}} in it, got {p:?}")
+        })?);
+    }
+    if users.is_empty() {
+        bail!("give the users to log in as: --user NAME:PASSWORD or --users-from-pattern");
+    }
+    let duration = Duration::try_from_secs_f64(args.seconds)
+        .context("--seconds must be a non-negative number")?;
+    let op_timeout = Duration::try_from_secs_f64(args.timeout)
+        .context("--timeout must be a non-negative number")?;
+    let config = LoadConfig {
+        addr: target.addr,
+        session,
+        clients: args.clients,
+        users,
+        duration,
+        max_sessions: args.sessions,
+        op_timeout,
+    };
+    config.validate()?;
+
+    println!(
+        "harness load: {} {} to {}, {} client(s), {} s{}",
+        protocol,
+        session.name(),
+        target.addr,
+        config.clients,
+        args.seconds,
+        args.sessions
+            .map_or(String::new(), |n| format!(" or {n} sessions"))
+    );
+    let progress = Arc::new(LoadProgress::default());
+    let bar = ProgressBar::new(duration.as_millis().max(1) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:30}] {elapsed_precise} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let report = runtime.block_on(async {
+        let started = tokio::time::Instant::now();
+        let work = tokio::spawn(load::run(config, progress.clone()));
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                done = &mut work => break done,
+                _ = tick.tick() => {
+                    let ok = progress.succeeded.load(Ordering::Relaxed);
+                    let failed = progress.failed.load(Ordering::Relaxed);
+                    let secs = started.elapsed().as_secs_f64().max(0.001);
+                    bar.set_position(started.elapsed().as_millis().min(u64::MAX as u128) as u64);
+                    bar.set_message(format!(
+                        "{ok} sessions ({:.0}/s), {failed} errors",
+                        ok as f64 / secs
+                    ));
+                }
+            }
+        }
+    });
+    bar.finish_and_clear();
+    let report = report.context("the load task failed")??;
+
+    let row = vec![
+        report.succeeded.to_string(),
+        report.failed().to_string(),
+        format!("{:.2}", report.elapsed.as_secs_f64()),
+        format!("{:.1}", report.sessions_per_sec()),
+        millis(report.percentile(50.0)),
+        millis(report.percentile(99.0)),
+        millis(report.max()),
+    ];
+    print!(
+        "{}",
+        table::render(
+            &[
+                "sessions",
+                "failed",
+                "seconds",
+                "sessions/s",
+                "p50",
+                "p99",
+                "max"
+            ],
+            &[row]
+        )
+    );
+    let rows: Vec<Vec<String>> = ErrorKind::ALL
+        .iter()
+        .map(|k| {
+            let (n, example) = report.errors.get(k).cloned().unwrap_or_default();
+            vec![k.name().to_string(), n.to_string(), example]
+        })
+        .collect();
+    println!();
+    print!(
+        "{}",
+        table::render(&["error kind", "count", "first example"], &rows)
+    );
+    if report.failed() > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}

@@ -1,0 +1,235 @@
+//! `harness load` as a user runs it, against a lab started in the test: the closing
+//! table, errors by kind, the bounds, and the loopback-only rule.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use harness::{Lab, LabConfig, ListenerSpec, Protocol, Security};
+use harness_core::LabFile;
+
+async fn lab() -> Lab {
+    let mut file = LabFile::default_lab();
+    for i in 0..4 {
+        file.add_user(&format!("u{i}"), "secret");
+    }
+    let lo: SocketAddr = ([127, 0, 0, 1], 0).into();
+    Lab::start(LabConfig {
+        lab: file,
+        listeners: vec![
+            ListenerSpec::new(Protocol::Imap, Security::Plain, lo),
+            ListenerSpec::new(Protocol::Pop3, Security::Plain, lo),
+        ],
+        ..LabConfig::default()
+    })
+    .await
+    .expect("lab starts")
+}
+
+fn url(lab: &Lab, protocol: Protocol) -> String {
+    format!(
+        "{protocol}://{}",
+        lab.addr(protocol, Security::Plain).expect("listener")
+    )
+}
+
+async fn load(args: &[&str]) -> common::Ran {
+    let mut all = vec!["load"];
+    all.extend_from_slice(args);
+    common::run(Path::new(env!("CARGO_BIN_EXE_harness")), &all).await
+}
+
+/// The summary row: sessions, failed, seconds, sessions/s, p50, p99, max.
+fn summary(out: &str) -> Vec<String> {
+    let lines: Vec<&str> = out.lines().collect();
+    let header = lines
+        .iter()
+        .position(|l| l.starts_with("sessions  failed"))
+        .unwrap_or_else(|| panic!("no summary table in:\n{out}"));
+    let row = lines.get(header + 2).expect("a summary row");
+    let mut cells = Vec::new();
+    let mut rest = row.split_whitespace();
+    while let Some(c) = rest.next() {
+        // Latencies print as "12.34 ms".
+        if rest.clone().next() == Some("ms") {
+            rest.next();
+            cells.push(format!("{c} ms"));
+        } else {
+            cells.push(c.to_string());
+        }
+    }
+    assert_eq!(cells.len(), 7, "{row}");
+    cells
+}
+
+/// The count on the error-kind line `kind`.
+fn errors(out: &str, kind: &str) -> u64 {
+    out.lines()
+        .find_map(|l| {
+            l.strip_prefix(kind)
+                .filter(|r| r.starts_with(' '))
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no {kind} line in:\n{out}"))
+}
+
+fn assert_clean_run(ran: &common::Ran) {
+    assert!(ran.ok(), "{ran:?}");
+    let row = summary(&ran.stdout);
+    let sessions: u64 = row[0].parse().unwrap();
+    let rate: f64 = row[3].parse().unwrap();
+    assert!(sessions > 0 && rate > 0.0, "{ran:?}");
+    assert_eq!(row[1], "0", "{ran:?}");
+    assert!(
+        row[4].ends_with(" ms") && row[5].ends_with(" ms"),
+        "{ran:?}"
+    );
+    for kind in ["connect", "timeout", "NO/-ERR", "protocol"] {
+        assert_eq!(errors(&ran.stdout, kind), 0, "{kind}: {ran:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imap_load_against_the_lab_reports_sessions_and_no_errors() {
+    let lab = lab().await;
+    let target = url(&lab, Protocol::Imap);
+    let ran = load(&[
+        "--target",
+        &target,
+        "--clients",
+        "4",
+        "--seconds",
+        "2",
+        "--user",
+        "alice:secret",
+        "--user",
+        "bob:hunter2",
+    ])
+    .await;
+    assert_clean_run(&ran);
+    assert!(ran.stdout.contains("login-select-fetch-logout"), "{ran:?}");
+    // Every session really logged in: the lab counted the connections.
+    let sessions: u64 = summary(&ran.stdout)[0].parse().unwrap();
+    assert!(
+        lab.stats()
+            .accepted
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= sessions
+    );
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pop3_load_with_a_user_per_client() {
+    let lab = lab().await;
+    let target = url(&lab, Protocol::Pop3);
+    let ran = load(&[
+        "--target",
+        &target,
+        "--clients",
+        "4",
+        "--seconds",
+        "2",
+        "--users-from-pattern",
+        "u{i}:secret",
+    ])
+    .await;
+    assert_clean_run(&ran);
+    assert!(ran.stdout.contains("login-stat-retr-quit"), "{ran:?}");
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_counted_as_no_and_err() {
+    let lab = lab().await;
+    for (protocol, expect) in [(Protocol::Imap, "a NO"), (Protocol::Pop3, "-ERR")] {
+        let target = url(&lab, protocol);
+        let ran = load(&[
+            "--target",
+            &target,
+            "--clients",
+            "1",
+            "--seconds",
+            "1",
+            "--user",
+            "alice:wrong",
+        ])
+        .await;
+        assert_eq!(ran.code, Some(1), "{ran:?}");
+        let row = summary(&ran.stdout);
+        assert_eq!(row[0], "0", "{ran:?}");
+        assert!(errors(&ran.stdout, "NO/-ERR") > 0, "{ran:?}");
+        assert!(ran.stdout.contains(expect), "{ran:?}");
+        for kind in ["connect", "timeout", "protocol"] {
+            assert_eq!(errors(&ran.stdout, kind), 0, "{kind}: {ran:?}");
+        }
+    }
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_count_bounds_the_run() {
+    let lab = lab().await;
+    let target = url(&lab, Protocol::Imap);
+    let t0 = Instant::now();
+    let ran = load(&[
+        "--target",
+        &target,
+        "--clients",
+        "2",
+        "--seconds",
+        "25",
+        "--sessions",
+        "7",
+        "--user",
+        "alice:secret",
+    ])
+    .await;
+    assert!(ran.ok(), "{ran:?}");
+    assert_eq!(summary(&ran.stdout)[0], "7", "{ran:?}");
+    assert!(t0.elapsed() < Duration::from_secs(20), "{ran:?}");
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_port_is_a_connect_error() {
+    // A port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let target = format!("imap://127.0.0.1:{port}");
+    let ran = load(&["--target", &target, "--seconds", "0.5", "--user", "a:b"]).await;
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert!(errors(&ran.stdout, "connect") > 0, "{ran:?}");
+}
+
+#[tokio::test]
+async fn a_non_loopback_target_is_refused() {
+    // 192.0.2.0/24 is TEST-NET-1: never routed; the command must refuse before connecting.
+    let t0 = Instant::now();
+    let ran = load(&["--target", "imap://192.0.2.1:143", "--user", "a:b"]).await;
+    assert!(!ran.ok(), "{ran:?}");
+    assert!(ran.stderr.contains("not a loopback address"), "{ran:?}");
+    assert!(!ran.stdout.contains("sessions/s"), "{ran:?}");
+    assert!(t0.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn pop3_with_fewer_users_than_clients_is_refused() {
+    let ran = load(&[
+        "--target",
+        "pop3://127.0.0.1:1",
+        "--clients",
+        "3",
+        "--user",
+        "alice:secret",
+    ])
+    .await;
+    assert!(!ran.ok(), "{ran:?}");
+    assert!(ran.stderr.contains("distinct users"), "{ran:?}");
+}

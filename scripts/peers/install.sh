@@ -1,0 +1,46 @@
+#!/bin/bash
+# Installs what every peer in scripts/peers/ needs (Debian 12, as root): Dovecot, nginx with
+# the mail module, perdition, Cyrus IMAP/POP3 with cyrus-sasl, and the clients the tests use
+# (curl, python3). Idempotent: packages already present are left alone.
+#
+# Cyrus's imapd/pop3d packages conflict with dovecot-imapd/dovecot-pop3d (both provide the
+# virtual imap-server/pop3-server), so they are only unpacked with `dpkg -x` into
+# $CYRUS_PKG (default /usr/local/lib/harness-peers/cyrus-pkg); cyrus/start.sh looks there.
+#
+# Usage: install.sh [EXTRA_PACKAGE...]   (extra Debian packages to install in the same
+#   apt-get run; apt-get update runs once, only when something is missing)
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+export PATH="$PATH:/usr/sbin:/sbin"
+CYRUS_PKG=${CYRUS_PKG:-/usr/local/lib/harness-peers/cyrus-pkg}
+
+missing=("$@")
+command -v curl >/dev/null || missing+=(curl)
+command -v python3 >/dev/null || missing+=(python3)
+command -v dovecot >/dev/null || missing+=(dovecot-imapd dovecot-pop3d)
+{ command -v nginx >/dev/null && [ -f /usr/lib/nginx/modules/ngx_mail_module.so ]; } || missing+=(nginx libnginx-mod-mail)
+command -v perdition.imap4 >/dev/null || missing+=(perdition)
+[ -x /usr/sbin/cyrmaster ] || missing+=(cyrus-common)
+command -v saslpasswd2 >/dev/null || missing+=(sasl2-bin libsasl2-modules)
+need_cyrus_bins=
+{ [ -x "$CYRUS_PKG/usr/lib/cyrus/bin/imapd" ] && [ -x "$CYRUS_PKG/usr/lib/cyrus/bin/pop3d" ]; } ||
+  { [ -x /usr/lib/cyrus/bin/imapd ] && [ -x /usr/lib/cyrus/bin/pop3d ]; } || need_cyrus_bins=1
+
+if [ "${#missing[@]}" -gt 0 ] || [ -n "$need_cyrus_bins" ]; then
+  apt-get update -q
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  # The image's policy-rc.d keeps postinst scripts from starting system daemons; the peers
+  # are started by their own start.sh on loopback only.
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+if [ -n "$need_cyrus_bins" ]; then
+  echo "unpacking cyrus-imapd cyrus-pop3d into $CYRUS_PKG"
+  debs=$(mktemp -d)
+  ( cd "$debs" && apt-get download cyrus-imapd cyrus-pop3d )
+  mkdir -p "$CYRUS_PKG"
+  for d in "$debs"/*.deb; do dpkg -x "$d" "$CYRUS_PKG"; done
+  rm -rf "$debs"
+fi
+echo "peers installed"
