@@ -1431,6 +1431,12 @@ fn has(flags: &BTreeSet<String>, f: &str) -> bool {
 /// Case-insensitive (ASCII) substring test in O(hay + needle) time (Knuth-Morris-Pratt),
 /// so that a long SEARCH string against a large mailbox cannot hold the store lock for
 /// hay x needle steps.
+/// Case-insensitive substring on decoded (Unicode) text.
+fn contains_text(hay: &str, needle: &[u8]) -> bool {
+    hay.to_lowercase()
+        .contains(&String::from_utf8_lossy(needle).to_lowercase())
+}
+
 fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
     if needle.is_empty() {
         return true;
@@ -1559,8 +1565,17 @@ fn eval(key: &SearchKey<'_>, ctx: &SearchCtx, seq: u32, vm: &ViewMsg, msg: &Stor
             let name = String::from_utf8_lossy(name.as_ref()).into_owned();
             header_contains(data, &name, &astr(value))
         }
-        SearchKey::Body(s) => contains_ci(message::split(data).1, &astr(s)),
-        SearchKey::Text(s) => contains_ci(data, &astr(s)),
+        // Raw bytes first (cheap); the decoded text only when something is encoded.
+        SearchKey::Body(s) => {
+            let needle = astr(s);
+            contains_ci(message::split(data).1, &needle)
+                || mime::decoded_text(data, false).is_some_and(|t| contains_text(&t, &needle))
+        }
+        SearchKey::Text(s) => {
+            let needle = astr(s);
+            contains_ci(data, &needle)
+                || mime::decoded_text(data, true).is_some_and(|t| contains_text(&t, &needle))
+        }
         SearchKey::Before(d) => search_day(d).is_some_and(|d| internal_day < d),
         SearchKey::On(d) => search_day(d).is_some_and(|d| internal_day == d),
         SearchKey::Since(d) => search_day(d).is_some_and(|d| internal_day >= d),

@@ -300,3 +300,38 @@ fn write_ext_tail(out: &mut Vec<u8>, part: &Part) {
     out.push(b' ');
     write_nstring(out, part.location.as_deref().map(str::as_bytes));
 }
+
+/// The message's text as a reader sees it, for SEARCH BODY / TEXT (RFC 3501 6.4.4 asks
+/// for substring matching; a match must not depend on the transfer encoding): text parts
+/// decoded from base64 / quoted-printable and their charsets, and, with `headers`, the
+/// header values decoded from RFC 2047 encoded words. `None` when nothing in the message
+/// is encoded, so the raw bytes already say everything.
+pub fn decoded_text(data: &[u8], headers: bool) -> Option<String> {
+    let encoded = contains_ascii_ci(data, b"content-transfer-encoding")
+        || (headers && data.windows(2).any(|w| w == b"=?"));
+    if !encoded {
+        return None;
+    }
+    let message = MessageParser::default().parse(data)?;
+    let mut text = String::new();
+    if headers {
+        for header in message.headers() {
+            if let Some(value) = header.value().as_text() {
+                text.push_str(value);
+                text.push('\n');
+            }
+        }
+    }
+    for i in 0..message.text_body_count().min(MAX_PARTS) {
+        if let Some(body) = message.body_text(i) {
+            text.push_str(&body);
+            text.push('\n');
+        }
+    }
+    Some(text)
+}
+
+fn contains_ascii_ci(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}

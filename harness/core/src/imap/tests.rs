@@ -1796,3 +1796,66 @@ fn nested_mime_structure_and_sections() {
         "* 4 FETCH (BODY[1.HEADER] NIL)\r\nd OK FETCH completed\r\n"
     );
 }
+
+#[test]
+fn search_body_and_text_match_decoded_text() {
+    let w = world();
+    // "Grüße aus Köln" in quoted-printable UTF-8; the subject as an RFC 2047 encoded word.
+    let msg = "From: a@example.test\r\nSubject: =?UTF-8?Q?K=C3=B6ln_news?=\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nGr=C3=BC=C3=9Fe aus K=C3=B6ln\r\n";
+    w.store.with_account("alice", |a| {
+        let inbox = a.mailbox_mut("INBOX").unwrap();
+        inbox.append(Arc::from(msg.as_bytes()), Default::default(), 1_704_067_300);
+    });
+    let mut t = T::on(&w);
+    t.select();
+    assert_eq!(
+        t.send("a SEARCH CHARSET UTF-8 BODY {7+}\r\ngrüße\r\n".as_bytes()),
+        "* SEARCH 4\r\na OK SEARCH completed\r\n"
+    );
+    assert_eq!(
+        t.send("b SEARCH CHARSET UTF-8 TEXT {5+}\r\nKÖLN\r\n".as_bytes()),
+        "* SEARCH 4\r\nb OK SEARCH completed\r\n"
+    );
+    // The raw encoded form still matches too, and plain messages are not decoded.
+    assert_eq!(
+        t.send(b"c SEARCH BODY \"Gr=C3\"\r\n"),
+        "* SEARCH 4\r\nc OK SEARCH completed\r\n"
+    );
+    assert_eq!(
+        t.send(b"d SEARCH BODY \"number 2\"\r\n"),
+        "* SEARCH 2\r\nd OK SEARCH completed\r\n"
+    );
+}
+
+#[test]
+fn bad_input_for_the_mailbox_commands_gets_a_reason_and_the_session_goes_on() {
+    let w = world();
+    let mut t = T::on(&w);
+    t.select();
+    let bad = |reply: &str, tag: &str| {
+        assert!(
+            reply.starts_with(&format!("{tag} BAD ")) || reply.starts_with(&format!("{tag} NO ")),
+            "{reply}"
+        );
+        assert!(
+            reply.trim_end().len() > tag.len() + 4,
+            "a reason is given: {reply}"
+        );
+    };
+    bad(&t.send(b"a SEARCH (SEEN\r\n"), "a");
+    bad(&t.send(b"b SEARCH FROBNICATE\r\n"), "b");
+    bad(&t.send(b"c FETCH 99 (FLAGS)\r\n"), "c");
+    bad(&t.send(b"d FETCH 1:99999999999 (FLAGS)\r\n"), "d");
+    let absurd = format!("e FETCH {} (FLAGS)\r\n", vec!["1"; 5000].join(","));
+    bad(&t.send(absurd.as_bytes()), "e");
+    bad(&t.send(b"f STORE 7 +FLAGS (\\Seen)\r\n"), "f");
+    bad(&t.send(b"g COPY 1 \"&Jjo\"\r\n"), "g");
+    // APPEND literal over the limit: refused before any continuation.
+    let out = t.send(b"h APPEND INBOX {999999999}\r\n");
+    assert!(out.starts_with("h BAD") || out.starts_with("h NO"), "{out}");
+    assert!(
+        !out.contains('+'),
+        "no continuation for a refused literal: {out}"
+    );
+    assert_eq!(t.send(b"z NOOP\r\n"), "z OK NOOP completed\r\n");
+}
