@@ -284,3 +284,42 @@ async fn python_poplib_plain_stls_ssl_and_apop() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_imaplib_drives_every_command() {
+    let Some(python) = require_tool("python3", PY_HINT) else {
+        return;
+    };
+    let lab = start_lab(Profile::default_profile()).await;
+    let port = lab
+        .addr(Protocol::Imap, Security::Plain)
+        .unwrap()
+        .port()
+        .to_string();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/imap_every_command.py"
+    );
+    let r = run(&python, &[script, "127.0.0.1", &port, "alice", "secret"]).await;
+    assert!(r.ok(), "{r:?}");
+    for command in [
+        "ID",
+        "NAMESPACE",
+        "RENAME",
+        "LSUB",
+        "APPEND",
+        "EXAMINE",
+        "UID SEARCH",
+        "COPY",
+        "MOVE",
+        "UID EXPUNGE",
+        "CLOSE",
+        "DELETE parent",
+    ] {
+        assert!(
+            r.stdout.lines().any(|l| l.starts_with(command)),
+            "{command} was not exercised: {r:?}"
+        );
+    }
+    lab.shutdown().await;
+}
