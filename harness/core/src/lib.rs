@@ -7,6 +7,7 @@ pub mod driver;
 pub mod frontend;
 pub mod fuzzing;
 pub mod imap;
+pub mod netfuzz;
 pub mod ntlm;
 pub mod pop3;
 pub mod profile;
