@@ -14,6 +14,7 @@
 
 pub mod connection;
 pub mod frontend;
+pub mod netfuzz;
 pub mod play;
 pub mod scenario;
 pub mod tls;

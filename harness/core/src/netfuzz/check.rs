@@ -54,6 +54,9 @@ pub struct ReplyCheck {
     head: Vec<u8>,
     tail: Vec<u8>,
     nonblank: bool,
+    /// The server answered while the client line was still unfinished (a server that
+    /// refuses an overlong line as soon as it passes the limit): its end owes nothing.
+    answered_early: bool,
     token: Vec<u8>,
     tags: BTreeSet<Vec<u8>>,
     // IMAP
@@ -78,6 +81,7 @@ impl ReplyCheck {
             head: Vec::new(),
             tail: Vec::new(),
             nonblank: false,
+            answered_early: false,
             token: Vec::new(),
             tags: BTreeSet::new(),
             client_literal: 0,
@@ -188,6 +192,9 @@ impl ReplyCheck {
             head.pop();
         }
         let nonblank = std::mem::replace(&mut self.nonblank, false);
+        if std::mem::replace(&mut self.answered_early, false) {
+            return;
+        }
         match self.proto {
             Proto::Imap => self.end_imap_line(&head, &tail, nonblank),
             Proto::Pop3 => self.end_pop3_line(&head, nonblank),
@@ -282,6 +289,9 @@ impl ReplyCheck {
     /// One server line (CRLF included; for IMAP with any literals it carried inside).
     pub fn server_line(&mut self, line: &[u8]) -> Result<(), Malformed> {
         self.due = false;
+        if !self.head.is_empty() && self.client_literal == 0 {
+            self.answered_early = true;
+        }
         if self.proto == Proto::Pop3 && self.body {
             if line == b".\r\n" {
                 self.body = false;
@@ -508,6 +518,14 @@ mod tests {
         c.sent(b"a2 NO");
         assert!(!c.reply_due());
         c.sent(b"OP\r\n");
+        assert!(c.reply_due());
+        // an overlong line refused before its end arrived: the end owes nothing more
+        c.server_line(b"a2 OK\r\n").unwrap();
+        c.sent(b"a3 xxxxxxxx");
+        c.server_line(b"* BAD line too long\r\n").unwrap();
+        c.sent(b"xxxx\r\n");
+        assert!(!c.reply_due());
+        c.sent(b"a4 NOOP\r\n");
         assert!(c.reply_due());
         assert_eq!(c.server_literal(b"* 1 FETCH (BODY[] {12}\r\n"), Some(12));
         assert_eq!(c.server_literal(b"* 1 FETCH (BODY[] {12+}\r\n"), None);
