@@ -135,9 +135,7 @@ pub struct Summary {
 impl Summary {
     /// A crash, reset, hang, malformed reply or refused connection was seen.
     pub fn failed(&self) -> bool {
-        self.by_kind
-            .iter()
-            .any(|(k, n)| k.is_finding() && *n > 0)
+        self.by_kind.iter().any(|(k, n)| k.is_finding() && *n > 0)
     }
 
     pub fn count(&self, kind: OutcomeKind) -> u64 {
@@ -406,11 +404,11 @@ pub fn run_case(
     // Reads what the server has to say: until the reply is complete, with `first` as the
     // bound for the first line. Returns the case's end, if it ended.
     let listen = |conn: &mut Conn,
-                      check: &mut ReplyCheck,
-                      greeted: &mut bool,
-                      sent: usize,
-                      first: Option<Duration>,
-                      received: &mut Vec<String>|
+                  check: &mut ReplyCheck,
+                  greeted: &mut bool,
+                  sent: usize,
+                  first: Option<Duration>,
+                  received: &mut Vec<String>|
      -> Option<(OutcomeKind, String)> {
         // None: take only what is already here.
         let mut bound = first;
@@ -568,8 +566,8 @@ pub fn fuzz(cfg: &FuzzConfig, progress: &mut dyn FnMut(&Summary)) -> Result<Summ
     let proto = Proto::parse(&cfg.target.protocol)
         .ok_or_else(|| FuzzError::Protocol(cfg.target.protocol.clone()))?;
     let seeds = load_seeds(&cfg.corpus, proto)?;
-    let mutator =
-        Mutator::new(proto, seeds, cfg.seed).map_err(|_| FuzzError::NoSeeds(cfg.corpus.clone(), proto.name()))?;
+    let mutator = Mutator::new(proto, seeds, cfg.seed)
+        .map_err(|_| FuzzError::NoSeeds(cfg.corpus.clone(), proto.name()))?;
     // The target must be there at the start; a refusal later is a finding.
     match TcpStream::connect_timeout(&cfg.target.addr, Duration::from_secs(2)) {
         Ok(t) => drop(t),

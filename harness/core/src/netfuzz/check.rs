@@ -37,6 +37,8 @@ enum ImapVerb {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Pop3Cmd {
+    /// A blank line: some servers answer it with `-ERR`, some ignore it.
+    blank: bool,
     multi: bool,
     quit: bool,
     stls: bool,
@@ -239,10 +241,19 @@ impl ReplyCheck {
 
     fn end_pop3_line(&mut self, head: &[u8], nonblank: bool) {
         if !nonblank && !self.sasl {
+            if self.pending.len() < MAX_PENDING {
+                self.pending.push_back(Pop3Cmd {
+                    blank: true,
+                    multi: false,
+                    quit: false,
+                    stls: false,
+                });
+            }
             return;
         }
         let cmd = if self.sasl {
             Pop3Cmd {
+                blank: false,
                 multi: false,
                 quit: false,
                 stls: false,
@@ -257,6 +268,7 @@ impl ReplyCheck {
                 _ => false,
             };
             Pop3Cmd {
+                blank: false,
                 multi,
                 quit: verb == b"QUIT",
                 stls: verb == b"STLS",
@@ -266,6 +278,12 @@ impl ReplyCheck {
             self.pending.push_back(cmd);
         }
         self.owe();
+    }
+
+    fn skip_blanks(&mut self) {
+        while self.pending.front().is_some_and(|c| c.blank) {
+            self.pending.pop_front();
+        }
     }
 
     fn owe(&mut self) {
@@ -295,7 +313,7 @@ impl ReplyCheck {
         if self.proto == Proto::Pop3 && self.body {
             if line == b".\r\n" {
                 self.body = false;
-                self.complete = self.pending.is_empty();
+                self.complete = self.pending.iter().all(|c| c.blank);
             }
             return terminated(line);
         }
@@ -359,6 +377,10 @@ impl ReplyCheck {
         let ok = line.starts_with(b"+OK");
         let err = line.starts_with(b"-ERR");
         if ok || err {
+            // A blank line never gets +OK: if one is first in line, it was ignored.
+            if ok {
+                self.skip_blanks();
+            }
             let cmd = self.pending.pop_front();
             self.sasl = false;
             self.goodbye = err || cmd.is_some_and(|c| c.quit);
@@ -368,10 +390,11 @@ impl ReplyCheck {
             // Lenient where the queue may be out of step (a server that answers or
             // ignores blank lines): any multi-line command outstanding allows a body.
             self.body = ok && (cmd.is_none_or(|c| c.multi) || self.pending.iter().any(|c| c.multi));
-            self.complete = !self.body && self.pending.is_empty();
+            self.complete = !self.body && self.pending.iter().all(|c| c.blank);
             return Ok(());
         }
         if line.starts_with(b"+ ") || line == b"+\r\n" {
+            self.skip_blanks();
             self.pending.pop_front();
             self.sasl = true;
             self.complete = true;
@@ -564,6 +587,24 @@ mod tests {
         assert!(c.said_goodbye());
         assert!(c.server_line(b"+OK\n").is_err());
         assert!(ReplyCheck::new(Proto::Pop3).greeting(b"* OK\r\n").is_err());
+
+        // blank lines, answered (-ERR) or ignored, keep replies in step
+        for answered in [true, false] {
+            let mut c = ReplyCheck::new(Proto::Pop3);
+            c.greeting(b"+OK hi\r\n").unwrap();
+            c.sent(b"\r\n");
+            assert!(!c.reply_due());
+            c.sent(b"LIST\r\nUIDL 1\r\n");
+            if answered {
+                c.server_line(b"-ERR empty command\r\n").unwrap();
+            }
+            c.server_line(b"+OK 1 message\r\n").unwrap();
+            c.server_line(b"1 120\r\n").unwrap();
+            c.server_line(b".\r\n").unwrap();
+            c.server_line(b"+OK 1 abc\r\n").unwrap();
+            assert!(c.reply_complete());
+            assert!(c.server_line(b"2 120\r\n").is_err());
+        }
     }
 
     #[test]
