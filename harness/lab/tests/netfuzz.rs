@@ -194,7 +194,7 @@ async fn a_server_that_resets_is_reported_with_a_reproducer() {
     assert_eq!(s.count(OutcomeKind::Hang), 0, "{}", describe(&s));
     assert_eq!(s.count(OutcomeKind::Malformed), 0, "{}", describe(&s));
     // De-duplicated: as many files as distinct first differing lines, fewer than resets.
-    let files = std::fs::read_dir(&s.findings[0].path.parent().unwrap())
+    let files = std::fs::read_dir(s.findings[0].path.parent().unwrap())
         .unwrap()
         .count();
     assert_eq!(files, s.findings.len());

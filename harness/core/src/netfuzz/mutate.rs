@@ -371,14 +371,15 @@ impl Mutator {
                 .wrapping_add(index.wrapping_mul(0xA24B_AED4_963E_E407)),
         );
         let (s, c) = self.slots[below(&mut rng, self.slots.len())];
-        let (source, original) = match self.seeds.get(s).and_then(|sess| {
-            sess.conns
-                .get(c)
-                .map(|lines| (sess.name.clone(), lines.clone()))
-        }) {
-            Some(found) => found,
-            None => (String::new(), Vec::new()),
-        };
+        let (source, original) = self
+            .seeds
+            .get(s)
+            .and_then(|sess| {
+                sess.conns
+                    .get(c)
+                    .map(|lines| (sess.name.clone(), lines.clone()))
+            })
+            .unwrap_or_default();
         let mut lines: Vec<CaseLine> = original.iter().cloned().map(CaseLine::new).collect();
         // 1 mutation most often, up to MAX_MUTATIONS.
         let count = 1

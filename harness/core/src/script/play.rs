@@ -274,7 +274,7 @@ fn substitute(
     let mut out = Vec::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find('$') {
-        out.extend_from_slice(rest[..i].as_bytes());
+        out.extend_from_slice(&rest.as_bytes()[..i]);
         let after = &rest[i + 1..];
         if let Some(tail) = after.strip_prefix('$') {
             out.push(b'$');
