@@ -25,6 +25,12 @@ const MAX_SERVER_LITERAL: u64 = 64 * 1024 * 1024;
 const MAX_LITERALS_PER_LINE: usize = 1_000;
 /// Server lines kept per case for the reproducer's header.
 const KEEP_RECEIVED: usize = 40;
+/// A reset right after a line longer than this, or with this many bytes sent and not
+/// yet answered, is taken for a server that closed on input it had not read (an
+/// overlong line it refused to buffer, as Dovecot does with "Input buffer full"): RFC
+/// 1122 4.2.2.13 has TCP send RST when an application closes with received data unread,
+/// so the goodbye it wrote may never arrive.
+const UNREAD_INPUT: usize = 4 * 1024;
 /// Refused connections in a row after which the run stops.
 const MAX_REFUSED_IN_A_ROW: usize = 3;
 
@@ -330,6 +336,13 @@ impl Conn {
     }
 }
 
+fn unread_reset(bytes: usize) -> String {
+    format!(
+        "reset after an overlong line ({bytes} bytes unanswered): the server closed on \
+         input it did not read (an abortive close, not counted as a finding)"
+    )
+}
+
 fn is_reset(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
@@ -408,6 +421,7 @@ pub fn run_case(
                   greeted: &mut bool,
                   sent: usize,
                   first: Option<Duration>,
+                  long_line_sent: bool,
                   received: &mut Vec<String>|
      -> Option<(OutcomeKind, String)> {
         // None: take only what is already here.
@@ -466,6 +480,9 @@ pub fn run_case(
                 Got::Reset if check.said_goodbye() => {
                     return Some((OutcomeKind::Closed, "reset after a goodbye".into()));
                 }
+                Got::Reset if check.unanswered() > UNREAD_INPUT || long_line_sent => {
+                    return Some((OutcomeKind::Closed, unread_reset(check.unanswered())));
+                }
                 Got::Reset => {
                     return Some((
                         OutcomeKind::Reset,
@@ -498,19 +515,24 @@ pub fn run_case(
         &mut greeted,
         0,
         Some(hang),
+        false,
         &mut received,
     ) {
         if kind != OutcomeKind::Ok || !greeted {
             return result(kind, detail, 0, &mut received);
         }
     }
+    // Whether each of the last two lines sent was longer than UNREAD_INPUT (a bit each).
+    let mut long_lines = 0u8;
     for line in &case.lines {
         let wire = line.wire();
         if let Err(e) = conn.tcp.write_all(&wire) {
-            let kind = if is_reset(&e) && !check.said_goodbye() {
-                OutcomeKind::Reset
-            } else if is_reset(&e) {
+            let unread = check.unanswered() + wire.len();
+            let overlong = unread > UNREAD_INPUT || long_lines != 0;
+            let kind = if is_reset(&e) && (check.said_goodbye() || overlong) {
                 OutcomeKind::Closed
+            } else if is_reset(&e) {
+                OutcomeKind::Reset
             } else if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
                 OutcomeKind::Hang
             } else {
@@ -525,6 +547,7 @@ pub fn run_case(
         }
         sent += 1;
         check.sent(&wire);
+        long_lines = (long_lines << 1 | u8::from(wire.len() > UNREAD_INPUT)) & 0b11;
         let first = check.reply_due().then_some(hang);
         if let Some((kind, detail)) = listen(
             &mut conn,
@@ -532,6 +555,7 @@ pub fn run_case(
             &mut greeted,
             sent,
             first,
+            long_lines != 0,
             &mut received,
         ) {
             let _ = conn.tcp.shutdown(Shutdown::Both);

@@ -96,6 +96,9 @@ async fn the_mock_gives_no_findings() {
 enum Fault {
     /// Answers `tag OK`, but resets the connection on a line with `SELECT`.
     ResetOnSelect,
+    /// Answers `tag OK`, but aborts the connection (RST, no goodbye) on a line over
+    /// 5000 bytes, the way a server that refuses to buffer an overlong line may.
+    AbortOnLongLine,
     /// Greets, then reads and never answers.
     Silent,
     /// Answers every line with text that is no IMAP reply.
@@ -135,6 +138,21 @@ async fn broken_server(fault: Fault) -> SocketAddr {
                                 let _ = tcp.get_ref().set_zero_linger();
                                 return; // dropped with SO_LINGER 0: a reset
                             }
+                            let tag = line
+                                .split(|&b| matches!(b, b' ' | b'\r' | b'\n'))
+                                .next()
+                                .unwrap_or_default();
+                            if tag.is_empty() {
+                                b"* BAD no tag\r\n".to_vec()
+                            } else {
+                                [tag, b" OK done\r\n"].concat()
+                            }
+                        }
+                        Fault::AbortOnLongLine if line.len() > 5_000 => {
+                            let _ = tcp.get_ref().set_zero_linger();
+                            return;
+                        }
+                        Fault::AbortOnLongLine => {
                             let tag = line
                                 .split(|&b| matches!(b, b' ' | b'\r' | b'\n'))
                                 .next()
@@ -202,6 +220,16 @@ async fn a_server_that_resets_is_reported_with_a_reproducer() {
         s.findings.len() as u64 + s.duplicates,
         s.count(OutcomeKind::Reset)
     );
+
+    // A reset right after an overlong line is the server refusing to buffer it (TCP
+    // resets a connection closed with input unread): closed, not a finding.
+    let addr = broken_server(Fault::AbortOnLongLine).await;
+    let mut cfg = config(&format!("imap://{addr}"), out_dir("overlong"));
+    cfg.count = Some(80);
+    cfg.duration = Duration::from_secs(20);
+    let s = run(cfg).await;
+    assert!(s.count(OutcomeKind::Closed) > 0, "{}", describe(&s));
+    assert!(!s.failed(), "{}", describe(&s));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

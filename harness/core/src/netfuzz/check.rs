@@ -59,6 +59,8 @@ pub struct ReplyCheck {
     /// The server answered while the client line was still unfinished (a server that
     /// refuses an overlong line as soon as it passes the limit): its end owes nothing.
     answered_early: bool,
+    /// Bytes sent since the server's last line.
+    unanswered: usize,
     token: Vec<u8>,
     tags: BTreeSet<Vec<u8>>,
     // IMAP
@@ -84,6 +86,7 @@ impl ReplyCheck {
             tail: Vec::new(),
             nonblank: false,
             answered_early: false,
+            unanswered: 0,
             token: Vec::new(),
             tags: BTreeSet::new(),
             client_literal: 0,
@@ -147,8 +150,14 @@ impl ReplyCheck {
         }
     }
 
+    /// Bytes sent since the server's last line (which the server may not have read).
+    pub fn unanswered(&self) -> usize {
+        self.unanswered
+    }
+
     /// Bytes the client wrote.
     pub fn sent(&mut self, bytes: &[u8]) {
+        self.unanswered = self.unanswered.saturating_add(bytes.len());
         for &b in bytes {
             if self.client_literal > 0 {
                 self.client_literal -= 1;
@@ -307,6 +316,7 @@ impl ReplyCheck {
     /// One server line (CRLF included; for IMAP with any literals it carried inside).
     pub fn server_line(&mut self, line: &[u8]) -> Result<(), Malformed> {
         self.due = false;
+        self.unanswered = 0;
         if !self.head.is_empty() && self.client_literal == 0 {
             self.answered_early = true;
         }
@@ -489,8 +499,10 @@ mod tests {
         let mut c = imap();
         c.sent(b"a1 NOOP\r\n");
         assert!(c.reply_due() && !c.reply_complete());
+        assert_eq!(c.unanswered(), 9);
         c.server_line(b"* 3 EXISTS\r\n").unwrap();
         assert!(!c.reply_due() && !c.reply_complete());
+        assert_eq!(c.unanswered(), 0);
         c.server_line(b"a1 OK done\r\n").unwrap();
         assert!(c.reply_complete());
         assert!(c.server_line(b"zz OK done\r\n").is_err());
