@@ -620,6 +620,28 @@ mod tests {
     }
 
     #[test]
+    fn hostile_bytes_never_panic() {
+        let mut rng = crate::rng::SeededRng::new(9);
+        let alphabet: &[u8] = b"* +OK-ERR{}0123456789\r\n.a1 BYEDONEIDLE\xff";
+        for proto in [Proto::Imap, Proto::Pop3] {
+            let mut c = ReplyCheck::new(proto);
+            for i in 0..20_000u32 {
+                let len = (rng.next_u64() % 40) as usize;
+                let bytes: Vec<u8> = (0..len)
+                    .map(|_| alphabet[(rng.next_u64() % alphabet.len() as u64) as usize])
+                    .collect();
+                if i % 2 == 0 {
+                    c.sent(&bytes);
+                } else {
+                    let _ = c.server_line(&bytes);
+                    let _ = c.server_literal(&bytes);
+                }
+            }
+            assert!(c.pending.len() <= MAX_PENDING && c.tags.len() <= MAX_TAGS);
+        }
+    }
+
+    #[test]
     fn literal_announcements() {
         assert_eq!(
             literal_announcement(b"x {4294967295}"),
