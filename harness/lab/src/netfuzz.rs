@@ -27,10 +27,11 @@ const MAX_LITERALS_PER_LINE: usize = 1_000;
 const KEEP_RECEIVED: usize = 40;
 /// A reset right after a line longer than this, or with this many bytes sent and not
 /// yet answered, is taken for a server that closed on input it had not read (an
-/// overlong line it refused to buffer, as Dovecot does with "Input buffer full"): RFC
-/// 1122 4.2.2.13 has TCP send RST when an application closes with received data unread,
-/// so the goodbye it wrote may never arrive.
-const UNREAD_INPUT: usize = 4 * 1024;
+/// overlong line it refused to buffer, as Dovecot's login process does with "Input
+/// buffer full" from about 1 KB): RFC 1122 4.2.2.13 has TCP send RST when an
+/// application closes with received data unread, so the goodbye it wrote may never
+/// arrive. The transcripts' own lines are far shorter; only overlong tokens pass it.
+const UNREAD_INPUT: usize = 1_000;
 /// Refused connections in a row after which the run stops.
 const MAX_REFUSED_IN_A_ROW: usize = 3;
 
