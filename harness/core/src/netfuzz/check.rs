@@ -270,10 +270,15 @@ impl ReplyCheck {
         } else {
             let mut words = head.split(|&b| b == b' ').filter(|w| !w.is_empty());
             let verb = trim(words.next().unwrap_or_default()).to_ascii_uppercase();
-            let has_arg = words.next().is_some();
+            // An argument with a NUL or other odd bytes may not count as one (Dovecot
+            // ends a command at NUL, so `UIDL \0 1` lists every message): then either
+            // reply shape is accepted.
+            let clean_arg = words
+                .next()
+                .map(|w| trim(w).iter().all(u8::is_ascii_graphic));
             let multi = match verb.as_slice() {
                 b"RETR" | b"TOP" | b"CAPA" => true,
-                b"LIST" | b"UIDL" | b"AUTH" => !has_arg,
+                b"LIST" | b"UIDL" | b"AUTH" => clean_arg != Some(true),
                 _ => false,
             };
             Pop3Cmd {
@@ -599,6 +604,17 @@ mod tests {
         assert!(c.said_goodbye());
         assert!(c.server_line(b"+OK\n").is_err());
         assert!(ReplyCheck::new(Proto::Pop3).greeting(b"* OK\r\n").is_err());
+
+        // UIDL with an argument a server may not see (Dovecot stops at NUL)
+        let mut c = ReplyCheck::new(Proto::Pop3);
+        c.greeting(b"+OK hi\r\n").unwrap();
+        c.sent(b"UIDL \x001\r\n");
+        c.server_line(b"+OK\r\n").unwrap();
+        c.server_line(b"1 000000016b052d9b\r\n").unwrap();
+        c.server_line(b".\r\n").unwrap();
+        c.sent(b"UIDL 1\r\n");
+        c.server_line(b"+OK 1 abc\r\n").unwrap();
+        assert!(c.server_line(b"1 000000016b052d9b\r\n").is_err());
 
         // blank lines, answered (-ERR) or ignored, keep replies in step
         for answered in [true, false] {
