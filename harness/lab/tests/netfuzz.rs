@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use harness::netfuzz::{fuzz, FuzzConfig, OutcomeKind, Summary};
-use harness::play::Target;
+use harness::play::{SocketTransport, Target};
 use harness::{Protocol, Security};
 use harness_core::script;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -207,6 +207,18 @@ async fn a_server_that_resets_is_reported_with_a_reproducer() {
         text.lines()
             .any(|l| l.starts_with("C: ") && l.to_ascii_uppercase().contains("SELECT")),
         "{text}"
+    );
+    // Played back, the reproducer meets the reset again: its closing probe gets no answer.
+    let parsed = script::parse(&text).unwrap();
+    let replay = tokio::task::spawn_blocking(move || {
+        let mut transport = SocketTransport::new(addr, Duration::from_secs(2));
+        script::play(&parsed, &Default::default(), &mut transport)
+    })
+    .await
+    .unwrap();
+    assert!(
+        !matches!(&replay, Ok(r) if r.passed()),
+        "the reproducer passes: {replay:?}"
     );
     // No case was mistaken for another kind: the fake answers everything else.
     assert_eq!(s.count(OutcomeKind::Hang), 0, "{}", describe(&s));
