@@ -343,6 +343,11 @@ impl ReplyCheck {
         if line.starts_with(b"* ") {
             if starts_ci(line, b"* BYE") {
                 self.goodbye = true;
+                self.complete = true;
+            }
+            // An untagged BAD answers a line the server could not find a tag in.
+            if starts_ci(line, b"* BAD") {
+                self.complete = true;
             }
             return Ok(());
         }
