@@ -8,6 +8,7 @@ pub mod frontend;
 pub mod fuzzing;
 pub mod imap;
 pub mod mailfile;
+pub mod netfuzz;
 pub mod ntlm;
 pub mod pop3;
 pub mod profile;

@@ -16,6 +16,7 @@ pub mod connection;
 pub mod frontend;
 pub mod labfile;
 pub mod load;
+pub mod netfuzz;
 pub mod play;
 pub mod scenario;
 pub mod tls;

@@ -35,11 +35,46 @@ enum Command {
     /// Play transcript scripts (corpus/sessions/**) in-process against the mocks, or
     /// over sockets against a target such as the lab or a live server.
     Play(PlayArgs),
+    /// Fuzz a live server over loopback: mutated transcript client lines, watching for
+    /// resets, hangs, malformed replies and a crash of --watch-pid; findings are saved as
+    /// reproducer transcripts. Exits 1 if there is a finding.
+    Fuzz(FuzzArgs),
     /// List the built-in server profiles.
     Profiles,
     /// Closed-loop load against an IMAP or POP3 server: sessions per second, latency
     /// percentiles and errors by kind.
     Load(cmd::load::LoadArgs),
+}
+
+#[derive(clap::Args)]
+struct FuzzArgs {
+    /// imap://HOST:PORT or pop3://HOST:PORT.
+    #[arg(long)]
+    target: String,
+    /// Stop after this many seconds.
+    #[arg(long, default_value_t = 60.0)]
+    seconds: f64,
+    /// Stop after this many cases (default: as many as fit in --seconds).
+    #[arg(long)]
+    count: Option<u64>,
+    /// Seed of the mutations (case N of a seed is always the same).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Milliseconds of silence, while a reply is due, that count as a hang.
+    #[arg(long, default_value_t = 5000)]
+    hang_timeout: u64,
+    /// The server's process: if it is gone, the case is a crash and the run stops.
+    #[arg(long)]
+    watch_pid: Option<u32>,
+    /// Where reproducer transcripts are written.
+    #[arg(long, default_value = "fuzz-findings")]
+    out: PathBuf,
+    /// Transcripts whose client lines are mutated (<DIR>/imap, <DIR>/pop3).
+    #[arg(long, default_value = "corpus/sessions")]
+    corpus: PathBuf,
+    /// Allow a target outside loopback.
+    #[arg(long)]
+    allow_remote: bool,
 }
 
 #[derive(clap::Args)]
@@ -166,6 +201,7 @@ fn main() -> Result<()> {
         Command::Play(args) => cmd::play::run(args),
         Command::Run(args) => cmd::run::run(args),
         Command::Load(args) => cmd::load::run(args),
+        Command::Fuzz(args) => cmd::fuzz::run(args),
         Command::Profiles => {
             for name in PROFILE_NAMES {
                 if let Some(p) = Profile::by_name(name) {

@@ -24,7 +24,8 @@
 //! In `S:` patterns, `$*` matches any text (also none), `$name` captures a non-empty run
 //! of characters up to the next literal character (or compares with the value captured
 //! before), `$$` is a literal `$`. A line `S: ...` skips any number of lines until the
-//! next pattern matches. In `C:` lines `$name` is replaced by a variable or capture.
+//! next pattern matches. In `C:` lines `$name` is replaced by a variable or capture and
+//! `${0d 0a}` by the bytes given in hex.
 
 mod inprocess;
 mod parse;

@@ -139,8 +139,8 @@ pub fn play(
         }
         match step {
             Step::Send { text, .. } => {
-                let text = substitute(text, &values, &captures, line)?;
-                let mut bytes = text.clone().into_bytes();
+                let mut bytes = substitute(text, &values, &captures, line)?;
+                let text = String::from_utf8_lossy(&bytes).into_owned();
                 bytes.extend_from_slice(b"\r\n");
                 transport.send(conn, &bytes).map_err(transport_err)?;
                 records.push(StepRecord::Sent { conn, text });
@@ -263,20 +263,28 @@ fn expect(pattern: &Pattern, text: &str, known: &mut BTreeMap<String, String>) -
     pattern.matches(text, known)
 }
 
-/// Replaces `$name` with its value; `$$` is a literal `$`.
+/// Replaces `$name` and `${name}` with the value; `$$` is a literal `$`; `${0d 0a ff}`
+/// stands for the bytes written in hex (what a fuzzer's reproducer needs: bare CR/LF,
+/// non-UTF-8). Hex is tried first, so a variable whose name reads as an even number of
+/// hex digits (`ad`, `beef`) is written without braces.
 fn substitute(
     text: &str,
     values: &BTreeMap<String, String>,
     captures: &BTreeMap<String, String>,
     line: usize,
-) -> Result<String, PlayError> {
-    let mut out = String::with_capacity(text.len());
+) -> Result<Vec<u8>, PlayError> {
+    let mut out = Vec::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
+        out.extend_from_slice(&rest.as_bytes()[..i]);
         let after = &rest[i + 1..];
         if let Some(tail) = after.strip_prefix('$') {
-            out.push('$');
+            out.push(b'$');
+            rest = tail;
+            continue;
+        }
+        if let Some((bytes, tail)) = hex_escape(after) {
+            out.extend_from_slice(&bytes);
             rest = tail;
             continue;
         }
@@ -291,7 +299,7 @@ fn substitute(
             }
         };
         if !is_name(name) {
-            out.push('$');
+            out.push(b'$');
             rest = after;
             continue;
         }
@@ -302,11 +310,30 @@ fn substitute(
                 line,
                 name: name.to_string(),
             })?;
-        out.push_str(value);
+        out.extend_from_slice(value.as_bytes());
         rest = &after[consumed..];
     }
-    out.push_str(rest);
+    out.extend_from_slice(rest.as_bytes());
     Ok(out)
+}
+
+/// `{hh hh ...}` at the start of `text`: the bytes and the text after the `}`.
+fn hex_escape(text: &str) -> Option<(Vec<u8>, &str)> {
+    let inner = text.strip_prefix('{')?;
+    let close = inner.find('}')?;
+    let digits: Vec<u8> = inner[..close].bytes().filter(|b| *b != b' ').collect();
+    if digits.is_empty() || digits.len() % 2 != 0 {
+        return None;
+    }
+    let bytes = digits
+        .chunks(2)
+        .map(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()?;
+    Some((bytes, &inner[close + 1..]))
 }
 
 #[cfg(test)]
@@ -390,7 +417,7 @@ mod tests {
         vars.insert("d".to_string(), ".".to_string());
         assert_eq!(
             substitute("CREATE Work${d}2024 $d", &vars, &BTreeMap::new(), 1).unwrap(),
-            "CREATE Work.2024 ."
+            b"CREATE Work.2024 .".to_vec()
         );
         let transcript = report.transcript();
         assert!(transcript.contains("1 S~ * FLAGS ()"), "{transcript}");
@@ -412,6 +439,30 @@ mod tests {
                 got: "a OK no bye".into()
             }
         );
+    }
+
+    #[test]
+    fn hex_escapes_send_raw_bytes() {
+        let script = parse("C: a${0d}b${ff 00}c$${x} ${}").unwrap();
+        let mut t = Canned::default();
+        play(&script, &BTreeMap::new(), &mut t).unwrap();
+        assert_eq!(
+            substitute(
+                "a${0d}b${ff 00}c$${x} ${}",
+                &BTreeMap::new(),
+                &BTreeMap::new(),
+                1
+            )
+            .unwrap(),
+            b"a\rb\xff\x00c${x} ${}".to_vec()
+        );
+        // Not hex: a name in braces.
+        let vars = BTreeMap::from([("zz".to_string(), "v".to_string())]);
+        assert_eq!(
+            substitute("${zz}!", &vars, &BTreeMap::new(), 1).unwrap(),
+            b"v!".to_vec()
+        );
+        assert_eq!(t.sent.len(), 1);
     }
 
     #[test]

@@ -1,0 +1,677 @@
+//! What a client can know about a server's replies from the protocol alone: whether a
+//! reply is owed (so silence is a hang), whether a line is a valid reply line, and
+//! whether the server said goodbye (so a close is expected).
+//!
+//! IMAP (RFC 3501 7, 2.2.1): every server line is untagged (`* `), a continuation (`+`)
+//! or tagged with a tag the client sent, and ends with CRLF; a line that ends with a
+//! literal announcement `{n}` is followed by n bytes of data. A complete command line
+//! with no pending literal is owed a reply; a synchronising literal is owed a
+//! continuation or a tagged refusal; during IDLE and after LITERAL+ nothing is owed.
+//! POP3 (RFC 1939 3, RFC 5034): status lines start `+OK` or `-ERR`, a SASL challenge
+//! `+` (with or without a space); a multi-line reply (RETR, TOP, CAPA, LIST and UIDL
+//! without an argument, AUTH without an argument) ends with a line `.`.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use super::mutate::Proto;
+
+/// Tags remembered per connection.
+const MAX_TAGS: usize = 4_096;
+/// Longest token kept as a possible tag.
+const MAX_TAG_LEN: usize = 100_000;
+/// Bytes of a client line kept to recognise the command and a literal announcement.
+const KEEP: usize = 64;
+/// POP3 commands remembered while their replies are outstanding.
+const MAX_PENDING: usize = 1_024;
+
+/// Why a server line is not valid for the protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Malformed(pub String);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ImapVerb {
+    Idle,
+    StartTls,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pop3Cmd {
+    /// A blank line: some servers answer it with `-ERR`, some ignore it.
+    blank: bool,
+    multi: bool,
+    quit: bool,
+    stls: bool,
+}
+
+/// Follows one connection from the client's side.
+#[derive(Debug, Clone)]
+pub struct ReplyCheck {
+    proto: Proto,
+    due: bool,
+    complete: bool,
+    goodbye: bool,
+    tls: bool,
+    // the client line being sent
+    head: Vec<u8>,
+    tail: Vec<u8>,
+    nonblank: bool,
+    /// The server answered while the client line was still unfinished (a server that
+    /// refuses an overlong line as soon as it passes the limit): its end owes nothing.
+    answered_early: bool,
+    /// Bytes sent since the server's last line.
+    unanswered: usize,
+    token: Vec<u8>,
+    tags: BTreeSet<Vec<u8>>,
+    // IMAP
+    client_literal: u64,
+    await_cont: Option<u64>,
+    verb: ImapVerb,
+    idle: bool,
+    sasl: bool,
+    // POP3
+    pending: VecDeque<Pop3Cmd>,
+    body: bool,
+}
+
+impl ReplyCheck {
+    pub fn new(proto: Proto) -> ReplyCheck {
+        ReplyCheck {
+            proto,
+            due: true, // the greeting
+            complete: false,
+            goodbye: false,
+            tls: false,
+            head: Vec::new(),
+            tail: Vec::new(),
+            nonblank: false,
+            answered_early: false,
+            unanswered: 0,
+            token: Vec::new(),
+            tags: BTreeSet::new(),
+            client_literal: 0,
+            await_cont: None,
+            verb: ImapVerb::Other,
+            idle: false,
+            sasl: false,
+            pending: VecDeque::new(),
+            body: false,
+        }
+    }
+
+    /// The server owes at least one byte now.
+    pub fn reply_due(&self) -> bool {
+        self.due
+    }
+
+    /// Everything asked so far has been answered in full.
+    pub fn reply_complete(&self) -> bool {
+        self.complete
+    }
+
+    /// The server said goodbye (`* BYE`; POP3 `-ERR` or the answer to QUIT), so a close
+    /// (even an abortive one) is expected.
+    pub fn said_goodbye(&self) -> bool {
+        self.goodbye
+    }
+
+    /// STARTTLS / STLS was accepted: what follows is TLS, not the protocol.
+    pub fn switched_to_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The first line of the connection (CRLF included).
+    pub fn greeting(&mut self, line: &[u8]) -> Result<(), Malformed> {
+        self.due = false;
+        self.complete = true;
+        terminated(line)?;
+        let ok = match self.proto {
+            Proto::Imap => {
+                if starts_ci(line, b"* BYE") {
+                    self.goodbye = true;
+                    true
+                } else {
+                    starts_ci(line, b"* OK") || starts_ci(line, b"* PREAUTH")
+                }
+            }
+            Proto::Pop3 => {
+                if line.starts_with(b"-ERR") {
+                    self.goodbye = true;
+                    true
+                } else {
+                    line.starts_with(b"+OK")
+                }
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Malformed(format!("bad greeting {}", show(line))))
+        }
+    }
+
+    /// Bytes sent since the server's last line (which the server may not have read).
+    pub fn unanswered(&self) -> usize {
+        self.unanswered
+    }
+
+    /// Bytes the client wrote.
+    pub fn sent(&mut self, bytes: &[u8]) {
+        self.unanswered = self.unanswered.saturating_add(bytes.len());
+        for &b in bytes {
+            if self.client_literal > 0 {
+                self.client_literal -= 1;
+                self.note_token_byte(b);
+                continue;
+            }
+            self.note_token_byte(b);
+            if b == b'\n' {
+                self.end_client_line();
+                continue;
+            }
+            if self.head.len() < KEEP {
+                self.head.push(b);
+            }
+            self.tail.push(b);
+            if self.tail.len() > KEEP {
+                self.tail.remove(0);
+            }
+            if !matches!(b, b' ' | b'\r' | b'\t') {
+                self.nonblank = true;
+            }
+        }
+    }
+
+    fn note_token_byte(&mut self, b: u8) {
+        if matches!(b, b' ' | b'\r' | b'\n') {
+            if !self.token.is_empty() && self.tags.len() < MAX_TAGS {
+                self.tags.insert(std::mem::take(&mut self.token));
+            }
+            self.token.clear();
+        } else if self.token.len() < MAX_TAG_LEN {
+            self.token.push(b);
+        }
+    }
+
+    fn end_client_line(&mut self) {
+        let mut tail = std::mem::take(&mut self.tail);
+        while tail.last() == Some(&b'\r') {
+            tail.pop();
+        }
+        let mut head = std::mem::take(&mut self.head);
+        while head.last() == Some(&b'\r') {
+            head.pop();
+        }
+        let nonblank = std::mem::replace(&mut self.nonblank, false);
+        if std::mem::replace(&mut self.answered_early, false) {
+            return;
+        }
+        match self.proto {
+            Proto::Imap => self.end_imap_line(&head, &tail, nonblank),
+            Proto::Pop3 => self.end_pop3_line(&head, nonblank),
+        }
+    }
+
+    fn end_imap_line(&mut self, head: &[u8], tail: &[u8], nonblank: bool) {
+        if self.idle {
+            if trim(head).eq_ignore_ascii_case(b"DONE") {
+                self.idle = false;
+                self.owe();
+            }
+            return;
+        }
+        if let Some((n, sync)) = literal_announcement(tail) {
+            if sync {
+                self.await_cont = Some(n);
+                self.owe();
+            } else {
+                self.client_literal = n;
+            }
+            return;
+        }
+        if !nonblank && !self.sasl {
+            return;
+        }
+        self.verb = if self.sasl {
+            ImapVerb::Other
+        } else {
+            let mut words = head.split(|&b| b == b' ').filter(|w| !w.is_empty());
+            let second = words.nth(1).unwrap_or_default();
+            if second.eq_ignore_ascii_case(b"IDLE") {
+                ImapVerb::Idle
+            } else if second.eq_ignore_ascii_case(b"STARTTLS") {
+                ImapVerb::StartTls
+            } else {
+                ImapVerb::Other
+            }
+        };
+        self.owe();
+    }
+
+    fn end_pop3_line(&mut self, head: &[u8], nonblank: bool) {
+        if !nonblank && !self.sasl {
+            if self.pending.len() < MAX_PENDING {
+                self.pending.push_back(Pop3Cmd {
+                    blank: true,
+                    multi: false,
+                    quit: false,
+                    stls: false,
+                });
+            }
+            return;
+        }
+        let cmd = if self.sasl {
+            Pop3Cmd {
+                blank: false,
+                multi: false,
+                quit: false,
+                stls: false,
+            }
+        } else {
+            let mut words = head.split(|&b| b == b' ').filter(|w| !w.is_empty());
+            let verb = trim(words.next().unwrap_or_default()).to_ascii_uppercase();
+            // An argument with a NUL or other odd bytes may not count as one (Dovecot
+            // ends a command at NUL, so `UIDL \0 1` lists every message): then either
+            // reply shape is accepted.
+            let clean_arg = words
+                .next()
+                .map(|w| trim(w).iter().all(u8::is_ascii_graphic));
+            let multi = match verb.as_slice() {
+                b"RETR" | b"TOP" | b"CAPA" => true,
+                b"LIST" | b"UIDL" | b"AUTH" => clean_arg != Some(true),
+                _ => false,
+            };
+            Pop3Cmd {
+                blank: false,
+                multi,
+                quit: verb == b"QUIT",
+                stls: verb == b"STLS",
+            }
+        };
+        if self.pending.len() < MAX_PENDING {
+            self.pending.push_back(cmd);
+        }
+        self.owe();
+    }
+
+    fn skip_blanks(&mut self) {
+        while self.pending.front().is_some_and(|c| c.blank) {
+            self.pending.pop_front();
+        }
+    }
+
+    fn owe(&mut self) {
+        self.due = true;
+        self.complete = false;
+    }
+
+    /// For IMAP: the size of the literal a server line (CRLF included) announces at its
+    /// end, whose bytes follow before the line goes on.
+    pub fn server_literal(&self, line: &[u8]) -> Option<u64> {
+        if self.proto != Proto::Imap {
+            return None;
+        }
+        let body = line.strip_suffix(b"\r\n")?;
+        match literal_announcement(body) {
+            Some((n, true)) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// One server line (CRLF included; for IMAP with any literals it carried inside).
+    pub fn server_line(&mut self, line: &[u8]) -> Result<(), Malformed> {
+        self.due = false;
+        self.unanswered = 0;
+        if !self.head.is_empty() && self.client_literal == 0 {
+            self.answered_early = true;
+        }
+        if self.proto == Proto::Pop3 && self.body {
+            if line == b".\r\n" {
+                self.body = false;
+                self.complete = self.pending.iter().all(|c| c.blank);
+            }
+            return terminated(line);
+        }
+        terminated(line)?;
+        match self.proto {
+            Proto::Imap => self.imap_line(line),
+            Proto::Pop3 => self.pop3_line(line),
+        }
+    }
+
+    fn imap_line(&mut self, line: &[u8]) -> Result<(), Malformed> {
+        if line.starts_with(b"* ") {
+            if starts_ci(line, b"* BYE") {
+                self.goodbye = true;
+                self.complete = true;
+            }
+            // An untagged BAD answers a line the server could not find a tag in.
+            if starts_ci(line, b"* BAD") {
+                self.complete = true;
+            }
+            return Ok(());
+        }
+        if line.starts_with(b"+") {
+            self.complete = true;
+            if let Some(n) = self.await_cont.take() {
+                self.client_literal = n;
+            } else if self.verb == ImapVerb::Idle {
+                self.idle = true;
+            } else {
+                self.sasl = true;
+            }
+            return Ok(());
+        }
+        let space = line.iter().position(|&b| b == b' ');
+        let Some(space) = space else {
+            return Err(Malformed(format!("not a reply line: {}", show(line))));
+        };
+        let tag = &line[..space];
+        if !self.tags.contains(tag) {
+            return Err(Malformed(format!(
+                "tag we never sent, or not a reply line: {}",
+                show(line)
+            )));
+        }
+        let rest = &line[space + 1..];
+        let status = [b"OK".as_slice(), b"NO", b"BAD"]
+            .into_iter()
+            .find(|s| starts_ci(rest, s) && matches!(rest.get(s.len()), Some(b' ' | b'\r')));
+        let Some(status) = status else {
+            return Err(Malformed(format!(
+                "tagged line without OK/NO/BAD: {}",
+                show(line)
+            )));
+        };
+        if status == b"OK" && self.verb == ImapVerb::StartTls {
+            self.tls = true;
+        }
+        self.await_cont = None;
+        self.sasl = false;
+        self.idle = false;
+        self.complete = true;
+        Ok(())
+    }
+
+    fn pop3_line(&mut self, line: &[u8]) -> Result<(), Malformed> {
+        let ok = line.starts_with(b"+OK");
+        let err = line.starts_with(b"-ERR");
+        if ok || err {
+            // A blank line never gets +OK: if one is first in line, it was ignored.
+            if ok {
+                self.skip_blanks();
+            }
+            let cmd = self.pending.pop_front();
+            self.sasl = false;
+            self.goodbye = err || cmd.is_some_and(|c| c.quit);
+            if ok && cmd.is_some_and(|c| c.stls) {
+                self.tls = true;
+            }
+            // Lenient where the queue may be out of step (a server that answers or
+            // ignores blank lines): any multi-line command outstanding allows a body.
+            self.body = ok && (cmd.is_none_or(|c| c.multi) || self.pending.iter().any(|c| c.multi));
+            self.complete = !self.body && self.pending.iter().all(|c| c.blank);
+            return Ok(());
+        }
+        if line.starts_with(b"+ ") || line == b"+\r\n" {
+            self.skip_blanks();
+            self.pending.pop_front();
+            self.sasl = true;
+            self.complete = true;
+            return Ok(());
+        }
+        Err(Malformed(format!(
+            "not +OK, -ERR or a continuation: {}",
+            show(line)
+        )))
+    }
+}
+
+fn terminated(line: &[u8]) -> Result<(), Malformed> {
+    if line.ends_with(b"\r\n") {
+        Ok(())
+    } else if line.ends_with(b"\n") {
+        Err(Malformed(format!(
+            "line ends with a bare LF: {}",
+            show(line)
+        )))
+    } else {
+        Err(Malformed(format!("line not terminated: {}", show(line))))
+    }
+}
+
+fn starts_ci(line: &[u8], prefix: &[u8]) -> bool {
+    line.len() >= prefix.len() && line[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    let start = s
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &s[start..end.max(start)]
+}
+
+/// `{n}` (synchronising) or `{n+}` at the end of a line (CRLF removed).
+fn literal_announcement(line: &[u8]) -> Option<(u64, bool)> {
+    let inner = line.strip_suffix(b"}")?;
+    let open = inner.iter().rposition(|&b| b == b'{')?;
+    let digits = &inner[open + 1..];
+    let (digits, sync) = match digits.strip_suffix(b"+") {
+        Some(d) => (d, false),
+        None => (digits, true),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = std::str::from_utf8(digits).ok()?.parse::<u64>().ok()?;
+    Some((n, sync))
+}
+
+/// A server line for a report: lossy, escaped, cut at 200 characters.
+pub fn show(line: &[u8]) -> String {
+    let mut out: String = line.iter().take(200).flat_map(|&b| escape(b)).collect();
+    if line.len() > 200 {
+        out.push_str(&format!("... ({} bytes)", line.len()));
+    }
+    format!("\"{out}\"")
+}
+
+fn escape(b: u8) -> Vec<char> {
+    match b {
+        b'\r' => vec!['\\', 'r'],
+        b'\n' => vec!['\\', 'n'],
+        b'\\' => vec!['\\', '\\'],
+        b'"' => vec!['\\', '"'],
+        0x20..=0x7e => vec![b as char],
+        _ => format!("\\x{b:02x}").chars().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn imap() -> ReplyCheck {
+        let mut c = ReplyCheck::new(Proto::Imap);
+        assert!(c.reply_due());
+        c.greeting(b"* OK ready\r\n").unwrap();
+        assert!(!c.reply_due());
+        c
+    }
+
+    #[test]
+    fn imap_tagged_untagged_and_foreign_tags() {
+        let mut c = imap();
+        c.sent(b"a1 NOOP\r\n");
+        assert!(c.reply_due() && !c.reply_complete());
+        assert_eq!(c.unanswered(), 9);
+        c.server_line(b"* 3 EXISTS\r\n").unwrap();
+        assert!(!c.reply_due() && !c.reply_complete());
+        assert_eq!(c.unanswered(), 0);
+        c.server_line(b"a1 OK done\r\n").unwrap();
+        assert!(c.reply_complete());
+        assert!(c.server_line(b"zz OK done\r\n").is_err());
+        assert!(c.server_line(b"a1 FINE\r\n").is_err());
+        assert!(c.server_line(b"* OK no cr\n").is_err());
+        assert!(c.server_line(b"garbage\r\n").is_err());
+        assert!(!c.said_goodbye());
+        c.server_line(b"* BYE logging out\r\n").unwrap();
+        assert!(c.said_goodbye());
+    }
+
+    #[test]
+    fn imap_literals_idle_and_authenticate() {
+        let mut c = imap();
+        // a synchronising literal is owed a continuation; its bytes then owe nothing
+        c.sent(b"a1 LOGIN {5}\r\n");
+        assert!(c.reply_due());
+        c.server_line(b"+ go ahead\r\n").unwrap();
+        c.sent(b"al\r\nc");
+        assert!(!c.reply_due());
+        c.sent(b" secret\r\n");
+        assert!(c.reply_due());
+        c.server_line(b"a1 OK\r\n").unwrap();
+        // a huge non-synchronising literal: the rest is literal data
+        c.sent(b"a2 APPEND INBOX {4294967295+}\r\n");
+        assert!(!c.reply_due());
+        c.sent(b"a3 NOOP\r\n");
+        assert!(!c.reply_due());
+
+        let mut c = imap();
+        c.sent(b"a1 IDLE\r\n");
+        c.server_line(b"+ idling\r\n").unwrap();
+        c.sent(b"anything\r\n");
+        assert!(!c.reply_due());
+        c.sent(b"DONE\r\n");
+        assert!(c.reply_due());
+
+        let mut c = imap();
+        c.sent(b"a1 AUTHENTICATE PLAIN\r\n");
+        c.server_line(b"+ \r\n").unwrap();
+        c.sent(b"\r\n"); // an empty response is still a response
+        assert!(c.reply_due());
+        // a blank line outside SASL is not owed anything
+        c.server_line(b"a1 NO bad\r\n").unwrap();
+        c.sent(b"  \r\n");
+        assert!(!c.reply_due());
+        // a truncated line owes nothing until its end comes
+        c.sent(b"a2 NO");
+        assert!(!c.reply_due());
+        c.sent(b"OP\r\n");
+        assert!(c.reply_due());
+        // an overlong line refused before its end arrived: the end owes nothing more
+        c.server_line(b"a2 OK\r\n").unwrap();
+        c.sent(b"a3 xxxxxxxx");
+        c.server_line(b"* BAD line too long\r\n").unwrap();
+        c.sent(b"xxxx\r\n");
+        assert!(!c.reply_due());
+        c.sent(b"a4 NOOP\r\n");
+        assert!(c.reply_due());
+        assert_eq!(c.server_literal(b"* 1 FETCH (BODY[] {12}\r\n"), Some(12));
+        assert_eq!(c.server_literal(b"* 1 FETCH (BODY[] {12+}\r\n"), None);
+    }
+
+    #[test]
+    fn imap_starttls_switches() {
+        let mut c = imap();
+        c.sent(b"t STARTTLS\r\n");
+        c.server_line(b"t OK begin\r\n").unwrap();
+        assert!(c.switched_to_tls());
+    }
+
+    #[test]
+    fn pop3_status_bodies_and_goodbye() {
+        let mut c = ReplyCheck::new(Proto::Pop3);
+        c.greeting(b"+OK POP3 ready\r\n").unwrap();
+        c.sent(b"LIST\r\n");
+        assert!(c.reply_due());
+        c.server_line(b"+OK 2 messages\r\n").unwrap();
+        assert!(!c.reply_complete());
+        c.server_line(b"1 120\r\n").unwrap();
+        c.server_line(b".\r\n").unwrap();
+        assert!(c.reply_complete());
+        c.sent(b"STAT\r\n");
+        c.server_line(b"+OK 2 240\r\n").unwrap();
+        assert!(c.server_line(b"1 120\r\n").is_err());
+        c.sent(b"AUTH PLAIN\r\n");
+        c.server_line(b"+ \r\n").unwrap();
+        c.sent(b"\r\n");
+        assert!(c.reply_due());
+        c.server_line(b"-ERR no\r\n").unwrap();
+        assert!(c.said_goodbye());
+        c.sent(b"QUIT\r\n");
+        c.server_line(b"+OK bye\r\n").unwrap();
+        assert!(c.said_goodbye());
+        assert!(c.server_line(b"+OK\n").is_err());
+        assert!(ReplyCheck::new(Proto::Pop3).greeting(b"* OK\r\n").is_err());
+
+        // UIDL with an argument a server may not see (Dovecot stops at NUL)
+        let mut c = ReplyCheck::new(Proto::Pop3);
+        c.greeting(b"+OK hi\r\n").unwrap();
+        c.sent(b"UIDL \x001\r\n");
+        c.server_line(b"+OK\r\n").unwrap();
+        c.server_line(b"1 000000016b052d9b\r\n").unwrap();
+        c.server_line(b".\r\n").unwrap();
+        c.sent(b"UIDL 1\r\n");
+        c.server_line(b"+OK 1 abc\r\n").unwrap();
+        assert!(c.server_line(b"1 000000016b052d9b\r\n").is_err());
+
+        // blank lines, answered (-ERR) or ignored, keep replies in step
+        for answered in [true, false] {
+            let mut c = ReplyCheck::new(Proto::Pop3);
+            c.greeting(b"+OK hi\r\n").unwrap();
+            c.sent(b"\r\n");
+            assert!(!c.reply_due());
+            c.sent(b"LIST\r\nUIDL 1\r\n");
+            if answered {
+                c.server_line(b"-ERR empty command\r\n").unwrap();
+            }
+            c.server_line(b"+OK 1 message\r\n").unwrap();
+            c.server_line(b"1 120\r\n").unwrap();
+            c.server_line(b".\r\n").unwrap();
+            c.server_line(b"+OK 1 abc\r\n").unwrap();
+            assert!(c.reply_complete());
+            assert!(c.server_line(b"2 120\r\n").is_err());
+        }
+    }
+
+    #[test]
+    fn hostile_bytes_never_panic() {
+        let mut rng = crate::rng::SeededRng::new(9);
+        let alphabet: &[u8] = b"* +OK-ERR{}0123456789\r\n.a1 BYEDONEIDLE\xff";
+        for proto in [Proto::Imap, Proto::Pop3] {
+            let mut c = ReplyCheck::new(proto);
+            for i in 0..20_000u32 {
+                let len = (rng.next_u64() % 40) as usize;
+                let bytes: Vec<u8> = (0..len)
+                    .map(|_| alphabet[(rng.next_u64() % alphabet.len() as u64) as usize])
+                    .collect();
+                if i % 2 == 0 {
+                    c.sent(&bytes);
+                } else {
+                    let _ = c.server_line(&bytes);
+                    let _ = c.server_literal(&bytes);
+                }
+            }
+            assert!(c.pending.len() <= MAX_PENDING && c.tags.len() <= MAX_TAGS);
+        }
+    }
+
+    #[test]
+    fn literal_announcements() {
+        assert_eq!(
+            literal_announcement(b"x {4294967295}"),
+            Some((4294967295, true))
+        );
+        assert_eq!(literal_announcement(b"x {7+}"), Some((7, false)));
+        assert_eq!(literal_announcement(b"x {99999999999999999999999}"), None);
+        assert_eq!(literal_announcement(b"x {-1}"), None);
+        assert_eq!(literal_announcement(b"x {}"), None);
+        assert_eq!(show(b"a\r\n\xff"), "\"a\\r\\n\\xff\"");
+    }
+}

@@ -1,0 +1,439 @@
+//! `harness fuzz --target`: network fuzzing over real sockets. The mock must come out
+//! clean; deliberately broken servers must be caught with the right kind and a
+//! reproducer; a watched process that dies is a crash; Dovecot gives no false reports.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use harness::netfuzz::{fuzz, FuzzConfig, OutcomeKind, Summary};
+use harness::play::{SocketTransport, Target};
+use harness::{Protocol, Security};
+use harness_core::script;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+fn root() -> PathBuf {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).to_path_buf()
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("harness-netfuzz-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn config(url: &str, out: PathBuf) -> FuzzConfig {
+    FuzzConfig {
+        target: Target::parse(url, false).expect("target"),
+        duration: Duration::from_secs(3),
+        count: None,
+        seed: 1,
+        hang_timeout: Duration::from_millis(2_000),
+        watch_pid: None,
+        out,
+        corpus: root().join("corpus/sessions"),
+    }
+}
+
+async fn run(cfg: FuzzConfig) -> Summary {
+    tokio::task::spawn_blocking(move || fuzz(&cfg, &mut |_| {}))
+        .await
+        .expect("fuzz thread")
+        .expect("fuzz runs")
+}
+
+fn describe(s: &Summary) -> String {
+    let mut out = format!("{} cases, stopped: {}\n", s.cases, s.stopped);
+    for k in OutcomeKind::ALL {
+        out.push_str(&format!("  {k}: {}\n", s.count(k)));
+    }
+    for f in &s.findings {
+        out.push_str(&format!(
+            "  finding {} case {}: {} ({})\n{}\n",
+            f.kind,
+            f.case,
+            f.detail,
+            f.path.display(),
+            std::fs::read_to_string(&f.path)
+                .unwrap_or_default()
+                .chars()
+                .take(3_000)
+                .collect::<String>()
+        ));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mock_gives_no_findings() {
+    let lab = common::start_lab(harness_core::Profile::default_profile()).await;
+    for (proto, scheme) in [(Protocol::Imap, "imap"), (Protocol::Pop3, "pop3")] {
+        let addr = lab.addr(proto, Security::Plain).unwrap();
+        let out = out_dir(&format!("mock-{scheme}"));
+        let mut cfg = config(&format!("{scheme}://{addr}"), out.clone());
+        cfg.duration = Duration::from_millis(1_500);
+        let s = run(cfg).await;
+        let text = describe(&s);
+        eprintln!("mock {scheme}: {text}");
+        assert!(!s.failed(), "the mock {scheme} has findings: {text}");
+        assert!(s.findings.is_empty(), "{text}");
+        assert!(!out.exists(), "nothing saved without a finding");
+        assert!(s.cases >= 50, "too few cases in 1.5 s: {text}");
+        assert_eq!(
+            s.count(OutcomeKind::Ok) + s.count(OutcomeKind::Closed),
+            s.cases
+        );
+    }
+    lab.shutdown().await;
+}
+
+/// How a fake server misbehaves.
+#[derive(Clone, Copy)]
+enum Fault {
+    /// Answers `tag OK`, but resets the connection on a line with `SELECT`.
+    ResetOnSelect,
+    /// Answers `tag OK`, but aborts the connection (RST, no goodbye) on a line over
+    /// 5000 bytes, the way a server that refuses to buffer an overlong line may.
+    AbortOnLongLine,
+    /// Greets, then reads and never answers.
+    Silent,
+    /// Answers every line with text that is no IMAP reply.
+    Garbage,
+    /// POP3 whose replies lack the `+OK`.
+    Pop3NoStatus,
+}
+
+/// A tiny broken server on loopback; returns its address.
+async fn broken_server(fault: Fault) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut tcp = BufReader::new(tcp);
+                let greeting: &[u8] = match fault {
+                    Fault::Pop3NoStatus => b"+OK fake POP3\r\n",
+                    _ => b"* OK fake IMAP\r\n",
+                };
+                if tcp.get_mut().write_all(greeting).await.is_err() {
+                    return;
+                }
+                let mut line = Vec::new();
+                for _ in 0..10_000 {
+                    line.clear();
+                    match tcp.read_until(b'\n', &mut line).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                    let reply: Vec<u8> = match fault {
+                        Fault::ResetOnSelect => {
+                            if line.windows(6).any(|w| w.eq_ignore_ascii_case(b"SELECT")) {
+                                let _ = tcp.get_ref().set_zero_linger();
+                                return; // dropped with SO_LINGER 0: a reset
+                            }
+                            let tag = line
+                                .split(|&b| matches!(b, b' ' | b'\r' | b'\n'))
+                                .next()
+                                .unwrap_or_default();
+                            if tag.is_empty() {
+                                b"* BAD no tag\r\n".to_vec()
+                            } else {
+                                [tag, b" OK done\r\n"].concat()
+                            }
+                        }
+                        Fault::AbortOnLongLine if line.len() > 5_000 => {
+                            let _ = tcp.get_ref().set_zero_linger();
+                            return;
+                        }
+                        Fault::AbortOnLongLine => {
+                            let tag = line
+                                .split(|&b| matches!(b, b' ' | b'\r' | b'\n'))
+                                .next()
+                                .unwrap_or_default();
+                            if tag.is_empty() {
+                                b"* BAD no tag\r\n".to_vec()
+                            } else {
+                                [tag, b" OK done\r\n"].concat()
+                            }
+                        }
+                        Fault::Silent => continue,
+                        Fault::Garbage => b"hello there\r\n".to_vec(),
+                        Fault::Pop3NoStatus => b"OK fine\r\n".to_vec(),
+                    };
+                    if tcp.get_mut().write_all(&reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn saved(s: &Summary, kind: OutcomeKind) -> String {
+    let f = s
+        .findings
+        .iter()
+        .find(|f| f.kind == kind)
+        .unwrap_or_else(|| panic!("no {kind} finding: {}", describe(s)));
+    let text = std::fs::read_to_string(&f.path).expect("reproducer written");
+    assert!(
+        text.starts_with(&format!("# harness fuzz finding: {kind}\n")),
+        "{text}"
+    );
+    // The reproducer is a script the project's player accepts.
+    script::parse(&text).unwrap_or_else(|e| panic!("reproducer does not parse: {e}\n{text}"));
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_resets_is_reported_with_a_reproducer() {
+    let addr = broken_server(Fault::ResetOnSelect).await;
+    let mut cfg = config(&format!("imap://{addr}"), out_dir("reset"));
+    cfg.count = Some(40);
+    cfg.duration = Duration::from_secs(20);
+    let s = run(cfg).await;
+    assert!(s.failed());
+    let text = saved(&s, OutcomeKind::Reset);
+    assert!(text.contains("connection reset by peer"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("C: ") && l.to_ascii_uppercase().contains("SELECT")),
+        "{text}"
+    );
+    // Played back, the reproducer meets the reset again: its closing probe gets no answer.
+    let parsed = script::parse(&text).unwrap();
+    let replay = tokio::task::spawn_blocking(move || {
+        let mut transport = SocketTransport::new(addr, Duration::from_secs(2));
+        script::play(&parsed, &Default::default(), &mut transport)
+    })
+    .await
+    .unwrap();
+    assert!(
+        !matches!(&replay, Ok(r) if r.passed()),
+        "the reproducer passes: {replay:?}"
+    );
+    // No case was mistaken for another kind: the fake answers everything else.
+    assert_eq!(s.count(OutcomeKind::Hang), 0, "{}", describe(&s));
+    assert_eq!(s.count(OutcomeKind::Malformed), 0, "{}", describe(&s));
+    // De-duplicated: as many files as distinct first differing lines, fewer than resets.
+    let files = std::fs::read_dir(s.findings[0].path.parent().unwrap())
+        .unwrap()
+        .count();
+    assert_eq!(files, s.findings.len());
+    assert_eq!(
+        s.findings.len() as u64 + s.duplicates,
+        s.count(OutcomeKind::Reset)
+    );
+
+    // A reset right after an overlong line is the server refusing to buffer it (TCP
+    // resets a connection closed with input unread): closed, not a finding.
+    let addr = broken_server(Fault::AbortOnLongLine).await;
+    let mut cfg = config(&format!("imap://{addr}"), out_dir("overlong"));
+    cfg.count = Some(80);
+    cfg.duration = Duration::from_secs(20);
+    let s = run(cfg).await;
+    assert!(s.count(OutcomeKind::Closed) > 0, "{}", describe(&s));
+    assert!(!s.failed(), "{}", describe(&s));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_server_is_a_hang_and_garbage_is_malformed() {
+    let addr = broken_server(Fault::Silent).await;
+    let mut cfg = config(&format!("imap://{addr}"), out_dir("hang"));
+    cfg.count = Some(3);
+    cfg.hang_timeout = Duration::from_millis(300);
+    let started = Instant::now();
+    let s = run(cfg).await;
+    // A case whose lines are all cut short owes no reply; every other one hangs.
+    assert!(s.count(OutcomeKind::Hang) >= 2, "{}", describe(&s));
+    assert_eq!(
+        s.count(OutcomeKind::Hang) + s.count(OutcomeKind::Ok),
+        3,
+        "{}",
+        describe(&s)
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let text = saved(&s, OutcomeKind::Hang);
+    assert!(text.contains("no reply within 300 ms after line"), "{text}");
+
+    let addr = broken_server(Fault::Garbage).await;
+    let mut cfg = config(&format!("imap://{addr}"), out_dir("garbage"));
+    cfg.count = Some(5);
+    let s = run(cfg).await;
+    assert_eq!(s.count(OutcomeKind::Malformed), 5, "{}", describe(&s));
+    let text = saved(&s, OutcomeKind::Malformed);
+    assert!(text.contains("hello there"), "{text}");
+
+    let addr = broken_server(Fault::Pop3NoStatus).await;
+    let mut cfg = config(&format!("pop3://{addr}"), out_dir("pop3"));
+    cfg.count = Some(5);
+    let s = run(cfg).await;
+    assert_eq!(s.count(OutcomeKind::Malformed), 5, "{}", describe(&s));
+    let text = saved(&s, OutcomeKind::Malformed);
+    assert!(text.contains("not +OK, -ERR or a continuation"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_process_that_dies_is_a_crash() {
+    let lab = common::start_lab(harness_core::Profile::default_profile()).await;
+    let addr = lab.addr(Protocol::Imap, Security::Plain).unwrap();
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("sleep runs");
+    let pid = child.id();
+    let mut cfg = config(&format!("imap://{addr}"), out_dir("crash"));
+    cfg.duration = Duration::from_secs(15);
+    cfg.watch_pid = Some(pid);
+    let fuzzing = tokio::task::spawn_blocking(move || fuzz(&cfg, &mut |_| {}));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Killed but not yet reaped: a zombie still has a /proc entry, and must count as gone.
+    child.kill().expect("kill sleep");
+    let s = tokio::time::timeout(Duration::from_secs(10), fuzzing)
+        .await
+        .expect("the run stops soon after the crash")
+        .unwrap()
+        .unwrap();
+    let _ = child.wait();
+    assert!(s.cases > 0, "{}", describe(&s));
+    assert_eq!(s.count(OutcomeKind::Crash), 1, "{}", describe(&s));
+    assert!(s.stopped.contains("gone"), "{}", s.stopped);
+    assert!(s.elapsed < Duration::from_secs(5), "{}", describe(&s));
+    let text = saved(&s, OutcomeKind::Crash);
+    assert!(
+        text.contains(&format!("watched process {pid} is gone")),
+        "{text}"
+    );
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_prints_a_summary_and_its_exit_code_tells() {
+    let lab = common::start_lab(harness_core::Profile::default_profile()).await;
+    let good = lab.addr(Protocol::Pop3, Security::Plain).unwrap();
+    let bad = broken_server(Fault::Garbage).await;
+    let out = out_dir("cli");
+    let cli = move |target: String, out: PathBuf| {
+        Command::new(env!("CARGO_BIN_EXE_harness"))
+            .current_dir(root())
+            .args([
+                "fuzz",
+                "--target",
+                &target,
+                "--count",
+                "30",
+                "--seconds",
+                "20",
+            ])
+            .arg("--out")
+            .arg(out)
+            .output()
+            .expect("harness fuzz runs")
+    };
+    let (o, out2) = (out.clone(), out.clone());
+    let ok = tokio::task::spawn_blocking(move || cli(format!("pop3://{good}"), o))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(stdout.contains("30 cases"), "{stdout}");
+    assert!(stdout.contains("outcome    cases  kind"), "{stdout}");
+    assert!(stdout.contains("0 findings saved"), "{stdout}");
+    let broken = tokio::task::spawn_blocking(move || cli(format!("imap://{bad}"), out2))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&broken.stdout);
+    assert_eq!(broken.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("malformed  30"), "{stdout}");
+    assert!(stdout.contains("  reproducer  "), "{stdout}");
+    assert!(stdout.contains("reproducer"), "{stdout}");
+    // Loopback only without --allow-remote.
+    let remote = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["fuzz", "--target", "imap://192.0.2.1:143", "--count", "1"])
+        .output()
+        .unwrap();
+    assert_ne!(remote.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&remote.stderr).contains("--allow-remote"));
+    lab.shutdown().await;
+}
+
+/// Stops the Dovecot peer by PID when the test ends, even on a panic.
+struct Peer {
+    rundir: PathBuf,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(root().join("scripts/peers/dovecot/stop.sh"))
+            .arg(&self.rundir)
+            .output();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dovecot_gives_a_summary_and_no_false_reports() {
+    if common::require_tool("dovecot", "apt-get install dovecot-imapd dovecot-pop3d").is_none() {
+        return;
+    }
+    let rundir =
+        std::env::temp_dir().join(format!("harness-netfuzz-dovecot-{}", std::process::id()));
+    let (imap, pop3) = (free_port(), free_port());
+    let started = Command::new("bash")
+        .arg(root().join("scripts/peers/dovecot/start.sh"))
+        .args([imap.to_string(), pop3.to_string()])
+        .arg(&rundir)
+        .output()
+        .expect("start script runs");
+    let _peer = Peer {
+        rundir: rundir.clone(),
+    };
+    assert!(
+        started.status.success(),
+        "Dovecot did not start: {}\n{}",
+        String::from_utf8_lossy(&started.stdout),
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let pid: u32 = String::from_utf8_lossy(&started.stdout)
+        .trim()
+        .parse()
+        .expect("start.sh prints the PID");
+    for (scheme, port) in [("imap", imap), ("pop3", pop3)] {
+        let mut cfg = config(
+            &format!("{scheme}://127.0.0.1:{port}"),
+            out_dir(&format!("dovecot-{scheme}")),
+        );
+        cfg.duration = Duration::from_secs(5);
+        // Dovecot answers a failed login after auth_failure_delay (2 s) and penalises an
+        // address that keeps failing by up to 15 s more: neither is a hang.
+        cfg.hang_timeout = Duration::from_secs(20);
+        cfg.watch_pid = Some(pid);
+        let s = run(cfg).await;
+        let text = describe(&s);
+        eprintln!("dovecot {scheme}: {text}");
+        assert!(s.cases > 0, "{text}");
+        assert!(!s.failed(), "false reports against Dovecot: {text}");
+        assert!(s.elapsed < Duration::from_secs(10), "{text}");
+    }
+}
