@@ -75,6 +75,7 @@
 //! appear.
 
 pub mod backend;
+pub mod cache;
 pub mod inprocess;
 pub mod pool;
 pub mod session;
@@ -83,6 +84,7 @@ pub mod session;
 mod tests;
 
 pub use inprocess::InProcessFrontend;
+pub use cache::{CacheKey, CacheStats, CredentialDigest, Parked, SessionCache};
 pub use pool::{Grant, Pool, PoolPolicy, PoolStats, Reuse};
 pub use session::{BackendFeatures, FrontendSession};
 
@@ -131,6 +133,7 @@ pub const FRONTEND_PROFILE_NAMES: &[&str] = &[
     "exchange2000-sp1",
     "affinity",
     "per-session",
+    "session-cache",
 ];
 
 const IMAP_GREETING: &str =
@@ -144,6 +147,9 @@ impl FrontendProfile {
             size: 4,
             reuse: Reuse::RoundRobin,
             per_session: false,
+            keep_sessions: false,
+            cache_size: 16,
+            cache_idle_secs: 60,
         };
         let (description, advertise_ntlm, sasl_routing, pool) = match name {
             "exchange2000-rtm" => (
@@ -174,6 +180,17 @@ impl FrontendProfile {
                     ..pooled
                 },
             ),
+            "session-cache" => (
+                "The SP1 pool plus a session cache (the harness's own model, not Exchange's): \
+                 an IMAP back-end session authenticated by LOGIN is kept after the client's \
+                 LOGOUT and serves the next LOGIN of the same user with the same password",
+                false,
+                SaslRouting::PerStep,
+                PoolPolicy {
+                    keep_sessions: true,
+                    ..pooled
+                },
+            ),
             _ => return None,
         };
         Some(FrontendProfile {
@@ -201,6 +218,21 @@ pub enum BackendIo {
     Lease { conn: ConnId },
     /// Close the connection; the pool replaces it.
     Discard { conn: ConnId },
+    /// Session cache: a parked session of `user` authenticated with these credentials,
+    /// please (answer: `handle_cache_lookup`).
+    CacheLookup {
+        user: String,
+        digest: CredentialDigest,
+    },
+    /// Session cache: the connection is authenticated as `user` and back in the
+    /// authenticated state (nothing selected); park it.
+    Park {
+        conn: ConnId,
+        user: String,
+        digest: CredentialDigest,
+        /// Text after the tag of the back-end's LOGIN completion.
+        ok_text: String,
+    },
 }
 
 /// Something the front-end did that explains a failure.

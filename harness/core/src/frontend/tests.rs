@@ -870,7 +870,10 @@ fn sans_io_contract_with_a_delayed_grant() {
         Protocol::Imap,
         profile,
         crate::session::Limits::default(),
-        BackendFeatures { imap_sasl_ir: true },
+        BackendFeatures {
+            imap_sasl_ir: true,
+            imap_unselect: false,
+        },
     );
     let drain = |s: &mut FrontendSession| {
         let mut out = Vec::new();
