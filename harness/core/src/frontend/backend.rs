@@ -461,7 +461,12 @@ mod scanner_tests {
         let mut s = StreamScanner::new(64);
         let out = lines(
             &mut s,
-            &[b"a APPEND INBOX {10}\r\n", b"b LOGOUT\r\n", b"\r\nc LOG", b"OUT\r\n"],
+            &[
+                b"a APPEND INBOX {10}\r\n",
+                b"b LOGOUT\r\n",
+                b"\r\nc LOG",
+                b"OUT\r\n",
+            ],
         );
         assert_eq!(
             out,
@@ -484,7 +489,10 @@ mod scanner_tests {
     fn over_long_lines_pass_and_still_announce_literals() {
         let mut s = StreamScanner::new(8);
         let out = lines(&mut s, &[b"a APPEND INBOX {3+}\r\nx LOGOUT\r\n"]);
-        assert_eq!(out.first(), Some(&Piece::Other(b"a APPEND INBOX {3+}\r\n".to_vec())));
+        assert_eq!(
+            out.first(),
+            Some(&Piece::Other(b"a APPEND INBOX {3+}\r\n".to_vec()))
+        );
         // "x L" is literal data; "OGOUT\r\n" continues the message.
         assert_eq!(out.get(1), Some(&Piece::Other(b"x L".to_vec())));
         assert_eq!(out.get(2), Some(&Piece::Other(b"OGOUT\r\n".to_vec())));
@@ -497,8 +505,14 @@ mod scanner_tests {
             b"* OK [CAPABILITY IMAP4rev1 UNSELECT IDLE] ready\r\n",
             "UNSELECT"
         ));
-        assert!(line_has_capability(b"a OK [CAPABILITY IMAP4rev1 unselect] done\r\n", "UNSELECT"));
+        assert!(line_has_capability(
+            b"a OK [CAPABILITY IMAP4rev1 unselect] done\r\n",
+            "UNSELECT"
+        ));
         assert!(!line_has_capability(b"* OK UNSELECT ready\r\n", "UNSELECT"));
-        assert!(!line_has_capability(b"* OK [CAPABILITY IMAP4rev1 UNSELECTX]\r\n", "UNSELECT"));
+        assert!(!line_has_capability(
+            b"* OK [CAPABILITY IMAP4rev1 UNSELECTX]\r\n",
+            "UNSELECT"
+        ));
     }
 }

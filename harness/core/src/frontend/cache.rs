@@ -189,9 +189,7 @@ impl SessionCache {
             .entries
             .iter()
             .rposition(|e| e.user == user && e.digest.matches(digest));
-        let parked = found
-            .and_then(|i| self.entries.remove(i))
-            .map(|e| e.parked);
+        let parked = found.and_then(|i| self.entries.remove(i)).map(|e| e.parked);
         if parked.is_some() {
             self.stats.hits += 1;
         } else {
@@ -246,10 +244,18 @@ mod tests {
     fn take_needs_same_user_and_credentials() {
         let k = CacheKey::from_seed(7);
         let mut c = SessionCache::new(4, Duration::from_secs(60));
-        assert!(c.park("alice", k.digest("alice", "secret"), p(1), Duration::ZERO).is_empty());
+        assert!(c
+            .park("alice", k.digest("alice", "secret"), p(1), Duration::ZERO)
+            .is_empty());
         let now = Duration::from_secs(1);
-        assert!(c.take("bob", &k.digest("bob", "secret"), now).parked.is_none());
-        assert!(c.take("alice", &k.digest("alice", "wrong"), now).parked.is_none());
+        assert!(c
+            .take("bob", &k.digest("bob", "secret"), now)
+            .parked
+            .is_none());
+        assert!(c
+            .take("alice", &k.digest("alice", "wrong"), now)
+            .parked
+            .is_none());
         assert_eq!(c.len(), 1);
         let hit = c.take("alice", &k.digest("alice", "secret"), now);
         assert_eq!(hit.parked.map(|p| p.conn), Some(1));

@@ -153,10 +153,7 @@ impl InProcessFrontend {
         probe.handle_eof(Duration::ZERO);
         drain(probe.as_mut(), Duration::ZERO);
         drop(probe);
-        let first_line = greeting
-            .split(|&b| b == b'\n')
-            .next()
-            .unwrap_or_default();
+        let first_line = greeting.split(|&b| b == b'\n').next().unwrap_or_default();
         let features = BackendFeatures {
             imap_sasl_ir: protocol == Protocol::Imap
                 && first_line
@@ -360,9 +357,7 @@ impl InProcessSession {
                     let lookup = sh.cache.take(&user, &digest, now);
                     sh.unpark(lookup.expired, "idle too long", now);
                     let found = match lookup.parked {
-                        Some(p) if sh.backends.get(&p.conn).is_some_and(|b| !b.closed) => {
-                            Some(p)
-                        }
+                        Some(p) if sh.backends.get(&p.conn).is_some_and(|b| !b.closed) => Some(p),
                         Some(p) => {
                             sh.cache.unusable();
                             sh.unpark(vec![p.conn], "closed by the back-end", now);

@@ -83,8 +83,8 @@ pub mod session;
 #[cfg(test)]
 mod tests;
 
-pub use inprocess::InProcessFrontend;
 pub use cache::{CacheKey, CacheStats, CredentialDigest, Parked, SessionCache};
+pub use inprocess::InProcessFrontend;
 pub use pool::{Grant, Pool, PoolPolicy, PoolStats, Reuse};
 pub use session::{BackendFeatures, FrontendSession};
 

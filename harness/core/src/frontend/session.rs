@@ -1029,9 +1029,7 @@ impl FrontendSession {
                     std::mem::replace(&mut self.phase, Phase::Leased { conn })
                 {
                     // The client asked to log out: it is answered all the same.
-                    self.write(
-                        b"* BYE Microsoft Exchange 2000 IMAP4rev1 server signing off.\r\n",
-                    );
+                    self.write(b"* BYE Microsoft Exchange 2000 IMAP4rev1 server signing off.\r\n");
                     self.imap_tagged(&client_tag, "OK", "LOGOUT completed.");
                 }
                 self.close();

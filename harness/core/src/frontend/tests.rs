@@ -165,7 +165,10 @@ fn profiles_exist_and_round_trip() {
     let cache = FrontendProfile::by_name("session-cache").unwrap();
     let sp1 = FrontendProfile::by_name("exchange2000-sp1").unwrap();
     assert!(cache.pool.keep_sessions && !sp1.pool.keep_sessions);
-    assert_eq!((cache.advertise_ntlm, cache.sasl_routing), (false, SaslRouting::PerStep));
+    assert_eq!(
+        (cache.advertise_ntlm, cache.sasl_routing),
+        (false, SaslRouting::PerStep)
+    );
     // Profiles written before the session cache existed still load.
     let old = "size = 4\nreuse = \"round-robin\"\nper_session = false\n";
     let old: PoolPolicy = toml::from_str(old).unwrap();
@@ -1081,7 +1084,12 @@ fn relayed_traffic_is_traced_without_arguments() {
 
 /// A session-cache front-end over back-ends that advertise UNSELECT.
 fn cache_frontend(w: &Arc<World>) -> InProcessFrontend {
-    frontend_with(Protocol::Imap, "session-cache", w, Profile::default_unselect())
+    frontend_with(
+        Protocol::Imap,
+        "session-cache",
+        w,
+        Profile::default_unselect(),
+    )
 }
 
 /// Logs in, optionally runs `body`, logs out; returns the LOGOUT reply.
@@ -1099,7 +1107,10 @@ fn imap_visit(fe: &InProcessFrontend, user: &str, pass: &str, body: &[&str]) -> 
 }
 
 fn backend_logins(trace: &[String]) -> usize {
-    trace.iter().filter(|l| l.contains(" LOGIN ") && l.contains("<-")).count()
+    trace
+        .iter()
+        .filter(|l| l.contains(" LOGIN ") && l.contains("<-"))
+        .count()
 }
 
 #[test]
@@ -1113,28 +1124,50 @@ fn session_cache_serves_the_same_users_next_login_without_a_backend_login() {
     );
     let first = fe.trace();
     assert!(
-        first.iter().any(|l| l.ends_with("<- FE.RESET UNSELECT (client LOGOUT: reset for the session cache)")),
+        first
+            .iter()
+            .any(|l| l
+                .ends_with("<- FE.RESET UNSELECT (client LOGOUT: reset for the session cache)")),
         "{first:#?}"
     );
-    assert!(first.iter().any(|l| l.ends_with(".. session cache: parked (user alice)")), "{first:#?}");
+    assert!(
+        first
+            .iter()
+            .any(|l| l.ends_with(".. session cache: parked (user alice)")),
+        "{first:#?}"
+    );
     assert_eq!(backend_logins(&first), 1);
     assert_eq!(fe.cached_sessions(), 1);
     // The parked connection is neither closed nor back in the pool.
     assert_eq!((fe.stats().closed, fe.idle_connections()), (0, 3));
 
     let (mut c, _) = Client::new(&fe);
-    assert_eq!(c.text("b1 LOGIN alice secret\r\n"), "b1 OK LOGIN completed\r\n");
+    assert_eq!(
+        c.text("b1 LOGIN alice secret\r\n"),
+        "b1 OK LOGIN completed\r\n"
+    );
     let trace = fe.trace();
     let new: Vec<&String> = trace.iter().skip(first.len()).collect();
     assert!(
-        new.iter().any(|l| l.starts_with("session cache: hit (user alice): be#")),
+        new.iter()
+            .any(|l| l.starts_with("session cache: hit (user alice): be#")),
         "{new:#?}"
     );
-    assert_eq!(backend_logins(&trace), 1, "no second back-end LOGIN: {new:#?}");
+    assert_eq!(
+        backend_logins(&trace),
+        1,
+        "no second back-end LOGIN: {new:#?}"
+    );
     let select = c.text("b2 SELECT INBOX\r\n");
-    assert!(has(&select, "* 3 EXISTS\r\n") && has(&select, "b2 OK [READ-WRITE]"), "{select}");
+    assert!(
+        has(&select, "* 3 EXISTS\r\n") && has(&select, "b2 OK [READ-WRITE]"),
+        "{select}"
+    );
     let fetch = c.text("b3 FETCH 1 BODY[TEXT]\r\n");
-    assert!(has(&fetch, "Hello alice, this is message number 1."), "{fetch}");
+    assert!(
+        has(&fetch, "Hello alice, this is message number 1."),
+        "{fetch}"
+    );
     // The first LOGIN found nothing parked; the second was a hit.
     let s = fe.cache_stats();
     assert_eq!((s.parked, s.hits, s.misses), (1, 1, 1));
@@ -1149,17 +1182,30 @@ fn session_cache_never_hands_a_session_to_another_user() {
     imap_visit(&fe, "alice", "secret", &[]);
     let (mut c, _) = Client::new(&fe);
     // Same password, other user: a miss, and bob logs in on the back-end.
-    assert_eq!(c.text("b1 LOGIN bob hunter2\r\n"), "b1 OK LOGIN completed\r\n");
+    assert_eq!(
+        c.text("b1 LOGIN bob hunter2\r\n"),
+        "b1 OK LOGIN completed\r\n"
+    );
     let trace = fe.trace();
-    assert!(trace.contains(&"session cache: miss (user bob)".to_string()), "{trace:#?}");
-    assert!(trace.iter().any(|l| l.ends_with("<- b1 LOGIN bob <password>")), "{trace:#?}");
+    assert!(
+        trace.contains(&"session cache: miss (user bob)".to_string()),
+        "{trace:#?}"
+    );
+    assert!(
+        trace
+            .iter()
+            .any(|l| l.ends_with("<- b1 LOGIN bob <password>")),
+        "{trace:#?}"
+    );
     c.text("b2 SELECT INBOX\r\n");
     let fetch = c.text("b3 FETCH 1:* BODY[TEXT]\r\n");
     assert!(has(&fetch, "Hello bob") && !has(&fetch, "alice"), "{fetch}");
     // The user name must match exactly: "Alice" is not the key "alice" was parked under.
     let (mut d, _) = Client::new(&fe);
     d.text("c1 LOGIN Alice secret\r\n");
-    assert!(fe.trace().contains(&"session cache: miss (user Alice)".to_string()));
+    assert!(fe
+        .trace()
+        .contains(&"session cache: miss (user Alice)".to_string()));
     assert_eq!(fe.cached_sessions(), 1);
 }
 
@@ -1182,15 +1228,26 @@ fn session_cache_wrong_password_is_refused_and_the_entry_stays() {
     );
     assert!(c.s.core().authenticated_user().is_none());
     assert_eq!(fe.cached_sessions(), 1);
-    assert_eq!(c.text("b2 SELECT INBOX\r\n"), "b2 BAD Command received in Invalid state.\r\n");
+    assert_eq!(
+        c.text("b2 SELECT INBOX\r\n"),
+        "b2 BAD Command received in Invalid state.\r\n"
+    );
     // The right password still finds the same parked session.
-    assert_eq!(c.text("b3 LOGIN alice secret\r\n"), "b3 OK LOGIN completed\r\n");
+    assert_eq!(
+        c.text("b3 LOGIN alice secret\r\n"),
+        "b3 OK LOGIN completed\r\n"
+    );
     let trace = fe.trace();
     assert!(
-        trace.iter().any(|l| l.starts_with(&format!("session cache: hit (user alice): {parked},"))),
+        trace
+            .iter()
+            .any(|l| l.starts_with(&format!("session cache: hit (user alice): {parked},"))),
         "{trace:#?}"
     );
-    assert_eq!(c.s.core().leased_connection().map(|c| format!("be#{c}")), Some(parked));
+    assert_eq!(
+        c.s.core().leased_connection().map(|c| format!("be#{c}")),
+        Some(parked)
+    );
     // Misses: the first LOGIN (nothing parked) and the wrong password.
     let s = fe.cache_stats();
     assert_eq!((s.hits, s.misses), (1, 2));
@@ -1204,7 +1261,10 @@ fn session_cache_reset_keeps_deleted_messages_and_the_next_select_is_fresh() {
         &fe,
         "alice",
         "secret",
-        &["a2 SELECT INBOX\r\n", "a3 STORE 2 +FLAGS.SILENT (\\Deleted)\r\n"],
+        &[
+            "a2 SELECT INBOX\r\n",
+            "a3 STORE 2 +FLAGS.SILENT (\\Deleted)\r\n",
+        ],
     );
     // Meanwhile another session appends to alice's INBOX.
     let mut other = ImapServer::new(SessionContext::new(
@@ -1223,7 +1283,10 @@ fn session_cache_reset_keeps_deleted_messages_and_the_next_select_is_fresh() {
     assert!(drive(b"x LOGIN alice secret\r\n").contains("x OK"));
     assert!(drive(b"y APPEND INBOX {19}\r\nSubject: late\r\n\r\nhi\r\n").contains("y OK"));
     let (mut c, _) = Client::new(&fe);
-    assert_eq!(c.text("b1 LOGIN alice secret\r\n"), "b1 OK LOGIN completed\r\n");
+    assert_eq!(
+        c.text("b1 LOGIN alice secret\r\n"),
+        "b1 OK LOGIN completed\r\n"
+    );
     assert_eq!(fe.cache_stats().hits, 1);
     // Not selected any more (the reset deselected), so a FETCH is refused...
     let fetch = c.text("b2 FETCH 1 FLAGS\r\n");
@@ -1244,7 +1307,10 @@ fn session_cache_logout_waits_for_pipelined_replies_and_skips_literals() {
     let (mut c, _) = Client::new(&fe);
     c.text("a1 LOGIN alice secret\r\n");
     // "x LOGOUT\r\n" is the literal's data here, not a command.
-    assert_eq!(c.text("a2 APPEND INBOX {10}\r\n"), "+ Ready for literal data\r\n");
+    assert_eq!(
+        c.text("a2 APPEND INBOX {10}\r\n"),
+        "+ Ready for literal data\r\n"
+    );
     assert!(c.text("x LOGOUT\r\n\r\n").contains("a2 OK"));
     assert!(!c.closed);
     let out = c.text("a3 SELECT INBOX\r\na4 FETCH 4 (FLAGS)\r\na5 LOGOUT\r\n");
@@ -1265,11 +1331,15 @@ fn session_cache_is_bounded_in_size_and_idle_time_and_closed_at_shutdown() {
     profile.pool.cache_idle_secs = 10;
     let world2 = Arc::clone(&w);
     let backend = Arc::new(Profile::default_unselect());
-    let fe = InProcessFrontend::new(Protocol::Imap, profile, move |conn| -> Box<dyn ServerSession> {
-        let mut ctx = SessionContext::new(Arc::clone(&world2), Arc::clone(&backend));
-        ctx.seed = conn;
-        Box::new(ImapServer::new(ctx))
-    });
+    let fe = InProcessFrontend::new(
+        Protocol::Imap,
+        profile,
+        move |conn| -> Box<dyn ServerSession> {
+            let mut ctx = SessionContext::new(Arc::clone(&world2), Arc::clone(&backend));
+            ctx.seed = conn;
+            Box::new(ImapServer::new(ctx))
+        },
+    );
     imap_visit(&fe, "alice", "secret", &[]);
     imap_visit(&fe, "bob", "hunter2", &[]);
     imap_visit(&fe, "user", "pass", &[]);
@@ -1277,7 +1347,9 @@ fn session_cache_is_bounded_in_size_and_idle_time_and_closed_at_shutdown() {
     assert_eq!(fe.cache_stats().evicted, 1);
     let trace = fe.trace();
     assert!(
-        trace.iter().any(|l| l.ends_with("closed (session cache: full or idle too long)")),
+        trace
+            .iter()
+            .any(|l| l.ends_with("closed (session cache: full or idle too long)")),
         "{trace:#?}"
     );
     // alice's session (the oldest) went: her next login is a miss.
@@ -1298,8 +1370,14 @@ fn session_cache_is_bounded_in_size_and_idle_time_and_closed_at_shutdown() {
     assert_eq!(fe.cached_sessions(), 1);
     fe.shutdown(Duration::from_secs(61));
     assert_eq!(fe.cached_sessions(), 0);
-    assert!(fe.trace().last().is_some_and(|l| l.ends_with("opened") || l.contains("shutdown")));
-    assert!(fe.trace().iter().any(|l| l.ends_with("closed (session cache: shutdown)")));
+    assert!(fe
+        .trace()
+        .last()
+        .is_some_and(|l| l.ends_with("opened") || l.contains("shutdown")));
+    assert!(fe
+        .trace()
+        .iter()
+        .any(|l| l.ends_with("closed (session cache: shutdown)")));
 }
 
 #[test]
@@ -1313,18 +1391,33 @@ fn session_cache_needs_unselect_and_leaves_pop3_alone() {
     assert!(bye.contains("a2 OK LOGOUT completed\r\n"), "{bye}");
     let trace = fe.trace();
     assert!(
-        trace.iter().any(|l| l.ends_with("session cache: not kept (the back-end does not offer UNSELECT)")),
+        trace
+            .iter()
+            .any(|l| l.ends_with("session cache: not kept (the back-end does not offer UNSELECT)")),
         "{trace:#?}"
     );
-    assert!(trace.iter().any(|l| l.ends_with("<- relay a2 LOGOUT (11 bytes)")), "{trace:#?}");
+    assert!(
+        trace
+            .iter()
+            .any(|l| l.ends_with("<- relay a2 LOGOUT (11 bytes)")),
+        "{trace:#?}"
+    );
     assert_eq!(fe.cached_sessions(), 0);
     // POP3: QUIT commits deletions and ends the session; nothing is kept.
-    let fe = frontend_with(Protocol::Pop3, "session-cache", &w, Profile::default_unselect());
+    let fe = frontend_with(
+        Protocol::Pop3,
+        "session-cache",
+        &w,
+        Profile::default_unselect(),
+    );
     let (mut c, _) = Client::new(&fe);
     c.text("USER alice\r\n");
     assert!(c.text("PASS secret\r\n").starts_with("+OK"));
     assert!(c.text("QUIT\r\n").starts_with("+OK"));
     assert!(c.closed);
     assert_eq!(fe.cache_stats(), CacheStats::default());
-    assert!(fe.trace().iter().any(|l| l.ends_with("<- relay QUIT (6 bytes)")));
+    assert!(fe
+        .trace()
+        .iter()
+        .any(|l| l.ends_with("<- relay QUIT (6 bytes)")));
 }
