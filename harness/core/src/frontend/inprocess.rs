@@ -487,13 +487,18 @@ pub(super) fn fuzz_two_sessions(data: &[u8]) -> usize {
         max_literal: 4096,
         ..Limits::default()
     };
+    // Bit 4: the session-cache front-end (over back-ends offering UNSELECT), so one
+    // session's parked back-end session can meet the other session's LOGIN.
+    let (fe_name, backend_profile) = if setup & 0x10 == 0 {
+        ("exchange2000-rtm", Profile::default_profile())
+    } else {
+        ("session-cache", Profile::default_unselect())
+    };
+    let backend_profile = Arc::new(backend_profile);
     let backend_world = Arc::clone(&world);
     let backend_limits = limits.clone();
     let factory = move |conn: u64| -> Box<dyn ServerSession> {
-        let mut ctx = SessionContext::new(
-            Arc::clone(&backend_world),
-            Arc::new(Profile::default_profile()),
-        );
+        let mut ctx = SessionContext::new(Arc::clone(&backend_world), Arc::clone(&backend_profile));
         ctx.limits = backend_limits.clone();
         ctx.seed = conn;
         ctx.epoch_secs = 1_700_000_000;
@@ -506,7 +511,7 @@ pub(super) fn fuzz_two_sessions(data: &[u8]) -> usize {
             Protocol::Pop3 => Box::new(Pop3Server::new(ctx)),
         }
     };
-    let Some(profile) = FrontendProfile::by_name("exchange2000-rtm") else {
+    let Some(profile) = FrontendProfile::by_name(fe_name) else {
         return 0;
     };
     let fe = InProcessFrontend::new(protocol, profile, factory);

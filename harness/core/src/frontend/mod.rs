@@ -244,7 +244,8 @@ pub enum Finding {
 }
 
 /// Fuzz entry: raw client bytes into an `exchange2000-rtm` front-end with real back-ends
-/// on the default lab. The first byte picks the protocol (bit 0: POP3); the rest is cut at
+/// on the default lab. The first byte picks the protocol (bit 0: POP3) and, with bit 4,
+/// the `session-cache` front-end instead; the rest is cut at
 /// the first `0x00` into the inputs of two client sessions, fed interleaved in chunks
 /// (bits 1-3 of the first byte pick the chunk size). Checks: no
 /// panic, bounded output, and no mail of one lab user in a session authenticated as

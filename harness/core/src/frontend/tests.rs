@@ -820,6 +820,19 @@ fn fuzz_entry_on_samples() {
     for s in &samples {
         fuzz_frontend_session(s);
     }
+    // Bit 4: the session-cache front-end. A parks alice's session; B's LOGIN as alice
+    // reuses it, and B as bob must not (the entry checks mail never crosses users).
+    for b in ["alice secret", "bob hunter2", "alice wrong"] {
+        let input = format!(
+            "\x1ea LOGIN alice secret\r\na SELECT INBOX\r\na LOGOUT\r\n\x00b LOGIN {b}\r\nb SELECT INBOX\r\nb FETCH 1:* BODY[]\r\n"
+        );
+        let authenticated = inprocess::fuzz_two_sessions(input.as_bytes());
+        assert_eq!(
+            authenticated,
+            if b.ends_with("wrong") { 1 } else { 2 },
+            "{b}"
+        );
+    }
 }
 
 /// Seeded mutations of a dictionary of client lines through the fuzz entry.
