@@ -319,6 +319,19 @@ pub enum Piece {
     /// Anything else: literal octets, the lines that continue a message after a literal,
     /// and lines longer than the cap.
     Other(Vec<u8>),
+    /// A line longer than the cap that started a message has ended (its octets went out
+    /// as `Other`): its first octets.
+    LongLine { head: Vec<u8> },
+}
+
+/// Octets of a long line's start kept for [`Piece::LongLine`].
+const HEAD: usize = 32;
+
+/// A line that starts a message carries a tag: a command from a client, a tagged
+/// completion from a server (not `*` or `+`, and a space after the first word; `DONE`
+/// ending IDLE has none).
+pub fn is_tagged(head: &[u8]) -> bool {
+    !matches!(head.first(), None | Some(b'*' | b'+')) && head.contains(&b' ')
 }
 
 /// Octets of the end of an over-long line kept to spot a literal announcement.
@@ -335,6 +348,8 @@ pub struct StreamScanner {
     /// The line being read is longer than the cap: it passes as `Other`.
     overflow: bool,
     tail: Vec<u8>,
+    /// The start of an over-long line.
+    head: Vec<u8>,
     /// The next line continues a message after a literal.
     continuing: bool,
     skip: u64,
@@ -347,6 +362,7 @@ impl StreamScanner {
             line: Vec::new(),
             overflow: false,
             tail: Vec::new(),
+            head: Vec::new(),
             continuing: false,
             skip: 0,
         }
@@ -393,6 +409,7 @@ impl StreamScanner {
                     self.overflow = true;
                     let line = std::mem::take(&mut self.line);
                     self.keep_tail(&line);
+                    self.head = line.get(..HEAD).unwrap_or(&line).to_vec();
                     out.push(Piece::Other(line));
                 }
             }
@@ -411,7 +428,12 @@ impl StreamScanner {
                 } else {
                     Piece::Line(line)
                 });
+            } else if !self.continuing {
+                out.push(Piece::LongLine {
+                    head: std::mem::take(&mut self.head),
+                });
             }
+            self.head.clear();
             self.overflow = false;
             self.tail.clear();
             self.continuing = literal.is_some();
@@ -494,8 +516,16 @@ mod scanner_tests {
             Some(&Piece::Other(b"a APPEND INBOX {3+}\r\n".to_vec()))
         );
         // "x L" is literal data; "OGOUT\r\n" continues the message.
-        assert_eq!(out.get(1), Some(&Piece::Other(b"x L".to_vec())));
-        assert_eq!(out.get(2), Some(&Piece::Other(b"OGOUT\r\n".to_vec())));
+        assert_eq!(
+            out.get(1),
+            Some(&Piece::LongLine {
+                head: b"a APPEND INBOX {3+}\r\n".to_vec()
+            })
+        );
+        assert_eq!(out.get(2), Some(&Piece::Other(b"x L".to_vec())));
+        assert_eq!(out.get(3), Some(&Piece::Other(b"OGOUT\r\n".to_vec())));
+        assert!(is_tagged(b"a APPEND") && is_tagged(b"a1 OK done"));
+        assert!(!is_tagged(b"DONE\r\n") && !is_tagged(b"* 1 FETCH") && !is_tagged(b"+ go"));
         assert!(s.at_boundary());
     }
 

@@ -55,13 +55,20 @@
 //!
 //! * After such a login the front-end follows the leased traffic in both directions with a
 //!   line and literal scanner ([`backend::StreamScanner`]; it holds at most one line of 256
-//!   octets, literal data and longer lines pass through as they come). A client `tag
-//!   LOGOUT` at a command boundary is not relayed; instead the front-end sends `FE.RESET
-//!   UNSELECT` (RFC 3691: leave the selected mailbox **without expunging**; `\Deleted`
-//!   messages stay), relays to the client whatever the back-end still sends for earlier,
-//!   pipelined commands, and at the tagged reply to its own command (`OK`, or `BAD` when
-//!   no mailbox was selected) answers the client `* BYE` and `tag OK LOGOUT completed.`
-//!   itself and asks the adapter to park the connection (`BackendIo::Park`).
+//!   octets, literal data and longer lines pass through as they come), counting the
+//!   client's tagged commands and the back-end's tagged completions. A client `tag LOGOUT`
+//!   at a command boundary is not relayed: once every earlier command has its completion
+//!   (at once, unless the client pipelined), the front-end answers `* BYE` and `tag OK
+//!   LOGOUT completed.` itself and asks the adapter to park the connection
+//!   (`BackendIo::Park`). Completions that do not come within 5 seconds (a LOGOUT sent in
+//!   the middle of IDLE) end the wait: the client is answered and the connection closed.
+//! * The back-end session is parked as it was, possibly with a mailbox selected. The next
+//!   client that gets it from the cache has `FE.RESET UNSELECT` (RFC 3691: leave the
+//!   selected mailbox **without expunging**; `\Deleted` messages stay) sent ahead of its
+//!   first command, in the same write; every octet the back-end sends up to the tagged
+//!   reply to `FE.RESET` (`OK`, or `BAD` when nothing was selected) is the previous
+//!   session's and is swallowed. Any other reply ends the client session with `* BYE`.
+//!   The reset thus costs no round trip of its own.
 //! * The session is only kept when the back-end advertises `UNSELECT` (in its greeting's
 //!   `[CAPABILITY]` code, or in the LOGIN completion's) and the client never used the tag
 //!   `FE.RESET` itself; otherwise the LOGOUT is relayed as before and the connection

@@ -10,8 +10,8 @@ use imap_codec::imap_types::command::CommandBody;
 use imap_codec::CommandCodec;
 
 use super::backend::{
-    describe_sasl, line_has_capability, logout_tag, printable, BackendError, BackendEvent,
-    ImapReader, Piece, Pop3Reader, StreamScanner,
+    describe_sasl, is_tagged, line_has_capability, logout_tag, printable, BackendError,
+    BackendEvent, ImapReader, Piece, Pop3Reader, StreamScanner,
 };
 use super::cache::{CacheKey, CredentialDigest, Parked};
 use super::{BackendIo, ConnId, Finding, FrontendProfile, Protocol, SaslRouting};
@@ -108,6 +108,7 @@ enum Phase {
     Returning {
         conn: ConnId,
         client_tag: String,
+        deadline: Duration,
     },
     Closed,
 }
@@ -128,6 +129,21 @@ const RESET_TAG: &str = "FE.RESET";
 /// the reset's completion are far shorter).
 const SCAN_LINE: usize = 256;
 
+/// How long a client's LOGOUT waits for the back-end's replies to its earlier commands
+/// before the session is given up (closed rather than parked).
+const RETURN_WAIT: Duration = Duration::from_secs(5);
+
+/// Where a kept session's reset (UNSELECT) stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reset {
+    /// Nothing selected (fresh from LOGIN, or reset).
+    Done,
+    /// Taken from the cache: the reset goes out ahead of the client's first command.
+    Needed,
+    /// Sent; back-end output up to its completion belongs to the previous client.
+    InFlight,
+}
+
 /// A lease that may end in the session cache.
 #[derive(Debug)]
 struct Keep {
@@ -138,22 +154,46 @@ struct Keep {
     unselect: bool,
     /// A client command used the reset tag: the session is not kept.
     tainted: bool,
+    reset: Reset,
+    /// Client commands relayed, and tagged completions relayed back (the reset's own not
+    /// counted): equal when nothing is outstanding.
+    commands: u64,
+    completions: u64,
     client: StreamScanner,
     backend: StreamScanner,
 }
 
 impl Keep {
-    fn new(user: String, digest: CredentialDigest, ok_text: String, unselect: bool) -> Keep {
+    fn new(
+        user: String,
+        digest: CredentialDigest,
+        ok_text: String,
+        unselect: bool,
+        reset: Reset,
+    ) -> Keep {
         Keep {
             user,
             digest,
             ok_text,
             unselect,
             tainted: false,
+            reset,
+            commands: 0,
+            completions: 0,
             client: StreamScanner::new(SCAN_LINE),
             backend: StreamScanner::new(SCAN_LINE),
         }
     }
+
+    /// Nothing the client sent is still waiting for its completion, and no reset is in
+    /// flight.
+    fn drained(&self) -> bool {
+        self.commands == self.completions && self.reset != Reset::InFlight
+    }
+}
+
+fn is_reset_reply(line: &[u8]) -> bool {
+    line.starts_with(RESET_TAG.as_bytes()) && line.get(RESET_TAG.len()) == Some(&b' ')
 }
 
 /// The front-end's side of one client connection.
@@ -424,7 +464,8 @@ impl FrontendSession {
     }
 
     /// Client bytes after the lease. With the session cache on, a LOGOUT at a command
-    /// boundary is not relayed: the session is reset for the cache instead.
+    /// boundary is not relayed (the session may be parked instead), and a session taken
+    /// from the cache gets its reset ahead of the client's first command.
     fn client_to_backend(&mut self, conn: ConnId, bytes: Vec<u8>) {
         let Some(keep) = self.keep.as_mut() else {
             self.relay_to_backend(conn, bytes);
@@ -442,27 +483,42 @@ impl FrontendSession {
                         logout = Some((String::from_utf8_lossy(tag).into_owned(), line));
                         break;
                     }
-                    if line.starts_with(RESET_TAG.as_bytes())
-                        && line.get(RESET_TAG.len()) == Some(&b' ')
-                    {
-                        keep.tainted = true;
-                    }
+                    keep.tainted |= is_reset_reply(&line);
+                    keep.commands += u64::from(is_tagged(&line));
                     relay.extend_from_slice(&line);
+                }
+                Piece::LongLine { head } => {
+                    keep.tainted |= is_reset_reply(&head);
+                    keep.commands += u64::from(is_tagged(&head));
                 }
                 Piece::Other(b) => relay.extend_from_slice(&b),
             }
         }
         if !relay.is_empty() {
-            self.relay_to_backend(conn, relay);
+            let mut before = Vec::new();
+            if keep.reset == Reset::Needed {
+                // In the same write as the client's first command.
+                keep.reset = Reset::InFlight;
+                before = format!("{RESET_TAG} UNSELECT\r\n").into_bytes();
+                self.be(
+                    conn,
+                    "<-",
+                    format!(
+                        "{RESET_TAG} UNSELECT (reset of the cached session, ahead of the client)"
+                    ),
+                );
+            }
+            self.relay_after(conn, before, relay);
         }
         if let Some((tag, line)) = logout {
             self.logout_leased(conn, tag, line);
         }
     }
 
-    /// The client sent LOGOUT on a lease that may be kept: reset the back-end session
-    /// (RFC 3691 UNSELECT) and answer the client when the back-end's earlier output is
-    /// through; or relay the LOGOUT when the session cannot be kept.
+    /// The client sent LOGOUT on a lease that may be kept: once the back-end has answered
+    /// everything the client sent before, the front-end answers the LOGOUT itself and the
+    /// session is parked (its reset waits for the next client). A session that cannot be
+    /// kept gets the LOGOUT relayed.
     fn logout_leased(&mut self, conn: ConnId, client_tag: String, line: Vec<u8>) {
         let Some(keep) = self.keep.as_ref() else {
             self.relay_to_backend(conn, line);
@@ -481,85 +537,117 @@ impl FrontendSession {
             self.relay_to_backend(conn, line);
             return;
         }
-        self.phase = Phase::Returning { conn, client_tag };
-        self.send(
+        self.phase = Phase::Returning {
             conn,
-            format!("{RESET_TAG} UNSELECT\r\n").into_bytes(),
-            format!("{RESET_TAG} UNSELECT (client LOGOUT: reset for the session cache)"),
-        );
+            client_tag,
+            deadline: self.last_input.saturating_add(RETURN_WAIT),
+        };
+        self.finish_return(conn);
     }
 
-    /// Back-end output while a kept lease is being reset.
-    fn returning_input(&mut self, conn: ConnId, bytes: &[u8]) {
+    /// Back-end output on a kept lease: the previous client's leftovers and the reset's
+    /// completion are swallowed, the rest is relayed with its completions counted.
+    fn kept_backend_input(&mut self, conn: ConnId, bytes: &[u8]) {
         let Some(keep) = self.keep.as_mut() else {
             return;
         };
         let mut pieces = Vec::new();
         keep.backend.push(bytes, &mut pieces);
+        if keep.reset != Reset::InFlight {
+            // The common case: relay the bytes as they came.
+            for piece in &pieces {
+                match piece {
+                    Piece::Line(line) => keep.completions += u64::from(is_tagged(line)),
+                    Piece::LongLine { head } => keep.completions += u64::from(is_tagged(head)),
+                    Piece::Other(_) => {}
+                }
+            }
+            self.be(conn, "->", format!("relay {} bytes", bytes.len()));
+            self.write(bytes);
+            return;
+        }
         let mut relay = Vec::new();
-        let mut done = None;
-        let mut trailing = false;
+        let mut swallowed = 0usize;
+        let mut failed = None;
         for piece in pieces {
-            if done.is_some() {
-                trailing = true;
+            match piece {
+                Piece::Line(line) if keep.reset == Reset::InFlight && is_reset_reply(&line) => {
+                    let status = line
+                        .get(RESET_TAG.len() + 1..)
+                        .and_then(|r| r.split(|&b| b == b' ').next())
+                        .unwrap_or_default()
+                        .to_ascii_uppercase();
+                    // RFC 3691: OK, or BAD when no mailbox was selected; either way the
+                    // session is in the authenticated state now.
+                    if status == b"OK" || status == b"BAD" {
+                        keep.reset = Reset::Done;
+                    } else {
+                        failed = Some(printable(&line, TRACE_TEXT));
+                    }
+                    swallowed += line.len();
+                }
+                Piece::Line(b) | Piece::Other(b) if keep.reset == Reset::InFlight => {
+                    swallowed += b.len();
+                }
+                Piece::LongLine { .. } if keep.reset == Reset::InFlight => {}
+                Piece::Line(line) => {
+                    keep.completions += u64::from(is_tagged(&line));
+                    relay.extend_from_slice(&line);
+                }
+                Piece::LongLine { head } => keep.completions += u64::from(is_tagged(&head)),
+                Piece::Other(b) => relay.extend_from_slice(&b),
+            }
+            if failed.is_some() {
                 break;
             }
-            match piece {
-                Piece::Line(line)
-                    if line.starts_with(RESET_TAG.as_bytes())
-                        && line.get(RESET_TAG.len()) == Some(&b' ') =>
-                {
-                    done = Some(line)
-                }
-                Piece::Line(b) | Piece::Other(b) => relay.extend_from_slice(&b),
-            }
+        }
+        if swallowed > 0 {
+            self.be(
+                conn,
+                "->",
+                format!("{swallowed} bytes swallowed (the reset and what came before it)"),
+            );
+        }
+        if let Some(line) = failed {
+            self.be(conn, "!!", format!("reset refused: {line}"));
+            self.write(b"* BYE [UNAVAILABLE] Back-end session lost.\r\n");
+            self.close();
+            return;
         }
         if !relay.is_empty() {
             self.be(conn, "->", format!("relay {} bytes", relay.len()));
             self.write(&relay);
         }
-        let Some(line) = done else {
+    }
+
+    /// A LOGOUT is waiting: when the back-end has answered everything before it, answer
+    /// the client and park the session.
+    fn finish_return(&mut self, conn: ConnId) {
+        let drained = self.keep.as_ref().is_some_and(Keep::drained);
+        if !drained {
             return;
-        };
-        self.be(conn, "->", printable(&line, TRACE_TEXT));
-        let status = line
-            .get(RESET_TAG.len() + 1..)
-            .and_then(|r| r.split(|&b| b == b' ').next())
-            .unwrap_or_default()
-            .to_ascii_uppercase();
-        // RFC 3691: OK, or BAD when no mailbox was selected; either way the session is in
-        // the authenticated state now.
-        let clean = (status == b"OK" || status == b"BAD") && !trailing;
-        let client_tag = match std::mem::replace(&mut self.phase, Phase::Closed) {
-            Phase::Returning { client_tag, .. } => client_tag,
-            other => {
-                self.phase = other;
-                return;
-            }
+        }
+        let Phase::Returning { client_tag, .. } = std::mem::replace(&mut self.phase, Phase::Closed)
+        else {
+            return;
         };
         self.write(b"* BYE Microsoft Exchange 2000 IMAP4rev1 server signing off.\r\n");
         self.imap_tagged(&client_tag, "OK", "LOGOUT completed.");
-        match self.keep.take() {
-            Some(keep) if clean => {
-                self.be(
-                    conn,
-                    "..",
-                    format!(
-                        "session cache: parked (user {})",
-                        printable(keep.user.as_bytes(), 64)
-                    ),
-                );
-                self.backend_out.push_back(BackendIo::Park {
-                    conn,
-                    user: keep.user,
-                    digest: keep.digest,
-                    ok_text: keep.ok_text,
-                });
-            }
-            _ => {
-                self.be(conn, "..", "session cache: not kept (reset failed)");
-                self.discard(conn);
-            }
+        if let Some(keep) = self.keep.take() {
+            self.be(
+                conn,
+                "..",
+                format!(
+                    "session cache: parked (user {})",
+                    printable(keep.user.as_bytes(), 64)
+                ),
+            );
+            self.backend_out.push_back(BackendIo::Park {
+                conn,
+                user: keep.user,
+                digest: keep.digest,
+                ok_text: keep.ok_text,
+            });
         }
         self.close();
     }
@@ -567,6 +655,12 @@ impl FrontendSession {
     /// Relays client bytes after the lease. The trace names the command only (IMAP tag
     /// and command, POP3 keyword) and the size, so a password typed again is not shown.
     fn relay_to_backend(&mut self, conn: ConnId, bytes: Vec<u8>) {
+        self.relay_after(conn, Vec::new(), bytes);
+    }
+
+    /// Relays client bytes behind `before` (the front-end's own, traced already) in one
+    /// write.
+    fn relay_after(&mut self, conn: ConnId, mut before: Vec<u8>, bytes: Vec<u8>) {
         let first_line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
         let words = match self.protocol {
             Protocol::Imap => 2,
@@ -578,7 +672,12 @@ impl FrontendSession {
             .map(|w| printable(w, 32))
             .collect();
         let text = format!("relay {} ({} bytes)", head.join(" "), bytes.len());
-        self.send(conn, bytes, text);
+        if before.is_empty() {
+            self.send(conn, bytes, text);
+        } else {
+            before.extend_from_slice(&bytes);
+            self.send(conn, before, text);
+        }
     }
 
     fn start(&mut self, kind: OpKind) {
@@ -874,6 +973,7 @@ impl FrontendSession {
                     digest.clone(),
                     parked.ok_text,
                     true,
+                    Reset::Needed,
                 ));
                 self.be(
                     conn,
@@ -975,17 +1075,17 @@ impl FrontendSession {
     pub fn handle_backend_input(&mut self, conn: ConnId, bytes: &[u8]) {
         match &self.phase {
             Phase::Leased { conn: c } if *c == conn => {
-                self.be(conn, "->", format!("relay {} bytes", bytes.len()));
-                if let Some(keep) = self.keep.as_mut() {
-                    // Follow the stream so the reset's completion can be told apart.
-                    let mut pieces = Vec::new();
-                    keep.backend.push(bytes, &mut pieces);
+                if self.keep.is_some() {
+                    self.kept_backend_input(conn, bytes);
+                } else {
+                    self.be(conn, "->", format!("relay {} bytes", bytes.len()));
+                    self.write(bytes);
                 }
-                self.write(bytes);
                 return;
             }
             Phase::Returning { conn: c, .. } if *c == conn => {
-                self.returning_input(conn, bytes);
+                self.kept_backend_input(conn, bytes);
+                self.finish_return(conn);
                 return;
             }
             Phase::Busy(Op { conn: Some(c), .. }) if *c == conn => {}
@@ -1131,7 +1231,7 @@ impl FrontendSession {
                             .to_string();
                             let unselect = self.features.imap_unselect
                                 || line_has_capability(&raw, "UNSELECT");
-                            let mut keep = Keep::new(user, digest, ok_text, unselect);
+                            let mut keep = Keep::new(user, digest, ok_text, unselect, Reset::Done);
                             keep.backend.push(&rest, &mut Vec::new());
                             self.keep = Some(keep);
                         }
@@ -1303,6 +1403,25 @@ impl ServerSession for FrontendSession {
     }
 
     fn handle_timeout(&mut self, now: Duration) {
+        if let Phase::Returning { conn, deadline, .. } = self.phase {
+            if now >= deadline && !self.closing {
+                // The back-end never finished the commands before LOGOUT: give the
+                // session up (closed, not parked) and answer the client.
+                self.be(
+                    conn,
+                    "..",
+                    "session cache: not kept (replies before LOGOUT never came)",
+                );
+                if let Phase::Returning { client_tag, .. } =
+                    std::mem::replace(&mut self.phase, Phase::Leased { conn })
+                {
+                    self.write(b"* BYE Microsoft Exchange 2000 IMAP4rev1 server signing off.\r\n");
+                    self.imap_tagged(&client_tag, "OK", "LOGOUT completed.");
+                }
+                self.close();
+                return;
+            }
+        }
         if self.closing || now < self.last_input.saturating_add(self.limits.idle_timeout) {
             return;
         }
@@ -1332,7 +1451,12 @@ impl ServerSession for FrontendSession {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        (!self.closing).then(|| self.last_input.saturating_add(self.limits.idle_timeout))
+        let idle = self.last_input.saturating_add(self.limits.idle_timeout);
+        let at = match self.phase {
+            Phase::Returning { deadline, .. } => idle.min(deadline),
+            _ => idle,
+        };
+        (!self.closing).then_some(at)
     }
 
     fn is_closed(&self) -> bool {

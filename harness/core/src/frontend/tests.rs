@@ -1136,11 +1136,12 @@ fn session_cache_serves_the_same_users_next_login_without_a_backend_login() {
         "* BYE Microsoft Exchange 2000 IMAP4rev1 server signing off.\r\nz OK LOGOUT completed.\r\n"
     );
     let first = fe.trace();
+    // Nothing was outstanding: the front-end answered the LOGOUT at once, without asking
+    // the back-end anything; the reset waits for the next client.
     assert!(
         first
             .iter()
-            .any(|l| l
-                .ends_with("<- FE.RESET UNSELECT (client LOGOUT: reset for the session cache)")),
+            .all(|l| !l.contains("UNSELECT") && !l.contains("LOGOUT")),
         "{first:#?}"
     );
     assert!(
@@ -1173,8 +1174,28 @@ fn session_cache_serves_the_same_users_next_login_without_a_backend_login() {
     );
     let select = c.text("b2 SELECT INBOX\r\n");
     assert!(
-        has(&select, "* 3 EXISTS\r\n") && has(&select, "b2 OK [READ-WRITE]"),
-        "{select}"
+        select.starts_with("* FLAGS")
+            && has(&select, "* 3 EXISTS\r\n")
+            && has(&select, "b2 OK [READ-WRITE]"),
+        "the reset's reply is not shown: {select}"
+    );
+    let trace = fe.trace();
+    let new: Vec<&String> = trace.iter().skip(first.len()).collect();
+    let reset = new
+        .iter()
+        .position(|l| {
+            l.ends_with("<- FE.RESET UNSELECT (reset of the cached session, ahead of the client)")
+        })
+        .expect("reset");
+    assert!(
+        new.get(reset + 1)
+            .is_some_and(|l| l.ends_with("<- relay b2 SELECT (17 bytes)")),
+        "{new:#?}"
+    );
+    assert!(
+        new.iter()
+            .any(|l| l.contains("bytes swallowed (the reset and what came before it)")),
+        "{new:#?}"
     );
     let fetch = c.text("b3 FETCH 1 BODY[TEXT]\r\n");
     assert!(
@@ -1433,4 +1454,42 @@ fn session_cache_needs_unselect_and_leaves_pop3_alone() {
         .trace()
         .iter()
         .any(|l| l.ends_with("<- relay QUIT (6 bytes)")));
+}
+
+#[test]
+fn session_cache_logout_during_idle_gives_the_session_up_after_a_bounded_wait() {
+    let w = world();
+    let fe = cache_frontend(&w);
+    // IDLE ended with DONE, then LOGOUT: DONE is no command, so nothing is outstanding.
+    let (mut c, _) = Client::new(&fe);
+    c.text("a1 LOGIN alice secret\r\n");
+    assert_eq!(c.text("a2 IDLE\r\n"), "+ idling\r\n");
+    assert_eq!(c.text("DONE\r\n"), "a2 OK IDLE terminated\r\n");
+    assert!(c
+        .text("a3 LOGOUT\r\n")
+        .ends_with("a3 OK LOGOUT completed.\r\n"));
+    assert_eq!(fe.cached_sessions(), 1);
+    // LOGOUT while still idling: the IDLE never completes, so the LOGOUT waits...
+    let (mut c, _) = Client::new(&fe);
+    c.text("b1 LOGIN bob hunter2\r\n");
+    assert_eq!(c.text("b2 IDLE\r\n"), "+ idling\r\n");
+    assert_eq!(c.text("b3 LOGOUT\r\n"), "");
+    assert!(!c.closed);
+    let deadline = c.s.poll_timeout().expect("timer");
+    assert!(deadline <= c.now + Duration::from_secs(5), "{deadline:?}");
+    // ...up to its bound; then the client is answered and the session closed, not parked.
+    c.s.handle_timeout(deadline);
+    assert_eq!(
+        String::from_utf8_lossy(&c.read()),
+        "* BYE Microsoft Exchange 2000 IMAP4rev1 server signing off.\r\nb3 OK LOGOUT completed.\r\n"
+    );
+    assert!(c.closed);
+    assert_eq!(fe.cached_sessions(), 1);
+    let trace = fe.trace();
+    assert!(
+        trace
+            .iter()
+            .any(|l| l.ends_with("session cache: not kept (replies before LOGOUT never came)")),
+        "{trace:#?}"
+    );
 }
