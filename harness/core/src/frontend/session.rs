@@ -570,8 +570,14 @@ impl FrontendSession {
         let mut swallowed = 0usize;
         let mut failed = None;
         for piece in pieces {
+            let reset_reply = match &piece {
+                Piece::Line(line) | Piece::LongLine { head: line } => {
+                    keep.reset == Reset::InFlight && is_reset_reply(line)
+                }
+                Piece::Other(_) => false,
+            };
             match piece {
-                Piece::Line(line) if keep.reset == Reset::InFlight && is_reset_reply(&line) => {
+                Piece::Line(line) | Piece::LongLine { head: line } if reset_reply => {
                     let status = line
                         .get(RESET_TAG.len() + 1..)
                         .and_then(|r| r.split(|&b| b == b' ').next())
