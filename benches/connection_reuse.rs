@@ -1,6 +1,9 @@
 //! Basic-auth sessions per second through the front-end with a warm pool of back-end
 //! connections, through a front-end that opens a back-end connection per client session,
-//! and straight to the back-end, over loopback, at 1 and 64 concurrent clients.
+//! through the `session-cache` front-end (the warm pool plus parked authenticated IMAP
+//! sessions, reused by the same user's next LOGIN; POP3 sessions are never kept), and
+//! straight to the back-end, over loopback, at 1 and 64 concurrent clients. The back-end
+//! runs the `default-unselect` profile (the session cache resets with UNSELECT).
 //!
 //! IMAP session: LOGIN, SELECT INBOX, FETCH 1:* (FLAGS BODY.PEEK[]), LOGOUT.
 //! POP3 session: USER, PASS, STAT, RETR 1, QUIT.
@@ -16,21 +19,26 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use harness::frontend::FrontendSpec;
 use harness::{Lab, LabConfig, ListenerSpec, Protocol, Security};
 use harness_core::frontend::FrontendProfile;
+use harness_core::Profile;
 
 use common::{lab_file, run_clients, steps, IMAP_STEPS, POP3_STEPS};
 
 const MAX_CLIENTS: usize = 64;
 
-/// A lab with plain back-end listeners and two front-ends per protocol: one pooled (the
-/// SP1 profile, pool sized to the client count) and one per-session.
+/// A lab with plain back-end listeners and three front-ends per protocol: one pooled (the
+/// SP1 profile, pool sized to the client count), one per-session, and one with the session
+/// cache (pool and cache sized to the client count).
 async fn start_lab(pool_size: usize) -> Lab {
     let lo: SocketAddr = ([127, 0, 0, 1], 0).into();
     let mut pooled = FrontendProfile::by_name("exchange2000-sp1").expect("profile");
     pooled.pool.size = pool_size;
     let per_session = FrontendProfile::by_name("per-session").expect("profile");
+    let mut cached = FrontendProfile::by_name("session-cache").expect("profile");
+    cached.pool.size = pool_size;
+    cached.pool.cache_size = pool_size;
     let mut frontends = Vec::new();
     for protocol in [Protocol::Imap, Protocol::Pop3] {
-        for profile in [&pooled, &per_session] {
+        for profile in [&pooled, &per_session, &cached] {
             frontends.push(FrontendSpec {
                 protocol,
                 addr: lo,
@@ -41,6 +49,7 @@ async fn start_lab(pool_size: usize) -> Lab {
     }
     Lab::start(LabConfig {
         lab: lab_file(MAX_CLIENTS),
+        profile: Profile::default_unselect(),
         listeners: vec![
             ListenerSpec::new(Protocol::Imap, Security::Plain, lo),
             ListenerSpec::new(Protocol::Pop3, Security::Plain, lo),
@@ -76,6 +85,7 @@ fn connection_reuse(c: &mut Criterion) {
             let targets = [
                 ("pooled_frontend", fe("exchange2000-sp1")),
                 ("per_session_frontend", fe("per-session")),
+                ("session_cache_frontend", fe("session-cache")),
                 (
                     "direct",
                     lab.addr(protocol, Security::Plain).expect("back-end"),

@@ -1,6 +1,12 @@
 //! The front-end over real sockets: the sans-IO `FrontendSession` of `harness-core` with
 //! a pool of TCP connections to a back-end (the lab's own listener, or any server such as
 //! Dovecot). The pool's bookkeeping is the core's `Pool`; this module only owns sockets.
+//!
+//! With the session cache on (profile `session-cache`), the sockets of parked back-end
+//! sessions wait here beside the core's `SessionCache`; a parked socket that the back-end
+//! closed or wrote to meanwhile is closed when taken (a miss). Idle entries are closed
+//! when the cache is next used (the clock is the front-end's uptime), and all of them at
+//! shutdown.
 
 use std::collections::HashMap;
 use std::io;
@@ -9,9 +15,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use harness_core::frontend::backend::line_has_capability;
 use harness_core::frontend::{
-    BackendFeatures, BackendIo, ConnId, FrontendProfile, FrontendSession, Pool, PoolStats,
-    Protocol as FeProtocol,
+    BackendFeatures, BackendIo, CacheKey, CacheStats, ConnId, FrontendProfile, FrontendSession,
+    Parked, Pool, PoolStats, Protocol as FeProtocol, SessionCache,
 };
 use harness_core::{Limits, Output, ServerSession};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -85,11 +92,112 @@ pub struct FrontendShared {
     /// Idle back-end connections by id; `None` while the connection is still opening.
     idle: Mutex<HashMap<ConnId, Option<TcpStream>>>,
     next_session: AtomicU64,
+    /// The session cache and the sockets of its parked sessions.
+    parked: Mutex<ParkedSessions>,
+    cache_key: Arc<CacheKey>,
+    started: Instant,
+}
+
+struct ParkedSessions {
+    cache: SessionCache,
+    sockets: HashMap<ConnId, TcpStream>,
+}
+
+/// A parked socket is still usable: the back-end has neither closed it nor written.
+fn quiet(tcp: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
 impl FrontendShared {
     pub fn stats(&self) -> PoolStats {
         self.pool.lock().map(|p| p.stats()).unwrap_or_default()
+    }
+
+    /// Counters of the session cache.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.parked
+            .lock()
+            .map(|p| p.cache.stats())
+            .unwrap_or_default()
+    }
+
+    /// Parked sessions right now.
+    pub fn cached_sessions(&self) -> usize {
+        self.parked.lock().map(|p| p.cache.len()).unwrap_or(0)
+    }
+
+    /// Closes parked connections (their sockets drop) and opens the pool's replacements.
+    fn unpark(self: &Arc<Self>, conns: Vec<ConnId>, sockets: &mut HashMap<ConnId, TcpStream>) {
+        if conns.is_empty() {
+            return;
+        }
+        let mut replace = Vec::new();
+        if let Ok(mut pool) = self.pool.lock() {
+            for c in conns {
+                sockets.remove(&c);
+                replace.extend(pool.discard(c));
+            }
+        }
+        self.open_idle(replace);
+    }
+
+    /// A parked session of `user` with these credentials, with its socket.
+    fn lookup(
+        self: &Arc<Self>,
+        user: &str,
+        digest: &harness_core::frontend::CredentialDigest,
+    ) -> Option<(Parked, TcpStream)> {
+        let now = self.started.elapsed();
+        let mut guard = self.parked.lock().ok()?;
+        let ParkedSessions { cache, sockets } = &mut *guard;
+        // Bounded: each round takes an entry out of the cache for good.
+        for _ in 0..=self.profile.pool.cache_size {
+            let lookup = cache.take(user, digest, now);
+            self.unpark(lookup.expired, sockets);
+            let parked = lookup.parked?;
+            match sockets.remove(&parked.conn) {
+                Some(tcp) if quiet(&tcp) => return Some((parked, tcp)),
+                _ => {
+                    cache.unusable();
+                    self.unpark(vec![parked.conn], sockets);
+                }
+            }
+        }
+        None
+    }
+
+    fn park(
+        self: &Arc<Self>,
+        tcp: TcpStream,
+        conn: ConnId,
+        user: &str,
+        digest: harness_core::frontend::CredentialDigest,
+        ok_text: String,
+    ) {
+        let now = self.started.elapsed();
+        let Ok(mut guard) = self.parked.lock() else {
+            return;
+        };
+        let ParkedSessions { cache, sockets } = &mut *guard;
+        sockets.insert(conn, tcp);
+        let close = cache.park(user, digest, Parked { conn, ok_text }, now);
+        self.unpark(close, sockets);
+    }
+
+    /// Shutdown: every parked session closes.
+    fn close_parked(self: &Arc<Self>) {
+        if let Ok(mut guard) = self.parked.lock() {
+            let ParkedSessions { cache, sockets } = &mut *guard;
+            let all = cache.drain();
+            if let Ok(mut pool) = self.pool.lock() {
+                for c in all {
+                    sockets.remove(&c);
+                    let _ = pool.discard(c);
+                }
+            }
+            sockets.clear();
+        }
     }
 
     /// Opens `ids` in the background and parks them as idle when ready.
@@ -148,6 +256,7 @@ pub async fn start(
     spec: FrontendSpec,
     backend: SocketAddr,
     limits: Limits,
+    seed: u64,
     shutdown: watch::Receiver<bool>,
 ) -> io::Result<(
     Arc<FrontendShared>,
@@ -161,7 +270,13 @@ pub async fn start(
             && first_line
                 .split(|&b| b == b' ' || b == b']' || b == b'[')
                 .any(|w| w.eq_ignore_ascii_case(b"SASL-IR")),
+        imap_unselect: spec.protocol == Protocol::Imap
+            && line_has_capability(first_line, "UNSELECT"),
     };
+    let cache = SessionCache::new(
+        spec.profile.pool.cache_size,
+        Duration::from_secs(spec.profile.pool.cache_idle_secs),
+    );
     let shared = Arc::new(FrontendShared {
         protocol: spec.protocol,
         profile: Arc::new(spec.profile.clone()),
@@ -171,6 +286,12 @@ pub async fn start(
         pool: Mutex::new(Pool::new(spec.profile.pool)),
         idle: Mutex::new(HashMap::new()),
         next_session: AtomicU64::new(1),
+        parked: Mutex::new(ParkedSessions {
+            cache,
+            sockets: HashMap::new(),
+        }),
+        cache_key: Arc::new(CacheKey::from_seed(seed)),
+        started: Instant::now(),
     });
     let warm = shared
         .pool
@@ -219,6 +340,7 @@ async fn accept_loop(
     }
     drop(listener);
     while sessions.join_next().await.is_some() {}
+    shared.close_parked();
 }
 
 /// Reads from the back-end connection the session is waiting on, if any.
@@ -252,6 +374,7 @@ async fn serve_client(
         shared.limits.clone(),
         shared.features,
     );
+    core.set_cache_key(shared.cache_key.clone());
     let started = Instant::now();
     let write_timeout = shared.limits.idle_timeout.min(Duration::from_secs(60));
     let mut conns: HashMap<ConnId, TcpStream> = HashMap::new();
@@ -311,6 +434,34 @@ async fn serve_client(
                     active = Some(conn);
                     if let Ok(mut p) = shared.pool.lock() {
                         p.lease(conn);
+                    }
+                }
+                BackendIo::CacheLookup { user, digest } => {
+                    let found = shared.lookup(&user, &digest).map(|(parked, tcp)| {
+                        conns.insert(parked.conn, tcp);
+                        parked
+                    });
+                    core.handle_cache_lookup(found);
+                }
+                BackendIo::Park {
+                    conn,
+                    user,
+                    digest,
+                    ok_text,
+                } => {
+                    if active == Some(conn) {
+                        active = None;
+                    }
+                    match conns.remove(&conn) {
+                        Some(tcp) => shared.park(tcp, conn, &user, digest, ok_text),
+                        None => {
+                            let replace = shared
+                                .pool
+                                .lock()
+                                .map(|mut p| p.discard(conn))
+                                .unwrap_or_default();
+                            shared.open_idle(replace);
+                        }
                     }
                 }
                 BackendIo::Discard { conn } => {

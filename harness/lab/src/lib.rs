@@ -305,6 +305,7 @@ impl Lab {
                 spec.clone(),
                 backend,
                 config.limits.clone(),
+                seed,
                 shutdown.subscribe(),
             )
             .await

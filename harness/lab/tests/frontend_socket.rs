@@ -162,3 +162,72 @@ async fn pooled_connections_are_reused_and_users_stay_apart() {
     );
     lab.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_cache_serves_the_second_curl_from_the_parked_back_end_session() {
+    let Some(curl) = require_tool("curl", "apt-get install curl") else {
+        return;
+    };
+    let lo: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let lab = Lab::start(LabConfig {
+        // The back-end must offer UNSELECT for the front-end to reset a kept session.
+        profile: harness_core::Profile::default_unselect(),
+        frontends: vec![FrontendSpec {
+            protocol: Protocol::Imap,
+            addr: lo,
+            profile: FrontendProfile::by_name("session-cache").expect("profile"),
+            backend: None,
+        }],
+        ..LabConfig::default()
+    })
+    .await
+    .expect("lab");
+    let fe = lab.frontends()[0].shared.clone();
+    let url = format!(
+        "imap://{}/INBOX;UID=1",
+        lab.frontend_addr(Protocol::Imap).unwrap()
+    );
+    let fetch = |user: &'static str| {
+        let url = url.clone();
+        let curl = curl.clone();
+        async move {
+            let args = ["-sS", "--max-time", "10", url.as_str(), "-u", user];
+            run(&curl, &args).await
+        }
+    };
+    let first = fetch("alice:secret").await;
+    assert!(
+        first.ok() && first.stdout.contains("Hello alice,"),
+        "{first:?}"
+    );
+    // curl logged out: the back-end session is parked, not closed.
+    assert_eq!(fe.cached_sessions(), 1, "{:?}", fe.cache_stats());
+    // A wrong password is refused by the back-end and leaves the parked session alone.
+    let wrong = fetch("alice:nope").await;
+    assert!(!wrong.ok() && wrong.stdout.is_empty(), "{wrong:?}");
+    assert_eq!(fe.cached_sessions(), 1);
+    // Bob gets a back-end login of his own.
+    let bob = fetch("bob:hunter2").await;
+    assert!(
+        bob.ok() && bob.stdout.contains("Hello bob,") && !bob.stdout.contains("alice"),
+        "{bob:?}"
+    );
+    let second = fetch("alice:secret").await;
+    assert!(
+        second.ok() && second.stdout.contains("Hello alice,"),
+        "{second:?}"
+    );
+    let cache = fe.cache_stats();
+    assert_eq!(
+        (cache.hits, cache.misses),
+        (1, 3),
+        "the second alice came from the cache: {cache:?}"
+    );
+    let pool = fe.stats();
+    assert_eq!(pool.leased, 3, "alice, bob, alice again: {pool:?}");
+    // Three logins went to the back-end on pooled connections (alice, wrong, bob); the
+    // second alice did not take one.
+    assert_eq!(pool.idle_acquired + pool.fresh_acquired, 3, "{pool:?}");
+    lab.shutdown().await;
+    assert_eq!(fe.cached_sessions(), 0, "closed at shutdown");
+}

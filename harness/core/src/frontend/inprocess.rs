@@ -7,11 +7,17 @@
 //! SASL-IR?) and dropped at once; it is not counted in the pool's statistics. Back-end
 //! sessions see the clock of the client session that drives them; their timers are not
 //! run.
+//!
+//! With the session cache on ([`PoolPolicy::keep_sessions`](super::PoolPolicy)), parked
+//! sessions live here too; their idle bound is checked against the clock of the client
+//! session that touches the cache, and [`InProcessFrontend::shutdown`] closes them.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::backend::line_has_capability;
+use super::cache::{CacheKey, CacheStats, SessionCache};
 use super::session::{BackendFeatures, FrontendSession};
 use super::{BackendIo, ConnId, Finding, FrontendProfile, Pool, PoolStats, Protocol};
 use crate::session::{Limits, Output, ServerSession};
@@ -32,6 +38,8 @@ struct Shared {
     limits: Limits,
     features: BackendFeatures,
     pool: Pool,
+    cache: SessionCache,
+    cache_key: Arc<CacheKey>,
     backends: BTreeMap<ConnId, Backend>,
     factory: Factory,
     trace: Vec<String>,
@@ -93,6 +101,23 @@ impl Shared {
         }
     }
 
+    /// Closes a connection the pool does not hand out (discarded, or a parked session
+    /// leaving the cache) and opens the pool's replacements.
+    fn discard(&mut self, conn: ConnId, now: Duration) {
+        self.close(conn, now);
+        for r in self.pool.discard(conn) {
+            self.open(r, now);
+        }
+    }
+
+    /// Parked sessions leaving the cache (`why`: expired, evicted, shutdown).
+    fn unpark(&mut self, conns: Vec<ConnId>, why: &str, now: Duration) {
+        for c in conns {
+            self.log(format!("be#{c} closed (session cache: {why})"));
+            self.discard(c, now);
+        }
+    }
+
     /// Writes to a back-end; returns its answer and whether it is closed.
     fn deliver(&mut self, conn: ConnId, now: Duration, bytes: &[u8]) -> (Vec<u8>, bool) {
         let Some(b) = self.backends.get_mut(&conn) else {
@@ -128,22 +153,28 @@ impl InProcessFrontend {
         probe.handle_eof(Duration::ZERO);
         drain(probe.as_mut(), Duration::ZERO);
         drop(probe);
+        let first_line = greeting.split(|&b| b == b'\n').next().unwrap_or_default();
         let features = BackendFeatures {
             imap_sasl_ir: protocol == Protocol::Imap
-                && greeting
-                    .split(|&b| b == b'\n')
-                    .next()
-                    .unwrap_or_default()
+                && first_line
                     .split(|&b| b == b' ' || b == b']')
                     .any(|w| w.eq_ignore_ascii_case(b"SASL-IR")),
+            imap_unselect: protocol == Protocol::Imap
+                && line_has_capability(first_line, "UNSELECT"),
         };
         let pool = Pool::new(profile.pool);
+        let cache = SessionCache::new(
+            profile.pool.cache_size,
+            Duration::from_secs(profile.pool.cache_idle_secs),
+        );
         let mut shared = Shared {
             protocol,
             profile: Arc::new(profile),
             limits: Limits::default(),
             features,
             pool,
+            cache,
+            cache_key: Arc::new(CacheKey::from_seed(0x4645_2d4b_4559)),
             backends: BTreeMap::new(),
             factory: Box::new(backend),
             trace: Vec::new(),
@@ -165,6 +196,34 @@ impl InProcessFrontend {
         }
     }
 
+    /// Draws the key of the session cache's credential digests from `seed`.
+    pub fn set_seed(&self, seed: u64) {
+        if let Ok(mut s) = self.shared.lock() {
+            s.cache_key = Arc::new(CacheKey::from_seed(seed));
+        }
+    }
+
+    /// Counters of the session cache.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.shared
+            .lock()
+            .map(|s| s.cache.stats())
+            .unwrap_or_default()
+    }
+
+    /// Parked sessions in the session cache.
+    pub fn cached_sessions(&self) -> usize {
+        self.shared.lock().map(|s| s.cache.len()).unwrap_or(0)
+    }
+
+    /// The front-end stops: every parked session is closed.
+    pub fn shutdown(&self, now: Duration) {
+        if let Ok(mut s) = self.shared.lock() {
+            let parked = s.cache.drain();
+            s.unpark(parked, "shutdown", now);
+        }
+    }
+
     /// A new client session sharing this front-end's pool.
     pub fn session(&self) -> Box<dyn ServerSession> {
         Box::new(self.client())
@@ -176,12 +235,13 @@ impl InProcessFrontend {
             Ok(mut s) => {
                 let id = s.next_session;
                 s.next_session += 1;
-                let core = FrontendSession::new(
+                let mut core = FrontendSession::new(
                     s.protocol,
                     Arc::clone(&s.profile),
                     s.limits.clone(),
                     s.features,
                 );
+                core.set_cache_key(Arc::clone(&s.cache_key));
                 (core, id)
             }
             Err(poisoned) => {
@@ -292,11 +352,30 @@ impl InProcessSession {
                     }
                 }
                 BackendIo::Lease { conn } => sh.pool.lease(conn),
-                BackendIo::Discard { conn } => {
-                    sh.close(conn, now);
-                    for r in sh.pool.discard(conn) {
-                        sh.open(r, now);
-                    }
+                BackendIo::Discard { conn } => sh.discard(conn, now),
+                BackendIo::CacheLookup { user, digest } => {
+                    let lookup = sh.cache.take(&user, &digest, now);
+                    sh.unpark(lookup.expired, "idle too long", now);
+                    let found = match lookup.parked {
+                        Some(p) if sh.backends.get(&p.conn).is_some_and(|b| !b.closed) => Some(p),
+                        Some(p) => {
+                            sh.cache.unusable();
+                            sh.unpark(vec![p.conn], "closed by the back-end", now);
+                            None
+                        }
+                        None => None,
+                    };
+                    self.core.handle_cache_lookup(found);
+                }
+                BackendIo::Park {
+                    conn,
+                    user,
+                    digest,
+                    ok_text,
+                } => {
+                    let parked = super::cache::Parked { conn, ok_text };
+                    let close = sh.cache.park(&user, digest, parked, now);
+                    sh.unpark(close, "full or idle too long", now);
                 }
             }
         }
@@ -408,13 +487,18 @@ pub(super) fn fuzz_two_sessions(data: &[u8]) -> usize {
         max_literal: 4096,
         ..Limits::default()
     };
+    // Bit 4: the session-cache front-end (over back-ends offering UNSELECT), so one
+    // session's parked back-end session can meet the other session's LOGIN.
+    let (fe_name, backend_profile) = if setup & 0x10 == 0 {
+        ("exchange2000-rtm", Profile::default_profile())
+    } else {
+        ("session-cache", Profile::default_unselect())
+    };
+    let backend_profile = Arc::new(backend_profile);
     let backend_world = Arc::clone(&world);
     let backend_limits = limits.clone();
     let factory = move |conn: u64| -> Box<dyn ServerSession> {
-        let mut ctx = SessionContext::new(
-            Arc::clone(&backend_world),
-            Arc::new(Profile::default_profile()),
-        );
+        let mut ctx = SessionContext::new(Arc::clone(&backend_world), Arc::clone(&backend_profile));
         ctx.limits = backend_limits.clone();
         ctx.seed = conn;
         ctx.epoch_secs = 1_700_000_000;
@@ -427,7 +511,7 @@ pub(super) fn fuzz_two_sessions(data: &[u8]) -> usize {
             Protocol::Pop3 => Box::new(Pop3Server::new(ctx)),
         }
     };
-    let Some(profile) = FrontendProfile::by_name("exchange2000-rtm") else {
+    let Some(profile) = FrontendProfile::by_name(fe_name) else {
         return 0;
     };
     let fe = InProcessFrontend::new(protocol, profile, factory);

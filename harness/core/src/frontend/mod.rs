@@ -25,7 +25,8 @@
 //!   the client session until the session ends: from then on bytes are relayed both ways
 //!   unparsed (the client's tags are kept: every request the front-end makes carries the
 //!   client's tag), and when the session ends the connection is closed and the pool opens
-//!   a replacement. On failure the back-end's refusal is relayed and the connection goes
+//!   a replacement (with the session cache on, an IMAP LOGOUT may park it instead; see
+//!   below). On failure the back-end's refusal is relayed and the connection goes
 //!   back to the pool. IMAP LOGIN credentials are sent as quoted strings; credentials that
 //!   do not fit one (8-bit, CR, LF) are refused by the front-end with `NO`.
 //! * **NTLM with [`SaslRouting::PerStep`]** (the bug): each client SASL step carrying
@@ -43,6 +44,58 @@
 //!   so NTLM succeeds, and that connection is then leased.
 //! * A client `*` ends its exchange with `NO` from the front-end (a pinned back-end
 //!   exchange is reset first); invalid base64 gets `BAD` / `-ERR`.
+//!
+//! # Session cache (`PoolPolicy::keep_sessions`, profile `session-cache`)
+//!
+//! **The harness's own improvement, not something Exchange or a KB article describes**:
+//! the Exchange 2000 front-end closes the back-end connection when the client session
+//! ends, so every client session costs the back-end a connect, a greeting and a login.
+//! With `keep_sessions` (IMAP only) the front-end keeps back-end sessions authenticated by
+//! a basic `LOGIN` across client sessions:
+//!
+//! * After such a login the front-end follows the leased traffic in both directions with a
+//!   line and literal scanner ([`backend::StreamScanner`]; it holds at most one line of 256
+//!   octets, literal data and longer lines pass through as they come), counting the
+//!   client's tagged commands and the back-end's tagged completions. A client `tag LOGOUT`
+//!   at a command boundary is not relayed: once every earlier command has its completion
+//!   (at once, unless the client pipelined), the front-end answers `* BYE` and `tag OK
+//!   LOGOUT completed.` itself and asks the adapter to park the connection
+//!   (`BackendIo::Park`). Completions that do not come within 5 seconds (a LOGOUT sent in
+//!   the middle of IDLE) end the wait: the client is answered and the connection closed.
+//! * The back-end session is parked as it was, possibly with a mailbox selected. The next
+//!   client that gets it from the cache has `FE.RESET UNSELECT` (RFC 3691: leave the
+//!   selected mailbox **without expunging**; `\Deleted` messages stay) sent ahead of its
+//!   first command, in the same write; every octet the back-end sends up to the tagged
+//!   reply to `FE.RESET` (`OK`, or `BAD` when nothing was selected) is the previous
+//!   session's and is swallowed. Any other reply ends the client session with `* BYE`.
+//!   The reset thus costs no round trip of its own.
+//! * The session is only kept when the back-end advertises `UNSELECT` (in its greeting's
+//!   `[CAPABILITY]` code, or in the LOGIN completion's) and the client never used the tag
+//!   `FE.RESET` itself; otherwise the LOGOUT is relayed as before and the connection
+//!   closes. A back-end with only RFC 3501 could be reset with CLOSE, but CLOSE expunges,
+//!   so it is not used.
+//! * Parked sessions wait in a [`SessionCache`] shared by the front-end's client sessions,
+//!   keyed by the user name exactly as the client typed it, with a **digest** of the
+//!   credentials (HMAC-MD5 under a key drawn from the front-end's seed), never the password.
+//!   A client `LOGIN` first asks the cache (`BackendIo::CacheLookup`): a parked session of
+//!   the same user with an equal digest is leased at once, and the client gets the
+//!   back-end's own completion text (`tag OK LOGIN completed`) with no back-end LOGIN. Any
+//!   other LOGIN (another user, another password) is a miss and goes to a pooled
+//!   connection and the back-end, as without the cache, so a wrong password is refused by
+//!   the back-end and the parked entries stay as they are. The trace says `session cache:
+//!   hit (user alice): be#N, no back-end LOGIN` or `session cache: miss (user alice)` (the
+//!   same line whether the user has no entry or other credentials).
+//! * Bounds: at most `cache_size` entries (parking into a full cache closes the oldest)
+//!   and `cache_idle_secs` of idling, checked whenever the cache is used, on the clock of
+//!   the session using it; the adapters close every entry at shutdown. A parked session
+//!   whose back-end closed meanwhile is closed when found and counts as a miss.
+//! * What it does not model: AUTHENTICATE (PLAIN or NTLM) logins are never parked or
+//!   served from the cache; a password changed in the directory after parking is not
+//!   noticed until the entry expires (the back-end is not asked again on a hit).
+//! * **POP3 sessions are never kept**: QUIT is what commits a POP3 session's deletions
+//!   (RFC 1939 6, the UPDATE state) and ends it, and POP3 has no way back to the
+//!   AUTHORIZATION state, so a POP3 client session through `session-cache` behaves
+//!   exactly as through `exchange2000-sp1`.
 //!
 //! # Sans-IO shape
 //!
@@ -75,6 +128,7 @@
 //! appear.
 
 pub mod backend;
+pub mod cache;
 pub mod inprocess;
 pub mod pool;
 pub mod session;
@@ -82,6 +136,7 @@ pub mod session;
 #[cfg(test)]
 mod tests;
 
+pub use cache::{CacheKey, CacheStats, CredentialDigest, Parked, SessionCache};
 pub use inprocess::InProcessFrontend;
 pub use pool::{Grant, Pool, PoolPolicy, PoolStats, Reuse};
 pub use session::{BackendFeatures, FrontendSession};
@@ -131,6 +186,7 @@ pub const FRONTEND_PROFILE_NAMES: &[&str] = &[
     "exchange2000-sp1",
     "affinity",
     "per-session",
+    "session-cache",
 ];
 
 const IMAP_GREETING: &str =
@@ -144,6 +200,9 @@ impl FrontendProfile {
             size: 4,
             reuse: Reuse::RoundRobin,
             per_session: false,
+            keep_sessions: false,
+            cache_size: 16,
+            cache_idle_secs: 60,
         };
         let (description, advertise_ntlm, sasl_routing, pool) = match name {
             "exchange2000-rtm" => (
@@ -174,6 +233,17 @@ impl FrontendProfile {
                     ..pooled
                 },
             ),
+            "session-cache" => (
+                "The SP1 pool plus a session cache (the harness's own model, not Exchange's): \
+                 an IMAP back-end session authenticated by LOGIN is kept after the client's \
+                 LOGOUT and serves the next LOGIN of the same user with the same password",
+                false,
+                SaslRouting::PerStep,
+                PoolPolicy {
+                    keep_sessions: true,
+                    ..pooled
+                },
+            ),
             _ => return None,
         };
         Some(FrontendProfile {
@@ -201,6 +271,21 @@ pub enum BackendIo {
     Lease { conn: ConnId },
     /// Close the connection; the pool replaces it.
     Discard { conn: ConnId },
+    /// Session cache: a parked session of `user` authenticated with these credentials,
+    /// please (answer: `handle_cache_lookup`).
+    CacheLookup {
+        user: String,
+        digest: CredentialDigest,
+    },
+    /// Session cache: the connection is authenticated as `user` and back in the
+    /// authenticated state (nothing selected); park it.
+    Park {
+        conn: ConnId,
+        user: String,
+        digest: CredentialDigest,
+        /// Text after the tag of the back-end's LOGIN completion.
+        ok_text: String,
+    },
 }
 
 /// Something the front-end did that explains a failure.
@@ -212,7 +297,8 @@ pub enum Finding {
 }
 
 /// Fuzz entry: raw client bytes into an `exchange2000-rtm` front-end with real back-ends
-/// on the default lab. The first byte picks the protocol (bit 0: POP3); the rest is cut at
+/// on the default lab. The first byte picks the protocol (bit 0: POP3) and, with bit 4,
+/// the `session-cache` front-end instead; the rest is cut at
 /// the first `0x00` into the inputs of two client sessions, fed interleaved in chunks
 /// (bits 1-3 of the first byte pick the chunk size). Checks: no
 /// panic, bounded output, and no mail of one lab user in a session authenticated as

@@ -30,6 +30,25 @@ pub struct PoolPolicy {
     /// No sharing: each client session gets connections of its own, opened on demand and
     /// closed when the session ends.
     pub per_session: bool,
+    /// IMAP: keep a back-end session authenticated by a basic LOGIN when its client logs
+    /// out, and serve the next LOGIN of the same user with the same credentials from it
+    /// (see the module docs of [`super`], "Session cache"). The harness's own model.
+    #[serde(default)]
+    pub keep_sessions: bool,
+    /// Parked sessions kept at most (the oldest is closed to make room).
+    #[serde(default = "default_cache_size")]
+    pub cache_size: usize,
+    /// Seconds a parked session may idle before it is closed.
+    #[serde(default = "default_cache_idle_secs")]
+    pub cache_idle_secs: u64,
+}
+
+fn default_cache_size() -> usize {
+    16
+}
+
+fn default_cache_idle_secs() -> u64 {
+    60
 }
 
 /// Counters of the pool's life.
@@ -215,6 +234,9 @@ mod tests {
             size: 3,
             reuse,
             per_session,
+            keep_sessions: false,
+            cache_size: 0,
+            cache_idle_secs: 0,
         }
     }
 

@@ -10,8 +10,10 @@ use imap_codec::imap_types::command::CommandBody;
 use imap_codec::CommandCodec;
 
 use super::backend::{
-    describe_sasl, printable, BackendError, BackendEvent, ImapReader, Pop3Reader,
+    describe_sasl, is_tagged, line_has_capability, logout_tag, printable, BackendError,
+    BackendEvent, ImapReader, Piece, Pop3Reader, StreamScanner,
 };
+use super::cache::{CacheKey, CredentialDigest, Parked};
 use super::{BackendIo, ConnId, Finding, FrontendProfile, Protocol, SaslRouting};
 use crate::imap::framer::{Frame, FrameConfig, FrameMode, Framer};
 use crate::imap::LITERAL_CONTINUATION;
@@ -25,6 +27,9 @@ pub struct BackendFeatures {
     /// The IMAP back-end accepts an initial response on AUTHENTICATE (SASL-IR, RFC 4959);
     /// otherwise the front-end waits for the back-end's empty `+` first.
     pub imap_sasl_ir: bool,
+    /// The IMAP back-end's greeting advertises UNSELECT (RFC 3691). A LOGIN completion
+    /// with a `[CAPABILITY ...]` code naming it counts too, per connection.
+    pub imap_unselect: bool,
 }
 
 /// The client's SASL exchange as the front-end tracks it.
@@ -46,6 +51,8 @@ enum OpKind {
         tag: String,
         user: String,
         pass: String,
+        /// Session cache on: the credentials' digest.
+        digest: Option<CredentialDigest>,
     },
     /// `*` sent to end an exchange (of the command tagged `tag`); its reply is swallowed.
     Reset { tag: String },
@@ -57,6 +64,8 @@ enum OpKind {
 
 #[derive(Debug)]
 enum Step {
+    /// Session cache: waiting for `handle_cache_lookup`.
+    CacheLookup,
     Acquiring,
     /// POP3: USER sent.
     AwaitUser,
@@ -94,6 +103,13 @@ enum Phase {
     Leased {
         conn: ConnId,
     },
+    /// Session cache: the client logged out; the reset command is in flight and the
+    /// back-end's output before its completion still goes to the client.
+    Returning {
+        conn: ConnId,
+        client_tag: String,
+        deadline: Duration,
+    },
     Closed,
 }
 
@@ -105,6 +121,80 @@ enum Reader {
 
 /// Cap on a relayed or held chunk summarised in the trace.
 const TRACE_TEXT: usize = 80;
+
+/// The tag of the front-end's own reset command on a leased connection (session cache).
+const RESET_TAG: &str = "FE.RESET";
+
+/// Lines longer than this in a kept session's traffic pass unexamined (a LOGOUT line and
+/// the reset's completion are far shorter).
+const SCAN_LINE: usize = 256;
+
+/// How long a client's LOGOUT waits for the back-end's replies to its earlier commands
+/// before the session is given up (closed rather than parked).
+const RETURN_WAIT: Duration = Duration::from_secs(5);
+
+/// Where a kept session's reset (UNSELECT) stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reset {
+    /// Nothing selected (fresh from LOGIN, or reset).
+    Done,
+    /// Taken from the cache: the reset goes out ahead of the client's first command.
+    Needed,
+    /// Sent; back-end output up to its completion belongs to the previous client.
+    InFlight,
+}
+
+/// A lease that may end in the session cache.
+#[derive(Debug)]
+struct Keep {
+    user: String,
+    digest: CredentialDigest,
+    ok_text: String,
+    /// The back-end can UNSELECT: without it the session is not kept.
+    unselect: bool,
+    /// A client command used the reset tag: the session is not kept.
+    tainted: bool,
+    reset: Reset,
+    /// Client commands relayed, and tagged completions relayed back (the reset's own not
+    /// counted): equal when nothing is outstanding.
+    commands: u64,
+    completions: u64,
+    client: StreamScanner,
+    backend: StreamScanner,
+}
+
+impl Keep {
+    fn new(
+        user: String,
+        digest: CredentialDigest,
+        ok_text: String,
+        unselect: bool,
+        reset: Reset,
+    ) -> Keep {
+        Keep {
+            user,
+            digest,
+            ok_text,
+            unselect,
+            tainted: false,
+            reset,
+            commands: 0,
+            completions: 0,
+            client: StreamScanner::new(SCAN_LINE),
+            backend: StreamScanner::new(SCAN_LINE),
+        }
+    }
+
+    /// Nothing the client sent is still waiting for its completion, and no reset is in
+    /// flight.
+    fn drained(&self) -> bool {
+        self.commands == self.completions && self.reset != Reset::InFlight
+    }
+}
+
+fn is_reset_reply(line: &[u8]) -> bool {
+    line.starts_with(RESET_TAG.as_bytes()) && line.get(RESET_TAG.len()) == Some(&b' ')
+}
 
 /// The front-end's side of one client connection.
 pub struct FrontendSession {
@@ -124,6 +214,10 @@ pub struct FrontendSession {
     pending_user: Option<String>,
     /// The user whose credentials opened the lease.
     user: Option<String>,
+    /// Session cache: the key for credential digests (none: the cache is off).
+    cache_key: Option<Arc<CacheKey>>,
+    /// Session cache: the lease may be parked at the client's LOGOUT.
+    keep: Option<Keep>,
     closing: bool,
     closed: bool,
     last_input: Duration,
@@ -156,12 +250,22 @@ impl FrontendSession {
             findings: Vec::new(),
             pending_user: None,
             user: None,
+            cache_key: None,
+            keep: None,
             closing: false,
             closed: false,
             last_input: Duration::ZERO,
         };
         s.write(greeting.as_bytes());
         s
+    }
+
+    /// Turns the session cache on (IMAP, when the profile's pool says `keep_sessions`):
+    /// credential digests are made with `key`.
+    pub fn set_cache_key(&mut self, key: Arc<CacheKey>) {
+        if self.protocol == Protocol::Imap && self.profile.pool.keep_sessions {
+            self.cache_key = Some(key);
+        }
     }
 
     /// The next back-end action the adapter must perform.
@@ -187,7 +291,7 @@ impl FrontendSession {
     /// The leased back-end connection, once authenticated.
     pub fn leased_connection(&self) -> Option<ConnId> {
         match self.phase {
-            Phase::Leased { conn } => Some(conn),
+            Phase::Leased { conn } | Phase::Returning { conn, .. } => Some(conn),
             _ => None,
         }
     }
@@ -229,8 +333,9 @@ impl FrontendSession {
             self.closing = true;
         }
         // Whatever connection the session holds is in an unknown state now.
+        self.keep = None;
         match std::mem::replace(&mut self.phase, Phase::Closed) {
-            Phase::Leased { conn } => self.discard(conn),
+            Phase::Leased { conn } | Phase::Returning { conn, .. } => self.discard(conn),
             Phase::Busy(Op { conn: Some(c), .. }) => self.discard(c),
             Phase::ClientSasl(SaslCtx {
                 pinned: Some(c), ..
@@ -346,20 +451,222 @@ impl FrontendSession {
                 let mut rest = self.framer.take_unread();
                 rest.extend_from_slice(&held);
                 if !rest.is_empty() {
-                    self.relay_to_backend(conn, rest);
+                    self.client_to_backend(conn, rest);
                 }
             }
             Phase::PreAuth | Phase::ClientSasl(_) => {
                 self.framer.push(&held);
                 self.process();
             }
+            Phase::Returning { .. } => {}
             Phase::Busy(_) | Phase::Closed => self.held = held,
         }
+    }
+
+    /// Client bytes after the lease. With the session cache on, a LOGOUT at a command
+    /// boundary is not relayed (the session may be parked instead), and a session taken
+    /// from the cache gets its reset ahead of the client's first command.
+    fn client_to_backend(&mut self, conn: ConnId, bytes: Vec<u8>) {
+        let Some(keep) = self.keep.as_mut() else {
+            self.relay_to_backend(conn, bytes);
+            return;
+        };
+        let mut pieces = Vec::new();
+        keep.client.push(&bytes, &mut pieces);
+        let mut relay = Vec::with_capacity(bytes.len());
+        let mut logout = None;
+        for piece in pieces {
+            match piece {
+                Piece::Line(line) => {
+                    if let Some(tag) = logout_tag(&line) {
+                        // Anything after LOGOUT is not obeyed (the server would close).
+                        logout = Some((String::from_utf8_lossy(tag).into_owned(), line));
+                        break;
+                    }
+                    keep.tainted |= is_reset_reply(&line);
+                    keep.commands += u64::from(is_tagged(&line));
+                    relay.extend_from_slice(&line);
+                }
+                Piece::LongLine { head } => {
+                    keep.tainted |= is_reset_reply(&head);
+                    keep.commands += u64::from(is_tagged(&head));
+                }
+                Piece::Other(b) => relay.extend_from_slice(&b),
+            }
+        }
+        if !relay.is_empty() {
+            let mut before = Vec::new();
+            if keep.reset == Reset::Needed {
+                // In the same write as the client's first command.
+                keep.reset = Reset::InFlight;
+                before = format!("{RESET_TAG} UNSELECT\r\n").into_bytes();
+                self.be(
+                    conn,
+                    "<-",
+                    format!(
+                        "{RESET_TAG} UNSELECT (reset of the cached session, ahead of the client)"
+                    ),
+                );
+            }
+            self.relay_after(conn, before, relay);
+        }
+        if let Some((tag, line)) = logout {
+            self.logout_leased(conn, tag, line);
+        }
+    }
+
+    /// The client sent LOGOUT on a lease that may be kept: once the back-end has answered
+    /// everything the client sent before, the front-end answers the LOGOUT itself and the
+    /// session is parked (its reset waits for the next client). A session that cannot be
+    /// kept gets the LOGOUT relayed.
+    fn logout_leased(&mut self, conn: ConnId, client_tag: String, line: Vec<u8>) {
+        let Some(keep) = self.keep.as_ref() else {
+            self.relay_to_backend(conn, line);
+            return;
+        };
+        let why = if !keep.unselect {
+            Some("the back-end does not offer UNSELECT")
+        } else if keep.tainted {
+            Some("the client used the front-end's reset tag")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            self.be(conn, "..", format!("session cache: not kept ({why})"));
+            self.keep = None;
+            self.relay_to_backend(conn, line);
+            return;
+        }
+        self.phase = Phase::Returning {
+            conn,
+            client_tag,
+            deadline: self.last_input.saturating_add(RETURN_WAIT),
+        };
+        self.finish_return(conn);
+    }
+
+    /// Back-end output on a kept lease: the previous client's leftovers and the reset's
+    /// completion are swallowed, the rest is relayed with its completions counted.
+    fn kept_backend_input(&mut self, conn: ConnId, bytes: &[u8]) {
+        let Some(keep) = self.keep.as_mut() else {
+            return;
+        };
+        let mut pieces = Vec::new();
+        keep.backend.push(bytes, &mut pieces);
+        if keep.reset != Reset::InFlight {
+            // The common case: relay the bytes as they came.
+            for piece in &pieces {
+                match piece {
+                    Piece::Line(line) => keep.completions += u64::from(is_tagged(line)),
+                    Piece::LongLine { head } => keep.completions += u64::from(is_tagged(head)),
+                    Piece::Other(_) => {}
+                }
+            }
+            self.be(conn, "->", format!("relay {} bytes", bytes.len()));
+            self.write(bytes);
+            return;
+        }
+        let mut relay = Vec::new();
+        let mut swallowed = 0usize;
+        let mut failed = None;
+        for piece in pieces {
+            let reset_reply = match &piece {
+                Piece::Line(line) | Piece::LongLine { head: line } => {
+                    keep.reset == Reset::InFlight && is_reset_reply(line)
+                }
+                Piece::Other(_) => false,
+            };
+            match piece {
+                Piece::Line(line) | Piece::LongLine { head: line } if reset_reply => {
+                    let status = line
+                        .get(RESET_TAG.len() + 1..)
+                        .and_then(|r| r.split(|&b| b == b' ').next())
+                        .unwrap_or_default()
+                        .to_ascii_uppercase();
+                    // RFC 3691: OK, or BAD when no mailbox was selected; either way the
+                    // session is in the authenticated state now.
+                    if status == b"OK" || status == b"BAD" {
+                        keep.reset = Reset::Done;
+                    } else {
+                        failed = Some(printable(&line, TRACE_TEXT));
+                    }
+                    swallowed += line.len();
+                }
+                Piece::Line(b) | Piece::Other(b) if keep.reset == Reset::InFlight => {
+                    swallowed += b.len();
+                }
+                Piece::LongLine { .. } if keep.reset == Reset::InFlight => {}
+                Piece::Line(line) => {
+                    keep.completions += u64::from(is_tagged(&line));
+                    relay.extend_from_slice(&line);
+                }
+                Piece::LongLine { head } => keep.completions += u64::from(is_tagged(&head)),
+                Piece::Other(b) => relay.extend_from_slice(&b),
+            }
+            if failed.is_some() {
+                break;
+            }
+        }
+        if swallowed > 0 {
+            self.be(
+                conn,
+                "->",
+                format!("{swallowed} bytes swallowed (the reset and what came before it)"),
+            );
+        }
+        if let Some(line) = failed {
+            self.be(conn, "!!", format!("reset refused: {line}"));
+            self.write(b"* BYE [UNAVAILABLE] Back-end session lost.\r\n");
+            self.close();
+            return;
+        }
+        if !relay.is_empty() {
+            self.be(conn, "->", format!("relay {} bytes", relay.len()));
+            self.write(&relay);
+        }
+    }
+
+    /// A LOGOUT is waiting: when the back-end has answered everything before it, answer
+    /// the client and park the session.
+    fn finish_return(&mut self, conn: ConnId) {
+        let drained = self.keep.as_ref().is_some_and(Keep::drained);
+        if !drained {
+            return;
+        }
+        let Phase::Returning { client_tag, .. } = std::mem::replace(&mut self.phase, Phase::Closed)
+        else {
+            return;
+        };
+        self.write(b"* BYE Microsoft Exchange 2000 IMAP4rev1 server signing off.\r\n");
+        self.imap_tagged(&client_tag, "OK", "LOGOUT completed.");
+        if let Some(keep) = self.keep.take() {
+            self.be(
+                conn,
+                "..",
+                format!(
+                    "session cache: parked (user {})",
+                    printable(keep.user.as_bytes(), 64)
+                ),
+            );
+            self.backend_out.push_back(BackendIo::Park {
+                conn,
+                user: keep.user,
+                digest: keep.digest,
+                ok_text: keep.ok_text,
+            });
+        }
+        self.close();
     }
 
     /// Relays client bytes after the lease. The trace names the command only (IMAP tag
     /// and command, POP3 keyword) and the size, so a password typed again is not shown.
     fn relay_to_backend(&mut self, conn: ConnId, bytes: Vec<u8>) {
+        self.relay_after(conn, Vec::new(), bytes);
+    }
+
+    /// Relays client bytes behind `before` (the front-end's own, traced already) in one
+    /// write.
+    fn relay_after(&mut self, conn: ConnId, mut before: Vec<u8>, bytes: Vec<u8>) {
         let first_line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
         let words = match self.protocol {
             Protocol::Imap => 2,
@@ -371,7 +678,12 @@ impl FrontendSession {
             .map(|w| printable(w, 32))
             .collect();
         let text = format!("relay {} ({} bytes)", head.join(" "), bytes.len());
-        self.send(conn, bytes, text);
+        if before.is_empty() {
+            self.send(conn, bytes, text);
+        } else {
+            before.extend_from_slice(&bytes);
+            self.send(conn, before, text);
+        }
     }
 
     fn start(&mut self, kind: OpKind) {
@@ -397,12 +709,27 @@ impl FrontendSession {
                 self.send(conn, line, text);
             }
             None => {
+                let lookup = match &kind {
+                    OpKind::Login {
+                        user,
+                        digest: Some(digest),
+                        ..
+                    } => Some(BackendIo::CacheLookup {
+                        user: user.clone(),
+                        digest: digest.clone(),
+                    }),
+                    _ => None,
+                };
+                let (step, io) = match lookup {
+                    Some(io) => (Step::CacheLookup, io),
+                    None => (Step::Acquiring, BackendIo::Acquire),
+                };
                 self.phase = Phase::Busy(Op {
                     conn: None,
                     kind,
-                    step: Step::Acquiring,
+                    step,
                 });
-                self.backend_out.push_back(BackendIo::Acquire);
+                self.backend_out.push_back(io);
             }
         }
     }
@@ -444,10 +771,12 @@ impl FrontendSession {
                 let pass = std::str::from_utf8(password.declassify().as_ref()).ok();
                 match (user.filter(|u| quotable(u)), pass.filter(|p| quotable(p))) {
                     (Some(u), Some(p)) => {
+                        let digest = self.cache_key.as_ref().map(|k| k.digest(u, p));
                         let kind = OpKind::Login {
                             tag: tag.clone(),
                             user: u.to_string(),
                             pass: p.to_string(),
+                            digest,
                         };
                         self.start(kind);
                     }
@@ -612,6 +941,67 @@ impl FrontendSession {
 
     // ---- back-end events ----
 
+    /// The adapter's answer to `CacheLookup`: a parked session of the user with the same
+    /// credentials, or none (then the login goes to a pooled connection as usual).
+    pub fn handle_cache_lookup(&mut self, found: Option<Parked>) {
+        let op = match std::mem::replace(&mut self.phase, Phase::PreAuth) {
+            Phase::Busy(op) if matches!(op.step, Step::CacheLookup) => op,
+            other => {
+                self.phase = other;
+                if let Some(p) = found {
+                    // Not wanted (any more): the session cannot be parked again as it is.
+                    self.discard(p.conn);
+                }
+                return;
+            }
+        };
+        let OpKind::Login {
+            tag,
+            user,
+            digest: Some(digest),
+            ..
+        } = &op.kind
+        else {
+            self.phase = Phase::Busy(op);
+            return;
+        };
+        let shown = printable(user.as_bytes(), 64);
+        match found {
+            Some(parked) => {
+                let conn = parked.conn;
+                self.trace.push(format!(
+                    "session cache: hit (user {shown}): be#{conn}, no back-end LOGIN"
+                ));
+                self.write(format!("{tag} {}\r\n", parked.ok_text).as_bytes());
+                self.user = Some(user.clone());
+                self.keep = Some(Keep::new(
+                    user.clone(),
+                    digest.clone(),
+                    parked.ok_text,
+                    true,
+                    Reset::Needed,
+                ));
+                self.be(
+                    conn,
+                    "..",
+                    format!("leased to the client session (user {shown})"),
+                );
+                self.backend_out.push_back(BackendIo::Lease { conn });
+                self.phase = Phase::Leased { conn };
+                self.resume();
+            }
+            None => {
+                self.trace
+                    .push(format!("session cache: miss (user {shown})"));
+                self.phase = Phase::Busy(Op {
+                    step: Step::Acquiring,
+                    ..op
+                });
+                self.backend_out.push_back(BackendIo::Acquire);
+            }
+        }
+    }
+
     /// The adapter handed out a connection for the request asked with `Acquire`.
     pub fn handle_backend_granted(&mut self, conn: ConnId) {
         let sasl_ir = self.features.imap_sasl_ir;
@@ -627,7 +1017,9 @@ impl FrontendSession {
         op.conn = Some(conn);
         let mut finding = None;
         let (bytes, text, step) = match &op.kind {
-            OpKind::Login { tag, user, pass } => (
+            OpKind::Login {
+                tag, user, pass, ..
+            } => (
                 format!("{tag} LOGIN {} {}\r\n", quote(user), quote(pass)).into_bytes(),
                 format!("{tag} LOGIN {} <password>", printable(user.as_bytes(), 64)),
                 Step::AwaitResult,
@@ -689,8 +1081,17 @@ impl FrontendSession {
     pub fn handle_backend_input(&mut self, conn: ConnId, bytes: &[u8]) {
         match &self.phase {
             Phase::Leased { conn: c } if *c == conn => {
-                self.be(conn, "->", format!("relay {} bytes", bytes.len()));
-                self.write(bytes);
+                if self.keep.is_some() {
+                    self.kept_backend_input(conn, bytes);
+                } else {
+                    self.be(conn, "->", format!("relay {} bytes", bytes.len()));
+                    self.write(bytes);
+                }
+                return;
+            }
+            Phase::Returning { conn: c, .. } if *c == conn => {
+                self.kept_backend_input(conn, bytes);
+                self.finish_return(conn);
                 return;
             }
             Phase::Busy(Op { conn: Some(c), .. }) if *c == conn => {}
@@ -728,8 +1129,15 @@ impl FrontendSession {
     /// A back-end connection closed (or broke).
     pub fn handle_backend_closed(&mut self, conn: ConnId) {
         match &self.phase {
-            Phase::Leased { conn: c } if *c == conn => {
+            Phase::Leased { conn: c } | Phase::Returning { conn: c, .. } if *c == conn => {
                 self.be(conn, "->", "closed; ending the client session");
+                if let Phase::Returning { client_tag, .. } =
+                    std::mem::replace(&mut self.phase, Phase::Leased { conn })
+                {
+                    // The client asked to log out: it is answered all the same.
+                    self.write(b"* BYE Microsoft Exchange 2000 IMAP4rev1 server signing off.\r\n");
+                    self.imap_tagged(&client_tag, "OK", "LOGOUT completed.");
+                }
                 self.close();
             }
             Phase::Busy(Op { conn: Some(c), .. }) if *c == conn => {
@@ -815,6 +1223,24 @@ impl FrontendSession {
                             Reader::Pop3(r) => r.take_rest(),
                         };
                         self.write(&rest);
+                        if let OpKind::Login {
+                            tag,
+                            user,
+                            digest: Some(digest),
+                            ..
+                        } = op.kind
+                        {
+                            let ok_text = String::from_utf8_lossy(
+                                raw.get(tag.len() + 1..).unwrap_or_default(),
+                            )
+                            .trim_end_matches(['\r', '\n'])
+                            .to_string();
+                            let unselect = self.features.imap_unselect
+                                || line_has_capability(&raw, "UNSELECT");
+                            let mut keep = Keep::new(user, digest, ok_text, unselect, Reset::Done);
+                            keep.backend.push(&rest, &mut Vec::new());
+                            self.keep = Some(keep);
+                        }
                         self.be(
                             conn,
                             "..",
@@ -958,7 +1384,8 @@ impl ServerSession for FrontendSession {
             return;
         }
         match self.phase {
-            Phase::Leased { conn } => self.relay_to_backend(conn, input.to_vec()),
+            Phase::Leased { conn } => self.client_to_backend(conn, input.to_vec()),
+            Phase::Returning { .. } => {}
             Phase::Busy(_) => {
                 self.held.extend_from_slice(input);
                 if self.held.len() > self.held_cap() {
@@ -982,6 +1409,25 @@ impl ServerSession for FrontendSession {
     }
 
     fn handle_timeout(&mut self, now: Duration) {
+        if let Phase::Returning { conn, deadline, .. } = self.phase {
+            if now >= deadline && !self.closing {
+                // The back-end never finished the commands before LOGOUT: give the
+                // session up (closed, not parked) and answer the client.
+                self.be(
+                    conn,
+                    "..",
+                    "session cache: not kept (replies before LOGOUT never came)",
+                );
+                if let Phase::Returning { client_tag, .. } =
+                    std::mem::replace(&mut self.phase, Phase::Leased { conn })
+                {
+                    self.write(b"* BYE Microsoft Exchange 2000 IMAP4rev1 server signing off.\r\n");
+                    self.imap_tagged(&client_tag, "OK", "LOGOUT completed.");
+                }
+                self.close();
+                return;
+            }
+        }
         if self.closing || now < self.last_input.saturating_add(self.limits.idle_timeout) {
             return;
         }
@@ -1011,7 +1457,12 @@ impl ServerSession for FrontendSession {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        (!self.closing).then(|| self.last_input.saturating_add(self.limits.idle_timeout))
+        let idle = self.last_input.saturating_add(self.limits.idle_timeout);
+        let at = match self.phase {
+            Phase::Returning { deadline, .. } => idle.min(deadline),
+            _ => idle,
+        };
+        (!self.closing).then_some(at)
     }
 
     fn is_closed(&self) -> bool {

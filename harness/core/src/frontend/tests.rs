@@ -160,7 +160,19 @@ fn profiles_exist_and_round_trip() {
         let back: FrontendProfile = toml::from_str(&toml::to_string(&p).unwrap()).unwrap();
         assert_eq!(back, p);
     }
-    assert_eq!(FRONTEND_PROFILE_NAMES, ALL);
+    assert_eq!(FRONTEND_PROFILE_NAMES.get(..4), Some(&ALL[..]));
+    assert_eq!(FRONTEND_PROFILE_NAMES.get(4), Some(&"session-cache"));
+    let cache = FrontendProfile::by_name("session-cache").unwrap();
+    let sp1 = FrontendProfile::by_name("exchange2000-sp1").unwrap();
+    assert!(cache.pool.keep_sessions && !sp1.pool.keep_sessions);
+    assert_eq!(
+        (cache.advertise_ntlm, cache.sasl_routing),
+        (false, SaslRouting::PerStep)
+    );
+    // Profiles written before the session cache existed still load.
+    let old = "size = 4\nreuse = \"round-robin\"\nper_session = false\n";
+    let old: PoolPolicy = toml::from_str(old).unwrap();
+    assert!(!old.keep_sessions);
     assert!(FrontendProfile::by_name("exchange2003").is_none());
     let rtm = FrontendProfile::by_name("exchange2000-rtm").unwrap();
     assert_eq!(
@@ -172,7 +184,6 @@ fn profiles_exist_and_round_trip() {
         ),
         (true, SaslRouting::PerStep, 4, Reuse::RoundRobin)
     );
-    let sp1 = FrontendProfile::by_name("exchange2000-sp1").unwrap();
     assert_eq!((sp1.advertise_ntlm, sp1.pool), (false, rtm.pool));
 }
 
@@ -809,6 +820,19 @@ fn fuzz_entry_on_samples() {
     for s in &samples {
         fuzz_frontend_session(s);
     }
+    // Bit 4: the session-cache front-end. A parks alice's session; B's LOGIN as alice
+    // reuses it, and B as bob must not (the entry checks mail never crosses users).
+    for b in ["alice secret", "bob hunter2", "alice wrong"] {
+        let input = format!(
+            "\x1ea LOGIN alice secret\r\na SELECT INBOX\r\na LOGOUT\r\n\x00b LOGIN {b}\r\nb SELECT INBOX\r\nb FETCH 1:* BODY[]\r\n"
+        );
+        let authenticated = inprocess::fuzz_two_sessions(input.as_bytes());
+        assert_eq!(
+            authenticated,
+            if b.ends_with("wrong") { 1 } else { 2 },
+            "{b}"
+        );
+    }
 }
 
 /// Seeded mutations of a dictionary of client lines through the fuzz entry.
@@ -870,7 +894,10 @@ fn sans_io_contract_with_a_delayed_grant() {
         Protocol::Imap,
         profile,
         crate::session::Limits::default(),
-        BackendFeatures { imap_sasl_ir: true },
+        BackendFeatures {
+            imap_sasl_ir: true,
+            imap_unselect: false,
+        },
     );
     let drain = |s: &mut FrontendSession| {
         let mut out = Vec::new();
@@ -1064,4 +1091,405 @@ fn relayed_traffic_is_traced_without_arguments() {
         "{trace:#?}"
     );
     assert!(trace.iter().all(|l| !l.contains("secret")), "{trace:#?}");
+}
+
+// ---- the session cache (profile session-cache) ----
+
+/// A session-cache front-end over back-ends that advertise UNSELECT.
+fn cache_frontend(w: &Arc<World>) -> InProcessFrontend {
+    frontend_with(
+        Protocol::Imap,
+        "session-cache",
+        w,
+        Profile::default_unselect(),
+    )
+}
+
+/// Logs in, optionally runs `body`, logs out; returns the LOGOUT reply.
+fn imap_visit(fe: &InProcessFrontend, user: &str, pass: &str, body: &[&str]) -> String {
+    let (mut c, _) = Client::new(fe);
+    let login = c.text(&format!("a1 LOGIN {user} {pass}\r\n"));
+    assert_eq!(login, "a1 OK LOGIN completed\r\n");
+    for line in body {
+        let out = c.text(line);
+        assert!(out.contains(" OK "), "{line}: {out}");
+    }
+    let bye = c.text("z LOGOUT\r\n");
+    assert!(c.closed, "{bye}");
+    bye
+}
+
+fn backend_logins(trace: &[String]) -> usize {
+    trace
+        .iter()
+        .filter(|l| l.contains(" LOGIN ") && l.contains("<-"))
+        .count()
+}
+
+#[test]
+fn session_cache_serves_the_same_users_next_login_without_a_backend_login() {
+    let w = world();
+    let fe = cache_frontend(&w);
+    let bye = imap_visit(&fe, "alice", "secret", &["a2 SELECT INBOX\r\n"]);
+    assert_eq!(
+        bye,
+        "* BYE Microsoft Exchange 2000 IMAP4rev1 server signing off.\r\nz OK LOGOUT completed.\r\n"
+    );
+    let first = fe.trace();
+    // Nothing was outstanding: the front-end answered the LOGOUT at once, without asking
+    // the back-end anything; the reset waits for the next client.
+    assert!(
+        first
+            .iter()
+            .all(|l| !l.contains("UNSELECT") && !l.contains("LOGOUT")),
+        "{first:#?}"
+    );
+    assert!(
+        first
+            .iter()
+            .any(|l| l.ends_with(".. session cache: parked (user alice)")),
+        "{first:#?}"
+    );
+    assert_eq!(backend_logins(&first), 1);
+    assert_eq!(fe.cached_sessions(), 1);
+    // The parked connection is neither closed nor back in the pool.
+    assert_eq!((fe.stats().closed, fe.idle_connections()), (0, 3));
+
+    let (mut c, _) = Client::new(&fe);
+    assert_eq!(
+        c.text("b1 LOGIN alice secret\r\n"),
+        "b1 OK LOGIN completed\r\n"
+    );
+    let trace = fe.trace();
+    let new: Vec<&String> = trace.iter().skip(first.len()).collect();
+    assert!(
+        new.iter()
+            .any(|l| l.starts_with("session cache: hit (user alice): be#")),
+        "{new:#?}"
+    );
+    assert_eq!(
+        backend_logins(&trace),
+        1,
+        "no second back-end LOGIN: {new:#?}"
+    );
+    let select = c.text("b2 SELECT INBOX\r\n");
+    assert!(
+        select.starts_with("* FLAGS")
+            && has(&select, "* 3 EXISTS\r\n")
+            && has(&select, "b2 OK [READ-WRITE]"),
+        "the reset's reply is not shown: {select}"
+    );
+    let trace = fe.trace();
+    let new: Vec<&String> = trace.iter().skip(first.len()).collect();
+    let reset = new
+        .iter()
+        .position(|l| {
+            l.ends_with("<- FE.RESET UNSELECT (reset of the cached session, ahead of the client)")
+        })
+        .expect("reset");
+    assert!(
+        new.get(reset + 1)
+            .is_some_and(|l| l.ends_with("<- relay b2 SELECT (17 bytes)")),
+        "{new:#?}"
+    );
+    assert!(
+        new.iter()
+            .any(|l| l.contains("bytes swallowed (the reset and what came before it)")),
+        "{new:#?}"
+    );
+    let fetch = c.text("b3 FETCH 1 BODY[TEXT]\r\n");
+    assert!(
+        has(&fetch, "Hello alice, this is message number 1."),
+        "{fetch}"
+    );
+    // The first LOGIN found nothing parked; the second was a hit.
+    let s = fe.cache_stats();
+    assert_eq!((s.parked, s.hits, s.misses), (1, 1, 1));
+    assert_eq!(fe.stats().leased, 2);
+    assert!(trace.iter().all(|l| !l.contains("secret")), "{trace:#?}");
+}
+
+#[test]
+fn session_cache_never_hands_a_session_to_another_user() {
+    let w = world();
+    let fe = cache_frontend(&w);
+    imap_visit(&fe, "alice", "secret", &[]);
+    let (mut c, _) = Client::new(&fe);
+    // Same password, other user: a miss, and bob logs in on the back-end.
+    assert_eq!(
+        c.text("b1 LOGIN bob hunter2\r\n"),
+        "b1 OK LOGIN completed\r\n"
+    );
+    let trace = fe.trace();
+    assert!(
+        trace.contains(&"session cache: miss (user bob)".to_string()),
+        "{trace:#?}"
+    );
+    assert!(
+        trace
+            .iter()
+            .any(|l| l.ends_with("<- b1 LOGIN bob <password>")),
+        "{trace:#?}"
+    );
+    c.text("b2 SELECT INBOX\r\n");
+    let fetch = c.text("b3 FETCH 1:* BODY[TEXT]\r\n");
+    assert!(has(&fetch, "Hello bob") && !has(&fetch, "alice"), "{fetch}");
+    // The user name must match exactly: "Alice" is not the key "alice" was parked under.
+    let (mut d, _) = Client::new(&fe);
+    d.text("c1 LOGIN Alice secret\r\n");
+    assert!(fe
+        .trace()
+        .contains(&"session cache: miss (user Alice)".to_string()));
+    assert_eq!(fe.cached_sessions(), 1);
+}
+
+#[test]
+fn session_cache_wrong_password_is_refused_and_the_entry_stays() {
+    let w = world();
+    let fe = cache_frontend(&w);
+    imap_visit(&fe, "alice", "secret", &[]);
+    let parked = fe
+        .trace()
+        .iter()
+        .find(|l| l.ends_with("session cache: parked (user alice)"))
+        .and_then(|l| l.split(' ').next().map(str::to_string))
+        .expect("parked");
+    let (mut c, _) = Client::new(&fe);
+    // The back-end's refusal, exactly as without a cache.
+    assert_eq!(
+        c.text("b1 LOGIN alice wrong\r\n"),
+        "b1 NO [AUTHENTICATIONFAILED] Authentication failed\r\n"
+    );
+    assert!(c.s.core().authenticated_user().is_none());
+    assert_eq!(fe.cached_sessions(), 1);
+    assert_eq!(
+        c.text("b2 SELECT INBOX\r\n"),
+        "b2 BAD Command received in Invalid state.\r\n"
+    );
+    // The right password still finds the same parked session.
+    assert_eq!(
+        c.text("b3 LOGIN alice secret\r\n"),
+        "b3 OK LOGIN completed\r\n"
+    );
+    let trace = fe.trace();
+    assert!(
+        trace
+            .iter()
+            .any(|l| l.starts_with(&format!("session cache: hit (user alice): {parked},"))),
+        "{trace:#?}"
+    );
+    assert_eq!(
+        c.s.core().leased_connection().map(|c| format!("be#{c}")),
+        Some(parked)
+    );
+    // Misses: the first LOGIN (nothing parked) and the wrong password.
+    let s = fe.cache_stats();
+    assert_eq!((s.hits, s.misses), (1, 2));
+}
+
+#[test]
+fn session_cache_reset_keeps_deleted_messages_and_the_next_select_is_fresh() {
+    let w = world();
+    let fe = cache_frontend(&w);
+    imap_visit(
+        &fe,
+        "alice",
+        "secret",
+        &[
+            "a2 SELECT INBOX\r\n",
+            "a3 STORE 2 +FLAGS.SILENT (\\Deleted)\r\n",
+        ],
+    );
+    // Meanwhile another session appends to alice's INBOX.
+    let mut other = ImapServer::new(SessionContext::new(
+        Arc::clone(&w),
+        Arc::new(Profile::default_profile()),
+    ));
+    let mut drive = |bytes: &[u8]| {
+        other.handle_input(Duration::from_millis(1), bytes);
+        let mut out = Vec::new();
+        while let Some(Output::Write(b)) = other.poll_output() {
+            out.extend_from_slice(&b);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    drive(b"");
+    assert!(drive(b"x LOGIN alice secret\r\n").contains("x OK"));
+    assert!(drive(b"y APPEND INBOX {19}\r\nSubject: late\r\n\r\nhi\r\n").contains("y OK"));
+    let (mut c, _) = Client::new(&fe);
+    assert_eq!(
+        c.text("b1 LOGIN alice secret\r\n"),
+        "b1 OK LOGIN completed\r\n"
+    );
+    assert_eq!(fe.cache_stats().hits, 1);
+    // Not selected any more (the reset deselected), so a FETCH is refused...
+    let fetch = c.text("b2 FETCH 1 FLAGS\r\n");
+    assert!(fetch.starts_with("b2 BAD"), "{fetch}");
+    // ...and SELECT shows the appended message and the \Deleted one, not expunged.
+    let select = c.text("b3 SELECT INBOX\r\n");
+    assert!(has(&select, "* 4 EXISTS\r\n"), "{select}");
+    assert_eq!(
+        c.text("b4 FETCH 2 FLAGS\r\n"),
+        "* 2 FETCH (FLAGS (\\Deleted))\r\nb4 OK FETCH completed\r\n"
+    );
+}
+
+#[test]
+fn session_cache_logout_waits_for_pipelined_replies_and_skips_literals() {
+    let w = world();
+    let fe = cache_frontend(&w);
+    let (mut c, _) = Client::new(&fe);
+    c.text("a1 LOGIN alice secret\r\n");
+    // "x LOGOUT\r\n" is the literal's data here, not a command.
+    assert_eq!(
+        c.text("a2 APPEND INBOX {10}\r\n"),
+        "+ Ready for literal data\r\n"
+    );
+    assert!(c.text("x LOGOUT\r\n\r\n").contains("a2 OK"));
+    assert!(!c.closed);
+    let out = c.text("a3 SELECT INBOX\r\na4 FETCH 4 (FLAGS)\r\na5 LOGOUT\r\n");
+    let select = out.find("a3 OK").expect("select");
+    let fetch = out.find("a4 OK").expect("fetch");
+    let bye = out.find("* BYE").expect("bye");
+    assert!(select < fetch && fetch < bye, "{out}");
+    assert!(out.ends_with("a5 OK LOGOUT completed.\r\n"), "{out}");
+    assert!(!out.contains("FE.RESET"), "{out}");
+    assert_eq!(fe.cached_sessions(), 1);
+}
+
+#[test]
+fn session_cache_is_bounded_in_size_and_idle_time_and_closed_at_shutdown() {
+    let w = world();
+    let mut profile = FrontendProfile::by_name("session-cache").unwrap();
+    profile.pool.cache_size = 2;
+    profile.pool.cache_idle_secs = 10;
+    let world2 = Arc::clone(&w);
+    let backend = Arc::new(Profile::default_unselect());
+    let fe = InProcessFrontend::new(
+        Protocol::Imap,
+        profile,
+        move |conn| -> Box<dyn ServerSession> {
+            let mut ctx = SessionContext::new(Arc::clone(&world2), Arc::clone(&backend));
+            ctx.seed = conn;
+            Box::new(ImapServer::new(ctx))
+        },
+    );
+    imap_visit(&fe, "alice", "secret", &[]);
+    imap_visit(&fe, "bob", "hunter2", &[]);
+    imap_visit(&fe, "user", "pass", &[]);
+    assert_eq!(fe.cached_sessions(), 2);
+    assert_eq!(fe.cache_stats().evicted, 1);
+    let trace = fe.trace();
+    assert!(
+        trace
+            .iter()
+            .any(|l| l.ends_with("closed (session cache: full or idle too long)")),
+        "{trace:#?}"
+    );
+    // alice's session (the oldest) went: her next login is a miss.
+    let (mut c, _) = Client::new(&fe);
+    // (Three misses so far: each of the three first logins.)
+    assert_eq!(fe.cache_stats().misses, 3);
+    c.text("b1 LOGIN alice secret\r\n");
+    assert_eq!(fe.cache_stats().misses, 4);
+    // Much later (on this client's clock), bob's and user's entries have expired.
+    let (mut late, _) = Client::new(&fe);
+    late.now = Duration::from_secs(60);
+    late.text("c1 LOGIN bob hunter2\r\n");
+    let s = fe.cache_stats();
+    assert_eq!((s.expired, s.hits, s.misses), (2, 0, 5));
+    assert_eq!(fe.cached_sessions(), 0);
+    drop((c, late));
+    imap_visit(&fe, "user", "pass", &[]);
+    assert_eq!(fe.cached_sessions(), 1);
+    fe.shutdown(Duration::from_secs(61));
+    assert_eq!(fe.cached_sessions(), 0);
+    assert!(fe
+        .trace()
+        .last()
+        .is_some_and(|l| l.ends_with("opened") || l.contains("shutdown")));
+    assert!(fe
+        .trace()
+        .iter()
+        .any(|l| l.ends_with("closed (session cache: shutdown)")));
+}
+
+#[test]
+fn session_cache_needs_unselect_and_leaves_pop3_alone() {
+    let w = world();
+    // The default back-end profile does not advertise UNSELECT: LOGOUT is relayed.
+    let fe = frontend(Protocol::Imap, "session-cache", &w);
+    let (mut c, _) = Client::new(&fe);
+    c.text("a1 LOGIN alice secret\r\n");
+    let bye = c.text("a2 LOGOUT\r\n");
+    assert!(bye.contains("a2 OK LOGOUT completed\r\n"), "{bye}");
+    let trace = fe.trace();
+    assert!(
+        trace
+            .iter()
+            .any(|l| l.ends_with("session cache: not kept (the back-end does not offer UNSELECT)")),
+        "{trace:#?}"
+    );
+    assert!(
+        trace
+            .iter()
+            .any(|l| l.ends_with("<- relay a2 LOGOUT (11 bytes)")),
+        "{trace:#?}"
+    );
+    assert_eq!(fe.cached_sessions(), 0);
+    // POP3: QUIT commits deletions and ends the session; nothing is kept.
+    let fe = frontend_with(
+        Protocol::Pop3,
+        "session-cache",
+        &w,
+        Profile::default_unselect(),
+    );
+    let (mut c, _) = Client::new(&fe);
+    c.text("USER alice\r\n");
+    assert!(c.text("PASS secret\r\n").starts_with("+OK"));
+    assert!(c.text("QUIT\r\n").starts_with("+OK"));
+    assert!(c.closed);
+    assert_eq!(fe.cache_stats(), CacheStats::default());
+    assert!(fe
+        .trace()
+        .iter()
+        .any(|l| l.ends_with("<- relay QUIT (6 bytes)")));
+}
+
+#[test]
+fn session_cache_logout_during_idle_gives_the_session_up_after_a_bounded_wait() {
+    let w = world();
+    let fe = cache_frontend(&w);
+    // IDLE ended with DONE, then LOGOUT: DONE is no command, so nothing is outstanding.
+    let (mut c, _) = Client::new(&fe);
+    c.text("a1 LOGIN alice secret\r\n");
+    assert_eq!(c.text("a2 IDLE\r\n"), "+ idling\r\n");
+    assert_eq!(c.text("DONE\r\n"), "a2 OK IDLE terminated\r\n");
+    assert!(c
+        .text("a3 LOGOUT\r\n")
+        .ends_with("a3 OK LOGOUT completed.\r\n"));
+    assert_eq!(fe.cached_sessions(), 1);
+    // LOGOUT while still idling: the IDLE never completes, so the LOGOUT waits...
+    let (mut c, _) = Client::new(&fe);
+    c.text("b1 LOGIN bob hunter2\r\n");
+    assert_eq!(c.text("b2 IDLE\r\n"), "+ idling\r\n");
+    assert_eq!(c.text("b3 LOGOUT\r\n"), "");
+    assert!(!c.closed);
+    let deadline = c.s.poll_timeout().expect("timer");
+    assert!(deadline <= c.now + Duration::from_secs(5), "{deadline:?}");
+    // ...up to its bound; then the client is answered and the session closed, not parked.
+    c.s.handle_timeout(deadline);
+    assert_eq!(
+        String::from_utf8_lossy(&c.read()),
+        "* BYE Microsoft Exchange 2000 IMAP4rev1 server signing off.\r\nb3 OK LOGOUT completed.\r\n"
+    );
+    assert!(c.closed);
+    assert_eq!(fe.cached_sessions(), 1);
+    let trace = fe.trace();
+    assert!(
+        trace
+            .iter()
+            .any(|l| l.ends_with("session cache: not kept (replies before LOGOUT never came)")),
+        "{trace:#?}"
+    );
 }

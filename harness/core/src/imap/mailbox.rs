@@ -284,6 +284,11 @@ impl ImapServer {
                 }
                 Reply::ok("CLOSE completed")
             }
+            CommandBody::Unselect => {
+                // RFC 3691 2: CLOSE without the expunge, read-write or not.
+                self.view = None;
+                Reply::ok("UNSELECT completed")
+            }
             CommandBody::Expunge => {
                 if self.view.as_ref().is_some_and(|v| v.read_only) {
                     return Reply::no("Mailbox is read-only");

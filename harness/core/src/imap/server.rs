@@ -156,6 +156,7 @@ const KNOWN_COMMANDS: &[&str] = &[
     "COPY",
     "UID",
     "IDLE",
+    "UNSELECT",
 ];
 
 impl ImapServer {
@@ -463,6 +464,10 @@ impl ImapServer {
                     return None;
                 }
             }
+            // RFC 3691: only where the profile advertises it.
+            CommandBody::Unselect if !self.has_capability("UNSELECT") => {
+                Reply::bad(CommandError::UnknownCommand.to_string())
+            }
             body => {
                 if !authed {
                     return wrong_state(body.name());
@@ -471,6 +476,7 @@ impl ImapServer {
                     body,
                     CommandBody::Check
                         | CommandBody::Close
+                        | CommandBody::Unselect
                         | CommandBody::Expunge
                         | CommandBody::ExpungeUid { .. }
                         | CommandBody::Search { .. }

@@ -779,6 +779,40 @@ fn close_expunges_silently() {
 }
 
 #[test]
+fn unselect_leaves_the_mailbox_without_expunging_where_advertised() {
+    let w = world();
+    let (mut t, greeting) = T::new(Arc::clone(&w), Profile::default_unselect());
+    assert!(greeting.contains(" IDLE UNSELECT "), "{greeting}");
+    t.login();
+    // RFC 3691 2: BAD when no mailbox is selected.
+    assert_eq!(
+        t.send(b"u UNSELECT\r\n"),
+        "u BAD UNSELECT is not valid in this state\r\n"
+    );
+    let out = t.send(b"S SELECT INBOX\r\n");
+    assert!(out.contains("* 3 EXISTS"), "{out}");
+    assert_eq!(
+        t.send(b"d STORE 2 +FLAGS.SILENT (\\Deleted)\r\n"),
+        "d OK STORE completed\r\n"
+    );
+    assert_eq!(t.send(b"u UNSELECT\r\n"), "u OK UNSELECT completed\r\n");
+    assert_eq!(t.s.selected_mailbox(), None);
+    // Nothing was expunged, and the flag is still there.
+    let out = t.send(b"S SELECT INBOX\r\n");
+    assert!(out.contains("* 3 EXISTS"), "{out}");
+    assert_eq!(
+        t.send(b"f FETCH 2 FLAGS\r\n"),
+        "* 2 FETCH (FLAGS (\\Deleted))\r\nf OK FETCH completed\r\n"
+    );
+    // Not advertised by the default profile: an unknown command there.
+    let mut d = T::on(&w);
+    d.select();
+    assert_eq!(t.send(b"x NOOP\r\n"), "x OK NOOP completed\r\n");
+    assert_eq!(d.send(b"u UNSELECT\r\n"), "u BAD Unknown command\r\n");
+    assert_eq!(d.s.selected_mailbox(), Some("INBOX"));
+}
+
+#[test]
 fn other_sessions_changes_reported_at_noop_not_during_fetch() {
     let w = world();
     let mut a = T::on(&w);
