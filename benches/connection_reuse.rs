@@ -3,7 +3,7 @@
 //! through the `session-cache` front-end (the warm pool plus parked authenticated IMAP
 //! sessions, reused by the same user's next LOGIN; POP3 sessions are never kept), and
 //! straight to the back-end, over loopback, at 1 and 64 concurrent clients. The back-end
-//! runs the `default-unselect` profile (the session cache resets with UNSELECT).
+//! runs the `default` profile, which offers UNSELECT (the session cache resets with it).
 //!
 //! IMAP session: LOGIN, SELECT INBOX, FETCH 1:* (FLAGS BODY.PEEK[]), LOGOUT.
 //! POP3 session: USER, PASS, STAT, RETR 1, QUIT.
@@ -49,7 +49,7 @@ async fn start_lab(pool_size: usize) -> Lab {
     }
     Lab::start(LabConfig {
         lab: lab_file(MAX_CLIENTS),
-        profile: Profile::default_unselect(),
+        profile: Profile::default_profile(),
         listeners: vec![
             ListenerSpec::new(Protocol::Imap, Security::Plain, lo),
             ListenerSpec::new(Protocol::Pop3, Security::Plain, lo),

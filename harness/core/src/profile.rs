@@ -97,14 +97,13 @@ pub struct Profile {
 }
 
 /// Names accepted by [`Profile::by_name`].
-pub const PROFILE_NAMES: &[&str] = &["default", "exchange", "default-unselect"];
+pub const PROFILE_NAMES: &[&str] = &["default", "exchange"];
 
 impl Profile {
     pub fn by_name(name: &str) -> Option<Profile> {
         match name {
             "default" => Some(Profile::default_profile()),
             "exchange" => Some(Profile::exchange()),
-            "default-unselect" => Some(Profile::default_unselect()),
             _ => None,
         }
     }
@@ -126,6 +125,7 @@ impl Profile {
                     "ENABLE",
                     "MOVE",
                     "CHILDREN",
+                    "UNSELECT",
                 ]
                 .map(String::from)
                 .to_vec(),
@@ -153,17 +153,6 @@ impl Profile {
                 auth_continuation: Continuation::Space,
             },
         }
-    }
-
-    /// `default` plus UNSELECT (RFC 3691), which the session-cache front-end needs to
-    /// reset a kept back-end session. A profile of its own so that `default`'s capability
-    /// list, and every transcript and snapshot that shows it, stays as it is.
-    pub fn default_unselect() -> Profile {
-        let mut p = Profile::default_profile();
-        p.name = "default-unselect".into();
-        p.description = "The default profile plus UNSELECT (RFC 3691)".into();
-        p.imap.capabilities.push("UNSELECT".into());
-        p
     }
 
     /// Wire shapes of Exchange's IMAP4 and POP3 services as [MS-OXIMAP4] and [MS-OXPOP3]

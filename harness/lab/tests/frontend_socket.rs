@@ -171,7 +171,7 @@ async fn session_cache_serves_the_second_curl_from_the_parked_back_end_session()
     let lo: SocketAddr = ([127, 0, 0, 1], 0).into();
     let lab = Lab::start(LabConfig {
         // The back-end must offer UNSELECT for the front-end to reset a kept session.
-        profile: harness_core::Profile::default_unselect(),
+        profile: harness_core::Profile::default_profile(),
         frontends: vec![FrontendSpec {
             protocol: Protocol::Imap,
             addr: lo,

@@ -492,7 +492,7 @@ pub(super) fn fuzz_two_sessions(data: &[u8]) -> usize {
     let (fe_name, backend_profile) = if setup & 0x10 == 0 {
         ("exchange2000-rtm", Profile::default_profile())
     } else {
-        ("session-cache", Profile::default_unselect())
+        ("session-cache", Profile::default_profile())
     };
     let backend_profile = Arc::new(backend_profile);
     let backend_world = Arc::clone(&world);

@@ -1101,7 +1101,7 @@ fn cache_frontend(w: &Arc<World>) -> InProcessFrontend {
         Protocol::Imap,
         "session-cache",
         w,
-        Profile::default_unselect(),
+        Profile::default_profile(),
     )
 }
 
@@ -1364,7 +1364,7 @@ fn session_cache_is_bounded_in_size_and_idle_time_and_closed_at_shutdown() {
     profile.pool.cache_size = 2;
     profile.pool.cache_idle_secs = 10;
     let world2 = Arc::clone(&w);
-    let backend = Arc::new(Profile::default_unselect());
+    let backend = Arc::new(Profile::default_profile());
     let fe = InProcessFrontend::new(
         Protocol::Imap,
         profile,
@@ -1417,8 +1417,10 @@ fn session_cache_is_bounded_in_size_and_idle_time_and_closed_at_shutdown() {
 #[test]
 fn session_cache_needs_unselect_and_leaves_pop3_alone() {
     let w = world();
-    // The default back-end profile does not advertise UNSELECT: LOGOUT is relayed.
-    let fe = frontend(Protocol::Imap, "session-cache", &w);
+    // A back-end that does not advertise UNSELECT: LOGOUT is relayed.
+    let mut without = Profile::default_profile();
+    without.imap.capabilities.retain(|c| c != "UNSELECT");
+    let fe = frontend_with(Protocol::Imap, "session-cache", &w, without);
     let (mut c, _) = Client::new(&fe);
     c.text("a1 LOGIN alice secret\r\n");
     let bye = c.text("a2 LOGOUT\r\n");
@@ -1442,7 +1444,7 @@ fn session_cache_needs_unselect_and_leaves_pop3_alone() {
         Protocol::Pop3,
         "session-cache",
         &w,
-        Profile::default_unselect(),
+        Profile::default_profile(),
     );
     let (mut c, _) = Client::new(&fe);
     c.text("USER alice\r\n");

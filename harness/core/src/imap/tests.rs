@@ -110,16 +110,16 @@ fn greeting_and_capability_default() {
     let (mut t, greeting) = T::new(world(), Profile::default_profile());
     assert_eq!(
         greeting,
-        "* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE UIDPLUS ID NAMESPACE ENABLE MOVE CHILDREN STARTTLS AUTH=PLAIN AUTH=LOGIN AUTH=NTLM] mail.example.test IMAP4rev1 harness ready\r\n"
+        "* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE UIDPLUS ID NAMESPACE ENABLE MOVE CHILDREN UNSELECT STARTTLS AUTH=PLAIN AUTH=LOGIN AUTH=NTLM] mail.example.test IMAP4rev1 harness ready\r\n"
     );
     assert_eq!(
         t.send(b"a1 CAPABILITY\r\n"),
-        "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE UIDPLUS ID NAMESPACE ENABLE MOVE CHILDREN STARTTLS AUTH=PLAIN AUTH=LOGIN AUTH=NTLM\r\na1 OK CAPABILITY completed\r\n"
+        "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE UIDPLUS ID NAMESPACE ENABLE MOVE CHILDREN UNSELECT STARTTLS AUTH=PLAIN AUTH=LOGIN AUTH=NTLM\r\na1 OK CAPABILITY completed\r\n"
     );
     t.login();
     assert_eq!(
         t.send(b"a2 capability\r\n"),
-        "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE UIDPLUS ID NAMESPACE ENABLE MOVE CHILDREN\r\na2 OK CAPABILITY completed\r\n"
+        "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE UIDPLUS ID NAMESPACE ENABLE MOVE CHILDREN UNSELECT\r\na2 OK CAPABILITY completed\r\n"
     );
     assert_eq!(t.send(b"a3 NOOP\r\n"), "a3 OK NOOP completed\r\n");
 }
@@ -213,7 +213,7 @@ fn login_disabled_without_tls() {
     t.s.handle_tls_established(t.now);
     assert_eq!(
         t.send(b"c CAPABILITY\r\n"),
-        "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE UIDPLUS ID NAMESPACE ENABLE MOVE CHILDREN AUTH=PLAIN AUTH=LOGIN AUTH=NTLM\r\nc OK CAPABILITY completed\r\n"
+        "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE UIDPLUS ID NAMESPACE ENABLE MOVE CHILDREN UNSELECT AUTH=PLAIN AUTH=LOGIN AUTH=NTLM\r\nc OK CAPABILITY completed\r\n"
     );
     assert_eq!(
         t.send(b"d LOGIN alice secret\r\n"),
@@ -400,7 +400,7 @@ fn starttls_order_and_injection_discard() {
     assert_eq!(t.s.authenticated_user(), None);
     assert_eq!(
         t.send(b"d CAPABILITY\r\n"),
-        "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE UIDPLUS ID NAMESPACE ENABLE MOVE CHILDREN AUTH=PLAIN AUTH=LOGIN AUTH=NTLM\r\nd OK CAPABILITY completed\r\n"
+        "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE UIDPLUS ID NAMESPACE ENABLE MOVE CHILDREN UNSELECT AUTH=PLAIN AUTH=LOGIN AUTH=NTLM\r\nd OK CAPABILITY completed\r\n"
     );
     assert_eq!(
         t.send(b"e STARTTLS\r\n"),
@@ -781,8 +781,8 @@ fn close_expunges_silently() {
 #[test]
 fn unselect_leaves_the_mailbox_without_expunging_where_advertised() {
     let w = world();
-    let (mut t, greeting) = T::new(Arc::clone(&w), Profile::default_unselect());
-    assert!(greeting.contains(" IDLE UNSELECT "), "{greeting}");
+    let (mut t, greeting) = T::new(Arc::clone(&w), Profile::default_profile());
+    assert!(greeting.contains(" UNSELECT "), "{greeting}");
     t.login();
     // RFC 3691 2: BAD when no mailbox is selected.
     assert_eq!(
@@ -804,8 +804,10 @@ fn unselect_leaves_the_mailbox_without_expunging_where_advertised() {
         t.send(b"f FETCH 2 FLAGS\r\n"),
         "* 2 FETCH (FLAGS (\\Deleted))\r\nf OK FETCH completed\r\n"
     );
-    // Not advertised by the default profile: an unknown command there.
-    let mut d = T::on(&w);
+    // Not advertised: an unknown command there.
+    let mut without = Profile::default_profile();
+    without.imap.capabilities.retain(|c| c != "UNSELECT");
+    let (mut d, _) = T::new(Arc::clone(&w), without);
     d.select();
     assert_eq!(t.send(b"x NOOP\r\n"), "x OK NOOP completed\r\n");
     assert_eq!(d.send(b"u UNSELECT\r\n"), "u BAD Unknown command\r\n");
@@ -1448,7 +1450,7 @@ fn client_idioms_imaplib_and_curl() {
     let ir = encode_base64(b"\0alice\0secret");
     assert_eq!(
         t.send(format!("A001 CAPABILITY\r\nA002 AUTHENTICATE PLAIN {ir}\r\n").as_bytes()),
-        "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE UIDPLUS ID NAMESPACE ENABLE MOVE CHILDREN STARTTLS AUTH=PLAIN AUTH=LOGIN AUTH=NTLM\r\nA001 OK CAPABILITY completed\r\nA002 OK AUTHENTICATE completed\r\n"
+        "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE UIDPLUS ID NAMESPACE ENABLE MOVE CHILDREN UNSELECT STARTTLS AUTH=PLAIN AUTH=LOGIN AUTH=NTLM\r\nA001 OK CAPABILITY completed\r\nA002 OK AUTHENTICATE completed\r\n"
     );
     let out = t.send(b"A003 SELECT INBOX\r\nA004 UID FETCH 2 BODY[]\r\n");
     let m = alice_msg(2);

@@ -14,10 +14,7 @@ pub const PARAMETERS: &[(&str, &str)] = &[
         "direct | a front-end profile (exchange2000-rtm, exchange2000-sp1, affinity, per-session)",
     ),
     ("client", "oe-spa | oe-basic | basic | curl | telnet"),
-    (
-        "profile",
-        "back-end server profile (default, exchange, default-unselect)",
-    ),
+    ("profile", "back-end server profile (default, exchange)"),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
