@@ -5,38 +5,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use common::peers;
+
 use std::time::Duration;
 
 use harness::play::SocketTransport;
 use harness_core::script::{self, Verdict};
-
-fn root() -> PathBuf {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).to_path_buf()
-}
-
-/// Stops the peer by PID when the test ends, even on a panic.
-struct Peer {
-    rundir: PathBuf,
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(root().join("scripts/peers/dovecot/stop.sh"))
-            .arg(&self.rundir)
-            .output();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[derive(Debug, serde::Deserialize)]
 struct Deviations {
@@ -54,29 +28,15 @@ struct Deviation {
 
 #[test]
 fn transcripts_against_dovecot_differ_only_where_listed() {
-    if common::require_tool("dovecot", "apt-get install dovecot-imapd dovecot-pop3d").is_none() {
+    let (imap, pop3) = (peers::free_port(), peers::free_port());
+    // Stopped by PID when the guard drops; skipped (or failed under CI) if not installed.
+    let Some(_dovecot) = peers::try_start("dovecot", &[imap.to_string(), pop3.to_string()]) else {
         return;
-    }
-    let rundir = std::env::temp_dir().join(format!("harness-dovecot-{}", std::process::id()));
-    let (imap, pop3) = (free_port(), free_port());
-    let started = Command::new("bash")
-        .arg(root().join("scripts/peers/dovecot/start.sh"))
-        .args([imap.to_string(), pop3.to_string()])
-        .arg(&rundir)
-        .output()
-        .expect("start script runs");
-    let _peer = Peer {
-        rundir: rundir.clone(),
     };
-    assert!(
-        started.status.success(),
-        "Dovecot did not start: {}\n{}",
-        String::from_utf8_lossy(&started.stdout),
-        String::from_utf8_lossy(&started.stderr)
-    );
 
     let listed: Deviations = toml::from_str(
-        &std::fs::read_to_string(root().join("corpus/known-deviations.toml")).unwrap(),
+        &std::fs::read_to_string(peers::project_root().join("corpus/known-deviations.toml"))
+            .unwrap(),
     )
     .unwrap();
     let listed: Vec<&Deviation> = listed

@@ -370,55 +370,14 @@ async fn the_command_prints_a_summary_and_its_exit_code_tells() {
     lab.shutdown().await;
 }
 
-/// Stops the Dovecot peer by PID when the test ends, even on a panic.
-struct Peer {
-    rundir: PathBuf,
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(root().join("scripts/peers/dovecot/stop.sh"))
-            .arg(&self.rundir)
-            .output();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dovecot_gives_a_summary_and_no_false_reports() {
-    if common::require_tool("dovecot", "apt-get install dovecot-imapd dovecot-pop3d").is_none() {
+    let (imap, pop3) = (common::peers::free_port(), common::peers::free_port());
+    let Some(dovecot) = common::peers::try_start("dovecot", &[imap.to_string(), pop3.to_string()])
+    else {
         return;
-    }
-    let rundir =
-        std::env::temp_dir().join(format!("harness-netfuzz-dovecot-{}", std::process::id()));
-    let (imap, pop3) = (free_port(), free_port());
-    let started = Command::new("bash")
-        .arg(root().join("scripts/peers/dovecot/start.sh"))
-        .args([imap.to_string(), pop3.to_string()])
-        .arg(&rundir)
-        .output()
-        .expect("start script runs");
-    let _peer = Peer {
-        rundir: rundir.clone(),
     };
-    assert!(
-        started.status.success(),
-        "Dovecot did not start: {}\n{}",
-        String::from_utf8_lossy(&started.stdout),
-        String::from_utf8_lossy(&started.stderr)
-    );
-    let pid: u32 = String::from_utf8_lossy(&started.stdout)
-        .trim()
-        .parse()
-        .expect("start.sh prints the PID");
+    let pid: u32 = dovecot.pids.parse().expect("start.sh prints the PID");
     for (scheme, port) in [("imap", imap), ("pop3", pop3)] {
         let mut cfg = config(
             &format!("{scheme}://127.0.0.1:{port}"),
