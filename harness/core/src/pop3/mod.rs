@@ -217,7 +217,7 @@ fn inbox_counts(world: &World) -> Vec<(String, usize)> {
 
 /// Whether the client stream carries `password`: in clear, inside a base64 token (PLAIN,
 /// LOGIN), as the APOP digest over the greeting's timestamp, or as an NTLM AUTHENTICATE.
-fn stream_reveals(stream: &[u8], password: &str, timestamp: Option<&str>) -> bool {
+pub(crate) fn stream_reveals(stream: &[u8], password: &str, timestamp: Option<&str>) -> bool {
     let pw = password.as_bytes();
     let contains = |hay: &[u8]| pw.is_empty() || hay.windows(pw.len()).any(|w| w == pw);
     if contains(stream) {
@@ -253,7 +253,7 @@ fn drain_checked(server: &mut Pop3Server, now: Duration) -> bool {
     server.is_closed()
 }
 
-fn check_write(bytes: &[u8]) {
+pub(crate) fn check_write(bytes: &[u8]) {
     assert!(bytes.ends_with(b"\r\n"), "write does not end with CRLF");
     for (i, &b) in bytes.iter().enumerate() {
         if b == b'\n' {
