@@ -29,7 +29,6 @@ use crate::pop3::Pop3Server;
 use crate::profile::Profile;
 use crate::sasl::{decode_base64, encode_base64};
 use crate::session::{Limits, Output, ServerSession, SessionContext};
-use crate::world::LabFile;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -204,7 +203,7 @@ pub fn frontend_pool_ops(data: &[u8]) {
 pub fn run(data: &[u8]) -> Reached {
     let mut u = Unstructured::new(data);
     let setup = byte(&mut u);
-    let Ok(world) = LabFile::default_lab().build() else {
+    let Some(world) = crate::fuzzing::ops::default_world() else {
         return Reached::default();
     };
     let world = Arc::new(world);
@@ -270,8 +269,8 @@ pub fn run(data: &[u8]) -> Reached {
         } else {
             play(&mut run, &mut lanes[k], k, &op.action);
         }
-        note_user(&mut lanes[k]);
         check_lane(&lanes[k], k);
+        note_user(&mut lanes[k]);
         let users: Vec<&str> = lanes
             .iter()
             .filter_map(|l| l.session.core().authenticated_user())
@@ -454,7 +453,8 @@ fn check_lane(lane: &Lane, k: usize) {
         "front-end session {k} holds {} octets",
         core.buffered_input()
     );
-    if let Some(user) = core.authenticated_user() {
+    // Checked when the session becomes authenticated (its user never changes after).
+    if let Some(user) = core.authenticated_user().filter(|_| lane.user.is_none()) {
         let (name, password) = USERS
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(user))

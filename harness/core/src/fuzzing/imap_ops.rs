@@ -22,7 +22,7 @@ use crate::imap::{ImapServer, StoreCaps};
 use crate::profile::Profile;
 use crate::sasl::encode_base64;
 use crate::session::{Output, ServerSession, SessionContext};
-use crate::world::{LabFile, World};
+use crate::world::World;
 
 const MAILBOXES: [&str; 4] = ["INBOX", "Archive", "inbox", "Nope"];
 const SEQS: [&str; 6] = ["1", "1:*", "2,3", "*", "4:2", "1:4294967295"];
@@ -371,7 +371,7 @@ pub fn imap_server_ops(data: &[u8]) {
 pub fn run(data: &[u8]) -> Reached {
     let mut u = Unstructured::new(data);
     let setup = byte(&mut u);
-    let Ok(world) = LabFile::default_lab().build() else {
+    let Some(world) = crate::fuzzing::ops::default_world() else {
         return Reached::default();
     };
     let profile = if setup & 4 == 0 {
@@ -402,8 +402,8 @@ pub fn run(data: &[u8]) -> Reached {
         played += 1;
         let k = usize::from(op.session) % sessions;
         play(&mut run, k, &op.action);
-        note_user(&mut run.lanes[k]);
         check_lane(&run.lanes[k], k);
+        note_user(&mut run.lanes[k]);
         let authed = run
             .lanes
             .iter()
@@ -658,7 +658,12 @@ fn check_lane(lane: &Lane, k: usize) {
     );
     let stats = lane.server.stats();
     assert!(stats.tagged_replies <= stats.tagged_commands, "{stats:?}");
-    if let Some(user) = lane.server.authenticated_user() {
+    // Checked when the session becomes authenticated (its user never changes after).
+    if let Some(user) = lane
+        .server
+        .authenticated_user()
+        .filter(|_| lane.user.is_none())
+    {
         let password = USERS
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(user))

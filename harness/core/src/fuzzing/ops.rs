@@ -7,7 +7,11 @@
 //! that many octets. [`Seed`] writes the same format, which keeps the seeds in
 //! `corpus/fuzz/` generated from operation lists rather than edited by hand.
 
+use std::sync::OnceLock;
+
 use arbitrary::{Arbitrary, Unstructured};
+
+use crate::world::{LabFile, World};
 
 /// Operations played per input at most: keeps one execution short whatever its length.
 pub const MAX_OPS: usize = 64;
@@ -17,6 +21,13 @@ pub const USERS: [(&str, &str); 3] = [("alice", "secret"), ("bob", "hunter2"), (
 
 /// A password that belongs to nobody.
 pub const WRONG_PASSWORD: &str = "wrong";
+
+/// A fresh world of the default lab. The lab file is parsed once per process (parsing
+/// was most of a short input's cost); every call builds a new store from it.
+pub fn default_world() -> Option<World> {
+    static LAB: OnceLock<LabFile> = OnceLock::new();
+    LAB.get_or_init(LabFile::default_lab).build().ok()
+}
 
 /// One choice octet.
 pub fn byte(u: &mut Unstructured<'_>) -> u8 {

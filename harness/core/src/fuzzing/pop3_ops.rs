@@ -23,7 +23,7 @@ use crate::pop3::{apop_digest, check_write, stream_reveals, Command, Pop3Server}
 use crate::profile::Profile;
 use crate::sasl::encode_base64;
 use crate::session::{Output, ServerSession, SessionContext};
-use crate::world::{LabFile, World};
+use crate::world::World;
 
 /// What one operation does (message numbers are taken as given, 0 meaning "none").
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,7 +238,7 @@ pub fn pop3_server_ops(data: &[u8]) {
 pub fn run(data: &[u8]) -> Reached {
     let mut u = Unstructured::new(data);
     let setup = byte(&mut u);
-    let Ok(world) = LabFile::default_lab().build() else {
+    let Some(world) = crate::fuzzing::ops::default_world() else {
         return Reached::default();
     };
     let profile = if setup & 4 == 0 {
@@ -271,7 +271,6 @@ pub fn run(data: &[u8]) -> Reached {
             .authenticated_user()
             .map(|u| (u.to_ascii_lowercase(), lanes[k].marked.len()));
         let (quit, quit_ok) = play(&mut run, &mut lanes, k, &op.action);
-        note_user(&mut lanes[k]);
         let after = run.counts();
         for (i, (b, a)) in before.iter().zip(&after).enumerate() {
             let name = USERS[i].0;
@@ -304,6 +303,7 @@ pub fn run(data: &[u8]) -> Reached {
             );
         }
         check_lane(&lanes[k], k);
+        note_user(&mut lanes[k]);
     }
     for (k, lane) in lanes.into_iter().enumerate() {
         let before = run.counts();
@@ -428,7 +428,12 @@ fn play(run: &mut Run, lanes: &mut [Lane], k: usize, action: &Action) -> (bool, 
 }
 
 fn check_lane(lane: &Lane, k: usize) {
-    if let Some(user) = lane.server.authenticated_user() {
+    // Checked when the session becomes authenticated (its user never changes after).
+    if let Some(user) = lane
+        .server
+        .authenticated_user()
+        .filter(|_| lane.user.is_none())
+    {
         let password = USERS
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(user))

@@ -23,7 +23,7 @@ use base64::Engine as _;
 
 use crate::profile::Profile;
 use crate::session::{Output, ServerSession, SessionContext};
-use crate::world::{LabFile, World};
+use crate::world::World;
 
 /// Fuzz target `pop3_command_decode`: whatever decodes must encode to a line that decodes
 /// to the same command.
@@ -114,7 +114,7 @@ struct SessionSummary {
 
 fn run_server_session(data: &[u8]) -> SessionSummary {
     let mut summary = SessionSummary::default();
-    let Ok(world) = LabFile::default_lab().build() else {
+    let Some(world) = crate::fuzzing::ops::default_world() else {
         return summary;
     };
     let world = Arc::new(world);
