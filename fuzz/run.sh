@@ -4,9 +4,10 @@
 # Runs each cargo-fuzz target (all of `cargo fuzz list` unless named) for SECONDS with
 # nightly, one at a time, each bounded by `timeout`. Seeds come from corpus/fuzz/<target>/
 # (read only); units libFuzzer finds go to fuzz/out/corpus/<target>/. A crash, timeout or
-# OOM artifact is minimised with `cargo fuzz tmin` into corpus/fuzz/<target>/crash-<hash>
-# (which `cargo test` then replays). Prints a table: target, executions, exec/s, crashes;
-# exits 1 if any target crashed, 2 on a usage or setup error.
+# OOM artifact (fuzz/artifacts/<target>/) is minimised with `cargo fuzz tmin` into
+# corpus/fuzz/<target>/crash-<hash> (which `cargo test` then replays). Prints a table:
+# target, executions, exec/s, crashes; exits 1 if any target crashed, 2 on a usage or
+# setup error.
 #
 # Build flags: debug assertions on (integer overflow panics instead of wrapping) and no
 # sanitizer: harness-core has no unsafe code, and AddressSanitizer roughly halves the
@@ -72,13 +73,13 @@ crashed=0
 for t in "${targets[@]}"; do
   seeds="$root/corpus/fuzz/$t"
   mkdir -p "$out/corpus/$t" "$seeds"
-  artifacts="$out/artifacts/$t"
+  # cargo-fuzz's own artifact directory (git-ignored), where tmin also writes.
+  artifacts="$root/fuzz/artifacts/$t"
   rm -rf "$artifacts"
   mkdir -p "$artifacts"
   log="$out/logs/$t.log"
   mkdir -p "$out/logs"
-  args=(-max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
-        -artifact_prefix="$artifacts/")
+  args=(-max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1)
   dict=$(dict_for "$t")
   [ -n "$dict" ] && args+=(-dict="$dict")
   # The grace period covers loading the corpus and a last slow input.

@@ -724,3 +724,22 @@ fn note_user(lane: &mut Lane) {
         lane.user = Some(u.to_ascii_lowercase());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tagged_lines_skip_literal_data_and_untagged_lines() {
+        let out = b"* OK ready\r\n+ idling\r\n* 1 FETCH (BODY[] {12}\r\nT9 OK fake\r\n)\r\nT0.1 OK done\r\nT0.2 NO [TRYCREATE] x\r\n";
+        assert_eq!(tagged_lines(out), vec!["T0.1", "T0.2"]);
+    }
+
+    #[test]
+    fn continuation_takes_the_last_line_only() {
+        assert_eq!(continuation(b"* OK x\r\n+ abc\r\n"), Some(&b"abc"[..]));
+        assert_eq!(continuation(b"+\r\n"), Some(&b""[..]));
+        assert_eq!(continuation(b"+OK\r\n"), None);
+        assert_eq!(continuation(b"+ x\r\nT1 OK\r\n"), None);
+    }
+}
