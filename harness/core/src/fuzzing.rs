@@ -7,6 +7,14 @@
 /// A fuzz target: checks one input, panicking on a broken invariant.
 pub type Target = fn(&[u8]);
 
+pub mod codec_ops;
+pub mod frontend_ops;
+pub mod imap_ops;
+pub mod ops;
+pub mod pop3_ops;
+#[cfg(test)]
+mod seeds;
+
 pub const TARGETS: &[(&str, Target)] = &[
     ("ntlm_message_decode", crate::ntlm::fuzz_decode),
     ("ntlm_handshake", crate::ntlm::fuzz_handshake),
@@ -19,6 +27,21 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("pop3_client_session", crate::driver::fuzz_pop3_client),
     ("frontend_session", crate::frontend::fuzz_frontend_session),
     ("lab_file_decode", lab_file_decode),
+    ("imap_server_ops", imap_ops::imap_server_ops),
+    ("pop3_server_ops", pop3_ops::pop3_server_ops),
+    ("frontend_pool_ops", frontend_ops::frontend_pool_ops),
+    (
+        "imap_command_to_bytes_and_back",
+        codec_ops::imap_command_to_bytes_and_back,
+    ),
+    (
+        "pop3_command_to_bytes_and_back",
+        codec_ops::pop3_command_to_bytes_and_back,
+    ),
+    (
+        "ntlm_message_to_bytes_and_back",
+        codec_ops::ntlm_message_to_bytes_and_back,
+    ),
 ];
 
 /// Runs the named target on one input; `false` if there is no such target.

@@ -47,3 +47,14 @@ fn every_target_survives_empty_and_tiny_inputs() {
     }
     assert!(!run("no_such_target", b""));
 }
+
+#[test]
+fn every_target_has_seeds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../corpus/fuzz");
+    for (name, _) in TARGETS {
+        let files = std::fs::read_dir(root.join(name))
+            .map(|d| d.filter_map(Result::ok).count())
+            .unwrap_or(0);
+        assert!(files > 0, "corpus/fuzz/{name} has no seeds");
+    }
+}

@@ -451,12 +451,11 @@ pub(super) fn fuzz_two_sessions(data: &[u8]) -> usize {
     use crate::pop3::Pop3Server;
     use crate::profile::Profile;
     use crate::session::SessionContext;
-    use crate::world::LabFile;
 
     let Some((&setup, rest)) = data.split_first() else {
         return 0;
     };
-    let Ok(world) = LabFile::default_lab().build() else {
+    let Some(world) = crate::fuzzing::ops::default_world() else {
         return 0;
     };
     let world = Arc::new(world);

@@ -77,7 +77,6 @@ use imap_codec::CommandCodec;
 
 use crate::profile::Profile;
 use crate::session::{Output, ServerSession, SessionContext};
-use crate::world::LabFile;
 
 /// Fuzz entry: decode one command; if it decodes, encode it, decode that again and
 /// check the second encoding equals the first (the codec's round trip is a fixed point).
@@ -134,7 +133,7 @@ fn count_tagged(output: &[u8]) -> u64 {
 /// bounded output and buffering, and no authentication unless a right password (raw or
 /// inside a base64 token) is in the data.
 pub fn fuzz_server_session(data: &[u8]) {
-    let Ok(world) = LabFile::default_lab().build() else {
+    let Some(world) = crate::fuzzing::ops::default_world() else {
         return;
     };
     let mut ctx = SessionContext::new(Arc::new(world), Arc::new(Profile::default_profile()));

@@ -3,7 +3,7 @@
 use super::*;
 use crate::profile::{Continuation, ImapStatus};
 use crate::sasl::encode_base64;
-use crate::world::World;
+use crate::world::{LabFile, World};
 use pretty_assertions::assert_eq;
 use std::collections::BTreeSet;
 

@@ -23,7 +23,7 @@ use base64::Engine as _;
 
 use crate::profile::Profile;
 use crate::session::{Output, ServerSession, SessionContext};
-use crate::world::{LabFile, World};
+use crate::world::World;
 
 /// Fuzz target `pop3_command_decode`: whatever decodes must encode to a line that decodes
 /// to the same command.
@@ -114,7 +114,7 @@ struct SessionSummary {
 
 fn run_server_session(data: &[u8]) -> SessionSummary {
     let mut summary = SessionSummary::default();
-    let Ok(world) = LabFile::default_lab().build() else {
+    let Some(world) = crate::fuzzing::ops::default_world() else {
         return summary;
     };
     let world = Arc::new(world);
@@ -217,7 +217,7 @@ fn inbox_counts(world: &World) -> Vec<(String, usize)> {
 
 /// Whether the client stream carries `password`: in clear, inside a base64 token (PLAIN,
 /// LOGIN), as the APOP digest over the greeting's timestamp, or as an NTLM AUTHENTICATE.
-fn stream_reveals(stream: &[u8], password: &str, timestamp: Option<&str>) -> bool {
+pub(crate) fn stream_reveals(stream: &[u8], password: &str, timestamp: Option<&str>) -> bool {
     let pw = password.as_bytes();
     let contains = |hay: &[u8]| pw.is_empty() || hay.windows(pw.len()).any(|w| w == pw);
     if contains(stream) {
@@ -253,7 +253,7 @@ fn drain_checked(server: &mut Pop3Server, now: Duration) -> bool {
     server.is_closed()
 }
 
-fn check_write(bytes: &[u8]) {
+pub(crate) fn check_write(bytes: &[u8]) {
     assert!(bytes.ends_with(b"\r\n"), "write does not end with CRLF");
     for (i, &b) in bytes.iter().enumerate() {
         if b == b'\n' {

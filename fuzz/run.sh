@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# fuzz/run.sh SECONDS [TARGET...]
+#
+# Runs each cargo-fuzz target (all of `cargo fuzz list` unless named) for SECONDS with
+# nightly, one at a time, each bounded by `timeout`. Seeds come from corpus/fuzz/<target>/
+# (read only); units libFuzzer finds go to fuzz/out/corpus/<target>/. A crash, timeout or
+# OOM artifact (fuzz/artifacts/<target>/) is minimised with `cargo fuzz tmin` into
+# corpus/fuzz/<target>/crash-<hash> (which `cargo test` then replays). Prints a table:
+# target, executions, exec/s, crashes; exits 1 if any target crashed, 2 on a usage or
+# setup error.
+#
+# Build flags: debug assertions on (integer overflow panics instead of wrapping) and no
+# sanitizer: harness-core has no unsafe code, and AddressSanitizer roughly halves the
+# rate. FUZZ_SANITIZER=address (or memory, thread) runs with one.
+set -uo pipefail
+
+usage() {
+  echo "usage: fuzz/run.sh SECONDS [TARGET...]" >&2
+  exit 2
+}
+[ $# -ge 1 ] || usage
+seconds=$1
+shift
+[[ $seconds =~ ^[0-9]+$ ]] && [ "$seconds" -gt 0 ] || usage
+
+sanitizer=${FUZZ_SANITIZER:-none}
+flags=(-s "$sanitizer" -a)
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root" || exit 2
+out="$root/fuzz/out"
+mkdir -p "$out"
+
+if ! rustup toolchain list | grep -q '^nightly'; then
+  echo "fuzz/run.sh needs the nightly toolchain: rustup toolchain install nightly" >&2
+  exit 2
+fi
+if ! command -v cargo-fuzz >/dev/null; then
+  echo "installing cargo-fuzz"
+  cargo install cargo-fuzz --locked || exit 2
+fi
+
+if [ $# -gt 0 ]; then
+  targets=("$@")
+else
+  mapfile -t targets < <(cargo +nightly fuzz list)
+fi
+[ "${#targets[@]}" -gt 0 ] || { echo "no fuzz targets" >&2; exit 2; }
+
+# Dictionaries for the text protocols (libFuzzer takes one -dict: mixed targets get both).
+cat fuzz/dict/imap.dict fuzz/dict/pop3.dict > "$out/mail.dict"
+dict_for() {
+  case $1 in
+    imap_*_to_bytes_and_back | pop3_*_to_bytes_and_back) ;;
+    ntlm_message_to_bytes_and_back) ;;
+    imap_*) echo "$root/fuzz/dict/imap.dict" ;;
+    pop3_*) echo "$root/fuzz/dict/pop3.dict" ;;
+    frontend_*) echo "$out/mail.dict" ;;
+    ntlm_*) echo "$root/fuzz/dict/ntlm.dict" ;;
+  esac
+}
+
+echo "== building ${#targets[@]} targets (cargo +nightly fuzz build ${flags[*]})"
+for t in "${targets[@]}"; do
+  timeout 1800 cargo +nightly fuzz build "${flags[@]}" "$t" >"$out/build.log" 2>&1 || {
+    echo "build of $t failed; see $out/build.log" >&2
+    exit 2
+  }
+done
+
+summary="$out/summary.txt"
+printf '%-34s %12s %10s %8s\n' target execs exec/s crashes | tee "$summary"
+crashed=0
+for t in "${targets[@]}"; do
+  seeds="$root/corpus/fuzz/$t"
+  mkdir -p "$out/corpus/$t" "$seeds"
+  # cargo-fuzz's own artifact directory (git-ignored), where tmin also writes.
+  artifacts="$root/fuzz/artifacts/$t"
+  rm -rf "$artifacts"
+  mkdir -p "$artifacts"
+  log="$out/logs/$t.log"
+  mkdir -p "$out/logs"
+  args=(-max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1)
+  dict=$(dict_for "$t")
+  [ -n "$dict" ] && args+=(-dict="$dict")
+  # The grace period covers loading the corpus and a last slow input.
+  timeout --kill-after=10 $((seconds + 120)) \
+    cargo +nightly fuzz run "${flags[@]}" "$t" "$out/corpus/$t" "$seeds" -- "${args[@]}" >"$log" 2>&1
+  rc=$?
+  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+  # libFuzzer's status lines end with "exec/s: N rss: ...": the last one is the final rate.
+  rate=$(grep -o 'exec/s: [0-9]*' "$log" | tail -1 | awk '{print $2}')
+  found=0
+  for a in "$artifacts"/crash-* "$artifacts"/timeout-* "$artifacts"/oom-* "$artifacts"/leak-*; do
+    [ -f "$a" ] || continue
+    found=$((found + 1))
+    name=$(basename "$a")
+    echo "   $t: $name, minimising" >&2
+    timeout 600 cargo +nightly fuzz tmin "${flags[@]}" "$t" "$a" -r 2000 >"$out/logs/$t.tmin.log" 2>&1
+    small=$(ls -t "$artifacts"/minimized-from-* 2>/dev/null | head -1)
+    [ -n "$small" ] || small=$a
+    hash=$(sha1sum "$small" | cut -c1-16)
+    cp "$small" "$seeds/crash-$hash"
+    echo "   -> corpus/fuzz/$t/crash-$hash" >&2
+  done
+  if [ "$found" -eq 0 ] && [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ]; then
+    # No artifact but a failure (e.g. the run was killed): count it and keep the log.
+    echo "   $t exited with $rc without an artifact; see $log" >&2
+    found=1
+  fi
+  [ "$found" -gt 0 ] && crashed=1
+  printf '%-34s %12s %10s %8s\n' "$t" "${execs:--}" "${rate:--}" "$found" | tee -a "$summary"
+done
+echo "seconds per target: $seconds; logs in fuzz/out/logs/, table in fuzz/out/summary.txt"
+exit "$crashed"
