@@ -1,0 +1,116 @@
+//! Decode targets for the harness's own text formats (transcript scripts, scenario files)
+//! and the server side of the SASL exchanges.
+
+/// Transcript scripts: any text parses to a script or a typed error; a parsed script
+/// plays in-process against the IMAP mock without panicking (bounded by its length).
+pub fn script_decode(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(script) = crate::script::parse(text) else {
+        return;
+    };
+    if script.steps.len() > 200 {
+        return;
+    }
+    let Ok(world) = crate::world::LabFile::default_lab().build() else {
+        return;
+    };
+    let world = std::sync::Arc::new(world);
+    let profile = std::sync::Arc::new(crate::profile::Profile::default_profile());
+    let protocol = match script.protocol.as_deref() {
+        Some("pop3") => crate::driver::Protocol::Pop3,
+        _ => crate::driver::Protocol::Imap,
+    };
+    let mut transport = crate::script::InProcess::new(|n| {
+        crate::scenario::endpoint(&world, &profile, protocol, n as u64)
+    });
+    let _ = crate::script::play(&script, &Default::default(), &mut transport);
+}
+
+/// Scenario files: any text parses to a validated scenario or a typed error; a parsed one
+/// expands to at most `MAX_CASES` cases, each with its matching expectations.
+pub fn scenario_decode(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(s) = crate::scenario::ScenarioFile::parse(text) {
+        let cases = s.cases();
+        assert!(cases.len() <= crate::scenario::MAX_CASES);
+        for case in cases.iter().take(64) {
+            let _ = s.expectations_for(case);
+            let _ = case.id();
+        }
+    }
+}
+
+/// SASL exchanges: arbitrary client responses into a server-side exchange of each
+/// mechanism. Invariant: PLAIN and LOGIN succeed only when the user's password is in the
+/// input; NTLM never succeeds on fuzzed bytes.
+pub fn sasl_exchange(data: &[u8]) {
+    use crate::sasl::{Mechanism, SaslServer, SaslStep};
+    let Ok(world) = crate::world::LabFile::default_lab().build() else {
+        return;
+    };
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let mechanism = match first % 3 {
+        0 => Mechanism::Plain,
+        1 => Mechanism::Login,
+        _ => Mechanism::Ntlm,
+    };
+    let mut rng = crate::rng::SeededRng::new(u64::from(first));
+    let mut responses = rest.split(|&b| b == 0xff);
+    let initial = if first & 0x80 != 0 {
+        responses.next()
+    } else {
+        None
+    };
+    let (mut server, mut step) = SaslServer::start(mechanism, &world, &mut rng, 0, initial);
+    for _ in 0..8 {
+        match step {
+            SaslStep::Challenge(_) => match responses.next() {
+                Some(r) => step = server.step(&world, r),
+                None => return,
+            },
+            SaslStep::Success { ref user } => {
+                let password = world
+                    .directory
+                    .lookup(user)
+                    .map(|p| p.password.clone())
+                    .unwrap_or_default();
+                // An NTLM AUTHENTICATE answering a fresh challenge needs the password's hash:
+                // fuzzed bytes never make one.
+                assert!(
+                    mechanism != Mechanism::Ntlm,
+                    "NTLM accepted fuzzed bytes for {user}"
+                );
+                {
+                    assert!(
+                        data.windows(password.len().max(1))
+                            .any(|w| w == password.as_bytes()),
+                        "{mechanism} succeeded for {user} without the password in the input"
+                    );
+                }
+                return;
+            }
+            SaslStep::Failure(_) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_targets_reach_what_they_check() {
+        // A transcript that passes, a scenario that expands, SASL that succeeds or not.
+        script_decode(b"@protocol pop3\nS: +OK$*\nC: USER alice\nS: +OK$*\nC: QUIT\nS: +OK$*\n");
+        scenario_decode(include_bytes!("../../../../corpus/scenarios/spa-loop.toml"));
+        sasl_exchange(b"\x80\x00alice\x00secret");
+        sasl_exchange(b"\x01alice\xffsecret");
+        sasl_exchange(b"\x80\x00alice\x00wrong");
+    }
+}
