@@ -93,8 +93,8 @@ impl<'a> Arbitrary<'a> for Op {
     }
 }
 
-impl Op {
-    pub fn write(&self, s: &mut Seed) {
+impl ops::SeedOp for Op {
+    fn write(&self, s: &mut Seed) {
         s.byte(self.session);
         match &self.action {
             Action::Login { user, right } => s.byte(0).byte(*user).flag(*right),
@@ -109,15 +109,6 @@ impl Op {
             Action::Reconnect => s.byte(9),
         };
     }
-}
-
-pub fn seed(setup: u8, ops: &[Op]) -> Vec<u8> {
-    let mut s = Seed::default();
-    s.byte(setup);
-    for op in ops {
-        op.write(&mut s);
-    }
-    s.0
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -163,9 +163,9 @@ impl<'a> Arbitrary<'a> for Op {
     }
 }
 
-impl Op {
+impl ops::SeedOp for Op {
     /// Writes the octets [`Op::arbitrary`] reads back as this operation.
-    pub fn write(&self, s: &mut Seed) {
+    fn write(&self, s: &mut Seed) {
         s.byte(self.session);
         match &self.action {
             Action::Login { user, right } => s.byte(0).byte(*user).flag(*right),
@@ -195,16 +195,6 @@ impl Op {
             Action::Reconnect => s.byte(16),
         };
     }
-}
-
-/// A whole input: setup octet and operations.
-pub fn seed(setup: u8, ops: &[Op]) -> Vec<u8> {
-    let mut s = Seed::default();
-    s.byte(setup);
-    for op in ops {
-        op.write(&mut s);
-    }
-    s.0
 }
 
 /// What a run reached, so tests can tell that generated inputs explore something.

@@ -60,6 +60,21 @@ pub fn account(user: u8, right: bool) -> (&'static str, &'static str) {
     (name, if right { password } else { WRONG_PASSWORD })
 }
 
+/// An operation that can be written as the octets its reader takes back.
+pub trait SeedOp {
+    fn write(&self, s: &mut Seed);
+}
+
+/// A whole input: the setup octet, then each operation.
+pub fn seed<T: SeedOp>(setup: u8, ops: &[T]) -> Vec<u8> {
+    let mut s = Seed::default();
+    s.byte(setup);
+    for op in ops {
+        op.write(&mut s);
+    }
+    s.0
+}
+
 /// Writes inputs in the format the readers above take.
 #[derive(Debug, Default, Clone)]
 pub struct Seed(pub Vec<u8>);

@@ -99,9 +99,9 @@ impl<'a> Arbitrary<'a> for Op {
     }
 }
 
-impl Op {
+impl ops::SeedOp for Op {
     /// Writes the octets [`Op::arbitrary`] reads back as this operation.
-    pub fn write(&self, s: &mut Seed) {
+    fn write(&self, s: &mut Seed) {
         s.byte(self.session);
         match &self.action {
             Action::User { user } => s.byte(0).byte(*user),
@@ -123,16 +123,6 @@ impl Op {
             Action::Reconnect => s.byte(16),
         };
     }
-}
-
-/// A whole input: setup octet and operations.
-pub fn seed(setup: u8, ops: &[Op]) -> Vec<u8> {
-    let mut s = Seed::default();
-    s.byte(setup);
-    for op in ops {
-        op.write(&mut s);
-    }
-    s.0
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -34,7 +34,7 @@ fn imap_seeds() -> Vec<(&'static str, Vec<u8>)> {
     vec![
         (
             "login-select-fetch-expunge",
-            imap::seed(
+            super::ops::seed(
                 0,
                 &[
                     o(
@@ -74,7 +74,7 @@ fn imap_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "two-users-interleaved",
-            imap::seed(
+            super::ops::seed(
                 1,
                 &[
                     o(
@@ -135,7 +135,7 @@ fn imap_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "wrong-password-and-garbage",
-            imap::seed(
+            super::ops::seed(
                 2,
                 &[
                     o(
@@ -179,7 +179,7 @@ fn imap_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "same-user-expunge-while-idle",
-            imap::seed(
+            super::ops::seed(
                 1,
                 &[
                     o(
@@ -234,7 +234,7 @@ fn imap_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "append-copy-reconnect-timeout",
-            imap::seed(
+            super::ops::seed(
                 4,
                 &[
                     o(
@@ -298,7 +298,7 @@ fn pop3_seeds() -> Vec<(&'static str, Vec<u8>)> {
     vec![
         (
             "user-pass-dele-quit",
-            pop3::seed(
+            super::ops::seed(
                 0,
                 &[
                     o(0, User { user: ALICE }),
@@ -314,7 +314,7 @@ fn pop3_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "dele-eof-rset",
-            pop3::seed(
+            super::ops::seed(
                 0,
                 &[
                     o(0, User { user: BOB }),
@@ -332,7 +332,7 @@ fn pop3_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "in-use-apop-timeout",
-            pop3::seed(
+            super::ops::seed(
                 1,
                 &[
                     o(
@@ -360,7 +360,7 @@ fn pop3_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "garbage-and-wrong-passwords",
-            pop3::seed(
+            super::ops::seed(
                 2,
                 &[
                     o(0, Garbage(b"AUTH PLAIN".to_vec())),
@@ -389,7 +389,7 @@ fn frontend_seeds() -> Vec<(&'static str, Vec<u8>)> {
     vec![
         (
             "imap-rtm-pool1-two-users",
-            fe::seed(
+            super::ops::seed(
                 0,
                 &[
                     o(
@@ -426,7 +426,7 @@ fn frontend_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "imap-affinity-ntlm",
-            fe::seed(
+            super::ops::seed(
                 4,
                 &[
                     o(
@@ -459,7 +459,7 @@ fn frontend_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "pop3-rtm-ntlm-then-plain",
-            fe::seed(
+            super::ops::seed(
                 1,
                 &[
                     o(
@@ -492,7 +492,7 @@ fn frontend_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "pop3-per-session-three-clients",
-            fe::seed(
+            super::ops::seed(
                 1 | (3 << 1) | (1 << 3) | 0x20,
                 &[
                     o(
