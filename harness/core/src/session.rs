@@ -35,6 +35,11 @@ pub struct Limits {
     /// A client silent for this long is told goodbye and disconnected.
     #[serde(with = "duration_secs")]
     pub idle_timeout: Duration,
+    /// A command (its line, and any literal with it) must arrive whole within this time
+    /// of its first byte, so a client that trickles bytes cannot hold a session open by
+    /// never being silent long enough for the idle timeout.
+    #[serde(with = "duration_secs")]
+    pub line_timeout: Duration,
     /// Connections served at once per listener (enforced by the adapter).
     pub max_connections: usize,
 }
@@ -47,6 +52,7 @@ impl Default for Limits {
             // RFC 3501 5.4: an autologout timer must be at least 30 minutes; RFC 1939 3:
             // at least 10 minutes. Tests shorten it.
             idle_timeout: Duration::from_secs(30 * 60),
+            line_timeout: Duration::from_secs(120),
             max_connections: 1024,
         }
     }

@@ -148,6 +148,10 @@ struct ServeArgs {
     /// Close a session silent for this many seconds.
     #[arg(long, default_value_t = Limits::default().idle_timeout.as_secs_f64())]
     idle_timeout: f64,
+    /// Close a session whose command has not arrived whole this many seconds after its
+    /// first byte (a client trickling bytes).
+    #[arg(long, default_value_t = Limits::default().line_timeout.as_secs_f64())]
+    line_timeout: f64,
     /// Connections served at once per listener.
     #[arg(long, default_value_t = Limits::default().max_connections)]
     max_connections: usize,
@@ -233,6 +237,8 @@ fn serve(args: ServeArgs) -> Result<()> {
     };
     let idle_timeout = Duration::try_from_secs_f64(args.idle_timeout)
         .context("--idle-timeout must be a non-negative number of seconds")?;
+    let line_timeout = Duration::try_from_secs_f64(args.line_timeout)
+        .context("--line-timeout must be a non-negative number of seconds")?;
     let mut listeners = Vec::new();
     let mut add = |addr: Option<SocketAddr>, protocol, security| {
         if let Some(addr) = addr {
@@ -283,6 +289,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             max_line: args.max_line,
             max_literal: args.max_literal,
             idle_timeout,
+            line_timeout,
             max_connections: args.max_connections,
         },
         listeners,

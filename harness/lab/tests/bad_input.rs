@@ -31,6 +31,7 @@ fn small_limits() -> Limits {
         max_line: 1024,
         max_literal: 4096,
         idle_timeout: Duration::from_secs(30),
+        line_timeout: Duration::from_secs(30),
         max_connections: 16,
     }
 }
@@ -291,5 +292,47 @@ async fn connections_over_the_limit_are_turned_away_politely() {
             .load(std::sync::atomic::Ordering::Relaxed),
         2
     );
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickling_clients_are_cut_off_at_the_line_timeout_and_others_go_on() {
+    let lab = lab(Limits {
+        line_timeout: Duration::from_secs(1),
+        ..small_limits()
+    })
+    .await;
+    let imap = lab.addr(Protocol::Imap, Security::Plain).unwrap();
+    let pop3 = lab.addr(Protocol::Pop3, Security::Plain).unwrap();
+    let mut other = bystander_imap(imap).await;
+    for (addr, command, goodbye) in [
+        (imap, &b"a1 NOOP"[..], "* BYE"),
+        (pop3, &b"NOOP"[..], "-ERR"),
+    ] {
+        let mut slow = Client::connect(addr).await;
+        slow.line().await;
+        // One byte every 250 ms: never silent for the 30 s idle timeout, and the line never
+        // ends; the 1 s line timeout must end it.
+        let started = std::time::Instant::now();
+        let trickle = async {
+            for &b in command.iter().cycle().take(40) {
+                if !slow.try_send(&[b]).await {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(3), trickle).await;
+        let l = slow.line().await;
+        assert!(l.starts_with(goodbye), "{l}");
+        slow.closed().await;
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "cut off after {:?}",
+            started.elapsed()
+        );
+    }
+    // A command that arrives whole in time is not affected, and neither is the bystander.
+    bystander_still_works(&mut other, 30).await;
     lab.shutdown().await;
 }

@@ -111,6 +111,8 @@ pub struct ImapServer {
     /// Close has been polled.
     closed: bool,
     last_input: Duration,
+    /// When the first byte of the command still in progress arrived.
+    partial_since: Option<Duration>,
     last_event: Duration,
     pub(super) now: Duration,
     stats: SessionStats,
@@ -174,6 +176,7 @@ impl ImapServer {
             closing: false,
             closed: false,
             last_input: Duration::ZERO,
+            partial_since: None,
             last_event: Duration::ZERO,
             now: Duration::ZERO,
             stats: SessionStats::default(),
@@ -654,6 +657,11 @@ impl ServerSession for ImapServer {
         }
         self.framer.push(input);
         self.process();
+        self.partial_since = if self.framer.is_idle() {
+            None
+        } else {
+            Some(self.partial_since.unwrap_or(now))
+        };
     }
 
     fn handle_eof(&mut self, now: Duration) {
@@ -669,6 +677,13 @@ impl ServerSession for ImapServer {
         }
         self.now = now;
         self.last_event = now;
+        if self
+            .partial_since
+            .is_some_and(|since| now >= since.saturating_add(self.ctx.limits.line_timeout))
+        {
+            self.bye("Command not completed in time");
+            return;
+        }
         if now >= self.last_input.saturating_add(self.ctx.limits.idle_timeout) {
             // RFC 3501 5.4: the autologout timer.
             self.bye("Autologout; idle for too long");
@@ -691,6 +706,7 @@ impl ServerSession for ImapServer {
     fn handle_tls_established(&mut self, now: Duration) {
         self.now = now;
         self.last_event = now;
+        self.partial_since = None;
         self.ctx.transport.tls_active = true;
         if matches!(self.mode, Mode::TlsPending) {
             self.mode = Mode::Command;
@@ -709,7 +725,10 @@ impl ServerSession for ImapServer {
         if self.closing {
             return None;
         }
-        let deadline = self.last_input.saturating_add(self.ctx.limits.idle_timeout);
+        let mut deadline = self.last_input.saturating_add(self.ctx.limits.idle_timeout);
+        if let Some(since) = self.partial_since {
+            deadline = deadline.min(since.saturating_add(self.ctx.limits.line_timeout));
+        }
         if matches!(self.mode, Mode::Idle { .. }) {
             Some(deadline.min(self.last_event.saturating_add(IDLE_POLL)))
         } else {

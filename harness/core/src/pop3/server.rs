@@ -111,6 +111,8 @@ pub struct Pop3Server {
     /// The peer closed its side; the session ends once pending input is read.
     eof: bool,
     last_input: Duration,
+    /// When the first byte of the line still in progress arrived.
+    partial_since: Option<Duration>,
 }
 
 impl Pop3Server {
@@ -138,6 +140,7 @@ impl Pop3Server {
             closed: false,
             eof: false,
             last_input: Duration::ZERO,
+            partial_since: None,
         };
         let mut greeting = server.ctx.profile.pop3_greeting(&server.ctx.world.hostname);
         if let Some(ts) = &server.timestamp {
@@ -672,6 +675,11 @@ impl ServerSession for Pop3Server {
         }
         self.pending.extend_from_slice(input);
         self.pump(now);
+        self.partial_since = if self.inbuf.is_empty() && !self.discarding {
+            None
+        } else {
+            Some(self.partial_since.unwrap_or(now))
+        };
     }
 
     fn handle_eof(&mut self, _now: Duration) {
@@ -686,7 +694,14 @@ impl ServerSession for Pop3Server {
         if self.closing {
             return;
         }
-        if self.poll_timeout().is_some_and(|deadline| now >= deadline) {
+        let line_late = self
+            .partial_since
+            .is_some_and(|since| now >= since.saturating_add(self.ctx.limits.line_timeout));
+        if line_late {
+            self.abandon();
+            self.err("command not completed in time; closing");
+            self.close();
+        } else if self.poll_timeout().is_some_and(|deadline| now >= deadline) {
             // RFC 1939 section 3: the autologout timer ends the session without UPDATE.
             self.abandon();
             self.err("autologout; idle for too long");
@@ -714,6 +729,7 @@ impl ServerSession for Pop3Server {
         self.inbuf.clear();
         self.discarding = false;
         self.last_input = now;
+        self.partial_since = None;
         self.state = State::Authorization { pending_user: None };
     }
 
@@ -738,7 +754,14 @@ impl ServerSession for Pop3Server {
         if self.closing {
             return None;
         }
-        self.last_input.checked_add(self.ctx.limits.idle_timeout)
+        let idle = self.last_input.checked_add(self.ctx.limits.idle_timeout);
+        let line = self
+            .partial_since
+            .and_then(|since| since.checked_add(self.ctx.limits.line_timeout));
+        match (idle, line) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn is_closed(&self) -> bool {

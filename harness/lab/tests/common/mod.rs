@@ -135,6 +135,11 @@ impl Client {
         }
     }
 
+    /// Writes, reporting whether the peer still takes bytes.
+    pub async fn try_send(&mut self, bytes: &[u8]) -> bool {
+        self.stream.get_mut().write_all(bytes).await.is_ok()
+    }
+
     pub async fn send(&mut self, bytes: &[u8]) {
         self.stream.get_mut().write_all(bytes).await.expect("write");
     }
