@@ -1,7 +1,7 @@
-//! The transcripts of `corpus/sessions` played against Dovecot on loopback (started by the
-//! project's own `scripts/peers/dovecot/start.sh`, stopped by PID). Every difference from
-//! the mock is reported; the test fails on one not listed in `corpus/known-deviations.toml`
-//! and on a listed one that no longer happens.
+//! The transcripts of `corpus/sessions` played against real servers on loopback (Dovecot
+//! and Cyrus, started by the project's own `scripts/peers/NAME/start.sh`, stopped by PID).
+//! Every difference from the mock is reported; a test fails on one not listed in
+//! `corpus/known-deviations.toml` and on a listed one that no longer happens.
 
 mod common;
 
@@ -28,9 +28,18 @@ struct Deviation {
 
 #[test]
 fn transcripts_against_dovecot_differ_only_where_listed() {
+    differ_only_where_listed("dovecot");
+}
+
+#[test]
+fn transcripts_against_cyrus_differ_only_where_listed() {
+    differ_only_where_listed("cyrus");
+}
+
+fn differ_only_where_listed(peer: &str) {
     let (imap, pop3) = (peers::free_port(), peers::free_port());
     // Stopped by PID when the guard drops; skipped (or failed under CI) if not installed.
-    let Some(_dovecot) = peers::try_start("dovecot", &[imap.to_string(), pop3.to_string()]) else {
+    let Some(_server) = peers::try_start(peer, &[imap.to_string(), pop3.to_string()]) else {
         return;
     };
 
@@ -39,11 +48,7 @@ fn transcripts_against_dovecot_differ_only_where_listed() {
             .unwrap(),
     )
     .unwrap();
-    let listed: Vec<&Deviation> = listed
-        .deviation
-        .iter()
-        .filter(|d| d.peer == "dovecot")
-        .collect();
+    let listed: Vec<&Deviation> = listed.deviation.iter().filter(|d| d.peer == peer).collect();
     for d in &listed {
         assert!(
             !d.reason.is_empty(),
@@ -58,7 +63,7 @@ fn transcripts_against_dovecot_differ_only_where_listed() {
         for file in common::transcripts(proto) {
             let name = format!("{proto}/{}", file.file_name().unwrap().to_string_lossy());
             let parsed = script::parse(&std::fs::read_to_string(&file).unwrap()).unwrap();
-            // Dovecot delays its answer after a failed login (auth_failure_delay, 2 s).
+            // Servers delay their answer after a failed login (Dovecot: 2 s).
             let mut transport =
                 SocketTransport::new(([127, 0, 0, 1], port).into(), Duration::from_secs(8));
             let result = script::play(&parsed, &Default::default(), &mut transport)
@@ -70,13 +75,15 @@ fn transcripts_against_dovecot_differ_only_where_listed() {
                     expected,
                     got,
                 } => {
-                    report.push_str(&format!("differs  {name} line {line}: expected {expected:?}, Dovecot sent {got:?}\n"));
+                    report.push_str(&format!(
+                        "differs  {name} line {line}: expected {expected:?}, {peer} sent {got:?}\n"
+                    ));
                     seen.push((name, *line, got.clone()));
                 }
             }
         }
     }
-    eprintln!("Dovecot conformance report:\n{report}");
+    eprintln!("{peer} conformance report:\n{report}");
     let unlisted: Vec<_> = seen
         .iter()
         .filter(|(s, l, g)| {
