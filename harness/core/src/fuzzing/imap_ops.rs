@@ -105,17 +105,11 @@ pub enum Action {
 
 const KINDS: u8 = 17;
 
-/// One operation on one session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Op {
-    pub session: u8,
-    pub action: Action,
-}
+pub type Op = ops::Op<Action>;
 
-impl<'a> Arbitrary<'a> for Op {
-    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
-        let session = byte(u);
-        let action = match choice(u, KINDS) {
+impl ops::OpAction for Action {
+    fn read(u: &mut Unstructured<'_>) -> Self {
+        match choice(u, KINDS) {
             0 => Action::Login {
                 user: byte(u),
                 right: flag(u),
@@ -158,16 +152,11 @@ impl<'a> Arbitrary<'a> for Op {
             14 => Action::Garbage(ops::raw(u)),
             15 => Action::Tick(byte(u)),
             _ => Action::Reconnect,
-        };
-        Ok(Op { session, action })
+        }
     }
-}
 
-impl ops::SeedOp for Op {
-    /// Writes the octets [`Op::arbitrary`] reads back as this operation.
     fn write(&self, s: &mut Seed) {
-        s.byte(self.session);
-        match &self.action {
+        match self {
             Action::Login { user, right } => s.byte(0).byte(*user).flag(*right),
             Action::AuthPlain {
                 user,

@@ -65,6 +65,36 @@ pub trait SeedOp {
     fn write(&self, s: &mut Seed);
 }
 
+/// What one protocol's operations are: read from octets, written back as the same octets.
+pub trait OpAction: Sized {
+    fn read(u: &mut Unstructured<'_>) -> Self;
+    fn write(&self, s: &mut Seed);
+}
+
+/// One operation on one of the interleaved sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Op<A> {
+    pub session: u8,
+    pub action: A,
+}
+
+impl<'a, A: OpAction> Arbitrary<'a> for Op<A> {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        let session = byte(u);
+        Ok(Op {
+            session,
+            action: A::read(u),
+        })
+    }
+}
+
+impl<A: OpAction> SeedOp for Op<A> {
+    fn write(&self, s: &mut Seed) {
+        s.byte(self.session);
+        self.action.write(s);
+    }
+}
+
 /// A whole input: the setup octet, then each operation.
 pub fn seed<T: SeedOp>(setup: u8, ops: &[T]) -> Vec<u8> {
     let mut s = Seed::default();
