@@ -772,11 +772,7 @@ impl ClientSession for ImapClient {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        if self.c.done {
-            None
-        } else {
-            self.c.deadline
-        }
+        self.c.timeout()
     }
 
     fn is_done(&self) -> bool {

@@ -264,6 +264,15 @@ impl Common {
         self.out.pop_front()
     }
 
+    /// The next timer, none once the client is done.
+    pub fn timeout(&self) -> Option<Duration> {
+        if self.done {
+            None
+        } else {
+            self.deadline
+        }
+    }
+
     pub fn wait_reply(&mut self, now: Duration) {
         self.deadline = now.checked_add(self.cfg.response_timeout);
     }

@@ -593,11 +593,7 @@ impl ClientSession for Pop3Client {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        if self.c.done {
-            None
-        } else {
-            self.c.deadline
-        }
+        self.c.timeout()
     }
 
     fn is_done(&self) -> bool {
