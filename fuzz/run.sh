@@ -67,7 +67,7 @@ for t in "${targets[@]}"; do
   }
 done
 
-summary="$out/summary.txt"
+summary="${FUZZ_SUMMARY:-$out/summary.txt}"
 printf '%-34s %12s %10s %8s\n' target execs exec/s crashes | tee "$summary"
 crashed=0
 for t in "${targets[@]}"; do

@@ -174,7 +174,7 @@ struct ServeArgs {
     #[arg(long)]
     public: bool,
     /// Front-end profile for --fe-imap / --fe-pop3 (exchange2000-rtm, exchange2000-sp1,
-    /// affinity, per-session).
+    /// affinity, per-session, session-cache).
     #[arg(long, default_value = "exchange2000-rtm")]
     frontend: String,
     /// IMAP front-end listener, relaying through a pool to --fe-backend-imap (default:
@@ -190,6 +190,14 @@ struct ServeArgs {
     /// Back-end for the POP3 front-end.
     #[arg(long)]
     fe_backend_pop3: Option<SocketAddr>,
+    /// Idle back-end connections the front-end keeps open (default: the profile's, 4);
+    /// size it to the client count for load runs.
+    #[arg(long)]
+    fe_pool_size: Option<usize>,
+    /// Parked back-end sessions the `session-cache` front-end keeps (default: the
+    /// profile's, 16).
+    #[arg(long)]
+    fe_cache_size: Option<usize>,
 }
 
 mod cmd;
@@ -255,13 +263,19 @@ fn serve(args: ServeArgs) -> Result<()> {
         (args.fe_pop3, Protocol::Pop3, args.fe_backend_pop3),
     ] {
         if let Some(addr) = addr {
-            let Some(profile) = FrontendProfile::by_name(&args.frontend) else {
+            let Some(mut profile) = FrontendProfile::by_name(&args.frontend) else {
                 bail!(
                     "unknown front-end profile {:?}; known: {}",
                     args.frontend,
                     FRONTEND_PROFILE_NAMES.join(", ")
                 );
             };
+            if let Some(size) = args.fe_pool_size {
+                profile.pool.size = size;
+            }
+            if let Some(size) = args.fe_cache_size {
+                profile.pool.cache_size = size;
+            }
             frontends.push(FrontendSpec {
                 protocol,
                 addr,

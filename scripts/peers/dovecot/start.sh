@@ -5,6 +5,9 @@
 # Prints the dovecot master PID on stdout (also written to RUNDIR/dovecot.pid).
 # Users (passwd-file RUNDIR/users): user/pass, alice/secret and bob/hunter2 (the harness default lab); each INBOX has 3 messages.
 # DOVECOT_EXTRA_USERS="u0:secret u1:secret ..." adds more users the same way (e.g. one per POP3 load client).
+# DOVECOT_BENCH=1 configures it for load runs instead of conformance: no auth debug logging,
+# login processes in Dovecot's high-performance mode (service_count = 0, one per core, each
+# serving many connections), and process/client limits raised for hundreds of connections.
 # Stop:  kill "$(cat RUNDIR/dovecot.pid)"   (master takes its children down)
 set -euo pipefail
 IMAP_PORT=${1:-11143}
@@ -50,6 +53,18 @@ done
 chown -R "$MUID:$MGID" "$RUNDIR/home"
 chmod 644 "$RUNDIR/users"
 
+if [ -n "${DOVECOT_BENCH:-}" ]; then
+  DEBUG=no
+  LIMITS="default_process_limit = 1200
+default_client_limit = 8000
+default_vsz_limit = 512M"
+  LOGIN_MODE="service_count = 0
+  process_min_avail = $(nproc)
+  client_limit = 4000"
+else
+  DEBUG=yes; LIMITS=""; LOGIN_MODE=""
+fi
+
 cat > "$RUNDIR/dovecot.conf" <<CONF
 # self-contained: nothing from /etc/dovecot is included
 instance_name = peers-dovecot-$IMAP_PORT
@@ -63,9 +78,10 @@ listen = $ADDR
 ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = $MECHS
-auth_verbose = yes
-auth_debug = yes
-auth_debug_passwords = yes
+auth_verbose = $DEBUG
+auth_debug = $DEBUG
+auth_debug_passwords = $DEBUG
+$LIMITS
 verbose_proctitle = yes
 default_login_user = $LOGIN_USER
 default_internal_user = $INTERNAL_USER
@@ -82,6 +98,7 @@ userdb {
   args = username_format=%u $RUNDIR/users
 }
 service imap-login {
+  $LOGIN_MODE
   inet_listener imap {
     address = $ADDR
     port = $IMAP_PORT
@@ -91,6 +108,7 @@ service imap-login {
   }
 }
 service pop3-login {
+  $LOGIN_MODE
   inet_listener pop3 {
     address = $ADDR
     port = $POP3_PORT

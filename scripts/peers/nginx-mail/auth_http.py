@@ -10,10 +10,15 @@ Protocol: https://nginx.org/en/docs/mail/ngx_mail_auth_http_module.html
 """
 import hashlib
 import hmac
+import os
 import sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 USERS = {"user": "pass", "alice": "secret", "bob": "hunter2"}
+# More users for load runs: AUTH_HTTP_EXTRA_USERS="u0:secret u1:secret ..."
+for _entry in os.environ.get("AUTH_HTTP_EXTRA_USERS", "").split():
+    _name, _, _password = _entry.partition(":")
+    USERS[_name] = _password
 LISTEN, IMAP, POP3 = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 LOG = open(sys.argv[4], "a", buffering=1) if len(sys.argv) > 4 else sys.stderr
 
@@ -58,4 +63,10 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
 
-HTTPServer(("127.0.0.1", LISTEN), Handler).serve_forever()
+class Server(HTTPServer):
+    # nginx opens one auth connection per login; under load the default backlog of 5 makes
+    # the excess wait for SYN retransmits.
+    request_queue_size = 1024
+
+
+Server(("127.0.0.1", LISTEN), Handler).serve_forever()

@@ -7,6 +7,8 @@
 #   defaults: 12143 12110 11143 11110 18080 ${PEERS_HOME:-/tmp/harness-peers}/nginx-mail/run
 # Prints "NGINX_PID AUTH_PID" (also in RUNDIR/nginx.pid.fg and RUNDIR/auth.pid).
 # Stop: stop.sh [RUNDIR]
+# NGINX_WORKERS (default 1) and NGINX_WORKER_CONNECTIONS (default 256) size it for load runs;
+# AUTH_HTTP_EXTRA_USERS="u0:secret u1:secret ..." adds users to the auth endpoint.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -29,10 +31,10 @@ cat > "$RUNDIR/nginx.conf" <<CONF
 load_module /usr/lib/nginx/modules/ngx_mail_module.so;
 daemon off;
 master_process on;
-worker_processes 1;
+worker_processes ${NGINX_WORKERS:-1};
 pid $RUNDIR/nginx.pid;
 error_log $RUNDIR/logs/error.log info;
-events { worker_connections 256; }
+events { worker_connections ${NGINX_WORKER_CONNECTIONS:-256}; }
 mail {
     auth_http 127.0.0.1:$AUTH_PORT/auth;
     proxy_pass_error_message on;

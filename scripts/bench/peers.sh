@@ -1,0 +1,184 @@
+#!/bin/bash
+# scripts/bench/peers.sh [SECONDS] [OUTDIR]
+#
+# Every side-by-side row of BENCHMARKS.md in one run on this machine:
+#   1. sessions/s of the harness mock vs Dovecot (same users, same three messages per INBOX)
+#      at 1, 16, 64 and 256 clients, IMAP and POP3;
+#   2. front-ends in front of the same back-end (the mock): the harness front-end pooled
+#      (exchange2000-sp1), per-session and session-cache, nginx mail proxy and perdition,
+#      at the same client counts;
+#   3. memory per idle connection (greeted, and logged in with INBOX selected) for the mock
+#      and Dovecot, from the proportional set size (PSS) of the server's whole process tree.
+# Ports are below 32768, out of Linux's ephemeral range, which the load runs' client sockets
+# fill. Each load run is `harness load` for SECONDS (default 10). Every server is started here,
+# on loopback, and stopped by its PID. Results: OUTDIR (default /tmp/harness-bench)/rows.md
+# and one log per run. Needs the peers (scripts/peers/install.sh) and python3.
+set -uo pipefail
+SECS=${1:-10}
+OUT=${2:-/tmp/harness-bench}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT" || exit 2
+export PATH="$PATH:/usr/sbin:/sbin"
+mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
+ROWS=$OUT/rows.md
+: > "$ROWS"
+CLIENTS=${BENCH_CLIENTS:-1 16 64 256}
+NUSERS=256
+IDLE_GREETED=${BENCH_IDLE_GREETED:-1000}
+IDLE_LOGGED_IN=${BENCH_IDLE_LOGGED_IN:-250}
+
+cargo build --release -p harness >"$OUT/build.log" 2>&1 || { echo "build failed: $OUT/build.log" >&2; exit 2; }
+H=$ROOT/target/release/harness
+ulimit -n "$(ulimit -Hn)"
+
+USERS=""; USER_ARGS=()
+for i in $(seq 0 $((NUSERS - 1))); do USERS="$USERS u$i:secret"; USER_ARGS+=(--user "u$i:secret"); done
+
+PIDS=()
+stop_pid() { # by PID, bounded: 5 s, then SIGKILL
+  for p in "$@"; do
+    kill "$p" 2>/dev/null || continue
+    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true
+  done
+}
+cleanup() {
+  stop_pid "${PIDS[@]}" 2>/dev/null
+  [ -f "$OUT/dovecot/dovecot.pid" ] && stop_pid "$(cat "$OUT/dovecot/dovecot.pid")"
+  [ -d "$OUT/nginx" ] && scripts/peers/nginx-mail/stop.sh "$OUT/nginx" >/dev/null 2>&1
+  [ -d "$OUT/perdition" ] && scripts/peers/perdition/stop.sh "$OUT/perdition" >/dev/null 2>&1
+}
+trap cleanup EXIT
+
+wait_port() { # wait_port PORT: until it accepts, at most 10 s
+  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
+  echo "nothing listening on 127.0.0.1:$1 after 10 s" >&2; return 1
+}
+
+# serve NAME ARGS...: starts `harness serve` in the background, remembers its PID in $SERVED
+serve() {
+  local name=$1; shift
+  "$H" serve "$@" "${USER_ARGS[@]}" >"$OUT/$name.log" 2>&1 &
+  SERVED=$!; PIDS+=("$SERVED")
+}
+
+# load LABEL ROUTE PROTO PORT CLIENTS: one `harness load` run, one markdown row
+load() {
+  local label=$1 route=$2 proto=$3 port=$4 n=$5 log
+  log="$OUT/load-$label-$proto-$n.log"
+  "$H" load --target "$proto://127.0.0.1:$port" --clients "$n" --seconds "$SECS" \
+    --timeout 30 --users-from-pattern 'u{i}:secret' >"$log" 2>&1
+  # the result line: the first that starts with a digit
+  local line; line=$(grep -m1 '^[0-9]' "$log")
+  read -r sessions failed secs rate p50 p50u p99 p99u max maxu <<<"$line"
+  printf '| %s | %s | %s | %s | %s | %s | %s %s | %s %s | %s %s | %s |\n' \
+    "$route" "${proto^^}" "$n" "$sessions" "$failed" "$rate" "$p50" "$p50u" "$p99" "$p99u" \
+    "$max" "$maxu" "$(cut -d' ' -f1 /proc/loadavg)" | tee -a "$ROWS"
+}
+
+header() {
+  printf '\n%s\n\n| route | protocol | clients | sessions | failed | sessions/s | p50 | p99 | max | load avg |\n|---|---|---|---|---|---|---|---|---|---|\n' "$1" | tee -a "$ROWS"
+}
+
+# Process tree of PID (itself and every descendant).
+tree() {
+  local p=$1 c
+  echo "$p"
+  for c in $(pgrep -P "$p"); do tree "$c"; done
+}
+# "PSS_KIB RSS_KIB" summed over the tree of PID
+mem_of() {
+  local pss=0 rss=0 p v
+  for p in $(tree "$1"); do
+    v=$(awk '/^Pss:/{print $2}' "/proc/$p/smaps_rollup" 2>/dev/null); pss=$((pss + ${v:-0}))
+    v=$(awk '/^Rss:/{print $2}' "/proc/$p/smaps_rollup" 2>/dev/null); rss=$((rss + ${v:-0}))
+  done
+  echo "$pss $rss"
+}
+
+# idle SERVER PID PORT N MODE: memory per idle connection
+idle() {
+  local server=$1 pid=$2 port=$3 n=$4 mode=$5 before after holder
+  sleep 1
+  before=$(mem_of "$pid")
+  python3 scripts/bench/idle_holder.py 127.0.0.1 "$port" "$n" "$mode" 300 >"$OUT/idle-$server-$mode.log" 2>&1 &
+  holder=$!
+  for _ in $(seq 1 600); do
+    grep -q '^ready\|^failed' "$OUT/idle-$server-$mode.log" && break
+    kill -0 "$holder" 2>/dev/null || break
+    sleep 0.1
+  done
+  sleep 2
+  after=$(mem_of "$pid")
+  local status; status=$(head -1 "$OUT/idle-$server-$mode.log")
+  stop_pid "$holder"
+  read -r pss0 rss0 <<<"$before"; read -r pss1 rss1 <<<"$after"
+  printf '| %s | %s | %s | %s | %d → %d KiB | %d | %d → %d KiB | %d |\n' "$server" "$mode" "$n" "$status" \
+    "$pss0" "$pss1" $(((pss1 - pss0) * 1024 / n)) "$rss0" "$rss1" $(((rss1 - rss0) * 1024 / n)) | tee -a "$ROWS"
+}
+
+echo "== servers: the mock vs Dovecot ($SECS s per run)"
+serve mock --imap 127.0.0.1:21143 --pop3 127.0.0.1:21110 --max-connections 4096
+MOCK=$SERVED
+wait_port 21143 && wait_port 21110 || exit 1
+DOVECOT_BENCH=1 DOVECOT_EXTRA_USERS="$USERS" scripts/peers/dovecot/start.sh 22143 22110 "$OUT/dovecot" >/dev/null ||
+  { echo "Dovecot did not start" >&2; exit 1; }
+DOVECOT=$(cat "$OUT/dovecot/dovecot.pid")
+
+header "Servers"
+for proto in imap pop3; do
+  for n in $CLIENTS; do
+    if [ "$proto" = imap ]; then mp=21143; dp=22143; else mp=21110; dp=22110; fi
+    load mock "mock" "$proto" "$mp" "$n"
+    load dovecot "Dovecot" "$proto" "$dp" "$n"
+  done
+done
+
+printf '\nIdle connections\n\n| server | state | connections | holder | PSS before → after | PSS per connection (bytes) | RSS before → after | RSS per connection (bytes) |\n|---|---|---|---|---|---|---|---|\n' | tee -a "$ROWS"
+idle mock "$MOCK" 21143 "$IDLE_GREETED" greeted
+idle Dovecot "$DOVECOT" 22143 "$IDLE_GREETED" greeted
+idle mock "$MOCK" 21143 "$IDLE_LOGGED_IN" imap-login
+idle Dovecot "$DOVECOT" 22143 "$IDLE_LOGGED_IN" imap-login
+stop_pid "$DOVECOT"
+
+echo "== front-ends in front of the mock"
+header "Front-ends (back-end: the mock on 21143/21110)"
+maxn=0; for n in $CLIENTS; do [ "$n" -gt "$maxn" ] && maxn=$n; done
+for fe in exchange2000-sp1 per-session session-cache; do
+  serve "fe-$fe" --fe-imap 127.0.0.1:23143 --fe-pop3 127.0.0.1:23110 \
+    --fe-backend-imap 127.0.0.1:21143 --fe-backend-pop3 127.0.0.1:21110 \
+    --frontend "$fe" --fe-pool-size "$maxn" --fe-cache-size "$maxn" --max-connections 4096
+  fepid=$SERVED
+  wait_port 23143 && wait_port 23110 || exit 1
+  sleep 1 # let the pool fill
+  for proto in imap pop3; do
+    for n in $CLIENTS; do
+      if [ "$proto" = imap ]; then p=23143; else p=23110; fi
+      load "fe-$fe" "harness front-end, $fe" "$proto" "$p" "$n"
+    done
+  done
+  stop_pid "$fepid"
+done
+
+NGINX_WORKERS=$(nproc) NGINX_WORKER_CONNECTIONS=4096 AUTH_HTTP_EXTRA_USERS="$USERS" \
+  scripts/peers/nginx-mail/start.sh 24143 24110 21143 21110 24080 "$OUT/nginx" >/dev/null ||
+  { echo "nginx mail proxy did not start" >&2; exit 1; }
+for proto in imap pop3; do
+  for n in $CLIENTS; do
+    if [ "$proto" = imap ]; then p=24143; else p=24110; fi
+    load nginx "nginx mail proxy (auth_http.py)" "$proto" "$p" "$n"
+  done
+done
+scripts/peers/nginx-mail/stop.sh "$OUT/nginx" >/dev/null 2>&1
+
+scripts/peers/perdition/start.sh 25143 25110 21143 21110 "$OUT/perdition" >/dev/null ||
+  { echo "perdition did not start" >&2; exit 1; }
+for proto in imap pop3; do
+  for n in $CLIENTS; do
+    if [ "$proto" = imap ]; then p=25143; else p=25110; fi
+    load perdition "perdition" "$proto" "$p" "$n"
+  done
+done
+scripts/peers/perdition/stop.sh "$OUT/perdition" >/dev/null 2>&1
+
+echo "rows in $ROWS"
