@@ -23,7 +23,7 @@ use harness_core::frontend::{
 use harness_core::{Limits, Output, ServerSession};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -89,13 +89,21 @@ pub struct FrontendShared {
     features: BackendFeatures,
     backend: SocketAddr,
     pool: Mutex<Pool>,
-    /// Idle back-end connections by id; `None` while the connection is still opening.
-    idle: Mutex<HashMap<ConnId, Option<TcpStream>>>,
+    /// Idle back-end connections by id, ready or still opening.
+    idle: Mutex<HashMap<ConnId, IdleSlot>>,
     next_session: AtomicU64,
     /// The session cache and the sockets of its parked sessions.
     parked: Mutex<ParkedSessions>,
     cache_key: Arc<CacheKey>,
     started: Instant,
+}
+
+/// An idle back-end connection of the pool.
+enum IdleSlot {
+    Ready(TcpStream),
+    /// Still connecting or reading the greeting: the opener sends the socket here, or
+    /// drops the sender when the open failed.
+    Opening(oneshot::Receiver<TcpStream>),
 }
 
 struct ParkedSessions {
@@ -203,42 +211,44 @@ impl FrontendShared {
     /// Opens `ids` in the background and parks them as idle when ready.
     fn open_idle(self: &Arc<Self>, ids: Vec<ConnId>) {
         for id in ids {
+            let (opened, slot) = oneshot::channel();
             if let Ok(mut idle) = self.idle.lock() {
-                idle.insert(id, None);
+                idle.insert(id, IdleSlot::Opening(slot));
             }
             let shared = self.clone();
             tokio::spawn(async move {
                 match open_backend(shared.backend, shared.protocol).await {
+                    // Whoever holds the slot (the idle map, or a session that took the id
+                    // while it was opening) gets the socket; a dropped slot drops it.
                     Ok((tcp, _)) => {
-                        if let Ok(mut idle) = shared.idle.lock() {
-                            // Only if nobody took the id while it was opening.
-                            if let Some(slot @ None) = idle.get_mut(&id) {
-                                *slot = Some(tcp);
-                            }
-                        }
+                        let _ = opened.send(tcp);
                     }
                     Err(e) => {
                         // The id stays free in the pool; whoever takes it opens a fresh
                         // connection then. No retry loop against a back-end that is down.
                         tracing::warn!(conn = id, error = %e, "front-end could not open a back-end connection");
-                        if let Ok(mut idle) = shared.idle.lock() {
-                            idle.remove(&id);
-                        }
                     }
                 }
             });
         }
     }
 
+    /// The socket of a granted connection: the idle one, the one still opening (waited
+    /// for rather than opening a second connection beside it), or a fresh one.
     async fn take(&self, grant_conn: ConnId, fresh: bool) -> io::Result<TcpStream> {
-        let ready = if fresh {
+        let slot = if fresh {
             None
         } else {
             self.idle
                 .lock()
                 .ok()
                 .and_then(|mut idle| idle.remove(&grant_conn))
-                .flatten()
+        };
+        let ready = match slot {
+            Some(IdleSlot::Ready(tcp)) => Some(tcp),
+            // The opener is bounded by BACKEND_CONNECT_TIMEOUT; an error drops the sender.
+            Some(IdleSlot::Opening(opening)) => opening.await.ok(),
+            None => None,
         };
         match ready {
             Some(tcp) => Ok(tcp),
@@ -425,7 +435,7 @@ async fn serve_client(
                         let close = shared.pool.lock().ok().and_then(|mut p| p.release(conn));
                         if close.is_none() {
                             if let Ok(mut idle) = shared.idle.lock() {
-                                idle.insert(conn, Some(tcp));
+                                idle.insert(conn, IdleSlot::Ready(tcp));
                             }
                         }
                     }

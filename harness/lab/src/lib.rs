@@ -256,13 +256,11 @@ impl Lab {
         let mut tasks = JoinSet::new();
         let mut listening = Vec::new();
         for spec in &config.listeners {
-            let listener = TcpListener::bind(spec.addr)
-                .await
-                .map_err(|source| LabError::Bind {
-                    scheme: spec.scheme(),
-                    addr: spec.addr,
-                    source,
-                })?;
+            let listener = bind_listener(spec.addr).map_err(|source| LabError::Bind {
+                scheme: spec.scheme(),
+                addr: spec.addr,
+                source,
+            })?;
             let addr = listener.local_addr().map_err(|source| LabError::Bind {
                 scheme: spec.scheme(),
                 addr: spec.addr,
@@ -288,13 +286,11 @@ impl Lab {
                     .map(|l| l.addr)
                     .ok_or(LabError::NoBackend(spec.protocol))?,
             };
-            let listener = TcpListener::bind(spec.addr)
-                .await
-                .map_err(|source| LabError::Bind {
-                    scheme: "front-end",
-                    addr: spec.addr,
-                    source,
-                })?;
+            let listener = bind_listener(spec.addr).map_err(|source| LabError::Bind {
+                scheme: "front-end",
+                addr: spec.addr,
+                source,
+            })?;
             let addr = listener.local_addr().map_err(|source| LabError::Bind {
                 scheme: "front-end",
                 addr: spec.addr,
@@ -433,6 +429,24 @@ async fn accept_loop(
     }
     drop(listener);
     while sessions.join_next().await.is_some() {}
+}
+
+/// Pending connections the kernel queues per listener before it drops SYNs (capped by
+/// net.core.somaxconn). `TcpListener::bind` asks for 128, which a few hundred clients
+/// connecting at once overflow: the dropped SYNs come back a second later, as one-second
+/// stalls in the load runs' latencies.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener with [`LISTEN_BACKLOG`] (and SO_REUSEADDR, as `TcpListener::bind`).
+pub(crate) fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Tells a client over the connection limit why it is turned away, in its protocol.
