@@ -155,6 +155,18 @@ impl ReplyCheck {
         self.unanswered
     }
 
+    /// Bytes of memory the checker holds for what it was given (buffers, tags, pending
+    /// commands): the fuzz target checks it grows with the bytes given, never with a
+    /// length they announce.
+    pub fn held_bytes(&self) -> usize {
+        let tags: usize = self.tags.iter().map(Vec::capacity).sum();
+        self.head.capacity()
+            + self.tail.capacity()
+            + self.token.capacity()
+            + tags
+            + self.pending.capacity() * std::mem::size_of::<Pop3Cmd>()
+    }
+
     /// Bytes the client wrote.
     pub fn sent(&mut self, bytes: &[u8]) {
         self.unanswered = self.unanswered.saturating_add(bytes.len());
