@@ -54,7 +54,7 @@ dict_for() {
     ntlm_message_to_bytes_and_back) ;;
     imap_*) echo "$root/fuzz/dict/imap.dict" ;;
     pop3_*) echo "$root/fuzz/dict/pop3.dict" ;;
-    frontend_*) echo "$out/mail.dict" ;;
+    frontend_* | netfuzz_*) echo "$out/mail.dict" ;;
     ntlm_*) echo "$root/fuzz/dict/ntlm.dict" ;;
   esac
 }

@@ -12,6 +12,7 @@ pub mod frontend_ops;
 pub mod imap_ops;
 pub mod ops;
 pub mod pop3_ops;
+pub mod reply_ops;
 #[cfg(test)]
 mod seeds;
 pub mod text_ops;
@@ -46,6 +47,7 @@ pub const TARGETS: &[(&str, Target)] = &[
         "ntlm_message_to_bytes_and_back",
         codec_ops::ntlm_message_to_bytes_and_back,
     ),
+    ("netfuzz_reply_check", reply_ops::netfuzz_reply_check),
 ];
 
 /// Runs the named target on one input; `false` if there is no such target.

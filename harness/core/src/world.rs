@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Deserialize;
 
-/// Everything the mock servers know: who exists and what their mail is.
-#[derive(Debug)]
+/// Everything the mock servers know: who exists and what their mail is. A clone is a
+/// separate world: its store is a copy (message bytes are immutable and shared).
+#[derive(Debug, Clone)]
 pub struct World {
     /// NetBIOS domain name, as NTLM shows it (`EXAMPLE`).
     pub domain: String,
@@ -28,7 +29,7 @@ pub struct Principal {
 }
 
 /// Principals by name. Names match case-insensitively, as Windows account names do.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Directory {
     users: BTreeMap<String, Principal>,
 }
@@ -153,6 +154,23 @@ pub struct Mailstore {
 
 /// UIDVALIDITY values handed out are distinct per mailbox within a lab run.
 const FIRST_UID_VALIDITY: u32 = 1_700_000_000;
+
+/// A copy of the accounts and the maildrop locks held at the time of the clone; the copy
+/// shares no state with the original (message bytes are immutable `Arc<[u8]>`).
+impl Clone for Mailstore {
+    fn clone(&self) -> Mailstore {
+        let accounts = self.lock().clone();
+        let locks = self
+            .maildrop_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        Mailstore {
+            accounts: Mutex::new(accounts),
+            maildrop_locks: Mutex::new(locks),
+        }
+    }
+}
 
 impl Mailstore {
     /// Locks the whole store. Keep the guard for one command's worth of work only.

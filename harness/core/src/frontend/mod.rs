@@ -300,7 +300,8 @@ pub enum Finding {
 /// on the default lab. The first byte picks the protocol (bit 0: POP3) and, with bit 4,
 /// the `session-cache` front-end instead; the rest is cut at
 /// the first `0x00` into the inputs of two client sessions, fed interleaved in chunks
-/// (bits 1-3 of the first byte pick the chunk size). Checks: no
+/// (bits 1-3 of the first byte pick the chunk size; bits 6-7 both set: the front-end
+/// records its trace). Checks: no
 /// panic, bounded output, and no mail of one lab user in a session authenticated as
 /// another (or not authenticated at all).
 pub fn fuzz_frontend_session(data: &[u8]) {

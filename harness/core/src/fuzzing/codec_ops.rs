@@ -45,11 +45,17 @@ pub fn imap_command_to_bytes_and_back(data: &[u8]) {
         "encoding left {} trailing octets",
         rest.len()
     );
+    // Encoding is a function of the value: when the decoded command equals the one
+    // encoded, re-encoding it gives `first` again and needs no second pass.
+    if again == cmd {
+        return;
+    }
     let second = codec.encode(&again).dump();
-    assert_eq!(
+    assert!(
+        first == second,
+        "encode(decode(encode(cmd))) differs for {cmd:?}: {:?} then {:?}",
         String::from_utf8_lossy(&first),
-        String::from_utf8_lossy(&second),
-        "encode(decode(encode(cmd))) differs for {cmd:?}"
+        String::from_utf8_lossy(&second)
     );
 }
 

@@ -13,7 +13,7 @@ pub fn script_decode(data: &[u8]) {
     if script.steps.len() > 200 {
         return;
     }
-    let Ok(world) = crate::world::LabFile::default_lab().build() else {
+    let Some(world) = super::ops::default_world() else {
         return;
     };
     let world = std::sync::Arc::new(world);
@@ -49,7 +49,7 @@ pub fn scenario_decode(data: &[u8]) {
 /// input; NTLM never succeeds on fuzzed bytes.
 pub fn sasl_exchange(data: &[u8]) {
     use crate::sasl::{Mechanism, SaslServer, SaslStep};
-    let Ok(world) = crate::world::LabFile::default_lab().build() else {
+    let Some(world) = super::ops::default_world() else {
         return;
     };
     let Some((&first, rest)) = data.split_first() else {

@@ -63,6 +63,8 @@ pub struct ReplyCheck {
     unanswered: usize,
     token: Vec<u8>,
     tags: BTreeSet<Vec<u8>>,
+    /// Bytes held by `tags`.
+    tag_bytes: usize,
     // IMAP
     client_literal: u64,
     await_cont: Option<u64>,
@@ -89,6 +91,7 @@ impl ReplyCheck {
             unanswered: 0,
             token: Vec::new(),
             tags: BTreeSet::new(),
+            tag_bytes: 0,
             client_literal: 0,
             await_cont: None,
             verb: ImapVerb::Other,
@@ -155,6 +158,17 @@ impl ReplyCheck {
         self.unanswered
     }
 
+    /// Bytes of memory the checker holds for what it was given (buffers, tags, pending
+    /// commands): the fuzz target checks it grows with the bytes given, never with a
+    /// length they announce.
+    pub fn held_bytes(&self) -> usize {
+        self.head.capacity()
+            + self.tail.capacity()
+            + self.token.capacity()
+            + self.tag_bytes
+            + self.pending.capacity() * std::mem::size_of::<Pop3Cmd>()
+    }
+
     /// Bytes the client wrote.
     pub fn sent(&mut self, bytes: &[u8]) {
         self.unanswered = self.unanswered.saturating_add(bytes.len());
@@ -172,9 +186,10 @@ impl ReplyCheck {
             if self.head.len() < KEEP {
                 self.head.push(b);
             }
+            // The last KEEP bytes are what counts; cut back now and then, not per byte.
             self.tail.push(b);
-            if self.tail.len() > KEEP {
-                self.tail.remove(0);
+            if self.tail.len() >= 2 * KEEP {
+                self.tail.drain(..self.tail.len() - KEEP);
             }
             if !matches!(b, b' ' | b'\r' | b'\t') {
                 self.nonblank = true;
@@ -185,7 +200,11 @@ impl ReplyCheck {
     fn note_token_byte(&mut self, b: u8) {
         if matches!(b, b' ' | b'\r' | b'\n') {
             if !self.token.is_empty() && self.tags.len() < MAX_TAGS {
-                self.tags.insert(std::mem::take(&mut self.token));
+                let token = std::mem::take(&mut self.token);
+                let bytes = token.capacity();
+                if self.tags.insert(token) {
+                    self.tag_bytes += bytes;
+                }
             }
             self.token.clear();
         } else if self.token.len() < MAX_TAG_LEN {
@@ -195,6 +214,7 @@ impl ReplyCheck {
 
     fn end_client_line(&mut self) {
         let mut tail = std::mem::take(&mut self.tail);
+        tail.drain(..tail.len().saturating_sub(KEEP));
         while tail.last() == Some(&b'\r') {
             tail.pop();
         }
@@ -474,22 +494,26 @@ fn literal_announcement(line: &[u8]) -> Option<(u64, bool)> {
 
 /// A server line for a report: lossy, escaped, cut at 200 characters.
 pub fn show(line: &[u8]) -> String {
-    let mut out: String = line.iter().take(200).flat_map(|&b| escape(b)).collect();
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(line.len().min(200) + 2);
+    out.push('"');
+    for &b in line.iter().take(200) {
+        match b {
+            b'\r' => out.push_str("\\r"),
+            b'\n' => out.push_str("\\n"),
+            b'\\' => out.push_str("\\\\"),
+            b'"' => out.push_str("\\\""),
+            0x20..=0x7e => out.push(char::from(b)),
+            _ => {
+                let _ = write!(out, "\\x{b:02x}");
+            }
+        }
+    }
     if line.len() > 200 {
-        out.push_str(&format!("... ({} bytes)", line.len()));
+        let _ = write!(out, "... ({} bytes)", line.len());
     }
-    format!("\"{out}\"")
-}
-
-fn escape(b: u8) -> Vec<char> {
-    match b {
-        b'\r' => vec!['\\', 'r'],
-        b'\n' => vec!['\\', 'n'],
-        b'\\' => vec!['\\', '\\'],
-        b'"' => vec!['\\', '"'],
-        0x20..=0x7e => vec![b as char],
-        _ => format!("\\x{b:02x}").chars().collect(),
-    }
+    out.push('"');
+    out
 }
 
 #[cfg(test)]
