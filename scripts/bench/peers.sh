@@ -23,6 +23,9 @@ mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
 ROWS=$OUT/rows.md
 : > "$ROWS"
 CLIENTS=${BENCH_CLIENTS:-1 16 64 256}
+# Which parts to run (all by default): servers idle frontends
+PARTS=" ${BENCH_PARTS:-servers idle frontends} "
+part() { [[ $PARTS == *" $1 "* ]]; }
 NUSERS=256
 IDLE_GREETED=${BENCH_IDLE_GREETED:-1000}
 IDLE_LOGGED_IN=${BENCH_IDLE_LOGGED_IN:-250}
@@ -62,22 +65,48 @@ serve() {
   SERVED=$!; PIDS+=("$SERVED")
 }
 
-# load LABEL ROUTE PROTO PORT CLIENTS: one `harness load` run, one markdown row
+# CPU time in clock ticks of the process trees of the given PIDs, including the reaped
+# children (cutime, cstime: perdition and Dovecot fork a process per connection).
+cpu_of() {
+  local total=0 root p v
+  for root in "$@"; do
+    for p in $(tree "$root"); do
+      # fields after the command name: utime stime cutime cstime are 12-15
+      v=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13 + $14 + $15}')
+      total=$((total + ${v:-0}))
+    done
+  done
+  echo "$total"
+}
+HZ=$(getconf CLK_TCK)
+
+# load LABEL ROUTE PROTO PORT CLIENTS "ROUTE_PIDS" "BACKEND_PIDS": one `harness load` run,
+# one markdown row. The CPU columns are the CPU time the route's processes (the server
+# itself, or the front-end) and the back-end's spent during the run, per session.
 load() {
-  local label=$1 route=$2 proto=$3 port=$4 n=$5 log
+  local label=$1 route=$2 proto=$3 port=$4 n=$5 route_pids=$6 backend_pids=${7:-} log
   log="$OUT/load-$label-$proto-$n.log"
+  local r0 b0 r1 b1
+  r0=$(cpu_of $route_pids); b0=$(cpu_of $backend_pids)
   "$H" load --target "$proto://127.0.0.1:$port" --clients "$n" --seconds "$SECS" \
     --timeout 30 --users-from-pattern 'u{i}:secret' >"$log" 2>&1
+  sleep 0.5 # let per-connection processes exit and be reaped
+  r1=$(cpu_of $route_pids); b1=$(cpu_of $backend_pids)
   # the result line: the first that starts with a digit
   local line; line=$(grep -m1 '^[0-9]' "$log")
   read -r sessions failed secs rate p50 p50u p99 p99u max maxu <<<"$line"
-  printf '| %s | %s | %s | %s | %s | %s | %s %s | %s %s | %s %s | %s |\n' \
+  local rcpu=- bcpu=-
+  if [ "${sessions:-0}" -gt 0 ] 2>/dev/null; then
+    rcpu=$(((r1 - r0) * 1000000 / HZ / sessions))
+    [ -n "$backend_pids" ] && bcpu=$(((b1 - b0) * 1000000 / HZ / sessions))
+  fi
+  printf '| %s | %s | %s | %s | %s | %s | %s %s | %s %s | %s %s | %s | %s | %s |\n' \
     "$route" "${proto^^}" "$n" "$sessions" "$failed" "$rate" "$p50" "$p50u" "$p99" "$p99u" \
-    "$max" "$maxu" "$(cut -d' ' -f1 /proc/loadavg)" | tee -a "$ROWS"
+    "$max" "$maxu" "$rcpu" "$bcpu" "$(cut -d' ' -f1 /proc/loadavg)" | tee -a "$ROWS"
 }
 
 header() {
-  printf '\n%s\n\n| route | protocol | clients | sessions | failed | sessions/s | p50 | p99 | max | load avg |\n|---|---|---|---|---|---|---|---|---|---|\n' "$1" | tee -a "$ROWS"
+  printf '\n%s\n\n| route | protocol | clients | sessions | failed | sessions/s | p50 | p99 | max | route CPU µs/session | back-end CPU µs/session | load avg |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n' "$1" | tee -a "$ROWS"
 }
 
 # Process tree of PID (itself and every descendant).
@@ -125,22 +154,23 @@ DOVECOT_BENCH=1 DOVECOT_EXTRA_USERS="$USERS" scripts/peers/dovecot/start.sh 2214
   { echo "Dovecot did not start" >&2; exit 1; }
 DOVECOT=$(cat "$OUT/dovecot/dovecot.pid")
 
-header "Servers"
-for proto in imap pop3; do
+part servers && header "Servers"
+part servers && for proto in imap pop3; do
   for n in $CLIENTS; do
     if [ "$proto" = imap ]; then mp=21143; dp=22143; else mp=21110; dp=22110; fi
-    load mock "mock" "$proto" "$mp" "$n"
-    load dovecot "Dovecot" "$proto" "$dp" "$n"
+    load mock "mock" "$proto" "$mp" "$n" "$MOCK"
+    load dovecot "Dovecot" "$proto" "$dp" "$n" "$DOVECOT"
   done
 done
 
-printf '\nIdle connections\n\n| server | state | connections | holder | PSS before → after | PSS per connection (bytes) | RSS before → after | RSS per connection (bytes) |\n|---|---|---|---|---|---|---|---|\n' | tee -a "$ROWS"
-idle mock "$MOCK" 21143 "$IDLE_GREETED" greeted
-idle Dovecot "$DOVECOT" 22143 "$IDLE_GREETED" greeted
-idle mock "$MOCK" 21143 "$IDLE_LOGGED_IN" imap-login
-idle Dovecot "$DOVECOT" 22143 "$IDLE_LOGGED_IN" imap-login
+part idle && printf '\nIdle connections\n\n| server | state | connections | holder | PSS before → after | PSS per connection (bytes) | RSS before → after | RSS per connection (bytes) |\n|---|---|---|---|---|---|---|---|\n' | tee -a "$ROWS"
+part idle && idle mock "$MOCK" 21143 "$IDLE_GREETED" greeted
+part idle && idle Dovecot "$DOVECOT" 22143 "$IDLE_GREETED" greeted
+part idle && idle mock "$MOCK" 21143 "$IDLE_LOGGED_IN" imap-login
+part idle && idle Dovecot "$DOVECOT" 22143 "$IDLE_LOGGED_IN" imap-login
 stop_pid "$DOVECOT"
 
+part frontends || exit 0
 echo "== front-ends in front of the mock"
 header "Front-ends (back-end: the mock on 21143/21110)"
 maxn=0; for n in $CLIENTS; do [ "$n" -gt "$maxn" ] && maxn=$n; done
@@ -154,7 +184,7 @@ for fe in exchange2000-sp1 per-session session-cache; do
   for proto in imap pop3; do
     for n in $CLIENTS; do
       if [ "$proto" = imap ]; then p=23143; else p=23110; fi
-      load "fe-$fe" "harness front-end, $fe" "$proto" "$p" "$n"
+      load "fe-$fe" "harness front-end, $fe" "$proto" "$p" "$n" "$fepid" "$MOCK"
     done
   done
   stop_pid "$fepid"
@@ -166,7 +196,7 @@ NGINX_WORKERS=$(nproc) NGINX_WORKER_CONNECTIONS=4096 AUTH_HTTP_EXTRA_USERS="$USE
 for proto in imap pop3; do
   for n in $CLIENTS; do
     if [ "$proto" = imap ]; then p=24143; else p=24110; fi
-    load nginx "nginx mail proxy (auth_http.py)" "$proto" "$p" "$n"
+    load nginx "nginx mail proxy (+ auth_http.py)" "$proto" "$p" "$n" "$(cat "$OUT/nginx/nginx.pid.fg") $(cat "$OUT/nginx/auth.pid")" "$MOCK"
   done
 done
 scripts/peers/nginx-mail/stop.sh "$OUT/nginx" >/dev/null 2>&1
@@ -176,7 +206,7 @@ scripts/peers/perdition/start.sh 25143 25110 21143 21110 "$OUT/perdition" >/dev/
 for proto in imap pop3; do
   for n in $CLIENTS; do
     if [ "$proto" = imap ]; then p=25143; else p=25110; fi
-    load perdition "perdition" "$proto" "$p" "$n"
+    load perdition "perdition" "$proto" "$p" "$n" "$(cat "$OUT/perdition/imap.pid.fg") $(cat "$OUT/perdition/pop3.pid.fg")" "$MOCK"
   done
 done
 scripts/peers/perdition/stop.sh "$OUT/perdition" >/dev/null 2>&1
