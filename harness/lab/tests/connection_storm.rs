@@ -314,7 +314,9 @@ async fn storm(server: &Server) -> u64 {
         storm_args(&imap, "connect-reset"),
         storm_args(&pop3, "greet-close"),
     );
-    let as_strs = |v: &Vec<String>| v.iter().map(String::as_str).collect::<Vec<_>>();
+    fn as_strs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
     let (a, b, c) = (as_strs(&a), as_strs(&b), as_strs(&c));
     let normal: [&str; 6] = [
         "--target",
