@@ -87,9 +87,7 @@ impl SessionKind {
         match self {
             SessionKind::ImapLoginSelectFetchLogout => Some(Protocol::Imap),
             SessionKind::Pop3LoginStatRetrQuit => Some(Protocol::Pop3),
-            SessionKind::ConnectClose | SessionKind::GreetClose | SessionKind::ConnectReset => {
-                None
-            }
+            SessionKind::ConnectClose | SessionKind::GreetClose | SessionKind::ConnectReset => None,
         }
     }
 
@@ -605,7 +603,10 @@ pub async fn run(config: LoadConfig, progress: Arc<LoadProgress>) -> Result<Load
     let mut tasks = tokio::task::JoinSet::new();
     let kind = config.session;
     for i in 0..config.clients {
-        let steps = match config.users.get(i.checked_rem(config.users.len()).unwrap_or(0)) {
+        let steps = match config
+            .users
+            .get(i.checked_rem(config.users.len()).unwrap_or(0))
+        {
             Some(user) => kind.steps(&user.user, &user.password),
             None if kind.is_storm() => Vec::new(),
             None => return Err(LoadError::NoUsers),

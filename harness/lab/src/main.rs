@@ -370,8 +370,9 @@ fn stats_line(lab: &Lab) -> String {
 fn print_stats_on_sigusr1(lab: &Lab) -> Result<impl std::future::Future<Output = ()> + '_> {
     #[cfg(unix)]
     {
-        let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
-            .context("installing the SIGUSR1 handler")?;
+        let mut usr1 =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+                .context("installing the SIGUSR1 handler")?;
         Ok(async move {
             while usr1.recv().await.is_some() {
                 let _ = writeln!(std::io::stdout(), "{}", stats_line(lab));

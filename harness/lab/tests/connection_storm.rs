@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use harness::load::{self, LoadConfig, LoadProgress, SessionKind};
@@ -36,11 +36,7 @@ const FD_SLACK: usize = 4;
 /// connection over the thousands of connections of a storm exceeds this.
 const RSS_GROWTH_BOUND: u64 = 3 * 1024 * 1024;
 
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Open file descriptors of a process (`self` or a PID).
 fn fds(pid: &str) -> usize {
@@ -95,7 +91,7 @@ async fn logins_until(addr: SocketAddr, stop: Arc<AtomicBool>) -> (u64, Option<S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_storm_kind_on_both_protocols_leaves_no_task_or_socket_behind() {
-    let _serial = serial();
+    let _serial = ONE_AT_A_TIME.lock().await;
     let lab = Lab::start(LabConfig::default()).await.expect("lab starts");
     let imap = lab.addr(Protocol::Imap, Security::Plain).expect("imap");
     let pop3 = lab.addr(Protocol::Pop3, Security::Plain).expect("pop3");
@@ -127,7 +123,13 @@ async fn every_storm_kind_on_both_protocols_leaves_no_task_or_socket_behind() {
                 report.sessions_per_sec(),
                 report.failed()
             );
-            assert_eq!(report.failed(), 0, "{} {addr}: {:?}", kind.name(), report.errors);
+            assert_eq!(
+                report.failed(),
+                0,
+                "{} {addr}: {:?}",
+                kind.name(),
+                report.errors
+            );
             assert!(
                 report.succeeded >= 50,
                 "{} {addr}: only {} connections",
@@ -198,7 +200,10 @@ impl Server {
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
                 if tx.send(line).is_err() {
                     break;
                 }
@@ -340,7 +345,10 @@ async fn storm(server: &Server) -> u64 {
         assert!(n >= 50, "only {n} connections: {ran:?}");
         total += n;
     }
-    assert!(normal.ok(), "the normal client failed during the storm: {normal:?}");
+    assert!(
+        normal.ok(),
+        "the normal client failed during the storm: {normal:?}"
+    );
     assert!(
         normal.stdout.contains("sessions  failed"),
         "no normal session table: {normal:?}"
@@ -350,7 +358,7 @@ async fn storm(server: &Server) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_storms_against_harness_serve_leak_no_fds_tasks_or_memory() {
-    let _serial = serial();
+    let _serial = ONE_AT_A_TIME.lock().await;
     let server = Server::start();
     let pid = server.pid();
     let pid_s = pid.to_string();
@@ -370,7 +378,10 @@ async fn repeated_storms_against_harness_serve_leak_no_fds_tasks_or_memory() {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert_eq!(live, 0, "connection tasks left {SETTLE:?} after storm {round}");
+        assert_eq!(
+            live, 0,
+            "connection tasks left {SETTLE:?} after storm {round}"
+        );
         let fds_settled = settles(|| fds(&pid_s) <= fds_before + FD_SLACK).await;
         assert!(
             fds_settled,
