@@ -179,6 +179,26 @@ pub struct LabStats {
     pub accepted: AtomicU64,
     pub refused_over_limit: AtomicU64,
     pub active: AtomicUsize,
+    /// Connection tasks spawned by the listeners that have not ended yet: sessions and
+    /// over-limit refusals, counted from accept until the task's future is dropped
+    /// (finished or aborted). See [`Lab::live_connections`].
+    pub live: AtomicUsize,
+}
+
+/// Counts one connection task in [`LabStats::live`] for as long as it is held.
+struct LiveGuard(Arc<LabStats>);
+
+impl LiveGuard {
+    fn new(stats: &Arc<LabStats>) -> LiveGuard {
+        stats.live.fetch_add(1, Ordering::Relaxed);
+        LiveGuard(stats.clone())
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A running lab. Dropping it without [`Lab::shutdown`] aborts every task.
@@ -372,6 +392,14 @@ impl Lab {
         &self.stats
     }
 
+    /// Connection tasks of the plain and implicit-TLS listeners still running (sessions
+    /// and over-limit refusals; front-end connections are not counted). Zero once every
+    /// client has gone and the server has finished with it: a count that stays above zero
+    /// after a storm of connections is a leaked task.
+    pub fn live_connections(&self) -> usize {
+        self.stats.live.load(Ordering::Relaxed)
+    }
+
     /// Stops accepting, tells every session to say goodbye and close, and waits for them
     /// (at most `SHUTDOWN_GRACE`, then the rest are aborted).
     pub async fn shutdown(mut self) {
@@ -404,6 +432,7 @@ async fn accept_loop(
                     continue;
                 };
                 shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                let live = LiveGuard::new(&shared.stats);
                 let _ = tcp.set_nodelay(true);
                 match permits.clone().try_acquire_owned() {
                     Ok(permit) => {
@@ -414,11 +443,15 @@ async fn accept_loop(
                             serve_connection(tcp, spec, &shared, shutdown).await;
                             shared.stats.active.fetch_sub(1, Ordering::Relaxed);
                             drop(permit);
+                            drop(live);
                         });
                     }
                     Err(_) => {
                         shared.stats.refused_over_limit.fetch_add(1, Ordering::Relaxed);
-                        sessions.spawn(refuse_over_limit(tcp, spec));
+                        sessions.spawn(async move {
+                            refuse_over_limit(tcp, spec).await;
+                            drop(live);
+                        });
                     }
                 }
                 // Reap finished sessions so the set does not grow without bound.

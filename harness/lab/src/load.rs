@@ -5,6 +5,10 @@
 //! IMAP session: greeting, `LOGIN`, `SELECT INBOX`, `FETCH 1:* (FLAGS BODY.PEEK[])`,
 //! `LOGOUT`. POP3 session: greeting, `USER`, `PASS`, `STAT`, `RETR 1`, `QUIT`.
 //!
+//! Connection storms (`connect-close`, `greet-close`, `connect-reset`, either protocol):
+//! each client opens a connection and closes it at once, after reading the greeting, or
+//! abortively (RST), back to back; latency is the time to connect (and greet).
+//!
 //! Server replies are read with bounded lines and literals are skipped without being
 //! buffered, so a hostile or broken server costs a `protocol` error, never memory.
 
@@ -40,15 +44,30 @@ pub enum SessionKind {
     ImapLoginSelectFetchLogout,
     /// POP3: USER, PASS, STAT, RETR 1, QUIT.
     Pop3LoginStatRetrQuit,
+    /// Storm, either protocol: connect and close at once, the greeting unread.
+    ConnectClose,
+    /// Storm, either protocol: connect, read the greeting, close.
+    GreetClose,
+    /// Storm, either protocol: connect and close abortively (SO_LINGER 0: an RST, no FIN).
+    ConnectReset,
 }
 
-pub const SESSION_NAMES: &[&str] = &["login-select-fetch-logout", "login-stat-retr-quit"];
+pub const SESSION_NAMES: &[&str] = &[
+    "login-select-fetch-logout",
+    "login-stat-retr-quit",
+    "connect-close",
+    "greet-close",
+    "connect-reset",
+];
 
 impl SessionKind {
     pub fn by_name(name: &str) -> Option<SessionKind> {
         match name {
             "login-select-fetch-logout" => Some(SessionKind::ImapLoginSelectFetchLogout),
             "login-stat-retr-quit" => Some(SessionKind::Pop3LoginStatRetrQuit),
+            "connect-close" => Some(SessionKind::ConnectClose),
+            "greet-close" => Some(SessionKind::GreetClose),
+            "connect-reset" => Some(SessionKind::ConnectReset),
             _ => None,
         }
     }
@@ -57,14 +76,24 @@ impl SessionKind {
         match self {
             SessionKind::ImapLoginSelectFetchLogout => SESSION_NAMES[0],
             SessionKind::Pop3LoginStatRetrQuit => SESSION_NAMES[1],
+            SessionKind::ConnectClose => SESSION_NAMES[2],
+            SessionKind::GreetClose => SESSION_NAMES[3],
+            SessionKind::ConnectReset => SESSION_NAMES[4],
         }
     }
 
-    pub fn protocol(self) -> Protocol {
+    /// The protocol the session speaks; `None` for the storms, which fit either.
+    pub fn protocol(self) -> Option<Protocol> {
         match self {
-            SessionKind::ImapLoginSelectFetchLogout => Protocol::Imap,
-            SessionKind::Pop3LoginStatRetrQuit => Protocol::Pop3,
+            SessionKind::ImapLoginSelectFetchLogout => Some(Protocol::Imap),
+            SessionKind::Pop3LoginStatRetrQuit => Some(Protocol::Pop3),
+            SessionKind::ConnectClose | SessionKind::GreetClose | SessionKind::ConnectReset => None,
         }
+    }
+
+    /// A connection storm: no login, one connection per "session".
+    pub fn is_storm(self) -> bool {
+        self.protocol().is_none()
     }
 
     /// The default session for a protocol.
@@ -91,6 +120,9 @@ impl SessionKind {
                 "RETR 1".into(),
                 "QUIT".into(),
             ],
+            SessionKind::ConnectClose | SessionKind::GreetClose | SessionKind::ConnectReset => {
+                Vec::new()
+            }
         };
         lines
             .into_iter()
@@ -296,6 +328,59 @@ async fn bounded<T>(
         })
 }
 
+/// Reads the greeting: `* OK` or `* PREAUTH` (IMAP), `+OK` (POP3); either when
+/// `protocol` is `None`.
+async fn greeting(
+    r: &mut BufReader<TcpStream>,
+    protocol: Option<Protocol>,
+) -> Result<(), SessionError> {
+    let mut line = Vec::new();
+    read_line(r, &mut line).await?;
+    let imap = line.starts_with(b"* OK") || line.starts_with(b"* PREAUTH");
+    let pop3 = line.starts_with(b"+OK");
+    let ok = match protocol {
+        Some(Protocol::Imap) => imap,
+        Some(Protocol::Pop3) => pop3,
+        None => imap || pop3,
+    };
+    if ok {
+        Ok(())
+    } else if line.starts_with(b"* BYE") || line.starts_with(b"-ERR") {
+        Err(err(ErrorKind::Refused, text(&line)))
+    } else {
+        Err(err(ErrorKind::Protocol, text(&line)))
+    }
+}
+
+/// One connection of a storm: connect, then close at once (`ConnectClose`), after the
+/// greeting (`GreetClose`), or abortively with an RST (`ConnectReset`). Each operation is
+/// bounded by `op_timeout`. For a session kind that is not a storm, only connects.
+pub async fn storm_connection(
+    addr: SocketAddr,
+    kind: SessionKind,
+    op_timeout: Duration,
+) -> Result<(), SessionError> {
+    let tcp = bounded(op_timeout, "connect", async {
+        TcpStream::connect(addr)
+            .await
+            .map_err(|e| err(ErrorKind::Connect, format!("{addr}: {e}")))
+    })
+    .await?;
+    match kind {
+        SessionKind::GreetClose => {
+            let mut r = BufReader::with_capacity(1024, tcp);
+            bounded(op_timeout, "greeting", greeting(&mut r, None)).await?;
+        }
+        SessionKind::ConnectReset => {
+            // SO_LINGER 0: closing sends an RST instead of a FIN, and never blocks.
+            tcp.set_zero_linger()
+                .map_err(|e| err(ErrorKind::Protocol, format!("SO_LINGER: {e}")))?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// One whole session: connect, read the greeting, then send each step and read its
 /// complete reply. Each operation is bounded by `op_timeout`.
 pub async fn play_session(
@@ -312,22 +397,7 @@ pub async fn play_session(
     .await?;
     let _ = tcp.set_nodelay(true);
     let mut r = BufReader::with_capacity(16 * 1024, tcp);
-    bounded(op_timeout, "greeting", async {
-        let mut line = Vec::new();
-        read_line(&mut r, &mut line).await?;
-        let ok = match protocol {
-            Protocol::Imap => line.starts_with(b"* OK") || line.starts_with(b"* PREAUTH"),
-            Protocol::Pop3 => line.starts_with(b"+OK"),
-        };
-        if ok {
-            Ok(())
-        } else if line.starts_with(b"* BYE") || line.starts_with(b"-ERR") {
-            Err(err(ErrorKind::Refused, text(&line)))
-        } else {
-            Err(err(ErrorKind::Protocol, text(&line)))
-        }
-    })
-    .await?;
+    bounded(op_timeout, "greeting", greeting(&mut r, Some(protocol))).await?;
     for step in steps {
         let word_end = step.iter().position(|&b| b == b' ' || b == b'\r');
         let first = step
@@ -398,7 +468,7 @@ pub struct LoadConfig {
     pub addr: SocketAddr,
     pub session: SessionKind,
     pub clients: usize,
-    /// Client `i` logs in as `users[i % users.len()]`.
+    /// Client `i` logs in as `users[i % users.len()]` (none needed for a storm).
     pub users: Vec<UserSpec>,
     /// Stop starting sessions after this long.
     pub duration: Duration,
@@ -430,10 +500,10 @@ impl LoadConfig {
         if self.clients == 0 || self.clients > MAX_CLIENTS {
             return Err(LoadError::ClientCount);
         }
-        if self.users.is_empty() {
+        if self.users.is_empty() && !self.session.is_storm() {
             return Err(LoadError::NoUsers);
         }
-        if self.session.protocol() == Protocol::Pop3 {
+        if self.session.protocol() == Some(Protocol::Pop3) {
             let mut names: Vec<String> = self
                 .users
                 .iter()
@@ -531,12 +601,16 @@ pub async fn run(config: LoadConfig, progress: Arc<LoadProgress>) -> Result<Load
     let deadline = start + config.duration;
     let shared = Arc::new(Mutex::new(Shared::default()));
     let mut tasks = tokio::task::JoinSet::new();
-    let protocol = config.session.protocol();
+    let kind = config.session;
     for i in 0..config.clients {
-        let Some(user) = config.users.get(i % config.users.len()) else {
-            return Err(LoadError::NoUsers);
+        let steps = match config
+            .users
+            .get(i.checked_rem(config.users.len()).unwrap_or(0))
+        {
+            Some(user) => kind.steps(&user.user, &user.password),
+            None if kind.is_storm() => Vec::new(),
+            None => return Err(LoadError::NoUsers),
         };
-        let steps = config.session.steps(&user.user, &user.password);
         let (shared, progress) = (shared.clone(), progress.clone());
         let (addr, op_timeout, max) = (config.addr, config.op_timeout, config.max_sessions);
         tasks.spawn(async move {
@@ -548,7 +622,11 @@ pub async fn run(config: LoadConfig, progress: Arc<LoadProgress>) -> Result<Load
                     break;
                 }
                 let t0 = Instant::now();
-                match play_session(addr, protocol, &steps, op_timeout).await {
+                let result = match kind.protocol() {
+                    Some(protocol) => play_session(addr, protocol, &steps, op_timeout).await,
+                    None => storm_connection(addr, kind, op_timeout).await,
+                };
+                match result {
                     Ok(()) => {
                         local.push(t0.elapsed().as_micros().min(u64::MAX as u128) as u64);
                         progress.succeeded.fetch_add(1, Ordering::Relaxed);

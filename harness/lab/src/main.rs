@@ -352,14 +352,50 @@ fn serve(args: ServeArgs) -> Result<()> {
                 f.addr, f.spec.profile.name, f.backend
             );
         }
+        let stats_on_request = print_stats_on_sigusr1(&lab)?;
         println!("press Ctrl-C to stop");
-        wait_for_stop_signal().await?;
+        tokio::select! {
+            r = wait_for_stop_signal() => r?,
+            _ = stats_on_request => {}
+        }
         // stdout may be gone by now (a closed pipe); that must not turn a clean stop into
         // a panic.
         let _ = writeln!(std::io::stdout(), "shutting down");
         lab.shutdown().await;
         anyhow::Ok(())
     })
+}
+
+/// One line of the lab's counters, as printed on SIGUSR1.
+fn stats_line(lab: &Lab) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = lab.stats();
+    format!(
+        "stats: accepted {} live {} refused-over-limit {}",
+        s.accepted.load(Relaxed),
+        lab.live_connections(),
+        s.refused_over_limit.load(Relaxed)
+    )
+}
+
+/// A future that prints [`stats_line`] on every SIGUSR1 and never ends (pending forever
+/// where there is no SIGUSR1). The handler is installed before this returns, so a signal
+/// sent after the "press Ctrl-C" line cannot kill the process.
+fn print_stats_on_sigusr1(lab: &Lab) -> Result<impl std::future::Future<Output = ()> + '_> {
+    #[cfg(unix)]
+    {
+        let mut usr1 =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+                .context("installing the SIGUSR1 handler")?;
+        Ok(async move {
+            while usr1.recv().await.is_some() {
+                let _ = writeln!(std::io::stdout(), "{}", stats_line(lab));
+            }
+            std::future::pending::<()>().await
+        })
+    }
+    #[cfg(not(unix))]
+    Ok(std::future::pending::<()>())
 }
 
 /// Ctrl-C, or SIGTERM (how scripts and tests stop a process by PID).

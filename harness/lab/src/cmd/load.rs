@@ -20,10 +20,13 @@ the whole session, so a POP3 run needs one distinct user per client: generate th
 --users-from-pattern 'u{i}:secret' (u0, u1, ... one per client) and serve them, e.g. \
 `harness serve --user u0:secret --user u1:secret ...`.
 
+Connection storms (no users needed, either protocol): --session connect-close (connect and close at once, the greeting unread), greet-close (read the greeting, then close) or connect-reset (close with an RST, SO_LINGER 0). The table then counts connections.
+
 Example:
   harness load --target imap://127.0.0.1:1143 --clients 16 --seconds 10 --user alice:secret
   harness load --target pop3://127.0.0.1:1110 --clients 16 --seconds 10 \\
                --session login-stat-retr-quit --users-from-pattern 'u{i}:secret'
+  harness load --target imap://127.0.0.1:1143 --clients 64 --seconds 30 --session connect-close
 
 Exit status: 0 when every session succeeded, 1 when any failed.")]
 pub struct LoadArgs {
@@ -41,7 +44,7 @@ pub struct LoadArgs {
     #[arg(long)]
     sessions: Option<u64>,
     /// login-select-fetch-logout (IMAP) or login-stat-retr-quit (POP3); default: the one
-    /// for the target's protocol.
+    /// for the target's protocol. Storms: connect-close, greet-close, connect-reset.
     #[arg(long)]
     session: Option<String>,
     /// A user to log in as: NAME:PASSWORD (repeatable).
@@ -80,11 +83,11 @@ pub fn run(args: LoadArgs) -> Result<()> {
         })?,
         None => SessionKind::for_protocol(protocol),
     };
-    if session.protocol() != protocol {
+    if let Some(speaks) = session.protocol().filter(|p| *p != protocol) {
         bail!(
             "session {} is {}, the target speaks {}",
             session.name(),
-            session.protocol(),
+            speaks,
             protocol
         );
     }
@@ -99,7 +102,7 @@ pub fn run(args: LoadArgs) -> Result<()> {
             format!("--users-from-pattern needs NAME:PASSWORD with {{i}} in it, got {p:?}")
         })?);
     }
-    if users.is_empty() {
+    if users.is_empty() && !session.is_storm() {
         bail!("give the users to log in as: --user NAME:PASSWORD or --users-from-pattern");
     }
     let duration = Duration::try_from_secs_f64(args.seconds)
@@ -127,6 +130,11 @@ pub fn run(args: LoadArgs) -> Result<()> {
         args.sessions
             .map_or(String::new(), |n| format!(" or {n} sessions"))
     );
+    let noun = if session.is_storm() {
+        "connections"
+    } else {
+        "sessions"
+    };
     let progress = Arc::new(LoadProgress::default());
     let bar = ProgressBar::new(duration.as_millis().max(1) as u64);
     bar.set_style(
@@ -148,7 +156,7 @@ pub fn run(args: LoadArgs) -> Result<()> {
                     let secs = started.elapsed().as_secs_f64().max(0.001);
                     bar.set_position(started.elapsed().as_millis().min(u64::MAX as u128) as u64);
                     bar.set_message(format!(
-                        "{ok} sessions ({:.0}/s), {failed} errors",
+                        "{ok} {noun} ({:.0}/s), {failed} errors",
                         ok as f64 / secs
                     ));
                 }
@@ -167,21 +175,28 @@ pub fn run(args: LoadArgs) -> Result<()> {
         millis(report.percentile(99.0)),
         millis(report.max()),
     ];
-    print!(
-        "{}",
-        table::render(
-            &[
-                "sessions",
-                "failed",
-                "seconds",
-                "sessions/s",
-                "p50",
-                "p99",
-                "max"
-            ],
-            &[row]
-        )
-    );
+    let header: &[&str] = if session.is_storm() {
+        &[
+            "connections",
+            "failed",
+            "seconds",
+            "conn/s",
+            "p50",
+            "p99",
+            "max",
+        ]
+    } else {
+        &[
+            "sessions",
+            "failed",
+            "seconds",
+            "sessions/s",
+            "p50",
+            "p99",
+            "max",
+        ]
+    };
+    print!("{}", table::render(header, &[row]));
     let rows: Vec<Vec<String>> = ErrorKind::ALL
         .iter()
         .map(|k| {
