@@ -533,3 +533,32 @@ async fn serve_connection(
     let ended = drive(conn, session, tls, shutdown, write_timeout).await;
     tracing::debug!(listener = spec.scheme(), ?ended, "session ended");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Connections the kernel completes before anyone calls accept() are queued up to the
+    /// backlog; past it, SYNs are dropped and connect() hangs. `TcpListener::bind`'s 128
+    /// fails this; the lab's listeners must take a burst of several hundred at once.
+    #[tokio::test]
+    async fn listeners_queue_a_burst_of_hundreds_of_connections_before_accepting() {
+        const BURST: usize = 512;
+        let listener = bind_listener(([127, 0, 0, 1], 0).into()).expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let connected = tokio::task::spawn_blocking(move || {
+            let mut held = Vec::new();
+            for i in 0..BURST {
+                match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+                    Ok(tcp) => held.push(tcp),
+                    Err(e) => return Err(format!("connection {i} of {BURST}: {e}")),
+                }
+            }
+            Ok(held.len())
+        })
+        .await
+        .expect("join");
+        drop(listener);
+        assert_eq!(connected, Ok(BURST));
+    }
+}
