@@ -352,6 +352,16 @@ async fn greeting(
     }
 }
 
+/// A TCP connection to `addr`, bounded by `op_timeout`.
+async fn connect(addr: SocketAddr, op_timeout: Duration) -> Result<TcpStream, SessionError> {
+    bounded(op_timeout, "connect", async {
+        TcpStream::connect(addr)
+            .await
+            .map_err(|e| err(ErrorKind::Connect, format!("{addr}: {e}")))
+    })
+    .await
+}
+
 /// One connection of a storm: connect, then close at once (`ConnectClose`), after the
 /// greeting (`GreetClose`), or abortively with an RST (`ConnectReset`). Each operation is
 /// bounded by `op_timeout`. For a session kind that is not a storm, only connects.
@@ -360,12 +370,7 @@ pub async fn storm_connection(
     kind: SessionKind,
     op_timeout: Duration,
 ) -> Result<(), SessionError> {
-    let tcp = bounded(op_timeout, "connect", async {
-        TcpStream::connect(addr)
-            .await
-            .map_err(|e| err(ErrorKind::Connect, format!("{addr}: {e}")))
-    })
-    .await?;
+    let tcp = connect(addr, op_timeout).await?;
     match kind {
         SessionKind::GreetClose => {
             let mut r = BufReader::with_capacity(1024, tcp);
@@ -389,12 +394,7 @@ pub async fn play_session(
     steps: &[Vec<u8>],
     op_timeout: Duration,
 ) -> Result<(), SessionError> {
-    let tcp = bounded(op_timeout, "connect", async {
-        TcpStream::connect(addr)
-            .await
-            .map_err(|e| err(ErrorKind::Connect, format!("{addr}: {e}")))
-    })
-    .await?;
+    let tcp = connect(addr, op_timeout).await?;
     let _ = tcp.set_nodelay(true);
     let mut r = BufReader::with_capacity(16 * 1024, tcp);
     bounded(op_timeout, "greeting", greeting(&mut r, Some(protocol))).await?;

@@ -204,3 +204,15 @@ pub fn transcripts(proto: &str) -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+/// Resident memory of a process in bytes, from /proc/PID/status (VmRSS; 0 if unreadable).
+pub fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
