@@ -90,6 +90,10 @@ pub struct Mailbox {
     pub subscribed: bool,
     /// Bumped on every change, so a session can tell cheaply that it must look again.
     pub generation: u64,
+    /// The highest UID some session has already been told about with the mailbox selected
+    /// read-write: messages above it are still `\Recent` for the next session that is
+    /// (RFC 3501 2.3.2: a message is recent in at most one session).
+    pub recent_through: u32,
 }
 
 impl Mailbox {
@@ -101,7 +105,15 @@ impl Mailbox {
             messages: Vec::new(),
             subscribed: true,
             generation: 0,
+            recent_through: 0,
         }
+    }
+
+    /// Every message in the mailbox has now been reported to a session that had it
+    /// selected read-write, so none is `\Recent` for another session.
+    pub fn claim_recent(&mut self) {
+        let newest = self.messages.last().map(|m| m.uid).unwrap_or(0);
+        self.recent_through = self.recent_through.max(newest);
     }
 
     /// Appends a message, giving it the next UID.

@@ -396,16 +396,22 @@ impl ImapServer {
         };
         let world = Arc::clone(&self.ctx.world);
         let snapshot = world.store.with_account(&self.user_key(), |acct| {
-            acct.mailbox(&name).map(|mb| {
+            acct.mailbox_mut(&name).map(|mb| {
+                // RFC 3501 2.3.2: what no session has seen yet is recent here; SELECT
+                // claims it, EXAMINE must not (6.3.2).
+                let seen_through = mb.recent_through;
                 let msgs: Vec<ViewMsg> = mb
                     .messages
                     .iter()
                     .map(|m| ViewMsg {
                         uid: m.uid,
                         flags: m.flags.clone(),
-                        recent: false,
+                        recent: m.uid > seen_through,
                     })
                     .collect();
+                if !examine {
+                    mb.claim_recent();
+                }
                 (msgs, mb.uid_validity, mb.uid_next)
             })
         });
@@ -413,8 +419,9 @@ impl ImapServer {
             return Reply::no(NO_MAILBOX);
         };
         let mut out = format!(
-            "* FLAGS {SYSTEM_FLAGS}\r\n* {} EXISTS\r\n* 0 RECENT\r\n",
-            msgs.len()
+            "* FLAGS {SYSTEM_FLAGS}\r\n* {} EXISTS\r\n* {} RECENT\r\n",
+            msgs.len(),
+            msgs.iter().filter(|m| m.recent).count()
         );
         if let Some(i) = msgs.iter().position(|m| !m.flags.contains("\\Seen")) {
             out.push_str(&format!(
@@ -674,15 +681,22 @@ impl ImapServer {
         let Some(name) = name_of(mailbox) else {
             return Reply::no(NO_MAILBOX);
         };
-        let recent = self
+        // The selected mailbox: what is recent in this session; any other: what no
+        // session has claimed yet (RFC 3501 6.3.10, 2.3.2).
+        let selected_recent = self
             .view
             .as_ref()
             .filter(|v| v.mailbox == name)
-            .map(|v| v.msgs.iter().filter(|m| m.recent).count())
-            .unwrap_or(0);
+            .map(|v| v.msgs.iter().filter(|m| m.recent).count());
         let world = Arc::clone(&self.ctx.world);
         let line = world.store.with_account(&self.user_key(), |acct| {
             let mb = acct.mailbox(&name)?;
+            let recent = selected_recent.unwrap_or_else(|| {
+                mb.messages
+                    .iter()
+                    .filter(|m| m.uid > mb.recent_through)
+                    .count()
+            });
             let mut parts = Vec::new();
             for item in items {
                 let (word, value) = match item {
@@ -1098,7 +1112,7 @@ impl ImapServer {
         };
         let world = Arc::clone(&self.ctx.world);
         let current = world.store.with_account(&self.user_key(), |acct| {
-            acct.mailbox(&view.mailbox).and_then(|mb| {
+            acct.mailbox_mut(&view.mailbox).and_then(|mb| {
                 // Compared in full rather than by `generation`, so that a writer that
                 // forgets to bump it (another endpoint) is still noticed.
                 let same = mb.messages.len() == view.msgs.len()
@@ -1108,14 +1122,21 @@ impl ImapServer {
                         .zip(&view.msgs)
                         .all(|(m, v)| m.uid == v.uid && m.flags == v.flags);
                 (!same).then(|| {
-                    mb.messages
+                    // New arrivals are recent for the first read-write session told.
+                    let seen_through = mb.recent_through;
+                    if !view.read_only {
+                        mb.claim_recent();
+                    }
+                    let msgs = mb
+                        .messages
                         .iter()
                         .map(|m| (m.uid, m.flags.clone()))
-                        .collect::<Vec<(u32, BTreeSet<String>)>>()
+                        .collect::<Vec<(u32, BTreeSet<String>)>>();
+                    (msgs, seen_through)
                 })
             })
         });
-        let Some(store_msgs) = current else {
+        let Some((store_msgs, seen_through)) = current else {
             self.view = Some(view);
             return;
         };
@@ -1154,7 +1175,7 @@ impl ImapServer {
                 view.msgs.push(ViewMsg {
                     uid: *uid,
                     flags: flags.clone(),
-                    recent: true,
+                    recent: *uid > seen_through,
                 });
             }
         }

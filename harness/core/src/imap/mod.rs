@@ -44,8 +44,9 @@
 //! Messages are stored as bytes; their MIME structure is read on demand with mail-parser
 //! (`mime.rs`) for BODY / BODYSTRUCTURE and `BODY[section]`. SEARCH BODY / TEXT match the
 //! raw (still transfer-encoded) text.
-//! `\Recent` is per session: messages that arrive while this session has the mailbox
-//! selected; SELECT reports `0 RECENT`.
+//! `\Recent` (RFC 3501 2.3.2): a message is recent in the first session that has its
+//! mailbox selected read-write, at SELECT or when it arrives, and in no other; EXAMINE
+//! and STATUS report recent messages without claiming them.
 //!
 //! # Resource bounds
 //!

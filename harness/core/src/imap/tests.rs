@@ -9,7 +9,22 @@ use std::collections::BTreeSet;
 
 const ALICE_VALIDITY: u32 = 1_700_000_000;
 
+/// The default lab as an earlier session left it: its seeded mail already reported, so
+/// `\Recent` shows only what a test delivers (see `fresh_world` for the first session).
 fn world() -> Arc<World> {
+    let w = fresh_world();
+    for user in ["user", "alice", "bob"] {
+        w.store.with_account(user, |acct| {
+            for mb in acct.mailboxes.values_mut() {
+                mb.claim_recent();
+            }
+        });
+    }
+    w
+}
+
+/// The default lab before any session: every seeded message is still `\Recent`.
+fn fresh_world() -> Arc<World> {
     Arc::new(LabFile::default_lab().build().unwrap())
 }
 
@@ -837,10 +852,11 @@ fn other_sessions_changes_reported_at_noop_not_during_fetch() {
         b.send(b"Subject: new\r\n\r\nhi\r\n\r\n"),
         "* 3 EXISTS\r\n* 1 RECENT\r\np OK [APPENDUID 1700000000 4] APPEND completed\r\n"
     );
-    // During FETCH: no EXPUNGE (numbers stay), but new mail may be announced.
+    // During FETCH: no EXPUNGE (numbers stay), but new mail may be announced. b was told
+    // of the new message first, so it is recent there and not here (RFC 3501 2.3.2).
     assert_eq!(
         a.send(b"f FETCH 1:* UID\r\n"),
-        "* 2 FETCH (UID 2)\r\n* 3 FETCH (UID 3)\r\n* 4 EXISTS\r\n* 1 RECENT\r\nf OK FETCH completed\r\n"
+        "* 2 FETCH (UID 2)\r\n* 3 FETCH (UID 3)\r\n* 4 EXISTS\r\n* 0 RECENT\r\nf OK FETCH completed\r\n"
     );
     assert_eq!(
         a.send(b"n NOOP\r\n"),
@@ -848,6 +864,10 @@ fn other_sessions_changes_reported_at_noop_not_during_fetch() {
     );
     assert_eq!(
         a.send(b"g FETCH 3 (UID FLAGS)\r\n"),
+        "* 3 FETCH (UID 4 FLAGS ())\r\ng OK FETCH completed\r\n"
+    );
+    assert_eq!(
+        b.send(b"g FETCH 3 (UID FLAGS)\r\n"),
         "* 3 FETCH (UID 4 FLAGS (\\Recent))\r\ng OK FETCH completed\r\n"
     );
     // A flag change by b shows up in a at the next NOOP.
@@ -858,6 +878,98 @@ fn other_sessions_changes_reported_at_noop_not_during_fetch() {
     assert_eq!(
         a.send(b"n NOOP\r\n"),
         "* 1 FETCH (FLAGS (\\Seen))\r\nn OK NOOP completed\r\n"
+    );
+}
+
+#[test]
+fn seeded_mail_is_recent_in_the_first_selecting_session_only() {
+    let w = fresh_world();
+    // STATUS and EXAMINE report what no session has claimed, and claim nothing.
+    let mut peek = T::on(&w);
+    peek.login();
+    assert_eq!(
+        peek.send(b"s STATUS INBOX (RECENT)\r\n"),
+        "* STATUS INBOX (RECENT 3)\r\ns OK STATUS completed\r\n"
+    );
+    let out = peek.send(b"e EXAMINE INBOX\r\n");
+    assert!(out.contains("* 3 RECENT\r\n"), "{out}");
+    assert_eq!(
+        peek.send(b"f FETCH 1 FLAGS\r\n"),
+        "* 1 FETCH (FLAGS (\\Recent))\r\nf OK FETCH completed\r\n"
+    );
+    // The first SELECT gets them as recent (SEARCH RECENT/NEW agree) ...
+    let mut first = T::on(&w);
+    first.login();
+    let out = first.send(b"a SELECT INBOX\r\n");
+    assert!(out.contains("* 3 EXISTS\r\n* 3 RECENT\r\n"), "{out}");
+    assert_eq!(
+        first.send(b"r SEARCH RECENT\r\n"),
+        "* SEARCH 1 2 3\r\nr OK SEARCH completed\r\n"
+    );
+    // ... and no later session does, SELECT or EXAMINE, nor STATUS elsewhere.
+    let mut second = T::on(&w);
+    second.login();
+    let out = second.send(b"a SELECT INBOX\r\n");
+    assert!(out.contains("* 3 EXISTS\r\n* 0 RECENT\r\n"), "{out}");
+    assert_eq!(
+        second.send(b"r SEARCH RECENT\r\n"),
+        "* SEARCH\r\nr OK SEARCH completed\r\n"
+    );
+    assert_eq!(peek.send(b"u UNSELECT\r\n"), "u OK UNSELECT completed\r\n");
+    assert_eq!(
+        peek.send(b"s STATUS INBOX (RECENT)\r\n"),
+        "* STATUS INBOX (RECENT 0)\r\ns OK STATUS completed\r\n"
+    );
+    // The first session keeps its recent messages for as long as it has them selected.
+    assert_eq!(
+        first.send(b"s STATUS INBOX (RECENT)\r\n"),
+        "* STATUS INBOX (RECENT 3)\r\ns OK STATUS completed\r\n"
+    );
+}
+
+#[test]
+fn new_mail_is_recent_in_the_first_read_write_session_told_of_it() {
+    let w = world();
+    let mut reader = T::on(&w);
+    reader.login();
+    reader.send(b"e EXAMINE INBOX\r\n");
+    let mut writer = T::on(&w);
+    writer.select();
+    let mut later = T::on(&w);
+    later.select();
+    // Delivered by a session with nothing selected: nobody has been told yet.
+    let mut sender = T::on(&w);
+    sender.login();
+    assert_eq!(
+        sender.send(b"p APPEND INBOX {21}\r\n"),
+        "+ Ready for literal data\r\n"
+    );
+    assert_eq!(
+        sender.send(b"Subject: new\r\n\r\nhi\r\n\r\n"),
+        "p OK [APPENDUID 1700000000 4] APPEND completed\r\n"
+    );
+    // The read-only session sees it as recent without taking the flag (RFC 3501 6.3.2) ...
+    assert_eq!(
+        reader.send(b"n NOOP\r\n"),
+        "* 4 EXISTS\r\n* 1 RECENT\r\nn OK NOOP completed\r\n"
+    );
+    // ... the first read-write session told takes it ...
+    assert_eq!(
+        writer.send(b"n NOOP\r\n"),
+        "* 4 EXISTS\r\n* 1 RECENT\r\nn OK NOOP completed\r\n"
+    );
+    // ... and the next one gets the message without it.
+    assert_eq!(
+        later.send(b"n NOOP\r\n"),
+        "* 4 EXISTS\r\n* 0 RECENT\r\nn OK NOOP completed\r\n"
+    );
+    assert_eq!(
+        writer.send(b"r SEARCH NEW\r\n"),
+        "* SEARCH 4\r\nr OK SEARCH completed\r\n"
+    );
+    assert_eq!(
+        later.send(b"r SEARCH RECENT\r\n"),
+        "* SEARCH\r\nr OK SEARCH completed\r\n"
     );
 }
 
