@@ -385,6 +385,8 @@ async fn serve_client(
         shared.features,
     );
     core.set_cache_key(shared.cache_key.clone());
+    // Traces are for the in-process runner; over sockets nobody reads them.
+    core.set_tracing(false);
     let started = Instant::now();
     let write_timeout = shared.limits.idle_timeout.min(Duration::from_secs(60));
     let mut conns: HashMap<ConnId, TcpStream> = HashMap::new();
@@ -488,7 +490,6 @@ async fn serve_client(
                 }
             }
         }
-        // Traces are for the in-process runner; over sockets nobody reads them.
         let _ = core.take_trace();
         let _ = core.take_findings();
         while let Some(out) = core.poll_output() {
