@@ -18,7 +18,7 @@ use std::time::Duration;
 use arbitrary::{Arbitrary, Unstructured};
 
 use super::ops::{self, account, at, byte, choice, flag, Seed, MAX_OPS, USERS};
-use crate::imap::{ImapServer, StoreCaps};
+use crate::imap::{tagged_lines, ImapServer, StoreCaps};
 use crate::profile::Profile;
 use crate::sasl::encode_base64;
 use crate::session::{Output, ServerSession, SessionContext};
@@ -310,35 +310,6 @@ pub(super) fn continuation(answer: &[u8]) -> Option<&[u8]> {
 /// last line.
 fn waiting(lane: &Lane) -> bool {
     !lane.server.is_between_commands() && !lane.server.is_closed()
-}
-
-/// The tags of the tagged lines in a server's output, literal data skipped.
-pub fn tagged_lines(output: &[u8]) -> Vec<String> {
-    let mut tags = Vec::new();
-    let mut rest = output;
-    let mut in_response = false;
-    while let Some(lf) = rest.iter().position(|&b| b == b'\n') {
-        let line = rest.get(..lf).unwrap_or_default();
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        rest = rest.get(lf + 1..).unwrap_or_default();
-        let first = line.split(|&b| b == b' ').next().unwrap_or_default();
-        if !in_response && first != b"*" && !first.starts_with(b"+") && !line.is_empty() {
-            tags.push(String::from_utf8_lossy(first).into_owned());
-        }
-        let literal = line
-            .strip_suffix(b"}")
-            .and_then(|b| b.iter().rposition(|&c| c == b'{').map(|i| &b[i + 1..]))
-            .and_then(|d| std::str::from_utf8(d).ok())
-            .and_then(|d| d.parse::<usize>().ok());
-        match literal {
-            Some(n) if !first.starts_with(b"+") => {
-                rest = rest.get(n.min(rest.len())..).unwrap_or_default();
-                in_response = true;
-            }
-            _ => in_response = false,
-        }
-    }
-    tags
 }
 
 /// Fuzz target `imap_server_ops`.

@@ -103,18 +103,19 @@ pub fn fuzz_command_decode(data: &[u8]) {
     assert_eq!(first, second, "encoding is not stable across a round trip");
 }
 
-/// Reads the server's output and counts tagged completions, skipping literal data.
-fn count_tagged(output: &[u8]) -> u64 {
-    let mut count = 0;
+/// The tags of the tagged lines in a server's output, literal data skipped (what a
+/// client counts as completions).
+pub(crate) fn tagged_lines(output: &[u8]) -> Vec<String> {
+    let mut tags = Vec::new();
     let mut rest = output;
     let mut in_response = false;
     while let Some(lf) = rest.iter().position(|&b| b == b'\n') {
-        let line = &rest[..lf];
+        let line = rest.get(..lf).unwrap_or_default();
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        rest = &rest[lf + 1..];
+        rest = rest.get(lf + 1..).unwrap_or_default();
         let first = line.split(|&b| b == b' ').next().unwrap_or_default();
-        if !in_response && first != b"*" && first != b"+" && !line.is_empty() {
-            count += 1;
+        if !in_response && first != b"*" && !first.starts_with(b"+") && !line.is_empty() {
+            tags.push(String::from_utf8_lossy(first).into_owned());
         }
         // A line ending in {n} is followed by n octets and then the same response goes on.
         let literal = line
@@ -130,7 +131,7 @@ fn count_tagged(output: &[u8]) -> u64 {
             _ => in_response = false,
         }
     }
-    count
+    tags
 }
 
 /// Fuzz entry: feeds `data` in chunks (the first byte picks the chunk size) to a server
@@ -194,7 +195,7 @@ pub fn fuzz_server_session(data: &[u8]) {
         );
     }
     assert_eq!(
-        count_tagged(&output),
+        tagged_lines(&output).len() as u64,
         stats.tagged_replies,
         "tagged lines on the wire"
     );
