@@ -3,7 +3,7 @@
 //! built-in default lab.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use serde::Deserialize;
 
@@ -73,7 +73,56 @@ pub struct StoredMessage {
     /// INTERNALDATE, seconds since the Unix epoch (UTC).
     pub internal_date: i64,
     pub data: Arc<[u8]>,
+    /// What IMAP derives from `data`, computed once and shared by every copy.
+    pub derived: Derived,
 }
+
+/// Texts a server derives from a message's bytes (IMAP's ENVELOPE, BODY and
+/// BODYSTRUCTURE), computed on first use. The bytes never change, so a COPY of the message
+/// and every clone of the world (the fuzz targets clone one template per input) share
+/// them.
+#[derive(Debug, Clone, Default)]
+pub struct Derived(Arc<DerivedTexts>);
+
+#[derive(Debug, Default)]
+struct DerivedTexts {
+    envelope: OnceLock<Box<[u8]>>,
+    body: OnceLock<Box<[u8]>>,
+    body_structure: OnceLock<Box<[u8]>>,
+}
+
+/// Which derived text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DerivedText {
+    Envelope,
+    Body,
+    BodyStructure,
+}
+
+impl Derived {
+    /// The text, written by `make` the first time it is asked for.
+    pub fn get(&self, which: DerivedText, make: impl FnOnce(&mut Vec<u8>)) -> &[u8] {
+        let cell = match which {
+            DerivedText::Envelope => &self.0.envelope,
+            DerivedText::Body => &self.0.body,
+            DerivedText::BodyStructure => &self.0.body_structure,
+        };
+        cell.get_or_init(|| {
+            let mut text = Vec::new();
+            make(&mut text);
+            text.into_boxed_slice()
+        })
+    }
+}
+
+/// A function of the message's bytes, which the message compares already.
+impl PartialEq for Derived {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Derived {}
 
 impl StoredMessage {
     pub fn size(&self) -> usize {
@@ -125,6 +174,7 @@ impl Mailbox {
             flags,
             internal_date,
             data,
+            derived: Derived::default(),
         });
         self.generation += 1;
         uid
@@ -496,6 +546,34 @@ mod tests {
             .store
             .with_account("alice", |a| a.mailbox("inbox").map(|m| m.messages.len()));
         assert_eq!(n, Some(3));
+    }
+
+    #[test]
+    fn derived_texts_are_made_once_and_shared_by_copies_and_world_clones() {
+        let world = LabFile::default_lab().build().expect("default lab");
+        let clone = world.clone();
+        let derived = |w: &World| {
+            w.store.with_account("alice", |a| {
+                a.mailbox("inbox").map(|m| m.messages[0].derived.clone())
+            })
+        };
+        let (Some(a), Some(b)) = (derived(&world), derived(&clone)) else {
+            panic!("alice's INBOX");
+        };
+        let mut made = 0;
+        let first = a
+            .get(DerivedText::Envelope, |t| {
+                made += 1;
+                t.extend_from_slice(b"(NIL)");
+            })
+            .to_vec();
+        let again = b.get(DerivedText::Envelope, |_| made += 1).to_vec();
+        assert_eq!(
+            (first.as_slice(), again.as_slice(), made),
+            (&b"(NIL)"[..], &b"(NIL)"[..], 1)
+        );
+        // Each text has its own cell.
+        assert_eq!(a.get(DerivedText::Body, |t| t.push(b'B')), b"B");
     }
 
     #[test]

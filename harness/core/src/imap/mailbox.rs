@@ -19,7 +19,7 @@ use imap_codec::imap_types::status::StatusDataItemName;
 use super::message::{self, write_astring};
 use super::mime;
 use super::server::{ImapServer, Reply};
-use crate::world::{Account, Mailbox, StoredMessage};
+use crate::world::{Account, DerivedText, Mailbox, StoredMessage};
 
 /// Hierarchy delimiter of the mock store (RFC 3501 6.3.8).
 pub const DELIMITER: char = '/';
@@ -1249,15 +1249,24 @@ fn fetch_one(
             }
             MessageDataItemName::Envelope => {
                 out.extend_from_slice(b"ENVELOPE ");
-                message::write_envelope(out, header);
+                let envelope = msg.derived.get(DerivedText::Envelope, |text| {
+                    message::write_envelope(text, header)
+                });
+                out.extend_from_slice(envelope);
             }
             MessageDataItemName::Body => {
                 out.extend_from_slice(b"BODY ");
-                mime::write_structure(out, data, &mime::parse(data), false);
+                let body = msg.derived.get(DerivedText::Body, |text| {
+                    mime::write_structure(text, data, &mime::parse(data), false)
+                });
+                out.extend_from_slice(body);
             }
             MessageDataItemName::BodyStructure => {
                 out.extend_from_slice(b"BODYSTRUCTURE ");
-                mime::write_structure(out, data, &mime::parse(data), true);
+                let structure = msg.derived.get(DerivedText::BodyStructure, |text| {
+                    mime::write_structure(text, data, &mime::parse(data), true)
+                });
+                out.extend_from_slice(structure);
             }
             MessageDataItemName::Rfc822 => literal_item(out, "RFC822", data),
             MessageDataItemName::Rfc822Header => literal_item(out, "RFC822.HEADER", header),
