@@ -83,10 +83,15 @@ use crate::session::{Output, ServerSession, SessionContext};
 /// check the second encoding equals the first (the codec's round trip is a fixed point).
 pub fn fuzz_command_decode(data: &[u8]) {
     let codec = CommandCodec::default();
-    let Ok((_, cmd)) = codec.decode(data) else {
+    let Ok((rest, cmd)) = codec.decode(data) else {
         return;
     };
     let first = codec.encode(&cmd).dump();
+    // Decoding is a function of the octets of one command (it ends at its CRLF): an
+    // encoding equal to the input is already known to decode to `cmd` with nothing left.
+    if data.get(..data.len() - rest.len()) == Some(first.as_slice()) {
+        return;
+    }
     let again = codec.decode(&first);
     let Ok((rest, cmd2)) = again else {
         panic!(
@@ -105,22 +110,22 @@ pub fn fuzz_command_decode(data: &[u8]) {
 
 /// The tags of the tagged lines in a server's output, literal data skipped (what a
 /// client counts as completions).
-pub(crate) fn tagged_lines(output: &[u8]) -> Vec<String> {
+pub(crate) fn tagged_lines(output: &[u8]) -> Vec<&[u8]> {
     let mut tags = Vec::new();
     let mut rest = output;
     let mut in_response = false;
-    while let Some(lf) = rest.iter().position(|&b| b == b'\n') {
+    while let Some(lf) = memchr::memchr(b'\n', rest) {
         let line = rest.get(..lf).unwrap_or_default();
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         rest = rest.get(lf + 1..).unwrap_or_default();
         let first = line.split(|&b| b == b' ').next().unwrap_or_default();
         if !in_response && first != b"*" && !first.starts_with(b"+") && !line.is_empty() {
-            tags.push(String::from_utf8_lossy(first).into_owned());
+            tags.push(first);
         }
         // A line ending in {n} is followed by n octets and then the same response goes on.
         let literal = line
             .strip_suffix(b"}")
-            .and_then(|b| b.iter().rposition(|&c| c == b'{').map(|i| &b[i + 1..]))
+            .and_then(|b| memchr::memrchr(b'{', b).map(|i| &b[i + 1..]))
             .and_then(|d| std::str::from_utf8(d).ok())
             .and_then(|d| d.parse::<usize>().ok());
         match literal {

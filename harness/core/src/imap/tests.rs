@@ -1398,7 +1398,7 @@ fn fuzz_password_detector() {
         tagged_lines(
             b"* OK hi\r\na OK x\r\n+ go\r\n* 1 FETCH (BODY[] {9}\r\nb OK fake)\r\nc NO y\r\n"
         ),
-        vec!["a", "c"]
+        vec![&b"a"[..], b"c"]
     );
 }
 
