@@ -15,20 +15,21 @@
 #
 # Comparison tracing (`-sanitizer-coverage-trace-compares`, cargo-fuzz's default) is on
 # for the binary NTLM targets only, whose magic numbers and lengths it helps mutations
-# find; the text and structured targets are built with --no-trace-compares (about twice
-# the executions per second, and in side-by-side runs at least the coverage per minute:
-# their keywords come from the dictionaries, their structured choices from bytes that no
+# find; the other targets are built with --no-trace-compares (about twice the executions
+# per second, and side by side from the seeds -1 % to +22 % edges in the same time: their
+# keywords come from the dictionaries, their structured choices from bytes that no
 # comparison maps back to). FUZZ_TRACE_COMPARES=all or none overrides the choice; each
 # kind of build has its own target directory, so switching does not rebuild.
 #
-# Some targets run with -use_counters=0 (`edges_only` below): libFuzzer then keeps an input
-# for the edges it reaches, not for how often it runs them. In those targets hit counts
-# reward repeating a command or an operation, which grows the corpus toward long inputs
-# that reach no new code: side by side from the seeds (90 s each, fuzz/README.md), edges
-# alone ran 1.4-4.7 times the executions and reached as many edges or 8-31 % more. The POP3 server
-# and the two client machines (small, soon saturated) and the decoders of one message
-# reached more with hit counts and keep them. FUZZ_ARGS adds libFuzzer flags after these
-# (the last one of a flag wins), e.g. FUZZ_ARGS=-use_counters=1.
+# Some targets run with -use_counters=0 (`edges_only` below): libFuzzer then keeps an
+# input for the edges it reaches, not for how often it runs them. In those targets hit
+# counts reward repeating a command, an operation or a TOML key, which grows the corpus
+# toward long inputs that reach no new code: side by side from the seeds (90 s each,
+# fuzz/README.md), edges alone ran 1.4-4.7 times the executions and reached as many edges
+# or 8-31 % more. The POP3 server and the two client machines (small, soon saturated)
+# reached more with hit counts and keep them, as do the targets that were not compared.
+# FUZZ_ARGS adds libFuzzer flags after these (the last one of a flag wins), e.g.
+# FUZZ_ARGS=-use_counters=1.
 set -uo pipefail
 
 usage() {
@@ -77,8 +78,9 @@ dict_for() {
   esac
 }
 
-edges_only=(imap_server_session frontend_session netfuzz_reply_check script_decode
-  imap_server_ops pop3_server_ops frontend_pool_ops imap_command_to_bytes_and_back)
+edges_only=(imap_command_decode lab_file_decode scenario_decode script_decode
+  imap_server_session frontend_session netfuzz_reply_check imap_server_ops pop3_server_ops
+  frontend_pool_ops imap_command_to_bytes_and_back)
 
 # The cargo-fuzz flags for a target (sets `flags`).
 flags_for() {
