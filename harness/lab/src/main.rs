@@ -63,6 +63,10 @@ struct FuzzArgs {
     /// Milliseconds of silence, while a reply is due, that count as a hang.
     #[arg(long, default_value_t = 5000)]
     hang_timeout: u64,
+    /// The same after LOGIN, AUTHENTICATE, PASS, APOP, AUTH or a SASL response: servers
+    /// hold back a failed login on purpose (Dovecot up to 17 s).
+    #[arg(long, default_value_t = 20000)]
+    auth_timeout: u64,
     /// The server's process: if it is gone, the case is a crash and the run stops.
     #[arg(long)]
     watch_pid: Option<u32>,

@@ -110,6 +110,9 @@ pub struct FuzzConfig {
     pub seed: u64,
     /// Silence while a reply is due that counts as a hang.
     pub hang_timeout: Duration,
+    /// The same after an authentication command (servers delay failed logins on
+    /// purpose); at least `hang_timeout`.
+    pub auth_timeout: Duration,
     /// A process that must stay alive (the server's).
     pub watch_pid: Option<u32>,
     /// Where reproducers go.
@@ -384,6 +387,7 @@ pub fn run_case(
     proto: Proto,
     case: &Mutated,
     hang: Duration,
+    auth_hang: Duration,
     until: Instant,
 ) -> CaseResult {
     let settle = hang.min(Duration::from_millis(20));
@@ -549,7 +553,13 @@ pub fn run_case(
         sent += 1;
         check.sent(&wire);
         long_lines = (long_lines << 1 | u8::from(wire.len() > UNREAD_INPUT)) & 0b11;
-        let first = check.reply_due().then_some(hang);
+        let first = check.reply_due().then(|| {
+            if check.auth_reply_due() {
+                auth_hang.max(hang)
+            } else {
+                hang
+            }
+        });
         if let Some((kind, detail)) = listen(
             &mut conn,
             &mut check,
@@ -629,6 +639,7 @@ pub fn fuzz(cfg: &FuzzConfig, progress: &mut dyn FnMut(&Summary)) -> Result<Summ
             proto,
             &case,
             cfg.hang_timeout,
+            cfg.auth_timeout,
             start + cfg.duration,
         );
         if let Some(pid) = cfg.watch_pid {
@@ -704,11 +715,14 @@ fn save(
             mutations.join(", ")
         ),
         format!(
-            "remake: harness fuzz --target {}://{} --seed {} --count {}",
+            "remake: harness fuzz --target {}://{} --seed {} --count {} --hang-timeout {} \
+             --auth-timeout {}",
             proto.name(),
             cfg.target.addr,
             cfg.seed,
-            case.index + 1
+            case.index + 1,
+            cfg.hang_timeout.as_millis(),
+            cfg.auth_timeout.as_millis()
         ),
         format!("lines sent before the end: {}", result.sent),
         "server said:".to_string(),

@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use harness::netfuzz::{fuzz, FuzzConfig, OutcomeKind, Summary};
+use harness::netfuzz::{fuzz, run_case, FuzzConfig, OutcomeKind, Summary};
 use harness::play::{SocketTransport, Target};
 use harness::{Protocol, Security};
+use harness_core::netfuzz::{CaseLine, Mutated, Proto};
 use harness_core::script;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -33,6 +34,7 @@ fn config(url: &str, out: PathBuf) -> FuzzConfig {
         count: None,
         seed: 1,
         hang_timeout: Duration::from_millis(2_000),
+        auth_timeout: Duration::from_millis(2_000),
         watch_pid: None,
         out,
         corpus: root().join("corpus/sessions"),
@@ -105,6 +107,9 @@ enum Fault {
     Garbage,
     /// POP3 whose replies lack the `+OK`.
     Pop3NoStatus,
+    /// Answers `tag OK` at once, but `tag NO` to LOGIN only after 800 ms (the way
+    /// servers hold back a failed login).
+    SlowLogin,
 }
 
 /// A tiny broken server on loopback; returns its address.
@@ -161,6 +166,23 @@ async fn broken_server(fault: Fault) -> SocketAddr {
                                 b"* BAD no tag\r\n".to_vec()
                             } else {
                                 [tag, b" OK done\r\n"].concat()
+                            }
+                        }
+                        Fault::SlowLogin => {
+                            let mut words = line
+                                .split(|&b| matches!(b, b' ' | b'\r' | b'\n'))
+                                .filter(|w| !w.is_empty());
+                            let tag = words.next().unwrap_or_default().to_vec();
+                            if tag.is_empty() {
+                                b"* BAD no tag\r\n".to_vec()
+                            } else if words
+                                .next()
+                                .is_some_and(|v| v.eq_ignore_ascii_case(b"LOGIN"))
+                            {
+                                tokio::time::sleep(Duration::from_millis(800)).await;
+                                [&tag[..], b" NO [AUTHENTICATIONFAILED] slowly\r\n"].concat()
+                            } else {
+                                [&tag[..], b" OK done\r\n"].concat()
                             }
                         }
                         Fault::Silent => continue,
@@ -250,6 +272,7 @@ async fn a_silent_server_is_a_hang_and_garbage_is_malformed() {
     let mut cfg = config(&format!("imap://{addr}"), out_dir("hang"));
     cfg.count = Some(3);
     cfg.hang_timeout = Duration::from_millis(300);
+    cfg.auth_timeout = Duration::from_millis(300);
     let started = Instant::now();
     let s = run(cfg).await;
     // A case whose lines are all cut short owes no reply; every other one hangs.
@@ -263,6 +286,10 @@ async fn a_silent_server_is_a_hang_and_garbage_is_malformed() {
     assert!(started.elapsed() < Duration::from_secs(10));
     let text = saved(&s, OutcomeKind::Hang);
     assert!(text.contains("no reply within 300 ms after line"), "{text}");
+    assert!(
+        text.contains("--hang-timeout 300 --auth-timeout 300"),
+        "the remake line has the bounds: {text}"
+    );
 
     let addr = broken_server(Fault::Garbage).await;
     let mut cfg = config(&format!("imap://{addr}"), out_dir("garbage"));
@@ -279,6 +306,90 @@ async fn a_silent_server_is_a_hang_and_garbage_is_malformed() {
     assert_eq!(s.count(OutcomeKind::Malformed), 5, "{}", describe(&s));
     let text = saved(&s, OutcomeKind::Malformed);
     assert!(text.contains("not +OK, -ERR or a continuation"), "{text}");
+}
+
+/// A case of these lines, each ended with CRLF.
+fn case_of(lines: &[&[u8]]) -> Mutated {
+    Mutated {
+        index: 0,
+        source: "by hand".into(),
+        conn: 0,
+        mutations: Vec::new(),
+        original: Vec::new(),
+        lines: lines
+            .iter()
+            .map(|l| CaseLine {
+                bytes: l.to_vec(),
+                crlf: true,
+            })
+            .collect(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_held_back_is_no_hang_within_the_auth_timeout() {
+    let addr = broken_server(Fault::SlowLogin).await;
+    let case = case_of(&[b"a1 NOOP", b"a2 LOGIN user wrong", b"a3 NOOP"]);
+    let until = Instant::now() + Duration::from_secs(30);
+    let short = Duration::from_millis(300);
+    let r = tokio::task::spawn_blocking(move || {
+        let held_back = run_case(
+            addr,
+            Proto::Imap,
+            &case,
+            short,
+            Duration::from_secs(3),
+            until,
+        );
+        let too_long = run_case(addr, Proto::Imap, &case, short, short, until);
+        (held_back, too_long)
+    })
+    .await
+    .unwrap();
+    assert_eq!((r.0.kind, r.0.sent), (OutcomeKind::Ok, 3), "{r:?}");
+    assert_eq!(r.1.kind, OutcomeKind::Hang, "{r:?}");
+    assert_eq!(r.1.detail, "no reply within 300 ms after line 2", "{r:?}");
+}
+
+/// Findings against the mock that were the checker's fault. A bare LF cut an APPEND in
+/// two; the server refused the first half and then asked for the literal the second half
+/// announced, and the checker took that `+` for a SASL prompt (a completion of another
+/// command had ended the wait for it). And a blank line sent just before an APPEND got
+/// `* BAD` after the APPEND went out, which must not end the wait either. Both times the
+/// checker then waited for a reply to the literal's first line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn literals_after_refused_lines_are_no_hang() {
+    let lab = common::start_lab(harness_core::Profile::default_profile()).await;
+    let addr = lab.addr(Protocol::Imap, Security::Plain).unwrap();
+    let literal: [&[u8]; 4] = [b"Subject: appended", b"", b"written by a transcript", b""];
+    let cases: [(&[u8], &str); 2] = [
+        (b"a3 APPEND INBO\nX (\\Flagged) {46}", "\"X BAD"),
+        (b"a3 APPEND INBOX (\\Flagged) {46}", "\"a3 OK"),
+    ];
+    for (index, (append, answer)) in cases.into_iter().enumerate() {
+        let mut lines: Vec<&[u8]> = vec![b"a1 LOGIN user pass", b"a2 CREATE Copies"];
+        if index == 1 {
+            lines.push(b"");
+        }
+        lines.push(append);
+        lines.extend(literal);
+        lines.push(b"a4 LOGOUT");
+        let case = case_of(&lines);
+        let until = Instant::now() + Duration::from_secs(30);
+        let r = tokio::task::spawn_blocking(move || {
+            let hang = Duration::from_secs(2);
+            run_case(addr, Proto::Imap, &case, hang, hang, until)
+        })
+        .await
+        .unwrap();
+        assert!(!r.kind.is_finding(), "{r:?}");
+        assert_eq!(r.sent, lines.len(), "{r:?}");
+        assert!(
+            r.received.iter().any(|l| l.starts_with(answer)),
+            "the command after the literal is answered: {r:?}"
+        );
+    }
+    lab.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -385,8 +496,10 @@ async fn dovecot_gives_a_summary_and_no_false_reports() {
         );
         cfg.duration = Duration::from_secs(5);
         // Dovecot answers a failed login after auth_failure_delay (2 s) and penalises an
-        // address that keeps failing by up to 15 s more: neither is a hang.
-        cfg.hang_timeout = Duration::from_secs(20);
+        // address that keeps failing by up to 15 s more: neither is a hang, and the
+        // default bounds (5 s, 20 s after an authentication) tell them apart.
+        cfg.hang_timeout = Duration::from_secs(5);
+        cfg.auth_timeout = Duration::from_secs(20);
         cfg.watch_pid = Some(pid);
         let s = run(cfg).await;
         let text = describe(&s);

@@ -8,6 +8,10 @@
 # DOVECOT_BENCH=1 configures it for load runs instead of conformance: no auth debug logging,
 # login processes in Dovecot's high-performance mode (service_count = 0, one per core, each
 # serving many connections), and process/client limits raised for hundreds of connections.
+# DOVECOT_NO_AUTH_DELAY=1 answers failed logins at once, for network fuzzing: no
+# auth_failure_delay (2 s by default) and no penalty for an address that keeps failing (up
+# to 15 s more; off when auth cannot reach anvil's penalty socket, so auth logs one Error
+# line about it at start).
 # Stop:  kill "$(cat RUNDIR/dovecot.pid)"   (master takes its children down)
 set -euo pipefail
 IMAP_PORT=${1:-11143}
@@ -64,6 +68,15 @@ default_vsz_limit = 512M"
 else
   DEBUG=yes; LIMITS=""; LOGIN_MODE=""
 fi
+AUTH_DELAY=""
+if [ -n "${DOVECOT_NO_AUTH_DELAY:-}" ]; then
+  AUTH_DELAY="auth_failure_delay = 0
+service anvil {
+  unix_listener anvil-auth-penalty {
+    mode = 0
+  }
+}"
+fi
 
 cat > "$RUNDIR/dovecot.conf" <<CONF
 # self-contained: nothing from /etc/dovecot is included
@@ -82,6 +95,7 @@ auth_verbose = $DEBUG
 auth_debug = $DEBUG
 auth_debug_passwords = $DEBUG
 $LIMITS
+$AUTH_DELAY
 verbose_proctitle = yes
 default_login_user = $LOGIN_USER
 default_internal_user = $INTERNAL_USER

@@ -32,6 +32,8 @@ pub struct Malformed(pub String);
 enum ImapVerb {
     Idle,
     StartTls,
+    /// LOGIN or AUTHENTICATE: servers delay a failed one on purpose.
+    Auth,
     Other,
 }
 
@@ -42,6 +44,8 @@ struct Pop3Cmd {
     multi: bool,
     quit: bool,
     stls: bool,
+    /// PASS, APOP, AUTH with a mechanism, or a SASL response.
+    auth: bool,
 }
 
 /// Follows one connection from the client's side.
@@ -67,6 +71,10 @@ pub struct ReplyCheck {
     tag_bytes: usize,
     // IMAP
     client_literal: u64,
+    /// The last literal's bytes were sent: the line that follows continues its command.
+    after_literal: bool,
+    /// The tag of the last command begun (its first word, up to KEEP bytes).
+    command_tag: Vec<u8>,
     await_cont: Option<u64>,
     verb: ImapVerb,
     idle: bool,
@@ -93,6 +101,8 @@ impl ReplyCheck {
             tags: BTreeSet::new(),
             tag_bytes: 0,
             client_literal: 0,
+            after_literal: false,
+            command_tag: Vec::new(),
             await_cont: None,
             verb: ImapVerb::Other,
             idle: false,
@@ -105,6 +115,18 @@ impl ReplyCheck {
     /// The server owes at least one byte now.
     pub fn reply_due(&self) -> bool {
         self.due
+    }
+
+    /// The reply due answers an authentication (IMAP LOGIN, AUTHENTICATE and its SASL
+    /// responses; POP3 PASS, APOP, AUTH): servers hold back a failed one on purpose
+    /// (Dovecot: `auth_failure_delay`, 2 s, and up to 15 s more for an address that keeps
+    /// failing), so silence there needs a longer bound before it is a hang.
+    pub fn auth_reply_due(&self) -> bool {
+        self.due
+            && match self.proto {
+                Proto::Imap => self.sasl || self.verb == ImapVerb::Auth,
+                Proto::Pop3 => self.sasl || self.pending.iter().any(|c| c.auth),
+            }
     }
 
     /// Everything asked so far has been answered in full.
@@ -165,6 +187,7 @@ impl ReplyCheck {
         self.head.capacity()
             + self.tail.capacity()
             + self.token.capacity()
+            + self.command_tag.capacity()
             + self.tag_bytes
             + self.pending.capacity() * std::mem::size_of::<Pop3Cmd>()
     }
@@ -175,6 +198,7 @@ impl ReplyCheck {
         for &b in bytes {
             if self.client_literal > 0 {
                 self.client_literal -= 1;
+                self.after_literal = self.client_literal == 0;
                 self.note_token_byte(b);
                 continue;
             }
@@ -240,31 +264,41 @@ impl ReplyCheck {
             }
             return;
         }
+        // After a literal the line goes on with the same command (RFC 3501 4.3), and its
+        // end, even right after the literal, completes the command.
+        if !std::mem::take(&mut self.after_literal) {
+            if !nonblank && !self.sasl {
+                return;
+            }
+            if !self.sasl {
+                // A new command: a literal the last one announced is no longer awaited.
+                self.await_cont = None;
+                let mut words = head.split(|&b| b == b' ').filter(|w| !w.is_empty());
+                self.command_tag = words.next().unwrap_or_default().to_vec();
+                let verb = words.next().unwrap_or_default();
+                self.verb = if verb.eq_ignore_ascii_case(b"IDLE") {
+                    ImapVerb::Idle
+                } else if verb.eq_ignore_ascii_case(b"STARTTLS") {
+                    ImapVerb::StartTls
+                } else if verb.eq_ignore_ascii_case(b"LOGIN")
+                    || verb.eq_ignore_ascii_case(b"AUTHENTICATE")
+                {
+                    ImapVerb::Auth
+                } else {
+                    ImapVerb::Other
+                };
+            }
+        }
         if let Some((n, sync)) = literal_announcement(tail) {
             if sync {
                 self.await_cont = Some(n);
                 self.owe();
             } else {
                 self.client_literal = n;
+                self.after_literal = n == 0;
             }
             return;
         }
-        if !nonblank && !self.sasl {
-            return;
-        }
-        self.verb = if self.sasl {
-            ImapVerb::Other
-        } else {
-            let mut words = head.split(|&b| b == b' ').filter(|w| !w.is_empty());
-            let second = words.nth(1).unwrap_or_default();
-            if second.eq_ignore_ascii_case(b"IDLE") {
-                ImapVerb::Idle
-            } else if second.eq_ignore_ascii_case(b"STARTTLS") {
-                ImapVerb::StartTls
-            } else {
-                ImapVerb::Other
-            }
-        };
         self.owe();
     }
 
@@ -276,6 +310,7 @@ impl ReplyCheck {
                     multi: false,
                     quit: false,
                     stls: false,
+                    auth: false,
                 });
             }
             return;
@@ -286,6 +321,7 @@ impl ReplyCheck {
                 multi: false,
                 quit: false,
                 stls: false,
+                auth: true,
             }
         } else {
             let mut words = head.split(|&b| b == b' ').filter(|w| !w.is_empty());
@@ -306,6 +342,11 @@ impl ReplyCheck {
                 multi,
                 quit: verb == b"QUIT",
                 stls: verb == b"STLS",
+                auth: match verb.as_slice() {
+                    b"PASS" | b"APOP" => true,
+                    b"AUTH" => clean_arg.is_some(),
+                    _ => false,
+                },
             }
         };
         if self.pending.len() < MAX_PENDING {
@@ -365,7 +406,9 @@ impl ReplyCheck {
                 self.goodbye = true;
                 self.complete = true;
             }
-            // An untagged BAD answers a line the server could not find a tag in.
+            // An untagged BAD answers a line the server could not find a tag in (or a
+            // blank line, which may have been sent before the last command: so it does
+            // not end that command's wait for a continuation).
             if starts_ci(line, b"* BAD") {
                 self.complete = true;
             }
@@ -375,6 +418,7 @@ impl ReplyCheck {
             self.complete = true;
             if let Some(n) = self.await_cont.take() {
                 self.client_literal = n;
+                self.after_literal = n == 0;
             } else if self.verb == ImapVerb::Idle {
                 self.idle = true;
             } else {
@@ -403,12 +447,20 @@ impl ReplyCheck {
                 show(line)
             )));
         };
-        if status == b"OK" && self.verb == ImapVerb::StartTls {
-            self.tls = true;
+        // A completion of an earlier command (one cut off by a bare LF, one pipelined)
+        // leaves the last command's literal, SASL exchange or IDLE going.
+        // (Only the first KEEP bytes of a line are kept: a longer tag is known by them.)
+        let ends_last = self.command_tag.is_empty()
+            || tag == self.command_tag.as_slice()
+            || (self.command_tag.len() >= KEEP && tag.starts_with(&self.command_tag));
+        if ends_last {
+            if status == b"OK" && self.verb == ImapVerb::StartTls {
+                self.tls = true;
+            }
+            self.await_cont = None;
+            self.sasl = false;
+            self.idle = false;
         }
-        self.await_cont = None;
-        self.sasl = false;
-        self.idle = false;
         self.complete = true;
         Ok(())
     }
@@ -598,6 +650,121 @@ mod tests {
         assert!(c.reply_due());
         assert_eq!(c.server_literal(b"* 1 FETCH (BODY[] {12}\r\n"), Some(12));
         assert_eq!(c.server_literal(b"* 1 FETCH (BODY[] {12+}\r\n"), None);
+    }
+
+    #[test]
+    fn imap_literal_of_a_command_that_follows_a_refused_one() {
+        // A bare LF cut `a3 APPEND INBO` off: the server refuses it, then asks for the
+        // literal of the line after it (`X ...`), whose bytes owe nothing until the end
+        // of that command, which owes a reply.
+        let mut c = imap();
+        c.sent(b"a3 APPEND INBO\nX (\\Flagged) {46}\r\n");
+        assert!(c.reply_due());
+        c.server_line(b"a3 BAD Invalid arguments to APPEND\r\n")
+            .unwrap();
+        c.server_line(b"+ Ready for literal data\r\n").unwrap();
+        for line in [
+            &b"Subject: appended\r\n"[..],
+            b"\r\n",
+            b"written by a transcript\r\n",
+        ] {
+            c.sent(line);
+            assert!(!c.reply_due(), "{}", show(line));
+        }
+        c.sent(b"\r\n");
+        assert!(c.reply_due());
+        assert!(!c.auth_reply_due());
+        c.server_line(b"X BAD Unknown command\r\n").unwrap();
+        assert!(c.reply_complete());
+
+        // the command's own completion does refuse its literal
+        let mut c = imap();
+        c.sent(b"a1 APPEND INBOX {5}\r\n");
+        c.server_line(b"a1 NO [TRYCREATE] no such mailbox\r\n")
+            .unwrap();
+        c.server_line(b"+ go on\r\n").unwrap();
+        c.sent(b"hello\r\n");
+        assert!(c.reply_due());
+        // an untagged BAD may answer a blank line sent before the command: the
+        // continuation may still come
+        let mut c = imap();
+        c.sent(b"\r\n");
+        c.sent(b"a1 APPEND INBOX {5}\r\n");
+        c.server_line(b"* BAD Missing or invalid tag\r\n").unwrap();
+        c.server_line(b"+ go on\r\n").unwrap();
+        c.sent(b"hel\r\n");
+        assert!(!c.reply_due());
+        // or answer the command itself: then the lines that follow are commands
+        let mut c = imap();
+        c.sent(b"(x) {5}\r\n");
+        c.server_line(b"* BAD Error in IMAP command\r\n").unwrap();
+        c.sent(b"hello\r\n");
+        assert!(c.reply_due());
+        c.server_line(b"hello BAD unknown\r\n").unwrap();
+        c.server_line(b"+ idling\r\n").unwrap();
+        c.sent(b"x\r\n");
+        assert!(c.reply_due(), "no stale literal left to take the + for");
+    }
+
+    #[test]
+    fn imap_command_ends_after_its_literal() {
+        let mut c = imap();
+        c.sent(b"a1 APPEND INBOX {5}\r\n");
+        c.server_line(b"+ go\r\n").unwrap();
+        c.sent(b"hello");
+        assert!(!c.reply_due());
+        c.sent(b"\r\n");
+        assert!(c.reply_due());
+        c.server_line(b"a1 OK APPEND completed\r\n").unwrap();
+        // a zero-length literal, synchronising or not
+        c.sent(b"a2 LOGIN {0}\r\n");
+        assert!(c.auth_reply_due());
+        c.server_line(b"+ go\r\n").unwrap();
+        c.sent(b" {0+}\r\n");
+        assert!(!c.reply_due());
+        c.sent(b"\r\n");
+        assert!(c.auth_reply_due());
+    }
+
+    #[test]
+    fn authentication_replies_are_known() {
+        let mut c = imap();
+        c.sent(b"a1 NOOP\r\n");
+        assert!(c.reply_due() && !c.auth_reply_due());
+        c.server_line(b"a1 OK\r\n").unwrap();
+        c.sent(b"a2 login user wrong\r\n");
+        assert!(c.auth_reply_due());
+        c.server_line(b"a2 NO [AUTHENTICATIONFAILED] no\r\n")
+            .unwrap();
+        assert!(!c.auth_reply_due());
+        c.sent(b"a3 AUTHENTICATE PLAIN\r\n");
+        assert!(c.auth_reply_due());
+        c.server_line(b"+ \r\n").unwrap();
+        c.sent(b"AHVzZXIAd3Jvbmc=\r\n");
+        assert!(c.auth_reply_due());
+        c.server_line(b"a3 NO no\r\n").unwrap();
+        c.sent(b"a4 SELECT INBOX\r\n");
+        assert!(c.reply_due() && !c.auth_reply_due());
+
+        let mut c = ReplyCheck::new(Proto::Pop3);
+        c.greeting(b"+OK hi\r\n").unwrap();
+        for (line, auth) in [
+            (&b"USER user\r\n"[..], false),
+            (b"PASS wrong\r\n", true),
+            (b"APOP user 0123456789abcdef0123456789abcdef\r\n", true),
+            (b"AUTH\r\n", false),
+            (b"AUTH PLAIN\r\n", true),
+            (b"STAT\r\n", false),
+        ] {
+            let mut c = c.clone();
+            c.sent(line);
+            assert_eq!(c.auth_reply_due(), auth, "{}", show(line));
+        }
+        c.sent(b"AUTH PLAIN\r\n");
+        c.server_line(b"+ \r\n").unwrap();
+        assert!(!c.reply_due());
+        c.sent(b"AHVzZXIAd3Jvbmc=\r\n");
+        assert!(c.auth_reply_due());
     }
 
     #[test]

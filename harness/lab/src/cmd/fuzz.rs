@@ -20,6 +20,7 @@ pub fn run(args: FuzzArgs) -> Result<()> {
         count: args.count,
         seed: args.seed,
         hang_timeout: Duration::from_millis(args.hang_timeout),
+        auth_timeout: Duration::from_millis(args.auth_timeout),
         watch_pid: args.watch_pid,
         out: args.out,
         corpus: args.corpus,
