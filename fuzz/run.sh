@@ -26,7 +26,7 @@
 # counts reward repeating a command, an operation or a TOML key, which grows the corpus
 # toward long inputs that reach no new code: side by side from the seeds (90 s each,
 # fuzz/README.md), edges alone ran 1.4-4.7 times the executions and reached as many edges
-# or 8-31 % more. The POP3 server and the two client machines (small, soon saturated)
+# or 8-42 % more. The POP3 server and the two client machines (small, soon saturated)
 # reached more with hit counts and keep them, as do the targets that were not compared.
 # FUZZ_ARGS adds libFuzzer flags after these (the last one of a flag wins), e.g.
 # FUZZ_ARGS=-use_counters=1.
@@ -78,9 +78,9 @@ dict_for() {
   esac
 }
 
-edges_only=(imap_command_decode lab_file_decode scenario_decode script_decode
-  imap_server_session frontend_session netfuzz_reply_check imap_server_ops pop3_server_ops
-  frontend_pool_ops imap_command_to_bytes_and_back)
+edges_only=(imap_command_decode imap_response_decode lab_file_decode scenario_decode
+  script_decode imap_server_session frontend_session netfuzz_reply_check imap_server_ops
+  pop3_server_ops frontend_pool_ops imap_command_to_bytes_and_back)
 
 # The cargo-fuzz flags for a target (sets `flags`).
 flags_for() {

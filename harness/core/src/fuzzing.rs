@@ -24,6 +24,10 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("pop3_response_decode", crate::pop3::fuzz_response_decode),
     ("pop3_server_session", crate::pop3::fuzz_server_session),
     ("imap_command_decode", crate::imap::fuzz_command_decode),
+    (
+        "imap_response_decode",
+        crate::driver::fuzz_imap_response_decode,
+    ),
     ("imap_server_session", crate::imap::fuzz_server_session),
     ("imap_client_session", crate::driver::fuzz_imap_client),
     ("pop3_client_session", crate::driver::fuzz_pop3_client),

@@ -75,7 +75,7 @@ struct Reader {
 }
 
 /// One piece of what arrived: a response's first line, or a line continuing it.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 enum Piece {
     Resp(Resp, Vec<u8>),
     Continued(Vec<u8>),
@@ -151,7 +151,19 @@ impl Reader {
     }
 
     fn line(&mut self, line: Vec<u8>) -> Result<Vec<Piece>, ImapClientError> {
-        let literal = literal_count(&line);
+        let resp = if self.continuing {
+            None
+        } else {
+            Some(parse_line(&line)?)
+        };
+        // RFC 3501 9: literals come only in data (`* 1 FETCH ...`, `* LIST ...`); the
+        // text of a status response or a continuation request that ends in `{5}` is text.
+        let may_carry_literal = match &resp {
+            None => true,
+            Some(Resp::Untagged(text)) => !is_status(text),
+            Some(Resp::Continuation(_) | Resp::Tagged { .. }) => false,
+        };
+        let literal = literal_count(&line).filter(|_| may_carry_literal);
         if let Some(n) = literal {
             if n > self.max_literal {
                 return Err(ImapClientError::LiteralTooLarge {
@@ -161,11 +173,9 @@ impl Reader {
             }
         }
         let mut out = Vec::with_capacity(2);
-        if self.continuing {
-            out.push(Piece::Continued(line));
-        } else {
-            let resp = parse_line(&line)?;
-            out.push(Piece::Resp(resp, line));
+        match resp {
+            None => out.push(Piece::Continued(line)),
+            Some(resp) => out.push(Piece::Resp(resp, line)),
         }
         self.continuing = literal.is_some();
         if let Some(n) = literal {
@@ -192,6 +202,14 @@ fn literal_count(line: &[u8]) -> Option<u64> {
     }
     let text = std::str::from_utf8(digits).unwrap_or("0");
     Some(text.parse::<u64>().unwrap_or(u64::MAX))
+}
+
+/// An untagged status response (RFC 3501 7.1): OK, NO, BAD, PREAUTH or BYE.
+fn is_status(untagged: &str) -> bool {
+    let word = untagged.split(' ').next().unwrap_or_default();
+    ["OK", "NO", "BAD", "PREAUTH", "BYE"]
+        .iter()
+        .any(|s| word.eq_ignore_ascii_case(s))
 }
 
 fn malformed(line: &[u8]) -> ImapClientError {
@@ -784,6 +802,92 @@ impl ClientSession for ImapClient {
     }
 }
 
+/// Fuzz target `imap_response_decode`: the input is what a server sent, read by the
+/// client's response reader at once and again in chunks of varied sizes. Checks: the
+/// chunks never change what is read or the error it ends with; nothing is buffered past
+/// the line limit and no literal is taken over its limit (a literal is skipped by
+/// counting, never allocated); and every response imap-codec decodes from the same bytes
+/// (one at a time, from the start, while it can) is read as the same kind, with the same
+/// tag and status when it is a completion, unless the reader stopped at a limit first.
+pub fn fuzz_response_decode(data: &[u8]) {
+    const MAX_LINE: usize = 1024;
+    const MAX_LITERAL: u64 = 4096;
+    const CHUNKS: [usize; 8] = [1, 5, 2, 64, 3, 17, 256, 7];
+    let (pieces, error) = Reader::new(MAX_LINE, MAX_LITERAL).feed(data);
+
+    let mut reader = Reader::new(MAX_LINE, MAX_LITERAL);
+    let (mut chunked, mut chunked_error) = (Vec::new(), None);
+    let mut rest = data;
+    for size in CHUNKS.iter().cycle() {
+        if rest.is_empty() || chunked_error.is_some() {
+            break;
+        }
+        let (chunk, tail) = rest.split_at((*size).min(rest.len()));
+        rest = tail;
+        let (mut more, e) = reader.feed(chunk);
+        chunked.append(&mut more);
+        chunked_error = e;
+        assert!(reader.buf.len() < MAX_LINE, "buffered past the line limit");
+    }
+    assert_eq!(pieces, chunked, "chunks changed what was read");
+    assert_eq!(error, chunked_error, "chunks changed the error");
+
+    for piece in &pieces {
+        match piece {
+            Piece::Literal(n) => assert!(*n <= MAX_LITERAL),
+            Piece::Resp(_, line) | Piece::Continued(line) => assert!(line.len() < MAX_LINE),
+        }
+    }
+    agrees_with_imap_codec(data, &pieces, error.as_ref());
+}
+
+/// See [`fuzz_response_decode`]; returns how many responses were compared.
+fn agrees_with_imap_codec(data: &[u8], pieces: &[Piece], error: Option<&ImapClientError>) -> usize {
+    use imap_codec::decode::Decoder;
+    use imap_codec::imap_types::response::{Response, Status, StatusKind};
+    use imap_codec::ResponseCodec;
+
+    let mut ours = pieces.iter().filter_map(|p| match p {
+        Piece::Resp(resp, _) => Some(resp),
+        _ => None,
+    });
+    let codec = ResponseCodec::default();
+    let mut input = data;
+    let mut compared = 0;
+    while let Ok((rest, theirs)) = codec.decode(input) {
+        if rest.len() >= input.len() {
+            break;
+        }
+        input = rest;
+        let Some(resp) = ours.next() else {
+            // The reader stopped before this response: only a limit or a bare LF (which
+            // RFC 3501 does not allow, though imap-codec may) may stop it.
+            assert!(
+                error.is_some_and(|e| !matches!(e, ImapClientError::Malformed { .. })),
+                "the reader refused or missed a response imap-codec reads: {theirs:?} ({error:?})"
+            );
+            return compared;
+        };
+        let same = match (&theirs, resp) {
+            (Response::CommandContinuationRequest(_), Resp::Continuation(_)) => true,
+            (Response::Data(_), Resp::Untagged(_)) => true,
+            (Response::Status(Status::Untagged(_) | Status::Bye(_)), Resp::Untagged(_)) => true,
+            (Response::Status(Status::Tagged(t)), Resp::Tagged { tag, cond, .. }) => {
+                let kind = match cond {
+                    Cond::Ok => StatusKind::Ok,
+                    Cond::No => StatusKind::No,
+                    Cond::Bad => StatusKind::Bad,
+                };
+                AsRef::<str>::as_ref(&t.tag) == tag && t.body.kind == kind
+            }
+            _ => false,
+        };
+        assert!(same, "imap-codec reads {theirs:?}, the reader {resp:?}");
+        compared += 1;
+    }
+    compared
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -802,6 +906,44 @@ mod tests {
             &p[1],
             Piece::Resp(Resp::Tagged { cond: Cond::Ok, .. }, _)
         ));
+    }
+
+    #[test]
+    fn status_text_ending_in_braces_is_no_literal() {
+        // A completion's text may end in `{5}` (a server echoing a command): that is text,
+        // and the next response must not be skipped as its literal.
+        let data = b"a1 BAD no such command: X {5}\r\n* 3 EXISTS\r\n+ go on {2}\r\na2 OK done\r\n";
+        let (p, e) = Reader::new(1024, 100).feed(data);
+        assert_eq!(e, None);
+        let resps = p.iter().filter(|p| matches!(p, Piece::Resp(..))).count();
+        assert_eq!((resps, p.len()), (4, 4), "{p:?}");
+        assert_eq!(agrees_with_imap_codec(data, &p, None), 4);
+        fuzz_response_decode(data);
+        // ... while data keeps its literals
+        let (p, _) = Reader::new(1024, 100).feed(b"* 1 FETCH (BODY[] {5}\r\n");
+        assert!(matches!(p.last(), Some(Piece::Literal(5))));
+    }
+
+    #[test]
+    fn real_server_output_reads_as_imap_codec_reads_it() {
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../corpus/fuzz/imap_response_decode"
+        );
+        for name in [
+            "dovecot-fetch-items",
+            "mock-fetch-items",
+            "mock-append-copy",
+        ] {
+            let data = std::fs::read(format!("{dir}/{name}")).unwrap();
+            let (p, e) = Reader::new(1024, 4096).feed(&data);
+            assert_eq!(e, None, "{name}");
+            let resps = p.iter().filter(|p| matches!(p, Piece::Resp(..))).count();
+            // imap-codec reads every response of the session (greeting included)
+            assert_eq!(agrees_with_imap_codec(&data, &p, None), resps, "{name}");
+            assert!(resps > 15, "{name}: {resps}");
+            fuzz_response_decode(&data);
+        }
     }
 
     #[test]

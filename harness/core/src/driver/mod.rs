@@ -17,7 +17,9 @@ pub mod pop3_client;
 #[cfg(test)]
 mod tests;
 
-pub use imap_client::{ImapClient, ImapClientError};
+pub use imap_client::{
+    fuzz_response_decode as fuzz_imap_response_decode, ImapClient, ImapClientError,
+};
 pub use outcome::{Finding, Protocol, SessionOutcome, Status, StepLine};
 pub use policy::{AuthMethod, Offer, Policy, Rules};
 pub use pop3_client::{Pop3Client, Pop3ClientError};
