@@ -3,7 +3,11 @@
 
 /// Transcript scripts: any text parses to a script or a typed error; a parsed script
 /// plays in-process against the IMAP mock without panicking (bounded by its length).
+/// And the round trip through the encoder the network fuzzer writes its reproducers
+/// with: the input's bytes, cut at CRLF into the lines of a case, written as a
+/// reproducer, parse and play back to exactly those bytes.
 pub fn script_decode(data: &[u8]) {
+    reproducer_round_trip(data);
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
@@ -100,6 +104,70 @@ pub fn sasl_exchange(data: &[u8]) {
     }
 }
 
+/// Lines of a case above which the round trip is skipped (a script holds at most
+/// `script::MAX_LINES`; the network fuzzer's cases have tens).
+const MAX_CASE_LINES: usize = 1_000;
+
+fn reproducer_round_trip(data: &[u8]) {
+    use crate::netfuzz::{reproducer, CaseLine, Proto};
+    use crate::script::{ReadLine, ScriptTransport};
+
+    /// Records what is sent; every read answers with a line any pattern of a
+    /// reproducer accepts.
+    struct Recorder(Vec<u8>);
+    impl ScriptTransport for Recorder {
+        fn connect(&mut self, _conn: usize) -> Result<(), String> {
+            Ok(())
+        }
+        fn send(&mut self, _conn: usize, bytes: &[u8]) -> Result<(), String> {
+            self.0.extend_from_slice(bytes);
+            Ok(())
+        }
+        fn read_line(&mut self, _conn: usize) -> Result<ReadLine, String> {
+            Ok(ReadLine::Line(b"zz9 OK".to_vec()))
+        }
+        fn close(&mut self, _conn: usize) {}
+    }
+
+    let mut lines = Vec::new();
+    let mut rest = data;
+    while let Some(i) = memchr::memmem::find(rest, b"\r\n") {
+        if lines.len() >= MAX_CASE_LINES {
+            return;
+        }
+        let (line, tail) = rest.split_at(i);
+        lines.push(CaseLine {
+            bytes: line.to_vec(),
+            crlf: true,
+        });
+        rest = tail.get(2..).unwrap_or_default();
+    }
+    if !rest.is_empty() {
+        lines.push(CaseLine {
+            bytes: rest.to_vec(),
+            crlf: false,
+        });
+    }
+    let text = reproducer(Proto::Imap, &["round trip".into()], &lines);
+    let script = match crate::script::parse(&text) {
+        Ok(script) => script,
+        Err(e) => panic!("a reproducer does not parse: {e}\n{text}"),
+    };
+    let mut sent = Recorder(Vec::with_capacity(data.len() + 16));
+    let _ = crate::script::play(&script, &Default::default(), &mut sent);
+    let mut expected = data.to_vec();
+    if !rest.is_empty() {
+        expected.extend_from_slice(b"\r\n");
+    }
+    expected.extend_from_slice(b"zz9 NOOP\r\n");
+    assert!(
+        sent.0 == expected,
+        "the reproducer plays back other bytes: {:?} for {:?}",
+        String::from_utf8_lossy(&sent.0),
+        String::from_utf8_lossy(&expected)
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,6 +176,9 @@ mod tests {
     fn the_text_targets_reach_what_they_check() {
         // A transcript that passes, a scenario that expands, SASL that succeeds or not.
         script_decode(b"@protocol pop3\nS: +OK$*\nC: USER alice\nS: +OK$*\nC: QUIT\nS: +OK$*\n");
+        // bytes a reproducer must carry: `$`, braces, bare CR and LF, spaces at either
+        // end, non-UTF-8, an empty line, and an end without CRLF
+        script_decode(b" a1 LOGIN $x ${ff} \r\n\r\n#c\rd\ne\xff\r\n@var x\r\nS: y\r\ntail ");
         scenario_decode(include_bytes!("../../../../corpus/scenarios/spa-loop.toml"));
         sasl_exchange(b"\x80\x00alice\x00secret");
         sasl_exchange(b"\x01alice\xffsecret");
