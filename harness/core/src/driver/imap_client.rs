@@ -156,13 +156,8 @@ impl Reader {
         } else {
             Some(parse_line(&line)?)
         };
-        // RFC 3501 9: literals come only in data (`* 1 FETCH ...`, `* LIST ...`); the
-        // text of a status response or a continuation request that ends in `{5}` is text.
-        let may_carry_literal = match &resp {
-            None => true,
-            Some(Resp::Untagged(text)) => !is_status(text),
-            Some(Resp::Continuation(_) | Resp::Tagged { .. }) => false,
-        };
+        // A line continuing a response after a literal is part of data.
+        let may_carry_literal = resp.is_none() || crate::imap::response_may_carry_literals(&line);
         let literal = literal_count(&line).filter(|_| may_carry_literal);
         if let Some(n) = literal {
             if n > self.max_literal {
@@ -202,14 +197,6 @@ fn literal_count(line: &[u8]) -> Option<u64> {
     }
     let text = std::str::from_utf8(digits).unwrap_or("0");
     Some(text.parse::<u64>().unwrap_or(u64::MAX))
-}
-
-/// An untagged status response (RFC 3501 7.1): OK, NO, BAD, PREAUTH or BYE.
-fn is_status(untagged: &str) -> bool {
-    let word = untagged.split(' ').next().unwrap_or_default();
-    ["OK", "NO", "BAD", "PREAUTH", "BYE"]
-        .iter()
-        .any(|s| word.eq_ignore_ascii_case(s))
 }
 
 fn malformed(line: &[u8]) -> ImapClientError {

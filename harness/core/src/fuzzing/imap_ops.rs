@@ -683,6 +683,9 @@ mod tests {
     fn tagged_lines_skip_literal_data_and_untagged_lines() {
         let out = b"* OK ready\r\n+ idling\r\n* 1 FETCH (BODY[] {12}\r\nT9 OK fake\r\n)\r\nT0.1 OK done\r\nT0.2 NO [TRYCREATE] x\r\n";
         assert_eq!(tagged_lines(out), vec![&b"T0.1"[..], b"T0.2"]);
+        // a completion's text that ends in {n} announces no literal
+        let out = b"T1 BAD unknown: X {5}\r\nT2 OK done\r\n* OK [ALERT] {3}\r\nT3 OK\r\n";
+        assert_eq!(tagged_lines(out), vec![&b"T1"[..], b"T2", b"T3"]);
     }
 
     #[test]

@@ -108,6 +108,21 @@ pub fn fuzz_command_decode(data: &[u8]) {
     assert_eq!(first, second, "encoding is not stable across a round trip");
 }
 
+/// Whether a server response whose first line is `first_line` can carry literals
+/// (RFC 3501 9): only data (`* 1 FETCH ...`, `* LIST ...`) can. The text of a completion,
+/// of an untagged status (OK, NO, BAD, PREAUTH, BYE) or of a continuation request is
+/// text, even when it ends in `{5}`.
+pub fn response_may_carry_literals(first_line: &[u8]) -> bool {
+    let Some(untagged) = first_line.strip_prefix(b"* ") else {
+        return false;
+    };
+    let word = untagged.split(|&b| b == b' ').next().unwrap_or_default();
+    let word = word.strip_suffix(b"\r\n").unwrap_or(word);
+    ![&b"OK"[..], b"NO", b"BAD", b"PREAUTH", b"BYE"]
+        .iter()
+        .any(|s| word.eq_ignore_ascii_case(s))
+}
+
 /// The tags of the tagged lines in a server's output, literal data skipped (what a
 /// client counts as completions).
 pub(crate) fn tagged_lines(output: &[u8]) -> Vec<&[u8]> {
@@ -129,7 +144,7 @@ pub(crate) fn tagged_lines(output: &[u8]) -> Vec<&[u8]> {
             .and_then(|d| std::str::from_utf8(d).ok())
             .and_then(|d| d.parse::<usize>().ok());
         match literal {
-            Some(n) if !first.starts_with(b"+") => {
+            Some(n) if in_response || response_may_carry_literals(line) => {
                 rest = rest.get(n.min(rest.len())..).unwrap_or_default();
                 in_response = true;
             }

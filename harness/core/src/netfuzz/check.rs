@@ -366,10 +366,11 @@ impl ReplyCheck {
         self.complete = false;
     }
 
-    /// For IMAP: the size of the literal a server line (CRLF included) announces at its
-    /// end, whose bytes follow before the line goes on.
+    /// For IMAP: the size of the literal a server line (CRLF included; after a literal,
+    /// the response's parts so far joined) announces at its end, whose bytes follow
+    /// before the line goes on. Only data carries literals.
     pub fn server_literal(&self, line: &[u8]) -> Option<u64> {
-        if self.proto != Proto::Imap {
+        if self.proto != Proto::Imap || !crate::imap::response_may_carry_literals(line) {
             return None;
         }
         let body = line.strip_suffix(b"\r\n")?;
@@ -650,6 +651,13 @@ mod tests {
         assert!(c.reply_due());
         assert_eq!(c.server_literal(b"* 1 FETCH (BODY[] {12}\r\n"), Some(12));
         assert_eq!(c.server_literal(b"* 1 FETCH (BODY[] {12+}\r\n"), None);
+        for text in [
+            &b"a1 BAD no command {12}\r\n"[..],
+            b"* OK [ALERT] {12}\r\n",
+            b"+ {12}\r\n",
+        ] {
+            assert_eq!(c.server_literal(text), None, "{}", show(text));
+        }
     }
 
     #[test]
