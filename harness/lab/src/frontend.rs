@@ -1,24 +1,24 @@
-//! The front-end over real sockets: the sans-IO `FrontendSession` of `harness-core` with
-//! a pool of TCP connections to a back-end (the lab's own listener, or any server such as
-//! Dovecot). The pool's bookkeeping is the core's `Pool`; this module only owns sockets.
+//! The front-end over real sockets: the lab's adapter for the relay director of
+//! `harness-core`. The [`Director`] decides everything about back-end connections (pool,
+//! session cache, grants, releases, parks, discards); this module only owns sockets and
+//! moves bytes: a task per client session runs the session's `FrontendSession`, and the
+//! director's [`Links`] commands open, keep, close and check TCP connections.
 //!
-//! With the session cache on (profile `session-cache`), the sockets of parked back-end
-//! sessions wait here beside the core's `SessionCache`; a parked socket that the back-end
-//! closed or wrote to meanwhile is closed when taken (a miss). Idle entries are closed
-//! when the cache is next used (the clock is the front-end's uptime), and all of them at
-//! shutdown.
+//! Connections that wait (idle in the pool, or parked in the session cache with an
+//! authenticated back-end session) sit in one map beside the director; a parked socket
+//! that the back-end closed or wrote to meanwhile is not usable, and the director treats
+//! it as a miss. The director's clock is the front-end's uptime.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use harness_core::frontend::backend::line_has_capability;
+use harness_core::frontend::director::{features_from_greeting, greeting_is_ok};
 use harness_core::frontend::{
-    BackendFeatures, BackendIo, CacheKey, CacheStats, ConnId, FrontendProfile, FrontendSession,
-    Parked, Pool, PoolStats, Protocol as FeProtocol, SessionCache,
+    BackendIo, CacheStats, ConnId, Decision, Director, FrontendProfile, FrontendSession, Links,
+    PoolStats, Protocol as FeProtocol, SessionId,
 };
 use harness_core::{Limits, Output, ServerSession};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -67,11 +67,7 @@ async fn open_backend(addr: SocketAddr, protocol: Protocol) -> io::Result<(TcpSt
             }
             greeting.extend_from_slice(&buf[..n]);
         }
-        let ok = match protocol {
-            Protocol::Imap => greeting.starts_with(b"* OK"),
-            Protocol::Pop3 => greeting.starts_with(b"+OK"),
-        };
-        if !ok {
+        if !greeting_is_ok(fe_protocol(protocol), &greeting) {
             return Err(io::Error::other("back-end greeting is not OK"));
         }
         Ok((tcp, greeting))
@@ -84,170 +80,135 @@ async fn open_backend(addr: SocketAddr, protocol: Protocol) -> io::Result<(TcpSt
 /// What every session of one front-end listener shares.
 pub struct FrontendShared {
     protocol: Protocol,
-    profile: Arc<FrontendProfile>,
     limits: Limits,
-    features: BackendFeatures,
     backend: SocketAddr,
-    pool: Mutex<Pool>,
-    /// Idle back-end connections by id, ready or still opening.
-    idle: Mutex<HashMap<ConnId, IdleSlot>>,
-    next_session: AtomicU64,
-    /// The session cache and the sockets of its parked sessions.
-    parked: Mutex<ParkedSessions>,
-    cache_key: Arc<CacheKey>,
+    director: Mutex<Director>,
+    /// Connections waiting to be granted (idle in the pool, or parked), ready or still
+    /// opening. Locked after the director when both are.
+    waiting: Mutex<HashMap<ConnId, Slot>>,
     started: Instant,
 }
 
-/// An idle back-end connection of the pool.
-enum IdleSlot {
+/// A waiting back-end connection.
+enum Slot {
     Ready(TcpStream),
     /// Still connecting or reading the greeting: the opener sends the socket here, or
     /// drops the sender when the open failed.
     Opening(oneshot::Receiver<TcpStream>),
 }
 
-struct ParkedSessions {
-    cache: SessionCache,
-    sockets: HashMap<ConnId, TcpStream>,
-}
-
-/// A parked socket is still usable: the back-end has neither closed it nor written.
+/// A waiting socket is still usable: the back-end has neither closed it nor written.
 fn quiet(tcp: &TcpStream) -> bool {
     let mut probe = [0u8; 1];
     matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
+/// The director's [`Links`] over sockets: the waiting map, and the sockets one client
+/// session holds.
+struct SocketLinks<'a> {
+    shared: &'a Arc<FrontendShared>,
+    held: &'a mut HashMap<ConnId, TcpStream>,
+}
+
+impl Links for SocketLinks<'_> {
+    /// Opens in the background; whoever holds the slot then (the waiting map, or a
+    /// session that was granted the id meanwhile) gets the socket.
+    fn open(&mut self, conn: ConnId) -> Option<bool> {
+        let (opened, slot) = oneshot::channel();
+        if let Ok(mut waiting) = self.shared.waiting.lock() {
+            waiting.insert(conn, Slot::Opening(slot));
+        }
+        let (addr, protocol) = (self.shared.backend, self.shared.protocol);
+        tokio::spawn(async move {
+            match open_backend(addr, protocol).await {
+                Ok((tcp, _)) => {
+                    let _ = opened.send(tcp);
+                }
+                // The slot's sender drops: a session waiting on it opens a connection of
+                // its own then. No retry loop against a back-end that is down.
+                Err(e) => {
+                    tracing::warn!(conn, error = %e, "front-end could not open a back-end connection");
+                }
+            }
+        });
+        None
+    }
+
+    fn keep(&mut self, conn: ConnId) {
+        if let Some(tcp) = self.held.remove(&conn) {
+            if let Ok(mut waiting) = self.shared.waiting.lock() {
+                waiting.insert(conn, Slot::Ready(tcp));
+            }
+        }
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        self.held.remove(&conn);
+        if let Ok(mut waiting) = self.shared.waiting.lock() {
+            waiting.remove(&conn);
+        }
+    }
+
+    fn usable(&mut self, conn: ConnId) -> bool {
+        if self.held.contains_key(&conn) {
+            return true;
+        }
+        let Ok(waiting) = self.shared.waiting.lock() else {
+            return false;
+        };
+        match waiting.get(&conn) {
+            Some(Slot::Ready(tcp)) => quiet(tcp),
+            Some(Slot::Opening(_)) => true,
+            None => false,
+        }
+    }
+}
+
 impl FrontendShared {
     pub fn stats(&self) -> PoolStats {
-        self.pool.lock().map(|p| p.stats()).unwrap_or_default()
+        self.director.lock().map(|d| d.stats()).unwrap_or_default()
     }
 
     /// Counters of the session cache.
     pub fn cache_stats(&self) -> CacheStats {
-        self.parked
+        self.director
             .lock()
-            .map(|p| p.cache.stats())
+            .map(|d| d.cache_stats())
             .unwrap_or_default()
     }
 
     /// Parked sessions right now.
     pub fn cached_sessions(&self) -> usize {
-        self.parked.lock().map(|p| p.cache.len()).unwrap_or(0)
+        self.director
+            .lock()
+            .map(|d| d.cached_sessions())
+            .unwrap_or(0)
     }
 
-    /// Closes parked connections (their sockets drop) and opens the pool's replacements.
-    fn unpark(self: &Arc<Self>, conns: Vec<ConnId>, sockets: &mut HashMap<ConnId, TcpStream>) {
-        if conns.is_empty() {
-            return;
-        }
-        let mut replace = Vec::new();
-        if let Ok(mut pool) = self.pool.lock() {
-            for c in conns {
-                sockets.remove(&c);
-                replace.extend(pool.discard(c));
-            }
-        }
-        self.open_idle(replace);
-    }
-
-    /// A parked session of `user` with these credentials, with its socket.
-    fn lookup(
+    /// Runs `f` on the director with the links of a session holding `held`.
+    fn direct<T>(
         self: &Arc<Self>,
-        user: &str,
-        digest: &harness_core::frontend::CredentialDigest,
-    ) -> Option<(Parked, TcpStream)> {
+        held: &mut HashMap<ConnId, TcpStream>,
+        f: impl FnOnce(&mut Director, &mut SocketLinks<'_>, Duration) -> T,
+    ) -> Option<T> {
         let now = self.started.elapsed();
-        let mut guard = self.parked.lock().ok()?;
-        let ParkedSessions { cache, sockets } = &mut *guard;
-        // Bounded: each round takes an entry out of the cache for good.
-        for _ in 0..=self.profile.pool.cache_size {
-            let lookup = cache.take(user, digest, now);
-            self.unpark(lookup.expired, sockets);
-            let parked = lookup.parked?;
-            match sockets.remove(&parked.conn) {
-                Some(tcp) if quiet(&tcp) => return Some((parked, tcp)),
-                _ => {
-                    cache.unusable();
-                    self.unpark(vec![parked.conn], sockets);
-                }
-            }
-        }
-        None
+        let mut director = self.director.lock().ok()?;
+        let mut links = SocketLinks { shared: self, held };
+        Some(f(&mut director, &mut links, now))
     }
 
-    fn park(
-        self: &Arc<Self>,
-        tcp: TcpStream,
-        conn: ConnId,
-        user: &str,
-        digest: harness_core::frontend::CredentialDigest,
-        ok_text: String,
-    ) {
-        let now = self.started.elapsed();
-        let Ok(mut guard) = self.parked.lock() else {
-            return;
-        };
-        let ParkedSessions { cache, sockets } = &mut *guard;
-        sockets.insert(conn, tcp);
-        let close = cache.park(user, digest, Parked { conn, ok_text }, now);
-        self.unpark(close, sockets);
-    }
-
-    /// Shutdown: every parked session closes.
-    fn close_parked(self: &Arc<Self>) {
-        if let Ok(mut guard) = self.parked.lock() {
-            let ParkedSessions { cache, sockets } = &mut *guard;
-            let all = cache.drain();
-            if let Ok(mut pool) = self.pool.lock() {
-                for c in all {
-                    sockets.remove(&c);
-                    let _ = pool.discard(c);
-                }
-            }
-            sockets.clear();
-        }
-    }
-
-    /// Opens `ids` in the background and parks them as idle when ready.
-    fn open_idle(self: &Arc<Self>, ids: Vec<ConnId>) {
-        for id in ids {
-            let (opened, slot) = oneshot::channel();
-            if let Ok(mut idle) = self.idle.lock() {
-                idle.insert(id, IdleSlot::Opening(slot));
-            }
-            let shared = self.clone();
-            tokio::spawn(async move {
-                match open_backend(shared.backend, shared.protocol).await {
-                    // Whoever holds the slot (the idle map, or a session that took the id
-                    // while it was opening) gets the socket; a dropped slot drops it.
-                    Ok((tcp, _)) => {
-                        let _ = opened.send(tcp);
-                    }
-                    Err(e) => {
-                        // The id stays free in the pool; whoever takes it opens a fresh
-                        // connection then. No retry loop against a back-end that is down.
-                        tracing::warn!(conn = id, error = %e, "front-end could not open a back-end connection");
-                    }
-                }
-            });
-        }
-    }
-
-    /// The socket of a granted connection: the idle one, the one still opening (waited
-    /// for rather than opening a second connection beside it), or a fresh one.
-    async fn take(&self, grant_conn: ConnId, fresh: bool) -> io::Result<TcpStream> {
-        let slot = if fresh {
-            None
-        } else {
-            self.idle
-                .lock()
-                .ok()
-                .and_then(|mut idle| idle.remove(&grant_conn))
-        };
+    /// The socket of a granted connection: the waiting one, the one still opening
+    /// (waited for rather than opening a second connection beside it), or a fresh one.
+    async fn take(&self, conn: ConnId) -> io::Result<TcpStream> {
+        let slot = self
+            .waiting
+            .lock()
+            .ok()
+            .and_then(|mut waiting| waiting.remove(&conn));
         let ready = match slot {
-            Some(IdleSlot::Ready(tcp)) => Some(tcp),
+            Some(Slot::Ready(tcp)) => Some(tcp),
             // The opener is bounded by BACKEND_CONNECT_TIMEOUT; an error drops the sender.
-            Some(IdleSlot::Opening(opening)) => opening.await.ok(),
+            Some(Slot::Opening(opening)) => opening.await.ok(),
             None => None,
         };
         match ready {
@@ -255,6 +216,14 @@ impl FrontendShared {
             None => open_backend(self.backend, self.protocol)
                 .await
                 .map(|(tcp, _)| tcp),
+        }
+    }
+
+    /// A parked connection the director handed to a session.
+    fn take_parked(&self, conn: ConnId) -> Option<TcpStream> {
+        match self.waiting.lock().ok()?.remove(&conn)? {
+            Slot::Ready(tcp) => Some(tcp),
+            Slot::Opening(_) => None,
         }
     }
 }
@@ -274,41 +243,25 @@ pub async fn start(
 )> {
     let (probe, greeting) = open_backend(backend, spec.protocol).await?;
     drop(probe);
-    let first_line = greeting.split(|&b| b == b'\n').next().unwrap_or_default();
-    let features = BackendFeatures {
-        imap_sasl_ir: spec.protocol == Protocol::Imap
-            && first_line
-                .split(|&b| b == b' ' || b == b']' || b == b'[')
-                .any(|w| w.eq_ignore_ascii_case(b"SASL-IR")),
-        imap_unselect: spec.protocol == Protocol::Imap
-            && line_has_capability(first_line, "UNSELECT"),
-    };
-    let cache = SessionCache::new(
-        spec.profile.pool.cache_size,
-        Duration::from_secs(spec.profile.pool.cache_idle_secs),
+    let protocol = fe_protocol(spec.protocol);
+    let mut director = Director::new(
+        protocol,
+        spec.profile.clone(),
+        features_from_greeting(protocol, &greeting),
     );
+    director.set_limits(limits.clone());
+    director.set_seed(seed);
+    // Traces are for the in-process runner; over sockets nobody reads them.
+    director.set_tracing(false);
     let shared = Arc::new(FrontendShared {
         protocol: spec.protocol,
-        profile: Arc::new(spec.profile.clone()),
         limits,
-        features,
         backend,
-        pool: Mutex::new(Pool::new(spec.profile.pool)),
-        idle: Mutex::new(HashMap::new()),
-        next_session: AtomicU64::new(1),
-        parked: Mutex::new(ParkedSessions {
-            cache,
-            sockets: HashMap::new(),
-        }),
-        cache_key: Arc::new(CacheKey::from_seed(seed)),
+        director: Mutex::new(director),
+        waiting: Mutex::new(HashMap::new()),
         started: Instant::now(),
     });
-    let warm = shared
-        .pool
-        .lock()
-        .map(|mut p| p.warm_up())
-        .unwrap_or_default();
-    shared.open_idle(warm);
+    shared.direct(&mut HashMap::new(), |d, links, _| d.warm_up(links));
     let serve = accept_loop(listener, shared.clone(), shutdown);
     Ok((shared, serve))
 }
@@ -350,7 +303,7 @@ async fn accept_loop(
     }
     drop(listener);
     while sessions.join_next().await.is_some() {}
-    shared.close_parked();
+    shared.direct(&mut HashMap::new(), |d, links, _| d.shutdown(links));
 }
 
 /// Reads from the back-end connection the session is waiting on, if any.
@@ -377,19 +330,14 @@ async fn serve_client(
     shared: &Arc<FrontendShared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let session_id = shared.next_session.fetch_add(1, Ordering::Relaxed);
-    let mut core = FrontendSession::new(
-        fe_protocol(shared.protocol),
-        shared.profile.clone(),
-        shared.limits.clone(),
-        shared.features,
-    );
-    core.set_cache_key(shared.cache_key.clone());
-    // Traces are for the in-process runner; over sockets nobody reads them.
-    core.set_tracing(false);
+    let Some((session_id, mut core)) = shared.director.lock().ok().map(|mut d| d.new_session())
+    else {
+        return;
+    };
     let started = Instant::now();
     let write_timeout = shared.limits.idle_timeout.min(Duration::from_secs(60));
-    let mut conns: HashMap<ConnId, TcpStream> = HashMap::new();
+    // The back-end sockets this session holds.
+    let mut held: HashMap<ConnId, TcpStream> = HashMap::new();
     // The connection whose reply the session waits for, or that is leased to it.
     let mut active: Option<ConnId> = None;
     let mut cbuf = vec![0u8; 4096];
@@ -400,94 +348,59 @@ async fn serve_client(
     }
     loop {
         // Back-end work first; it may produce client output.
-        while let Some(io) = core.poll_backend() {
-            match io {
-                BackendIo::Acquire => {
-                    let Ok(grant) = shared.pool.lock().map(|mut p| p.acquire(session_id)) else {
-                        return;
-                    };
-                    let opened = shared.take(grant.conn, grant.fresh).await;
-                    core.handle_backend_granted(grant.conn);
+        while let Some(request) = core.poll_backend() {
+            if let BackendIo::Send { conn, bytes } = request {
+                active = Some(conn);
+                let sent = match held.get_mut(&conn) {
+                    Some(tcp) => matches!(
+                        tokio::time::timeout(write_timeout, tcp.write_all(&bytes)).await,
+                        Ok(Ok(()))
+                    ),
+                    None => false,
+                };
+                if !sent {
+                    held.remove(&conn);
+                    core.handle_backend_closed(conn);
+                }
+                continue;
+            }
+            let leaves = match &request {
+                BackendIo::Release { conn }
+                | BackendIo::Discard { conn }
+                | BackendIo::Park { conn, .. } => Some(*conn),
+                BackendIo::Lease { conn } => {
+                    active = Some(*conn);
+                    None
+                }
+                _ => None,
+            };
+            if leaves.is_some() && leaves == active {
+                active = None;
+            }
+            let decision = shared.direct(&mut held, |d, links, now| {
+                d.handle(session_id, request, now, links)
+            });
+            match decision {
+                Some(Decision::Granted(conn)) => {
+                    let opened = shared.take(conn).await;
+                    core.handle_backend_granted(conn);
                     match opened {
                         Ok(tcp) => {
-                            conns.insert(grant.conn, tcp);
+                            held.insert(conn, tcp);
                         }
-                        Err(_) => core.handle_backend_closed(grant.conn),
+                        Err(_) => core.handle_backend_closed(conn),
                     }
                 }
-                BackendIo::Send { conn, bytes } => {
-                    active = Some(conn);
-                    let sent = match conns.get_mut(&conn) {
-                        Some(tcp) => matches!(
-                            tokio::time::timeout(write_timeout, tcp.write_all(&bytes)).await,
-                            Ok(Ok(()))
-                        ),
-                        None => false,
-                    };
-                    if !sent {
-                        conns.remove(&conn);
-                        core.handle_backend_closed(conn);
-                    }
-                }
-                BackendIo::Release { conn } => {
-                    if active == Some(conn) {
-                        active = None;
-                    }
-                    if let Some(tcp) = conns.remove(&conn) {
-                        let close = shared.pool.lock().ok().and_then(|mut p| p.release(conn));
-                        if close.is_none() {
-                            if let Ok(mut idle) = shared.idle.lock() {
-                                idle.insert(conn, IdleSlot::Ready(tcp));
-                            }
+                Some(Decision::CacheAnswer(found)) => {
+                    if let Some(p) = &found {
+                        if let Some(tcp) = shared.take_parked(p.conn) {
+                            held.insert(p.conn, tcp);
                         }
                     }
-                }
-                BackendIo::Lease { conn } => {
-                    active = Some(conn);
-                    if let Ok(mut p) = shared.pool.lock() {
-                        p.lease(conn);
-                    }
-                }
-                BackendIo::CacheLookup { user, digest } => {
-                    let found = shared.lookup(&user, &digest).map(|(parked, tcp)| {
-                        conns.insert(parked.conn, tcp);
-                        parked
-                    });
                     core.handle_cache_lookup(found);
                 }
-                BackendIo::Park {
-                    conn,
-                    user,
-                    digest,
-                    ok_text,
-                } => {
-                    if active == Some(conn) {
-                        active = None;
-                    }
-                    match conns.remove(&conn) {
-                        Some(tcp) => shared.park(tcp, conn, &user, digest, ok_text),
-                        None => {
-                            let replace = shared
-                                .pool
-                                .lock()
-                                .map(|mut p| p.discard(conn))
-                                .unwrap_or_default();
-                            shared.open_idle(replace);
-                        }
-                    }
-                }
-                BackendIo::Discard { conn } => {
-                    if active == Some(conn) {
-                        active = None;
-                    }
-                    conns.remove(&conn);
-                    let replace = shared
-                        .pool
-                        .lock()
-                        .map(|mut p| p.discard(conn))
-                        .unwrap_or_default();
-                    shared.open_idle(replace);
-                }
+                Some(Decision::Done) => {}
+                None => return,
             }
         }
         let _ = core.take_trace();
@@ -498,24 +411,24 @@ async fn serve_client(
                     let written =
                         tokio::time::timeout(write_timeout, client.write_all(&bytes)).await;
                     if !matches!(written, Ok(Ok(()))) {
-                        finish(shared, session_id, &mut core, conns);
+                        finish(shared, session_id, &mut core, held);
                         return;
                     }
                 }
                 // The front-end never offers STARTTLS, so StartTls cannot be asked for.
                 Output::StartTls | Output::Close => {
                     let _ = tokio::time::timeout(write_timeout, client.shutdown()).await;
-                    finish(shared, session_id, &mut core, conns);
+                    finish(shared, session_id, &mut core, held);
                     return;
                 }
             }
         }
         if core.is_closed() {
-            finish(shared, session_id, &mut core, conns);
+            finish(shared, session_id, &mut core, held);
             return;
         }
         let deadline = core.poll_timeout().map(|d| started + d);
-        let backend = active.and_then(|id| conns.get_mut(&id).map(|tcp| (id, tcp)));
+        let backend = active.and_then(|id| held.get_mut(&id).map(|tcp| (id, tcp)));
         let event = tokio::select! {
             r = client.read(&mut cbuf) => Event::Client(r),
             (id, r) = read_backend(backend, &mut bbuf) => Event::Backend(id, r),
@@ -527,7 +440,7 @@ async fn serve_client(
             Event::Client(Ok(0) | Err(_)) => core.handle_eof(now),
             Event::Client(Ok(n)) => core.handle_input(now, &cbuf[..n]),
             Event::Backend(id, Ok(0) | Err(_)) => {
-                conns.remove(&id);
+                held.remove(&id);
                 if active == Some(id) {
                     active = None;
                 }
@@ -545,29 +458,21 @@ async fn serve_client(
     }
 }
 
-/// The client session is over: every back-end connection it still holds is closed and
-/// replaced, and in per-session mode its idle connections go too.
+/// The client session is over: its last requests go to the director (bytes no longer
+/// matter), which then discards whatever the session still holds.
 fn finish(
     shared: &Arc<FrontendShared>,
-    session_id: u64,
+    session_id: SessionId,
     core: &mut FrontendSession,
-    mut conns: HashMap<ConnId, TcpStream>,
+    mut held: HashMap<ConnId, TcpStream>,
 ) {
     core.handle_eof(Duration::ZERO);
-    while core.poll_backend().is_some() {}
-    let mut replace = Vec::new();
-    if let Ok(mut pool) = shared.pool.lock() {
-        for (conn, _) in conns.drain() {
-            replace.extend(pool.discard(conn));
+    shared.direct(&mut held, |d, links, now| {
+        while let Some(request) = core.poll_backend() {
+            d.handle(session_id, request, now, links);
         }
-        let mine = pool.end_session(session_id);
-        if let Ok(mut idle) = shared.idle.lock() {
-            for c in mine {
-                idle.remove(&c);
-            }
-        }
-    }
-    shared.open_idle(replace);
+        d.end_session(session_id, links);
+    });
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {

@@ -86,7 +86,7 @@ pub struct CacheStats {
 }
 
 /// A parked session.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Parked {
     pub conn: ConnId,
     /// Text after the tag of the back-end's LOGIN completion (`OK LOGIN completed`), so a

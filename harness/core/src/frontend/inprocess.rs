@@ -16,36 +16,35 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::backend::line_has_capability;
-use super::cache::{CacheKey, CacheStats, SessionCache};
-use super::session::{BackendFeatures, FrontendSession};
-use super::{BackendIo, ConnId, Finding, FrontendProfile, Pool, PoolStats, Protocol};
+use super::cache::CacheStats;
+use super::director::{
+    features_from_greeting, greeting_is_ok, Decision, Director, Links, SessionId,
+};
+use super::session::FrontendSession;
+use super::{BackendIo, ConnId, Finding, FrontendProfile, PoolStats, Protocol};
 use crate::session::{Limits, Output, ServerSession};
 
-type Factory = Box<dyn FnMut(u64) -> Box<dyn ServerSession> + Send>;
+pub use super::director::MAX_TRACE_LINES;
 
-/// Trace lines kept; a long-running lab stops recording after this many.
-pub const MAX_TRACE_LINES: usize = 100_000;
+type Factory = Box<dyn FnMut(u64) -> Box<dyn ServerSession> + Send>;
 
 struct Backend {
     session: Box<dyn ServerSession>,
     closed: bool,
 }
 
-struct Shared {
+/// The back-end sessions: the in-process [`Links`] of the director.
+struct Backends {
     protocol: Protocol,
-    profile: Arc<FrontendProfile>,
-    limits: Limits,
-    features: BackendFeatures,
-    pool: Pool,
-    cache: SessionCache,
-    cache_key: Arc<CacheKey>,
-    backends: BTreeMap<ConnId, Backend>,
+    sessions: BTreeMap<ConnId, Backend>,
     factory: Factory,
-    trace: Vec<String>,
-    tracing: bool,
-    findings: Vec<Finding>,
-    next_session: u64,
+    /// The clock of the client session driving the director right now.
+    now: Duration,
+}
+
+struct Shared {
+    director: Director,
+    backends: Backends,
 }
 
 /// Drains a session's output: the bytes written, and whether it closed.
@@ -62,69 +61,44 @@ fn drain(session: &mut dyn ServerSession, now: Duration) -> (Vec<u8>, bool) {
     (bytes, closed)
 }
 
-impl Shared {
-    fn log(&mut self, line: String) {
-        if !self.tracing {
-            return;
-        }
-        if self.trace.len() < MAX_TRACE_LINES {
-            self.trace.push(line);
-        } else if self.trace.len() == MAX_TRACE_LINES {
-            self.trace.push("(trace full: later lines dropped)".into());
-        }
-    }
-
-    /// Opens a back-end connection and consumes its greeting.
-    fn open(&mut self, conn: ConnId, now: Duration) {
+impl Links for Backends {
+    /// Makes the back-end session and consumes its greeting.
+    fn open(&mut self, conn: ConnId) -> Option<bool> {
         let mut session = (self.factory)(conn);
-        let (greeting, closed) = drain(session.as_mut(), now);
-        let ok = match self.protocol {
-            Protocol::Imap => greeting.starts_with(b"* OK"),
-            Protocol::Pop3 => greeting.starts_with(b"+OK"),
-        };
-        self.log(if ok && !closed {
-            format!("be#{conn} opened")
-        } else {
-            format!("be#{conn} opened, but the greeting was not OK")
-        });
-        self.backends.insert(
+        let (greeting, closed) = drain(session.as_mut(), self.now);
+        let ok = greeting_is_ok(self.protocol, &greeting) && !closed;
+        self.sessions.insert(
             conn,
             Backend {
                 session,
-                closed: closed || !ok,
+                closed: !ok,
             },
         );
+        Some(ok)
     }
 
-    fn close(&mut self, conn: ConnId, now: Duration) {
-        if let Some(mut b) = self.backends.remove(&conn) {
+    /// Idle and parked sessions stay where they are: nothing moves in process.
+    fn keep(&mut self, _conn: ConnId) {}
+
+    fn close(&mut self, conn: ConnId) {
+        if let Some(mut b) = self.sessions.remove(&conn) {
             if !b.closed {
-                b.session.handle_eof(now);
-                drain(b.session.as_mut(), now);
+                b.session.handle_eof(self.now);
+                drain(b.session.as_mut(), self.now);
             }
         }
     }
 
-    /// Closes a connection the pool does not hand out (discarded, or a parked session
-    /// leaving the cache) and opens the pool's replacements.
-    fn discard(&mut self, conn: ConnId, now: Duration) {
-        self.close(conn, now);
-        for r in self.pool.discard(conn) {
-            self.open(r, now);
-        }
+    fn usable(&mut self, conn: ConnId) -> bool {
+        self.sessions.get(&conn).is_some_and(|b| !b.closed)
     }
+}
 
-    /// Parked sessions leaving the cache (`why`: expired, evicted, shutdown).
-    fn unpark(&mut self, conns: Vec<ConnId>, why: &str, now: Duration) {
-        for c in conns {
-            self.log(format!("be#{c} closed (session cache: {why})"));
-            self.discard(c, now);
-        }
-    }
-
+impl Backends {
     /// Writes to a back-end; returns its answer and whether it is closed.
-    fn deliver(&mut self, conn: ConnId, now: Duration, bytes: &[u8]) -> (Vec<u8>, bool) {
-        let Some(b) = self.backends.get_mut(&conn) else {
+    fn deliver(&mut self, conn: ConnId, bytes: &[u8]) -> (Vec<u8>, bool) {
+        let now = self.now;
+        let Some(b) = self.sessions.get_mut(&conn) else {
             return (Vec::new(), true);
         };
         if b.closed {
@@ -157,83 +131,62 @@ impl InProcessFrontend {
         probe.handle_eof(Duration::ZERO);
         drain(probe.as_mut(), Duration::ZERO);
         drop(probe);
-        let first_line = greeting.split(|&b| b == b'\n').next().unwrap_or_default();
-        let features = BackendFeatures {
-            imap_sasl_ir: protocol == Protocol::Imap
-                && first_line
-                    .split(|&b| b == b' ' || b == b']')
-                    .any(|w| w.eq_ignore_ascii_case(b"SASL-IR")),
-            imap_unselect: protocol == Protocol::Imap
-                && line_has_capability(first_line, "UNSELECT"),
-        };
-        let pool = Pool::new(profile.pool);
-        let cache = SessionCache::new(
-            profile.pool.cache_size,
-            Duration::from_secs(profile.pool.cache_idle_secs),
-        );
+        let features = features_from_greeting(protocol, &greeting);
         let mut shared = Shared {
-            protocol,
-            profile: Arc::new(profile),
-            limits: Limits::default(),
-            features,
-            pool,
-            cache,
-            cache_key: Arc::new(CacheKey::from_seed(0x4645_2d4b_4559)),
-            backends: BTreeMap::new(),
-            factory: Box::new(backend),
-            trace: Vec::new(),
-            tracing: true,
-            findings: Vec::new(),
-            next_session: 1,
+            director: Director::new(protocol, profile, features),
+            backends: Backends {
+                protocol,
+                sessions: BTreeMap::new(),
+                factory: Box::new(backend),
+                now: Duration::ZERO,
+            },
         };
-        for conn in shared.pool.warm_up() {
-            shared.open(conn, Duration::ZERO);
-        }
+        let Shared { director, backends } = &mut shared;
+        director.warm_up(backends);
         InProcessFrontend {
             shared: Arc::new(Mutex::new(shared)),
         }
     }
 
+    /// Runs `f` on the director (nothing, if a session panicked while holding it).
+    fn with<T: Default>(&self, f: impl FnOnce(&mut Shared) -> T) -> T {
+        self.shared
+            .lock()
+            .map(|mut s| f(&mut s))
+            .unwrap_or_default()
+    }
+
     /// Limits for client sessions made from now on.
     pub fn set_limits(&self, limits: Limits) {
-        if let Ok(mut s) = self.shared.lock() {
-            s.limits = limits;
-        }
+        self.with(|s| s.director.set_limits(limits));
     }
 
     /// Records the trace (the default) or not, for sessions opened after the call.
     pub fn set_tracing(&self, on: bool) {
-        if let Ok(mut s) = self.shared.lock() {
-            s.tracing = on;
-        }
+        self.with(|s| s.director.set_tracing(on));
     }
 
     /// Draws the key of the session cache's credential digests from `seed`.
     pub fn set_seed(&self, seed: u64) {
-        if let Ok(mut s) = self.shared.lock() {
-            s.cache_key = Arc::new(CacheKey::from_seed(seed));
-        }
+        self.with(|s| s.director.set_seed(seed));
     }
 
     /// Counters of the session cache.
     pub fn cache_stats(&self) -> CacheStats {
-        self.shared
-            .lock()
-            .map(|s| s.cache.stats())
-            .unwrap_or_default()
+        self.with(|s| s.director.cache_stats())
     }
 
     /// Parked sessions in the session cache.
     pub fn cached_sessions(&self) -> usize {
-        self.shared.lock().map(|s| s.cache.len()).unwrap_or(0)
+        self.with(|s| s.director.cached_sessions())
     }
 
     /// The front-end stops: every parked session is closed.
     pub fn shutdown(&self, now: Duration) {
-        if let Ok(mut s) = self.shared.lock() {
-            let parked = s.cache.drain();
-            s.unpark(parked, "shutdown", now);
-        }
+        self.with(|s| {
+            s.backends.now = now;
+            s.director.shutdown(&mut s.backends);
+        });
     }
 
     /// A new client session sharing this front-end's pool.
@@ -243,29 +196,12 @@ impl InProcessFrontend {
 
     /// A new client session, as its concrete type (tests read its state).
     pub fn client(&self) -> InProcessSession {
-        let (core, id) = match self.shared.lock() {
-            Ok(mut s) => {
-                let id = s.next_session;
-                s.next_session += 1;
-                let mut core = FrontendSession::new(
-                    s.protocol,
-                    Arc::clone(&s.profile),
-                    s.limits.clone(),
-                    s.features,
-                );
-                core.set_cache_key(Arc::clone(&s.cache_key));
-                core.set_tracing(s.tracing);
-                (core, id)
-            }
+        let (id, core) = match self.shared.lock() {
+            Ok(mut s) => s.director.new_session(),
+            // A session panicked with the lock held: this one works on its own.
             Err(poisoned) => {
-                let s = poisoned.into_inner();
-                let core = FrontendSession::new(
-                    s.protocol,
-                    Arc::clone(&s.profile),
-                    s.limits.clone(),
-                    s.features,
-                );
-                (core, u64::MAX)
+                let (_, core) = poisoned.into_inner().director.new_session();
+                (SessionId::MAX, core)
             }
         };
         InProcessSession {
@@ -279,30 +215,21 @@ impl InProcessFrontend {
 
     /// Every trace line so far, in order.
     pub fn trace(&self) -> Vec<String> {
-        self.shared
-            .lock()
-            .map(|s| s.trace.clone())
-            .unwrap_or_default()
+        self.with(|s| s.director.trace().to_vec())
     }
 
     /// Findings so far.
     pub fn findings(&self) -> Vec<Finding> {
-        self.shared
-            .lock()
-            .map(|s| s.findings.clone())
-            .unwrap_or_default()
+        self.with(|s| s.director.findings().to_vec())
     }
 
     pub fn stats(&self) -> PoolStats {
-        self.shared
-            .lock()
-            .map(|s| s.pool.stats())
-            .unwrap_or_default()
+        self.with(|s| s.director.stats())
     }
 
     /// Idle back-end connections in the pool.
     pub fn idle_connections(&self) -> usize {
-        self.shared.lock().map(|s| s.pool.idle()).unwrap_or(0)
+        self.with(|s| s.director.idle_connections())
     }
 }
 
@@ -310,8 +237,8 @@ impl InProcessFrontend {
 pub struct InProcessSession {
     shared: Arc<Mutex<Shared>>,
     core: FrontendSession,
-    id: u64,
-    /// The pool was told that this session ended.
+    id: SessionId,
+    /// The director was told that this session ended.
     ended: bool,
     now: Duration,
 }
@@ -322,85 +249,38 @@ impl InProcessSession {
         &self.core
     }
 
-    /// Runs the back-end work the front-end session asked for, until there is none.
+    /// Runs the back-end work the front-end session asked for, until there is none:
+    /// the director decides, this adapter carries bytes to and from back-end sessions.
     fn pump(&mut self) {
-        let now = self.now;
-        let Ok(mut sh) = self.shared.lock() else {
+        let Ok(mut guard) = self.shared.lock() else {
             return;
         };
+        let Shared { director, backends } = &mut *guard;
+        backends.now = self.now;
         loop {
-            for line in self.core.take_trace() {
-                sh.log(line);
-            }
-            let Some(io) = self.core.poll_backend() else {
+            director.note_session(&mut self.core);
+            let Some(request) = self.core.poll_backend() else {
                 break;
             };
-            match io {
-                BackendIo::Acquire => {
-                    let grant = sh.pool.acquire(self.id);
-                    if grant.fresh {
-                        sh.open(grant.conn, now);
-                    }
-                    self.core.handle_backend_granted(grant.conn);
+            if let BackendIo::Send { conn, bytes } = request {
+                let (out, closed) = backends.deliver(conn, &bytes);
+                if !out.is_empty() {
+                    self.core.handle_backend_input(conn, &out);
                 }
-                BackendIo::Send { conn, bytes } => {
-                    let (out, closed) = sh.deliver(conn, now, &bytes);
-                    if !out.is_empty() {
-                        self.core.handle_backend_input(conn, &out);
-                    }
-                    if closed {
-                        self.core.handle_backend_closed(conn);
-                    }
+                if closed {
+                    self.core.handle_backend_closed(conn);
                 }
-                BackendIo::Release { conn } => {
-                    let closed = sh.backends.get(&conn).is_none_or(|b| b.closed);
-                    if closed {
-                        sh.close(conn, now);
-                        for r in sh.pool.discard(conn) {
-                            sh.open(r, now);
-                        }
-                    } else if let Some(c) = sh.pool.release(conn) {
-                        sh.log(format!("be#{c} closed (idle list full)"));
-                        sh.close(c, now);
-                    }
-                }
-                BackendIo::Lease { conn } => sh.pool.lease(conn),
-                BackendIo::Discard { conn } => sh.discard(conn, now),
-                BackendIo::CacheLookup { user, digest } => {
-                    let lookup = sh.cache.take(&user, &digest, now);
-                    sh.unpark(lookup.expired, "idle too long", now);
-                    let found = match lookup.parked {
-                        Some(p) if sh.backends.get(&p.conn).is_some_and(|b| !b.closed) => Some(p),
-                        Some(p) => {
-                            sh.cache.unusable();
-                            sh.unpark(vec![p.conn], "closed by the back-end", now);
-                            None
-                        }
-                        None => None,
-                    };
-                    self.core.handle_cache_lookup(found);
-                }
-                BackendIo::Park {
-                    conn,
-                    user,
-                    digest,
-                    ok_text,
-                } => {
-                    let parked = super::cache::Parked { conn, ok_text };
-                    let close = sh.cache.park(&user, digest, parked, now);
-                    sh.unpark(close, "full or idle too long", now);
-                }
+                continue;
+            }
+            match director.handle(self.id, request, self.now, backends) {
+                Decision::Granted(conn) => self.core.handle_backend_granted(conn),
+                Decision::CacheAnswer(found) => self.core.handle_cache_lookup(found),
+                Decision::Done => {}
             }
         }
-        let findings = self.core.take_findings();
-        sh.findings.extend(findings);
         if self.core.is_closing() && !self.ended {
             self.ended = true;
-            for c in sh.pool.end_session(self.id) {
-                sh.trace
-                    .push(format!("be#{c} closed (client session ended)"));
-                sh.close(c, now);
-            }
+            director.end_session(self.id, backends);
         }
     }
 }

@@ -104,9 +104,11 @@
 //! adapter answers with `handle_backend_granted`, `handle_backend_input` and
 //! `handle_backend_closed`. The session decides when a back-end reply is complete (IMAP:
 //! the tagged line for the tag it sent, literals counted; POP3: the status line; after the
-//! lease the stream is relayed as it comes). [`Pool`] is the pool's bookkeeping, equally
-//! sans-IO. [`inprocess::InProcessFrontend`] is the adapter that runs back-end
-//! `ServerSession`s in the same process.
+//! lease the stream is relayed as it comes). The [`Director`] decides every request but
+//! `Send` for all client sessions of one front-end (grants from the [`Pool`], releases,
+//! leases, parks in the [`SessionCache`], discards, replacements); the adapters only carry
+//! bytes and do what it says through [`Links`]: [`inprocess::InProcessFrontend`] runs
+//! back-end `ServerSession`s in the same process, the lab's front-end host holds sockets.
 //!
 //! # Resource bounds
 //!
@@ -129,6 +131,7 @@
 
 pub mod backend;
 pub mod cache;
+pub mod director;
 pub mod inprocess;
 pub mod pool;
 pub mod session;
@@ -137,6 +140,7 @@ pub mod session;
 mod tests;
 
 pub use cache::{CacheKey, CacheStats, CredentialDigest, Parked, SessionCache};
+pub use director::{Decision, Director, Links, SessionId};
 pub use inprocess::InProcessFrontend;
 pub use pool::{Grant, Pool, PoolPolicy, PoolStats, Reuse};
 pub use session::{BackendFeatures, FrontendSession};
