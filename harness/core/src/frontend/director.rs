@@ -394,6 +394,15 @@ mod tests {
         Director::new(Protocol::Imap, profile, BackendFeatures::default())
     }
 
+    fn park(conn: ConnId, user: &str, digest: &CredentialDigest) -> BackendIo {
+        BackendIo::Park {
+            conn,
+            user: user.into(),
+            digest: digest.clone(),
+            ok_text: "OK LOGIN completed".into(),
+        }
+    }
+
     fn login(user: &str, digest: &CredentialDigest) -> BackendIo {
         BackendIo::CacheLookup {
             user: user.into(),
@@ -470,13 +479,7 @@ mod tests {
                 Decision::Granted(conn)
             );
             d.handle(session, BackendIo::Lease { conn }, now, &mut l);
-            let park = BackendIo::Park {
-                conn,
-                user: "alice".into(),
-                digest: alice.clone(),
-                ok_text: "OK done".into(),
-            };
-            d.handle(session, park, now, &mut l);
+            d.handle(session, park(conn, "alice", &alice), now, &mut l);
             d.end_session(session, &mut l);
         }
         assert_eq!(d.cached_sessions(), 2);
@@ -510,13 +513,7 @@ mod tests {
         let digest = CacheKey::from_seed(1).digest("bob", "pw");
         let now = Duration::ZERO;
         d.handle(1, BackendIo::Acquire, now, &mut l);
-        let park = BackendIo::Park {
-            conn: 1,
-            user: "bob".into(),
-            digest,
-            ok_text: "OK".into(),
-        };
-        d.handle(1, park, now, &mut l);
+        d.handle(1, park(1, "bob", &digest), now, &mut l);
         l.log.clear();
         d.shutdown(&mut l);
         assert_eq!(l.log, ["close 1"]);

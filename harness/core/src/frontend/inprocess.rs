@@ -285,29 +285,30 @@ impl InProcessSession {
     }
 }
 
+impl InProcessSession {
+    /// An input to the front-end session at `now`, then the back-end work it caused.
+    fn step(&mut self, now: Duration, input: impl FnOnce(&mut FrontendSession, Duration)) {
+        self.now = now;
+        input(&mut self.core, now);
+        self.pump();
+    }
+}
+
 impl ServerSession for InProcessSession {
     fn handle_input(&mut self, now: Duration, input: &[u8]) {
-        self.now = now;
-        self.core.handle_input(now, input);
-        self.pump();
+        self.step(now, |core, now| core.handle_input(now, input));
     }
 
     fn handle_eof(&mut self, now: Duration) {
-        self.now = now;
-        self.core.handle_eof(now);
-        self.pump();
+        self.step(now, |core, now| core.handle_eof(now));
     }
 
     fn handle_timeout(&mut self, now: Duration) {
-        self.now = now;
-        self.core.handle_timeout(now);
-        self.pump();
+        self.step(now, |core, now| core.handle_timeout(now));
     }
 
     fn handle_shutdown(&mut self, now: Duration) {
-        self.now = now;
-        self.core.handle_shutdown(now);
-        self.pump();
+        self.step(now, |core, now| core.handle_shutdown(now));
     }
 
     fn handle_tls_established(&mut self, now: Duration) {
@@ -340,10 +341,7 @@ impl Drop for InProcessSession {
 /// The fuzz entry's body (see [`super::fuzz_frontend_session`]). Returns how many of
 /// the two sessions got authenticated, so tests can tell the inputs reach that far.
 pub(super) fn fuzz_two_sessions(data: &[u8]) -> usize {
-    use crate::imap::{ImapServer, StoreCaps};
-    use crate::pop3::Pop3Server;
-    use crate::profile::Profile;
-    use crate::session::SessionContext;
+    use crate::imap::StoreCaps;
 
     let Some((&setup, rest)) = data.split_first() else {
         return 0;
@@ -381,28 +379,12 @@ pub(super) fn fuzz_two_sessions(data: &[u8]) -> usize {
     };
     // Bit 4: the session-cache front-end (over back-ends offering UNSELECT), so one
     // session's parked back-end session can meet the other session's LOGIN.
-    let (fe_name, backend_profile) = if setup & 0x10 == 0 {
-        ("exchange2000-rtm", Profile::default_profile())
+    let fe_name = if setup & 0x10 == 0 {
+        "exchange2000-rtm"
     } else {
-        ("session-cache", Profile::default_profile())
+        "session-cache"
     };
-    let backend_profile = Arc::new(backend_profile);
-    let backend_world = Arc::clone(&world);
-    let backend_limits = limits.clone();
-    let factory = move |conn: u64| -> Box<dyn ServerSession> {
-        let mut ctx = SessionContext::new(Arc::clone(&backend_world), Arc::clone(&backend_profile));
-        ctx.limits = backend_limits.clone();
-        ctx.seed = conn;
-        ctx.epoch_secs = 1_700_000_000;
-        match protocol {
-            Protocol::Imap => {
-                let mut s = ImapServer::new(ctx);
-                s.set_store_caps(caps);
-                Box::new(s)
-            }
-            Protocol::Pop3 => Box::new(Pop3Server::new(ctx)),
-        }
-    };
+    let factory = crate::fuzzing::ops::fuzz_backends(&world, &limits, caps, protocol);
     let Some(profile) = FrontendProfile::by_name(fe_name) else {
         return 0;
     };

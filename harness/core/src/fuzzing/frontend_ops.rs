@@ -24,12 +24,10 @@ use super::imap_ops::continuation;
 use super::ops::{self, account, byte, choice, flag, Seed, MAX_OPS, USERS};
 use crate::frontend::inprocess::InProcessSession;
 use crate::frontend::{FrontendProfile, InProcessFrontend, Protocol, FRONTEND_PROFILE_NAMES};
-use crate::imap::{ImapServer, StoreCaps};
+use crate::imap::StoreCaps;
 use crate::ntlm::{Credentials, InitiatorOptions, NtlmInitiator, ResponseKind};
-use crate::pop3::Pop3Server;
-use crate::profile::Profile;
 use crate::sasl::{decode_base64, encode_base64};
-use crate::session::{Limits, Output, ServerSession, SessionContext};
+use crate::session::{Limits, Output, ServerSession};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -210,23 +208,7 @@ pub fn run(data: &[u8]) -> Reached {
         max_literal: 4096,
         ..Limits::default()
     };
-    let backend_world = Arc::clone(&world);
-    let backend_limits = limits.clone();
-    let backend_profile = Arc::new(Profile::default_profile());
-    let factory = move |conn: u64| -> Box<dyn ServerSession> {
-        let mut ctx = SessionContext::new(Arc::clone(&backend_world), Arc::clone(&backend_profile));
-        ctx.limits = backend_limits.clone();
-        ctx.seed = conn;
-        ctx.epoch_secs = 1_700_000_000;
-        match protocol {
-            Protocol::Imap => {
-                let mut s = ImapServer::new(ctx);
-                s.set_store_caps(CAPS);
-                Box::new(s)
-            }
-            Protocol::Pop3 => Box::new(Pop3Server::new(ctx)),
-        }
-    };
+    let factory = ops::fuzz_backends(&world, &limits, CAPS, protocol);
     let fe = InProcessFrontend::new(protocol, profile, factory);
     fe.set_limits(limits);
     // The front-end's trace (text for the lab's log, nothing depends on it) is formatted

@@ -7,10 +7,15 @@
 //! that many octets. [`Seed`] writes the same format, which keeps the seeds in
 //! `corpus/fuzz/` generated from operation lists rather than edited by hand.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use arbitrary::{Arbitrary, Unstructured};
 
+use crate::frontend::Protocol;
+use crate::imap::{ImapServer, StoreCaps};
+use crate::pop3::Pop3Server;
+use crate::profile::Profile;
+use crate::session::{Limits, ServerSession, SessionContext};
 use crate::world::{LabFile, World};
 
 /// Operations played per input at most: keeps one execution short whatever its length.
@@ -21,6 +26,33 @@ pub const USERS: [(&str, &str); 3] = [("alice", "secret"), ("bob", "hunter2"), (
 
 /// A password that belongs to nobody.
 pub const WRONG_PASSWORD: &str = "wrong";
+
+/// Back-end sessions for a fuzzed front-end: the mock server of `protocol` on `world`,
+/// with the fuzz limits, a capped IMAP store and a fixed clock, seeded by connection id.
+pub fn fuzz_backends(
+    world: &Arc<World>,
+    limits: &Limits,
+    caps: StoreCaps,
+    protocol: Protocol,
+) -> impl FnMut(u64) -> Box<dyn ServerSession> + Send + 'static {
+    let world = Arc::clone(world);
+    let limits = limits.clone();
+    let profile = Arc::new(Profile::default_profile());
+    move |conn| -> Box<dyn ServerSession> {
+        let mut ctx = SessionContext::new(Arc::clone(&world), Arc::clone(&profile));
+        ctx.limits = limits.clone();
+        ctx.seed = conn;
+        ctx.epoch_secs = 1_700_000_000;
+        match protocol {
+            Protocol::Imap => {
+                let mut s = ImapServer::new(ctx);
+                s.set_store_caps(caps);
+                Box::new(s)
+            }
+            Protocol::Pop3 => Box::new(Pop3Server::new(ctx)),
+        }
+    }
+}
 
 /// A fresh world of the default lab. The lab is built once per process; every call
 /// returns a clone of that template, whose store is a separate copy (no input sees
