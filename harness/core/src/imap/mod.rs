@@ -57,14 +57,14 @@
 //! that allows them; changes by other sessions are found by comparing the store with the
 //! session's view, not by trusting `Mailbox::generation` alone.
 
+mod fetch_render;
 pub mod framer;
-mod mailbox;
 pub mod message;
 pub mod mime;
 mod server;
 
+pub use fetch_render::{valid_modified_utf7, Ranges, StoreCaps, View, ViewMsg, DELIMITER};
 pub use framer::{Frame, FrameConfig, FrameError, FrameMode, Framer};
-pub use mailbox::{valid_modified_utf7, Ranges, StoreCaps, View, ViewMsg, DELIMITER};
 pub use server::{
     diagnose, CommandError, ImapServer, SessionStats, IDLE_POLL, LITERAL_CONTINUATION,
 };

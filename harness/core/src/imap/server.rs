@@ -11,8 +11,8 @@ use imap_codec::imap_types::command::{Command, CommandBody};
 use imap_codec::imap_types::core::AString;
 use imap_codec::CommandCodec;
 
+use super::fetch_render::{StoreCaps, View};
 use super::framer::{first_tag, Frame, FrameConfig, FrameMode, Framer};
-use super::mailbox::{StoreCaps, View};
 use crate::profile::ImapStatus;
 use crate::rng::SeededRng;
 use crate::sasl::{self, Mechanism, SaslError, SaslServer, SaslStep};
