@@ -1,3 +1,3 @@
 #![no_main]
 // The logic and its invariants live in harness-core so `cargo test` replays the corpus.
-libfuzzer_sys::fuzz_target!(|data: &[u8]| harness_core::fuzzing::text_ops::sasl_exchange(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness_core::fuzzing::sasl_ops::sasl_exchange(data));

@@ -13,9 +13,10 @@ pub mod imap_ops;
 pub mod ops;
 pub mod pop3_ops;
 pub mod reply_ops;
+pub mod sasl_ops;
+pub mod script_scenario_ops;
 #[cfg(test)]
 mod seeds;
-pub mod text_ops;
 
 pub const TARGETS: &[(&str, Target)] = &[
     ("ntlm_message_decode", crate::ntlm::fuzz_decode),
@@ -33,9 +34,9 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("pop3_client_session", crate::driver::fuzz_pop3_client),
     ("frontend_session", crate::frontend::fuzz_frontend_session),
     ("lab_file_decode", lab_file_decode),
-    ("script_decode", text_ops::script_decode),
-    ("scenario_decode", text_ops::scenario_decode),
-    ("sasl_exchange", text_ops::sasl_exchange),
+    ("script_decode", script_scenario_ops::script_decode),
+    ("scenario_decode", script_scenario_ops::scenario_decode),
+    ("sasl_exchange", sasl_ops::sasl_exchange),
     ("imap_server_ops", imap_ops::imap_server_ops),
     ("pop3_server_ops", pop3_ops::pop3_server_ops),
     ("frontend_pool_ops", frontend_ops::frontend_pool_ops),

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-use super::mech::{MechClient, MechError};
 use super::outcome::{printable, Protocol, SessionOutcome, Status};
 use super::policy::{AuthMethod, Offer};
+use super::sasl_client::{MechClient, MechError};
 use super::{AfterFailure, ClientConfig, ClientOutput, ClientSession, Common};
 use crate::codes::{ErrorCode, Family};
 use crate::sasl::Mechanism;

@@ -9,10 +9,10 @@
 //! buffers, and whatever is wrong with them ends in an outcome, never a panic.
 
 pub mod imap_client;
-pub mod mech;
 pub mod outcome;
 pub mod policy;
 pub mod pop3_client;
+pub mod sasl_client;
 
 #[cfg(test)]
 mod tests;

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-use super::mech::MechClient;
 use super::outcome::{printable, Protocol, SessionOutcome, Status};
 use super::policy::{AuthMethod, Offer};
+use super::sasl_client::MechClient;
 use super::{AfterFailure, ClientConfig, ClientOutput, ClientSession, Common, Finding};
 use crate::codes::{ErrorCode, Family};
 use crate::pop3::response::{

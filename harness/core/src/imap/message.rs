@@ -1,6 +1,7 @@
 //! What FETCH needs to know about a stored RFC 5322 message: its header/body split, its
 //! header fields (unfolded), the ENVELOPE structure (RFC 3501 7.4.2) and the wire forms of
-//! strings and dates. Everything here works on untrusted bytes and never panics.
+//! strings (dates are in `date.rs`). Everything here works on untrusted bytes and never
+//! panics.
 
 /// The header section: from the start up to and including the empty line that ends it
 /// (RFC 3501 6.4.5 `HEADER`); the whole message if there is no empty line.
@@ -383,44 +384,6 @@ fn parse_one(item: &[u8]) -> Option<Address> {
     })
 }
 
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-
-/// Civil date (year, month 1-12, day 1-31) of a count of days since 1970-01-01, using the
-/// proleptic Gregorian calendar (400-year eras of 146097 days).
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-/// RFC 3501 9 `date-time`: `"dd-Mon-yyyy hh:mm:ss +0000"` (day padded with a space), in
-/// UTC, from seconds since the Unix epoch. Years outside 0..=9999 are clamped.
-pub fn internal_date(epoch: i64) -> String {
-    let epoch = epoch.clamp(-62_167_219_200, 253_402_300_799);
-    let days = epoch.div_euclid(86_400);
-    let secs = epoch.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    let month = MONTHS
-        .get((m as usize).saturating_sub(1))
-        .copied()
-        .unwrap_or("Jan");
-    format!(
-        "\"{d:>2}-{month}-{y:04} {:02}:{:02}:{:02} +0000\"",
-        secs / 3600,
-        (secs / 60) % 60,
-        secs % 60
-    )
-}
-
 /// Lines in a text body, as BODYSTRUCTURE's `body-fld-lines` counts them.
 /// Text lines of a body: line ends, plus one for a last line without one (a MIME part
 /// ends before the CRLF that belongs to the next boundary, RFC 2046 5.1.1).
@@ -473,19 +436,6 @@ mod tests {
                 host: None
             }
         );
-    }
-
-    #[test]
-    fn dates() {
-        assert_eq!(internal_date(0), "\" 1-Jan-1970 00:00:00 +0000\"");
-        assert_eq!(
-            internal_date(1_704_067_201),
-            "\" 1-Jan-2024 00:00:01 +0000\""
-        );
-        // 2000-02-29 12:34:56 UTC.
-        assert_eq!(internal_date(951_827_696), "\"29-Feb-2000 12:34:56 +0000\"");
-        assert_eq!(internal_date(i64::MAX), "\"31-Dec-9999 23:59:59 +0000\"");
-        assert_eq!(internal_date(i64::MIN), "\" 1-Jan-0000 00:00:00 +0000\"");
     }
 
     #[test]

@@ -57,17 +57,27 @@
 //! that allows them; changes by other sessions are found by comparing the store with the
 //! session's view, not by trusting `Mailbox::generation` alone.
 
+mod cmd;
+mod date;
+mod fetch_render;
 pub mod framer;
-mod mailbox;
+mod mailbox_name;
 pub mod message;
 pub mod mime;
+mod mutf7;
+mod search_eval;
 mod server;
+mod store_caps;
+mod view;
 
 pub use framer::{Frame, FrameConfig, FrameError, FrameMode, Framer};
-pub use mailbox::{valid_modified_utf7, Ranges, StoreCaps, View, ViewMsg, DELIMITER};
+pub use mailbox_name::DELIMITER;
+pub use mutf7::valid_modified_utf7;
 pub use server::{
     diagnose, CommandError, ImapServer, SessionStats, IDLE_POLL, LITERAL_CONTINUATION,
 };
+pub use store_caps::StoreCaps;
+pub use view::{Ranges, View, ViewMsg};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,21 +1,22 @@
-//! The IMAP4rev1 server session (RFC 3501): framing, the state machine, authentication,
-//! STARTTLS, IDLE and timeouts. Mailbox commands live in `mailbox.rs`.
+//! The IMAP4rev1 server session (RFC 3501): framing, the state machine, command dispatch,
+//! STARTTLS and timeouts. The commands' bodies live in `cmd/`, one per file.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use imap_codec::decode::Decoder;
-use imap_codec::imap_types::auth::AuthMechanism;
 use imap_codec::imap_types::command::{Command, CommandBody};
-use imap_codec::imap_types::core::AString;
+use imap_codec::imap_types::search::SearchKey;
 use imap_codec::CommandCodec;
 
 use super::framer::{first_tag, Frame, FrameConfig, FrameMode, Framer};
-use super::mailbox::{StoreCaps, View};
+use super::mailbox_name::DELIMITER;
+use super::store_caps::StoreCaps;
+use super::view::View;
 use crate::profile::ImapStatus;
 use crate::rng::SeededRng;
-use crate::sasl::{self, Mechanism, SaslError, SaslServer, SaslStep};
+use crate::sasl::{Mechanism, SaslServer};
 use crate::session::{Output, ServerSession, SessionContext};
 
 /// Text of the synchronising-literal continuation request (RFC 3501 7.5).
@@ -98,7 +99,7 @@ impl Reply {
 /// One IMAP server session.
 pub struct ImapServer {
     pub(super) ctx: SessionContext,
-    rng: SeededRng,
+    pub(super) rng: SeededRng,
     framer: Framer,
     pub(super) mode: Mode,
     /// The authenticated user (the directory's spelling).
@@ -116,7 +117,7 @@ pub struct ImapServer {
     last_event: Duration,
     pub(super) now: Duration,
     stats: SessionStats,
-    auth_mechanism: Option<Mechanism>,
+    pub(super) auth_mechanism: Option<Mechanism>,
     /// Set by LOGOUT / STARTTLS: what to do right after the tagged completion.
     after_reply: AfterReply,
     pub(super) caps: StoreCaps,
@@ -246,7 +247,7 @@ impl ImapServer {
             && !self.tls_active()
     }
 
-    fn login_disabled(&self) -> bool {
+    pub(super) fn login_disabled(&self) -> bool {
         self.ctx.profile.imap.login_disabled_without_tls && !self.tls_active()
     }
 
@@ -295,7 +296,7 @@ impl ImapServer {
         }
     }
 
-    fn tagged(&mut self, tag: &str, reply: Reply) {
+    pub(super) fn tagged(&mut self, tag: &str, reply: Reply) {
         self.stats.tagged_replies += 1;
         let line = format!("{tag} {} {}\r\n", reply.status.as_str(), reply.text);
         self.write(line.as_bytes());
@@ -459,12 +460,7 @@ impl ImapServer {
                 } else if !authed {
                     wrong_state("IDLE")
                 } else {
-                    self.write(b"+ idling\r\n");
-                    self.mode = Mode::Idle {
-                        tag: tag.to_string(),
-                    };
-                    self.sync(true);
-                    return None;
+                    return self.idle(tag);
                 }
             }
             // RFC 3691: only where the profile advertises it.
@@ -507,111 +503,106 @@ impl ImapServer {
         reply
     }
 
-    fn login(&mut self, username: &AString<'_>, password: &AString<'_>) -> Option<Reply> {
-        if self.login_disabled() {
-            return Reply::no("[PRIVACYREQUIRED] LOGIN is disabled until TLS is active");
-        }
-        let user = std::str::from_utf8(username.as_ref()).ok();
-        let pass = std::str::from_utf8(password.as_ref()).ok();
-        let found = match (user, pass) {
-            (Some(u), Some(p)) => self
-                .ctx
-                .world
-                .directory
-                .verify_password(u, p)
-                .map(|p| p.name.clone()),
-            _ => None,
-        };
-        match found {
-            Some(name) => {
-                self.user = Some(name);
-                Reply::ok(self.ctx.profile.imap.login_ok_text.clone())
+    /// Commands of the authenticated and selected states (state already checked).
+    fn mailbox_command(&mut self, body: CommandBody<'_>) -> Option<Reply> {
+        match body {
+            CommandBody::Select { mailbox } => self.select(&mailbox, false),
+            CommandBody::Examine { mailbox } => self.select(&mailbox, true),
+            CommandBody::Create { mailbox } => self.create(&mailbox),
+            CommandBody::Delete { mailbox } => self.delete(&mailbox),
+            CommandBody::Rename { from, to } => self.rename(&from, &to),
+            CommandBody::Subscribe { mailbox } => self.subscribe(&mailbox, true),
+            CommandBody::Unsubscribe { mailbox } => self.subscribe(&mailbox, false),
+            CommandBody::List {
+                reference,
+                mailbox_wildcard,
+            } => self.list(&reference, &mailbox_wildcard, false),
+            CommandBody::Lsub {
+                reference,
+                mailbox_wildcard,
+            } => self.list(&reference, &mailbox_wildcard, true),
+            CommandBody::Status {
+                mailbox,
+                item_names,
+            } => self.status(&mailbox, &item_names),
+            CommandBody::Append {
+                mailbox,
+                flags,
+                date,
+                message,
+            } => self.append(&mailbox, &flags, date.as_ref(), &message),
+            CommandBody::Check => Reply::ok("CHECK completed"),
+            CommandBody::Close => self.close_mailbox(),
+            CommandBody::Unselect => {
+                // RFC 3691 2: CLOSE without the expunge, read-write or not.
+                self.view = None;
+                Reply::ok("UNSELECT completed")
             }
-            None => Reply::no(self.ctx.profile.imap.login_failed_text.clone()),
+            CommandBody::Expunge => self.expunge(),
+            CommandBody::Search {
+                charset,
+                criteria,
+                uid,
+            } => self.search(charset.as_ref(), &SearchKey::And(criteria), uid),
+            CommandBody::Fetch {
+                sequence_set,
+                macro_or_item_names,
+                uid,
+            } => self.fetch(&sequence_set, &macro_or_item_names, uid),
+            CommandBody::Store {
+                sequence_set,
+                kind,
+                response,
+                flags,
+                uid,
+            } => self.store(&sequence_set, kind, response, &flags, uid),
+            CommandBody::Copy {
+                sequence_set,
+                mailbox,
+                uid,
+            } => self.copy(&sequence_set, &mailbox, uid),
+            // RFC 4315 2.1: only where UIDPLUS is advertised.
+            CommandBody::ExpungeUid { sequence_set } if self.has_capability("UIDPLUS") => {
+                self.uid_expunge(&sequence_set)
+            }
+            CommandBody::ExpungeUid { .. } => {
+                Reply::bad("UID EXPUNGE needs UIDPLUS, which is not advertised")
+            }
+            // RFC 2342: one personal namespace, no shared or other users' ones.
+            CommandBody::Namespace if self.has_capability("NAMESPACE") => {
+                self.write(format!("* NAMESPACE ((\"\" \"{DELIMITER}\")) NIL NIL\r\n").as_bytes());
+                Reply::ok("NAMESPACE completed")
+            }
+            // RFC 5161: none of the extensions a client may ENABLE is implemented, so
+            // nothing is enabled; the ENABLED response is still owed.
+            CommandBody::Enable { .. } if self.has_capability("ENABLE") => {
+                self.write(b"* ENABLED\r\n");
+                Reply::ok("ENABLE completed")
+            }
+            CommandBody::Move {
+                sequence_set,
+                mailbox,
+                uid,
+            } if self.has_capability("MOVE") => self.move_messages(&sequence_set, &mailbox, uid),
+            other => Reply::bad(format!("{} is not supported", other.name())),
         }
     }
 
-    fn authenticate(
-        &mut self,
-        tag: &str,
-        mechanism: &AuthMechanism<'_>,
-        initial: Option<Vec<u8>>,
-    ) -> Option<Reply> {
-        let Some(mech) = Mechanism::parse(mechanism.as_ref())
-            .filter(|m| self.ctx.profile.imap.auth_mechanisms.contains(m))
-        else {
-            return Reply::no("Unsupported authentication mechanism");
-        };
-        if initial.is_some() && !self.has_capability("SASL-IR") {
-            return Reply::bad("Initial response given, but SASL-IR is not advertised");
-        }
+    /// The authenticated user's key in the store.
+    pub(super) fn user_key(&self) -> String {
+        self.user.clone().unwrap_or_default()
+    }
+
+    /// Brings the selected mailbox's view up to date with the store and writes what
+    /// changed (see `View::sync`).
+    pub(super) fn sync(&mut self, allow_expunge: bool) {
+        let user = self.user_key();
         let world = Arc::clone(&self.ctx.world);
-        let unix_now = self.ctx.epoch_secs.saturating_add(self.now.as_secs());
-        let (sasl, step) =
-            SaslServer::start(mech, &world, &mut self.rng, unix_now, initial.as_deref());
-        self.auth_step(tag.to_string(), Box::new(sasl), step)
-    }
-
-    fn auth_step(&mut self, tag: String, sasl: Box<SaslServer>, step: SaslStep) -> Option<Reply> {
-        match step {
-            SaslStep::Challenge(data) => {
-                if data.is_empty() {
-                    let line = self.ctx.profile.imap.auth_continuation.empty_line();
-                    self.write(line);
-                } else {
-                    let line = format!("+ {}\r\n", sasl::encode_base64(&data));
-                    self.write(line.as_bytes());
-                }
-                self.mode = Mode::Auth { tag, sasl };
-                None
-            }
-            SaslStep::Success { user } => {
-                self.auth_mechanism = Some(sasl.mechanism());
-                self.user = Some(user);
-                Reply::ok(self.ctx.profile.imap.auth_ok_text.clone())
-            }
-            SaslStep::Failure(SaslError::InvalidBase64) => {
-                Reply::bad(SaslError::InvalidBase64.to_string())
-            }
-            SaslStep::Failure(_) => Reply::no(self.ctx.profile.imap.auth_failed_text.clone()),
-        }
-    }
-
-    fn auth_line(&mut self, tag: String, mut sasl: Box<SaslServer>, line: &[u8]) {
-        // RFC 3501 6.2.2: `*` cancels; [MS-OXIMAP4] 2.2.1 prints it as `*` SP.
-        let trimmed = line.strip_suffix(b" ").unwrap_or(line);
-        if trimmed == b"*" {
-            let p = &self.ctx.profile.imap;
-            let reply = Reply {
-                status: p.auth_cancel_status,
-                text: p.auth_cancel_text.clone(),
-            };
-            self.tagged(&tag, reply);
+        let Some(view) = self.view.as_mut() else {
             return;
-        }
-        let reply = match sasl::decode_base64(line) {
-            Err(e) => Reply::bad(e.to_string()),
-            Ok(data) => {
-                let world = Arc::clone(&self.ctx.world);
-                let step = sasl.step(&world, &data);
-                self.auth_step(tag.clone(), sasl, step)
-            }
         };
-        if let Some(reply) = reply {
-            self.tagged(&tag, reply);
-        }
-    }
-
-    fn idle_line(&mut self, tag: String, line: &[u8]) {
-        // RFC 2177 3: the client ends IDLE with "DONE".
-        if line.eq_ignore_ascii_case(b"DONE") {
-            self.sync(true);
-            self.tagged(&tag, Reply::of(ImapStatus::Ok, "IDLE terminated"));
-        } else {
-            self.tagged(
-                &tag,
-                Reply::of(ImapStatus::Bad, "Expected DONE to end IDLE"),
-            );
+        if let Some(out) = view.sync(&world, &user, allow_expunge) {
+            self.write(out.as_bytes());
         }
     }
 }

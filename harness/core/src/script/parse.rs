@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use super::pattern::Pattern;
+use super::pattern::{is_name, Pattern};
 
 /// A parsed script.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -258,12 +258,6 @@ fn directive(text: &str, line: usize) -> Result<Directive, ParseError> {
             name: other.to_string(),
         }),
     }
-}
-
-pub(crate) fn is_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 #[cfg(test)]

@@ -52,7 +52,7 @@ impl Pattern {
                         }
                         name.push(c);
                     }
-                    if !closed || !crate::script::parse::is_name(&name) {
+                    if !closed || !is_name(&name) {
                         return Err("`${` must hold a name and end with `}`");
                     }
                     flush(&mut literal, &mut pieces);
@@ -98,6 +98,14 @@ impl Pattern {
             false
         }
     }
+}
+
+/// A name of a variable or capture (`$name`, `${name}`, `@var name`): a letter or `_`,
+/// then letters, digits and `_`.
+pub(crate) fn is_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn flush(literal: &mut String, pieces: &mut Vec<Piece>) {

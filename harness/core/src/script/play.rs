@@ -1,8 +1,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use super::parse::{is_name, Script, Step};
-use super::pattern::Pattern;
+use super::parse::{Script, Step};
+use super::pattern::{is_name, Pattern};
 
 /// What reading one line from a connection gave.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,104 @@
+//! The IMAP commands, one per file, as `ImapServer` methods that `server.rs` dispatches to
+//! once it has checked the state: LOGIN and AUTHENTICATE (RFC 3501 6.2), the mailbox
+//! commands of the authenticated and selected states on the shared store (6.3, 6.4), and
+//! IDLE (RFC 2177). Commands of a line or two stay in the dispatch. Here: what several
+//! commands share.
+
+mod append;
+mod authenticate;
+mod copy;
+mod create;
+mod delete;
+mod expunge;
+mod fetch;
+mod idle;
+mod list;
+mod login;
+mod rename;
+mod search;
+mod select;
+mod status;
+mod store;
+mod subscribe;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use imap_codec::imap_types::flag::Flag;
+use imap_codec::imap_types::sequence::SequenceSet;
+
+use super::server::ImapServer;
+use super::view::Ranges;
+use crate::world::{Account, Mailbox, StoredMessage};
+
+/// RFC 5530 3: the LIMIT response code.
+const FULL: &str = "[LIMIT] Mailbox is full";
+const NO_MAILBOX: &str = "Mailbox does not exist";
+const INVALID_SEQ: &str = "Invalid message sequence number";
+
+fn find_msg(mb: &Mailbox, uid: u32) -> Option<usize> {
+    mb.messages.binary_search_by_key(&uid, |m| m.uid).ok()
+}
+
+fn flag_name(f: &Flag<'_>) -> String {
+    f.to_string()
+}
+
+/// Flags a client may set: `\Recent` is the server's to give (RFC 3501 2.3.2).
+fn settable(flags: &[Flag<'_>]) -> BTreeSet<String> {
+    flags
+        .iter()
+        .map(flag_name)
+        .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
+        .collect()
+}
+
+/// The UIDVALIDITY of a new mailbox: above that of every mailbox of the account.
+fn next_validity(acct: &Account) -> u32 {
+    acct.mailboxes
+        .values()
+        .map(|m| m.uid_validity)
+        .max()
+        .unwrap_or(1)
+        .saturating_add(1)
+}
+
+impl ImapServer {
+    /// Indexes (0-based) of the view's messages a set names, in ascending order.
+    /// `Err` when a sequence number names no message (RFC 3501 9 `seq-number`).
+    fn select_msgs(&self, set: &SequenceSet, uid: bool) -> Result<Vec<usize>, &'static str> {
+        let Some(view) = &self.view else {
+            return Ok(Vec::new());
+        };
+        if uid {
+            let r = Ranges::resolve(set, view.max_uid());
+            Ok((0..view.msgs.len())
+                .filter(|&i| view.msgs.get(i).is_some_and(|m| r.contains(m.uid)))
+                .collect())
+        } else {
+            let exists = u32::try_from(view.msgs.len()).unwrap_or(u32::MAX);
+            if Ranges::max_value(set) > exists {
+                return Err(INVALID_SEQ);
+            }
+            let r = Ranges::resolve(set, exists);
+            Ok((0..view.msgs.len())
+                .filter(|&i| r.contains(i as u32 + 1))
+                .collect())
+        }
+    }
+
+    /// Removes from the store the messages of mailbox `name` that `remove` picks; the
+    /// view learns of it at the next sync.
+    fn remove_messages(&mut self, name: &str, remove: impl Fn(&StoredMessage) -> bool) {
+        let world = Arc::clone(&self.ctx.world);
+        world.store.with_account(&self.user_key(), |acct| {
+            if let Some(mb) = acct.mailbox_mut(name) {
+                let before = mb.messages.len();
+                mb.messages.retain(|m| !remove(m));
+                if mb.messages.len() != before {
+                    mb.generation += 1;
+                }
+            }
+        });
+    }
+}
