@@ -196,6 +196,16 @@ impl fmt::Debug for NegotiateFlags {
     }
 }
 
+impl Codec for NegotiateFlags {
+    fn encode(&self, w: &mut Writer) {
+        w.put_u32_le(self.0);
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        r.u32_le().map(NegotiateFlags)
+    }
+}
+
 crate::wire_enum! {
     /// AV_PAIR identifier ([MS-NLMP] 2.2.2.1). Unknown ids are kept as they are.
     pub struct AvId(u16, le) {
@@ -478,7 +488,7 @@ impl<'a> Header<'a> {
     }
 
     fn flags(&mut self) -> Result<NegotiateFlags, NtlmError> {
-        self.read(|r| r.u32_le()).map(NegotiateFlags)
+        self.read(NegotiateFlags::decode)
     }
 
     /// Reads and sanity-checks the next field descriptor.
@@ -632,7 +642,7 @@ impl NegotiateMessage {
 
     pub fn encode(&self) -> Vec<u8> {
         let mut w = start(MessageType::NEGOTIATE);
-        w.put_u32_le(self.flags.0);
+        self.flags.encode(&mut w);
         let domain = reserve_desc(&mut w);
         let workstation = reserve_desc(&mut w);
         if let Some(v) = &self.version {
@@ -682,7 +692,7 @@ impl ChallengeMessage {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = start(MessageType::CHALLENGE);
         let name = reserve_desc(&mut w);
-        w.put_u32_le(self.flags.0);
+        self.flags.encode(&mut w);
         w.put_bytes(&self.server_challenge);
         w.put_zeros(8); // Reserved
         let info = reserve_desc(&mut w);
@@ -808,7 +818,7 @@ impl AuthenticateMessage {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = start(MessageType::AUTHENTICATE);
         let [lm, nt, domain, user, ws, key] = [(); 6].map(|()| reserve_desc(&mut w));
-        w.put_u32_le(self.flags.0);
+        self.flags.encode(&mut w);
         match (&self.version, &self.mic) {
             (Some(v), _) => v.encode(&mut w),
             // The MIC sits after the Version field, present or not.
