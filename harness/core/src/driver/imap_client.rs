@@ -679,8 +679,10 @@ impl ClientSession for ImapClient {
     }
 }
 
-/// Fuzz target `imap_response_decode`: the input is what a server sent, read by the
-/// client's response reader at once and again in chunks of varied sizes. Checks: the
+/// Fuzz target `imap_response_decode`: the input is what a server sent, read by the one
+/// IMAP response reader (`harness_wire::imap`) as this client configures it, at once and
+/// again in chunks of varied sizes, and as the front-end and the fuzz checks configure
+/// it (whole and chunked must agree there too). Checks: the
 /// chunks never change what is read or the error it ends with; nothing is buffered past
 /// the line limit and no literal is taken over its limit (a literal is skipped by
 /// counting, never allocated); and every response imap-codec decodes from the same bytes
