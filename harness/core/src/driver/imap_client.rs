@@ -2,9 +2,10 @@
 //! optional STARTTLS, authentication per policy (AUTHENTICATE with or without SASL-IR
 //! RFC 4959, or LOGIN), then SELECT INBOX and LOGOUT.
 //!
-//! Server responses are read line by line with a bounded buffer; a literal `{n}` at the
-//! end of a line (RFC 3501 4.3) is skipped by counting, after checking `n` against a limit,
-//! so nothing is ever sized from a count the server sent.
+//! Server responses are read by the one IMAP response reader,
+//! `harness_wire::imap::ResponseReader`: lines with a bounded buffer, literals (only in
+//! data, RFC 3501 9) skipped by counting after checking `n` against a limit, so nothing is
+//! ever sized from a count the server sent.
 
 use std::time::Duration;
 
@@ -23,12 +24,9 @@ const IXP_E_IMAP_UNSOLICITED_BYE: ErrorCode = ErrorCode::new(Family::Ixp, 0x800C
 /// What was wrong with what the server sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ImapClientError {
-    #[error("response line longer than {limit} octets")]
-    LineTooLong { limit: usize },
-    #[error("response line ends in LF without CR")]
-    BareLf,
-    #[error("literal of {size} octets exceeds the {limit}-octet limit")]
-    LiteralTooLarge { size: u64, limit: u64 },
+    /// Over a line or literal limit, or a bare LF (the response reader's errors).
+    #[error(transparent)]
+    Read(#[from] harness_wire::imap::Error),
     #[error("malformed response: {line}")]
     Malformed { line: String },
     #[error("tagged response for unknown tag {tag}")]
@@ -41,13 +39,9 @@ pub enum ImapClientError {
     DataBeforeTls,
 }
 
-/// A tagged completion's status (RFC 3501 7.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cond {
-    Ok,
-    No,
-    Bad,
-}
+use harness_wire::imap::{
+    parse_response_line, trim_line_end, Event, Limits, ResponseLine, ResponseReader, Status as Cond,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Resp {
@@ -62,19 +56,8 @@ enum Resp {
     },
 }
 
-/// Splits the server's byte stream into responses, skipping literals by counting.
-#[derive(Debug)]
-struct Reader {
-    buf: Vec<u8>,
-    /// Literal octets still to skip.
-    skip: u64,
-    /// The next line continues the response a literal interrupted.
-    continuing: bool,
-    max_line: usize,
-    max_literal: u64,
-}
-
-/// One piece of what arrived: a response's first line, or a line continuing it.
+/// One piece of what arrived: a response's first line, or a line continuing it (each
+/// without its CRLF), or a literal counted away.
 #[derive(Debug, PartialEq, Eq)]
 enum Piece {
     Resp(Resp, Vec<u8>),
@@ -82,121 +65,43 @@ enum Piece {
     Literal(u64),
 }
 
-impl Reader {
-    fn new(max_line: usize, max_literal: u64) -> Self {
-        Reader {
-            buf: Vec::new(),
-            skip: 0,
-            continuing: false,
-            max_line: max_line.max(16),
-            max_literal,
-        }
-    }
+/// The response reader for a client configured with these bounds.
+fn response_reader(max_line: usize, max_literal: u64) -> ResponseReader {
+    ResponseReader::new(Limits {
+        max_line: max_line.max(16),
+        max_literal,
+        accept_bare_lf: false,
+    })
+}
 
-    fn reset(&mut self) {
-        self.buf.clear();
-        self.skip = 0;
-        self.continuing = false;
-    }
-
-    /// Everything complete in `input`, in order; stops at the first error.
-    fn feed(&mut self, mut input: &[u8]) -> (Vec<Piece>, Option<ImapClientError>) {
-        let mut pieces = Vec::new();
-        while !input.is_empty() {
-            if self.skip > 0 {
-                let n = usize::try_from(self.skip)
-                    .unwrap_or(usize::MAX)
-                    .min(input.len());
-                input = input.get(n..).unwrap_or_default();
-                self.skip -= n as u64;
-                continue;
+/// Everything complete in what `reader` holds, in order; stops at the first error.
+fn read_pieces(reader: &mut ResponseReader) -> (Vec<Piece>, Option<ImapClientError>) {
+    let mut pieces = Vec::new();
+    loop {
+        let piece = match reader.next_event() {
+            Ok(None) => return (pieces, None),
+            Err(e) => return (pieces, Some(ImapClientError::Read(e))),
+            Ok(Some(Event::Literal(n))) => Piece::Literal(n),
+            Ok(Some(Event::Continued(mut line))) => {
+                line.truncate(trim_line_end(&line).len());
+                Piece::Continued(line)
             }
-            match input.iter().position(|&b| b == b'\n') {
-                Some(i) => {
-                    let piece = input.get(..i).unwrap_or_default();
-                    input = input.get(i + 1..).unwrap_or_default();
-                    if self.buf.len() + piece.len() + 1 > self.max_line {
-                        return (
-                            pieces,
-                            Some(ImapClientError::LineTooLong {
-                                limit: self.max_line,
-                            }),
-                        );
-                    }
-                    let mut line = std::mem::take(&mut self.buf);
-                    line.extend_from_slice(piece);
-                    if line.pop() != Some(b'\r') {
-                        return (pieces, Some(ImapClientError::BareLf));
-                    }
-                    match self.line(line) {
-                        Ok(mut p) => pieces.append(&mut p),
-                        Err(e) => return (pieces, Some(e)),
-                    }
-                }
-                None => {
-                    if self.buf.len() + input.len() >= self.max_line {
-                        return (
-                            pieces,
-                            Some(ImapClientError::LineTooLong {
-                                limit: self.max_line,
-                            }),
-                        );
-                    }
-                    self.buf.extend_from_slice(input);
-                    input = &[];
+            Ok(Some(Event::Response(mut line))) => {
+                line.truncate(trim_line_end(&line).len());
+                match parse_line(&line) {
+                    Ok(resp) => Piece::Resp(resp, line),
+                    Err(e) => return (pieces, Some(e)),
                 }
             }
-        }
-        (pieces, None)
-    }
-
-    fn line(&mut self, line: Vec<u8>) -> Result<Vec<Piece>, ImapClientError> {
-        let resp = if self.continuing {
-            None
-        } else {
-            Some(parse_line(&line)?)
         };
-        // A line continuing a response after a literal is part of data.
-        let may_carry_literal = resp.is_none() || crate::imap::response_may_carry_literals(&line);
-        let literal = literal_count(&line).filter(|_| may_carry_literal);
-        if let Some(n) = literal {
-            if n > self.max_literal {
-                return Err(ImapClientError::LiteralTooLarge {
-                    size: n,
-                    limit: self.max_literal,
-                });
-            }
-        }
-        let mut out = Vec::with_capacity(2);
-        match resp {
-            None => out.push(Piece::Continued(line)),
-            Some(resp) => out.push(Piece::Resp(resp, line)),
-        }
-        self.continuing = literal.is_some();
-        if let Some(n) = literal {
-            self.skip = n;
-            out.push(Piece::Literal(n));
-        }
-        Ok(out)
+        pieces.push(piece);
     }
 }
 
-/// RFC 3501 4.3 / RFC 7888: a line ending in `{n}` or `{n+}` is followed by n octets.
-fn literal_count(line: &[u8]) -> Option<u64> {
-    let body = line.strip_suffix(b"}")?;
-    let open = body.iter().rposition(|&b| b == b'{')?;
-    let digits = body.get(open + 1..).unwrap_or_default();
-    let digits = digits.strip_suffix(b"+").unwrap_or(digits);
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        // Text that merely ends in "}" (a resp-text) is not a literal.
-        return None;
-    }
-    if digits.len() > 19 {
-        // More than u64 holds: certainly over any limit.
-        return Some(u64::MAX);
-    }
-    let text = std::str::from_utf8(digits).unwrap_or("0");
-    Some(text.parse::<u64>().unwrap_or(u64::MAX))
+/// Pushes `data` and reads what is complete (the fuzz target and the tests).
+fn feed(reader: &mut ResponseReader, data: &[u8]) -> (Vec<Piece>, Option<ImapClientError>) {
+    reader.push(data);
+    read_pieces(reader)
 }
 
 fn malformed(line: &[u8]) -> ImapClientError {
@@ -205,40 +110,24 @@ fn malformed(line: &[u8]) -> ImapClientError {
     }
 }
 
-/// RFC 3501 9: `"*" SP ...`, `"+" [SP text]`, `tag SP ("OK"/"NO"/"BAD") [SP resp-text]`.
+/// The typed form of a response's first line (RFC 3501 9).
 fn parse_line(line: &[u8]) -> Result<Resp, ImapClientError> {
-    let text = String::from_utf8_lossy(line);
-    if let Some(rest) = text.strip_prefix('+') {
-        return Ok(Resp::Continuation(
-            rest.strip_prefix(' ').unwrap_or(rest).to_string(),
-        ));
-    }
-    if let Some(rest) = text.strip_prefix("* ") {
-        return Ok(Resp::Untagged(rest.to_string()));
-    }
-    let mut parts = text.splitn(3, ' ');
-    let tag = parts.next().unwrap_or_default();
-    let cond = parts.next().unwrap_or_default();
-    let rest = parts.next().unwrap_or_default();
-    // tag = 1*<ASTRING-CHAR except "+">: printable ASCII without specials.
-    let tag_ok = !tag.is_empty()
-        && tag
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && !b"(){%*\"\\+".contains(&b));
-    let cond = match cond.to_ascii_uppercase().as_str() {
-        "OK" => Cond::Ok,
-        "NO" => Cond::No,
-        "BAD" => Cond::Bad,
-        _ => return Err(malformed(line)),
-    };
-    if !tag_ok {
-        return Err(malformed(line));
-    }
-    Ok(Resp::Tagged {
-        tag: tag.to_string(),
-        cond,
-        text: rest.to_string(),
-    })
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    Ok(
+        match parse_response_line(line).ok_or_else(|| malformed(line))? {
+            ResponseLine::Continuation(t) => Resp::Continuation(text(t)),
+            ResponseLine::Untagged(t) => Resp::Untagged(text(t)),
+            ResponseLine::Tagged {
+                tag,
+                status,
+                text: t,
+            } => Resp::Tagged {
+                tag: text(tag),
+                cond: status,
+                text: text(t),
+            },
+        },
+    )
 }
 
 fn b64(data: &[u8]) -> String {
@@ -299,7 +188,7 @@ impl Phase {
 #[derive(Debug)]
 pub struct ImapClient {
     c: Common,
-    reader: Reader,
+    reader: ResponseReader,
     phase: Phase,
     offer: Offer,
     next_tag: u32,
@@ -310,7 +199,7 @@ pub struct ImapClient {
 impl ImapClient {
     pub fn new(cfg: ClientConfig) -> Self {
         ImapClient {
-            reader: Reader::new(cfg.max_line, cfg.max_literal),
+            reader: response_reader(cfg.max_line, cfg.max_literal),
             c: Common::new(cfg, Protocol::Imap),
             phase: Phase::Greeting,
             offer: Offer::default(),
@@ -690,7 +579,8 @@ impl ClientSession for ImapClient {
                 self.c.wait_reply(now);
             }
         }
-        let (pieces, err) = self.reader.feed(input);
+        self.reader.push(input);
+        let (pieces, err) = read_pieces(&mut self.reader);
         let mut pieces = pieces.into_iter().peekable();
         while let Some(piece) = pieces.next() {
             if self.c.done {
@@ -701,7 +591,7 @@ impl ClientSession for ImapClient {
                 Piece::Continued(raw) => self.c.server_line(&raw),
                 Piece::Literal(n) => self.c.step(format!("S: <literal, {n} octets>")),
             }
-            let more = pieces.peek().is_some() || !self.reader.buf.is_empty() || err.is_some();
+            let more = pieces.peek().is_some() || self.reader.buffered() > 0 || err.is_some();
             if matches!(self.phase, Phase::AwaitTls) && !self.c.done && more {
                 // Whatever else came in this read arrived before the handshake.
                 self.fail(ImapClientError::DataBeforeTls);
@@ -789,8 +679,10 @@ impl ClientSession for ImapClient {
     }
 }
 
-/// Fuzz target `imap_response_decode`: the input is what a server sent, read by the
-/// client's response reader at once and again in chunks of varied sizes. Checks: the
+/// Fuzz target `imap_response_decode`: the input is what a server sent, read by the one
+/// IMAP response reader (`harness_wire::imap`) as this client configures it, at once and
+/// again in chunks of varied sizes, and as the front-end and the fuzz checks configure
+/// it (whole and chunked must agree there too). Checks: the
 /// chunks never change what is read or the error it ends with; nothing is buffered past
 /// the line limit and no literal is taken over its limit (a literal is skipped by
 /// counting, never allocated); and every response imap-codec decodes from the same bytes
@@ -800,9 +692,9 @@ pub fn fuzz_response_decode(data: &[u8]) {
     const MAX_LINE: usize = 1024;
     const MAX_LITERAL: u64 = 4096;
     const CHUNKS: [usize; 8] = [1, 5, 2, 64, 3, 17, 256, 7];
-    let (pieces, error) = Reader::new(MAX_LINE, MAX_LITERAL).feed(data);
+    let (pieces, error) = feed(&mut response_reader(MAX_LINE, MAX_LITERAL), data);
 
-    let mut reader = Reader::new(MAX_LINE, MAX_LITERAL);
+    let mut reader = response_reader(MAX_LINE, MAX_LITERAL);
     let (mut chunked, mut chunked_error) = (Vec::new(), None);
     let mut rest = data;
     for size in CHUNKS.iter().cycle() {
@@ -811,13 +703,16 @@ pub fn fuzz_response_decode(data: &[u8]) {
         }
         let (chunk, tail) = rest.split_at((*size).min(rest.len()));
         rest = tail;
-        let (mut more, e) = reader.feed(chunk);
+        let (mut more, e) = feed(&mut reader, chunk);
         chunked.append(&mut more);
+        if e.is_none() {
+            assert!(reader.buffered() < MAX_LINE, "buffered past the line limit");
+        }
         chunked_error = e;
-        assert!(reader.buf.len() < MAX_LINE, "buffered past the line limit");
     }
     assert_eq!(pieces, chunked, "chunks changed what was read");
     assert_eq!(error, chunked_error, "chunks changed the error");
+    lenient_reading_ignores_chunking(data, &CHUNKS);
 
     for piece in &pieces {
         match piece {
@@ -826,6 +721,40 @@ pub fn fuzz_response_decode(data: &[u8]) {
         }
     }
     agrees_with_imap_codec(data, &pieces, error.as_ref());
+}
+
+/// The reader as the front-end and the fuzz checks use it (bare LF taken, no literal
+/// bound): the same events, whole or in chunks.
+fn lenient_reading_ignores_chunking(data: &[u8], chunks: &[usize]) {
+    let limits = Limits {
+        max_line: 1024,
+        max_literal: u64::MAX,
+        accept_bare_lf: true,
+    };
+    let read = |sizes: &mut dyn Iterator<Item = usize>| {
+        let mut reader = ResponseReader::new(limits);
+        let mut events = Vec::new();
+        let mut rest = data;
+        while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at(sizes.next().unwrap_or(1).clamp(1, rest.len()));
+            rest = tail;
+            reader.push(chunk);
+            loop {
+                match reader.next_event() {
+                    Ok(Some(e)) => events.push(e),
+                    Ok(None) => break,
+                    Err(e) => return (events, Some(e)),
+                }
+            }
+        }
+        (events, None)
+    };
+    let whole = read(&mut std::iter::once(data.len()));
+    let chunked = read(&mut chunks.iter().copied().cycle());
+    assert_eq!(
+        whole, chunked,
+        "chunks changed what the lenient reader read"
+    );
 }
 
 /// See [`fuzz_response_decode`]; returns how many responses were compared.
@@ -878,15 +807,16 @@ fn agrees_with_imap_codec(data: &[u8], pieces: &[Piece], error: Option<&ImapClie
 #[cfg(test)]
 mod tests {
     use super::*;
+    use harness_wire::imap::Error as ReadError;
 
     #[test]
     fn reader_splits_lines_and_skips_literals() {
-        let mut r = Reader::new(1024, 100);
-        let (p, e) = r.feed(b"* 1 FETCH (BODY[] {5}\r\nab\r\n)");
+        let mut r = response_reader(1024, 100);
+        let (p, e) = feed(&mut r, b"* 1 FETCH (BODY[] {5}\r\nab\r\n)");
         assert!(e.is_none());
         assert_eq!(p.len(), 2);
         assert!(matches!(&p[1], Piece::Literal(5)));
-        let (p, e) = r.feed(b"c)\r\na1 OK done\r\n");
+        let (p, e) = feed(&mut r, b"c)\r\na1 OK done\r\n");
         assert!(e.is_none());
         assert!(matches!(&p[0], Piece::Continued(l) if l == b"c)"));
         assert!(matches!(
@@ -900,14 +830,17 @@ mod tests {
         // A completion's text may end in `{5}` (a server echoing a command): that is text,
         // and the next response must not be skipped as its literal.
         let data = b"a1 BAD no such command: X {5}\r\n* 3 EXISTS\r\n+ go on {2}\r\na2 OK done\r\n";
-        let (p, e) = Reader::new(1024, 100).feed(data);
+        let (p, e) = feed(&mut response_reader(1024, 100), data);
         assert_eq!(e, None);
         let resps = p.iter().filter(|p| matches!(p, Piece::Resp(..))).count();
         assert_eq!((resps, p.len()), (4, 4), "{p:?}");
         assert_eq!(agrees_with_imap_codec(data, &p, None), 4);
         fuzz_response_decode(data);
         // ... while data keeps its literals
-        let (p, _) = Reader::new(1024, 100).feed(b"* 1 FETCH (BODY[] {5}\r\n");
+        let (p, _) = feed(
+            &mut response_reader(1024, 100),
+            b"* 1 FETCH (BODY[] {5}\r\n",
+        );
         assert!(matches!(p.last(), Some(Piece::Literal(5))));
     }
 
@@ -923,7 +856,7 @@ mod tests {
             "mock-append-copy",
         ] {
             let data = std::fs::read(format!("{dir}/{name}")).unwrap();
-            let (p, e) = Reader::new(1024, 4096).feed(&data);
+            let (p, e) = feed(&mut response_reader(1024, 4096), &data);
             assert_eq!(e, None, "{name}");
             let resps = p.iter().filter(|p| matches!(p, Piece::Resp(..))).count();
             // imap-codec reads every response of the session (greeting included)
@@ -935,36 +868,41 @@ mod tests {
 
     #[test]
     fn reader_typed_errors() {
-        let mut r = Reader::new(64, 100);
+        let mut r = response_reader(64, 100);
         assert_eq!(
-            r.feed(b"* 1 FETCH {101}\r\n").1,
-            Some(ImapClientError::LiteralTooLarge {
+            feed(&mut r, b"* 1 FETCH {101}\r\n").1,
+            Some(ImapClientError::Read(ReadError::LiteralTooLarge {
                 size: 101,
                 limit: 100
-            })
+            }))
         );
-        let mut r = Reader::new(64, 100);
+        let mut r = response_reader(64, 100);
         assert_eq!(
-            r.feed(b"* x {99999999999999999999}\r\n").1,
-            Some(ImapClientError::LiteralTooLarge {
+            feed(&mut r, b"* x {99999999999999999999}\r\n").1,
+            Some(ImapClientError::Read(ReadError::LiteralTooLarge {
                 size: u64::MAX,
                 limit: 100
-            })
+            }))
         );
-        let mut r = Reader::new(64, 100);
+        let mut r = response_reader(64, 100);
         assert_eq!(
-            r.feed(&[b'a'; 70]).1,
-            Some(ImapClientError::LineTooLong { limit: 64 })
+            feed(&mut r, &[b'a'; 70]).1,
+            Some(ImapClientError::Read(ReadError::LineTooLong { limit: 64 }))
         );
-        let mut r = Reader::new(64, 100);
-        assert_eq!(r.feed(b"* OK\n").1, Some(ImapClientError::BareLf));
-        let mut r = Reader::new(64, 100);
+        let mut r = response_reader(64, 100);
+        assert_eq!(
+            feed(&mut r, b"* OK\n").1,
+            Some(ImapClientError::Read(ReadError::BareLf))
+        );
+        let mut r = response_reader(64, 100);
         assert!(matches!(
-            r.feed(b"a1 MAYBE x\r\n").1,
+            feed(&mut r, b"a1 MAYBE x\r\n").1,
             Some(ImapClientError::Malformed { .. })
         ));
-        let mut r = Reader::new(64, 100);
-        assert!(r.feed(b"* OK [ALERT] {not a literal}\r\n").1.is_none());
+        let mut r = response_reader(64, 100);
+        assert!(feed(&mut r, b"* OK [ALERT] {not a literal}\r\n")
+            .1
+            .is_none());
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! for the trace. The readers only decide where a reply ends; the front-end relays the
 //! raw bytes.
 
+use harness_wire::imap::{self, literal_at_end, response_may_carry_literals, ResponseReader};
+
 use crate::ntlm::Message;
 use crate::pop3::response::{decode_reply, Reply, ResponseError, ResponseLimits};
 use crate::sasl::{decode_base64, Mechanism};
@@ -35,83 +37,72 @@ pub enum BackendError {
 pub const MAX_REPLY_LINE: usize = 8 * 1024;
 
 /// Cuts an IMAP back-end's output into replies (RFC 3501 7: untagged `*`, continuation
-/// `+`, tagged completion), skipping literal octets announced by `{n}` at a line's end.
-#[derive(Debug, Clone, Default)]
+/// `+`, tagged completion) with the one IMAP response reader, which counts away the
+/// literal octets data announces with `{n}` (RFC 3501 9: never a status text's `{n}`).
+#[derive(Debug, Clone)]
 pub struct ImapReader {
-    buf: Vec<u8>,
-    /// Literal octets still to skip.
-    skip: u64,
-    /// The lines being read continue an untagged response after a literal.
-    continuing: bool,
+    reader: ResponseReader,
+}
+
+impl Default for ImapReader {
+    fn default() -> Self {
+        ImapReader {
+            reader: ResponseReader::new(imap::Limits {
+                max_line: MAX_REPLY_LINE,
+                max_literal: u64::MAX,
+                accept_bare_lf: true,
+            }),
+        }
+    }
 }
 
 impl ImapReader {
     pub fn push(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
+        self.reader.push(bytes);
     }
 
     /// Octets left over after the last event (output pipelined behind it).
     pub fn take_rest(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.buf)
+        self.reader.take_rest()
     }
 
     /// The next event for a command sent with `tag`; `Ok(None)` means more bytes needed.
     pub fn next_event(&mut self, tag: &str) -> Result<Option<BackendEvent>, BackendError> {
-        loop {
-            if self.skip > 0 {
-                let n = usize::try_from(self.skip)
-                    .unwrap_or(usize::MAX)
-                    .min(self.buf.len());
-                self.buf.drain(..n);
-                self.skip -= n as u64;
-                if self.skip > 0 {
-                    return Ok(None);
+        let raw = loop {
+            match self.reader.next_event() {
+                Ok(None) => return Ok(None),
+                Ok(Some(imap::Event::Response(raw))) => break raw,
+                // Literal data and the rest of its response are relayed, not read.
+                Ok(Some(imap::Event::Literal(_) | imap::Event::Continued(_))) => {}
+                Err(imap::Error::LineTooLong { limit }) => {
+                    return Err(BackendError::LineTooLong(limit))
                 }
+                Err(e) => return Err(BackendError::Invalid(e.to_string())),
             }
-            let Some(lf) = self
-                .buf
-                .iter()
-                .take(MAX_REPLY_LINE)
-                .position(|&b| b == b'\n')
-            else {
-                if self.buf.len() >= MAX_REPLY_LINE {
-                    return Err(BackendError::LineTooLong(MAX_REPLY_LINE));
-                }
-                return Ok(None);
-            };
-            let raw: Vec<u8> = self.buf.drain(..=lf).collect();
-            let literal = literal_at_end(&raw);
-            if self.continuing {
-                self.continuing = literal.is_some();
-                self.skip = literal.unwrap_or(0);
-                continue;
-            }
-            let first = raw.split(|&b| b == b' ').next().unwrap_or_default();
-            let first = trim_eol(first);
-            if first == b"*" {
-                self.continuing = literal.is_some();
-                self.skip = literal.unwrap_or(0);
-                return Ok(Some(BackendEvent::Untagged(raw)));
-            }
-            if first.first() == Some(&b'+') {
-                let text = trim_eol(raw.get(1..).unwrap_or_default());
-                let text = text.strip_prefix(b" ").unwrap_or(text);
-                let data = decode_base64(text).ok();
-                return Ok(Some(BackendEvent::Continuation { raw, data }));
-            }
-            if first != tag.as_bytes() {
-                return Err(BackendError::WrongTag(
-                    String::from_utf8_lossy(first).chars().take(40).collect(),
-                ));
-            }
-            let status = raw
-                .get(tag.len() + 1..)
-                .and_then(|r| r.split(|&b| b == b' ').next())
-                .map(trim_eol)
-                .unwrap_or_default();
-            let ok = status.eq_ignore_ascii_case(b"OK");
-            return Ok(Some(BackendEvent::Done { ok, raw }));
+        };
+        let first = raw.split(|&b| b == b' ').next().unwrap_or_default();
+        let first = trim_eol(first);
+        if first == b"*" {
+            return Ok(Some(BackendEvent::Untagged(raw)));
         }
+        if first.first() == Some(&b'+') {
+            let text = trim_eol(raw.get(1..).unwrap_or_default());
+            let text = text.strip_prefix(b" ").unwrap_or(text);
+            let data = decode_base64(text).ok();
+            return Ok(Some(BackendEvent::Continuation { raw, data }));
+        }
+        if first != tag.as_bytes() {
+            return Err(BackendError::WrongTag(
+                String::from_utf8_lossy(first).chars().take(40).collect(),
+            ));
+        }
+        let status = raw
+            .get(tag.len() + 1..)
+            .and_then(|r| r.split(|&b| b == b' ').next())
+            .map(trim_eol)
+            .unwrap_or_default();
+        let ok = status.eq_ignore_ascii_case(b"OK");
+        Ok(Some(BackendEvent::Done { ok, raw }))
     }
 }
 
@@ -155,24 +146,7 @@ impl Pop3Reader {
     }
 }
 
-fn trim_eol(b: &[u8]) -> &[u8] {
-    let b = b.strip_suffix(b"\n").unwrap_or(b);
-    b.strip_suffix(b"\r").unwrap_or(b)
-}
-
-/// `{n}` (or `{n+}`) at the end of a line: the count of literal octets that follow.
-fn literal_at_end(line: &[u8]) -> Option<u64> {
-    let body = trim_eol(line).strip_suffix(b"}")?;
-    let open = body.iter().rposition(|&b| b == b'{')?;
-    let inner = body.get(open + 1..)?;
-    let digits = inner.strip_suffix(b"+").unwrap_or(inner);
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(digits.iter().fold(0u64, |acc, &d| {
-        acc.saturating_mul(10).saturating_add(u64::from(d - b'0'))
-    }))
-}
+use harness_wire::imap::trim_line_end as trim_eol;
 
 /// A short, password-free description of SASL data for the trace.
 pub fn describe_sasl(mech: Mechanism, data: &[u8]) -> String {
@@ -257,6 +231,46 @@ mod tests {
     }
 
     #[test]
+    fn imap_reader_status_text_ending_in_braces_is_no_literal() {
+        // RFC 3501 9: only data carries literals. A back-end's `* OK ... {5}` (or a
+        // BYE, or a continuation text) ending in `{5}` is text, so the completion
+        // right behind it must not be skipped as five literal octets.
+        let mut r = ImapReader::default();
+        r.push(b"* OK [ALERT] see {5}\r\n+ more {2}\r\na1 OK done\r\n");
+        assert_eq!(
+            r.next_event("a1"),
+            Ok(Some(BackendEvent::Untagged(
+                b"* OK [ALERT] see {5}\r\n".to_vec()
+            )))
+        );
+        assert!(matches!(
+            r.next_event("a1"),
+            Ok(Some(BackendEvent::Continuation { .. }))
+        ));
+        assert_eq!(
+            r.next_event("a1"),
+            Ok(Some(BackendEvent::Done {
+                ok: true,
+                raw: b"a1 OK done\r\n".to_vec()
+            }))
+        );
+        // ... while data keeps its literals, here over two pushes.
+        r.push(b"* 1 FETCH (BODY[] {5}\r\na2 OK");
+        assert!(matches!(
+            r.next_event("a2"),
+            Ok(Some(BackendEvent::Untagged(_)))
+        ));
+        r.push(b")\r\na2 NO x\r\n");
+        assert_eq!(
+            r.next_event("a2"),
+            Ok(Some(BackendEvent::Done {
+                ok: false,
+                raw: b"a2 NO x\r\n".to_vec()
+            }))
+        );
+    }
+
+    #[test]
     fn pop3_reader_status_and_continuation() {
         let mut r = Pop3Reader::default();
         r.push(b"+ \r\n-ERR [AUTH] no\r\n+OK");
@@ -321,6 +335,13 @@ const TAIL: usize = 32;
 /// `cap` octets): where messages start, which octets are literal data (`{n}` / `{n+}` at
 /// a line's end, RFC 3501 4.3 and RFC 7888). The session cache uses it to spot a client's
 /// LOGOUT in relayed traffic and the completion of its own reset command.
+///
+/// It uses the literal rules of the one response reader (`harness_wire::imap`), but is
+/// not that reader: it relays, so it never fails (an over-long line passes through with
+/// only its head and tail kept), hands literal octets out as they arrive instead of
+/// counting them away, and also follows commands, where any line may announce a literal.
+/// Server output ([`StreamScanner::responses`]) carries literals only in data (RFC 3501
+/// 9).
 #[derive(Debug, Clone)]
 pub struct StreamScanner {
     cap: usize,
@@ -333,9 +354,12 @@ pub struct StreamScanner {
     /// The next line continues a message after a literal.
     continuing: bool,
     skip: u64,
+    /// Server output: only data announces literals.
+    responses: bool,
 }
 
 impl StreamScanner {
+    /// For a client's commands.
     pub fn new(cap: usize) -> Self {
         StreamScanner {
             cap,
@@ -345,6 +369,15 @@ impl StreamScanner {
             head: Vec::new(),
             continuing: false,
             skip: 0,
+            responses: false,
+        }
+    }
+
+    /// For a server's responses.
+    pub fn responses(cap: usize) -> Self {
+        StreamScanner {
+            responses: true,
+            ..StreamScanner::new(cap)
         }
     }
 
@@ -396,11 +429,16 @@ impl StreamScanner {
             if !ended {
                 continue;
             }
-            let literal = if self.overflow {
-                literal_at_end(&self.tail)
+            let (first, last) = if self.overflow {
+                (&self.head, &self.tail)
             } else {
-                literal_at_end(&self.line)
+                (&self.line, &self.line)
             };
+            let may_carry =
+                !self.responses || self.continuing || response_may_carry_literals(first);
+            let literal = literal_at_end(trim_eol(last))
+                .filter(|_| may_carry)
+                .map(|l| l.len);
             if !self.overflow {
                 let line = std::mem::take(&mut self.line);
                 out.push(if self.continuing {
@@ -507,6 +545,30 @@ mod scanner_tests {
         assert!(is_tagged(b"a APPEND") && is_tagged(b"a1 OK done"));
         assert!(!is_tagged(b"DONE\r\n") && !is_tagged(b"* 1 FETCH") && !is_tagged(b"+ go"));
         assert!(s.at_boundary());
+    }
+
+    #[test]
+    fn server_status_text_ending_in_braces_is_no_literal() {
+        let mut s = StreamScanner::responses(64);
+        let out = lines(
+            &mut s,
+            &[b"* OK hi {5}\r\na1 OK done\r\n* 1 FETCH (BODY[] {2}\r\nab)\r\n"],
+        );
+        assert_eq!(
+            out,
+            vec![
+                Piece::Line(b"* OK hi {5}\r\n".to_vec()),
+                Piece::Line(b"a1 OK done\r\n".to_vec()),
+                Piece::Line(b"* 1 FETCH (BODY[] {2}\r\n".to_vec()),
+                Piece::Other(b"ab".to_vec()),
+                Piece::Other(b")\r\n".to_vec()),
+            ]
+        );
+        assert!(s.at_boundary());
+        // an over-long status line is judged by its head
+        let mut s = StreamScanner::responses(9);
+        let out = lines(&mut s, &[b"* BYE going away {3}\r\nb1 OK x\r\n"]);
+        assert_eq!(out.last(), Some(&Piece::Line(b"b1 OK x\r\n".to_vec())));
     }
 
     #[test]

@@ -118,47 +118,30 @@ pub fn fuzz_command_decode(data: &[u8]) {
     assert_eq!(first, second, "encoding is not stable across a round trip");
 }
 
-/// Whether a server response whose first line is `first_line` can carry literals
-/// (RFC 3501 9): only data (`* 1 FETCH ...`, `* LIST ...`) can. The text of a completion,
-/// of an untagged status (OK, NO, BAD, PREAUTH, BYE) or of a continuation request is
-/// text, even when it ends in `{5}`.
-pub fn response_may_carry_literals(first_line: &[u8]) -> bool {
-    let Some(untagged) = first_line.strip_prefix(b"* ") else {
-        return false;
-    };
-    let word = untagged.split(|&b| b == b' ').next().unwrap_or_default();
-    let word = word.strip_suffix(b"\r\n").unwrap_or(word);
-    ![&b"OK"[..], b"NO", b"BAD", b"PREAUTH", b"BYE"]
-        .iter()
-        .any(|s| word.eq_ignore_ascii_case(s))
-}
+/// Which responses carry literals (RFC 3501 9): the rule of the one IMAP response reader.
+pub use harness_wire::imap::response_may_carry_literals;
 
 /// The tags of the tagged lines in a server's output, literal data skipped (what a
-/// client counts as completions).
+/// client counts as completions), read by the one IMAP response reader.
 pub(crate) fn tagged_lines(output: &[u8]) -> Vec<&[u8]> {
+    use harness_wire::imap::{Event, Limits, ResponseReader};
+    let mut reader = ResponseReader::new(Limits::UNBOUNDED);
+    reader.push(output);
     let mut tags = Vec::new();
-    let mut rest = output;
-    let mut in_response = false;
-    while let Some(lf) = memchr::memchr(b'\n', rest) {
-        let line = rest.get(..lf).unwrap_or_default();
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        rest = rest.get(lf + 1..).unwrap_or_default();
+    // Unbounded limits give no error; a line's place in `output` is where the reader
+    // stands after it, less its length.
+    while let Ok(Some(event)) = reader.next_event() {
+        let Event::Response(line) = event else {
+            continue;
+        };
+        let end = usize::try_from(reader.position()).unwrap_or(usize::MAX);
+        let line = output
+            .get(end.saturating_sub(line.len())..end)
+            .unwrap_or_default();
+        let line = harness_wire::imap::trim_line_end(line);
         let first = line.split(|&b| b == b' ').next().unwrap_or_default();
-        if !in_response && first != b"*" && !first.starts_with(b"+") && !line.is_empty() {
+        if first != b"*" && !first.starts_with(b"+") && !line.is_empty() {
             tags.push(first);
-        }
-        // A line ending in {n} is followed by n octets and then the same response goes on.
-        let literal = line
-            .strip_suffix(b"}")
-            .and_then(|b| memchr::memrchr(b'{', b).map(|i| &b[i + 1..]))
-            .and_then(|d| std::str::from_utf8(d).ok())
-            .and_then(|d| d.parse::<usize>().ok());
-        match literal {
-            Some(n) if in_response || response_may_carry_literals(line) => {
-                rest = rest.get(n.min(rest.len())..).unwrap_or_default();
-                in_response = true;
-            }
-            _ => in_response = false,
         }
     }
     tags

@@ -370,14 +370,14 @@ impl ReplyCheck {
     /// the response's parts so far joined) announces at its end, whose bytes follow
     /// before the line goes on. Only data carries literals.
     pub fn server_literal(&self, line: &[u8]) -> Option<u64> {
-        if self.proto != Proto::Imap || !crate::imap::response_may_carry_literals(line) {
+        if self.proto != Proto::Imap {
             return None;
         }
-        let body = line.strip_suffix(b"\r\n")?;
-        match literal_announcement(body) {
-            Some((n, true)) => Some(n),
-            _ => None,
-        }
+        // A server sends only synchronising literals; a line must end in CRLF.
+        line.strip_suffix(b"\r\n")?;
+        harness_wire::imap::literal_in_response(line, false)
+            .filter(|l| l.synchronizing && !l.saturated)
+            .map(|l| l.len)
     }
 
     /// One server line (CRLF included; for IMAP with any literals it carried inside).
@@ -529,20 +529,12 @@ fn trim(s: &[u8]) -> &[u8] {
     &s[start..end.max(start)]
 }
 
-/// `{n}` (synchronising) or `{n+}` at the end of a line (CRLF removed).
+/// `{n}` (synchronising) or `{n+}` at the end of a line (CRLF removed); a count beyond
+/// `u64` announces nothing.
 fn literal_announcement(line: &[u8]) -> Option<(u64, bool)> {
-    let inner = line.strip_suffix(b"}")?;
-    let open = inner.iter().rposition(|&b| b == b'{')?;
-    let digits = &inner[open + 1..];
-    let (digits, sync) = match digits.strip_suffix(b"+") {
-        Some(d) => (d, false),
-        None => (digits, true),
-    };
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let n = std::str::from_utf8(digits).ok()?.parse::<u64>().ok()?;
-    Some((n, sync))
+    harness_wire::imap::literal_at_end(line)
+        .filter(|l| !l.saturated)
+        .map(|l| (l.len, l.synchronizing))
 }
 
 /// A server line for a report: lossy, escaped, cut at 200 characters.
@@ -871,6 +863,9 @@ mod tests {
         assert_eq!(literal_announcement(b"x {99999999999999999999999}"), None);
         assert_eq!(literal_announcement(b"x {-1}"), None);
         assert_eq!(literal_announcement(b"x {}"), None);
+        let c = imap();
+        assert_eq!(c.server_literal(b"* 1 FETCH {7}\n"), None);
+        assert_eq!(c.server_literal(b"* x {99999999999999999999999}\r\n"), None);
         assert_eq!(show(b"a\r\n\xff"), "\"a\\r\\n\\xff\"");
     }
 }

@@ -7,7 +7,9 @@ use hmac::{Hmac, Mac};
 use md4::{Digest, Md4};
 use md5::Md5;
 
-use super::messages::NegotiateFlags;
+use harness_wire::ntlm::NegotiateFlags;
+/// String encodings belong to the messages; re-exported for the paths callers use.
+pub use harness_wire::ntlm::{oem, utf16le};
 
 type HmacMd5 = Hmac<Md5>;
 
@@ -54,19 +56,6 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// UTF-16LE encoding, as NTLM's "UNICODE" strings are.
-pub fn utf16le(s: &str) -> Vec<u8> {
-    s.encode_utf16().flat_map(u16::to_le_bytes).collect()
-}
-
-/// OEM encoding. The harness treats the OEM code page as Latin-1; other characters
-/// become `?`.
-pub fn oem(s: &str) -> Vec<u8> {
-    s.chars()
-        .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
-        .collect()
 }
 
 /// Spreads 7 key bytes over the 8 bytes DES wants (the low bit of each is parity, which

@@ -1,4 +1,5 @@
-//! NTLM ([MS-NLMP]): message codecs (`messages`), the cryptography (`crypto`), the
+//! NTLM ([MS-NLMP]): message codecs (`messages`, a re-export of `harness_wire::ntlm`,
+//! where the wire format lives), the cryptography (`crypto`), the
 //! acceptor (server, `acceptor`) and the initiator (client, `initiator`).
 //!
 //! Messages are decoded defensively: a message above 64 KiB is refused before anything
@@ -17,8 +18,8 @@ mod tests;
 pub use acceptor::NtlmAcceptor;
 pub use initiator::{Credentials, InitiatorOptions, NtlmInitiator};
 pub use messages::{
-    AuthenticateMessage, AvId, AvPair, ChallengeMessage, Message, NegotiateFlags, NegotiateMessage,
-    Version, MAX_MESSAGE_LEN,
+    AuthenticateMessage, AvId, AvPair, ChallengeMessage, Message, MessageType, NegotiateFlags,
+    NegotiateMessage, NtlmError, Version, MAX_MESSAGE_LEN,
 };
 
 /// Names the acceptor puts in its CHALLENGE target info.
@@ -28,57 +29,6 @@ pub struct AcceptorConfig {
     pub nb_computer: String,
     pub dns_domain: String,
     pub dns_computer: String,
-}
-
-/// Everything that can go wrong: malformed messages (decoding) and refused
-/// authentication (the acceptor).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NtlmError {
-    #[error("message of {len} bytes exceeds the 64 KiB limit")]
-    TooLarge { len: usize },
-    #[error("message truncated: {needed} bytes needed, {got} present")]
-    Truncated { needed: usize, got: usize },
-    #[error("message does not start with NTLMSSP\\0")]
-    BadSignature,
-    #[error("expected message type {expected}, found {found}")]
-    UnexpectedType { expected: u32, found: u32 },
-    #[error("unknown message type {0}")]
-    UnknownType(u32),
-    #[error("field {field} points outside the message")]
-    FieldOutOfBounds { field: &'static str },
-    #[error("field {field} overlaps the fixed header")]
-    FieldOverlapsHeader { field: &'static str },
-    #[error("field {field} has MaxLen smaller than Len")]
-    BadFieldLength { field: &'static str },
-    #[error("field {field} is not a valid string")]
-    BadString { field: &'static str },
-    #[error("bad AV_PAIR list: {reason}")]
-    BadAvPairs { reason: &'static str },
-    #[error("MIC announced but the payload starts inside it")]
-    MicOverlapsPayload,
-    #[error("malformed NTLMv2 response")]
-    MalformedNtlmV2Response,
-    #[error("expected {expected}, got {got}")]
-    OutOfSequence {
-        expected: &'static str,
-        got: &'static str,
-    },
-    #[error("anonymous authentication is refused")]
-    AnonymousRefused,
-    #[error("no NT response (LM-only authentication is refused)")]
-    NoNtResponse,
-    #[error("NT response of {0} bytes is neither NTLMv1 (24) nor NTLMv2 (>24)")]
-    BadNtResponseLength(usize),
-    #[error("LM response of {0} bytes cannot carry the client challenge")]
-    BadLmResponseLength(usize),
-    #[error("encrypted session key of {0} bytes (16 expected)")]
-    BadSessionKeyLength(usize),
-    #[error("unknown user")]
-    UnknownUser,
-    #[error("wrong password")]
-    WrongPassword,
-    #[error("MIC mismatch")]
-    MicMismatch,
 }
 
 /// Which response the client sent.

@@ -52,7 +52,7 @@ impl Keep {
             commands: 0,
             completions: 0,
             client: StreamScanner::new(SCAN_LINE),
-            backend: StreamScanner::new(SCAN_LINE),
+            backend: StreamScanner::responses(SCAN_LINE),
         }
     }
 

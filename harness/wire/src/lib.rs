@@ -1,0 +1,20 @@
+//! harness-wire: the codec layer. Pure functions and sans-IO readers over bytes, with no
+//! async runtime and few dependencies, so the servers, clients, fuzz targets and the
+//! coming RPC code share one way to read and write a wire format.
+//!
+//! - [`codec`]: [`Reader`] / [`Writer`] for binary formats (both endiannesses,
+//!   alignment, lengths checked before anything is allocated), the [`Codec`] trait,
+//!   [`DecodeError`] and the [`wire_enum!`] macro.
+//! - [`ntlm`]: the NTLM messages ([MS-NLMP] 2.2) on that codec.
+//! - [`imap`]: the one reader of IMAP server output (RFC 3501 7 and 9).
+//!
+//! Why a crate of its own: the codecs are the part every fuzz target and every protocol
+//! shares, so they build on little (thiserror and memchr), never see tokio, and a coming
+//! protocol (DCE/RPC, NDR, Kerberos, MAPI) adds its module here without touching the
+//! protocol machines in harness-core.
+
+pub mod codec;
+pub mod imap;
+pub mod ntlm;
+
+pub use codec::{Codec, DecodeError, Reader, Reserved, Writer};
