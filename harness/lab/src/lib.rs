@@ -13,6 +13,7 @@
 //! ```
 
 pub mod connection;
+#[path = "serve/frontend_host.rs"]
 pub mod frontend;
 pub mod labfile;
 pub mod load;
