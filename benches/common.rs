@@ -44,10 +44,10 @@ pub fn steps(template: &[&[u8]], user: &str) -> Vec<Vec<u8>> {
 }
 
 /// One whole session over loopback: greeting, then each step and its complete reply (the
-/// load generator's session player, `harness::load::play_session`).
+/// load generator's session player, `harness::tools::load::play_session`).
 pub async fn loopback_session(addr: SocketAddr, protocol: Protocol, steps: &[Vec<u8>]) {
     if let Err(e) =
-        harness::load::play_session(addr, protocol, steps, Duration::from_secs(30)).await
+        harness::tools::load::play_session(addr, protocol, steps, Duration::from_secs(30)).await
     {
         panic!("{protocol} session to {addr} failed: {e}");
     }

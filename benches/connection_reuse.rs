@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use harness::frontend::FrontendSpec;
+use harness::serve::frontend_host::FrontendSpec;
 use harness::{Lab, LabConfig, ListenerSpec, Protocol, Security};
 use harness_core::frontend::FrontendProfile;
 use harness_core::Profile;

@@ -15,7 +15,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use common::rss;
-use harness::load::{self, LoadConfig, LoadProgress, SessionKind};
+use harness::tools::load::{self, LoadConfig, LoadProgress, SessionKind};
 use harness::{Lab, LabConfig, Protocol, Security};
 
 /// The storm kinds the load generator knows.

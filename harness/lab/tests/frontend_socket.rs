@@ -7,7 +7,7 @@ mod common;
 use std::net::SocketAddr;
 
 use common::{require_tool, run};
-use harness::frontend::FrontendSpec;
+use harness::serve::frontend_host::FrontendSpec;
 use harness::{Lab, LabConfig, Protocol};
 use harness_core::frontend::FrontendProfile;
 

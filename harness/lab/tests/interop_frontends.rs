@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::peers::{self, free_port, Peer};
-use harness::play::SocketTransport;
+use harness::tools::play::SocketTransport;
 use harness_core::driver::Protocol;
 use harness_core::scenario::{probe_from_report, probe_script};
 use harness_core::script::{self, ReadLine, ScriptTransport, Verdict};

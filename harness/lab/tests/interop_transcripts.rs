@@ -9,7 +9,7 @@ use common::peers;
 
 use std::time::Duration;
 
-use harness::play::SocketTransport;
+use harness::tools::play::SocketTransport;
 use harness_core::script::{self, Verdict};
 
 #[derive(Debug, serde::Deserialize)]

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use harness::netfuzz::{fuzz, run_case, FuzzConfig, OutcomeKind, Summary};
-use harness::play::{SocketTransport, Target};
+use harness::tools::netfuzz::{fuzz, run_case, FuzzConfig, OutcomeKind, Summary};
+use harness::tools::play::{SocketTransport, Target};
 use harness::{Protocol, Security};
 use harness_core::netfuzz::{CaseLine, Mutated, Proto};
 use harness_core::script;

@@ -1,4 +1,4 @@
-//! `harness load`: the closed-loop load generator of `harness::load` with a progress bar
+//! `harness load`: the closed-loop load generator of `harness::tools::load` with a progress bar
 //! and a closing table.
 
 use std::sync::atomic::Ordering;
@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use harness::load::{self, ErrorKind, LoadConfig, LoadProgress, SessionKind, UserSpec};
-use harness::play::Target;
+use harness::tools::load::{self, ErrorKind, LoadConfig, LoadProgress, SessionKind, UserSpec};
+use harness::tools::play::Target;
 use harness::Protocol;
 use indicatif::{ProgressBar, ProgressStyle};
 

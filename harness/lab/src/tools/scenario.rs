@@ -17,8 +17,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::frontend::FrontendSpec;
-use crate::play::SocketTransport;
+use super::play::SocketTransport;
+use crate::serve::frontend_host::FrontendSpec;
 use crate::{Lab, LabConfig, LabError, ListenerSpec, Protocol, Security};
 
 /// Longest a client may take over sockets before the case is cut off.
