@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::peers::{self, free_port, Peer};
+use harness::tools::client_driver::drive_client;
 use harness::tools::play::SocketTransport;
-use harness::tools::scenario::drive_client;
 use harness_core::driver::{
     self, AuthMethod, ClientConfig, Policy, Protocol, SessionOutcome, Status,
 };

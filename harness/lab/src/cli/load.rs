@@ -54,7 +54,8 @@ pub struct LoadArgs {
     /// 'u{i}:secret'.
     #[arg(long, value_name = "PATTERN")]
     users_from_pattern: Option<String>,
-    /// Bound on each operation (connect, greeting, one command with its whole reply).
+    /// Bound on each operation (connect, and the silence while the greeting or a reply to
+    /// a command is due).
     #[arg(long, default_value_t = 10.0)]
     timeout: f64,
     /// Allow a target outside loopback.

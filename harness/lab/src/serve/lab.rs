@@ -27,6 +27,24 @@ pub enum Protocol {
     Pop3,
 }
 
+impl From<harness_core::driver::Protocol> for Protocol {
+    fn from(p: harness_core::driver::Protocol) -> Protocol {
+        match p {
+            harness_core::driver::Protocol::Imap => Protocol::Imap,
+            harness_core::driver::Protocol::Pop3 => Protocol::Pop3,
+        }
+    }
+}
+
+impl From<Protocol> for harness_core::driver::Protocol {
+    fn from(p: Protocol) -> harness_core::driver::Protocol {
+        match p {
+            Protocol::Imap => harness_core::driver::Protocol::Imap,
+            Protocol::Pop3 => harness_core::driver::Protocol::Pop3,
+        }
+    }
+}
+
 impl fmt::Display for Protocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
