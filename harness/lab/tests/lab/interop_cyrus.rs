@@ -4,7 +4,7 @@
 //! NTLMv1 response rather than NTLMv2. A right password authenticates over IMAP and POP3;
 //! a wrong one fails with the client's failure code.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -5,7 +5,7 @@
 //!
 //! Peers are started by `scripts/peers/*/start.sh` on free ports and stopped by PID.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

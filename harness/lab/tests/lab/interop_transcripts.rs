@@ -3,7 +3,7 @@
 //! Every difference from the mock is reported; a test fails on one not listed in
 //! `corpus/known-deviations.toml` and on a listed one that no longer happens.
 
-mod common;
+use crate::common;
 
 use common::peers;
 

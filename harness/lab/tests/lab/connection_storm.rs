@@ -5,7 +5,7 @@
 //!
 //! The tests run one at a time (they count the file descriptors of processes).
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::Path;

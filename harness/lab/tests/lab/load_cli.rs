@@ -1,7 +1,7 @@
 //! `harness load` as a user runs it, against a lab started in the test: the closing
 //! table, errors by kind, the bounds, and the loopback-only rule.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::Path;

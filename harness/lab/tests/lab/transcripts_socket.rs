@@ -1,7 +1,7 @@
 //! The same transcripts that play in-process (`corpus/sessions/`) play over real sockets
 //! against a fresh lab each, through `harness::tools::play::SocketTransport`.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

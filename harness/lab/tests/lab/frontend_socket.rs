@@ -2,7 +2,7 @@
 //! sees through each profile, basic logins relayed through the pool, and two users at once
 //! never seeing each other's mail.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 

@@ -2,7 +2,7 @@
 //! clean; deliberately broken servers must be caught with the right kind and a
 //! reproducer; a watched process that dies is a crash; Dovecot gives no false reports.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
