@@ -487,7 +487,8 @@ impl ImapClient {
                 if upper.starts_with("OK") && self.c.cfg.ask_capabilities {
                     self.capability(now);
                 } else if upper.starts_with("OK") {
-                    // RFC 3501 6.2.3: LOGIN is there unless LOGINDISABLED says otherwise.
+                    // RFC 3501 6.2.3: every server has LOGIN; one that disables it
+                    // refuses it, and the session ends as refused.
                     self.offer = Offer {
                         cleartext: true,
                         ..Offer::default()
