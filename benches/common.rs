@@ -3,9 +3,9 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use harness::tools::load::{play_session, UserSpec};
 use harness::Protocol;
 use harness_core::LabFile;
 
@@ -43,12 +43,20 @@ pub fn steps(template: &[&[u8]], user: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// One whole session over loopback: greeting, then each step and its complete reply (the
-/// load generator's session player, `harness::load::play_session`).
-pub async fn loopback_session(addr: SocketAddr, protocol: Protocol, steps: &[Vec<u8>]) {
-    if let Err(e) =
-        harness::load::play_session(addr, protocol, steps, Duration::from_secs(30)).await
-    {
+/// Client `i` of a run logs in as `u{i}` (see [`lab_file`]).
+pub fn users(clients: usize) -> Vec<UserSpec> {
+    (0..clients)
+        .map(|i| UserSpec {
+            user: format!("u{i}"),
+            password: "secret".into(),
+        })
+        .collect()
+}
+
+/// One whole session over loopback, as `harness load` plays it (the driver's client
+/// machine: log in, read the mail, log out; `harness::tools::load::play_session`).
+pub async fn loopback_session(addr: SocketAddr, protocol: Protocol, user: &UserSpec) {
+    if let Err(e) = play_session(addr, protocol, user, Duration::from_secs(30)).await {
         panic!("{protocol} session to {addr} failed: {e}");
     }
 }
@@ -57,16 +65,16 @@ pub async fn loopback_session(addr: SocketAddr, protocol: Protocol, steps: &[Vec
 pub async fn run_clients(
     addr: SocketAddr,
     protocol: Protocol,
-    per_client: &[Arc<Vec<Vec<u8>>>],
+    users: &[UserSpec],
     iters: u64,
 ) -> Duration {
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for steps in per_client {
-        let steps = steps.clone();
+    for user in users {
+        let user = user.clone();
         tasks.push(tokio::spawn(async move {
             for _ in 0..iters {
-                loopback_session(addr, protocol, &steps).await;
+                loopback_session(addr, protocol, &user).await;
             }
         }));
     }

@@ -13,15 +13,14 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use harness::frontend::FrontendSpec;
+use harness::serve::frontend_host::FrontendSpec;
 use harness::{Lab, LabConfig, ListenerSpec, Protocol, Security};
 use harness_core::frontend::FrontendProfile;
 use harness_core::Profile;
 
-use common::{lab_file, run_clients, steps, IMAP_STEPS, POP3_STEPS};
+use common::{lab_file, run_clients, users};
 
 const MAX_CLIENTS: usize = 64;
 
@@ -71,10 +70,8 @@ fn connection_reuse(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("connection_reuse_{clients}_clients"));
         group.throughput(Throughput::Elements(clients as u64));
         group.sample_size(10);
-        for (protocol, template) in [(Protocol::Imap, IMAP_STEPS), (Protocol::Pop3, POP3_STEPS)] {
-            let per_client: Vec<Arc<Vec<Vec<u8>>>> = (0..clients)
-                .map(|i| Arc::new(steps(template, &format!("u{i}"))))
-                .collect();
+        let per_client = users(clients);
+        for protocol in [Protocol::Imap, Protocol::Pop3] {
             let fe = |name: &str| {
                 lab.frontends()
                     .iter()

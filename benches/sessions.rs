@@ -18,7 +18,7 @@ use harness_core::imap::ImapServer;
 use harness_core::pop3::Pop3Server;
 use harness_core::{Output, Profile, ServerSession, SessionContext, World};
 
-use common::{lab_file, run_clients, steps, IMAP_STEPS, POP3_STEPS};
+use common::{lab_file, run_clients, steps, users, IMAP_STEPS, POP3_STEPS};
 
 const CLIENTS: usize = 16;
 
@@ -76,14 +76,12 @@ fn loopback(c: &mut Criterion) {
     let mut group = c.benchmark_group("loopback_16_clients");
     group.throughput(Throughput::Elements(CLIENTS as u64));
     group.sample_size(20);
-    for (protocol, template, name) in [
-        (Protocol::Imap, IMAP_STEPS, "imap_login_select_fetch_logout"),
-        (Protocol::Pop3, POP3_STEPS, "pop3_user_pass_stat_retr_quit"),
+    let per_client = users(CLIENTS);
+    for (protocol, name) in [
+        (Protocol::Imap, "imap_login_select_fetch_logout"),
+        (Protocol::Pop3, "pop3_user_pass_stat_retr_quit"),
     ] {
         let addr = lab.addr(protocol, Security::Plain).expect("listener");
-        let per_client: Vec<Arc<Vec<Vec<u8>>>> = (0..CLIENTS)
-            .map(|i| Arc::new(steps(template, &format!("u{i}"))))
-            .collect();
         // One iteration = every client runs one session, concurrently.
         group.bench_function(name, |b| {
             b.iter_custom(|iters| rt.block_on(run_clients(addr, protocol, &per_client, iters)))

@@ -162,6 +162,9 @@ enum Phase {
     Select {
         tag: String,
     },
+    Fetch {
+        tag: String,
+    },
     Logout {
         tag: String,
         status: Status,
@@ -178,6 +181,7 @@ impl Phase {
             Phase::Authenticate { .. } => "authentication",
             Phase::Prompting { .. } => "prompt",
             Phase::Select { .. } => "SELECT",
+            Phase::Fetch { .. } => "FETCH",
             Phase::Logout { .. } => "LOGOUT",
             Phase::Done => "done",
         }
@@ -240,6 +244,12 @@ impl ImapClient {
     fn select(&mut self, now: Duration) {
         let tag = self.command(now, "SELECT INBOX", "SELECT INBOX");
         self.phase = Phase::Select { tag };
+    }
+
+    fn fetch(&mut self, now: Duration) {
+        let command = "FETCH 1:* (FLAGS BODY.PEEK[])";
+        let tag = self.command(now, command, command);
+        self.phase = Phase::Fetch { tag };
     }
 
     fn fail(&mut self, e: ImapClientError) {
@@ -363,8 +373,16 @@ impl ImapClient {
         match (phase, resp) {
             (Phase::Greeting, Resp::Untagged(text)) => {
                 let upper = text.to_ascii_uppercase();
-                if upper.starts_with("OK") {
+                if upper.starts_with("OK") && self.c.cfg.ask_capabilities {
                     self.capability(now);
+                } else if upper.starts_with("OK") {
+                    // RFC 3501 6.2.3: every server has LOGIN; one that disables it
+                    // refuses it, and the session ends as refused.
+                    self.offer = Offer {
+                        cleartext: true,
+                        ..Offer::default()
+                    };
+                    self.after_capability(now);
                 } else if upper.starts_with("PREAUTH") {
                     self.c.step("client: already authenticated (PREAUTH)");
                     self.select(now);
@@ -430,8 +448,20 @@ impl ImapClient {
                 let sig = format!("{} {:?} {}", method.label(Protocol::Imap), cond, text);
                 self.logon_refused(now, method, sig);
             }
-            (Phase::Select { tag }, Resp::Tagged { tag: t, .. }) if t == tag => {
-                self.logout(now, Status::Authenticated);
+            (Phase::Select { tag }, Resp::Tagged { tag: t, cond, .. }) if t == tag => {
+                match (self.c.cfg.read_mail, cond) {
+                    (false, _) => self.logout(now, Status::Authenticated),
+                    (true, Cond::Ok) => self.fetch(now),
+                    (true, _) => self.logout(now, Status::Failed),
+                }
+            }
+            (Phase::Fetch { tag }, Resp::Tagged { tag: t, cond, .. }) if t == tag => {
+                let status = if cond == Cond::Ok {
+                    Status::Authenticated
+                } else {
+                    Status::Failed
+                };
+                self.logout(now, status);
             }
             (Phase::Logout { tag, status }, Resp::Tagged { tag: t, .. }) if t == tag => {
                 self.c.finish(status);

@@ -15,6 +15,8 @@ pub mod pop3_client;
 pub mod sasl_client;
 
 #[cfg(test)]
+mod load_session_tests;
+#[cfg(test)]
 mod tests;
 
 pub use imap_client::{
@@ -101,6 +103,14 @@ pub struct ClientConfig {
     pub max_line: usize,
     /// Largest IMAP literal skipped; a bigger count ends the session.
     pub max_literal: u64,
+    /// Ask for the capabilities (IMAP CAPABILITY, POP3 CAPA and the AUTH listing) before
+    /// logging in. Off: take the cleartext login as offered and send it at once, as the
+    /// load generator's sessions do (they measure a server, not a client's manners).
+    pub ask_capabilities: bool,
+    /// Once logged in, read the mail too: IMAP `FETCH 1:* (FLAGS BODY.PEEK[])` after
+    /// SELECT, POP3 `RETR 1` after STAT (the body is skipped, not kept). A refused SELECT,
+    /// FETCH, STAT or RETR then fails the session.
+    pub read_mail: bool,
 }
 
 impl ClientConfig {
@@ -122,6 +132,8 @@ impl ClientConfig {
             think_time: Duration::from_secs(5),
             max_line: 8 * 1024,
             max_literal: 16 * 1024 * 1024,
+            ask_capabilities: true,
+            read_mail: false,
         }
     }
 

@@ -66,6 +66,8 @@ enum Phase {
         cancel: Option<Status>,
     },
     Stat,
+    /// `RETR 1` was sent; its body is skipped.
+    Retr,
     Quit {
         status: Status,
     },
@@ -82,13 +84,14 @@ impl Phase {
             Phase::Sasl { .. } | Phase::Cleartext(_) => "authentication",
             Phase::Prompting { .. } => "prompt",
             Phase::Stat => "STAT",
+            Phase::Retr => "RETR",
             Phase::Quit { .. } => "QUIT",
             Phase::Done => "done",
         }
     }
 
     fn multiline(&self) -> bool {
-        matches!(self, Phase::Capa | Phase::AuthListing)
+        matches!(self, Phase::Capa | Phase::AuthListing | Phase::Retr)
     }
 }
 
@@ -255,6 +258,10 @@ impl Pop3Client {
                 Some(unstuffed) => unstuffed,
                 None => line,
             };
+            if matches!(self.phase, Phase::Retr) {
+                // A message is counted through, never kept.
+                continue;
+            }
             if body.len() + line.len() + 2 > MAX_BODY {
                 return Err(InvalidResponse::BodyTooLong { limit: MAX_BODY }.into());
             }
@@ -317,6 +324,14 @@ impl Pop3Client {
                     }
                 }
                 self.after_capabilities(now);
+            }
+            Phase::Retr => {
+                let status = if m.body.is_some() {
+                    Status::Authenticated
+                } else {
+                    Status::Failed
+                };
+                self.quit(now, status);
             }
             _ => self.fail(Pop3ClientError::Unsolicited),
         }
@@ -433,7 +448,15 @@ impl Pop3Client {
             .step(format!("S: {}", printable(shown.as_bytes(), 160)));
         let ok = status.status == PopStatus::Ok;
         match phase {
-            Phase::Greeting if ok => self.capa(now),
+            Phase::Greeting if ok && self.c.cfg.ask_capabilities => self.capa(now),
+            Phase::Greeting if ok => {
+                // RFC 1939 7: USER and PASS need no CAPA to be known.
+                self.offer = Offer {
+                    cleartext: true,
+                    ..Offer::default()
+                };
+                self.after_capabilities(now);
+            }
             Phase::Greeting => {
                 self.phase = Phase::Done;
                 self.c
@@ -469,13 +492,19 @@ impl Pop3Client {
                 let sig = format!("{which} {text}");
                 self.refused(now, AuthMethod::Cleartext, sig);
             }
-            Phase::Stat => self.quit(now, Status::Authenticated),
+            Phase::Stat if !self.c.cfg.read_mail => self.quit(now, Status::Authenticated),
+            Phase::Stat if ok => {
+                self.send_line(now, "RETR 1", "RETR 1");
+                self.phase = Phase::Retr;
+            }
+            Phase::Stat => self.quit(now, Status::Failed),
             Phase::Quit { status } => {
                 self.phase = Phase::Done;
                 self.c.finish(status);
             }
             Phase::Capa
             | Phase::AuthListing
+            | Phase::Retr
             | Phase::AwaitTls
             | Phase::Prompting { .. }
             | Phase::Done => self.fail(Pop3ClientError::Unsolicited),

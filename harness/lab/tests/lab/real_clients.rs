@@ -1,7 +1,7 @@
 //! Real clients against the mock endpoints over loopback: curl (every SASL mechanism,
 //! APOP, STARTTLS, implicit TLS, wrong passwords) and Python's imaplib / poplib.
 
-mod common;
+use crate::common;
 
 use common::{require_tool, run, start_lab, write_cert};
 use harness::{Protocol, Security};

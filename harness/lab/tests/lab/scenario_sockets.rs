@@ -23,7 +23,7 @@ async fn every_scenario_case_meets_its_expectations_over_sockets() {
         let scenario = ScenarioFile::parse(&std::fs::read_to_string(&file).unwrap()).unwrap();
         for case in scenario.cases() {
             cases += 1;
-            let outcome = harness::scenario::run_case(&scenario, &case)
+            let outcome = harness::tools::scenario::run_case(&scenario, &case)
                 .await
                 .unwrap_or_else(|e| panic!("{}: {e}", case.id()));
             if !outcome.passed() {

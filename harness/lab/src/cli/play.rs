@@ -6,14 +6,39 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use harness::play::{SocketTransport, Target};
+use harness::tools::play::{SocketTransport, Target};
 use harness_core::imap::ImapServer;
 use harness_core::pop3::Pop3Server;
 use harness_core::script::{self, InProcess, ScriptTransport, Verdict};
 use harness_core::{LabFile, Profile, ServerSession, SessionContext};
 
 use super::table;
-use crate::PlayArgs;
+
+#[derive(clap::Args)]
+pub struct PlayArgs {
+    /// Script files or directories (searched for *.txt).
+    #[arg(required = true)]
+    scripts: Vec<PathBuf>,
+    /// imap://HOST:PORT or pop3://HOST:PORT. Without it, each script plays in-process
+    /// against the mock for its @protocol.
+    #[arg(long)]
+    target: Option<String>,
+    /// Profile of the in-process mock.
+    #[arg(long, default_value = "default")]
+    profile: String,
+    /// Set a script variable: NAME=VALUE (overrides @var).
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    vars: Vec<String>,
+    /// Seconds of silence after which a server is taken to have nothing more to say.
+    #[arg(long, default_value_t = 3.0)]
+    silence: f64,
+    /// Print every transcript, not only the failing ones.
+    #[arg(long)]
+    verbose: bool,
+    /// Allow a target outside loopback.
+    #[arg(long)]
+    allow_remote: bool,
+}
 
 /// Lab-clock origin for in-process plays: fixed, so transcripts repeat.
 const IN_PROCESS_EPOCH: u64 = 1_704_067_200;
@@ -71,7 +96,7 @@ pub fn in_process_factory(
     })
 }
 
-pub fn run(args: crate::PlayArgs) -> Result<()> {
+pub fn run(args: PlayArgs) -> Result<()> {
     let PlayArgs {
         scripts,
         target,

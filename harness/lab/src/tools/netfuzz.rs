@@ -15,7 +15,7 @@ use harness_core::netfuzz::{
 };
 use harness_core::script;
 
-use crate::play::Target;
+use super::play::Target;
 
 /// Longest server line read before it counts as malformed.
 const MAX_SERVER_LINE: usize = 1024 * 1024;

@@ -4,8 +4,8 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use harness::connection::{drive, Conn, Ended};
-use harness::tls::{pinned_client_config, LabTls};
+use harness::serve::connection::{drive, Conn, Ended};
+use harness::serve::tls::{pinned_client_config, LabTls};
 use harness_core::{Output, ServerSession};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};

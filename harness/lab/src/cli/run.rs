@@ -8,7 +8,25 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use super::table;
-use crate::RunArgs;
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Scenario files or directories (default: corpus/scenarios).
+    scenarios: Vec<PathBuf>,
+    /// Write every case's outcome as JSON here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Print each case's full outcome, not only the broken ones.
+    #[arg(long)]
+    verbose: bool,
+    /// Only cases whose id contains this text.
+    #[arg(long)]
+    filter: Option<String>,
+    /// Play every case over real sockets against a fresh lab (front-end listeners
+    /// included) instead of in-process.
+    #[arg(long)]
+    sockets: bool,
+}
 
 #[derive(Serialize)]
 struct Report<'a> {
@@ -85,7 +103,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         bar.set_message(case.id());
         let outcome = match &runtime {
             Some(rt) => rt
-                .block_on(harness::scenario::run_case(&scenarios[*i], case))
+                .block_on(harness::tools::scenario::run_case(&scenarios[*i], case))
                 .with_context(|| format!("case {} over sockets", case.id()))?,
             None => run_case(
                 &scenarios[*i],

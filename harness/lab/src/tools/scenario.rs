@@ -6,19 +6,17 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use harness_core::driver::{self, ClientOutput, ClientSession, Protocol as DriverProtocol};
+use harness_core::driver;
 use harness_core::frontend::FrontendProfile;
 use harness_core::scenario::{
     evaluate, probe_from_report, probe_script, Case, CaseOutcome, CasePlan, ScenarioError,
     ScenarioFile,
 };
 use harness_core::script;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::time::Instant;
 
-use crate::frontend::FrontendSpec;
-use crate::play::SocketTransport;
+use super::client_driver::drive_client;
+use super::play::SocketTransport;
+use crate::serve::frontend_host::FrontendSpec;
 use crate::{Lab, LabConfig, LabError, ListenerSpec, Protocol, Security};
 
 /// Longest a client may take over sockets before the case is cut off.
@@ -38,17 +36,10 @@ pub enum SocketRunError {
     Timeout(String),
 }
 
-fn lab_protocol(p: DriverProtocol) -> Protocol {
-    match p {
-        DriverProtocol::Imap => Protocol::Imap,
-        DriverProtocol::Pop3 => Protocol::Pop3,
-    }
-}
-
 /// Runs one case over sockets against a lab of its own.
 pub async fn run_case(scenario: &ScenarioFile, case: &Case) -> Result<CaseOutcome, SocketRunError> {
     let plan = CasePlan::new(scenario, case)?;
-    let protocol = lab_protocol(plan.protocol);
+    let protocol = Protocol::from(plan.protocol);
     let lo: SocketAddr = ([127, 0, 0, 1], 0).into();
     let mut config = LabConfig {
         profile: plan.profile.clone(),
@@ -116,81 +107,4 @@ pub async fn run_case(scenario: &ScenarioFile, case: &Case) -> Result<CaseOutcom
         Vec::new(),
         Vec::new(),
     ))
-}
-
-/// Shuttles a client's bytes over TCP until it is done; reconnects when it asks to.
-pub async fn drive_client(client: &mut dyn ClientSession, addr: SocketAddr) {
-    let started = Instant::now();
-    let mut tcp = TcpStream::connect(addr).await.ok();
-    if tcp.is_none() {
-        client.handle_eof(started.elapsed());
-    }
-    let mut buf = vec![0u8; 8192];
-    loop {
-        while let Some(out) = client.poll_output() {
-            let now = started.elapsed();
-            match out {
-                ClientOutput::Write(bytes) => {
-                    let ok = match tcp.as_mut() {
-                        Some(t) => t.write_all(&bytes).await.is_ok(),
-                        None => false,
-                    };
-                    if !ok {
-                        tcp = None;
-                        client.handle_eof(now);
-                    }
-                }
-                // The scenario clients do not ask for TLS; refuse rather than pretend.
-                ClientOutput::StartTls => {
-                    tcp = None;
-                    client.handle_eof(now);
-                }
-                ClientOutput::Close => {
-                    if let Some(mut t) = tcp.take() {
-                        let _ = t.shutdown().await;
-                    }
-                }
-                ClientOutput::Reconnect => {
-                    tcp = TcpStream::connect(addr).await.ok();
-                    if tcp.is_none() {
-                        client.handle_eof(started.elapsed());
-                    }
-                }
-            }
-        }
-        if client.is_done() {
-            return;
-        }
-        let deadline = client.poll_timeout().map(|d| started + d);
-        tokio::select! {
-            read = async {
-                match tcp.as_mut() {
-                    Some(t) => t.read(&mut buf).await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                let now = started.elapsed();
-                match read {
-                    Ok(0) | Err(_) => {
-                        tcp = None;
-                        client.handle_eof(now);
-                    }
-                    Ok(n) => client.handle_input(now, &buf[..n]),
-                }
-            }
-            _ = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending::<()>().await,
-                }
-            } => client.handle_timeout(started.elapsed()),
-        }
-        if tcp.is_none() && client.poll_timeout().is_none() && !client.is_done() {
-            // Nothing can move any more: no connection and no timer.
-            client.handle_eof(started.elapsed());
-            if client.poll_timeout().is_none() && !client.is_done() {
-                return;
-            }
-        }
-    }
 }

@@ -3,7 +3,7 @@
 //! panic. A peer that cannot start fails the test with the script's output.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub fn project_root() -> PathBuf {
@@ -28,13 +28,23 @@ pub struct Peer {
 }
 
 impl Drop for Peer {
+    /// Stops the peer in the background: a stop script waits seconds for the server's
+    /// processes to exit, which nothing in a test needs (every peer has ports and a state
+    /// directory of its own). Logs stay for a failed test to be read; otherwise the state
+    /// goes once the peer is down.
     fn drop(&mut self) {
         let stop = project_root().join(format!("scripts/peers/{}/stop.sh", self.name));
-        let _ = Command::new("bash").arg(stop).arg(&self.rundir).output();
-        // Logs stay for a failed test to be read; otherwise the state goes.
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.rundir);
-        }
+        let keep = if std::thread::panicking() { "keep" } else { "" };
+        let _ = Command::new("bash")
+            .arg("-c")
+            .arg(r#"bash "$0" "$1" >/dev/null 2>&1; [ -n "$2" ] || rm -rf "$1""#)
+            .arg(stop)
+            .arg(&self.rundir)
+            .arg(keep)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
     }
 }
 
@@ -43,6 +53,12 @@ impl Drop for Peer {
 /// "not installed" (or not root): like `require_tool`, that is a failure under `CI=true`
 /// and `None` with a SKIPPED message otherwise.
 pub fn try_start(name: &str, args: &[String]) -> Option<Peer> {
+    try_start_with_env(name, args, &[])
+}
+
+/// [`try_start`] with environment variables for the start script (e.g.
+/// `DOVECOT_NO_AUTH_DELAY`).
+pub fn try_start_with_env(name: &str, args: &[String], env: &[(&str, &str)]) -> Option<Peer> {
     static N: AtomicUsize = AtomicUsize::new(0);
     let rundir = std::env::temp_dir().join(format!(
         "harness-peer-{name}-{}-{}",
@@ -54,6 +70,7 @@ pub fn try_start(name: &str, args: &[String]) -> Option<Peer> {
         .arg(&script)
         .args(args)
         .arg(&rundir)
+        .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
     // The guard exists before the check, so a half-started peer is stopped too.

@@ -1,14 +1,49 @@
 //! `harness fuzz --target URL`: mutated transcripts against a live server.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use harness::netfuzz::{fuzz, FuzzConfig, OutcomeKind};
-use harness::play::Target;
+use harness::tools::netfuzz::{fuzz, FuzzConfig, OutcomeKind};
+use harness::tools::play::Target;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::table;
-use crate::FuzzArgs;
+
+#[derive(clap::Args)]
+pub struct FuzzArgs {
+    /// imap://HOST:PORT or pop3://HOST:PORT.
+    #[arg(long)]
+    target: String,
+    /// Stop after this many seconds.
+    #[arg(long, default_value_t = 60.0)]
+    seconds: f64,
+    /// Stop after this many cases (default: as many as fit in --seconds).
+    #[arg(long)]
+    count: Option<u64>,
+    /// Seed of the mutations (case N of a seed is always the same).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Milliseconds of silence, while a reply is due, that count as a hang.
+    #[arg(long, default_value_t = 5000)]
+    hang_timeout: u64,
+    /// The same after LOGIN, AUTHENTICATE, PASS, APOP, AUTH or a SASL response: servers
+    /// hold back a failed login on purpose (Dovecot up to 17 s).
+    #[arg(long, default_value_t = 20000)]
+    auth_timeout: u64,
+    /// The server's process: if it is gone, the case is a crash and the run stops.
+    #[arg(long)]
+    watch_pid: Option<u32>,
+    /// Where reproducer transcripts are written.
+    #[arg(long, default_value = "fuzz-findings")]
+    out: PathBuf,
+    /// Transcripts whose client lines are mutated (<DIR>/imap, <DIR>/pop3).
+    #[arg(long, default_value = "corpus/sessions")]
+    corpus: PathBuf,
+    /// Allow a target outside loopback.
+    #[arg(long)]
+    allow_remote: bool,
+}
 
 pub fn run(args: FuzzArgs) -> Result<()> {
     let target = Target::parse(&args.target, args.allow_remote)?;

@@ -1,4 +1,4 @@
-//! `harness load`: the closed-loop load generator of `harness::load` with a progress bar
+//! `harness load`: the closed-loop load generator of `harness::tools::load` with a progress bar
 //! and a closing table.
 
 use std::sync::atomic::Ordering;
@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use harness::load::{self, ErrorKind, LoadConfig, LoadProgress, SessionKind, UserSpec};
-use harness::play::Target;
+use harness::tools::load::{self, ErrorKind, LoadConfig, LoadProgress, SessionKind, UserSpec};
+use harness::tools::play::Target;
 use harness::Protocol;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -54,7 +54,8 @@ pub struct LoadArgs {
     /// 'u{i}:secret'.
     #[arg(long, value_name = "PATTERN")]
     users_from_pattern: Option<String>,
-    /// Bound on each operation (connect, greeting, one command with its whole reply).
+    /// Bound on each operation (connect, and the silence while the greeting or a reply to
+    /// a command is due).
     #[arg(long, default_value_t = 10.0)]
     timeout: f64,
     /// Allow a target outside loopback.

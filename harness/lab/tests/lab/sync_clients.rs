@@ -2,7 +2,7 @@
 //! step with the lab both ways, and fetchmail retrieves over IMAP and POP3 with `auth
 //! password` and `auth ntlm`, and fails with a wrong password.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

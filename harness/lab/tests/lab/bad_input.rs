@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-mod common;
+use crate::common;
 
 use base64::Engine as _;
 use common::Client;

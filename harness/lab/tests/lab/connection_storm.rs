@@ -5,7 +5,7 @@
 //!
 //! The tests run one at a time (they count the file descriptors of processes).
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -15,7 +15,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use common::rss;
-use harness::load::{self, LoadConfig, LoadProgress, SessionKind};
+use harness::tools::load::{self, LoadConfig, LoadProgress, SessionKind, UserSpec};
 use harness::{Lab, LabConfig, Protocol, Security};
 
 /// The storm kinds the load generator knows.
@@ -66,11 +66,11 @@ async fn settles(mut done: impl FnMut() -> bool) -> bool {
 
 /// Normal IMAP sessions back to back until `stop`; returns (succeeded, first failure).
 async fn logins_until(addr: SocketAddr, stop: Arc<AtomicBool>) -> (u64, Option<String>) {
-    let steps = SessionKind::ImapLoginSelectFetchLogout.steps("alice", "secret");
+    let alice = UserSpec::parse("alice:secret").expect("a user");
     let mut ok = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
     while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-        match load::play_session(addr, Protocol::Imap, &steps, Duration::from_secs(10)).await {
+        match load::play_session(addr, Protocol::Imap, &alice, Duration::from_secs(10)).await {
             Ok(()) => ok += 1,
             Err(e) => return (ok, Some(e.to_string())),
         }

@@ -4,14 +4,14 @@
 //! NTLMv1 response rather than NTLMv2. A right password authenticates over IMAP and POP3;
 //! a wrong one fails with the client's failure code.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::peers::{self, free_port, Peer};
-use harness::play::SocketTransport;
-use harness::scenario::drive_client;
+use harness::tools::client_driver::drive_client;
+use harness::tools::play::SocketTransport;
 use harness_core::driver::{
     self, AuthMethod, ClientConfig, Policy, Protocol, SessionOutcome, Status,
 };
@@ -86,61 +86,69 @@ async fn the_harness_ntlm_client_authenticates_to_cyrus_and_a_wrong_password_fai
         );
     }
 
-    for (protocol, addr) in [(Protocol::Imap, imap), (Protocol::Pop3, pop3)] {
-        // curl's choice: the strongest advertised mechanism, NTLM.
-        let ok = session(protocol, addr, "alice", "secret", Policy::CurlLike).await;
-        assert_eq!(
-            ok.status,
-            Status::Authenticated,
-            "{protocol:?}\n{}",
-            ok.render()
-        );
-        assert!(
-            used_ntlm(&ok),
-            "{protocol:?} did not use NTLM\n{}",
-            ok.render()
-        );
-        assert!(ok.codes.is_empty(), "{}", ok.render());
-        // No target info in Cyrus's challenge: the initiator answered with NTLMv1.
-        assert!(
-            ok.steps
-                .iter()
-                .any(|s| s.as_str().contains("<NTLM AUTHENTICATE user=alice v1>")),
-            "{}",
-            ok.render()
-        );
+    // The two protocols at once: Cyrus pauses after every failed login (failedloginpause).
+    tokio::join!(
+        ntlm_logins(Protocol::Imap, imap),
+        ntlm_logins(Protocol::Pop3, pop3)
+    );
+}
 
-        // Outlook Express with SPA, straight to a server that offers NTLM: it works.
-        let oe = session(
-            protocol,
-            addr,
-            "bob",
-            "hunter2",
-            Policy::OutlookExpress { use_spa: true },
-        )
-        .await;
-        assert_eq!(oe.status, Status::Authenticated, "{}", oe.render());
-        assert!(used_ntlm(&oe), "{}", oe.render());
+/// NTLM against Cyrus: curl's choice and Outlook Express with SPA log in, a wrong password
+/// is refused with the client's logon-failure code.
+async fn ntlm_logins(protocol: Protocol, addr: SocketAddr) {
+    // curl's choice: the strongest advertised mechanism, NTLM.
+    let ok = session(protocol, addr, "alice", "secret", Policy::CurlLike).await;
+    assert_eq!(
+        ok.status,
+        Status::Authenticated,
+        "{protocol:?}\n{}",
+        ok.render()
+    );
+    assert!(
+        used_ntlm(&ok),
+        "{protocol:?} did not use NTLM\n{}",
+        ok.render()
+    );
+    assert!(ok.codes.is_empty(), "{}", ok.render());
+    // No target info in Cyrus's challenge: the initiator answered with NTLMv1.
+    assert!(
+        ok.steps
+            .iter()
+            .any(|s| s.as_str().contains("<NTLM AUTHENTICATE user=alice v1>")),
+        "{}",
+        ok.render()
+    );
 
-        // NTLM forced, wrong password: refused, with the client's logon-failure code.
-        let bad = session(
-            protocol,
-            addr,
-            "alice",
-            "wrong",
-            Policy::Forced(AuthMethod::Sasl(Mechanism::Ntlm)),
-        )
-        .await;
-        assert_eq!(bad.status, Status::Failed, "{}", bad.render());
-        assert!(used_ntlm(&bad), "{}", bad.render());
-        let expected = match protocol {
-            Protocol::Imap => "IXP_E_IMAP_LOGINFAILURE",
-            Protocol::Pop3 => "IXP_E_SICILY_LOGON_FAILED",
-        };
-        assert!(
-            code_names(&bad).contains(&expected),
-            "{protocol:?}: expected {expected}\n{}",
-            bad.render()
-        );
-    }
+    // Outlook Express with SPA, straight to a server that offers NTLM: it works.
+    let oe = session(
+        protocol,
+        addr,
+        "bob",
+        "hunter2",
+        Policy::OutlookExpress { use_spa: true },
+    )
+    .await;
+    assert_eq!(oe.status, Status::Authenticated, "{}", oe.render());
+    assert!(used_ntlm(&oe), "{}", oe.render());
+
+    // NTLM forced, wrong password: refused, with the client's logon-failure code.
+    let bad = session(
+        protocol,
+        addr,
+        "alice",
+        "wrong",
+        Policy::Forced(AuthMethod::Sasl(Mechanism::Ntlm)),
+    )
+    .await;
+    assert_eq!(bad.status, Status::Failed, "{}", bad.render());
+    assert!(used_ntlm(&bad), "{}", bad.render());
+    let expected = match protocol {
+        Protocol::Imap => "IXP_E_IMAP_LOGINFAILURE",
+        Protocol::Pop3 => "IXP_E_SICILY_LOGON_FAILED",
+    };
+    assert!(
+        code_names(&bad).contains(&expected),
+        "{protocol:?}: expected {expected}\n{}",
+        bad.render()
+    );
 }

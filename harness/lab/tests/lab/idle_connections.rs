@@ -1,7 +1,7 @@
 //! Ten thousand idle connections held open against `harness serve` while another client
 //! logs in and fetches mail, and the server's memory per idle connection.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};

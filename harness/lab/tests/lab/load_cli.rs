@@ -1,7 +1,7 @@
 //! `harness load` as a user runs it, against a lab started in the test: the closing
 //! table, errors by kind, the bounds, and the loopback-only rule.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -145,7 +145,7 @@ async fn pop3_load_with_a_user_per_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_is_counted_as_no_and_err() {
     let lab = lab().await;
-    for (protocol, expect) in [(Protocol::Imap, "a NO"), (Protocol::Pop3, "-ERR")] {
+    for (protocol, expect) in [(Protocol::Imap, "a1 NO"), (Protocol::Pop3, "-ERR")] {
         let target = url(&lab, protocol);
         let ran = load(&[
             "--target",
@@ -232,4 +232,75 @@ async fn pop3_with_fewer_users_than_clients_is_refused() {
     .await;
     assert!(!ran.ok(), "{ran:?}");
     assert!(ran.stderr.contains("distinct users"), "{ran:?}");
+}
+
+/// A server whose status lines end in `{5}`: text, not a literal (RFC 3501 9: literals
+/// come only in data). It greets with `* OK ready {5}`, sends an untagged `* OK ... {5}`
+/// before every tagged reply, and otherwise answers like a small IMAP server.
+async fn serve_braces_in_status_text(listener: tokio::net::TcpListener) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            return;
+        };
+        tokio::spawn(async move {
+            let mut conn = BufReader::new(tcp);
+            if conn
+                .get_mut()
+                .write_all(b"* OK ready {5}\r\n")
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if conn.read_line(&mut line).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let mut words = line.split_whitespace();
+                let tag = words.next().unwrap_or("*").to_string();
+                let command = words.next().unwrap_or("").to_ascii_uppercase();
+                let data = match command.as_str() {
+                    "CAPABILITY" => "* CAPABILITY IMAP4rev1\r\n".to_string(),
+                    "SELECT" => "* 1 EXISTS\r\n* FLAGS (\\Seen)\r\n".to_string(),
+                    "FETCH" => "* 1 FETCH (FLAGS () BODY[] {5}\r\nhello)\r\n".to_string(),
+                    "LOGOUT" => "* BYE bye {5}\r\n".to_string(),
+                    _ => String::new(),
+                };
+                let reply = format!("{data}* OK [ALERT] note {{5}}\r\n{tag} OK done {{5}}\r\n");
+                if conn.get_mut().write_all(reply.as_bytes()).await.is_err() || command == "LOGOUT"
+                {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// A status text ending in `{5}` is no literal: the load generator once skipped five
+/// octets after it (the start of the tagged reply) and then waited for a reply that had
+/// already come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_reads_a_status_text_ending_in_braces_as_text() {
+    use harness::tools::load::{self, LoadConfig, LoadProgress, SessionKind, UserSpec};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(serve_braces_in_status_text(listener));
+    let config = LoadConfig {
+        addr,
+        session: SessionKind::ImapLoginSelectFetchLogout,
+        clients: 1,
+        users: vec![UserSpec::parse("alice:secret").unwrap()],
+        duration: Duration::from_secs(20),
+        max_sessions: Some(3),
+        op_timeout: Duration::from_secs(2),
+    };
+    let report = load::run(config, std::sync::Arc::new(LoadProgress::default()))
+        .await
+        .expect("valid config");
+    server.abort();
+    assert_eq!(report.failed(), 0, "{:?}", report.errors);
+    assert_eq!(report.succeeded, 3);
 }

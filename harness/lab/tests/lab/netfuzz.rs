@@ -2,15 +2,15 @@
 //! clean; deliberately broken servers must be caught with the right kind and a
 //! reproducer; a watched process that dies is a crash; Dovecot gives no false reports.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use harness::netfuzz::{fuzz, run_case, FuzzConfig, OutcomeKind, Summary};
-use harness::play::{SocketTransport, Target};
+use harness::tools::netfuzz::{fuzz, run_case, FuzzConfig, OutcomeKind, Summary};
+use harness::tools::play::{SocketTransport, Target};
 use harness::{Protocol, Security};
 use harness_core::netfuzz::{CaseLine, Mutated, Proto};
 use harness_core::script;
@@ -489,7 +489,8 @@ async fn dovecot_gives_a_summary_and_no_false_reports() {
         return;
     };
     let pid: u32 = dovecot.pids.parse().expect("start.sh prints the PID");
-    for (scheme, port) in [("imap", imap), ("pop3", pop3)] {
+    // Both protocols at once: two fuzzers against one Dovecot, each run as it would alone.
+    let runs = [("imap", imap), ("pop3", pop3)].map(|(scheme, port)| {
         let mut cfg = config(
             &format!("{scheme}://127.0.0.1:{port}"),
             out_dir(&format!("dovecot-{scheme}")),
@@ -501,7 +502,11 @@ async fn dovecot_gives_a_summary_and_no_false_reports() {
         cfg.hang_timeout = Duration::from_secs(5);
         cfg.auth_timeout = Duration::from_secs(20);
         cfg.watch_pid = Some(pid);
-        let s = run(cfg).await;
+        (scheme, run(cfg))
+    });
+    let [(imap_scheme, imap_run), (pop3_scheme, pop3_run)] = runs;
+    let (imap_summary, pop3_summary) = tokio::join!(imap_run, pop3_run);
+    for (scheme, s) in [(imap_scheme, imap_summary), (pop3_scheme, pop3_summary)] {
         let text = describe(&s);
         eprintln!("dovecot {scheme}: {text}");
         assert!(s.cases > 0, "{text}");

@@ -9,8 +9,11 @@
 //! each client opens a connection and closes it at once, after reading the greeting, or
 //! abortively (RST), back to back; latency is the time to connect (and greet).
 //!
-//! Server replies are read with bounded lines and literals are skipped without being
-//! buffered, so a hostile or broken server costs a `protocol` error, never memory.
+//! The sessions are the driver's client machines (`harness_core::driver`), run over TCP by
+//! [`super::client_driver`] as the scenario runner runs them, set to log in at once and
+//! read the mail ([`session_config`]). Their readers bound lines and skip literals
+//! without buffering them, so a hostile or broken server costs a `protocol` error, never
+//! memory.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -19,17 +22,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use harness_core::driver::{self, ClientConfig, Finding, Policy, SessionOutcome, Status};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::TcpStream;
 
+use super::client_driver::drive_connected;
 use crate::Protocol;
 
 /// Longest reply line read before the server is taken to be broken.
-const MAX_LINE: u64 = 64 * 1024;
+const MAX_LINE: usize = 64 * 1024;
 /// Largest IMAP literal skipped.
 const MAX_LITERAL: u64 = 64 * 1024 * 1024;
-/// Reply lines read for one command before the server is taken to be broken.
-const MAX_LINES_PER_REPLY: usize = 100_000;
 /// Longest run accepted.
 pub const MAX_DURATION: Duration = Duration::from_secs(3600);
 /// Most concurrent clients.
@@ -103,45 +106,6 @@ impl SessionKind {
             Protocol::Pop3 => SessionKind::Pop3LoginStatRetrQuit,
         }
     }
-
-    /// The commands of one session for this user, CRLF included.
-    pub fn steps(self, user: &str, password: &str) -> Vec<Vec<u8>> {
-        let lines: Vec<String> = match self {
-            SessionKind::ImapLoginSelectFetchLogout => vec![
-                format!("a LOGIN {} {}", imap_astring(user), imap_astring(password)),
-                "b SELECT INBOX".into(),
-                "c FETCH 1:* (FLAGS BODY.PEEK[])".into(),
-                "d LOGOUT".into(),
-            ],
-            SessionKind::Pop3LoginStatRetrQuit => vec![
-                format!("USER {user}"),
-                format!("PASS {password}"),
-                "STAT".into(),
-                "RETR 1".into(),
-                "QUIT".into(),
-            ],
-            SessionKind::ConnectClose | SessionKind::GreetClose | SessionKind::ConnectReset => {
-                Vec::new()
-            }
-        };
-        lines
-            .into_iter()
-            .map(|l| format!("{l}\r\n").into_bytes())
-            .collect()
-    }
-}
-
-/// An atom when it can be one, else a quoted string.
-fn imap_astring(s: &str) -> String {
-    let atom = !s.is_empty()
-        && s.bytes().all(|b| {
-            b.is_ascii_graphic() && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\')
-        });
-    if atom {
-        s.to_string()
-    } else {
-        format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-    }
 }
 
 /// Why a session failed.
@@ -152,9 +116,9 @@ pub enum ErrorKind {
     /// One operation (connect, or a command and its whole reply) took longer than the
     /// per-operation timeout.
     Timeout,
-    /// The server refused: IMAP `NO` (or a `BYE` greeting), POP3 `-ERR`.
+    /// The server refused: IMAP `NO` or `BAD` (or a `BYE` greeting), POP3 `-ERR`.
     Refused,
-    /// Anything else: `BAD`, an unreadable or oversized reply, a connection closed early.
+    /// Anything else: an unreadable or oversized reply, a connection closed early.
     Protocol,
 }
 
@@ -196,42 +160,6 @@ fn err(kind: ErrorKind, detail: impl Into<String>) -> SessionError {
     }
 }
 
-/// A line, CRLF stripped, bounded by [`MAX_LINE`].
-async fn read_line(r: &mut BufReader<TcpStream>, buf: &mut Vec<u8>) -> Result<(), SessionError> {
-    buf.clear();
-    let n = (&mut *r)
-        .take(MAX_LINE)
-        .read_until(b'\n', buf)
-        .await
-        .map_err(|e| err(ErrorKind::Protocol, format!("read: {e}")))?;
-    if n == 0 {
-        return Err(err(ErrorKind::Protocol, "connection closed early"));
-    }
-    if buf.last() != Some(&b'\n') {
-        return Err(err(
-            ErrorKind::Protocol,
-            "reply line too long or cut off by a close",
-        ));
-    }
-    buf.pop();
-    if buf.last() == Some(&b'\r') {
-        buf.pop();
-    }
-    Ok(())
-}
-
-/// The byte count of a literal announced at the end of an IMAP line: `{N}` or `{N+}`.
-fn literal_len(line: &[u8]) -> Option<u64> {
-    let inner = line.strip_suffix(b"}")?;
-    let open = inner.iter().rposition(|&b| b == b'{')?;
-    let digits = inner.get(open + 1..)?;
-    let digits = digits.strip_suffix(b"+").unwrap_or(digits);
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
-}
-
 fn text(line: &[u8]) -> String {
     let mut s = String::from_utf8_lossy(line).into_owned();
     if s.len() > 200 {
@@ -243,74 +171,6 @@ fn text(line: &[u8]) -> String {
         s.push_str("...");
     }
     s
-}
-
-/// Reads an IMAP reply up to the tagged line for `tag`; literals are skipped unread.
-/// A `* BYE` is a refusal unless the command was LOGOUT.
-async fn imap_reply(
-    r: &mut BufReader<TcpStream>,
-    tag: &[u8],
-    logout: bool,
-) -> Result<(), SessionError> {
-    let mut line = Vec::with_capacity(256);
-    for _ in 0..MAX_LINES_PER_REPLY {
-        read_line(r, &mut line).await?;
-        if let Some(rest) = line.strip_prefix(tag).and_then(|r| r.strip_prefix(b" ")) {
-            let word_end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
-            let status = rest.get(..word_end).unwrap_or_default();
-            return if status.eq_ignore_ascii_case(b"OK") {
-                Ok(())
-            } else if status.eq_ignore_ascii_case(b"NO") {
-                Err(err(ErrorKind::Refused, text(&line)))
-            } else {
-                Err(err(ErrorKind::Protocol, text(&line)))
-            };
-        }
-        if !logout && line.starts_with(b"* BYE") {
-            return Err(err(ErrorKind::Refused, text(&line)));
-        }
-        // A line may announce a literal, after which the same response goes on.
-        let mut literals = 0;
-        while let Some(n) = literal_len(&line) {
-            literals += 1;
-            if n > MAX_LITERAL || literals > 1000 {
-                return Err(err(ErrorKind::Protocol, format!("literal of {n} bytes")));
-            }
-            let skipped = tokio::io::copy(&mut (&mut *r).take(n), &mut tokio::io::sink())
-                .await
-                .map_err(|e| err(ErrorKind::Protocol, format!("read: {e}")))?;
-            if skipped != n {
-                return Err(err(
-                    ErrorKind::Protocol,
-                    "connection closed inside a literal",
-                ));
-            }
-            read_line(r, &mut line).await?;
-        }
-    }
-    Err(err(ErrorKind::Protocol, "reply without end"))
-}
-
-/// Reads a POP3 reply: the status line, and for a multi-line command the lines up to `.`.
-async fn pop3_reply(r: &mut BufReader<TcpStream>, multi: bool) -> Result<(), SessionError> {
-    let mut line = Vec::with_capacity(256);
-    read_line(r, &mut line).await?;
-    if line.starts_with(b"-ERR") {
-        return Err(err(ErrorKind::Refused, text(&line)));
-    }
-    if !line.starts_with(b"+OK") {
-        return Err(err(ErrorKind::Protocol, text(&line)));
-    }
-    if !multi {
-        return Ok(());
-    }
-    for _ in 0..MAX_LINES_PER_REPLY {
-        read_line(r, &mut line).await?;
-        if line == b"." {
-            return Ok(());
-        }
-    }
-    Err(err(ErrorKind::Protocol, "multi-line reply without end"))
 }
 
 async fn bounded<T>(
@@ -328,27 +188,32 @@ async fn bounded<T>(
         })
 }
 
-/// Reads the greeting: `* OK` or `* PREAUTH` (IMAP), `+OK` (POP3); either when
-/// `protocol` is `None`.
-async fn greeting(
-    r: &mut BufReader<TcpStream>,
-    protocol: Option<Protocol>,
-) -> Result<(), SessionError> {
+/// Reads a storm's greeting, one line bounded by [`MAX_LINE`]: `* OK` or `* PREAUTH`
+/// (IMAP) or `+OK` (POP3) is a success; a storm fits either protocol.
+async fn storm_greeting(tcp: TcpStream) -> Result<(), SessionError> {
+    let mut r = BufReader::with_capacity(1024, tcp);
     let mut line = Vec::new();
-    read_line(r, &mut line).await?;
-    let imap = line.starts_with(b"* OK") || line.starts_with(b"* PREAUTH");
-    let pop3 = line.starts_with(b"+OK");
-    let ok = match protocol {
-        Some(Protocol::Imap) => imap,
-        Some(Protocol::Pop3) => pop3,
-        None => imap || pop3,
+    let n = (&mut r)
+        .take(MAX_LINE as u64)
+        .read_until(b'\n', &mut line)
+        .await
+        .map_err(|e| err(ErrorKind::Protocol, format!("read: {e}")))?;
+    if n == 0 {
+        return Err(err(ErrorKind::Protocol, "connection closed early"));
+    }
+    let Some(line) = line.strip_suffix(b"\n") else {
+        return Err(err(
+            ErrorKind::Protocol,
+            "greeting too long or cut off by a close",
+        ));
     };
-    if ok {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.starts_with(b"* OK") || line.starts_with(b"* PREAUTH") || line.starts_with(b"+OK") {
         Ok(())
     } else if line.starts_with(b"* BYE") || line.starts_with(b"-ERR") {
-        Err(err(ErrorKind::Refused, text(&line)))
+        Err(err(ErrorKind::Refused, text(line)))
     } else {
-        Err(err(ErrorKind::Protocol, text(&line)))
+        Err(err(ErrorKind::Protocol, text(line)))
     }
 }
 
@@ -373,8 +238,7 @@ pub async fn storm_connection(
     let tcp = connect(addr, op_timeout).await?;
     match kind {
         SessionKind::GreetClose => {
-            let mut r = BufReader::with_capacity(1024, tcp);
-            bounded(op_timeout, "greeting", greeting(&mut r, None)).await?;
+            bounded(op_timeout, "greeting", storm_greeting(tcp)).await?;
         }
         SessionKind::ConnectReset => {
             // SO_LINGER 0: closing sends an RST instead of a FIN, and never blocks.
@@ -386,54 +250,84 @@ pub async fn storm_connection(
     Ok(())
 }
 
-/// One whole session: connect, read the greeting, then send each step and read its
-/// complete reply. Each operation is bounded by `op_timeout`.
+/// How a load session's client behaves: it logs in at once with the protocol's cleartext
+/// login (no capability probe, no prompt after a refusal), reads the mail (IMAP SELECT
+/// INBOX and FETCH 1:* (FLAGS BODY.PEEK[]), POP3 STAT and RETR 1) and logs out. A server
+/// silent for `op_timeout` while a reply is due ends the session.
+pub fn session_config(user: &UserSpec, op_timeout: Duration) -> ClientConfig {
+    let mut cfg = ClientConfig::new(&user.user, &user.password, Policy::Basic);
+    cfg.max_prompts = 0;
+    cfg.ask_capabilities = false;
+    cfg.read_mail = true;
+    cfg.response_timeout = op_timeout;
+    cfg.max_line = MAX_LINE;
+    cfg.max_literal = MAX_LITERAL;
+    cfg
+}
+
+/// One whole session: connect (bounded by `op_timeout`), then the driver's client for
+/// `protocol` set up by [`session_config`], until it is done.
 pub async fn play_session(
     addr: SocketAddr,
     protocol: Protocol,
-    steps: &[Vec<u8>],
+    user: &UserSpec,
     op_timeout: Duration,
 ) -> Result<(), SessionError> {
     let tcp = connect(addr, op_timeout).await?;
     let _ = tcp.set_nodelay(true);
-    let mut r = BufReader::with_capacity(16 * 1024, tcp);
-    bounded(op_timeout, "greeting", greeting(&mut r, Some(protocol))).await?;
-    for step in steps {
-        let word_end = step.iter().position(|&b| b == b' ' || b == b'\r');
-        let first = step
-            .get(..word_end.unwrap_or(step.len()))
-            .unwrap_or_default();
-        bounded(op_timeout, &text(first), async {
-            r.get_mut()
-                .write_all(step)
-                .await
-                .map_err(|e| err(ErrorKind::Protocol, format!("write: {e}")))?;
-            match protocol {
-                Protocol::Imap => {
-                    let logout = step
-                        .get(first.len()..)
-                        .is_some_and(|rest| rest.eq_ignore_ascii_case(b" LOGOUT\r\n"));
-                    imap_reply(&mut r, first, logout).await
-                }
-                Protocol::Pop3 => {
-                    let trimmed = step.strip_suffix(b"\r\n").unwrap_or(step);
-                    let upper = trimmed.to_ascii_uppercase();
-                    let multi = upper.starts_with(b"RETR ")
-                        || upper.starts_with(b"TOP ")
-                        || upper == b"LIST"
-                        || upper == b"UIDL"
-                        || upper == b"CAPA";
-                    pop3_reply(&mut r, multi).await
-                }
-            }
-        })
-        .await?;
+    let mut client = driver::new_client(protocol.into(), session_config(user, op_timeout));
+    drive_connected(client.as_mut(), addr, Some(tcp)).await;
+    session_result(&client.outcome())
+}
+
+/// A finished session's outcome as the generator counts it.
+fn session_result(outcome: &SessionOutcome) -> Result<(), SessionError> {
+    if outcome.status == Status::Authenticated {
+        return Ok(());
     }
-    Ok(())
+    let silent = outcome
+        .findings
+        .iter()
+        .find(|f| matches!(f, Finding::ServerSilent { .. }));
+    let broken = outcome.findings.iter().find(|f| {
+        matches!(
+            f,
+            Finding::ProtocolViolation { .. } | Finding::UnexpectedDisconnect { .. }
+        )
+    });
+    Err(match (silent, broken) {
+        (Some(f), _) => err(ErrorKind::Timeout, f.to_string()),
+        (None, Some(f)) => err(ErrorKind::Protocol, f.to_string()),
+        // A refused login, SELECT, FETCH, STAT or RETR, or a BYE greeting.
+        (None, None) => {
+            let line = refusal_line(outcome)
+                .or_else(|| outcome.steps.last().map(|s| s.as_str()))
+                .unwrap_or(outcome.status.name());
+            err(ErrorKind::Refused, text(line.as_bytes()))
+        }
+    })
+}
+
+/// The first server line in the outcome's steps that refuses: IMAP `tag NO`, `tag BAD`
+/// or `* BYE`, POP3 `-ERR`.
+fn refusal_line(outcome: &SessionOutcome) -> Option<&str> {
+    outcome
+        .steps
+        .iter()
+        .filter_map(|s| s.as_str().strip_prefix("S: "))
+        .find(|line| {
+            let mut words = line.split(' ');
+            let first = words.next().unwrap_or_default();
+            let second = words.next().unwrap_or_default();
+            first == "-ERR"
+                || (first == "*" && second.eq_ignore_ascii_case("BYE"))
+                || (first != "*"
+                    && (second.eq_ignore_ascii_case("NO") || second.eq_ignore_ascii_case("BAD")))
+        })
 }
 
 /// One client's identity.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UserSpec {
     pub user: String,
     pub password: String,
@@ -474,7 +368,8 @@ pub struct LoadConfig {
     pub duration: Duration,
     /// Stop after this many sessions (started), if given.
     pub max_sessions: Option<u64>,
-    /// Bound on each operation: connect, greeting, each command with its reply.
+    /// Bound on each operation: connecting, and the server's silence while a reply (the
+    /// greeting, a command's) is due.
     pub op_timeout: Duration,
 }
 
@@ -603,12 +498,12 @@ pub async fn run(config: LoadConfig, progress: Arc<LoadProgress>) -> Result<Load
     let mut tasks = tokio::task::JoinSet::new();
     let kind = config.session;
     for i in 0..config.clients {
-        let steps = match config
+        let user = match config
             .users
             .get(i.checked_rem(config.users.len()).unwrap_or(0))
         {
-            Some(user) => kind.steps(&user.user, &user.password),
-            None if kind.is_storm() => Vec::new(),
+            Some(user) => user.clone(),
+            None if kind.is_storm() => UserSpec::default(),
             None => return Err(LoadError::NoUsers),
         };
         let (shared, progress) = (shared.clone(), progress.clone());
@@ -623,7 +518,7 @@ pub async fn run(config: LoadConfig, progress: Arc<LoadProgress>) -> Result<Load
                 }
                 let t0 = Instant::now();
                 let result = match kind.protocol() {
-                    Some(protocol) => play_session(addr, protocol, &steps, op_timeout).await,
+                    Some(protocol) => play_session(addr, protocol, &user, op_timeout).await,
                     None => storm_connection(addr, kind, op_timeout).await,
                 };
                 match result {
@@ -669,15 +564,6 @@ pub async fn run(config: LoadConfig, progress: Arc<LoadProgress>) -> Result<Load
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn literals_are_recognised() {
-        assert_eq!(literal_len(b"* 1 FETCH (BODY[] {254}"), Some(254));
-        assert_eq!(literal_len(b"a LOGIN {3+}"), Some(3));
-        assert_eq!(literal_len(b"* OK {x}"), None);
-        assert_eq!(literal_len(b"* OK }"), None);
-        assert_eq!(literal_len(b"{99999999999999999999}"), None);
-    }
 
     #[test]
     fn percentiles_are_nearest_rank() {
@@ -737,9 +623,67 @@ mod tests {
         assert_eq!(forever.validate(), Err(LoadError::Duration));
     }
 
+    fn outcome(status: Status, steps: &[&str], findings: Vec<Finding>) -> SessionOutcome {
+        SessionOutcome {
+            actor: "alice".into(),
+            protocol: driver::Protocol::Imap,
+            policy: "basic".into(),
+            steps: steps
+                .iter()
+                .map(|s| driver::StepLine(s.to_string()))
+                .collect(),
+            status,
+            codes: Vec::new(),
+            findings,
+            prompts: 0,
+        }
+    }
+
     #[test]
-    fn logins_are_quoted_when_needed() {
-        assert_eq!(imap_astring("alice"), "alice");
-        assert_eq!(imap_astring("a b\"c"), "\"a b\\\"c\"");
+    fn outcomes_are_counted_by_kind_with_the_refusing_line() {
+        assert_eq!(
+            session_result(&outcome(Status::Authenticated, &[], vec![])),
+            Ok(())
+        );
+        let refused = outcome(
+            Status::Failed,
+            &[
+                "S: * OK ready",
+                "C: a1 LOGIN alice ****",
+                "S: a1 NO [AUTHENTICATIONFAILED] no",
+                "C: a2 LOGOUT",
+                "S: * BYE bye",
+            ],
+            vec![],
+        );
+        assert_eq!(
+            session_result(&refused),
+            Err(err(ErrorKind::Refused, "a1 NO [AUTHENTICATIONFAILED] no"))
+        );
+        let bye = outcome(
+            Status::Disconnected,
+            &["S: * BYE [UNAVAILABLE] busy"],
+            vec![],
+        );
+        assert_eq!(
+            session_result(&bye).map_err(|e| e.kind),
+            Err(ErrorKind::Refused)
+        );
+        let silent = Finding::ServerSilent {
+            during: "LOGIN".into(),
+        };
+        let timed_out = outcome(Status::Disconnected, &[], vec![silent]);
+        assert_eq!(
+            session_result(&timed_out).map_err(|e| e.kind),
+            Err(ErrorKind::Timeout)
+        );
+        let dropped = Finding::UnexpectedDisconnect {
+            during: "FETCH".into(),
+        };
+        let broken = outcome(Status::Disconnected, &[], vec![dropped]);
+        assert_eq!(
+            session_result(&broken).map_err(|e| e.kind),
+            Err(ErrorKind::Protocol)
+        );
     }
 }

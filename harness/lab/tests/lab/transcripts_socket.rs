@@ -1,11 +1,11 @@
 //! The same transcripts that play in-process (`corpus/sessions/`) play over real sockets
-//! against a fresh lab each, through `harness::play::SocketTransport`.
+//! against a fresh lab each, through `harness::tools::play::SocketTransport`.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use harness::play::SocketTransport;
+use harness::tools::play::SocketTransport;
 use harness::{Lab, LabConfig, Protocol, Security};
 use harness_core::script;
 

@@ -1,7 +1,7 @@
 //! `harness serve` as a user runs it: a separate process on loopback ports, users added
 //! with `--user`, curl authenticating with NTLM, then stopped by PID with SIGTERM.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

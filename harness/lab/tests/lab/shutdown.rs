@@ -1,7 +1,7 @@
 //! Shutting the lab down with sessions in flight: each is told goodbye in its protocol,
 //! what was committed stays committed, and what was not is not.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

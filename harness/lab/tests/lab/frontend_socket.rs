@@ -2,12 +2,12 @@
 //! sees through each profile, basic logins relayed through the pool, and two users at once
 //! never seeing each other's mail.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 
 use common::{require_tool, run};
-use harness::frontend::FrontendSpec;
+use harness::serve::frontend_host::FrontendSpec;
 use harness::{Lab, LabConfig, Protocol};
 use harness_core::frontend::FrontendProfile;
 

@@ -1,0 +1,282 @@
+//! `harness serve`: the mock endpoints (and front-ends) until Ctrl-C or SIGTERM.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use harness::serve::frontend_host::FrontendSpec;
+use harness::{Lab, LabConfig, ListenerSpec, Protocol, Security};
+use harness_core::frontend::{FrontendProfile, FRONTEND_PROFILE_NAMES};
+use harness_core::profile::PROFILE_NAMES;
+use harness_core::{LabFile, Limits, Profile};
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Lab file (TOML: domain, users, mailboxes, messages). Default: the built-in lab.
+    #[arg(long)]
+    lab: Option<PathBuf>,
+    /// Plain IMAP listener (STARTTLS offered). Default 127.0.0.1:1143 when no listener is given.
+    #[arg(long)]
+    imap: Option<SocketAddr>,
+    /// Plain POP3 listener (STLS offered). Default 127.0.0.1:1110 when no listener is given.
+    #[arg(long)]
+    pop3: Option<SocketAddr>,
+    /// IMAP over implicit TLS.
+    #[arg(long)]
+    imaps: Option<SocketAddr>,
+    /// POP3 over implicit TLS.
+    #[arg(long)]
+    pop3s: Option<SocketAddr>,
+    /// Server profile (see `harness profiles`).
+    #[arg(long, default_value = "default")]
+    profile: String,
+    /// Add a user (or replace its password) on top of the lab file: NAME:PASSWORD.
+    #[arg(long = "user", value_name = "NAME:PASSWORD")]
+    users: Vec<String>,
+    /// Close a session silent for this many seconds.
+    #[arg(long, default_value_t = Limits::default().idle_timeout.as_secs_f64())]
+    idle_timeout: f64,
+    /// Close a session whose command has not arrived whole this many seconds after its
+    /// first byte (a client trickling bytes).
+    #[arg(long, default_value_t = Limits::default().line_timeout.as_secs_f64())]
+    line_timeout: f64,
+    /// Connections served at once per listener.
+    #[arg(long, default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
+    /// Longest command line accepted, in bytes.
+    #[arg(long, default_value_t = Limits::default().max_line)]
+    max_line: usize,
+    /// Largest literal accepted, in bytes.
+    #[arg(long, default_value_t = Limits::default().max_literal)]
+    max_literal: usize,
+    /// Do not offer STARTTLS / STLS on plain listeners.
+    #[arg(long)]
+    no_starttls: bool,
+    /// Seed for challenges and timestamps (repeatable runs).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Write the self-signed certificate (PEM) here, for clients that verify it.
+    #[arg(long)]
+    cert_out: Option<PathBuf>,
+    /// Allow listening on addresses other than loopback.
+    #[arg(long)]
+    public: bool,
+    /// Front-end profile for --fe-imap / --fe-pop3 (exchange2000-rtm, exchange2000-sp1,
+    /// affinity, per-session, session-cache).
+    #[arg(long, default_value = "exchange2000-rtm")]
+    frontend: String,
+    /// IMAP front-end listener, relaying through a pool to --fe-backend-imap (default:
+    /// this lab's --imap listener).
+    #[arg(long)]
+    fe_imap: Option<SocketAddr>,
+    /// POP3 front-end listener, relaying to --fe-backend-pop3 (default: this lab's --pop3).
+    #[arg(long)]
+    fe_pop3: Option<SocketAddr>,
+    /// Back-end for the IMAP front-end, e.g. a Dovecot on loopback.
+    #[arg(long)]
+    fe_backend_imap: Option<SocketAddr>,
+    /// Back-end for the POP3 front-end.
+    #[arg(long)]
+    fe_backend_pop3: Option<SocketAddr>,
+    /// Idle back-end connections the front-end keeps open (default: the profile's, 4);
+    /// size it to the client count for load runs.
+    #[arg(long)]
+    fe_pool_size: Option<usize>,
+    /// Parked back-end sessions the `session-cache` front-end keeps (default: the
+    /// profile's, 16).
+    #[arg(long)]
+    fe_cache_size: Option<usize>,
+}
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    let mut lab = match &args.lab {
+        Some(path) => harness::serve::labfile::load(path)?,
+        None => LabFile::default_lab(),
+    };
+    for entry in &args.users {
+        let Some((name, password)) = entry.split_once(':') else {
+            bail!("--user takes NAME:PASSWORD, got {entry:?}");
+        };
+        lab.add_user(name, password);
+    }
+    let Some(profile) = Profile::by_name(&args.profile) else {
+        bail!(
+            "unknown profile {:?}; known: {}",
+            args.profile,
+            PROFILE_NAMES.join(", ")
+        );
+    };
+    let idle_timeout = Duration::try_from_secs_f64(args.idle_timeout)
+        .context("--idle-timeout must be a non-negative number of seconds")?;
+    let line_timeout = Duration::try_from_secs_f64(args.line_timeout)
+        .context("--line-timeout must be a non-negative number of seconds")?;
+    let mut listeners = Vec::new();
+    let mut add = |addr: Option<SocketAddr>, protocol, security| {
+        if let Some(addr) = addr {
+            listeners.push(ListenerSpec::new(protocol, security, addr));
+        }
+    };
+    add(args.imap, Protocol::Imap, Security::Plain);
+    add(args.pop3, Protocol::Pop3, Security::Plain);
+    add(args.imaps, Protocol::Imap, Security::ImplicitTls);
+    add(args.pop3s, Protocol::Pop3, Security::ImplicitTls);
+    let mut frontends = Vec::new();
+    for (addr, protocol, backend) in [
+        (args.fe_imap, Protocol::Imap, args.fe_backend_imap),
+        (args.fe_pop3, Protocol::Pop3, args.fe_backend_pop3),
+    ] {
+        if let Some(addr) = addr {
+            let Some(mut profile) = FrontendProfile::by_name(&args.frontend) else {
+                bail!(
+                    "unknown front-end profile {:?}; known: {}",
+                    args.frontend,
+                    FRONTEND_PROFILE_NAMES.join(", ")
+                );
+            };
+            if let Some(size) = args.fe_pool_size {
+                profile.pool.size = size;
+            }
+            if let Some(size) = args.fe_cache_size {
+                profile.pool.cache_size = size;
+            }
+            frontends.push(FrontendSpec {
+                protocol,
+                addr,
+                profile,
+                backend,
+            });
+        }
+    }
+    if listeners.is_empty() && frontends.is_empty() {
+        listeners.push(ListenerSpec::new(
+            Protocol::Imap,
+            Security::Plain,
+            ([127, 0, 0, 1], 1143).into(),
+        ));
+        listeners.push(ListenerSpec::new(
+            Protocol::Pop3,
+            Security::Plain,
+            ([127, 0, 0, 1], 1110).into(),
+        ));
+    }
+    let config = LabConfig {
+        lab,
+        profile,
+        limits: Limits {
+            max_line: args.max_line,
+            max_literal: args.max_literal,
+            idle_timeout,
+            line_timeout,
+            max_connections: args.max_connections,
+        },
+        listeners,
+        starttls: !args.no_starttls,
+        seed: args.seed,
+        allow_non_loopback: args.public,
+        frontends,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let lab = Lab::start(config).await?;
+        if let Some(path) = &args.cert_out {
+            std::fs::write(path, lab.certificate_pem())
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        let users: Vec<String> = lab
+            .world()
+            .directory
+            .principals()
+            .map(|p| p.name.clone())
+            .collect();
+        println!(
+            "harness serve: profile {}, domain {}, users {}",
+            lab.profile().name,
+            lab.world().domain,
+            users.join(", ")
+        );
+        for l in lab.listening() {
+            let extra = match (l.spec.security, args.no_starttls) {
+                (Security::Plain, false) => match l.spec.protocol {
+                    Protocol::Imap => " (STARTTLS)",
+                    Protocol::Pop3 => " (STLS)",
+                },
+                (Security::ImplicitTls, _) => " (TLS)",
+                _ => "",
+            };
+            println!("listening {:<5} {}{}", l.spec.scheme(), l.addr, extra);
+        }
+        for f in lab.frontends() {
+            let scheme = match f.spec.protocol {
+                Protocol::Imap => "fe-imap",
+                Protocol::Pop3 => "fe-pop3",
+            };
+            println!(
+                "listening {scheme} {} (front-end {} -> back-end {})",
+                f.addr, f.spec.profile.name, f.backend
+            );
+        }
+        let stats_on_request = print_stats_on_sigusr1(&lab)?;
+        println!("press Ctrl-C to stop");
+        tokio::select! {
+            r = wait_for_stop_signal() => r?,
+            _ = stats_on_request => {}
+        }
+        // stdout may be gone by now (a closed pipe); that must not turn a clean stop into
+        // a panic.
+        let _ = writeln!(std::io::stdout(), "shutting down");
+        lab.shutdown().await;
+        anyhow::Ok(())
+    })
+}
+
+/// One line of the lab's counters, as printed on SIGUSR1.
+fn stats_line(lab: &Lab) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = lab.stats();
+    format!(
+        "stats: accepted {} live {} refused-over-limit {}",
+        s.accepted.load(Relaxed),
+        lab.live_connections(),
+        s.refused_over_limit.load(Relaxed)
+    )
+}
+
+/// A future that prints [`stats_line`] on every SIGUSR1 and never ends (pending forever
+/// where there is no SIGUSR1). The handler is installed before this returns, so a signal
+/// sent after the "press Ctrl-C" line cannot kill the process.
+fn print_stats_on_sigusr1(lab: &Lab) -> Result<impl std::future::Future<Output = ()> + '_> {
+    #[cfg(unix)]
+    {
+        let mut usr1 =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+                .context("installing the SIGUSR1 handler")?;
+        Ok(async move {
+            while usr1.recv().await.is_some() {
+                let _ = writeln!(std::io::stdout(), "{}", stats_line(lab));
+            }
+            std::future::pending::<()>().await
+        })
+    }
+    #[cfg(not(unix))]
+    Ok(std::future::pending::<()>())
+}
+
+/// Ctrl-C, or SIGTERM (how scripts and tests stop a process by PID).
+async fn wait_for_stop_signal() -> Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    Ok(())
+}

@@ -1,0 +1,563 @@
+//! The lab: binds the listeners (plain, implicit TLS, front-ends), accepts connections
+//! within the connection limit, and hands each one to a sans-IO server session driven by
+//! [`super::connection`]. [`Lab`] is the handle that embeds all of it.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use harness_core::imap::ImapServer;
+use harness_core::pop3::Pop3Server;
+use harness_core::world::{LabFile, LabFileError};
+use harness_core::{Limits, Profile, ServerSession, SessionContext, Transport, World};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use super::connection::{drive, Conn};
+use super::frontend_host::{self, FrontendShared, FrontendSpec};
+use super::tls::{LabTls, TlsSetupError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Imap,
+    Pop3,
+}
+
+impl From<harness_core::driver::Protocol> for Protocol {
+    fn from(p: harness_core::driver::Protocol) -> Protocol {
+        match p {
+            harness_core::driver::Protocol::Imap => Protocol::Imap,
+            harness_core::driver::Protocol::Pop3 => Protocol::Pop3,
+        }
+    }
+}
+
+impl From<Protocol> for harness_core::driver::Protocol {
+    fn from(p: Protocol) -> harness_core::driver::Protocol {
+        match p {
+            Protocol::Imap => harness_core::driver::Protocol::Imap,
+            Protocol::Pop3 => harness_core::driver::Protocol::Pop3,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Imap => "imap",
+            Protocol::Pop3 => "pop3",
+        })
+    }
+}
+
+/// How a listener secures its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Security {
+    /// Plain TCP; STARTTLS / STLS offered when the lab's `starttls` is on.
+    Plain,
+    /// TLS from the first byte (IMAPS, POP3S).
+    ImplicitTls,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerSpec {
+    pub protocol: Protocol,
+    pub security: Security,
+    pub addr: SocketAddr,
+}
+
+impl ListenerSpec {
+    pub fn new(protocol: Protocol, security: Security, addr: SocketAddr) -> Self {
+        ListenerSpec {
+            protocol,
+            security,
+            addr,
+        }
+    }
+
+    /// The name a user knows the listener by: imap, imaps, pop3, pop3s.
+    pub fn scheme(&self) -> &'static str {
+        match (self.protocol, self.security) {
+            (Protocol::Imap, Security::Plain) => "imap",
+            (Protocol::Imap, Security::ImplicitTls) => "imaps",
+            (Protocol::Pop3, Security::Plain) => "pop3",
+            (Protocol::Pop3, Security::ImplicitTls) => "pop3s",
+        }
+    }
+}
+
+/// What to serve and how.
+#[derive(Debug, Clone)]
+pub struct LabConfig {
+    pub lab: LabFile,
+    pub profile: Profile,
+    pub limits: Limits,
+    pub listeners: Vec<ListenerSpec>,
+    /// Offer STARTTLS / STLS on plain listeners.
+    pub starttls: bool,
+    /// Seeds challenges and timestamps; `None` takes one from the operating system.
+    pub seed: Option<u64>,
+    /// Allow binding to addresses outside 127.0.0.0/8 and ::1.
+    pub allow_non_loopback: bool,
+    /// Front-end listeners, each relaying to a back-end through a connection pool.
+    pub frontends: Vec<FrontendSpec>,
+}
+
+impl Default for LabConfig {
+    /// The default lab, `default` profile, IMAP and POP3 on ephemeral loopback ports.
+    fn default() -> Self {
+        let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
+        LabConfig {
+            lab: LabFile::default_lab(),
+            profile: Profile::default_profile(),
+            limits: Limits::default(),
+            listeners: vec![
+                ListenerSpec::new(Protocol::Imap, Security::Plain, loopback),
+                ListenerSpec::new(Protocol::Pop3, Security::Plain, loopback),
+            ],
+            starttls: true,
+            seed: None,
+            allow_non_loopback: false,
+            frontends: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error(transparent)]
+    LabFile(#[from] LabFileError),
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+    #[error("cannot listen on {addr} for {scheme}: {source}")]
+    Bind {
+        scheme: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0} is not a loopback address; pass allow_non_loopback (--public) to serve on it")]
+    NotLoopback(SocketAddr),
+    #[error("no listeners configured")]
+    NoListeners,
+    #[error(
+        "the {0} front-end needs a back-end: give it an address or a plain {0} listener in the lab"
+    )]
+    NoBackend(Protocol),
+    #[error("front-end on {addr} cannot reach its back-end {backend}: {source}")]
+    Backend {
+        addr: SocketAddr,
+        backend: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A bound front-end listener.
+#[derive(Clone)]
+pub struct FrontendListening {
+    pub spec: FrontendSpec,
+    pub addr: SocketAddr,
+    pub backend: SocketAddr,
+    pub shared: Arc<FrontendShared>,
+}
+
+/// A bound listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listening {
+    pub spec: ListenerSpec,
+    /// The address actually bound (the port filled in when 0 was asked for).
+    pub addr: SocketAddr,
+}
+
+/// Counters the lab keeps while it runs.
+#[derive(Debug, Default)]
+pub struct LabStats {
+    pub accepted: AtomicU64,
+    pub refused_over_limit: AtomicU64,
+    pub active: AtomicUsize,
+    /// Connection tasks spawned by the listeners that have not ended yet: sessions and
+    /// over-limit refusals, counted from accept until the task's future is dropped
+    /// (finished or aborted). See [`Lab::live_connections`].
+    pub live: AtomicUsize,
+}
+
+/// Counts one connection task in [`LabStats::live`] for as long as it is held.
+struct LiveGuard(Arc<LabStats>);
+
+impl LiveGuard {
+    fn new(stats: &Arc<LabStats>) -> LiveGuard {
+        stats.live.fetch_add(1, Ordering::Relaxed);
+        LiveGuard(stats.clone())
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A running lab. Dropping it without [`Lab::shutdown`] aborts every task.
+pub struct Lab {
+    listening: Vec<Listening>,
+    frontends: Vec<FrontendListening>,
+    world: Arc<World>,
+    profile: Arc<Profile>,
+    tls: LabTls,
+    stats: Arc<LabStats>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl fmt::Debug for Lab {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lab")
+            .field("listening", &self.listening)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What every listener task shares.
+struct Shared {
+    world: Arc<World>,
+    profile: Arc<Profile>,
+    limits: Limits,
+    tls: LabTls,
+    starttls: bool,
+    seed: u64,
+    next_session: AtomicU64,
+    stats: Arc<LabStats>,
+}
+
+impl Lab {
+    /// Builds the world, makes a certificate, binds every listener and starts serving.
+    pub async fn start(config: LabConfig) -> Result<Lab, LabError> {
+        if config.listeners.is_empty() && config.frontends.is_empty() {
+            return Err(LabError::NoListeners);
+        }
+        let addrs = config.listeners.iter().map(|l| l.addr);
+        let fe_addrs = config
+            .frontends
+            .iter()
+            .flat_map(|f| std::iter::once(f.addr).chain(f.backend));
+        for addr in addrs.chain(fe_addrs) {
+            if !config.allow_non_loopback && !addr.ip().is_loopback() {
+                return Err(LabError::NotLoopback(addr));
+            }
+        }
+        let world = Arc::new(config.lab.build()?);
+        let profile = Arc::new(config.profile.clone());
+        let tls = LabTls::self_signed(&world.hostname)?;
+        let seed = match config.seed {
+            Some(s) => s,
+            None => {
+                let mut b = [0u8; 8];
+                // Without OS randomness the lab still works, just with a fixed seed.
+                let _ = getrandom::getrandom(&mut b);
+                u64::from_le_bytes(b)
+            }
+        };
+        let stats = Arc::new(LabStats::default());
+        let shared = Arc::new(Shared {
+            world: world.clone(),
+            profile: profile.clone(),
+            limits: config.limits.clone(),
+            tls: tls.clone(),
+            starttls: config.starttls,
+            seed,
+            next_session: AtomicU64::new(0),
+            stats: stats.clone(),
+        });
+        let (shutdown, _) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let mut listening = Vec::new();
+        for spec in &config.listeners {
+            let listener = bind_listener(spec.addr).map_err(|source| LabError::Bind {
+                scheme: spec.scheme(),
+                addr: spec.addr,
+                source,
+            })?;
+            let addr = listener.local_addr().map_err(|source| LabError::Bind {
+                scheme: spec.scheme(),
+                addr: spec.addr,
+                source,
+            })?;
+            listening.push(Listening { spec: *spec, addr });
+            tasks.spawn(accept_loop(
+                listener,
+                *spec,
+                shared.clone(),
+                shutdown.subscribe(),
+            ));
+        }
+        let mut frontends = Vec::new();
+        for spec in &config.frontends {
+            let backend = match spec.backend {
+                Some(b) => b,
+                None => listening
+                    .iter()
+                    .find(|l| {
+                        l.spec.protocol == spec.protocol && l.spec.security == Security::Plain
+                    })
+                    .map(|l| l.addr)
+                    .ok_or(LabError::NoBackend(spec.protocol))?,
+            };
+            let listener = bind_listener(spec.addr).map_err(|source| LabError::Bind {
+                scheme: "front-end",
+                addr: spec.addr,
+                source,
+            })?;
+            let addr = listener.local_addr().map_err(|source| LabError::Bind {
+                scheme: "front-end",
+                addr: spec.addr,
+                source,
+            })?;
+            let (shared, serve) = frontend_host::start(
+                listener,
+                spec.clone(),
+                backend,
+                config.limits.clone(),
+                seed,
+                shutdown.subscribe(),
+            )
+            .await
+            .map_err(|source| LabError::Backend {
+                addr,
+                backend,
+                source,
+            })?;
+            tasks.spawn(serve);
+            frontends.push(FrontendListening {
+                spec: spec.clone(),
+                addr,
+                backend,
+                shared,
+            });
+        }
+        Ok(Lab {
+            listening,
+            frontends,
+            world,
+            profile,
+            tls,
+            stats,
+            shutdown,
+            tasks,
+        })
+    }
+
+    pub fn listening(&self) -> &[Listening] {
+        &self.listening
+    }
+
+    /// The address of the first listener for `protocol` with `security`.
+    pub fn addr(&self, protocol: Protocol, security: Security) -> Option<SocketAddr> {
+        self.listening
+            .iter()
+            .find(|l| l.spec.protocol == protocol && l.spec.security == security)
+            .map(|l| l.addr)
+    }
+
+    /// The front-end listeners.
+    pub fn frontends(&self) -> &[FrontendListening] {
+        &self.frontends
+    }
+
+    /// The address of the first front-end for `protocol`.
+    pub fn frontend_addr(&self, protocol: Protocol) -> Option<SocketAddr> {
+        self.frontends
+            .iter()
+            .find(|f| f.spec.protocol == protocol)
+            .map(|f| f.addr)
+    }
+
+    pub fn world(&self) -> &Arc<World> {
+        &self.world
+    }
+
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    /// The self-signed certificate, PEM, for clients that verify it.
+    pub fn certificate_pem(&self) -> &str {
+        &self.tls.certificate_pem
+    }
+
+    pub fn stats(&self) -> &LabStats {
+        &self.stats
+    }
+
+    /// Connection tasks of the plain and implicit-TLS listeners still running (sessions
+    /// and over-limit refusals; front-end connections are not counted). Zero once every
+    /// client has gone and the server has finished with it: a count that stays above zero
+    /// after a storm of connections is a leaked task.
+    pub fn live_connections(&self) -> usize {
+        self.stats.live.load(Ordering::Relaxed)
+    }
+
+    /// Stops accepting, tells every session to say goodbye and close, and waits for them
+    /// (at most `SHUTDOWN_GRACE`, then the rest are aborted).
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        let wait = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(SHUTDOWN_GRACE, wait).await.is_err() {
+            self.tasks.abort_all();
+            while self.tasks.join_next().await.is_some() {}
+        }
+    }
+}
+
+/// How long [`Lab::shutdown`] waits for sessions to finish.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+async fn accept_loop(
+    listener: TcpListener,
+    spec: ListenerSpec,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(shared.limits.max_connections));
+    let mut sessions = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((tcp, _peer)) = accepted else {
+                    // Out of file descriptors and the like: back off briefly, keep serving.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                let live = LiveGuard::new(&shared.stats);
+                let _ = tcp.set_nodelay(true);
+                match permits.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let shared = shared.clone();
+                        let shutdown = shutdown.clone();
+                        sessions.spawn(async move {
+                            shared.stats.active.fetch_add(1, Ordering::Relaxed);
+                            serve_connection(tcp, spec, &shared, shutdown).await;
+                            shared.stats.active.fetch_sub(1, Ordering::Relaxed);
+                            drop(permit);
+                            drop(live);
+                        });
+                    }
+                    Err(_) => {
+                        shared.stats.refused_over_limit.fetch_add(1, Ordering::Relaxed);
+                        sessions.spawn(async move {
+                            refuse_over_limit(tcp, spec).await;
+                            drop(live);
+                        });
+                    }
+                }
+                // Reap finished sessions so the set does not grow without bound.
+                while sessions.try_join_next().is_some() {}
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    while sessions.join_next().await.is_some() {}
+}
+
+/// Pending connections the kernel queues per listener before it drops SYNs (capped by
+/// net.core.somaxconn). `TcpListener::bind` asks for 128, which a few hundred clients
+/// connecting at once overflow: the dropped SYNs come back a second later, as one-second
+/// stalls in the load runs' latencies.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener with [`LISTEN_BACKLOG`] (and SO_REUSEADDR, as `TcpListener::bind`).
+pub(crate) fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Tells a client over the connection limit why it is turned away, in its protocol.
+pub(crate) async fn refuse_over_limit(mut tcp: TcpStream, spec: ListenerSpec) {
+    if spec.security == Security::ImplicitTls {
+        return; // no TLS handshake for a connection that is turned away
+    }
+    let line: &[u8] = match spec.protocol {
+        Protocol::Imap => b"* BYE [UNAVAILABLE] Too many connections\r\n",
+        Protocol::Pop3 => b"-ERR [SYS/TEMP] Too many connections\r\n",
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = tcp.write_all(line).await;
+        let _ = tcp.shutdown().await;
+    })
+    .await;
+}
+
+async fn serve_connection(
+    tcp: TcpStream,
+    spec: ListenerSpec,
+    shared: &Shared,
+    shutdown: watch::Receiver<bool>,
+) {
+    let implicit = spec.security == Security::ImplicitTls;
+    let conn = match Conn::accept(tcp, implicit.then_some(&shared.tls.acceptor)).await {
+        Ok(c) => c,
+        Err(_) => return,
+    };
+    let n = shared.next_session.fetch_add(1, Ordering::Relaxed);
+    let ctx = SessionContext {
+        world: shared.world.clone(),
+        profile: shared.profile.clone(),
+        limits: shared.limits.clone(),
+        transport: Transport {
+            tls_active: implicit,
+            starttls_available: shared.starttls && !implicit,
+        },
+        seed: shared.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        epoch_secs: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    };
+    let session: Box<dyn ServerSession> = match spec.protocol {
+        Protocol::Imap => Box::new(ImapServer::new(ctx)),
+        Protocol::Pop3 => Box::new(Pop3Server::new(ctx)),
+    };
+    let write_timeout = shared.limits.idle_timeout.min(Duration::from_secs(60));
+    let tls = (!implicit && shared.starttls).then(|| shared.tls.acceptor.clone());
+    let ended = drive(conn, session, tls, shutdown, write_timeout).await;
+    tracing::debug!(listener = spec.scheme(), ?ended, "session ended");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Connections the kernel completes before anyone calls accept() are queued up to the
+    /// backlog; past it, SYNs are dropped and connect() hangs. `TcpListener::bind`'s 128
+    /// fails this; the lab's listeners must take a burst of several hundred at once.
+    #[tokio::test]
+    async fn listeners_queue_a_burst_of_hundreds_of_connections_before_accepting() {
+        const BURST: usize = 512;
+        let listener = bind_listener(([127, 0, 0, 1], 0).into()).expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let connected = tokio::task::spawn_blocking(move || {
+            let mut held = Vec::new();
+            for i in 0..BURST {
+                match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+                    Ok(tcp) => held.push(tcp),
+                    Err(e) => return Err(format!("connection {i} of {BURST}: {e}")),
+                }
+            }
+            Ok(held.len())
+        })
+        .await
+        .expect("join");
+        drop(listener);
+        assert_eq!(connected, Ok(BURST));
+    }
+}

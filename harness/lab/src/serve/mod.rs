@@ -1,0 +1,8 @@
+//! Serving the mocks: listeners and the [`Lab`](lab::Lab) handle, the stream driver that
+//! runs one sans-IO session over a socket, TLS, the front-end host, and lab files.
+
+pub mod connection;
+pub mod frontend_host;
+pub mod lab;
+pub mod labfile;
+pub mod tls;

@@ -1,0 +1,23 @@
+//! The lab's integration tests, one module per subject, in one test binary (one link of
+//! tokio and rustls instead of one per file): `cargo test -p harness --test lab load_cli::`.
+
+mod common;
+
+mod adapter;
+mod bad_input;
+mod connection_storm;
+mod frontend_adapters_agree;
+mod frontend_socket;
+mod idle_connections;
+mod interop_cyrus;
+mod interop_frontends;
+mod interop_transcripts;
+mod load_cli;
+mod netfuzz;
+mod real_clients;
+mod run_cli;
+mod scenario_sockets;
+mod serve_cli;
+mod shutdown;
+mod sync_clients;
+mod transcripts_socket;
