@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::backend::line_has_capability;
 use super::cache::{CacheKey, CacheStats, CredentialDigest, Parked, SessionCache};
 use super::session::{BackendFeatures, FrontendSession};
+use super::stream_scanner::line_has_capability;
 use super::{BackendIo, ConnId, Finding, FrontendProfile, Grant, Pool, PoolStats, Protocol};
 use crate::session::Limits;
 

@@ -9,17 +9,17 @@ use imap_codec::decode::Decoder;
 use imap_codec::imap_types::command::CommandBody;
 use imap_codec::CommandCodec;
 
-use super::backend::{
-    describe_sasl, is_tagged, line_has_capability, logout_tag, printable, BackendError,
-    BackendEvent, ImapReader, Piece, Pop3Reader, StreamScanner,
-};
+use super::backend_reply::{BackendError, BackendEvent, ImapReader, Pop3Reader};
 use super::cache::{CacheKey, CredentialDigest, Parked};
+use super::sasl_trace::describe_sasl;
+use super::stream_scanner::{is_tagged, line_has_capability, logout_tag, Piece, StreamScanner};
 use super::{BackendIo, ConnId, Finding, FrontendProfile, Protocol, SaslRouting};
 use crate::imap::framer::{Frame, FrameConfig, FrameMode, Framer};
 use crate::imap::LITERAL_CONTINUATION;
 use crate::pop3::command::{Command as PopCommand, InitialResponse};
 use crate::sasl::{decode_base64, encode_base64, Mechanism};
 use crate::session::{Limits, Output, ServerSession};
+use crate::text::printable;
 
 mod backend_events;
 mod client_input;
