@@ -323,6 +323,20 @@ impl FrontendSession {
         self.backend_out.push_back(BackendIo::Send { conn, bytes });
     }
 
+    /// Sends a SASL step as a plain base64 line on `conn` (the exchange lives there) and
+    /// waits for the back-end's answer to it.
+    fn send_sasl_step(&mut self, conn: ConnId, ctx: SaslCtx, data: Vec<u8>) {
+        let mut line = encode_base64(&data).into_bytes();
+        line.extend_from_slice(b"\r\n");
+        let text = describe_sasl(ctx.mech, &data);
+        self.phase = Phase::Busy(Op {
+            conn: Some(conn),
+            kind: OpKind::Sasl { ctx, data },
+            step: Step::AwaitResult,
+        });
+        self.send(conn, line, text);
+    }
+
     // ---- client replies written by the front-end itself ----
 
     fn imap_tagged(&mut self, tag: &str, status: &str, text: &str) {
@@ -335,6 +349,17 @@ impl FrontendSession {
         } else {
             self.write(format!("+OK {text}\r\n").as_bytes());
         }
+    }
+
+    /// A multi-line POP3 answer (RFC 1939 3): `head`, then `ntlm_line` when NTLM is
+    /// advertised, then the terminating `.`.
+    fn pop_list(&mut self, head: &[u8], ntlm_line: &[u8]) {
+        let mut out = head.to_vec();
+        if self.profile.advertise_ntlm {
+            out.extend_from_slice(ntlm_line);
+        }
+        out.extend_from_slice(b".\r\n");
+        self.write(&out);
     }
 
     fn pop_err(&mut self, text: &str) {
