@@ -193,7 +193,7 @@ impl SaslServer {
                         if !domain_is_ours(world, domain) {
                             return None;
                         }
-                        world.directory.lookup(user).map(|p| p.password.clone())
+                        world.directory.password(user)
                     };
                     match acceptor.handle_authenticate(response, &lookup) {
                         Ok(auth) => match world.directory.lookup(&auth.user) {

@@ -138,6 +138,23 @@ pub fn write_string(out: &mut Vec<u8>, v: &[u8]) {
     }
 }
 
+/// Appends a parenthesized list, items apart by one space (RFC 3501 9: `"(" x *(SP x)
+/// ")"`), each written by `write_item`.
+pub fn write_list<T>(
+    out: &mut Vec<u8>,
+    items: impl IntoIterator<Item = T>,
+    mut write_item: impl FnMut(&mut Vec<u8>, T),
+) {
+    out.push(b'(');
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        write_item(out, item);
+    }
+    out.push(b')');
+}
+
 /// Appends an `astring` (mailbox names): an atom when every octet allows it.
 pub fn write_astring(out: &mut Vec<u8>, v: &[u8]) {
     let atom = !v.is_empty()

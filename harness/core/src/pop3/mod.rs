@@ -173,11 +173,7 @@ fn run_server_session(data: &[u8]) -> SessionSummary {
     drop(server);
 
     for user in &users {
-        let password = world
-            .directory
-            .lookup(user)
-            .map(|p| p.password.clone())
-            .unwrap_or_default();
+        let password = world.directory.password(user).unwrap_or_default();
         assert!(
             stream_reveals(stream, &password, timestamp.as_deref()),
             "authenticated as {user} without the password in the input"
