@@ -8,6 +8,8 @@
 //! framed to its end (its literal octets are counted and dropped, never stored), so that
 //! literal data can never be mistaken for a command.
 
+use harness_wire::imap::literal_at_end;
+
 /// How the next input is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameMode {
@@ -358,28 +360,20 @@ impl Framer {
     }
 }
 
-/// `{digits}` or `{digits+}` at the very end of a line (line ending removed, or with LF).
+/// `{digits}` or `{digits+}` at the very end of a line (line ending removed, or with LF),
+/// read by the literal rule of the one response reader (`harness_wire::imap`). Every CR
+/// and LF at the end is removed first, as this framer always has; an absurd count
+/// saturates and is refused by the limit check anyway.
 fn announcement(line: &[u8]) -> Option<Announcement> {
     let mut end = line.len();
     while end > 0 && matches!(line.get(end - 1), Some(b'\r' | b'\n')) {
         end -= 1;
     }
-    let body = line.get(..end)?;
-    let body = body.strip_suffix(b"}")?;
-    let open = body.iter().rposition(|&b| b == b'{')?;
-    let inner = body.get(open + 1..)?;
-    let (digits, non_sync) = match inner.strip_suffix(b"+") {
-        Some(d) => (d, true),
-        None => (inner, false),
-    };
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    // An absurd count saturates; it is refused by the limit check anyway.
-    let length = digits.iter().fold(0u64, |acc, &d| {
-        acc.saturating_mul(10).saturating_add(u64::from(d - b'0'))
-    });
-    Some(Announcement { length, non_sync })
+    let literal = literal_at_end(line.get(..end)?)?;
+    Some(Announcement {
+        length: literal.len,
+        non_sync: !literal.synchronizing,
+    })
 }
 
 /// RFC 3501 9: `tag = 1*<any ASTRING-CHAR except "+">`.
