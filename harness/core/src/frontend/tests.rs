@@ -96,18 +96,8 @@ impl Client {
 
 fn ntlm_client(user: &str, password: &str) -> NtlmInitiator {
     NtlmInitiator::new(
-        ntlm::Credentials {
-            user: user.into(),
-            password: password.into(),
-            domain: "EXAMPLE".into(),
-            workstation: "WS".into(),
-        },
-        ntlm::InitiatorOptions {
-            client_challenge: [7; 8],
-            random_session_key: [9; 16],
-            prefer: ntlm::ResponseKind::V2,
-            send_mic: true,
-        },
+        ntlm::Credentials::example(user, password),
+        ntlm::InitiatorOptions::fixed(7, 9, ntlm::ResponseKind::V2, true),
     )
 }
 

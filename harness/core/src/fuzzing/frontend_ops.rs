@@ -313,18 +313,8 @@ fn play(run: &mut Run, lane: &mut Lane, k: usize, action: &Action) {
         Action::Ntlm { user, right } => {
             let (name, password) = account(*user, *right);
             let mut client = NtlmInitiator::new(
-                Credentials {
-                    user: name.into(),
-                    password: password.into(),
-                    domain: "EXAMPLE".into(),
-                    workstation: "WS".into(),
-                },
-                InitiatorOptions {
-                    client_challenge: [0xC1; 8],
-                    random_session_key: [0x5A; 16],
-                    prefer: ResponseKind::V2,
-                    send_mic: true,
-                },
+                Credentials::example(name, password),
+                InitiatorOptions::fixed(0xC1, 0x5A, ResponseKind::V2, true),
             );
             let start = if imap {
                 format!("{tag} AUTHENTICATE NTLM\r\n")
