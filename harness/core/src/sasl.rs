@@ -36,11 +36,7 @@ impl Mechanism {
     }
 }
 
-impl fmt::Display for Mechanism {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+crate::text::display_by_name!(Mechanism);
 
 /// Why an exchange failed. The framing layer turns it into `NO` / `-ERR`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
