@@ -149,16 +149,24 @@ impl Pop3Reader {
 mod tests {
     use super::*;
 
+    type Read = Result<Option<BackendEvent>, BackendError>;
+
+    fn untagged(raw: &[u8]) -> Read {
+        Ok(Some(BackendEvent::Untagged(raw.to_vec())))
+    }
+
+    fn done(ok: bool, raw: &[u8]) -> Read {
+        Ok(Some(BackendEvent::Done {
+            ok,
+            raw: raw.to_vec(),
+        }))
+    }
+
     #[test]
     fn imap_reader_counts_literals_and_finds_the_tag() {
         let mut r = ImapReader::default();
         r.push(b"* 1 FETCH (BODY[] {12}\r\na1 OK fake\r\n)\r\n+ dGVzdA==\r\na1 NO");
-        assert_eq!(
-            r.next_event("a1"),
-            Ok(Some(BackendEvent::Untagged(
-                b"* 1 FETCH (BODY[] {12}\r\n".to_vec()
-            )))
-        );
+        assert_eq!(r.next_event("a1"), untagged(b"* 1 FETCH (BODY[] {12}\r\n"));
         assert_eq!(
             r.next_event("a1"),
             Ok(Some(BackendEvent::Continuation {
@@ -168,13 +176,7 @@ mod tests {
         );
         assert_eq!(r.next_event("a1"), Ok(None));
         r.push(b" failed\r\nextra");
-        assert_eq!(
-            r.next_event("a1"),
-            Ok(Some(BackendEvent::Done {
-                ok: false,
-                raw: b"a1 NO failed\r\n".to_vec()
-            }))
-        );
+        assert_eq!(r.next_event("a1"), done(false, b"a1 NO failed\r\n"));
         assert_eq!(r.take_rest(), b"extra");
         r.push(b"zz OK x\r\n");
         assert_eq!(r.next_event("a1"), Err(BackendError::WrongTag("zz".into())));
@@ -198,23 +200,12 @@ mod tests {
         // right behind it must not be skipped as five literal octets.
         let mut r = ImapReader::default();
         r.push(b"* OK [ALERT] see {5}\r\n+ more {2}\r\na1 OK done\r\n");
-        assert_eq!(
-            r.next_event("a1"),
-            Ok(Some(BackendEvent::Untagged(
-                b"* OK [ALERT] see {5}\r\n".to_vec()
-            )))
-        );
+        assert_eq!(r.next_event("a1"), untagged(b"* OK [ALERT] see {5}\r\n"));
         assert!(matches!(
             r.next_event("a1"),
             Ok(Some(BackendEvent::Continuation { .. }))
         ));
-        assert_eq!(
-            r.next_event("a1"),
-            Ok(Some(BackendEvent::Done {
-                ok: true,
-                raw: b"a1 OK done\r\n".to_vec()
-            }))
-        );
+        assert_eq!(r.next_event("a1"), done(true, b"a1 OK done\r\n"));
         // ... while data keeps its literals, here over two pushes.
         r.push(b"* 1 FETCH (BODY[] {5}\r\na2 OK");
         assert!(matches!(
@@ -222,13 +213,7 @@ mod tests {
             Ok(Some(BackendEvent::Untagged(_)))
         ));
         r.push(b")\r\na2 NO x\r\n");
-        assert_eq!(
-            r.next_event("a2"),
-            Ok(Some(BackendEvent::Done {
-                ok: false,
-                raw: b"a2 NO x\r\n".to_vec()
-            }))
-        );
+        assert_eq!(r.next_event("a2"), done(false, b"a2 NO x\r\n"));
     }
 
     #[test]
@@ -239,13 +224,7 @@ mod tests {
             r.next_event(),
             Ok(Some(BackendEvent::Continuation { .. }))
         ));
-        assert_eq!(
-            r.next_event(),
-            Ok(Some(BackendEvent::Done {
-                ok: false,
-                raw: b"-ERR [AUTH] no\r\n".to_vec()
-            }))
-        );
+        assert_eq!(r.next_event(), done(false, b"-ERR [AUTH] no\r\n"));
         assert_eq!(r.next_event(), Ok(None));
         r.push(b"\r\n");
         assert!(matches!(
