@@ -228,6 +228,38 @@ pub fn reveals(sent: &[u8], password: &str) -> bool {
             .any(|d| contains(&d, pw))
 }
 
+/// The words of a seeded smoke run: `words`, then `extra` (binary ones).
+#[cfg(test)]
+pub(crate) fn dictionary(words: &[&str], extra: impl IntoIterator<Item = Vec<u8>>) -> Vec<Vec<u8>> {
+    words
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .chain(extra)
+        .collect()
+}
+
+/// A seeded smoke input: `setup`, then fewer than `words_below` words of `dict`, each
+/// followed, one time in `flip_one_in`, by one random octet of the input changed.
+#[cfg(test)]
+pub(crate) fn dictionary_input(
+    rng: &mut crate::rng::SeededRng,
+    setup: u8,
+    dict: &[Vec<u8>],
+    words_below: u64,
+    flip_one_in: u64,
+) -> Vec<u8> {
+    let mut data = vec![setup];
+    for _ in 0..(rng.next_u64() % words_below) {
+        let pick = (rng.next_u64() as usize) % dict.len();
+        data.extend_from_slice(&dict[pick]);
+        if rng.next_u64() % flip_one_in == 0 {
+            let at = (rng.next_u64() as usize) % data.len();
+            data[at] = rng.next_u64() as u8;
+        }
+    }
+    data
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
