@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use base64::Engine as _;
+use harness_wire::imap::{ResponseReader, Status as Cond};
 
+pub use super::imap_response::ImapClientError;
 use super::imap_response::{read_pieces, response_reader, Piece, Resp};
 use super::outcome::{printable, Protocol, SessionOutcome, Status};
 use super::policy::{AuthMethod, Offer};
@@ -18,9 +20,6 @@ use crate::sasl::Mechanism;
 
 const IXP_E_IMAP_BAD_RESPONSE: ErrorCode = ErrorCode::new(Family::Ixp, 0x800C_CCD3);
 const IXP_E_IMAP_UNSOLICITED_BYE: ErrorCode = ErrorCode::new(Family::Ixp, 0x800C_CCDD);
-
-pub use super::imap_response::ImapClientError;
-use harness_wire::imap::{ResponseReader, Status as Cond};
 
 fn b64(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(data)

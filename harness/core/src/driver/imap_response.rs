@@ -4,6 +4,10 @@
 //! against a limit, so nothing is ever sized from a count the server sent), and the typed
 //! first line the client's phases match on. The `imap_response_decode` fuzz target is here.
 
+use harness_wire::imap::{
+    parse_response_line, trim_line_end, Event, Limits, ResponseLine, ResponseReader, Status as Cond,
+};
+
 use super::outcome::printable;
 
 /// What was wrong with what the server sent.
@@ -23,10 +27,6 @@ pub enum ImapClientError {
     #[error("server sent data after STARTTLS before the TLS handshake")]
     DataBeforeTls,
 }
-
-use harness_wire::imap::{
-    parse_response_line, trim_line_end, Event, Limits, ResponseLine, ResponseReader, Status as Cond,
-};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Resp {
