@@ -196,7 +196,7 @@ pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
 /// No session shows mail of a user it is not authenticated as. `sessions` holds each
 /// session's authenticated user (lower case) and everything it wrote; a marker some
 /// client sent itself (it could have stored it) does not count.
-pub fn assert_isolated(sessions: &[(Option<String>, &[u8])], all_input: &[u8]) {
+pub fn assert_isolated(sessions: &[(Option<String>, Vec<u8>)], all_input: &[u8]) {
     // Each marker is looked for in the input once, not once per session.
     let watched: Vec<(&str, String)> = USERS
         .iter()
@@ -287,6 +287,6 @@ mod tests {
     #[should_panic(expected = "received mail of bob")]
     fn isolation_check_can_fail() {
         let out = b"* 1 FETCH (BODY[] {5}\r\nHello bob, this is message number 1.\r\n";
-        assert_isolated(&[(Some("alice".into()), &out[..])], b"");
+        assert_isolated(&[(Some("alice".into()), out.to_vec())], b"");
     }
 }
