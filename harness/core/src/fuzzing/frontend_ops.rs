@@ -18,10 +18,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arbitrary::{Arbitrary, Unstructured};
+use arbitrary::Unstructured;
 
 use super::imap_ops::continuation;
-use super::ops::{self, account, byte, choice, flag, Seed, MAX_OPS, USERS};
+use super::ops::{self, account, byte, choice, flag, Seed, USERS};
 use crate::frontend::inprocess::InProcessSession;
 use crate::frontend::{FrontendProfile, InProcessFrontend, Protocol, FRONTEND_PROFILE_NAMES};
 use crate::imap::StoreCaps;
@@ -224,12 +224,7 @@ pub fn run(data: &[u8]) -> Reached {
     };
     let sessions = if setup & 0x20 == 0 { 2 } else { 3 };
     let mut lanes: Vec<Lane> = (0..sessions).map(|_| run.lane()).collect();
-    let mut played = 0;
-    while !u.is_empty() && played < MAX_OPS {
-        let Ok(op) = Op::arbitrary(&mut u) else {
-            break;
-        };
-        played += 1;
+    for op in ops::read_ops::<Action>(&mut u) {
         let k = usize::from(op.session) % sessions;
         if let Action::Reconnect = op.action {
             let fresh = run.lane();

@@ -123,6 +123,20 @@ impl<'a, A: OpAction> Arbitrary<'a> for Op<A> {
     }
 }
 
+/// The operations of an input, in order: at most [`MAX_OPS`], until the input runs out.
+pub fn read_ops<'u, 'd, A: OpAction>(
+    u: &'u mut Unstructured<'d>,
+) -> impl Iterator<Item = Op<A>> + use<'u, 'd, A> {
+    let mut played = 0;
+    std::iter::from_fn(move || {
+        if u.is_empty() || played >= MAX_OPS {
+            return None;
+        }
+        played += 1;
+        Op::arbitrary(u).ok()
+    })
+}
+
 impl<A: OpAction> SeedOp for Op<A> {
     fn write(&self, s: &mut Seed) {
         s.byte(self.session);
