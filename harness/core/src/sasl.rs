@@ -36,11 +36,7 @@ impl Mechanism {
     }
 }
 
-impl fmt::Display for Mechanism {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+crate::text::display_by_name!(Mechanism);
 
 /// Why an exchange failed. The framing layer turns it into `NO` / `-ERR`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -193,7 +189,7 @@ impl SaslServer {
                         if !domain_is_ours(world, domain) {
                             return None;
                         }
-                        world.directory.lookup(user).map(|p| p.password.clone())
+                        world.directory.password(user)
                     };
                     match acceptor.handle_authenticate(response, &lookup) {
                         Ok(auth) => match world.directory.lookup(&auth.user) {
@@ -339,18 +335,8 @@ mod tests {
 
     fn ntlm_client(password: &str, prefer: ntlm::ResponseKind) -> ntlm::NtlmInitiator {
         ntlm::NtlmInitiator::new(
-            ntlm::Credentials {
-                user: "alice".into(),
-                password: password.into(),
-                domain: "EXAMPLE".into(),
-                workstation: "WS".into(),
-            },
-            ntlm::InitiatorOptions {
-                client_challenge: [1; 8],
-                random_session_key: [2; 16],
-                prefer,
-                send_mic: prefer == ntlm::ResponseKind::V2,
-            },
+            ntlm::Credentials::example("alice", password),
+            ntlm::InitiatorOptions::fixed(1, 2, prefer, prefer == ntlm::ResponseKind::V2),
         )
     }
 
@@ -418,17 +404,11 @@ mod tests {
         // A domain that is not ours is an unknown account.
         let mut client = ntlm::NtlmInitiator::new(
             ntlm::Credentials {
-                user: "alice".into(),
-                password: "secret".into(),
                 domain: "ELSEWHERE".into(),
                 workstation: String::new(),
+                ..ntlm::Credentials::example("alice", "secret")
             },
-            ntlm::InitiatorOptions {
-                client_challenge: [1; 8],
-                random_session_key: [2; 16],
-                prefer: ntlm::ResponseKind::V2,
-                send_mic: false,
-            },
+            ntlm::InitiatorOptions::fixed(1, 2, ntlm::ResponseKind::V2, false),
         );
         let (mut s, _) = SaslServer::start(Mechanism::Ntlm, &w, &mut rng, 0, None);
         let Challenge(chal) = s.step(&w, &client.negotiate()) else {

@@ -129,3 +129,24 @@ pub trait ServerSession: Send {
     /// True once the session has ended (after [`Output::Close`] was polled).
     fn is_closed(&self) -> bool;
 }
+
+/// A server session's idle timer (RFC 3501 5.4, RFC 1939 3) is due 600 s after `now`, the
+/// test profiles' setting; it does nothing a moment before, then ends the session with
+/// `goodbye` and a close, and no timer is left.
+#[cfg(test)]
+pub(crate) fn assert_idle_autologout(s: &mut dyn ServerSession, now: Duration, goodbye: &[u8]) {
+    let outputs = |s: &mut dyn ServerSession| -> Vec<Output> {
+        std::iter::from_fn(|| s.poll_output()).collect()
+    };
+    let deadline = s.poll_timeout().unwrap();
+    assert_eq!(deadline, now + Duration::from_secs(600));
+    s.handle_timeout(deadline - Duration::from_millis(1));
+    assert_eq!(outputs(s), []);
+    s.handle_timeout(deadline);
+    assert_eq!(
+        outputs(s),
+        vec![Output::Write(goodbye.to_vec()), Output::Close]
+    );
+    assert!(s.is_closed());
+    assert_eq!(s.poll_timeout(), None);
+}

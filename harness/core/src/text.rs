@@ -1,4 +1,17 @@
-//! Making peer text safe to show in step lines, traces and snapshots.
+//! Making peer text safe to show in step lines, traces and snapshots, and the names enums
+//! are shown by.
+
+/// `Display` for enums shown by their `name()` (one impl for all of them).
+macro_rules! display_by_name {
+    ($($t:ty),+ $(,)?) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    )+};
+}
+pub(crate) use display_by_name;
 
 /// One printable line: trailing CR and LF characters are dropped, printable ASCII and spaces are
 /// kept, anything else becomes `?`, and the text is cut at `max` characters with `...`.

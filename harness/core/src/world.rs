@@ -49,6 +49,11 @@ impl Directory {
         self.users.get(&name.to_ascii_lowercase())
     }
 
+    /// A copy of the password of `name` (NTLM's look-up, the fuzz checks).
+    pub fn password(&self, name: &str) -> Option<String> {
+        self.lookup(name).map(|p| p.password.clone())
+    }
+
     /// The principal, when `password` is exactly its password.
     pub fn verify_password(&self, name: &str, password: &str) -> Option<&Principal> {
         self.lookup(name)

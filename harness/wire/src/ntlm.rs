@@ -561,6 +561,26 @@ fn read_version(data: &[u8], flags: NegotiateFlags, at: usize, payload: usize) -
     r.skip(at).and_then(|()| Version::decode(&mut r)).ok()
 }
 
+/// What follows a fixed header of `header` octets: the VERSION (when the flag asks for it
+/// and the payload leaves room) and the fields `descs` point at, none of which may start
+/// inside the header and VERSION; a field set too large to re-encode is refused.
+fn version_and_fields<const N: usize>(
+    data: &[u8],
+    flags: NegotiateFlags,
+    header: usize,
+    descs: [Desc; N],
+) -> Result<(Option<Version>, [&[u8]; N]), NtlmError> {
+    let payload = payload_start(data, &descs);
+    let version = read_version(data, flags, header, payload);
+    let header_end = header + if version.is_some() { Version::LEN } else { 0 };
+    let mut fields: [&[u8]; N] = [&[]; N];
+    for (field, desc) in fields.iter_mut().zip(&descs) {
+        *field = desc.slice(data, header_end)?;
+    }
+    check_total(header + Version::LEN, &descs)?;
+    Ok((version, fields))
+}
+
 fn decode_utf16(b: &[u8]) -> Option<String> {
     if b.len() % 2 != 0 {
         return None;
@@ -625,13 +645,8 @@ impl NegotiateMessage {
         let flags = h.flags()?;
         let domain = h.desc("DomainName")?;
         let workstation = h.desc("Workstation")?;
-        let descs = [domain, workstation];
-        let payload = payload_start(data, &descs);
-        let version = read_version(data, flags, 32, payload);
-        let header_end = NEGOTIATE_HEADER + if version.is_some() { 8 } else { 0 };
-        let domain_bytes = domain.slice(data, header_end)?;
-        let ws_bytes = workstation.slice(data, header_end)?;
-        check_total(NEGOTIATE_HEADER + 8, &descs)?;
+        let (version, [domain_bytes, ws_bytes]) =
+            version_and_fields(data, flags, NEGOTIATE_HEADER, [domain, workstation])?;
         Ok(NegotiateMessage {
             flags,
             domain: decode_str(domain_bytes, false, "DomainName")?,
@@ -666,13 +681,8 @@ impl ChallengeMessage {
         let server_challenge = h.read(|r| r.array::<8>())?;
         h.read(|r| r.skip(8))?; // Reserved
         let target_info = h.desc("TargetInfo")?;
-        let descs = [target_name, target_info];
-        let payload = payload_start(data, &descs);
-        let version = read_version(data, flags, 48, payload);
-        let header_end = CHALLENGE_HEADER + if version.is_some() { 8 } else { 0 };
-        let name_bytes = target_name.slice(data, header_end)?;
-        let info_bytes = target_info.slice(data, header_end)?;
-        check_total(CHALLENGE_HEADER + 8, &descs)?;
+        let (version, [name_bytes, info_bytes]) =
+            version_and_fields(data, flags, CHALLENGE_HEADER, [target_name, target_info])?;
         let unicode = flags.contains(NegotiateFlags::UNICODE);
         let name = decode_str(name_bytes, unicode, "TargetName")?;
         let info = if target_info.is_empty() {

@@ -9,6 +9,7 @@
 //! buffers, and whatever is wrong with them ends in an outcome, never a panic.
 
 pub mod imap_client;
+pub mod imap_response;
 pub mod outcome;
 pub mod policy;
 pub mod pop3_client;
@@ -19,9 +20,8 @@ mod load_session_tests;
 #[cfg(test)]
 mod tests;
 
-pub use imap_client::{
-    fuzz_response_decode as fuzz_imap_response_decode, ImapClient, ImapClientError,
-};
+pub use imap_client::{ImapClient, ImapClientError};
+pub use imap_response::fuzz_response_decode as fuzz_imap_response_decode;
 pub use outcome::{Finding, Protocol, SessionOutcome, Status, StepLine};
 pub use policy::{AuthMethod, Offer, Policy, Rules};
 pub use pop3_client::{Pop3Client, Pop3ClientError};

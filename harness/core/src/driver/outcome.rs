@@ -27,12 +27,6 @@ impl Protocol {
     }
 }
 
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
 /// One short, human-readable line of a session: `S: ...` what the server sent, `C: ...`
 /// what the client sent, or a note on what the client (or its user) did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -79,11 +73,7 @@ impl Status {
     }
 }
 
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+crate::text::display_by_name!(Protocol, Status);
 
 /// Something worth a reader's attention, whether or not the session succeeded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::backend::line_has_capability;
 use super::cache::{CacheKey, CacheStats, CredentialDigest, Parked, SessionCache};
 use super::session::{BackendFeatures, FrontendSession};
+use super::stream_scanner::line_has_capability;
 use super::{BackendIo, ConnId, Finding, FrontendProfile, Grant, Pool, PoolStats, Protocol};
 use crate::session::Limits;
 
@@ -389,9 +389,14 @@ mod tests {
         }
     }
 
-    fn director(name: &str) -> Director {
+    /// A director for the front-end profile `name` that has warmed its pool up, and the
+    /// links that recorded it.
+    fn warmed_up(name: &str) -> (Director, Recorder) {
         let profile = FrontendProfile::by_name(name).expect("profile");
-        Director::new(Protocol::Imap, profile, BackendFeatures::default())
+        let mut d = Director::new(Protocol::Imap, profile, BackendFeatures::default());
+        let mut l = Recorder::default();
+        d.warm_up(&mut l);
+        (d, l)
     }
 
     fn park(conn: ConnId, user: &str, digest: &CredentialDigest) -> BackendIo {
@@ -412,9 +417,7 @@ mod tests {
 
     #[test]
     fn warm_pool_grants_idle_connections_and_takes_them_back() {
-        let mut d = director("exchange2000-sp1");
-        let mut l = Recorder::default();
-        d.warm_up(&mut l);
+        let (mut d, mut l) = warmed_up("exchange2000-sp1");
         assert_eq!(l.log, ["open 1", "open 2", "open 3", "open 4"]);
         l.log.clear();
         let now = Duration::ZERO;
@@ -429,9 +432,7 @@ mod tests {
 
     #[test]
     fn a_dead_connection_coming_back_is_closed_and_replaced() {
-        let mut d = director("exchange2000-sp1");
-        let mut l = Recorder::default();
-        d.warm_up(&mut l);
+        let (mut d, mut l) = warmed_up("exchange2000-sp1");
         l.log.clear();
         let now = Duration::ZERO;
         d.handle(1, BackendIo::Acquire, now, &mut l);
@@ -444,9 +445,7 @@ mod tests {
 
     #[test]
     fn a_full_idle_list_closes_the_connection_returned() {
-        let mut d = director("exchange2000-sp1");
-        let mut l = Recorder::default();
-        d.warm_up(&mut l);
+        let (mut d, mut l) = warmed_up("exchange2000-sp1");
         let now = Duration::ZERO;
         let granted: Vec<Decision> = (1..=5)
             .map(|s| d.handle(s, BackendIo::Acquire, now, &mut l))
@@ -466,9 +465,7 @@ mod tests {
 
     #[test]
     fn parked_sessions_serve_the_same_credentials_and_dead_ones_are_skipped() {
-        let mut d = director("session-cache");
-        let mut l = Recorder::default();
-        d.warm_up(&mut l);
+        let (mut d, mut l) = warmed_up("session-cache");
         let key = CacheKey::from_seed(3);
         let alice = key.digest("alice", "secret");
         let now = Duration::from_secs(1);
@@ -507,9 +504,7 @@ mod tests {
 
     #[test]
     fn shutdown_closes_parked_sessions_without_replacing_them() {
-        let mut d = director("session-cache");
-        let mut l = Recorder::default();
-        d.warm_up(&mut l);
+        let (mut d, mut l) = warmed_up("session-cache");
         let digest = CacheKey::from_seed(1).digest("bob", "pw");
         let now = Duration::ZERO;
         d.handle(1, BackendIo::Acquire, now, &mut l);

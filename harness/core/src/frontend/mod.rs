@@ -54,7 +54,7 @@
 //! a basic `LOGIN` across client sessions:
 //!
 //! * After such a login the front-end follows the leased traffic in both directions with a
-//!   line and literal scanner ([`backend::StreamScanner`]; it holds at most one line of 256
+//!   line and literal scanner ([`stream_scanner::StreamScanner`]; it holds at most one line of 256
 //!   octets, literal data and longer lines pass through as they come), counting the
 //!   client's tagged commands and the back-end's tagged completions. A client `tag LOGOUT`
 //!   at a command boundary is not relayed: once every earlier command has its completion
@@ -118,7 +118,7 @@
 //! worth (at least 4 KiB); beyond that the session says goodbye and closes. Input
 //! pipelined in the same read as the login waits in the framer and follows the login to
 //! the leased connection (the adapter's read size bounds it). Back-end replies before the
-//! lease are read line by line up to [`backend::MAX_REPLY_LINE`]; literal octets in them
+//! lease are read line by line up to [`backend_reply::MAX_REPLY_LINE`]; literal octets in them
 //! are counted, not buffered. A broken or closed back-end fails the client's request with
 //! `NO [UNAVAILABLE]` / `-ERR [SYS/TEMP]` and its connection is discarded.
 //!
@@ -129,12 +129,14 @@
 //! to the pool)`): SASL data is described, never shown in base64, and passwords never
 //! appear.
 
-pub mod backend;
+pub mod backend_reply;
 pub mod cache;
 pub mod director;
 pub mod inprocess;
 pub mod pool;
+pub mod sasl_trace;
 pub mod session;
+pub mod stream_scanner;
 
 #[cfg(test)]
 mod tests;

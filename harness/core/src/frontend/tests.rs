@@ -96,18 +96,8 @@ impl Client {
 
 fn ntlm_client(user: &str, password: &str) -> NtlmInitiator {
     NtlmInitiator::new(
-        ntlm::Credentials {
-            user: user.into(),
-            password: password.into(),
-            domain: "EXAMPLE".into(),
-            workstation: "WS".into(),
-        },
-        ntlm::InitiatorOptions {
-            client_challenge: [7; 8],
-            random_session_key: [9; 16],
-            prefer: ntlm::ResponseKind::V2,
-            send_mic: true,
-        },
+        ntlm::Credentials::example(user, password),
+        ntlm::InitiatorOptions::fixed(7, 9, ntlm::ResponseKind::V2, true),
     )
 }
 
@@ -841,42 +831,34 @@ fn seeded_mutation_smoke_run() {
     use crate::rng::SeededRng;
     let mut init = ntlm_client("alice", "secret");
     let neg = format!("{}\r\n", encode_base64(&init.negotiate()));
-    let dict: Vec<Vec<u8>> = [
-        "a LOGIN alice secret\r\n",
-        "b LOGIN bob hunter2\r\n",
-        "c SELECT INBOX\r\n",
-        "d FETCH 1:* BODY[]\r\n",
-        "e LOGOUT\r\n",
-        "f AUTHENTICATE NTLM\r\n",
-        "g CAPABILITY\r\n",
-        "*\r\n",
-        "USER alice\r\n",
-        "PASS secret\r\n",
-        "USER bob\r\nPASS hunter2\r\n",
-        "RETR 1\r\n",
-        "AUTH NTLM\r\n",
-        "AUTH\r\n",
-        "QUIT\r\n",
-        "h LOGIN {5}\r\nalice secret\r\n",
-        "\r\n",
-        "\x00",
-    ]
-    .iter()
-    .map(|s| s.as_bytes().to_vec())
-    .chain([neg.into_bytes(), vec![0xff, b'\n'], vec![b'Z'; 300]])
-    .collect();
+    let dict = crate::fuzzing::ops::dictionary(
+        &[
+            "a LOGIN alice secret\r\n",
+            "b LOGIN bob hunter2\r\n",
+            "c SELECT INBOX\r\n",
+            "d FETCH 1:* BODY[]\r\n",
+            "e LOGOUT\r\n",
+            "f AUTHENTICATE NTLM\r\n",
+            "g CAPABILITY\r\n",
+            "*\r\n",
+            "USER alice\r\n",
+            "PASS secret\r\n",
+            "USER bob\r\nPASS hunter2\r\n",
+            "RETR 1\r\n",
+            "AUTH NTLM\r\n",
+            "AUTH\r\n",
+            "QUIT\r\n",
+            "h LOGIN {5}\r\nalice secret\r\n",
+            "\r\n",
+            "\x00",
+        ],
+        [neg.into_bytes(), vec![0xff, b'\n'], vec![b'Z'; 300]],
+    );
     let mut rng = SeededRng::new(306_874);
     let mut authenticated = [0usize; 2];
     for _ in 0..300 {
-        let mut data = vec![(rng.next_u64() % 16) as u8];
-        for _ in 0..(rng.next_u64() % 10) {
-            let pick = (rng.next_u64() as usize) % dict.len();
-            data.extend_from_slice(&dict[pick]);
-            if rng.next_u64() % 6 == 0 {
-                let at = (rng.next_u64() as usize) % data.len();
-                data[at] = rng.next_u64() as u8;
-            }
-        }
+        let setup = (rng.next_u64() % 16) as u8;
+        let data = crate::fuzzing::ops::dictionary_input(&mut rng, setup, &dict, 10, 6);
         let protocol = usize::from(data[0] & 1);
         authenticated[protocol] += inprocess::fuzz_two_sessions(&data);
     }

@@ -18,10 +18,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arbitrary::{Arbitrary, Unstructured};
+use arbitrary::Unstructured;
 
 use super::imap_ops::continuation;
-use super::ops::{self, account, byte, choice, flag, Seed, MAX_OPS, USERS};
+use super::ops::{self, account, byte, choice, flag, Seed, USERS};
 use crate::frontend::inprocess::InProcessSession;
 use crate::frontend::{FrontendProfile, InProcessFrontend, Protocol, FRONTEND_PROFILE_NAMES};
 use crate::imap::StoreCaps;
@@ -224,12 +224,7 @@ pub fn run(data: &[u8]) -> Reached {
     };
     let sessions = if setup & 0x20 == 0 { 2 } else { 3 };
     let mut lanes: Vec<Lane> = (0..sessions).map(|_| run.lane()).collect();
-    let mut played = 0;
-    while !u.is_empty() && played < MAX_OPS {
-        let Ok(op) = Op::arbitrary(&mut u) else {
-            break;
-        };
-        played += 1;
+    for op in ops::read_ops::<Action>(&mut u) {
         let k = usize::from(op.session) % sessions;
         if let Action::Reconnect = op.action {
             let fresh = run.lane();
@@ -262,12 +257,7 @@ pub fn run(data: &[u8]) -> Reached {
     let stats = run.fe.stats();
     assert!(stats.closed <= stats.opened, "{stats:?}");
     run.reached.reused |= stats.reused > 0;
-    let sessions: Vec<(Option<String>, &[u8])> = run
-        .done
-        .iter()
-        .map(|(u, o)| (u.clone(), o.as_slice()))
-        .collect();
-    ops::assert_isolated(&sessions, &run.all_input);
+    ops::assert_isolated(&run.done, &run.all_input);
     run.reached
 }
 
@@ -313,18 +303,8 @@ fn play(run: &mut Run, lane: &mut Lane, k: usize, action: &Action) {
         Action::Ntlm { user, right } => {
             let (name, password) = account(*user, *right);
             let mut client = NtlmInitiator::new(
-                Credentials {
-                    user: name.into(),
-                    password: password.into(),
-                    domain: "EXAMPLE".into(),
-                    workstation: "WS".into(),
-                },
-                InitiatorOptions {
-                    client_challenge: [0xC1; 8],
-                    random_session_key: [0x5A; 16],
-                    prefer: ResponseKind::V2,
-                    send_mic: true,
-                },
+                Credentials::example(name, password),
+                InitiatorOptions::fixed(0xC1, 0x5A, ResponseKind::V2, true),
             );
             let start = if imap {
                 format!("{tag} AUTHENTICATE NTLM\r\n")

@@ -15,9 +15,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arbitrary::{Arbitrary, Unstructured};
+use arbitrary::Unstructured;
 
-use super::ops::{self, account, at, byte, choice, flag, Seed, MAX_OPS, USERS};
+use super::ops::{self, account, at, byte, choice, flag, Seed, USERS};
 use crate::imap::{tagged_lines, ImapServer, StoreCaps};
 use crate::profile::Profile;
 use crate::sasl::encode_base64;
@@ -344,12 +344,7 @@ pub fn run(data: &[u8]) -> Reached {
         let lane = run.lane();
         run.lanes.push(lane);
     }
-    let mut played = 0;
-    while !u.is_empty() && played < MAX_OPS {
-        let Ok(op) = Op::arbitrary(&mut u) else {
-            break;
-        };
-        played += 1;
+    for op in ops::read_ops::<Action>(&mut u) {
         let k = usize::from(op.session) % sessions;
         play(&mut run, k, &op.action);
         check_lane(&run.lanes[k], k);
@@ -365,12 +360,7 @@ pub fn run(data: &[u8]) -> Reached {
     for (k, lane) in lanes.into_iter().enumerate() {
         finish(&mut run, k, lane);
     }
-    let sessions: Vec<(Option<String>, &[u8])> = run
-        .done
-        .iter()
-        .map(|(u, o)| (u.clone(), o.as_slice()))
-        .collect();
-    ops::assert_isolated(&sessions, &run.all_input);
+    ops::assert_isolated(&run.done, &run.all_input);
     run.reached
 }
 

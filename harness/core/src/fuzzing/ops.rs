@@ -123,6 +123,20 @@ impl<'a, A: OpAction> Arbitrary<'a> for Op<A> {
     }
 }
 
+/// The operations of an input, in order: at most [`MAX_OPS`], until the input runs out.
+pub fn read_ops<'u, 'd, A: OpAction>(
+    u: &'u mut Unstructured<'d>,
+) -> impl Iterator<Item = Op<A>> + use<'u, 'd, A> {
+    let mut played = 0;
+    std::iter::from_fn(move || {
+        if u.is_empty() || played >= MAX_OPS {
+            return None;
+        }
+        played += 1;
+        Op::arbitrary(u).ok()
+    })
+}
+
 impl<A: OpAction> SeedOp for Op<A> {
     fn write(&self, s: &mut Seed) {
         s.byte(self.session);
@@ -196,7 +210,7 @@ pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
 /// No session shows mail of a user it is not authenticated as. `sessions` holds each
 /// session's authenticated user (lower case) and everything it wrote; a marker some
 /// client sent itself (it could have stored it) does not count.
-pub fn assert_isolated(sessions: &[(Option<String>, &[u8])], all_input: &[u8]) {
+pub fn assert_isolated(sessions: &[(Option<String>, Vec<u8>)], all_input: &[u8]) {
     // Each marker is looked for in the input once, not once per session.
     let watched: Vec<(&str, String)> = USERS
         .iter()
@@ -228,6 +242,38 @@ pub fn reveals(sent: &[u8], password: &str) -> bool {
             .any(|d| contains(&d, pw))
 }
 
+/// The words of a seeded smoke run: `words`, then `extra` (binary ones).
+#[cfg(test)]
+pub(crate) fn dictionary(words: &[&str], extra: impl IntoIterator<Item = Vec<u8>>) -> Vec<Vec<u8>> {
+    words
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .chain(extra)
+        .collect()
+}
+
+/// A seeded smoke input: `setup`, then fewer than `words_below` words of `dict`, each
+/// followed, one time in `flip_one_in`, by one random octet of the input changed.
+#[cfg(test)]
+pub(crate) fn dictionary_input(
+    rng: &mut crate::rng::SeededRng,
+    setup: u8,
+    dict: &[Vec<u8>],
+    words_below: u64,
+    flip_one_in: u64,
+) -> Vec<u8> {
+    let mut data = vec![setup];
+    for _ in 0..(rng.next_u64() % words_below) {
+        let pick = (rng.next_u64() as usize) % dict.len();
+        data.extend_from_slice(&dict[pick]);
+        if rng.next_u64() % flip_one_in == 0 {
+            let at = (rng.next_u64() as usize) % data.len();
+            data[at] = rng.next_u64() as u8;
+        }
+    }
+    data
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,6 +301,6 @@ mod tests {
     #[should_panic(expected = "received mail of bob")]
     fn isolation_check_can_fail() {
         let out = b"* 1 FETCH (BODY[] {5}\r\nHello bob, this is message number 1.\r\n";
-        assert_isolated(&[(Some("alice".into()), &out[..])], b"");
+        assert_isolated(&[(Some("alice".into()), out.to_vec())], b"");
     }
 }

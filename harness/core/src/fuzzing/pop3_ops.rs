@@ -16,9 +16,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arbitrary::{Arbitrary, Unstructured};
+use arbitrary::Unstructured;
 
-use super::ops::{self, account, byte, choice, flag, Seed, MAX_OPS, USERS};
+use super::ops::{self, account, byte, choice, flag, Seed, USERS};
 use crate::pop3::{apop_digest, check_write, stream_reveals, Command, Pop3Server};
 use crate::profile::Profile;
 use crate::sasl::encode_base64;
@@ -237,12 +237,7 @@ pub fn run(data: &[u8]) -> Reached {
     };
     let sessions = 1 + usize::from(setup % 3);
     let mut lanes: Vec<Lane> = (0..sessions).map(|_| run.lane()).collect();
-    let mut played = 0;
-    while !u.is_empty() && played < MAX_OPS {
-        let Ok(op) = Op::arbitrary(&mut u) else {
-            break;
-        };
-        played += 1;
+    for op in ops::read_ops::<Action>(&mut u) {
         let k = usize::from(op.session) % sessions;
         let before = run.counts();
         // Who may commit deletions in this operation, and how many.
@@ -299,12 +294,7 @@ pub fn run(data: &[u8]) -> Reached {
         );
         run.world.store.unlock_maildrop(name);
     }
-    let sessions: Vec<(Option<String>, &[u8])> = run
-        .done
-        .iter()
-        .map(|(u, o)| (u.clone(), o.as_slice()))
-        .collect();
-    ops::assert_isolated(&sessions, &run.all_input);
+    ops::assert_isolated(&run.done, &run.all_input);
     run.reached
 }
 

@@ -31,42 +31,40 @@ const USER: u8 = 2;
 fn imap_seeds() -> Vec<(&'static str, Vec<u8>)> {
     use imap::Action::*;
     let o = imap_op;
+    let login = |session, user, right| o(session, Login { user, right });
+    let select = |session, mailbox, examine| o(session, Select { mailbox, examine });
+    let fetch = |session, seq, item, uid| o(session, Fetch { seq, item, uid });
+    let store = |session, seq, mode, flag| o(session, Store { seq, mode, flag });
+    let append = |session, mailbox, size, non_sync| {
+        o(
+            session,
+            Append {
+                mailbox,
+                size,
+                non_sync,
+            },
+        )
+    };
+    let auth_plain = |session, user, right, cancel| {
+        o(
+            session,
+            AuthPlain {
+                user,
+                right,
+                cancel,
+            },
+        )
+    };
     vec![
         (
             "login-select-fetch-expunge",
             super::ops::seed(
                 0,
                 &[
-                    o(
-                        0,
-                        Login {
-                            user: ALICE,
-                            right: true,
-                        },
-                    ),
-                    o(
-                        0,
-                        Select {
-                            mailbox: 0,
-                            examine: false,
-                        },
-                    ),
-                    o(
-                        0,
-                        Fetch {
-                            seq: 1,
-                            item: 1,
-                            uid: false,
-                        },
-                    ),
-                    o(
-                        0,
-                        Store {
-                            seq: 0,
-                            mode: 0,
-                            flag: 0,
-                        },
-                    ),
+                    login(0, ALICE, true),
+                    select(0, 0, false),
+                    fetch(0, 1, 1, false),
+                    store(0, 0, 0, 0),
                     o(0, Expunge),
                     o(0, Logout),
                 ],
@@ -77,58 +75,13 @@ fn imap_seeds() -> Vec<(&'static str, Vec<u8>)> {
             super::ops::seed(
                 1,
                 &[
-                    o(
-                        0,
-                        Login {
-                            user: ALICE,
-                            right: true,
-                        },
-                    ),
-                    o(
-                        1,
-                        Login {
-                            user: BOB,
-                            right: true,
-                        },
-                    ),
-                    o(
-                        0,
-                        Select {
-                            mailbox: 0,
-                            examine: true,
-                        },
-                    ),
-                    o(
-                        1,
-                        Select {
-                            mailbox: 2,
-                            examine: false,
-                        },
-                    ),
-                    o(
-                        1,
-                        Append {
-                            mailbox: 0,
-                            size: 4,
-                            non_sync: false,
-                        },
-                    ),
-                    o(
-                        0,
-                        Fetch {
-                            seq: 1,
-                            item: 7,
-                            uid: true,
-                        },
-                    ),
-                    o(
-                        1,
-                        Fetch {
-                            seq: 1,
-                            item: 1,
-                            uid: false,
-                        },
-                    ),
+                    login(0, ALICE, true),
+                    login(1, BOB, true),
+                    select(0, 0, true),
+                    select(1, 2, false),
+                    append(1, 0, 4, false),
+                    fetch(0, 1, 7, true),
+                    fetch(1, 1, 1, false),
                     o(0, Search { key: 1 }),
                 ],
             ),
@@ -138,42 +91,15 @@ fn imap_seeds() -> Vec<(&'static str, Vec<u8>)> {
             super::ops::seed(
                 2,
                 &[
-                    o(
-                        0,
-                        Login {
-                            user: BOB,
-                            right: false,
-                        },
-                    ),
-                    o(
-                        1,
-                        AuthPlain {
-                            user: USER,
-                            right: true,
-                            cancel: false,
-                        },
-                    ),
+                    login(0, BOB, false),
+                    auth_plain(1, USER, true, false),
                     o(2, Garbage(b"a1 AUTHENTICATE PLAIN".to_vec())),
-                    o(
-                        0,
-                        Fetch {
-                            seq: 0,
-                            item: 0,
-                            uid: false,
-                        },
-                    ),
+                    fetch(0, 0, 0, false),
                     o(2, Garbage(b"\xff\xfe LOGIN {5}".to_vec())),
                     o(1, Idle { done: false }),
                     o(0, Tick(2)),
                     o(1, Noop),
-                    o(
-                        2,
-                        AuthPlain {
-                            user: ALICE,
-                            right: false,
-                            cancel: true,
-                        },
-                    ),
+                    auth_plain(2, ALICE, false, true),
                 ],
             ),
         ),
@@ -182,53 +108,15 @@ fn imap_seeds() -> Vec<(&'static str, Vec<u8>)> {
             super::ops::seed(
                 1,
                 &[
-                    o(
-                        0,
-                        Login {
-                            user: ALICE,
-                            right: true,
-                        },
-                    ),
-                    o(
-                        1,
-                        Login {
-                            user: ALICE,
-                            right: true,
-                        },
-                    ),
-                    o(
-                        0,
-                        Select {
-                            mailbox: 0,
-                            examine: false,
-                        },
-                    ),
-                    o(
-                        1,
-                        Select {
-                            mailbox: 0,
-                            examine: false,
-                        },
-                    ),
+                    login(0, ALICE, true),
+                    login(1, ALICE, true),
+                    select(0, 0, false),
+                    select(1, 0, false),
                     o(1, Idle { done: false }),
-                    o(
-                        0,
-                        Store {
-                            seq: 2,
-                            mode: 2,
-                            flag: 0,
-                        },
-                    ),
+                    store(0, 2, 2, 0),
                     o(0, Expunge),
                     o(0, Tick(2)),
-                    o(
-                        1,
-                        Fetch {
-                            seq: 1,
-                            item: 0,
-                            uid: false,
-                        },
-                    ),
+                    fetch(1, 1, 0, false),
                 ],
             ),
         ),
@@ -237,54 +125,15 @@ fn imap_seeds() -> Vec<(&'static str, Vec<u8>)> {
             super::ops::seed(
                 4,
                 &[
-                    o(
-                        0,
-                        Login {
-                            user: USER,
-                            right: true,
-                        },
-                    ),
-                    o(
-                        0,
-                        Append {
-                            mailbox: 0,
-                            size: 40,
-                            non_sync: false,
-                        },
-                    ),
-                    o(
-                        0,
-                        Append {
-                            mailbox: 0,
-                            size: 3,
-                            non_sync: true,
-                        },
-                    ),
+                    login(0, USER, true),
+                    append(0, 0, 40, false),
+                    append(0, 0, 3, true),
                     o(0, Create { mailbox: 1 }),
                     o(0, Reconnect),
-                    o(
-                        0,
-                        Login {
-                            user: USER,
-                            right: true,
-                        },
-                    ),
-                    o(
-                        0,
-                        Select {
-                            mailbox: 0,
-                            examine: false,
-                        },
-                    ),
+                    login(0, USER, true),
+                    select(0, 0, false),
                     o(0, Copy { seq: 1, mailbox: 1 }),
-                    o(
-                        0,
-                        Fetch {
-                            seq: 3,
-                            item: 1,
-                            uid: false,
-                        },
-                    ),
+                    fetch(0, 3, 1, false),
                     o(1, Tick(200)),
                 ],
             ),
@@ -295,6 +144,8 @@ fn imap_seeds() -> Vec<(&'static str, Vec<u8>)> {
 fn pop3_seeds() -> Vec<(&'static str, Vec<u8>)> {
     use pop3::Action::*;
     let o = pop3_op;
+    let apop = |session, user, right| o(session, Apop { user, right });
+    let auth_plain = |session, user, right| o(session, AuthPlain { user, right });
     vec![
         (
             "user-pass-dele-quit",
@@ -335,22 +186,10 @@ fn pop3_seeds() -> Vec<(&'static str, Vec<u8>)> {
             super::ops::seed(
                 1,
                 &[
-                    o(
-                        0,
-                        Apop {
-                            user: ALICE,
-                            right: true,
-                        },
-                    ),
+                    apop(0, ALICE, true),
                     o(1, User { user: ALICE }),
                     o(1, Pass { right: true }),
-                    o(
-                        1,
-                        AuthPlain {
-                            user: BOB,
-                            right: true,
-                        },
-                    ),
+                    auth_plain(1, BOB, true),
                     o(0, Dele(2)),
                     o(1, Retr(1)),
                     o(0, Tick(250)),
@@ -367,13 +206,7 @@ fn pop3_seeds() -> Vec<(&'static str, Vec<u8>)> {
                     o(1, User { user: USER }),
                     o(1, Pass { right: false }),
                     o(2, Garbage(b"\x00\xffDELE 1".to_vec())),
-                    o(
-                        2,
-                        AuthPlain {
-                            user: USER,
-                            right: false,
-                        },
-                    ),
+                    auth_plain(2, USER, false),
                     o(0, Capa),
                     o(1, Top(1, 0)),
                     o(2, Uidl(0)),
@@ -386,33 +219,18 @@ fn pop3_seeds() -> Vec<(&'static str, Vec<u8>)> {
 fn frontend_seeds() -> Vec<(&'static str, Vec<u8>)> {
     use fe::Action::*;
     let o = fe_op;
+    let login = |session, user, right| o(session, Login { user, right });
+    let ntlm = |session, user, right| o(session, Ntlm { user, right });
+    let auth_plain = |session, user, right| o(session, AuthPlain { user, right });
     vec![
         (
             "imap-rtm-pool1-two-users",
             super::ops::seed(
                 0,
                 &[
-                    o(
-                        0,
-                        Login {
-                            user: ALICE,
-                            right: false,
-                        },
-                    ),
-                    o(
-                        0,
-                        Login {
-                            user: ALICE,
-                            right: true,
-                        },
-                    ),
-                    o(
-                        1,
-                        Login {
-                            user: BOB,
-                            right: true,
-                        },
-                    ),
+                    login(0, ALICE, false),
+                    login(0, ALICE, true),
+                    login(1, BOB, true),
                     o(0, Select),
                     o(1, Select),
                     o(0, Read(0)),
@@ -429,27 +247,9 @@ fn frontend_seeds() -> Vec<(&'static str, Vec<u8>)> {
             super::ops::seed(
                 4,
                 &[
-                    o(
-                        0,
-                        Ntlm {
-                            user: ALICE,
-                            right: true,
-                        },
-                    ),
-                    o(
-                        1,
-                        Ntlm {
-                            user: BOB,
-                            right: false,
-                        },
-                    ),
-                    o(
-                        1,
-                        Login {
-                            user: BOB,
-                            right: true,
-                        },
-                    ),
+                    ntlm(0, ALICE, true),
+                    ntlm(1, BOB, false),
+                    login(1, BOB, true),
                     o(0, Select),
                     o(0, Read(0)),
                     o(1, Select),
@@ -462,28 +262,10 @@ fn frontend_seeds() -> Vec<(&'static str, Vec<u8>)> {
             super::ops::seed(
                 1,
                 &[
-                    o(
-                        0,
-                        Ntlm {
-                            user: ALICE,
-                            right: true,
-                        },
-                    ),
-                    o(
-                        1,
-                        AuthPlain {
-                            user: BOB,
-                            right: true,
-                        },
-                    ),
+                    ntlm(0, ALICE, true),
+                    auth_plain(1, BOB, true),
                     o(1, Read(0)),
-                    o(
-                        0,
-                        Login {
-                            user: ALICE,
-                            right: true,
-                        },
-                    ),
+                    login(0, ALICE, true),
                     o(0, Read(1)),
                     o(0, Logout),
                     o(1, Logout),
@@ -495,37 +277,13 @@ fn frontend_seeds() -> Vec<(&'static str, Vec<u8>)> {
             super::ops::seed(
                 1 | (3 << 1) | (1 << 3) | 0x20,
                 &[
-                    o(
-                        0,
-                        Login {
-                            user: USER,
-                            right: true,
-                        },
-                    ),
-                    o(
-                        1,
-                        Login {
-                            user: USER,
-                            right: true,
-                        },
-                    ),
+                    login(0, USER, true),
+                    login(1, USER, true),
                     o(2, Garbage(b"PASS pass".to_vec())),
-                    o(
-                        2,
-                        Login {
-                            user: ALICE,
-                            right: false,
-                        },
-                    ),
+                    login(2, ALICE, false),
                     o(0, Read(2)),
                     o(0, Reconnect),
-                    o(
-                        0,
-                        Login {
-                            user: BOB,
-                            right: true,
-                        },
-                    ),
+                    login(0, BOB, true),
                     o(0, Read(0)),
                 ],
             ),
@@ -694,12 +452,29 @@ fn mutants(seeds: Vec<(&'static str, Vec<u8>)>, seed: u64, count: usize) -> Vec<
     out
 }
 
+/// Plays `count` mutants of `seeds` (mutated from `seed`) through a target; each state it
+/// reports must be reached at least 50 times.
+fn assert_states_reached<const N: usize>(
+    seeds: Vec<(&'static str, Vec<u8>)>,
+    seed: u64,
+    count: usize,
+    states: impl Fn(&[u8]) -> [bool; N],
+) {
+    let mut n = [0usize; N];
+    for data in mutants(seeds, seed, count) {
+        for (c, hit) in n.iter_mut().zip(states(&data)) {
+            *c += usize::from(hit);
+        }
+    }
+    eprintln!("states reached: {n:?}");
+    assert!(n.iter().all(|&c| c >= 50), "states reached: {n:?}");
+}
+
 #[test]
 fn imap_server_ops_smoke_run() {
-    let mut n = [0usize; 7];
-    for data in mutants(imap_seeds(), 11, 1500) {
-        let r = imap::run(&data);
-        for (c, hit) in n.iter_mut().zip([
+    assert_states_reached(imap_seeds(), 11, 1500, |data| {
+        let r = imap::run(data);
+        [
             r.authenticated,
             r.selected,
             r.fetched_body,
@@ -707,50 +482,36 @@ fn imap_server_ops_smoke_run() {
             r.expunged,
             r.idled,
             r.concurrent,
-        ]) {
-            *c += usize::from(hit);
-        }
-    }
-    eprintln!("states reached: {n:?}");
-    assert!(n.iter().all(|&c| c >= 50), "states reached: {n:?}");
+        ]
+    });
 }
 
 #[test]
 fn pop3_server_ops_smoke_run() {
-    let mut n = [0usize; 5];
-    for data in mutants(pop3_seeds(), 12, 1500) {
-        let r = pop3::run(&data);
-        for (c, hit) in n.iter_mut().zip([
+    assert_states_reached(pop3_seeds(), 12, 1500, |data| {
+        let r = pop3::run(data);
+        [
             r.authenticated,
             r.retrieved,
             r.committed,
             r.abandoned,
             r.in_use,
-        ]) {
-            *c += usize::from(hit);
-        }
-    }
-    eprintln!("states reached: {n:?}");
-    assert!(n.iter().all(|&c| c >= 50), "states reached: {n:?}");
+        ]
+    });
 }
 
 #[test]
 fn frontend_pool_ops_smoke_run() {
-    let mut n = [0usize; 5];
-    for data in mutants(frontend_seeds(), 13, 1000) {
-        let r = fe::run(&data);
-        for (c, hit) in n.iter_mut().zip([
+    assert_states_reached(frontend_seeds(), 13, 1000, |data| {
+        let r = fe::run(data);
+        [
             r.authenticated,
             r.ntlm_authenticated,
             r.read_mail,
             r.two_users,
             r.reused,
-        ]) {
-            *c += usize::from(hit);
-        }
-    }
-    eprintln!("states reached: {n:?}");
-    assert!(n.iter().all(|&c| c >= 50), "states reached: {n:?}");
+        ]
+    });
 }
 
 #[test]

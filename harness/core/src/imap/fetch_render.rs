@@ -4,7 +4,7 @@
 use imap_codec::imap_types::fetch::{MessageDataItemName, Part, Section};
 
 use super::date;
-use super::message::{self, write_astring};
+use super::message::{self, write_astring, write_list};
 use super::mime;
 use super::view::ViewMsg;
 use crate::world::{DerivedText, StoredMessage};
@@ -188,14 +188,8 @@ fn write_section(out: &mut Vec<u8>, s: &Section<'_>) {
         }
     };
     let field_list = |out: &mut Vec<u8>, list: &[imap_codec::imap_types::core::AString<'_>]| {
-        out.extend_from_slice(b" (");
-        for (i, a) in list.iter().enumerate() {
-            if i > 0 {
-                out.push(b' ');
-            }
-            write_astring(out, a.as_ref());
-        }
-        out.push(b')');
+        out.push(b' ');
+        write_list(out, list, |out, a| write_astring(out, a.as_ref()));
     };
     match s {
         Section::Part(p) => write_part(out, p),

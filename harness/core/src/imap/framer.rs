@@ -8,6 +8,8 @@
 //! framed to its end (its literal octets are counted and dropped, never stored), so that
 //! literal data can never be mistaken for a command.
 
+use harness_wire::imap::literal_at_end;
+
 /// How the next input is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameMode {
@@ -358,28 +360,20 @@ impl Framer {
     }
 }
 
-/// `{digits}` or `{digits+}` at the very end of a line (line ending removed, or with LF).
+/// `{digits}` or `{digits+}` at the very end of a line (line ending removed, or with LF),
+/// read by the literal rule of the one response reader (`harness_wire::imap`). Every CR
+/// and LF at the end is removed first, as this framer always has; an absurd count
+/// saturates and is refused by the limit check anyway.
 fn announcement(line: &[u8]) -> Option<Announcement> {
     let mut end = line.len();
     while end > 0 && matches!(line.get(end - 1), Some(b'\r' | b'\n')) {
         end -= 1;
     }
-    let body = line.get(..end)?;
-    let body = body.strip_suffix(b"}")?;
-    let open = body.iter().rposition(|&b| b == b'{')?;
-    let inner = body.get(open + 1..)?;
-    let (digits, non_sync) = match inner.strip_suffix(b"+") {
-        Some(d) => (d, true),
-        None => (inner, false),
-    };
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    // An absurd count saturates; it is refused by the limit check anyway.
-    let length = digits.iter().fold(0u64, |acc, &d| {
-        acc.saturating_mul(10).saturating_add(u64::from(d - b'0'))
-    });
-    Some(Announcement { length, non_sync })
+    let literal = literal_at_end(line.get(..end)?)?;
+    Some(Announcement {
+        length: literal.len,
+        non_sync: !literal.synchronizing,
+    })
 }
 
 /// RFC 3501 9: `tag = 1*<any ASTRING-CHAR except "+">`.
@@ -412,38 +406,43 @@ mod tests {
         std::iter::from_fn(|| f.next_frame(mode, cfg)).collect()
     }
 
+    /// Pushes `input` and takes every frame in command mode.
+    fn push_commands(f: &mut Framer, input: &[u8]) -> Vec<Frame> {
+        f.push(input);
+        drain(f, FrameMode::Command, CFG)
+    }
+
+    fn command(bytes: &[u8]) -> Frame {
+        Frame::Command(bytes.to_vec())
+    }
+
+    fn rejected(tag: &str, error: FrameError) -> Frame {
+        Frame::Rejected {
+            tag: Some(tag.into()),
+            error,
+        }
+    }
+
     #[test]
     fn lines_and_pipelining() {
         let mut f = Framer::new();
-        f.push(b"a NOOP\r\nb NO");
-        assert_eq!(
-            drain(&mut f, FrameMode::Command, CFG),
-            vec![Frame::Command(b"a NOOP\r\n".to_vec())]
-        );
-        f.push(b"OP\nc");
-        assert_eq!(
-            drain(&mut f, FrameMode::Command, CFG),
-            vec![Frame::Command(b"b NOOP\r\n".to_vec())]
-        );
+        let frames = push_commands(&mut f, b"a NOOP\r\nb NO");
+        assert_eq!(frames, [command(b"a NOOP\r\n")]);
+        let frames = push_commands(&mut f, b"OP\nc");
+        assert_eq!(frames, [command(b"b NOOP\r\n")]);
         assert!(!f.is_idle());
     }
 
     #[test]
     fn sync_literal_asks_then_collects() {
         let mut f = Framer::new();
-        f.push(b"a LOGIN {5}\r\n");
+        let frames = push_commands(&mut f, b"a LOGIN {5}\r\n");
+        assert_eq!(frames, [Frame::ContinuationNeeded]);
+        assert!(push_commands(&mut f, b"ali").is_empty());
+        let frames = push_commands(&mut f, b"ce {3+}\r\nx\ny pw\r\n");
         assert_eq!(
-            drain(&mut f, FrameMode::Command, CFG),
-            vec![Frame::ContinuationNeeded]
-        );
-        f.push(b"ali");
-        assert!(drain(&mut f, FrameMode::Command, CFG).is_empty());
-        f.push(b"ce {3+}\r\nx\ny pw\r\n");
-        assert_eq!(
-            drain(&mut f, FrameMode::Command, CFG),
-            vec![Frame::Command(
-                b"a LOGIN {5}\r\nalice {3+}\r\nx\ny pw\r\n".to_vec()
-            )]
+            frames,
+            [command(b"a LOGIN {5}\r\nalice {3+}\r\nx\ny pw\r\n")]
         );
         assert!(f.is_idle());
     }
@@ -451,37 +450,24 @@ mod tests {
     #[test]
     fn oversized_sync_literal_is_refused_before_buffering() {
         let mut f = Framer::new();
-        f.push(b"a APPEND INBOX {4294967296}\r\nb NOOP\r\n");
-        assert_eq!(
-            drain(&mut f, FrameMode::Command, CFG),
-            vec![
-                Frame::Rejected {
-                    tag: Some("a".into()),
-                    error: FrameError::LiteralTooLarge {
-                        length: 4294967296,
-                        limit: 100
-                    }
-                },
-                Frame::Command(b"b NOOP\r\n".to_vec())
-            ]
-        );
+        let frames = push_commands(&mut f, b"a APPEND INBOX {4294967296}\r\nb NOOP\r\n");
+        let too_large = FrameError::LiteralTooLarge {
+            length: 4294967296,
+            limit: 100,
+        };
+        assert_eq!(frames, [rejected("a", too_large), command(b"b NOOP\r\n")]);
         assert!(f.held() == 0);
     }
 
     #[test]
     fn oversized_non_sync_literal_is_skipped() {
         let mut f = Framer::new();
-        f.push(b"a APPEND INBOX {150+}\r\n");
-        let frames = drain(&mut f, FrameMode::Command, CFG);
+        let frames = push_commands(&mut f, b"a APPEND INBOX {150+}\r\n");
         assert!(matches!(frames.as_slice(), [Frame::Rejected { .. }]));
-        f.push(&[b'x'; 149]);
-        assert!(drain(&mut f, FrameMode::Command, CFG).is_empty());
+        assert!(push_commands(&mut f, &[b'x'; 149]).is_empty());
         assert_eq!(f.held(), 0);
-        f.push(b"x more {2+}\r\nyy\r\nb NOOP\r\n");
-        assert_eq!(
-            drain(&mut f, FrameMode::Command, CFG),
-            vec![Frame::Command(b"b NOOP\r\n".to_vec())]
-        );
+        let frames = push_commands(&mut f, b"x more {2+}\r\nyy\r\nb NOOP\r\n");
+        assert_eq!(frames, [command(b"b NOOP\r\n")]);
     }
 
     #[test]
@@ -494,12 +480,9 @@ mod tests {
         f.push(b"a LOGIN {2+}\r\nab x\r\nb NOOP\r\n");
         assert_eq!(
             drain(&mut f, FrameMode::Command, cfg),
-            vec![
-                Frame::Rejected {
-                    tag: Some("a".into()),
-                    error: FrameError::NonSyncLiteralNotAdvertised
-                },
-                Frame::Command(b"b NOOP\r\n".to_vec())
+            [
+                rejected("a", FrameError::NonSyncLiteralNotAdvertised),
+                command(b"b NOOP\r\n")
             ]
         );
     }
@@ -508,24 +491,17 @@ mod tests {
     fn long_line_is_dropped_without_holding_it() {
         let mut f = Framer::new();
         f.push(b"t1 NOOP ");
-        f.push(&[b'z'; 200]);
+        let frames = push_commands(&mut f, &[b'z'; 200]);
         assert_eq!(
-            drain(&mut f, FrameMode::Command, CFG),
-            vec![Frame::Rejected {
-                tag: Some("t1".into()),
-                error: FrameError::LineTooLong { limit: 64 }
-            }]
+            frames,
+            [rejected("t1", FrameError::LineTooLong { limit: 64 })]
         );
         assert!(f.held() == 0);
-        f.push(&[b'z'; 500]);
-        assert!(drain(&mut f, FrameMode::Command, CFG).is_empty());
+        assert!(push_commands(&mut f, &[b'z'; 500]).is_empty());
         assert!(f.held() == 0);
         // The over-long line announced a non-sync literal: its data is skipped too.
-        f.push(b"{3+}\r\nabc\r\nt2 NOOP\r\n");
-        assert_eq!(
-            drain(&mut f, FrameMode::Command, CFG),
-            vec![Frame::Command(b"t2 NOOP\r\n".to_vec())]
-        );
+        let frames = push_commands(&mut f, b"{3+}\r\nabc\r\nt2 NOOP\r\n");
+        assert_eq!(frames, [command(b"t2 NOOP\r\n")]);
     }
 
     #[test]
@@ -536,17 +512,9 @@ mod tests {
         let mut burst = b"t1 NOOP ".to_vec();
         burst.extend_from_slice(&[b'x'; 300]);
         burst.extend_from_slice(b"\r\nt2 NOOP\r\n");
-        f.push(&burst);
-        assert_eq!(
-            drain(&mut f, FrameMode::Command, CFG),
-            vec![
-                Frame::Rejected {
-                    tag: Some("t1".into()),
-                    error: FrameError::LineTooLong { limit: 64 }
-                },
-                Frame::Command(b"t2 NOOP\r\n".to_vec())
-            ]
-        );
+        let frames = push_commands(&mut f, &burst);
+        let too_long = FrameError::LineTooLong { limit: 64 };
+        assert_eq!(frames, [rejected("t1", too_long), command(b"t2 NOOP\r\n")]);
         assert!(f.is_idle());
     }
 
@@ -556,7 +524,7 @@ mod tests {
         f.push(b"dGVzdA==\r\n{3}\r\n");
         assert_eq!(
             drain(&mut f, FrameMode::Line, CFG),
-            vec![
+            [
                 Frame::Line(b"dGVzdA==".to_vec()),
                 Frame::Line(b"{3}".to_vec())
             ]
@@ -565,21 +533,14 @@ mod tests {
         assert_eq!(first_tag(b"* x"), None);
         assert_eq!(first_tag(b"a+b x"), None);
         assert_eq!(first_tag(b"nospace"), None);
-        assert_eq!(
-            announcement(b"x {12}"),
-            Some(Announcement {
-                length: 12,
-                non_sync: false
-            })
-        );
-        assert_eq!(
-            announcement(b"x {12+}\r\n"),
-            Some(Announcement {
-                length: 12,
-                non_sync: true
-            })
-        );
-        assert_eq!(announcement(b"x {}"), None);
-        assert_eq!(announcement(b"x {1a}"), None);
+        for (line, want) in [
+            (&b"x {12}"[..], Some((12, false))),
+            (b"x {12+}\r\n", Some((12, true))),
+            (b"x {}", None),
+            (b"x {1a}", None),
+        ] {
+            let got = announcement(line).map(|a| (a.length, a.non_sync));
+            assert_eq!(got, want, "{line:?}");
+        }
     }
 }

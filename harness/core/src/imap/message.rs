@@ -138,6 +138,23 @@ pub fn write_string(out: &mut Vec<u8>, v: &[u8]) {
     }
 }
 
+/// Appends a parenthesized list, items apart by one space (RFC 3501 9: `"(" x *(SP x)
+/// ")"`), each written by `write_item`.
+pub fn write_list<T>(
+    out: &mut Vec<u8>,
+    items: impl IntoIterator<Item = T>,
+    mut write_item: impl FnMut(&mut Vec<u8>, T),
+) {
+    out.push(b'(');
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        write_item(out, item);
+    }
+    out.push(b')');
+}
+
 /// Appends an `astring` (mailbox names): an atom when every octet allows it.
 pub fn write_astring(out: &mut Vec<u8>, v: &[u8]) {
     let atom = !v.is_empty()
@@ -227,55 +244,65 @@ fn write_addresses(out: &mut Vec<u8>, value: Option<&[u8]>) {
     out.push(b')');
 }
 
+/// Where the octets of a header value stand (RFC 5322 3.2.4 quoted strings and quoted
+/// pairs, 3.2.2 nested comments), fed one octet at a time.
+#[derive(Debug, Default)]
+struct Lexer {
+    in_quote: bool,
+    escape: bool,
+    comment_depth: usize,
+}
+
+impl Lexer {
+    /// Moves past `b`; true when `b` is plain text outside quoted strings and comments
+    /// (not a quote, an opening or closing parenthesis of a comment, a backslash that
+    /// escapes, or the octet it escapes).
+    fn step(&mut self, b: u8) -> bool {
+        if self.escape {
+            self.escape = false;
+            return false;
+        }
+        match b {
+            b'\\' if self.in_quote || self.comment_depth > 0 => self.escape = true,
+            b'"' if self.comment_depth == 0 => self.in_quote = !self.in_quote,
+            b'(' if !self.in_quote => self.comment_depth += 1,
+            b')' if !self.in_quote && self.comment_depth > 0 => self.comment_depth -= 1,
+            _ => return !self.in_quote && self.comment_depth == 0,
+        }
+        false
+    }
+}
+
 /// Splits an address list at top-level commas, honouring quotes, comments and angle
 /// brackets, and recognising groups (`name: a, b;`). Lenient: anything odd becomes a
 /// mailbox with no host rather than an error.
 pub fn parse_addresses(value: &[u8]) -> Vec<Address> {
     let mut out = Vec::new();
     let mut item = Vec::new();
-    let mut in_quote = false;
-    let mut escape = false;
-    let mut comment_depth = 0usize;
+    let mut lexer = Lexer::default();
     let mut angle = false;
     let mut in_group = false;
     for &b in value {
-        if escape {
-            escape = false;
+        if !lexer.step(b) {
             item.push(b);
             continue;
         }
         match b {
-            b'\\' if in_quote || comment_depth > 0 => {
-                escape = true;
-                item.push(b);
-            }
-            b'"' if comment_depth == 0 => {
-                in_quote = !in_quote;
-                item.push(b);
-            }
-            b'(' if !in_quote => {
-                comment_depth += 1;
-                item.push(b);
-            }
-            b')' if !in_quote && comment_depth > 0 => {
-                comment_depth -= 1;
-                item.push(b);
-            }
-            b'<' if !in_quote && comment_depth == 0 => {
+            b'<' => {
                 angle = true;
                 item.push(b);
             }
-            b'>' if !in_quote && comment_depth == 0 => {
+            b'>' => {
                 angle = false;
                 item.push(b);
             }
-            b':' if !in_quote && comment_depth == 0 && !angle && !in_group => {
+            b':' if !angle && !in_group => {
                 let name = unquote(trim_ws(&strip_comments(&item)));
                 out.push(Address::GroupStart(name));
                 in_group = true;
                 item.clear();
             }
-            b';' if !in_quote && comment_depth == 0 && !angle && in_group => {
+            b';' if !angle && in_group => {
                 if let Some(a) = parse_one(&item) {
                     out.push(a);
                 }
@@ -283,7 +310,7 @@ pub fn parse_addresses(value: &[u8]) -> Vec<Address> {
                 in_group = false;
                 item.clear();
             }
-            b',' if !in_quote && comment_depth == 0 && !angle => {
+            b',' if !angle => {
                 if let Some(a) = parse_one(&item) {
                     out.push(a);
                 }
@@ -301,34 +328,15 @@ pub fn parse_addresses(value: &[u8]) -> Vec<Address> {
     out
 }
 
+/// The value without its comments (quoted strings keep their parentheses).
 fn strip_comments(s: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut depth = 0usize;
-    let mut in_quote = false;
-    let mut escape = false;
+    let mut lexer = Lexer::default();
     for &b in s {
-        if escape {
-            escape = false;
-            if depth == 0 {
-                out.push(b);
-            }
-            continue;
-        }
-        match b {
-            b'\\' if in_quote || depth > 0 => {
-                escape = true;
-                if depth == 0 {
-                    out.push(b);
-                }
-            }
-            b'"' if depth == 0 => {
-                in_quote = !in_quote;
-                out.push(b);
-            }
-            b'(' if !in_quote => depth += 1,
-            b')' if !in_quote && depth > 0 => depth -= 1,
-            _ if depth == 0 => out.push(b),
-            _ => {}
+        let outside = lexer.comment_depth == 0;
+        lexer.step(b);
+        if outside && lexer.comment_depth == 0 {
+            out.push(b);
         }
     }
     out

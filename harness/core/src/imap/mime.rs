@@ -7,7 +7,7 @@ use std::ops::Range;
 
 use mail_parser::{MessageParser, MessagePart, MimeHeaders, PartType};
 
-use super::message::{self, write_nstring, write_string};
+use super::message::{self, write_list, write_nstring, write_string};
 
 /// Nesting of message/rfc822 parts followed before the rest is treated as opaque.
 const MAX_DEPTH: usize = 16;
@@ -198,16 +198,11 @@ fn write_params(out: &mut Vec<u8>, params: &[(String, String)]) {
         out.extend_from_slice(b"NIL");
         return;
     }
-    out.push(b'(');
-    for (i, (k, v)) in params.iter().enumerate() {
-        if i > 0 {
-            out.push(b' ');
-        }
+    write_list(out, params, |out, (k, v)| {
         write_string(out, k.as_bytes());
         out.push(b' ');
         write_string(out, v.as_bytes());
-    }
-    out.push(b')');
+    });
 }
 
 /// RFC 3501 7.4.2 `body`: BODY without extension data, BODYSTRUCTURE with it.
@@ -286,16 +281,7 @@ fn write_ext_tail(out: &mut Vec<u8>, part: &Part) {
     match part.language.as_slice() {
         [] => out.extend_from_slice(b"NIL"),
         [one] => write_string(out, one.as_bytes()),
-        many => {
-            out.push(b'(');
-            for (i, l) in many.iter().enumerate() {
-                if i > 0 {
-                    out.push(b' ');
-                }
-                write_string(out, l.as_bytes());
-            }
-            out.push(b')');
-        }
+        many => write_list(out, many, |out, l| write_string(out, l.as_bytes())),
     }
     out.push(b' ');
     write_nstring(out, part.location.as_deref().map(str::as_bytes));

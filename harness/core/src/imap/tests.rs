@@ -1278,20 +1278,11 @@ fn non_utf8_and_nul_are_bad() {
 fn idle_timeout_says_bye() {
     let mut t = T::default();
     t.login();
-    let deadline = t.s.poll_timeout().unwrap();
-    assert_eq!(deadline, t.now + Duration::from_secs(600));
-    t.s.handle_timeout(deadline - Duration::from_secs(1));
-    assert_eq!(t.outputs(), vec![]);
-    t.s.handle_timeout(deadline);
-    assert_eq!(
-        t.outputs(),
-        vec![
-            Output::Write(b"* BYE Autologout; idle for too long\r\n".to_vec()),
-            Output::Close
-        ]
+    crate::session::assert_idle_autologout(
+        &mut t.s,
+        t.now,
+        b"* BYE Autologout; idle for too long\r\n",
     );
-    assert!(t.s.is_closed());
-    assert_eq!(t.s.poll_timeout(), None);
 }
 
 #[test]

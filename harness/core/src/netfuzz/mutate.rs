@@ -1,8 +1,6 @@
 //! The mutation engine: client lines of transcript scripts, changed by a seeded generator
 //! into cases to send to a live server.
 
-use std::fmt;
-
 use crate::rng::SeededRng;
 use crate::script::{Script, Step};
 
@@ -155,11 +153,7 @@ impl MutationKind {
     }
 }
 
-impl fmt::Display for MutationKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+crate::text::display_by_name!(MutationKind);
 
 /// One line of a case: its bytes, and whether CRLF follows them.
 #[derive(Debug, Clone, PartialEq, Eq)]

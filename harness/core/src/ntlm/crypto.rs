@@ -486,20 +486,39 @@ mod tests {
         utf16le("Plaintext")
     }
 
+    /// `got` is the octets the hex string `want` spells (spaces ignored).
+    #[track_caller]
+    fn assert_hex(got: impl AsRef<[u8]>, want: &str) {
+        assert_eq!(got.as_ref(), &hex(want)[..]);
+    }
+
+    /// KXKEY of a v1 exchange with the spec's password and server challenge.
+    fn kxkey_of(flags: NegotiateFlags, r: &V1Responses) -> [u8; 16] {
+        kxkey_v1(
+            flags,
+            &r.session_base_key,
+            &r.lm,
+            &SERVER_CHALLENGE,
+            &lmowf_v1("Password"),
+        )
+    }
+
+    /// The spec's plaintext sealed client to server with `key`: (sealed, signature).
+    fn seal_plaintext(flags: NegotiateFlags, key: &[u8; 16]) -> (Vec<u8>, [u8; 16]) {
+        SecurityContext::new(flags, key, Direction::ClientToServer).seal(&plaintext())
+    }
+
     #[test]
     fn primitives() {
         // RFC 1320 A.5 and RFC 1321 A.5 "message digest"; RFC 2104 test 1.
-        assert_eq!(
-            md4(b"message digest").to_vec(),
-            hex("d9130a8164549fe818874806e1c7014b")
+        assert_hex(md4(b"message digest"), "d9130a8164549fe818874806e1c7014b");
+        assert_hex(
+            md5(&[b"message digest"]),
+            "f96b697d7cb7938d525a2f31aaf161d0",
         );
-        assert_eq!(
-            md5(&[b"message digest"]).to_vec(),
-            hex("f96b697d7cb7938d525a2f31aaf161d0")
-        );
-        assert_eq!(
-            hmac_md5(&[0x0b; 16], &[b"Hi There"]).to_vec(),
-            hex("9294727a3638bb1c13f48ef8158bfc9d")
+        assert_hex(
+            hmac_md5(&[0x0b; 16], &[b"Hi There"]),
+            "9294727a3638bb1c13f48ef8158bfc9d",
         );
         // RC4 test vector ("Key", "Plaintext") from the original cypherpunks post / Wikipedia.
         assert_eq!(rc4(b"Key", b"Plaintext"), hex("bbf316e8d940af0ad3"));
@@ -514,45 +533,23 @@ mod tests {
     #[test]
     fn ntlm_v1_vectors() {
         let flags = NegotiateFlags(0xE202_8233);
-        assert_eq!(
-            lmowf_v1("Password").to_vec(),
-            hex("e52cac67419a9a224a3b108f3fa6cb6d")
-        );
-        assert_eq!(
-            ntowf_v1("Password").to_vec(),
-            hex("a4f49c406510bdcab6824ee7c30fd852")
-        );
+        assert_hex(lmowf_v1("Password"), "e52cac67419a9a224a3b108f3fa6cb6d");
+        assert_hex(ntowf_v1("Password"), "a4f49c406510bdcab6824ee7c30fd852");
         let r = ntlm_v1("Password", &SERVER_CHALLENGE);
-        assert_eq!(
-            r.session_base_key.to_vec(),
-            hex("d87262b0cde4b1cb7499becccdf10784")
-        );
-        assert_eq!(
-            r.nt.to_vec(),
-            hex("67c43011f30298a2ad35ece64f16331c44bdbed927841f94")
-        );
-        assert_eq!(
-            r.lm.to_vec(),
-            hex("98def7b87f88aa5dafe2df779688a172def11c7d5ccdef13")
-        );
-        let kx = kxkey_v1(
-            flags,
-            &r.session_base_key,
-            &r.lm,
-            &SERVER_CHALLENGE,
-            &lmowf_v1("Password"),
-        );
+        assert_hex(r.session_base_key, "d87262b0cde4b1cb7499becccdf10784");
+        assert_hex(r.nt, "67c43011f30298a2ad35ece64f16331c44bdbed927841f94");
+        assert_hex(r.lm, "98def7b87f88aa5dafe2df779688a172def11c7d5ccdef13");
+        let kx = kxkey_of(flags, &r);
         assert_eq!(kx, r.session_base_key);
-        assert_eq!(
-            rc4_16(&kx, &RANDOM_SESSION_KEY).to_vec(),
-            hex("518822b1b3f350c8958682ecbb3e3cb7")
+        assert_hex(
+            rc4_16(&kx, &RANDOM_SESSION_KEY),
+            "518822b1b3f350c8958682ecbb3e3cb7",
         );
         // §4.2.2.4: without ESS the sealing key is the exported session key itself.
-        let mut ctx = SecurityContext::new(flags, &RANDOM_SESSION_KEY, Direction::ClientToServer);
-        let (sealed, sig) = ctx.seal(&plaintext());
-        assert_eq!(sealed, hex("56fe04d861f9319af0d7238a2e3b4d457fb8"));
+        let (sealed, sig) = seal_plaintext(flags, &RANDOM_SESSION_KEY);
+        assert_hex(sealed, "56fe04d861f9319af0d7238a2e3b4d457fb8");
         // Version 1, RandomPad cleared, RC4(CRC32), RC4(0) ^ SeqNum 0.
-        assert_eq!(sig.to_vec(), hex("01000000 00000000 09dcd1df 2e459d36"));
+        assert_hex(sig, "01000000 00000000 09dcd1df 2e459d36");
     }
 
     /// [MS-NLMP] §4.2.3.
@@ -560,39 +557,23 @@ mod tests {
     fn ntlm_v1_ess_vectors() {
         let flags = NegotiateFlags(0x820A_8233);
         let r = ntlm_v1_ess("Password", &SERVER_CHALLENGE, &CLIENT_CHALLENGE);
-        assert_eq!(
-            r.lm.to_vec(),
-            hex("aaaaaaaaaaaaaaaa00000000000000000000000000000000")
-        );
-        assert_eq!(
-            r.nt.to_vec(),
-            hex("7537f803ae367128ca458204bde7caf81e97ed2683267232")
-        );
-        assert_eq!(
-            r.session_base_key.to_vec(),
-            hex("d87262b0cde4b1cb7499becccdf10784")
-        );
-        let kx = kxkey_v1(
-            flags,
-            &r.session_base_key,
-            &r.lm,
-            &SERVER_CHALLENGE,
-            &lmowf_v1("Password"),
-        );
-        assert_eq!(kx.to_vec(), hex("eb93429a8bd952f8b89c55b87f475edc"));
+        assert_hex(r.lm, "aaaaaaaaaaaaaaaa00000000000000000000000000000000");
+        assert_hex(r.nt, "7537f803ae367128ca458204bde7caf81e97ed2683267232");
+        assert_hex(r.session_base_key, "d87262b0cde4b1cb7499becccdf10784");
+        let kx = kxkey_of(flags, &r);
+        assert_hex(kx, "eb93429a8bd952f8b89c55b87f475edc");
         // No KEY_EXCH in these flags: the exported session key is the KeyExchangeKey.
-        assert_eq!(
-            sign_key(&kx, Direction::ClientToServer).to_vec(),
-            hex("60e799be5c72fc92922ae8ebe961fb8d")
+        assert_hex(
+            sign_key(&kx, Direction::ClientToServer),
+            "60e799be5c72fc92922ae8ebe961fb8d",
         );
-        assert_eq!(
+        assert_hex(
             seal_key(flags, &kx, Direction::ClientToServer),
-            hex("04dd7f014d8504d265a25cc86a3a7c06")
+            "04dd7f014d8504d265a25cc86a3a7c06",
         );
-        let mut ctx = SecurityContext::new(flags, &kx, Direction::ClientToServer);
-        let (sealed, sig) = ctx.seal(&plaintext());
-        assert_eq!(sealed, hex("a02372f6530273f3aa1eb90190ce5200c99d"));
-        assert_eq!(sig.to_vec(), hex("01000000ff2aeb52f681793a00000000"));
+        let (sealed, sig) = seal_plaintext(flags, &kx);
+        assert_hex(sealed, "a02372f6530273f3aa1eb90190ce5200c99d");
+        assert_hex(sig, "01000000ff2aeb52f681793a00000000");
     }
 
     pub(crate) fn spec_av_pairs() -> Vec<u8> {
@@ -604,7 +585,7 @@ mod tests {
     fn ntlm_v2_vectors() {
         let flags = NegotiateFlags(0xE28A_8233);
         let key = ntowf_v2("Password", "User", "Domain");
-        assert_eq!(key.to_vec(), hex("0c868a403bfd7a93a3001ef22ef02e3f"));
+        assert_hex(key, "0c868a403bfd7a93a3001ef22ef02e3f");
         let temp = ntlm_v2_temp(0, &CLIENT_CHALLENGE, &spec_av_pairs());
         let mut want_temp = hex("0101000000000000 0000000000000000 aaaaaaaaaaaaaaaa 00000000");
         want_temp.extend_from_slice(&spec_av_pairs());
@@ -612,7 +593,7 @@ mod tests {
         assert_eq!(temp.len(), 68);
         assert_eq!(temp, want_temp);
         let proof = nt_proof_str(&key, &SERVER_CHALLENGE, &temp);
-        assert_eq!(proof.to_vec(), hex("68cd0ab851e51c96aabc927bebef6a1c"));
+        assert_hex(proof, "68cd0ab851e51c96aabc927bebef6a1c");
         let r = ntlm_v2(
             &key,
             &SERVER_CHALLENGE,
@@ -622,53 +603,36 @@ mod tests {
         );
         assert_eq!(&r.nt[..16], &proof[..]);
         assert_eq!(&r.nt[16..], &temp[..]);
-        assert_eq!(
-            r.session_base_key.to_vec(),
-            hex("8de40ccadbc14a82f15cb0ad0de95ca3")
+        assert_hex(r.session_base_key, "8de40ccadbc14a82f15cb0ad0de95ca3");
+        assert_hex(r.lm, "86c35097ac9cec102554764a57cccc19aaaaaaaaaaaaaaaa");
+        assert_hex(
+            rc4_16(&r.session_base_key, &RANDOM_SESSION_KEY),
+            "c5dad2544fc9799094ce1ce90bc9d03e",
         );
-        assert_eq!(
-            r.lm.to_vec(),
-            hex("86c35097ac9cec102554764a57cccc19aaaaaaaaaaaaaaaa")
-        );
-        assert_eq!(
-            rc4_16(&r.session_base_key, &RANDOM_SESSION_KEY).to_vec(),
-            hex("c5dad2544fc9799094ce1ce90bc9d03e")
-        );
-        assert_eq!(
+        assert_hex(
             seal_key(flags, &RANDOM_SESSION_KEY, Direction::ClientToServer),
-            hex("59f600973cc4960a25480a7c196e4c58")
+            "59f600973cc4960a25480a7c196e4c58",
         );
-        assert_eq!(
-            sign_key(&RANDOM_SESSION_KEY, Direction::ClientToServer).to_vec(),
-            hex("4788dc861b4782f35d43fd98fe1a2d39")
+        assert_hex(
+            sign_key(&RANDOM_SESSION_KEY, Direction::ClientToServer),
+            "4788dc861b4782f35d43fd98fe1a2d39",
         );
-        let mut ctx = SecurityContext::new(flags, &RANDOM_SESSION_KEY, Direction::ClientToServer);
-        let (sealed, sig) = ctx.seal(&plaintext());
-        assert_eq!(sealed, hex("54e50165bf1936dc996020c1811b0f06fb5f"));
-        assert_eq!(sig.to_vec(), hex("010000007fb38ec5c55d497600000000"));
+        let (sealed, sig) = seal_plaintext(flags, &RANDOM_SESSION_KEY);
+        assert_hex(sealed, "54e50165bf1936dc996020c1811b0f06fb5f");
+        assert_hex(sig, "010000007fb38ec5c55d497600000000");
     }
 
     #[test]
     fn lm_key_and_non_nt_session_key_variants() {
         let lmowf = lmowf_v1("Password");
-        let sbk = [7u8; 16];
-        let lm = [0x11u8; 24];
-        let k = kxkey_v1(
-            NegotiateFlags(NegotiateFlags::REQUEST_NON_NT_SESSION_KEY.0),
-            &sbk,
-            &lm,
-            &SERVER_CHALLENGE,
-            &lmowf,
-        );
+        // One exchange (session base key, LM response, LMOWF) under two sets of flags.
+        let kx = |flags: NegotiateFlags| {
+            kxkey_v1(flags, &[7; 16], &[0x11; 24], &SERVER_CHALLENGE, &lmowf)
+        };
+        let k = kx(NegotiateFlags::REQUEST_NON_NT_SESSION_KEY);
         assert_eq!(&k[..8], &lmowf[..8]);
         assert_eq!(&k[8..], &[0u8; 8]);
-        let k = kxkey_v1(
-            NegotiateFlags(NegotiateFlags::LM_KEY.0),
-            &sbk,
-            &lm,
-            &SERVER_CHALLENGE,
-            &lmowf,
-        );
+        let k = kx(NegotiateFlags::LM_KEY);
         assert_eq!(&k[..8], &des7(&seven(&lmowf[..7]), &[0x11; 8]));
         // 40-bit LM_KEY sealing key: 5 key bytes then E5 38 B0 ([MS-NLMP] §3.4.5.3).
         let sk = seal_key(
@@ -676,6 +640,6 @@ mod tests {
             &[9; 16],
             Direction::ClientToServer,
         );
-        assert_eq!(sk, hex("0909090909e538b0"));
+        assert_hex(sk, "0909090909e538b0");
     }
 }

@@ -28,6 +28,33 @@ pub struct InitiatorOptions {
     pub send_mic: bool,
 }
 
+impl Credentials {
+    /// `user` with `password` in domain EXAMPLE on workstation WS: the account shape of
+    /// the tests and fuzz targets.
+    pub fn example(user: &str, password: &str) -> Self {
+        Credentials {
+            user: user.into(),
+            password: password.into(),
+            domain: "EXAMPLE".into(),
+            workstation: "WS".into(),
+        }
+    }
+}
+
+impl InitiatorOptions {
+    /// Options whose random values are fixed (the client challenge and the session key
+    /// filled with one octet each), so that a run replays byte for byte: tests and fuzz
+    /// targets.
+    pub fn fixed(challenge: u8, session_key: u8, prefer: ResponseKind, send_mic: bool) -> Self {
+        InitiatorOptions {
+            client_challenge: [challenge; 8],
+            random_session_key: [session_key; 16],
+            prefer,
+            send_mic,
+        }
+    }
+}
+
 /// The Version the initiator reports (Windows 10 19045).
 pub const CLIENT_VERSION: Version = Version {
     major: 10,

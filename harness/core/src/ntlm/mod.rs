@@ -94,24 +94,14 @@ pub fn fuzz_handshake(data: &[u8]) {
         }
     };
 
+    let password = if wrong_password {
+        "Secret"
+    } else {
+        FUZZ_PASSWORD
+    };
     let mut client = NtlmInitiator::new(
-        Credentials {
-            user: FUZZ_USER.into(),
-            password: if wrong_password {
-                "Secret"
-            } else {
-                FUZZ_PASSWORD
-            }
-            .into(),
-            domain: "EXAMPLE".into(),
-            workstation: "WS".into(),
-        },
-        InitiatorOptions {
-            client_challenge: [0xC1; 8],
-            random_session_key: [0x5A; 16],
-            prefer,
-            send_mic,
-        },
+        Credentials::example(FUZZ_USER, password),
+        InitiatorOptions::fixed(0xC1, 0x5A, prefer, send_mic),
     );
     let mut server = NtlmAcceptor::new(
         AcceptorConfig {

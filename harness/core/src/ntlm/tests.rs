@@ -401,17 +401,10 @@ fn config() -> AcceptorConfig {
 fn initiator(user: &str, password: &str, prefer: ResponseKind, send_mic: bool) -> NtlmInitiator {
     NtlmInitiator::new(
         Credentials {
-            user: user.into(),
-            password: password.into(),
-            domain: "EXAMPLE".into(),
             workstation: "WS1".into(),
+            ..Credentials::example(user, password)
         },
-        InitiatorOptions {
-            client_challenge: [0xaa; 8],
-            random_session_key: [0x55; 16],
-            prefer,
-            send_mic,
-        },
+        InitiatorOptions::fixed(0xaa, 0x55, prefer, send_mic),
     )
 }
 

@@ -173,11 +173,7 @@ fn run_server_session(data: &[u8]) -> SessionSummary {
     drop(server);
 
     for user in &users {
-        let password = world
-            .directory
-            .lookup(user)
-            .map(|p| p.password.clone())
-            .unwrap_or_default();
+        let password = world.directory.password(user).unwrap_or_default();
         assert!(
             stream_reveals(stream, &password, timestamp.as_deref()),
             "authenticated as {user} without the password in the input"
@@ -362,56 +358,48 @@ mod fuzz_tests {
         use crate::rng::SeededRng;
         let b64 = base64::engine::general_purpose::STANDARD;
         let plain = format!("AUTH PLAIN {}\r\n", b64.encode(b"\0alice\0secret"));
-        let dict: Vec<Vec<u8>> = [
-            "USER alice\r\n",
-            "PASS secret\r\n",
-            "USER bob\r\nPASS hunter2\r\n",
-            "USER bob\r\nPASS hunter2\r\n",
-            "DELE 2\r\nQUIT\r\n",
-            "PASS wrong\r\n",
-            "STAT\r\n",
-            "LIST\r\n",
-            "LIST 2\r\n",
-            "UIDL\r\n",
-            "RETR 1\r\n",
-            "TOP 2 1\r\n",
-            "DELE 1\r\n",
-            "DELE 9\r\n",
-            "RSET\r\n",
-            "NOOP\r\n",
-            "QUIT\r\n",
-            "CAPA\r\n",
-            "STLS\r\n",
-            "AUTH \r\n",
-            "AUTH PLAIN\r\n",
-            "AUTH LOGIN\r\n",
-            "AUTH NTLM\r\n",
-            "TlRMTVNTUAABAAAAB4IIog==\r\n",
-            "*\r\n",
-            "APOP alice 0123456789abcdef0123456789abcdef\r\n",
-            "\n",
-            "\r",
-            ".\r\n",
-            "+OK [IN-USE] x\r\n",
-            "+ \r\n",
-            "-ERR\r\n",
-        ]
-        .iter()
-        .map(|s| s.as_bytes().to_vec())
-        .chain([plain.into_bytes(), vec![0xff, 0xfe], vec![b'A'; 400]])
-        .collect();
+        let dict = crate::fuzzing::ops::dictionary(
+            &[
+                "USER alice\r\n",
+                "PASS secret\r\n",
+                "USER bob\r\nPASS hunter2\r\n",
+                "USER bob\r\nPASS hunter2\r\n",
+                "DELE 2\r\nQUIT\r\n",
+                "PASS wrong\r\n",
+                "STAT\r\n",
+                "LIST\r\n",
+                "LIST 2\r\n",
+                "UIDL\r\n",
+                "RETR 1\r\n",
+                "TOP 2 1\r\n",
+                "DELE 1\r\n",
+                "DELE 9\r\n",
+                "RSET\r\n",
+                "NOOP\r\n",
+                "QUIT\r\n",
+                "CAPA\r\n",
+                "STLS\r\n",
+                "AUTH \r\n",
+                "AUTH PLAIN\r\n",
+                "AUTH LOGIN\r\n",
+                "AUTH NTLM\r\n",
+                "TlRMTVNTUAABAAAAB4IIog==\r\n",
+                "*\r\n",
+                "APOP alice 0123456789abcdef0123456789abcdef\r\n",
+                "\n",
+                "\r",
+                ".\r\n",
+                "+OK [IN-USE] x\r\n",
+                "+ \r\n",
+                "-ERR\r\n",
+            ],
+            [plain.into_bytes(), vec![0xff, 0xfe], vec![b'A'; 400]],
+        );
         let mut rng = SeededRng::new(2024);
         let mut reached = [0usize; 3];
         for _ in 0..1500 {
-            let mut data = vec![(rng.next_u64() % 8) as u8];
-            for _ in 0..(rng.next_u64() % 12) {
-                let pick = (rng.next_u64() as usize) % dict.len();
-                data.extend_from_slice(&dict[pick]);
-                if rng.next_u64() % 8 == 0 && !data.is_empty() {
-                    let at = (rng.next_u64() as usize) % data.len();
-                    data[at] = rng.next_u64() as u8;
-                }
-            }
+            let setup = (rng.next_u64() % 8) as u8;
+            let data = crate::fuzzing::ops::dictionary_input(&mut rng, setup, &dict, 12, 8);
             let s = run_server_session(&data);
             reached[0] += usize::from(s.authenticated);
             reached[1] += usize::from(s.removed);

@@ -215,20 +215,20 @@ pub fn decode_multiline(
 }
 
 impl StatusLine {
-    pub fn ok(text: impl Into<String>) -> Self {
+    pub fn new(status: Status, text: impl Into<String>) -> Self {
         StatusLine {
-            status: Status::Ok,
+            status,
             code: None,
             text: text.into(),
         }
     }
 
+    pub fn ok(text: impl Into<String>) -> Self {
+        StatusLine::new(Status::Ok, text)
+    }
+
     pub fn err(text: impl Into<String>) -> Self {
-        StatusLine {
-            status: Status::Err,
-            code: None,
-            text: text.into(),
-        }
+        StatusLine::new(Status::Err, text)
     }
 
     pub fn with_code(mut self, code: impl Into<String>) -> Self {
@@ -317,18 +317,14 @@ mod tests {
 
     #[test]
     fn continuations() {
-        assert_eq!(
-            decode_reply(b"+ \r\n", &lim()).unwrap().0,
-            Reply::Continuation(vec![])
-        );
-        assert_eq!(
-            decode_reply(b"+\r\n", &lim()).unwrap().0,
-            Reply::Continuation(vec![])
-        );
-        assert_eq!(
-            decode_reply(b"+ VXNlcm5hbWU6\r\n", &lim()).unwrap().0,
-            Reply::Continuation(b"Username:".to_vec())
-        );
+        for (wire, data) in [
+            (&b"+ \r\n"[..], &b""[..]),
+            (b"+\r\n", b""),
+            (b"+ VXNlcm5hbWU6\r\n", b"Username:"),
+        ] {
+            let reply = decode_reply(wire, &lim()).unwrap().0;
+            assert_eq!(reply, Reply::Continuation(data.to_vec()));
+        }
         assert_eq!(
             decode_reply(b"+ !!\r\n", &lim()),
             Err(InvalidResponse::BadBase64.into())
@@ -350,27 +346,16 @@ mod tests {
             decode_multiline(b"+OK\r\nline\r\n", &lim()),
             Err(ResponseError::Incomplete)
         );
-        assert_eq!(
-            decode_reply(b"+OK\n", &lim()),
-            Err(InvalidResponse::BareLf.into())
-        );
-        assert_eq!(
-            decode_reply(b"*OK\r\n", &lim()),
-            Err(InvalidResponse::BadStatus.into())
-        );
-        assert_eq!(
-            decode_reply(b"+OKAY\r\n", &lim()),
-            Err(InvalidResponse::BadStatus.into())
-        );
-        assert_eq!(
-            decode_reply(b"+OK \xff\r\n", &lim()),
-            Err(InvalidResponse::NotUtf8.into())
-        );
         let long = vec![b'a'; 600];
-        assert_eq!(
-            decode_reply(&long, &lim()),
-            Err(InvalidResponse::LineTooLong { limit: 512 }.into())
-        );
+        for (wire, invalid) in [
+            (&b"+OK\n"[..], InvalidResponse::BareLf),
+            (b"*OK\r\n", InvalidResponse::BadStatus),
+            (b"+OKAY\r\n", InvalidResponse::BadStatus),
+            (b"+OK \xff\r\n", InvalidResponse::NotUtf8),
+            (&long, InvalidResponse::LineTooLong { limit: 512 }),
+        ] {
+            assert_eq!(decode_reply(wire, &lim()), Err(invalid.into()), "{wire:?}");
+        }
         let small = ResponseLimits {
             max_line: 100,
             max_body: 10,

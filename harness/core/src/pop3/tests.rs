@@ -470,19 +470,11 @@ fn dele_then_eof_or_timeout_commits_nothing() {
     let (mut c, _) = Conn::new(&world, Profile::default_profile());
     c.login("alice", "secret");
     c.send_str("DELE 3\r\n");
-    let deadline = c.server.poll_timeout().unwrap();
-    assert_eq!(deadline, c.now + Duration::from_secs(600));
-    c.server.handle_timeout(deadline - Duration::from_millis(1));
-    assert_eq!(c.outputs(), vec![]);
-    c.server.handle_timeout(deadline);
-    assert_eq!(
-        c.outputs(),
-        vec![
-            Output::Write(b"-ERR autologout; idle for too long\r\n".to_vec()),
-            Output::Close
-        ]
+    crate::session::assert_idle_autologout(
+        &mut c.server,
+        c.now,
+        b"-ERR autologout; idle for too long\r\n",
     );
-    assert!(c.server.is_closed());
     assert_eq!(inbox(&world, "alice").1.len(), 3);
     // Both sessions gave the lock back.
     let (mut c, _) = Conn::new(&world, Profile::default_profile());

@@ -153,7 +153,8 @@ pub fn play(
                 let mut known = values.clone();
                 known.extend(captures.clone());
                 let mut seen = 0usize;
-                loop {
+                // What came instead of a matching line, if anything did.
+                let mismatch: Option<String> = loop {
                     match transport.read_line(conn).map_err(transport_err)? {
                         ReadLine::Line(bytes) => {
                             let text = String::from_utf8_lossy(&bytes).into_owned();
@@ -164,16 +165,10 @@ pub fn play(
                                     }
                                 }
                                 records.push(StepRecord::Matched { conn, text });
-                                break;
+                                break None;
                             }
                             if !skip || seen >= MAX_SKIP {
-                                return Ok(fail(
-                                    records,
-                                    captures,
-                                    line,
-                                    pattern.source.clone(),
-                                    text,
-                                ));
+                                break Some(text);
                             }
                             seen += 1;
                             records.push(StepRecord::Skipped { conn, text });
@@ -181,24 +176,13 @@ pub fn play(
                         ReadLine::Closed => {
                             records.push(StepRecord::ServerClosed { conn });
                             open.remove(&conn);
-                            return Ok(fail(
-                                records,
-                                captures,
-                                line,
-                                pattern.source.clone(),
-                                "(connection closed)".into(),
-                            ));
+                            break Some("(connection closed)".into());
                         }
-                        ReadLine::Silent => {
-                            return Ok(fail(
-                                records,
-                                captures,
-                                line,
-                                pattern.source.clone(),
-                                "(nothing: the server is silent)".into(),
-                            ));
-                        }
+                        ReadLine::Silent => break Some("(nothing: the server is silent)".into()),
                     }
+                };
+                if let Some(got) = mismatch {
+                    return Ok(fail(records, captures, line, pattern.source.clone(), got));
                 }
             }
             Step::Sleep { .. } => {}

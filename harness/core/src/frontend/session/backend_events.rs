@@ -334,15 +334,7 @@ impl FrontendSession {
                 self.be(conn, "->", shown);
                 match (op.step, op.kind) {
                     (Step::AwaitContinuation, OpKind::Sasl { ctx, data }) => {
-                        let mut line = encode_base64(&data).into_bytes();
-                        line.extend_from_slice(b"\r\n");
-                        let text = describe_sasl(ctx.mech, &data);
-                        self.phase = Phase::Busy(Op {
-                            conn: Some(conn),
-                            kind: OpKind::Sasl { ctx, data },
-                            step: Step::AwaitResult,
-                        });
-                        self.send(conn, line, text);
+                        self.send_sasl_step(conn, ctx, data);
                     }
                     (Step::AwaitResult, OpKind::Sasl { mut ctx, .. }) => {
                         // The challenge goes to the client as the back-end wrote it.

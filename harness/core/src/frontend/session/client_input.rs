@@ -174,18 +174,9 @@ impl FrontendSession {
         match pinned {
             Some(conn) => {
                 // The exchange lives on this connection: the step is a plain SASL line.
-                let OpKind::Sasl { ctx, data } = kind else {
-                    return;
-                };
-                let mut line = encode_base64(&data).into_bytes();
-                line.extend_from_slice(b"\r\n");
-                let text = describe_sasl(ctx.mech, &data);
-                self.phase = Phase::Busy(Op {
-                    conn: Some(conn),
-                    kind: OpKind::Sasl { ctx, data },
-                    step: Step::AwaitResult,
-                });
-                self.send(conn, line, text);
+                if let OpKind::Sasl { ctx, data } = kind {
+                    self.send_sasl_step(conn, ctx, data);
+                }
             }
             None => {
                 let lookup = match &kind {

@@ -9,17 +9,17 @@ use imap_codec::decode::Decoder;
 use imap_codec::imap_types::command::CommandBody;
 use imap_codec::CommandCodec;
 
-use super::backend::{
-    describe_sasl, is_tagged, line_has_capability, logout_tag, printable, BackendError,
-    BackendEvent, ImapReader, Piece, Pop3Reader, StreamScanner,
-};
+use super::backend_reply::{BackendError, BackendEvent, ImapReader, Pop3Reader};
 use super::cache::{CacheKey, CredentialDigest, Parked};
+use super::sasl_trace::describe_sasl;
+use super::stream_scanner::{is_tagged, line_has_capability, logout_tag, Piece, StreamScanner};
 use super::{BackendIo, ConnId, Finding, FrontendProfile, Protocol, SaslRouting};
 use crate::imap::framer::{Frame, FrameConfig, FrameMode, Framer};
 use crate::imap::LITERAL_CONTINUATION;
 use crate::pop3::command::{Command as PopCommand, InitialResponse};
 use crate::sasl::{decode_base64, encode_base64, Mechanism};
 use crate::session::{Limits, Output, ServerSession};
+use crate::text::printable;
 
 mod backend_events;
 mod client_input;
@@ -323,6 +323,20 @@ impl FrontendSession {
         self.backend_out.push_back(BackendIo::Send { conn, bytes });
     }
 
+    /// Sends a SASL step as a plain base64 line on `conn` (the exchange lives there) and
+    /// waits for the back-end's answer to it.
+    fn send_sasl_step(&mut self, conn: ConnId, ctx: SaslCtx, data: Vec<u8>) {
+        let mut line = encode_base64(&data).into_bytes();
+        line.extend_from_slice(b"\r\n");
+        let text = describe_sasl(ctx.mech, &data);
+        self.phase = Phase::Busy(Op {
+            conn: Some(conn),
+            kind: OpKind::Sasl { ctx, data },
+            step: Step::AwaitResult,
+        });
+        self.send(conn, line, text);
+    }
+
     // ---- client replies written by the front-end itself ----
 
     fn imap_tagged(&mut self, tag: &str, status: &str, text: &str) {
@@ -335,6 +349,17 @@ impl FrontendSession {
         } else {
             self.write(format!("+OK {text}\r\n").as_bytes());
         }
+    }
+
+    /// A multi-line POP3 answer (RFC 1939 3): `head`, then `ntlm_line` when NTLM is
+    /// advertised, then the terminating `.`.
+    fn pop_list(&mut self, head: &[u8], ntlm_line: &[u8]) {
+        let mut out = head.to_vec();
+        if self.profile.advertise_ntlm {
+            out.extend_from_slice(ntlm_line);
+        }
+        out.extend_from_slice(b".\r\n");
+        self.write(&out);
     }
 
     fn pop_err(&mut self, text: &str) {

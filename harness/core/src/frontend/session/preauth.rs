@@ -101,25 +101,14 @@ impl FrontendSession {
         };
         let pending_user = self.pending_user.take();
         match cmd {
-            PopCommand::Capa => {
-                let mut out = b"+OK Capability list follows\r\nUSER\r\nTOP\r\nUIDL\r\n".to_vec();
-                if self.profile.advertise_ntlm {
-                    out.extend_from_slice(b"SASL NTLM\r\n");
-                }
-                out.extend_from_slice(b".\r\n");
-                self.write(&out);
-            }
+            PopCommand::Capa => self.pop_list(
+                b"+OK Capability list follows\r\nUSER\r\nTOP\r\nUIDL\r\n",
+                b"SASL NTLM\r\n",
+            ),
+            // [MS-POP3] 2.2.1: AUTH alone lists the mechanisms.
             PopCommand::Auth {
                 mechanism: None, ..
-            } => {
-                // [MS-POP3] 2.2.1: AUTH alone lists the mechanisms.
-                let mut out = b"+OK\r\n".to_vec();
-                if self.profile.advertise_ntlm {
-                    out.extend_from_slice(b"NTLM\r\n");
-                }
-                out.extend_from_slice(b".\r\n");
-                self.write(&out);
-            }
+            } => self.pop_list(b"+OK\r\n", b"NTLM\r\n"),
             PopCommand::Auth {
                 mechanism: Some(name),
                 initial,

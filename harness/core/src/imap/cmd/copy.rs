@@ -6,7 +6,7 @@ use std::sync::Arc;
 use imap_codec::imap_types::mailbox::Mailbox as MailboxName;
 use imap_codec::imap_types::sequence::SequenceSet;
 
-use super::{find_msg, FULL};
+use super::{completed, find_msg, FULL};
 use crate::imap::mailbox_name::name_of;
 use crate::imap::server::{ImapServer, Reply};
 use crate::world::StoredMessage;
@@ -60,11 +60,7 @@ impl ImapServer {
                     dest_uids.push(d.append(m.data, m.flags, m.internal_date));
                 }
             }
-            let done = if uid {
-                "UID COPY completed"
-            } else {
-                "COPY completed"
-            };
+            let done = completed(uid, "UID COPY completed");
             if uidplus && !dest_uids.is_empty() {
                 // RFC 4315 3: resp-code-copy = "COPYUID" SP nz-number SP uid-set SP uid-set
                 Reply::ok(format!(
@@ -116,11 +112,7 @@ impl ImapServer {
             return Reply::bad("No mailbox selected");
         };
         self.remove_messages(&source, |m| uids.contains(&m.uid));
-        Reply::ok(if uid {
-            "UID MOVE completed"
-        } else {
-            "MOVE completed"
-        })
+        Reply::ok(completed(uid, "UID MOVE completed"))
     }
 }
 

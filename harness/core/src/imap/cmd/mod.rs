@@ -28,7 +28,7 @@ use imap_codec::imap_types::flag::Flag;
 use imap_codec::imap_types::sequence::SequenceSet;
 
 use super::server::ImapServer;
-use super::view::Ranges;
+use super::view::{Ranges, View, ViewMsg};
 use crate::world::{Account, Mailbox, StoredMessage};
 
 /// RFC 5530 3: the LIMIT response code.
@@ -38,6 +38,15 @@ const INVALID_SEQ: &str = "Invalid message sequence number";
 
 fn find_msg(mb: &Mailbox, uid: u32) -> Option<usize> {
     mb.messages.binary_search_by_key(&uid, |m| m.uid).ok()
+}
+
+/// The completion text of a command with a UID form (RFC 3501 6.4.8): `with_uid` as given
+/// for the UID form, without its `UID ` for the plain one.
+fn completed(uid: bool, with_uid: &'static str) -> &'static str {
+    match with_uid.strip_prefix("UID ") {
+        Some(plain) if !uid => plain,
+        _ => with_uid,
+    }
 }
 
 fn flag_name(f: &Flag<'_>) -> String {
@@ -85,6 +94,41 @@ impl ImapServer {
                 .filter(|&i| r.contains(i as u32 + 1))
                 .collect())
         }
+    }
+
+    /// Shows or changes the view's messages at `idxs` (from [`Self::select_msgs`]): `each`
+    /// gets the output, the message's 0-based index, the stored message and the view's
+    /// copy, and says whether it changed the message (the mailbox's generation goes up).
+    /// A message expunged by another session is passed over until the EXPUNGE can be
+    /// reported (RFC 3501 7.4.1 allows omitting it). The view goes back into the session
+    /// and the output is written.
+    fn each_selected_message(
+        &mut self,
+        mut view: View,
+        idxs: Vec<usize>,
+        mut each: impl FnMut(&mut Vec<u8>, usize, &mut StoredMessage, &mut ViewMsg) -> bool,
+    ) {
+        let world = Arc::clone(&self.ctx.world);
+        let out = world.store.with_account(&self.user_key(), |acct| {
+            let mut out = Vec::new();
+            let Some(mb) = acct.mailbox_mut(&view.mailbox) else {
+                return out;
+            };
+            for i in idxs {
+                let Some(vm) = view.msgs.get_mut(i) else {
+                    continue;
+                };
+                let Some(msg) = find_msg(mb, vm.uid).and_then(|p| mb.messages.get_mut(p)) else {
+                    continue;
+                };
+                if each(&mut out, i, msg, vm) {
+                    mb.generation += 1;
+                }
+            }
+            out
+        });
+        self.view = Some(view);
+        self.write(&out);
     }
 
     /// Removes from the store the messages of mailbox `name` that `remove` picks; the

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use imap_codec::imap_types::core::Charset;
 use imap_codec::imap_types::search::SearchKey;
 
-use super::find_msg;
+use super::{completed, find_msg};
 use crate::imap::search_eval::{eval, SearchCtx};
 use crate::imap::server::{ImapServer, Reply};
 
@@ -55,10 +55,6 @@ impl ImapServer {
         }
         line.push_str("\r\n");
         self.write(line.as_bytes());
-        Reply::ok(if uid {
-            "UID SEARCH completed"
-        } else {
-            "SEARCH completed"
-        })
+        Reply::ok(completed(uid, "UID SEARCH completed"))
     }
 }
