@@ -12,6 +12,7 @@ pub mod netfuzz;
 pub mod ntlm;
 pub mod pop3;
 pub mod profile;
+pub mod protocol;
 pub mod rng;
 pub mod sasl;
 pub mod scenario;
@@ -21,5 +22,6 @@ pub mod text;
 pub mod world;
 
 pub use profile::Profile;
+pub use protocol::Protocol;
 pub use session::{Limits, Output, ServerSession, SessionContext, Transport};
 pub use world::{LabFile, World};

@@ -5,23 +5,23 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use harness_core::driver::Protocol;
 use harness_core::scenario::{endpoint, normalise};
 use harness_core::script::{self, InProcess};
+use harness_core::Protocol;
 use harness_core::{LabFile, Profile};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn transcripts() -> Vec<(String, PathBuf)> {
+fn transcripts() -> Vec<(Protocol, PathBuf)> {
     let mut out = Vec::new();
-    for proto in ["imap", "pop3"] {
-        let dir = root().join("corpus/sessions").join(proto);
+    for proto in Protocol::ALL {
+        let dir = root().join("corpus/sessions").join(proto.keyword());
         for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "txt") {
-                out.push((proto.to_string(), path));
+                out.push((proto, path));
             }
         }
     }
@@ -37,23 +37,18 @@ fn every_transcript_passes_in_process_and_matches_its_snapshot() {
         let text = std::fs::read_to_string(&path).unwrap();
         let parsed = script::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert_eq!(
-            parsed.protocol.as_deref(),
-            Some(proto.as_str()),
+            parsed.protocol,
+            Some(proto),
             "{}: @protocol",
             path.display()
         );
-        let protocol = if proto == "imap" {
-            Protocol::Imap
-        } else {
-            Protocol::Pop3
-        };
         let world = Arc::new(LabFile::default_lab().build().unwrap());
         let profile = Arc::new(Profile::default_profile());
-        let mut transport = InProcess::new(|n| endpoint(&world, &profile, protocol, n as u64));
+        let mut transport = InProcess::new(|n| endpoint(&world, &profile, proto, n as u64));
         let report = script::play(&parsed, &Default::default(), &mut transport)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let stem = path.file_stem().unwrap().to_string_lossy().to_string();
-        let name = format!("session__{proto}__{stem}");
+        let name = format!("session__{}__{stem}", proto.keyword());
         let body: String = report
             .transcript()
             .lines()

@@ -20,10 +20,11 @@ pub mod serve;
 pub mod tools;
 
 pub use serve::lab::{
-    FrontendListening, Lab, LabConfig, LabError, LabStats, ListenerSpec, Listening, Protocol,
-    Security, SHUTDOWN_GRACE,
+    FrontendListening, Lab, LabConfig, LabError, LabStats, ListenerSpec, Listening, Security,
+    SHUTDOWN_GRACE,
 };
 // The paths embedders and the docs already use.
+pub use harness_core::Protocol;
 pub use serve::frontend_host as frontend;
 pub use tools::load;
 

@@ -4,6 +4,7 @@
 //!
 //! Server responses are read in [`super::imap_response`].
 
+use crate::Protocol;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -11,7 +12,7 @@ use harness_wire::imap::{ResponseReader, Status as Cond};
 
 pub use super::imap_response::ImapClientError;
 use super::imap_response::{read_pieces, response_reader, Piece, Resp};
-use super::outcome::{printable, Protocol, SessionOutcome, Status};
+use super::outcome::{printable, SessionOutcome, Status};
 use super::policy::{AuthMethod, Offer};
 use super::sasl_client::{MechClient, MechError};
 use super::{AfterFailure, ClientConfig, ClientOutput, ClientSession, Common};

@@ -1,6 +1,7 @@
 //! The load generator's session shape: no capability probe, and the mail read after the
 //! login (`ask_capabilities` off, `read_mail` on), against the real servers in-process.
 
+use crate::Protocol;
 use std::sync::Arc;
 
 use pretty_assertions::assert_eq;

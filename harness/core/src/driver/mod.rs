@@ -22,10 +22,11 @@ mod tests;
 
 pub use imap_client::{ImapClient, ImapClientError};
 pub use imap_response::fuzz_response_decode as fuzz_imap_response_decode;
-pub use outcome::{Finding, Protocol, SessionOutcome, Status, StepLine};
+pub use outcome::{Finding, SessionOutcome, Status, StepLine};
 pub use policy::{AuthMethod, Offer, Policy, Rules};
 pub use pop3_client::{Pop3Client, Pop3ClientError};
 
+use crate::Protocol;
 use std::collections::VecDeque;
 use std::time::Duration;
 

@@ -9,23 +9,7 @@ use std::fmt;
 use serde::{Serialize, Serializer};
 
 use crate::codes::ErrorCode;
-
-/// Which mail protocol a client spoke.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Protocol {
-    Imap,
-    Pop3,
-}
-
-impl Protocol {
-    pub fn name(self) -> &'static str {
-        match self {
-            Protocol::Imap => "IMAP",
-            Protocol::Pop3 => "POP3",
-        }
-    }
-}
+use crate::Protocol;
 
 /// One short, human-readable line of a session: `S: ...` what the server sent, `C: ...`
 /// what the client sent, or a note on what the client (or its user) did.
@@ -73,7 +57,7 @@ impl Status {
     }
 }
 
-crate::text::display_by_name!(Protocol, Status);
+crate::text::display_by_name!(Status);
 
 /// Something worth a reader's attention, whether or not the session succeeded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

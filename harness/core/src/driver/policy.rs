@@ -2,9 +2,9 @@
 //! whether a failure makes it prompt the user again, and which error codes it reports.
 //! The client state machines read [`Rules`] and never test a policy's name.
 
+use crate::Protocol;
 use serde::{Deserialize, Serialize};
 
-use super::outcome::Protocol;
 use crate::codes::{known, ErrorCode, Family};
 use crate::sasl::Mechanism;
 

@@ -3,11 +3,12 @@
 //! (as Outlook Express sends it), optional STLS, authentication per policy, then STAT and
 //! QUIT. Replies are decoded with [`crate::pop3::response`], which bounds every line.
 
+use crate::Protocol;
 use std::time::Duration;
 
 use base64::Engine as _;
 
-use super::outcome::{printable, Protocol, SessionOutcome, Status};
+use super::outcome::{printable, SessionOutcome, Status};
 use super::policy::{AuthMethod, Offer};
 use super::sasl_client::MechClient;
 use super::{AfterFailure, ClientConfig, ClientOutput, ClientSession, Common, Finding};

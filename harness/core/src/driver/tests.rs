@@ -1,6 +1,7 @@
 //! Client sessions against the real POP3 server and a scripted fake IMAP server, the
 //! policy matrix of KB 306874, and hostile server input.
 
+use crate::Protocol;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;

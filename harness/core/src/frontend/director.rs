@@ -12,6 +12,7 @@
 //! ([`Links::open`]); the socket adapter opens in the background, the in-process
 //! adapter at once. Its clock is the `now` each call passes in.
 
+use crate::Protocol;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +20,7 @@ use std::time::Duration;
 use super::cache::{CacheKey, CacheStats, CredentialDigest, Parked, SessionCache};
 use super::session::{BackendFeatures, FrontendSession};
 use super::stream_scanner::line_has_capability;
-use super::{BackendIo, ConnId, Finding, FrontendProfile, Grant, Pool, PoolStats, Protocol};
+use super::{BackendIo, ConnId, Finding, FrontendProfile, Grant, Pool, PoolStats};
 use crate::session::Limits;
 
 /// Trace lines kept; a long-running lab stops recording after this many.

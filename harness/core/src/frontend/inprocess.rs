@@ -12,6 +12,7 @@
 //! sessions live here too; their idle bound is checked against the clock of the client
 //! session that touches the cache, and [`InProcessFrontend::shutdown`] closes them.
 
+use crate::Protocol;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,7 +22,7 @@ use super::director::{
     features_from_greeting, greeting_is_ok, Decision, Director, Links, SessionId,
 };
 use super::session::FrontendSession;
-use super::{BackendIo, ConnId, Finding, FrontendProfile, PoolStats, Protocol};
+use super::{BackendIo, ConnId, Finding, FrontendProfile, PoolStats};
 use crate::session::{Limits, Output, ServerSession};
 
 pub use super::director::MAX_TRACE_LINES;

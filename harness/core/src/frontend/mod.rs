@@ -152,14 +152,6 @@ use serde::{Deserialize, Serialize};
 /// Names a back-end connection (`be#N` in the trace). The pool numbers from 1.
 pub type ConnId = u64;
 
-/// The protocol a front-end serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    Imap,
-    Pop3,
-}
-
 /// How the steps of one client SASL exchange are routed to back-end connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -1,3 +1,4 @@
+use crate::Protocol;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -15,6 +15,7 @@
 //! front-end's buffering are bounded; the pool never holds more idle connections than its
 //! size.
 
+use crate::Protocol;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ use arbitrary::Unstructured;
 use super::imap_ops::continuation;
 use super::ops::{self, account, byte, choice, flag, Seed, USERS};
 use crate::frontend::inprocess::InProcessSession;
-use crate::frontend::{FrontendProfile, InProcessFrontend, Protocol, FRONTEND_PROFILE_NAMES};
+use crate::frontend::{FrontendProfile, InProcessFrontend, FRONTEND_PROFILE_NAMES};
 use crate::imap::StoreCaps;
 use crate::ntlm::{Credentials, InitiatorOptions, NtlmInitiator, ResponseKind};
 use crate::sasl::{decode_base64, encode_base64};

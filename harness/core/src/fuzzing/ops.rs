@@ -11,12 +11,12 @@ use std::sync::{Arc, OnceLock};
 
 use arbitrary::{Arbitrary, Unstructured};
 
-use crate::frontend::Protocol;
 use crate::imap::{ImapServer, StoreCaps};
 use crate::pop3::Pop3Server;
 use crate::profile::Profile;
 use crate::session::{Limits, ServerSession, SessionContext};
 use crate::world::{LabFile, World};
+use crate::Protocol;
 
 /// Operations played per input at most: keeps one execution short whatever its length.
 pub const MAX_OPS: usize = 64;

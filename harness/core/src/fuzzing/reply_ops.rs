@@ -25,8 +25,9 @@ use std::time::Duration;
 use arbitrary::Unstructured;
 
 use super::ops::{self, byte};
-use crate::netfuzz::{Malformed, Proto, ReplyCheck};
+use crate::netfuzz::{Malformed, ReplyCheck};
 use crate::session::{Output, ServerSession};
+use crate::Protocol;
 
 /// Client lines played against the mock per input.
 pub const MAX_MOCK_LINES: usize = 64;
@@ -87,7 +88,7 @@ struct Judge {
 }
 
 impl Judge {
-    fn new(proto: Proto) -> Judge {
+    fn new(proto: Protocol) -> Judge {
         Judge {
             check: ReplyCheck::new(proto),
             buf: Vec::new(),
@@ -171,9 +172,9 @@ pub fn run(data: &[u8]) -> Verdict {
     let mut u = Unstructured::new(data);
     let setup = byte(&mut u);
     let proto = if setup & 1 == 0 {
-        Proto::Imap
+        Protocol::Imap
     } else {
-        Proto::Pop3
+        Protocol::Pop3
     };
     if setup & 2 == 0 {
         hostile(proto, &mut u)
@@ -183,7 +184,7 @@ pub fn run(data: &[u8]) -> Verdict {
     }
 }
 
-fn hostile(proto: Proto, u: &mut Unstructured<'_>) -> Verdict {
+fn hostile(proto: Protocol, u: &mut Unstructured<'_>) -> Verdict {
     let mut judge = Judge::new(proto);
     while !u.is_empty() && !judge.tls {
         let client = byte(u) & 1 == 1;
@@ -197,15 +198,15 @@ fn hostile(proto: Proto, u: &mut Unstructured<'_>) -> Verdict {
     judge.verdict()
 }
 
-fn mock(proto: Proto, lines: &[u8]) -> Verdict {
+fn mock(proto: Protocol, lines: &[u8]) -> Verdict {
     let Some(world) = ops::default_world() else {
         return Verdict::Partial;
     };
     let world = Arc::new(world);
     let profile = Arc::new(crate::profile::Profile::default_profile());
     let protocol = match proto {
-        Proto::Imap => crate::driver::Protocol::Imap,
-        Proto::Pop3 => crate::driver::Protocol::Pop3,
+        Protocol::Imap => crate::Protocol::Imap,
+        Protocol::Pop3 => crate::Protocol::Pop3,
     };
     let mut server = crate::scenario::endpoint(&world, &profile, protocol, 1);
     let mut judge = Judge::new(proto);
@@ -254,7 +255,7 @@ fn pump(judge: &mut Judge, server: &mut dyn ServerSession, after: &str) -> bool 
 /// `corpus/sessions/<protocol>/`: for each, its client lines in mock mode (`-mock`), and
 /// the same conversation with the mock as hostile-mode records of what was sent and what
 /// the mock replied (`-replies`), so the hostile inputs start from real replies.
-pub fn seeds(transcripts: &[(Proto, String, String)]) -> Vec<(String, Vec<u8>)> {
+pub fn seeds(transcripts: &[(Protocol, String, String)]) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for (proto, name, text) in transcripts {
         let Ok(script) = crate::script::parse(text) else {
@@ -269,7 +270,7 @@ pub fn seeds(transcripts: &[(Proto, String, String)]) -> Vec<(String, Vec<u8>)> 
             })
             .take(MAX_MOCK_LINES)
             .collect();
-        let p = u8::from(*proto == Proto::Pop3);
+        let p = u8::from(*proto == Protocol::Pop3);
         let mut mock_seed = vec![2 | p];
         mock_seed.extend_from_slice(lines.join("\n").as_bytes());
         out.push((format!("{name}-mock"), mock_seed));
@@ -280,15 +281,15 @@ pub fn seeds(transcripts: &[(Proto, String, String)]) -> Vec<(String, Vec<u8>)> 
 
 /// A hostile-mode input: what the client sent and the mock replied, record by record
 /// (replies longer than a record are split).
-fn replies_seed(proto: Proto, p: u8, lines: &[&str]) -> Vec<u8> {
+fn replies_seed(proto: Protocol, p: u8, lines: &[&str]) -> Vec<u8> {
     let mut s = ops::Seed::default();
     s.byte(p);
     let Some(world) = ops::default_world() else {
         return s.0;
     };
     let protocol = match proto {
-        Proto::Imap => crate::driver::Protocol::Imap,
-        Proto::Pop3 => crate::driver::Protocol::Pop3,
+        Protocol::Imap => crate::Protocol::Imap,
+        Protocol::Pop3 => crate::Protocol::Pop3,
     };
     let world = Arc::new(world);
     let profile = Arc::new(crate::profile::Profile::default_profile());
@@ -314,11 +315,11 @@ fn replies_seed(proto: Proto, p: u8, lines: &[&str]) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn transcripts() -> Vec<(Proto, String, String)> {
+    fn transcripts() -> Vec<(Protocol, String, String)> {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../corpus/sessions");
         let mut out = Vec::new();
-        for proto in [Proto::Imap, Proto::Pop3] {
-            let dir = root.join(proto.name());
+        for proto in [Protocol::Imap, Protocol::Pop3] {
+            let dir = root.join(proto.keyword());
             let mut files: Vec<_> = std::fs::read_dir(&dir)
                 .unwrap()
                 .map(|e| e.unwrap().path())
@@ -327,7 +328,7 @@ mod tests {
             for f in files {
                 let stem = f.file_stem().unwrap().to_string_lossy().into_owned();
                 let text = std::fs::read_to_string(&f).unwrap();
-                out.push((proto, format!("{}-{stem}", proto.name()), text));
+                out.push((proto, format!("{}-{stem}", proto.keyword()), text));
             }
         }
         out
@@ -364,7 +365,7 @@ mod tests {
 
     #[test]
     fn reply_lines_skip_literals_only_as_far_as_the_bytes_go() {
-        let mut c = ReplyCheck::new(Proto::Imap);
+        let mut c = ReplyCheck::new(Protocol::Imap);
         c.greeting(b"* OK hi\r\n").unwrap();
         let buf = b"* 1 FETCH (BODY[] {5}\r\nab\ncd)\r\nrest";
         let (took, line) = next_reply_line(buf, &c).unwrap();

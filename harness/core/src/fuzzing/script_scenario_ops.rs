@@ -22,10 +22,7 @@ pub fn script_decode(data: &[u8]) {
     };
     let world = std::sync::Arc::new(world);
     let profile = std::sync::Arc::new(crate::profile::Profile::default_profile());
-    let protocol = match script.protocol.as_deref() {
-        Some("pop3") => crate::driver::Protocol::Pop3,
-        _ => crate::driver::Protocol::Imap,
-    };
+    let protocol = script.protocol.unwrap_or(crate::Protocol::Imap);
     let mut transport = crate::script::InProcess::new(|n| {
         crate::scenario::endpoint(&world, &profile, protocol, n as u64)
     });
@@ -53,8 +50,9 @@ pub fn scenario_decode(data: &[u8]) {
 const MAX_CASE_LINES: usize = 1_000;
 
 fn reproducer_round_trip(data: &[u8]) {
-    use crate::netfuzz::{reproducer, CaseLine, Proto};
+    use crate::netfuzz::{reproducer, CaseLine};
     use crate::script::{ReadLine, ScriptTransport};
+    use crate::Protocol;
 
     /// Records what is sent; every read answers with a line any pattern of a
     /// reproducer accepts.
@@ -92,7 +90,7 @@ fn reproducer_round_trip(data: &[u8]) {
             crlf: false,
         });
     }
-    let text = reproducer(Proto::Imap, &["round trip".into()], &lines);
+    let text = reproducer(Protocol::Imap, &["round trip".into()], &lines);
     let script = match crate::script::parse(&text) {
         Ok(script) => script,
         Err(e) => panic!("a reproducer does not parse: {e}\n{text}"),

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
-use super::mutate::Proto;
+use crate::Protocol;
 
 /// Tags remembered per connection.
 const MAX_TAGS: usize = 4_096;
@@ -51,7 +51,7 @@ struct Pop3Cmd {
 /// Follows one connection from the client's side.
 #[derive(Debug, Clone)]
 pub struct ReplyCheck {
-    proto: Proto,
+    proto: Protocol,
     due: bool,
     complete: bool,
     goodbye: bool,
@@ -85,7 +85,7 @@ pub struct ReplyCheck {
 }
 
 impl ReplyCheck {
-    pub fn new(proto: Proto) -> ReplyCheck {
+    pub fn new(proto: Protocol) -> ReplyCheck {
         ReplyCheck {
             proto,
             due: true, // the greeting
@@ -124,8 +124,8 @@ impl ReplyCheck {
     pub fn auth_reply_due(&self) -> bool {
         self.due
             && match self.proto {
-                Proto::Imap => self.sasl || self.verb == ImapVerb::Auth,
-                Proto::Pop3 => self.sasl || self.pending.iter().any(|c| c.auth),
+                Protocol::Imap => self.sasl || self.verb == ImapVerb::Auth,
+                Protocol::Pop3 => self.sasl || self.pending.iter().any(|c| c.auth),
             }
     }
 
@@ -151,7 +151,7 @@ impl ReplyCheck {
         self.complete = true;
         terminated(line)?;
         let ok = match self.proto {
-            Proto::Imap => {
+            Protocol::Imap => {
                 if starts_ci(line, b"* BYE") {
                     self.goodbye = true;
                     true
@@ -159,7 +159,7 @@ impl ReplyCheck {
                     starts_ci(line, b"* OK") || starts_ci(line, b"* PREAUTH")
                 }
             }
-            Proto::Pop3 => {
+            Protocol::Pop3 => {
                 if line.starts_with(b"-ERR") {
                     self.goodbye = true;
                     true
@@ -251,8 +251,8 @@ impl ReplyCheck {
             return;
         }
         match self.proto {
-            Proto::Imap => self.end_imap_line(&head, &tail, nonblank),
-            Proto::Pop3 => self.end_pop3_line(&head, nonblank),
+            Protocol::Imap => self.end_imap_line(&head, &tail, nonblank),
+            Protocol::Pop3 => self.end_pop3_line(&head, nonblank),
         }
     }
 
@@ -370,7 +370,7 @@ impl ReplyCheck {
     /// the response's parts so far joined) announces at its end, whose bytes follow
     /// before the line goes on. Only data carries literals.
     pub fn server_literal(&self, line: &[u8]) -> Option<u64> {
-        if self.proto != Proto::Imap {
+        if self.proto != Protocol::Imap {
             return None;
         }
         // A server sends only synchronising literals; a line must end in CRLF.
@@ -387,7 +387,7 @@ impl ReplyCheck {
         if !self.head.is_empty() && self.client_literal == 0 {
             self.answered_early = true;
         }
-        if self.proto == Proto::Pop3 && self.body {
+        if self.proto == Protocol::Pop3 && self.body {
             if line == b".\r\n" {
                 self.body = false;
                 self.complete = self.pending.iter().all(|c| c.blank);
@@ -396,8 +396,8 @@ impl ReplyCheck {
         }
         terminated(line)?;
         match self.proto {
-            Proto::Imap => self.imap_line(line),
-            Proto::Pop3 => self.pop3_line(line),
+            Protocol::Imap => self.imap_line(line),
+            Protocol::Pop3 => self.pop3_line(line),
         }
     }
 
@@ -566,7 +566,7 @@ mod tests {
     use super::*;
 
     fn imap() -> ReplyCheck {
-        let mut c = ReplyCheck::new(Proto::Imap);
+        let mut c = ReplyCheck::new(Protocol::Imap);
         assert!(c.reply_due());
         c.greeting(b"* OK ready\r\n").unwrap();
         assert!(!c.reply_due());
@@ -746,7 +746,7 @@ mod tests {
         c.sent(b"a4 SELECT INBOX\r\n");
         assert!(c.reply_due() && !c.auth_reply_due());
 
-        let mut c = ReplyCheck::new(Proto::Pop3);
+        let mut c = ReplyCheck::new(Protocol::Pop3);
         c.greeting(b"+OK hi\r\n").unwrap();
         for (line, auth) in [
             (&b"USER user\r\n"[..], false),
@@ -777,7 +777,7 @@ mod tests {
 
     #[test]
     fn pop3_status_bodies_and_goodbye() {
-        let mut c = ReplyCheck::new(Proto::Pop3);
+        let mut c = ReplyCheck::new(Protocol::Pop3);
         c.greeting(b"+OK POP3 ready\r\n").unwrap();
         c.sent(b"LIST\r\n");
         assert!(c.reply_due());
@@ -799,10 +799,12 @@ mod tests {
         c.server_line(b"+OK bye\r\n").unwrap();
         assert!(c.said_goodbye());
         assert!(c.server_line(b"+OK\n").is_err());
-        assert!(ReplyCheck::new(Proto::Pop3).greeting(b"* OK\r\n").is_err());
+        assert!(ReplyCheck::new(Protocol::Pop3)
+            .greeting(b"* OK\r\n")
+            .is_err());
 
         // UIDL with an argument a server may not see (Dovecot stops at NUL)
-        let mut c = ReplyCheck::new(Proto::Pop3);
+        let mut c = ReplyCheck::new(Protocol::Pop3);
         c.greeting(b"+OK hi\r\n").unwrap();
         c.sent(b"UIDL \x001\r\n");
         c.server_line(b"+OK\r\n").unwrap();
@@ -814,7 +816,7 @@ mod tests {
 
         // blank lines, answered (-ERR) or ignored, keep replies in step
         for answered in [true, false] {
-            let mut c = ReplyCheck::new(Proto::Pop3);
+            let mut c = ReplyCheck::new(Protocol::Pop3);
             c.greeting(b"+OK hi\r\n").unwrap();
             c.sent(b"\r\n");
             assert!(!c.reply_due());
@@ -835,7 +837,7 @@ mod tests {
     fn hostile_bytes_never_panic() {
         let mut rng = crate::rng::SeededRng::new(9);
         let alphabet: &[u8] = b"* +OK-ERR{}0123456789\r\n.a1 BYEDONEIDLE\xff";
-        for proto in [Proto::Imap, Proto::Pop3] {
+        for proto in [Protocol::Imap, Protocol::Pop3] {
             let mut c = ReplyCheck::new(proto);
             for i in 0..20_000u32 {
                 let len = (rng.next_u64() % 40) as usize;

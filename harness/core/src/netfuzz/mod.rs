@@ -6,10 +6,9 @@
 pub mod check;
 pub mod mutate;
 
+use crate::Protocol;
 pub use check::{Malformed, ReplyCheck};
-pub use mutate::{
-    CaseLine, MutateError, Mutated, MutationKind, Mutator, Proto, SeedSession, ALL_KINDS,
-};
+pub use mutate::{CaseLine, MutateError, Mutated, MutationKind, Mutator, SeedSession, ALL_KINDS};
 
 /// A `C:` line body for these bytes: printable ASCII as is, `$` as `$$`, anything else
 /// as a `${hh}` hex escape (which `script::play` turns back into the bytes).
@@ -41,7 +40,7 @@ pub fn script_text(bytes: &[u8]) -> String {
 /// A reproducer: a transcript script that opens one connection, takes the greeting,
 /// sends the case's bytes exactly (a line sent without CRLF is joined to the next one)
 /// and then asks whether the server is still there. `header` lines become comments.
-pub fn reproducer(proto: Proto, header: &[String], lines: &[CaseLine]) -> String {
+pub fn reproducer(proto: Protocol, header: &[String], lines: &[CaseLine]) -> String {
     let mut out = String::new();
     for h in header {
         for l in h.lines() {
@@ -50,7 +49,7 @@ pub fn reproducer(proto: Proto, header: &[String], lines: &[CaseLine]) -> String
             out.push('\n');
         }
     }
-    out.push_str(&format!("@protocol {}\nS: $*\n", proto.name()));
+    out.push_str(&format!("@protocol {}\nS: $*\n", proto.keyword()));
     let mut pending: Vec<u8> = Vec::new();
     for line in lines {
         pending.extend_from_slice(&line.bytes);
@@ -65,8 +64,8 @@ pub fn reproducer(proto: Proto, header: &[String], lines: &[CaseLine]) -> String
     }
     out.push_str("# a server that survived answers this\n");
     match proto {
-        Proto::Imap => out.push_str("C: zz9 NOOP\nS: ...\nS: zz9 $*\n"),
-        Proto::Pop3 => out.push_str("C: NOOP\nS: ...\nS: $*\n"),
+        Protocol::Imap => out.push_str("C: zz9 NOOP\nS: ...\nS: zz9 $*\n"),
+        Protocol::Pop3 => out.push_str("C: NOOP\nS: ...\nS: $*\n"),
     }
     out
 }
@@ -75,6 +74,7 @@ pub fn reproducer(proto: Proto, header: &[String], lines: &[CaseLine]) -> String
 mod tests {
     use super::*;
     use crate::script::{parse, Step};
+    use crate::Protocol;
 
     #[test]
     fn reproducers_parse_and_keep_the_bytes() {
@@ -92,7 +92,7 @@ mod tests {
                 crlf: true,
             },
         ];
-        let text = reproducer(Proto::Imap, &["found: reset".into()], &lines);
+        let text = reproducer(Protocol::Imap, &["found: reset".into()], &lines);
         assert!(
             text.starts_with("# found: reset\n@protocol imap\nS: $*\n"),
             "{text}"

@@ -3,30 +3,7 @@
 
 use crate::rng::SeededRng;
 use crate::script::{Script, Step};
-
-/// Which protocol's keywords to insert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Proto {
-    Imap,
-    Pop3,
-}
-
-impl Proto {
-    pub fn parse(name: &str) -> Option<Proto> {
-        match name {
-            "imap" => Some(Proto::Imap),
-            "pop3" => Some(Proto::Pop3),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Proto::Imap => "imap",
-            Proto::Pop3 => "pop3",
-        }
-    }
-}
+use crate::Protocol;
 
 /// What the client of one transcript sends on each of its connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -322,7 +299,7 @@ const TAG_CHARS: &[u8] =
 /// `n`, so any case can be made again on its own.
 #[derive(Debug, Clone)]
 pub struct Mutator {
-    proto: Proto,
+    proto: Protocol,
     seed: u64,
     /// (session index, connection index) of every non-empty connection.
     slots: Vec<(usize, usize)>,
@@ -330,7 +307,11 @@ pub struct Mutator {
 }
 
 impl Mutator {
-    pub fn new(proto: Proto, seeds: Vec<SeedSession>, seed: u64) -> Result<Mutator, MutateError> {
+    pub fn new(
+        proto: Protocol,
+        seeds: Vec<SeedSession>,
+        seed: u64,
+    ) -> Result<Mutator, MutateError> {
         let slots: Vec<(usize, usize)> = seeds
             .iter()
             .enumerate()
@@ -353,7 +334,7 @@ impl Mutator {
         })
     }
 
-    pub fn proto(&self) -> Proto {
+    pub fn proto(&self) -> Protocol {
         self.proto
     }
 
@@ -411,7 +392,7 @@ fn pick<'a, T>(rng: &mut SeededRng, items: &'a [T]) -> Option<&'a T> {
 }
 
 /// Applies one mutation of `kind` to `lines` (which may be empty: then a line is made).
-pub fn apply(proto: Proto, kind: MutationKind, lines: &mut Vec<CaseLine>, rng: &mut SeededRng) {
+pub fn apply(proto: Protocol, kind: MutationKind, lines: &mut Vec<CaseLine>, rng: &mut SeededRng) {
     if lines.is_empty() {
         lines.push(CaseLine::new(random_command(proto, rng)));
     }
@@ -446,8 +427,8 @@ pub fn apply(proto: Proto, kind: MutationKind, lines: &mut Vec<CaseLine>, rng: &
                 lines.insert(at, CaseLine::new(random_command(proto, rng)));
             } else {
                 let words = match proto {
-                    Proto::Imap => IMAP_KEYWORDS,
-                    Proto::Pop3 => POP3_KEYWORDS,
+                    Protocol::Imap => IMAP_KEYWORDS,
+                    Protocol::Pop3 => POP3_KEYWORDS,
                 };
                 let word = pick(rng, words).copied().unwrap_or("NOOP");
                 let line = &mut lines[at].bytes;
@@ -524,13 +505,13 @@ pub fn apply(proto: Proto, kind: MutationKind, lines: &mut Vec<CaseLine>, rng: &
     }
 }
 
-fn random_command(proto: Proto, rng: &mut SeededRng) -> Vec<u8> {
+fn random_command(proto: Protocol, rng: &mut SeededRng) -> Vec<u8> {
     match proto {
-        Proto::Imap => {
+        Protocol::Imap => {
             let cmd = pick(rng, IMAP_COMMAND_LINES).copied().unwrap_or("NOOP");
             format!("z{} {cmd}", below(rng, 1000)).into_bytes()
         }
-        Proto::Pop3 => pick(rng, POP3_COMMAND_LINES)
+        Protocol::Pop3 => pick(rng, POP3_COMMAND_LINES)
             .copied()
             .unwrap_or("NOOP")
             .as_bytes()
@@ -594,9 +575,9 @@ mod tests {
 
     #[test]
     fn same_seed_same_case_and_seeds_differ() {
-        let a = Mutator::new(Proto::Imap, seeds(), 7).unwrap();
-        let b = Mutator::new(Proto::Imap, seeds(), 7).unwrap();
-        let c = Mutator::new(Proto::Imap, seeds(), 8).unwrap();
+        let a = Mutator::new(Protocol::Imap, seeds(), 7).unwrap();
+        let b = Mutator::new(Protocol::Imap, seeds(), 7).unwrap();
+        let c = Mutator::new(Protocol::Imap, seeds(), 8).unwrap();
         for i in 0..200 {
             assert_eq!(a.case(i), b.case(i));
         }
@@ -604,14 +585,14 @@ mod tests {
         // Each case depends on its index only, not on the cases made before it.
         let late = a.case(150);
         assert_eq!(
-            Mutator::new(Proto::Imap, seeds(), 7).unwrap().case(150),
+            Mutator::new(Protocol::Imap, seeds(), 7).unwrap().case(150),
             late
         );
     }
 
     #[test]
     fn every_kind_is_reachable_and_changes_the_case() {
-        for proto in [Proto::Imap, Proto::Pop3] {
+        for proto in [Protocol::Imap, Protocol::Pop3] {
             let m = Mutator::new(proto, seeds(), 1).unwrap();
             let mut seen = std::collections::BTreeSet::new();
             for i in 0..2_000 {
@@ -627,7 +608,7 @@ mod tests {
         for kind in ALL_KINDS {
             let changed = (0..20).any(|s| {
                 let mut lines = original.clone();
-                apply(Proto::Imap, kind, &mut lines, &mut SeededRng::new(s));
+                apply(Protocol::Imap, kind, &mut lines, &mut SeededRng::new(s));
                 lines != original
             });
             assert!(changed, "{kind} never changes the lines");
@@ -644,7 +625,7 @@ mod tests {
         };
         let run = |kind| {
             let mut l = base();
-            apply(Proto::Imap, kind, &mut l, &mut SeededRng::new(3));
+            apply(Protocol::Imap, kind, &mut l, &mut SeededRng::new(3));
             l
         };
         assert_eq!(run(MutationKind::Drop).len(), 1);
@@ -670,7 +651,7 @@ mod tests {
 
     #[test]
     fn first_difference_and_wire() {
-        let m = Mutator::new(Proto::Imap, seeds(), 5).unwrap();
+        let m = Mutator::new(Protocol::Imap, seeds(), 5).unwrap();
         for i in 0..300 {
             let case = m.case(i);
             if let Some(d) = case.first_difference() {
@@ -685,7 +666,7 @@ mod tests {
         }
         assert_eq!(CaseLine::new(b"x".to_vec()).wire(), b"x\r\n");
         assert!(matches!(
-            Mutator::new(Proto::Pop3, vec![], 1),
+            Mutator::new(Protocol::Pop3, vec![], 1),
             Err(MutateError::NoSeeds)
         ));
     }

@@ -164,7 +164,7 @@ pub const FINDING_KINDS: &[&str] = &[
 
 pub fn allowed_values(param: &str) -> Option<Vec<&'static str>> {
     match param {
-        "protocol" => Some(vec!["imap", "pop3"]),
+        "protocol" => Some(crate::Protocol::ALL.map(crate::Protocol::keyword).to_vec()),
         "topology" => {
             let mut v = vec!["direct"];
             v.extend_from_slice(crate::scenario::TOPOLOGY_FRONTENDS);

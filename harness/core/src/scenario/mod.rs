@@ -28,16 +28,12 @@ pub fn frontend_topology(
     name: &str,
     world: std::sync::Arc<crate::world::World>,
     profile: crate::profile::Profile,
-    protocol: crate::driver::Protocol,
+    protocol: crate::Protocol,
 ) -> Option<Box<dyn Topology>> {
     use crate::frontend::{FrontendProfile, InProcessFrontend};
     let fe_profile = FrontendProfile::by_name(name)?;
-    let fe_protocol = match protocol {
-        crate::driver::Protocol::Imap => crate::frontend::Protocol::Imap,
-        crate::driver::Protocol::Pop3 => crate::frontend::Protocol::Pop3,
-    };
     let profile = std::sync::Arc::new(profile);
-    let frontend = InProcessFrontend::new(fe_protocol, fe_profile, move |n| {
+    let frontend = InProcessFrontend::new(protocol, fe_profile, move |n| {
         endpoint(&world, &profile, protocol, n)
     });
     Some(Box::new(FrontendTopology { frontend }))

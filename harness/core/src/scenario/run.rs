@@ -1,5 +1,6 @@
 //! Plays scenario cases in-process and checks them against their expectations.
 
+use crate::Protocol;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -7,7 +8,7 @@ use serde::Serialize;
 
 use super::file::{Case, Expectation, ScenarioError, ScenarioFile};
 use crate::codes::ErrorCode;
-use crate::driver::{self, ClientConfig, Finding, Policy, Protocol, SessionOutcome};
+use crate::driver::{self, ClientConfig, Finding, Policy, SessionOutcome};
 use crate::imap::ImapServer;
 use crate::pop3::Pop3Server;
 use crate::profile::Profile;
@@ -239,10 +240,11 @@ pub struct CasePlan {
 
 impl CasePlan {
     pub fn new(scenario: &ScenarioFile, case: &Case) -> Result<CasePlan, ScenarioError> {
-        let protocol = match case.get("protocol").unwrap_or("imap") {
-            "pop3" => Protocol::Pop3,
-            _ => Protocol::Imap,
-        };
+        // file.rs checks the value against `allowed_values("protocol")` before this.
+        let protocol = case
+            .get("protocol")
+            .and_then(Protocol::parse)
+            .unwrap_or(Protocol::Imap);
         let profile_name = case.get("profile").unwrap_or("default");
         let profile =
             Profile::by_name(profile_name).ok_or_else(|| ScenarioError::UnknownValue {

@@ -1,12 +1,13 @@
 use std::collections::BTreeMap;
 
 use super::pattern::{is_name, Pattern};
+use crate::Protocol;
 
 /// A parsed script.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Script {
     /// `@protocol` (imap, pop3); `None` when the script does not say.
-    pub protocol: Option<String>,
+    pub protocol: Option<Protocol>,
     /// `@var name value`, in order of appearance (later ones override earlier).
     pub vars: BTreeMap<String, String>,
     pub steps: Vec<Step>,
@@ -70,7 +71,7 @@ pub enum Line {
 /// A directive the parser understood.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Directive {
-    Protocol(String),
+    Protocol(Protocol),
     Var(String, String),
     Close(usize),
     Closed(usize),
@@ -223,12 +224,12 @@ fn directive(text: &str, line: usize) -> Result<Directive, ParseError> {
         Ok(n)
     };
     match name {
-        "protocol" => match words.next() {
-            Some(p) => Ok(Directive::Protocol(p.to_ascii_lowercase())),
+        "protocol" => match words.next().and_then(Protocol::parse) {
+            Some(p) => Ok(Directive::Protocol(p)),
             None => Err(ParseError::DirectiveArgs {
                 line,
                 name: "protocol",
-                what: "a protocol name",
+                what: "a protocol name (imap, pop3)",
             }),
         },
         "var" => {
@@ -270,7 +271,7 @@ mod tests {
             "# hi\n@protocol IMAP\n@var user alice\n\nS: * OK $*\nC: a1 LOGIN $user x\nS: ...\nS: a1 OK $*\nC2: b1 NOOP\n@close 2\n@closed\n",
         )
         .unwrap();
-        assert_eq!(s.protocol.as_deref(), Some("imap"));
+        assert_eq!(s.protocol, Some(Protocol::Imap));
         assert_eq!(s.vars["user"], "alice");
         assert_eq!(s.steps.len(), 7);
         assert!(

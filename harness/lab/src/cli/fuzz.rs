@@ -84,10 +84,9 @@ pub fn run(args: FuzzArgs) -> Result<()> {
     })?;
     bar.finish_and_clear();
 
-    let proto = &cfg.target.protocol;
     println!(
         "harness fuzz: {}://{} seed {}, {} cases in {:.1} s ({})",
-        proto,
+        cfg.target.protocol.keyword(),
         cfg.target.addr,
         cfg.seed,
         summary.cases,

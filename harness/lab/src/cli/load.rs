@@ -8,7 +8,6 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use harness::tools::load::{self, ErrorKind, LoadConfig, LoadProgress, SessionKind, UserSpec};
 use harness::tools::play::Target;
-use harness::Protocol;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::table;
@@ -71,10 +70,7 @@ fn millis(d: Option<Duration>) -> String {
 
 pub fn run(args: LoadArgs) -> Result<()> {
     let target = Target::parse(&args.target, args.allow_remote)?;
-    let protocol = match target.protocol.as_str() {
-        "imap" => Protocol::Imap,
-        _ => Protocol::Pop3,
-    };
+    let protocol = target.protocol;
     let session = match &args.session {
         Some(name) => SessionKind::by_name(name).with_context(|| {
             format!(

@@ -10,7 +10,7 @@ use harness::tools::play::{SocketTransport, Target};
 use harness_core::imap::ImapServer;
 use harness_core::pop3::Pop3Server;
 use harness_core::script::{self, InProcess, ScriptTransport, Verdict};
-use harness_core::{LabFile, Profile, ServerSession, SessionContext};
+use harness_core::{LabFile, Profile, Protocol, ServerSession, SessionContext};
 
 use super::table;
 
@@ -73,25 +73,19 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 
 /// A server session for `protocol` on the default lab, seeded per connection.
 pub fn in_process_factory(
-    protocol: &str,
+    protocol: Protocol,
     profile: Profile,
 ) -> Result<impl FnMut(usize) -> Box<dyn ServerSession>> {
     let world = Arc::new(LabFile::default_lab().build()?);
     let profile = Arc::new(profile);
-    let imap = match protocol {
-        "imap" => true,
-        "pop3" => false,
-        other => bail!("no in-process mock for protocol {other:?} (imap, pop3)"),
-    };
     Ok(move |conn: usize| -> Box<dyn ServerSession> {
         let mut ctx = SessionContext::new(world.clone(), profile.clone());
         ctx.seed = conn as u64;
         ctx.epoch_secs = IN_PROCESS_EPOCH;
         ctx.transport.starttls_available = true;
-        if imap {
-            Box::new(ImapServer::new(ctx))
-        } else {
-            Box::new(Pop3Server::new(ctx))
+        match protocol {
+            Protocol::Imap => Box::new(ImapServer::new(ctx)),
+            Protocol::Pop3 => Box::new(Pop3Server::new(ctx)),
         }
     })
 }
@@ -139,16 +133,15 @@ pub fn run(args: PlayArgs) -> Result<()> {
         };
         let protocol = script
             .protocol
-            .clone()
-            .or_else(|| target.as_ref().map(|t| t.protocol.clone()))
-            .unwrap_or_else(|| "imap".into());
+            .or(target.as_ref().map(|t| t.protocol))
+            .unwrap_or(Protocol::Imap);
         if let Some(t) = &target {
             if t.protocol != protocol {
                 rows.push(vec![
                     name,
-                    protocol,
+                    protocol.keyword().into(),
                     "SKIPPED".into(),
-                    format!("target speaks {}", t.protocol),
+                    format!("target speaks {}", t.protocol.keyword()),
                 ]);
                 continue;
             }
@@ -156,7 +149,7 @@ pub fn run(args: PlayArgs) -> Result<()> {
         let mut transport: Box<dyn ScriptTransport> = match &target {
             Some(t) => Box::new(SocketTransport::new(t.addr, silence)),
             None => Box::new(InProcess::new(in_process_factory(
-                &protocol,
+                protocol,
                 profile.clone(),
             )?)),
         };
@@ -180,11 +173,16 @@ pub fn run(args: PlayArgs) -> Result<()> {
                         )
                     }
                 };
-                rows.push(vec![name, protocol, status, note]);
+                rows.push(vec![name, protocol.keyword().into(), status, note]);
             }
             Err(e) => {
                 failed += 1;
-                rows.push(vec![name, protocol, "ERROR".into(), e.to_string()]);
+                rows.push(vec![
+                    name,
+                    protocol.keyword().into(),
+                    "ERROR".into(),
+                    e.to_string(),
+                ]);
             }
         }
     }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use harness_core::frontend::director::{features_from_greeting, greeting_is_ok};
 use harness_core::frontend::{
     BackendIo, CacheStats, ConnId, Decision, Director, FrontendProfile, FrontendSession, Links,
-    PoolStats, Protocol as FeProtocol, SessionId,
+    PoolStats, SessionId,
 };
 use harness_core::{Limits, Output, ServerSession};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -44,13 +44,6 @@ pub struct FrontendSpec {
     pub backend: Option<SocketAddr>,
 }
 
-fn fe_protocol(p: Protocol) -> FeProtocol {
-    match p {
-        Protocol::Imap => FeProtocol::Imap,
-        Protocol::Pop3 => FeProtocol::Pop3,
-    }
-}
-
 /// Connects to the back-end and reads its greeting line.
 async fn open_backend(addr: SocketAddr, protocol: Protocol) -> io::Result<(TcpStream, Vec<u8>)> {
     let connect = async {
@@ -67,7 +60,7 @@ async fn open_backend(addr: SocketAddr, protocol: Protocol) -> io::Result<(TcpSt
             }
             greeting.extend_from_slice(&buf[..n]);
         }
-        if !greeting_is_ok(fe_protocol(protocol), &greeting) {
+        if !greeting_is_ok(protocol, &greeting) {
             return Err(io::Error::other("back-end greeting is not OK"));
         }
         Ok((tcp, greeting))
@@ -243,7 +236,7 @@ pub async fn start(
 )> {
     let (probe, greeting) = open_backend(backend, spec.protocol).await?;
     drop(probe);
-    let protocol = fe_protocol(spec.protocol);
+    let protocol = spec.protocol;
     let mut director = Director::new(
         protocol,
         spec.profile.clone(),

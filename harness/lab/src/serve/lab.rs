@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use harness_core::imap::ImapServer;
 use harness_core::pop3::Pop3Server;
 use harness_core::world::{LabFile, LabFileError};
-use harness_core::{Limits, Profile, ServerSession, SessionContext, Transport, World};
+use harness_core::{Limits, Profile, Protocol, ServerSession, SessionContext, Transport, World};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -20,39 +20,6 @@ use tokio::task::JoinSet;
 use super::connection::{drive, Conn};
 use super::frontend_host::{self, FrontendShared, FrontendSpec};
 use super::tls::{LabTls, TlsSetupError};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Protocol {
-    Imap,
-    Pop3,
-}
-
-impl From<harness_core::driver::Protocol> for Protocol {
-    fn from(p: harness_core::driver::Protocol) -> Protocol {
-        match p {
-            harness_core::driver::Protocol::Imap => Protocol::Imap,
-            harness_core::driver::Protocol::Pop3 => Protocol::Pop3,
-        }
-    }
-}
-
-impl From<Protocol> for harness_core::driver::Protocol {
-    fn from(p: Protocol) -> harness_core::driver::Protocol {
-        match p {
-            Protocol::Imap => harness_core::driver::Protocol::Imap,
-            Protocol::Pop3 => harness_core::driver::Protocol::Pop3,
-        }
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Protocol::Imap => "imap",
-            Protocol::Pop3 => "pop3",
-        })
-    }
-}
 
 /// How a listener secures its connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

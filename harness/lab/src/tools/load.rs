@@ -275,7 +275,7 @@ pub async fn play_session(
 ) -> Result<(), SessionError> {
     let tcp = connect(addr, op_timeout).await?;
     let _ = tcp.set_nodelay(true);
-    let mut client = driver::new_client(protocol.into(), session_config(user, op_timeout));
+    let mut client = driver::new_client(protocol, session_config(user, op_timeout));
     drive_connected(client.as_mut(), addr, Some(tcp)).await;
     session_result(&client.outcome())
 }
@@ -626,7 +626,7 @@ mod tests {
     fn outcome(status: Status, steps: &[&str], findings: Vec<Finding>) -> SessionOutcome {
         SessionOutcome {
             actor: "alice".into(),
-            protocol: driver::Protocol::Imap,
+            protocol: harness_core::Protocol::Imap,
             policy: "basic".into(),
             steps: steps
                 .iter()

@@ -10,10 +10,8 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use harness_core::netfuzz::{
-    check::show, reproducer, Mutated, Mutator, Proto, ReplyCheck, SeedSession,
-};
-use harness_core::script;
+use harness_core::netfuzz::{check::show, reproducer, Mutated, Mutator, ReplyCheck, SeedSession};
+use harness_core::{script, Protocol};
 
 use super::play::Target;
 
@@ -167,8 +165,6 @@ pub enum FuzzError {
     },
     #[error("no {proto} transcripts with client lines under {0}", proto = .1)]
     NoSeeds(PathBuf, &'static str),
-    #[error("target speaks {0}, which the fuzzer does not (imap, pop3)")]
-    Protocol(String),
     #[error("cannot connect to {addr}: {detail}")]
     Unreachable { addr: SocketAddr, detail: String },
     #[error("writing {path}: {source}")]
@@ -179,8 +175,8 @@ pub enum FuzzError {
 }
 
 /// The seed sessions: the client lines of `<corpus>/<proto>/*.txt`, sorted by name.
-pub fn load_seeds(corpus: &Path, proto: Proto) -> Result<Vec<SeedSession>, FuzzError> {
-    let dir = corpus.join(proto.name());
+pub fn load_seeds(corpus: &Path, proto: Protocol) -> Result<Vec<SeedSession>, FuzzError> {
+    let dir = corpus.join(proto.keyword());
     let read = std::fs::read_dir(&dir).map_err(|source| FuzzError::Corpus {
         path: dir.clone(),
         source,
@@ -202,7 +198,7 @@ pub fn load_seeds(corpus: &Path, proto: Proto) -> Result<Vec<SeedSession>, FuzzE
         })?;
         let name = format!(
             "{}/{}",
-            proto.name(),
+            proto.keyword(),
             path.file_name().unwrap_or_default().to_string_lossy()
         );
         let seed = SeedSession::from_script(&name, &parsed);
@@ -211,7 +207,7 @@ pub fn load_seeds(corpus: &Path, proto: Proto) -> Result<Vec<SeedSession>, FuzzE
         }
     }
     if seeds.is_empty() {
-        return Err(FuzzError::NoSeeds(dir, proto.name()));
+        return Err(FuzzError::NoSeeds(dir, proto.keyword()));
     }
     Ok(seeds)
 }
@@ -384,7 +380,7 @@ fn reply_line(conn: &mut Conn, check: &ReplyCheck, deadline: Instant) -> Got {
 /// short there is `ok`, not a hang.
 pub fn run_case(
     addr: SocketAddr,
-    proto: Proto,
+    proto: Protocol,
     case: &Mutated,
     hang: Duration,
     auth_hang: Duration,
@@ -598,11 +594,10 @@ fn finding_key(kind: OutcomeKind, case: &Mutated) -> String {
 /// Runs cases until the count or the time is reached, the watched process dies, or the
 /// target stops taking connections. `progress` is called after each case.
 pub fn fuzz(cfg: &FuzzConfig, progress: &mut dyn FnMut(&Summary)) -> Result<Summary, FuzzError> {
-    let proto = Proto::parse(&cfg.target.protocol)
-        .ok_or_else(|| FuzzError::Protocol(cfg.target.protocol.clone()))?;
+    let proto = cfg.target.protocol;
     let seeds = load_seeds(&cfg.corpus, proto)?;
     let mutator = Mutator::new(proto, seeds, cfg.seed)
-        .map_err(|_| FuzzError::NoSeeds(cfg.corpus.clone(), proto.name()))?;
+        .map_err(|_| FuzzError::NoSeeds(cfg.corpus.clone(), proto.keyword()))?;
     // The target must be there at the start; a refusal later is a finding.
     match TcpStream::connect_timeout(&cfg.target.addr, Duration::from_secs(2)) {
         Ok(t) => drop(t),
@@ -659,7 +654,7 @@ pub fn fuzz(cfg: &FuzzConfig, progress: &mut dyn FnMut(&Summary)) -> Result<Summ
             if saved_keys.insert(key.clone()) {
                 let path = cfg
                     .out
-                    .join(format!("{}-{}-{key}.txt", result.kind, proto.name()));
+                    .join(format!("{}-{}-{key}.txt", result.kind, proto.keyword()));
                 save(cfg, proto, &case, &result, &path)?;
                 summary.findings.push(Finding {
                     kind: result.kind,
@@ -695,7 +690,7 @@ pub fn fuzz(cfg: &FuzzConfig, progress: &mut dyn FnMut(&Summary)) -> Result<Summ
 
 fn save(
     cfg: &FuzzConfig,
-    proto: Proto,
+    proto: Protocol,
     case: &Mutated,
     result: &CaseResult,
     path: &Path,
@@ -706,7 +701,7 @@ fn save(
         format!("detail: {}", result.detail),
         format!(
             "target {}://{}, seed {}, case {}, from {} (connection {}), mutations: {}",
-            proto.name(),
+            proto.keyword(),
             cfg.target.addr,
             cfg.seed,
             case.index,
@@ -717,7 +712,7 @@ fn save(
         format!(
             "remake: harness fuzz --target {}://{} --seed {} --count {} --hang-timeout {} \
              --auth-timeout {}",
-            proto.name(),
+            proto.keyword(),
             cfg.target.addr,
             cfg.seed,
             case.index + 1,

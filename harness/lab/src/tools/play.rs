@@ -6,6 +6,7 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use harness_core::script::{ReadLine, ScriptTransport};
+use harness_core::Protocol;
 
 /// Longest line read from a server before the read gives up on it.
 const MAX_READ_LINE: u64 = 1024 * 1024;
@@ -13,7 +14,7 @@ const MAX_READ_LINE: u64 = 1024 * 1024;
 /// A target given as `imap://host:port` or `pop3://host:port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
-    pub protocol: String,
+    pub protocol: Protocol,
     pub addr: SocketAddr,
 }
 
@@ -32,12 +33,9 @@ impl Target {
         let (scheme, rest) = url
             .split_once("://")
             .ok_or_else(|| TargetError::Syntax(url.to_string()))?;
-        let protocol = scheme.to_ascii_lowercase();
-        let default_port = match protocol.as_str() {
-            "imap" => 143,
-            "pop3" => 110,
-            _ => return Err(TargetError::Syntax(url.to_string())),
-        };
+        let protocol =
+            Protocol::parse(scheme).ok_or_else(|| TargetError::Syntax(url.to_string()))?;
+        let default_port = protocol.default_port();
         let hostport = rest.trim_end_matches('/');
         if hostport.is_empty() || hostport.contains('/') {
             return Err(TargetError::Syntax(url.to_string()));
@@ -152,7 +150,7 @@ mod tests {
     #[test]
     fn targets() {
         let t = Target::parse("imap://127.0.0.1:1143", false).unwrap();
-        assert_eq!((t.protocol.as_str(), t.addr.port()), ("imap", 1143));
+        assert_eq!((t.protocol, t.addr.port()), (Protocol::Imap, 1143));
         assert_eq!(
             Target::parse("pop3://127.0.0.1", false)
                 .unwrap()

@@ -17,7 +17,7 @@ use harness_core::script;
 use super::client_driver::drive_client;
 use super::play::SocketTransport;
 use crate::serve::frontend_host::FrontendSpec;
-use crate::{Lab, LabConfig, LabError, ListenerSpec, Protocol, Security};
+use crate::{Lab, LabConfig, LabError, ListenerSpec, Security};
 
 /// Longest a client may take over sockets before the case is cut off.
 const CASE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -39,7 +39,7 @@ pub enum SocketRunError {
 /// Runs one case over sockets against a lab of its own.
 pub async fn run_case(scenario: &ScenarioFile, case: &Case) -> Result<CaseOutcome, SocketRunError> {
     let plan = CasePlan::new(scenario, case)?;
-    let protocol = Protocol::from(plan.protocol);
+    let protocol = plan.protocol;
     let lo: SocketAddr = ([127, 0, 0, 1], 0).into();
     let mut config = LabConfig {
         profile: plan.profile.clone(),

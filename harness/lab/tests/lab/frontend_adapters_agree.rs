@@ -8,10 +8,7 @@ use std::time::{Duration, Instant};
 
 use harness::frontend::FrontendSpec;
 use harness::{Lab, LabConfig, Protocol};
-use harness_core::driver::Protocol as DriverProtocol;
-use harness_core::frontend::{
-    CacheStats, FrontendProfile, InProcessFrontend, PoolStats, Protocol as FeProtocol,
-};
+use harness_core::frontend::{CacheStats, FrontendProfile, InProcessFrontend, PoolStats};
 use harness_core::scenario::endpoint;
 use harness_core::{LabFile, Output, Profile, ServerSession};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -77,14 +74,10 @@ fn status_of(protocol: Protocol, reply: &str) -> String {
 fn in_process(protocol: Protocol, profile: &str) -> InProcessFrontend {
     let world = Arc::new(LabFile::default_lab().build().expect("default lab"));
     let backend_profile = Arc::new(Profile::default_profile());
-    let (fe, driver) = match protocol {
-        Protocol::Imap => (FeProtocol::Imap, DriverProtocol::Imap),
-        Protocol::Pop3 => (FeProtocol::Pop3, DriverProtocol::Pop3),
-    };
     InProcessFrontend::new(
-        fe,
+        protocol,
         FrontendProfile::by_name(profile).expect("profile"),
-        move |n| endpoint(&world, &backend_profile, driver, n),
+        move |n| endpoint(&world, &backend_profile, protocol, n),
     )
 }
 

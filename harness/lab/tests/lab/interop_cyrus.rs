@@ -12,12 +12,11 @@ use std::time::Duration;
 use common::peers::{self, free_port, Peer};
 use harness::tools::client_driver::drive_client;
 use harness::tools::play::SocketTransport;
-use harness_core::driver::{
-    self, AuthMethod, ClientConfig, Policy, Protocol, SessionOutcome, Status,
-};
+use harness_core::driver::{self, AuthMethod, ClientConfig, Policy, SessionOutcome, Status};
 use harness_core::sasl::Mechanism;
 use harness_core::scenario::{probe_from_report, probe_script};
 use harness_core::script;
+use harness_core::Protocol;
 
 fn cyrus() -> Option<(Peer, SocketAddr, SocketAddr)> {
     common::require_tool("cyrmaster", "scripts/peers/install.sh (cyrus-common)")?;

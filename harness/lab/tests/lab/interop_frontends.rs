@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use common::peers::{self, free_port, Peer};
 use harness::tools::play::SocketTransport;
-use harness_core::driver::Protocol;
 use harness_core::scenario::{probe_from_report, probe_script};
 use harness_core::script::{self, ReadLine, ScriptTransport, Verdict};
+use harness_core::Protocol;
 
 /// Longest wait for a reply (Dovecot runs here without auth_failure_delay, so a refusal
 /// is as quick as any reply).

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use harness::tools::netfuzz::{fuzz, run_case, FuzzConfig, OutcomeKind, Summary};
 use harness::tools::play::{SocketTransport, Target};
 use harness::{Protocol, Security};
-use harness_core::netfuzz::{CaseLine, Mutated, Proto};
+use harness_core::netfuzz::{CaseLine, Mutated};
 use harness_core::script;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -335,13 +335,13 @@ async fn a_login_held_back_is_no_hang_within_the_auth_timeout() {
     let r = tokio::task::spawn_blocking(move || {
         let held_back = run_case(
             addr,
-            Proto::Imap,
+            Protocol::Imap,
             &case,
             short,
             Duration::from_secs(3),
             until,
         );
-        let too_long = run_case(addr, Proto::Imap, &case, short, short, until);
+        let too_long = run_case(addr, Protocol::Imap, &case, short, short, until);
         (held_back, too_long)
     })
     .await
@@ -378,7 +378,7 @@ async fn literals_after_refused_lines_are_no_hang() {
         let until = Instant::now() + Duration::from_secs(30);
         let r = tokio::task::spawn_blocking(move || {
             let hang = Duration::from_secs(2);
-            run_case(addr, Proto::Imap, &case, hang, hang, until)
+            run_case(addr, Protocol::Imap, &case, hang, hang, until)
         })
         .await
         .unwrap();

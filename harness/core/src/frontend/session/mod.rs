@@ -1,6 +1,7 @@
 //! The client-facing front-end session, sans-IO: client bytes in through
 //! [`ServerSession`], back-end work out through [`FrontendSession::poll_backend`].
 
+use crate::Protocol;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use super::backend_reply::{BackendError, BackendEvent, ImapReader, Pop3Reader};
 use super::cache::{CacheKey, CredentialDigest, Parked};
 use super::sasl_trace::describe_sasl;
 use super::stream_scanner::{is_tagged, line_has_capability, logout_tag, Piece, StreamScanner};
-use super::{BackendIo, ConnId, Finding, FrontendProfile, Protocol, SaslRouting};
+use super::{BackendIo, ConnId, Finding, FrontendProfile, SaslRouting};
 use crate::imap::framer::{Frame, FrameConfig, FrameMode, Framer};
 use crate::imap::LITERAL_CONTINUATION;
 use crate::pop3::command::{Command as PopCommand, InitialResponse};
