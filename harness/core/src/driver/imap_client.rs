@@ -4,7 +4,6 @@
 //!
 //! Server responses are read in [`super::imap_response`].
 
-use crate::Protocol;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -15,9 +14,12 @@ use super::imap_response::{read_pieces, response_reader, Piece, Resp};
 use super::outcome::{printable, SessionOutcome, Status};
 use super::policy::{AuthMethod, Offer};
 use super::sasl_client::{MechClient, MechError};
-use super::{AfterFailure, ClientConfig, ClientOutput, ClientSession, Common};
+use super::{
+    answer_from_common, ClientConfig, ClientOutput, ClientSession, Common, Prompt, PromptAnswer,
+};
 use crate::codes::{ErrorCode, Family};
 use crate::sasl::Mechanism;
+use crate::Protocol;
 
 const IXP_E_IMAP_BAD_RESPONSE: ErrorCode = ErrorCode::new(Family::Ixp, 0x800C_CCD3);
 const IXP_E_IMAP_UNSOLICITED_BYE: ErrorCode = ErrorCode::new(Family::Ixp, 0x800C_CCDD);
@@ -45,12 +47,8 @@ enum Phase {
         /// `*` was sent; only the tagged reply is left.
         cancelled: bool,
     },
-    /// The user is looking at a password prompt; the connection may close meanwhile.
-    Prompting {
-        closed: bool,
-        /// The user will cancel, ending the session with this status.
-        cancel: Option<Status>,
-    },
+    /// The user is looking at a password prompt.
+    Prompting(Prompt),
     Select {
         tag: String,
     },
@@ -71,7 +69,7 @@ impl Phase {
             Phase::Capability { .. } => "CAPABILITY",
             Phase::StartTls { .. } | Phase::AwaitTls => "STARTTLS",
             Phase::Authenticate { .. } => "authentication",
-            Phase::Prompting { .. } => "prompt",
+            Phase::Prompting(_) => "prompt",
             Phase::Select { .. } => "SELECT",
             Phase::Fetch { .. } => "FETCH",
             Phase::Logout { .. } => "LOGOUT",
@@ -188,13 +186,10 @@ impl ImapClient {
     }
 
     fn start_logon(&mut self, now: Duration) {
-        let Some(method) = self.c.rules.choose(&self.offer) else {
-            let offer = self.offer.clone();
-            self.c.nothing_usable(&offer);
+        let Some(method) = self.c.choose_logon(&self.offer) else {
             self.logout(now, Status::Failed);
             return;
         };
-        self.c.begin_logon(method);
         match method {
             AuthMethod::Cleartext => {
                 let (Some(user), Some(pass)) =
@@ -294,7 +289,7 @@ impl ImapClient {
             (phase, Resp::Untagged(_)) => {
                 // Untagged data (CAPABILITY, EXISTS, FLAGS, BYE, ...) changes no phase; it
                 // shows the server is alive, unless the user is the one taking time.
-                if !matches!(phase, Phase::Prompting { .. }) {
+                if !matches!(phase, Phase::Prompting(_)) {
                     self.c.wait_reply(now);
                 }
                 self.phase = phase;
@@ -431,19 +426,8 @@ impl ImapClient {
 
     fn logon_refused(&mut self, now: Duration, method: AuthMethod, signature: String) {
         match self.c.logon_failed(now, method, signature) {
-            AfterFailure::Retry => {
-                self.phase = Phase::Prompting {
-                    closed: false,
-                    cancel: None,
-                }
-            }
-            AfterFailure::Cancel(status) => {
-                self.phase = Phase::Prompting {
-                    closed: false,
-                    cancel: Some(status),
-                }
-            }
-            AfterFailure::GiveUp(status) => self.logout(now, status),
+            Ok(prompt) => self.phase = Phase::Prompting(prompt),
+            Err(status) => self.logout(now, status),
         }
     }
 
@@ -494,13 +478,8 @@ impl ClientSession for ImapClient {
             self.fail(ImapClientError::DataBeforeTls);
             return;
         }
-        if !input.is_empty() {
-            self.c.reconnecting = false;
-            if !matches!(self.phase, Phase::Prompting { .. }) {
-                // The server is alive: the reply timer starts again.
-                self.c.wait_reply(now);
-            }
-        }
+        let prompting = matches!(self.phase, Phase::Prompting(_));
+        self.c.heard_from_server(now, input, prompting);
         self.reader.push(input);
         let (pieces, err) = read_pieces(&mut self.reader);
         let mut pieces = pieces.into_iter().peekable();
@@ -532,13 +511,7 @@ impl ClientSession for ImapClient {
             return;
         }
         match std::mem::replace(&mut self.phase, Phase::Done) {
-            Phase::Prompting { cancel, .. } => {
-                self.c.step("S: <connection closed>");
-                self.phase = Phase::Prompting {
-                    closed: true,
-                    cancel,
-                };
-            }
+            Phase::Prompting(prompt) => self.phase = Phase::Prompting(self.c.closed_during(prompt)),
             Phase::Logout { status, .. } => {
                 self.c.step("S: <connection closed>");
                 self.c.finish(status);
@@ -555,20 +528,11 @@ impl ClientSession for ImapClient {
             return;
         }
         match std::mem::replace(&mut self.phase, Phase::Done) {
-            Phase::Prompting {
-                closed,
-                cancel: Some(status),
-            } => {
-                if closed {
-                    self.c.finish(status);
-                } else {
-                    self.logout(now, status);
-                }
-            }
-            Phase::Prompting {
-                closed,
-                cancel: None,
-            } => self.resume(now, closed),
+            Phase::Prompting(prompt) => match prompt.answer() {
+                PromptAnswer::End(status) => self.c.finish(status),
+                PromptAnswer::Goodbye(status) => self.logout(now, status),
+                PromptAnswer::Retry { reconnect } => self.resume(now, reconnect),
+            },
             phase => {
                 self.c.timed_out(phase.name());
             }
@@ -584,21 +548,7 @@ impl ClientSession for ImapClient {
         self.capability(now);
     }
 
-    fn poll_output(&mut self) -> Option<ClientOutput> {
-        self.c.pop()
-    }
-
-    fn poll_timeout(&self) -> Option<Duration> {
-        self.c.timeout()
-    }
-
-    fn is_done(&self) -> bool {
-        self.c.done
-    }
-
-    fn outcome(&self) -> SessionOutcome {
-        self.c.outcome()
-    }
+    answer_from_common!();
 }
 
 #[cfg(test)]

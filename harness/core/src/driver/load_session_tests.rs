@@ -1,7 +1,6 @@
 //! The load generator's session shape: no capability probe, and the mail read after the
 //! login (`ask_capabilities` off, `read_mail` on), against the real servers in-process.
 
-use crate::Protocol;
 use std::sync::Arc;
 
 use pretty_assertions::assert_eq;
@@ -12,6 +11,7 @@ use crate::pop3::Pop3Server;
 use crate::profile::Profile;
 use crate::session::SessionContext;
 use crate::world::LabFile;
+use crate::Protocol;
 
 fn server_context() -> SessionContext {
     let world = Arc::new(LabFile::default_lab().build().expect("default lab"));

@@ -26,12 +26,12 @@ pub use outcome::{Finding, SessionOutcome, Status, StepLine};
 pub use policy::{AuthMethod, Offer, Policy, Rules};
 pub use pop3_client::{Pop3Client, Pop3ClientError};
 
-use crate::Protocol;
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::codes::{ErrorCode, Family};
 use crate::session::{Output, ServerSession};
+use crate::Protocol;
 
 const IXP_E_FAILED_TO_CONNECT: ErrorCode = ErrorCode::new(Family::Ixp, 0x800C_CC0E);
 const IXP_E_CONNECTION_DROPPED: ErrorCode = ErrorCode::new(Family::Ixp, 0x800C_CC0F);
@@ -151,17 +151,61 @@ impl ClientConfig {
 /// Step lines kept per outcome; the rest is counted.
 const MAX_STEPS: usize = 400;
 
-/// What a failed logon leads to.
+/// The user at a password prompt after a refused logon. The connection may close while
+/// the prompt is up; what happens when the think time is over is [`Prompt::answer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum AfterFailure {
-    /// The user re-entered the credentials: try again after the think time.
-    Retry,
-    /// The user will press Cancel (after the think time) and the session ends with this
-    /// status.
-    Cancel(Status),
-    /// Give up with this status.
-    GiveUp(Status),
+pub(crate) struct Prompt {
+    /// The server closed the connection meanwhile.
+    pub closed: bool,
+    /// The user will press Cancel, ending the session with this status; `None`: the user
+    /// re-enters the credentials.
+    pub cancel: Option<Status>,
 }
+
+/// What the user at a prompt does when the think time is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PromptAnswer {
+    /// Cancel, on a connection that is already gone: the session ends with this status.
+    End(Status),
+    /// Cancel: say goodbye (LOGOUT, QUIT) and end with this status.
+    Goodbye(Status),
+    /// Log on again: on this connection, or on a new one when `reconnect`.
+    Retry { reconnect: bool },
+}
+
+impl Prompt {
+    pub fn answer(self) -> PromptAnswer {
+        match self.cancel {
+            Some(status) if self.closed => PromptAnswer::End(status),
+            Some(status) => PromptAnswer::Goodbye(status),
+            None => PromptAnswer::Retry {
+                reconnect: self.closed,
+            },
+        }
+    }
+}
+
+/// The `ClientSession` calls both clients answer from their [`Common`] (field `c`).
+macro_rules! answer_from_common {
+    () => {
+        fn poll_output(&mut self) -> Option<ClientOutput> {
+            self.c.pop()
+        }
+
+        fn poll_timeout(&self) -> Option<Duration> {
+            self.c.timeout()
+        }
+
+        fn is_done(&self) -> bool {
+            self.c.done
+        }
+
+        fn outcome(&self) -> SessionOutcome {
+            self.c.outcome()
+        }
+    };
+}
+use answer_from_common;
 
 /// The bookkeeping both clients share: steps, codes, findings, prompts, the output queue
 /// and the timer.
@@ -359,7 +403,7 @@ impl Common {
     }
 
     /// Nothing the policy can use is offered: report it (the caller says goodbye).
-    pub fn nothing_usable(&mut self, offer: &Offer) {
+    fn nothing_usable(&mut self, offer: &Offer) {
         let wanted: Vec<String> = self
             .rules
             .preference
@@ -390,7 +434,7 @@ impl Common {
     }
 
     /// Called as a logon with `method` starts.
-    pub fn begin_logon(&mut self, method: AuthMethod) {
+    fn begin_logon(&mut self, method: AuthMethod) {
         self.attempts += 1;
         if method.is_cleartext() && !self.tls {
             self.finding(Finding::CleartextCredentials {
@@ -406,17 +450,18 @@ impl Common {
             .wrapping_add(self.attempts.wrapping_mul(0x9E37_79B9_7F4A_7C15))
     }
 
-    /// A logon with `method` was refused; `signature` says how (for loop detection).
+    /// A logon with `method` was refused; `signature` says how (for loop detection). The
+    /// user is shown a prompt, or (`Err`) the client gives up with that status.
     pub fn logon_failed(
         &mut self,
         now: Duration,
         method: AuthMethod,
         signature: String,
-    ) -> AfterFailure {
+    ) -> Result<Prompt, Status> {
         let code = self.rules.failure_code(self.protocol, method);
         self.code(code);
         if !self.rules.prompt_on_failure || self.cfg.max_prompts == 0 {
-            return AfterFailure::GiveUp(Status::Failed);
+            return Err(Status::Failed);
         }
         self.prompts += 1;
         if self.last_failure.as_deref() == Some(signature.as_str()) {
@@ -441,11 +486,49 @@ impl Common {
                 Status::Failed
             };
             self.deadline = now.checked_add(self.cfg.think_time);
-            return AfterFailure::Cancel(status);
+            return Ok(Prompt {
+                closed: false,
+                cancel: Some(status),
+            });
         }
         self.step(format!("prompt {n}: user re-enters the same credentials"));
         self.deadline = now.checked_add(self.cfg.think_time);
-        AfterFailure::Retry
+        Ok(Prompt {
+            closed: false,
+            cancel: None,
+        })
+    }
+
+    /// The server closed the connection while the user looks at `prompt`.
+    pub fn closed_during(&mut self, prompt: Prompt) -> Prompt {
+        self.step("S: <connection closed>");
+        Prompt {
+            closed: true,
+            ..prompt
+        }
+    }
+
+    /// Bytes came from the server: a reconnect is over, and unless the user is at a
+    /// prompt (whose think time runs on the same timer) the reply timer starts again.
+    pub fn heard_from_server(&mut self, now: Duration, input: &[u8], prompting: bool) {
+        if input.is_empty() {
+            return;
+        }
+        self.reconnecting = false;
+        if !prompting {
+            self.wait_reply(now);
+        }
+    }
+
+    /// The method to log on with, counted as an attempt; `None` (reported) when the policy
+    /// can use nothing on `offer` and the caller says goodbye.
+    pub fn choose_logon(&mut self, offer: &Offer) -> Option<AuthMethod> {
+        let Some(method) = self.rules.choose(offer) else {
+            self.nothing_usable(offer);
+            return None;
+        };
+        self.begin_logon(method);
+        Some(method)
     }
 
     pub fn outcome(&self) -> SessionOutcome {

@@ -2,11 +2,11 @@
 //! whether a failure makes it prompt the user again, and which error codes it reports.
 //! The client state machines read [`Rules`] and never test a policy's name.
 
-use crate::Protocol;
 use serde::{Deserialize, Serialize};
 
 use crate::codes::{known, ErrorCode, Family};
 use crate::sasl::Mechanism;
+use crate::Protocol;
 
 /// The user pressed Cancel on the password prompt (PROTOCOLS.md 7.3).
 const IXP_E_USER_CANCEL: ErrorCode = ErrorCode::new(Family::Ixp, 0x800C_CC17);

@@ -3,7 +3,6 @@
 //! (as Outlook Express sends it), optional STLS, authentication per policy, then STAT and
 //! QUIT. Replies are decoded with [`crate::pop3::response`], which bounds every line.
 
-use crate::Protocol;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -11,13 +10,17 @@ use base64::Engine as _;
 use super::outcome::{printable, SessionOutcome, Status};
 use super::policy::{AuthMethod, Offer};
 use super::sasl_client::MechClient;
-use super::{AfterFailure, ClientConfig, ClientOutput, ClientSession, Common, Finding};
+use super::{
+    answer_from_common, ClientConfig, ClientOutput, ClientSession, Common, Finding, Prompt,
+    PromptAnswer,
+};
 use crate::codes::{ErrorCode, Family};
 use crate::pop3::response::{
     decode_reply, decode_status, InvalidResponse, MultiLine, Reply, ResponseError, ResponseLimits,
     Status as PopStatus, StatusLine,
 };
 use crate::sasl::Mechanism;
+use crate::Protocol;
 
 const IXP_E_POP3_RESPONSE_ERROR: ErrorCode = ErrorCode::new(Family::Ixp, 0x800C_CC90);
 
@@ -60,12 +63,8 @@ enum Phase {
         cancelled: bool,
     },
     Cleartext(Cleartext),
-    /// The user is looking at a password prompt; the connection may close meanwhile.
-    Prompting {
-        closed: bool,
-        /// The user will cancel, ending the session with this status.
-        cancel: Option<Status>,
-    },
+    /// The user is looking at a password prompt.
+    Prompting(Prompt),
     Stat,
     /// `RETR 1` was sent; its body is skipped.
     Retr,
@@ -83,7 +82,7 @@ impl Phase {
             Phase::AuthListing => "AUTH listing",
             Phase::Stls | Phase::AwaitTls => "STLS",
             Phase::Sasl { .. } | Phase::Cleartext(_) => "authentication",
-            Phase::Prompting { .. } => "prompt",
+            Phase::Prompting(_) => "prompt",
             Phase::Stat => "STAT",
             Phase::Retr => "RETR",
             Phase::Quit { .. } => "QUIT",
@@ -182,7 +181,7 @@ impl Pop3Client {
     /// Decodes and handles complete replies in the buffer.
     fn pump(&mut self, now: Duration) {
         while !self.c.done && !self.inbuf.is_empty() {
-            if matches!(self.phase, Phase::Prompting { .. }) {
+            if matches!(self.phase, Phase::Prompting(_)) {
                 self.fail(Pop3ClientError::Unsolicited);
                 return;
             }
@@ -353,13 +352,10 @@ impl Pop3Client {
     }
 
     fn start_logon(&mut self, now: Duration) {
-        let Some(method) = self.c.rules.choose(&self.offer) else {
-            let offer = self.offer.clone();
-            self.c.nothing_usable(&offer);
+        let Some(method) = self.c.choose_logon(&self.offer) else {
             self.quit(now, Status::Failed);
             return;
         };
-        self.c.begin_logon(method);
         match method {
             AuthMethod::Cleartext => {
                 let user = self.c.cfg.user.clone();
@@ -507,7 +503,7 @@ impl Pop3Client {
             | Phase::AuthListing
             | Phase::Retr
             | Phase::AwaitTls
-            | Phase::Prompting { .. }
+            | Phase::Prompting(_)
             | Phase::Done => self.fail(Pop3ClientError::Unsolicited),
         }
     }
@@ -519,19 +515,8 @@ impl Pop3Client {
 
     fn refused(&mut self, now: Duration, method: AuthMethod, signature: String) {
         match self.c.logon_failed(now, method, signature) {
-            AfterFailure::Retry => {
-                self.phase = Phase::Prompting {
-                    closed: false,
-                    cancel: None,
-                }
-            }
-            AfterFailure::Cancel(status) => {
-                self.phase = Phase::Prompting {
-                    closed: false,
-                    cancel: Some(status),
-                }
-            }
-            AfterFailure::GiveUp(status) => self.quit(now, status),
+            Ok(prompt) => self.phase = Phase::Prompting(prompt),
+            Err(status) => self.quit(now, status),
         }
     }
 
@@ -552,13 +537,8 @@ impl ClientSession for Pop3Client {
         if self.c.done {
             return;
         }
-        if !input.is_empty() {
-            self.c.reconnecting = false;
-            if !matches!(self.phase, Phase::Prompting { .. }) {
-                // The server is alive: the reply timer starts again.
-                self.c.wait_reply(now);
-            }
-        }
+        let prompting = matches!(self.phase, Phase::Prompting(_));
+        self.c.heard_from_server(now, input, prompting);
         self.inbuf.extend_from_slice(input);
         self.pump(now);
         if !self.c.done && self.inbuf.len() > MAX_BODY + self.limits.max_line {
@@ -571,13 +551,7 @@ impl ClientSession for Pop3Client {
             return;
         }
         match std::mem::replace(&mut self.phase, Phase::Done) {
-            Phase::Prompting { cancel, .. } => {
-                self.c.step("S: <connection closed>");
-                self.phase = Phase::Prompting {
-                    closed: true,
-                    cancel,
-                };
-            }
+            Phase::Prompting(prompt) => self.phase = Phase::Prompting(self.c.closed_during(prompt)),
             Phase::Quit { status } => {
                 self.c.step("S: <connection closed>");
                 self.c.finish(status);
@@ -591,20 +565,11 @@ impl ClientSession for Pop3Client {
             return;
         }
         match std::mem::replace(&mut self.phase, Phase::Done) {
-            Phase::Prompting {
-                closed,
-                cancel: Some(status),
-            } => {
-                if closed {
-                    self.c.finish(status);
-                } else {
-                    self.quit(now, status);
-                }
-            }
-            Phase::Prompting {
-                closed,
-                cancel: None,
-            } => self.resume(now, closed),
+            Phase::Prompting(prompt) => match prompt.answer() {
+                PromptAnswer::End(status) => self.c.finish(status),
+                PromptAnswer::Goodbye(status) => self.quit(now, status),
+                PromptAnswer::Retry { reconnect } => self.resume(now, reconnect),
+            },
             phase => self.c.timed_out(phase.name()),
         }
     }
@@ -618,21 +583,7 @@ impl ClientSession for Pop3Client {
         self.capa(now);
     }
 
-    fn poll_output(&mut self) -> Option<ClientOutput> {
-        self.c.pop()
-    }
-
-    fn poll_timeout(&self) -> Option<Duration> {
-        self.c.timeout()
-    }
-
-    fn is_done(&self) -> bool {
-        self.c.done
-    }
-
-    fn outcome(&self) -> SessionOutcome {
-        self.c.outcome()
-    }
+    answer_from_common!();
 }
 
 #[cfg(test)]

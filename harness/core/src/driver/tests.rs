@@ -1,7 +1,6 @@
 //! Client sessions against the real POP3 server and a scripted fake IMAP server, the
 //! policy matrix of KB 306874, and hostile server input.
 
-use crate::Protocol;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +16,7 @@ use crate::rng::SeededRng;
 use crate::sasl::{decode_base64, Mechanism, SaslServer, SaslStep};
 use crate::session::{Output, ServerSession, SessionContext};
 use crate::world::{LabFile, World};
+use crate::Protocol;
 
 const USER_CANCEL: &str = "IXP_E_USER_CANCEL (0x800CCC17)";
 
@@ -1417,4 +1417,22 @@ fn curl_says_what_curl_says() {
         &o,
         "client: No known authentication mechanisms supported (wants NTLM or PLAIN or LOGIN or LOGIN command; SASL offered: none; cleartext login refused)"
     ));
+}
+
+#[test]
+fn a_prompt_is_answered_by_what_the_user_chose_and_whether_the_connection_is_still_there() {
+    let answer = |closed, cancel| Prompt { closed, cancel }.answer();
+    assert_eq!(
+        answer(false, None),
+        PromptAnswer::Retry { reconnect: false }
+    );
+    assert_eq!(answer(true, None), PromptAnswer::Retry { reconnect: true });
+    assert_eq!(
+        answer(false, Some(Status::Looping)),
+        PromptAnswer::Goodbye(Status::Looping)
+    );
+    assert_eq!(
+        answer(true, Some(Status::Failed)),
+        PromptAnswer::End(Status::Failed)
+    );
 }

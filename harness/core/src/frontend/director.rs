@@ -12,7 +12,6 @@
 //! ([`Links::open`]); the socket adapter opens in the background, the in-process
 //! adapter at once. Its clock is the `now` each call passes in.
 
-use crate::Protocol;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +21,7 @@ use super::session::{BackendFeatures, FrontendSession};
 use super::stream_scanner::line_has_capability;
 use super::{BackendIo, ConnId, Finding, FrontendProfile, Grant, Pool, PoolStats};
 use crate::session::Limits;
+use crate::Protocol;
 
 /// Trace lines kept; a long-running lab stops recording after this many.
 pub const MAX_TRACE_LINES: usize = 100_000;

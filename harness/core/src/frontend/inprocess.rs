@@ -12,7 +12,6 @@
 //! sessions live here too; their idle bound is checked against the clock of the client
 //! session that touches the cache, and [`InProcessFrontend::shutdown`] closes them.
 
-use crate::Protocol;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,6 +23,7 @@ use super::director::{
 use super::session::FrontendSession;
 use super::{BackendIo, ConnId, Finding, FrontendProfile, PoolStats};
 use crate::session::{Limits, Output, ServerSession};
+use crate::Protocol;
 
 pub use super::director::MAX_TRACE_LINES;
 

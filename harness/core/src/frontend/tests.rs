@@ -1,4 +1,3 @@
-use crate::Protocol;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +12,7 @@ use crate::profile::Profile;
 use crate::sasl::encode_base64;
 use crate::session::{Output, ServerSession, SessionContext};
 use crate::world::{LabFile, World};
+use crate::Protocol;
 
 const IMAP_GREETING: &[u8] =
     b"* OK Microsoft Exchange 2000 IMAP4rev1 server version 6.0.6249.0 (fe.example.test) ready.\r\n";

@@ -15,7 +15,6 @@
 //! front-end's buffering are bounded; the pool never holds more idle connections than its
 //! size.
 
-use crate::Protocol;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +28,7 @@ use crate::imap::StoreCaps;
 use crate::ntlm::{Credentials, InitiatorOptions, NtlmInitiator, ResponseKind};
 use crate::sasl::{decode_base64, encode_base64};
 use crate::session::{Limits, Output, ServerSession};
+use crate::Protocol;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {

@@ -1,6 +1,5 @@
 //! Plays scenario cases in-process and checks them against their expectations.
 
-use crate::Protocol;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -15,6 +14,7 @@ use crate::profile::Profile;
 use crate::script::{self, InProcess, StepRecord};
 use crate::session::{ServerSession, SessionContext};
 use crate::world::{LabFile, World};
+use crate::Protocol;
 
 /// Exchanges one case may take before it is cut off (a client that never finishes).
 const MAX_STEPS: usize = 100_000;

@@ -1,7 +1,6 @@
 //! The client-facing front-end session, sans-IO: client bytes in through
 //! [`ServerSession`], back-end work out through [`FrontendSession::poll_backend`].
 
-use crate::Protocol;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +20,7 @@ use crate::pop3::command::{Command as PopCommand, InitialResponse};
 use crate::sasl::{decode_base64, encode_base64, Mechanism};
 use crate::session::{Limits, Output, ServerSession};
 use crate::text::printable;
+use crate::Protocol;
 
 mod backend_events;
 mod client_input;
