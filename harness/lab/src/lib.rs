@@ -27,6 +27,3 @@ pub use serve::lab::{
 pub use harness_core::Protocol;
 pub use serve::frontend_host as frontend;
 pub use tools::load;
-
-// The front-end host refuses connections over the limit the way the listeners do.
-pub(crate) use serve::lab::refuse_over_limit;

@@ -20,14 +20,14 @@ use harness_core::frontend::{
     BackendIo, CacheStats, ConnId, Decision, Director, FrontendProfile, FrontendSession, Links,
     PoolStats, SessionId,
 };
-use harness_core::{Limits, Output, ServerSession};
+use harness_core::{Limits, Output, Protocol, ServerSession};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-use crate::Protocol;
+use super::lab::{ListenerSpec, Security};
+use super::listener::{accept_connections, refuse_over_limit, Admission};
 
 /// Bound on connecting to a back-end and reading its greeting.
 const BACKEND_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -262,40 +262,33 @@ pub async fn start(
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<FrontendShared>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     // The refusal only needs the protocol; the address is for the spec's completeness.
     let local = listener
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
-    let permits = Arc::new(Semaphore::new(shared.limits.max_connections));
-    let mut sessions = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((tcp, _)) = accepted else {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                };
-                let _ = tcp.set_nodelay(true);
-                let Ok(permit) = permits.clone().try_acquire_owned() else {
-                    let spec = crate::ListenerSpec::new(shared.protocol, crate::Security::Plain, local);
-                    sessions.spawn(crate::refuse_over_limit(tcp, spec));
-                    continue;
-                };
-                let shared = shared.clone();
-                let shutdown = shutdown.clone();
-                sessions.spawn(async move {
-                    serve_client(tcp, &shared, shutdown).await;
-                    drop(permit);
-                });
-                while sessions.try_join_next().is_some() {}
+    let spec = ListenerSpec::new(shared.protocol, Security::Plain, local);
+    let serving = shared.clone();
+    let max_connections = shared.limits.max_connections;
+    accept_connections(
+        listener,
+        max_connections,
+        shutdown,
+        move |tcp, admission| {
+            let shared = serving.clone();
+            async move {
+                match admission {
+                    Admission::Admitted { shutdown, place } => {
+                        serve_client(tcp, &shared, shutdown).await;
+                        drop(place);
+                    }
+                    Admission::OverLimit => refuse_over_limit(tcp, spec).await,
+                }
             }
-            _ = shutdown.changed() => break,
-        }
-    }
-    drop(listener);
-    while sessions.join_next().await.is_some() {}
+        },
+    )
+    .await;
     shared.direct(&mut HashMap::new(), |d, links, _| d.shutdown(links));
 }
 

@@ -12,13 +12,13 @@ use harness_core::imap::ImapServer;
 use harness_core::pop3::Pop3Server;
 use harness_core::world::{LabFile, LabFileError};
 use harness_core::{Limits, Profile, Protocol, ServerSession, SessionContext, Transport, World};
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::connection::{drive, Conn};
 use super::frontend_host::{self, FrontendShared, FrontendSpec};
+use super::listener::{accept_connections, bind_listener, refuse_over_limit, Admission};
 use super::tls::{LabTls, TlsSetupError};
 
 /// How a listener secures its connections.
@@ -385,82 +385,37 @@ async fn accept_loop(
     listener: TcpListener,
     spec: ListenerSpec,
     shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let permits = Arc::new(Semaphore::new(shared.limits.max_connections));
-    let mut sessions = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((tcp, _peer)) = accepted else {
-                    // Out of file descriptors and the like: back off briefly, keep serving.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                };
-                shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
-                let live = LiveGuard::new(&shared.stats);
-                let _ = tcp.set_nodelay(true);
-                match permits.clone().try_acquire_owned() {
-                    Ok(permit) => {
-                        let shared = shared.clone();
-                        let shutdown = shutdown.clone();
-                        sessions.spawn(async move {
-                            shared.stats.active.fetch_add(1, Ordering::Relaxed);
-                            serve_connection(tcp, spec, &shared, shutdown).await;
-                            shared.stats.active.fetch_sub(1, Ordering::Relaxed);
-                            drop(permit);
-                            drop(live);
-                        });
-                    }
-                    Err(_) => {
-                        shared.stats.refused_over_limit.fetch_add(1, Ordering::Relaxed);
-                        sessions.spawn(async move {
-                            refuse_over_limit(tcp, spec).await;
-                            drop(live);
-                        });
-                    }
-                }
-                // Reap finished sessions so the set does not grow without bound.
-                while sessions.try_join_next().is_some() {}
+    let max_connections = shared.limits.max_connections;
+    accept_connections(
+        listener,
+        max_connections,
+        shutdown,
+        move |tcp, admission| {
+            let shared = shared.clone();
+            shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
+            if matches!(admission, Admission::OverLimit) {
+                shared
+                    .stats
+                    .refused_over_limit
+                    .fetch_add(1, Ordering::Relaxed);
             }
-            _ = shutdown.changed() => break,
-        }
-    }
-    drop(listener);
-    while sessions.join_next().await.is_some() {}
-}
-
-/// Pending connections the kernel queues per listener before it drops SYNs (capped by
-/// net.core.somaxconn). `TcpListener::bind` asks for 128, which a few hundred clients
-/// connecting at once overflow: the dropped SYNs come back a second later, as one-second
-/// stalls in the load runs' latencies.
-const LISTEN_BACKLOG: u32 = 4096;
-
-/// Binds a listener with [`LISTEN_BACKLOG`] (and SO_REUSEADDR, as `TcpListener::bind`).
-pub(crate) fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
-}
-
-/// Tells a client over the connection limit why it is turned away, in its protocol.
-pub(crate) async fn refuse_over_limit(mut tcp: TcpStream, spec: ListenerSpec) {
-    if spec.security == Security::ImplicitTls {
-        return; // no TLS handshake for a connection that is turned away
-    }
-    let line: &[u8] = match spec.protocol {
-        Protocol::Imap => b"* BYE [UNAVAILABLE] Too many connections\r\n",
-        Protocol::Pop3 => b"-ERR [SYS/TEMP] Too many connections\r\n",
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        let _ = tcp.write_all(line).await;
-        let _ = tcp.shutdown().await;
-    })
+            let live = LiveGuard::new(&shared.stats);
+            async move {
+                match admission {
+                    Admission::Admitted { shutdown, place } => {
+                        shared.stats.active.fetch_add(1, Ordering::Relaxed);
+                        serve_connection(tcp, spec, &shared, shutdown).await;
+                        shared.stats.active.fetch_sub(1, Ordering::Relaxed);
+                        drop(place);
+                    }
+                    Admission::OverLimit => refuse_over_limit(tcp, spec).await,
+                }
+                drop(live);
+            }
+        },
+    )
     .await;
 }
 
