@@ -27,7 +27,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use super::lab::{ListenerSpec, Security};
-use super::listener::{accept_connections, refuse_over_limit, Admission};
+use super::listener::{accept_connections, Admission};
 
 /// Bound on connecting to a back-end and reading its greeting.
 const BACKEND_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -271,24 +271,14 @@ async fn accept_loop(
     let spec = ListenerSpec::new(shared.protocol, Security::Plain, local);
     let serving = shared.clone();
     let max_connections = shared.limits.max_connections;
-    accept_connections(
-        listener,
-        max_connections,
-        shutdown,
-        move |tcp, admission| {
-            let shared = serving.clone();
-            async move {
-                match admission {
-                    Admission::Admitted { shutdown, place } => {
-                        serve_client(tcp, &shared, shutdown).await;
-                        drop(place);
-                    }
-                    Admission::OverLimit => refuse_over_limit(tcp, spec).await,
-                }
-            }
-        },
-    )
-    .await;
+    let handle = move |tcp, admission: Admission| {
+        let shared = serving.clone();
+        async move {
+            let serve = |tcp, shutdown| async { serve_client(tcp, &shared, shutdown).await };
+            admission.serve_or_refuse(tcp, spec, serve).await;
+        }
+    };
+    accept_connections(listener, max_connections, shutdown, handle).await;
     shared.direct(&mut HashMap::new(), |d, links, _| d.shutdown(links));
 }
 

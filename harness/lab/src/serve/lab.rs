@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 
 use super::connection::{drive, Conn};
 use super::frontend_host::{self, FrontendShared, FrontendSpec};
-use super::listener::{accept_connections, bind_listener, refuse_over_limit, Admission};
+use super::listener::{accept_connections, bind_listener, Admission};
 use super::tls::{LabTls, TlsSetupError};
 
 /// How a listener secures its connections.
@@ -388,35 +388,27 @@ async fn accept_loop(
     shutdown: watch::Receiver<bool>,
 ) {
     let max_connections = shared.limits.max_connections;
-    accept_connections(
-        listener,
-        max_connections,
-        shutdown,
-        move |tcp, admission| {
-            let shared = shared.clone();
-            shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
-            if matches!(admission, Admission::OverLimit) {
-                shared
-                    .stats
-                    .refused_over_limit
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            let live = LiveGuard::new(&shared.stats);
-            async move {
-                match admission {
-                    Admission::Admitted { shutdown, place } => {
-                        shared.stats.active.fetch_add(1, Ordering::Relaxed);
-                        serve_connection(tcp, spec, &shared, shutdown).await;
-                        shared.stats.active.fetch_sub(1, Ordering::Relaxed);
-                        drop(place);
-                    }
-                    Admission::OverLimit => refuse_over_limit(tcp, spec).await,
-                }
-                drop(live);
-            }
-        },
-    )
-    .await;
+    let handle = move |tcp, admission: Admission| {
+        let shared = shared.clone();
+        shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        if matches!(admission, Admission::OverLimit) {
+            shared
+                .stats
+                .refused_over_limit
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let live = LiveGuard::new(&shared.stats);
+        async move {
+            let serve = |tcp, shutdown| async {
+                shared.stats.active.fetch_add(1, Ordering::Relaxed);
+                serve_connection(tcp, spec, &shared, shutdown).await;
+                shared.stats.active.fetch_sub(1, Ordering::Relaxed);
+            };
+            admission.serve_or_refuse(tcp, spec, serve).await;
+            drop(live);
+        }
+    };
+    accept_connections(listener, max_connections, shutdown, handle).await;
 }
 
 async fn serve_connection(

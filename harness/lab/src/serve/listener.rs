@@ -37,14 +37,35 @@ pub(crate) fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Whether an accepted connection is within the connection limit.
 pub(crate) enum Admission {
     /// Serve it. `shutdown` says when the lab stops; `place` is its share of the limit,
-    /// dropped when the session is over (before the handler's own bookkeeping, so a
-    /// counter that says the session is gone never runs ahead of the free place).
+    /// freed when the session is over, before the handler's own bookkeeping (so a counter
+    /// that says the session is gone never runs ahead of the free place).
     Admitted {
         shutdown: watch::Receiver<bool>,
         place: OwnedSemaphorePermit,
     },
     /// Over the limit: turn it away ([`refuse_over_limit`]).
     OverLimit,
+}
+
+impl Admission {
+    /// Serves an admitted connection with `serve` and frees its place after; turns one
+    /// over the limit away.
+    pub(crate) async fn serve_or_refuse<Session>(
+        self,
+        tcp: TcpStream,
+        spec: ListenerSpec,
+        serve: impl FnOnce(TcpStream, watch::Receiver<bool>) -> Session,
+    ) where
+        Session: Future<Output = ()>,
+    {
+        match self {
+            Admission::Admitted { shutdown, place } => {
+                serve(tcp, shutdown).await;
+                drop(place);
+            }
+            Admission::OverLimit => refuse_over_limit(tcp, spec).await,
+        }
+    }
 }
 
 /// Accepts connections until `shutdown` changes, then waits for the sessions to end. For
@@ -87,7 +108,7 @@ pub(crate) async fn accept_connections<Handle, Session>(
 }
 
 /// Tells a client over the connection limit why it is turned away, in its protocol.
-pub(crate) async fn refuse_over_limit(mut tcp: TcpStream, spec: ListenerSpec) {
+async fn refuse_over_limit(mut tcp: TcpStream, spec: ListenerSpec) {
     if spec.security == Security::ImplicitTls {
         return; // no TLS handshake for a connection that is turned away
     }
