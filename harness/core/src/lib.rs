@@ -1,5 +1,6 @@
-//! harness-core: the sans-IO heart of the harness. Wire codecs, the world, and the
-//! protocol endpoints as pure state machines. No async runtime, no sockets, no clocks:
+//! harness-core: the sans-IO heart of the harness. The world, the text codecs of IMAP and
+//! POP3, and the protocol endpoints and clients as pure state machines (binary codecs are
+//! in harness-wire). No async runtime, no sockets, no clocks:
 //! adapters (the tokio lab, the in-process driver, fuzz targets) feed bytes and time in.
 
 pub mod codes;

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// A mail protocol. Reports print it as `IMAP`/`POP3` ([`Protocol::name`], `Display`, JSON);
-/// URLs, transcripts (`@protocol`), scenario files and lab files write it as `imap`/`pop3`
+/// URLs, transcripts (`@protocol`) and scenario files write it as `imap`/`pop3`
 /// ([`Protocol::keyword`]), read in any case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
