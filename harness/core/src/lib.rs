@@ -1,7 +1,7 @@
 //! harness-core: the sans-IO heart of the harness. The world, the text codecs of IMAP and
 //! POP3, and the protocol endpoints and clients as pure state machines (binary codecs are
-//! in harness-wire). No async runtime, no sockets, no clocks:
-//! adapters (the tokio lab, the in-process driver, fuzz targets) feed bytes and time in.
+//! in harness-wire). No async runtime, no sockets, no clocks: adapters (the tokio lab, the
+//! in-process driver, fuzz targets) feed bytes and time in.
 
 pub mod codes;
 pub mod driver;
