@@ -14,6 +14,7 @@
 # on loopback, and stopped by its PID. Results: OUTDIR (default /tmp/harness-bench)/rows.md
 # and one log per run. Needs the peers (scripts/peers/install.sh) and python3.
 set -uo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/../../lib/procs.sh"
 SECS=${1:-10}
 OUT=${2:-/tmp/harness-bench}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -38,13 +39,6 @@ USERS=""; USER_ARGS=()
 for i in $(seq 0 $((NUSERS - 1))); do USERS="$USERS u$i:secret"; USER_ARGS+=(--user "u$i:secret"); done
 
 PIDS=()
-stop_pid() { # by PID, bounded: 5 s, then SIGKILL
-  for p in "$@"; do
-    kill "$p" 2>/dev/null || continue
-    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null || true
-  done
-}
 cleanup() {
   stop_pid "${PIDS[@]}" 2>/dev/null
   [ -f "$OUT/dovecot/dovecot.pid" ] && stop_pid "$(cat "$OUT/dovecot/dovecot.pid")"

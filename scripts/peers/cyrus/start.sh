@@ -12,6 +12,7 @@
 # Users: user/pass, alice/secret, bob/hunter2 (3 messages each); admin cyrus/cyrusadmin.
 # Prints the cyrmaster PID (also RUNDIR/master.pid.fg). Stop: stop.sh [RUNDIR]
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/../../lib/procs.sh"
 HERE=$(cd "$(dirname "$0")" && pwd)
 export PATH="$PATH:/usr/sbin:/sbin"
 IMAP_PORT=${1:-14143}; POP3_PORT=${2:-14110}; RUNDIR=${3:-${PEERS_HOME:-/tmp/harness-peers}/cyrus/run}
@@ -85,19 +86,17 @@ nohup /usr/sbin/cyrmaster -C "$RUNDIR/imapd.conf" -M "$RUNDIR/cyrus.conf" -p "$R
   >"$RUNDIR/master.log" 2>&1 </dev/null &
 PID=$!; echo "$PID" > "$RUNDIR/master.pid.fg"
 
-stop_pid() { kill "$PID" 2>/dev/null || return 0; for _ in $(seq 1 50); do kill -0 "$PID" 2>/dev/null || return 0; sleep 0.1; done; kill -9 "$PID" 2>/dev/null || true; }
-greet() { timeout 3 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$0" || exit 1; IFS= read -r l <&3; printf "%s\n" "$l" | grep -Eq "$1"' "$1" "$2" 2>/dev/null; }
 deadline=$((SECONDS + 20)); ready=
 while [ "$SECONDS" -lt "$deadline" ]; do
   kill -0 "$PID" 2>/dev/null || { echo "cyrmaster exited:" >&2; cat "$RUNDIR/master.log" >&2; exit 5; }
-  if greet "$IMAP_PORT" '^\* OK' && greet "$POP3_PORT" '^\+OK'; then ready=1; break; fi
+  if greet 127.0.0.1 "$IMAP_PORT" '^\* OK' 3 && greet 127.0.0.1 "$POP3_PORT" '^\+OK' 3; then ready=1; break; fi
   sleep 0.2
 done
-[ -n "$ready" ] || { echo "Cyrus not ready on 127.0.0.1:$IMAP_PORT/$POP3_PORT within 20 s" >&2; cat "$RUNDIR/master.log" >&2; stop_pid; exit 6; }
+[ -n "$ready" ] || { echo "Cyrus not ready on 127.0.0.1:$IMAP_PORT/$POP3_PORT within 20 s" >&2; cat "$RUNDIR/master.log" >&2; stop_pid "$PID"; exit 6; }
 
 names=""; for up in $USERS; do names="$names ${up%%:*}"; done
 # shellcheck disable=SC2086
 if ! timeout 60 python3 "$HERE/provision.py" "$IMAP_PORT" cyrus cyrusadmin $names > "$RUNDIR/provision.log" 2>&1; then
-  echo "provisioning failed:" >&2; cat "$RUNDIR/provision.log" >&2; stop_pid; exit 7
+  echo "provisioning failed:" >&2; cat "$RUNDIR/provision.log" >&2; stop_pid "$PID"; exit 7
 fi
 echo "$PID"

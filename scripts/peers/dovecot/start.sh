@@ -14,6 +14,7 @@
 # line about it at start).
 # Stop:  kill "$(cat RUNDIR/dovecot.pid)"   (master takes its children down)
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/../../lib/procs.sh"
 IMAP_PORT=${1:-11143}
 POP3_PORT=${2:-11110}
 RUNDIR=${3:-${PEERS_HOME:-/tmp/harness-peers}/dovecot/run}
@@ -145,14 +146,6 @@ nohup dovecot -F -c "$RUNDIR/dovecot.conf" >> "$RUNDIR/dovecot.stdout" 2>&1 < /d
 PID=$!
 echo "$PID" > "$RUNDIR/dovecot.pid"
 
-stop_pid() { # SIGTERM the master, wait up to 5 s for it to go
-  kill "$PID" 2>/dev/null || return 0
-  for _ in $(seq 1 50); do kill -0 "$PID" 2>/dev/null || return 0; sleep 0.1; done
-  kill -9 "$PID" 2>/dev/null || true
-}
-greet() { # greet PORT REGEX : connect, read first line within 2 s, match it
-  timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1" || exit 1; IFS= read -r line <&3; printf "%s\n" "$line" | grep -Eq "$2"' "$ADDR" "$1" "$2" 2>/dev/null
-}
 # wait (bounded: 15 s wall clock) for both greetings
 deadline=$((SECONDS + 15))
 while [ "$SECONDS" -lt "$deadline" ]; do
@@ -161,19 +154,19 @@ while [ "$SECONDS" -lt "$deadline" ]; do
   fi
   if grep -q 'Fatal:' "$RUNDIR/dovecot.log" 2>/dev/null; then
     echo "dovecot logged a Fatal error:" >&2; grep 'Fatal:' "$RUNDIR/dovecot.log" >&2
-    stop_pid; exit 5
+    stop_pid "$PID"; exit 5
   fi
   # ready = both login services send their greeting (sent only once auth is up)
-  if greet "$IMAP_PORT" '^\* OK' && greet "$POP3_PORT" '^\+OK'; then
+  if greet "$ADDR" "$IMAP_PORT" '^\* OK' && greet "$ADDR" "$POP3_PORT" '^\+OK'; then
     sleep 0.2
     if grep -q 'Fatal:' "$RUNDIR/dovecot.log"; then
       echo "dovecot logged a Fatal error:" >&2; grep 'Fatal:' "$RUNDIR/dovecot.log" >&2
-      stop_pid; exit 5
+      stop_pid "$PID"; exit 5
     fi
     echo "$PID"; exit 0
   fi
   sleep 0.1
 done
 echo "dovecot did not open $ADDR:$IMAP_PORT/$POP3_PORT within 15 s" >&2
-stop_pid
+stop_pid "$PID"
 exit 6

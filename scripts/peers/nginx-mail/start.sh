@@ -10,6 +10,7 @@
 # NGINX_WORKERS (default 1) and NGINX_WORKER_CONNECTIONS (default 256) size it for load runs;
 # AUTH_HTTP_EXTRA_USERS="u0:secret u1:secret ..." adds users to the auth endpoint.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/../../lib/procs.sh"
 HERE=$(cd "$(dirname "$0")" && pwd)
 export PATH="$PATH:/usr/sbin:/sbin"
 IMAP_PORT=${1:-12143}; POP3_PORT=${2:-12110}
@@ -45,13 +46,6 @@ mail {
 }
 CONF
 
-stop_pid() { # by PID, bounded: 5 s, then SIGKILL
-  for p in "$@"; do
-    kill "$p" 2>/dev/null || continue
-    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null || true
-  done
-}
 nohup python3 "$HERE/auth_http.py" "$AUTH_PORT" "$B_IMAP" "$B_POP3" "$RUNDIR/logs/auth_http.log" \
   >/dev/null 2>>"$RUNDIR/logs/auth_http.log" </dev/null &
 APID=$!; echo "$APID" > "$RUNDIR/auth.pid"
@@ -59,14 +53,11 @@ nohup nginx -p "$RUNDIR" -e "$RUNDIR/logs/error.log" -c "$RUNDIR/nginx.conf" \
   >>"$RUNDIR/logs/stdout.log" 2>&1 </dev/null &
 NPID=$!; echo "$NPID" > "$RUNDIR/nginx.pid.fg"
 
-greet() { # greet PORT REGEX: connect, read the first line within 2 s, match it
-  timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$0" || exit 1; IFS= read -r l <&3; printf "%s\n" "$l" | grep -Eq "$1"' "$1" "$2" 2>/dev/null
-}
 deadline=$((SECONDS + 15))
 while [ "$SECONDS" -lt "$deadline" ]; do
   kill -0 "$NPID" 2>/dev/null || { echo "nginx exited:" >&2; cat "$RUNDIR/logs/stdout.log" "$RUNDIR/logs/error.log" >&2; stop_pid "$APID"; exit 5; }
   kill -0 "$APID" 2>/dev/null || { echo "auth_http exited:" >&2; cat "$RUNDIR/logs/auth_http.log" >&2; stop_pid "$NPID"; exit 5; }
-  if greet "$IMAP_PORT" '^\* OK' && greet "$POP3_PORT" '^\+OK' && (exec 3<>"/dev/tcp/127.0.0.1/$AUTH_PORT") 2>/dev/null; then
+  if greet 127.0.0.1 "$IMAP_PORT" '^\* OK' && greet 127.0.0.1 "$POP3_PORT" '^\+OK' && (exec 3<>"/dev/tcp/127.0.0.1/$AUTH_PORT") 2>/dev/null; then
     echo "$NPID $APID"; exit 0
   fi
   sleep 0.1

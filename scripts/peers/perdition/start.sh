@@ -6,6 +6,7 @@
 #   defaults: 13143 13110 11143 11110 ${PEERS_HOME:-/tmp/harness-peers}/perdition/run
 # Prints "IMAP_PID POP3_PID" (also RUNDIR/imap.pid.fg, RUNDIR/pop3.pid.fg). Stop: stop.sh [RUNDIR]
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/../../lib/procs.sh"
 export PATH="$PATH:/usr/sbin:/sbin"
 IMAP_PORT=${1:-13143}; POP3_PORT=${2:-13110}; B_IMAP=${3:-11143}; B_POP3=${4:-11110}
 RUNDIR=${5:-${PEERS_HOME:-/tmp/harness-peers}/perdition/run}
@@ -25,20 +26,12 @@ nohup perdition.pop3 --no_daemon -f "$RUNDIR/empty.conf" -M '' -b 127.0.0.1 -l "
   -s 127.0.0.1 -p "$B_POP3" --ssl_mode none --pid_file "$RUNDIR/pop3.pid" >"$RUNDIR/pop3.log" 2>&1 </dev/null &
 PPID_=$!; echo "$PPID_" > "$RUNDIR/pop3.pid.fg"
 
-stop_pid() { # by PID, bounded: 5 s, then SIGKILL
-  for p in "$@"; do
-    kill "$p" 2>/dev/null || continue
-    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null || true
-  done
-}
-greet() { timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$0" || exit 1; IFS= read -r l <&3; printf "%s\n" "$l" | grep -Eq "$1"' "$1" "$2" 2>/dev/null; }
 deadline=$((SECONDS + 15))
 while [ "$SECONDS" -lt "$deadline" ]; do
   for p in $IPID $PPID_; do
     kill -0 "$p" 2>/dev/null || { echo "perdition $p exited:" >&2; cat "$RUNDIR"/*.log >&2; stop_pid $IPID $PPID_; exit 5; }
   done
-  if greet "$IMAP_PORT" '^\* OK' && greet "$POP3_PORT" '^\+OK'; then echo "$IPID $PPID_"; exit 0; fi
+  if greet 127.0.0.1 "$IMAP_PORT" '^\* OK' && greet 127.0.0.1 "$POP3_PORT" '^\+OK'; then echo "$IPID $PPID_"; exit 0; fi
   sleep 0.1
 done
 echo "perdition not ready on 127.0.0.1:$IMAP_PORT/$POP3_PORT within 15 s" >&2

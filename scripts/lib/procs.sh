@@ -1,0 +1,33 @@
+# Process helpers the peer and bench scripts share. Source it:
+#   . "$(dirname "${BASH_SOURCE[0]}")/../lib/procs.sh"   (adjust the ../ to the script's depth)
+# Every wait is bounded: a process gets 5 s after SIGTERM, then SIGKILL.
+
+# stop_pid PID... : stops each process by PID, bounded.
+stop_pid() {
+  local p
+  for p in "$@"; do
+    kill "$p" 2>/dev/null || continue
+    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true
+  done
+}
+
+# stop_pidfiles DIR FILE... : stops the process whose PID each DIR/FILE holds, removes the
+# file, and says so.
+stop_pidfiles() {
+  local dir=$1 f p
+  shift
+  for f in "$@"; do
+    [ -f "$dir/$f" ] || continue
+    p=$(cat "$dir/$f")
+    stop_pid "$p"
+    rm -f "$dir/$f"
+    echo "stopped $f $p"
+  done
+}
+
+# greet HOST PORT REGEX [SECONDS] : connects, reads the first line within SECONDS (2), and
+# matches it against REGEX.
+greet() {
+  timeout "${4:-2}" bash -c 'exec 3<>"/dev/tcp/$0/$1" || exit 1; IFS= read -r l <&3; printf "%s\n" "$l" | grep -Eq "$2"' "$1" "$2" "$3" 2>/dev/null
+}
