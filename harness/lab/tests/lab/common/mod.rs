@@ -97,6 +97,19 @@ pub async fn run(program: &Path, args: &[&str]) -> Ran {
     }
 }
 
+/// curl's exit status when the server refuses the login (CURLE_LOGIN_DENIED).
+pub const CURL_LOGIN_DENIED: i32 = 67;
+
+/// curl fetching `url` as `user` (`name:password`), bounded to 10 s; `options` (`-v` for
+/// the protocol trace on stderr, `--login-options AUTH=...`, `--cacert FILE`) go before
+/// the URL.
+pub async fn curl(curl: &Path, url: &str, user: &str, options: &[&str]) -> Ran {
+    let mut args = vec!["-sS", "--max-time", "10"];
+    args.extend_from_slice(options);
+    args.extend([url, "-u", user]);
+    run(curl, &args).await
+}
+
 /// A lab with plain and implicit-TLS listeners for both protocols on loopback.
 pub async fn start_lab(profile: Profile) -> Lab {
     let lo: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
