@@ -40,8 +40,7 @@ async fn curl_imap_every_mechanism_and_wrong_password() {
     let Some(curl) = require_tool("curl", CURL_HINT) else {
         return;
     };
-    let lab = start_lab(Profile::default_profile()).await;
-    let addr = lab.addr(Protocol::Imap, Security::Plain).unwrap();
+    let (lab, addr) = common::start_mock(Protocol::Imap).await;
     let target = url("imap", addr, "/INBOX?ALL");
     each_mechanism(&curl, &target, &["NTLM", "PLAIN", "LOGIN"], |mech, ok| {
         assert!(ok.stdout.contains("* SEARCH 1 2 3"), "{mech}: {ok:?}");
@@ -72,8 +71,7 @@ async fn curl_pop3_every_mechanism_apop_and_wrong_password() {
     let Some(curl) = require_tool("curl", CURL_HINT) else {
         return;
     };
-    let lab = start_lab(Profile::default_profile()).await;
-    let addr = lab.addr(Protocol::Pop3, Security::Plain).unwrap();
+    let (lab, addr) = common::start_mock(Protocol::Pop3).await;
     let target = url("pop3", addr, "/");
     let mechs = ["NTLM", "PLAIN", "LOGIN", "+APOP"];
     each_mechanism(&curl, &target, &mechs, |mech, ok| {

@@ -129,6 +129,15 @@ pub async fn start_lab(profile: Profile) -> Lab {
     Lab::start(config).await.expect("lab starts")
 }
 
+/// [`start_lab`] with the default profile, and its plain listener for `protocol`.
+pub async fn start_mock(protocol: Protocol) -> (Lab, std::net::SocketAddr) {
+    let lab = start_lab(Profile::default_profile()).await;
+    let addr = lab
+        .addr(protocol, Security::Plain)
+        .expect("a plain listener");
+    (lab, addr)
+}
+
 /// A lab from `config` with plain listeners for both protocols on loopback (no TLS).
 pub async fn start_plain_lab(config: LabConfig) -> Lab {
     let listeners = loopback_listeners(Security::Plain).to_vec();
