@@ -100,47 +100,34 @@ async fn curl_over_starttls_and_implicit_tls_verifies_the_lab_certificate() {
     let lab = start_lab(Profile::default_profile()).await;
     let cert = write_cert(&lab, "curl-tls.pem");
     let cert = cert.to_str().unwrap();
-    let cases = [
-        (
-            "imap",
-            lab.addr(Protocol::Imap, Security::Plain).unwrap(),
-            "/INBOX?ALL",
-            true,
-        ),
-        (
-            "pop3",
-            lab.addr(Protocol::Pop3, Security::Plain).unwrap(),
-            "/",
-            true,
-        ),
-        (
-            "imaps",
-            lab.addr(Protocol::Imap, Security::ImplicitTls).unwrap(),
-            "/INBOX?ALL",
-            false,
-        ),
-        (
-            "pop3s",
-            lab.addr(Protocol::Pop3, Security::ImplicitTls).unwrap(),
-            "/",
-            false,
-        ),
-    ];
-    for (scheme, addr, path, starttls) in cases {
-        let target = url(scheme, addr, path);
-        let mut options = vec!["-v", "--cacert", cert];
-        if starttls {
-            options.push("--ssl-reqd");
-        }
-        let r = common::curl(&curl, &target, "alice:secret", &options).await;
-        assert!(r.ok(), "{scheme}: {r:?}");
-        assert!(
-            r.stderr.contains("SSL connection using") || r.stderr.contains("TLS"),
-            "{scheme} did not use TLS: {r:?}"
-        );
-        if starttls {
-            let word = if scheme == "imap" { "STARTTLS" } else { "STLS" };
-            assert!(r.stderr.contains(word), "{scheme}: {r:?}");
+    // Each protocol upgraded on its plain listener (STARTTLS, STLS), then over implicit
+    // TLS (imaps, pop3s).
+    for security in [Security::Plain, Security::ImplicitTls] {
+        for (protocol, path) in [(Protocol::Imap, "/INBOX?ALL"), (Protocol::Pop3, "/")] {
+            let starttls = security == Security::Plain;
+            let scheme = if starttls {
+                protocol.keyword().to_string()
+            } else {
+                format!("{}s", protocol.keyword())
+            };
+            let target = url(&scheme, lab.addr(protocol, security).unwrap(), path);
+            let mut options = vec!["-v", "--cacert", cert];
+            if starttls {
+                options.push("--ssl-reqd");
+            }
+            let r = common::curl(&curl, &target, "alice:secret", &options).await;
+            assert!(r.ok(), "{scheme}: {r:?}");
+            assert!(
+                r.stderr.contains("SSL connection using") || r.stderr.contains("TLS"),
+                "{scheme} did not use TLS: {r:?}"
+            );
+            if starttls {
+                let word = match protocol {
+                    Protocol::Imap => "STARTTLS",
+                    Protocol::Pop3 => "STLS",
+                };
+                assert!(r.stderr.contains(word), "{scheme}: {r:?}");
+            }
         }
     }
     lab.shutdown().await;
