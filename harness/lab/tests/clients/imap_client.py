@@ -5,24 +5,19 @@ usage: imap_client.py HOST PORT USER PASSWORD [--starttls CAFILE] [--ssl CAFILE]
 Prints one line per step; exits 0 only if every step gave what RFC 3501 promises.
 """
 import imaplib
-import ssl
-import sys
+
+import client_args
+
+
+def starttls(m, ctx):
+    typ, _ = m.starttls(ssl_context=ctx)
+    assert typ == "OK", typ
 
 
 def main():
-    host, port, user, password = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-    mode = sys.argv[5] if len(sys.argv) > 5 else None
-    cafile = sys.argv[6] if len(sys.argv) > 6 else None
-    if mode == "--ssl":
-        ctx = ssl.create_default_context(cafile=cafile)
-        m = imaplib.IMAP4_SSL(host, port, ssl_context=ctx, timeout=10)
-    else:
-        m = imaplib.IMAP4(host, port, timeout=10)
-        if mode == "--starttls":
-            ctx = ssl.create_default_context(cafile=cafile)
-            typ, _ = m.starttls(ssl_context=ctx)
-            assert typ == "OK", typ
-            print("starttls OK")
+    m, user, password, _ = client_args.connect(
+        imaplib.IMAP4, imaplib.IMAP4_SSL, "ssl_context", "--starttls", starttls
+    )
     typ, caps = m.capability()
     assert typ == "OK", typ
     print("capability", caps[0].decode())
@@ -71,8 +66,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except imaplib.IMAP4.error as e:
-        print("imap error:", e)
-        sys.exit(2)
+    client_args.run(main, imaplib.IMAP4.error, "imap error:")

@@ -6,7 +6,8 @@ Prints one line per command; exits 0 only if every command gave what the RFCs pr
 """
 import imaplib
 import re
-import sys
+
+import client_args
 
 
 def ok(result, what):
@@ -17,7 +18,7 @@ def ok(result, what):
 
 
 def main():
-    host, port, user, password = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    host, port, user, password, _, _ = client_args.arguments()
     m = imaplib.IMAP4(host, port, timeout=10)
     caps = ok(m.capability(), "CAPABILITY")[0].decode()
     for cap in ["IDLE", "UIDPLUS", "NAMESPACE", "MOVE", "CHILDREN", "ID", "ENABLE"]:
@@ -84,8 +85,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except imaplib.IMAP4.error as e:
-        print("imap error:", e)
-        sys.exit(2)
+    client_args.run(main, imaplib.IMAP4.error, "imap error:")

@@ -5,23 +5,14 @@ usage: pop3_client.py HOST PORT USER PASSWORD [--stls CAFILE] [--ssl CAFILE] [--
 Prints one line per step; exits 0 only if every step gave what RFC 1939 promises.
 """
 import poplib
-import ssl
-import sys
+
+import client_args
 
 
 def main():
-    host, port, user, password = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-    mode = sys.argv[5] if len(sys.argv) > 5 else None
-    cafile = sys.argv[6] if len(sys.argv) > 6 else None
-    if mode == "--ssl":
-        ctx = ssl.create_default_context(cafile=cafile)
-        p = poplib.POP3_SSL(host, port, context=ctx, timeout=10)
-    else:
-        p = poplib.POP3(host, port, timeout=10)
-        if mode == "--stls":
-            ctx = ssl.create_default_context(cafile=cafile)
-            p.stls(context=ctx)
-            print("stls OK")
+    p, user, password, mode = client_args.connect(
+        poplib.POP3, poplib.POP3_SSL, "context", "--stls", lambda p, ctx: p.stls(context=ctx)
+    )
     print("greeting", p.getwelcome().decode())
     caps = p.capa()
     print("capa", " ".join(sorted(caps)))
@@ -56,8 +47,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except poplib.error_proto as e:
-        print("pop3 error:", e)
-        sys.exit(2)
+    client_args.run(main, poplib.error_proto, "pop3 error:")

@@ -9,21 +9,22 @@ use crate::common;
 
 use base64::Engine as _;
 use common::Client;
-use harness::{Lab, LabConfig, ListenerSpec, Protocol, Security};
+use harness::{Lab, LabConfig, Protocol, Security};
 use harness_core::Limits;
 
-async fn lab(limits: Limits) -> Lab {
-    let lo: SocketAddr = ([127, 0, 0, 1], 0).into();
-    Lab::start(LabConfig {
+/// A lab with `small_limits`, changed by `adjust`.
+async fn lab_with(adjust: impl FnOnce(&mut Limits)) -> Lab {
+    let mut limits = small_limits();
+    adjust(&mut limits);
+    common::start_plain_lab(LabConfig {
         limits,
-        listeners: vec![
-            ListenerSpec::new(Protocol::Imap, Security::Plain, lo),
-            ListenerSpec::new(Protocol::Pop3, Security::Plain, lo),
-        ],
         ..LabConfig::default()
     })
     .await
-    .expect("lab")
+}
+
+async fn lab() -> Lab {
+    lab_with(|_| {}).await
 }
 
 fn small_limits() -> Limits {
@@ -77,7 +78,7 @@ async fn bystander_still_works(c: &mut Client, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imap_each_kind_of_bad_input_is_answered_and_the_session_goes_on() {
-    let lab = lab(small_limits()).await;
+    let lab = lab().await;
     let addr = lab.addr(Protocol::Imap, Security::Plain).unwrap();
     let mut other = bystander_imap(addr).await;
     let mut c = Client::connect(addr).await;
@@ -145,7 +146,7 @@ async fn imap_each_kind_of_bad_input_is_answered_and_the_session_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pop3_each_kind_of_bad_input_is_answered_and_the_session_goes_on() {
-    let lab = lab(small_limits()).await;
+    let lab = lab().await;
     let addr = lab.addr(Protocol::Pop3, Security::Plain).unwrap();
     let mut other = bystander_imap(lab.addr(Protocol::Imap, Security::Plain).unwrap()).await;
     let mut c = Client::connect(addr).await;
@@ -190,11 +191,7 @@ async fn pop3_each_kind_of_bad_input_is_answered_and_the_session_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_clients_are_told_and_disconnected_at_the_idle_timeout() {
-    let lab = lab(Limits {
-        idle_timeout: Duration::from_millis(500),
-        ..small_limits()
-    })
-    .await;
+    let lab = lab_with(|limits| limits.idle_timeout = Duration::from_millis(500)).await;
     let mut imap = Client::connect(lab.addr(Protocol::Imap, Security::Plain).unwrap()).await;
     let mut pop3 = Client::connect(lab.addr(Protocol::Pop3, Security::Plain).unwrap()).await;
     imap.line().await;
@@ -210,7 +207,7 @@ async fn silent_clients_are_told_and_disconnected_at_the_idle_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_vanishing_mid_literal_or_mid_transaction_leave_the_store_consistent() {
-    let lab = lab(small_limits()).await;
+    let lab = lab().await;
     let imap = lab.addr(Protocol::Imap, Security::Plain).unwrap();
     let pop3 = lab.addr(Protocol::Pop3, Security::Plain).unwrap();
 
@@ -267,11 +264,7 @@ async fn clients_vanishing_mid_literal_or_mid_transaction_leave_the_store_consis
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_limit_are_turned_away_politely() {
-    let lab = lab(Limits {
-        max_connections: 2,
-        ..small_limits()
-    })
-    .await;
+    let lab = lab_with(|limits| limits.max_connections = 2).await;
     for (protocol, refusal) in [(Protocol::Imap, "* BYE"), (Protocol::Pop3, "-ERR")] {
         let addr = lab.addr(protocol, Security::Plain).unwrap();
         let mut a = Client::connect(addr).await;
@@ -297,11 +290,7 @@ async fn connections_over_the_limit_are_turned_away_politely() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trickling_clients_are_cut_off_at_the_line_timeout_and_others_go_on() {
-    let lab = lab(Limits {
-        line_timeout: Duration::from_secs(1),
-        ..small_limits()
-    })
-    .await;
+    let lab = lab_with(|limits| limits.line_timeout = Duration::from_secs(1)).await;
     let imap = lab.addr(Protocol::Imap, Security::Plain).unwrap();
     let pop3 = lab.addr(Protocol::Pop3, Security::Plain).unwrap();
     let mut other = bystander_imap(imap).await;

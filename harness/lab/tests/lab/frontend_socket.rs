@@ -5,8 +5,9 @@
 use crate::common;
 
 use std::net::SocketAddr;
+use std::path::Path;
 
-use common::{require_tool, run};
+use common::{require_tool, CURL_LOGIN_DENIED};
 use harness::serve::frontend_host::FrontendSpec;
 use harness::{Lab, LabConfig, Protocol};
 use harness_core::frontend::FrontendProfile;
@@ -41,6 +42,12 @@ fn urls(lab: &Lab) -> (String, String) {
     )
 }
 
+/// curl logging in as alice with NTLM, the protocol trace on stderr.
+async fn alice_with_ntlm(curl: &Path, url: &str) -> common::Ran {
+    let options = ["-v", "--login-options", "AUTH=NTLM"];
+    common::curl(curl, url, "alice:secret", &options).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sp1_front_end_offers_no_ntlm_and_basic_still_works() {
     let Some(curl) = require_tool("curl", "apt-get install curl") else {
@@ -49,32 +56,14 @@ async fn sp1_front_end_offers_no_ntlm_and_basic_still_works() {
     let lab = lab_with_frontends("exchange2000-sp1").await;
     let (imap, pop3) = urls(&lab);
     for url in [&imap, &pop3] {
-        let r = run(
-            &curl,
-            &[
-                "-sS",
-                "-v",
-                "--max-time",
-                "10",
-                url,
-                "-u",
-                "alice:secret",
-                "--login-options",
-                "AUTH=NTLM",
-            ],
-        )
-        .await;
-        assert_eq!(r.code, Some(67), "{url}: {r:?}");
+        let r = alice_with_ntlm(&curl, url).await;
+        assert_eq!(r.code, Some(CURL_LOGIN_DENIED), "{url}: {r:?}");
         assert!(
             r.stderr
                 .contains("No known authentication mechanisms supported"),
             "{url}: {r:?}"
         );
-        let basic = run(
-            &curl,
-            &["-sS", "--max-time", "10", url, "-u", "alice:secret"],
-        )
-        .await;
+        let basic = common::curl(&curl, url, "alice:secret", &[]).await;
         assert!(basic.ok(), "{url}: {basic:?}");
     }
     lab.shutdown().await;
@@ -89,26 +78,12 @@ async fn affinity_front_end_lets_ntlm_through_and_rtm_does_not() {
         let lab = lab_with_frontends(profile).await;
         let (imap, pop3) = urls(&lab);
         for url in [&imap, &pop3] {
-            let r = run(
-                &curl,
-                &[
-                    "-sS",
-                    "-v",
-                    "--max-time",
-                    "10",
-                    url,
-                    "-u",
-                    "alice:secret",
-                    "--login-options",
-                    "AUTH=NTLM",
-                ],
-            )
-            .await;
+            let r = alice_with_ntlm(&curl, url).await;
             if works {
                 assert!(r.ok(), "{profile} {url}: {r:?}");
             } else {
                 // The back-end's NTLM acceptor refuses the split handshake: curl is told no.
-                assert_eq!(r.code, Some(67), "{profile} {url}: {r:?}");
+                assert_eq!(r.code, Some(CURL_LOGIN_DENIED), "{profile} {url}: {r:?}");
                 assert!(
                     r.stderr.contains("NTLM"),
                     "{profile} {url}: NTLM was offered and tried: {r:?}"
@@ -132,9 +107,10 @@ async fn pooled_connections_are_reused_and_users_stay_apart() {
     for _ in 0..3 {
         let a_url = format!("imap://{fe_imap}/INBOX;UID=1");
         let b_url = a_url.clone();
-        let a_args = ["-sS", "--max-time", "10", &a_url, "-u", "alice:secret"];
-        let b_args = ["-sS", "--max-time", "10", &b_url, "-u", "bob:hunter2"];
-        let (a, b) = tokio::join!(run(&curl, &a_args), run(&curl, &b_args));
+        let (a, b) = tokio::join!(
+            common::curl(&curl, &a_url, "alice:secret", &[]),
+            common::curl(&curl, &b_url, "bob:hunter2", &[])
+        );
         assert!(a.ok() && b.ok(), "{a:?}\n{b:?}");
         assert!(
             a.stdout.contains("Hello alice,") && !a.stdout.contains("bob"),
@@ -190,10 +166,7 @@ async fn session_cache_serves_the_second_curl_from_the_parked_back_end_session()
     let fetch = |user: &'static str| {
         let url = url.clone();
         let curl = curl.clone();
-        async move {
-            let args = ["-sS", "--max-time", "10", url.as_str(), "-u", user];
-            run(&curl, &args).await
-        }
+        async move { common::curl(&curl, &url, user, &[]).await }
     };
     let first = fetch("alice:secret").await;
     assert!(

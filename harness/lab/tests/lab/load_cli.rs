@@ -3,11 +3,10 @@
 
 use crate::common;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use harness::{Lab, LabConfig, ListenerSpec, Protocol, Security};
+use harness::{Lab, LabConfig, Protocol, Security};
 use harness_core::LabFile;
 
 async fn lab() -> Lab {
@@ -15,17 +14,11 @@ async fn lab() -> Lab {
     for i in 0..4 {
         file.add_user(&format!("u{i}"), "secret");
     }
-    let lo: SocketAddr = ([127, 0, 0, 1], 0).into();
-    Lab::start(LabConfig {
+    common::start_plain_lab(LabConfig {
         lab: file,
-        listeners: vec![
-            ListenerSpec::new(Protocol::Imap, Security::Plain, lo),
-            ListenerSpec::new(Protocol::Pop3, Security::Plain, lo),
-        ],
         ..LabConfig::default()
     })
     .await
-    .expect("lab starts")
 }
 
 fn url(lab: &Lab, protocol: Protocol) -> String {
@@ -39,6 +32,20 @@ async fn load(args: &[&str]) -> common::Ran {
     let mut all = vec!["load"];
     all.extend_from_slice(args);
     common::run(Path::new(env!("CARGO_BIN_EXE_harness")), &all).await
+}
+
+/// `harness load --target TARGET --clients CLIENTS --seconds SECONDS`, then `rest`.
+async fn load_clients(target: &str, clients: &str, seconds: &str, rest: &[&str]) -> common::Ran {
+    let mut args = vec![
+        "--target",
+        target,
+        "--clients",
+        clients,
+        "--seconds",
+        seconds,
+    ];
+    args.extend_from_slice(rest);
+    load(&args).await
 }
 
 /// The summary row: sessions, failed, seconds, sessions/s, p50, p99, max.
@@ -96,19 +103,8 @@ fn assert_clean_run(ran: &common::Ran) {
 async fn imap_load_against_the_lab_reports_sessions_and_no_errors() {
     let lab = lab().await;
     let target = url(&lab, Protocol::Imap);
-    let ran = load(&[
-        "--target",
-        &target,
-        "--clients",
-        "4",
-        "--seconds",
-        "2",
-        "--user",
-        "alice:secret",
-        "--user",
-        "bob:hunter2",
-    ])
-    .await;
+    let users = ["--user", "alice:secret", "--user", "bob:hunter2"];
+    let ran = load_clients(&target, "4", "2", &users).await;
     assert_clean_run(&ran);
     assert!(ran.stdout.contains("login-select-fetch-logout"), "{ran:?}");
     // Every session really logged in: the lab counted the connections.
@@ -126,17 +122,8 @@ async fn imap_load_against_the_lab_reports_sessions_and_no_errors() {
 async fn pop3_load_with_a_user_per_client() {
     let lab = lab().await;
     let target = url(&lab, Protocol::Pop3);
-    let ran = load(&[
-        "--target",
-        &target,
-        "--clients",
-        "4",
-        "--seconds",
-        "2",
-        "--users-from-pattern",
-        "u{i}:secret",
-    ])
-    .await;
+    let users = ["--users-from-pattern", "u{i}:secret"];
+    let ran = load_clients(&target, "4", "2", &users).await;
     assert_clean_run(&ran);
     assert!(ran.stdout.contains("login-stat-retr-quit"), "{ran:?}");
     lab.shutdown().await;
@@ -147,17 +134,7 @@ async fn a_wrong_password_is_counted_as_no_and_err() {
     let lab = lab().await;
     for (protocol, expect) in [(Protocol::Imap, "a1 NO"), (Protocol::Pop3, "-ERR")] {
         let target = url(&lab, protocol);
-        let ran = load(&[
-            "--target",
-            &target,
-            "--clients",
-            "1",
-            "--seconds",
-            "1",
-            "--user",
-            "alice:wrong",
-        ])
-        .await;
+        let ran = load_clients(&target, "1", "1", &["--user", "alice:wrong"]).await;
         assert_eq!(ran.code, Some(1), "{ran:?}");
         let row = summary(&ran.stdout);
         assert_eq!(row[0], "0", "{ran:?}");
@@ -175,19 +152,8 @@ async fn the_session_count_bounds_the_run() {
     let lab = lab().await;
     let target = url(&lab, Protocol::Imap);
     let t0 = Instant::now();
-    let ran = load(&[
-        "--target",
-        &target,
-        "--clients",
-        "2",
-        "--seconds",
-        "25",
-        "--sessions",
-        "7",
-        "--user",
-        "alice:secret",
-    ])
-    .await;
+    let sessions_and_user = ["--sessions", "7", "--user", "alice:secret"];
+    let ran = load_clients(&target, "2", "25", &sessions_and_user).await;
     assert!(ran.ok(), "{ran:?}");
     assert_eq!(summary(&ran.stdout)[0], "7", "{ran:?}");
     assert!(t0.elapsed() < Duration::from_secs(20), "{ran:?}");

@@ -138,26 +138,17 @@ async fn broken_server(fault: Fault) -> SocketAddr {
                         Ok(_) => {}
                     }
                     let reply: Vec<u8> = match fault {
-                        Fault::ResetOnSelect => {
-                            if line.windows(6).any(|w| w.eq_ignore_ascii_case(b"SELECT")) {
-                                let _ = tcp.get_ref().set_zero_linger();
-                                return; // dropped with SO_LINGER 0: a reset
-                            }
-                            let tag = line
-                                .split(|&b| matches!(b, b' ' | b'\r' | b'\n'))
-                                .next()
-                                .unwrap_or_default();
-                            if tag.is_empty() {
-                                b"* BAD no tag\r\n".to_vec()
-                            } else {
-                                [tag, b" OK done\r\n"].concat()
-                            }
+                        Fault::ResetOnSelect
+                            if line.windows(6).any(|w| w.eq_ignore_ascii_case(b"SELECT")) =>
+                        {
+                            let _ = tcp.get_ref().set_zero_linger();
+                            return; // dropped with SO_LINGER 0: a reset
                         }
                         Fault::AbortOnLongLine if line.len() > 5_000 => {
                             let _ = tcp.get_ref().set_zero_linger();
                             return;
                         }
-                        Fault::AbortOnLongLine => {
+                        Fault::ResetOnSelect | Fault::AbortOnLongLine => {
                             let tag = line
                                 .split(|&b| matches!(b, b' ' | b'\r' | b'\n'))
                                 .next()
@@ -199,6 +190,25 @@ async fn broken_server(fault: Fault) -> SocketAddr {
     addr
 }
 
+/// Fuzzes a fresh broken server for `count` cases, saving findings in `out_dir(name)`,
+/// with `adjust` applied to the configuration; returns the server's address too.
+async fn fuzz_broken(
+    fault: Fault,
+    name: &str,
+    count: u64,
+    adjust: impl FnOnce(&mut FuzzConfig),
+) -> (SocketAddr, Summary) {
+    let addr = broken_server(fault).await;
+    let scheme = match fault {
+        Fault::Pop3NoStatus => "pop3",
+        _ => "imap",
+    };
+    let mut cfg = config(&format!("{scheme}://{addr}"), out_dir(name));
+    cfg.count = Some(count);
+    adjust(&mut cfg);
+    (addr, run(cfg).await)
+}
+
 fn saved(s: &Summary, kind: OutcomeKind) -> String {
     let f = s
         .findings
@@ -217,11 +227,10 @@ fn saved(s: &Summary, kind: OutcomeKind) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_resets_is_reported_with_a_reproducer() {
-    let addr = broken_server(Fault::ResetOnSelect).await;
-    let mut cfg = config(&format!("imap://{addr}"), out_dir("reset"));
-    cfg.count = Some(40);
-    cfg.duration = Duration::from_secs(20);
-    let s = run(cfg).await;
+    let (addr, s) = fuzz_broken(Fault::ResetOnSelect, "reset", 40, |cfg| {
+        cfg.duration = Duration::from_secs(20);
+    })
+    .await;
     assert!(s.failed());
     let text = saved(&s, OutcomeKind::Reset);
     assert!(text.contains("connection reset by peer"), "{text}");
@@ -257,24 +266,22 @@ async fn a_server_that_resets_is_reported_with_a_reproducer() {
 
     // A reset right after an overlong line is the server refusing to buffer it (TCP
     // resets a connection closed with input unread): closed, not a finding.
-    let addr = broken_server(Fault::AbortOnLongLine).await;
-    let mut cfg = config(&format!("imap://{addr}"), out_dir("overlong"));
-    cfg.count = Some(80);
-    cfg.duration = Duration::from_secs(20);
-    let s = run(cfg).await;
+    let (_, s) = fuzz_broken(Fault::AbortOnLongLine, "overlong", 80, |cfg| {
+        cfg.duration = Duration::from_secs(20);
+    })
+    .await;
     assert!(s.count(OutcomeKind::Closed) > 0, "{}", describe(&s));
     assert!(!s.failed(), "{}", describe(&s));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_server_is_a_hang_and_garbage_is_malformed() {
-    let addr = broken_server(Fault::Silent).await;
-    let mut cfg = config(&format!("imap://{addr}"), out_dir("hang"));
-    cfg.count = Some(3);
-    cfg.hang_timeout = Duration::from_millis(300);
-    cfg.auth_timeout = Duration::from_millis(300);
     let started = Instant::now();
-    let s = run(cfg).await;
+    let (_, s) = fuzz_broken(Fault::Silent, "hang", 3, |cfg| {
+        cfg.hang_timeout = Duration::from_millis(300);
+        cfg.auth_timeout = Duration::from_millis(300);
+    })
+    .await;
     // A case whose lines are all cut short owes no reply; every other one hangs.
     assert!(s.count(OutcomeKind::Hang) >= 2, "{}", describe(&s));
     assert_eq!(
@@ -291,18 +298,12 @@ async fn a_silent_server_is_a_hang_and_garbage_is_malformed() {
         "the remake line has the bounds: {text}"
     );
 
-    let addr = broken_server(Fault::Garbage).await;
-    let mut cfg = config(&format!("imap://{addr}"), out_dir("garbage"));
-    cfg.count = Some(5);
-    let s = run(cfg).await;
+    let (_, s) = fuzz_broken(Fault::Garbage, "garbage", 5, |_| {}).await;
     assert_eq!(s.count(OutcomeKind::Malformed), 5, "{}", describe(&s));
     let text = saved(&s, OutcomeKind::Malformed);
     assert!(text.contains("hello there"), "{text}");
 
-    let addr = broken_server(Fault::Pop3NoStatus).await;
-    let mut cfg = config(&format!("pop3://{addr}"), out_dir("pop3"));
-    cfg.count = Some(5);
-    let s = run(cfg).await;
+    let (_, s) = fuzz_broken(Fault::Pop3NoStatus, "pop3", 5, |_| {}).await;
     assert_eq!(s.count(OutcomeKind::Malformed), 5, "{}", describe(&s));
     let text = saved(&s, OutcomeKind::Malformed);
     assert!(text.contains("not +OK, -ERR or a continuation"), "{text}");
@@ -359,8 +360,7 @@ async fn a_login_held_back_is_no_hang_within_the_auth_timeout() {
 /// checker then waited for a reply to the literal's first line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn literals_after_refused_lines_are_no_hang() {
-    let lab = common::start_lab(harness_core::Profile::default_profile()).await;
-    let addr = lab.addr(Protocol::Imap, Security::Plain).unwrap();
+    let (lab, addr) = common::start_mock(Protocol::Imap).await;
     let literal: [&[u8]; 4] = [b"Subject: appended", b"", b"written by a transcript", b""];
     let cases: [(&[u8], &str); 2] = [
         (b"a3 APPEND INBO\nX (\\Flagged) {46}", "\"X BAD"),
@@ -394,8 +394,7 @@ async fn literals_after_refused_lines_are_no_hang() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watched_process_that_dies_is_a_crash() {
-    let lab = common::start_lab(harness_core::Profile::default_profile()).await;
-    let addr = lab.addr(Protocol::Imap, Security::Plain).unwrap();
+    let (lab, addr) = common::start_mock(Protocol::Imap).await;
     let mut child = std::process::Command::new("sleep")
         .arg("30")
         .spawn()
@@ -428,8 +427,7 @@ async fn a_watched_process_that_dies_is_a_crash() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_prints_a_summary_and_its_exit_code_tells() {
-    let lab = common::start_lab(harness_core::Profile::default_profile()).await;
-    let good = lab.addr(Protocol::Pop3, Security::Plain).unwrap();
+    let (lab, good) = common::start_mock(Protocol::Pop3).await;
     let bad = broken_server(Fault::Garbage).await;
     let out = out_dir("cli");
     let cli = move |target: String, out: PathBuf| {

@@ -3,7 +3,9 @@
 
 use crate::common;
 
-use common::{require_tool, run, start_lab, write_cert};
+use std::path::Path;
+
+use common::{require_tool, run, start_lab, write_cert, Ran, CURL_LOGIN_DENIED};
 use harness::{Protocol, Security};
 use harness_core::Profile;
 
@@ -14,66 +16,42 @@ fn url(scheme: &str, addr: std::net::SocketAddr, path: &str) -> String {
     format!("{scheme}://{addr}{path}")
 }
 
+/// Logs in as alice with each mechanism (curl's `--login-options AUTH=...`) and hands the
+/// verbose run to `check`, then tries a wrong password, which curl must report as denied.
+async fn each_mechanism(curl: &Path, target: &str, mechs: &[&str], check: impl Fn(&str, &Ran)) {
+    for mech in mechs {
+        let opt = format!("AUTH={mech}");
+        let verbose_login = ["-v", "--login-options", opt.as_str()];
+        let ok = common::curl(curl, target, "alice:secret", &verbose_login).await;
+        assert!(ok.ok(), "{mech}: {ok:?}");
+        check(mech, &ok);
+        // Without -v: only the exit status is read.
+        let bad = common::curl(curl, target, "alice:wrong", &verbose_login[1..]).await;
+        assert_eq!(
+            bad.code,
+            Some(CURL_LOGIN_DENIED),
+            "{mech} with a wrong password: {bad:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_imap_every_mechanism_and_wrong_password() {
     let Some(curl) = require_tool("curl", CURL_HINT) else {
         return;
     };
-    let lab = start_lab(Profile::default_profile()).await;
-    let addr = lab.addr(Protocol::Imap, Security::Plain).unwrap();
-    for mech in ["NTLM", "PLAIN", "LOGIN"] {
-        let opt = format!("AUTH={mech}");
-        let target = url("imap", addr, "/INBOX?ALL");
-        let ok = run(
-            &curl,
-            &[
-                "-sS",
-                "-v",
-                "--max-time",
-                "10",
-                &target,
-                "-u",
-                "alice:secret",
-                "--login-options",
-                &opt,
-            ],
-        )
-        .await;
-        assert!(ok.ok(), "{mech}: {ok:?}");
+    let (lab, addr) = common::start_mock(Protocol::Imap).await;
+    let target = url("imap", addr, "/INBOX?ALL");
+    each_mechanism(&curl, &target, &["NTLM", "PLAIN", "LOGIN"], |mech, ok| {
         assert!(ok.stdout.contains("* SEARCH 1 2 3"), "{mech}: {ok:?}");
         assert!(
             ok.stderr.contains(&format!("AUTHENTICATE {mech}")),
             "{mech} was not the mechanism used: {ok:?}"
         );
-        let bad = run(
-            &curl,
-            &[
-                "-sS",
-                "--max-time",
-                "10",
-                &target,
-                "-u",
-                "alice:wrong",
-                "--login-options",
-                &opt,
-            ],
-        )
-        .await;
-        // 67 = CURLE_LOGIN_DENIED
-        assert_eq!(bad.code, Some(67), "{mech} with a wrong password: {bad:?}");
-    }
-    let fetched = run(
-        &curl,
-        &[
-            "-sS",
-            "--max-time",
-            "10",
-            &url("imap", addr, "/INBOX;UID=2"),
-            "-u",
-            "bob:hunter2",
-        ],
-    )
+    })
     .await;
+    let target = url("imap", addr, "/INBOX;UID=2");
+    let fetched = common::curl(&curl, &target, "bob:hunter2", &[]).await;
     assert!(fetched.ok(), "{fetched:?}");
     assert!(
         fetched.stdout.contains("Subject: Test message 2"),
@@ -93,27 +71,10 @@ async fn curl_pop3_every_mechanism_apop_and_wrong_password() {
     let Some(curl) = require_tool("curl", CURL_HINT) else {
         return;
     };
-    let lab = start_lab(Profile::default_profile()).await;
-    let addr = lab.addr(Protocol::Pop3, Security::Plain).unwrap();
-    for mech in ["NTLM", "PLAIN", "LOGIN", "+APOP"] {
-        let opt = format!("AUTH={mech}");
-        let target = url("pop3", addr, "/");
-        let ok = run(
-            &curl,
-            &[
-                "-sS",
-                "-v",
-                "--max-time",
-                "10",
-                &target,
-                "-u",
-                "alice:secret",
-                "--login-options",
-                &opt,
-            ],
-        )
-        .await;
-        assert!(ok.ok(), "{mech}: {ok:?}");
+    let (lab, addr) = common::start_mock(Protocol::Pop3).await;
+    let target = url("pop3", addr, "/");
+    let mechs = ["NTLM", "PLAIN", "LOGIN", "+APOP"];
+    each_mechanism(&curl, &target, &mechs, |mech, ok| {
         let listing: Vec<&str> = ok.stdout.lines().collect();
         assert_eq!(listing.len(), 3, "{mech}: {ok:?}");
         assert!(listing[0].starts_with("1 "), "{mech}: {ok:?}");
@@ -123,34 +84,9 @@ async fn curl_pop3_every_mechanism_apop_and_wrong_password() {
             format!("AUTH {mech}")
         };
         assert!(ok.stderr.contains(&used), "{mech} was not used: {ok:?}");
-        let bad = run(
-            &curl,
-            &[
-                "-sS",
-                "--max-time",
-                "10",
-                &target,
-                "-u",
-                "alice:wrong",
-                "--login-options",
-                &opt,
-            ],
-        )
-        .await;
-        assert_eq!(bad.code, Some(67), "{mech} with a wrong password: {bad:?}");
-    }
-    let retr = run(
-        &curl,
-        &[
-            "-sS",
-            "--max-time",
-            "10",
-            &url("pop3", addr, "/1"),
-            "-u",
-            "user:pass",
-        ],
-    )
+    })
     .await;
+    let retr = common::curl(&curl, &url("pop3", addr, "/1"), "user:pass", &[]).await;
     assert!(retr.ok(), "{retr:?}");
     assert!(retr.stdout.contains("Subject: Test message 1"), "{retr:?}");
     lab.shutdown().await;
@@ -164,57 +100,34 @@ async fn curl_over_starttls_and_implicit_tls_verifies_the_lab_certificate() {
     let lab = start_lab(Profile::default_profile()).await;
     let cert = write_cert(&lab, "curl-tls.pem");
     let cert = cert.to_str().unwrap();
-    let cases = [
-        (
-            "imap",
-            lab.addr(Protocol::Imap, Security::Plain).unwrap(),
-            "/INBOX?ALL",
-            true,
-        ),
-        (
-            "pop3",
-            lab.addr(Protocol::Pop3, Security::Plain).unwrap(),
-            "/",
-            true,
-        ),
-        (
-            "imaps",
-            lab.addr(Protocol::Imap, Security::ImplicitTls).unwrap(),
-            "/INBOX?ALL",
-            false,
-        ),
-        (
-            "pop3s",
-            lab.addr(Protocol::Pop3, Security::ImplicitTls).unwrap(),
-            "/",
-            false,
-        ),
-    ];
-    for (scheme, addr, path, starttls) in cases {
-        let target = url(scheme, addr, path);
-        let mut args = vec![
-            "-sS",
-            "-v",
-            "--max-time",
-            "10",
-            "--cacert",
-            cert,
-            &target,
-            "-u",
-            "alice:secret",
-        ];
-        if starttls {
-            args.push("--ssl-reqd");
-        }
-        let r = run(&curl, &args).await;
-        assert!(r.ok(), "{scheme}: {r:?}");
-        assert!(
-            r.stderr.contains("SSL connection using") || r.stderr.contains("TLS"),
-            "{scheme} did not use TLS: {r:?}"
-        );
-        if starttls {
-            let word = if scheme == "imap" { "STARTTLS" } else { "STLS" };
-            assert!(r.stderr.contains(word), "{scheme}: {r:?}");
+    // Each protocol upgraded on its plain listener (STARTTLS, STLS), then over implicit
+    // TLS (imaps, pop3s).
+    for security in [Security::Plain, Security::ImplicitTls] {
+        for (protocol, path) in [(Protocol::Imap, "/INBOX?ALL"), (Protocol::Pop3, "/")] {
+            let starttls = security == Security::Plain;
+            let scheme = if starttls {
+                protocol.keyword().to_string()
+            } else {
+                format!("{}s", protocol.keyword())
+            };
+            let target = url(&scheme, lab.addr(protocol, security).unwrap(), path);
+            let mut options = vec!["-v", "--cacert", cert];
+            if starttls {
+                options.push("--ssl-reqd");
+            }
+            let r = common::curl(&curl, &target, "alice:secret", &options).await;
+            assert!(r.ok(), "{scheme}: {r:?}");
+            assert!(
+                r.stderr.contains("SSL connection using") || r.stderr.contains("TLS"),
+                "{scheme} did not use TLS: {r:?}"
+            );
+            if starttls {
+                let word = match protocol {
+                    Protocol::Imap => "STARTTLS",
+                    Protocol::Pop3 => "STLS",
+                };
+                assert!(r.stderr.contains(word), "{scheme}: {r:?}");
+            }
         }
     }
     lab.shutdown().await;

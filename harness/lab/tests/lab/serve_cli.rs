@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{require_tool, run};
+use common::{require_tool, CURL_LOGIN_DENIED};
 
 /// Reads `listening <scheme> <addr>` lines until `press Ctrl-C` (bounded to 20 s).
 fn listening(stdout: impl std::io::Read + Send + 'static) -> Vec<(String, String)> {
@@ -64,44 +64,15 @@ async fn serve_with_added_user_accepts_ntlm_and_refuses_wrong_password() {
     };
     let imap = format!("imap://{}/INBOX?ALL", addr_of("imap"));
     let pop3 = format!("pop3://{}/", addr_of("pop3"));
+    let ntlm = ["--login-options", "AUTH=NTLM"];
     for target in [&imap, &pop3] {
-        let ok = run(
-            &curl,
-            &[
-                "-sS",
-                "--max-time",
-                "10",
-                target,
-                "-u",
-                "carol:s3cret",
-                "--login-options",
-                "AUTH=NTLM",
-            ],
-        )
-        .await;
+        let ok = common::curl(&curl, target, "carol:s3cret", &ntlm).await;
         assert!(ok.ok(), "{target}: {ok:?}");
-        let bad = run(
-            &curl,
-            &[
-                "-sS",
-                "--max-time",
-                "10",
-                target,
-                "-u",
-                "carol:wrong",
-                "--login-options",
-                "AUTH=NTLM",
-            ],
-        )
-        .await;
-        assert_eq!(bad.code, Some(67), "{target}: {bad:?}");
+        let bad = common::curl(&curl, target, "carol:wrong", &ntlm).await;
+        assert_eq!(bad.code, Some(CURL_LOGIN_DENIED), "{target}: {bad:?}");
     }
     // Default-lab users are still there alongside the added one.
-    let alice = run(
-        &curl,
-        &["-sS", "--max-time", "10", &imap, "-u", "alice:secret"],
-    )
-    .await;
+    let alice = common::curl(&curl, &imap, "alice:secret", &[]).await;
     assert!(alice.ok(), "{alice:?}");
 
     let term = Command::new("kill")

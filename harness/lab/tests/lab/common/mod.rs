@@ -97,20 +97,56 @@ pub async fn run(program: &Path, args: &[&str]) -> Ran {
     }
 }
 
+/// curl's exit status when the server refuses the login (CURLE_LOGIN_DENIED).
+pub const CURL_LOGIN_DENIED: i32 = 67;
+
+/// curl fetching `url` as `user` (`name:password`), bounded to 10 s; `options` (`-v` for
+/// the protocol trace on stderr, `--login-options AUTH=...`, `--cacert FILE`) go before
+/// the URL.
+pub async fn curl(curl: &Path, url: &str, user: &str, options: &[&str]) -> Ran {
+    let mut args = vec!["-sS", "--max-time", "10"];
+    args.extend_from_slice(options);
+    args.extend([url, "-u", user]);
+    run(curl, &args).await
+}
+
+/// IMAP and POP3 listeners on loopback (port 0: any free one) with this security.
+fn loopback_listeners(security: Security) -> [ListenerSpec; 2] {
+    let lo: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+    [Protocol::Imap, Protocol::Pop3].map(|protocol| ListenerSpec::new(protocol, security, lo))
+}
+
 /// A lab with plain and implicit-TLS listeners for both protocols on loopback.
 pub async fn start_lab(profile: Profile) -> Lab {
-    let lo: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
     let config = LabConfig {
         profile,
-        listeners: vec![
-            ListenerSpec::new(Protocol::Imap, Security::Plain, lo),
-            ListenerSpec::new(Protocol::Pop3, Security::Plain, lo),
-            ListenerSpec::new(Protocol::Imap, Security::ImplicitTls, lo),
-            ListenerSpec::new(Protocol::Pop3, Security::ImplicitTls, lo),
-        ],
+        listeners: [Security::Plain, Security::ImplicitTls]
+            .into_iter()
+            .flat_map(loopback_listeners)
+            .collect(),
         ..LabConfig::default()
     };
     Lab::start(config).await.expect("lab starts")
+}
+
+/// [`start_lab`] with the default profile, and its plain listener for `protocol`.
+pub async fn start_mock(protocol: Protocol) -> (Lab, std::net::SocketAddr) {
+    let lab = start_lab(Profile::default_profile()).await;
+    let addr = lab
+        .addr(protocol, Security::Plain)
+        .expect("a plain listener");
+    (lab, addr)
+}
+
+/// A lab from `config` with plain listeners for both protocols on loopback (no TLS).
+pub async fn start_plain_lab(config: LabConfig) -> Lab {
+    let listeners = loopback_listeners(Security::Plain).to_vec();
+    Lab::start(LabConfig {
+        listeners,
+        ..config
+    })
+    .await
+    .expect("lab starts")
 }
 
 /// Writes the lab's certificate to a temporary file for clients that verify it.
@@ -144,16 +180,25 @@ impl Client {
         self.stream.get_mut().write_all(bytes).await.expect("write");
     }
 
+    /// Reads up to and including LF into `buf`; panics with `waited_for` after 5 s of
+    /// silence.
+    async fn read_within_5s(
+        &mut self,
+        buf: &mut Vec<u8>,
+        waited_for: &str,
+    ) -> std::io::Result<usize> {
+        tokio::time::timeout(Duration::from_secs(5), self.stream.read_until(b'\n', buf))
+            .await
+            .expect(waited_for)
+    }
+
     /// One line, CRLF stripped; panics after 5 s of silence.
     pub async fn line(&mut self) -> String {
         let mut buf = Vec::new();
-        let n = tokio::time::timeout(
-            Duration::from_secs(5),
-            self.stream.read_until(b'\n', &mut buf),
-        )
-        .await
-        .expect("a reply within 5 s")
-        .expect("read");
+        let n = self
+            .read_within_5s(&mut buf, "a reply within 5 s")
+            .await
+            .expect("read");
         assert!(n > 0, "connection closed while a reply was expected");
         String::from_utf8_lossy(&buf).trim_end().to_string()
     }
@@ -175,13 +220,10 @@ impl Client {
     /// The server closes the connection within 5 s.
     pub async fn closed(&mut self) {
         let mut buf = Vec::new();
-        let n = tokio::time::timeout(
-            Duration::from_secs(5),
-            self.stream.read_until(b'\n', &mut buf),
-        )
-        .await
-        .expect("closed within 5 s")
-        .unwrap_or(0);
+        let n = self
+            .read_within_5s(&mut buf, "closed within 5 s")
+            .await
+            .unwrap_or(0);
         assert_eq!(
             n,
             0,
