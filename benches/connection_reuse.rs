@@ -90,7 +90,7 @@ fn connection_reuse(c: &mut Criterion) {
             ];
             for (route, addr) in targets {
                 group.bench_with_input(
-                    BenchmarkId::new(protocol.to_string(), route),
+                    BenchmarkId::new(protocol.keyword(), route),
                     &addr,
                     |b, &addr| {
                         b.iter_custom(|iters| {
