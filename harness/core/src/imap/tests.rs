@@ -1998,3 +1998,42 @@ fn bad_input_for_the_mailbox_commands_gets_a_reason_and_the_session_goes_on() {
     );
     assert_eq!(t.send(b"z NOOP\r\n"), "z OK NOOP completed\r\n");
 }
+
+// ----- RFC 3501 corrections (issue #14) -----
+
+/// The UIDVALIDITY STATUS shows for `name`.
+fn status_validity(t: &mut T, name: &str) -> u32 {
+    let out = t.send(format!("v STATUS {name} (UIDVALIDITY)\r\n").as_bytes());
+    let prefix = format!("* STATUS {name} (UIDVALIDITY ");
+    out.strip_prefix(&prefix)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"))
+}
+
+#[test]
+fn a_name_created_again_or_renamed_onto_never_shows_an_old_uidvalidity() {
+    // RFC 3501 2.3.1.1: a new mailbox under a former name gets a new UIDVALIDITY.
+    let mut t = T::default();
+    t.login();
+    assert_eq!(t.send(b"a CREATE Box\r\n"), "a OK CREATE completed\r\n");
+    let first = status_validity(&mut t, "Box");
+    assert_eq!(t.send(b"b DELETE Box\r\n"), "b OK DELETE completed\r\n");
+    assert_eq!(t.send(b"c CREATE Box\r\n"), "c OK CREATE completed\r\n");
+    assert!(t.send(b"d APPEND Box {4}\r\n").starts_with("+ "));
+    assert!(t.send(b"x\r\n\r\n").starts_with("d OK [APPENDUID "));
+    let second = status_validity(&mut t, "Box");
+    assert_ne!(first, second);
+    // The same when another mailbox is renamed onto the name.
+    assert_eq!(t.send(b"e DELETE Box\r\n"), "e OK DELETE completed\r\n");
+    assert_eq!(t.send(b"f CREATE Other\r\n"), "f OK CREATE completed\r\n");
+    assert_eq!(
+        t.send(b"g RENAME Other Box\r\n"),
+        "g OK RENAME completed\r\n"
+    );
+    let third = status_validity(&mut t, "Box");
+    assert!(
+        third != first && third != second,
+        "{first} {second} {third}"
+    );
+}
