@@ -2037,3 +2037,35 @@ fn a_name_created_again_or_renamed_onto_never_shows_an_old_uidvalidity() {
         "{first} {second} {third}"
     );
 }
+
+#[test]
+fn lsub_percent_shows_the_unsubscribed_superior_as_noselect() {
+    // RFC 3501 6.3.9: foo/bar subscribed, foo not: `LSUB "" %` returns foo, \Noselect.
+    // Only `%` stops at a level: `*` reaches foo/bar itself, a literal name asks for foo.
+    let mut t = T::default();
+    t.login();
+    for (command, reply) in [
+        ("CREATE foo/bar", "a OK CREATE completed\r\n"),
+        ("SUBSCRIBE foo/bar", "a OK SUBSCRIBE completed\r\n"),
+        (
+            "LSUB \"\" %",
+            "* LSUB () \"/\" INBOX\r\n* LSUB (\\Noselect) \"/\" foo\r\na OK LSUB completed\r\n",
+        ),
+        (
+            "LSUB \"\" f%",
+            "* LSUB (\\Noselect) \"/\" foo\r\na OK LSUB completed\r\n",
+        ),
+        (
+            "LSUB \"\" f*",
+            "* LSUB () \"/\" foo/bar\r\na OK LSUB completed\r\n",
+        ),
+        ("LSUB \"\" foo", "a OK LSUB completed\r\n"),
+        ("SUBSCRIBE foo", "a OK SUBSCRIBE completed\r\n"),
+        (
+            "LSUB \"\" f%",
+            "* LSUB () \"/\" foo\r\na OK LSUB completed\r\n",
+        ),
+    ] {
+        assert_eq!(t.send(format!("a {command}\r\n").as_bytes()), reply);
+    }
+}
