@@ -2069,3 +2069,41 @@ fn lsub_percent_shows_the_unsubscribed_superior_as_noselect() {
         assert_eq!(t.send(format!("a {command}\r\n").as_bytes()), reply);
     }
 }
+
+/// A world where alice's INBOX also holds a message whose addresses carry comments.
+const COMMENTED: &str = "From: user@domain.org (Real Name)\r\nTo: <user (c)@ (c) domain.org>\r\nCc: Jane (x) Doe <jane @ example . org>, a@b.test (one) (two)\r\nSubject: comments\r\n\r\nbody\r\n";
+
+#[test]
+fn addresses_with_comments_in_envelope_and_search() {
+    let w = world();
+    w.store.with_account("alice", |a| {
+        let inbox = a.mailbox_mut("INBOX").unwrap();
+        inbox.append(
+            Arc::from(COMMENTED.as_bytes()),
+            Default::default(),
+            1_704_067_300,
+        );
+    });
+    let mut t = T::on(&w);
+    t.select();
+    assert_eq!(
+        t.send(b"f FETCH 4 ENVELOPE\r\n"),
+        "* 4 FETCH (ENVELOPE (NIL \"comments\" ((\"Real Name\" NIL \"user\" \"domain.org\")) ((\"Real Name\" NIL \"user\" \"domain.org\")) ((\"Real Name\" NIL \"user\" \"domain.org\")) ((NIL NIL \"user\" \"domain.org\")) ((\"Jane Doe\" NIL \"jane\" \"example.org\")(\"two\" NIL \"a\" \"b.test\")) NIL NIL NIL))\r\nf OK FETCH completed\r\n"
+    );
+    // RFC 3501 6.4.4: the envelope's field, not the header's bytes.
+    for (key, expect) in [
+        ("FROM user@domain.org", " 4"),
+        ("TO user@domain.org", " 4"),
+        ("FROM \"Real Name\"", " 4"),
+        ("CC jane@example.org", " 4"),
+        ("CC \"Jane Doe\"", " 4"),
+        ("TO \"(c)\"", ""),
+        ("FROM sender@example.test", " 1 2 3"),
+    ] {
+        assert_eq!(
+            t.send(format!("s SEARCH {key}\r\n").as_bytes()),
+            format!("* SEARCH{expect}\r\ns OK SEARCH completed\r\n"),
+            "{key}"
+        );
+    }
+}
