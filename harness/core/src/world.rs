@@ -190,6 +190,9 @@ impl Mailbox {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
     pub mailboxes: BTreeMap<String, Mailbox>,
+    /// The highest UIDVALIDITY [`Account::next_uid_validity`] has handed out; it only goes
+    /// up, so a deleted mailbox's value is never given again.
+    uid_validity_high: u32,
 }
 
 impl Account {
@@ -208,6 +211,22 @@ impl Account {
 
     pub fn mailbox_mut(&mut self, name: &str) -> Option<&mut Mailbox> {
         self.mailboxes.get_mut(&Self::mailbox_key(name))
+    }
+
+    /// The UIDVALIDITY of a new mailbox: above that of every mailbox the account has now
+    /// and every value handed out before, so a name deleted and created again, or renamed
+    /// onto, never shows a former value (RFC 3501 2.3.1.1). A counter, not the clock, so
+    /// that a seeded world stays deterministic.
+    pub fn next_uid_validity(&mut self) -> u32 {
+        let highest = self
+            .mailboxes
+            .values()
+            .map(|m| m.uid_validity)
+            .max()
+            .unwrap_or(1)
+            .max(self.uid_validity_high);
+        self.uid_validity_high = highest.saturating_add(1);
+        self.uid_validity_high
     }
 }
 
@@ -257,7 +276,10 @@ impl Mailstore {
             .or_insert_with(|| {
                 let mut mailboxes = BTreeMap::new();
                 mailboxes.insert("INBOX".to_string(), Mailbox::new("INBOX", next_validity));
-                Account { mailboxes }
+                Account {
+                    mailboxes,
+                    uid_validity_high: 0,
+                }
             });
         f(account)
     }

@@ -297,7 +297,7 @@ pub fn parse_addresses(value: &[u8]) -> Vec<Address> {
                 item.push(b);
             }
             b':' if !angle && !in_group => {
-                let name = unquote(trim_ws(&strip_comments(&item)));
+                let name = phrase(&uncomment(&item).text);
                 out.push(Address::GroupStart(name));
                 in_group = true;
                 item.clear();
@@ -328,18 +328,37 @@ pub fn parse_addresses(value: &[u8]) -> Vec<Address> {
     out
 }
 
-/// The value without its comments (quoted strings keep their parentheses).
-fn strip_comments(s: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
+/// An address item with its comments taken out (RFC 5322 3.2.2).
+struct Uncommented {
+    /// The text, each comment replaced by a space: a comment parts tokens as white space
+    /// does (`user(c)@x` is `user @x`). Quoted strings are kept as written.
+    text: Vec<u8>,
+    /// What the last closed comment says: its nested comments kept, quoted-pair
+    /// backslashes removed, white space at its ends trimmed.
+    last_comment: Option<Vec<u8>>,
+}
+
+fn uncomment(s: &[u8]) -> Uncommented {
+    let mut text = Vec::new();
+    let mut comment = Vec::new();
+    let mut last_comment = None;
     let mut lexer = Lexer::default();
     for &b in s {
-        let outside = lexer.comment_depth == 0;
+        let depth = lexer.comment_depth;
         lexer.step(b);
-        if outside && lexer.comment_depth == 0 {
-            out.push(b);
+        match (depth, lexer.comment_depth) {
+            (0, 0) => text.push(b),
+            (0, _) => {
+                text.push(b' ');
+                comment.clear();
+            }
+            (_, 0) => last_comment = Some(trim_ws(&comment).to_vec()),
+            // Inside: a backslash that escapes is left out, the octet it escapes kept.
+            _ if lexer.escape => {}
+            _ => comment.push(b),
         }
     }
-    out
+    Uncommented { text, last_comment }
 }
 
 /// Removes surrounding quotes and quoted-pair backslashes; collapses nothing else.
@@ -359,37 +378,153 @@ fn unquote(s: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A display name (RFC 5322 3.2.5 `phrase`): its words, each run of white space outside
+/// quoted strings one space, quotes and quoted-pair backslashes removed.
+fn phrase(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let (mut in_quote, mut escape, mut space) = (false, false, false);
+    for &b in trim_ws(s) {
+        if escape {
+            out.push(b);
+            escape = false;
+            continue;
+        }
+        match b {
+            b'\\' => escape = true,
+            b'"' => in_quote = !in_quote,
+            b' ' | b'\t' if !in_quote => space = true,
+            _ => {
+                if std::mem::take(&mut space) && !out.is_empty() {
+                    out.push(b' ');
+                }
+                out.push(b);
+            }
+        }
+    }
+    out
+}
+
+/// Where `target` stands in `s` outside quoted strings, from the start (or `after` on).
+fn position_unquoted(s: &[u8], target: u8, after: usize) -> Option<usize> {
+    let (mut in_quote, mut escape) = (false, false);
+    for (i, &b) in s.iter().enumerate() {
+        if escape {
+            escape = false;
+        } else if in_quote && b == b'\\' {
+            escape = true;
+        } else if b == b'"' {
+            in_quote = !in_quote;
+        } else if b == target && !in_quote && i >= after {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// An addr-spec (RFC 5322 3.4.1) as (local part, domain). White space next to a dot or
+/// the `@` is dropped (`obs-local-part`, `obs-domain`, 4.4: CFWS may stand around the
+/// dots), and the local part loses its quotes. No `@`: the whole text, no domain.
+fn addr_spec(spec: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
+    let mut compact = Vec::with_capacity(spec.len());
+    let (mut in_quote, mut escape, mut space) = (false, false, false);
+    for &b in trim_ws(spec) {
+        if in_quote {
+            compact.push(b);
+            if escape {
+                escape = false;
+            } else if b == b'\\' {
+                escape = true;
+            } else if b == b'"' {
+                in_quote = false;
+            }
+            continue;
+        }
+        if matches!(b, b' ' | b'\t') {
+            space = true;
+            continue;
+        }
+        let joins = |c: u8| matches!(c, b'.' | b'@');
+        if std::mem::take(&mut space) && !joins(b) && !compact.last().is_some_and(|&c| joins(c)) {
+            compact.push(b' ');
+        }
+        in_quote = b == b'"';
+        compact.push(b);
+    }
+    let mut at = None;
+    let mut from = 0;
+    while let Some(i) = position_unquoted(&compact, b'@', from) {
+        at = Some(i);
+        from = i + 1;
+    }
+    match at {
+        Some(at) => (
+            unquote(compact.get(..at).unwrap_or_default()),
+            Some(compact.get(at + 1..).unwrap_or_default().to_vec()),
+        ),
+        None => (unquote(&compact), None),
+    }
+}
+
+/// One address (RFC 5322 3.4): `phrase <addr-spec>`, or a bare addr-spec whose last
+/// comment, if any, is taken for the name (`user@host (Real Name)`, as Dovecot and Cyrus
+/// do). Comments anywhere, also inside the brackets, are passed over.
 fn parse_one(item: &[u8]) -> Option<Address> {
-    let text = strip_comments(item);
+    let Uncommented { text, last_comment } = uncomment(item);
     let text = trim_ws(&text);
     if text.is_empty() {
         return None;
     }
-    let (name, spec) = match (
-        text.iter().rposition(|&b| b == b'<'),
-        text.iter().rposition(|&b| b == b'>'),
-    ) {
-        (Some(open), Some(close)) if open < close => {
-            let name = unquote(trim_ws(&text[..open]));
-            let spec = trim_ws(&text[open + 1..close]);
+    let angle = position_unquoted(text, b'<', 0)
+        .and_then(|open| Some((open, position_unquoted(text, b'>', open)?)));
+    let (name, (mailbox, host)) = match angle {
+        Some((open, close)) => {
+            let name = phrase(text.get(..open).unwrap_or_default());
+            let spec = trim_ws(text.get(open + 1..close).unwrap_or_default());
             // Drop a source route (`@a,@b:`), RFC 5322 4.4 obs-route.
             let spec = match spec.iter().position(|&b| b == b':') {
-                Some(c) if spec.first() == Some(&b'@') => &spec[c + 1..],
+                Some(c) if spec.first() == Some(&b'@') => spec.get(c + 1..).unwrap_or_default(),
                 _ => spec,
             };
-            ((!name.is_empty()).then_some(name), spec.to_vec())
+            ((!name.is_empty()).then_some(name), addr_spec(spec))
         }
-        _ => (None, text.to_vec()),
-    };
-    let (mailbox, host) = match spec.iter().rposition(|&b| b == b'@') {
-        Some(at) => (unquote(&spec[..at]), Some(spec[at + 1..].to_vec())),
-        None => (unquote(&spec), None),
+        None => (last_comment.filter(|c| !c.is_empty()), addr_spec(text)),
     };
     Some(Address::Mailbox {
         name,
         mailbox,
         host,
     })
+}
+
+impl Address {
+    /// The address as a reader writes it, `name <mailbox@host>` or `mailbox@host`; a
+    /// group's name; nothing for a group's end. What SEARCH FROM, TO, CC and BCC look in.
+    pub fn written(&self) -> Vec<u8> {
+        match self {
+            Address::Mailbox {
+                name,
+                mailbox,
+                host,
+            } => {
+                let mut out = Vec::new();
+                if let Some(name) = name {
+                    out.extend_from_slice(name);
+                    out.extend_from_slice(b" <");
+                }
+                out.extend_from_slice(mailbox);
+                if let Some(host) = host {
+                    out.push(b'@');
+                    out.extend_from_slice(host);
+                }
+                if name.is_some() {
+                    out.push(b'>');
+                }
+                out
+            }
+            Address::GroupStart(name) => name.clone(),
+            Address::GroupEnd => Vec::new(),
+        }
+    }
 }
 
 /// Lines in a text body, as BODYSTRUCTURE's `body-fld-lines` counts them.
@@ -436,13 +571,71 @@ mod tests {
         assert_eq!(list.len(), 5);
         assert_eq!(list[0], Address::GroupStart(b"undisclosed".to_vec()));
         assert_eq!(list[3], Address::GroupEnd);
+        // A bare addr-spec takes its comment for the name (as Dovecot and Cyrus do).
         assert_eq!(
             list[4],
             Address::Mailbox {
-                name: None,
+                name: Some(b"Fred".to_vec()),
                 mailbox: b"f".to_vec(),
                 host: None
             }
+        );
+    }
+
+    /// The address list as ENVELOPE writes it.
+    fn envelope_list(value: &[u8]) -> String {
+        let mut out = Vec::new();
+        write_addresses(&mut out, Some(value));
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn comments_and_white_space_inside_addresses() {
+        let cases: &[(&[u8], &str)] = &[
+            (
+                b"user@domain (Real Name)",
+                r#"(("Real Name" NIL "user" "domain"))"#,
+            ),
+            (
+                b"<user (c)@ (c) domain.org>",
+                r#"((NIL NIL "user" "domain.org"))"#,
+            ),
+            (
+                b"(lead) x @ y . org (tail)",
+                r#"(("tail" NIL "x" "y.org"))"#,
+            ),
+            (b"a@b.c (x) (Second)", r#"(("Second" NIL "a" "b.c"))"#),
+            (
+                b"a@b.c (outer (inner) \\) x)",
+                r#"(("outer (inner) ) x" NIL "a" "b.c"))"#,
+            ),
+            (b"a@b.c ()", r#"((NIL NIL "a" "b.c"))"#),
+            (b"\"Q\" <q@r.s> (cmt)", r#"(("Q" NIL "q" "r.s"))"#),
+            (b"<q@r.s> (cmt)", r#"((NIL NIL "q" "r.s"))"#),
+            (
+                b"John (x) Smith <a@b.org>",
+                r#"(("John Smith" NIL "a" "b.org"))"#,
+            ),
+            (
+                b"Jo \t  Smith <a@b.org>",
+                r#"(("Jo Smith" NIL "a" "b.org"))"#,
+            ),
+            (b"\"john  doe\"@x.org", r#"((NIL NIL "john  doe" "x.org"))"#),
+            (b"\"a@b (c)\" <d@e>", r#"(("a@b (c)" NIL "d" "e"))"#),
+            (b"<@route,@x:u@h>", r#"((NIL NIL "u" "h"))"#),
+            (b"(only a comment)", "NIL"),
+        ];
+        for (value, expect) in cases {
+            assert_eq!(
+                envelope_list(value),
+                *expect,
+                "{}",
+                String::from_utf8_lossy(value)
+            );
+        }
+        assert_eq!(
+            parse_addresses(b"Jane (x) Doe <jane @ example . org>")[0].written(),
+            b"Jane Doe <jane@example.org>"
         );
     }
 

@@ -75,6 +75,18 @@ fn header_contains(data: &[u8], field: &str, needle: &[u8]) -> bool {
         .any(|f| contains_ci(&f.value, needle))
 }
 
+/// Whether an address in the message's `field` holds `needle` (RFC 3501 6.4.4: FROM, TO,
+/// CC and BCC look in the envelope structure's field). Each address is looked at as
+/// written without its comments and folding, `name <mailbox@host>`.
+fn address_contains(data: &[u8], field: &str, needle: &[u8]) -> bool {
+    let (header, _) = message::split(data);
+    message::fields(header)
+        .iter()
+        .filter(|f| f.name.eq_ignore_ascii_case(field))
+        .flat_map(|f| message::parse_addresses(&f.value))
+        .any(|a| contains_ci(&a.written(), needle))
+}
+
 /// Whether the message at sequence number `seq` matches `key` (RFC 3501 6.4.4).
 pub(super) fn eval(
     key: &SearchKey<'_>,
@@ -111,10 +123,10 @@ pub(super) fn eval(
         SearchKey::Unkeyword(k) => !has(flags, k.as_ref()),
         SearchKey::Larger(n) => data.len() as u64 > u64::from(*n),
         SearchKey::Smaller(n) => (data.len() as u64) < u64::from(*n),
-        SearchKey::Bcc(s) => header_contains(data, "Bcc", &astr(s)),
-        SearchKey::Cc(s) => header_contains(data, "Cc", &astr(s)),
-        SearchKey::From(s) => header_contains(data, "From", &astr(s)),
-        SearchKey::To(s) => header_contains(data, "To", &astr(s)),
+        SearchKey::Bcc(s) => address_contains(data, "Bcc", &astr(s)),
+        SearchKey::Cc(s) => address_contains(data, "Cc", &astr(s)),
+        SearchKey::From(s) => address_contains(data, "From", &astr(s)),
+        SearchKey::To(s) => address_contains(data, "To", &astr(s)),
         SearchKey::Subject(s) => header_contains(data, "Subject", &astr(s)),
         SearchKey::Header(name, value) => {
             let name = String::from_utf8_lossy(name.as_ref()).into_owned();

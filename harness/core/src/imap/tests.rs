@@ -1998,3 +1998,112 @@ fn bad_input_for_the_mailbox_commands_gets_a_reason_and_the_session_goes_on() {
     );
     assert_eq!(t.send(b"z NOOP\r\n"), "z OK NOOP completed\r\n");
 }
+
+// ----- RFC 3501 corrections (issue #14) -----
+
+/// The UIDVALIDITY STATUS shows for `name`.
+fn status_validity(t: &mut T, name: &str) -> u32 {
+    let out = t.send(format!("v STATUS {name} (UIDVALIDITY)\r\n").as_bytes());
+    let prefix = format!("* STATUS {name} (UIDVALIDITY ");
+    out.strip_prefix(&prefix)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"))
+}
+
+#[test]
+fn a_name_created_again_or_renamed_onto_never_shows_an_old_uidvalidity() {
+    // RFC 3501 2.3.1.1: a new mailbox under a former name gets a new UIDVALIDITY.
+    let mut t = T::default();
+    t.login();
+    assert_eq!(t.send(b"a CREATE Box\r\n"), "a OK CREATE completed\r\n");
+    let first = status_validity(&mut t, "Box");
+    assert_eq!(t.send(b"b DELETE Box\r\n"), "b OK DELETE completed\r\n");
+    assert_eq!(t.send(b"c CREATE Box\r\n"), "c OK CREATE completed\r\n");
+    assert!(t.send(b"d APPEND Box {4}\r\n").starts_with("+ "));
+    assert!(t.send(b"x\r\n\r\n").starts_with("d OK [APPENDUID "));
+    let second = status_validity(&mut t, "Box");
+    assert_ne!(first, second);
+    // The same when another mailbox is renamed onto the name.
+    assert_eq!(t.send(b"e DELETE Box\r\n"), "e OK DELETE completed\r\n");
+    assert_eq!(t.send(b"f CREATE Other\r\n"), "f OK CREATE completed\r\n");
+    assert_eq!(
+        t.send(b"g RENAME Other Box\r\n"),
+        "g OK RENAME completed\r\n"
+    );
+    let third = status_validity(&mut t, "Box");
+    assert!(
+        third != first && third != second,
+        "{first} {second} {third}"
+    );
+}
+
+#[test]
+fn lsub_percent_shows_the_unsubscribed_superior_as_noselect() {
+    // RFC 3501 6.3.9: foo/bar subscribed, foo not: `LSUB "" %` returns foo, \Noselect.
+    // Only `%` stops at a level: `*` reaches foo/bar itself, a literal name asks for foo.
+    let mut t = T::default();
+    t.login();
+    for (command, reply) in [
+        ("CREATE foo/bar", "a OK CREATE completed\r\n"),
+        ("SUBSCRIBE foo/bar", "a OK SUBSCRIBE completed\r\n"),
+        (
+            "LSUB \"\" %",
+            "* LSUB () \"/\" INBOX\r\n* LSUB (\\Noselect) \"/\" foo\r\na OK LSUB completed\r\n",
+        ),
+        (
+            "LSUB \"\" f%",
+            "* LSUB (\\Noselect) \"/\" foo\r\na OK LSUB completed\r\n",
+        ),
+        (
+            "LSUB \"\" f*",
+            "* LSUB () \"/\" foo/bar\r\na OK LSUB completed\r\n",
+        ),
+        ("LSUB \"\" foo", "a OK LSUB completed\r\n"),
+        ("SUBSCRIBE foo", "a OK SUBSCRIBE completed\r\n"),
+        (
+            "LSUB \"\" f%",
+            "* LSUB () \"/\" foo\r\na OK LSUB completed\r\n",
+        ),
+    ] {
+        assert_eq!(t.send(format!("a {command}\r\n").as_bytes()), reply);
+    }
+}
+
+/// A world where alice's INBOX also holds a message whose addresses carry comments.
+const COMMENTED: &str = "From: user@domain.org (Real Name)\r\nTo: <user (c)@ (c) domain.org>\r\nCc: Jane (x) Doe <jane @ example . org>, a@b.test (one) (two)\r\nSubject: comments\r\n\r\nbody\r\n";
+
+#[test]
+fn addresses_with_comments_in_envelope_and_search() {
+    let w = world();
+    w.store.with_account("alice", |a| {
+        let inbox = a.mailbox_mut("INBOX").unwrap();
+        inbox.append(
+            Arc::from(COMMENTED.as_bytes()),
+            Default::default(),
+            1_704_067_300,
+        );
+    });
+    let mut t = T::on(&w);
+    t.select();
+    assert_eq!(
+        t.send(b"f FETCH 4 ENVELOPE\r\n"),
+        "* 4 FETCH (ENVELOPE (NIL \"comments\" ((\"Real Name\" NIL \"user\" \"domain.org\")) ((\"Real Name\" NIL \"user\" \"domain.org\")) ((\"Real Name\" NIL \"user\" \"domain.org\")) ((NIL NIL \"user\" \"domain.org\")) ((\"Jane Doe\" NIL \"jane\" \"example.org\")(\"two\" NIL \"a\" \"b.test\")) NIL NIL NIL))\r\nf OK FETCH completed\r\n"
+    );
+    // RFC 3501 6.4.4: the envelope's field, not the header's bytes.
+    for (key, expect) in [
+        ("FROM user@domain.org", " 4"),
+        ("TO user@domain.org", " 4"),
+        ("FROM \"Real Name\"", " 4"),
+        ("CC jane@example.org", " 4"),
+        ("CC \"Jane Doe\"", " 4"),
+        ("TO \"(c)\"", ""),
+        ("FROM sender@example.test", " 1 2 3"),
+    ] {
+        assert_eq!(
+            t.send(format!("s SEARCH {key}\r\n").as_bytes()),
+            format!("* SEARCH{expect}\r\ns OK SEARCH completed\r\n"),
+            "{key}"
+        );
+    }
+}

@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use imap_codec::imap_types::mailbox::Mailbox as MailboxName;
 
-use super::next_validity;
 use crate::imap::mailbox_name::{checked_name, DELIMITER};
 use crate::imap::server::{ImapServer, Reply};
 use crate::world::Mailbox;
@@ -41,7 +40,7 @@ impl ImapServer {
                 return Reply::no("[LIMIT] Too many mailboxes");
             }
             for n in missing {
-                let validity = next_validity(acct);
+                let validity = acct.next_uid_validity();
                 // Subscribing is the client's choice (RFC 3501 6.3.6); CREATE does not.
                 let mut mb = Mailbox::new(&n, validity);
                 mb.subscribed = false;

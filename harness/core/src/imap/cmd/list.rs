@@ -33,6 +33,13 @@ impl ImapServer {
             return Reply::ok("LIST completed");
         }
         let full = format!("{reference}{pattern}");
+        let matches = |name: &str| {
+            if name == "INBOX" {
+                wildcard_match(&full.to_ascii_uppercase(), "INBOX")
+            } else {
+                wildcard_match(&full, name)
+            }
+        };
         let world = Arc::clone(&self.ctx.world);
         let names: BTreeMap<String, bool> = world.store.with_account(&self.user_key(), |acct| {
             // Real mailboxes (selectable), then parents implied by hierarchy names.
@@ -42,17 +49,20 @@ impl ImapServer {
                     names.insert(name.clone(), true);
                 }
             }
-            if !lsub {
-                let real: Vec<String> = names.keys().cloned().collect();
-                for name in real {
-                    let mut prefix = String::new();
-                    let parts: Vec<&str> = name.split(DELIMITER).collect();
-                    for part in parts.iter().take(parts.len().saturating_sub(1)) {
-                        if !prefix.is_empty() {
-                            prefix.push(DELIMITER);
-                        }
-                        prefix.push_str(part);
-                        names.entry(prefix.clone()).or_insert(false);
+            let listed: Vec<String> = names.keys().cloned().collect();
+            for name in listed {
+                // RFC 3501 6.3.9: a `%` at the end of an LSUB pattern stops at a level, and
+                // a subscribed name below it shows as its superior at that level, flagged
+                // \Noselect unless that superior is subscribed itself.
+                if lsub && (!full.ends_with('%') || matches(&name)) {
+                    continue;
+                }
+                for (at, _) in name.match_indices(DELIMITER) {
+                    let Some(parent) = name.get(..at) else {
+                        continue;
+                    };
+                    if !lsub || matches(parent) {
+                        names.entry(parent.to_string()).or_insert(false);
                     }
                 }
             }
@@ -66,12 +76,7 @@ impl ImapServer {
         };
         let mut out = Vec::new();
         for (name, &selectable) in &names {
-            let matched = if name == "INBOX" {
-                wildcard_match(&full.to_ascii_uppercase(), "INBOX")
-            } else {
-                wildcard_match(&full, name)
-            };
-            if matched {
+            if matches(name) {
                 let mut attrs: Vec<&str> = Vec::new();
                 if !selectable {
                     attrs.push("\\Noselect");

@@ -29,7 +29,7 @@ use imap_codec::imap_types::sequence::SequenceSet;
 
 use super::server::ImapServer;
 use super::view::{Ranges, View, ViewMsg};
-use crate::world::{Account, Mailbox, StoredMessage};
+use crate::world::{Mailbox, StoredMessage};
 
 /// RFC 5530 3: the LIMIT response code.
 const FULL: &str = "[LIMIT] Mailbox is full";
@@ -60,16 +60,6 @@ fn settable(flags: &[Flag<'_>]) -> BTreeSet<String> {
         .map(flag_name)
         .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
         .collect()
-}
-
-/// The UIDVALIDITY of a new mailbox: above that of every mailbox of the account.
-fn next_validity(acct: &Account) -> u32 {
-    acct.mailboxes
-        .values()
-        .map(|m| m.uid_validity)
-        .max()
-        .unwrap_or(1)
-        .saturating_add(1)
 }
 
 impl ImapServer {

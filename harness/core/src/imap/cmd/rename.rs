@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use imap_codec::imap_types::mailbox::Mailbox as MailboxName;
 
-use super::{next_validity, NO_MAILBOX};
+use super::NO_MAILBOX;
 use crate::imap::mailbox_name::{checked_name, DELIMITER};
 use crate::imap::server::{ImapServer, Reply};
 use crate::world::Mailbox;
@@ -39,7 +39,7 @@ impl ImapServer {
                 if acct.mailboxes.len() >= caps.max_mailboxes {
                     return Reply::no("[LIMIT] Too many mailboxes");
                 }
-                let validity = next_validity(acct);
+                let validity = acct.next_uid_validity();
                 let Some(inbox) = acct.mailbox_mut("INBOX") else {
                     return Reply::no(NO_MAILBOX);
                 };
