@@ -35,6 +35,8 @@ pub enum Step {
     ExpectClosed { conn: usize, line: usize },
     /// Wait this long (over sockets; in-process time does not need it).
     Sleep { millis: u64, line: usize },
+    /// The values captured (or set) under these names must differ from one another.
+    Distinct { names: Vec<String>, line: usize },
 }
 
 impl Step {
@@ -45,7 +47,7 @@ impl Step {
             | Step::Skip { conn, .. }
             | Step::Close { conn, .. }
             | Step::ExpectClosed { conn, .. } => *conn,
-            Step::Sleep { .. } => 0,
+            Step::Sleep { .. } | Step::Distinct { .. } => 0,
         }
     }
 
@@ -56,7 +58,8 @@ impl Step {
             | Step::Skip { line, .. }
             | Step::Close { line, .. }
             | Step::ExpectClosed { line, .. }
-            | Step::Sleep { line, .. } => *line,
+            | Step::Sleep { line, .. }
+            | Step::Distinct { line, .. } => *line,
         }
     }
 }
@@ -76,6 +79,7 @@ pub enum Directive {
     Close(usize),
     Closed(usize),
     Sleep(u64),
+    Distinct(Vec<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -136,6 +140,7 @@ pub fn parse(text: &str) -> Result<Script, ParseError> {
                 Directive::Close(conn) => script.steps.push(Step::Close { conn, line }),
                 Directive::Closed(conn) => script.steps.push(Step::ExpectClosed { conn, line }),
                 Directive::Sleep(millis) => script.steps.push(Step::Sleep { millis, line }),
+                Directive::Distinct(names) => script.steps.push(Step::Distinct { names, line }),
             }
             continue;
         }
@@ -254,6 +259,20 @@ fn directive(text: &str, line: usize) -> Result<Directive, ParseError> {
             }),
         },
         "closed" => Ok(Directive::Closed(conn_arg(&mut words, "closed")?)),
+        "distinct" => {
+            let names: Vec<&str> = words.collect();
+            if names.len() >= 2 && names.iter().all(|n| is_name(n)) {
+                Ok(Directive::Distinct(
+                    names.into_iter().map(String::from).collect(),
+                ))
+            } else {
+                Err(ParseError::DirectiveArgs {
+                    line,
+                    name: "distinct",
+                    what: "two or more names of captures or variables",
+                })
+            }
+        }
         other => Err(ParseError::UnknownDirective {
             line,
             name: other.to_string(),
@@ -310,5 +329,29 @@ mod tests {
             parse("S: a $"),
             Err(ParseError::Pattern { line: 1, .. })
         ));
+    }
+
+    #[test]
+    fn distinct_takes_two_or_more_names() {
+        let s = parse("S: * $a $b\n@distinct a b\n").unwrap();
+        assert_eq!(
+            s.steps.last(),
+            Some(&Step::Distinct {
+                names: vec!["a".into(), "b".into()],
+                line: 2
+            })
+        );
+        for bad in ["@distinct a\n", "@distinct\n", "@distinct a 1b\n"] {
+            assert!(
+                matches!(
+                    parse(bad),
+                    Err(ParseError::DirectiveArgs {
+                        name: "distinct",
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
     }
 }

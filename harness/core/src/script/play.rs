@@ -134,6 +134,14 @@ pub fn play(
             transport.pause(std::time::Duration::from_millis(*millis));
             continue;
         }
+        if let Step::Distinct { names, .. } = step {
+            if let Some((a, b, value)) = repeated_value(names, &values, &captures, line)? {
+                let expected = format!("${a} and ${b} to differ");
+                let got = format!("both are {value:?}");
+                return Ok(fail(records, captures, line, expected, got));
+            }
+            continue;
+        }
         if !matches!(step, Step::Close { .. }) && open.insert(conn) {
             transport.connect(conn).map_err(transport_err)?;
         }
@@ -185,7 +193,7 @@ pub fn play(
                     return Ok(fail(records, captures, line, pattern.source.clone(), got));
                 }
             }
-            Step::Sleep { .. } => {}
+            Step::Sleep { .. } | Step::Distinct { .. } => {}
             Step::Close { .. } => {
                 if open.remove(&conn) {
                     transport.close(conn);
@@ -243,6 +251,39 @@ pub fn play(
     })
 }
 
+/// The value of `name`: a capture wins over a variable; a name with neither is an error.
+fn lookup<'v>(
+    name: &str,
+    values: &'v BTreeMap<String, String>,
+    captures: &'v BTreeMap<String, String>,
+    line: usize,
+) -> Result<&'v String, PlayError> {
+    captures
+        .get(name)
+        .or_else(|| values.get(name))
+        .ok_or_else(|| PlayError::UnsetVariable {
+            line,
+            name: name.to_string(),
+        })
+}
+
+/// The first two of `names` whose values are equal, with the value (`@distinct`).
+fn repeated_value<'a>(
+    names: &'a [String],
+    values: &BTreeMap<String, String>,
+    captures: &BTreeMap<String, String>,
+    line: usize,
+) -> Result<Option<(&'a str, &'a str, String)>, PlayError> {
+    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    for name in names {
+        let value = lookup(name, values, captures, line)?;
+        if let Some(first) = seen.insert(value.as_str(), name.as_str()) {
+            return Ok(Some((first, name.as_str(), value.clone())));
+        }
+    }
+    Ok(None)
+}
+
 fn expect(pattern: &Pattern, text: &str, known: &mut BTreeMap<String, String>) -> bool {
     pattern.matches(text, known)
 }
@@ -287,13 +328,7 @@ fn substitute(
             rest = after;
             continue;
         }
-        let value = captures
-            .get(name)
-            .or_else(|| values.get(name))
-            .ok_or_else(|| PlayError::UnsetVariable {
-                line,
-                name: name.to_string(),
-            })?;
+        let value = lookup(name, values, captures, line)?;
         out.extend_from_slice(value.as_bytes());
         rest = &after[consumed..];
     }
@@ -368,6 +403,38 @@ mod tests {
             .collect();
         q.push_back(ReadLine::Silent);
         (conn, q)
+    }
+
+    #[test]
+    fn distinct_fails_on_a_repeated_value_and_needs_every_name_set() {
+        let play_with = |text: &str, lines: &[&str]| {
+            let script = parse(text).unwrap();
+            let mut t = Canned::default();
+            t.replies.extend([canned(1, lines)]);
+            play(&script, &BTreeMap::new(), &mut t)
+        };
+        let text = "@var old 7\nS: * $a\nS: * $b\n@distinct old a b\nS: * $c\n";
+        let passed = play_with(text, &["* 1", "* 2", "* 3"]).unwrap();
+        assert_eq!(passed.verdict, Verdict::Passed);
+        let repeated = play_with(text, &["* 1", "* 7", "* 3"]).unwrap();
+        assert_eq!(
+            repeated.verdict,
+            Verdict::Failed {
+                line: 4,
+                expected: "$old and $b to differ".into(),
+                got: "both are \"7\"".into(),
+            }
+        );
+        // The step after a failed @distinct is not played.
+        assert_eq!(repeated.records.len(), 2);
+        let unset = play_with("S: * $a\n@distinct a nobody\n", &["* 1"]);
+        assert_eq!(
+            unset.unwrap_err(),
+            PlayError::UnsetVariable {
+                line: 2,
+                name: "nobody".into()
+            }
+        );
     }
 
     #[test]
