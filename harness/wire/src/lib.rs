@@ -7,13 +7,16 @@
 //!   [`DecodeError`] and the [`wire_enum!`] macro.
 //! - [`ntlm`]: the NTLM messages ([MS-NLMP] 2.2) on that codec.
 //! - [`imap`]: the one reader of IMAP server output (RFC 3501 7 and 9).
+//! - [`dcerpc`]: DCE/RPC connection-oriented PDUs ([C706] 12, [MS-RPCE] 2.2.2), a
+//!   stream framer and fragment reassembly.
 //!
 //! Why a crate of its own: the codecs are the part every fuzz target and every protocol
 //! shares, so they build on little (thiserror and memchr), never see tokio, and a coming
-//! protocol (DCE/RPC, NDR, Kerberos, MAPI) adds its module here without touching the
+//! protocol (NDR, Kerberos, MAPI) adds its module here without touching the
 //! protocol machines in harness-core.
 
 pub mod codec;
+pub mod dcerpc;
 pub mod imap;
 pub mod ntlm;
 
