@@ -14,12 +14,12 @@
 # rate. FUZZ_SANITIZER=address (or memory, thread) runs with one.
 #
 # Comparison tracing (`-sanitizer-coverage-trace-compares`, cargo-fuzz's default) is on
-# for the binary NTLM targets only, whose magic numbers and lengths it helps mutations
-# find; the other targets are built with --no-trace-compares (about twice the executions
-# per second, and side by side from the seeds -1 % to +22 % edges in the same time: their
-# keywords come from the dictionaries, their structured choices from bytes that no
-# comparison maps back to). FUZZ_TRACE_COMPARES=all or none overrides the choice; each
-# kind of build has its own target directory, so switching does not rebuild.
+# for the binary NTLM and DCE/RPC targets only, whose magic numbers and lengths it helps
+# mutations find; the other targets are built with --no-trace-compares (about twice the
+# executions per second, and side by side from the seeds -1 % to +22 % edges in the same
+# time: their keywords come from the dictionaries, their structured choices from bytes
+# that no comparison maps back to). FUZZ_TRACE_COMPARES=all or none overrides the choice;
+# each kind of build has its own target directory, so switching does not rebuild.
 #
 # Some targets run with -use_counters=0 (`edges_only` below): libFuzzer then keeps an
 # input for the edges it reaches, not for how often it runs them. In those targets hit
@@ -70,11 +70,12 @@ cat fuzz/dict/imap.dict fuzz/dict/pop3.dict > "$out/mail.dict"
 dict_for() {
   case $1 in
     imap_*_to_bytes_and_back | pop3_*_to_bytes_and_back) ;;
-    ntlm_message_to_bytes_and_back) ;;
+    ntlm_message_to_bytes_and_back | dcerpc_pdu_to_bytes_and_back) ;;
     imap_*) echo "$root/fuzz/dict/imap.dict" ;;
     pop3_*) echo "$root/fuzz/dict/pop3.dict" ;;
     frontend_* | netfuzz_*) echo "$out/mail.dict" ;;
     ntlm_*) echo "$root/fuzz/dict/ntlm.dict" ;;
+    dcerpc_*) echo "$root/fuzz/dict/dcerpc.dict" ;;
   esac
 }
 
@@ -88,7 +89,7 @@ flags_for() {
   case $trace_compares in
     all) trace=yes ;;
     none) trace=no ;;
-    *) case $1 in ntlm_*) trace=yes ;; esac ;;
+    *) case $1 in ntlm_* | dcerpc_*) trace=yes ;; esac ;;
   esac
   flags=(-s "$sanitizer" -a)
   if [ "$trace" = yes ]; then

@@ -8,6 +8,7 @@
 pub type Target = fn(&[u8]);
 
 pub mod codec_ops;
+pub mod dcerpc_ops;
 pub mod frontend_ops;
 pub mod imap_ops;
 pub mod ops;
@@ -53,6 +54,12 @@ pub const TARGETS: &[(&str, Target)] = &[
         codec_ops::ntlm_message_to_bytes_and_back,
     ),
     ("netfuzz_reply_check", reply_ops::netfuzz_reply_check),
+    ("dcerpc_pdu_decode", dcerpc_ops::dcerpc_pdu_decode),
+    (
+        "dcerpc_pdu_to_bytes_and_back",
+        dcerpc_ops::dcerpc_pdu_to_bytes_and_back,
+    ),
+    ("dcerpc_stream_framer", dcerpc_ops::dcerpc_stream_framer),
 ];
 
 /// Runs the named target on one input; `false` if there is no such target.

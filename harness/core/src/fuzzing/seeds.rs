@@ -320,6 +320,7 @@ fn all_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("imap_command_to_bytes_and_back", random_seeds(1)),
         ("pop3_command_to_bytes_and_back", random_seeds(2)),
         ("ntlm_message_to_bytes_and_back", random_seeds(3)),
+        ("dcerpc_pdu_to_bytes_and_back", random_seeds(4)),
     ];
     for (target, seeds) in groups {
         for (name, data) in seeds {

@@ -132,7 +132,8 @@ pub struct Pdu {
     pub drep: DataRepresentation,
     pub call_id: u32,
     pub body: PduBody,
-    /// Ignored by the encoder for [`PduBody::Other`], whose octets already hold any.
+    /// Ignored by the encoder for [`PduBody::Other`], whose octets already hold any, and
+    /// when auth_value is empty (auth_length 0 means none).
     pub auth: Option<AuthVerifier>,
 }
 
@@ -202,11 +203,12 @@ impl Pdu {
         let mut flags = self.flags;
         let auth_length = match (&self.body, &self.auth) {
             (PduBody::Other { auth_length, .. }, _) => *auth_length,
-            (_, Some(v)) => {
+            // auth_length 0 means no verifier ([C706] 12.6.3.1): an empty one is left out.
+            (_, Some(v)) if !v.auth_value.is_empty() => {
                 put_verifier(&mut w, HEADER_LEN, self.body.auth_align(), v);
                 u16::try_from(v.auth_value.len()).map_err(|_| PduTooLong { length: w.len() })?
             }
-            (_, None) => 0,
+            _ => 0,
         };
         if let PduBody::Request(req) = &self.body {
             flags.set(PfcFlags::OBJECT_UUID, req.object.is_some());

@@ -363,3 +363,13 @@ fn an_oversized_pdu_is_refused_by_the_encoder() {
     let pdu = Pdu::new(1, PfcFlags::WHOLE, PduBody::Request(request(70_000)));
     assert_eq!(pdu.encode(), Err(PduTooLong { length: 70_024 }));
 }
+
+#[test]
+fn an_empty_auth_value_is_no_verifier() {
+    let mut pdu = Pdu::new(1, PfcFlags::WHOLE, PduBody::Request(request(3)));
+    pdu.auth = Some(ntlm_verifier(0));
+    let bytes = pdu.encode().unwrap();
+    assert_eq!(bytes.len(), 16 + 8 + 3, "no padding, no trailer");
+    pdu.auth = None;
+    assert_eq!(Pdu::decode(&bytes), Ok((pdu, bytes.len())));
+}
