@@ -31,13 +31,8 @@ cd "$ROOT" || exit 2
 mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
 ROWS=$OUT/rows.md
 
-if [ -n "${HARNESS_BIN:-}" ]; then
-  H=$HARNESS_BIN
-else
-  cargo build --release -p harness >"$OUT/build.log" 2>&1 || { echo "build failed: $OUT/build.log" >&2; exit 2; }
-  H=${CARGO_TARGET_DIR:-$ROOT/target}/release/harness
-fi
-[ -x "$H" ] || { echo "no harness binary at $H" >&2; exit 2; }
+. "$ROOT/scripts/lib/procs.sh"
+H=$(harness_bin "$ROOT" "$OUT") || exit 2
 ulimit -n "$(ulimit -Hn)"
 
 for port in "$IMAP_PORT" "$POP3_PORT"; do

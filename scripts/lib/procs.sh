@@ -31,3 +31,29 @@ stop_pidfiles() {
 greet() {
   timeout "${4:-2}" bash -c 'exec 3<>"/dev/tcp/$0/$1" || exit 1; IFS= read -r l <&3; printf "%s\n" "$l" | grep -Eq "$2"' "$1" "$2" "$3" 2>/dev/null
 }
+
+# harness_bin ROOT OUT : prints the harness binary to use: $HARNESS_BIN when set, else a
+# release build of ROOT (its log in OUT/build.log). Fails when there is none.
+harness_bin() {
+  local root=$1 out=$2 h
+  if [ -n "${HARNESS_BIN:-}" ]; then
+    h=$HARNESS_BIN
+  else
+    (cd "$root" && cargo build --release -p harness) >"$out/build.log" 2>&1 || { echo "build failed: $out/build.log" >&2; return 2; }
+    h=${CARGO_TARGET_DIR:-$root/target}/release/harness
+  fi
+  [ -x "$h" ] || { echo "no harness binary at $h" >&2; return 2; }
+  echo "$h"
+}
+
+# wait_for_line FILE REGEX PID [TENTHS] : until FILE has a line matching REGEX, PID has
+# exited, or TENTHS tenths of a second (100) have passed; fails unless the line came.
+wait_for_line() {
+  local i
+  for i in $(seq 1 "${4:-100}"); do
+    grep -q "$2" "$1" 2>/dev/null && return 0
+    kill -0 "$3" 2>/dev/null || break
+    sleep 0.1
+  done
+  grep -q "$2" "$1" 2>/dev/null
+}

@@ -3,6 +3,7 @@
 //! in harness-wire). No async runtime, no sockets, no clocks: adapters (the tokio lab, the
 //! in-process driver, fuzz targets) feed bytes and time in.
 
+pub mod budget;
 pub mod codes;
 pub mod driver;
 pub mod frontend;
@@ -22,6 +23,7 @@ pub mod session;
 pub mod text;
 pub mod world;
 
+pub use budget::{MemoryBudget, Reservation};
 pub use profile::Profile;
 pub use protocol::Protocol;
 pub use session::{Limits, Output, ServerSession, SessionContext, Transport};

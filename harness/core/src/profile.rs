@@ -66,6 +66,10 @@ pub struct ImapProfile {
     pub auth_failed_text: String,
     pub login_ok_text: String,
     pub login_failed_text: String,
+    /// Advertise `APPENDLIMIT=n` (RFC 7889), n being the literal limit. Off by default so
+    /// the existing profiles' CAPABILITY stays as it was.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub append_limit: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,6 +143,7 @@ impl Profile {
                 auth_failed_text: "[AUTHENTICATIONFAILED] Authentication failed".into(),
                 login_ok_text: "LOGIN completed".into(),
                 login_failed_text: "[AUTHENTICATIONFAILED] Authentication failed".into(),
+                append_limit: false,
             },
             pop3: Pop3Profile {
                 greeting: "{hostname} POP3 harness ready".into(),
@@ -187,6 +192,7 @@ impl Profile {
                 auth_failed_text: "AUTHENTICATE failed.".into(),
                 login_ok_text: "LOGIN completed.".into(),
                 login_failed_text: "LOGIN failed.".into(),
+                append_limit: false,
             },
             pop3: Pop3Profile {
                 greeting: "The Microsoft Exchange POP3 service is ready.".into(),

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::budget::MemoryBudget;
 use crate::profile::Profile;
 use crate::world::World;
 
@@ -92,6 +93,9 @@ pub struct SessionContext {
     /// Wall-clock time at which the session clock reads zero, in seconds since the Unix
     /// epoch (used for dates shown on the wire, such as the APOP timestamp).
     pub epoch_secs: u64,
+    /// Pending literal and message bytes, shared by every session of a lab (issue #14);
+    /// unlimited unless the adapter shares one.
+    pub budget: MemoryBudget,
 }
 
 impl SessionContext {
@@ -103,6 +107,7 @@ impl SessionContext {
             transport: Transport::default(),
             seed: 0,
             epoch_secs: 0,
+            budget: MemoryBudget::unlimited(),
         }
     }
 }

@@ -7,8 +7,15 @@
 //! `max_literal` before a single octet of it is buffered. A refused message is still
 //! framed to its end (its literal octets are counted and dropped, never stored), so that
 //! literal data can never be mistaken for a command.
+//!
+//! Literal octets are also paid for from the lab's shared [`MemoryBudget`] (issue #14):
+//! the announced length is reserved before the continuation is sent (or, for a
+//! non-synchronising literal, before its octets are buffered), and the reservation is
+//! held until the server has run the command and asks for the next frame.
 
 use harness_wire::imap::literal_at_end;
+
+use crate::budget::{MemoryBudget, Reservation};
 
 /// How the next input is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +63,18 @@ pub enum FrameError {
     LiteralTooLarge { length: u64, limit: usize },
     #[error("Non-synchronizing literal used, but LITERAL+ is not advertised")]
     NonSyncLiteralNotAdvertised,
+    /// The lab's memory budget cannot hold the literal now: a resource refusal (`NO`),
+    /// not a syntax one; the client may try again later.
+    #[error("[LIMIT] Literal of {length} octets does not fit in the server's memory budget now")]
+    OverBudget { length: u64 },
+}
+
+impl FrameError {
+    /// True when the refusal is `NO` (the command was valid, the server cannot take it
+    /// now; RFC 5530 3 `LIMIT`), false when it is `BAD`.
+    pub fn is_resource_refusal(&self) -> bool {
+        matches!(self, FrameError::OverBudget { .. })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,23 +128,25 @@ impl Input {
 }
 
 /// Incremental framer. Feed with [`Framer::push`], drain with [`Framer::next_frame`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Framer {
     buf: Input,
     msg: Vec<u8>,
     state: State,
     /// The current message was refused and answered; its remaining parts are dropped.
     refused: bool,
+    /// Where literal octets are paid for.
+    budget: MemoryBudget,
+    /// The literals of the message being assembled.
+    pending: Option<Reservation>,
+    /// The literals of the last message handed out: held while the server runs it, given
+    /// back when the next frame is asked for.
+    delivered: Option<Reservation>,
 }
 
 impl Default for Framer {
     fn default() -> Self {
-        Framer {
-            buf: Input::default(),
-            msg: Vec::new(),
-            state: State::Line { scanned: 0 },
-            refused: false,
-        }
+        Framer::with_budget(MemoryBudget::unlimited())
     }
 }
 
@@ -141,6 +162,24 @@ impl Framer {
         Self::default()
     }
 
+    /// A framer whose literals are paid for from `budget`.
+    pub fn with_budget(budget: MemoryBudget) -> Self {
+        Framer {
+            buf: Input::default(),
+            msg: Vec::new(),
+            state: State::Line { scanned: 0 },
+            refused: false,
+            budget,
+            pending: None,
+            delivered: None,
+        }
+    }
+
+    /// Back to a fresh framer on the same budget.
+    fn reset(&mut self) {
+        *self = Framer::with_budget(self.budget.clone());
+    }
+
     pub fn push(&mut self, bytes: &[u8]) {
         self.buf.push(bytes);
     }
@@ -148,7 +187,7 @@ impl Framer {
     /// Drops everything buffered and any message in progress (after STARTTLS: octets
     /// pipelined behind the command must not be obeyed, RFC 3501 6.2.1 and 11.1).
     pub fn clear(&mut self) {
-        *self = Framer::default();
+        self.reset();
     }
 
     /// True when no message is in progress and nothing is buffered.
@@ -161,7 +200,7 @@ impl Framer {
     /// passes the rest of the stream through unparsed (the front-end, after a login).
     pub fn take_unread(&mut self) -> Vec<u8> {
         let rest = self.buf.data().to_vec();
-        *self = Framer::default();
+        self.reset();
         rest
     }
 
@@ -172,12 +211,15 @@ impl Framer {
 
     fn end_message(&mut self) {
         self.msg.clear();
+        self.pending = None;
         self.refused = false;
         self.state = State::Line { scanned: 0 };
     }
 
     /// The next frame, or `None` when more input is needed.
     pub fn next_frame(&mut self, mode: FrameMode, cfg: FrameConfig) -> Option<Frame> {
+        // The server has finished with the last message it was handed.
+        self.delivered = None;
         loop {
             match &mut self.state {
                 State::Literal { remaining } => {
@@ -281,6 +323,7 @@ impl Framer {
             .to_vec();
         self.buf.consume(cut);
         self.msg.clear();
+        self.pending = None;
         self.state = State::DiscardLine { tail };
         if self.refused {
             return None;
@@ -314,6 +357,7 @@ impl Framer {
         self.msg.extend_from_slice(b"\r\n");
         let Some(a) = announced else {
             let msg = std::mem::take(&mut self.msg);
+            self.delivered = self.pending.take();
             self.end_message();
             return Some(Frame::Command(msg));
         };
@@ -330,14 +374,18 @@ impl Framer {
                     length: a.length,
                     limit: cfg.max_literal,
                 })
+            } else if !self.reserve(a.length) {
+                Some(FrameError::OverBudget { length: a.length })
             } else {
                 None
             }
         };
         if let Some(error) = error {
             self.msg.clear();
+            self.pending = None;
             if a.non_sync {
-                // The client sends the octets without waiting: count them away.
+                // The client sends the octets without waiting: count them away, never
+                // buffered (RFC 7888 4: a refused non-synchronising literal is still read).
                 self.refused = true;
                 self.state = State::SkipLiteral {
                     remaining: a.length,
@@ -356,6 +404,27 @@ impl Framer {
             None
         } else {
             Some(Frame::ContinuationNeeded)
+        }
+    }
+}
+
+impl Framer {
+    /// Adds `length` literal octets to the message's reservation; false when the budget
+    /// cannot hold them (then no continuation is sent, RFC 3501 7.5: the tagged refusal
+    /// comes instead).
+    fn reserve(&mut self, length: u64) -> bool {
+        let Ok(n) = usize::try_from(length) else {
+            return false;
+        };
+        match self.pending.as_mut() {
+            Some(held) => held.try_grow(n),
+            None => match self.budget.reserve(n) {
+                Some(r) => {
+                    self.pending = Some(r);
+                    true
+                }
+                None => false,
+            },
         }
     }
 }
@@ -468,6 +537,69 @@ mod tests {
         assert_eq!(f.held(), 0);
         let frames = push_commands(&mut f, b"x more {2+}\r\nyy\r\nb NOOP\r\n");
         assert_eq!(frames, [command(b"b NOOP\r\n")]);
+    }
+
+    #[test]
+    fn literals_past_the_budget_are_refused_before_buffering() {
+        let budget = MemoryBudget::new(150);
+        let mut a = Framer::with_budget(budget.clone());
+        let mut b = Framer::with_budget(budget.clone());
+        assert_eq!(
+            push_commands(&mut a, b"a1 APPEND INBOX {100}\r\n"),
+            [Frame::ContinuationNeeded]
+        );
+        assert_eq!(budget.in_use(), 100);
+        // Synchronising: refused instead of the continuation, so no data follows.
+        let over = FrameError::OverBudget { length: 60 };
+        assert!(over.is_resource_refusal());
+        assert_eq!(
+            push_commands(&mut b, b"b1 APPEND INBOX {60}\r\nb2 NOOP\r\n"),
+            [rejected("b1", over), command(b"b2 NOOP\r\n")]
+        );
+        // Non-synchronising: refused, and its octets are counted away unbuffered.
+        let over = FrameError::OverBudget { length: 80 };
+        assert_eq!(
+            push_commands(&mut b, b"b3 APPEND INBOX {80+}\r\n"),
+            [rejected("b3", over)]
+        );
+        assert!(push_commands(&mut b, &[b'x'; 80]).is_empty());
+        assert_eq!(b.held(), 0);
+        assert_eq!(push_commands(&mut b, b"\r\n"), []);
+        // A second literal of the same message grows its reservation.
+        assert_eq!(push_commands(&mut b, b"b4 X {20+}\r\n"), []);
+        assert_eq!(budget.in_use(), 120);
+        assert_eq!(
+            push_commands(&mut b, b"0123456789abcdefghij {40+}\r\n"),
+            [rejected("b4", FrameError::OverBudget { length: 40 })]
+        );
+        assert_eq!(budget.in_use(), 100);
+        push_commands(&mut b, &[b'y'; 40]);
+        push_commands(&mut b, b"\r\n");
+        // The reservation is held while the server runs the command, given back when
+        // it asks for the next frame.
+        let mut data = vec![b'z'; 100];
+        data.extend_from_slice(b"\r\n");
+        let frames = push_commands(&mut a, &data);
+        assert!(matches!(frames.as_slice(), [Frame::Command(_)]));
+        assert_eq!(budget.in_use(), 0);
+        a.push(b"a2 APPEND INBOX {10}\r\n");
+        assert!(matches!(
+            a.next_frame(FrameMode::Command, CFG),
+            Some(Frame::ContinuationNeeded)
+        ));
+        a.push(b"0123456789\r\n");
+        assert!(matches!(
+            a.next_frame(FrameMode::Command, CFG),
+            Some(Frame::Command(_))
+        ));
+        assert_eq!(budget.in_use(), 10);
+        assert_eq!(a.next_frame(FrameMode::Command, CFG), None);
+        assert_eq!(budget.in_use(), 0);
+        // A session that ends mid-literal gives its reservation back.
+        push_commands(&mut a, b"a3 APPEND INBOX {100}\r\n");
+        assert_eq!(budget.in_use(), 100);
+        drop(a);
+        assert_eq!(budget.in_use(), 0);
     }
 
     #[test]

@@ -166,10 +166,11 @@ impl ImapServer {
     /// A new session; the greeting is queued at once.
     pub fn new(ctx: SessionContext) -> Self {
         let rng = SeededRng::new(ctx.seed);
+        let framer = Framer::with_budget(ctx.budget.clone());
         let mut s = ImapServer {
             ctx,
             rng,
-            framer: Framer::new(),
+            framer,
             mode: Mode::Command,
             user: None,
             view: None,
@@ -255,6 +256,10 @@ impl ImapServer {
     pub fn capabilities(&self) -> String {
         let mut caps = vec!["IMAP4rev1".to_string()];
         caps.extend(self.ctx.profile.imap.capabilities.iter().cloned());
+        if self.ctx.profile.imap.append_limit {
+            // RFC 7889 2: the largest message APPEND accepts, here the literal limit.
+            caps.push(format!("APPENDLIMIT={}", self.ctx.limits.max_literal));
+        }
         if self.user.is_none() {
             if self.starttls_offered() {
                 caps.push("STARTTLS".into());
@@ -348,14 +353,19 @@ impl ImapServer {
             match frame {
                 Frame::ContinuationNeeded => self.write(LITERAL_CONTINUATION),
                 Frame::Rejected { tag, error } => {
+                    let status = if error.is_resource_refusal() {
+                        ImapStatus::No
+                    } else {
+                        ImapStatus::Bad
+                    };
                     match std::mem::replace(&mut self.mode, Mode::Command) {
                         Mode::Auth { tag, .. } | Mode::Idle { tag } => {
-                            self.tagged(&tag, Reply::of(ImapStatus::Bad, error.to_string()))
+                            self.tagged(&tag, Reply::of(status, error.to_string()))
                         }
                         Mode::Command | Mode::TlsPending => match tag {
                             Some(tag) => {
                                 self.stats.tagged_commands += 1;
-                                self.tagged(&tag, Reply::of(ImapStatus::Bad, error.to_string()))
+                                self.tagged(&tag, Reply::of(status, error.to_string()))
                             }
                             None => self.write(format!("* BAD {error}\r\n").as_bytes()),
                         },

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use harness::serve::frontend_host::FrontendSpec;
 use harness::{Lab, LabConfig, ListenerSpec, Protocol, Security};
+use harness_core::budget::DEFAULT_MEMORY_BUDGET;
 use harness_core::frontend::{FrontendProfile, FRONTEND_PROFILE_NAMES};
 use harness_core::profile::PROFILE_NAMES;
 use harness_core::{LabFile, Limits, Profile};
@@ -51,6 +52,13 @@ pub struct ServeArgs {
     /// Largest literal accepted, in bytes.
     #[arg(long, default_value_t = Limits::default().max_literal)]
     max_literal: usize,
+    /// Bytes of pending literal data all sessions together may make the server hold; a
+    /// literal past it is refused (`NO [LIMIT]`) before it is buffered.
+    #[arg(long, default_value_t = DEFAULT_MEMORY_BUDGET)]
+    memory_budget: usize,
+    /// Advertise APPENDLIMIT=<max-literal> in the IMAP CAPABILITY (RFC 7889).
+    #[arg(long)]
+    append_limit: bool,
     /// Do not offer STARTTLS / STLS on plain listeners.
     #[arg(long)]
     no_starttls: bool,
@@ -101,13 +109,14 @@ pub fn run(args: ServeArgs) -> Result<()> {
         };
         lab.add_user(name, password);
     }
-    let Some(profile) = Profile::by_name(&args.profile) else {
+    let Some(mut profile) = Profile::by_name(&args.profile) else {
         bail!(
             "unknown profile {:?}; known: {}",
             args.profile,
             PROFILE_NAMES.join(", ")
         );
     };
+    profile.imap.append_limit |= args.append_limit;
     let idle_timeout = Duration::try_from_secs_f64(args.idle_timeout)
         .context("--idle-timeout must be a non-negative number of seconds")?;
     let line_timeout = Duration::try_from_secs_f64(args.line_timeout)
@@ -176,6 +185,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         seed: args.seed,
         allow_non_loopback: args.public,
         frontends,
+        memory_budget: args.memory_budget,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {

@@ -8,10 +8,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use harness_core::budget::DEFAULT_MEMORY_BUDGET;
 use harness_core::imap::ImapServer;
 use harness_core::pop3::Pop3Server;
 use harness_core::world::{LabFile, LabFileError};
-use harness_core::{Limits, Profile, Protocol, ServerSession, SessionContext, Transport, World};
+use harness_core::{
+    Limits, MemoryBudget, Profile, Protocol, ServerSession, SessionContext, Transport, World,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -72,6 +75,9 @@ pub struct LabConfig {
     pub allow_non_loopback: bool,
     /// Front-end listeners, each relaying to a back-end through a connection pool.
     pub frontends: Vec<FrontendSpec>,
+    /// Bytes of pending literal and message data all sessions together may make the lab
+    /// hold (issue #14); a literal that would pass it is refused before it is buffered.
+    pub memory_budget: usize,
 }
 
 impl Default for LabConfig {
@@ -90,6 +96,7 @@ impl Default for LabConfig {
             seed: None,
             allow_non_loopback: false,
             frontends: Vec::new(),
+            memory_budget: DEFAULT_MEMORY_BUDGET,
         }
     }
 }
@@ -175,6 +182,7 @@ pub struct Lab {
     profile: Arc<Profile>,
     tls: LabTls,
     stats: Arc<LabStats>,
+    budget: MemoryBudget,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -197,6 +205,7 @@ struct Shared {
     seed: u64,
     next_session: AtomicU64,
     stats: Arc<LabStats>,
+    budget: MemoryBudget,
 }
 
 impl Lab {
@@ -228,6 +237,7 @@ impl Lab {
             }
         };
         let stats = Arc::new(LabStats::default());
+        let budget = MemoryBudget::new(config.memory_budget);
         let shared = Arc::new(Shared {
             world: world.clone(),
             profile: profile.clone(),
@@ -237,6 +247,7 @@ impl Lab {
             seed,
             next_session: AtomicU64::new(0),
             stats: stats.clone(),
+            budget: budget.clone(),
         });
         let (shutdown, _) = watch::channel(false);
         let mut tasks = JoinSet::new();
@@ -311,6 +322,7 @@ impl Lab {
             profile,
             tls,
             stats,
+            budget,
             shutdown,
             tasks,
         })
@@ -356,6 +368,11 @@ impl Lab {
 
     pub fn stats(&self) -> &LabStats {
         &self.stats
+    }
+
+    /// The budget every session's pending literals are paid from.
+    pub fn memory_budget(&self) -> &MemoryBudget {
+        &self.budget
     }
 
     /// Connection tasks of the plain and implicit-TLS listeners still running (sessions
@@ -436,6 +453,7 @@ async fn serve_connection(
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
+        budget: shared.budget.clone(),
     };
     let session: Box<dyn ServerSession> = match spec.protocol {
         Protocol::Imap => Box::new(ImapServer::new(ctx)),

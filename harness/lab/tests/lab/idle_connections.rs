@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{require_tool, rss, run};
+use common::{require_tool, rss, run, spawn_serve_imap};
 
 const IDLE: usize = 10_000;
 
@@ -20,28 +20,12 @@ async fn ten_thousand_idle_connections_and_others_still_work() {
         return;
     };
     // The server needs a file descriptor per connection: raise its soft limit.
-    let mut server = Command::new("bash")
-        .args([
-            "-c",
-            "ulimit -n $(ulimit -Hn) && exec \"$0\" serve --imap 127.0.0.1:0 --max-connections 12000 --idle-timeout 600",
-            env!("CARGO_BIN_EXE_harness"),
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("harness serve");
+    let (mut server, addr) = spawn_serve_imap(Command::new("bash").args([
+        "-c",
+        "ulimit -n $(ulimit -Hn) && exec \"$0\" serve --imap 127.0.0.1:0 --max-connections 12000 --idle-timeout 600",
+        env!("CARGO_BIN_EXE_harness"),
+    ]));
     let pid = server.id();
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let mut addr = String::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(rest) = line.strip_prefix("listening imap  ") {
-            addr = rest.split_whitespace().next().unwrap().to_string();
-        }
-        if line.starts_with("press Ctrl-C") {
-            break;
-        }
-    }
-    std::thread::spawn(move || lines.for_each(drop));
     let (host, port) = addr.rsplit_once(':').expect("imap listener address");
     let before = rss(pid);
 

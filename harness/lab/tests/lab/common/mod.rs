@@ -248,6 +248,36 @@ pub fn transcripts(proto: &str) -> Vec<PathBuf> {
 }
 
 /// Resident memory of a process in bytes, from /proc/PID/status (VmRSS; 0 if unreadable).
+/// Starts `harness serve` as `command` says (stdout is taken), waits for it to be ready,
+/// and returns it with its plain IMAP listener's address; the rest of its output is
+/// drained on a thread.
+pub fn spawn_serve_imap(command: &mut std::process::Command) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut server = command
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("harness serve");
+    let stdout = server.stdout.take().expect("stdout is piped");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let mut addr = String::new();
+    for line in lines.by_ref() {
+        let line = line.expect("harness serve output");
+        if let Some(rest) = line.strip_prefix("listening imap  ") {
+            addr = rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+        }
+        if line.starts_with("press Ctrl-C") {
+            break;
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    assert!(!addr.is_empty(), "harness serve printed no imap listener");
+    (server, addr)
+}
+
 pub fn rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
