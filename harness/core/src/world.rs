@@ -141,7 +141,6 @@ pub struct Mailbox {
     pub uid_validity: u32,
     pub uid_next: u32,
     pub messages: Vec<StoredMessage>,
-    pub subscribed: bool,
     /// Bumped on every change, so a session can tell cheaply that it must look again.
     pub generation: u64,
     /// The highest UID some session has already been told about with the mailbox selected
@@ -157,7 +156,6 @@ impl Mailbox {
             uid_validity,
             uid_next: 1,
             messages: Vec::new(),
-            subscribed: true,
             generation: 0,
             recent_through: 0,
         }
@@ -190,6 +188,10 @@ impl Mailbox {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
     pub mailboxes: BTreeMap<String, Mailbox>,
+    /// Subscribed names ([`Account::mailbox_key`] form), kept apart from the mailboxes:
+    /// the server must not drop a subscription because its mailbox went away (RFC 3501
+    /// 6.3.6), so one outlives DELETE and holds again for a mailbox created anew.
+    pub subscriptions: BTreeSet<String>,
     /// The highest UIDVALIDITY [`Account::next_uid_validity`] has handed out; it only goes
     /// up, so a deleted mailbox's value is never given again.
     uid_validity_high: u32,
@@ -211,6 +213,16 @@ impl Account {
 
     pub fn mailbox_mut(&mut self, name: &str) -> Option<&mut Mailbox> {
         self.mailboxes.get_mut(&Self::mailbox_key(name))
+    }
+
+    /// Adds `name` to the subscription list; false if it was there already.
+    pub fn subscribe(&mut self, name: &str) -> bool {
+        self.subscriptions.insert(Self::mailbox_key(name))
+    }
+
+    /// Takes `name` off the subscription list; false if it was not there.
+    pub fn unsubscribe(&mut self, name: &str) -> bool {
+        self.subscriptions.remove(&Self::mailbox_key(name))
     }
 
     /// The UIDVALIDITY of a new mailbox: above that of every mailbox the account has now
@@ -278,6 +290,7 @@ impl Mailstore {
                 mailboxes.insert("INBOX".to_string(), Mailbox::new("INBOX", next_validity));
                 Account {
                     mailboxes,
+                    subscriptions: BTreeSet::from(["INBOX".to_string()]),
                     uid_validity_high: 0,
                 }
             });
@@ -501,6 +514,10 @@ impl LabFile {
                         .or_insert_with(|| Mailbox::new(&key, validity))
                         .append(data, flags, date);
                 }
+                // A lab file's mailboxes start subscribed, as INBOX does.
+                account
+                    .subscriptions
+                    .extend(account.mailboxes.keys().cloned());
             });
         }
         Ok(World {

@@ -2070,6 +2070,38 @@ fn lsub_percent_shows_the_unsubscribed_superior_as_noselect() {
     }
 }
 
+#[test]
+fn a_subscription_outlives_its_mailbox() {
+    // RFC 3501 6.3.6: the server MUST NOT unilaterally remove a name from the subscription
+    // list even if no mailbox of that name exists; LSUB (6.3.9) still returns it, LIST
+    // does not. CREATE again leaves it as before; UNSUBSCRIBE of it works (6.3.7).
+    let mut t = T::default();
+    t.login();
+    let listed = "* LSUB () \"/\" foo\r\na OK LSUB completed\r\n";
+    for (command, reply) in [
+        ("CREATE foo", "a OK CREATE completed\r\n"),
+        ("SUBSCRIBE foo", "a OK SUBSCRIBE completed\r\n"),
+        ("DELETE foo", "a OK DELETE completed\r\n"),
+        (
+            "LSUB \"\" *",
+            "* LSUB () \"/\" INBOX\r\n* LSUB () \"/\" foo\r\na OK LSUB completed\r\n",
+        ),
+        ("LIST \"\" foo", "a OK LIST completed\r\n"),
+        ("CREATE foo", "a OK CREATE completed\r\n"),
+        ("LSUB \"\" foo", listed),
+        ("DELETE foo", "a OK DELETE completed\r\n"),
+        ("UNSUBSCRIBE foo", "a OK UNSUBSCRIBE completed\r\n"),
+        ("LSUB \"\" foo", "a OK LSUB completed\r\n"),
+        ("UNSUBSCRIBE foo", "a NO Mailbox does not exist\r\n"),
+    ] {
+        assert_eq!(
+            t.send(format!("a {command}\r\n").as_bytes()),
+            reply,
+            "{command}"
+        );
+    }
+}
+
 /// A world where alice's INBOX also holds a message whose addresses carry comments.
 const COMMENTED: &str = "From: user@domain.org (Real Name)\r\nTo: <user (c)@ (c) domain.org>\r\nCc: Jane (x) Doe <jane @ example . org>, a@b.test (one) (two)\r\nSubject: comments\r\n\r\nbody\r\n";
 

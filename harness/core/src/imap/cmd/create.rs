@@ -41,10 +41,9 @@ impl ImapServer {
             }
             for n in missing {
                 let validity = acct.next_uid_validity();
-                // Subscribing is the client's choice (RFC 3501 6.3.6); CREATE does not.
-                let mut mb = Mailbox::new(&n, validity);
-                mb.subscribed = false;
-                acct.mailboxes.insert(n.clone(), mb);
+                // Subscribing is the client's choice (RFC 3501 6.3.6); CREATE leaves the
+                // subscription list as it is.
+                acct.mailboxes.insert(n.clone(), Mailbox::new(&n, validity));
             }
             Reply::ok("CREATE completed")
         })

@@ -42,10 +42,15 @@ impl ImapServer {
         };
         let world = Arc::clone(&self.ctx.world);
         let names: BTreeMap<String, bool> = world.store.with_account(&self.user_key(), |acct| {
-            // Real mailboxes (selectable), then parents implied by hierarchy names.
+            // LIST: the mailboxes; LSUB: the subscribed names, whether or not a mailbox
+            // has the name now (RFC 3501 6.3.9). Then parents implied by hierarchy names.
             let mut names = BTreeMap::new();
-            for (name, mb) in &acct.mailboxes {
-                if !lsub || mb.subscribed {
+            if lsub {
+                for name in &acct.subscriptions {
+                    names.insert(name.clone(), true);
+                }
+            } else {
+                for name in acct.mailboxes.keys() {
                     names.insert(name.clone(), true);
                 }
             }

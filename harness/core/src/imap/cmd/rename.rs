@@ -7,7 +7,7 @@ use imap_codec::imap_types::mailbox::Mailbox as MailboxName;
 use super::NO_MAILBOX;
 use crate::imap::mailbox_name::{checked_name, DELIMITER};
 use crate::imap::server::{ImapServer, Reply};
-use crate::world::Mailbox;
+use crate::world::{Account, Mailbox};
 
 impl ImapServer {
     pub(in crate::imap) fn rename(
@@ -50,6 +50,8 @@ impl ImapServer {
                     target.append(m.data, m.flags, m.internal_date);
                 }
                 acct.mailboxes.insert(to.clone(), target);
+                // The mailbox made from INBOX starts subscribed, as INBOX is.
+                acct.subscribe(&to);
                 return Reply::ok("RENAME completed");
             }
             let Some(mut mb) = acct.mailboxes.remove(&from) else {
@@ -57,6 +59,7 @@ impl ImapServer {
             };
             mb.name = to.clone();
             acct.mailboxes.insert(to.clone(), mb);
+            move_subscription(acct, &from, &to);
             let inferiors: Vec<String> = acct
                 .mailboxes
                 .keys()
@@ -67,10 +70,19 @@ impl ImapServer {
                 if let Some(mut child) = acct.mailboxes.remove(&old) {
                     let renamed = format!("{to}{}", old.get(from.len()..).unwrap_or_default());
                     child.name = renamed.clone();
+                    move_subscription(acct, &old, &renamed);
                     acct.mailboxes.insert(renamed, child);
                 }
             }
             Reply::ok("RENAME completed")
         })
+    }
+}
+
+/// A renamed mailbox keeps its subscription under the new name; a subscription the new
+/// name already had stays (RFC 3501 6.3.6: none is removed by the server on its own).
+fn move_subscription(acct: &mut Account, from: &str, to: &str) {
+    if acct.unsubscribe(from) {
+        acct.subscribe(to);
     }
 }

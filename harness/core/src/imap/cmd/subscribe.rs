@@ -18,18 +18,19 @@ impl ImapServer {
             return Reply::no(NO_MAILBOX);
         };
         let world = Arc::clone(&self.ctx.world);
-        world
-            .store
-            .with_account(&self.user_key(), |acct| match acct.mailbox_mut(&name) {
-                Some(mb) => {
-                    mb.subscribed = on;
-                    Reply::ok(if on {
-                        "SUBSCRIBE completed"
-                    } else {
-                        "UNSUBSCRIBE completed"
-                    })
-                }
-                None => Reply::no(NO_MAILBOX),
-            })
+        world.store.with_account(&self.user_key(), |acct| {
+            let exists = acct.mailbox(&name).is_some();
+            if on && exists {
+                acct.subscribe(&name);
+                Reply::ok("SUBSCRIBE completed")
+            } else if !on && (acct.unsubscribe(&name) || exists) {
+                // A subscribed name whose mailbox is gone can still be unsubscribed
+                // (RFC 3501 6.3.7).
+                Reply::ok("UNSUBSCRIBE completed")
+            } else {
+                // SUBSCRIBE checks that the mailbox exists (RFC 3501 6.3.6 MAY).
+                Reply::no(NO_MAILBOX)
+            }
+        })
     }
 }
