@@ -209,6 +209,9 @@ pub enum Address {
     GroupEnd,
 }
 
+/// The host ENVELOPE writes for an address that has none.
+const MISSING_DOMAIN: &[u8] = b"MISSING_DOMAIN";
+
 fn write_addresses(out: &mut Vec<u8>, value: Option<&[u8]>) {
     let list = value.map(parse_addresses).unwrap_or_default();
     if list.is_empty() {
@@ -230,7 +233,9 @@ fn write_addresses(out: &mut Vec<u8>, value: Option<&[u8]>) {
                 out.extend_from_slice(b" NIL ");
                 write_nstring(out, Some(mailbox));
                 out.push(b' ');
-                write_nstring(out, host.as_deref());
+                // RFC 3501 7.4.2: a NIL host marks a group start, so an address without a
+                // domain gets a placeholder host instead (Dovecot's `MISSING_DOMAIN`).
+                write_nstring(out, Some(host.as_deref().unwrap_or(MISSING_DOMAIN)));
                 out.push(b')');
             }
             Address::GroupStart(name) => {
@@ -587,6 +592,19 @@ mod tests {
         let mut out = Vec::new();
         write_addresses(&mut out, Some(value));
         String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn an_address_without_a_domain_is_no_group_start() {
+        // RFC 3501 7.4.2: (NIL NIL "nobody" NIL) would open a group that never ends.
+        assert_eq!(
+            envelope_list(b"nobody"),
+            r#"((NIL NIL "nobody" "MISSING_DOMAIN"))"#
+        );
+        assert_eq!(
+            envelope_list(b"list: nobody;"),
+            r#"((NIL NIL "list" NIL)(NIL NIL "nobody" "MISSING_DOMAIN")(NIL NIL NIL NIL))"#
+        );
     }
 
     #[test]
