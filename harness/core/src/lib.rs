@@ -5,6 +5,7 @@
 
 pub mod budget;
 pub mod codes;
+pub mod dcerpc;
 pub mod driver;
 pub mod frontend;
 pub mod fuzzing;
