@@ -134,6 +134,65 @@ pub(crate) fn put_verifier(w: &mut Writer, body_start: usize, align: usize, v: &
     w.put_bytes(&v.auth_value);
 }
 
+/// Where the protected parts of a call fragment lie, in the octets of the whole fragment
+/// ([MS-RPCE] 2.2.2.11): what a signature covers and what sealing encrypts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProtectedLayout {
+    /// The stub data and the auth padding after it: what packet privacy encrypts.
+    pub stub: std::ops::Range<usize>,
+    /// The auth_value (the signature): everything before it is signed.
+    pub signature: std::ops::Range<usize>,
+    /// auth_pad_length as the sec_trailer says (already checked to lie inside `stub`).
+    pub pad: usize,
+    pub trailer: SecTrailer,
+}
+
+/// The [`ProtectedLayout`] of one request, response or fault fragment with a verifier,
+/// from its octets alone; None for other PTYPEs or without a verifier. Lengths are
+/// checked against each other: a lying auth_length or auth_pad_length is an error.
+pub fn protected_layout(frame: &[u8]) -> Result<Option<ProtectedLayout>, DecodeError> {
+    use super::call::{FAULT_HEADER_LEN, REQUEST_HEADER_LEN, RESPONSE_HEADER_LEN};
+    use super::header::{Header, PacketType, PfcFlags, HEADER_LEN};
+    let header = Header::decode(&mut Reader::new(frame))?;
+    let frag_length = usize::from(header.frag_length);
+    if frame.len() < frag_length {
+        return Err(DecodeError::Incomplete {
+            needed: frag_length - frame.len(),
+        });
+    }
+    let body_header = match header.packet_type {
+        PacketType::REQUEST if header.flags.contains(PfcFlags::OBJECT_UUID) => {
+            REQUEST_HEADER_LEN + 16
+        }
+        PacketType::REQUEST => REQUEST_HEADER_LEN,
+        PacketType::RESPONSE => RESPONSE_HEADER_LEN,
+        PacketType::FAULT => FAULT_HEADER_LEN,
+        _ => return Ok(None),
+    };
+    if header.auth_length == 0 {
+        return Ok(None);
+    }
+    let stub_start = HEADER_LEN + body_header;
+    let signature_start = frag_length
+        .checked_sub(usize::from(header.auth_length))
+        .ok_or(DecodeError::Invalid(ERR_AUTH_LENGTH))?;
+    let trailer_at = signature_start
+        .checked_sub(SEC_TRAILER_LEN)
+        .filter(|&at| at >= stub_start)
+        .ok_or(DecodeError::Invalid(ERR_AUTH_LENGTH))?;
+    let trailer = SecTrailer::decode(&mut Reader::new(&frame[trailer_at..signature_start]))?;
+    let pad = usize::from(trailer.auth_pad_length);
+    if pad > trailer_at - stub_start {
+        return Err(DecodeError::Invalid(ERR_AUTH_PAD));
+    }
+    Ok(Some(ProtectedLayout {
+        stub: stub_start..trailer_at,
+        signature: signature_start..frag_length,
+        pad,
+        trailer,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +217,44 @@ mod tests {
         let (body, v) = split_verifier(&bytes, 16).unwrap();
         assert_eq!(body, &[9; 5]);
         assert_eq!(v, Some(verifier()));
+    }
+
+    #[test]
+    fn protected_layout_of_a_request() {
+        use super::super::call::Request;
+        use super::super::header::PfcFlags;
+        use super::super::pdu::{Pdu, PduBody};
+        let body = PduBody::Request(Request {
+            alloc_hint: 5,
+            context_id: 0,
+            opnum: 3,
+            object: None,
+            stub: vec![1; 5],
+        });
+        let mut pdu = Pdu::new(9, PfcFlags::WHOLE, body);
+        pdu.auth = Some(verifier());
+        let bytes = pdu.encode().unwrap();
+        let layout = protected_layout(&bytes).unwrap().unwrap();
+        // 16 header + 8 request header; 5 stub octets padded to 8 (16-aligned body).
+        assert_eq!(layout.stub, 24..32);
+        assert_eq!(layout.pad, 3);
+        assert_eq!(layout.signature, 40..56);
+        assert_eq!(layout.trailer.auth_context_id, 7);
+        let mut lying = bytes.clone();
+        lying[10] = 40; // auth_length reaching into the request header
+        assert_eq!(
+            protected_layout(&lying),
+            Err(DecodeError::Invalid(ERR_AUTH_LENGTH))
+        );
+        let mut lying = bytes.clone();
+        lying[34] = 9; // auth_pad_length longer than the stub
+        assert_eq!(
+            protected_layout(&lying),
+            Err(DecodeError::Invalid(ERR_AUTH_PAD))
+        );
+        pdu.auth = None;
+        assert_eq!(protected_layout(&pdu.encode().unwrap()), Ok(None));
+        assert!(protected_layout(&bytes[..30]).is_err());
     }
 
     #[test]

@@ -53,7 +53,26 @@ impl PduFramer {
 
     /// Takes `bytes` from the stream and appends each PDU completed to `out`. PDUs
     /// completed before an error are in `out` too, however the stream was chunked.
-    pub fn push(&mut self, mut bytes: &[u8], out: &mut Vec<Pdu>) -> Result<(), FramerError> {
+    pub fn push(&mut self, bytes: &[u8], out: &mut Vec<Pdu>) -> Result<(), FramerError> {
+        let mut frames = Vec::new();
+        let split = self.push_frames(bytes, &mut frames);
+        for frame in frames {
+            match Pdu::decode(&frame) {
+                Ok((pdu, _)) => out.push(pdu),
+                Err(e) => return Err(self.fail(e.into())),
+            }
+        }
+        split
+    }
+
+    /// Like [`PduFramer::push`], but appends each fragment's octets as they came, its
+    /// header checked and the body not decoded: what a receiver needs when it must
+    /// verify a signature over the octets (and decrypt a sealed stub) before decoding.
+    pub fn push_frames(
+        &mut self,
+        mut bytes: &[u8],
+        out: &mut Vec<Vec<u8>>,
+    ) -> Result<(), FramerError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
@@ -64,16 +83,22 @@ impl PduFramer {
             self.buf.extend_from_slice(now);
             bytes = later;
             if let Err(e) = self.step(out) {
-                self.failed = Some(e.clone());
-                self.buf = Vec::new();
-                return Err(e);
+                return Err(self.fail(e));
             }
         }
         Ok(())
     }
 
-    /// Checks the header once it is in, decodes the fragment once it is complete.
-    fn step(&mut self, out: &mut Vec<Pdu>) -> Result<(), FramerError> {
+    /// Remembers `e` for every later push and drops what was buffered.
+    fn fail(&mut self, e: FramerError) -> FramerError {
+        self.failed = Some(e.clone());
+        self.buf = Vec::new();
+        self.frag_length = None;
+        e
+    }
+
+    /// Checks the header once it is in, hands the fragment out once it is complete.
+    fn step(&mut self, out: &mut Vec<Vec<u8>>) -> Result<(), FramerError> {
         if self.frag_length.is_none() && self.buf.len() == HEADER_LEN {
             let header = Header::decode(&mut Reader::new(&self.buf))?;
             if header.frag_length > self.max_frag {
@@ -82,14 +107,16 @@ impl PduFramer {
                     max: self.max_frag,
                 });
             }
-            self.buf
-                .reserve_exact(usize::from(header.frag_length) - HEADER_LEN);
-            self.frag_length = Some(usize::from(header.frag_length));
+            let frag_length = usize::from(header.frag_length);
+            self.buf.reserve_exact(frag_length - HEADER_LEN);
+            self.frag_length = Some(frag_length);
         }
         if self.frag_length == Some(self.buf.len()) {
-            let (pdu, _) = Pdu::decode(&self.buf)?;
-            out.push(pdu);
-            self.buf.clear();
+            let capacity = self.buf.capacity();
+            out.push(std::mem::replace(
+                &mut self.buf,
+                Vec::with_capacity(capacity.min(HEADER_LEN * 4)),
+            ));
             self.frag_length = None;
         }
         Ok(())

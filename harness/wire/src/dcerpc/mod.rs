@@ -30,7 +30,7 @@ mod tests;
 #[cfg(test)]
 mod vectors;
 
-pub use auth::{AuthLevel, AuthType, AuthVerifier, SecTrailer};
+pub use auth::{protected_layout, AuthLevel, AuthType, AuthVerifier, ProtectedLayout, SecTrailer};
 pub use bind::{
     AckReason, AckResult, Bind, BindAck, BindNak, ContextElement, ContextResult, RejectReason,
 };
