@@ -4,11 +4,17 @@
 //! - [`security`]: the security-provider contract (one context per `auth_context_id`),
 //!   token legs and per-PDU protection; [`ntlm`] implements it with the project's own
 //!   NTLM acceptor and initiator.
+//! - [`server`]: [`server::Endpoint`] (what a listener's connections share) and
+//!   [`server::Association`], one connection's bind, contexts, calls and faults.
 //! - [`interface`]: what an RPC interface (endpoint mapper, EMSMDB, NSPI, RFR) offers the
 //!   association: its syntax, its opnums and a call on a reassembled stub.
 
 pub mod interface;
 pub mod security;
+pub mod server;
+
+#[cfg(test)]
+mod server_tests;
 
 pub use interface::{CallContext, CallOutcome, RpcInterface};
 pub use security::{

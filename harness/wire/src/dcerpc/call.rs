@@ -110,7 +110,11 @@ wire_enum! {
         ACCESS_DENIED = 0x0000_0005,
         SERVER_UNAVAILABLE = 0x0000_06ba,
         CANT_PERFORM = 0x0000_06d8,
+        /// RPC_S_CANNOT_SUPPORT: the operation exists but is not offered.
+        CANNOT_SUPPORT = 0x0000_06e4,
         BAD_STUB_DATA = 0x0000_06f7,
+        /// RPC_S_SEC_PKG_ERROR: what Samba faults a PDU whose verifier fails with.
+        SEC_PKG_ERROR = 0x0000_0721,
         NCA_S_FAULT_INVALID_BOUND = 0x1c00_0007,
         NCA_S_FAULT_UNSPEC = 0x1c00_0012,
         NCA_S_FAULT_CONTEXT_MISMATCH = 0x1c00_001a,
