@@ -159,10 +159,10 @@ pub struct LabStats {
 }
 
 /// Counts one connection task in [`LabStats::live`] for as long as it is held.
-struct LiveGuard(Arc<LabStats>);
+pub(crate) struct LiveGuard(Arc<LabStats>);
 
 impl LiveGuard {
-    fn new(stats: &Arc<LabStats>) -> LiveGuard {
+    pub(crate) fn new(stats: &Arc<LabStats>) -> LiveGuard {
         stats.live.fetch_add(1, Ordering::Relaxed);
         LiveGuard(stats.clone())
     }
