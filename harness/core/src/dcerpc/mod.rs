@@ -8,6 +8,7 @@
 //!   association: its syntax, its opnums and a call on a reassembled stub.
 
 pub mod interface;
+pub mod ntlm;
 pub mod security;
 
 pub use interface::{CallContext, CallOutcome, RpcInterface};
