@@ -60,6 +60,7 @@ pub const TARGETS: &[(&str, Target)] = &[
         dcerpc_ops::dcerpc_pdu_to_bytes_and_back,
     ),
     ("dcerpc_stream_framer", dcerpc_ops::dcerpc_stream_framer),
+    ("dcerpc_ntlm_unwrap", crate::dcerpc::ntlm::fuzz_unwrap),
 ];
 
 /// Runs the named target on one input; `false` if there is no such target.
