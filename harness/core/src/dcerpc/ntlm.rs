@@ -107,6 +107,28 @@ impl Protection {
             stub.clone()
         }
     }
+}
+
+/// An NTLM security context: the token legs of one side (`Leg`, server or client) and,
+/// once they are done, the per-PDU protection.
+#[derive(Debug)]
+pub struct NtlmSecurity<Leg> {
+    leg: Leg,
+    protection: Option<Protection>,
+}
+
+/// The server side of one NTLM context: NEGOTIATE (bind) answered with a CHALLENGE
+/// (bind_ack), AUTHENTICATE (auth3 or alter_context) checked against the directory.
+pub type NtlmServerSecurity = NtlmSecurity<ServerLeg>;
+
+/// The client side of one NTLM context over [`NtlmInitiator`]: NEGOTIATE in the bind,
+/// AUTHENTICATE in the auth3 (no reply).
+pub type NtlmClientSecurity = NtlmSecurity<ClientLeg>;
+
+impl<Leg: Send> MessageProtection for NtlmSecurity<Leg> {
+    fn signature_len(&self) -> usize {
+        SIGNATURE_LEN
+    }
 
     fn wrap(
         &mut self,
@@ -114,9 +136,13 @@ impl Protection {
         pdu: &mut [u8],
         stub: Range<usize>,
     ) -> Result<Vec<u8>, SecurityError> {
+        let protection = self
+            .protection
+            .as_mut()
+            .ok_or(SecurityError::NotEstablished)?;
         let guard = guard_for(level)?;
         let len = pdu.len();
-        let signed = Self::signed(&self.send, len, &stub);
+        let signed = Protection::signed(&protection.send, len, &stub);
         // Signing alone seals nothing: an empty range at the stub's start.
         let sealed = match guard {
             Guard::Seal => stub.clone(),
@@ -126,7 +152,8 @@ impl Protection {
         if pdu.get(stub).is_none() {
             return Err(signature_refused(SignatureError::OutOfRange, 0, len));
         }
-        self.send
+        protection
+            .send
             .seal_in_place(pdu, sealed, signed)
             .map(|sig| sig.to_vec())
             .map_err(|e| signature_refused(e, SIGNATURE_LEN, len))
@@ -139,13 +166,17 @@ impl Protection {
         stub: Range<usize>,
         signature: &[u8],
     ) -> Result<(), SecurityError> {
+        let protection = self
+            .protection
+            .as_mut()
+            .ok_or(SecurityError::NotEstablished)?;
         let guard = guard_for(level)?;
-        if self.broken {
+        if protection.broken {
             return Err(SecurityError::BadSignature);
         }
         let len = pdu.len();
-        let receive = self.receiving();
-        let signed = Self::signed(receive, len, &stub);
+        let receive = protection.receiving();
+        let signed = Protection::signed(receive, len, &stub);
         let result = match guard {
             Guard::Seal => receive.unseal_in_place(pdu, stub, signed, signature),
             Guard::Sign => pdu
@@ -155,44 +186,10 @@ impl Protection {
                 .and_then(|message| receive.verify(message, signature)),
         };
         result.map_err(|e| {
-            self.broken = true;
+            protection.broken = true;
             signature_refused(e, signature.len(), len)
         })
     }
-}
-
-fn protect(protection: &mut Option<Protection>) -> Result<&mut Protection, SecurityError> {
-    protection.as_mut().ok_or(SecurityError::NotEstablished)
-}
-
-/// Implements [`MessageProtection`] for a type with a `protection: Option<Protection>`.
-macro_rules! protected_by_ntlm {
-    ($ty:ty) => {
-        impl MessageProtection for $ty {
-            fn signature_len(&self) -> usize {
-                SIGNATURE_LEN
-            }
-
-            fn wrap(
-                &mut self,
-                level: AuthLevel,
-                pdu: &mut [u8],
-                stub: Range<usize>,
-            ) -> Result<Vec<u8>, SecurityError> {
-                protect(&mut self.protection)?.wrap(level, pdu, stub)
-            }
-
-            fn unwrap(
-                &mut self,
-                level: AuthLevel,
-                pdu: &mut [u8],
-                stub: Range<usize>,
-                signature: &[u8],
-            ) -> Result<(), SecurityError> {
-                protect(&mut self.protection)?.unwrap(level, pdu, stub, signature)
-            }
-        }
-    };
 }
 
 /// A credentials failure is a logon failure; anything else about the token is a bad
@@ -207,36 +204,33 @@ fn refusal(e: NtlmError) -> SecurityError {
     }
 }
 
-/// The server side of one NTLM context: NEGOTIATE (bind) answered with a CHALLENGE
-/// (bind_ack), AUTHENTICATE (auth3 or alter_context) checked against the directory.
-pub struct NtlmServerSecurity {
+/// The token legs of a server context.
+pub struct ServerLeg {
     acceptor: NtlmAcceptor,
     passwords: PasswordLookup,
     principal: Option<Principal>,
-    protection: Option<Protection>,
 }
 
-impl std::fmt::Debug for NtlmServerSecurity {
+impl std::fmt::Debug for ServerLeg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NtlmServerSecurity")
+        f.debug_struct("ServerLeg")
             .field("principal", &self.principal)
-            .field("established", &self.protection.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl NtlmServerSecurity {
     pub fn new(acceptor: NtlmAcceptor, passwords: PasswordLookup) -> Self {
-        NtlmServerSecurity {
-            acceptor,
-            passwords,
-            principal: None,
+        NtlmSecurity {
+            leg: ServerLeg {
+                acceptor,
+                passwords,
+                principal: None,
+            },
             protection: None,
         }
     }
 }
-
-protected_by_ntlm!(NtlmServerSecurity);
 
 impl ServerSecurity for NtlmServerSecurity {
     fn auth_type(&self) -> AuthType {
@@ -246,20 +240,21 @@ impl ServerSecurity for NtlmServerSecurity {
     /// The acceptor keeps the order (NEGOTIATE, then AUTHENTICATE, then nothing): a token
     /// out of order, or any token after a refusal, is a bad token.
     fn accept(&mut self, token: &[u8]) -> Result<AcceptStep, SecurityError> {
-        if self.principal.is_some() {
+        let leg = &mut self.leg;
+        if leg.principal.is_some() {
             return Err(SecurityError::BadToken(
                 "NTLM context already established".into(),
             ));
         }
-        if !self.acceptor.has_negotiated() {
-            return self
+        if !leg.acceptor.has_negotiated() {
+            return leg
                 .acceptor
                 .handle_negotiate(token)
                 .map(AcceptStep::Continue)
                 .map_err(refusal);
         }
-        let passwords = &self.passwords;
-        let done = self
+        let passwords = &leg.passwords;
+        let done = leg
             .acceptor
             .handle_authenticate(token, &|user, domain| passwords(user, domain))
             .map_err(refusal)?;
@@ -274,7 +269,7 @@ impl ServerSecurity for NtlmServerSecurity {
             &done.exported_session_key,
             Direction::ServerToClient,
         ));
-        self.principal = Some(principal.clone());
+        leg.principal = Some(principal.clone());
         Ok(AcceptStep::Done {
             reply: None,
             principal,
@@ -282,7 +277,7 @@ impl ServerSecurity for NtlmServerSecurity {
     }
 
     fn principal(&self) -> Option<&Principal> {
-        self.principal.as_ref()
+        self.leg.principal.as_ref()
     }
 }
 
@@ -344,13 +339,11 @@ enum ClientState {
     Failed,
 }
 
-/// The client side of one NTLM context over [`NtlmInitiator`]: NEGOTIATE in the bind,
-/// AUTHENTICATE in the auth3 (no reply).
+/// The token legs of a client context.
 #[derive(Debug)]
-pub struct NtlmClientSecurity {
+pub struct ClientLeg {
     initiator: NtlmInitiator,
     state: ClientState,
-    protection: Option<Protection>,
 }
 
 impl NtlmClientSecurity {
@@ -365,19 +358,19 @@ impl NtlmClientSecurity {
 
     /// Over an initiator configured by the caller (flags dropped or added).
     pub fn with_initiator(initiator: NtlmInitiator) -> Self {
-        NtlmClientSecurity {
-            initiator,
-            state: ClientState::Start,
+        NtlmSecurity {
+            leg: ClientLeg {
+                initiator,
+                state: ClientState::Start,
+            },
             protection: None,
         }
     }
 
     fn out_of_order(&self, what: &str) -> SecurityError {
-        SecurityError::BadToken(format!("{what} in NTLM client state {:?}", self.state))
+        SecurityError::BadToken(format!("{what} in NTLM client state {:?}", self.leg.state))
     }
 }
-
-protected_by_ntlm!(NtlmClientSecurity);
 
 impl ClientSecurity for NtlmClientSecurity {
     fn auth_type(&self) -> AuthType {
@@ -385,30 +378,31 @@ impl ClientSecurity for NtlmClientSecurity {
     }
 
     fn initial_token(&mut self) -> Result<Vec<u8>, SecurityError> {
-        if self.state != ClientState::Start {
+        if self.leg.state != ClientState::Start {
             return Err(self.out_of_order("initial token"));
         }
-        self.state = ClientState::AwaitingChallenge;
-        Ok(self.initiator.negotiate())
+        self.leg.state = ClientState::AwaitingChallenge;
+        Ok(self.leg.initiator.negotiate())
     }
 
     fn step(&mut self, token: &[u8]) -> Result<ClientStep, SecurityError> {
-        if self.state != ClientState::AwaitingChallenge {
+        if self.leg.state != ClientState::AwaitingChallenge {
             return Err(self.out_of_order("server token"));
         }
-        self.state = ClientState::Failed;
+        self.leg.state = ClientState::Failed;
         let authenticate = self
+            .leg
             .initiator
             .handle_challenge(token)
             .map_err(|e| SecurityError::BadToken(e.to_string()))?;
         let (Some(flags), Some(key)) = (
-            self.initiator.negotiated_flags(),
-            self.initiator.exported_session_key(),
+            self.leg.initiator.negotiated_flags(),
+            self.leg.initiator.exported_session_key(),
         ) else {
             return Err(SecurityError::NotEstablished);
         };
         self.protection = Some(Protection::new(flags, &key, Direction::ClientToServer));
-        self.state = ClientState::Established;
+        self.leg.state = ClientState::Established;
         Ok(ClientStep::Send {
             token: authenticate,
             expects_reply: false,

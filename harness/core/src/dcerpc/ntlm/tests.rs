@@ -69,7 +69,7 @@ fn many_pdus_both_directions_at_every_protecting_level() {
             AuthLevel::PKT_PRIVACY,
         ] {
             let (mut client, mut server) = pair(prefer, key_exch);
-            let flags = client.initiator.negotiated_flags().unwrap();
+            let flags = client.leg.initiator.negotiated_flags().unwrap();
             assert_eq!(flags.contains(NegotiateFlags::KEY_EXCH), key_exch);
             assert_eq!(
                 flags.contains(NegotiateFlags::EXTENDED_SESSIONSECURITY),
@@ -754,8 +754,12 @@ fn impacket_vectors_byte_for_byte() {
     let key: [u8; 16] = std::array::from_fn(|i| 0x10 + i as u8);
     for (name, flags, level, pdus) in VECTORS {
         let flags = NegotiateFlags(flags);
-        let mut client = Protection::new(flags, &key, Direction::ClientToServer);
-        let mut server = Protection::new(flags, &key, Direction::ServerToClient);
+        let side = |outgoing| NtlmSecurity {
+            leg: (),
+            protection: Some(Protection::new(flags, &key, outgoing)),
+        };
+        let mut client = side(Direction::ClientToServer);
+        let mut server = side(Direction::ServerToClient);
         for (n, &(from_client, sealed, want_signature)) in pdus.iter().enumerate() {
             let (mut pdu, range) = request_pdu(n as u32 + 1, &vector_stub(n), level);
             let plain = pdu.clone();
