@@ -196,6 +196,8 @@ pub mod known {
     pub const MAPI_E_LOGON_FAILED: ErrorCode = ErrorCode::new(Family::Mapi, 0x8004_0111);
     pub const MAPI_E_NETWORK_ERROR: ErrorCode = ErrorCode::new(Family::Mapi, 0x8004_0115);
     pub const MAPI_E_END_OF_SESSION: ErrorCode = ErrorCode::new(Family::Mapi, 0x8004_0200);
+    pub const MAPI_E_NOT_FOUND: ErrorCode = ErrorCode::new(Family::Mapi, 0x8004_010F);
+    pub const MAPI_E_INVALID_PARAMETER: ErrorCode = ErrorCode::new(Family::Mapi, 0x8007_0057);
 }
 
 #[cfg(test)]

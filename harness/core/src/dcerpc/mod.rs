@@ -11,6 +11,7 @@
 
 pub mod interface;
 pub mod ntlm;
+pub mod rfr;
 pub mod security;
 pub mod server;
 

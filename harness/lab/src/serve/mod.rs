@@ -4,7 +4,7 @@
 pub mod connection;
 pub mod frontend_host;
 pub mod lab;
-pub mod rpc;
 pub mod labfile;
 pub(crate) mod listener;
+pub mod rpc;
 pub mod tls;

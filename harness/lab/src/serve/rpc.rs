@@ -67,10 +67,10 @@ pub(crate) async fn accept_loop(
             match admission {
                 Admission::Admitted { shutdown, place } => {
                     stats.active.fetch_add(1, Ordering::Relaxed);
-                    let session: Box<dyn ServerSession> =
-                        Box::new(endpoint.accept(Duration::ZERO));
+                    let session: Box<dyn ServerSession> = Box::new(endpoint.accept(Duration::ZERO));
                     let write_timeout = endpoint.config().idle_timeout.min(Duration::from_secs(60));
-                    let ended = drive(Conn::Plain(tcp), session, None, shutdown, write_timeout).await;
+                    let ended =
+                        drive(Conn::Plain(tcp), session, None, shutdown, write_timeout).await;
                     tracing::debug!(?ended, "rpc association ended");
                     drop(place);
                     stats.active.fetch_sub(1, Ordering::Relaxed);
