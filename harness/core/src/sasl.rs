@@ -112,17 +112,7 @@ impl SaslServer {
             Mechanism::Plain => State::Plain,
             Mechanism::Login => State::LoginUser,
             Mechanism::Ntlm => {
-                let config = AcceptorConfig {
-                    nb_domain: world.domain.to_ascii_uppercase(),
-                    nb_computer: world
-                        .hostname
-                        .split('.')
-                        .next()
-                        .unwrap_or("MAIL")
-                        .to_ascii_uppercase(),
-                    dns_domain: world.dns_domain.clone(),
-                    dns_computer: world.hostname.clone(),
-                };
+                let config = AcceptorConfig::for_world(world);
                 let challenge: [u8; 8] = rng.bytes();
                 State::Ntlm(Box::new(NtlmAcceptor::new(
                     config,

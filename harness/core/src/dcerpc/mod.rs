@@ -9,6 +9,7 @@
 //! - [`interface`]: what an RPC interface (endpoint mapper, EMSMDB, NSPI, RFR) offers the
 //!   association: its syntax, its opnums and a call on a reassembled stub.
 
+pub mod endpoints;
 pub mod interface;
 pub mod ntlm;
 pub mod rfr;

@@ -31,6 +31,24 @@ pub struct AcceptorConfig {
     pub dns_computer: String,
 }
 
+impl AcceptorConfig {
+    /// The names a server of `world` announces: the NetBIOS domain, the first label of
+    /// the host name as the NetBIOS computer name, the DNS names as they are.
+    pub fn for_world(world: &crate::world::World) -> Self {
+        AcceptorConfig {
+            nb_domain: world.domain.to_ascii_uppercase(),
+            nb_computer: world
+                .hostname
+                .split('.')
+                .next()
+                .unwrap_or("MAIL")
+                .to_ascii_uppercase(),
+            dns_domain: world.dns_domain.clone(),
+            dns_computer: world.hostname.clone(),
+        }
+    }
+}
+
 /// Which response the client sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResponseKind {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use harness::serve::frontend_host::FrontendSpec;
+use harness::serve::rpc::{RpcListenerSpec, RpcRole};
 use harness::{Lab, LabConfig, ListenerSpec, Protocol, Security};
 use harness_core::budget::DEFAULT_MEMORY_BUDGET;
 use harness_core::frontend::{FrontendProfile, FRONTEND_PROFILE_NAMES};
@@ -71,6 +72,10 @@ pub struct ServeArgs {
     /// Allow listening on addresses other than loopback.
     #[arg(long)]
     public: bool,
+    /// DCE/RPC listener (ncacn_ip_tcp) for the Exchange interfaces (RFR; NSPI and EMSMDB
+    /// as they land), NTLM at every level against the lab's users.
+    #[arg(long)]
+    rpc: Option<SocketAddr>,
     /// Front-end profile for --fe-imap / --fe-pop3 (exchange2000-rtm, exchange2000-sp1,
     /// affinity, per-session, session-cache).
     #[arg(long, default_value = "exchange2000-rtm")]
@@ -158,7 +163,14 @@ pub fn run(args: ServeArgs) -> Result<()> {
             });
         }
     }
-    if listeners.is_empty() && frontends.is_empty() {
+    let mut rpc = Vec::new();
+    if let Some(addr) = args.rpc {
+        rpc.push(RpcListenerSpec {
+            role: RpcRole::Exchange,
+            addr,
+        });
+    }
+    if listeners.is_empty() && frontends.is_empty() && rpc.is_empty() {
         listeners.push(ListenerSpec::new(
             Protocol::Imap,
             Security::Plain,
@@ -186,6 +198,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         allow_non_loopback: args.public,
         frontends,
         memory_budget: args.memory_budget,
+        rpc,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
@@ -225,6 +238,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
             println!(
                 "listening {scheme} {} (front-end {} -> back-end {})",
                 f.addr, f.spec.profile.name, f.backend
+            );
+        }
+        for r in lab.rpc_listening() {
+            println!(
+                "listening {:<5} {} (ncacn_ip_tcp, NTLM)",
+                r.spec.role.scheme(),
+                r.addr
             );
         }
         let stats_on_request = print_stats_on_sigusr1(&lab)?;

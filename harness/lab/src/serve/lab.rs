@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use harness_core::budget::DEFAULT_MEMORY_BUDGET;
+use harness_core::dcerpc::endpoints::{RpcEndpoints, RpcLabConfig};
+use harness_core::dcerpc::server::EndpointConfig;
 use harness_core::imap::ImapServer;
 use harness_core::pop3::Pop3Server;
 use harness_core::world::{LabFile, LabFileError};
@@ -22,6 +24,7 @@ use tokio::task::JoinSet;
 use super::connection::{drive, Conn};
 use super::frontend_host::{self, FrontendShared, FrontendSpec};
 use super::listener::{accept_connections, bind_listener, Admission};
+use super::rpc::{self, RpcListenerSpec, RpcListening, RpcRole};
 use super::tls::{LabTls, TlsSetupError};
 
 /// How a listener secures its connections.
@@ -78,6 +81,8 @@ pub struct LabConfig {
     /// Bytes of pending literal and message data all sessions together may make the lab
     /// hold (issue #14); a literal that would pass it is refused before it is buffered.
     pub memory_budget: usize,
+    /// DCE/RPC listeners (`ncacn_ip_tcp`): the Exchange endpoint and the endpoint mapper.
+    pub rpc: Vec<RpcListenerSpec>,
 }
 
 impl Default for LabConfig {
@@ -97,6 +102,7 @@ impl Default for LabConfig {
             allow_non_loopback: false,
             frontends: Vec::new(),
             memory_budget: DEFAULT_MEMORY_BUDGET,
+            rpc: Vec::new(),
         }
     }
 }
@@ -177,6 +183,8 @@ impl Drop for LiveGuard {
 /// A running lab. Dropping it without [`Lab::shutdown`] aborts every task.
 pub struct Lab {
     listening: Vec<Listening>,
+    rpc_listening: Vec<RpcListening>,
+    rpc: Option<RpcEndpoints>,
     frontends: Vec<FrontendListening>,
     world: Arc<World>,
     profile: Arc<Profile>,
@@ -211,7 +219,7 @@ struct Shared {
 impl Lab {
     /// Builds the world, makes a certificate, binds every listener and starts serving.
     pub async fn start(config: LabConfig) -> Result<Lab, LabError> {
-        if config.listeners.is_empty() && config.frontends.is_empty() {
+        if config.listeners.is_empty() && config.frontends.is_empty() && config.rpc.is_empty() {
             return Err(LabError::NoListeners);
         }
         let addrs = config.listeners.iter().map(|l| l.addr);
@@ -219,7 +227,8 @@ impl Lab {
             .frontends
             .iter()
             .flat_map(|f| std::iter::once(f.addr).chain(f.backend));
-        for addr in addrs.chain(fe_addrs) {
+        let rpc_addrs = config.rpc.iter().map(|r| r.addr);
+        for addr in addrs.chain(fe_addrs).chain(rpc_addrs) {
             if !config.allow_non_loopback && !addr.ip().is_loopback() {
                 return Err(LabError::NotLoopback(addr));
             }
@@ -315,8 +324,11 @@ impl Lab {
                 shared,
             });
         }
+        let (rpc_listening, rpc) = start_rpc(&config, &world, seed, &stats, &shutdown, &mut tasks)?;
         Ok(Lab {
             listening,
+            rpc_listening,
+            rpc,
             frontends,
             world,
             profile,
@@ -338,6 +350,24 @@ impl Lab {
             .iter()
             .find(|l| l.spec.protocol == protocol && l.spec.security == security)
             .map(|l| l.addr)
+    }
+
+    /// The DCE/RPC listeners.
+    pub fn rpc_listening(&self) -> &[RpcListening] {
+        &self.rpc_listening
+    }
+
+    /// The address of the DCE/RPC listener with `role`.
+    pub fn rpc_addr(&self, role: RpcRole) -> Option<SocketAddr> {
+        self.rpc_listening
+            .iter()
+            .find(|l| l.spec.role == role)
+            .map(|l| l.addr)
+    }
+
+    /// The RPC endpoints and interfaces, when the lab has RPC listeners.
+    pub fn rpc(&self) -> Option<&RpcEndpoints> {
+        self.rpc.as_ref()
     }
 
     /// The front-end listeners.
@@ -393,6 +423,70 @@ impl Lab {
             while self.tasks.join_next().await.is_some() {}
         }
     }
+}
+
+/// Binds the DCE/RPC listeners, builds their endpoints from the world (the Exchange
+/// port is known once bound: bind_acks and endpoint-mapper towers name it) and starts
+/// serving.
+fn start_rpc(
+    config: &LabConfig,
+    world: &Arc<World>,
+    seed: u64,
+    stats: &Arc<LabStats>,
+    shutdown: &watch::Sender<bool>,
+    tasks: &mut JoinSet<()>,
+) -> Result<(Vec<RpcListening>, Option<RpcEndpoints>), LabError> {
+    if config.rpc.is_empty() {
+        return Ok((Vec::new(), None));
+    }
+    let mut bound = Vec::new();
+    for spec in &config.rpc {
+        let err = |source| LabError::Bind {
+            scheme: spec.role.scheme(),
+            addr: spec.addr,
+            source,
+        };
+        let listener = bind_listener(spec.addr).map_err(err)?;
+        let addr = listener.local_addr().map_err(err)?;
+        bound.push((RpcListening { spec: *spec, addr }, listener));
+    }
+    let exchange_addr = bound
+        .iter()
+        .find(|(l, _)| l.spec.role == RpcRole::Exchange)
+        .map(|(l, _)| l.addr);
+    let exchange_ip = match exchange_addr.map(|a| a.ip()) {
+        Some(std::net::IpAddr::V4(ip)) => ip.octets(),
+        _ => [127, 0, 0, 1],
+    };
+    let rpc_config = RpcLabConfig {
+        exchange_port: exchange_addr.map_or(0, |a| a.port()),
+        exchange_ip,
+        endpoint: EndpointConfig {
+            idle_timeout: config.limits.idle_timeout,
+            ..EndpointConfig::default()
+        },
+        seed: seed ^ 0x5250_4320_4e54_4c4d,
+        unix_now: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    };
+    let endpoints = RpcEndpoints::for_world(world, &rpc_config);
+    let mut listening = Vec::new();
+    for (l, listener) in bound {
+        let endpoint = match l.spec.role {
+            RpcRole::Exchange => endpoints.exchange.clone(),
+        };
+        tasks.spawn(rpc::accept_loop(
+            listener,
+            endpoint,
+            config.limits.max_connections,
+            stats.clone(),
+            shutdown.subscribe(),
+        ));
+        listening.push(l);
+    }
+    Ok((listening, Some(endpoints)))
 }
 
 /// How long [`Lab::shutdown`] waits for sessions to finish.

@@ -1,0 +1,83 @@
+//! The RPC side of one lab: the Exchange endpoint (NSPI, RFR; EMSMDB to come) and the
+//! endpoint mapper that points clients at it, built from the lab's world. The adapter
+//! binds the sockets first (so the ports are known), then builds these.
+
+use std::sync::Arc;
+
+use super::ntlm::{NtlmServerFactory, PasswordLookup};
+use super::rfr::{Referral, Rfr};
+use super::security::ServerSecurityFactory;
+use super::server::{Endpoint, EndpointConfig};
+use super::RpcInterface;
+use crate::ntlm::AcceptorConfig;
+use crate::rng::SeededRng;
+use crate::sasl::filetime_from_unix;
+use crate::world::World;
+
+/// Where the RPC listeners are and how they behave.
+#[derive(Debug, Clone)]
+pub struct RpcLabConfig {
+    /// The Exchange endpoint's TCP port (named in bind_acks and endpoint-mapper towers).
+    pub exchange_port: u16,
+    /// The Exchange endpoint's IPv4 address, for endpoint-mapper towers.
+    pub exchange_ip: [u8; 4],
+    /// Limits and choices every RPC listener of the lab shares.
+    pub endpoint: EndpointConfig,
+    /// Seeds the NTLM challenges: the same seed replays byte for byte.
+    pub seed: u64,
+    /// Seconds since the Unix epoch, for the NTLM CHALLENGE timestamp.
+    pub unix_now: u64,
+}
+
+/// The endpoints and the interfaces a test or a later case may want to reach.
+pub struct RpcEndpoints {
+    pub exchange: Arc<Endpoint>,
+    pub rfr: Arc<Rfr>,
+}
+
+impl std::fmt::Debug for RpcEndpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcEndpoints")
+            .field("exchange", &self.exchange)
+            .finish_non_exhaustive()
+    }
+}
+
+/// NTLM against the world's directory (the domain the client names is not checked: the
+/// lab has one).
+pub fn ntlm_for_world(world: &Arc<World>, seed: u64, unix_now: u64) -> NtlmServerFactory {
+    let directory = Arc::clone(world);
+    let passwords: PasswordLookup =
+        Arc::new(move |user: &str, _domain: &str| directory.directory.password(user));
+    NtlmServerFactory::new(
+        AcceptorConfig::for_world(world),
+        passwords,
+        SeededRng::new(seed),
+        filetime_from_unix(unix_now),
+    )
+}
+
+/// The referral a one-server lab gives: its own host is the global catalog and the
+/// only mailbox server.
+pub fn referral_for_world(world: &World) -> Referral {
+    let short = world.hostname.split('.').next().unwrap_or("MAIL");
+    Referral {
+        nspi_servers: vec![world.hostname.clone()],
+        mailbox_servers: vec![(short.to_ascii_uppercase(), world.hostname.clone())],
+    }
+}
+
+impl RpcEndpoints {
+    pub fn for_world(world: &Arc<World>, config: &RpcLabConfig) -> RpcEndpoints {
+        let security: Arc<dyn ServerSecurityFactory> =
+            Arc::new(ntlm_for_world(world, config.seed, config.unix_now));
+        let rfr = Rfr::new(referral_for_world(world));
+        let interfaces: Vec<Arc<dyn RpcInterface>> = vec![rfr.clone()];
+        let endpoint_config = EndpointConfig {
+            secondary_address: config.exchange_port.to_string(),
+            ..config.endpoint.clone()
+        };
+        let exchange = Endpoint::new(endpoint_config, interfaces, Some(security));
+        RpcEndpoints { exchange, rfr }
+    }
+}
