@@ -6,7 +6,9 @@
 //!   NTLM acceptor and initiator.
 //! - [`interface`]: what an RPC interface (endpoint mapper, EMSMDB, NSPI, RFR) offers the
 //!   association: its syntax, its opnums and a call on a reassembled stub.
+//! - [`epm`]: the endpoint mapper interface and the [`epm::EndpointMap`] it answers from.
 
+pub mod epm;
 pub mod interface;
 pub mod security;
 
