@@ -8,8 +8,12 @@
 //!   [`server::Association`], one connection's bind, contexts, calls and faults.
 //! - [`interface`]: what an RPC interface (endpoint mapper, EMSMDB, NSPI, RFR) offers the
 //!   association: its syntax, its opnums and a call on a reassembled stub.
+//! - [`epm`]: the endpoint mapper interface and the [`epm::EndpointMap`] it answers from.
+//! - [`rfr`]: the address-book referral interface (RFR).
+//! - [`endpoints`]: the RPC endpoints of one lab, built from its world.
 
 pub mod endpoints;
+pub mod epm;
 pub mod interface;
 pub mod ntlm;
 pub mod rfr;
