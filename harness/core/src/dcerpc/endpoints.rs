@@ -1,9 +1,12 @@
-//! The RPC side of one lab: the Exchange endpoint (NSPI, RFR; EMSMDB to come) and the
-//! endpoint mapper that points clients at it, built from the lab's world. The adapter
+//! The RPC side of one lab: the Exchange endpoint (RFR; NSPI and EMSMDB as they land)
+//! and the endpoint mapper that points clients at it, built from the lab's world. The adapter
 //! binds the sockets first (so the ports are known), then builds these.
 
 use std::sync::Arc;
 
+use std::net::Ipv4Addr;
+
+use super::epm::{EndpointMap, EpmInterface, EPM_PORT};
 use super::ntlm::{NtlmServerFactory, PasswordLookup};
 use super::rfr::{Referral, Rfr};
 use super::security::ServerSecurityFactory;
@@ -32,6 +35,9 @@ pub struct RpcLabConfig {
 /// The endpoints and the interfaces a test or a later case may want to reach.
 pub struct RpcEndpoints {
     pub exchange: Arc<Endpoint>,
+    /// The endpoint mapper, which names the Exchange endpoint's interfaces and port.
+    pub epm: Arc<Endpoint>,
+    pub map: Arc<EndpointMap>,
     pub rfr: Arc<Rfr>,
 }
 
@@ -73,11 +79,28 @@ impl RpcEndpoints {
             Arc::new(ntlm_for_world(world, config.seed, config.unix_now));
         let rfr = Rfr::new(referral_for_world(world));
         let interfaces: Vec<Arc<dyn RpcInterface>> = vec![rfr.clone()];
+        let map = Arc::new(EndpointMap::new(Ipv4Addr::from(config.exchange_ip)));
+        for interface in &interfaces {
+            let annotation = format!("Exchange {}", interface.name().to_ascii_uppercase());
+            map.register(interface.syntax(), &annotation, config.exchange_port);
+        }
         let endpoint_config = EndpointConfig {
             secondary_address: config.exchange_port.to_string(),
             ..config.endpoint.clone()
         };
-        let exchange = Endpoint::new(endpoint_config, interfaces, Some(security));
-        RpcEndpoints { exchange, rfr }
+        let exchange = Endpoint::new(endpoint_config, interfaces, Some(security.clone()));
+        // Windows' endpoint mapper takes unauthenticated and authenticated binds alike.
+        let epm_config = EndpointConfig {
+            secondary_address: EPM_PORT.to_string(),
+            ..config.endpoint.clone()
+        };
+        let epm_interface: Arc<dyn RpcInterface> = Arc::new(EpmInterface::new(map.clone()));
+        let epm = Endpoint::new(epm_config, vec![epm_interface], Some(security));
+        RpcEndpoints {
+            exchange,
+            epm,
+            map,
+            rfr,
+        }
     }
 }

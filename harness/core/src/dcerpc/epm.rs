@@ -618,6 +618,15 @@ impl EpmInterface {
         }
         lookup.next = end;
         let page = lookup.matches[start..end].to_vec();
+        // The last page comes with a NULL handle: the lookup is over (impacket's
+        // hept_lookup, like Samba's client, stops at a NULL handle and takes a non-zero
+        // status as an error).
+        let handle = if end == lookup.matches.len() {
+            lookups.remove(&handle.uuid);
+            ContextHandle::NIL
+        } else {
+            handle
+        };
         drop(lookups);
         Ok(self.lookup_answer(handle, &page, req.max_ents, EPT_S_OK))
     }
@@ -857,7 +866,7 @@ mod tests {
     /// # b'Exchange RFR\x00' 1544F5E0-... v1.0 port 6002;
     /// # b'Exchange NSPI\x00' F5CC5A18-... v56.0 port 6004
     /// ```
-    const LOOKUP_RESPONSE: &str = "0000000001000000000000408000000000000001030000\
+    const LOOKUP_RESPONSE: &str = "0000000000000000000000000000000000000000030000\
         00f401000000000000030000000000000000000000000000000000000000000200000000001000000045786368\
         616e676520454d534d4442000000000000000000000000000000000004000200000000000d00000045786368\
         616e676520524652000000000000000000000000000000000000000008000200000000000e00000045786368\
@@ -1029,13 +1038,15 @@ mod tests {
     }
 
     #[test]
-    fn ept_lookup_pages_with_a_handle_then_says_not_registered() {
+    fn ept_lookup_answers_the_last_page_with_a_null_handle() {
         let epm = epm();
-        // impacket's hept_lookup first call: all elements, 500 at most.
+        // impacket's hept_lookup first call: all elements, 500 at most. Everything fits,
+        // so the handle comes back NULL and status 0: impacket stops at a NULL handle
+        // and raises on a non-zero status.
         let stub = response(epm.call(&ctx(1), OPNUM_EPT_LOOKUP, &hex(LOOKUP_ALL)));
         assert_eq!(stub, hex(LOOKUP_RESPONSE));
         let (handle, entries, status) = read_lookup_response(&stub);
-        assert!(!handle.is_nil());
+        assert!(handle.is_nil());
         assert_eq!(status, EPT_S_OK);
         let names: Vec<&[u8]> = entries.iter().map(|e| e.1.as_slice()).collect();
         assert_eq!(
@@ -1044,16 +1055,7 @@ mod tests {
         );
         assert!(entries.iter().all(|e| e.0 == Uuid::NIL));
         assert_eq!(entries[2].2.tcp_endpoint().map(|e| e.0), Some(6004));
-        assert_eq!(epm.open_lookups(1), 1);
-        // The next call with that handle: nothing left, NULL handle, not registered.
-        let mut next = hex(LOOKUP_ALL);
-        next[16..36].copy_from_slice(&handle_bytes(handle));
-        let stub = response(epm.call(&ctx(1), OPNUM_EPT_LOOKUP, &next));
-        assert_eq!(stub, not_registered(500));
-        let (handle, entries, status) = read_lookup_response(&stub);
-        assert!(handle.is_nil() && entries.is_empty());
-        assert_eq!(status, EPT_S_NOT_REGISTERED);
-        assert_eq!(epm.open_lookups(1), 0);
+        assert_eq!(epm.open_lookups(1), 0, "no lookup is kept open");
     }
 
     fn handle_bytes(handle: ContextHandle) -> Vec<u8> {
@@ -1085,17 +1087,13 @@ mod tests {
             OPNUM_EPT_LOOKUP,
             &lookup_all(2, handle),
         )));
-        assert_eq!((second.0, second.1.len(), second.2), (handle, 1, EPT_S_OK));
-        assert_eq!(second.1[0].1, b"Exchange NSPI");
-        let third = read_lookup_response(&response(epm.call(
-            &ctx(7),
-            OPNUM_EPT_LOOKUP,
-            &lookup_all(2, handle),
-        )));
+        // The last page: a NULL handle, and the lookup is over.
         assert_eq!(
-            (third.0, third.1.len(), third.2),
-            (ContextHandle::NIL, 0, EPT_S_NOT_REGISTERED)
+            (second.0, second.1.len(), second.2),
+            (ContextHandle::NIL, 1, EPT_S_OK)
         );
+        assert_eq!(second.1[0].1, b"Exchange NSPI");
+        assert_eq!(epm.open_lookups(7), 0);
         // The handle is gone now.
         assert_eq!(
             epm.call(&ctx(7), OPNUM_EPT_LOOKUP, &lookup_all(2, handle)),
@@ -1112,7 +1110,7 @@ mod tests {
         let stub = response(epm.call(&ctx(1), OPNUM_EPT_LOOKUP, &hex(LOOKUP_NSPI)));
         let (handle, entries, status) = read_lookup_response(&stub);
         assert_eq!(status, EPT_S_OK);
-        assert!(!handle.is_nil());
+        assert!(handle.is_nil(), "one match: the only page is the last");
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].2.interface(), Some(NSPI));
         let req = LookupRequest::decode(&hex(LOOKUP_NSPI)).unwrap();

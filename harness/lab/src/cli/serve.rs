@@ -76,6 +76,10 @@ pub struct ServeArgs {
     /// as they land), NTLM at every level against the lab's users.
     #[arg(long)]
     rpc: Option<SocketAddr>,
+    /// DCE/RPC endpoint mapper listener (Windows: port 135): ept_map and ept_lookup name
+    /// the --rpc listener's interfaces and port.
+    #[arg(long)]
+    epm: Option<SocketAddr>,
     /// Front-end profile for --fe-imap / --fe-pop3 (exchange2000-rtm, exchange2000-sp1,
     /// affinity, per-session, session-cache).
     #[arg(long, default_value = "exchange2000-rtm")]
@@ -164,11 +168,16 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
     }
     let mut rpc = Vec::new();
-    if let Some(addr) = args.rpc {
-        rpc.push(RpcListenerSpec {
-            role: RpcRole::Exchange,
-            addr,
-        });
+    for (addr, role) in [
+        (args.rpc, RpcRole::Exchange),
+        (args.epm, RpcRole::EndpointMapper),
+    ] {
+        if let Some(addr) = addr {
+            rpc.push(RpcListenerSpec { role, addr });
+        }
+    }
+    if args.epm.is_some() && args.rpc.is_none() {
+        bail!("--epm names the --rpc listener's interfaces: give --rpc too");
     }
     if listeners.is_empty() && frontends.is_empty() && rpc.is_empty() {
         listeners.push(ListenerSpec::new(

@@ -121,6 +121,8 @@ pub enum LabError {
     },
     #[error("{0} is not a loopback address; pass allow_non_loopback (--public) to serve on it")]
     NotLoopback(SocketAddr),
+    #[error("an endpoint mapper listener needs the Exchange RPC listener it names")]
+    EndpointMapperAlone,
     #[error("no listeners configured")]
     NoListeners,
     #[error(
@@ -454,6 +456,9 @@ fn start_rpc(
         .iter()
         .find(|(l, _)| l.spec.role == RpcRole::Exchange)
         .map(|(l, _)| l.addr);
+    if exchange_addr.is_none() {
+        return Err(LabError::EndpointMapperAlone);
+    }
     let exchange_ip = match exchange_addr.map(|a| a.ip()) {
         Some(std::net::IpAddr::V4(ip)) => ip.octets(),
         _ => [127, 0, 0, 1],
@@ -476,6 +481,7 @@ fn start_rpc(
     for (l, listener) in bound {
         let endpoint = match l.spec.role {
             RpcRole::Exchange => endpoints.exchange.clone(),
+            RpcRole::EndpointMapper => endpoints.epm.clone(),
         };
         tasks.spawn(rpc::accept_loop(
             listener,

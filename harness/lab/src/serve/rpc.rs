@@ -19,6 +19,8 @@ use super::listener::{accept_connections, Admission};
 /// Which endpoint a DCE/RPC listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RpcRole {
+    /// The endpoint mapper (port 135 on Windows): tells clients where the others are.
+    EndpointMapper,
     /// The Exchange interfaces (EMSMDB, AsyncEMSMDB, NSPI, RFR) on one port.
     Exchange,
 }
@@ -27,6 +29,7 @@ impl RpcRole {
     /// The name a user knows the listener by.
     pub fn scheme(self) -> &'static str {
         match self {
+            RpcRole::EndpointMapper => "epm",
             RpcRole::Exchange => "rpc",
         }
     }
