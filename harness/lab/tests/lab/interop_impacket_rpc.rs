@@ -1,0 +1,213 @@
+//! DCE/RPC clients and dissectors nobody here wrote, against the lab's RPC listeners
+//! (issue #15): impacket finds RFR through the endpoint mapper and calls it with NTLM at
+//! levels 2, 5 and 6, a wrong password is refused as Windows refuses it, and tshark,
+//! given the password, decrypts the sealed calls of a capture and names every
+//! operation, with no malformed packet.
+
+use crate::common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use harness::serve::rpc::{RpcListenerSpec, RpcRole};
+use harness::{Lab, LabConfig};
+
+fn script() -> PathBuf {
+    common::peers::project_root().join("harness/lab/tests/clients/dcerpc_impacket.py")
+}
+
+/// The python of the impacket venv (scripts/peers/install.sh makes it), or None with a
+/// SKIPPED message (a failure under CI=true).
+fn impacket_python() -> Option<PathBuf> {
+    let locate = common::peers::project_root().join("scripts/peers/impacket/python");
+    let out = Command::new("bash").arg(&locate).output().ok()?;
+    if out.status.success() {
+        return Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+    }
+    let msg = format!(
+        "impacket venv missing ({}): run scripts/peers/install.sh",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{msg}; CI must provide it");
+    }
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
+async fn rpc_lab() -> Lab {
+    let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
+    Lab::start(LabConfig {
+        listeners: Vec::new(),
+        rpc: vec![
+            RpcListenerSpec {
+                role: RpcRole::Exchange,
+                addr: loopback,
+            },
+            RpcListenerSpec {
+                role: RpcRole::EndpointMapper,
+                addr: loopback,
+            },
+        ],
+        seed: Some(15),
+        ..LabConfig::default()
+    })
+    .await
+    .expect("lab starts")
+}
+
+/// What the impacket script reported, one JSON object per check.
+fn checks(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+async fn run_impacket(python: &Path, lab: &Lab) -> Vec<serde_json::Value> {
+    let epm = lab.rpc_addr(RpcRole::EndpointMapper).expect("epm listener");
+    let port = epm.port().to_string();
+    let script = script();
+    let args = [
+        script.to_str().expect("utf-8 path"),
+        &port,
+        "alice",
+        "secret",
+        "EXAMPLE",
+    ];
+    let ran = common::run(python, &args).await;
+    assert!(ran.ok(), "{ran:?}");
+    checks(&ran.stdout)
+}
+
+#[tokio::test]
+async fn impacket_finds_rfr_through_the_endpoint_mapper_and_calls_it_at_every_level() {
+    let Some(python) = impacket_python() else {
+        return;
+    };
+    let lab = rpc_lab().await;
+    let rpc = lab.rpc_addr(RpcRole::Exchange).expect("rpc listener");
+    let binding = format!("ncacn_ip_tcp:127.0.0.1[{}]", rpc.port());
+    let host = lab.world().hostname.clone();
+    let got = run_impacket(&python, &lab).await;
+    let expected = vec![
+        serde_json::json!({"check": "ept_map", "interface": "rfr", "binding": binding}),
+        serde_json::json!({"check": "ept_lookup", "entries": [[binding, "Exchange RFR"]]}),
+        serde_json::json!({"check": "rfr", "level": 2, "dsa": host, "fqdn": host}),
+        serde_json::json!({"check": "rfr", "level": 5, "dsa": host, "fqdn": host}),
+        serde_json::json!({"check": "rfr", "level": 6, "dsa": host, "fqdn": host}),
+        // Windows' answer to a request after a failed NTLM logon (Samba's would be
+        // nca_s_proto_error).
+        serde_json::json!({"check": "rfr_wrong_password", "level": 6, "error": "rpc_s_access_denied"}),
+    ];
+    pretty_assertions::assert_eq!(got, expected);
+    lab.shutdown().await;
+}
+
+/// Runs a bash script of the project's with a bound; its stdout, or a panic with both
+/// streams.
+fn bash(script: &str, args: &[&str]) -> String {
+    let path = common::peers::project_root().join(script);
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg("bash")
+        .arg(&path)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", path.display()));
+    assert!(
+        out.status.success(),
+        "{} {args:?}: {}\n{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn tshark_decrypts_and_names_every_call_of_a_sealed_session() {
+    let Some(python) = impacket_python() else {
+        return;
+    };
+    let Some(tshark) = common::require_tool("tshark", "scripts/peers/install.sh (tshark)") else {
+        return;
+    };
+    let lab = rpc_lab().await;
+    let rpc = lab
+        .rpc_addr(RpcRole::Exchange)
+        .expect("rpc")
+        .port()
+        .to_string();
+    let epm = lab
+        .rpc_addr(RpcRole::EndpointMapper)
+        .expect("epm")
+        .port()
+        .to_string();
+    let dir = tempdir();
+    let pcap = dir.join("rpc.pcapng");
+    let pcap_s = pcap.to_str().expect("utf-8").to_string();
+    let pid = bash(
+        "scripts/peers/tshark/capture.sh",
+        &[&pcap_s, "30", &rpc, &epm],
+    );
+    let pid = pid.trim().to_string();
+    run_impacket(&python, &lab).await;
+    bash("scripts/peers/tshark/stop_capture.sh", &[&pid]);
+    lab.shutdown().await;
+
+    let decode = |extra: &[&str]| {
+        let out = Command::new(&tshark)
+            .args(["-r", &pcap_s, "-o", "ntlmssp.nt_password:secret"])
+            .args(["-d", &format!("tcp.port=={rpc},dcerpc")])
+            .args(["-d", &format!("tcp.port=={epm},dcerpc")])
+            .args(extra)
+            .output()
+            .expect("tshark runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let summary = decode(&[]);
+    assert!(!summary.contains("Malformed"), "{summary}");
+    for op in [
+        "Map request, RFR",
+        "Map response, RFR",
+        "Lookup response, Service:Exchange RFR",
+        "RfrGetNewDSA request",
+        "RfrGetNewDSA response",
+        "RfrGetFQDNFromLegacyDN response",
+        "NTLMSSP_AUTH, User: EXAMPLE\\alice",
+        "nca_s_fault_access_denied",
+    ] {
+        assert!(summary.contains(op), "no {op:?} in\n{summary}");
+    }
+    // The server's answer read out of every RfrGetNewDSA response: the level-6 one only
+    // decodes when tshark has decrypted it with the password.
+    let answers = decode(&[
+        "-Y",
+        "rfr.RfrGetNewDSA.ppszServer",
+        "-T",
+        "fields",
+        "-e",
+        "rfr.RfrGetNewDSA.ppszServer",
+    ]);
+    let host = "mail.example.test";
+    let named: Vec<&str> = answers.lines().filter(|l| l.contains(host)).collect();
+    assert_eq!(
+        named.len(),
+        3,
+        "levels 2, 5 and 6 each named {host}:\n{answers}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempdir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("harness-tshark-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
