@@ -4,9 +4,11 @@
 //! - [`security`]: the security-provider contract (one context per `auth_context_id`),
 //!   token legs and per-PDU protection; [`ntlm`] implements it with the project's own
 //!   NTLM acceptor and initiator.
+//! - [`client`]: the client side of an association (bind, security legs, calls), sans-IO.
 //! - [`interface`]: what an RPC interface (endpoint mapper, EMSMDB, NSPI, RFR) offers the
 //!   association: its syntax, its opnums and a call on a reassembled stub.
 
+pub mod client;
 pub mod interface;
 pub mod security;
 
