@@ -25,9 +25,14 @@ use harness_wire::dcerpc::auth::SEC_TRAILER_LEN;
 use harness_wire::dcerpc::call::RESPONSE_HEADER_LEN;
 use harness_wire::dcerpc::header::HEADER_LEN;
 use harness_wire::dcerpc::{
-    fragment, AckResult, Auth3, AuthLevel, AuthVerifier, Bind, BindAck, CallReassembler,
-    ContextElement, ContextResult, Fault, FaultStatus, Header, PacketType, Pdu, PduBody,
-    PduTooLong, PfcFlags, ReassemblyError, RejectReason, Request, SyntaxId, Uuid,
+    fragment, Auth3, AuthVerifier, Bind, BindAck, CallReassembler, Fault, Header, Pdu, PduBody,
+    PduTooLong, PfcFlags, ReassemblyError, Request,
+};
+
+/// The wire types this API speaks in, so a caller needs no other crate.
+pub use harness_wire::dcerpc::{
+    AckResult, AuthLevel, AuthType, ContextElement, ContextResult, FaultStatus, PacketType,
+    RejectReason, SyntaxId, Uuid,
 };
 
 use super::security::{ClientSecurity, ClientStep, SecurityError};

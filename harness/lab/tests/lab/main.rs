@@ -11,6 +11,7 @@ mod frontend_socket;
 mod idle_connections;
 mod interop_cyrus;
 mod interop_frontends;
+mod interop_samba;
 mod interop_transcripts;
 mod literal_flood;
 mod load_cli;

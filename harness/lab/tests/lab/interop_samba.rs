@@ -1,0 +1,263 @@
+//! The harness's own DCE/RPC client against Samba 4.17, a server nobody here wrote
+//! (`scripts/peers/samba/start.sh`: samba-dcerpcd with the endpoint mapper on
+//! 127.0.0.1:135, users alice/secret and user/pass). Stub data is built and read here
+//! from the NDR wire layout ([C706] 14, the endpoint mapper's ept_map of [C706] Appendix
+//! O / [MS-RPCE] 2.2.1.2, srvsvc NetrRemoteTOD of [MS-SRVS] 3.1.4.21).
+//!
+//! Samba listens on the fixed port 135, so one instance runs at a time: the tests take a
+//! lock, and stop Samba (by PID) before letting go of it.
+
+use crate::common;
+
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use common::peers::{self, free_port, project_root, Peer};
+use harness::tools::dcerpc_client::{RpcBind, RpcConnection, RpcError};
+use harness_core::dcerpc::client::{ClientConfig, SyntaxId, Uuid};
+
+/// The endpoint mapper, e1af8308-5d1f-11c9-91a4-08002b14a0fa v3.0.
+const EPM: SyntaxId = SyntaxId::new(
+    Uuid::new(
+        0xe1af_8308,
+        0x5d1f,
+        0x11c9,
+        [0x91, 0xa4, 0x08, 0x00, 0x2b, 0x14, 0xa0, 0xfa],
+    ),
+    3,
+    0,
+);
+/// srvsvc, 4b324fc8-1670-01d3-1278-5a47bf6ee188 v3.0.
+const SRVSVC: SyntaxId = SyntaxId::new(
+    Uuid::new(
+        0x4b32_4fc8,
+        0x1670,
+        0x01d3,
+        [0x12, 0x78, 0x5a, 0x47, 0xbf, 0x6e, 0xe1, 0x88],
+    ),
+    3,
+    0,
+);
+const EPT_MAP: u16 = 3;
+
+static ONE_SAMBA: Mutex<()> = Mutex::new(());
+
+/// A running Samba; dropping it stops Samba and waits for that before the next test may
+/// start one.
+struct Samba {
+    peer: Peer,
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl Drop for Samba {
+    fn drop(&mut self) {
+        let stop = project_root().join("scripts/peers/samba/stop.sh");
+        let _ = Command::new("bash")
+            .arg(stop)
+            .arg(&self.peer.rundir)
+            .output();
+    }
+}
+
+fn samba() -> Option<Samba> {
+    let turn = ONE_SAMBA.lock().unwrap_or_else(|e| e.into_inner());
+    let started = Instant::now();
+    let peer = peers::try_start("samba", &[free_port().to_string()])?;
+    eprintln!("samba {} up in {:?}", peer.pids, started.elapsed());
+    Some(Samba { peer, _turn: turn })
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// A UUID and major version as the left side of a tower floor: protocol 0x0d, the
+/// UUID in GUID layout, the major version ([C706] Appendix L).
+fn syntax_floor(s: SyntaxId) -> Vec<u8> {
+    let mut lhs = vec![0x0d];
+    lhs.extend(s.uuid.time_low.to_le_bytes());
+    lhs.extend(s.uuid.time_mid.to_le_bytes());
+    lhs.extend(s.uuid.time_hi_and_version.to_le_bytes());
+    lhs.extend(s.uuid.tail);
+    lhs.extend(s.major().to_le_bytes());
+    floor(&lhs, &s.minor().to_le_bytes())
+}
+
+fn floor(lhs: &[u8], rhs: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend((lhs.len() as u16).to_le_bytes());
+    f.extend(lhs);
+    f.extend((rhs.len() as u16).to_le_bytes());
+    f.extend(rhs);
+    f
+}
+
+/// The 5-floor ncacn_ip_tcp tower asking for `iface` over NDR 2.0: interface,
+/// transfer syntax, RPC connection-oriented (0x0b), TCP port (0x07, big-endian), IPv4
+/// address (0x09); port and address 0 in a query.
+fn ip_tcp_tower(iface: SyntaxId) -> Vec<u8> {
+    let mut t = 5u16.to_le_bytes().to_vec();
+    t.extend(syntax_floor(iface));
+    t.extend(syntax_floor(SyntaxId::NDR20));
+    t.extend(floor(&[0x0b], &0u16.to_le_bytes()));
+    t.extend(floor(&[0x07], &0u16.to_be_bytes()));
+    t.extend(floor(&[0x09], &[0; 4]));
+    t
+}
+
+/// ept_map's request stub: object (a null unique pointer), map_tower (a referent and
+/// the twr_t: conformance, tower_length, octets, padded to 4), entry_handle (20 zero
+/// octets), max_towers.
+fn ept_map_stub(iface: SyntaxId, max_towers: u32) -> Vec<u8> {
+    let tower = ip_tcp_tower(iface);
+    let mut s = Vec::new();
+    s.extend(0u32.to_le_bytes());
+    s.extend(1u32.to_le_bytes());
+    s.extend((tower.len() as u32).to_le_bytes());
+    s.extend((tower.len() as u32).to_le_bytes());
+    s.extend(&tower);
+    s.resize(s.len().next_multiple_of(4), 0);
+    s.extend([0; 20]);
+    s.extend(max_towers.to_le_bytes());
+    s
+}
+
+/// A little-endian NDR reader over a reply stub; every read is checked.
+struct Ndr<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Ndr<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len());
+        let end = end.ok_or_else(|| format!("reply ends before octet {} + {n}", self.at))?;
+        let s = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+
+    fn u16(&mut self) -> Result<u16, String> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().unwrap()))
+    }
+
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
+    }
+
+    fn align4(&mut self) -> Result<(), String> {
+        self.take((4 - self.at % 4) % 4).map(|_| ())
+    }
+}
+
+/// The TCP port in the first tower of an ept_map reply: entry_handle, num_towers, the
+/// conformant varying array of tower pointers, the first twr_t, its floors; then the
+/// status after all towers must be 0.
+fn port_from_ept_map(reply: &[u8]) -> Result<u16, String> {
+    let mut r = Ndr {
+        bytes: reply,
+        at: 0,
+    };
+    r.take(20)?;
+    let num_towers = r.u32()?;
+    let (_max, _offset, actual) = (r.u32()?, r.u32()?, r.u32()?);
+    if num_towers == 0 || actual != num_towers || actual > 16 {
+        return Err(format!("{num_towers} towers, {actual} in the array"));
+    }
+    let referents: Vec<u32> = (0..actual).map(|_| r.u32()).collect::<Result<_, _>>()?;
+    let mut port = None;
+    for referent in referents {
+        if referent == 0 {
+            continue;
+        }
+        let _conformance = r.u32()?;
+        let len = r.u32()? as usize;
+        let mut t = Ndr {
+            bytes: r.take(len)?,
+            at: 0,
+        };
+        r.align4()?;
+        for _ in 0..t.u16()? {
+            let lhs_len = usize::from(t.u16()?);
+            let lhs = t.take(lhs_len)?;
+            let rhs_len = usize::from(t.u16()?);
+            let rhs = t.take(rhs_len)?;
+            if lhs == [0x07] && rhs.len() == 2 && port.is_none() {
+                port = Some(u16::from_be_bytes([rhs[0], rhs[1]]));
+            }
+        }
+    }
+    let status = r.u32()?;
+    if status != 0 {
+        return Err(format!("ept_map status {status:#x}"));
+    }
+    port.ok_or_else(|| "no TCP floor in the towers".into())
+}
+
+/// Asks the endpoint mapper on 127.0.0.1:135 for srvsvc's ncacn_ip_tcp port.
+async fn srvsvc_port() -> u16 {
+    let bind = RpcBind {
+        config: ClientConfig {
+            bind_time_features: Some(3),
+            ..ClientConfig::default()
+        },
+        ..RpcBind::new(EPM)
+    };
+    let mut epm = RpcConnection::connect(([127, 0, 0, 1], 135).into(), bind)
+        .await
+        .expect("bind to the endpoint mapper");
+    let acked = epm.bind_acked().clone();
+    eprintln!("epm bind_ack: {acked:?}");
+    assert_eq!(acked.secondary_address, "135");
+    assert!(
+        acked.features.is_some(),
+        "Samba answers the feature context"
+    );
+    let reply = epm
+        .call(EPT_MAP, &ept_map_stub(SRVSVC, 4))
+        .await
+        .expect("ept_map");
+    port_from_ept_map(&reply).unwrap_or_else(|e| panic!("ept_map reply {reply:02x?}: {e}"))
+}
+
+#[test]
+fn endpoint_mapper_maps_srvsvc_over_an_unauthenticated_bind() {
+    let Some(_samba) = samba() else { return };
+    let started = Instant::now();
+    runtime().block_on(async {
+        let port = srvsvc_port().await;
+        assert!((15100..=15199).contains(&port), "srvsvc on port {port}");
+        // The port answers binds for srvsvc.
+        let rpc = RpcConnection::connect(([127, 0, 0, 1], port).into(), RpcBind::new(SRVSVC))
+            .await
+            .expect("bind to srvsvc");
+        // Samba 4.17 leaves the secondary address empty on its dynamic ports (the
+        // endpoint mapper's bind_ack says "135").
+        let sec_addr = &rpc.bind_acked().secondary_address;
+        assert!(
+            sec_addr.is_empty() || *sec_addr == port.to_string(),
+            "{sec_addr:?}"
+        );
+    });
+    eprintln!("ept_map and bind in {:?}", started.elapsed());
+}
+
+#[test]
+fn an_unknown_interface_is_not_mapped() {
+    let Some(_samba) = samba() else { return };
+    runtime().block_on(async {
+        let mut epm = RpcConnection::connect(([127, 0, 0, 1], 135).into(), RpcBind::new(EPM))
+            .await
+            .expect("bind to the endpoint mapper");
+        let nobody = SyntaxId::new(Uuid::new(0x0bad_cafe, 1, 2, [3; 8]), 1, 0);
+        match epm.call(EPT_MAP, &ept_map_stub(nobody, 4)).await {
+            Ok(reply) => assert!(port_from_ept_map(&reply).is_err(), "{reply:02x?}"),
+            Err(RpcError::Fault { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    });
+}
