@@ -14,11 +14,11 @@
 # rate. FUZZ_SANITIZER=address (or memory, thread) runs with one.
 #
 # Comparison tracing (`-sanitizer-coverage-trace-compares`, cargo-fuzz's default) is on
-# for the binary NTLM and DCE/RPC targets only, whose magic numbers and lengths it helps
-# mutations find; the other targets are built with --no-trace-compares (about twice the
-# executions per second, and side by side from the seeds -1 % to +22 % edges in the same
-# time: their keywords come from the dictionaries, their structured choices from bytes
-# that no comparison maps back to). FUZZ_TRACE_COMPARES=all or none overrides the choice;
+# for the binary NTLM, DCE/RPC and NDR targets only, whose magic numbers and lengths it
+# helps mutations find; the other targets are built with --no-trace-compares (about twice
+# the executions per second, and side by side from the seeds -1 % to +22 % edges in the
+# same time: their keywords come from the dictionaries, their structured choices from
+# bytes that no comparison maps back to). FUZZ_TRACE_COMPARES=all or none overrides the choice;
 # each kind of build has its own target directory, so switching does not rebuild.
 #
 # Some targets run with -use_counters=0 (`edges_only` below): libFuzzer then keeps an
@@ -89,7 +89,7 @@ flags_for() {
   case $trace_compares in
     all) trace=yes ;;
     none) trace=no ;;
-    *) case $1 in ntlm_* | dcerpc_*) trace=yes ;; esac ;;
+    *) case $1 in ntlm_* | dcerpc_* | ndr_*) trace=yes ;; esac ;;
   esac
   flags=(-s "$sanitizer" -a)
   if [ "$trace" = yes ]; then

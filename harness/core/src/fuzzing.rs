@@ -11,6 +11,7 @@ pub mod codec_ops;
 pub mod dcerpc_ops;
 pub mod frontend_ops;
 pub mod imap_ops;
+pub mod ndr_ops;
 pub mod ops;
 pub mod pop3_ops;
 pub mod reply_ops;
@@ -60,6 +61,7 @@ pub const TARGETS: &[(&str, Target)] = &[
         dcerpc_ops::dcerpc_pdu_to_bytes_and_back,
     ),
     ("dcerpc_stream_framer", dcerpc_ops::dcerpc_stream_framer),
+    ("ndr_decode", ndr_ops::ndr_decode),
 ];
 
 /// Runs the named target on one input; `false` if there is no such target.

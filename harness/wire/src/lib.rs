@@ -9,6 +9,8 @@
 //! - [`imap`]: the one reader of IMAP server output (RFC 3501 7 and 9).
 //! - [`dcerpc`]: DCE/RPC connection-oriented PDUs ([C706] 12, [MS-RPCE] 2.2.2), a
 //!   stream framer and fragment reassembly.
+//! - [`ndr`]: NDR 2.0 stubs ([C706] 14): [`ndr::NdrReader`] with limits checked before
+//!   allocating, [`ndr::NdrWriter`], context handles.
 //!
 //! Why a crate of its own: the codecs are the part every fuzz target and every protocol
 //! shares, so they build on little (thiserror and memchr), never see tokio, and a coming
@@ -18,6 +20,7 @@
 pub mod codec;
 pub mod dcerpc;
 pub mod imap;
+pub mod ndr;
 pub mod ntlm;
 
 pub use codec::{Codec, DecodeError, Reader, Reserved, Writer};

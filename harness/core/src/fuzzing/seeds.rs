@@ -321,6 +321,7 @@ fn all_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("pop3_command_to_bytes_and_back", random_seeds(2)),
         ("ntlm_message_to_bytes_and_back", random_seeds(3)),
         ("dcerpc_pdu_to_bytes_and_back", random_seeds(4)),
+        ("ndr_decode", super::ndr_ops::seeds()),
     ];
     for (target, seeds) in groups {
         for (name, data) in seeds {
@@ -551,4 +552,11 @@ fn to_bytes_and_back_smoke_run() {
     assert!(pop3_kinds.len() >= 15, "POP3 kinds: {pop3_kinds:?}");
     assert_eq!(ntlm_kinds.len(), 4, "NTLM message kinds: {ntlm_kinds:?}");
     assert!(imap_kinds.len() >= 15, "IMAP command kinds: {imap_kinds:?}");
+}
+
+#[test]
+fn ndr_decode_smoke_run() {
+    for data in mutants(super::ndr_ops::seeds(), 5, 20_000) {
+        super::ndr_ops::ndr_decode(&data);
+    }
 }
