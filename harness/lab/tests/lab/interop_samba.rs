@@ -16,6 +16,8 @@ use std::time::Instant;
 use common::peers::{self, free_port, project_root, Peer};
 use harness::tools::dcerpc_client::{RpcBind, RpcConnection, RpcError};
 use harness_core::dcerpc::client::{ClientConfig, SyntaxId, Uuid};
+use harness_wire::ndr::{ContextHandle, NdrError, NdrReader, NdrWriter};
+use harness_wire::{DecodeError, Reader};
 
 /// The endpoint mapper, e1af8308-5d1f-11c9-91a4-08002b14a0fa v3.0.
 const EPM: SyntaxId = SyntaxId::new(
@@ -109,93 +111,66 @@ fn ip_tcp_tower(iface: SyntaxId) -> Vec<u8> {
     t
 }
 
-/// ept_map's request stub: object (a null unique pointer), map_tower (a referent and
-/// the twr_t: conformance, tower_length, octets, padded to 4), entry_handle (20 zero
-/// octets), max_towers.
+/// ept_map's request stub: object (a NULL full pointer), map_tower (a referent and the
+/// twr_t: hoisted conformance, tower_length, the octets), entry_handle (nil), max_towers.
 fn ept_map_stub(iface: SyntaxId, max_towers: u32) -> Vec<u8> {
     let tower = ip_tcp_tower(iface);
-    let mut s = Vec::new();
-    s.extend(0u32.to_le_bytes());
-    s.extend(1u32.to_le_bytes());
-    s.extend((tower.len() as u32).to_le_bytes());
-    s.extend((tower.len() as u32).to_le_bytes());
-    s.extend(&tower);
-    s.resize(s.len().next_multiple_of(4), 0);
-    s.extend([0; 20]);
-    s.extend(max_towers.to_le_bytes());
-    s
-}
-
-/// A little-endian NDR reader over a reply stub; every read is checked.
-struct Ndr<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Ndr<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len());
-        let end = end.ok_or_else(|| format!("reply ends before octet {} + {n}", self.at))?;
-        let s = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(s)
-    }
-
-    fn u16(&mut self) -> Result<u16, String> {
-        Ok(u16::from_le_bytes(self.take(2)?.try_into().unwrap()))
-    }
-
-    fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
-    }
-
-    fn align4(&mut self) -> Result<(), String> {
-        self.take((4 - self.at % 4) % 4).map(|_| ())
-    }
+    let mut w = NdrWriter::new();
+    w.put_pointer(false);
+    w.put_pointer(true);
+    w.put_conformance(tower.len());
+    w.put_u32(tower.len() as u32);
+    w.put_bytes(&tower);
+    w.put_context_handle(&ContextHandle::NIL);
+    w.put_u32(max_towers);
+    w.into_bytes()
 }
 
 /// The TCP port in the first tower of an ept_map reply: entry_handle, num_towers, the
-/// conformant varying array of tower pointers, the first twr_t, its floors; then the
-/// status after all towers must be 0.
+/// conformant varying array of tower pointers, the twr_t pointees, then the status,
+/// which must be 0.
 fn port_from_ept_map(reply: &[u8]) -> Result<u16, String> {
-    let mut r = Ndr {
-        bytes: reply,
-        at: 0,
-    };
-    r.take(20)?;
-    let num_towers = r.u32()?;
-    let (_max, _offset, actual) = (r.u32()?, r.u32()?, r.u32()?);
-    if num_towers == 0 || actual != num_towers || actual > 16 {
-        return Err(format!("{num_towers} towers, {actual} in the array"));
+    let e = |e: NdrError| e.to_string();
+    let mut r = NdrReader::new(reply);
+    r.context_handle().map_err(e)?;
+    let num_towers = r.u32().map_err(e)?;
+    let referents = r
+        .conformant_varying_array(4, |r| r.unique_ptr())
+        .map_err(e)?;
+    if num_towers == 0 || referents.len() != num_towers as usize {
+        return Err(format!(
+            "{num_towers} towers, {} in the array",
+            referents.len()
+        ));
     }
-    let referents: Vec<u32> = (0..actual).map(|_| r.u32()).collect::<Result<_, _>>()?;
-    let mut port = None;
+    let mut towers = Vec::new();
     for referent in referents {
-        if referent == 0 {
-            continue;
-        }
-        let _conformance = r.u32()?;
-        let len = r.u32()? as usize;
-        let mut t = Ndr {
-            bytes: r.take(len)?,
-            at: 0,
-        };
-        r.align4()?;
-        for _ in 0..t.u16()? {
-            let lhs_len = usize::from(t.u16()?);
-            let lhs = t.take(lhs_len)?;
-            let rhs_len = usize::from(t.u16()?);
-            let rhs = t.take(rhs_len)?;
-            if lhs == [0x07] && rhs.len() == 2 && port.is_none() {
-                port = Some(u16::from_be_bytes([rhs[0], rhs[1]]));
-            }
-        }
+        let tower = r.pointee(referent, |r| {
+            let max = r.conformance(1)?;
+            let len = r.u32_in_range(0, max as u32)?;
+            Ok(r.bytes(len as usize)?.to_vec())
+        });
+        towers.extend(tower.map_err(e)?);
     }
-    let status = r.u32()?;
+    let status = r.u32().map_err(e)?;
     if status != 0 {
         return Err(format!("ept_map status {status:#x}"));
     }
-    port.ok_or_else(|| "no TCP floor in the towers".into())
+    let tower = towers.first().ok_or("no tower")?;
+    // Floors: count u16, then lhs_length, lhs, rhs_length, rhs, unaligned: the tower is
+    // an octet string, not NDR ([C706] Appendix L).
+    let d = |e: DecodeError| e.to_string();
+    let mut t = Reader::new(tower);
+    for _ in 0..t.u16_le().map_err(d)? {
+        let lhs_len = t.u16_le().map_err(d)?;
+        let lhs = t.take(usize::from(lhs_len)).map_err(d)?;
+        let rhs_len = t.u16_le().map_err(d)?;
+        let rhs = t.take(usize::from(rhs_len)).map_err(d)?;
+        if let ([0x07], [hi, lo]) = (lhs, rhs) {
+            return Ok(u16::from_be_bytes([*hi, *lo]));
+        }
+    }
+    Err("no TCP floor in the tower".into())
 }
 
 /// Asks the endpoint mapper on 127.0.0.1:135 for srvsvc's ncacn_ip_tcp port.
