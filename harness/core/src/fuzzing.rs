@@ -62,6 +62,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ),
     ("dcerpc_stream_framer", dcerpc_ops::dcerpc_stream_framer),
     ("ndr_decode", ndr_ops::ndr_decode),
+    ("dcerpc_ntlm_unwrap", crate::dcerpc::ntlm::fuzz_unwrap),
 ];
 
 /// Runs the named target on one input; `false` if there is no such target.

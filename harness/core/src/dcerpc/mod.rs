@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod interface;
+pub mod ntlm;
 pub mod security;
 
 pub use interface::{CallContext, CallOutcome, RpcInterface};

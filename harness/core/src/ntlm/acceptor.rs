@@ -39,7 +39,8 @@ pub struct NtlmAcceptor {
 
 /// The flags a CHALLENGE answers `client` with ([MS-NLMP] §3.2.5.1.1): the server always
 /// supplies a target name and target info, chooses UNICODE over OEM, prefers extended
-/// session security to LM_KEY (never offered), and echoes the rest it supports.
+/// session security to LM_KEY (never offered), and echoes the rest it supports (SIGN and
+/// SEAL too, which DCE/RPC clients ask for at packet integrity and privacy).
 pub fn choose_flags(client: NegotiateFlags) -> NegotiateFlags {
     use NegotiateFlags as F;
     let mut f = F::NTLM | F::TARGET_INFO | F::REQUEST_TARGET | F::TARGET_TYPE_DOMAIN;
@@ -49,6 +50,8 @@ pub fn choose_flags(client: NegotiateFlags) -> NegotiateFlags {
         f = f | F::OEM;
     }
     for echo in [
+        F::SIGN,
+        F::SEAL,
         F::EXTENDED_SESSIONSECURITY,
         F::ALWAYS_SIGN,
         F::NEGOTIATE_128,
@@ -242,6 +245,8 @@ impl NtlmAcceptor {
             workstation: auth.workstation,
             kind,
             session_base_key,
+            exported_session_key: exported,
+            flags,
         })
     }
 }

@@ -6,6 +6,7 @@ use des::Des;
 use hmac::{Hmac, Mac};
 use md4::{Digest, Md4};
 use md5::Md5;
+use std::ops::Range;
 
 use harness_wire::ntlm::NegotiateFlags;
 /// String encodings belong to the messages; re-exported for the paths callers use.
@@ -400,8 +401,28 @@ pub fn crc32(data: &[u8]) -> u32 {
     !crc
 }
 
+/// NTLMSSP_MESSAGE_SIGNATURE.Version, the only one defined ([MS-NLMP] §2.2.2.9).
+pub const SIGNATURE_VERSION: u32 = 1;
+/// Octets of an NTLMSSP_MESSAGE_SIGNATURE.
+pub const SIGNATURE_LEN: usize = 16;
+
+/// Why a received signature was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureError {
+    /// Not 16 octets, or a Version other than 1.
+    Malformed,
+    /// It does not match: the message or signature was changed, replayed, reordered or
+    /// made under another key.
+    Mismatch,
+    /// A range given to the in-place functions lies outside the buffer.
+    OutOfRange,
+}
+
 /// One direction of NTLM message security (the sealing handle, keys and sequence number),
-/// for [MS-NLMP] §3.4.2–3.4.4 SIGN and SEAL.
+/// for [MS-NLMP] §3.4.2–3.4.4 SIGN and SEAL. The sender and the receiver of a direction
+/// each hold one, made from the same key and `Direction`; both advance the sequence
+/// number and the handle by the same steps, so every check must follow every send in
+/// order.
 #[derive(Debug, Clone)]
 pub struct SecurityContext {
     flags: NegotiateFlags,
@@ -420,49 +441,148 @@ impl SecurityContext {
         }
     }
 
+    /// Whether extended session security was negotiated: the checksum is then an HMAC
+    /// (which DCE/RPC computes over the whole PDU) instead of a CRC32.
+    pub fn extended_session_security(&self) -> bool {
+        self.flags
+            .contains(NegotiateFlags::EXTENDED_SESSIONSECURITY)
+    }
+
+    /// The signature of `message` before the sealing handle touches it, taking the next
+    /// sequence number. With ESS: `01000000 ‖ HMAC_MD5(SigningKey, SeqNum ‖ Message)[0..8]
+    /// ‖ SeqNum` (§3.4.4.2). Without: `01000000 ‖ 0 ‖ CRC32(Message) ‖ SeqNum` (§3.4.4.1),
+    /// the last 12 octets still to be encrypted.
+    fn plain_signature(&mut self, message: &[u8]) -> [u8; SIGNATURE_LEN] {
+        let seq = self.seq.to_le_bytes();
+        self.seq = self.seq.wrapping_add(1);
+        let mut sig = [0u8; SIGNATURE_LEN];
+        sig[..4].copy_from_slice(&SIGNATURE_VERSION.to_le_bytes());
+        if self.extended_session_security() {
+            let h = hmac_md5(&self.sign_key, &[&seq, message]);
+            sig[4..12].copy_from_slice(&h[..8]);
+        } else {
+            sig[8..12].copy_from_slice(&crc32(message).to_le_bytes());
+        }
+        sig[12..].copy_from_slice(&seq);
+        sig
+    }
+
+    /// Runs the parts of a plain signature through the sealing handle. With ESS only the
+    /// checksum, and only under KEY_EXCH (§3.4.4.2). Without ESS, RandomPad, checksum and
+    /// SeqNum in turn (§3.4.4.1): RC4 of SeqNum is RC4 of zero XOR SeqNum, as the spec
+    /// writes it; RandomPad is then cleared.
+    fn encrypt_signature(&mut self, sig: &mut [u8; SIGNATURE_LEN]) {
+        if self.extended_session_security() {
+            if self.flags.contains(NegotiateFlags::KEY_EXCH) {
+                self.handle.apply(&mut sig[4..12]);
+            }
+        } else {
+            self.handle.apply(&mut sig[4..]);
+            sig[4..8].fill(0);
+        }
+    }
+
     /// The 16-byte NTLMSSP_MESSAGE_SIGNATURE of `message` ([MS-NLMP] §3.4.4), advancing
     /// the sequence number.
-    pub fn mac(&mut self, message: &[u8]) -> [u8; 16] {
-        let seq = self.seq;
-        self.seq = self.seq.wrapping_add(1);
-        let mut sig = [0u8; 16];
-        sig[..4].copy_from_slice(&1u32.to_le_bytes());
-        if self
-            .flags
-            .contains(NegotiateFlags::EXTENDED_SESSIONSECURITY)
-        {
-            // §3.4.4.2: HMAC_MD5(SigningKey, SeqNum ‖ Message)[0..8], RC4-encrypted when
-            // KEY_EXCH was negotiated.
-            let h = hmac_md5(&self.sign_key, &[&seq.to_le_bytes(), message]);
-            let mut checksum = [0u8; 8];
-            checksum.copy_from_slice(&h[..8]);
-            if self.flags.contains(NegotiateFlags::KEY_EXCH) {
-                self.handle.apply(&mut checksum);
-            }
-            sig[4..12].copy_from_slice(&checksum);
-            sig[12..].copy_from_slice(&seq.to_le_bytes());
-        } else {
-            // §3.4.4.1: RandomPad, CRC32 and a zero SeqNum run through the sealing
-            // handle; the SeqNum is XORed with the counter and RandomPad then cleared.
-            let mut pad = [0u8; 4];
-            self.handle.apply(&mut pad);
-            let mut checksum = crc32(message).to_le_bytes();
-            self.handle.apply(&mut checksum);
-            let mut seq_enc = [0u8; 4];
-            self.handle.apply(&mut seq_enc);
-            let seq_enc = u32::from_le_bytes(seq_enc) ^ seq;
-            sig[8..12].copy_from_slice(&checksum);
-            sig[12..].copy_from_slice(&seq_enc.to_le_bytes());
-        }
+    pub fn mac(&mut self, message: &[u8]) -> [u8; SIGNATURE_LEN] {
+        let mut sig = self.plain_signature(message);
+        self.encrypt_signature(&mut sig);
         sig
     }
 
     /// SEAL: encrypts `message` with the sealing handle, then signs the plaintext
     /// ([MS-NLMP] §3.4.3). Returns (sealed message, signature).
-    pub fn seal(&mut self, message: &[u8]) -> (Vec<u8>, [u8; 16]) {
-        let sealed = self.handle.process(message);
-        let sig = self.mac(message);
-        (sealed, sig)
+    pub fn seal(&mut self, message: &[u8]) -> (Vec<u8>, [u8; SIGNATURE_LEN]) {
+        let mut sealed = message.to_vec();
+        let all = 0..sealed.len();
+        let sig = self.seal_in_place(&mut sealed, all.clone(), all);
+        (sealed, sig.unwrap_or_default())
+    }
+
+    /// SEAL for a message inside a larger buffer, as DCE/RPC uses it: `buf[sealed]` is
+    /// encrypted in place and the signature covers the plaintext of `buf[signed]`. The
+    /// handle encrypts the message first and the checksum after it ([MS-NLMP] §3.4.3).
+    pub fn seal_in_place(
+        &mut self,
+        buf: &mut [u8],
+        sealed: Range<usize>,
+        signed: Range<usize>,
+    ) -> Result<[u8; SIGNATURE_LEN], SignatureError> {
+        in_range(buf, &sealed, &signed)?;
+        let mut sig = self.plain_signature(buf.get(signed).unwrap_or_default());
+        if let Some(data) = buf.get_mut(sealed) {
+            self.handle.apply(data);
+        }
+        self.encrypt_signature(&mut sig);
+        Ok(sig)
+    }
+
+    /// Checks a received `signature` of `message` ([MS-NLMP] §3.4.4), advancing the
+    /// sequence number and the handle as the sender's `mac` did.
+    pub fn verify(&mut self, message: &[u8], signature: &[u8]) -> Result<(), SignatureError> {
+        let received = well_formed(signature)?;
+        let expected = self.mac(message);
+        self.compare(&expected, received)
+    }
+
+    /// UNSEAL for a message inside a larger buffer: decrypts `buf[sealed]` in place, then
+    /// checks `signature` over the plaintext of `buf[signed]`, mirroring `seal_in_place`
+    /// (the handle decrypts the message before the checksum).
+    pub fn unseal_in_place(
+        &mut self,
+        buf: &mut [u8],
+        sealed: Range<usize>,
+        signed: Range<usize>,
+        signature: &[u8],
+    ) -> Result<(), SignatureError> {
+        let received = well_formed(signature)?;
+        in_range(buf, &sealed, &signed)?;
+        if let Some(data) = buf.get_mut(sealed) {
+            self.handle.apply(data);
+        }
+        let expected = self.mac(buf.get(signed).unwrap_or_default());
+        self.compare(&expected, received)
+    }
+
+    /// Compares in constant time. Without ESS the RandomPad field is not compared: the
+    /// spec clears it, but Samba's signer sends it encrypted and its checker skips it
+    /// (`ntlmssp_check_packet` compares from octet 8).
+    fn compare(
+        &self,
+        expected: &[u8; SIGNATURE_LEN],
+        received: &[u8],
+    ) -> Result<(), SignatureError> {
+        let from = if self.extended_session_security() {
+            4
+        } else {
+            8
+        };
+        if ct_eq(&expected[from..], received.get(from..).unwrap_or_default()) {
+            Ok(())
+        } else {
+            Err(SignatureError::Mismatch)
+        }
+    }
+}
+
+/// Both ranges lie inside `buf` (checked before any state moves).
+fn in_range(buf: &[u8], a: &Range<usize>, b: &Range<usize>) -> Result<(), SignatureError> {
+    match (buf.get(a.clone()), buf.get(b.clone())) {
+        (Some(_), Some(_)) => Ok(()),
+        _ => Err(SignatureError::OutOfRange),
+    }
+}
+
+/// A received signature of 16 octets and Version 1, or `Malformed`.
+fn well_formed(signature: &[u8]) -> Result<&[u8], SignatureError> {
+    match signature {
+        [v0, v1, v2, v3, ..]
+            if signature.len() == SIGNATURE_LEN
+                && u32::from_le_bytes([*v0, *v1, *v2, *v3]) == SIGNATURE_VERSION =>
+        {
+            Ok(signature)
+        }
+        _ => Err(SignatureError::Malformed),
     }
 }
 
@@ -620,6 +740,168 @@ mod tests {
         let (sealed, sig) = seal_plaintext(flags, &RANDOM_SESSION_KEY);
         assert_hex(sealed, "54e50165bf1936dc996020c1811b0f06fb5f");
         assert_hex(sig, "010000007fb38ec5c55d497600000000");
+    }
+
+    /// The receiving end of each spec vector: a context with the sender's key and
+    /// direction unseals the sealed message and accepts the signature; changed, replayed
+    /// or malformed it refuses.
+    #[test]
+    fn unseal_and_verify_spec_vectors() {
+        let v1 = NegotiateFlags(0xE202_8233);
+        let ess = NegotiateFlags(0x820A_8233);
+        let v2 = NegotiateFlags(0xE28A_8233);
+        let ess_key = kxkey_of(
+            ess,
+            &ntlm_v1_ess("Password", &SERVER_CHALLENGE, &CLIENT_CHALLENGE),
+        );
+        for (flags, key) in [
+            (v1, RANDOM_SESSION_KEY),
+            (ess, ess_key),
+            (v2, RANDOM_SESSION_KEY),
+        ] {
+            let (sealed, sig) = seal_plaintext(flags, &key);
+            let receiver = || SecurityContext::new(flags, &key, Direction::ClientToServer);
+            let all = 0..sealed.len();
+
+            let mut rx = receiver();
+            let mut buf = sealed.clone();
+            assert_eq!(
+                rx.unseal_in_place(&mut buf, all.clone(), all.clone(), &sig),
+                Ok(())
+            );
+            assert_eq!(buf, plaintext());
+            // The same octets again: the handle and the sequence number moved on.
+            let mut buf = sealed.clone();
+            assert_eq!(
+                rx.unseal_in_place(&mut buf, all.clone(), all.clone(), &sig),
+                Err(SignatureError::Mismatch)
+            );
+
+            // Another direction's keys do not verify it (with ESS the keys differ; without
+            // ESS the key is shared and only the handle state tells).
+            let mut other = SecurityContext::new(flags, &key, Direction::ServerToClient);
+            let mut buf = sealed.clone();
+            let other_result = other.unseal_in_place(&mut buf, all.clone(), all.clone(), &sig);
+            assert_eq!(other_result.is_ok(), !rx.extended_session_security());
+
+            // A changed octet of the message.
+            let mut buf = sealed.clone();
+            buf[3] ^= 1;
+            assert_eq!(
+                receiver().unseal_in_place(&mut buf, all.clone(), all.clone(), &sig),
+                Err(SignatureError::Mismatch)
+            );
+
+            // Signing alone: verify the MAC of the plaintext.
+            let mac =
+                SecurityContext::new(flags, &key, Direction::ClientToServer).mac(&plaintext());
+            let mut rx = receiver();
+            assert_eq!(rx.verify(&plaintext(), &mac), Ok(()));
+            let mac2 = {
+                let mut tx = SecurityContext::new(flags, &key, Direction::ClientToServer);
+                tx.mac(b"first");
+                tx.mac(&plaintext())
+            };
+            assert_eq!(rx.verify(&plaintext(), &mac2), Ok(()), "second in sequence");
+            let mut rx = receiver();
+            assert_eq!(rx.verify(b"plaintext", &mac), Err(SignatureError::Mismatch));
+
+            // Malformed: wrong length or version; nothing moved, so the genuine one
+            // still verifies after.
+            let mut rx = receiver();
+            assert_eq!(
+                rx.verify(&plaintext(), &mac[..15]),
+                Err(SignatureError::Malformed)
+            );
+            let mut long = mac.to_vec();
+            long.push(0);
+            assert_eq!(
+                rx.verify(&plaintext(), &long),
+                Err(SignatureError::Malformed)
+            );
+            let mut v2sig = mac;
+            v2sig[0] = 2;
+            assert_eq!(
+                rx.verify(&plaintext(), &v2sig),
+                Err(SignatureError::Malformed)
+            );
+            let mut buf = sealed.clone();
+            assert_eq!(
+                rx.unseal_in_place(&mut buf, all.clone(), all.clone(), &v2sig),
+                Err(SignatureError::Malformed)
+            );
+            assert_eq!(buf, sealed, "a malformed signature decrypted nothing");
+            assert_eq!(rx.verify(&plaintext(), &mac), Ok(()));
+        }
+    }
+
+    #[test]
+    fn in_place_ranges() {
+        let flags = NegotiateFlags(0xE28A_8233);
+        let key = RANDOM_SESSION_KEY;
+        let mut buf = b"headerPlaintext-trailer".to_vec();
+        let (sealed, signed) = (6..15, 0..buf.len());
+        let mut tx = SecurityContext::new(flags, &key, Direction::ServerToClient);
+        let mut rx = SecurityContext::new(flags, &key, Direction::ServerToClient);
+        #[allow(clippy::reversed_empty_ranges)]
+        for bad in [0..99, 30..31, 9..2] {
+            assert_eq!(
+                tx.seal_in_place(&mut buf, bad.clone(), signed.clone()),
+                Err(SignatureError::OutOfRange)
+            );
+            assert_eq!(
+                tx.seal_in_place(&mut buf, sealed.clone(), bad.clone()),
+                Err(SignatureError::OutOfRange)
+            );
+            assert_eq!(
+                rx.unseal_in_place(
+                    &mut buf,
+                    bad.clone(),
+                    signed.clone(),
+                    &[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+                ),
+                Err(SignatureError::OutOfRange)
+            );
+            assert_eq!(
+                rx.unseal_in_place(
+                    &mut buf,
+                    sealed.clone(),
+                    bad,
+                    &[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+                ),
+                Err(SignatureError::OutOfRange)
+            );
+        }
+        assert_eq!(
+            buf, b"headerPlaintext-trailer",
+            "refused ranges changed nothing"
+        );
+        let sig = tx
+            .seal_in_place(&mut buf, sealed.clone(), signed.clone())
+            .unwrap();
+        assert_eq!(&buf[..6], b"header");
+        assert_eq!(&buf[15..], b"-trailer");
+        assert_ne!(&buf[6..15], b"Plaintext");
+        // The signature is over the plaintext of the whole buffer, as `mac` gives it
+        // from a fresh context whose handle first encrypted the 9 octets.
+        let mut reference = SecurityContext::new(flags, &key, Direction::ServerToClient);
+        reference.handle.apply(&mut [0u8; 9]);
+        assert_eq!(sig, reference.mac(b"headerPlaintext-trailer"));
+        assert_eq!(rx.unseal_in_place(&mut buf, sealed, signed, &sig), Ok(()));
+        assert_eq!(buf, b"headerPlaintext-trailer");
+    }
+
+    /// Without ESS: RandomPad is cleared on sending and not compared on receiving.
+    #[test]
+    fn v1_random_pad() {
+        let flags = NegotiateFlags(0xE202_8233);
+        let mut tx = SecurityContext::new(flags, &RANDOM_SESSION_KEY, Direction::ClientToServer);
+        let mut sig = tx.mac(b"message");
+        assert_eq!(sig[4..8], [0; 4]);
+        sig[4..8].copy_from_slice(b"pad!");
+        let mut rx = SecurityContext::new(flags, &RANDOM_SESSION_KEY, Direction::ClientToServer);
+        assert_eq!(rx.verify(b"message", &sig), Ok(()));
+        assert!(!rx.extended_session_security());
     }
 
     #[test]

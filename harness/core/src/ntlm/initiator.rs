@@ -71,6 +71,10 @@ pub struct NtlmInitiator {
     done: bool,
     kind: Option<ResponseKind>,
     exported_session_key: Option<[u8; 16]>,
+    /// Flags asked for beyond the defaults, and defaults not asked for.
+    add_flags: NegotiateFlags,
+    drop_flags: NegotiateFlags,
+    flags: Option<NegotiateFlags>,
 }
 
 impl NtlmInitiator {
@@ -82,7 +86,18 @@ impl NtlmInitiator {
             done: false,
             kind: None,
             exported_session_key: None,
+            add_flags: NegotiateFlags(0),
+            drop_flags: NegotiateFlags(0),
+            flags: None,
         }
+    }
+
+    /// Asks for `add` on top of the default flags and leaves out `drop`: a DCE/RPC client
+    /// adds SIGN and SEAL; tests drop KEY_EXCH or EXTENDED_SESSIONSECURITY.
+    pub fn requesting(mut self, add: NegotiateFlags, drop: NegotiateFlags) -> Self {
+        self.add_flags = add;
+        self.drop_flags = drop;
+        self
     }
 
     fn requested_flags(&self) -> NegotiateFlags {
@@ -99,6 +114,8 @@ impl NtlmInitiator {
         if self.opts.prefer != ResponseKind::V1 {
             f = f | F::EXTENDED_SESSIONSECURITY;
         }
+        f = f | self.add_flags;
+        f.set(self.drop_flags, false);
         f
     }
 
@@ -118,6 +135,12 @@ impl NtlmInitiator {
     /// The response kind chosen by `handle_challenge`.
     pub fn kind(&self) -> Option<ResponseKind> {
         self.kind
+    }
+
+    /// The flags the AUTHENTICATE message carries (what message security runs under),
+    /// once it is built.
+    pub fn negotiated_flags(&self) -> Option<NegotiateFlags> {
+        self.flags
     }
 
     /// The ExportedSessionKey, once the AUTHENTICATE message is built.
@@ -229,6 +252,7 @@ impl NtlmInitiator {
         }
         self.kind = Some(kind);
         self.exported_session_key = Some(exported);
+        self.flags = Some(flags);
         Ok(bytes)
     }
 }

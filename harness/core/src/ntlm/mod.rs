@@ -46,6 +46,12 @@ pub struct Authenticated {
     pub workstation: String,
     pub kind: ResponseKind,
     pub session_base_key: [u8; 16],
+    /// The key message security derives its signing and sealing keys from ([MS-NLMP]
+    /// 3.2.5.1.2): the client's random session key under KEY_EXCH, else the
+    /// KeyExchangeKey.
+    pub exported_session_key: [u8; 16],
+    /// What both sides agreed to: the CHALLENGE's flags that the AUTHENTICATE kept.
+    pub flags: NegotiateFlags,
 }
 
 /// Fuzz entry point: decode any message; when that works, encoding and decoding again must

@@ -751,6 +751,85 @@ fn v1_client_falls_back_when_server_lacks_ess() {
     assert_eq!(exchange(client, |_| {}).unwrap().kind, ResponseKind::V1);
 }
 
+/// Re-encodes an AUTHENTICATE (without a MIC) with another encrypted session key.
+fn with_session_key(auth: &mut Vec<u8>, key: Vec<u8>) {
+    let mut m = AuthenticateMessage::decode(auth).unwrap();
+    m.encrypted_random_session_key = key;
+    *auth = m.encode();
+}
+
+/// [MS-NLMP] §3.2.5.1.2: the ExportedSessionKey is the decrypted random session key only
+/// when KEY_EXCH was agreed and a key was sent; otherwise the KeyExchangeKey.
+#[test]
+fn exported_session_key_follows_key_exchange() {
+    use NegotiateFlags as F;
+    for prefer in [
+        ResponseKind::V1,
+        ResponseKind::V1ExtendedSessionSecurity,
+        ResponseKind::V2,
+    ] {
+        // The KeyExchangeKey of this exchange, recomputed from its parts.
+        let kx_of = |ok: &Authenticated, auth: &[u8]| match prefer {
+            ResponseKind::V2 => ok.session_base_key,
+            _ => crypto::kxkey_v1(
+                ok.flags,
+                &ok.session_base_key,
+                &AuthenticateMessage::decode(auth).unwrap().lm_response,
+                &[1, 2, 3, 4, 5, 6, 7, 8],
+                &crypto::lmowf_v1("secret"),
+            ),
+        };
+        let run = |drop: F, edit: &dyn Fn(&mut Vec<u8>)| {
+            let mut client = initiator("alice", "secret", prefer, false).requesting(F(0), drop);
+            let mut acc = NtlmAcceptor::new(config(), [1, 2, 3, 4, 5, 6, 7, 8], FILETIME);
+            let chal = acc.handle_negotiate(&client.negotiate()).unwrap();
+            let mut auth = client.handle_challenge(&chal).unwrap();
+            edit(&mut auth);
+            let result = acc.handle_authenticate(&auth, &directory);
+            (result, auth, client)
+        };
+
+        // Agreed and sent: the client's random session key.
+        let (ok, _, client) = run(F(0), &|_| {});
+        let ok = ok.unwrap();
+        assert_eq!(ok.exported_session_key, [0x55; 16], "{prefer:?}");
+        assert_eq!(Some(ok.flags), client.negotiated_flags());
+        assert!(ok.flags.contains(F::KEY_EXCH));
+
+        // Not agreed, though the client sends a key anyway: the KeyExchangeKey.
+        let (ok, auth, client) = run(F::KEY_EXCH, &|a| with_session_key(a, vec![0x77; 16]));
+        let ok = ok.unwrap();
+        assert!(!ok.flags.contains(F::KEY_EXCH));
+        assert_eq!(ok.exported_session_key, kx_of(&ok, &auth), "{prefer:?}");
+        assert_eq!(Some(ok.exported_session_key), client.exported_session_key());
+
+        // Agreed but no key sent: the KeyExchangeKey too.
+        let (ok, auth, _) = run(F(0), &|a| with_session_key(a, Vec::new()));
+        let ok = ok.unwrap();
+        assert!(ok.flags.contains(F::KEY_EXCH));
+        assert_eq!(ok.exported_session_key, kx_of(&ok, &auth), "{prefer:?}");
+
+        // A key that is not 16 octets.
+        let (result, _, _) = run(F(0), &|a| with_session_key(a, vec![0x77; 15]));
+        assert_eq!(result, Err(NtlmError::BadSessionKeyLength(15)));
+    }
+}
+
+#[test]
+fn sign_and_seal_are_echoed_when_asked() {
+    use NegotiateFlags as F;
+    let f = acceptor::choose_flags(F::UNICODE | F::NTLM | F::SIGN | F::SEAL);
+    assert!(f.contains(F::SIGN | F::SEAL));
+    assert!(!acceptor::choose_flags(F::UNICODE | F::NTLM | F::SIGN).contains(F::SEAL));
+    // The initiator asks for them on request, and can leave out defaults.
+    let mut client = initiator("alice", "secret", ResponseKind::V2, false)
+        .requesting(F::SIGN | F::SEAL, F::KEY_EXCH | F::VERSION);
+    let neg = NegotiateMessage::decode(&client.negotiate()).unwrap();
+    assert!(neg.flags.contains(F::SIGN | F::SEAL | F::NTLM));
+    assert!(!neg.flags.contains(F::KEY_EXCH));
+    assert!(!neg.flags.contains(F::VERSION));
+}
+
 // ---- fuzz entry points on sample data -------------------------------------------------
 
 #[test]
