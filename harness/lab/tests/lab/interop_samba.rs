@@ -15,7 +15,11 @@ use std::time::Instant;
 
 use common::peers::{self, free_port, project_root, Peer};
 use harness::tools::dcerpc_client::{RpcBind, RpcConnection, RpcError};
-use harness_core::dcerpc::client::{ClientConfig, SyntaxId, Uuid};
+use harness_core::dcerpc::client::{
+    AuthLevel, BindSecurity, ClientConfig, FaultStatus, SyntaxId, Uuid,
+};
+use harness_core::dcerpc::ntlm::NtlmClientSecurity;
+use harness_core::ntlm::{Credentials, InitiatorOptions, ResponseKind};
 use harness_wire::ndr::{ContextHandle, NdrError, NdrReader, NdrWriter};
 use harness_wire::{DecodeError, Reader};
 
@@ -42,6 +46,7 @@ const SRVSVC: SyntaxId = SyntaxId::new(
     0,
 );
 const EPT_MAP: u16 = 3;
+const NETR_REMOTE_TOD: u16 = 28;
 
 static ONE_SAMBA: Mutex<()> = Mutex::new(());
 
@@ -235,4 +240,143 @@ fn an_unknown_interface_is_not_mapped() {
             Err(e) => panic!("{e}"),
         }
     });
+}
+
+/// An NTLM security context for `user` at `level` (auth_context_id 1).
+fn ntlm(user: &str, password: &str, level: AuthLevel) -> BindSecurity {
+    let credentials = Credentials {
+        user: user.into(),
+        password: password.into(),
+        domain: String::new(),
+        workstation: "HARNESS".into(),
+    };
+    let options = InitiatorOptions::fixed(0x11, 0x22, ResponseKind::V2, true);
+    BindSecurity {
+        provider: Box::new(NtlmClientSecurity::new(credentials, options)),
+        level,
+        auth_context_id: 1,
+    }
+}
+
+/// NetrRemoteTOD's request: ServerName, a unique pointer to a `[string] wchar_t`
+/// (NULL when `server` is None).
+fn remote_tod_stub(server: Option<&str>) -> Vec<u8> {
+    let mut w = NdrWriter::new();
+    w.put_pointer(server.is_some());
+    if let Some(name) = server {
+        w.put_wstring(name);
+    }
+    w.into_bytes()
+}
+
+/// NetrRemoteTOD's reply: a unique pointer to TIME_OF_DAY_INFO (12 unsigned longs:
+/// elapsedt, msecs, hours, mins, secs, hunds, timezone, tinterval, day, month, year,
+/// weekday), then NET_API_STATUS. Returns the fields.
+fn decode_tod(reply: &[u8]) -> Result<[u32; 12], String> {
+    let e = |e: NdrError| e.to_string();
+    let mut r = NdrReader::new(reply);
+    let referent = r.unique_ptr().map_err(e)?;
+    let mut tod = [0u32; 12];
+    let present = r.pointee(referent, |r| {
+        for field in &mut tod {
+            *field = r.u32()?;
+        }
+        Ok(())
+    });
+    present.map_err(e)?.ok_or("NULL TIME_OF_DAY_INFO")?;
+    let status = r.u32().map_err(e)?;
+    if status != 0 || !r.is_empty() {
+        return Err(format!(
+            "status {status:#x}, {} octets after it",
+            r.remaining()
+        ));
+    }
+    Ok(tod)
+}
+
+fn plausible(tod: &[u32; 12]) -> bool {
+    let (day, month, year, weekday) = (tod[8], tod[9], tod[10], tod[11]);
+    (2024..2100).contains(&year)
+        && (1..=12).contains(&month)
+        && (1..=31).contains(&day)
+        && weekday < 7
+}
+
+#[test]
+fn ntlm_sealed_and_signed_calls_to_srvsvc() {
+    let Some(samba) = samba() else { return };
+    runtime().block_on(async {
+        let addr = ([127, 0, 0, 1], srvsvc_port().await).into();
+        for (level, windows_like) in [
+            (AuthLevel::PKT_PRIVACY, true),
+            (AuthLevel::PKT_PRIVACY, false),
+            (AuthLevel::PKT_INTEGRITY, false),
+        ] {
+            let started = Instant::now();
+            let bind = RpcBind {
+                config: ClientConfig {
+                    bind_time_features: windows_like.then_some(3),
+                    support_header_sign: windows_like,
+                    ..ClientConfig::default()
+                },
+                ..RpcBind::new(SRVSVC).with_security(ntlm("alice", "secret", level))
+            };
+            let mut rpc = RpcConnection::connect(addr, bind).await.unwrap_or_else(|e| {
+                panic!("NTLM bind at {level:?}: {e}\n{}", samba_log(&samba))
+            });
+            eprintln!("{level:?} bind_ack: {:?}", rpc.bind_acked());
+            let reply = rpc
+                .call(NETR_REMOTE_TOD, &remote_tod_stub(None))
+                .await
+                .unwrap_or_else(|e| panic!("NetrRemoteTOD at {level:?}: {e}\n{}", samba_log(&samba)));
+            let tod = decode_tod(&reply).unwrap_or_else(|e| panic!("{reply:02x?}: {e}"));
+            assert!(plausible(&tod), "{tod:?}");
+            // A request over two fragments: a server name of 3000 characters (6000
+            // octets of UTF-16) against 4280-octet fragments.
+            let long = "S".repeat(3000);
+            let reply = rpc
+                .call(NETR_REMOTE_TOD, &remote_tod_stub(Some(&long)))
+                .await
+                .unwrap_or_else(|e| panic!("fragmented NetrRemoteTOD at {level:?}: {e}"));
+            let tod = decode_tod(&reply).unwrap_or_else(|e| panic!("{reply:02x?}: {e}"));
+            assert!(plausible(&tod), "{tod:?}");
+            eprintln!(
+                "{level:?} (features and header sign: {windows_like}): bind and 2 calls in {:?}, {}-{:02}-{:02}",
+                started.elapsed(),
+                tod[10],
+                tod[9],
+                tod[8]
+            );
+        }
+    });
+}
+
+#[test]
+fn a_wrong_password_binds_but_the_first_call_faults() {
+    let Some(_samba) = samba() else { return };
+    runtime().block_on(async {
+        let addr = ([127, 0, 0, 1], srvsvc_port().await).into();
+        let bind =
+            RpcBind::new(SRVSVC).with_security(ntlm("alice", "wrong", AuthLevel::PKT_PRIVACY));
+        let mut rpc = RpcConnection::connect(addr, bind)
+            .await
+            .expect("Samba answers bind and takes auth3 whatever the password");
+        match rpc.call(NETR_REMOTE_TOD, &remote_tod_stub(None)).await {
+            Err(RpcError::Fault { status }) => assert_eq!(status, FaultStatus::NCA_S_PROTO_ERROR),
+            other => panic!("expected fault nca_s_proto_error, got {other:?}"),
+        }
+    });
+}
+
+/// Samba's logs, for a failure message.
+fn samba_log(samba: &Samba) -> String {
+    let mut out = String::new();
+    let entries = std::fs::read_dir(samba.peer.rundir.join("log"));
+    for entry in entries.into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(40).collect();
+        out += &format!("== {}\n", entry.path().display());
+        tail.iter().rev().for_each(|l| out += &format!("{l}\n"));
+    }
+    out
 }
