@@ -242,7 +242,8 @@ fn an_unknown_interface_is_not_mapped() {
     });
 }
 
-/// An NTLM security context for `user` at `level` (auth_context_id 1).
+/// An NTLM security context for `user` at `level` (auth_context_id 1): NTLMv2 with a
+/// MIC, as Samba's `ntlm auth = ntlmv2-only` wants.
 fn ntlm(user: &str, password: &str, level: AuthLevel) -> BindSecurity {
     let credentials = Credentials {
         user: user.into(),
@@ -250,7 +251,11 @@ fn ntlm(user: &str, password: &str, level: AuthLevel) -> BindSecurity {
         domain: String::new(),
         workstation: "HARNESS".into(),
     };
-    let options = InitiatorOptions::fixed(0x11, 0x22, ResponseKind::V2, true);
+    // Fresh randoms like a real client: with fixed ones every association would seal
+    // with the same exported session key.
+    let mut options = InitiatorOptions::fixed(0, 0, ResponseKind::V2, true);
+    getrandom::getrandom(&mut options.client_challenge).expect("random");
+    getrandom::getrandom(&mut options.random_session_key).expect("random");
     BindSecurity {
         provider: Box::new(NtlmClientSecurity::new(credentials, options)),
         level,
