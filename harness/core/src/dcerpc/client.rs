@@ -458,7 +458,7 @@ impl ClientAssociation {
         };
         let body_header = request.header_len();
         let mut pdu = Pdu::new(call_id, PfcFlags::WHOLE, PduBody::Request(request));
-        let protect = self.security.as_mut().filter(|s| s.protects_calls());
+        let mut protect = self.security.as_mut().filter(|s| s.protects_calls());
         if let Some(sec) = &protect {
             let sig_len = sec.provider.signature_len();
             if sig_len == 0 {
@@ -469,11 +469,15 @@ impl ClientAssociation {
         let pieces =
             fragment(&pdu, self.max_xmit_frag).ok_or(ClientError::NoRoom(self.max_xmit_frag))?;
         let mut fragments = Vec::with_capacity(pieces.len());
-        let mut protect = protect;
         for piece in &pieces {
             let mut bytes = piece.encode()?;
             if let Some(sec) = protect.as_deref_mut() {
-                sec.protect(&mut bytes, body_header)?;
+                // The provider's sequence has moved for the fragments before: a failure
+                // here leaves the context unusable.
+                if let Err(e) = sec.protect(&mut bytes, body_header) {
+                    self.failed = Some(e.clone());
+                    return Err(e);
+                }
             }
             fragments.push(bytes);
         }
