@@ -7,8 +7,10 @@
 //! - [`client`]: the client side of an association (bind, security legs, calls), sans-IO.
 //! - [`interface`]: what an RPC interface (endpoint mapper, EMSMDB, NSPI, RFR) offers the
 //!   association: its syntax, its opnums and a call on a reassembled stub.
+//! - [`epm`]: the endpoint mapper interface and the [`epm::EndpointMap`] it answers from.
 
 pub mod client;
+pub mod epm;
 pub mod interface;
 pub mod ntlm;
 pub mod security;

@@ -9,6 +9,7 @@
 
 use crate::common;
 
+use std::net::Ipv4Addr;
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
@@ -18,22 +19,11 @@ use harness::tools::dcerpc_client::{RpcBind, RpcConnection, RpcError};
 use harness_core::dcerpc::client::{
     AuthLevel, BindSecurity, ClientConfig, FaultStatus, SyntaxId, Uuid,
 };
+use harness_core::dcerpc::epm::{Tower, EPM_PORT, EPM_SYNTAX, EPT_S_NOT_REGISTERED, OPNUM_EPT_MAP};
 use harness_core::dcerpc::ntlm::NtlmClientSecurity;
 use harness_core::ntlm::{Credentials, InitiatorOptions, ResponseKind};
 use harness_wire::ndr::{ContextHandle, NdrError, NdrReader, NdrWriter};
-use harness_wire::{DecodeError, Reader};
 
-/// The endpoint mapper, e1af8308-5d1f-11c9-91a4-08002b14a0fa v3.0.
-const EPM: SyntaxId = SyntaxId::new(
-    Uuid::new(
-        0xe1af_8308,
-        0x5d1f,
-        0x11c9,
-        [0x91, 0xa4, 0x08, 0x00, 0x2b, 0x14, 0xa0, 0xfa],
-    ),
-    3,
-    0,
-);
 /// srvsvc, 4b324fc8-1670-01d3-1278-5a47bf6ee188 v3.0.
 const SRVSVC: SyntaxId = SyntaxId::new(
     Uuid::new(
@@ -45,7 +35,6 @@ const SRVSVC: SyntaxId = SyntaxId::new(
     3,
     0,
 );
-const EPT_MAP: u16 = 3;
 const NETR_REMOTE_TOD: u16 = 28;
 
 static ONE_SAMBA: Mutex<()> = Mutex::new(());
@@ -82,44 +71,11 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-/// A UUID and major version as the left side of a tower floor: protocol 0x0d, the
-/// UUID in GUID layout, the major version ([C706] Appendix L).
-fn syntax_floor(s: SyntaxId) -> Vec<u8> {
-    let mut lhs = vec![0x0d];
-    lhs.extend(s.uuid.time_low.to_le_bytes());
-    lhs.extend(s.uuid.time_mid.to_le_bytes());
-    lhs.extend(s.uuid.time_hi_and_version.to_le_bytes());
-    lhs.extend(s.uuid.tail);
-    lhs.extend(s.major().to_le_bytes());
-    floor(&lhs, &s.minor().to_le_bytes())
-}
-
-fn floor(lhs: &[u8], rhs: &[u8]) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend((lhs.len() as u16).to_le_bytes());
-    f.extend(lhs);
-    f.extend((rhs.len() as u16).to_le_bytes());
-    f.extend(rhs);
-    f
-}
-
-/// The 5-floor ncacn_ip_tcp tower asking for `iface` over NDR 2.0: interface,
-/// transfer syntax, RPC connection-oriented (0x0b), TCP port (0x07, big-endian), IPv4
-/// address (0x09); port and address 0 in a query.
-fn ip_tcp_tower(iface: SyntaxId) -> Vec<u8> {
-    let mut t = 5u16.to_le_bytes().to_vec();
-    t.extend(syntax_floor(iface));
-    t.extend(syntax_floor(SyntaxId::NDR20));
-    t.extend(floor(&[0x0b], &0u16.to_le_bytes()));
-    t.extend(floor(&[0x07], &0u16.to_be_bytes()));
-    t.extend(floor(&[0x09], &[0; 4]));
-    t
-}
-
 /// ept_map's request stub: object (a NULL full pointer), map_tower (a referent and the
 /// twr_t: hoisted conformance, tower_length, the octets), entry_handle (nil), max_towers.
 fn ept_map_stub(iface: SyntaxId, max_towers: u32) -> Vec<u8> {
-    let tower = ip_tcp_tower(iface);
+    // The 5-floor ncacn_ip_tcp tower over NDR 2.0, port and address 0 in a query.
+    let tower = Tower::ncacn_ip_tcp(iface, SyntaxId::NDR20, 0, Ipv4Addr::UNSPECIFIED).to_bytes();
     let mut w = NdrWriter::new();
     w.put_pointer(false);
     w.put_pointer(true);
@@ -131,9 +87,9 @@ fn ept_map_stub(iface: SyntaxId, max_towers: u32) -> Vec<u8> {
     w.into_bytes()
 }
 
-/// The TCP port in the first tower of an ept_map reply: entry_handle, num_towers, the
-/// conformant varying array of tower pointers, the twr_t pointees, then the status,
-/// which must be 0.
+/// The TCP port in the first tower of an ept_map reply (on 127.0.0.1): entry_handle,
+/// num_towers, the conformant varying array of tower pointers, the twr_t pointees, then
+/// the status, which must be 0.
 fn port_from_ept_map(reply: &[u8]) -> Result<u16, String> {
     let e = |e: NdrError| e.to_string();
     let mut r = NdrReader::new(reply);
@@ -142,7 +98,7 @@ fn port_from_ept_map(reply: &[u8]) -> Result<u16, String> {
     let referents = r
         .conformant_varying_array(4, |r| r.unique_ptr())
         .map_err(e)?;
-    if num_towers == 0 || referents.len() != num_towers as usize {
+    if referents.len() != num_towers as usize {
         return Err(format!(
             "{num_towers} towers, {} in the array",
             referents.len()
@@ -162,20 +118,12 @@ fn port_from_ept_map(reply: &[u8]) -> Result<u16, String> {
         return Err(format!("ept_map status {status:#x}"));
     }
     let tower = towers.first().ok_or("no tower")?;
-    // Floors: count u16, then lhs_length, lhs, rhs_length, rhs, unaligned: the tower is
-    // an octet string, not NDR ([C706] Appendix L).
-    let d = |e: DecodeError| e.to_string();
-    let mut t = Reader::new(tower);
-    for _ in 0..t.u16_le().map_err(d)? {
-        let lhs_len = t.u16_le().map_err(d)?;
-        let lhs = t.take(usize::from(lhs_len)).map_err(d)?;
-        let rhs_len = t.u16_le().map_err(d)?;
-        let rhs = t.take(usize::from(rhs_len)).map_err(d)?;
-        if let ([0x07], [hi, lo]) = (lhs, rhs) {
-            return Ok(u16::from_be_bytes([*hi, *lo]));
-        }
+    let tower = Tower::decode(tower).map_err(|e| e.to_string())?;
+    let (port, ip) = tower.tcp_endpoint().ok_or("not an ncacn_ip_tcp tower")?;
+    if ip != Ipv4Addr::LOCALHOST {
+        return Err(format!("mapped to {ip}"));
     }
-    Err("no TCP floor in the tower".into())
+    Ok(port)
 }
 
 /// Asks the endpoint mapper on 127.0.0.1:135 for srvsvc's ncacn_ip_tcp port.
@@ -185,9 +133,9 @@ async fn srvsvc_port() -> u16 {
             bind_time_features: Some(3),
             ..ClientConfig::default()
         },
-        ..RpcBind::new(EPM)
+        ..RpcBind::new(EPM_SYNTAX)
     };
-    let mut epm = RpcConnection::connect(([127, 0, 0, 1], 135).into(), bind)
+    let mut epm = RpcConnection::connect(([127, 0, 0, 1], EPM_PORT).into(), bind)
         .await
         .expect("bind to the endpoint mapper");
     let acked = epm.bind_acked().clone();
@@ -198,7 +146,7 @@ async fn srvsvc_port() -> u16 {
         "Samba answers the feature context"
     );
     let reply = epm
-        .call(EPT_MAP, &ept_map_stub(SRVSVC, 4))
+        .call(OPNUM_EPT_MAP, &ept_map_stub(SRVSVC, 4))
         .await
         .expect("ept_map");
     port_from_ept_map(&reply).unwrap_or_else(|e| panic!("ept_map reply {reply:02x?}: {e}"))
@@ -230,15 +178,19 @@ fn endpoint_mapper_maps_srvsvc_over_an_unauthenticated_bind() {
 fn an_unknown_interface_is_not_mapped() {
     let Some(_samba) = samba() else { return };
     runtime().block_on(async {
-        let mut epm = RpcConnection::connect(([127, 0, 0, 1], 135).into(), RpcBind::new(EPM))
-            .await
-            .expect("bind to the endpoint mapper");
+        let mut epm =
+            RpcConnection::connect(([127, 0, 0, 1], EPM_PORT).into(), RpcBind::new(EPM_SYNTAX))
+                .await
+                .expect("bind to the endpoint mapper");
         let nobody = SyntaxId::new(Uuid::new(0x0bad_cafe, 1, 2, [3; 8]), 1, 0);
-        match epm.call(EPT_MAP, &ept_map_stub(nobody, 4)).await {
-            Ok(reply) => assert!(port_from_ept_map(&reply).is_err(), "{reply:02x?}"),
-            Err(RpcError::Fault { .. }) => {}
-            Err(e) => panic!("{e}"),
-        }
+        let reply = epm
+            .call(OPNUM_EPT_MAP, &ept_map_stub(nobody, 4))
+            .await
+            .expect("ept_map answers");
+        // No tower, status EPT_S_NOT_REGISTERED.
+        let mapped = port_from_ept_map(&reply);
+        let want = format!("ept_map status {EPT_S_NOT_REGISTERED:#x}");
+        assert_eq!(mapped, Err(want), "{reply:02x?}");
     });
 }
 
