@@ -17,6 +17,8 @@
 #   EnumerateDomains. LSA OpenPolicy2 over TCP is refused by Samba (fault access_denied) on a
 #   non-DC; use it over ncacn_np. ept_lookup returns ept_s_not_registered (empty list); ept_map works.
 #   A wrong password passes bind/auth3; the first request then gets fault nca_s_proto_error.
+# Share "share" (read-only RUNDIR/share) has a 3000-character comment, for replies over several
+#   fragments.
 # Exit 3: not installed (scripts/peers/install.sh installs samba and libnss-wrapper).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../../lib/procs.sh"
@@ -55,6 +57,9 @@ echo "hello from samba" > "$RUNDIR/share/hello.txt"
 { getent group root nogroup; echo "alice:x:40001:"; echo "user:x:40002:"; } > "$RUNDIR/group"
 export LD_PRELOAD=libnss_wrapper.so NSS_WRAPPER_PASSWD=$RUNDIR/passwd NSS_WRAPPER_GROUP=$RUNDIR/group
 
+# "0123456789" 300 times: srvsvc NetrShareGetInfo(share, level 1) then answers with 6 KB of
+# UTF-16, more than one response fragment.
+LONG_COMMENT=$(printf '0123456789%.0s' $(seq 1 300))
 cat > "$RUNDIR/smb.conf" <<CONF
 # self-contained: nothing from /etc/samba is read
 [global]
@@ -87,6 +92,7 @@ cat > "$RUNDIR/smb.conf" <<CONF
 [share]
   path = $RUNDIR/share
   read only = yes
+  comment = $LONG_COMMENT
 CONF
 for up in alice:secret user:pass; do
   printf '%s\n%s\n' "${up#*:}" "${up#*:}" | smbpasswd -c "$RUNDIR/smb.conf" -s -a "${up%%:*}" >>"$RUNDIR/log/smbpasswd.out" 2>&1

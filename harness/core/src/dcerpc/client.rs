@@ -89,7 +89,10 @@ pub struct BindSecurity {
 pub struct BindAcked {
     /// One per context the caller offered, in order (the feature context left out).
     pub results: Vec<ContextResult>,
-    /// The fragment sizes in force: what this side sends and what it accepts.
+    /// The fragment sizes in force: what this side sends (the smaller of its offer and
+    /// the server's max_recv_frag) and what it accepts (its offer, or the server's
+    /// max_xmit_frag when that is larger: Samba 4.17 raises both to at least 2048 in its
+    /// bind_ack and sends fragments that size).
     pub max_xmit_frag: u16,
     pub max_recv_frag: u16,
     pub assoc_group_id: u32,
@@ -271,6 +274,7 @@ pub struct ClientAssociation {
     /// Calls sent and not yet answered: call_id to context_id.
     outstanding: HashMap<u32, u16>,
     max_xmit_frag: u16,
+    max_recv_frag: u16,
     inbox: Vec<u8>,
     reassembler: CallReassembler,
     failed: Option<ClientError>,
@@ -280,6 +284,7 @@ impl ClientAssociation {
     pub fn new(config: ClientConfig) -> ClientAssociation {
         ClientAssociation {
             max_xmit_frag: config.max_xmit_frag,
+            max_recv_frag: config.max_recv_frag,
             reassembler: CallReassembler::new(config.max_response_stub),
             config,
             phase: Phase::Unbound,
@@ -515,10 +520,10 @@ impl ClientAssociation {
                 Ok(h) => h,
                 Err(e) => break Err(e.into()),
             };
-            if header.frag_length > self.config.max_recv_frag {
+            if header.frag_length > self.max_recv_frag {
                 break Err(ClientError::FragmentTooLong {
                     frag_length: header.frag_length,
-                    max: self.config.max_recv_frag,
+                    max: self.max_recv_frag,
                 });
             }
             let len = usize::from(header.frag_length);
@@ -666,6 +671,10 @@ impl ClientAssociation {
                 return Err(ClientError::FragmentSizeTooSmall(ack.max_recv_frag));
             }
             self.max_xmit_frag = self.config.max_xmit_frag.min(ack.max_recv_frag);
+            // The server says how large its fragments will be; [C706] wants that no
+            // larger than this side's max_recv_frag, but Samba raises it to 2048. The
+            // limit stays a u16, so taking the larger bounds nothing away.
+            self.max_recv_frag = self.config.max_recv_frag.max(ack.max_xmit_frag);
         }
         let mut send = None;
         if let Some(sec) = self.security.as_mut().filter(|s| !s.established) {
@@ -699,7 +708,7 @@ impl ClientAssociation {
         let acked = BindAcked {
             results,
             max_xmit_frag: self.max_xmit_frag,
-            max_recv_frag: self.config.max_recv_frag,
+            max_recv_frag: self.max_recv_frag,
             assoc_group_id: ack.assoc_group_id,
             secondary_address: String::from_utf8_lossy(
                 ack.sec_addr.strip_suffix(&[0]).unwrap_or(&ack.sec_addr),

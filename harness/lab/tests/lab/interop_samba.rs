@@ -17,7 +17,7 @@ use std::time::Instant;
 use common::peers::{self, free_port, project_root, Peer};
 use harness::tools::dcerpc_client::{RpcBind, RpcConnection, RpcError};
 use harness_core::dcerpc::client::{
-    AuthLevel, BindSecurity, ClientConfig, FaultStatus, SyntaxId, Uuid,
+    AuthLevel, BindSecurity, ClientConfig, FaultStatus, SyntaxId, Uuid, MIN_FRAG,
 };
 use harness_core::dcerpc::epm::{Tower, EPM_PORT, EPM_SYNTAX, EPT_S_NOT_REGISTERED, OPNUM_EPT_MAP};
 use harness_core::dcerpc::ntlm::NtlmClientSecurity;
@@ -36,6 +36,7 @@ const SRVSVC: SyntaxId = SyntaxId::new(
     0,
 );
 const NETR_REMOTE_TOD: u16 = 28;
+const NETR_SHARE_GET_INFO: u16 = 16;
 
 static ONE_SAMBA: Mutex<()> = Mutex::new(());
 
@@ -303,6 +304,83 @@ fn ntlm_sealed_and_signed_calls_to_srvsvc() {
                 tod[10],
                 tod[9],
                 tod[8]
+            );
+        }
+    });
+}
+
+/// NetrShareGetInfo's request: ServerName (NULL unique pointer), NetName (a top-level
+/// `[string] wchar_t*`, a ref pointer: the string at once), Level.
+fn share_get_info_stub(share: &str, level: u32) -> Vec<u8> {
+    let mut w = NdrWriter::new();
+    w.put_pointer(false);
+    w.put_wstring(share);
+    w.put_u32(level);
+    w.into_bytes()
+}
+
+/// NetrShareGetInfo's level-1 reply: the union's discriminant, a unique pointer to
+/// SHARE_INFO_1 {netname pointer, type, remark pointer}, the two deferred strings, then
+/// the status. Returns (netname, type, remark).
+fn decode_share_info_1(reply: &[u8]) -> Result<(String, u32, String), String> {
+    let e = |e: NdrError| e.to_string();
+    let mut r = NdrReader::new(reply);
+    let level = r.u32().map_err(e)?;
+    if level != 1 {
+        return Err(format!("level {level}"));
+    }
+    let referent = r.unique_ptr().map_err(e)?;
+    let info = r.pointee(referent, |r| {
+        let (name, kind, remark) = (r.unique_ptr()?, r.u32()?, r.unique_ptr()?);
+        let name = r.pointee(name, |r| r.wstring())?;
+        let remark = r.pointee(remark, |r| r.wstring())?;
+        Ok((name.unwrap_or_default(), kind, remark.unwrap_or_default()))
+    });
+    let info = info.map_err(e)?.ok_or("NULL SHARE_INFO_1")?;
+    let status = r.u32().map_err(e)?;
+    if status != 0 || !r.is_empty() {
+        return Err(format!(
+            "status {status:#x}, {} octets after it",
+            r.remaining()
+        ));
+    }
+    Ok(info)
+}
+
+#[test]
+fn sealed_replies_over_many_fragments_are_joined() {
+    let Some(samba) = samba() else { return };
+    runtime().block_on(async {
+        let addr = ([127, 0, 0, 1], srvsvc_port().await).into();
+        for level in [AuthLevel::PKT_PRIVACY, AuthLevel::PKT_INTEGRITY] {
+            // Offer the smallest fragments a peer must take; Samba raises both sizes to
+            // 2048 in its bind_ack and splits its 6 KB answer into four.
+            let bind = RpcBind {
+                config: ClientConfig {
+                    max_recv_frag: MIN_FRAG,
+                    max_xmit_frag: MIN_FRAG,
+                    ..ClientConfig::default()
+                },
+                ..RpcBind::new(SRVSVC).with_security(ntlm("alice", "secret", level))
+            };
+            let mut rpc = RpcConnection::connect(addr, bind)
+                .await
+                .unwrap_or_else(|e| panic!("bind at {level:?}: {e}"));
+            let reply = rpc
+                .call(NETR_SHARE_GET_INFO, &share_get_info_stub("share", 1))
+                .await
+                .unwrap_or_else(|e| {
+                    panic!("NetrShareGetInfo at {level:?}: {e}\n{}", samba_log(&samba))
+                });
+            let (name, kind, remark) =
+                decode_share_info_1(&reply).unwrap_or_else(|e| panic!("{reply:02x?}: {e}"));
+            assert_eq!((name.as_str(), kind), ("share", 0), "STYPE_DISKTREE");
+            assert_eq!(remark, "0123456789".repeat(300));
+            let acked = rpc.bind_acked();
+            assert_eq!((acked.max_xmit_frag, acked.max_recv_frag), (MIN_FRAG, 2048));
+            eprintln!(
+                "{level:?}: a {}-octet reply in fragments of 2048",
+                reply.len()
             );
         }
     });

@@ -870,3 +870,41 @@ fn caller_mistakes_are_refused() {
     assert_eq!(client.transfer_syntax(1), Some(SyntaxId::NDR20));
     assert!(client.call(1, 0, None, b"").is_ok());
 }
+
+#[test]
+fn the_server_may_announce_larger_fragments_than_offered() {
+    // Samba 4.17 answers an offer of 1432 with max_xmit_frag 2048 and sends that size.
+    let mut client = ClientAssociation::new(ClientConfig {
+        max_xmit_frag: MIN_FRAG,
+        max_recv_frag: MIN_FRAG,
+        ..ClientConfig::default()
+    });
+    client.bind(&[context(0)], None).unwrap();
+    let mut samba_ack = ack(vec![accepted()], 2048);
+    samba_ack.max_xmit_frag = 2048;
+    let events = feed(
+        &mut client,
+        &server_pdu(1, PduBody::BindAck(samba_ack), None),
+        4096,
+    )
+    .unwrap();
+    let [ClientEvent::BindAcked(acked)] = &events[..] else {
+        panic!("{events:?}")
+    };
+    assert_eq!((acked.max_xmit_frag, acked.max_recv_frag), (MIN_FRAG, 2048));
+    let call = client.call(0, 1, None, b"").unwrap();
+    let bytes = response_fragments(call.call_id, &[7; 5000], 2048, None);
+    assert_eq!(Pdu::decode(&bytes).unwrap().1, 2048);
+    let events = feed(&mut client, &bytes, 4096).unwrap();
+    assert!(matches!(&events[..], [ClientEvent::Response { stub, .. }] if stub.len() == 5000));
+    // Beyond what it announced: refused.
+    let call = client.call(0, 1, None, b"").unwrap();
+    let bytes = response_fragments(call.call_id, &[7; 5000], 2064, None);
+    assert_eq!(
+        feed(&mut client, &bytes, 4096),
+        Err(ClientError::FragmentTooLong {
+            frag_length: 2064,
+            max: 2048
+        })
+    );
+}
