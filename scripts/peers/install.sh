@@ -1,7 +1,9 @@
 #!/bin/bash
 # Installs what every peer in scripts/peers/ needs (Debian 12, as root): Dovecot, nginx with
-# the mail module, perdition, Cyrus IMAP/POP3 with cyrus-sasl, and the clients the tests use
-# (curl, python3). Idempotent: packages already present are left alone.
+# the mail module, perdition, Cyrus IMAP/POP3 with cyrus-sasl, Samba (samba-dcerpcd, smbd) with
+# nss_wrapper, and the clients the tests use (curl, python3, impacket in a venv at
+# $PEERS_HOME/impacket/venv, PEERS_HOME defaulting to /tmp/harness-peers;
+# scripts/peers/impacket/python prints its python). Idempotent: what is present is left alone.
 #
 # Cyrus's imapd/pop3d packages conflict with dovecot-imapd/dovecot-pop3d (both provide the
 # virtual imap-server/pop3-server), so they are only unpacked with `dpkg -x` into
@@ -22,6 +24,9 @@ command -v dovecot >/dev/null || missing+=(dovecot-imapd dovecot-pop3d)
 command -v perdition.imap4 >/dev/null || missing+=(perdition)
 [ -x /usr/sbin/cyrmaster ] || missing+=(cyrus-common)
 command -v saslpasswd2 >/dev/null || missing+=(sasl2-bin libsasl2-modules)
+[ -x /usr/libexec/samba/samba-dcerpcd ] || missing+=(samba)
+[ -z "$(LD_PRELOAD=libnss_wrapper.so /bin/true 2>&1)" ] || missing+=(libnss-wrapper)
+python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 need_cyrus_bins=
 { [ -x "$CYRUS_PKG/usr/lib/cyrus/bin/imapd" ] && [ -x "$CYRUS_PKG/usr/lib/cyrus/bin/pop3d" ]; } ||
   { [ -x /usr/lib/cyrus/bin/imapd ] && [ -x /usr/lib/cyrus/bin/pop3d ]; } || need_cyrus_bins=1
@@ -42,5 +47,11 @@ if [ -n "$need_cyrus_bins" ]; then
   mkdir -p "$CYRUS_PKG"
   for d in "$debs"/*.deb; do dpkg -x "$d" "$CYRUS_PKG"; done
   rm -rf "$debs"
+fi
+IMPACKET_VENV=${PEERS_HOME:-/tmp/harness-peers}/impacket/venv
+if ! "$IMPACKET_VENV/bin/python" -c 'import impacket' 2>/dev/null; then
+  echo "installing impacket into $IMPACKET_VENV"
+  python3 -m venv "$IMPACKET_VENV"
+  "$IMPACKET_VENV/bin/pip" install -q impacket
 fi
 echo "peers installed"

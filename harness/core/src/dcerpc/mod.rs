@@ -6,12 +6,14 @@
 //!   NTLM acceptor and initiator.
 //! - [`server`]: [`server::Endpoint`] (what a listener's connections share) and
 //!   [`server::Association`], one connection's bind, contexts, calls and faults.
+//! - [`client`]: the client side of an association (bind, security legs, calls), sans-IO.
 //! - [`interface`]: what an RPC interface (endpoint mapper, EMSMDB, NSPI, RFR) offers the
 //!   association: its syntax, its opnums and a call on a reassembled stub.
 //! - [`epm`]: the endpoint mapper interface and the [`epm::EndpointMap`] it answers from.
 //! - [`rfr`]: the address-book referral interface (RFR).
 //! - [`endpoints`]: the RPC endpoints of one lab, built from its world.
 
+pub mod client;
 pub mod endpoints;
 pub mod epm;
 pub mod interface;

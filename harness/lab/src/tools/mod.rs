@@ -1,7 +1,8 @@
 //! Tools that talk to a server as clients: load generation, network fuzzing, playing
-//! transcripts, and scenario cases over sockets.
+//! transcripts, scenario cases over sockets, and a DCE/RPC client over ncacn_ip_tcp.
 
 pub mod client_driver;
+pub mod dcerpc_client;
 pub mod load;
 pub mod netfuzz;
 pub mod play;
