@@ -27,6 +27,8 @@ command -v saslpasswd2 >/dev/null || missing+=(sasl2-bin libsasl2-modules)
 [ -x /usr/libexec/samba/samba-dcerpcd ] || missing+=(samba)
 [ -z "$(LD_PRELOAD=libnss_wrapper.so /bin/true 2>&1)" ] || missing+=(libnss-wrapper)
 python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+# tshark decodes (and, given the password, decrypts) the lab's DCE/RPC captures.
+command -v tshark >/dev/null || missing+=(tshark)
 need_cyrus_bins=
 { [ -x "$CYRUS_PKG/usr/lib/cyrus/bin/imapd" ] && [ -x "$CYRUS_PKG/usr/lib/cyrus/bin/pop3d" ]; } ||
   { [ -x /usr/lib/cyrus/bin/imapd ] && [ -x /usr/lib/cyrus/bin/pop3d ]; } || need_cyrus_bins=1
@@ -52,6 +54,6 @@ IMPACKET_VENV=${PEERS_HOME:-/tmp/harness-peers}/impacket/venv
 if ! "$IMPACKET_VENV/bin/python" -c 'import impacket' 2>/dev/null; then
   echo "installing impacket into $IMPACKET_VENV"
   python3 -m venv "$IMPACKET_VENV"
-  "$IMPACKET_VENV/bin/pip" install -q impacket
+  "$IMPACKET_VENV/bin/pip" install -q impacket==0.13.1
 fi
 echo "peers installed"

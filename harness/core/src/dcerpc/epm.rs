@@ -782,7 +782,7 @@ mod tests {
         }
     }
 
-    /// Stubs impacket 0.12 marshals (python in /tmp/impvenv, nothing of it committed):
+    /// Stubs impacket 0.13.1 marshals (python in /tmp/impvenv, nothing of it committed):
     ///
     /// ```python
     /// from struct import unpack; import socket

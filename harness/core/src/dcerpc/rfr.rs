@@ -254,7 +254,7 @@ mod tests {
             .collect()
     }
 
-    /// The stub impacket 0.12 sends for `hRfrGetNewDSA(dce, '/o=EXAMPLE/ou=x/cn=Recipients/cn=alice')`
+    /// The stub impacket 0.13.1 sends for `hRfrGetNewDSA(dce, '/o=EXAMPLE/ou=x/cn=Recipients/cn=alice')`
     /// (`oxabref.RfrGetNewDSA()` with ppszUnused NULL and ppszServer "", `getData()`):
     /// random referent ids, and a pad octet 0xbf that is not zero.
     fn impacket_get_new_dsa() -> Vec<u8> {
