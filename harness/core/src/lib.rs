@@ -12,6 +12,7 @@ pub mod fuzzing;
 pub mod imap;
 pub mod mailfile;
 pub mod netfuzz;
+pub mod notify;
 pub mod ntlm;
 pub mod pop3;
 pub mod profile;

@@ -19,6 +19,9 @@ pub struct World {
     pub hostname: String,
     pub directory: Directory,
     pub store: Mailstore,
+    /// Mail events for the sessions that asked for them (EMSMDB notifications); a
+    /// cloned world starts with no subscribers.
+    pub notifications: crate::notify::NotificationHub,
 }
 
 /// A user the directory knows.
@@ -526,6 +529,7 @@ impl LabFile {
             hostname,
             directory,
             store,
+            notifications: Default::default(),
         })
     }
 }

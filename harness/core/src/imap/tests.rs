@@ -2139,3 +2139,58 @@ fn addresses_with_comments_in_envelope_and_search() {
         );
     }
 }
+
+/// A message stored over IMAP is news for the notification hub (what EMSMDB sessions
+/// subscribe to): APPEND and COPY each publish one event per new message, for the
+/// destination mailbox only, after the store has it.
+#[test]
+fn append_and_copy_publish_new_mail() {
+    use crate::notify::{MailEvent, MailEventKind, Waker};
+    struct Wakes(std::sync::atomic::AtomicUsize);
+    impl Waker for Wakes {
+        fn wake(&self) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let world = world();
+    let wakes = Arc::new(Wakes(Default::default()));
+    let inbox = world
+        .notifications
+        .subscribe("ALICE", Some("INBOX"), wakes.clone())
+        .unwrap();
+    let sent = world
+        .notifications
+        .subscribe("alice", Some("Sent"), wakes.clone())
+        .unwrap();
+    let mut t = T::on(&world);
+    t.select();
+    assert!(t.send(b"c CREATE Sent\r\n").contains("c OK"));
+    let out = t.send(b"a APPEND INBOX {12+}\r\nSubject: x\r\n\r\n");
+    assert!(out.contains("a OK"), "{out}");
+    let (events, _) = world.notifications.take(inbox);
+    let uid = events.first().map(|e| e.uid).unwrap_or(0);
+    assert_eq!(
+        events,
+        vec![MailEvent {
+            kind: MailEventKind::NewMail,
+            user: "alice".into(),
+            mailbox: "INBOX".into(),
+            uid,
+        }]
+    );
+    assert!(world.store.with_account("alice", |a| a
+        .mailbox("INBOX")
+        .unwrap()
+        .messages
+        .iter()
+        .any(|m| m.uid == uid)));
+    assert!(t.send(b"k COPY 1:2 Sent\r\n").contains("k OK"));
+    let (events, _) = world.notifications.take(sent);
+    assert_eq!(events.len(), 2);
+    assert!(events.iter().all(|e| e.mailbox == "Sent"));
+    assert_eq!(world.notifications.take(inbox).0, vec![]);
+    assert_eq!(wakes.0.load(std::sync::atomic::Ordering::Relaxed), 3);
+    // A failed APPEND publishes nothing.
+    assert!(t.send(b"f APPEND Nowhere {1+}\r\nx\r\n").contains("f NO"));
+    assert!(!world.notifications.has_pending(inbox) && !world.notifications.has_pending(sent));
+}

@@ -10,6 +10,8 @@ use imap_codec::imap_types::mailbox::Mailbox as MailboxName;
 use super::{settable, FULL, NO_MAILBOX};
 use crate::imap::mailbox_name::name_of;
 use crate::imap::server::{ImapServer, Reply};
+use crate::notify::{MailEvent, MailEventKind};
+use crate::world::Account;
 
 impl ImapServer {
     pub(in crate::imap) fn append(
@@ -36,12 +38,15 @@ impl ImapServer {
         let world = Arc::clone(&self.ctx.world);
         let caps = self.caps;
         let uidplus = self.has_capability("UIDPLUS");
-        world
+        let user = self.user_key();
+        let mut stored = None;
+        let reply = world
             .store
-            .with_account(&self.user_key(), |acct| match acct.mailbox_mut(&name) {
+            .with_account(&user, |acct| match acct.mailbox_mut(&name) {
                 Some(mb) if !caps.fits(mb, 1, data.len()) => Reply::no(FULL),
                 Some(mb) => {
                     let uid = mb.append(Arc::from(data), flags, date);
+                    stored = Some((Account::mailbox_key(&mb.name), uid));
                     if uidplus {
                         // RFC 4315 3: resp-code-apnd = "APPENDUID" SP nz-number SP append-uid
                         Reply::ok(format!(
@@ -53,6 +58,16 @@ impl ImapServer {
                     }
                 }
                 None => Reply::no("[TRYCREATE] Mailbox does not exist"),
-            })
+            });
+        // Outside the store's lock: a subscriber's waker may run its session at once.
+        if let Some((mailbox, uid)) = stored {
+            world.notifications.publish(MailEvent {
+                kind: MailEventKind::NewMail,
+                user,
+                mailbox,
+                uid,
+            });
+        }
+        reply
     }
 }

@@ -9,7 +9,8 @@ use imap_codec::imap_types::sequence::SequenceSet;
 use super::{completed, find_msg, FULL};
 use crate::imap::mailbox_name::name_of;
 use crate::imap::server::{ImapServer, Reply};
-use crate::world::StoredMessage;
+use crate::notify::{MailEvent, MailEventKind};
+use crate::world::{Account, StoredMessage};
 
 impl ImapServer {
     pub(in crate::imap) fn copy(
@@ -36,7 +37,9 @@ impl ImapServer {
         let world = Arc::clone(&self.ctx.world);
         let caps = self.caps;
         let uidplus = self.has_capability("UIDPLUS");
-        world.store.with_account(&self.user_key(), |acct| {
+        let user = self.user_key();
+        let mut stored = Vec::new();
+        let reply = world.store.with_account(&user, |acct| {
             if acct.mailbox(&dest).is_none() {
                 return Reply::no("[TRYCREATE] Mailbox does not exist");
             }
@@ -59,6 +62,7 @@ impl ImapServer {
                 for m in copies {
                     dest_uids.push(d.append(m.data, m.flags, m.internal_date));
                 }
+                stored = dest_uids.clone();
             }
             let done = completed(uid, "UID COPY completed");
             if uidplus && !dest_uids.is_empty() {
@@ -71,7 +75,18 @@ impl ImapServer {
             } else {
                 Reply::ok(done)
             }
-        })
+        });
+        // New messages in the destination: news for its MAPI subscribers (outside the
+        // store's lock, as APPEND publishes).
+        for uid in stored {
+            world.notifications.publish(MailEvent {
+                kind: MailEventKind::NewMail,
+                user: user.clone(),
+                mailbox: Account::mailbox_key(&dest),
+                uid,
+            });
+        }
+        reply
     }
 
     /// MOVE / UID MOVE (RFC 6851): a COPY whose COPYUID goes in an untagged OK, then the
