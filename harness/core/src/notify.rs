@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 /// How a sans-IO session asks its adapter to run it again (the lab backs it with a
 /// tokio `Notify`; the adapter then calls `ServerSession::handle_wake`).
-pub trait Waker: Send + Sync {
+pub trait Waker: Send + Sync + std::fmt::Debug {
     fn wake(&self);
 }
 
@@ -170,7 +170,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    #[derive(Default)]
+    #[derive(Default, Debug)]
     struct Count(AtomicUsize);
 
     impl Waker for Count {

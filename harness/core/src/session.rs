@@ -125,6 +125,10 @@ pub trait ServerSession: Send {
     /// The lab is shutting down: say goodbye (IMAP `* BYE`, POP3 `-ERR`) and close. The
     /// default closes at once; endpoints override it to be polite.
     fn handle_shutdown(&mut self, _now: Duration) {}
+    /// Something the session waits on outside its connection happened (its
+    /// [`Waker`](crate::notify::Waker) was woken): a parked call may be ready. The
+    /// default does nothing: only sessions that hand out a waker are woken.
+    fn handle_wake(&mut self, _now: Duration) {}
     /// The TLS handshake asked for by [`Output::StartTls`] finished.
     fn handle_tls_established(&mut self, now: Duration);
     /// The next thing to do, if any.

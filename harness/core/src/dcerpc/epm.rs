@@ -716,7 +716,6 @@ impl RpcInterface for EpmInterface {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use harness_wire::dcerpc::AuthLevel;
 
     fn hex(s: &str) -> Vec<u8> {
         (0..s.len())
@@ -726,14 +725,7 @@ mod tests {
     }
 
     fn ctx(connection_id: u64) -> CallContext<'static> {
-        CallContext {
-            principal: None,
-            auth_level: AuthLevel::NONE,
-            auth_context_id: None,
-            assoc_group_id: 1,
-            connection_id,
-            object: None,
-        }
+        CallContext::unauthenticated(connection_id)
     }
 
     const EMSMDB: SyntaxId = SyntaxId::new(

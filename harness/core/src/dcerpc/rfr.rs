@@ -225,7 +225,6 @@ impl RpcInterface for Rfr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use harness_wire::dcerpc::AuthLevel;
 
     fn rfr() -> Arc<Rfr> {
         Rfr::new(Referral {
@@ -235,14 +234,7 @@ mod tests {
     }
 
     fn call(rfr: &Rfr, opnum: u16, stub: &[u8]) -> CallOutcome {
-        let ctx = CallContext {
-            principal: None,
-            auth_level: AuthLevel::NONE,
-            auth_context_id: None,
-            assoc_group_id: 1,
-            connection_id: 1,
-            object: None,
-        };
+        let ctx = CallContext::unauthenticated(1);
         rfr.call(&ctx, opnum, stub)
     }
 

@@ -38,6 +38,7 @@ use super::interface::{CallContext, CallOutcome, RpcInterface};
 use super::security::{
     AcceptStep, Principal, SecurityError, ServerSecurity, ServerSecurityFactory,
 };
+use crate::notify::Waker;
 use crate::session::{Output, ServerSession};
 
 /// The smallest fragment every implementation must accept ([C706] 12.6.3.1
@@ -80,8 +81,11 @@ pub struct EndpointConfig {
     /// The secondary address a bind_ack names (the port, as a string).
     pub secondary_address: String,
     pub auth_failure: AuthFailureFault,
-    /// A connection silent this long is closed.
+    /// A connection silent this long is closed (a parked call keeps it open).
     pub idle_timeout: Duration,
+    /// Calls one association may have parked at once (EcDoAsyncWaitEx); more get
+    /// `nca_s_server_too_busy`.
+    pub max_parked_calls: usize,
 }
 
 impl Default for EndpointConfig {
@@ -95,6 +99,7 @@ impl Default for EndpointConfig {
             secondary_address: String::new(),
             auth_failure: AuthFailureFault::default(),
             idle_timeout: Duration::from_secs(15 * 60),
+            max_parked_calls: 4,
         }
     }
 }
@@ -147,9 +152,20 @@ impl Endpoint {
         &self.config
     }
 
-    /// A new connection's association.
+    /// A new connection's association, for an adapter that cannot be woken (parked
+    /// calls then only end at their deadline).
     pub fn accept(self: &Arc<Self>, now: Duration) -> Association {
-        Association::new(Arc::clone(self), now)
+        Association::new(Arc::clone(self), now, None)
+    }
+
+    /// A new connection's association whose session `waker` wakes (the adapter then
+    /// calls `handle_wake`).
+    pub fn accept_with_waker(
+        self: &Arc<Self>,
+        now: Duration,
+        waker: Arc<dyn Waker>,
+    ) -> Association {
+        Association::new(Arc::clone(self), now, Some(waker))
     }
 
     /// Connections in association group `id` now (0 when it does not exist).
@@ -228,6 +244,17 @@ struct IncomingCall {
     auth_context_id: Option<u32>,
 }
 
+/// A call an interface parked, waiting to be resumed.
+struct ParkedCall {
+    call_id: u32,
+    context_id: u16,
+    auth_context_id: Option<u32>,
+    object: Option<harness_wire::dcerpc::Uuid>,
+    interface: Arc<dyn RpcInterface>,
+    token: u64,
+    until: Duration,
+}
+
 /// Why a request is answered with a fault instead of being run.
 struct Refusal {
     status: FaultStatus,
@@ -274,6 +301,10 @@ pub struct Association {
     closed: bool,
     released: bool,
     idle_deadline: Duration,
+    /// The session clock as last told by the adapter.
+    now: Duration,
+    waker: Option<Arc<dyn Waker>>,
+    parked: Vec<ParkedCall>,
 }
 
 impl std::fmt::Debug for Association {
@@ -290,7 +321,7 @@ impl std::fmt::Debug for Association {
 }
 
 impl Association {
-    fn new(endpoint: Arc<Endpoint>, now: Duration) -> Association {
+    fn new(endpoint: Arc<Endpoint>, now: Duration, waker: Option<Arc<dyn Waker>>) -> Association {
         let connection_id = endpoint.next_connection.fetch_add(1, Ordering::Relaxed);
         let config = &endpoint.config;
         Association {
@@ -298,6 +329,9 @@ impl Association {
             max_xmit: config.max_frag,
             reassembler: CallReassembler::new(config.max_stub),
             idle_deadline: now + config.idle_timeout,
+            now,
+            waker,
+            parked: Vec::new(),
             endpoint,
             connection_id,
             bound: false,
@@ -814,17 +848,45 @@ impl Association {
             return self.fault(call_id, context_id, refusal);
         }
         self.calls += 1;
+        let ctx = self.call_context(auth_context_id, request.object);
+        let outcome = interface.call(&ctx, request.opnum, &request.stub);
+        let parked = ParkedCall {
+            call_id,
+            context_id,
+            auth_context_id,
+            object: request.object,
+            interface,
+            token: 0,
+            until: Duration::ZERO,
+        };
+        self.finish_call(parked, outcome);
+    }
+
+    fn call_context(
+        &self,
+        auth_context_id: Option<u32>,
+        object: Option<harness_wire::dcerpc::Uuid>,
+    ) -> CallContext<'_> {
         let security = auth_context_id.and_then(|id| self.security.get(&id));
-        let ctx = CallContext {
+        CallContext {
             principal: security.and_then(|c| c.principal.as_ref()),
             auth_level: security.map_or(AuthLevel::NONE, |c| c.level),
             auth_context_id,
             assoc_group_id: self.group.unwrap_or(0),
             connection_id: self.connection_id,
-            object: request.object,
-        };
-        match interface.call(&ctx, request.opnum, &request.stub) {
-            CallOutcome::Response(stub) => self.respond(call_id, context_id, stub, auth_context_id),
+            object,
+            now: self.now,
+            waker: self.waker.as_ref(),
+        }
+    }
+
+    /// Answers a call with its outcome, or parks it.
+    fn finish_call(&mut self, mut call: ParkedCall, outcome: CallOutcome) {
+        let (call_id, context_id) = (call.call_id, call.context_id);
+        match outcome {
+            CallOutcome::Response(stub) => {
+                self.respond(call_id, context_id, stub, call.auth_context_id)
+            }
             CallOutcome::Fault(status) => {
                 let refusal = Refusal {
                     status,
@@ -833,7 +895,61 @@ impl Association {
                 };
                 self.fault(call_id, context_id, refusal)
             }
+            CallOutcome::Parked { .. }
+                if self.parked.len() >= self.endpoint.config.max_parked_calls =>
+            {
+                // The interface ran (and parked it): not DID_NOT_EXECUTE.
+                let refusal = Refusal {
+                    status: FaultStatus::NCA_S_SERVER_TOO_BUSY,
+                    did_not_execute: false,
+                    close: false,
+                };
+                self.fault(call_id, context_id, refusal)
+            }
+            CallOutcome::Parked { token, until } => {
+                (call.token, call.until) = (token, until);
+                self.parked.push(call);
+            }
         }
+    }
+
+    /// Gives every parked call its second chance: the ones whose interface says they
+    /// are ready, or whose deadline has passed, are answered.
+    fn resume_parked(&mut self) {
+        let parked = std::mem::take(&mut self.parked);
+        for call in parked {
+            if self.closing {
+                break;
+            }
+            let timed_out = self.now >= call.until;
+            let ctx = self.call_context(call.auth_context_id, call.object);
+            let outcome = match call.interface.resume(&ctx, call.token, timed_out) {
+                Some(CallOutcome::Parked { .. }) | None if timed_out => {
+                    // Past its deadline the interface had to answer.
+                    CallOutcome::Fault(FaultStatus::NCA_S_FAULT_UNSPEC)
+                }
+                Some(outcome) => outcome,
+                None => {
+                    self.parked.push(call);
+                    continue;
+                }
+            };
+            match outcome {
+                // A resumed call may not park again under another token: keep the
+                // first one and its deadline.
+                CallOutcome::Parked { .. } => self.parked.push(call),
+                outcome => {
+                    // The client hears from the server now: its silence counts from here.
+                    self.idle_deadline = self.now + self.endpoint.config.idle_timeout;
+                    self.finish_call(call, outcome)
+                }
+            }
+        }
+    }
+
+    /// Calls parked right now (for tests and the lab's counters).
+    pub fn parked_calls(&self) -> usize {
+        self.parked.len()
     }
 
     /// Sends a response stub in fragments under max_xmit, each signed or sealed under
@@ -932,6 +1048,7 @@ impl ServerSession for Association {
         if self.closing {
             return;
         }
+        self.now = now;
         self.idle_deadline = now + self.endpoint.config.idle_timeout;
         let mut frames = Vec::new();
         let split = self.framer.push_frames(input, &mut frames);
@@ -952,7 +1069,12 @@ impl ServerSession for Association {
     }
 
     fn handle_timeout(&mut self, now: Duration) {
-        if !self.closing && now >= self.idle_deadline {
+        self.now = now;
+        if self.parked.iter().any(|c| now >= c.until) {
+            self.resume_parked();
+        }
+        // A parked call is a client waiting on the server, not an idle one.
+        if !self.closing && self.parked.is_empty() && now >= self.idle_deadline {
             self.close();
         }
     }
@@ -976,8 +1098,16 @@ impl ServerSession for Association {
         Some(out)
     }
 
+    fn handle_wake(&mut self, now: Duration) {
+        self.now = now;
+        if !self.closing {
+            self.resume_parked();
+        }
+    }
+
     fn poll_timeout(&self) -> Option<Duration> {
-        (!self.closing).then_some(self.idle_deadline)
+        let parked = self.parked.iter().map(|c| c.until).min();
+        (!self.closing).then(|| parked.map_or(self.idle_deadline, |p| p.min(self.idle_deadline)))
     }
 
     fn is_closed(&self) -> bool {

@@ -1045,3 +1045,171 @@ fn idle_timeout_and_shutdown_close() {
     );
     assert!(conn.closed);
 }
+
+/// Parks opnum 0 for 10 s; resumes with "ready" once released (its waker woken, as the
+/// notification hub would), or "timeout" at the deadline. Opnum 1 answers at once.
+#[derive(Default)]
+struct Waiter {
+    next: Mutex<u64>,
+    ready: Mutex<Vec<u64>>,
+    wakers: Mutex<Vec<Arc<dyn crate::notify::Waker>>>,
+}
+
+const WAITER: SyntaxId = SyntaxId::new(Uuid::new(0x5261_574a, 1, 2, [9; 8]), 1, 0);
+
+impl Waiter {
+    fn release_all(&self) {
+        let mut ready = self.ready.lock().unwrap();
+        ready.extend(1..=*self.next.lock().unwrap());
+        drop(ready);
+        for w in self.wakers.lock().unwrap().iter() {
+            w.wake();
+        }
+    }
+}
+
+impl RpcInterface for Waiter {
+    fn syntax(&self) -> SyntaxId {
+        WAITER
+    }
+    fn name(&self) -> &'static str {
+        "waiter"
+    }
+    fn opnum_count(&self) -> u16 {
+        2
+    }
+    fn call(&self, ctx: &CallContext<'_>, opnum: u16, _stub: &[u8]) -> CallOutcome {
+        if opnum == 1 {
+            return CallOutcome::Response(b"now".to_vec());
+        }
+        let mut next = self.next.lock().unwrap();
+        *next += 1;
+        if let Some(w) = ctx.waker {
+            self.wakers.lock().unwrap().push(w.clone());
+        }
+        CallOutcome::Parked {
+            token: *next,
+            until: ctx.now + Duration::from_secs(10),
+        }
+    }
+    fn resume(&self, _ctx: &CallContext<'_>, token: u64, timed_out: bool) -> Option<CallOutcome> {
+        if self.ready.lock().unwrap().contains(&token) {
+            return Some(CallOutcome::Response(format!("ready {token}").into_bytes()));
+        }
+        timed_out.then(|| CallOutcome::Response(b"timeout".to_vec()))
+    }
+}
+
+#[derive(Debug, Default)]
+struct Flag(std::sync::atomic::AtomicUsize);
+
+impl crate::notify::Waker for Flag {
+    fn wake(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn waiter_conn(waiter: &Arc<Waiter>, flag: &Arc<Flag>, config: EndpointConfig) -> Conn {
+    let endpoint = Endpoint::new(config, vec![waiter.clone() as Arc<dyn RpcInterface>], None);
+    let mut conn = Conn {
+        server: endpoint.accept_with_waker(NOW, flag.clone()),
+        framer: PduFramer::new(u16::MAX),
+        closed: false,
+        send_seq: 0,
+        recv_seq: 0,
+    };
+    ack(&conn.bind(
+        1,
+        bind_of(vec![context(0, WAITER, &[SyntaxId::NDR20])]),
+        None,
+    ));
+    conn
+}
+
+fn request(call_id: u32, opnum: u16) -> Pdu {
+    let body = PduBody::Request(Request {
+        alloc_hint: 0,
+        context_id: 0,
+        opnum,
+        object: None,
+        stub: vec![],
+    });
+    Pdu::new(call_id, PfcFlags::WHOLE, body)
+}
+
+#[test]
+fn a_parked_call_answers_when_woken_and_others_go_on_meanwhile() {
+    let (waiter, flag) = (Arc::new(Waiter::default()), Arc::new(Flag::default()));
+    let mut conn = waiter_conn(&waiter, &flag, EndpointConfig::default());
+    assert_eq!(conn.send(request(2, 0)), [], "parked: no answer yet");
+    assert_eq!(conn.server.parked_calls(), 1);
+    assert_eq!(
+        conn.server.poll_timeout(),
+        Some(NOW + Duration::from_secs(10))
+    );
+    // Another call on the same connection is answered while the first waits.
+    assert_eq!(stub_of(&one(conn.send(request(3, 1)))), b"now");
+    // A wake with nothing ready changes nothing.
+    conn.server.handle_wake(NOW + Duration::from_secs(1));
+    assert_eq!(conn.drain(), []);
+    waiter.release_all();
+    assert_eq!(
+        flag.0.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "the session's waker was handed out"
+    );
+    conn.server.handle_wake(NOW + Duration::from_secs(2));
+    let reply = one(conn.drain());
+    assert_eq!(reply.call_id, 2);
+    assert_eq!(stub_of(&reply), b"ready 1");
+    assert_eq!(conn.server.parked_calls(), 0);
+}
+
+#[test]
+fn a_parked_call_ends_at_its_deadline_and_keeps_the_connection_alive_till_then() {
+    let (waiter, flag) = (Arc::new(Waiter::default()), Arc::new(Flag::default()));
+    let config = EndpointConfig {
+        idle_timeout: Duration::from_secs(5),
+        ..EndpointConfig::default()
+    };
+    let mut conn = waiter_conn(&waiter, &flag, config);
+    assert_eq!(conn.send(request(2, 0)), []);
+    // The idle deadline passes first: a client waiting on the server is not idle.
+    conn.server.handle_timeout(NOW + Duration::from_secs(6));
+    assert_eq!(conn.drain(), []);
+    assert!(!conn.closed);
+    conn.server.handle_timeout(NOW + Duration::from_secs(10));
+    assert_eq!(stub_of(&one(conn.drain())), b"timeout");
+    assert!(!conn.closed);
+    // Nothing parked: the idle timer rules again, counted from the answer.
+    assert_eq!(
+        conn.server.poll_timeout(),
+        Some(NOW + Duration::from_secs(15))
+    );
+    conn.server.handle_timeout(NOW + Duration::from_secs(14));
+    assert!(!conn.closed);
+    conn.server.handle_timeout(NOW + Duration::from_secs(15));
+    conn.drain();
+    assert!(conn.closed);
+}
+
+#[test]
+fn parked_calls_are_bounded_per_association() {
+    let (waiter, flag) = (Arc::new(Waiter::default()), Arc::new(Flag::default()));
+    let config = EndpointConfig {
+        max_parked_calls: 2,
+        ..EndpointConfig::default()
+    };
+    let mut conn = waiter_conn(&waiter, &flag, config);
+    assert_eq!(conn.send(request(2, 0)), []);
+    assert_eq!(conn.send(request(3, 0)), []);
+    assert_fault(
+        &one(conn.send(request(4, 0))),
+        FaultStatus::NCA_S_SERVER_TOO_BUSY,
+        false,
+    );
+    waiter.release_all();
+    conn.server.handle_wake(NOW);
+    let ids: Vec<u32> = conn.drain().iter().map(|p| p.call_id).collect();
+    assert_eq!(ids, [2, 3]);
+}

@@ -2146,6 +2146,7 @@ fn addresses_with_comments_in_envelope_and_search() {
 #[test]
 fn append_and_copy_publish_new_mail() {
     use crate::notify::{MailEvent, MailEventKind, Waker};
+    #[derive(Debug)]
     struct Wakes(std::sync::atomic::AtomicUsize);
     impl Waker for Wakes {
         fn wake(&self) {

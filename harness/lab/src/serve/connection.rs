@@ -4,6 +4,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -119,11 +120,36 @@ pub enum Ended {
 /// Runs `session` on `conn` until it ends. `write_timeout` bounds every write so a peer
 /// that never reads cannot pin the task.
 pub async fn drive(
+    conn: Conn,
+    session: Box<dyn ServerSession>,
+    tls: Option<TlsAcceptor>,
+    shutdown: watch::Receiver<bool>,
+    write_timeout: Duration,
+) -> Ended {
+    drive_woken(conn, session, tls, shutdown, write_timeout, None).await
+}
+
+/// The waker a session hands to what it waits on (the notification hub): it wakes the
+/// task of [`drive_woken`], which then calls `handle_wake`.
+#[derive(Debug, Default)]
+pub struct NotifyWaker(pub tokio::sync::Notify);
+
+impl harness_core::notify::Waker for NotifyWaker {
+    fn wake(&self) {
+        // A wake before the task waits is kept (one permit): none is lost.
+        self.0.notify_one();
+    }
+}
+
+/// [`drive`] for a session that can be woken: `wake` is the [`NotifyWaker`] it was
+/// given.
+pub async fn drive_woken(
     mut conn: Conn,
     mut session: Box<dyn ServerSession>,
     tls: Option<TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
     write_timeout: Duration,
+    wake: Option<Arc<NotifyWaker>>,
 ) -> Ended {
     let started = Instant::now();
     let mut buf = vec![0u8; READ_CHUNK];
@@ -202,6 +228,9 @@ pub async fn drive(
             _ = sleep_until_opt(deadline) => {
                 session.handle_timeout(started.elapsed());
             }
+            _ = wait_for_wake(wake.as_deref()) => {
+                session.handle_wake(started.elapsed());
+            }
             changed = shutdown.changed(), if !shutting_down => {
                 shutting_down = true;
                 if changed.is_ok() {
@@ -209,6 +238,13 @@ pub async fn drive(
                 }
             }
         }
+    }
+}
+
+async fn wait_for_wake(wake: Option<&NotifyWaker>) {
+    match wake {
+        Some(w) => w.0.notified().await,
+        None => std::future::pending::<()>().await,
     }
 }
 

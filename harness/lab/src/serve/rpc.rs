@@ -12,7 +12,7 @@ use harness_core::ServerSession;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::connection::{drive, Conn};
+use super::connection::{drive_woken, Conn, NotifyWaker};
 use super::lab::{LabStats, LiveGuard};
 use super::listener::{accept_connections, Admission};
 
@@ -67,10 +67,13 @@ pub(crate) async fn accept_loop(
             match admission {
                 Admission::Admitted { shutdown, place } => {
                     stats.active.fetch_add(1, Ordering::Relaxed);
-                    let session: Box<dyn ServerSession> = Box::new(endpoint.accept(Duration::ZERO));
+                    let wake = Arc::new(NotifyWaker::default());
+                    let association = endpoint.accept_with_waker(Duration::ZERO, wake.clone());
+                    let session: Box<dyn ServerSession> = Box::new(association);
                     let write_timeout = endpoint.config().idle_timeout.min(Duration::from_secs(60));
+                    let conn = Conn::Plain(tcp);
                     let ended =
-                        drive(Conn::Plain(tcp), session, None, shutdown, write_timeout).await;
+                        drive_woken(conn, session, None, shutdown, write_timeout, Some(wake)).await;
                     tracing::debug!(?ended, "rpc association ended");
                     drop(place);
                     stats.active.fetch_sub(1, Ordering::Relaxed);
