@@ -9,6 +9,8 @@
 //! - [`imap`]: the one reader of IMAP server output (RFC 3501 7 and 9).
 //! - [`dcerpc`]: DCE/RPC connection-oriented PDUs ([C706] 12, [MS-RPCE] 2.2.2), a
 //!   stream framer and fragment reassembly.
+//! - [`oxcrpc`]: [MS-OXCRPC] extended buffers (RPC_HEADER_EXT, the LZ77 DIRECT2
+//!   compression, XorMagic).
 //!
 //! Why a crate of its own: the codecs are the part every fuzz target and every protocol
 //! shares, so they build on little (thiserror and memchr), never see tokio, and a coming
@@ -19,5 +21,6 @@ pub mod codec;
 pub mod dcerpc;
 pub mod imap;
 pub mod ntlm;
+pub mod oxcrpc;
 
 pub use codec::{Codec, DecodeError, Reader, Reserved, Writer};
