@@ -12,6 +12,7 @@ pub mod dcerpc_ops;
 pub mod frontend_ops;
 pub mod imap_ops;
 pub mod ops;
+pub mod oxcrpc_ops;
 pub mod pop3_ops;
 pub mod reply_ops;
 pub mod sasl_ops;
@@ -60,6 +61,8 @@ pub const TARGETS: &[(&str, Target)] = &[
         dcerpc_ops::dcerpc_pdu_to_bytes_and_back,
     ),
     ("dcerpc_stream_framer", dcerpc_ops::dcerpc_stream_framer),
+    ("oxcrpc_lz77_decompress", oxcrpc_ops::oxcrpc_lz77_decompress),
+    ("oxcrpc_ext_roundtrip", oxcrpc_ops::oxcrpc_ext_roundtrip),
 ];
 
 /// Runs the named target on one input; `false` if there is no such target.
