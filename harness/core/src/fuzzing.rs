@@ -13,6 +13,7 @@ pub mod frontend_ops;
 pub mod imap_ops;
 pub mod ndr_ops;
 pub mod ops;
+pub mod oxcrpc_ops;
 pub mod pop3_ops;
 pub mod reply_ops;
 pub mod sasl_ops;
@@ -63,6 +64,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("dcerpc_stream_framer", dcerpc_ops::dcerpc_stream_framer),
     ("ndr_decode", ndr_ops::ndr_decode),
     ("dcerpc_ntlm_unwrap", crate::dcerpc::ntlm::fuzz_unwrap),
+    ("oxcrpc_lz77_decompress", oxcrpc_ops::oxcrpc_lz77_decompress),
+    ("oxcrpc_ext_roundtrip", oxcrpc_ops::oxcrpc_ext_roundtrip),
 ];
 
 /// Runs the named target on one input; `false` if there is no such target.

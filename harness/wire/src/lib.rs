@@ -11,6 +11,8 @@
 //!   stream framer and fragment reassembly.
 //! - [`ndr`]: NDR 2.0 stubs ([C706] 14): [`ndr::NdrReader`] with limits checked before
 //!   allocating, [`ndr::NdrWriter`], context handles.
+//! - [`oxcrpc`]: [MS-OXCRPC] extended buffers (RPC_HEADER_EXT, the LZ77 DIRECT2
+//!   compression, XorMagic).
 //!
 //! Why a crate of its own: the codecs are the part every fuzz target and every protocol
 //! shares, so they build on little (thiserror and memchr), never see tokio, and a coming
@@ -22,5 +24,6 @@ pub mod dcerpc;
 pub mod imap;
 pub mod ndr;
 pub mod ntlm;
+pub mod oxcrpc;
 
 pub use codec::{Codec, DecodeError, Reader, Reserved, Writer};
