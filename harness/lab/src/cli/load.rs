@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use harness::tools::load::{self, ErrorKind, LoadConfig, LoadProgress, SessionKind, UserSpec};
-use harness::tools::play::Target;
+use harness::tools::play::{parse_host_port, Target};
+use harness::tools::rpc_load::RpcCall;
+use harness_core::dcerpc::client::AuthLevel;
+use harness_core::dcerpc::epm::EPM_PORT;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::table;
@@ -26,10 +29,18 @@ Example:
   harness load --target pop3://127.0.0.1:1110 --clients 16 --seconds 10 \\
                --session login-stat-retr-quit --users-from-pattern 'u{i}:secret'
   harness load --target imap://127.0.0.1:1143 --clients 64 --seconds 30 --session connect-close
+  harness load --target dcerpc://127.0.0.1:135 --clients 16 --seconds 10 --user alice:secret
+  harness load --target dcerpc://127.0.0.1:135 --session rpc-calls --user alice:secret
+
+DCE/RPC (dcerpc://HOST[:PORT], an endpoint mapper's port, 135 by default): rpc-bind-call-close \
+(connect, NTLM bind with auth3, one call, close) or rpc-calls (one association per client, \
+one call per session). The call is ept_map of an interface nobody registers: every endpoint \
+mapper serves it, so the same client measures any server (the lab's --epm, Samba, Windows).
 
 Exit status: 0 when every session succeeded, 1 when any failed.")]
 pub struct LoadArgs {
-    /// imap://HOST:PORT or pop3://HOST:PORT (loopback only unless --allow-remote).
+    /// imap://HOST:PORT, pop3://HOST:PORT or dcerpc://HOST:PORT (loopback only unless
+    /// --allow-remote).
     #[arg(long)]
     target: String,
     /// Concurrent clients, each running whole sessions back to back.
@@ -60,6 +71,13 @@ pub struct LoadArgs {
     /// Allow a target outside loopback.
     #[arg(long)]
     allow_remote: bool,
+    /// DCE/RPC auth level: 1 (none: no security), 2 (connect), 5 (packet integrity) or
+    /// 6 (packet privacy: sealed), NTLM as the session's user.
+    #[arg(long, default_value_t = 6)]
+    rpc_level: u8,
+    /// NTLM domain the DCE/RPC client names.
+    #[arg(long, default_value = "")]
+    rpc_domain: String,
 }
 
 fn millis(d: Option<Duration>) -> String {
@@ -69,6 +87,27 @@ fn millis(d: Option<Duration>) -> String {
 }
 
 pub fn run(args: LoadArgs) -> Result<()> {
+    if let Some(rest) = args.target.strip_prefix("dcerpc://") {
+        let addr = parse_host_port(rest, EPM_PORT, args.allow_remote)?;
+        let session = match &args.session {
+            Some(name) => SessionKind::by_name(name)
+                .filter(|s| s.is_rpc())
+                .with_context(|| {
+                    format!(
+                        "a dcerpc:// target runs rpc-bind-call-close or rpc-calls, not {name:?}"
+                    )
+                })?,
+            None => SessionKind::RpcBindCallClose,
+        };
+        let level = match args.rpc_level {
+            1 | 2 | 5 | 6 => AuthLevel(args.rpc_level),
+            n => bail!("--rpc-level takes 1, 2, 5 or 6, got {n}"),
+        };
+        let mut call = RpcCall::ept_map_unregistered(level);
+        call.domain = args.rpc_domain.clone();
+        let label = format!("DCE/RPC (auth level {})", args.rpc_level);
+        return run_load(&args, addr, session, &label, Some(call));
+    }
     let target = Target::parse(&args.target, args.allow_remote)?;
     let protocol = target.protocol;
     let session = match &args.session {
@@ -80,6 +119,9 @@ pub fn run(args: LoadArgs) -> Result<()> {
         })?,
         None => SessionKind::for_protocol(protocol),
     };
+    if session.is_rpc() {
+        bail!("session {} needs a dcerpc:// target", session.name());
+    }
     if let Some(speaks) = session.protocol().filter(|p| *p != protocol) {
         bail!(
             "session {} is {}, the target speaks {}",
@@ -88,6 +130,17 @@ pub fn run(args: LoadArgs) -> Result<()> {
             protocol
         );
     }
+    run_load(&args, target.addr, session, &protocol.to_string(), None)
+}
+
+/// Runs the load with a progress bar and prints the closing tables.
+fn run_load(
+    args: &LoadArgs,
+    addr: std::net::SocketAddr,
+    session: SessionKind,
+    label: &str,
+    rpc: Option<RpcCall>,
+) -> Result<()> {
     let mut users = Vec::new();
     for u in &args.users {
         users.push(
@@ -107,21 +160,22 @@ pub fn run(args: LoadArgs) -> Result<()> {
     let op_timeout = Duration::try_from_secs_f64(args.timeout)
         .context("--timeout must be a non-negative number")?;
     let config = LoadConfig {
-        addr: target.addr,
+        addr,
         session,
         clients: args.clients,
         users,
         duration,
         max_sessions: args.sessions,
         op_timeout,
+        rpc,
     };
     config.validate()?;
 
     println!(
         "harness load: {} {} to {}, {} client(s), {} s{}",
-        protocol,
+        label,
         session.name(),
-        target.addr,
+        addr,
         config.clients,
         args.seconds,
         args.sessions

@@ -14,9 +14,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use harness_core::dcerpc::client::{
-    AckResult, BindAcked, BindSecurity, ClientAssociation, ClientConfig, ClientError, ClientEvent,
-    ContextElement, ContextResult, FaultStatus, RejectReason, SyntaxId, Uuid,
+    AckResult, AuthLevel, BindAcked, BindSecurity, ClientAssociation, ClientConfig, ClientError,
+    ClientEvent, ContextElement, ContextResult, FaultStatus, RejectReason, SyntaxId, Uuid,
 };
+use harness_core::dcerpc::ntlm::NtlmClientSecurity;
+use harness_core::ntlm::{Credentials, InitiatorOptions, ResponseKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
@@ -214,5 +216,26 @@ impl RpcConnection {
             }
             fed?;
         }
+    }
+}
+
+/// An NTLM security context for `user` at `level` (auth_context_id 1): NTLMv2 with a
+/// MIC, with a fresh client challenge and session key like a real client (fixed ones
+/// would make every association seal with the same exported session key).
+pub fn ntlm_security(user: &str, password: &str, domain: &str, level: AuthLevel) -> BindSecurity {
+    let credentials = Credentials {
+        user: user.into(),
+        password: password.into(),
+        domain: domain.into(),
+        workstation: "HARNESS".into(),
+    };
+    let mut options = InitiatorOptions::fixed(0, 0, ResponseKind::V2, true);
+    // Without OS randomness the values stay fixed: still a working client.
+    let _ = getrandom::getrandom(&mut options.client_challenge);
+    let _ = getrandom::getrandom(&mut options.random_session_key);
+    BindSecurity {
+        provider: Box::new(NtlmClientSecurity::new(credentials, options)),
+        level,
+        auth_context_id: 1,
     }
 }

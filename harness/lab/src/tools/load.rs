@@ -53,6 +53,12 @@ pub enum SessionKind {
     GreetClose,
     /// Storm, either protocol: connect and close abortively (SO_LINGER 0: an RST, no FIN).
     ConnectReset,
+    /// DCE/RPC: connect, bind with NTLM (NEGOTIATE in the bind, CHALLENGE in the bind_ack,
+    /// AUTHENTICATE in auth3), one call at the bound level, close.
+    RpcBindCallClose,
+    /// DCE/RPC: each client binds once, then every "session" is one call on that
+    /// association (sealed at level 6).
+    RpcCalls,
 }
 
 pub const SESSION_NAMES: &[&str] = &[
@@ -61,6 +67,8 @@ pub const SESSION_NAMES: &[&str] = &[
     "connect-close",
     "greet-close",
     "connect-reset",
+    "rpc-bind-call-close",
+    "rpc-calls",
 ];
 
 impl SessionKind {
@@ -71,6 +79,8 @@ impl SessionKind {
             "connect-close" => Some(SessionKind::ConnectClose),
             "greet-close" => Some(SessionKind::GreetClose),
             "connect-reset" => Some(SessionKind::ConnectReset),
+            "rpc-bind-call-close" => Some(SessionKind::RpcBindCallClose),
+            "rpc-calls" => Some(SessionKind::RpcCalls),
             _ => None,
         }
     }
@@ -82,21 +92,32 @@ impl SessionKind {
             SessionKind::ConnectClose => SESSION_NAMES[2],
             SessionKind::GreetClose => SESSION_NAMES[3],
             SessionKind::ConnectReset => SESSION_NAMES[4],
+            SessionKind::RpcBindCallClose => SESSION_NAMES[5],
+            SessionKind::RpcCalls => SESSION_NAMES[6],
         }
     }
 
-    /// The protocol the session speaks; `None` for the storms, which fit either.
+    /// The mail protocol the session speaks; `None` for the storms, which fit either,
+    /// and the DCE/RPC sessions.
     pub fn protocol(self) -> Option<Protocol> {
         match self {
             SessionKind::ImapLoginSelectFetchLogout => Some(Protocol::Imap),
             SessionKind::Pop3LoginStatRetrQuit => Some(Protocol::Pop3),
-            SessionKind::ConnectClose | SessionKind::GreetClose | SessionKind::ConnectReset => None,
+            _ => None,
         }
     }
 
     /// A connection storm: no login, one connection per "session".
     pub fn is_storm(self) -> bool {
-        self.protocol().is_none()
+        matches!(
+            self,
+            SessionKind::ConnectClose | SessionKind::GreetClose | SessionKind::ConnectReset
+        )
+    }
+
+    /// A DCE/RPC session (`dcerpc://` targets).
+    pub fn is_rpc(self) -> bool {
+        matches!(self, SessionKind::RpcBindCallClose | SessionKind::RpcCalls)
     }
 
     /// The default session for a protocol.
@@ -116,7 +137,8 @@ pub enum ErrorKind {
     /// One operation (connect, or a command and its whole reply) took longer than the
     /// per-operation timeout.
     Timeout,
-    /// The server refused: IMAP `NO` or `BAD` (or a `BYE` greeting), POP3 `-ERR`.
+    /// The server refused: IMAP `NO` or `BAD` (or a `BYE` greeting), POP3 `-ERR`, a
+    /// DCE/RPC fault, bind_nak or rejected context.
     Refused,
     /// Anything else: an unreadable or oversized reply, a connection closed early.
     Protocol,
@@ -134,7 +156,7 @@ impl ErrorKind {
         match self {
             ErrorKind::Connect => "connect",
             ErrorKind::Timeout => "timeout",
-            ErrorKind::Refused => "NO/-ERR",
+            ErrorKind::Refused => "refused",
             ErrorKind::Protocol => "protocol",
         }
     }
@@ -371,6 +393,8 @@ pub struct LoadConfig {
     /// Bound on each operation: connecting, and the server's silence while a reply (the
     /// greeting, a command's) is due.
     pub op_timeout: Duration,
+    /// The call a DCE/RPC session makes (required for the `rpc-*` sessions).
+    pub rpc: Option<super::rpc_load::RpcCall>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -388,6 +412,8 @@ pub enum LoadError {
     Duration,
     #[error("the per-operation timeout must be positive")]
     Timeout,
+    #[error("a DCE/RPC session needs the call to make")]
+    NoRpcCall,
 }
 
 impl LoadConfig {
@@ -418,6 +444,9 @@ impl LoadConfig {
         }
         if self.op_timeout.is_zero() {
             return Err(LoadError::Timeout);
+        }
+        if self.session.is_rpc() && self.rpc.is_none() {
+            return Err(LoadError::NoRpcCall);
         }
         Ok(())
     }
@@ -508,8 +537,11 @@ pub async fn run(config: LoadConfig, progress: Arc<LoadProgress>) -> Result<Load
         };
         let (shared, progress) = (shared.clone(), progress.clone());
         let (addr, op_timeout, max) = (config.addr, config.op_timeout, config.max_sessions);
+        let rpc = config.rpc.clone();
         tasks.spawn(async move {
             let mut local = Vec::new();
+            // The association an `rpc-calls` client keeps between its calls.
+            let mut held = None;
             while Instant::now() < deadline {
                 let n = progress.started.fetch_add(1, Ordering::Relaxed);
                 if max.is_some_and(|m| n >= m) {
@@ -517,9 +549,14 @@ pub async fn run(config: LoadConfig, progress: Arc<LoadProgress>) -> Result<Load
                     break;
                 }
                 let t0 = Instant::now();
-                let result = match kind.protocol() {
-                    Some(protocol) => play_session(addr, protocol, &user, op_timeout).await,
-                    None => storm_connection(addr, kind, op_timeout).await,
+                let result = match (kind.protocol(), &rpc) {
+                    (Some(protocol), _) => play_session(addr, protocol, &user, op_timeout).await,
+                    (None, Some(call)) if kind.is_rpc() => {
+                        let keep = kind == SessionKind::RpcCalls;
+                        super::rpc_load::rpc_session(addr, call, &user, op_timeout, keep, &mut held)
+                            .await
+                    }
+                    (None, _) => storm_connection(addr, kind, op_timeout).await,
                 };
                 match result {
                     Ok(()) => {
@@ -599,6 +636,7 @@ mod tests {
             duration: Duration::from_secs(1),
             max_sessions: None,
             op_timeout: Duration::from_secs(1),
+            rpc: None,
         };
         assert!(matches!(
             cfg.validate(),

@@ -6,4 +6,5 @@ pub mod dcerpc_client;
 pub mod load;
 pub mod netfuzz;
 pub mod play;
+pub mod rpc_load;
 pub mod scenario;

@@ -35,29 +35,43 @@ impl Target {
             .ok_or_else(|| TargetError::Syntax(url.to_string()))?;
         let protocol =
             Protocol::parse(scheme).ok_or_else(|| TargetError::Syntax(url.to_string()))?;
-        let default_port = protocol.default_port();
-        let hostport = rest.trim_end_matches('/');
-        if hostport.is_empty() || hostport.contains('/') {
-            return Err(TargetError::Syntax(url.to_string()));
-        }
-        let with_port = if hostport
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        {
-            hostport.to_string()
-        } else {
-            format!("{hostport}:{default_port}")
-        };
-        let addr = with_port
-            .to_socket_addrs()
-            .map_err(|_| TargetError::Resolve(with_port.clone()))?
-            .next()
-            .ok_or_else(|| TargetError::Resolve(with_port.clone()))?;
-        if !allow_remote && !addr.ip().is_loopback() {
-            return Err(TargetError::NotLoopback(addr));
-        }
+        let addr =
+            parse_host_port(rest, protocol.default_port(), allow_remote).map_err(|e| match e {
+                TargetError::Syntax(_) => TargetError::Syntax(url.to_string()),
+                other => other,
+            })?;
         Ok(Target { protocol, addr })
     }
+}
+
+/// `HOST[:PORT][/]` (the part of a target URL after `scheme://`) resolved to one address,
+/// `default_port` when none is given; loopback only unless `allow_remote`.
+pub fn parse_host_port(
+    rest: &str,
+    default_port: u16,
+    allow_remote: bool,
+) -> Result<SocketAddr, TargetError> {
+    let hostport = rest.trim_end_matches('/');
+    if hostport.is_empty() || hostport.contains('/') {
+        return Err(TargetError::Syntax(rest.to_string()));
+    }
+    let with_port = if hostport
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:{default_port}")
+    };
+    let addr = with_port
+        .to_socket_addrs()
+        .map_err(|_| TargetError::Resolve(with_port.clone()))?
+        .next()
+        .ok_or_else(|| TargetError::Resolve(with_port.clone()))?;
+    if !allow_remote && !addr.ip().is_loopback() {
+        return Err(TargetError::NotLoopback(addr));
+    }
+    Ok(addr)
 }
 
 /// Blocking sockets, one per script connection. A read that sees nothing for `silence`

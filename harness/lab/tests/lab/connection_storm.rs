@@ -102,6 +102,7 @@ async fn every_storm_kind_on_both_protocols_leaves_no_task_or_socket_behind() {
                 duration: Duration::from_millis(700),
                 max_sessions: Some(20_000),
                 op_timeout: Duration::from_secs(10),
+                rpc: None,
             };
             let report = load::run(config, Arc::new(LoadProgress::default()))
                 .await
@@ -415,6 +416,7 @@ fn storm_sessions_need_no_users_but_others_do() {
         duration: Duration::from_secs(1),
         max_sessions: None,
         op_timeout: Duration::from_secs(1),
+        rpc: None,
     };
     for kind in STORMS {
         let c = LoadConfig {

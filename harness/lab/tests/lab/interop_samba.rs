@@ -20,8 +20,6 @@ use harness_core::dcerpc::client::{
     AuthLevel, BindSecurity, ClientConfig, FaultStatus, SyntaxId, Uuid, MIN_FRAG,
 };
 use harness_core::dcerpc::epm::{Tower, EPM_PORT, EPM_SYNTAX, EPT_S_NOT_REGISTERED, OPNUM_EPT_MAP};
-use harness_core::dcerpc::ntlm::NtlmClientSecurity;
-use harness_core::ntlm::{Credentials, InitiatorOptions, ResponseKind};
 use harness_wire::ndr::{ContextHandle, NdrError, NdrReader, NdrWriter};
 
 /// srvsvc, 4b324fc8-1670-01d3-1278-5a47bf6ee188 v3.0.
@@ -195,25 +193,10 @@ fn an_unknown_interface_is_not_mapped() {
     });
 }
 
-/// An NTLM security context for `user` at `level` (auth_context_id 1): NTLMv2 with a
-/// MIC, as Samba's `ntlm auth = ntlmv2-only` wants.
+/// An NTLM security context for `user` at `level`, as Samba's `ntlm auth =
+/// ntlmv2-only` wants it (NTLMv2 with a MIC).
 fn ntlm(user: &str, password: &str, level: AuthLevel) -> BindSecurity {
-    let credentials = Credentials {
-        user: user.into(),
-        password: password.into(),
-        domain: String::new(),
-        workstation: "HARNESS".into(),
-    };
-    // Fresh randoms like a real client: with fixed ones every association would seal
-    // with the same exported session key.
-    let mut options = InitiatorOptions::fixed(0, 0, ResponseKind::V2, true);
-    getrandom::getrandom(&mut options.client_challenge).expect("random");
-    getrandom::getrandom(&mut options.random_session_key).expect("random");
-    BindSecurity {
-        provider: Box::new(NtlmClientSecurity::new(credentials, options)),
-        level,
-        auth_context_id: 1,
-    }
+    harness::tools::dcerpc_client::ntlm_security(user, password, "", level)
 }
 
 /// NetrRemoteTOD's request: ServerName, a unique pointer to a `[string] wchar_t`

@@ -1,0 +1,123 @@
+//! DCE/RPC sessions for the load generator ([`super::load`]): the project's own client
+//! ([`super::dcerpc_client`]) against any `ncacn_ip_tcp` server, the same client for every
+//! server so that their numbers compare.
+//!
+//! The default call is the endpoint mapper's `ept_map` of an interface nobody registers
+//! (the answer is a normal response with `EPT_S_NOT_REGISTERED`): every DCE/RPC server
+//! with an endpoint mapper (Windows, Samba, the lab's `--epm`) serves it, and it costs the
+//! server a stub decode and a small answer, so the numbers measure the RPC runtime and
+//! the security provider, not an interface.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use harness_core::dcerpc::client::{AuthLevel, SyntaxId, Uuid};
+use harness_core::dcerpc::epm::{Tower, EPM_SYNTAX, OPNUM_EPT_MAP};
+use harness_wire::ndr::{ContextHandle, NdrWriter};
+
+use super::dcerpc_client::{ntlm_security, RpcBind, RpcConnection, RpcError};
+use super::load::{ErrorKind, SessionError, UserSpec};
+
+/// What each DCE/RPC session calls, and how it binds.
+#[derive(Debug, Clone)]
+pub struct RpcCall {
+    pub interface: SyntaxId,
+    pub opnum: u16,
+    pub stub: Vec<u8>,
+    /// NONE (1) binds without security; CONNECT (2), PKT_INTEGRITY (5) and PKT_PRIVACY
+    /// (6) bind with NTLM as the session's user.
+    pub level: AuthLevel,
+    /// The NTLM domain the client names.
+    pub domain: String,
+}
+
+/// An interface nobody registers: what [`RpcCall::ept_map_unregistered`] asks for.
+const NOBODY: SyntaxId = SyntaxId::new(
+    Uuid::new(
+        0x6861_726e,
+        0x6573,
+        0x7300,
+        [0x6c, 0x6f, 0x61, 0x64, 0, 0, 0, 1],
+    ),
+    1,
+    0,
+);
+
+impl RpcCall {
+    /// `ept_map` of an unregistered interface over ncacn_ip_tcp, at `level`.
+    pub fn ept_map_unregistered(level: AuthLevel) -> RpcCall {
+        let tower =
+            Tower::ncacn_ip_tcp(NOBODY, SyntaxId::NDR20, 0, Ipv4Addr::UNSPECIFIED).to_bytes();
+        let mut w = NdrWriter::new();
+        // [in, ptr] UUID *obj: NULL; [in, ptr] twr_p_t map_tower.
+        w.put_pointer(false);
+        w.put_pointer(true);
+        w.put_u32(tower.len() as u32);
+        w.put_conformant_bytes(&tower);
+        w.align(4);
+        w.put_context_handle(&ContextHandle::NIL);
+        w.put_u32(1); // max_towers
+        RpcCall {
+            interface: EPM_SYNTAX,
+            opnum: OPNUM_EPT_MAP,
+            stub: w.into_bytes(),
+            level,
+            domain: String::new(),
+        }
+    }
+}
+
+fn classify(e: RpcError) -> SessionError {
+    let kind = match &e {
+        RpcError::Io(_) => ErrorKind::Connect,
+        RpcError::Timeout(_) => ErrorKind::Timeout,
+        RpcError::Fault { .. } | RpcError::BindNak(_) | RpcError::ContextRejected(_) => {
+            ErrorKind::Refused
+        }
+        _ => ErrorKind::Protocol,
+    };
+    SessionError {
+        kind,
+        detail: e.to_string(),
+    }
+}
+
+async fn bind(
+    addr: SocketAddr,
+    call: &RpcCall,
+    user: &UserSpec,
+    op_timeout: Duration,
+) -> Result<RpcConnection, RpcError> {
+    let mut bind = RpcBind::new(call.interface);
+    bind.timeout = op_timeout;
+    if call.level != AuthLevel::NONE {
+        bind = bind.with_security(ntlm_security(
+            &user.user,
+            &user.password,
+            &call.domain,
+            call.level,
+        ));
+    }
+    RpcConnection::connect(addr, bind).await
+}
+
+/// One session: bind (or reuse `held` when `keep`), one call. With `keep` the
+/// association stays in `held` for the next call; a failed call drops it.
+pub async fn rpc_session(
+    addr: SocketAddr,
+    call: &RpcCall,
+    user: &UserSpec,
+    op_timeout: Duration,
+    keep: bool,
+    held: &mut Option<RpcConnection>,
+) -> Result<(), SessionError> {
+    let mut conn = match held.take() {
+        Some(conn) => conn,
+        None => bind(addr, call, user, op_timeout).await.map_err(classify)?,
+    };
+    conn.call(call.opnum, &call.stub).await.map_err(classify)?;
+    if keep {
+        *held = Some(conn);
+    }
+    Ok(())
+}
