@@ -63,6 +63,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("dcerpc_stream_framer", dcerpc_ops::dcerpc_stream_framer),
     ("ndr_decode", ndr_ops::ndr_decode),
     ("dcerpc_ntlm_unwrap", crate::dcerpc::ntlm::fuzz_unwrap),
+    ("nspi_call", crate::dcerpc::nspi::fuzz::fuzz_call),
 ];
 
 /// Runs the named target on one input; `false` if there is no such target.

@@ -10,6 +10,7 @@
 //!   association: its syntax, its opnums and a call on a reassembled stub.
 
 pub mod interface;
+pub mod nspi;
 pub mod ntlm;
 pub mod security;
 pub mod server;
