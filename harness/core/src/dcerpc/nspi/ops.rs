@@ -45,6 +45,20 @@ pub const NSPI_UNICODE_STRINGS: u32 = 0x4;
 /// NspiQueryColumns NspiUnicodeProptypes ([MS-OXNSPI] 2.2.1.14).
 pub const NSPI_UNICODE_PROPTYPES: u32 = 0x8000_0000;
 
+/// Property values (rows times columns) one response may carry: 64 Ki, far above what
+/// clients ask (exchanger.py asks 50 rows of its columns at a time, because Exchange
+/// answers larger QueryRows with MAPI_E_NOT_ENOUGH_RESOURCES, OutOfResources here too).
+/// Without it 100000 MIds times 100000 proptags would be built.
+pub const MAX_RESPONSE_VALUES: usize = 1 << 16;
+
+/// OutOfResources when `rows` rows of `columns` values exceed [`MAX_RESPONSE_VALUES`].
+fn check_size(rows: usize, columns: usize) -> Result<(), u32> {
+    match rows.saturating_mul(columns) > MAX_RESPONSE_VALUES {
+        true => Err(status::OUT_OF_RESOURCES),
+        false => Ok(()),
+    }
+}
+
 /// The hierarchy table's version (lpVersion out): the table never changes.
 pub const HIERARCHY_VERSION: u32 = 1;
 
@@ -168,25 +182,32 @@ pub fn query_rows(book: &AddressBook, r: &mut NdrReader<'_>) -> Result<Vec<u8>, 
     let style = style(&stat, flags);
     let (stat_out, rows) = match table {
         Some(mids) => {
-            let rows = mids
-                .iter()
-                .take(count)
-                .map(|mid| book.row(book.by_mid(*mid), &tags, style))
-                .collect();
-            (stat, Ok(rows))
+            let mids = &mids[..mids.len().min(count)];
+            let rows = check_size(mids.len(), tags.len()).map(|()| {
+                mids.iter()
+                    .map(|mid| book.row(book.by_mid(*mid), &tags, style))
+                    .collect()
+            });
+            (stat, rows)
         }
-        None => match seek(book, &stat) {
-            Ok((_, pos)) => {
+        None => {
+            let found = seek(book, &stat).and_then(|(_, pos)| {
                 let entries = &book.entries()[pos..];
-                let taken = entries.len().min(count);
-                let rows = entries[..taken]
-                    .iter()
-                    .map(|e| book.row(Some(e), &tags, style))
-                    .collect();
-                (at_position(book, &stat, pos + taken), Ok(rows))
+                let entries = &entries[..entries.len().min(count)];
+                check_size(entries.len(), tags.len())?;
+                Ok((pos, entries))
+            });
+            match found {
+                Ok((pos, entries)) => {
+                    let rows = entries
+                        .iter()
+                        .map(|e| book.row(Some(e), &tags, style))
+                        .collect();
+                    (at_position(book, &stat, pos + entries.len()), Ok(rows))
+                }
+                Err(rc) => (stat, Err(rc)),
             }
-            Err(rc) => (stat, Err(rc)),
-        },
+        }
     };
     let mut w = NdrWriter::new();
     stat_out.write(&mut w);
@@ -347,10 +368,11 @@ pub fn get_matches(book: &AddressBook, r: &mut NdrReader<'_>) -> Result<Vec<u8>,
                     }
                 }
             }
+            let columns = tags.as_ref().map_or(0, Vec::len);
             match (failure, hits.len() > requested) {
                 (Some(rc), _) => Err(rc),
                 (None, true) => Err(status::TABLE_TOO_BIG),
-                (None, false) => Ok(hits),
+                (None, false) => check_size(hits.len(), columns).map(|()| hits),
             }
         }
         (None, true) => Err(status::NOT_FOUND),
@@ -414,6 +436,12 @@ pub fn get_props(book: &AddressBook, r: &mut NdrReader<'_>) -> Result<Vec<u8>, N
     let stat = Stat::read(r)?;
     let tags = read_prop_tags_ptr(r)?
         .unwrap_or_else(|| AddressBook::columns(stat.code_page == CP_WINUNICODE));
+    if let Err(rc) = check_size(1, tags.len()) {
+        let mut w = NdrWriter::new();
+        write_row_ptr(&mut w, None);
+        w.put_u32(rc);
+        return Ok(w.into_bytes());
+    }
     let entry = book.by_mid(stat.current_rec);
     let row = book.row(entry, &tags, style(&stat, flags));
     let errors = row.iter().any(|v| types::prop_type(v.tag) == ptype::ERROR);
@@ -480,6 +508,17 @@ fn resolve(
         .collect();
     let mids: Vec<u32> = resolutions.iter().map(|r| r.mid()).collect();
     let tags = tags.unwrap_or_else(default_columns);
+    let resolved = resolutions
+        .iter()
+        .filter(|r| matches!(r, book::Resolution::Resolved(_)))
+        .count();
+    let mut w = NdrWriter::new();
+    if let Err(rc) = check_size(resolved, tags.len()) {
+        write_prop_tags_ptr(&mut w, None);
+        write_row_set_ptr(&mut w, None);
+        w.put_u32(rc);
+        return w.into_bytes();
+    }
     let style = style(stat, 0);
     let rows: Vec<PropertyRow> = resolutions
         .iter()
@@ -488,7 +527,6 @@ fn resolve(
             _ => None,
         })
         .collect();
-    let mut w = NdrWriter::new();
     write_prop_tags_ptr(&mut w, Some(&mids));
     write_row_set_ptr(&mut w, Some(&rows));
     w.put_u32(status::SUCCESS);

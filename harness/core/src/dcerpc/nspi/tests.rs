@@ -1053,3 +1053,30 @@ fn fuzz_target_survives_odd_inputs() {
         .collect();
     fuzz::fuzz_call(&fuzz_input(&calls));
 }
+
+#[test]
+fn responses_over_the_value_cap_are_out_of_resources() {
+    let nspi = Nspi::for_world(&small_world());
+    let handle = bind(&nspi, 0);
+    let query = |mids: u32, tags: usize| {
+        let mut w = NdrWriter::new();
+        w.put_context_handle(&handle);
+        w.put_u32(0);
+        Stat::default().write(&mut w);
+        w.put_u32(mids);
+        w.put_pointer(true);
+        w.put_conformance(mids as usize);
+        (0..mids).for_each(|m| w.put_u32(0x1000 + m % 3));
+        w.put_u32(u32::MAX);
+        w.put_pointer(true);
+        types::write_prop_tag_array(&mut w, &vec![tag::DISPLAY_NAME; tags]);
+        respond(&nspi, 0, 3, &w.into_bytes())
+    };
+    let CallOutcome::Response(resp) = query(300, 300) else {
+        panic!()
+    };
+    // STAT, NULL ppRows, OutOfResources.
+    assert_eq!(resp.len(), 36 + 4 + 4);
+    assert_eq!(resp[40..], status::OUT_OF_RESOURCES.to_le_bytes());
+    assert_eq!(return_value(query(256, 256)), status::SUCCESS);
+}
