@@ -10,7 +10,7 @@ use super::status;
 use super::types::{
     self, ptype, read_prop_tags_ptr, read_property_name_ptr, read_restriction_ptr,
     read_strings_array, with_type, write_prop_tags_ptr, write_row_ptr, write_row_set_ptr,
-    PropValue, PropertyRow, PropertyValue, Restriction, Stat,
+    PropValue, PropertyRow, Restriction, Stat,
 };
 
 /// An operation after its handle was checked.
@@ -564,12 +564,4 @@ pub fn resolve_names_w(book: &AddressBook, r: &mut NdrReader<'_>) -> Result<Vec<
     let tags = read_prop_tags_ptr(r)?;
     let names = read_strings_array(r, |r| r.wstring())?;
     Ok(resolve(book, &stat, tags, &names))
-}
-
-/// A PropertyValue_r for the tests and the fuzz seeds.
-pub fn unicode_value(tag: u32, s: &str) -> PropertyValue {
-    PropertyValue {
-        tag,
-        value: PropValue::Unicode(s.into()),
-    }
 }
