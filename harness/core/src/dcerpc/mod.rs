@@ -8,6 +8,7 @@
 //!   [`server::Association`], one connection's bind, contexts, calls and faults.
 //! - [`interface`]: what an RPC interface (endpoint mapper, EMSMDB, NSPI, RFR) offers the
 //!   association: its syntax, its opnums and a call on a reassembled stub.
+//! - [`nspi`]: the NSPI address book interface ([MS-OXNSPI]) over the lab's directory.
 
 pub mod interface;
 pub mod nspi;
