@@ -244,7 +244,8 @@ impl AddressBook {
         })
     }
 
-    /// Ambiguous name resolution ([MS-OXNSPI] 3.1.4.7, simplified): an exact DN,
+    /// Ambiguous name resolution (as [MS-OXNSPI] describes it for NspiResolveNames,
+    /// simplified): an exact DN,
     /// SMTP address or account resolves; otherwise a prefix of the display name or the
     /// account, resolved when exactly one entry has it.
     pub fn resolve(&self, name: &str) -> Resolution {

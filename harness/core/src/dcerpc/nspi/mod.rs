@@ -5,7 +5,8 @@
 //! Operations served (the subset impacket's `nspi.py` helpers and `exchanger.py nspi
 //! list-tables / dump-tables / guid-known / dnt-lookup` need, see [`ops`]): NspiBind (0),
 //! NspiUnbind (1), NspiUpdateStat (2), NspiQueryRows (3), NspiGetMatches (5),
-//! NspiDNToMId (7), NspiGetProps (9), NspiGetSpecialTable (12), NspiQueryColumns (16),
+//! NspiDNToMId (7), NspiGetPropList (8), NspiGetProps (9), NspiCompareMIds (10),
+//! NspiGetSpecialTable (12), NspiQueryColumns (16),
 //! NspiResolveNames (19), NspiResolveNamesW (20). The other opnums of the range fault
 //! RPC_S_CANNOT_SUPPORT (0x6E4): writing a NotSupported return would need each one's out
 //! parameters, and a fault is what a client sees from a server without the method.
@@ -65,6 +66,7 @@ pub mod status {
     pub const SUCCESS: u32 = 0;
     pub const UNBIND_SUCCESS: u32 = 1;
     pub const ERRORS_RETURNED: u32 = 0x0004_0380;
+    pub const GENERAL_FAILURE: u32 = 0x8000_4005;
     pub const OUT_OF_RESOURCES: u32 = 0x8004_010E;
     pub const NOT_FOUND: u32 = 0x8004_010F;
     pub const LOGON_FAILED: u32 = 0x8004_0111;

@@ -23,7 +23,9 @@ pub fn operation(opnum: u16) -> Option<Operation> {
         3 => query_rows,
         5 => get_matches,
         7 => dn_to_mid,
+        8 => get_prop_list,
         9 => get_props,
+        10 => compare_mids,
         12 => get_special_table,
         16 => query_columns,
         19 => resolve_names,
@@ -425,6 +427,65 @@ pub fn dn_to_mid(book: &AddressBook, r: &mut NdrReader<'_>) -> Result<Vec<u8>, N
 }
 
 /// ```text
+/// long NspiGetPropList([in] NSPI_HANDLE hRpc, [in] DWORD dwFlags, [in] DWORD dwMId,
+///     [in] DWORD CodePage, [out] PropertyTagArray_r** ppPropTags);
+/// ```
+/// ([MS-OXNSPI] 3.1.4.1.6.) The proptags of object dwMId, strings typed by CodePage; an
+/// unknown MId is NotFound with ppPropTags NULL.
+pub fn get_prop_list(book: &AddressBook, r: &mut NdrReader<'_>) -> Result<Vec<u8>, NdrError> {
+    let _flags = r.u32()?;
+    let mid = r.u32()?;
+    let code_page = r.u32()?;
+    let mut w = NdrWriter::new();
+    match book.by_mid(mid) {
+        Some(_) => {
+            let tags = AddressBook::columns(code_page == CP_WINUNICODE);
+            write_prop_tags_ptr(&mut w, Some(&tags));
+            w.put_u32(status::SUCCESS);
+        }
+        None => {
+            write_prop_tags_ptr(&mut w, None);
+            w.put_u32(status::NOT_FOUND);
+        }
+    }
+    Ok(w.into_bytes())
+}
+
+/// ```text
+/// long NspiCompareMIds([in] NSPI_HANDLE hRpc, [in] DWORD Reserved, [in] STAT* pStat,
+///     [in] DWORD MId1, [in] DWORD MId2, [out] long* plResult);
+/// ```
+/// ([MS-OXNSPI] 3.1.4.1.12.) plResult: negative when MId1 comes first in the table,
+/// 0 for the same row, positive after. A container other than the GAL is
+/// InvalidBookmark; an MId not in the table GeneralFailure (plResult 0).
+pub fn compare_mids(book: &AddressBook, r: &mut NdrReader<'_>) -> Result<Vec<u8>, NdrError> {
+    let _reserved = r.u32()?;
+    let stat = Stat::read(r)?;
+    let first = r.u32()?;
+    let second = r.u32()?;
+    let compared = match stat.container_id {
+        GAL_MID => book
+            .position_of(first)
+            .zip(book.position_of(second))
+            .map(|(a, b)| a as i64 - b as i64)
+            .ok_or(status::GENERAL_FAILURE),
+        _ => Err(status::INVALID_BOOKMARK),
+    };
+    let mut w = NdrWriter::new();
+    match compared {
+        Ok(order) => {
+            w.put_i32(order.signum() as i32);
+            w.put_u32(status::SUCCESS);
+        }
+        Err(rc) => {
+            w.put_i32(0);
+            w.put_u32(rc);
+        }
+    }
+    Ok(w.into_bytes())
+}
+
+/// ```text
 /// long NspiGetProps([in] NSPI_HANDLE hRpc, [in] DWORD dwFlags, [in] STAT* pStat,
 ///     [in, unique] PropertyTagArray_r* pPropTags, [out] PropertyRow_r** ppRows);
 /// ```
@@ -538,7 +599,7 @@ fn resolve(
 ///     [in, unique] PropertyTagArray_r* pPropTags, [in] StringsArray_r* paStr,
 ///     [out] PropertyTagArray_r** ppMIds, [out] PropertyRowSet_r** ppRows);
 /// ```
-/// ([MS-OXNSPI] 3.1.4.1.17.) ppMIds: one MId per name (MID_UNRESOLVED 0, MID_AMBIGUOUS
+/// ([MS-OXNSPI] 3.1.4.1.18.) ppMIds: one MId per name (MID_UNRESOLVED 0, MID_AMBIGUOUS
 /// 1); ppRows: a row per resolved name.
 pub fn resolve_names(book: &AddressBook, r: &mut NdrReader<'_>) -> Result<Vec<u8>, NdrError> {
     let _reserved = r.u32()?;
@@ -557,7 +618,7 @@ pub fn resolve_names(book: &AddressBook, r: &mut NdrReader<'_>) -> Result<Vec<u8
 ///     [in, unique] PropertyTagArray_r* pPropTags, [in] WStringsArray_r* paWStr,
 ///     [out] PropertyTagArray_r** ppMIds, [out] PropertyRowSet_r** ppRows);
 /// ```
-/// ([MS-OXNSPI] 3.1.4.1.18.) As NspiResolveNames with UTF-16 names.
+/// ([MS-OXNSPI] 3.1.4.1.19.) As NspiResolveNames with UTF-16 names.
 pub fn resolve_names_w(book: &AddressBook, r: &mut NdrReader<'_>) -> Result<Vec<u8>, NdrError> {
     let _reserved = r.u32()?;
     let stat = Stat::read(r)?;

@@ -119,6 +119,20 @@
 //! r['ulRequested'] = 10
 //! tags(r, 'pPropTags', [0x3001001f, 0x39fe001f])
 //! show('get_matches', r)
+//!
+//! and this one, for NspiGetPropList and NspiCompareMIds:
+//!
+//! # NspiGetPropList (hNspiGetPropList defaults, dwMId alice's) and NspiCompareMIds with
+//! # impacket's structures.
+//! from impacket.dcerpc.v5 import nspi
+//! import struct
+//! H = struct.pack('<I', 1) + b'NSPI' + b'\x00' * 8
+//! def handle():
+//!     h = nspi.handle_t(); h['context_handle_attributes'] = 0; h['context_handle_uuid'] = H; return h
+//! r = nspi.NspiGetPropList(); r['hRpc'] = handle(); r['dwMId'] = 0x1000; r['dwFlags'] = nspi.fSkipObjects; r['CodePage'] = nspi.CP_TELETEX
+//! print('get_prop_list', r.getData().hex())
+//! r = nspi.NspiCompareMIds(); r['hRpc'] = handle(); r['MId1'] = 0x1002; r['MId2'] = 0x1000
+//! print('compare_mids', r.getData().hex())
 //! ```
 
 use harness_wire::dcerpc::{FaultStatus, Uuid};
@@ -179,6 +193,11 @@ const GET_MATCHES_REQ: &str = "\
     000000000000000000000000000000000000000000000000749700000300000003000000020001001f000130\
     7d6300001f000130000000001f0000008904000002000000000000000200000062000000000000000a000000\
     76780000030000000200000000000000020000001f0001301f00fe39";
+const GET_PROP_LIST_REQ: &str = "\
+    00000000010000004e53504900000000000000000100000000100000254f0000";
+const COMPARE_MIDS_REQ: &str = "\
+    00000000010000004e5350490000000000000000000000000000000000000000000000000000000000000000\
+    000000000000000000000000000000000210000000100000";
 
 fn unhex(s: &str) -> Vec<u8> {
     (0..s.len())
@@ -204,6 +223,8 @@ const SEQUENCE: &[(&str, u16, &str)] = &[
     ("get_props_ref", 9, GET_PROPS_REF_REQ),
     ("resolve_names_w", 20, RESOLVE_NAMES_W_REQ),
     ("get_matches", 5, GET_MATCHES_REQ),
+    ("get_prop_list", 8, GET_PROP_LIST_REQ),
+    ("compare_mids", 10, COMPARE_MIDS_REQ),
     ("unbind", 1, UNBIND_REQ),
 ];
 
@@ -257,7 +278,8 @@ fn dump() {
 //     'query_rows_etable': nspi.NspiQueryRowsResponse, 'dn_to_mid': nspi.NspiDNToMIdResponse,
 //     'get_props': nspi.NspiGetPropsResponse, 'get_props_ref': nspi.NspiGetPropsResponse,
 //     'resolve_names_w': nspi.NspiResolveNamesWResponse, 'get_matches': NspiGetMatchesResponse,
-//     'unbind': nspi.NspiUnbindResponse,
+//     'get_prop_list': nspi.NspiGetPropListResponse,
+//     'compare_mids': nspi.NspiCompareMIdsResponse, 'unbind': nspi.NspiUnbindResponse,
 // }
 // for line in open(sys.argv[1]):
 //     name, hx = line.split()
@@ -270,6 +292,8 @@ fn dump() {
 //               'handle', resp['contextHandle']['context_handle_uuid'].hex())
 //     if 'pStat' in resp.fields:
 //         print('  stat', {k: resp['pStat'][k] for k in ('ContainerID', 'CurrentRec', 'Delta', 'NumPos', 'TotalRecs')})
+//     if name == 'compare_mids':
+//         print('  plResult', resp['plResult'])
 //     if name == 'special_table':
 //         print('  version', resp['lpVersion'])
 //     for f in ('ppColumns', 'ppOutMIds', 'ppMIds'):
@@ -326,6 +350,10 @@ fn dump() {
 //   stat {'ContainerID': 0, 'CurrentRec': 0, 'Delta': 0, 'NumPos': 0, 'TotalRecs': 0}
 //   ppOutMIds ['0x1001']
 //   row {'0x3001001f': 'bob', '0x39fe001f': 'bob@example.test'}
+// == get_prop_list ErrorCode 0x00000000
+//   ppOutMIds ['0xfff0102', '0xff60102', '0xffe0003', '0x3001001e', '0x3002001e', '0x3003001e', '0x39000003', '0x39020102', '0x39fe001e', '0x3a00001e', '0x3a20001e', '0x800f101e', '0x8c6d0102']
+// == compare_mids ErrorCode 0x00000000
+//   plResult 1
 // == unbind ErrorCode 0x00000001
 // ```
 //
@@ -406,6 +434,11 @@ const GET_MATCHES_RESP: &str = "\
     1f000130000000001f0000000c0002001f00fe39000000001f00000010000200040000000000000004000000\
     62006f006200000011000000000000001100000062006f00620040006500780061006d0070006c0065002e00\
     74006500730074000000000000000000";
+const GET_PROP_LIST_RESP: &str = "\
+    000002000e0000000d000000000000000d0000000201ff0f0201f60f0300fe0f1e0001301e0002301e000330\
+    03000039020102391e00fe391e00003a1e00203a1e100f8002016d8c00000000";
+const COMPARE_MIDS_RESP: &str = "\
+    0100000000000000";
 const UNBIND_RESP: &str = "\
     000000000000000000000000000000000000000001000000";
 
@@ -421,6 +454,8 @@ const RESPONSES: &[&str] = &[
     GET_PROPS_REF_RESP,
     RESOLVE_NAMES_W_RESP,
     GET_MATCHES_RESP,
+    GET_PROP_LIST_RESP,
+    COMPARE_MIDS_RESP,
     UNBIND_RESP,
 ];
 
@@ -580,7 +615,7 @@ fn unserved_opnums_fault_cannot_support_and_a_dead_book_server_unavailable() {
     let nspi = Nspi::for_world(&small_world());
     let handle = bind(&nspi, 0);
     let stub = with_handle(QUERY_COLUMNS_REQ, &handle);
-    for opnum in [4, 6, 8, 10, 11, 13, 14, 15, 17, 18, 21, 0xFFFF] {
+    for opnum in [4, 6, 11, 13, 14, 15, 17, 18, 21, 0xFFFF] {
         assert_eq!(
             fault(respond(&nspi, 0, opnum, &stub)),
             FaultStatus::CANNOT_SUPPORT
@@ -1105,4 +1140,38 @@ fn mutated_seeds_never_panic() {
             fuzz::fuzz_call(&data);
         }
     }
+}
+
+#[test]
+fn compare_mids_and_get_prop_list_refuse_unknown_objects() {
+    let book = AddressBook::from_world(&small_world());
+    let run = |op: ops::Operation, words: &[u32]| {
+        let mut w = NdrWriter::new();
+        words.iter().for_each(|v| w.put_u32(*v));
+        let stub = w.into_bytes();
+        op(&book, &mut harness_wire::ndr::NdrReader::new(&stub)).unwrap()
+    };
+    // Reserved, STAT (9 DWORDs: ContainerID second), MId1, MId2.
+    let compare = |container, a, b| {
+        run(
+            ops::compare_mids,
+            &[0, 0, container, 0, 0, 0, 0, 0, 0, 0, a, b],
+        )
+    };
+    assert_eq!(
+        compare(0, 0x1000, 0x1002),
+        [0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0]
+    );
+    assert_eq!(compare(0, 0x1001, 0x1001), [0; 8]);
+    assert_eq!(
+        compare(0, 0x1001, 0x4242)[4..],
+        status::GENERAL_FAILURE.to_le_bytes()
+    );
+    assert_eq!(
+        compare(5, 0x1000, 0x1001)[4..],
+        status::INVALID_BOOKMARK.to_le_bytes()
+    );
+    // dwFlags, dwMId, CodePage: NULL ppPropTags and NotFound.
+    let unknown = run(ops::get_prop_list, &[0, 0x4242, 0x4E4]);
+    assert_eq!(unknown, [0, 0, 0, 0, 0x0F, 0x01, 0x04, 0x80]);
 }
