@@ -66,6 +66,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("dcerpc_ntlm_unwrap", crate::dcerpc::ntlm::fuzz_unwrap),
     ("oxcrpc_lz77_decompress", oxcrpc_ops::oxcrpc_lz77_decompress),
     ("oxcrpc_ext_roundtrip", oxcrpc_ops::oxcrpc_ext_roundtrip),
+    ("nspi_call", crate::dcerpc::nspi::fuzz::fuzz_call),
 ];
 
 /// Runs the named target on one input; `false` if there is no such target.

@@ -12,11 +12,13 @@
 //! - [`epm`]: the endpoint mapper interface and the [`epm::EndpointMap`] it answers from.
 //! - [`rfr`]: the address-book referral interface (RFR).
 //! - [`endpoints`]: the RPC endpoints of one lab, built from its world.
+//! - [`nspi`]: the NSPI address book interface ([MS-OXNSPI]) over the lab's directory.
 
 pub mod client;
 pub mod endpoints;
 pub mod epm;
 pub mod interface;
+pub mod nspi;
 pub mod ntlm;
 pub mod rfr;
 pub mod security;
