@@ -1,4 +1,4 @@
-//! The RPC side of one lab: the Exchange endpoint (RFR; NSPI and EMSMDB as they land)
+//! The RPC side of one lab: the Exchange endpoint (NSPI, RFR; EMSMDB as it lands)
 //! and the endpoint mapper that points clients at it, built from the lab's world. The adapter
 //! binds the sockets first (so the ports are known), then builds these.
 
@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::net::Ipv4Addr;
 
 use super::epm::{EndpointMap, EpmInterface, EPM_PORT};
+use super::nspi::Nspi;
 use super::ntlm::{NtlmServerFactory, PasswordLookup};
 use super::rfr::{Referral, Rfr};
 use super::security::ServerSecurityFactory;
@@ -35,6 +36,8 @@ pub struct RpcLabConfig {
 /// The endpoints and the interfaces a test or a later case may want to reach.
 pub struct RpcEndpoints {
     pub exchange: Arc<Endpoint>,
+    /// The address book (the GC-failover case swaps or drops its book).
+    pub nspi: Arc<Nspi>,
     /// The endpoint mapper, which names the Exchange endpoint's interfaces and port.
     pub epm: Arc<Endpoint>,
     pub map: Arc<EndpointMap>,
@@ -78,7 +81,8 @@ impl RpcEndpoints {
         let security: Arc<dyn ServerSecurityFactory> =
             Arc::new(ntlm_for_world(world, config.seed, config.unix_now));
         let rfr = Rfr::new(referral_for_world(world));
-        let interfaces: Vec<Arc<dyn RpcInterface>> = vec![rfr.clone()];
+        let nspi = Arc::new(Nspi::for_world(world));
+        let interfaces: Vec<Arc<dyn RpcInterface>> = vec![nspi.clone(), rfr.clone()];
         let map = Arc::new(EndpointMap::new(Ipv4Addr::from(config.exchange_ip)));
         for interface in &interfaces {
             let annotation = format!("Exchange {}", interface.name().to_ascii_uppercase());
@@ -98,6 +102,7 @@ impl RpcEndpoints {
         let epm = Endpoint::new(epm_config, vec![epm_interface], Some(security));
         RpcEndpoints {
             exchange,
+            nspi,
             epm,
             map,
             rfr,

@@ -1,6 +1,7 @@
 //! DCE/RPC clients and dissectors nobody here wrote, against the lab's RPC listeners
-//! (issue #15): impacket finds RFR through the endpoint mapper and calls it with NTLM at
-//! levels 2, 5 and 6, a wrong password is refused as Windows refuses it, and tshark,
+//! (issue #15): impacket finds RFR and NSPI through the endpoint mapper, calls RFR with
+//! NTLM at levels 2, 5 and 6 and NSPI (bind, special table, rows of the address book) at
+//! level 6, a wrong password is refused as Windows refuses it, and tshark,
 //! given the password, decrypts the sealed calls of a capture and names every
 //! operation, with no malformed packet.
 
@@ -82,7 +83,7 @@ async fn run_impacket(python: &Path, lab: &Lab) -> Vec<serde_json::Value> {
 }
 
 #[tokio::test]
-async fn impacket_finds_rfr_through_the_endpoint_mapper_and_calls_it_at_every_level() {
+async fn impacket_finds_rfr_and_nspi_through_the_endpoint_mapper_and_calls_them() {
     let Some(python) = impacket_python() else {
         return;
     };
@@ -91,15 +92,24 @@ async fn impacket_finds_rfr_through_the_endpoint_mapper_and_calls_it_at_every_le
     let binding = format!("ncacn_ip_tcp:127.0.0.1[{}]", rpc.port());
     let host = lab.world().hostname.clone();
     let got = run_impacket(&python, &lab).await;
+    let dn = |user: &str| {
+        format!(
+            "/o=EXAMPLE/ou=Exchange Administrative Group (FYDIBOHF23SPDLT)/cn=Recipients/cn={user}"
+        )
+    };
     let expected = vec![
         serde_json::json!({"check": "ept_map", "interface": "rfr", "binding": binding}),
-        serde_json::json!({"check": "ept_lookup", "entries": [[binding, "Exchange RFR"]]}),
+        serde_json::json!({"check": "ept_map", "interface": "nspi", "binding": binding}),
+        serde_json::json!({"check": "ept_lookup", "entries": [[binding, "Exchange NSPI"], [binding, "Exchange RFR"]]}),
         serde_json::json!({"check": "rfr", "level": 2, "dsa": host, "fqdn": host}),
         serde_json::json!({"check": "rfr", "level": 5, "dsa": host, "fqdn": host}),
         serde_json::json!({"check": "rfr", "level": 6, "dsa": host, "fqdn": host}),
         // Windows' answer to a request after a failed NTLM logon (Samba's would be
         // nca_s_proto_error).
         serde_json::json!({"check": "rfr_wrong_password", "level": 6, "error": "rpc_s_access_denied"}),
+        // The address book is the lab's directory: its three users, sealed at level 6.
+        serde_json::json!({"check": "nspi", "level": 6, "tables": ["Global Address List"],
+            "rows": [["alice", dn("alice")], ["bob", dn("bob")], ["user", dn("user")]]}),
     ];
     pretty_assertions::assert_eq!(got, expected);
     lab.shutdown().await;
@@ -177,10 +187,16 @@ async fn tshark_decrypts_and_names_every_call_of_a_sealed_session() {
     for op in [
         "Map request, RFR",
         "Map response, RFR",
-        "Lookup response, Service:Exchange RFR",
+        "Lookup response, Service:Exchange NSPI, Service:Exchange RFR",
         "RfrGetNewDSA request",
         "RfrGetNewDSA response",
         "RfrGetFQDNFromLegacyDN response",
+        "NspiBind request",
+        "NspiBind response",
+        // Wireshark's name for opnum 12 (NspiGetSpecialTable in [MS-OXNSPI]).
+        "NspiGetHierarchyInfo response",
+        "NspiQueryRows response",
+        "NspiUnbind response",
         "NTLMSSP_AUTH, User: EXAMPLE\\alice",
         "nca_s_fault_access_denied",
     ] {
