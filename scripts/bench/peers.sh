@@ -47,10 +47,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_port() { # wait_port PORT: until it accepts, at most 10 s
-  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
-  echo "nothing listening on 127.0.0.1:$1 after 10 s" >&2; return 1
-}
+
 
 # serve NAME ARGS...: starts `harness serve` in the background, remembers its PID in $SERVED
 serve() {
@@ -59,19 +56,6 @@ serve() {
   SERVED=$!; PIDS+=("$SERVED")
 }
 
-# CPU time in clock ticks of the process trees of the given PIDs, including the reaped
-# children (cutime, cstime: perdition and Dovecot fork a process per connection).
-cpu_of() {
-  local total=0 root p v
-  for root in "$@"; do
-    for p in $(tree "$root"); do
-      # fields after the command name: utime stime cutime cstime are 12-15
-      v=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13 + $14 + $15}')
-      total=$((total + ${v:-0}))
-    done
-  done
-  echo "$total"
-}
 HZ=$(getconf CLK_TCK)
 
 # load LABEL ROUTE PROTO PORT CLIENTS "ROUTE_PIDS" "BACKEND_PIDS": one `harness load` run,
@@ -103,21 +87,6 @@ header() {
   printf '\n%s\n\n| route | protocol | clients | sessions | failed | sessions/s | p50 | p99 | max | route CPU µs/session | back-end CPU µs/session | load avg |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n' "$1" | tee -a "$ROWS"
 }
 
-# Process tree of PID (itself and every descendant).
-tree() {
-  local p=$1 c
-  echo "$p"
-  for c in $(pgrep -P "$p"); do tree "$c"; done
-}
-# "PSS_KIB RSS_KIB" summed over the tree of PID
-mem_of() {
-  local pss=0 rss=0 p v
-  for p in $(tree "$1"); do
-    v=$(awk '/^Pss:/{print $2}' "/proc/$p/smaps_rollup" 2>/dev/null); pss=$((pss + ${v:-0}))
-    v=$(awk '/^Rss:/{print $2}' "/proc/$p/smaps_rollup" 2>/dev/null); rss=$((rss + ${v:-0}))
-  done
-  echo "$pss $rss"
-}
 
 # idle SERVER PID PORT N MODE: memory per idle connection
 idle() {

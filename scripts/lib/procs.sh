@@ -57,3 +57,40 @@ wait_for_line() {
   done
   grep -q "$2" "$1" 2>/dev/null
 }
+
+# wait_port PORT: until 127.0.0.1:PORT accepts, at most 10 s.
+wait_port() {
+  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
+  echo "nothing listening on 127.0.0.1:$1 after 10 s" >&2; return 1
+}
+
+# Process tree of PID (itself and every descendant).
+tree() {
+  local p=$1 c
+  echo "$p"
+  for c in $(pgrep -P "$p"); do tree "$c"; done
+}
+
+# CPU time in clock ticks of the process trees of the given PIDs, including the reaped
+# children (cutime, cstime: perdition and Dovecot fork a process per connection).
+cpu_of() {
+  local total=0 root p v
+  for root in "$@"; do
+    for p in $(tree "$root"); do
+      # fields after the command name: utime stime cutime cstime are 12-15
+      v=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13 + $14 + $15}')
+      total=$((total + ${v:-0}))
+    done
+  done
+  echo "$total"
+}
+
+# "PSS_KIB RSS_KIB" summed over the tree of PID
+mem_of() {
+  local pss=0 rss=0 p v
+  for p in $(tree "$1"); do
+    v=$(awk '/^Pss:/{print $2}' "/proc/$p/smaps_rollup" 2>/dev/null); pss=$((pss + ${v:-0}))
+    v=$(awk '/^Rss:/{print $2}' "/proc/$p/smaps_rollup" 2>/dev/null); rss=$((rss + ${v:-0}))
+  done
+  echo "$pss $rss"
+}

@@ -14,7 +14,8 @@
 //! - a context id never accepted: fault `nca_s_unk_if`; an opnum the interface lacks:
 //!   fault `nca_s_op_rng_error` (both with DID_NOT_EXECUTE, the connection stays);
 //! - a signature that does not verify (tampered, replayed, out of sequence): fault
-//!   `RPC_S_SEC_PKG_ERROR`, then the connection closes (the cipher state is lost);
+//!   `RPC_S_SEC_PKG_ERROR`, then the connection closes (the cipher state is lost); a
+//!   trailer naming another auth type or level than its context: `access_denied`, closed;
 //! - a request under a security context whose logon failed or never finished: the
 //!   [`AuthFailureFault`] of the endpoint;
 //! - a bind to nothing offered: bind_ack with a per-context rejection; a bind that cannot
@@ -45,9 +46,11 @@ use crate::session::{Output, ServerSession};
 /// MUST_RECV_FRAG_SIZE); a bind offering less is refused.
 pub const MIN_FRAG: u16 = 1432;
 
-/// Which fault a request gets when its security context failed to log on (wrong
-/// password, auth3 missing): Windows answers `access_denied` (what impacket users see as
-/// `rpc_s_access_denied`), Samba `nca_s_proto_error`.
+/// What a request gets when its security context failed to log on (wrong password,
+/// auth3 missing): Windows answers `access_denied` (what impacket users see as
+/// `rpc_s_access_denied`) and, as far as is known, keeps the connection; Samba 4.17
+/// answers `nca_s_proto_error` and disconnects (`dcesrv_core.c`, the request after a
+/// failed `dcesrv_auth3_done`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AuthFailureFault {
     #[default]
@@ -60,6 +63,13 @@ impl AuthFailureFault {
         match self {
             AuthFailureFault::Windows => FaultStatus::ACCESS_DENIED,
             AuthFailureFault::Samba => FaultStatus::NCA_S_PROTO_ERROR,
+        }
+    }
+
+    fn refusal(self) -> Refusal {
+        match self {
+            AuthFailureFault::Windows => Refusal::fault(self.status()),
+            AuthFailureFault::Samba => Refusal::fatal(self.status()),
         }
     }
 }
@@ -786,17 +796,19 @@ impl Association {
         layout: &harness_wire::dcerpc::ProtectedLayout,
     ) -> Result<u32, Refusal> {
         let id = layout.trailer.auth_context_id;
-        let auth_failure = self.endpoint.config.auth_failure.status();
+        let auth_failure = self.endpoint.config.auth_failure.refusal();
         let Some(ctx) = self.security.get_mut(&id) else {
             return Err(Refusal::fatal(FaultStatus::NCA_S_PROTO_ERROR));
         };
         if ctx.phase != Phase::Established {
-            return Err(Refusal::fault(auth_failure));
+            return Err(auth_failure);
         }
+        // A trailer naming another type or level than the context's: access denied and
+        // the connection closes (Samba's dcesrv_auth_pkt_pull).
         if ctx.auth_type != layout.trailer.auth_type
             || ctx.level != effective(layout.trailer.auth_level)
         {
-            return Err(Refusal::fatal(FaultStatus::NCA_S_PROTO_ERROR));
+            return Err(Refusal::fatal(FaultStatus::ACCESS_DENIED));
         }
         if ctx.level == AuthLevel::CONNECT {
             return Ok(id);
@@ -808,8 +820,12 @@ impl Association {
         {
             Ok(()) => Ok(id),
             // The sequence and cipher state are lost with a bad PDU: nothing after it
-            // could verify.
-            Err(_) => Err(Refusal::fatal(FaultStatus::SEC_PKG_ERROR)),
+            // could verify. Samba sends this fault without DID_NOT_EXECUTE, then closes.
+            Err(_) => Err(Refusal {
+                status: FaultStatus::SEC_PKG_ERROR,
+                did_not_execute: false,
+                close: true,
+            }),
         }
     }
 
@@ -826,7 +842,7 @@ impl Association {
             .find(|(_, c)| c.level == AuthLevel::CONNECT);
         match connect {
             Some((&id, c)) if c.phase == Phase::Established => Ok(Some(id)),
-            _ => Err(Refusal::fault(self.endpoint.config.auth_failure.status())),
+            _ => Err(self.endpoint.config.auth_failure.refusal()),
         }
     }
 

@@ -33,8 +33,9 @@ Example:
   harness load --target dcerpc://127.0.0.1:135 --session rpc-calls --user alice:secret
 
 DCE/RPC (dcerpc://HOST[:PORT], an endpoint mapper's port, 135 by default): rpc-bind-call-close \
-(connect, NTLM bind with auth3, one call, close) or rpc-calls (one association per client, \
-one call per session). The call is ept_map of an interface nobody registers: every endpoint \
+(connect, NTLM bind with auth3, one call, close), rpc-calls (one association per client, \
+one call per session) or rpc-hold (bind, one call, then hold the association idle until the \
+run ends: memory per idle association). The call is ept_map of an interface nobody registers: every endpoint \
 mapper serves it, so the same client measures any server (the lab's --epm, Samba, Windows).
 
 Exit status: 0 when every session succeeded, 1 when any failed.")]

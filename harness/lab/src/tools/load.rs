@@ -59,6 +59,9 @@ pub enum SessionKind {
     /// DCE/RPC: each client binds once, then every "session" is one call on that
     /// association (sealed at level 6).
     RpcCalls,
+    /// DCE/RPC: each client binds and makes one call, then holds its association idle
+    /// until the run ends (memory per idle association).
+    RpcHold,
 }
 
 pub const SESSION_NAMES: &[&str] = &[
@@ -69,6 +72,7 @@ pub const SESSION_NAMES: &[&str] = &[
     "connect-reset",
     "rpc-bind-call-close",
     "rpc-calls",
+    "rpc-hold",
 ];
 
 impl SessionKind {
@@ -81,6 +85,7 @@ impl SessionKind {
             "connect-reset" => Some(SessionKind::ConnectReset),
             "rpc-bind-call-close" => Some(SessionKind::RpcBindCallClose),
             "rpc-calls" => Some(SessionKind::RpcCalls),
+            "rpc-hold" => Some(SessionKind::RpcHold),
             _ => None,
         }
     }
@@ -94,6 +99,7 @@ impl SessionKind {
             SessionKind::ConnectReset => SESSION_NAMES[4],
             SessionKind::RpcBindCallClose => SESSION_NAMES[5],
             SessionKind::RpcCalls => SESSION_NAMES[6],
+            SessionKind::RpcHold => SESSION_NAMES[7],
         }
     }
 
@@ -117,7 +123,10 @@ impl SessionKind {
 
     /// A DCE/RPC session (`dcerpc://` targets).
     pub fn is_rpc(self) -> bool {
-        matches!(self, SessionKind::RpcBindCallClose | SessionKind::RpcCalls)
+        matches!(
+            self,
+            SessionKind::RpcBindCallClose | SessionKind::RpcCalls | SessionKind::RpcHold
+        )
     }
 
     /// The default session for a protocol.
@@ -553,8 +562,15 @@ pub async fn run(config: LoadConfig, progress: Arc<LoadProgress>) -> Result<Load
                     (Some(protocol), _) => play_session(addr, protocol, &user, op_timeout).await,
                     (None, Some(call)) if kind.is_rpc() => {
                         let keep = kind == SessionKind::RpcCalls;
-                        super::rpc_load::rpc_session(addr, call, &user, op_timeout, keep, &mut held)
-                            .await
+                        let result = super::rpc_load::rpc_session(
+                            addr, call, &user, op_timeout, keep, &mut held,
+                        )
+                        .await;
+                        if kind == SessionKind::RpcHold && result.is_ok() {
+                            // Idle until the run ends; then the association closes.
+                            tokio::time::sleep_until(deadline.into()).await;
+                        }
+                        result
                     }
                     (None, _) => storm_connection(addr, kind, op_timeout).await,
                 };

@@ -102,7 +102,8 @@ async fn bind(
 }
 
 /// One session: bind (or reuse `held` when `keep`), one call. With `keep` the
-/// association stays in `held` for the next call; a failed call drops it.
+/// association stays in `held` for the next call; a failed call drops it. Without it
+/// the association closes when this returns.
 pub async fn rpc_session(
     addr: SocketAddr,
     call: &RpcCall,

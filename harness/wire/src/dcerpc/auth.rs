@@ -235,10 +235,10 @@ mod tests {
         pdu.auth = Some(verifier());
         let bytes = pdu.encode().unwrap();
         let layout = protected_layout(&bytes).unwrap().unwrap();
-        // 16 header + 8 request header; 5 stub octets padded to 8 (16-aligned body).
-        assert_eq!(layout.stub, 24..32);
-        assert_eq!(layout.pad, 3);
-        assert_eq!(layout.signature, 40..56);
+        // 16 header + 8 request header; 5 stub octets padded to 16 (from the stub).
+        assert_eq!(layout.stub, 24..40);
+        assert_eq!(layout.pad, 11);
+        assert_eq!(layout.signature, 48..64);
         assert_eq!(layout.trailer.auth_context_id, 7);
         let mut lying = bytes.clone();
         lying[10] = 40; // auth_length reaching into the request header
@@ -247,7 +247,7 @@ mod tests {
             Err(DecodeError::Invalid(ERR_AUTH_LENGTH))
         );
         let mut lying = bytes.clone();
-        lying[34] = 9; // auth_pad_length longer than the stub
+        lying[42] = 17; // auth_pad_length longer than the stub and its pad
         assert_eq!(
             protected_layout(&lying),
             Err(DecodeError::Invalid(ERR_AUTH_PAD))

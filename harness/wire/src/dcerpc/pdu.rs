@@ -5,7 +5,7 @@ use crate::codec::{Codec, DecodeError, Reader, Writer};
 
 use super::auth::{put_verifier, split_verifier, AuthVerifier, BODY_AUTH_ALIGN, STUB_AUTH_ALIGN};
 use super::bind::{Bind, BindAck, BindNak};
-use super::call::{Auth3, Fault, Request, Response};
+use super::call::{Auth3, Fault, Request, Response, FAULT_HEADER_LEN, RESPONSE_HEADER_LEN};
 use super::header::{DataRepresentation, Header, PacketType, PfcFlags, ERR_BIG_ENDIAN, HEADER_LEN};
 
 /// The body ends before a field its PTYPE requires: frag_length (or auth_length) lied.
@@ -101,11 +101,16 @@ impl PduBody {
         }
     }
 
-    /// The sec_trailer alignment: 16 after a stub, 4 after the other bodies.
-    fn auth_align(&self) -> usize {
+    /// The sec_trailer alignment and where it is counted from (octets after the common
+    /// header): a stub is padded to 16 counted from the stub's own start, as Windows and
+    /// Samba pad it (Samba: "w2k8 wants the pad relative to the stub"); the other bodies
+    /// are 4-aligned already.
+    fn auth_align(&self) -> (usize, usize) {
         match self {
-            PduBody::Request(_) | PduBody::Response(_) | PduBody::Fault(_) => STUB_AUTH_ALIGN,
-            _ => BODY_AUTH_ALIGN,
+            PduBody::Request(r) => (r.header_len(), STUB_AUTH_ALIGN),
+            PduBody::Response(_) => (RESPONSE_HEADER_LEN, STUB_AUTH_ALIGN),
+            PduBody::Fault(_) => (FAULT_HEADER_LEN, STUB_AUTH_ALIGN),
+            _ => (0, BODY_AUTH_ALIGN),
         }
     }
 }
@@ -205,7 +210,8 @@ impl Pdu {
             (PduBody::Other { auth_length, .. }, _) => *auth_length,
             // auth_length 0 means no verifier ([C706] 12.6.3.1): an empty one is left out.
             (_, Some(v)) if !v.auth_value.is_empty() => {
-                put_verifier(&mut w, HEADER_LEN, self.body.auth_align(), v);
+                let (stub_offset, align) = self.body.auth_align();
+                put_verifier(&mut w, HEADER_LEN + stub_offset, align, v);
                 u16::try_from(v.auth_value.len()).map_err(|_| PduTooLong { length: w.len() })?
             }
             _ => 0,

@@ -152,12 +152,10 @@ pub fn fragment(call: &Pdu, max_frag: u16) -> Option<Vec<Pdu>> {
         .map(|v| SEC_TRAILER_LEN + v.auth_value.len());
     let room =
         usize::from(max_frag).checked_sub(HEADER_LEN + body_header + auth_len.unwrap_or(0))?;
-    // With a verifier, a full fragment's stub ends 16-aligned from the body start, so
-    // it needs no padding ([MS-RPCE] 2.2.2.11).
+    // With a verifier, a full fragment's stub is a multiple of 16, so it needs no
+    // padding (the pad counts from the stub's start, [MS-RPCE] 2.2.2.11).
     let per_fragment = match auth_len {
-        Some(_) => {
-            ((body_header + room) / STUB_AUTH_ALIGN * STUB_AUTH_ALIGN).checked_sub(body_header)?
-        }
+        Some(_) => room / STUB_AUTH_ALIGN * STUB_AUTH_ALIGN,
         None => room,
     };
     if per_fragment == 0 {

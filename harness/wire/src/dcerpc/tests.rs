@@ -133,15 +133,14 @@ fn every_pdu_type_round_trips_with_and_without_a_verifier() {
             );
             if auth.is_some() {
                 let trailer_at = bytes.len() - auth_len - 8;
-                let align = if matches!(
-                    body,
-                    PduBody::Request(_) | PduBody::Response(_) | PduBody::Fault(_)
-                ) {
-                    16
-                } else {
-                    4
+                // A stub pads to 16 from its own start; other bodies to 4.
+                let (stub_start, align) = match &body {
+                    PduBody::Request(r) => (16 + r.header_len(), 16),
+                    PduBody::Response(_) => (16 + 8, 16),
+                    PduBody::Fault(_) => (16 + 16, 16),
+                    _ => (16, 4),
                 };
-                assert_eq!((trailer_at - 16) % align, 0, "{body:?}");
+                assert_eq!((trailer_at - stub_start) % align, 0, "{body:?}");
             }
             let mut stream = bytes.clone();
             stream.extend_from_slice(b"next PDU");
@@ -215,17 +214,18 @@ fn auth_length_beyond_the_pdu_and_wrong_pad() {
         Pdu::decode(&padded),
         Err(DecodeError::Invalid(ERR_AUTH_PAD))
     );
-    // A pad that eats into the request header.
+    // A pad that eats into the request header (an empty stub needs no pad: the trailer
+    // follows the 8-octet request header at once).
     let mut pdu = Pdu::new(1, PfcFlags::WHOLE, PduBody::Request(request(0)));
     pdu.auth = Some(ntlm_verifier(16));
     let mut bytes = pdu.encode().unwrap();
-    assert_eq!(bytes[16 + 16 + 2], 8, "8-octet request header padded to 16");
-    bytes[16 + 16 + 2] = 9;
+    assert_eq!(bytes[16 + 8 + 2], 0, "an empty stub is 16-aligned already");
+    bytes[16 + 8 + 2] = 1;
     assert_eq!(
         Pdu::decode(&bytes),
         Err(DecodeError::Invalid(ERR_BODY_SHORT))
     );
-    bytes[16 + 16 + 2] = 17;
+    bytes[16 + 8 + 2] = 9;
     assert_eq!(Pdu::decode(&bytes), Err(DecodeError::Invalid(ERR_AUTH_PAD)));
 }
 
@@ -344,14 +344,14 @@ fn split_fragments_fit_and_join_again() {
     }
     let call = Pdu::new(9, PfcFlags::WHOLE, PduBody::Request(request(10)));
     assert_eq!(fragment(&call, 24), None, "no room for a stub octet");
-    let mut signed = call.clone();
+    let mut signed = Pdu::new(9, PfcFlags::WHOLE, PduBody::Request(request(40)));
     signed.auth = Some(ntlm_verifier(16));
     assert_eq!(
-        fragment(&signed, 56).map(|f| f.len()),
-        Some(2),
-        "8 stub octets a fragment"
+        fragment(&signed, 64).map(|f| f.len()),
+        Some(3),
+        "16 stub octets a fragment: 16 + 8 + 16 + 8 + 16"
     );
-    assert_eq!(fragment(&signed, 55), None, "room below one aligned block");
+    assert_eq!(fragment(&signed, 63), None, "room below one aligned block");
     assert_eq!(
         fragment(&Pdu::new(1, PfcFlags::WHOLE, PduBody::Shutdown), 100),
         None

@@ -244,10 +244,10 @@ fn impacket_signed_request_with_four_octet_padding() {
         (auth.auth_level, auth.auth_value.as_slice()),
         (AuthLevel::PKT_INTEGRITY, &[b' '; 16][..])
     );
-    // We pad to 16 ([MS-RPCE] 2.2.2.11): 8 + 5 + 3 = 16 octets, the same length here,
-    // but zero padding instead of impacket's 0xBB.
+    // We pad the stub to 16 from its start, as Windows and Samba do ([MS-RPCE]
+    // 2.2.2.11): 5 + 11 zero octets, where impacket pads to 4 with 0xBB.
     let ours = pdu.encode().unwrap();
-    assert_eq!(ours.len(), bytes.len());
-    assert_eq!(&ours[29..32], &[0, 0, 0]);
+    assert_eq!(ours.len(), bytes.len() + 8);
+    assert_eq!(&ours[29..40], &[0; 11]);
     assert_eq!(Pdu::decode(&ours).unwrap().0, pdu);
 }

@@ -1,0 +1,101 @@
+#!/bin/bash
+# scripts/bench/rpc.sh [SECONDS] [OUTDIR]
+#
+# The DCE/RPC rows of BENCHMARKS.md in one run: the lab's RPC endpoint (`harness serve
+# --rpc --epm`) beside Samba 4.17's (samba-dcerpcd, endpoint mapper on 127.0.0.1:135), both
+# driven by the same client (`harness load --target dcerpc://`, NTLM as alice/secret):
+#   1. binds/s: connect, bind with NTLM at level 6 (NEGOTIATE, CHALLENGE, AUTHENTICATE in
+#      auth3), one sealed ept_map call, close (session rpc-bind-call-close);
+#   2. sealed calls/s: one association per client, sealed ept_map calls back to back
+#      (session rpc-calls);
+#   at 1 and 16 clients (BENCH_CLIENTS), with the server's CPU time per session;
+#   3. memory per idle association: BENCH_IDLE (1000) clients bind, call once and hold
+#      (session rpc-hold); PSS and RSS of the server's process tree before and while held.
+# Each load run lasts SECONDS (default 10). Both servers run on loopback and are stopped by
+# PID. Results: OUTDIR (default /tmp/harness-bench-rpc)/rows.md and one log per run. Needs
+# Samba (scripts/peers/install.sh); without it only the lab's rows are made.
+set -uo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/procs.sh"
+SECS=${1:-10}
+OUT=${2:-/tmp/harness-bench-rpc}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT" || exit 2
+export PATH="$PATH:/usr/sbin:/sbin"
+mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
+ROWS=$OUT/rows.md
+: > "$ROWS"
+CLIENTS=${BENCH_CLIENTS:-1 16}
+IDLE=${BENCH_IDLE:-1000}
+HZ=$(getconf CLK_TCK)
+H=$(harness_bin "$ROOT" "$OUT") || exit 2
+ulimit -n "$(ulimit -Hn)"
+
+PIDS=()
+cleanup() {
+  stop_pid "${PIDS[@]}" 2>/dev/null
+  [ -d "$OUT/samba" ] && scripts/peers/samba/stop.sh "$OUT/samba" >/dev/null 2>&1
+}
+trap cleanup EXIT
+
+"$H" serve --rpc 127.0.0.1:26001 --epm 127.0.0.1:26135 --max-connections 4096 \
+  >"$OUT/mock.log" 2>&1 &
+MOCK=$!; PIDS+=("$MOCK")
+wait_port 26135 || exit 1
+SAMBA=
+if scripts/peers/samba/start.sh 26445 "$OUT/samba" >"$OUT/samba-start.log" 2>&1; then
+  SAMBA=$(cat "$OUT/samba/dcerpcd.pid")
+  wait_port 135 || SAMBA=
+else
+  echo "Samba did not start ($OUT/samba-start.log): only the lab's rows" >&2
+fi
+
+# run LABEL PORT SESSION CLIENTS PID: one `harness load` run, one markdown row with the
+# server tree's CPU time per session.
+run() {
+  local label=$1 port=$2 session=$3 n=$4 pid=$5 log c0 c1
+  log="$OUT/load-$label-$session-$n.log"
+  c0=$(cpu_of "$pid")
+  "$H" load --target "dcerpc://127.0.0.1:$port" --session "$session" --clients "$n" \
+    --seconds "$SECS" --timeout 30 --user alice:secret >"$log" 2>&1
+  sleep 0.5
+  c1=$(cpu_of "$pid")
+  local line; line=$(grep -m1 '^[0-9]' "$log")
+  read -r sessions failed secs rate p50 p50u p99 p99u max maxu <<<"$line"
+  local cpu=-
+  [ "${sessions:-0}" -gt 0 ] 2>/dev/null && cpu=$(((c1 - c0) * 1000000 / HZ / sessions))
+  printf '| %s | %s | %s | %s | %s | %s | %s %s | %s %s | %s | %s |\n' "$label" "$session" "$n" \
+    "$sessions" "$failed" "$rate" "$p50" "$p50u" "$p99" "$p99u" "$cpu" \
+    "$(cut -d' ' -f1 /proc/loadavg)" | tee -a "$ROWS"
+}
+
+printf '\nDCE/RPC, NTLM at level 6 (%s s per run)\n\n| server | session | clients | sessions | failed | sessions/s | p50 | p99 | server CPU µs/session | load avg |\n|---|---|---|---|---|---|---|---|---|---|\n' "$SECS" | tee -a "$ROWS"
+for session in rpc-bind-call-close rpc-calls; do
+  for n in $CLIENTS; do
+    run harness 26135 "$session" "$n" "$MOCK"
+    [ -n "$SAMBA" ] && run "Samba 4.17" 135 "$session" "$n" "$SAMBA"
+  done
+done
+
+# hold LABEL PORT PID: memory per idle association
+hold() {
+  local label=$1 port=$2 pid=$3 before after holder
+  sleep 1
+  before=$(mem_of "$pid")
+  "$H" load --target "dcerpc://127.0.0.1:$port" --session rpc-hold --clients "$IDLE" \
+    --seconds 30 --timeout 30 --user alice:secret >"$OUT/hold-$label.log" 2>&1 &
+  holder=$!
+  sleep 20
+  after=$(mem_of "$pid")
+  wait "$holder"
+  local line; line=$(grep -m1 '^[0-9]' "$OUT/hold-$label.log")
+  read -r held failed _ <<<"$line"
+  read -r pss0 rss0 <<<"$before"; read -r pss1 rss1 <<<"$after"
+  printf '| %s | %s | %s | %d → %d KiB | %d | %d → %d KiB | %d |\n' "$label" "$held" "$failed" \
+    "$pss0" "$pss1" $(((pss1 - pss0) * 1024 / IDLE)) "$rss0" "$rss1" $(((rss1 - rss0) * 1024 / IDLE)) |
+    tee -a "$ROWS"
+}
+
+printf '\nIdle associations (%s clients: NTLM bind at level 6, one call, then held)\n\n| server | held | failed | PSS before → while held | PSS per association (bytes) | RSS before → while held | RSS per association (bytes) |\n|---|---|---|---|---|---|---|\n' "$IDLE" | tee -a "$ROWS"
+hold harness 26135 "$MOCK"
+[ -n "$SAMBA" ] && hold "Samba 4.17" 135 "$SAMBA"
+echo "rows: $ROWS"
