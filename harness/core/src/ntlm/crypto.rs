@@ -644,7 +644,10 @@ mod tests {
         assert_eq!(rc4(b"Key", b"Plaintext"), hex("bbf316e8d940af0ad3"));
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
         assert_eq!(crc32(&plaintext()), 0x93AA_847D);
+        assert_eq!(format!("{:?}", Rc4::new(b"Key")), "Rc4 { .. }");
         assert!(ct_eq(b"abc", b"abc"));
+        // Two differences that would cancel if the fold XORed them.
+        assert!(!ct_eq(b"ab", b"`c"));
         assert!(!ct_eq(b"abc", b"abd"));
         assert!(!ct_eq(b"abc", b"ab"));
     }

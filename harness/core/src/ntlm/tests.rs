@@ -881,3 +881,44 @@ fn fuzz_handshake_samples() {
         fuzz_handshake(&data);
     }
 }
+
+/// The ANONYMOUS flag and an empty user name each refuse on their own, even beside a
+/// correct NT response.
+#[test]
+fn anonymous_flag_or_empty_user_alone_refuse() {
+    let u = NegotiateFlags::UNICODE | NegotiateFlags::NTLM;
+    let nt = crypto::ntlm_v1("secret", &[1; 8]).nt.to_vec();
+    for (user, flags) in [("alice", u | NegotiateFlags::ANONYMOUS), ("", u)] {
+        assert_eq!(
+            challenged()
+                .handle_authenticate(&auth_message(vec![], nt.clone(), user, flags), &directory),
+            Err(NtlmError::AnonymousRefused),
+            "{user:?} {flags:?}"
+        );
+    }
+}
+
+#[test]
+fn acceptor_reports_its_challenge_and_what_it_expects() {
+    let mut acc = NtlmAcceptor::new(config(), [1, 2, 3, 4, 5, 6, 7, 8], FILETIME);
+    assert_eq!(acc.server_challenge(), [1, 2, 3, 4, 5, 6, 7, 8]);
+    let mut client = initiator("alice", "secret", ResponseKind::V2, false);
+    let neg = client.negotiate();
+    let chal = acc.handle_negotiate(&neg).unwrap();
+    assert_eq!(
+        acc.handle_negotiate(&neg),
+        Err(NtlmError::OutOfSequence {
+            expected: "AUTHENTICATE",
+            got: "NEGOTIATE"
+        })
+    );
+    let auth = client.handle_challenge(&chal).unwrap();
+    acc.handle_authenticate(&auth, &directory).unwrap();
+    assert_eq!(
+        acc.handle_negotiate(&neg),
+        Err(NtlmError::OutOfSequence {
+            expected: "nothing (exchange finished)",
+            got: "NEGOTIATE"
+        })
+    );
+}
