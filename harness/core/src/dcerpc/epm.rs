@@ -738,26 +738,8 @@ mod tests {
         0,
         81,
     );
-    const NSPI: SyntaxId = SyntaxId::new(
-        Uuid::new(
-            0xf5cc_5a18,
-            0x4264,
-            0x101a,
-            [0x8c, 0x59, 0x08, 0x00, 0x2b, 0x2f, 0x84, 0x26],
-        ),
-        56,
-        0,
-    );
-    const RFR: SyntaxId = SyntaxId::new(
-        Uuid::new(
-            0x1544_f5e0,
-            0x613c,
-            0x11d1,
-            [0x93, 0xdf, 0x00, 0xc0, 0x4f, 0xd7, 0xbd, 0x09],
-        ),
-        1,
-        0,
-    );
+    use crate::dcerpc::nspi::NSPI_SYNTAX as NSPI;
+    use crate::dcerpc::rfr::RFR_SYNTAX as RFR;
 
     fn epm() -> EpmInterface {
         let map = EndpointMap::new(Ipv4Addr::new(192, 0, 2, 10));

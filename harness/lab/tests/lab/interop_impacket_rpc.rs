@@ -7,12 +7,11 @@
 
 use crate::common;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use harness::serve::rpc::{RpcListenerSpec, RpcRole};
-use harness::{Lab, LabConfig};
+use harness::serve::rpc::RpcRole;
+use harness::Lab;
 
 fn script() -> PathBuf {
     common::peers::project_root().join("harness/lab/tests/clients/dcerpc_impacket.py")
@@ -38,24 +37,7 @@ fn impacket_python() -> Option<PathBuf> {
 }
 
 async fn rpc_lab() -> Lab {
-    let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
-    Lab::start(LabConfig {
-        listeners: Vec::new(),
-        rpc: vec![
-            RpcListenerSpec {
-                role: RpcRole::Exchange,
-                addr: loopback,
-            },
-            RpcListenerSpec {
-                role: RpcRole::EndpointMapper,
-                addr: loopback,
-            },
-        ],
-        seed: Some(15),
-        ..LabConfig::default()
-    })
-    .await
-    .expect("lab starts")
+    common::rpc_lab(Some(15)).await
 }
 
 /// What the impacket script reported, one JSON object per check.

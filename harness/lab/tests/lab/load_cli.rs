@@ -277,24 +277,8 @@ async fn load_reads_a_status_text_ending_in_braces_as_text() {
 /// answered; a wrong password is counted as refused (the fault Windows sends).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dcerpc_load_binds_and_calls_sealed() {
-    use harness::serve::rpc::{RpcListenerSpec, RpcRole};
-    let loopback: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
-    let lab = harness::Lab::start(harness::LabConfig {
-        listeners: Vec::new(),
-        rpc: vec![
-            RpcListenerSpec {
-                role: RpcRole::Exchange,
-                addr: loopback,
-            },
-            RpcListenerSpec {
-                role: RpcRole::EndpointMapper,
-                addr: loopback,
-            },
-        ],
-        ..harness::LabConfig::default()
-    })
-    .await
-    .expect("lab starts");
+    use harness::serve::rpc::RpcRole;
+    let lab = common::rpc_lab(None).await;
     let epm = lab.rpc_addr(RpcRole::EndpointMapper).expect("epm");
     let target = format!("dcerpc://{epm}");
     for session in ["rpc-bind-call-close", "rpc-calls"] {

@@ -288,3 +288,27 @@ pub fn rss(pid: u32) -> u64 {
         .map(|kb| kb * 1024)
         .unwrap_or(0)
 }
+
+/// A lab serving only DCE/RPC: the Exchange endpoint and the endpoint mapper, both on
+/// ephemeral loopback ports.
+pub async fn rpc_lab(seed: Option<u64>) -> Lab {
+    use harness::serve::rpc::{RpcListenerSpec, RpcRole};
+    let loopback: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+    Lab::start(LabConfig {
+        listeners: Vec::new(),
+        rpc: vec![
+            RpcListenerSpec {
+                role: RpcRole::Exchange,
+                addr: loopback,
+            },
+            RpcListenerSpec {
+                role: RpcRole::EndpointMapper,
+                addr: loopback,
+            },
+        ],
+        seed,
+        ..LabConfig::default()
+    })
+    .await
+    .expect("lab starts")
+}
