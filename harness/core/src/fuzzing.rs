@@ -15,6 +15,7 @@ pub mod ndr_ops;
 pub mod ops;
 pub mod pop3_ops;
 pub mod reply_ops;
+pub mod rpc_ops;
 pub mod sasl_ops;
 pub mod script_scenario_ops;
 #[cfg(test)]
@@ -63,6 +64,10 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("dcerpc_stream_framer", dcerpc_ops::dcerpc_stream_framer),
     ("ndr_decode", ndr_ops::ndr_decode),
     ("dcerpc_ntlm_unwrap", crate::dcerpc::ntlm::fuzz_unwrap),
+    ("dcerpc_server_bytes", rpc_ops::dcerpc_server_bytes),
+    ("dcerpc_server_ops", rpc_ops::dcerpc_server_ops),
+    ("dcerpc_client_hostile", rpc_ops::dcerpc_client_hostile),
+    ("dcerpc_interface_calls", rpc_ops::dcerpc_interface_calls),
 ];
 
 /// Runs the named target on one input; `false` if there is no such target.

@@ -713,8 +713,139 @@ impl RpcInterface for EpmInterface {
     }
 }
 
+/// Stubs impacket marshals, for the tests and as seeds of the fuzz targets
+/// (`harness_core::fuzzing`).
+pub mod impacket {
+    /// Stubs impacket 0.13.1 marshals (python in /tmp/impvenv, nothing of it committed):
+    ///
+    /// ```python
+    /// from struct import unpack; import socket
+    /// from impacket.dcerpc.v5 import epm
+    /// from impacket.dcerpc.v5.ndr import NULL
+    /// from impacket.uuid import uuidtup_to_bin
+    /// def map_request(iface):            # the tower hept_map builds for ncacn_ip_tcp
+    ///     i = uuidtup_to_bin(iface)
+    ///     ndr = uuidtup_to_bin(('8a885d04-1ceb-11c9-9fe8-08002b104860', '2.0'))
+    ///     f1 = epm.EPMRPCInterface(); f1['InterfaceUUID'] = i[:16]
+    ///     f1['MajorVersion'] = unpack('<H', i[16:18])[0]
+    ///     f1['MinorVersion'] = unpack('<H', i[18:])[0]
+    ///     f2 = epm.EPMRPCDataRepresentation(); f2['DataRepUuid'] = ndr[:16]
+    ///     f2['MajorVersion'] = 2; f2['MinorVersion'] = 0
+    ///     f3 = epm.EPMProtocolIdentifier(); f3['ProtIdentifier'] = epm.FLOOR_RPCV5_IDENTIFIER
+    ///     f4 = epm.EPMPortAddr(); f4['IpPort'] = 0
+    ///     f5 = epm.EPMHostAddr(); f5['Ip4addr'] = socket.inet_aton('0.0.0.0')
+    ///     tower = epm.EPMTower(); tower['NumberOfFloors'] = 5
+    ///     tower['Floors'] = b''.join(f.getData() for f in (f1, f2, f3, f4, f5))
+    ///     req = epm.ept_map(); req['max_towers'] = 4
+    ///     req['map_tower']['tower_length'] = len(tower)
+    ///     req['map_tower']['tower_octet_string'] = tower.getData()
+    ///     req.fields['obj'].fields['ReferentID'] = 1       # as hept_map does
+    ///     req.fields['map_tower'].fields['ReferentID'] = 2
+    ///     return req.getData().hex()
+    /// MAP_EMSMDB = map_request(('A4F1DB00-CA47-1067-B31F-00DD010662DA', '0.81'))
+    /// MAP_NSPI = map_request(('F5CC5A18-4264-101A-8C59-08002B2F8426', '56.0'))
+    /// def lookup(ifid=None, inquiry=epm.RPC_C_EP_ALL_ELTS, vers=epm.RPC_C_VERS_ALL, max_ents=500):
+    ///     req = epm.ept_lookup(); req['inquiry_type'] = inquiry; req['object'] = NULL
+    ///     if ifid is None: req['Ifid'] = NULL
+    ///     else:
+    ///         b = uuidtup_to_bin(ifid); req['Ifid']['Uuid'] = b[:16]
+    ///         req['Ifid']['VersMajor'] = unpack('<H', b[16:18])[0]
+    ///         req['Ifid']['VersMinor'] = unpack('<H', b[18:])[0]
+    ///     req['vers_option'] = vers; req['entry_handle'] = epm.ept_lookup_handle_t()
+    ///     req['max_ents'] = max_ents
+    ///     return req.getData().hex()
+    /// LOOKUP_ALL = lookup()
+    /// LOOKUP_NSPI = lookup(('F5CC5A18-4264-101A-8C59-08002B2F8426', '56.0'),
+    ///                      epm.RPC_C_EP_MATCH_BY_IF, epm.RPC_C_VERS_COMPATIBLE, 1)
+    /// ```
+    ///
+    /// impacket pads with 0xab (after the 75-octet tower), which a reader must ignore.
+    pub const MAP_EMSMDB: &str = "0100000000000000000000000000000000000000020000004b0000004b000000\
+        050013000d00dbf1a447ca6710b31f00dd010662da00000200510013000d045d888aeb1cc9119fe808002b\
+        10486002000200000001000b0200000001000702000000010009040000000000ab00000000000000000000\
+        0000000000000000000004000000";
+    pub const MAP_NSPI: &str = "0100000000000000000000000000000000000000020000004b0000004b000000\
+        050013000d185accf564421a108c5908002b2f842638000200000013000d045d888aeb1cc9119fe808002b\
+        10486002000200000001000b0200000001000702000000010009040000000000ab00000000000000000000\
+        0000000000000000000004000000";
+    pub const LOOKUP_ALL: &str =
+        "000000000000000000000000010000000000000000000000000000000000000000000000f4010000";
+    pub const LOOKUP_NSPI: &str =
+        "010000000000000077760000185accf564421a108c5908002b2f84263800000002\
+        000000000000000000000000000000000000000000000001000000";
+
+    /// The octets of a hex string (anything but hex digits skipped; an odd digit at the
+    /// end ignored).
+    pub fn octets(hex: &str) -> Vec<u8> {
+        let digits: Vec<u8> = hex
+            .bytes()
+            .filter_map(|c| (c as char).to_digit(16).map(|d| d as u8))
+            .collect();
+        digits.chunks_exact(2).map(|p| p[0] << 4 | p[1]).collect()
+    }
+}
+
+/// An ept_lookup answer read back: handle, (object, annotation, tower) entries, status.
+pub type LookupAnswer = (ContextHandle, Vec<(Uuid, Vec<u8>, Tower)>, u32);
+
+/// An ept_map answer read back: handle, towers, status.
+pub type MapAnswer = (ContextHandle, Vec<Tower>, u32);
+
+fn tower_decoded(octets: Option<Vec<u8>>) -> Result<Tower, NdrError> {
+    let octets = octets.ok_or(NdrError::Invalid("epm: NULL tower in an answer"))?;
+    Tower::decode(&octets).map_err(|_| NdrError::Invalid("epm: tower does not decode"))
+}
+
+fn count_matches(num: u32, len: usize) -> Result<(), NdrError> {
+    match usize::try_from(num) == Ok(len) {
+        true => Ok(()),
+        false => Err(NdrError::Invalid("epm: count differs from the array")),
+    }
+}
+
+/// Reads the out parameters of ept_lookup (what a client does with an answer); the
+/// whole stub must be used.
+pub fn decode_lookup_response(stub: &[u8]) -> Result<LookupAnswer, NdrError> {
+    let mut r = NdrReader::with_limits(stub, LIMITS);
+    let handle = r.context_handle()?;
+    let num = r.u32()?;
+    let heads = r.conformant_varying_array(28, |r| {
+        Ok((r.uuid()?, r.unique_ptr()?, r.varying_string(64)?))
+    })?;
+    count_matches(num, heads.len())?;
+    let mut entries = Vec::with_capacity(heads.len());
+    for (object, tower, annotation) in heads {
+        let tower = tower_decoded(r.pointee(tower, read_twr)?)?;
+        entries.push((object, annotation, tower));
+    }
+    let status = r.u32()?;
+    if !r.is_empty() {
+        return Err(NdrError::Invalid("epm: octets after the status"));
+    }
+    Ok((handle, entries, status))
+}
+
+/// Reads the out parameters of ept_map; the whole stub must be used.
+pub fn decode_map_response(stub: &[u8]) -> Result<MapAnswer, NdrError> {
+    let mut r = NdrReader::with_limits(stub, LIMITS);
+    let handle = r.context_handle()?;
+    let num = r.u32()?;
+    let ids = r.conformant_varying_array(4, NdrReader::unique_ptr)?;
+    count_matches(num, ids.len())?;
+    let mut towers = Vec::with_capacity(ids.len());
+    for id in ids {
+        towers.push(tower_decoded(r.pointee(id, read_twr)?)?);
+    }
+    let status = r.u32()?;
+    if !r.is_empty() {
+        return Err(NdrError::Invalid("epm: octets after the status"));
+    }
+    Ok((handle, towers, status))
+}
+
 #[cfg(test)]
 mod tests {
+    use super::impacket::*;
     use super::*;
     use harness_wire::dcerpc::AuthLevel;
 
@@ -782,63 +913,6 @@ mod tests {
         }
     }
 
-    /// Stubs impacket 0.13.1 marshals (python in /tmp/impvenv, nothing of it committed):
-    ///
-    /// ```python
-    /// from struct import unpack; import socket
-    /// from impacket.dcerpc.v5 import epm
-    /// from impacket.dcerpc.v5.ndr import NULL
-    /// from impacket.uuid import uuidtup_to_bin
-    /// def map_request(iface):            # the tower hept_map builds for ncacn_ip_tcp
-    ///     i = uuidtup_to_bin(iface)
-    ///     ndr = uuidtup_to_bin(('8a885d04-1ceb-11c9-9fe8-08002b104860', '2.0'))
-    ///     f1 = epm.EPMRPCInterface(); f1['InterfaceUUID'] = i[:16]
-    ///     f1['MajorVersion'] = unpack('<H', i[16:18])[0]
-    ///     f1['MinorVersion'] = unpack('<H', i[18:])[0]
-    ///     f2 = epm.EPMRPCDataRepresentation(); f2['DataRepUuid'] = ndr[:16]
-    ///     f2['MajorVersion'] = 2; f2['MinorVersion'] = 0
-    ///     f3 = epm.EPMProtocolIdentifier(); f3['ProtIdentifier'] = epm.FLOOR_RPCV5_IDENTIFIER
-    ///     f4 = epm.EPMPortAddr(); f4['IpPort'] = 0
-    ///     f5 = epm.EPMHostAddr(); f5['Ip4addr'] = socket.inet_aton('0.0.0.0')
-    ///     tower = epm.EPMTower(); tower['NumberOfFloors'] = 5
-    ///     tower['Floors'] = b''.join(f.getData() for f in (f1, f2, f3, f4, f5))
-    ///     req = epm.ept_map(); req['max_towers'] = 4
-    ///     req['map_tower']['tower_length'] = len(tower)
-    ///     req['map_tower']['tower_octet_string'] = tower.getData()
-    ///     req.fields['obj'].fields['ReferentID'] = 1       # as hept_map does
-    ///     req.fields['map_tower'].fields['ReferentID'] = 2
-    ///     return req.getData().hex()
-    /// MAP_EMSMDB = map_request(('A4F1DB00-CA47-1067-B31F-00DD010662DA', '0.81'))
-    /// MAP_NSPI = map_request(('F5CC5A18-4264-101A-8C59-08002B2F8426', '56.0'))
-    /// def lookup(ifid=None, inquiry=epm.RPC_C_EP_ALL_ELTS, vers=epm.RPC_C_VERS_ALL, max_ents=500):
-    ///     req = epm.ept_lookup(); req['inquiry_type'] = inquiry; req['object'] = NULL
-    ///     if ifid is None: req['Ifid'] = NULL
-    ///     else:
-    ///         b = uuidtup_to_bin(ifid); req['Ifid']['Uuid'] = b[:16]
-    ///         req['Ifid']['VersMajor'] = unpack('<H', b[16:18])[0]
-    ///         req['Ifid']['VersMinor'] = unpack('<H', b[18:])[0]
-    ///     req['vers_option'] = vers; req['entry_handle'] = epm.ept_lookup_handle_t()
-    ///     req['max_ents'] = max_ents
-    ///     return req.getData().hex()
-    /// LOOKUP_ALL = lookup()
-    /// LOOKUP_NSPI = lookup(('F5CC5A18-4264-101A-8C59-08002B2F8426', '56.0'),
-    ///                      epm.RPC_C_EP_MATCH_BY_IF, epm.RPC_C_VERS_COMPATIBLE, 1)
-    /// ```
-    ///
-    /// impacket pads with 0xab (after the 75-octet tower), which a reader must ignore.
-    const MAP_EMSMDB: &str = "0100000000000000000000000000000000000000020000004b0000004b000000\
-        050013000d00dbf1a447ca6710b31f00dd010662da00000200510013000d045d888aeb1cc9119fe808002b\
-        10486002000200000001000b0200000001000702000000010009040000000000ab00000000000000000000\
-        0000000000000000000004000000";
-    const MAP_NSPI: &str = "0100000000000000000000000000000000000000020000004b0000004b000000\
-        050013000d185accf564421a108c5908002b2f842638000200000013000d045d888aeb1cc9119fe808002b\
-        10486002000200000001000b0200000001000702000000010009040000000000ab00000000000000000000\
-        0000000000000000000004000000";
-    const LOOKUP_ALL: &str =
-        "000000000000000000000000010000000000000000000000000000000000000000000000f4010000";
-    const LOOKUP_NSPI: &str = "010000000000000077760000185accf564421a108c5908002b2f84263800000002\
-        000000000000000000000000000000000000000000000001000000";
-
     /// Our ept_map answer to MAP_EMSMDB; impacket parses it as
     ///
     /// ```python
@@ -896,48 +970,12 @@ mod tests {
         stub
     }
 
-    /// An ept_lookup answer read back: handle, (object, annotation, tower) entries, status.
-    type Lookup = (ContextHandle, Vec<(Uuid, Vec<u8>, Tower)>, u32);
-
-    fn read_lookup_response(stub: &[u8]) -> Lookup {
-        let mut r = NdrReader::new(stub);
-        let handle = r.context_handle().unwrap();
-        let num = r.u32().unwrap();
-        let heads = r
-            .conformant_varying_array(28, |r| {
-                Ok((r.uuid()?, r.unique_ptr()?, r.varying_string(64)?))
-            })
-            .unwrap();
-        assert_eq!(heads.len(), num as usize);
-        let mut entries = Vec::new();
-        for (object, tower, annotation) in heads {
-            let tower = r.pointee(tower, read_twr).unwrap().unwrap();
-            entries.push((object, annotation, Tower::decode(&tower).unwrap()));
-        }
-        let status = r.u32().unwrap();
-        assert!(r.is_empty());
-        (handle, entries, status)
+    fn read_lookup_response(stub: &[u8]) -> LookupAnswer {
+        decode_lookup_response(stub).unwrap()
     }
 
-    /// An ept_map answer read back: handle, towers, status.
-    fn read_map_response(stub: &[u8]) -> (ContextHandle, Vec<Tower>, u32) {
-        let mut r = NdrReader::new(stub);
-        let handle = r.context_handle().unwrap();
-        let num = r.u32().unwrap();
-        let ids = r
-            .conformant_varying_array(4, NdrReader::unique_ptr)
-            .unwrap();
-        assert_eq!(ids.len(), num as usize);
-        let towers = ids
-            .into_iter()
-            .map(|id| {
-                let octets = r.pointee(id, read_twr).unwrap().unwrap();
-                Tower::decode(&octets).unwrap()
-            })
-            .collect();
-        let status = r.u32().unwrap();
-        assert!(r.is_empty());
-        (handle, towers, status)
+    fn read_map_response(stub: &[u8]) -> MapAnswer {
+        decode_map_response(stub).unwrap()
     }
 
     #[test]
