@@ -117,6 +117,28 @@ impl Which {
     }
 }
 
+/// NTLM (NTLMv2 with a MIC, fixed client randoms so a session replays) as `credentials`
+/// at `level`, context id 1.
+pub fn ntlm_bind(credentials: Credentials, level: AuthLevel) -> BindSecurity {
+    BindSecurity {
+        provider: Box::new(NtlmClientSecurity::new(
+            credentials,
+            InitiatorOptions::fixed(7, 9, ResponseKind::V2, true),
+        )),
+        level,
+        auth_context_id: 1,
+    }
+}
+
+/// Presentation context 0: `which`'s interface in NDR.
+pub fn primary_context(which: Which) -> ContextElement {
+    ContextElement {
+        context_id: 0,
+        abstract_syntax: which.syntax(),
+        transfer_syntaxes: vec![SyntaxId::NDR20],
+    }
+}
+
 /// The lab's endpoints with every interface call recorded by connection id.
 pub struct Lab {
     pub endpoints: RpcEndpoints,
@@ -696,11 +718,7 @@ fn bind(side: &mut Side, op: BindOp) {
         bind_time_features: features.then_some(3),
         ..ClientConfig::default()
     });
-    let mut contexts = vec![ContextElement {
-        context_id: 0,
-        abstract_syntax: side.which.syntax(),
-        transfer_syntaxes: vec![SyntaxId::NDR20],
-    }];
+    let mut contexts = vec![primary_context(side.which)];
     contexts.extend(extra.map(|c| context_of(side.which, c)));
     let security = match auth {
         Auth::None => None,
@@ -708,14 +726,7 @@ fn bind(side: &mut Side, op: BindOp) {
             let (name, password) = account(user, right);
             side.password_right = Some(right);
             side.level = level;
-            Some(BindSecurity {
-                provider: Box::new(NtlmClientSecurity::new(
-                    Credentials::example(name, password),
-                    InitiatorOptions::fixed(7, 9, ResponseKind::V2, true),
-                )),
-                level,
-                auth_context_id: 1,
-            })
+            Some(ntlm_bind(Credentials::example(name, password), level))
         }
     };
     let Ok(bytes) = side.client.bind(&contexts, security) else {
@@ -776,19 +787,8 @@ pub fn run_client(data: &[u8]) -> usize {
         Some(AuthLevel::PKT_PRIVACY),
         Some(AuthLevel::CONNECT),
     ][usize::from(mode & 3)];
-    let security = level.map(|level| BindSecurity {
-        provider: Box::new(NtlmClientSecurity::new(
-            Credentials::example("alice", "secret"),
-            InitiatorOptions::fixed(7, 9, ResponseKind::V2, true),
-        )),
-        level,
-        auth_context_id: 1,
-    });
-    let contexts = [ContextElement {
-        context_id: 0,
-        abstract_syntax: RFR_SYNTAX,
-        transfer_syntaxes: vec![SyntaxId::NDR20],
-    }];
+    let security = level.map(|level| ntlm_bind(Credentials::example("alice", "secret"), level));
+    let contexts = [primary_context(Which::Rfr)];
     if client.bind(&contexts, security).is_err() {
         return 0;
     }
@@ -920,19 +920,9 @@ pub(crate) fn recorded_session(
         bind_time_features: features.then_some(3),
         ..ClientConfig::default()
     });
-    let security = level.map(|level| BindSecurity {
-        provider: Box::new(NtlmClientSecurity::new(
-            Credentials::example("alice", if right { "secret" } else { "wrong" }),
-            InitiatorOptions::fixed(7, 9, ResponseKind::V2, true),
-        )),
-        level,
-        auth_context_id: 1,
-    });
-    let contexts = [ContextElement {
-        context_id: 0,
-        abstract_syntax: which.syntax(),
-        transfer_syntaxes: vec![SyntaxId::NDR20],
-    }];
+    let password = if right { "secret" } else { "wrong" };
+    let security = level.map(|level| ntlm_bind(Credentials::example("alice", password), level));
+    let contexts = [primary_context(which)];
     let (mut sent, mut got) = (Vec::new(), Vec::new());
     let mut send = |bytes: &[u8], client: &mut ClientAssociation, sent: &mut Vec<u8>| {
         sent.extend_from_slice(bytes);

@@ -5,5 +5,6 @@ pub mod client_driver;
 pub mod dcerpc_client;
 pub mod load;
 pub mod netfuzz;
+pub mod netfuzz_dcerpc;
 pub mod play;
 pub mod scenario;
