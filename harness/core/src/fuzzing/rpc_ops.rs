@@ -89,30 +89,34 @@ impl Which {
     }
 
     /// Stubs every server must answer with a response (impacket's, and ours built the
-    /// same way), by opnum.
-    pub fn valid_calls(self) -> Vec<(u16, Vec<u8>)> {
+    /// same way), by opnum; decoded once per process.
+    pub fn valid_calls(self) -> &'static [(u16, Vec<u8>)] {
+        static EPM: OnceLock<Vec<(u16, Vec<u8>)>> = OnceLock::new();
+        static RFR: OnceLock<Vec<(u16, Vec<u8>)>> = OnceLock::new();
         match self {
-            Which::Epm => vec![
-                (epm::OPNUM_EPT_MAP, impacket::octets(impacket::MAP_EMSMDB)),
-                (epm::OPNUM_EPT_MAP, impacket::octets(impacket::MAP_NSPI)),
-                (
-                    epm::OPNUM_EPT_LOOKUP,
-                    impacket::octets(impacket::LOOKUP_ALL),
-                ),
-                (
-                    epm::OPNUM_EPT_LOOKUP,
-                    impacket::octets(impacket::LOOKUP_NSPI),
-                ),
-                (epm::OPNUM_EPT_LOOKUP_HANDLE_FREE, vec![0; 20]),
-            ],
-            Which::Rfr => {
+            Which::Epm => EPM.get_or_init(|| {
+                vec![
+                    (epm::OPNUM_EPT_MAP, impacket::octets(impacket::MAP_EMSMDB)),
+                    (epm::OPNUM_EPT_MAP, impacket::octets(impacket::MAP_NSPI)),
+                    (
+                        epm::OPNUM_EPT_LOOKUP,
+                        impacket::octets(impacket::LOOKUP_ALL),
+                    ),
+                    (
+                        epm::OPNUM_EPT_LOOKUP,
+                        impacket::octets(impacket::LOOKUP_NSPI),
+                    ),
+                    (epm::OPNUM_EPT_LOOKUP_HANDLE_FREE, vec![0; 20]),
+                ]
+            }),
+            Which::Rfr => RFR.get_or_init(|| {
                 let dn = "/o=EXAMPLE/ou=Exchange Administrative Group (FYDIBOHF23SPDLT)\
                           /cn=Configuration/cn=Servers/cn=MAIL";
                 vec![
                     (0, rfr::vectors::impacket_get_new_dsa()),
                     (1, rfr::vectors::fqdn_request(dn, dn.len() as u32 + 1)),
                 ]
-            }
+            }),
         }
     }
 }
@@ -965,8 +969,7 @@ pub(crate) fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("epm-anonymous", Which::Epm, None, true, false),
     ];
     for (name, which, level, right, features) in sessions {
-        let (client, server) =
-            recorded_session(which, level, right, features, &which.valid_calls());
+        let (client, server) = recorded_session(which, level, right, features, which.valid_calls());
         let mut bytes = vec![u8::from(which == Which::Rfr), 255];
         bytes.extend_from_slice(&client);
         out.push(("dcerpc_server_bytes", name, bytes));
@@ -998,8 +1001,8 @@ pub(crate) fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let mut calls = Vec::new();
     for (pick, which) in [(0u8, Which::Epm), (1, Which::Rfr)] {
         for (opnum, stub) in which.valid_calls() {
-            calls.extend_from_slice(&[pick, opnum as u8, stub.len() as u8]);
-            calls.extend_from_slice(&stub);
+            calls.extend_from_slice(&[pick, *opnum as u8, stub.len() as u8]);
+            calls.extend_from_slice(stub);
         }
     }
     out.push(("dcerpc_interface_calls", "every-valid-call", calls));

@@ -211,7 +211,7 @@ impl RpcSession {
         let mut s = RpcSession {
             client,
             interface,
-            calls: interface.valid_calls().into(),
+            calls: interface.valid_calls().iter().cloned().collect(),
             queue: VecDeque::new(),
             sent: 0,
             target: None,
