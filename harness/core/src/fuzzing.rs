@@ -16,6 +16,7 @@ pub mod ops;
 pub mod oxcrpc_ops;
 pub mod pop3_ops;
 pub mod reply_ops;
+pub mod rpc_ops;
 pub mod sasl_ops;
 pub mod script_scenario_ops;
 #[cfg(test)]
@@ -67,6 +68,10 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("oxcrpc_lz77_decompress", oxcrpc_ops::oxcrpc_lz77_decompress),
     ("oxcrpc_ext_roundtrip", oxcrpc_ops::oxcrpc_ext_roundtrip),
     ("nspi_call", crate::dcerpc::nspi::fuzz::fuzz_call),
+    ("dcerpc_server_bytes", rpc_ops::dcerpc_server_bytes),
+    ("dcerpc_server_ops", rpc_ops::dcerpc_server_ops),
+    ("dcerpc_client_hostile", rpc_ops::dcerpc_client_hostile),
+    ("dcerpc_interface_calls", rpc_ops::dcerpc_interface_calls),
 ];
 
 /// Runs the named target on one input; `false` if there is no such target.

@@ -314,6 +314,11 @@ impl ClientAssociation {
         self.max_xmit_frag
     }
 
+    /// Octets of an unfinished fragment held after the last [`ClientAssociation::receive`].
+    pub fn buffered(&self) -> usize {
+        self.inbox.len()
+    }
+
     /// Calls sent and not yet answered.
     pub fn outstanding_calls(&self) -> usize {
         self.outstanding.len()

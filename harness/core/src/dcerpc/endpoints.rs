@@ -78,11 +78,21 @@ pub fn referral_for_world(world: &World) -> Referral {
 
 impl RpcEndpoints {
     pub fn for_world(world: &Arc<World>, config: &RpcLabConfig) -> RpcEndpoints {
+        Self::for_world_wrapped(world, config, &|interface| interface)
+    }
+
+    /// Like [`RpcEndpoints::for_world`], each interface passed through `wrap` before
+    /// the endpoints serve it (the fuzz targets record which calls reach an interface).
+    pub fn for_world_wrapped(
+        world: &Arc<World>,
+        config: &RpcLabConfig,
+        wrap: &dyn Fn(Arc<dyn RpcInterface>) -> Arc<dyn RpcInterface>,
+    ) -> RpcEndpoints {
         let security: Arc<dyn ServerSecurityFactory> =
             Arc::new(ntlm_for_world(world, config.seed, config.unix_now));
         let rfr = Rfr::new(referral_for_world(world));
         let nspi = Arc::new(Nspi::for_world(world));
-        let interfaces: Vec<Arc<dyn RpcInterface>> = vec![nspi.clone(), rfr.clone()];
+        let interfaces: Vec<Arc<dyn RpcInterface>> = vec![wrap(nspi.clone()), wrap(rfr.clone())];
         let map = Arc::new(EndpointMap::new(Ipv4Addr::from(config.exchange_ip)));
         for interface in &interfaces {
             let annotation = format!("Exchange {}", interface.name().to_ascii_uppercase());
@@ -98,7 +108,7 @@ impl RpcEndpoints {
             secondary_address: EPM_PORT.to_string(),
             ..config.endpoint.clone()
         };
-        let epm_interface: Arc<dyn RpcInterface> = Arc::new(EpmInterface::new(map.clone()));
+        let epm_interface = wrap(Arc::new(EpmInterface::new(map.clone())));
         let epm = Endpoint::new(epm_config, vec![epm_interface], Some(security));
         RpcEndpoints {
             exchange,

@@ -713,49 +713,9 @@ impl RpcInterface for EpmInterface {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
-
-    fn ctx(connection_id: u64) -> CallContext<'static> {
-        CallContext::unauthenticated(connection_id)
-    }
-
-    const EMSMDB: SyntaxId = SyntaxId::new(
-        Uuid::new(
-            0xa4f1_db00,
-            0xca47,
-            0x1067,
-            [0xb3, 0x1f, 0x00, 0xdd, 0x01, 0x06, 0x62, 0xda],
-        ),
-        0,
-        81,
-    );
-    use crate::dcerpc::nspi::NSPI_SYNTAX as NSPI;
-    use crate::dcerpc::rfr::RFR_SYNTAX as RFR;
-
-    fn epm() -> EpmInterface {
-        let map = EndpointMap::new(Ipv4Addr::new(192, 0, 2, 10));
-        map.register(EMSMDB, "Exchange EMSMDB", 6001);
-        map.register(RFR, "Exchange RFR", 6002);
-        map.register(NSPI, "Exchange NSPI", 6004);
-        EpmInterface::new(Arc::new(map))
-    }
-
-    fn response(outcome: CallOutcome) -> Vec<u8> {
-        match outcome {
-            CallOutcome::Response(stub) => stub,
-            other => panic!("{other:?}"),
-        }
-    }
-
+/// Stubs impacket marshals, for the tests and as seeds of the fuzz targets
+/// (`harness_core::fuzzing`).
+pub mod impacket {
     /// Stubs impacket 0.13.1 marshals (python in /tmp/impvenv, nothing of it committed):
     ///
     /// ```python
@@ -800,18 +760,132 @@ mod tests {
     /// ```
     ///
     /// impacket pads with 0xab (after the 75-octet tower), which a reader must ignore.
-    const MAP_EMSMDB: &str = "0100000000000000000000000000000000000000020000004b0000004b000000\
+    pub const MAP_EMSMDB: &str = "0100000000000000000000000000000000000000020000004b0000004b000000\
         050013000d00dbf1a447ca6710b31f00dd010662da00000200510013000d045d888aeb1cc9119fe808002b\
         10486002000200000001000b0200000001000702000000010009040000000000ab00000000000000000000\
         0000000000000000000004000000";
-    const MAP_NSPI: &str = "0100000000000000000000000000000000000000020000004b0000004b000000\
+    pub const MAP_NSPI: &str = "0100000000000000000000000000000000000000020000004b0000004b000000\
         050013000d185accf564421a108c5908002b2f842638000200000013000d045d888aeb1cc9119fe808002b\
         10486002000200000001000b0200000001000702000000010009040000000000ab00000000000000000000\
         0000000000000000000004000000";
-    const LOOKUP_ALL: &str =
+    pub const LOOKUP_ALL: &str =
         "000000000000000000000000010000000000000000000000000000000000000000000000f4010000";
-    const LOOKUP_NSPI: &str = "010000000000000077760000185accf564421a108c5908002b2f84263800000002\
+    pub const LOOKUP_NSPI: &str =
+        "010000000000000077760000185accf564421a108c5908002b2f84263800000002\
         000000000000000000000000000000000000000000000001000000";
+
+    /// The octets of a hex string (anything but hex digits skipped; an odd digit at the
+    /// end ignored).
+    pub fn octets(hex: &str) -> Vec<u8> {
+        let digits: Vec<u8> = hex
+            .bytes()
+            .filter_map(|c| (c as char).to_digit(16).map(|d| d as u8))
+            .collect();
+        digits.chunks_exact(2).map(|p| p[0] << 4 | p[1]).collect()
+    }
+}
+
+/// An ept_lookup answer read back: handle, (object, annotation, tower) entries, status.
+pub type LookupAnswer = (ContextHandle, Vec<(Uuid, Vec<u8>, Tower)>, u32);
+
+/// An ept_map answer read back: handle, towers, status.
+pub type MapAnswer = (ContextHandle, Vec<Tower>, u32);
+
+fn tower_decoded(octets: Option<Vec<u8>>) -> Result<Tower, NdrError> {
+    let octets = octets.ok_or(NdrError::Invalid("epm: NULL tower in an answer"))?;
+    Tower::decode(&octets).map_err(|_| NdrError::Invalid("epm: tower does not decode"))
+}
+
+fn count_matches(num: u32, len: usize) -> Result<(), NdrError> {
+    match usize::try_from(num) == Ok(len) {
+        true => Ok(()),
+        false => Err(NdrError::Invalid("epm: count differs from the array")),
+    }
+}
+
+/// Reads the out parameters of ept_lookup (what a client does with an answer); the
+/// whole stub must be used.
+pub fn decode_lookup_response(stub: &[u8]) -> Result<LookupAnswer, NdrError> {
+    let mut r = NdrReader::with_limits(stub, LIMITS);
+    let handle = r.context_handle()?;
+    let num = r.u32()?;
+    let heads = r.conformant_varying_array(28, |r| {
+        Ok((r.uuid()?, r.unique_ptr()?, r.varying_string(64)?))
+    })?;
+    count_matches(num, heads.len())?;
+    let mut entries = Vec::with_capacity(heads.len());
+    for (object, tower, annotation) in heads {
+        let tower = tower_decoded(r.pointee(tower, read_twr)?)?;
+        entries.push((object, annotation, tower));
+    }
+    let status = r.u32()?;
+    if !r.is_empty() {
+        return Err(NdrError::Invalid("epm: octets after the status"));
+    }
+    Ok((handle, entries, status))
+}
+
+/// Reads the out parameters of ept_map; the whole stub must be used.
+pub fn decode_map_response(stub: &[u8]) -> Result<MapAnswer, NdrError> {
+    let mut r = NdrReader::with_limits(stub, LIMITS);
+    let handle = r.context_handle()?;
+    let num = r.u32()?;
+    let ids = r.conformant_varying_array(4, NdrReader::unique_ptr)?;
+    count_matches(num, ids.len())?;
+    let mut towers = Vec::with_capacity(ids.len());
+    for id in ids {
+        towers.push(tower_decoded(r.pointee(id, read_twr)?)?);
+    }
+    let status = r.u32()?;
+    if !r.is_empty() {
+        return Err(NdrError::Invalid("epm: octets after the status"));
+    }
+    Ok((handle, towers, status))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::impacket::*;
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn ctx(connection_id: u64) -> CallContext<'static> {
+        CallContext::unauthenticated(connection_id)
+    }
+
+    const EMSMDB: SyntaxId = SyntaxId::new(
+        Uuid::new(
+            0xa4f1_db00,
+            0xca47,
+            0x1067,
+            [0xb3, 0x1f, 0x00, 0xdd, 0x01, 0x06, 0x62, 0xda],
+        ),
+        0,
+        81,
+    );
+    use crate::dcerpc::nspi::NSPI_SYNTAX as NSPI;
+    use crate::dcerpc::rfr::RFR_SYNTAX as RFR;
+
+    fn epm() -> EpmInterface {
+        let map = EndpointMap::new(Ipv4Addr::new(192, 0, 2, 10));
+        map.register(EMSMDB, "Exchange EMSMDB", 6001);
+        map.register(RFR, "Exchange RFR", 6002);
+        map.register(NSPI, "Exchange NSPI", 6004);
+        EpmInterface::new(Arc::new(map))
+    }
+
+    fn response(outcome: CallOutcome) -> Vec<u8> {
+        match outcome {
+            CallOutcome::Response(stub) => stub,
+            other => panic!("{other:?}"),
+        }
+    }
 
     /// Our ept_map answer to MAP_EMSMDB; impacket parses it as
     ///
@@ -870,48 +944,12 @@ mod tests {
         stub
     }
 
-    /// An ept_lookup answer read back: handle, (object, annotation, tower) entries, status.
-    type Lookup = (ContextHandle, Vec<(Uuid, Vec<u8>, Tower)>, u32);
-
-    fn read_lookup_response(stub: &[u8]) -> Lookup {
-        let mut r = NdrReader::new(stub);
-        let handle = r.context_handle().unwrap();
-        let num = r.u32().unwrap();
-        let heads = r
-            .conformant_varying_array(28, |r| {
-                Ok((r.uuid()?, r.unique_ptr()?, r.varying_string(64)?))
-            })
-            .unwrap();
-        assert_eq!(heads.len(), num as usize);
-        let mut entries = Vec::new();
-        for (object, tower, annotation) in heads {
-            let tower = r.pointee(tower, read_twr).unwrap().unwrap();
-            entries.push((object, annotation, Tower::decode(&tower).unwrap()));
-        }
-        let status = r.u32().unwrap();
-        assert!(r.is_empty());
-        (handle, entries, status)
+    fn read_lookup_response(stub: &[u8]) -> LookupAnswer {
+        decode_lookup_response(stub).unwrap()
     }
 
-    /// An ept_map answer read back: handle, towers, status.
-    fn read_map_response(stub: &[u8]) -> (ContextHandle, Vec<Tower>, u32) {
-        let mut r = NdrReader::new(stub);
-        let handle = r.context_handle().unwrap();
-        let num = r.u32().unwrap();
-        let ids = r
-            .conformant_varying_array(4, NdrReader::unique_ptr)
-            .unwrap();
-        assert_eq!(ids.len(), num as usize);
-        let towers = ids
-            .into_iter()
-            .map(|id| {
-                let octets = r.pointee(id, read_twr).unwrap().unwrap();
-                Tower::decode(&octets).unwrap()
-            })
-            .collect();
-        let status = r.u32().unwrap();
-        assert!(r.is_empty());
-        (handle, towers, status)
+    fn read_map_response(stub: &[u8]) -> MapAnswer {
+        decode_map_response(stub).unwrap()
     }
 
     #[test]

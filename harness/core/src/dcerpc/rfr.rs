@@ -222,8 +222,68 @@ impl RpcInterface for Rfr {
     }
 }
 
+/// Request stubs for the tests and the fuzz targets' seeds (`harness_core::fuzzing`).
+pub mod vectors {
+    use super::super::epm::impacket::octets;
+    use harness_wire::ndr::NdrWriter;
+
+    /// The stub impacket 0.13.1 sends for `hRfrGetNewDSA(dce, '/o=EXAMPLE/ou=x/cn=Recipients/cn=alice')`
+    /// (`oxabref.RfrGetNewDSA()` with ppszUnused NULL and ppszServer "", `getData()`):
+    /// random referent ids, and a pad octet 0xbf that is not zero.
+    pub fn impacket_get_new_dsa() -> Vec<u8> {
+        octets(
+            "00000000 27000000 00000000 27000000
+             2f6f3d4558414d504c452f6f753d782f636e3d526563697069656e74732f636e3d616c69636500
+             bf 00000000 d4b30000 41370000 01000000 00000000 01000000 00",
+        )
+    }
+
+    /// An RfrGetFQDNFromServerDN stub: flags 0, `cb` and the DN.
+    pub fn fqdn_request(dn: &str, cb: u32) -> Vec<u8> {
+        let mut w = NdrWriter::new();
+        w.put_u32(0);
+        w.put_u32(cb);
+        w.put_string(dn.as_bytes());
+        w.into_bytes()
+    }
+}
+
+/// A `[in, out, unique, string] char **` read back (see [`in_out_string`]).
+pub type InOutString = Option<Option<Vec<u8>>>;
+
+/// Reads RfrGetNewDSA's out parameters: ppszUnused, ppszServer and the status; the
+/// whole stub must be used.
+pub fn decode_get_new_dsa_response(
+    stub: &[u8],
+) -> Result<(InOutString, InOutString, u32), NdrError> {
+    let mut r = NdrReader::new(stub);
+    let unused = in_out_string(&mut r)?;
+    let server = in_out_string(&mut r)?;
+    r.align(4)?;
+    let status = r.u32()?;
+    if !r.is_empty() {
+        return Err(NdrError::Invalid("rfr: octets after the status"));
+    }
+    Ok((unused, server, status))
+}
+
+/// Reads RfrGetFQDNFromServerDN's out parameters: the FQDN (None: a NULL pointer) and
+/// the status; the whole stub must be used.
+pub fn decode_fqdn_response(stub: &[u8]) -> Result<(Option<Vec<u8>>, u32), NdrError> {
+    let mut r = NdrReader::new(stub);
+    let p = r.unique_ptr()?;
+    let fqdn = r.pointee(p, |r| r.string())?;
+    r.align(4)?;
+    let status = r.u32()?;
+    if !r.is_empty() {
+        return Err(NdrError::Invalid("rfr: octets after the status"));
+    }
+    Ok((fqdn, status))
+}
+
 #[cfg(test)]
 mod tests {
+    use super::vectors::*;
     use super::*;
 
     fn rfr() -> Arc<Rfr> {
@@ -238,41 +298,15 @@ mod tests {
         rfr.call(&ctx, opnum, stub)
     }
 
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.chars().filter(|c| c.is_ascii_hexdigit()).collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
-
-    /// The stub impacket 0.13.1 sends for `hRfrGetNewDSA(dce, '/o=EXAMPLE/ou=x/cn=Recipients/cn=alice')`
-    /// (`oxabref.RfrGetNewDSA()` with ppszUnused NULL and ppszServer "", `getData()`):
-    /// random referent ids, and a pad octet 0xbf that is not zero.
-    fn impacket_get_new_dsa() -> Vec<u8> {
-        hex("00000000 27000000 00000000 27000000
-             2f6f3d4558414d504c452f6f753d782f636e3d526563697069656e74732f636e3d616c69636500
-             bf 00000000 d4b30000 41370000 01000000 00000000 01000000 00")
-    }
-
     #[test]
     fn get_new_dsa_names_the_first_global_catalog() {
         let CallOutcome::Response(stub) = call(&rfr(), 0, &impacket_get_new_dsa()) else {
             panic!("no response");
         };
-        let mut r = NdrReader::new(&stub);
-        assert_eq!(
-            in_out_string(&mut r).unwrap(),
-            None,
-            "ppszUnused stays NULL"
-        );
-        assert_eq!(
-            in_out_string(&mut r).unwrap(),
-            Some(Some(b"gc1.example.test".to_vec()))
-        );
-        r.align(4).unwrap();
-        assert_eq!(r.u32().unwrap(), 0);
-        assert!(r.is_empty());
+        let (unused, server, status) = decode_get_new_dsa_response(&stub).unwrap();
+        assert_eq!(unused, None, "ppszUnused stays NULL");
+        assert_eq!(server, Some(Some(b"gc1.example.test".to_vec())));
+        assert_eq!(status, 0);
     }
 
     #[test]
@@ -296,24 +330,13 @@ mod tests {
         assert_eq!(&stub[stub.len() - 4..], &0x8007_0057u32.to_le_bytes());
     }
 
-    fn fqdn_request(dn: &str, cb: u32) -> Vec<u8> {
-        let mut w = NdrWriter::new();
-        w.put_u32(0);
-        w.put_u32(cb);
-        w.put_string(dn.as_bytes());
-        w.into_bytes()
-    }
-
     #[test]
     fn fqdn_from_server_dn() {
         let rfr = rfr();
         let answer = |dn: &str| match call(&rfr, 1, &fqdn_request(dn, dn.len() as u32 + 1)) {
             CallOutcome::Response(stub) => {
-                let mut r = NdrReader::new(&stub);
-                let p = r.unique_ptr().unwrap();
-                let s = r.pointee(p, |r| r.string()).unwrap();
-                r.align(4).unwrap();
-                (s.map(|s| String::from_utf8(s).unwrap()), r.u32().unwrap())
+                let (s, status) = decode_fqdn_response(&stub).unwrap();
+                (s.map(|s| String::from_utf8(s).unwrap()), status)
             }
             other => panic!("{other:?}"),
         };

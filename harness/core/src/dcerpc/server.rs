@@ -367,6 +367,11 @@ impl Association {
         self.group
     }
 
+    /// Octets of an unfinished fragment held (never above the endpoint's max_frag).
+    pub fn buffered(&self) -> usize {
+        self.framer.buffered()
+    }
+
     /// The principal of security context `auth_context_id`, once established.
     pub fn principal(&self, auth_context_id: u32) -> Option<&Principal> {
         self.security

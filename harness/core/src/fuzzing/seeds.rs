@@ -328,6 +328,7 @@ fn all_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             out.push((target, name, data));
         }
     }
+    out.extend(super::rpc_ops::seeds());
     out
 }
 
@@ -558,5 +559,25 @@ fn to_bytes_and_back_smoke_run() {
 fn ndr_decode_smoke_run() {
     for data in mutants(super::ndr_ops::seeds(), 5, 20_000) {
         super::ndr_ops::ndr_decode(&data);
+    }
+}
+
+#[test]
+fn dcerpc_association_targets_smoke_run() {
+    let all = super::rpc_ops::seeds();
+    for target in [
+        "dcerpc_server_bytes",
+        "dcerpc_server_ops",
+        "dcerpc_client_hostile",
+        "dcerpc_interface_calls",
+    ] {
+        let seeds: Vec<(&'static str, Vec<u8>)> = all
+            .iter()
+            .filter(|(t, _, _)| *t == target)
+            .map(|(_, name, data)| (*name, data.clone()))
+            .collect();
+        for data in mutants(seeds, 21, 600) {
+            super::run(target, &data);
+        }
     }
 }

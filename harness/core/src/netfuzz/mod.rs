@@ -1,9 +1,11 @@
 //! Network fuzzing of a live server, the sans-IO half: the mutation engine that turns
 //! the client lines of transcripts into cases ([`mutate`]), the protocol knowledge that
 //! tells a hang, a malformed reply and an expected close apart ([`check`]), and the
-//! reproducer each finding is saved as (a transcript script). The sockets are the lab's.
+//! reproducer each finding is saved as (a transcript script); [`dcerpc`] does the same for
+//! DCE/RPC servers with mutated PDUs. The sockets are the lab's.
 
 pub mod check;
+pub mod dcerpc;
 pub mod mutate;
 
 use crate::Protocol;

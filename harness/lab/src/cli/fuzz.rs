@@ -1,18 +1,22 @@
-//! `harness fuzz --target URL`: mutated transcripts against a live server.
+//! `harness fuzz --target URL`: mutated transcripts against a live server (IMAP, POP3),
+//! or mutated DCE/RPC sessions (`dcerpc://`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use harness::tools::netfuzz::{fuzz, FuzzConfig, OutcomeKind};
+use harness::tools::netfuzz::{fuzz, Finding, FuzzConfig, OutcomeKind};
+use harness::tools::netfuzz_dcerpc::{fuzz_dcerpc, parse_target, RpcFuzzConfig, RpcOutcome};
 use harness::tools::play::Target;
+use harness_core::fuzzing::rpc_ops::Which;
+use harness_core::netfuzz::dcerpc::RpcCredentials;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::table;
 
 #[derive(clap::Args)]
 pub struct FuzzArgs {
-    /// imap://HOST:PORT or pop3://HOST:PORT.
+    /// imap://HOST:PORT, pop3://HOST:PORT or dcerpc://HOST:PORT (port 135 by default).
     #[arg(long)]
     target: String,
     /// Stop after this many seconds.
@@ -43,12 +47,28 @@ pub struct FuzzArgs {
     /// Allow a target outside loopback.
     #[arg(long)]
     allow_remote: bool,
+    /// dcerpc: the interface bound and called (epm or rfr).
+    #[arg(long, default_value = "epm")]
+    interface: String,
+    /// dcerpc: the NTLM account of the authenticated cases.
+    #[arg(long, default_value = "alice")]
+    user: String,
+    #[arg(long, default_value = "secret")]
+    password: String,
+    #[arg(long, default_value = "EXAMPLE")]
+    domain: String,
+    /// dcerpc: milliseconds to wait for an answer to the mutated PDU.
+    #[arg(long, default_value_t = 200)]
+    silence: u64,
 }
 
 pub fn run(args: FuzzArgs) -> Result<()> {
-    let target = Target::parse(&args.target, args.allow_remote)?;
     let duration = Duration::try_from_secs_f64(args.seconds)
         .context("--seconds must be a non-negative number")?;
+    if args.target.starts_with("dcerpc://") {
+        return run_dcerpc(args, duration);
+    }
+    let target = Target::parse(&args.target, args.allow_remote)?;
     let cfg = FuzzConfig {
         target,
         duration,
@@ -60,15 +80,7 @@ pub fn run(args: FuzzArgs) -> Result<()> {
         out: args.out,
         corpus: args.corpus,
     };
-    let bar = match cfg.count {
-        Some(n) => ProgressBar::new(n),
-        None => ProgressBar::new(duration.as_secs().max(1)),
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{bar:30}] {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
+    let bar = progress_bar(cfg.count, duration);
     let by_count = cfg.count.is_some();
     let summary = fuzz(&cfg, &mut |s| {
         bar.set_position(if by_count {
@@ -93,20 +105,108 @@ pub fn run(args: FuzzArgs) -> Result<()> {
         summary.elapsed.as_secs_f64(),
         summary.stopped
     );
-    let rows: Vec<Vec<String>> = OutcomeKind::ALL
+    let outcomes: Vec<(&str, u64, bool)> = OutcomeKind::ALL
         .iter()
-        .map(|k| {
-            vec![
-                k.name().to_string(),
-                summary.count(*k).to_string(),
-                if k.is_finding() { "finding" } else { "-" }.to_string(),
-            ]
+        .map(|k| (k.name(), summary.count(*k), k.is_finding()))
+        .collect();
+    print_tables(
+        &outcomes,
+        "reproducer",
+        &summary.findings,
+        summary.duplicates,
+    );
+    if summary.failed() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// The progress bar both modes show.
+fn progress_bar(count: Option<u64>, duration: Duration) -> ProgressBar {
+    let bar = match count {
+        Some(n) => ProgressBar::new(n),
+        None => ProgressBar::new(duration.as_secs().max(1)),
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:30}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+fn run_dcerpc(args: FuzzArgs, duration: Duration) -> Result<()> {
+    let addr = parse_target(&args.target, args.allow_remote).map_err(anyhow::Error::msg)?;
+    let interface = match args.interface.as_str() {
+        "epm" => Which::Epm,
+        "rfr" => Which::Rfr,
+        other => anyhow::bail!("--interface {other:?}: epm or rfr"),
+    };
+    let cfg = RpcFuzzConfig {
+        addr,
+        interface,
+        duration,
+        count: args.count,
+        seed: args.seed,
+        hang_timeout: Duration::from_millis(args.hang_timeout),
+        silence: Duration::from_millis(args.silence),
+        watch_pid: args.watch_pid,
+        out: args.out,
+        credentials: RpcCredentials {
+            user: args.user,
+            password: args.password,
+            domain: args.domain,
+        },
+    };
+    let bar = progress_bar(cfg.count, duration);
+    let by_count = cfg.count.is_some();
+    let summary = fuzz_dcerpc(&cfg, &mut |s| {
+        bar.set_position(if by_count {
+            s.cases
+        } else {
+            s.elapsed.as_secs()
+        });
+        bar.set_message(format!("{} cases, {} findings", s.cases, s.findings.len()));
+    })?;
+    bar.finish_and_clear();
+    println!(
+        "harness fuzz: dcerpc://{} ({:?}) seed {}, {} cases in {:.1} s ({})",
+        cfg.addr,
+        cfg.interface,
+        cfg.seed,
+        summary.cases,
+        summary.elapsed.as_secs_f64(),
+        summary.stopped
+    );
+    let outcomes: Vec<(&str, u64, bool)> = RpcOutcome::ALL
+        .iter()
+        .map(|k| (k.name(), summary.count(*k), k.is_finding()))
+        .collect();
+    print_tables(&outcomes, "report", &summary.findings, summary.duplicates);
+    if summary.failed() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// The outcome table (name, cases, whether a finding) and the findings' table (kind,
+/// case, file, detail), then the count of findings saved and not saved.
+fn print_tables<K: std::fmt::Display>(
+    outcomes: &[(&str, u64, bool)],
+    file: &str,
+    findings: &[Finding<K>],
+    duplicates: u64,
+) {
+    let rows: Vec<Vec<String>> = outcomes
+        .iter()
+        .map(|(name, n, finding)| {
+            let kind = if *finding { "finding" } else { "-" };
+            vec![name.to_string(), n.to_string(), kind.to_string()]
         })
         .collect();
     print!("{}", table::render(&["outcome", "cases", "kind"], &rows));
-    if !summary.findings.is_empty() {
-        let rows: Vec<Vec<String>> = summary
-            .findings
+    if !findings.is_empty() {
+        let rows: Vec<Vec<String>> = findings
             .iter()
             .map(|f| {
                 vec![
@@ -119,16 +219,12 @@ pub fn run(args: FuzzArgs) -> Result<()> {
             .collect();
         print!(
             "{}",
-            table::render(&["finding", "case", "reproducer", "detail"], &rows)
+            table::render(&["finding", "case", file, "detail"], &rows)
         );
     }
     println!(
         "{} findings saved, {} duplicates not saved",
-        summary.findings.len(),
-        summary.duplicates
+        findings.len(),
+        duplicates
     );
-    if summary.failed() {
-        std::process::exit(1);
-    }
-    Ok(())
 }

@@ -5,6 +5,7 @@ pub mod client_driver;
 pub mod dcerpc_client;
 pub mod load;
 pub mod netfuzz;
+pub mod netfuzz_dcerpc;
 pub mod play;
 pub mod rpc_load;
 pub mod scenario;

@@ -121,8 +121,8 @@ pub struct FuzzConfig {
 
 /// A saved finding.
 #[derive(Debug, Clone)]
-pub struct Finding {
-    pub kind: OutcomeKind,
+pub struct Finding<K = OutcomeKind> {
+    pub kind: K,
     pub case: u64,
     pub detail: String,
     pub path: PathBuf,

@@ -512,3 +512,109 @@ async fn dovecot_gives_a_summary_and_no_false_reports() {
         assert!(s.elapsed < Duration::from_secs(10), "{text}");
     }
 }
+
+/// The DCE/RPC mode against the lab's endpoint mapper and RFR listener: cases run, the
+/// mutated PDUs are answered (or met with silence) and every probe after them is
+/// served: no finding, nothing saved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dcerpc_mode_fuzzes_the_mock_without_findings() {
+    use harness::serve::rpc::{RpcListenerSpec, RpcRole};
+    use harness::tools::netfuzz_dcerpc::{fuzz_dcerpc, RpcFuzzConfig, RpcOutcome};
+    use harness_core::fuzzing::rpc_ops::Which;
+    use harness_core::netfuzz::dcerpc::RpcCredentials;
+
+    let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let spec = |role| RpcListenerSpec {
+        role,
+        addr: loopback,
+    };
+    let lab = harness::Lab::start(harness::LabConfig {
+        listeners: Vec::new(),
+        rpc: vec![spec(RpcRole::Exchange), spec(RpcRole::EndpointMapper)],
+        seed: Some(15),
+        ..harness::LabConfig::default()
+    })
+    .await
+    .expect("lab starts");
+    for (role, interface) in [
+        (RpcRole::EndpointMapper, Which::Epm),
+        (RpcRole::Exchange, Which::Rfr),
+    ] {
+        let out = out_dir(&format!("dcerpc-{interface:?}"));
+        let cfg = RpcFuzzConfig {
+            addr: lab.rpc_addr(role).expect("rpc listener"),
+            interface,
+            duration: Duration::from_millis(2_000),
+            count: Some(80),
+            seed: 1,
+            hang_timeout: Duration::from_millis(2_000),
+            silence: Duration::from_millis(100),
+            watch_pid: None,
+            out: out.clone(),
+            credentials: RpcCredentials {
+                user: "alice".into(),
+                password: "secret".into(),
+                domain: "EXAMPLE".into(),
+            },
+        };
+        let summary = tokio::task::spawn_blocking(move || fuzz_dcerpc(&cfg, &mut |_| {}))
+            .await
+            .expect("fuzz thread")
+            .expect("fuzz runs");
+        let table: Vec<String> = RpcOutcome::ALL
+            .iter()
+            .map(|k| format!("{k}: {}", summary.count(*k)))
+            .collect();
+        assert!(
+            !summary.failed(),
+            "{interface:?}: {table:?} {:?}",
+            summary.findings
+        );
+        assert!(summary.cases >= 10, "{interface:?}: {table:?}");
+        assert!(summary.count(RpcOutcome::Answered) > 0, "{table:?}");
+        assert!(!out.exists());
+    }
+}
+
+/// A listener that answers a bind with text is no DCE/RPC server: the first probe fails
+/// and the run does not start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dcerpc_mode_refuses_a_server_that_is_not_one() {
+    use harness::tools::netfuzz_dcerpc::{fuzz_dcerpc, RpcFuzzConfig};
+    use harness_core::fuzzing::rpc_ops::Which;
+    use harness_core::netfuzz::dcerpc::RpcCredentials;
+    use tokio::io::AsyncReadExt;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        }
+    });
+    let cfg = RpcFuzzConfig {
+        addr,
+        interface: Which::Epm,
+        duration: Duration::from_millis(500),
+        count: Some(5),
+        seed: 1,
+        hang_timeout: Duration::from_millis(1_000),
+        silence: Duration::from_millis(50),
+        watch_pid: None,
+        out: out_dir("dcerpc-not-rpc"),
+        credentials: RpcCredentials {
+            user: "alice".into(),
+            password: "secret".into(),
+            domain: "EXAMPLE".into(),
+        },
+    };
+    let result = tokio::task::spawn_blocking(move || fuzz_dcerpc(&cfg, &mut |_| {}))
+        .await
+        .expect("fuzz thread");
+    let err = result
+        .expect_err("a text server passes no probe")
+        .to_string();
+    assert!(err.contains("malformed"), "{err}");
+}
