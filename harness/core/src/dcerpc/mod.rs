@@ -10,13 +10,16 @@
 //! - [`interface`]: what an RPC interface (endpoint mapper, EMSMDB, NSPI, RFR) offers the
 //!   association: its syntax, its opnums and a call on a reassembled stub.
 //! - [`epm`]: the endpoint mapper interface and the [`epm::EndpointMap`] it answers from.
+//! - [`emsmdb`]: EMSMDB and AsyncEMSMDB (sessions, ROPs, new-mail notifications).
 //! - [`rfr`]: the address-book referral interface (RFR).
 //! - [`endpoints`]: the RPC endpoints of one lab, built from its world.
 
 pub mod client;
+pub mod emsmdb;
 pub mod endpoints;
 pub mod epm;
 pub mod interface;
+pub mod legacy_dn;
 pub mod ntlm;
 pub mod rfr;
 pub mod security;
