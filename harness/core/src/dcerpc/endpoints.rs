@@ -1,4 +1,5 @@
-//! The RPC side of one lab: the Exchange endpoint (RFR; NSPI and EMSMDB as they land)
+//! The RPC side of one lab: the Exchange endpoint (RFR, EMSMDB, AsyncEMSMDB; NSPI as it
+//! lands)
 //! and the endpoint mapper that points clients at it, built from the lab's world. The adapter
 //! binds the sockets first (so the ports are known), then builds these.
 
@@ -6,6 +7,7 @@ use std::sync::Arc;
 
 use std::net::Ipv4Addr;
 
+use super::emsmdb::{EmsmdbConfig, EmsmdbServer};
 use super::epm::{EndpointMap, EpmInterface, EPM_PORT};
 use super::ntlm::{NtlmServerFactory, PasswordLookup};
 use super::rfr::{Referral, Rfr};
@@ -39,6 +41,8 @@ pub struct RpcEndpoints {
     pub epm: Arc<Endpoint>,
     pub map: Arc<EndpointMap>,
     pub rfr: Arc<Rfr>,
+    /// The sessions EMSMDB and AsyncEMSMDB share.
+    pub emsmdb: Arc<EmsmdbServer>,
 }
 
 impl std::fmt::Debug for RpcEndpoints {
@@ -75,10 +79,23 @@ pub fn referral_for_world(world: &World) -> Referral {
 
 impl RpcEndpoints {
     pub fn for_world(world: &Arc<World>, config: &RpcLabConfig) -> RpcEndpoints {
+        Self::for_world_with(world, config, EmsmdbConfig::default())
+    }
+
+    /// As [`RpcEndpoints::for_world`], with EMSMDB's timings and limits given (tests
+    /// shorten the EcDoAsyncWaitEx timeout).
+    pub fn for_world_with(
+        world: &Arc<World>,
+        config: &RpcLabConfig,
+        emsmdb_config: EmsmdbConfig,
+    ) -> RpcEndpoints {
         let security: Arc<dyn ServerSecurityFactory> =
             Arc::new(ntlm_for_world(world, config.seed, config.unix_now));
         let rfr = Rfr::new(referral_for_world(world));
-        let interfaces: Vec<Arc<dyn RpcInterface>> = vec![rfr.clone()];
+        let emsmdb = EmsmdbServer::new(Arc::clone(world), emsmdb_config);
+        let (sync_interface, async_interface) = emsmdb.interfaces();
+        let interfaces: Vec<Arc<dyn RpcInterface>> =
+            vec![rfr.clone(), sync_interface, async_interface];
         let map = Arc::new(EndpointMap::new(Ipv4Addr::from(config.exchange_ip)));
         for interface in &interfaces {
             let annotation = format!("Exchange {}", interface.name().to_ascii_uppercase());
@@ -101,6 +118,7 @@ impl RpcEndpoints {
             epm,
             map,
             rfr,
+            emsmdb,
         }
     }
 }

@@ -93,7 +93,11 @@ async fn impacket_finds_rfr_through_the_endpoint_mapper_and_calls_it_at_every_le
     let got = run_impacket(&python, &lab).await;
     let expected = vec![
         serde_json::json!({"check": "ept_map", "interface": "rfr", "binding": binding}),
-        serde_json::json!({"check": "ept_lookup", "entries": [[binding, "Exchange RFR"]]}),
+        serde_json::json!({"check": "ept_lookup", "entries": [
+            [binding, "Exchange RFR"],
+            [binding, "Exchange EMSMDB"],
+            [binding, "Exchange ASYNCEMSMDB"],
+        ]}),
         serde_json::json!({"check": "rfr", "level": 2, "dsa": host, "fqdn": host}),
         serde_json::json!({"check": "rfr", "level": 5, "dsa": host, "fqdn": host}),
         serde_json::json!({"check": "rfr", "level": 6, "dsa": host, "fqdn": host}),

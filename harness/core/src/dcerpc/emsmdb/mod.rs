@@ -55,6 +55,8 @@
 pub mod rops;
 
 #[cfg(test)]
+mod cross_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{HashMap, VecDeque};
