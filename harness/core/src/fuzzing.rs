@@ -9,6 +9,7 @@ pub type Target = fn(&[u8]);
 
 pub mod codec_ops;
 pub mod dcerpc_ops;
+pub mod emsmdb_ops;
 pub mod frontend_ops;
 pub mod imap_ops;
 pub mod ndr_ops;
@@ -66,6 +67,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("dcerpc_ntlm_unwrap", crate::dcerpc::ntlm::fuzz_unwrap),
     ("oxcrpc_lz77_decompress", oxcrpc_ops::oxcrpc_lz77_decompress),
     ("oxcrpc_ext_roundtrip", oxcrpc_ops::oxcrpc_ext_roundtrip),
+    ("emsmdb_call", emsmdb_ops::emsmdb_call),
 ];
 
 /// Runs the named target on one input; `false` if there is no such target.

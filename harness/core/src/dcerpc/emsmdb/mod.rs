@@ -57,7 +57,7 @@ pub mod rops;
 #[cfg(test)]
 mod cross_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
