@@ -52,6 +52,7 @@
 //! disconnect, it faults nca_s_fault_context_mismatch) and is run down with it; an ACXH
 //! is bound to its session and may be waited on from any connection.
 
+pub mod client;
 pub mod rops;
 
 #[cfg(test)]

@@ -9,10 +9,7 @@ use std::time::Duration;
 
 use harness_wire::dcerpc::{AuthType, FaultStatus};
 use harness_wire::ndr::{ContextHandle, NdrReader, NdrWriter};
-use harness_wire::oxcrpc::{
-    decode_extended_buffer, encode_extended_buffer, DecodeLimits, EncodeOptions, RpcHeaderExt,
-    FLAG_COMPRESSED,
-};
+use harness_wire::oxcrpc::{encode_extended_buffer, EncodeOptions, RpcHeaderExt, FLAG_COMPRESSED};
 use harness_wire::{Codec, Reader, Writer};
 
 use super::rops::{self, folder_id, message_id, INBOX_INDEX};
@@ -48,164 +45,21 @@ fn alice_dn() -> String {
     legacy_dn::user_dn("EXAMPLE", "alice")
 }
 
-/// EcDoConnectEx's request stub.
-pub(crate) fn connect_stub(dn: &str, aux: &[u8], cb_aux_in: u32) -> Vec<u8> {
-    let mut w = NdrWriter::new();
-    w.put_string(dn.as_bytes());
-    // ulFlags, ulConMod, cbLimit, ulCpid, ulLcidString, ulLcidSort, ulIcxrLink
-    for v in [0, 0, 0, 1252, 1033, 1033, 0xFFFF_FFFF] {
-        w.put_u32(v);
-    }
-    w.put_u16(1); // usFCanConvertCodePages
-    for v in [0x000C, 0x183E, 0x03E8] {
-        w.put_u16(v); // rgwClientVersion (Outlook 2007)
-    }
-    w.align(4);
-    w.put_u32(0); // pulTimeStamp
-    w.put_conformant_bytes(aux);
-    w.align(4);
-    w.put_u32(cb_aux_in);
-    w.put_u32(0x1008); // pcbAuxOut
-    w.into_bytes()
-}
-
-#[derive(Debug)]
-pub(crate) struct Connected {
-    pub cxh: ContextHandle,
-    pub polls_max: u32,
-    pub dn_prefix: Option<Vec<u8>>,
-    pub display_name: Option<Vec<u8>>,
-    pub server_version: [u16; 3],
-    pub status: u32,
-}
+pub(crate) use super::client::{
+    connect_stub, logon_rop, register_rop, rop_request, rpc_stub, wait_stub,
+};
+use super::client::{Connected, RpcResult};
 
 pub(crate) fn parse_connect(stub: &[u8]) -> Connected {
-    let mut r = NdrReader::new(stub);
-    let cxh = r.context_handle().unwrap();
-    let polls_max = r.u32().unwrap();
-    let (_retry, _delay) = (r.u32().unwrap(), r.u32().unwrap());
-    let _icxr = r.u16().unwrap();
-    let p = r.unique_ptr().unwrap();
-    let dn_prefix = r.pointee(p, |r| r.string()).unwrap();
-    let p = r.unique_ptr().unwrap();
-    let display_name = r.pointee(p, |r| r.string()).unwrap();
-    let mut server_version = [0; 3];
-    server_version
-        .iter_mut()
-        .for_each(|v| *v = r.u16().unwrap());
-    (0..3).for_each(|_| {
-        r.u16().unwrap();
-    });
-    r.align(4).unwrap();
-    let _stamp = r.u32().unwrap();
-    assert_eq!(
-        r.conformant_varying_bytes().unwrap(),
-        b"",
-        "rgbAuxOut empty"
-    );
-    r.align(4).unwrap();
-    assert_eq!(r.u32().unwrap(), 0, "pcbAuxOut");
-    let status = r.u32().unwrap();
-    assert!(r.is_empty());
-    Connected {
-        cxh,
-        polls_max,
-        dn_prefix,
-        display_name,
-        server_version,
-        status,
-    }
-}
-
-/// EcDoRpcExt2's request stub around an already encoded rgbIn.
-pub(crate) fn rpc_stub(cxh: &ContextHandle, flags: u32, rgb_in: &[u8], cb_in: u32) -> Vec<u8> {
-    let mut w = NdrWriter::new();
-    w.put_context_handle(cxh);
-    w.put_u32(flags);
-    w.put_conformant_bytes(rgb_in);
-    w.align(4);
-    w.put_u32(cb_in);
-    w.put_u32(0x40000); // pcbOut
-    w.put_conformant_bytes(&[]);
-    w.align(4);
-    w.put_u32(0); // cbAuxIn
-    w.put_u32(0x1008); // pcbAuxOut
-    w.into_bytes()
-}
-
-/// A ROP request buffer (RopSize, ROPs, handle table) in an extended buffer.
-pub(crate) fn rop_request(rops: &[u8], handles: &[u32], compress: bool) -> Vec<u8> {
-    let mut w = Writer::new();
-    w.put_u16_le(rops.len() as u16 + 2);
-    w.put_bytes(rops);
-    handles.iter().for_each(|h| w.put_u32_le(*h));
-    let options = EncodeOptions {
-        compress,
-        xor: true,
-        ..EncodeOptions::default()
-    };
-    encode_extended_buffer(w.as_bytes(), options)
-}
-
-pub(crate) fn logon_rop(output_index: u8, essdn: &str) -> Vec<u8> {
-    let mut w = Writer::new();
-    w.put_bytes(&[rops::ROP_LOGON, 0, output_index, 0x01]);
-    w.put_u32_le(0x0100_0000); // OpenFlags: USE_PER_MDB_REPLID_MAPPING
-    w.put_u32_le(0);
-    w.put_u16_le(essdn.len() as u16 + 1);
-    w.put_bytes(essdn.as_bytes());
-    w.put_u8(0);
-    w.into_bytes()
-}
-
-/// RopRegisterNotification for NewMail in the Inbox.
-pub(crate) fn register_rop(input_index: u8, output_index: u8) -> Vec<u8> {
-    let mut w = Writer::new();
-    w.put_bytes(&[
-        rops::ROP_REGISTER_NOTIFICATION,
-        0,
-        input_index,
-        output_index,
-    ]);
-    w.put_bytes(&[rops::NOTIFY_NEW_MAIL, 0, 0]);
-    w.put_u64_le(folder_id(INBOX_INDEX));
-    w.put_u64_le(0);
-    w.into_bytes()
-}
-
-#[derive(Debug)]
-pub(crate) struct RpcResult {
-    pub status: u32,
-    pub rop_buffer: Vec<u8>,
-}
-
-impl RpcResult {
-    /// The ROP responses and the handle table.
-    pub fn split(&self) -> (Vec<u8>, Vec<u32>) {
-        let (rops, handles) = rops::split_request(&self.rop_buffer).unwrap();
-        (rops.to_vec(), handles)
-    }
+    super::client::parse_connect(stub).unwrap()
 }
 
 pub(crate) fn parse_rpc(stub: &[u8]) -> RpcResult {
-    let mut r = NdrReader::new(stub);
-    let _cxh = r.context_handle().unwrap();
-    assert_eq!(r.u32().unwrap(), 0, "pulFlags out");
-    let rgb_out = r.conformant_varying_bytes().unwrap().to_vec();
-    r.align(4).unwrap();
-    assert_eq!(r.u32().unwrap() as usize, rgb_out.len());
-    assert_eq!(r.conformant_varying_bytes().unwrap(), b"");
-    r.align(4).unwrap();
-    assert_eq!(r.u32().unwrap(), 0);
-    let _trans_time = r.u32().unwrap();
-    let status = r.u32().unwrap();
-    assert!(r.is_empty());
-    let rop_buffer = if rgb_out.is_empty() {
-        Vec::new()
-    } else {
-        decode_extended_buffer(&rgb_out, DecodeLimits::RGB_OUT).unwrap()
-    };
-    RpcResult { status, rop_buffer }
+    super::client::parse_rpc(stub).unwrap()
+}
+
+pub(crate) fn parse_wait(stub: &[u8]) -> (u32, u32) {
+    super::client::parse_wait(stub).unwrap()
 }
 
 fn response(outcome: CallOutcome) -> Vec<u8> {
@@ -297,19 +151,6 @@ impl Fixture {
             uid,
         });
     }
-}
-
-pub(crate) fn wait_stub(acxh: &ContextHandle) -> Vec<u8> {
-    let mut w = NdrWriter::new();
-    w.put_context_handle(acxh);
-    w.put_u32(0);
-    w.into_bytes()
-}
-
-/// (pulFlagsOut, return value) of EcDoAsyncWaitEx.
-pub(crate) fn parse_wait(stub: &[u8]) -> (u32, u32) {
-    let mut r = NdrReader::new(stub);
-    (r.u32().unwrap(), r.u32().unwrap())
 }
 
 #[test]
