@@ -263,6 +263,33 @@ impl RopTarget for SessionTarget<'_> {
     fn unsubscribe(&mut self, id: SubscriptionId) {
         self.world.notifications.unsubscribe(id);
     }
+    fn rows(&self, mailbox: &str) -> Vec<rops::MessageRow> {
+        self.world
+            .store
+            .with_account(&self.session.user, |account| {
+                account
+                    .mailbox(mailbox)
+                    .map_or_else(Vec::new, |m| m.messages.iter().map(message_row).collect())
+            })
+    }
+}
+
+/// Subject, From and size of a stored message for a contents table.
+fn message_row(message: &crate::world::StoredMessage) -> rops::MessageRow {
+    use crate::imap::message::{field, fields, split};
+    let (header, _) = split(&message.data);
+    let fields = fields(header);
+    let text = |name: &str| {
+        field(&fields, name)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    };
+    rops::MessageRow {
+        uid: message.uid,
+        subject: text("Subject"),
+        from: text("From"),
+        size: u32::try_from(message.data.len()).unwrap_or(u32::MAX),
+    }
 }
 
 fn handle_uuid(counter: u64, tag: u8) -> Uuid {

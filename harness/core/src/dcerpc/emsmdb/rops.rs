@@ -1,8 +1,9 @@
 //! The ROP buffers inside EcDoRpcExt2's extended buffers ([MS-OXCROPS] 2.2.1): a request
 //! is RopSize (u16, counting itself), the ROP requests, then the server object handle
 //! table (u32s to the end); a response has the same three parts. The subset served:
-//! RopLogon (private mailbox), RopRelease and RopRegisterNotification, plus the
-//! server-sent RopNotify (NewMail) and RopPending.
+//! RopLogon (private mailbox), RopRelease, RopRegisterNotification, RopOpenFolder,
+//! RopGetContentsTable, RopSetColumns and RopQueryRows (the INBOX of the IMAP store),
+//! plus the server-sent RopNotify (NewMail) and RopPending.
 
 use std::collections::HashMap;
 
@@ -11,6 +12,10 @@ use harness_wire::{DecodeError, Reader, Writer};
 use crate::notify::{MailEvent, SubscriptionId};
 
 pub const ROP_RELEASE: u8 = 0x01;
+pub const ROP_OPEN_FOLDER: u8 = 0x02;
+pub const ROP_GET_CONTENTS_TABLE: u8 = 0x05;
+pub const ROP_SET_COLUMNS: u8 = 0x12;
+pub const ROP_QUERY_ROWS: u8 = 0x15;
 pub const ROP_REGISTER_NOTIFICATION: u8 = 0x29;
 pub const ROP_NOTIFY: u8 = 0x2A;
 pub const ROP_PENDING: u8 = 0x6E;
@@ -68,6 +73,17 @@ pub enum ServerObject {
     Logon {
         logon_id: u8,
     },
+    /// A folder; `mailbox` is the store's mailbox behind it (None: a special folder the
+    /// store has no mail in).
+    Folder {
+        mailbox: Option<String>,
+    },
+    /// A folder's contents table: its columns and the next row to read.
+    Table {
+        mailbox: Option<String>,
+        columns: Vec<u32>,
+        cursor: usize,
+    },
     /// A notification subscription, the hub's id for its events.
     Notification {
         logon_id: u8,
@@ -86,7 +102,26 @@ pub trait RopTarget {
     /// Subscribes to NewMail for the session's user in `mailbox` (None: all).
     fn subscribe(&mut self, mailbox: Option<&str>) -> Option<SubscriptionId>;
     fn unsubscribe(&mut self, id: SubscriptionId);
+    /// The messages of a store mailbox, in UID order.
+    fn rows(&self, mailbox: &str) -> Vec<MessageRow>;
 }
+
+/// What a contents table shows of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRow {
+    pub uid: u32,
+    pub subject: String,
+    pub from: String,
+    pub size: u32,
+}
+
+/// Columns a contents table answers ([MS-OXPROPS]); others read as MAPI_E_NOT_FOUND.
+pub const PID_TAG_SUBJECT: u32 = 0x0037_001F;
+pub const PID_TAG_SENDER_NAME: u32 = 0x0C1A_001F;
+pub const PID_TAG_MESSAGE_SIZE: u32 = 0x0E08_0003;
+pub const PID_TAG_MID: u32 = 0x674A_0014;
+/// Columns per table: far above what clients set, and bounds the per-row work.
+const MAX_COLUMNS: usize = 256;
 
 /// The request buffer's sizes disagree (ecRpcFormat as EcDoRpcExt2's return value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +130,33 @@ pub struct RopFormatError;
 impl From<DecodeError> for RopFormatError {
     fn from(_: DecodeError) -> Self {
         RopFormatError
+    }
+}
+
+/// One ROP being run: the request octets after its RopId, the response buffer, the
+/// handle table and the session.
+struct Rop<'a, 'b> {
+    r: Reader<'a>,
+    out: Writer,
+    handles: Vec<u32>,
+    target: &'b mut dyn RopTarget,
+}
+
+impl<'a> Rop<'a, '_> {
+    fn parts(
+        &mut self,
+    ) -> (
+        &mut Reader<'a>,
+        &mut Writer,
+        &mut Vec<u32>,
+        &mut dyn RopTarget,
+    ) {
+        (
+            &mut self.r,
+            &mut self.out,
+            &mut self.handles,
+            &mut *self.target,
+        )
     }
 }
 
@@ -124,17 +186,22 @@ pub fn execute(
     buffer: &[u8],
     target: &mut dyn RopTarget,
 ) -> Result<(Vec<u8>, Vec<u32>), RopFormatError> {
-    let (rops, mut handles) = split_request(buffer)?;
-    let mut r = Reader::new(rops);
-    let mut out = Writer::new();
-    while !r.is_empty() {
-        let rop_id = r.u8()?;
+    let (rops, handles) = split_request(buffer)?;
+    let mut rop = Rop {
+        r: Reader::new(rops),
+        out: Writer::new(),
+        handles,
+        target,
+    };
+    while !rop.r.is_empty() {
+        let rop_id = rop.r.u8()?;
         match rop_id {
-            ROP_LOGON => logon(&mut r, &mut out, &mut handles, target)?,
+            ROP_LOGON => logon(&mut rop)?,
             ROP_RELEASE => {
-                let _logon_id = r.u8()?;
-                let index = r.u8()?;
-                if let Some(handle) = handles.get(usize::from(index)) {
+                let _logon_id = rop.r.u8()?;
+                let index = rop.r.u8()?;
+                if let Some(handle) = rop.handles.get(usize::from(index)) {
+                    let target = &mut *rop.target;
                     target.objects().remove(handle).into_iter().for_each(|o| {
                         if let ServerObject::Notification {
                             subscription: Some(id),
@@ -146,19 +213,21 @@ pub fn execute(
                     });
                 }
             }
-            ROP_REGISTER_NOTIFICATION => {
-                register_notification(&mut r, &mut out, &mut handles, target)?
-            }
+            ROP_REGISTER_NOTIFICATION => register_notification(&mut rop)?,
+            ROP_OPEN_FOLDER => open_folder(&mut rop)?,
+            ROP_GET_CONTENTS_TABLE => contents_table(&mut rop)?,
+            ROP_SET_COLUMNS => set_columns(&mut rop)?,
+            ROP_QUERY_ROWS => query_rows(&mut rop)?,
             _ => {
                 // RopId, LogonId, InputHandleIndex lead most requests.
-                let _logon_id = r.u8().unwrap_or(0);
-                let index = r.u8().unwrap_or(0);
-                error_response(&mut out, rop_id, index, EC_NOT_SUPPORTED);
+                let _logon_id = rop.r.u8().unwrap_or(0);
+                let index = rop.r.u8().unwrap_or(0);
+                error_response(&mut rop.out, rop_id, index, EC_NOT_SUPPORTED);
                 break;
             }
         }
     }
-    Ok((out.into_bytes(), handles))
+    Ok((rop.out.into_bytes(), rop.handles))
 }
 
 /// The response buffer: RopSize, the responses, the handle table.
@@ -179,12 +248,8 @@ fn error_response(out: &mut Writer, rop_id: u8, handle_index: u8, code: u32) {
 
 /// RopLogon ([MS-OXCROPS] 2.2.3.1): LogonId, OutputHandleIndex, LogonFlags, OpenFlags
 /// u32, StoreState u32, EssdnSize u16, Essdn.
-fn logon(
-    r: &mut Reader<'_>,
-    out: &mut Writer,
-    handles: &mut [u32],
-    target: &mut dyn RopTarget,
-) -> Result<(), RopFormatError> {
+fn logon(rop: &mut Rop<'_, '_>) -> Result<(), RopFormatError> {
+    let (r, out, handles, target) = rop.parts();
     let logon_id = r.u8()?;
     let output_index = r.u8()?;
     let logon_flags = r.u8()?;
@@ -248,12 +313,8 @@ fn replica_guid() -> [u8; 16] {
 /// RopRegisterNotification ([MS-OXCROPS] 2.2.14.1): LogonId, InputHandleIndex,
 /// OutputHandleIndex, NotificationTypes, Reserved, WantWholeStore, then FolderId and
 /// MessageId when WantWholeStore is 0.
-fn register_notification(
-    r: &mut Reader<'_>,
-    out: &mut Writer,
-    handles: &mut [u32],
-    target: &mut dyn RopTarget,
-) -> Result<(), RopFormatError> {
+fn register_notification(rop: &mut Rop<'_, '_>) -> Result<(), RopFormatError> {
+    let (r, out, handles, target) = rop.parts();
     let logon_id = r.u8()?;
     let input_index = r.u8()?;
     let output_index = r.u8()?;
@@ -327,4 +388,214 @@ pub fn put_new_mail_notify(out: &mut Writer, handle: u32, logon_id: u8, event: &
 pub fn put_pending(out: &mut Writer, session_index: u16) {
     out.put_u8(ROP_PENDING);
     out.put_u16_le(session_index);
+}
+
+/// The object at handle-table `index`, if the index and the handle are live.
+fn object_at(
+    handles: &[u32],
+    index: u8,
+    target: &mut dyn RopTarget,
+) -> Option<(u32, ServerObject)> {
+    let handle = *handles.get(usize::from(index))?;
+    target.objects().get(&handle).cloned().map(|o| (handle, o))
+}
+
+/// Puts `object` under a new handle at `output_index`.
+fn place(
+    handles: &mut [u32],
+    output_index: u8,
+    object: ServerObject,
+    target: &mut dyn RopTarget,
+) -> bool {
+    let Some(slot) = handles.get_mut(usize::from(output_index)) else {
+        return false;
+    };
+    let handle = target.new_handle();
+    target.objects().insert(handle, object);
+    *slot = handle;
+    true
+}
+
+/// RopOpenFolder ([MS-OXCROPS] 2.2.4.1): LogonId, InputHandleIndex, OutputHandleIndex,
+/// FolderId, OpenModeFlags. Response: HasRules, IsGhosted (0: no server list follows).
+fn open_folder(rop: &mut Rop<'_, '_>) -> Result<(), RopFormatError> {
+    let (r, out, handles, target) = rop.parts();
+    let _logon_id = r.u8()?;
+    let input_index = r.u8()?;
+    let output_index = r.u8()?;
+    let folder = r.u64_le()?;
+    let _open_mode = r.u8()?;
+    let on_logon = matches!(
+        object_at(handles, input_index, target),
+        Some((_, ServerObject::Logon { .. } | ServerObject::Folder { .. }))
+    );
+    if !on_logon {
+        error_response(out, ROP_OPEN_FOLDER, output_index, EC_NULL_OBJECT);
+        return Ok(());
+    }
+    let Some(index) = (0..MAILBOX_FOLDERS).find(|i| folder_id(*i) == folder) else {
+        error_response(out, ROP_OPEN_FOLDER, output_index, EC_NOT_FOUND);
+        return Ok(());
+    };
+    let mailbox = (index == INBOX_INDEX).then(|| "INBOX".to_string());
+    if !place(
+        handles,
+        output_index,
+        ServerObject::Folder { mailbox },
+        target,
+    ) {
+        error_response(out, ROP_OPEN_FOLDER, output_index, EC_NULL_OBJECT);
+        return Ok(());
+    }
+    error_response(out, ROP_OPEN_FOLDER, output_index, 0);
+    out.put_bytes(&[0, 0]); // HasRules, IsGhosted
+    Ok(())
+}
+
+/// RopGetContentsTable ([MS-OXCROPS] 2.2.4.14): LogonId, InputHandleIndex,
+/// OutputHandleIndex, TableFlags. Response: RowCount.
+fn contents_table(rop: &mut Rop<'_, '_>) -> Result<(), RopFormatError> {
+    let (r, out, handles, target) = rop.parts();
+    let _logon_id = r.u8()?;
+    let input_index = r.u8()?;
+    let output_index = r.u8()?;
+    let _table_flags = r.u8()?;
+    let Some((_, ServerObject::Folder { mailbox })) = object_at(handles, input_index, target)
+    else {
+        error_response(out, ROP_GET_CONTENTS_TABLE, output_index, EC_NULL_OBJECT);
+        return Ok(());
+    };
+    let count = mailbox.as_deref().map_or(0, |m| target.rows(m).len());
+    let table = ServerObject::Table {
+        mailbox,
+        columns: Vec::new(),
+        cursor: 0,
+    };
+    if !place(handles, output_index, table, target) {
+        error_response(out, ROP_GET_CONTENTS_TABLE, output_index, EC_NULL_OBJECT);
+        return Ok(());
+    }
+    error_response(out, ROP_GET_CONTENTS_TABLE, output_index, 0);
+    out.put_u32_le(u32::try_from(count).unwrap_or(u32::MAX));
+    Ok(())
+}
+
+/// RopSetColumns ([MS-OXCROPS] 2.2.5.1): LogonId, InputHandleIndex, SetColumnsFlags,
+/// PropertyTagCount, PropertyTags. Response: TableStatus (0: complete).
+fn set_columns(rop: &mut Rop<'_, '_>) -> Result<(), RopFormatError> {
+    let (r, out, handles, target) = rop.parts();
+    let _logon_id = r.u8()?;
+    let input_index = r.u8()?;
+    let _flags = r.u8()?;
+    let count = usize::from(r.u16_le()?);
+    let tags = r.take(count.checked_mul(4).ok_or(RopFormatError)?)?;
+    let Some((handle, ServerObject::Table { mailbox, .. })) =
+        object_at(handles, input_index, target)
+    else {
+        error_response(out, ROP_SET_COLUMNS, input_index, EC_NULL_OBJECT);
+        return Ok(());
+    };
+    if count > MAX_COLUMNS {
+        error_response(out, ROP_SET_COLUMNS, input_index, 0x8007_000E);
+        return Ok(());
+    }
+    let columns = tags
+        .chunks_exact(4)
+        .map(|t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]))
+        .collect();
+    target.objects().insert(
+        handle,
+        ServerObject::Table {
+            mailbox,
+            columns,
+            cursor: 0,
+        },
+    );
+    error_response(out, ROP_SET_COLUMNS, input_index, 0);
+    out.put_u8(0);
+    Ok(())
+}
+
+/// RopQueryRows ([MS-OXCROPS] 2.2.5.4): LogonId, InputHandleIndex, QueryRowsFlags,
+/// ForwardRead, RowCount. Response: Origin, RowCount, the rows ([MS-OXCDATA] 2.8.1:
+/// a StandardPropertyRow when every column has a value, else a FlaggedPropertyRow).
+fn query_rows(rop: &mut Rop<'_, '_>) -> Result<(), RopFormatError> {
+    let (r, out, handles, target) = rop.parts();
+    let _logon_id = r.u8()?;
+    let input_index = r.u8()?;
+    let flags = r.u8()?;
+    let _forward = r.u8()?;
+    let wanted = usize::from(r.u16_le()?);
+    let Some((
+        handle,
+        ServerObject::Table {
+            mailbox,
+            columns,
+            cursor,
+        },
+    )) = object_at(handles, input_index, target)
+    else {
+        error_response(out, ROP_QUERY_ROWS, input_index, EC_NULL_OBJECT);
+        return Ok(());
+    };
+    if columns.is_empty() {
+        // Columns must be set first ([MS-OXCTABL] 3.2.5.1): ecNullObject as Exchange.
+        error_response(out, ROP_QUERY_ROWS, input_index, EC_NULL_OBJECT);
+        return Ok(());
+    }
+    let rows = mailbox
+        .as_deref()
+        .map(|m| target.rows(m))
+        .unwrap_or_default();
+    let page: Vec<&MessageRow> = rows.iter().skip(cursor).take(wanted).collect();
+    // QueryRowsFlags NoAdvance (0x01) leaves the cursor where it was.
+    let next = if flags & 0x01 != 0 {
+        cursor
+    } else {
+        cursor + page.len()
+    };
+    target.objects().insert(
+        handle,
+        ServerObject::Table {
+            mailbox,
+            columns: columns.clone(),
+            cursor: next,
+        },
+    );
+    error_response(out, ROP_QUERY_ROWS, input_index, 0);
+    // Origin: 0x02 END_OF_TABLE once the cursor is past the last row, else 0x00 BEGINNING.
+    out.put_u8(if next >= rows.len() { 0x02 } else { 0x00 });
+    out.put_u16_le(u16::try_from(page.len()).unwrap_or(u16::MAX));
+    for row in page {
+        put_row(out, &columns, row);
+    }
+    Ok(())
+}
+
+fn put_utf16z(out: &mut Writer, s: &str) {
+    s.encode_utf16().for_each(|u| out.put_u16_le(u));
+    out.put_u16_le(0);
+}
+
+fn put_row(out: &mut Writer, columns: &[u32], row: &MessageRow) {
+    let known = |tag: u32| {
+        matches!(
+            tag,
+            PID_TAG_SUBJECT | PID_TAG_SENDER_NAME | PID_TAG_MESSAGE_SIZE | PID_TAG_MID
+        )
+    };
+    let flagged = !columns.iter().all(|t| known(*t));
+    out.put_u8(u8::from(flagged));
+    for &tag in columns {
+        if flagged {
+            out.put_u8(if known(tag) { 0x00 } else { 0x0A });
+        }
+        match tag {
+            PID_TAG_SUBJECT => put_utf16z(out, &row.subject),
+            PID_TAG_SENDER_NAME => put_utf16z(out, &row.from),
+            PID_TAG_MESSAGE_SIZE => out.put_u32_le(row.size),
+            PID_TAG_MID => out.put_u64_le(message_id(row.uid)),
+            _ => out.put_u32_le(EC_NOT_FOUND),
+        }
+    }
 }

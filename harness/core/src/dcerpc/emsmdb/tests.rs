@@ -554,3 +554,96 @@ fn a_second_wait_on_the_same_acxh_rejects_the_first() {
         Some((0, EC_REJECTED))
     );
 }
+
+#[test]
+fn the_inbox_contents_table_lists_the_imap_store() {
+    let f = Fixture::new();
+    let cxh = f.connect(1);
+    let mut rop = logon_rop(0, "");
+    // RopOpenFolder Inbox (0 -> 1), RopGetContentsTable (1 -> 2), RopSetColumns on 2,
+    // RopQueryRows 10 on 2.
+    rop.extend([rops::ROP_OPEN_FOLDER, 0, 0, 1]);
+    rop.extend(folder_id(INBOX_INDEX).to_le_bytes());
+    rop.push(0);
+    rop.extend([rops::ROP_GET_CONTENTS_TABLE, 0, 1, 2, 0]);
+    let columns = [
+        rops::PID_TAG_MID,
+        rops::PID_TAG_SUBJECT,
+        rops::PID_TAG_MESSAGE_SIZE,
+    ];
+    rop.extend([rops::ROP_SET_COLUMNS, 0, 2, 0, columns.len() as u8, 0]);
+    columns.iter().for_each(|c| rop.extend(c.to_le_bytes()));
+    rop.extend([rops::ROP_QUERY_ROWS, 0, 2, 0, 1, 10, 0]);
+    let got = f.rpc(1, &cxh, &rop_request(&rop, &[u32::MAX; 3], true));
+    assert_eq!(got.status, 0);
+    let (responses, _) = got.split();
+    let mut r = Reader::new(&responses);
+    r.skip(6 + 1 + 13 * 8 + 1 + 16 + 2 + 16 + 8 + 8 + 4)
+        .unwrap();
+    assert_eq!(
+        r.take(8).unwrap(),
+        [rops::ROP_OPEN_FOLDER, 1, 0, 0, 0, 0, 0, 0]
+    );
+    assert_eq!(
+        r.take(6).unwrap(),
+        [rops::ROP_GET_CONTENTS_TABLE, 2, 0, 0, 0, 0]
+    );
+    let messages = f.world.store.with_account("alice", |a| {
+        a.mailbox("INBOX")
+            .unwrap()
+            .messages
+            .iter()
+            .map(|m| (m.uid, m.data.len()))
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(r.u32_le().unwrap() as usize, messages.len(), "RowCount");
+    assert_eq!(
+        r.take(7).unwrap(),
+        [rops::ROP_SET_COLUMNS, 2, 0, 0, 0, 0, 0]
+    );
+    assert_eq!(r.take(6).unwrap(), [rops::ROP_QUERY_ROWS, 2, 0, 0, 0, 0]);
+    assert_eq!(r.u8().unwrap(), 0x02, "END_OF_TABLE");
+    assert_eq!(usize::from(r.u16_le().unwrap()), messages.len());
+    for (uid, size) in messages {
+        assert_eq!(r.u8().unwrap(), 0, "StandardPropertyRow");
+        assert_eq!(r.u64_le().unwrap(), message_id(uid));
+        let mut subject = Vec::new();
+        loop {
+            match r.u16_le().unwrap() {
+                0 => break,
+                u => subject.push(u),
+            }
+        }
+        assert!(!String::from_utf16(&subject).unwrap().is_empty());
+        assert_eq!(r.u32_le().unwrap() as usize, size);
+    }
+    assert!(r.is_empty());
+    // QueryRows before SetColumns, and on a handle that is not a table.
+    let mut rop = logon_rop(0, "");
+    rop.extend([rops::ROP_OPEN_FOLDER, 0, 0, 1]);
+    rop.extend(folder_id(INBOX_INDEX).to_le_bytes());
+    rop.push(0);
+    rop.extend([rops::ROP_GET_CONTENTS_TABLE, 0, 1, 2, 0]);
+    rop.extend([rops::ROP_QUERY_ROWS, 0, 2, 0, 1, 10, 0]);
+    rop.extend([rops::ROP_QUERY_ROWS, 0, 1, 0, 1, 10, 0]);
+    let (responses, _) = f
+        .rpc(1, &cxh, &rop_request(&rop, &[u32::MAX; 3], true))
+        .split();
+    assert_eq!(
+        &responses[responses.len() - 12..],
+        [
+            rops::ROP_QUERY_ROWS,
+            2,
+            0xB9,
+            4,
+            0,
+            0,
+            rops::ROP_QUERY_ROWS,
+            1,
+            0xB9,
+            4,
+            0,
+            0
+        ]
+    );
+}
