@@ -145,6 +145,7 @@ fn handle_octets(handle: &ContextHandle) -> Vec<u8> {
 /// new mail, a wait, an RPC fetching the notification, disconnect.
 #[cfg(test)]
 pub(crate) fn seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use crate::dcerpc::emsmdb::rops;
     use crate::dcerpc::emsmdb::tests::{
         connect_stub, logon_rop, register_rop, rop_request, rpc_stub, wait_stub,
     };
@@ -172,6 +173,20 @@ pub(crate) fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         0x81,
         &after_handle(rpc_stub(&nil, 3, &empty, empty.len() as u32)),
     );
+    // Logon, open the Inbox, its contents table, two columns, query 10 rows.
+    let mut table = logon_rop(0, "");
+    table.extend([rops::ROP_OPEN_FOLDER, 0, 0, 1]);
+    table.extend(rops::folder_id(rops::INBOX_INDEX).to_le_bytes());
+    table.extend([0, rops::ROP_GET_CONTENTS_TABLE, 0, 1, 2, 0]);
+    table.extend([rops::ROP_SET_COLUMNS, 0, 2, 0, 2, 0]);
+    table.extend(rops::PID_TAG_SUBJECT.to_le_bytes());
+    table.extend(0x0FFF_0102u32.to_le_bytes());
+    table.extend([rops::ROP_QUERY_ROWS, 0, 2, 0, 1, 10, 0]);
+    let table_in = rop_request(&table, &[u32::MAX; 3], true);
+    let table = record(
+        0x81,
+        &after_handle(rpc_stub(&nil, 0, &table_in, table_in.len() as u32)),
+    );
     let async_connect = record(0x82, &[]);
     let wait = record(0x83, &after_handle(wait_stub(&nil)));
     let new_mail = record(0x0F, &[]);
@@ -182,6 +197,7 @@ pub(crate) fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             "connect-logon-register",
             [connect.clone(), logon.clone()].concat(),
         ),
+        ("contents-table", [connect.clone(), table].concat()),
         (
             "notify-round-trip",
             [
@@ -219,6 +235,7 @@ mod tests {
             [
                 ("connect", expect(0, 0)),
                 ("connect-logon-register", expect(1, 0)),
+                ("contents-table", expect(0, 0)),
                 ("notify-round-trip", expect(1, 1)),
                 ("wait-after-disconnect", expect(1, 0)),
             ]
