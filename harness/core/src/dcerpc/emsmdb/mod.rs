@@ -112,6 +112,7 @@ pub const OP_ASYNC_WAIT_EX: u16 = 0;
 pub const EC_ACCESS_DENIED: u32 = 0x8007_0005;
 pub const EC_LOGIN_FAILURE: u32 = 0x8004_0111;
 pub const EC_RPC_FORMAT: u32 = 0x0000_04B6;
+pub const EC_RPC_FAILED: u32 = 0x8004_0115;
 pub const EC_REJECTED: u32 = 0x0000_07EE;
 pub const EC_BUFFER_TOO_SMALL: u32 = 0x0000_047D;
 pub const EC_SERVER_BUSY: u32 = 0x0000_0480;
@@ -388,7 +389,7 @@ impl EmsmdbServer {
         }
         ndr(r.align(4))?;
         let timestamp = ndr(r.u32())?;
-        ndr(sized_bytes(&mut r, 0, MAX_AUX))?;
+        let aux_in = ndr(sized_bytes(&mut r, 0, MAX_AUX))?;
         let _cb_aux_out = ndr(r.u32_in_range(0, MAX_AUX))?;
 
         let org = &self.world.domain;
@@ -397,6 +398,8 @@ impl EmsmdbServer {
             .and_then(|u| self.world.directory.lookup(u))
             .map(|p| p.name.clone());
         let status = match (ctx.principal, &named) {
+            // Shorter than an RPC_HEADER_EXT ([MS-OXCRPC] 3.1.4.1, cbAuxIn).
+            _ if (1..8).contains(&aux_in.len()) => EC_RPC_FAILED,
             (None, _) => EC_ACCESS_DENIED,
             (Some(_), None) => EC_LOGIN_FAILURE,
             (Some(p), Some(owner)) if !p.user.eq_ignore_ascii_case(owner) => EC_ACCESS_DENIED,

@@ -195,6 +195,14 @@ fn connect_ex_gives_a_session_to_the_mailbox_owner_only() {
         refused(Some(&f.alice), "/o=OTHER/cn=alice"),
         EC_LOGIN_FAILURE
     );
+    let c = ctx(Some(&f.alice), 1);
+    let short_aux = connect_stub(&alice_dn(), &[0; 7], 7);
+    let got = parse_connect(&response(f.emsmdb.call(&c, OP_CONNECT_EX, &short_aux)));
+    assert_eq!(
+        (got.status, got.cxh.is_nil()),
+        (EC_RPC_FAILED, true),
+        "cbAuxIn 1 to 7"
+    );
     assert_eq!(f.server.sessions(), 1);
 }
 
