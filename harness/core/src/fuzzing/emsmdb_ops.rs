@@ -44,12 +44,12 @@ pub fn emsmdb_call(data: &[u8]) {
 
 /// What one input reached: the most subscriptions held at once, the waits parked.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct Reached {
-    subscriptions: usize,
-    parked: usize,
+pub(crate) struct Reached {
+    pub(crate) subscriptions: usize,
+    pub(crate) parked: usize,
 }
 
-fn run(data: &[u8]) -> Reached {
+pub(crate) fn run(data: &[u8]) -> Reached {
     let mut reached = Reached::default();
     let world = lab();
     let server = EmsmdbServer::new(Arc::clone(&world), EmsmdbConfig::default());

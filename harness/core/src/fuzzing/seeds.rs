@@ -561,3 +561,11 @@ fn ndr_decode_smoke_run() {
         super::ndr_ops::ndr_decode(&data);
     }
 }
+
+#[test]
+fn emsmdb_call_smoke_run() {
+    assert_states_reached(super::emsmdb_ops::seeds(), 15, 3000, |data| {
+        let r = super::emsmdb_ops::run(data);
+        [r.subscriptions > 0, r.parked > 0]
+    });
+}
