@@ -137,8 +137,9 @@ pub struct EmsmdbConfig {
     /// How long EcDoAsyncWaitEx waits for a notification ("about 5 minutes",
     /// [MS-OXCRPC] 3.3.4.1); tests shorten it.
     pub async_wait_timeout: Duration,
-    /// Sessions held at once across the endpoint.
+    /// Sessions held at once across the endpoint, and by one connection.
     pub max_sessions: usize,
+    pub max_sessions_per_connection: usize,
     /// RopNotify responses per EcDoRpcExt2 before RopPending says more are waiting.
     pub max_notifications_per_response: usize,
     /// pcmsPollsMax, pcRetry, pcmsRetryDelay of EcDoConnectEx.
@@ -152,6 +153,7 @@ impl Default for EmsmdbConfig {
         EmsmdbConfig {
             async_wait_timeout: Duration::from_secs(300),
             max_sessions: 4096,
+            max_sessions_per_connection: 64,
             max_notifications_per_response: 64,
             polls_max_ms: 60_000,
             retry_count: 6,
@@ -409,7 +411,14 @@ impl EmsmdbServer {
         if status == 0 {
             let owner = named.unwrap_or_default();
             let mut state = self.lock();
-            if state.sessions.len() < self.config.max_sessions {
+            let on_connection = state
+                .sessions
+                .values()
+                .filter(|s| s.connection_id == ctx.connection_id)
+                .count();
+            if state.sessions.len() < self.config.max_sessions
+                && on_connection < self.config.max_sessions_per_connection
+            {
                 let id = state.next();
                 let cxh = handle_uuid(id, 0xC0);
                 let index = (id & 0xFFFF) as u16;

@@ -29,6 +29,11 @@ pub const EC_NULL_OBJECT: u32 = 0x0000_04B9;
 pub const EC_ACCESS_DENIED: u32 = 0x8007_0005;
 /// ecNotFound.
 pub const EC_NOT_FOUND: u32 = 0x8004_010F;
+/// MAPI_E_NOT_ENOUGH_MEMORY: a limit of this server was reached.
+pub const EC_OUT_OF_MEMORY: u32 = 0x8007_000E;
+/// Server objects one session holds at once: a client that never releases its handles
+/// must not make the session grow without bound.
+pub const MAX_OBJECTS: usize = 1024;
 
 /// RopLogon LogonFlags: Private (a mailbox, not public folders), [MS-OXCROPS] 2.2.3.1.1.
 const LOGON_PRIVATE: u8 = 0x01;
@@ -258,10 +263,6 @@ fn logon(rop: &mut Rop<'_, '_>) -> Result<(), RopFormatError> {
     let essdn_size = usize::from(r.u16_le()?);
     let essdn = r.take(essdn_size)?;
     let essdn = essdn.strip_suffix(&[0]).unwrap_or(essdn);
-    let Some(slot) = handles.get_mut(usize::from(output_index)) else {
-        error_response(out, ROP_LOGON, output_index, EC_NULL_OBJECT);
-        return Ok(());
-    };
     if logon_flags & LOGON_PRIVATE == 0 {
         // Public folders are not served.
         error_response(out, ROP_LOGON, output_index, EC_NOT_SUPPORTED);
@@ -273,11 +274,15 @@ fn logon(rop: &mut Rop<'_, '_>) -> Result<(), RopFormatError> {
         error_response(out, ROP_LOGON, output_index, EC_ACCESS_DENIED);
         return Ok(());
     }
-    let handle = target.new_handle();
-    target
-        .objects()
-        .insert(handle, ServerObject::Logon { logon_id });
-    *slot = handle;
+    if let Err(code) = place(
+        handles,
+        output_index,
+        ServerObject::Logon { logon_id },
+        target,
+    ) {
+        error_response(out, ROP_LOGON, output_index, code);
+        return Ok(());
+    }
     // The private-mailbox success response, [MS-OXCROPS] 2.2.3.1.3.
     out.put_u8(ROP_LOGON);
     out.put_u8(output_index);
@@ -332,7 +337,10 @@ fn register_notification(rop: &mut Rop<'_, '_>) -> Result<(), RopFormatError> {
         .get(usize::from(input_index))
         .and_then(|h| target.objects().get(h).cloned())
         .is_some_and(|o| matches!(o, ServerObject::Logon { .. }));
-    if !input_is_logon || usize::from(output_index) >= handles.len() {
+    if !input_is_logon
+        || usize::from(output_index) >= handles.len()
+        || target.objects().len() >= MAX_OBJECTS
+    {
         error_response(out, ROP_REGISTER_NOTIFICATION, output_index, EC_NULL_OBJECT);
         return Ok(());
     }
@@ -349,22 +357,30 @@ fn register_notification(rop: &mut Rop<'_, '_>) -> Result<(), RopFormatError> {
         match target.subscribe(mailbox) {
             Some(id) => Some(id),
             None => {
-                error_response(out, ROP_REGISTER_NOTIFICATION, output_index, 0x8007_000E);
+                error_response(
+                    out,
+                    ROP_REGISTER_NOTIFICATION,
+                    output_index,
+                    EC_OUT_OF_MEMORY,
+                );
                 return Ok(());
             }
         }
     } else {
         None
     };
-    let handle = target.new_handle();
-    target.objects().insert(
-        handle,
-        ServerObject::Notification {
-            logon_id,
-            subscription,
-        },
-    );
-    handles[usize::from(output_index)] = handle;
+    let notification = ServerObject::Notification {
+        logon_id,
+        subscription,
+    };
+    // Room and index were checked above.
+    if let Err(code) = place(handles, output_index, notification, target) {
+        subscription
+            .into_iter()
+            .for_each(|id| target.unsubscribe(id));
+        error_response(out, ROP_REGISTER_NOTIFICATION, output_index, code);
+        return Ok(());
+    }
     error_response(out, ROP_REGISTER_NOTIFICATION, output_index, 0);
     Ok(())
 }
@@ -400,20 +416,24 @@ fn object_at(
     target.objects().get(&handle).cloned().map(|o| (handle, o))
 }
 
-/// Puts `object` under a new handle at `output_index`.
+/// Puts `object` under a new handle at `output_index`; Err is the ROP's return value
+/// (no such index, or the session holds [`MAX_OBJECTS`] already).
 fn place(
     handles: &mut [u32],
     output_index: u8,
     object: ServerObject,
     target: &mut dyn RopTarget,
-) -> bool {
+) -> Result<(), u32> {
     let Some(slot) = handles.get_mut(usize::from(output_index)) else {
-        return false;
+        return Err(EC_NULL_OBJECT);
     };
+    if target.objects().len() >= MAX_OBJECTS {
+        return Err(EC_OUT_OF_MEMORY);
+    }
     let handle = target.new_handle();
     target.objects().insert(handle, object);
     *slot = handle;
-    true
+    Ok(())
 }
 
 /// RopOpenFolder ([MS-OXCROPS] 2.2.4.1): LogonId, InputHandleIndex, OutputHandleIndex,
@@ -438,13 +458,9 @@ fn open_folder(rop: &mut Rop<'_, '_>) -> Result<(), RopFormatError> {
         return Ok(());
     };
     let mailbox = (index == INBOX_INDEX).then(|| "INBOX".to_string());
-    if !place(
-        handles,
-        output_index,
-        ServerObject::Folder { mailbox },
-        target,
-    ) {
-        error_response(out, ROP_OPEN_FOLDER, output_index, EC_NULL_OBJECT);
+    let folder = ServerObject::Folder { mailbox };
+    if let Err(code) = place(handles, output_index, folder, target) {
+        error_response(out, ROP_OPEN_FOLDER, output_index, code);
         return Ok(());
     }
     error_response(out, ROP_OPEN_FOLDER, output_index, 0);
@@ -471,8 +487,8 @@ fn contents_table(rop: &mut Rop<'_, '_>) -> Result<(), RopFormatError> {
         columns: Vec::new(),
         cursor: 0,
     };
-    if !place(handles, output_index, table, target) {
-        error_response(out, ROP_GET_CONTENTS_TABLE, output_index, EC_NULL_OBJECT);
+    if let Err(code) = place(handles, output_index, table, target) {
+        error_response(out, ROP_GET_CONTENTS_TABLE, output_index, code);
         return Ok(());
     }
     error_response(out, ROP_GET_CONTENTS_TABLE, output_index, 0);
@@ -496,7 +512,7 @@ fn set_columns(rop: &mut Rop<'_, '_>) -> Result<(), RopFormatError> {
         return Ok(());
     };
     if count > MAX_COLUMNS {
-        error_response(out, ROP_SET_COLUMNS, input_index, 0x8007_000E);
+        error_response(out, ROP_SET_COLUMNS, input_index, EC_OUT_OF_MEMORY);
         return Ok(());
     }
     let columns = tags

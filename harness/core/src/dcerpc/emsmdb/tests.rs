@@ -655,3 +655,42 @@ fn the_inbox_contents_table_lists_the_imap_store() {
         ]
     );
 }
+
+#[test]
+fn sessions_are_bounded_per_connection() {
+    let f = Fixture::new();
+    let limit = EmsmdbConfig::default().max_sessions_per_connection;
+    (0..limit).for_each(|_| {
+        f.connect(1);
+    });
+    let c = ctx(Some(&f.alice), 1);
+    let stub = connect_stub(&alice_dn(), &[], 0);
+    let got = parse_connect(&response(f.emsmdb.call(&c, OP_CONNECT_EX, &stub)));
+    assert_eq!((got.status, got.cxh.is_nil()), (EC_SERVER_BUSY, true));
+    f.connect(2);
+}
+
+#[test]
+fn a_session_holds_a_bounded_number_of_objects() {
+    let f = Fixture::new();
+    let cxh = f.connect(1);
+    let logon = rop_request(&logon_rop(0, ""), &[u32::MAX], false);
+    for _ in 0..rops::MAX_OBJECTS {
+        let (responses, _) = f.rpc(1, &cxh, &logon).split();
+        assert_eq!(&responses[2..6], &[0; 4]);
+    }
+    let (responses, handles) = f.rpc(1, &cxh, &logon).split();
+    assert_eq!(responses, [rops::ROP_LOGON, 0, 0x0E, 0, 0x07, 0x80]);
+    assert_eq!(handles, [u32::MAX]);
+    // A release makes room again.
+    let (_, handles) = f
+        .rpc(
+            1,
+            &cxh,
+            &rop_request(&[rops::ROP_RELEASE, 0, 0], &[1], false),
+        )
+        .split();
+    assert_eq!(handles, [1]);
+    let (responses, _) = f.rpc(1, &cxh, &logon).split();
+    assert_eq!(&responses[2..6], &[0; 4]);
+}
