@@ -9,6 +9,7 @@ pub type Target = fn(&[u8]);
 
 pub mod codec_ops;
 pub mod dcerpc_ops;
+pub mod emsmdb_ops;
 pub mod frontend_ops;
 pub mod imap_ops;
 pub mod ndr_ops;
@@ -72,6 +73,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("dcerpc_server_ops", rpc_ops::dcerpc_server_ops),
     ("dcerpc_client_hostile", rpc_ops::dcerpc_client_hostile),
     ("dcerpc_interface_calls", rpc_ops::dcerpc_interface_calls),
+    ("emsmdb_call", emsmdb_ops::emsmdb_call),
 ];
 
 /// Runs the named target on one input; `false` if there is no such target.

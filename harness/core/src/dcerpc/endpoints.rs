@@ -1,4 +1,4 @@
-//! The RPC side of one lab: the Exchange endpoint (NSPI, RFR; EMSMDB as it lands)
+//! The RPC side of one lab: the Exchange endpoint (EMSMDB, AsyncEMSMDB, NSPI, RFR)
 //! and the endpoint mapper that points clients at it, built from the lab's world. The adapter
 //! binds the sockets first (so the ports are known), then builds these.
 
@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use std::net::Ipv4Addr;
 
+use super::emsmdb::{EmsmdbConfig, EmsmdbServer};
 use super::epm::{EndpointMap, EpmInterface, EPM_PORT};
 use super::nspi::Nspi;
 use super::ntlm::{NtlmServerFactory, PasswordLookup};
@@ -42,6 +43,8 @@ pub struct RpcEndpoints {
     pub epm: Arc<Endpoint>,
     pub map: Arc<EndpointMap>,
     pub rfr: Arc<Rfr>,
+    /// The sessions EMSMDB and AsyncEMSMDB share.
+    pub emsmdb: Arc<EmsmdbServer>,
 }
 
 impl std::fmt::Debug for RpcEndpoints {
@@ -78,21 +81,39 @@ pub fn referral_for_world(world: &World) -> Referral {
 
 impl RpcEndpoints {
     pub fn for_world(world: &Arc<World>, config: &RpcLabConfig) -> RpcEndpoints {
-        Self::for_world_wrapped(world, config, &|interface| interface)
+        Self::for_world_with(world, config, EmsmdbConfig::default())
     }
 
-    /// Like [`RpcEndpoints::for_world`], each interface passed through `wrap` before
+    /// As [`RpcEndpoints::for_world`], with EMSMDB's timings and limits given (tests
+    /// shorten the EcDoAsyncWaitEx timeout).
+    pub fn for_world_with(
+        world: &Arc<World>,
+        config: &RpcLabConfig,
+        emsmdb_config: EmsmdbConfig,
+    ) -> RpcEndpoints {
+        Self::for_world_wrapped(world, config, emsmdb_config, &|interface| interface)
+    }
+
+    /// Like [`RpcEndpoints::for_world_with`], each interface passed through `wrap` before
     /// the endpoints serve it (the fuzz targets record which calls reach an interface).
     pub fn for_world_wrapped(
         world: &Arc<World>,
         config: &RpcLabConfig,
+        emsmdb_config: EmsmdbConfig,
         wrap: &dyn Fn(Arc<dyn RpcInterface>) -> Arc<dyn RpcInterface>,
     ) -> RpcEndpoints {
         let security: Arc<dyn ServerSecurityFactory> =
             Arc::new(ntlm_for_world(world, config.seed, config.unix_now));
         let rfr = Rfr::new(referral_for_world(world));
         let nspi = Arc::new(Nspi::for_world(world));
-        let interfaces: Vec<Arc<dyn RpcInterface>> = vec![wrap(nspi.clone()), wrap(rfr.clone())];
+        let emsmdb = EmsmdbServer::new(Arc::clone(world), emsmdb_config);
+        let (sync_interface, async_interface) = emsmdb.interfaces();
+        let interfaces: Vec<Arc<dyn RpcInterface>> = vec![
+            wrap(sync_interface),
+            wrap(async_interface),
+            wrap(nspi.clone()),
+            wrap(rfr.clone()),
+        ];
         let map = Arc::new(EndpointMap::new(Ipv4Addr::from(config.exchange_ip)));
         for interface in &interfaces {
             let annotation = format!("Exchange {}", interface.name().to_ascii_uppercase());
@@ -116,6 +137,7 @@ impl RpcEndpoints {
             epm,
             map,
             rfr,
+            emsmdb,
         }
     }
 }

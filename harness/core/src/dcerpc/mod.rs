@@ -10,14 +10,17 @@
 //! - [`interface`]: what an RPC interface (endpoint mapper, EMSMDB, NSPI, RFR) offers the
 //!   association: its syntax, its opnums and a call on a reassembled stub.
 //! - [`epm`]: the endpoint mapper interface and the [`epm::EndpointMap`] it answers from.
+//! - [`emsmdb`]: EMSMDB and AsyncEMSMDB (sessions, ROPs, new-mail notifications).
 //! - [`rfr`]: the address-book referral interface (RFR).
 //! - [`endpoints`]: the RPC endpoints of one lab, built from its world.
 //! - [`nspi`]: the NSPI address book interface ([MS-OXNSPI]) over the lab's directory.
 
 pub mod client;
+pub mod emsmdb;
 pub mod endpoints;
 pub mod epm;
 pub mod interface;
+pub mod legacy_dn;
 pub mod nspi;
 pub mod ntlm;
 pub mod rfr;

@@ -183,12 +183,17 @@ impl Lab {
         let world = world()?;
         let reached = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&reached);
-        let endpoints = RpcEndpoints::for_world_wrapped(&world, &lab_config(), &move |inner| {
-            Arc::new(Recorder {
-                inner,
-                reached: Arc::clone(&log),
-            })
-        });
+        let endpoints = RpcEndpoints::for_world_wrapped(
+            &world,
+            &lab_config(),
+            Default::default(),
+            &move |inner| {
+                Arc::new(Recorder {
+                    inner,
+                    reached: Arc::clone(&log),
+                })
+            },
+        );
         Some(Lab { endpoints, reached })
     }
 

@@ -322,6 +322,7 @@ fn all_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("ntlm_message_to_bytes_and_back", random_seeds(3)),
         ("dcerpc_pdu_to_bytes_and_back", random_seeds(4)),
         ("ndr_decode", super::ndr_ops::seeds()),
+        ("emsmdb_call", super::emsmdb_ops::seeds()),
     ];
     for (target, seeds) in groups {
         for (name, data) in seeds {
@@ -580,4 +581,12 @@ fn dcerpc_association_targets_smoke_run() {
             super::run(target, &data);
         }
     }
+}
+
+#[test]
+fn emsmdb_call_smoke_run() {
+    assert_states_reached(super::emsmdb_ops::seeds(), 15, 3000, |data| {
+        let r = super::emsmdb_ops::run(data);
+        [r.subscriptions > 0, r.parked > 0]
+    });
 }

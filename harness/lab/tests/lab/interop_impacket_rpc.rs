@@ -82,7 +82,12 @@ async fn impacket_finds_rfr_and_nspi_through_the_endpoint_mapper_and_calls_them(
     let expected = vec![
         serde_json::json!({"check": "ept_map", "interface": "rfr", "binding": binding}),
         serde_json::json!({"check": "ept_map", "interface": "nspi", "binding": binding}),
-        serde_json::json!({"check": "ept_lookup", "entries": [[binding, "Exchange NSPI"], [binding, "Exchange RFR"]]}),
+        serde_json::json!({"check": "ept_lookup", "entries": [
+            [binding, "Exchange EMSMDB"],
+            [binding, "Exchange ASYNCEMSMDB"],
+            [binding, "Exchange NSPI"],
+            [binding, "Exchange RFR"],
+        ]}),
         serde_json::json!({"check": "rfr", "level": 2, "dsa": host, "fqdn": host}),
         serde_json::json!({"check": "rfr", "level": 5, "dsa": host, "fqdn": host}),
         serde_json::json!({"check": "rfr", "level": 6, "dsa": host, "fqdn": host}),
@@ -146,6 +151,7 @@ async fn tshark_decrypts_and_names_every_call_of_a_sealed_session() {
     );
     let pid = pid.trim().to_string();
     run_impacket(&python, &lab).await;
+    mapi_session(&lab).await;
     bash("scripts/peers/tshark/stop_capture.sh", &[&pid]);
     lab.shutdown().await;
 
@@ -169,7 +175,8 @@ async fn tshark_decrypts_and_names_every_call_of_a_sealed_session() {
     for op in [
         "Map request, RFR",
         "Map response, RFR",
-        "Lookup response, Service:Exchange NSPI, Service:Exchange RFR",
+        "Lookup response, Service:Exchange EMSMDB, Service:Exchange ASYNCEMSMDB, \
+         Service:Exchange NSPI, Service:Exchange RFR",
         "RfrGetNewDSA request",
         "RfrGetNewDSA response",
         "RfrGetFQDNFromLegacyDN response",
@@ -179,6 +186,11 @@ async fn tshark_decrypts_and_names_every_call_of_a_sealed_session() {
         "NspiGetHierarchyInfo response",
         "NspiQueryRows response",
         "NspiUnbind response",
+        // EMSMDB: Wireshark 4.0's MAPI dissector names EcDoDisconnect (opnum 1); it shows
+        // EcDoConnectEx and EcDoRpcExt2 (10, 11) as unknown operations, not malformed.
+        "MAPI V0.81 (32bit NDR), NTLMSSP_NEGOTIATE",
+        "EcDoDisconnect request",
+        "EcDoDisconnect response",
         "NTLMSSP_AUTH, User: EXAMPLE\\alice",
         "nca_s_fault_access_denied",
     ] {
@@ -202,6 +214,37 @@ async fn tshark_decrypts_and_names_every_call_of_a_sealed_session() {
         "levels 2, 5 and 6 each named {host}:\n{answers}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A short EMSMDB session of the project's own client, sealed at level 6 (impacket has no
+/// EMSMDB client): EcDoConnectEx, EcDoRpcExt2 with RopLogon, EcDoDisconnect.
+async fn mapi_session(lab: &Lab) {
+    use harness::tools::dcerpc_client::{ntlm_security, RpcBind, RpcConnection};
+    use harness_core::dcerpc::client::AuthLevel;
+    use harness_core::dcerpc::emsmdb::client::{
+        connect_stub, handle_stub, logon_rop, parse_connect, parse_handle_response, parse_rpc,
+        rop_request, rpc_stub,
+    };
+    use harness_core::dcerpc::emsmdb::{EMSMDB_SYNTAX, OP_CONNECT_EX, OP_DISCONNECT, OP_RPC_EXT2};
+    let exchange = lab.rpc_addr(RpcRole::Exchange).expect("rpc");
+    let security = ntlm_security("alice", "secret", "EXAMPLE", AuthLevel::PKT_PRIVACY);
+    let bind = RpcBind::new(EMSMDB_SYNTAX).with_security(security);
+    let mut mapi = RpcConnection::connect(exchange, bind)
+        .await
+        .expect("EMSMDB binds");
+    let dn = harness_core::dcerpc::legacy_dn::user_dn(&lab.world().domain, "alice");
+    let reply = mapi.call(OP_CONNECT_EX, &connect_stub(&dn, &[], 0)).await;
+    let connected = parse_connect(&reply.expect("EcDoConnectEx")).expect("reads");
+    assert_eq!(connected.status, 0);
+    let rgb_in = rop_request(&logon_rop(0, &dn), &[u32::MAX], true);
+    let stub = rpc_stub(&connected.cxh, 0, &rgb_in, rgb_in.len() as u32);
+    let logged_on = parse_rpc(&mapi.call(OP_RPC_EXT2, &stub).await.expect("EcDoRpcExt2"));
+    assert_eq!(logged_on.expect("reads").status, 0);
+    let reply = mapi.call(OP_DISCONNECT, &handle_stub(&connected.cxh)).await;
+    assert_eq!(
+        parse_handle_response(&reply.expect("EcDoDisconnect")).map(|r| r.1),
+        Ok(0)
+    );
 }
 
 fn tempdir() -> PathBuf {

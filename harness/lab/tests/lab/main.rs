@@ -6,6 +6,7 @@ mod common;
 mod adapter;
 mod bad_input;
 mod connection_storm;
+mod emsmdb_notify;
 mod frontend_adapters_agree;
 mod frontend_socket;
 mod idle_connections;

@@ -1,0 +1,791 @@
+//! EMSMDB ([MS-OXCRPC] 3.1.4; A4F1DB00-CA47-1067-B31F-00DD010662DA v0.81) and
+//! AsyncEMSMDB (3.3.4; 5261574A-4572-206E-B268-6B199213B4E4 v0.1): sessions on the
+//! world's mailboxes, ROPs in extended buffers ([`rops`]), and new-mail notifications
+//! from the [`crate::notify`] hub delivered through a parked EcDoAsyncWaitEx and the
+//! RopNotify responses of the next EcDoRpcExt2.
+//!
+//! ```text
+//! // [MS-OXCRPC] 3.1.4.3
+//! long EcDoDisconnect([in, out, ref] CXH *pcxh);
+//! // 3.1.4.4
+//! long EcDummyRpc([in] handle_t hBinding);
+//! // 3.1.4.1
+//! long EcDoConnectEx(
+//!     [in] handle_t hBinding, [out, ref] CXH *pcxh,
+//!     [in, string] unsigned char *szUserDN,
+//!     [in] unsigned long ulFlags, [in] unsigned long ulConMod,
+//!     [in] unsigned long cbLimit, [in] unsigned long ulCpid,
+//!     [in] unsigned long ulLcidString, [in] unsigned long ulLcidSort,
+//!     [in] unsigned long ulIcxrLink, [in] unsigned short usFCanConvertCodePages,
+//!     [out] unsigned long *pcmsPollsMax, [out] unsigned long *pcRetry,
+//!     [out] unsigned long *pcmsRetryDelay, [out] unsigned short *picxr,
+//!     [out, string] unsigned char **szDNPrefix,
+//!     [out, string] unsigned char **szDisplayName,
+//!     [in] unsigned short rgwClientVersion[3],
+//!     [out] unsigned short rgwServerVersion[3],
+//!     [out] unsigned short rgwBestVersion[3],
+//!     [in, out] unsigned long *pulTimeStamp,
+//!     [in, size_is(cbAuxIn)] unsigned char rgbAuxIn[],
+//!     [in] unsigned long cbAuxIn,
+//!     [out, length_is(*pcbAuxOut), size_is(*pcbAuxOut)] unsigned char rgbAuxOut[],
+//!     [in, out, range(0, 0x1008)] unsigned long *pcbAuxOut);
+//! // 3.1.4.2
+//! long EcDoRpcExt2(
+//!     [in, out, ref] CXH *pcxh, [in, out] unsigned long *pulFlags,
+//!     [in, size_is(cbIn)] unsigned char rgbIn[],
+//!     [in, range(0x8, 0x40000)] unsigned long cbIn,
+//!     [out, length_is(*pcbOut), size_is(*pcbOut)] unsigned char rgbOut[],
+//!     [in, out, range(0, 0x40000)] unsigned long *pcbOut,
+//!     [in, size_is(cbAuxIn)] unsigned char rgbAuxIn[],
+//!     [in] unsigned long cbAuxIn,
+//!     [out, length_is(*pcbAuxOut), size_is(*pcbAuxOut)] unsigned char rgbAuxOut[],
+//!     [in, out, range(0, 0x1008)] unsigned long *pcbAuxOut,
+//!     [out] unsigned long *pulTransTime);
+//! // 3.1.4.5
+//! long EcDoAsyncConnectEx([in] CXH cxh, [out, ref] ACXH *pacxh);
+//! // 3.3.4.1 (AsyncEMSMDB opnum 0)
+//! long EcDoAsyncWaitEx([in] ACXH acxh, [in] unsigned long ulFlagsIn,
+//!     [out] unsigned long *pulFlagsOut);
+//! ```
+//!
+//! A CXH belongs to the connection that made it (used elsewhere, or after its
+//! disconnect, it faults nca_s_fault_context_mismatch) and is run down with it; an ACXH
+//! is bound to its session and may be waited on from any connection.
+
+pub mod client;
+pub mod rops;
+
+#[cfg(test)]
+mod cross_tests;
+#[cfg(test)]
+pub(crate) mod tests;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use harness_wire::dcerpc::{FaultStatus, SyntaxId, Uuid};
+use harness_wire::ndr::{ContextHandle, NdrError, NdrReader, NdrWriter};
+use harness_wire::oxcrpc::{
+    decode_extended_buffer, encode_extended_buffer, DecodeLimits, EncodeOptions, MAX_PAYLOAD,
+};
+use harness_wire::Writer;
+
+use super::interface::{CallContext, CallOutcome, RpcInterface};
+use super::legacy_dn;
+use crate::notify::{MailEvent, SubscriptionId, Waker, MAX_QUEUED};
+use crate::world::World;
+use rops::{RopTarget, ServerObject};
+
+/// EMSMDB's abstract syntax (version 0.81: major 0, minor 81).
+pub const EMSMDB_SYNTAX: SyntaxId = SyntaxId::new(
+    Uuid::new(
+        0xa4f1_db00,
+        0xca47,
+        0x1067,
+        [0xb3, 0x1f, 0x00, 0xdd, 0x01, 0x06, 0x62, 0xda],
+    ),
+    0,
+    81,
+);
+
+/// AsyncEMSMDB's abstract syntax (0.1).
+pub const ASYNC_EMSMDB_SYNTAX: SyntaxId = SyntaxId::new(
+    Uuid::new(
+        0x5261_574a,
+        0x4572,
+        0x206e,
+        [0xb2, 0x68, 0x6b, 0x19, 0x92, 0x13, 0xb4, 0xe4],
+    ),
+    0,
+    1,
+);
+
+pub const OP_DISCONNECT: u16 = 1;
+pub const OP_DUMMY_RPC: u16 = 6;
+pub const OP_CONNECT_EX: u16 = 10;
+pub const OP_RPC_EXT2: u16 = 11;
+pub const OP_ASYNC_CONNECT_EX: u16 = 14;
+pub const OP_ASYNC_WAIT_EX: u16 = 0;
+
+/// Return values ([MS-OXCRPC] 3.1.4.1, [MS-OXCDATA] 2.4).
+pub const EC_ACCESS_DENIED: u32 = 0x8007_0005;
+pub const EC_LOGIN_FAILURE: u32 = 0x8004_0111;
+pub const EC_RPC_FORMAT: u32 = 0x0000_04B6;
+pub const EC_RPC_FAILED: u32 = 0x8004_0115;
+pub const EC_REJECTED: u32 = 0x0000_07EE;
+pub const EC_BUFFER_TOO_SMALL: u32 = 0x0000_047D;
+pub const EC_SERVER_BUSY: u32 = 0x0000_0480;
+/// EcDoAsyncWaitEx pulFlagsOut: NotificationPending ([MS-OXCRPC] 3.3.4.1).
+pub const NOTIFICATION_PENDING: u32 = 0x0000_0001;
+/// EcDoRpcExt2 pulFlags ([MS-OXCRPC] 3.1.4.2).
+pub const FLAG_NO_COMPRESSION: u32 = 0x1;
+pub const FLAG_NO_XOR_MAGIC: u32 = 0x2;
+
+/// rgbAuxIn / pcbAuxOut upper bound ([MS-OXCRPC] 3.1.4.1).
+const MAX_AUX: u32 = 0x1008;
+/// rgbIn / pcbOut upper bound ([MS-OXCRPC] 3.1.4.2).
+const MAX_RPC_BUFFER: u32 = 0x40000;
+
+/// Exchange 2013 (15.0.847.32) in the three-WORD form of [MS-OXCRPC] 3.1.4.1.3:
+/// (major << 8 | minor), 0x8000 | build major, build minor.
+pub const SERVER_VERSION: [u16; 3] = [0x0F00, 0x8000 | 847, 32];
+
+/// How the interfaces behave.
+#[derive(Debug, Clone)]
+pub struct EmsmdbConfig {
+    /// How long EcDoAsyncWaitEx waits for a notification ("about 5 minutes",
+    /// [MS-OXCRPC] 3.3.4.1); tests shorten it.
+    pub async_wait_timeout: Duration,
+    /// Sessions held at once across the endpoint, and by one connection.
+    pub max_sessions: usize,
+    pub max_sessions_per_connection: usize,
+    /// RopNotify responses per EcDoRpcExt2 before RopPending says more are waiting.
+    pub max_notifications_per_response: usize,
+    /// pcmsPollsMax, pcRetry, pcmsRetryDelay of EcDoConnectEx.
+    pub polls_max_ms: u32,
+    pub retry_count: u32,
+    pub retry_delay_ms: u32,
+}
+
+impl Default for EmsmdbConfig {
+    fn default() -> Self {
+        EmsmdbConfig {
+            async_wait_timeout: Duration::from_secs(300),
+            max_sessions: 4096,
+            max_sessions_per_connection: 64,
+            max_notifications_per_response: 64,
+            polls_max_ms: 60_000,
+            retry_count: 6,
+            retry_delay_ms: 10_000,
+        }
+    }
+}
+
+/// Forwards the hub's wake to the session's outstanding EcDoAsyncWaitEx, on whichever
+/// connection it waits.
+#[derive(Debug, Default)]
+struct Relay(Mutex<Option<Arc<dyn Waker>>>);
+
+impl Waker for Relay {
+    fn wake(&self) {
+        let waker = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+struct Session {
+    connection_id: u64,
+    user: String,
+    user_dn: String,
+    index: u16,
+    objects: HashMap<u32, ServerObject>,
+    next_handle: u32,
+    relay: Arc<Relay>,
+    acxh: Option<Uuid>,
+    /// Events taken from the hub that did not fit the last response (bounded like the
+    /// hub's own queues).
+    backlog: VecDeque<(u32, u8, MailEvent)>,
+}
+
+struct Wait {
+    acxh: Uuid,
+    connection_id: u64,
+    /// A newer wait on the same ACXH took over: this one answers ecRejected.
+    superseded: bool,
+}
+
+#[derive(Default)]
+struct State {
+    sessions: HashMap<Uuid, Session>,
+    /// ACXH -> (its session's CXH, the connection that made it).
+    async_handles: HashMap<Uuid, (Uuid, u64)>,
+    waits: HashMap<u64, Wait>,
+    counter: u64,
+}
+
+impl State {
+    fn next(&mut self) -> u64 {
+        self.counter += 1;
+        self.counter
+    }
+}
+
+/// What the two interfaces share: the sessions of one endpoint.
+pub struct EmsmdbServer {
+    world: Arc<World>,
+    config: EmsmdbConfig,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for EmsmdbServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmsmdbServer")
+            .field("sessions", &self.lock().sessions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The EMSMDB interface.
+#[derive(Debug, Clone)]
+pub struct Emsmdb(pub Arc<EmsmdbServer>);
+
+/// The AsyncEMSMDB interface.
+#[derive(Debug, Clone)]
+pub struct AsyncEmsmdb(pub Arc<EmsmdbServer>);
+
+/// A session's ROP view: the session and the hub.
+struct SessionTarget<'a> {
+    session: &'a mut Session,
+    world: &'a World,
+}
+
+impl RopTarget for SessionTarget<'_> {
+    fn user(&self) -> &str {
+        &self.session.user
+    }
+    fn user_dn(&self) -> &str {
+        &self.session.user_dn
+    }
+    fn objects(&mut self) -> &mut HashMap<u32, ServerObject> {
+        &mut self.session.objects
+    }
+    fn new_handle(&mut self) -> u32 {
+        self.session.next_handle += 1;
+        self.session.next_handle
+    }
+    fn subscribe(&mut self, mailbox: Option<&str>) -> Option<SubscriptionId> {
+        let waker: Arc<dyn Waker> = self.session.relay.clone();
+        self.world
+            .notifications
+            .subscribe(&self.session.user, mailbox, waker)
+            .ok()
+    }
+    fn unsubscribe(&mut self, id: SubscriptionId) {
+        self.world.notifications.unsubscribe(id);
+    }
+    fn rows(&self, mailbox: &str) -> Vec<rops::MessageRow> {
+        self.world
+            .store
+            .with_account(&self.session.user, |account| {
+                account
+                    .mailbox(mailbox)
+                    .map_or_else(Vec::new, |m| m.messages.iter().map(message_row).collect())
+            })
+    }
+}
+
+/// Subject, From and size of a stored message for a contents table.
+fn message_row(message: &crate::world::StoredMessage) -> rops::MessageRow {
+    use crate::imap::message::{field, fields, split};
+    let (header, _) = split(&message.data);
+    let fields = fields(header);
+    let text = |name: &str| {
+        field(&fields, name)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    };
+    rops::MessageRow {
+        uid: message.uid,
+        subject: text("Subject"),
+        from: text("From"),
+        size: u32::try_from(message.data.len()).unwrap_or(u32::MAX),
+    }
+}
+
+fn handle_uuid(counter: u64, tag: u8) -> Uuid {
+    let c = counter.to_be_bytes();
+    Uuid::new(
+        (counter >> 32) as u32 ^ 0x6d73_6462,
+        0x4558,
+        u16::from(tag),
+        [c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]],
+    )
+}
+
+fn subscriptions_of(session: &Session) -> impl Iterator<Item = (u32, u8, SubscriptionId)> + '_ {
+    session.objects.iter().filter_map(|(handle, o)| match o {
+        ServerObject::Notification {
+            logon_id,
+            subscription: Some(id),
+        } => Some((*handle, *logon_id, *id)),
+        _ => None,
+    })
+}
+
+fn ndr<T>(result: Result<T, NdrError>) -> Result<T, CallOutcome> {
+    result.map_err(|e| CallOutcome::Fault(e.fault_status()))
+}
+
+/// `[in, size_is(cb)] byte rgb[]` followed by `[in] unsigned long cb`: the conformance
+/// must equal cb, and cb stay within `max` (a larger one is RPC_X_BAD_STUB_DATA,
+/// [MS-OXCRPC] 3.1.4.1).
+fn sized_bytes<'a>(r: &mut NdrReader<'a>, min: u32, max: u32) -> Result<&'a [u8], NdrError> {
+    let bytes = r.conformant_bytes()?;
+    r.align(4)?;
+    let cb = r.u32_in_range(min, max)?;
+    if bytes.len() != cb as usize {
+        return Err(NdrError::Invalid(
+            "emsmdb: size_is disagrees with its count",
+        ));
+    }
+    Ok(bytes)
+}
+
+fn put_out_string(w: &mut NdrWriter, s: Option<&str>) {
+    if w.put_pointer(s.is_some()) != 0 {
+        w.put_string(s.unwrap_or_default().as_bytes());
+    }
+}
+
+fn put_versions(w: &mut NdrWriter, v: [u16; 3]) {
+    v.iter().for_each(|x| w.put_u16(*x));
+}
+
+/// An empty `[out, size_is, length_is]` byte array and its count (rgbAuxOut, pcbAuxOut).
+fn put_empty_aux(w: &mut NdrWriter) {
+    w.put_conformant_varying_bytes(0, &[]);
+    w.align(4);
+    w.put_u32(0);
+}
+
+impl EmsmdbServer {
+    pub fn new(world: Arc<World>, config: EmsmdbConfig) -> Arc<EmsmdbServer> {
+        Arc::new(EmsmdbServer {
+            world,
+            config,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    /// The two interfaces on this server's sessions.
+    pub fn interfaces(self: &Arc<Self>) -> (Arc<Emsmdb>, Arc<AsyncEmsmdb>) {
+        (
+            Arc::new(Emsmdb(Arc::clone(self))),
+            Arc::new(AsyncEmsmdb(Arc::clone(self))),
+        )
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn sessions(&self) -> usize {
+        self.lock().sessions.len()
+    }
+
+    /// EcDoConnectEx: a session for the principal when it owns the DN's mailbox.
+    fn connect_ex(&self, ctx: &CallContext<'_>, stub: &[u8]) -> Result<Vec<u8>, CallOutcome> {
+        let mut r = NdrReader::new(stub);
+        let user_dn = ndr(r.string())?;
+        let mut words = [0u32; 7];
+        for w in &mut words {
+            *w = ndr(r.u32())?;
+        }
+        let _can_convert = ndr(r.u16())?;
+        let mut client_version = [0u16; 3];
+        for v in &mut client_version {
+            *v = ndr(r.u16())?;
+        }
+        ndr(r.align(4))?;
+        let timestamp = ndr(r.u32())?;
+        let aux_in = ndr(sized_bytes(&mut r, 0, MAX_AUX))?;
+        let _cb_aux_out = ndr(r.u32_in_range(0, MAX_AUX))?;
+
+        let org = &self.world.domain;
+        let dn = String::from_utf8_lossy(&user_dn);
+        let named = legacy_dn::user_of_dn(org, &dn)
+            .and_then(|u| self.world.directory.lookup(u))
+            .map(|p| p.name.clone());
+        let status = match (ctx.principal, &named) {
+            // Shorter than an RPC_HEADER_EXT ([MS-OXCRPC] 3.1.4.1, cbAuxIn).
+            _ if (1..8).contains(&aux_in.len()) => EC_RPC_FAILED,
+            (None, _) => EC_ACCESS_DENIED,
+            (Some(_), None) => EC_LOGIN_FAILURE,
+            (Some(p), Some(owner)) if !p.user.eq_ignore_ascii_case(owner) => EC_ACCESS_DENIED,
+            _ => 0,
+        };
+        let mut session = None;
+        if status == 0 {
+            let owner = named.unwrap_or_default();
+            let mut state = self.lock();
+            let on_connection = state
+                .sessions
+                .values()
+                .filter(|s| s.connection_id == ctx.connection_id)
+                .count();
+            if state.sessions.len() < self.config.max_sessions
+                && on_connection < self.config.max_sessions_per_connection
+            {
+                let id = state.next();
+                let cxh = handle_uuid(id, 0xC0);
+                let index = (id & 0xFFFF) as u16;
+                state.sessions.insert(
+                    cxh,
+                    Session {
+                        connection_id: ctx.connection_id,
+                        user_dn: legacy_dn::user_dn(org, &owner),
+                        user: owner.clone(),
+                        index,
+                        objects: HashMap::new(),
+                        next_handle: 0,
+                        relay: Arc::default(),
+                        acxh: None,
+                        backlog: VecDeque::new(),
+                    },
+                );
+                session = Some((cxh, index, owner));
+            }
+        }
+        let status = match (&session, status) {
+            (None, 0) => EC_SERVER_BUSY,
+            (_, s) => s,
+        };
+        let mut w = NdrWriter::new();
+        let cxh = session.as_ref().map_or(Uuid::NIL, |s| s.0);
+        w.put_context_handle(&ContextHandle::new(cxh));
+        let ok = session.is_some();
+        w.put_u32(if ok { self.config.polls_max_ms } else { 0 });
+        w.put_u32(if ok { self.config.retry_count } else { 0 });
+        w.put_u32(if ok { self.config.retry_delay_ms } else { 0 });
+        w.put_u16(session.as_ref().map_or(0, |s| s.1));
+        let prefix = legacy_dn::org_prefix(org);
+        put_out_string(&mut w, ok.then_some(prefix.as_str()));
+        put_out_string(&mut w, session.as_ref().map(|s| s.2.as_str()));
+        put_versions(&mut w, if ok { SERVER_VERSION } else { [0; 3] });
+        put_versions(&mut w, if ok { SERVER_VERSION } else { [0; 3] });
+        w.align(4);
+        let stamp = if timestamp != 0 {
+            timestamp
+        } else {
+            ctx.now.as_secs() as u32
+        };
+        w.put_u32(stamp);
+        put_empty_aux(&mut w);
+        w.put_u32(status);
+        Ok(w.into_bytes())
+    }
+
+    /// The session a CXH names on this connection, or the context-mismatch fault.
+    fn session_cxh(
+        &self,
+        state: &State,
+        ctx: &CallContext<'_>,
+        handle: &ContextHandle,
+    ) -> Result<Uuid, CallOutcome> {
+        match state.sessions.get(&handle.uuid) {
+            Some(s) if s.connection_id == ctx.connection_id && !handle.is_nil() => Ok(handle.uuid),
+            _ => Err(CallOutcome::Fault(
+                FaultStatus::NCA_S_FAULT_CONTEXT_MISMATCH,
+            )),
+        }
+    }
+
+    fn disconnect(&self, ctx: &CallContext<'_>, stub: &[u8]) -> Result<Vec<u8>, CallOutcome> {
+        let mut r = NdrReader::new(stub);
+        let handle = ndr(r.context_handle())?;
+        let mut state = self.lock();
+        let cxh = self.session_cxh(&state, ctx, &handle)?;
+        if let Some(session) = state.sessions.remove(&cxh) {
+            self.release(&mut state, session);
+        }
+        let mut w = NdrWriter::new();
+        w.put_context_handle(&ContextHandle::NIL);
+        w.put_u32(0);
+        Ok(w.into_bytes())
+    }
+
+    /// Drops what a session held: its subscriptions, its ACXH and the waits on it (a
+    /// parked wait answers when next resumed).
+    fn release(&self, state: &mut State, session: Session) {
+        for (_, _, id) in subscriptions_of(&session) {
+            self.world.notifications.unsubscribe(id);
+        }
+        if let Some(acxh) = session.acxh {
+            state.async_handles.remove(&acxh);
+        }
+        session.relay.wake();
+    }
+
+    fn rpc_ext2(&self, ctx: &CallContext<'_>, stub: &[u8]) -> Result<Vec<u8>, CallOutcome> {
+        let mut r = NdrReader::new(stub);
+        let handle = ndr(r.context_handle())?;
+        let flags = ndr(r.u32())?;
+        let rgb_in = ndr(sized_bytes(&mut r, 0, MAX_RPC_BUFFER))?;
+        let cb_out = ndr(r.u32_in_range(0, MAX_RPC_BUFFER))?;
+        ndr(sized_bytes(&mut r, 0, MAX_AUX))?;
+        let _cb_aux_out = ndr(r.u32_in_range(0, MAX_AUX))?;
+
+        let mut state = self.lock();
+        let cxh = self.session_cxh(&state, ctx, &handle)?;
+        let result = match state.sessions.get_mut(&cxh) {
+            Some(session) => self.run_rops(session, rgb_in, flags, cb_out as usize),
+            None => Err(EC_RPC_FORMAT),
+        };
+        drop(state);
+        let mut w = NdrWriter::new();
+        w.put_context_handle(&handle);
+        w.put_u32(0); // pulFlags: the server SHOULD return 0
+        let (rgb_out, status) = match result {
+            Ok(out) => (out, 0),
+            Err(code) => (Vec::new(), code),
+        };
+        w.put_conformant_varying_bytes(rgb_out.len(), &rgb_out);
+        w.align(4);
+        w.put_u32(rgb_out.len() as u32);
+        put_empty_aux(&mut w);
+        w.put_u32(0); // pulTransTime
+        w.put_u32(status);
+        Ok(w.into_bytes())
+    }
+
+    /// Decodes rgbIn, runs its ROPs, appends the session's notifications and encodes
+    /// rgbOut as the client's flags ask; Err is EcDoRpcExt2's return value.
+    fn run_rops(
+        &self,
+        session: &mut Session,
+        rgb_in: &[u8],
+        flags: u32,
+        cb_out: usize,
+    ) -> Result<Vec<u8>, u32> {
+        let limits = DecodeLimits {
+            max_output: MAX_RPC_BUFFER as usize,
+            max_payload: MAX_PAYLOAD,
+        };
+        let request = decode_extended_buffer(rgb_in, limits).map_err(|_| EC_RPC_FORMAT)?;
+        let mut target = SessionTarget {
+            session,
+            world: &self.world,
+        };
+        let (responses, handles) =
+            rops::execute(&request, &mut target).map_err(|_| EC_RPC_FORMAT)?;
+        let mut out = Writer::new();
+        out.put_bytes(&responses);
+        self.put_notifications(session, &mut out);
+        let responses = out;
+        let buffer =
+            rops::response_buffer(responses.as_bytes(), &handles).ok_or(EC_BUFFER_TOO_SMALL)?;
+        let options = EncodeOptions {
+            compress: flags & FLAG_NO_COMPRESSION == 0,
+            xor: flags & FLAG_NO_XOR_MAGIC == 0,
+            max_chunk: MAX_PAYLOAD,
+        };
+        let out = encode_extended_buffer(&buffer, options);
+        if out.len() > cb_out {
+            return Err(EC_BUFFER_TOO_SMALL);
+        }
+        Ok(out)
+    }
+
+    /// RopNotify for each queued event, up to the per-response cap, then RopPending
+    /// if some are left ([MS-OXCNOTIF] 3.1.5.7).
+    fn put_notifications(&self, session: &mut Session, out: &mut Writer) {
+        let hub = &self.world.notifications;
+        let subscriptions: Vec<_> = subscriptions_of(session).collect();
+        for (handle, logon_id, id) in subscriptions {
+            let (events, _overflowed) = hub.take(id);
+            for event in events {
+                if session.backlog.len() >= MAX_QUEUED {
+                    session.backlog.pop_front();
+                }
+                session.backlog.push_back((handle, logon_id, event));
+            }
+        }
+        let count = session
+            .backlog
+            .len()
+            .min(self.config.max_notifications_per_response);
+        for (handle, logon_id, event) in session.backlog.drain(..count) {
+            rops::put_new_mail_notify(out, handle, logon_id, &event);
+        }
+        if !session.backlog.is_empty() {
+            rops::put_pending(out, session.index);
+        }
+    }
+
+    fn async_connect(&self, ctx: &CallContext<'_>, stub: &[u8]) -> Result<Vec<u8>, CallOutcome> {
+        let mut r = NdrReader::new(stub);
+        let handle = ndr(r.context_handle())?;
+        let mut state = self.lock();
+        let cxh = self.session_cxh(&state, ctx, &handle)?;
+        let id = state.next();
+        let acxh = handle_uuid(id, 0xAC);
+        let old = state
+            .sessions
+            .get_mut(&cxh)
+            .and_then(|s| s.acxh.replace(acxh));
+        if let Some(old) = old {
+            state.async_handles.remove(&old);
+        }
+        state.async_handles.insert(acxh, (cxh, ctx.connection_id));
+        let mut w = NdrWriter::new();
+        w.put_context_handle(&ContextHandle::new(acxh));
+        w.put_u32(0);
+        Ok(w.into_bytes())
+    }
+
+    fn async_wait(&self, ctx: &CallContext<'_>, stub: &[u8]) -> CallOutcome {
+        let mut r = NdrReader::new(stub);
+        let handle = match ndr(r.context_handle()).and_then(|h| ndr(r.u32()).map(|_| h)) {
+            Ok(h) => h,
+            Err(fault) => return fault,
+        };
+        let mut state = self.lock();
+        let Some(&(cxh, _)) = state
+            .async_handles
+            .get(&handle.uuid)
+            .filter(|_| !handle.is_nil())
+        else {
+            return CallOutcome::Fault(FaultStatus::NCA_S_FAULT_CONTEXT_MISMATCH);
+        };
+        // A second outstanding wait on the ACXH: the older one is rejected
+        // ([MS-OXCRPC] 3.3.4.1) and its connection woken to answer it.
+        let mut superseded = false;
+        for wait in state.waits.values_mut().filter(|w| w.acxh == handle.uuid) {
+            wait.superseded = true;
+            superseded = true;
+        }
+        let Some(session) = state.sessions.get(&cxh) else {
+            return CallOutcome::Fault(FaultStatus::NCA_S_FAULT_CONTEXT_MISMATCH);
+        };
+        let relay = Arc::clone(&session.relay);
+        let pending = self.has_pending(session);
+        let old_waker = match ctx.waker {
+            Some(w) => relay
+                .0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .replace(Arc::clone(w)),
+            None => None,
+        };
+        if superseded {
+            if let Some(w) = old_waker {
+                w.wake();
+            }
+        }
+        if pending {
+            return CallOutcome::Response(wait_response(NOTIFICATION_PENDING, 0));
+        }
+        let token = state.next();
+        state.waits.insert(
+            token,
+            Wait {
+                acxh: handle.uuid,
+                connection_id: ctx.connection_id,
+                superseded: false,
+            },
+        );
+        CallOutcome::Parked {
+            token,
+            until: ctx.now + self.config.async_wait_timeout,
+        }
+    }
+
+    fn has_pending(&self, session: &Session) -> bool {
+        !session.backlog.is_empty()
+            || subscriptions_of(session).any(|(_, _, id)| self.world.notifications.has_pending(id))
+    }
+
+    fn resume_wait(&self, token: u64, timed_out: bool) -> Option<CallOutcome> {
+        let mut state = self.lock();
+        let wait = state.waits.get(&token)?;
+        let session = state
+            .async_handles
+            .get(&wait.acxh)
+            .and_then(|(cxh, _)| state.sessions.get(cxh));
+        let answer = match session {
+            _ if wait.superseded => Some(wait_response(0, EC_REJECTED)),
+            // The session went away (disconnect, rundown): the wait ends.
+            None => Some(wait_response(0, EC_REJECTED)),
+            Some(s) if self.has_pending(s) => Some(wait_response(NOTIFICATION_PENDING, 0)),
+            Some(_) if timed_out => Some(wait_response(0, 0)),
+            Some(_) => None,
+        };
+        if answer.is_some() {
+            state.waits.remove(&token);
+        }
+        answer.map(CallOutcome::Response)
+    }
+
+    fn rundown(&self, connection_id: u64) {
+        let mut state = self.lock();
+        let gone: Vec<Uuid> = state
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.connection_id == connection_id)
+            .map(|(id, _)| *id)
+            .collect();
+        for cxh in gone {
+            if let Some(session) = state.sessions.remove(&cxh) {
+                self.release(&mut state, session);
+            }
+        }
+        state
+            .async_handles
+            .retain(|_, (_, conn)| *conn != connection_id);
+        state.waits.retain(|_, w| w.connection_id != connection_id);
+    }
+}
+
+fn wait_response(flags_out: u32, status: u32) -> Vec<u8> {
+    let mut w = NdrWriter::new();
+    w.put_u32(flags_out);
+    w.put_u32(status);
+    w.into_bytes()
+}
+
+fn outcome(result: Result<Vec<u8>, CallOutcome>) -> CallOutcome {
+    result.map_or_else(|fault| fault, CallOutcome::Response)
+}
+
+impl RpcInterface for Emsmdb {
+    fn syntax(&self) -> SyntaxId {
+        EMSMDB_SYNTAX
+    }
+    fn name(&self) -> &'static str {
+        "emsmdb"
+    }
+    fn opnum_count(&self) -> u16 {
+        OP_ASYNC_CONNECT_EX + 1
+    }
+    fn call(&self, ctx: &CallContext<'_>, opnum: u16, stub: &[u8]) -> CallOutcome {
+        match opnum {
+            OP_DISCONNECT => outcome(self.0.disconnect(ctx, stub)),
+            OP_DUMMY_RPC => CallOutcome::Response(0u32.to_le_bytes().to_vec()),
+            OP_CONNECT_EX => outcome(self.0.connect_ex(ctx, stub)),
+            OP_RPC_EXT2 => outcome(self.0.rpc_ext2(ctx, stub)),
+            OP_ASYNC_CONNECT_EX => outcome(self.0.async_connect(ctx, stub)),
+            // Reserved opnums and EcRRegisterPushNotification (not offered).
+            _ => CallOutcome::Fault(FaultStatus::NCA_S_OP_RNG_ERROR),
+        }
+    }
+    fn rundown(&self, connection_id: u64) {
+        self.0.rundown(connection_id);
+    }
+}
+
+impl RpcInterface for AsyncEmsmdb {
+    fn syntax(&self) -> SyntaxId {
+        ASYNC_EMSMDB_SYNTAX
+    }
+    fn name(&self) -> &'static str {
+        "asyncemsmdb"
+    }
+    fn opnum_count(&self) -> u16 {
+        1
+    }
+    fn call(&self, ctx: &CallContext<'_>, opnum: u16, stub: &[u8]) -> CallOutcome {
+        match opnum {
+            OP_ASYNC_WAIT_EX => self.0.async_wait(ctx, stub),
+            _ => CallOutcome::Fault(FaultStatus::NCA_S_OP_RNG_ERROR),
+        }
+    }
+    fn resume(&self, _ctx: &CallContext<'_>, token: u64, timed_out: bool) -> Option<CallOutcome> {
+        self.0.resume_wait(token, timed_out)
+    }
+    fn rundown(&self, connection_id: u64) {
+        self.0.rundown(connection_id);
+    }
+}

@@ -1,0 +1,696 @@
+//! EMSMDB and AsyncEMSMDB: calls on the interfaces directly (stubs and ROP buffers built
+//! here), the bad inputs each refuses, and the cross-protocol notification: an IMAP
+//! APPEND wakes a parked EcDoAsyncWaitEx on a real association (NTLM, sealed) and the
+//! next EcDoRpcExt2 carries RopNotify.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use harness_wire::dcerpc::{AuthType, FaultStatus};
+use harness_wire::ndr::{ContextHandle, NdrReader, NdrWriter};
+use harness_wire::oxcrpc::{encode_extended_buffer, EncodeOptions, RpcHeaderExt, FLAG_COMPRESSED};
+use harness_wire::{Codec, Reader, Writer};
+
+use super::rops::{self, folder_id, message_id, INBOX_INDEX};
+use super::*;
+use crate::dcerpc::security::Principal;
+use crate::world::LabFile;
+
+fn header(extended: &[u8]) -> RpcHeaderExt {
+    RpcHeaderExt::decode(&mut Reader::new(extended)).unwrap()
+}
+
+pub(crate) fn world() -> Arc<World> {
+    Arc::new(LabFile::default_lab().build().unwrap())
+}
+
+fn principal(user: &str) -> Principal {
+    Principal {
+        auth_type: AuthType::NTLMSSP,
+        user: user.into(),
+        domain: "EXAMPLE".into(),
+        workstation: "WS".into(),
+    }
+}
+
+fn ctx(principal: Option<&Principal>, connection_id: u64) -> CallContext<'_> {
+    CallContext {
+        principal,
+        ..CallContext::unauthenticated(connection_id)
+    }
+}
+
+fn alice_dn() -> String {
+    legacy_dn::user_dn("EXAMPLE", "alice")
+}
+
+pub(crate) use super::client::{
+    connect_stub, logon_rop, register_rop, rop_request, rpc_stub, wait_stub,
+};
+use super::client::{Connected, RpcResult};
+
+pub(crate) fn parse_connect(stub: &[u8]) -> Connected {
+    super::client::parse_connect(stub).unwrap()
+}
+
+pub(crate) fn parse_rpc(stub: &[u8]) -> RpcResult {
+    super::client::parse_rpc(stub).unwrap()
+}
+
+pub(crate) fn parse_wait(stub: &[u8]) -> (u32, u32) {
+    super::client::parse_wait(stub).unwrap()
+}
+
+fn response(outcome: CallOutcome) -> Vec<u8> {
+    match outcome {
+        CallOutcome::Response(stub) => stub,
+        other => panic!("not a response: {other:?}"),
+    }
+}
+
+struct Fixture {
+    world: Arc<World>,
+    server: Arc<EmsmdbServer>,
+    emsmdb: Arc<Emsmdb>,
+    async_emsmdb: Arc<AsyncEmsmdb>,
+    alice: Principal,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let world = world();
+        let server = EmsmdbServer::new(
+            Arc::clone(&world),
+            EmsmdbConfig {
+                async_wait_timeout: Duration::from_secs(30),
+                max_notifications_per_response: 2,
+                ..EmsmdbConfig::default()
+            },
+        );
+        let (emsmdb, async_emsmdb) = server.interfaces();
+        Fixture {
+            world,
+            server,
+            emsmdb,
+            async_emsmdb,
+            alice: principal("alice"),
+        }
+    }
+
+    fn connect(&self, connection_id: u64) -> ContextHandle {
+        let stub = connect_stub(&alice_dn(), &[], 0);
+        let c = ctx(Some(&self.alice), connection_id);
+        let got = parse_connect(&response(self.emsmdb.call(&c, OP_CONNECT_EX, &stub)));
+        assert_eq!(got.status, 0);
+        got.cxh
+    }
+
+    fn rpc(&self, connection_id: u64, cxh: &ContextHandle, rgb_in: &[u8]) -> RpcResult {
+        let c = ctx(Some(&self.alice), connection_id);
+        let stub = rpc_stub(cxh, 0, rgb_in, rgb_in.len() as u32);
+        parse_rpc(&response(self.emsmdb.call(&c, OP_RPC_EXT2, &stub)))
+    }
+
+    /// Connect, RopLogon (handle index 0), RopRegisterNotification (index 1).
+    fn logged_on_and_registered(&self, connection_id: u64) -> ContextHandle {
+        let cxh = self.connect(connection_id);
+        let mut rops = logon_rop(0, &alice_dn());
+        rops.extend(register_rop(0, 1));
+        let got = self.rpc(
+            connection_id,
+            &cxh,
+            &rop_request(&rops, &[u32::MAX; 2], true),
+        );
+        assert_eq!(got.status, 0);
+        let (responses, handles) = got.split();
+        assert_eq!(responses[0], rops::ROP_LOGON);
+        assert_eq!(&responses[2..6], &[0; 4], "logon succeeds");
+        let register = &responses[responses.len() - 6..];
+        assert_eq!(register, &[rops::ROP_REGISTER_NOTIFICATION, 1, 0, 0, 0, 0]);
+        assert!(handles.iter().all(|h| *h != u32::MAX), "{handles:?}");
+        cxh
+    }
+
+    fn async_connect(&self, connection_id: u64, cxh: &ContextHandle) -> ContextHandle {
+        let mut w = NdrWriter::new();
+        w.put_context_handle(cxh);
+        let c = ctx(Some(&self.alice), connection_id);
+        let out = response(self.emsmdb.call(&c, OP_ASYNC_CONNECT_EX, w.as_bytes()));
+        let mut r = NdrReader::new(&out);
+        let acxh = r.context_handle().unwrap();
+        assert_eq!(r.u32().unwrap(), 0);
+        acxh
+    }
+
+    fn publish(&self, uid: u32) {
+        self.world.notifications.publish(crate::notify::MailEvent {
+            kind: crate::notify::MailEventKind::NewMail,
+            user: "alice".into(),
+            mailbox: "INBOX".into(),
+            uid,
+        });
+    }
+}
+
+#[test]
+fn connect_ex_gives_a_session_to_the_mailbox_owner_only() {
+    let f = Fixture::new();
+    let stub = connect_stub(&alice_dn(), &[], 0);
+    let c = ctx(Some(&f.alice), 1);
+    let got = parse_connect(&response(f.emsmdb.call(&c, OP_CONNECT_EX, &stub)));
+    assert_eq!(got.status, 0);
+    assert!(!got.cxh.is_nil());
+    assert_eq!(got.polls_max, 60_000);
+    assert_eq!(got.server_version, [0x0F00, 0x834F, 32]);
+    assert_eq!(
+        got.dn_prefix.as_deref(),
+        Some(legacy_dn::org_prefix("EXAMPLE").as_bytes())
+    );
+    assert_eq!(got.display_name.as_deref(), Some(&b"alice"[..]));
+    assert_eq!(f.server.sessions(), 1);
+
+    let refused = |principal: Option<&Principal>, dn: &str| {
+        let c = ctx(principal, 1);
+        let got = parse_connect(&response(f.emsmdb.call(
+            &c,
+            OP_CONNECT_EX,
+            &connect_stub(dn, &[], 0),
+        )));
+        assert!(got.cxh.is_nil() && got.dn_prefix.is_none());
+        got.status
+    };
+    assert_eq!(refused(None, &alice_dn()), EC_ACCESS_DENIED, "no principal");
+    let bob = principal("bob");
+    assert_eq!(
+        refused(Some(&bob), &alice_dn()),
+        EC_ACCESS_DENIED,
+        "another's mailbox"
+    );
+    assert_eq!(
+        refused(Some(&f.alice), &legacy_dn::user_dn("EXAMPLE", "nobody")),
+        EC_LOGIN_FAILURE
+    );
+    assert_eq!(
+        refused(Some(&f.alice), "/o=OTHER/cn=alice"),
+        EC_LOGIN_FAILURE
+    );
+    let c = ctx(Some(&f.alice), 1);
+    let short_aux = connect_stub(&alice_dn(), &[0; 7], 7);
+    let got = parse_connect(&response(f.emsmdb.call(&c, OP_CONNECT_EX, &short_aux)));
+    assert_eq!(
+        (got.status, got.cxh.is_nil()),
+        (EC_RPC_FAILED, true),
+        "cbAuxIn 1 to 7"
+    );
+    assert_eq!(f.server.sessions(), 1);
+}
+
+#[test]
+fn connect_ex_refuses_oversized_aux_and_lying_counts() {
+    let f = Fixture::new();
+    let c = ctx(Some(&f.alice), 1);
+    let bad = CallOutcome::Fault(FaultStatus::BAD_STUB_DATA);
+    let aux = vec![0u8; 0x1009];
+    assert_eq!(
+        f.emsmdb
+            .call(&c, OP_CONNECT_EX, &connect_stub(&alice_dn(), &aux, 0x1009)),
+        bad
+    );
+    // cbAuxIn says 4, size_is carried 8.
+    assert_eq!(
+        f.emsmdb
+            .call(&c, OP_CONNECT_EX, &connect_stub(&alice_dn(), &[0; 8], 4)),
+        bad
+    );
+    // A string conformance far beyond the stub.
+    let mut lying = connect_stub(&alice_dn(), &[], 0);
+    lying[0..4].copy_from_slice(&0x7FFF_FFFFu32.to_le_bytes());
+    assert_eq!(f.emsmdb.call(&c, OP_CONNECT_EX, &lying), bad);
+    let mut short = connect_stub(&alice_dn(), &[], 0);
+    short.truncate(short.len() - 3);
+    assert_eq!(f.emsmdb.call(&c, OP_CONNECT_EX, &short), bad);
+    assert_eq!(f.server.sessions(), 0);
+}
+
+#[test]
+fn logon_answers_the_mailbox_folders() {
+    let f = Fixture::new();
+    let cxh = f.connect(1);
+    for compress in [false, true] {
+        let got = f.rpc(
+            1,
+            &cxh,
+            &rop_request(&logon_rop(0, &alice_dn()), &[u32::MAX], compress),
+        );
+        assert_eq!(got.status, 0);
+        let (responses, handles) = got.split();
+        let mut r = Reader::new(&responses);
+        assert_eq!(r.u8().unwrap(), rops::ROP_LOGON);
+        assert_eq!(r.u8().unwrap(), 0, "OutputHandleIndex");
+        assert_eq!(r.u32_le().unwrap(), 0);
+        assert_eq!(r.u8().unwrap(), 0x01, "LogonFlags: Private");
+        let folders: Vec<u64> = (0..13).map(|_| r.u64_le().unwrap()).collect();
+        assert_eq!(folders[INBOX_INDEX], folder_id(INBOX_INDEX));
+        r.skip(1 + 16 + 2 + 16 + 8 + 8 + 4).unwrap();
+        assert!(r.is_empty(), "the 2.2.3.1.3 layout, nothing after");
+        assert_ne!(handles[0], u32::MAX);
+    }
+    // Another user's mailbox, a public logon, a handle index beyond the table.
+    let other = logon_rop(0, &legacy_dn::user_dn("EXAMPLE", "bob"));
+    let (responses, _) = f.rpc(1, &cxh, &rop_request(&other, &[0], true)).split();
+    assert_eq!(responses, [rops::ROP_LOGON, 0, 5, 0, 7, 0x80]);
+    let mut public = logon_rop(0, "");
+    public[3] = 0;
+    let (responses, _) = f.rpc(1, &cxh, &rop_request(&public, &[0], true)).split();
+    assert_eq!(responses, [rops::ROP_LOGON, 0, 2, 1, 4, 0x80]);
+    let (responses, _) = f
+        .rpc(1, &cxh, &rop_request(&logon_rop(3, ""), &[0], true))
+        .split();
+    assert_eq!(responses, [rops::ROP_LOGON, 3, 0xB9, 4, 0, 0]);
+}
+
+#[test]
+fn unknown_rops_get_ec_not_supported_and_end_the_buffer() {
+    let f = Fixture::new();
+    let cxh = f.connect(1);
+    let mut rops = vec![0x77, 0, 0, 1, 2, 3];
+    rops.extend(logon_rop(0, ""));
+    let got = f.rpc(1, &cxh, &rop_request(&rops, &[u32::MAX], true));
+    assert_eq!(got.status, 0);
+    let (responses, handles) = got.split();
+    assert_eq!(responses, [0x77, 0, 0x02, 0x01, 0x04, 0x80]);
+    assert_eq!(handles, [u32::MAX], "the logon after it did not run");
+    // RopRelease has no response and frees the handle.
+    let got = f.rpc(1, &cxh, &rop_request(&logon_rop(0, ""), &[u32::MAX], true));
+    let (_, handles) = got.split();
+    let got = f.rpc(
+        1,
+        &cxh,
+        &rop_request(&[rops::ROP_RELEASE, 0, 0], &handles, true),
+    );
+    assert_eq!(got.split().0, b"");
+}
+
+#[test]
+fn bad_buffers_are_ec_rpc_format() {
+    let f = Fixture::new();
+    let cxh = f.connect(1);
+    let format = |rgb_in: &[u8]| f.rpc(1, &cxh, rgb_in).status;
+    // RopSize beyond the buffer; RopSize 1; a handle table not of u32s; a ROP cut short.
+    let mut w = Writer::new();
+    w.put_u16_le(40);
+    w.put_bytes(&[rops::ROP_RELEASE, 0, 0]);
+    let raw = |b: &[u8]| {
+        encode_extended_buffer(
+            b,
+            EncodeOptions {
+                compress: false,
+                xor: false,
+                ..EncodeOptions::default()
+            },
+        )
+    };
+    assert_eq!(format(&raw(w.as_bytes())), EC_RPC_FORMAT);
+    assert_eq!(format(&raw(&[1, 0])), EC_RPC_FORMAT);
+    assert_eq!(format(&raw(&[2, 0, 1, 2, 3])), EC_RPC_FORMAT);
+    assert_eq!(format(&raw(&[4, 0, rops::ROP_LOGON, 0])), EC_RPC_FORMAT);
+    // An extended buffer that is not one, and LZ77 claiming less than it expands to.
+    assert_eq!(format(&[9; 12]), EC_RPC_FORMAT);
+    let payload = [b'a'; 64];
+    let mut bomb = rop_request(&payload, &[], true);
+    let header = header(&bomb);
+    assert!(header.has(FLAG_COMPRESSED));
+    bomb[6..8].copy_from_slice(&(header.size + 1).to_le_bytes()); // SizeActual too small
+    assert_eq!(format(&bomb), EC_RPC_FORMAT);
+    // cbIn disagreeing with the array's size: a bad stub, not a ROP error.
+    let c = ctx(Some(&f.alice), 1);
+    let good = rop_request(&logon_rop(0, ""), &[0], true);
+    let stub = rpc_stub(&cxh, 0, &good, good.len() as u32 + 1);
+    assert_eq!(
+        f.emsmdb.call(&c, OP_RPC_EXT2, &stub),
+        CallOutcome::Fault(FaultStatus::BAD_STUB_DATA)
+    );
+}
+
+#[test]
+fn response_flags_choose_compression_and_xor() {
+    let f = Fixture::new();
+    let cxh = f.connect(1);
+    let rgb_in = rop_request(&logon_rop(0, ""), &[0], true);
+    let c = ctx(Some(&f.alice), 1);
+    for (flags, compressed, xored) in [
+        (0, true, true),
+        (FLAG_NO_COMPRESSION, false, true),
+        (FLAG_NO_COMPRESSION | FLAG_NO_XOR_MAGIC, false, false),
+    ] {
+        let stub = rpc_stub(&cxh, flags, &rgb_in, rgb_in.len() as u32);
+        let out = response(f.emsmdb.call(&c, OP_RPC_EXT2, &stub));
+        let mut r = NdrReader::new(&out);
+        r.context_handle().unwrap();
+        r.u32().unwrap();
+        let rgb_out = r.conformant_varying_bytes().unwrap();
+        let header = header(rgb_out);
+        assert_eq!(header.has(FLAG_COMPRESSED), compressed, "flags {flags}");
+        assert_eq!(
+            header.has(harness_wire::oxcrpc::FLAG_XOR_MAGIC),
+            xored,
+            "flags {flags}"
+        );
+    }
+}
+
+#[test]
+fn context_handles_never_issued_or_disconnected_fault() {
+    let f = Fixture::new();
+    let cxh = f.connect(1);
+    let mismatch = CallOutcome::Fault(FaultStatus::NCA_S_FAULT_CONTEXT_MISMATCH);
+    let c = ctx(Some(&f.alice), 1);
+    let rgb_in = rop_request(&logon_rop(0, ""), &[0], true);
+    let forged = ContextHandle::new(Uuid::new(1, 2, 3, [4; 8]));
+    assert_eq!(
+        f.emsmdb.call(
+            &c,
+            OP_RPC_EXT2,
+            &rpc_stub(&forged, 0, &rgb_in, rgb_in.len() as u32)
+        ),
+        mismatch
+    );
+    // Another connection may not use it.
+    let other = ctx(Some(&f.alice), 2);
+    assert_eq!(
+        f.emsmdb.call(
+            &other,
+            OP_RPC_EXT2,
+            &rpc_stub(&cxh, 0, &rgb_in, rgb_in.len() as u32)
+        ),
+        mismatch
+    );
+    let mut w = NdrWriter::new();
+    w.put_context_handle(&cxh);
+    let out = response(f.emsmdb.call(&c, OP_DISCONNECT, w.as_bytes()));
+    assert_eq!(
+        out,
+        [vec![0; 20], vec![0; 4]].concat(),
+        "NULL handle, success"
+    );
+    assert_eq!(f.emsmdb.call(&c, OP_DISCONNECT, w.as_bytes()), mismatch);
+    assert_eq!(
+        f.emsmdb.call(
+            &c,
+            OP_RPC_EXT2,
+            &rpc_stub(&cxh, 0, &rgb_in, rgb_in.len() as u32)
+        ),
+        mismatch
+    );
+    assert_eq!(
+        f.emsmdb.call(&c, OP_ASYNC_CONNECT_EX, w.as_bytes()),
+        mismatch
+    );
+    assert_eq!(
+        f.async_emsmdb
+            .call(&c, OP_ASYNC_WAIT_EX, &wait_stub(&forged)),
+        mismatch
+    );
+    assert_eq!(response(f.emsmdb.call(&c, OP_DUMMY_RPC, &[])), [0; 4]);
+    assert_eq!(
+        f.emsmdb.call(&c, 4, &[]),
+        CallOutcome::Fault(FaultStatus::NCA_S_OP_RNG_ERROR)
+    );
+}
+
+#[test]
+fn rundown_ends_sessions_and_their_subscriptions() {
+    let f = Fixture::new();
+    f.logged_on_and_registered(1);
+    f.connect(2);
+    assert_eq!(
+        (f.server.sessions(), f.world.notifications.subscriptions()),
+        (2, 1)
+    );
+    f.emsmdb.rundown(1);
+    assert_eq!(
+        (f.server.sessions(), f.world.notifications.subscriptions()),
+        (1, 0)
+    );
+}
+
+#[derive(Debug, Default)]
+struct Count(AtomicUsize);
+
+impl Waker for Count {
+    fn wake(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn a_wait_parks_until_new_mail_and_the_next_rpc_carries_rop_notify() {
+    let f = Fixture::new();
+    let cxh = f.logged_on_and_registered(1);
+    let acxh = f.async_connect(1, &cxh);
+    let waker: Arc<dyn Waker> = Arc::new(Count::default());
+    let c = CallContext {
+        waker: Some(&waker),
+        ..ctx(Some(&f.alice), 5)
+    };
+    let CallOutcome::Parked { token, until } =
+        f.async_emsmdb.call(&c, OP_ASYNC_WAIT_EX, &wait_stub(&acxh))
+    else {
+        panic!("the wait parks");
+    };
+    assert_eq!(until, Duration::from_secs(30));
+    assert_eq!(f.async_emsmdb.resume(&c, token, false), None, "nothing yet");
+    // Three messages: two RopNotify fit (the cap is 2), RopPending says one is left.
+    for uid in [7, 8, 9] {
+        f.publish(uid);
+    }
+    assert_eq!(
+        f.async_emsmdb
+            .resume(&c, token, false)
+            .map(response)
+            .map(|s| parse_wait(&s)),
+        Some((NOTIFICATION_PENDING, 0))
+    );
+    let (responses, _) = f.rpc(1, &cxh, &rop_request(&[], &[], true)).split();
+    let mut r = Reader::new(&responses);
+    for uid in [7, 8] {
+        assert_eq!(r.u8().unwrap(), rops::ROP_NOTIFY);
+        let _handle = r.u32_le().unwrap();
+        assert_eq!(r.u8().unwrap(), 0, "LogonId");
+        assert_eq!(r.u16_le().unwrap(), 0x0002, "NewMail");
+        assert_eq!(r.u64_le().unwrap(), folder_id(INBOX_INDEX));
+        assert_eq!(r.u64_le().unwrap(), message_id(uid));
+        r.skip(5).unwrap();
+        assert_eq!(r.take(9).unwrap(), b"IPM.Note\0");
+    }
+    assert_eq!(r.u8().unwrap(), rops::ROP_PENDING);
+    r.u16_le().unwrap();
+    assert!(r.is_empty());
+    // A wait with the last one pending answers at once; then one parks and times out.
+    let pending = response(f.async_emsmdb.call(&c, OP_ASYNC_WAIT_EX, &wait_stub(&acxh)));
+    assert_eq!(parse_wait(&pending), (NOTIFICATION_PENDING, 0));
+    let (responses, _) = f.rpc(1, &cxh, &rop_request(&[], &[], true)).split();
+    assert_eq!(responses[0], rops::ROP_NOTIFY);
+    let CallOutcome::Parked { token, .. } =
+        f.async_emsmdb.call(&c, OP_ASYNC_WAIT_EX, &wait_stub(&acxh))
+    else {
+        panic!("parks");
+    };
+    assert_eq!(
+        f.async_emsmdb
+            .resume(&c, token, true)
+            .map(response)
+            .map(|s| parse_wait(&s)),
+        Some((0, 0))
+    );
+}
+
+#[test]
+fn a_second_wait_on_the_same_acxh_rejects_the_first() {
+    let f = Fixture::new();
+    let cxh = f.logged_on_and_registered(1);
+    let acxh = f.async_connect(1, &cxh);
+    let first_waker = Arc::new(Count::default());
+    let first: Arc<dyn Waker> = first_waker.clone();
+    let second: Arc<dyn Waker> = Arc::new(Count::default());
+    let c1 = CallContext {
+        waker: Some(&first),
+        ..ctx(Some(&f.alice), 5)
+    };
+    let c2 = CallContext {
+        waker: Some(&second),
+        ..ctx(Some(&f.alice), 6)
+    };
+    let CallOutcome::Parked { token: older, .. } =
+        f.async_emsmdb
+            .call(&c1, OP_ASYNC_WAIT_EX, &wait_stub(&acxh))
+    else {
+        panic!("parks");
+    };
+    let CallOutcome::Parked { token: newer, .. } =
+        f.async_emsmdb
+            .call(&c2, OP_ASYNC_WAIT_EX, &wait_stub(&acxh))
+    else {
+        panic!("parks");
+    };
+    assert_eq!(
+        first_waker.0.load(Ordering::Relaxed),
+        1,
+        "the older wait's connection is woken"
+    );
+    assert_eq!(
+        f.async_emsmdb
+            .resume(&c1, older, false)
+            .map(response)
+            .map(|s| parse_wait(&s)),
+        Some((0, EC_REJECTED))
+    );
+    assert_eq!(f.async_emsmdb.resume(&c2, newer, false), None);
+    // Disconnecting the session ends the wait.
+    let mut w = NdrWriter::new();
+    w.put_context_handle(&cxh);
+    response(
+        f.emsmdb
+            .call(&ctx(Some(&f.alice), 1), OP_DISCONNECT, w.as_bytes()),
+    );
+    assert_eq!(
+        f.async_emsmdb
+            .resume(&c2, newer, false)
+            .map(response)
+            .map(|s| parse_wait(&s)),
+        Some((0, EC_REJECTED))
+    );
+}
+
+#[test]
+fn the_inbox_contents_table_lists_the_imap_store() {
+    let f = Fixture::new();
+    let cxh = f.connect(1);
+    let mut rop = logon_rop(0, "");
+    // RopOpenFolder Inbox (0 -> 1), RopGetContentsTable (1 -> 2), RopSetColumns on 2,
+    // RopQueryRows 10 on 2.
+    rop.extend([rops::ROP_OPEN_FOLDER, 0, 0, 1]);
+    rop.extend(folder_id(INBOX_INDEX).to_le_bytes());
+    rop.push(0);
+    rop.extend([rops::ROP_GET_CONTENTS_TABLE, 0, 1, 2, 0]);
+    let columns = [
+        rops::PID_TAG_MID,
+        rops::PID_TAG_SUBJECT,
+        rops::PID_TAG_MESSAGE_SIZE,
+    ];
+    rop.extend([rops::ROP_SET_COLUMNS, 0, 2, 0, columns.len() as u8, 0]);
+    columns.iter().for_each(|c| rop.extend(c.to_le_bytes()));
+    rop.extend([rops::ROP_QUERY_ROWS, 0, 2, 0, 1, 10, 0]);
+    let got = f.rpc(1, &cxh, &rop_request(&rop, &[u32::MAX; 3], true));
+    assert_eq!(got.status, 0);
+    let (responses, _) = got.split();
+    let mut r = Reader::new(&responses);
+    r.skip(6 + 1 + 13 * 8 + 1 + 16 + 2 + 16 + 8 + 8 + 4)
+        .unwrap();
+    assert_eq!(
+        r.take(8).unwrap(),
+        [rops::ROP_OPEN_FOLDER, 1, 0, 0, 0, 0, 0, 0]
+    );
+    assert_eq!(
+        r.take(6).unwrap(),
+        [rops::ROP_GET_CONTENTS_TABLE, 2, 0, 0, 0, 0]
+    );
+    let messages = f.world.store.with_account("alice", |a| {
+        a.mailbox("INBOX")
+            .unwrap()
+            .messages
+            .iter()
+            .map(|m| (m.uid, m.data.len()))
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(r.u32_le().unwrap() as usize, messages.len(), "RowCount");
+    assert_eq!(
+        r.take(7).unwrap(),
+        [rops::ROP_SET_COLUMNS, 2, 0, 0, 0, 0, 0]
+    );
+    assert_eq!(r.take(6).unwrap(), [rops::ROP_QUERY_ROWS, 2, 0, 0, 0, 0]);
+    assert_eq!(r.u8().unwrap(), 0x02, "END_OF_TABLE");
+    assert_eq!(usize::from(r.u16_le().unwrap()), messages.len());
+    for (uid, size) in messages {
+        assert_eq!(r.u8().unwrap(), 0, "StandardPropertyRow");
+        assert_eq!(r.u64_le().unwrap(), message_id(uid));
+        let mut subject = Vec::new();
+        loop {
+            match r.u16_le().unwrap() {
+                0 => break,
+                u => subject.push(u),
+            }
+        }
+        assert!(!String::from_utf16(&subject).unwrap().is_empty());
+        assert_eq!(r.u32_le().unwrap() as usize, size);
+    }
+    assert!(r.is_empty());
+    // QueryRows before SetColumns, and on a handle that is not a table.
+    let mut rop = logon_rop(0, "");
+    rop.extend([rops::ROP_OPEN_FOLDER, 0, 0, 1]);
+    rop.extend(folder_id(INBOX_INDEX).to_le_bytes());
+    rop.push(0);
+    rop.extend([rops::ROP_GET_CONTENTS_TABLE, 0, 1, 2, 0]);
+    rop.extend([rops::ROP_QUERY_ROWS, 0, 2, 0, 1, 10, 0]);
+    rop.extend([rops::ROP_QUERY_ROWS, 0, 1, 0, 1, 10, 0]);
+    let (responses, _) = f
+        .rpc(1, &cxh, &rop_request(&rop, &[u32::MAX; 3], true))
+        .split();
+    assert_eq!(
+        &responses[responses.len() - 12..],
+        [
+            rops::ROP_QUERY_ROWS,
+            2,
+            0xB9,
+            4,
+            0,
+            0,
+            rops::ROP_QUERY_ROWS,
+            1,
+            0xB9,
+            4,
+            0,
+            0
+        ]
+    );
+}
+
+#[test]
+fn sessions_are_bounded_per_connection() {
+    let f = Fixture::new();
+    let limit = EmsmdbConfig::default().max_sessions_per_connection;
+    (0..limit).for_each(|_| {
+        f.connect(1);
+    });
+    let c = ctx(Some(&f.alice), 1);
+    let stub = connect_stub(&alice_dn(), &[], 0);
+    let got = parse_connect(&response(f.emsmdb.call(&c, OP_CONNECT_EX, &stub)));
+    assert_eq!((got.status, got.cxh.is_nil()), (EC_SERVER_BUSY, true));
+    f.connect(2);
+}
+
+#[test]
+fn a_session_holds_a_bounded_number_of_objects() {
+    let f = Fixture::new();
+    let cxh = f.connect(1);
+    let logon = rop_request(&logon_rop(0, ""), &[u32::MAX], false);
+    for _ in 0..rops::MAX_OBJECTS {
+        let (responses, _) = f.rpc(1, &cxh, &logon).split();
+        assert_eq!(&responses[2..6], &[0; 4]);
+    }
+    let (responses, handles) = f.rpc(1, &cxh, &logon).split();
+    assert_eq!(responses, [rops::ROP_LOGON, 0, 0x0E, 0, 0x07, 0x80]);
+    assert_eq!(handles, [u32::MAX]);
+    // A release makes room again.
+    let (_, handles) = f
+        .rpc(
+            1,
+            &cxh,
+            &rop_request(&[rops::ROP_RELEASE, 0, 0], &[1], false),
+        )
+        .split();
+    assert_eq!(handles, [1]);
+    let (responses, _) = f.rpc(1, &cxh, &logon).split();
+    assert_eq!(&responses[2..6], &[0; 4]);
+}
