@@ -257,6 +257,67 @@ mod tests {
         assert!(protected_layout(&bytes[..30]).is_err());
     }
 
+    /// Where each body's stub starts, an empty stub, a truncated frame, and a pad
+    /// counted from somewhere that is not a multiple of 8.
+    #[test]
+    fn protected_layout_of_every_call_body() {
+        use super::super::call::{Fault, FaultStatus, Request, Response};
+        use super::super::header::PfcFlags;
+        use super::super::pdu::{Pdu, PduBody};
+        use super::super::uuid::Uuid;
+        let request = |stub: Vec<u8>, object| {
+            PduBody::Request(Request {
+                alloc_hint: 0,
+                context_id: 0,
+                opnum: 0,
+                object,
+                stub,
+            })
+        };
+        let response = PduBody::Response(Response {
+            alloc_hint: 0,
+            context_id: 0,
+            cancel_count: 0,
+            stub: vec![2; 3],
+        });
+        let fault = PduBody::Fault(Fault {
+            alloc_hint: 0,
+            context_id: 0,
+            cancel_count: 0,
+            flags: 0,
+            status: FaultStatus::ACCESS_DENIED,
+            stub: vec![],
+        });
+        let object = Some(Uuid::new(1, 2, 3, [4; 8]));
+        for (body, stub_start, pad) in [
+            (request(vec![1; 5], None), 24, 11),
+            (request(vec![], None), 24, 0),
+            (request(vec![1; 5], object), 40, 11),
+            (response, 24, 13),
+            (fault, 32, 0),
+        ] {
+            let mut pdu = Pdu::new(1, PfcFlags::WHOLE, body);
+            pdu.auth = Some(verifier());
+            let bytes = pdu.encode().unwrap();
+            let layout = protected_layout(&bytes).unwrap().unwrap();
+            assert_eq!(
+                (layout.stub.start, layout.pad),
+                (stub_start, pad),
+                "{pdu:?}"
+            );
+            assert_eq!(layout.signature, bytes.len() - 16..bytes.len());
+            assert_eq!(
+                protected_layout(&bytes[..bytes.len() - 3]),
+                Err(DecodeError::Incomplete { needed: 3 })
+            );
+        }
+        // The pad counts from `body_start`, whatever it is.
+        let mut w = Writer::new();
+        w.put_bytes(&[9; 8]);
+        put_verifier(&mut w, 3, STUB_AUTH_ALIGN, &verifier());
+        assert_eq!(w.as_bytes()[8 + 11 + 2], 11, "5 octets after 3: 11 to pad");
+    }
+
     #[test]
     fn lying_lengths_are_typed_errors() {
         let mut w = Writer::new();
