@@ -1225,3 +1225,25 @@ fn parked_calls_are_bounded_per_association() {
     let ids: Vec<u32> = conn.drain().iter().map(|p| p.call_id).collect();
     assert_eq!(ids, [2, 3]);
 }
+
+/// An auth3 whose auth_type is not the bind's cannot finish the context, even with the
+/// right credentials: the context fails and requests get the logon-failure fault.
+#[test]
+fn an_auth3_of_another_auth_type_fails_the_context() {
+    let lab = new_lab();
+    let mut conn = Conn::open(&lab);
+    conn.bind(
+        1,
+        echo_bind(),
+        Some(verifier(7, AuthLevel::PKT_PRIVACY, b"hello".to_vec())),
+    );
+    let mut auth3 = Pdu::new(2, PfcFlags::WHOLE, PduBody::Auth3(Auth3::default()));
+    let mut v = verifier(7, AuthLevel::PKT_PRIVACY, b"alice:secret".to_vec());
+    v.auth_type = AuthType::KERBEROS;
+    auth3.auth = Some(v);
+    assert_eq!(conn.send(auth3), []);
+    assert_eq!(conn.server.principal(7), None);
+    let bytes = conn.protected_request(3, 7, AuthLevel::PKT_PRIVACY, b"x");
+    assert_fault(&one(conn.raw(&bytes)), FaultStatus::ACCESS_DENIED, true);
+    assert!(lab.echo.seen.lock().unwrap().is_empty());
+}
