@@ -163,8 +163,9 @@ pub const FLAG_NO_XOR_MAGIC: u32 = 0x2;
 const MAX_AUX: u32 = 0x1008;
 /// rgbIn / pcbOut upper bound ([MS-OXCRPC] 3.1.4.2).
 const MAX_RPC_BUFFER: u32 = 0x40000;
-/// Every octet of EcDoRpc's rgb is XORed with this (the XorMagic of [MS-OXCRPC]
-/// 3.1.7.2.1, unconditional in the legacy call; Wireshark's dissector undoes it).
+/// Every octet of EcDoRpc's rgb is XORed with this: the obfuscation that the XorMagic
+/// flag of RPC_HEADER_EXT ([MS-OXCRPC] 2.2.2.1) later made optional, here on every
+/// buffer, as Wireshark's dissector undoes it.
 const LEGACY_XOR: u8 = 0xA5;
 
 /// Exchange 2013 (15.0.847.32) in the three-WORD form of [MS-OXCRPC] 3.1.4.1.3:
@@ -687,13 +688,13 @@ impl EmsmdbServer {
     }
 
     /// EcDoRpc: rgb is the bare ROP buffer under XOR 0xA5, answered in kind when the
-    /// response fits cbMaxOut.
+    /// response fits max_data.
     fn rpc_legacy(&self, ctx: &CallContext<'_>, stub: &[u8]) -> Result<Vec<u8>, CallOutcome> {
         let mut r = NdrReader::new(stub);
         let handle = ndr(r.context_handle())?;
         let rgb_in = ndr(r.conformant_varying_bytes())?;
         let cb_in = ndr(r.u16())?;
-        let cb_max_out = ndr(r.u16())?;
+        let max_data = ndr(r.u16())?;
         if usize::from(cb_in) != rgb_in.len() {
             return Err(CallOutcome::Fault(FaultStatus::BAD_STUB_DATA));
         }
@@ -704,7 +705,7 @@ impl EmsmdbServer {
         let result = match state.sessions.get_mut(&cxh) {
             Some(session) => self.run_rop_buffer(session, &request).and_then(|out| {
                 match u16::try_from(out.len()) {
-                    Ok(len) if len <= cb_max_out => Ok(out),
+                    Ok(len) if len <= max_data => Ok(out),
                     _ => Err(EC_BUFFER_TOO_SMALL),
                 }
             }),
@@ -718,7 +719,7 @@ impl EmsmdbServer {
         let mut w = NdrWriter::new();
         w.put_context_handle(&handle);
         w.put_conformant_varying_bytes(rgb_out.len(), &rgb_out);
-        // The length fits: it was checked against the 16-bit cbMaxOut.
+        // The length fits: it was checked against the 16-bit max_data.
         w.put_u16(u16::try_from(rgb_out.len()).unwrap_or(u16::MAX));
         w.put_u32(status);
         Ok(w.into_bytes())

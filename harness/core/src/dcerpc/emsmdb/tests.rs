@@ -743,7 +743,7 @@ fn exchange2003_connects_and_runs_rops_without_extended_buffers() {
     assert_eq!(handles.len(), 1);
     assert_ne!(handles[0], u32::MAX);
 
-    // A response larger than cbMaxOut is ecBufferTooSmall, rgb empty.
+    // A response larger than max_data is ecBufferTooSmall, rgb empty.
     let rpc = legacy_rpc_stub(&got.cxh, &logon_rop(0, &alice_dn()), &[u32::MAX], 8);
     let out = client::parse_legacy_rpc(&response(f.emsmdb.call(&c, OP_RPC, &rpc))).unwrap();
     assert_eq!((out.status, out.rop_buffer.len()), (EC_BUFFER_TOO_SMALL, 0));
