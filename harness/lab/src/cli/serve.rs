@@ -10,6 +10,7 @@ use harness::serve::frontend_host::FrontendSpec;
 use harness::serve::rpc::{RpcListenerSpec, RpcRole};
 use harness::{Lab, LabConfig, ListenerSpec, Protocol, Security};
 use harness_core::budget::DEFAULT_MEMORY_BUDGET;
+use harness_core::dcerpc::emsmdb::EmsmdbProfile;
 use harness_core::frontend::{FrontendProfile, FRONTEND_PROFILE_NAMES};
 use harness_core::profile::PROFILE_NAMES;
 use harness_core::{LabFile, Limits, Profile};
@@ -80,6 +81,10 @@ pub struct ServeArgs {
     /// the --rpc listener's interfaces and port.
     #[arg(long)]
     epm: Option<SocketAddr>,
+    /// Which Exchange the --rpc listener's EMSMDB plays: exchange2010 (EcDoConnectEx and
+    /// EcDoRpcExt2 only) or exchange2003 (EcDoConnect and EcDoRpc, opnums 0 and 2, too).
+    #[arg(long, default_value = "exchange2010")]
+    rpc_profile: EmsmdbProfile,
     /// Front-end profile for --fe-imap / --fe-pop3 (exchange2000-rtm, exchange2000-sp1,
     /// affinity, per-session, session-cache).
     #[arg(long, default_value = "exchange2000-rtm")]
@@ -208,6 +213,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         frontends,
         memory_budget: args.memory_budget,
         rpc,
+        rpc_profile: args.rpc_profile,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use harness_core::budget::DEFAULT_MEMORY_BUDGET;
+use harness_core::dcerpc::emsmdb::EmsmdbProfile;
 use harness_core::dcerpc::endpoints::{RpcEndpoints, RpcLabConfig};
 use harness_core::dcerpc::server::EndpointConfig;
 use harness_core::imap::ImapServer;
@@ -83,6 +84,9 @@ pub struct LabConfig {
     pub memory_budget: usize,
     /// DCE/RPC listeners (`ncacn_ip_tcp`): the Exchange endpoint and the endpoint mapper.
     pub rpc: Vec<RpcListenerSpec>,
+    /// Which Exchange's EMSMDB the Exchange endpoint plays (2003 adds EcDoConnect and
+    /// EcDoRpc, opnums 0 and 2).
+    pub rpc_profile: EmsmdbProfile,
 }
 
 impl Default for LabConfig {
@@ -103,6 +107,7 @@ impl Default for LabConfig {
             frontends: Vec::new(),
             memory_budget: DEFAULT_MEMORY_BUDGET,
             rpc: Vec::new(),
+            rpc_profile: EmsmdbProfile::default(),
         }
     }
 }
@@ -476,7 +481,7 @@ fn start_rpc(
             .map(|d| d.as_secs())
             .unwrap_or(0),
     };
-    let endpoints = RpcEndpoints::for_world(world, &rpc_config);
+    let endpoints = RpcEndpoints::for_world_with(world, &rpc_config, config.rpc_profile.config());
     let mut listening = Vec::new();
     for (l, listener) in bound {
         let endpoint = match l.spec.role {

@@ -12,6 +12,7 @@ use std::process::Command;
 
 use harness::serve::rpc::RpcRole;
 use harness::Lab;
+use harness_core::dcerpc::emsmdb::EmsmdbProfile;
 
 fn script() -> PathBuf {
     common::peers::project_root().join("harness/lab/tests/clients/dcerpc_impacket.py")
@@ -131,7 +132,9 @@ async fn tshark_decrypts_and_names_every_call_of_a_sealed_session() {
     let Some(tshark) = common::require_tool("tshark", "scripts/peers/install.sh (tshark)") else {
         return;
     };
-    let lab = rpc_lab().await;
+    // Exchange 2003's EMSMDB, so that the session can make the calls Wireshark's MAPI
+    // dissector knows (EcDoConnect, EcDoRpc) beside the extended ones.
+    let lab = common::rpc_lab_as(Some(15), EmsmdbProfile::Exchange2003).await;
     let rpc = lab
         .rpc_addr(RpcRole::Exchange)
         .expect("rpc")
@@ -186,9 +189,17 @@ async fn tshark_decrypts_and_names_every_call_of_a_sealed_session() {
         "NspiGetHierarchyInfo response",
         "NspiQueryRows response",
         "NspiUnbind response",
-        // EMSMDB: Wireshark 4.0's MAPI dissector names EcDoDisconnect (opnum 1); it shows
-        // EcDoConnectEx and EcDoRpcExt2 (10, 11) as unknown operations, not malformed.
+        // EMSMDB: Wireshark 4.0's MAPI dissector names EcDoConnect, EcDoDisconnect and
+        // EcDoRpc (opnums 0 to 2, the Exchange 2003 lab's), reading RopLogon as its
+        // "OpenMsgStore"; it shows EcDoConnectEx and EcDoRpcExt2 (10, 11) as unknown
+        // operations, not malformed.
         "MAPI V0.81 (32bit NDR), NTLMSSP_NEGOTIATE",
+        "Unknown operation 10 request",
+        "Unknown operation 11 response",
+        "EcDoConnect request",
+        "EcDoConnect response",
+        "EcDoRpc request + op_MAPI_OpenMsgStore",
+        "EcDoRpc response + op_MAPI_OpenMsgStore",
         "EcDoDisconnect request",
         "EcDoDisconnect response",
         "NTLMSSP_AUTH, User: EXAMPLE\\alice",
@@ -213,19 +224,44 @@ async fn tshark_decrypts_and_names_every_call_of_a_sealed_session() {
         3,
         "levels 2, 5 and 6 each named {host}:\n{answers}"
     );
+    // EcDoConnect's request and response read field by field: the DN in, alice's
+    // display name out (after the handle, the three timings, picxr and szDNPrefix).
+    let connect = decode(&[
+        "-Y",
+        "mapi.EcDoConnect.name || mapi.EcDoConnect.user",
+        "-T",
+        "fields",
+        "-e",
+        "mapi.EcDoConnect.name",
+        "-e",
+        "mapi.EcDoConnect.user",
+    ]);
+    let dn = harness_core::dcerpc::legacy_dn::user_dn("EXAMPLE", "alice");
+    assert!(
+        connect.lines().any(|l| l.trim() == dn),
+        "szUserDN {dn}:\n{connect}"
+    );
+    assert!(
+        connect.lines().any(|l| l.trim() == "alice"),
+        "szDisplayName:\n{connect}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A short EMSMDB session of the project's own client, sealed at level 6 (impacket has no
-/// EMSMDB client): EcDoConnectEx, EcDoRpcExt2 with RopLogon, EcDoDisconnect.
+/// EMSMDB client), on an Exchange 2003 lab: EcDoConnectEx, EcDoRpcExt2 with RopLogon,
+/// EcDoDisconnect, then EcDoConnect, EcDoRpc with RopLogon, EcDoDisconnect.
 async fn mapi_session(lab: &Lab) {
     use harness::tools::dcerpc_client::{ntlm_security, RpcBind, RpcConnection};
     use harness_core::dcerpc::client::AuthLevel;
     use harness_core::dcerpc::emsmdb::client::{
-        connect_stub, handle_stub, logon_rop, parse_connect, parse_handle_response, parse_rpc,
-        rop_request, rpc_stub,
+        connect_stub, handle_stub, legacy_connect_stub, legacy_rpc_stub, logon_rop, parse_connect,
+        parse_handle_response, parse_legacy_connect, parse_legacy_rpc, parse_rpc, rop_request,
+        rpc_stub,
     };
-    use harness_core::dcerpc::emsmdb::{EMSMDB_SYNTAX, OP_CONNECT_EX, OP_DISCONNECT, OP_RPC_EXT2};
+    use harness_core::dcerpc::emsmdb::{
+        EMSMDB_SYNTAX, OP_CONNECT, OP_CONNECT_EX, OP_DISCONNECT, OP_RPC, OP_RPC_EXT2,
+    };
     let exchange = lab.rpc_addr(RpcRole::Exchange).expect("rpc");
     let security = ntlm_security("alice", "secret", "EXAMPLE", AuthLevel::PKT_PRIVACY);
     let bind = RpcBind::new(EMSMDB_SYNTAX).with_security(security);
@@ -233,18 +269,30 @@ async fn mapi_session(lab: &Lab) {
         .await
         .expect("EMSMDB binds");
     let dn = harness_core::dcerpc::legacy_dn::user_dn(&lab.world().domain, "alice");
-    let reply = mapi.call(OP_CONNECT_EX, &connect_stub(&dn, &[], 0)).await;
-    let connected = parse_connect(&reply.expect("EcDoConnectEx")).expect("reads");
-    assert_eq!(connected.status, 0);
-    let rgb_in = rop_request(&logon_rop(0, &dn), &[u32::MAX], true);
-    let stub = rpc_stub(&connected.cxh, 0, &rgb_in, rgb_in.len() as u32);
-    let logged_on = parse_rpc(&mapi.call(OP_RPC_EXT2, &stub).await.expect("EcDoRpcExt2"));
-    assert_eq!(logged_on.expect("reads").status, 0);
-    let reply = mapi.call(OP_DISCONNECT, &handle_stub(&connected.cxh)).await;
-    assert_eq!(
-        parse_handle_response(&reply.expect("EcDoDisconnect")).map(|r| r.1),
-        Ok(0)
-    );
+    // The extended calls (10, 11), then Exchange 2003's (0, 2); each session ended.
+    for legacy in [false, true] {
+        let (connected, logged_on) = if legacy {
+            let reply = mapi.call(OP_CONNECT, &legacy_connect_stub(&dn)).await;
+            let connected = parse_legacy_connect(&reply.expect("EcDoConnect")).expect("reads");
+            let stub = legacy_rpc_stub(&connected.cxh, &logon_rop(0, &dn), &[u32::MAX], 0x8000);
+            let reply = mapi.call(OP_RPC, &stub).await;
+            (connected, parse_legacy_rpc(&reply.expect("EcDoRpc")))
+        } else {
+            let reply = mapi.call(OP_CONNECT_EX, &connect_stub(&dn, &[], 0)).await;
+            let connected = parse_connect(&reply.expect("EcDoConnectEx")).expect("reads");
+            let rgb_in = rop_request(&logon_rop(0, &dn), &[u32::MAX], true);
+            let stub = rpc_stub(&connected.cxh, 0, &rgb_in, rgb_in.len() as u32);
+            let reply = mapi.call(OP_RPC_EXT2, &stub).await;
+            (connected, parse_rpc(&reply.expect("EcDoRpcExt2")))
+        };
+        assert_eq!(connected.status, 0);
+        assert_eq!(logged_on.expect("reads").status, 0);
+        let reply = mapi.call(OP_DISCONNECT, &handle_stub(&connected.cxh)).await;
+        assert_eq!(
+            parse_handle_response(&reply.expect("EcDoDisconnect")).map(|r| r.1),
+            Ok(0)
+        );
+    }
 }
 
 fn tempdir() -> PathBuf {

@@ -1,6 +1,7 @@
 //! The client side of EMSMDB's stubs, for tests and tools that drive the interfaces
 //! (sans-IO and over sockets): request stubs of EcDoConnectEx, EcDoRpcExt2,
-//! EcDoAsyncConnectEx and EcDoAsyncWaitEx, ROP requests, and the response stubs read
+//! EcDoAsyncConnectEx and EcDoAsyncWaitEx (and the legacy EcDoConnect and EcDoRpc),
+//! ROP requests, and the response stubs read
 //! back. The layouts are those of the IDL in the module documentation.
 
 use harness_wire::ndr::{ContextHandle, NdrError, NdrReader, NdrWriter};
@@ -10,6 +11,7 @@ use harness_wire::oxcrpc::{
 use harness_wire::Writer;
 
 use super::rops::{self, folder_id, INBOX_INDEX};
+use super::xor_legacy;
 
 /// Why a response stub did not read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,6 +26,21 @@ pub enum ResponseError {
 
 /// EcDoConnectEx's request stub (Outlook 2007's client version, no session linking).
 pub fn connect_stub(dn: &str, aux: &[u8], cb_aux_in: u32) -> Vec<u8> {
+    let mut w = connect_params(dn);
+    w.put_conformant_bytes(aux);
+    w.align(4);
+    w.put_u32(cb_aux_in);
+    w.put_u32(0x1008); // pcbAuxOut
+    w.into_bytes()
+}
+
+/// EcDoConnect's request stub (opnum 0): EcDoConnectEx's without the aux buffers.
+pub fn legacy_connect_stub(dn: &str) -> Vec<u8> {
+    connect_params(dn).into_bytes()
+}
+
+/// The parameters EcDoConnect and EcDoConnectEx share, szUserDN to pulTimeStamp.
+fn connect_params(dn: &str) -> NdrWriter {
     let mut w = NdrWriter::new();
     w.put_string(dn.as_bytes());
     // ulFlags, ulConMod, cbLimit, ulCpid, ulLcidString, ulLcidSort, ulIcxrLink
@@ -36,11 +53,7 @@ pub fn connect_stub(dn: &str, aux: &[u8], cb_aux_in: u32) -> Vec<u8> {
     }
     w.align(4);
     w.put_u32(0); // pulTimeStamp
-    w.put_conformant_bytes(aux);
-    w.align(4);
-    w.put_u32(cb_aux_in);
-    w.put_u32(0x1008); // pcbAuxOut
-    w.into_bytes()
+    w
 }
 
 /// EcDoConnectEx's out parameters.
@@ -70,7 +83,17 @@ fn empty_aux(r: &mut NdrReader<'_>) -> Result<(), ResponseError> {
     Ok(())
 }
 
+/// EcDoConnectEx's response.
 pub fn parse_connect(stub: &[u8]) -> Result<Connected, ResponseError> {
+    parse_connect_form(stub, true)
+}
+
+/// EcDoConnect's response (no rgbAuxOut, pcbAuxOut).
+pub fn parse_legacy_connect(stub: &[u8]) -> Result<Connected, ResponseError> {
+    parse_connect_form(stub, false)
+}
+
+fn parse_connect_form(stub: &[u8], with_aux: bool) -> Result<Connected, ResponseError> {
     let mut r = NdrReader::new(stub);
     let cxh = r.context_handle()?;
     let polls_max = r.u32()?;
@@ -84,7 +107,9 @@ pub fn parse_connect(stub: &[u8]) -> Result<Connected, ResponseError> {
     let _best = versions(&mut r)?;
     r.align(4)?;
     let _stamp = r.u32()?;
-    empty_aux(&mut r)?;
+    if with_aux {
+        empty_aux(&mut r)?;
+    }
     let status = r.u32()?;
     if !r.is_empty() {
         return Err(ResponseError::Invalid("octets after the return value"));
@@ -116,19 +141,55 @@ pub fn rpc_stub(cxh: &ContextHandle, flags: u32, rgb_in: &[u8], cb_in: u32) -> V
     w.into_bytes()
 }
 
-/// A ROP request buffer (RopSize, ROPs, handle table) as an extended buffer, XorMagic
-/// applied, compressed when asked.
-pub fn rop_request(rops: &[u8], handles: &[u32], compress: bool) -> Vec<u8> {
+/// A ROP request buffer: RopSize, the ROPs, the handle table.
+pub fn rop_buffer(rops: &[u8], handles: &[u32]) -> Vec<u8> {
     let mut w = Writer::new();
     w.put_u16_le(u16::try_from(rops.len() + 2).unwrap_or(u16::MAX));
     w.put_bytes(rops);
     handles.iter().for_each(|h| w.put_u32_le(*h));
+    w.into_bytes()
+}
+
+/// EcDoRpc's request stub (opnum 2): the ROP buffer XORed with 0xA5, its length, and
+/// the largest response taken back.
+pub fn legacy_rpc_stub(cxh: &ContextHandle, rops: &[u8], handles: &[u32], max_out: u16) -> Vec<u8> {
+    let rgb = xor_legacy(&rop_buffer(rops, handles));
+    let mut w = NdrWriter::new();
+    w.put_context_handle(cxh);
+    w.put_conformant_varying_bytes(rgb.len(), &rgb);
+    w.put_u16(u16::try_from(rgb.len()).unwrap_or(u16::MAX));
+    w.put_u16(max_out);
+    w.into_bytes()
+}
+
+/// EcDoRpc's return value and the ROP response buffer, its XOR undone.
+pub fn parse_legacy_rpc(stub: &[u8]) -> Result<RpcResult, ResponseError> {
+    let mut r = NdrReader::new(stub);
+    let _cxh = r.context_handle()?;
+    let rgb = r.conformant_varying_bytes()?;
+    if usize::from(r.u16()?) != rgb.len() {
+        return Err(ResponseError::Invalid("length disagrees with rgb"));
+    }
+    let status = r.u32()?;
+    if !r.is_empty() {
+        return Err(ResponseError::Invalid("octets after the return value"));
+    }
+    Ok(RpcResult {
+        status,
+        rop_buffer: xor_legacy(rgb),
+    })
+}
+
+/// A ROP request buffer (RopSize, ROPs, handle table) as an extended buffer, XorMagic
+/// applied, compressed when asked.
+pub fn rop_request(rops: &[u8], handles: &[u32], compress: bool) -> Vec<u8> {
+    let w = rop_buffer(rops, handles);
     let options = EncodeOptions {
         compress,
         xor: true,
         ..EncodeOptions::default()
     };
-    encode_extended_buffer(w.as_bytes(), options)
+    encode_extended_buffer(&w, options)
 }
 
 /// RopLogon for the private mailbox `essdn` names, its handle at `output_index`.

@@ -14,8 +14,8 @@ use harness_wire::Reader;
 
 use super::rops::{self, message_id};
 use super::tests::{
-    connect_stub, logon_rop, parse_connect, parse_rpc, parse_wait, register_rop, rop_request,
-    rpc_stub, wait_stub,
+    connect_stub, legacy_connect_stub, legacy_rpc_stub, logon_rop, parse_connect, parse_rpc,
+    parse_wait, register_rop, rop_request, rpc_stub, wait_stub,
 };
 use super::*;
 use crate::dcerpc::client::{BindSecurity, ClientAssociation, ClientConfig, ClientEvent};
@@ -45,6 +45,28 @@ struct Mapi {
 }
 
 impl Mapi {
+    /// A new association on the Exchange endpoint, EMSMDB (context 0) and AsyncEMSMDB
+    /// (context 1) bound as alice with NTLM at packet privacy.
+    fn bound_as_alice(endpoints: &RpcEndpoints, waker: Arc<Woken>) -> Mapi {
+        let mut mapi = Mapi {
+            server: endpoints.exchange.accept_with_waker(NOW, waker),
+            client: ClientAssociation::new(ClientConfig::default()),
+        };
+        let contexts =
+            [(0, EMSMDB_SYNTAX), (1, ASYNC_EMSMDB_SYNTAX)].map(|(id, syntax)| ContextElement {
+                context_id: id,
+                abstract_syntax: syntax,
+                transfer_syntaxes: vec![SyntaxId::NDR20],
+            });
+        let bind = mapi
+            .client
+            .bind(&contexts, Some(ntlm("alice", "secret")))
+            .unwrap();
+        mapi.exchange(&bind, NOW);
+        assert!(mapi.client.is_ready());
+        mapi
+    }
+
     /// Feeds `bytes` to the server and whatever it writes back to the client, legs and
     /// all, until neither side has more; the client's events other than legs.
     fn exchange(&mut self, bytes: &[u8], now: Duration) -> Vec<ClientEvent> {
@@ -126,8 +148,8 @@ fn imap_append(world: &Arc<World>, message: &str) -> String {
     send(format!("{message}\r\n").as_bytes())
 }
 
-#[test]
-fn imap_append_wakes_a_parked_async_wait_and_the_next_rpc_carries_rop_notify() {
+/// The default lab's world and its RPC endpoints, EMSMDB configured as given.
+fn lab(emsmdb_config: EmsmdbConfig) -> (Arc<World>, RpcEndpoints) {
     let world = Arc::new(crate::world::LabFile::default_lab().build().unwrap());
     let config = RpcLabConfig {
         exchange_port: 6001,
@@ -136,34 +158,19 @@ fn imap_append_wakes_a_parked_async_wait_and_the_next_rpc_carries_rop_notify() {
         seed: 7,
         unix_now: 1_700_000_000,
     };
+    let endpoints = RpcEndpoints::for_world_with(&world, &config, emsmdb_config);
+    (world, endpoints)
+}
+
+#[test]
+fn imap_append_wakes_a_parked_async_wait_and_the_next_rpc_carries_rop_notify() {
     let emsmdb_config = EmsmdbConfig {
         async_wait_timeout: Duration::from_secs(60),
         ..EmsmdbConfig::default()
     };
-    let endpoints = RpcEndpoints::for_world_with(&world, &config, emsmdb_config);
+    let (world, endpoints) = lab(emsmdb_config);
     let woken = Arc::new(Woken::default());
-    let mut mapi = Mapi {
-        server: endpoints.exchange.accept_with_waker(NOW, woken.clone()),
-        client: ClientAssociation::new(ClientConfig::default()),
-    };
-    let contexts = [
-        ContextElement {
-            context_id: 0,
-            abstract_syntax: EMSMDB_SYNTAX,
-            transfer_syntaxes: vec![SyntaxId::NDR20],
-        },
-        ContextElement {
-            context_id: 1,
-            abstract_syntax: ASYNC_EMSMDB_SYNTAX,
-            transfer_syntaxes: vec![SyntaxId::NDR20],
-        },
-    ];
-    let bind = mapi
-        .client
-        .bind(&contexts, Some(ntlm("alice", "secret")))
-        .unwrap();
-    mapi.exchange(&bind, NOW);
-    assert!(mapi.client.is_ready());
+    let mut mapi = Mapi::bound_as_alice(&endpoints, woken.clone());
 
     let dn = legacy_dn::user_dn(&world.domain, "alice");
     let connected = parse_connect(&mapi.response(0, OP_CONNECT_EX, &connect_stub(&dn, &[], 0)));
@@ -222,4 +229,22 @@ fn imap_append_wakes_a_parked_async_wait_and_the_next_rpc_carries_rop_notify() {
     assert_eq!(r.u16_le().unwrap(), 0x0002, "NewMail");
     r.u64_le().unwrap();
     assert_eq!(Some(r.u64_le().unwrap()), uid.map(message_id));
+}
+
+#[test]
+fn exchange2003_ec_do_connect_and_ec_do_rpc_over_a_sealed_association() {
+    let (world, endpoints) = lab(EmsmdbConfig::exchange2003());
+    let mut mapi = Mapi::bound_as_alice(&endpoints, Arc::new(Woken::default()));
+
+    let dn = legacy_dn::user_dn(&world.domain, "alice");
+    let stub = mapi.response(0, OP_CONNECT, &legacy_connect_stub(&dn));
+    let connected = client::parse_legacy_connect(&stub).unwrap();
+    assert_eq!(connected.status, 0);
+    let stub = legacy_rpc_stub(&connected.cxh, &logon_rop(0, &dn), &[u32::MAX], 0x8000);
+    let logged_on = client::parse_legacy_rpc(&mapi.response(0, OP_RPC, &stub)).unwrap();
+    assert_eq!(logged_on.status, 0);
+    let (responses, handles) = logged_on.split();
+    assert_eq!(responses[..2], [rops::ROP_LOGON, 0]);
+    assert_ne!(handles, [u32::MAX]);
+    assert_eq!(endpoints.emsmdb.sessions(), 1);
 }

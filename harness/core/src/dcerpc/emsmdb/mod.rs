@@ -48,6 +48,40 @@
 //!     [out] unsigned long *pulFlagsOut);
 //! ```
 //!
+//! With [`EmsmdbConfig::legacy_opnums`] (the Exchange 2003 behaviour) the server also
+//! offers the pre-Exchange-2010 opnums 0 and 2, which [MS-OXCRPC] 3.1.4 lists as
+//! reserved. Their layouts are those of OpenChange's `exchange.idl` (Function 0x00,
+//! 0x02) and of Wireshark's MAPI dissector (`epan/dissectors/pidl/mapi/mapi.idl`,
+//! `mapi_EcDoConnect`, `EcDoRpc`), restated in the MS-OXCRPC notation:
+//!
+//! ```text
+//! // opnum 0: EcDoConnectEx's parameters up to pulTimeStamp, no aux buffers
+//! long EcDoConnect(
+//!     [out, ref] CXH *pcxh, [in, string] unsigned char *szUserDN,
+//!     [in] unsigned long ulFlags, [in] unsigned long ulConMod,
+//!     [in] unsigned long cbLimit, [in] unsigned long ulCpid,
+//!     [in] unsigned long ulLcidString, [in] unsigned long ulLcidSort,
+//!     [in] unsigned long ulIcxrLink, [in] unsigned short usFCanConvertCodePages,
+//!     [out] unsigned long *pcmsPollsMax, [out] unsigned long *pcRetry,
+//!     [out] unsigned long *pcmsRetryDelay, [out] unsigned short *picxr,
+//!     [out, unique, string] unsigned char **szDNPrefix,
+//!     [out, unique, string] unsigned char **szDisplayName,
+//!     [in] unsigned short rgwClientVersion[3],
+//!     [out] unsigned short rgwServerVersion[3],
+//!     [out] unsigned short rgwBestVersion[3],
+//!     [in, out] unsigned long *pulTimeStamp);
+//! // opnum 2, as OpenChange writes it (policy_handle *handle; uint32 size, offset;
+//! // [subcontext(4)] mapi_request / mapi_response; uint16 *length; uint16 max_data):
+//! // size, offset and the subcontext's 4-octet length are the max_count, offset and
+//! // actual_count of a conformant varying byte array holding the ROP buffer
+//! // (RopSize, ROPs, handle table; no RPC_HEADER_EXT), every octet XORed with 0xA5
+//! long EcDoRpc(
+//!     [in, out, ref] CXH *pcxh,
+//!     [in, out] unsigned char rgb[]   /* max_count, offset, actual_count */,
+//!     [in, out] unsigned short *length /* rgb's actual_count */,
+//!     [in] unsigned short max_data    /* the largest rgb the client takes back */);
+//! ```
+//!
 //! A CXH belongs to the connection that made it (used elsewhere, or after its
 //! disconnect, it faults nca_s_fault_context_mismatch) and is run down with it; an ACXH
 //! is bound to its session and may be waited on from any connection.
@@ -101,6 +135,9 @@ pub const ASYNC_EMSMDB_SYNTAX: SyntaxId = SyntaxId::new(
     1,
 );
 
+/// The pre-Exchange-2010 opnums ([`EmsmdbConfig::legacy_opnums`]).
+pub const OP_CONNECT: u16 = 0;
+pub const OP_RPC: u16 = 2;
 pub const OP_DISCONNECT: u16 = 1;
 pub const OP_DUMMY_RPC: u16 = 6;
 pub const OP_CONNECT_EX: u16 = 10;
@@ -126,6 +163,10 @@ pub const FLAG_NO_XOR_MAGIC: u32 = 0x2;
 const MAX_AUX: u32 = 0x1008;
 /// rgbIn / pcbOut upper bound ([MS-OXCRPC] 3.1.4.2).
 const MAX_RPC_BUFFER: u32 = 0x40000;
+/// Every octet of EcDoRpc's rgb is XORed with this: the obfuscation that the XorMagic
+/// flag of RPC_HEADER_EXT ([MS-OXCRPC] 2.2.2.1) later made optional, here on every
+/// buffer, as Wireshark's dissector undoes it.
+const LEGACY_XOR: u8 = 0xA5;
 
 /// Exchange 2013 (15.0.847.32) in the three-WORD form of [MS-OXCRPC] 3.1.4.1.3:
 /// (major << 8 | minor), 0x8000 | build major, build minor.
@@ -146,6 +187,55 @@ pub struct EmsmdbConfig {
     pub polls_max_ms: u32,
     pub retry_count: u32,
     pub retry_delay_ms: u32,
+    /// Offers EcDoConnect (opnum 0) and EcDoRpc (opnum 2) as Exchange 2003 did; off
+    /// (Exchange 2010 and later) they are reserved and fault nca_s_op_rng_error.
+    pub legacy_opnums: bool,
+}
+
+impl EmsmdbConfig {
+    /// Exchange 2003's EMSMDB: the default with EcDoConnect and EcDoRpc offered.
+    pub fn exchange2003() -> EmsmdbConfig {
+        EmsmdbConfig {
+            legacy_opnums: true,
+            ..EmsmdbConfig::default()
+        }
+    }
+}
+
+/// Which Exchange's EMSMDB the lab plays (`harness serve --rpc-profile`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EmsmdbProfile {
+    /// Opnums 0 and 2 reserved (Exchange 2010 and later).
+    #[default]
+    Exchange2010,
+    /// EcDoConnect and EcDoRpc offered beside the extended calls.
+    Exchange2003,
+}
+
+impl EmsmdbProfile {
+    pub fn name(self) -> &'static str {
+        match self {
+            EmsmdbProfile::Exchange2010 => "exchange2010",
+            EmsmdbProfile::Exchange2003 => "exchange2003",
+        }
+    }
+
+    pub fn config(self) -> EmsmdbConfig {
+        match self {
+            EmsmdbProfile::Exchange2010 => EmsmdbConfig::default(),
+            EmsmdbProfile::Exchange2003 => EmsmdbConfig::exchange2003(),
+        }
+    }
+}
+
+impl std::str::FromStr for EmsmdbProfile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [EmsmdbProfile::Exchange2010, EmsmdbProfile::Exchange2003]
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("unknown RPC profile {s:?} (exchange2003, exchange2010)"))
+    }
 }
 
 impl Default for EmsmdbConfig {
@@ -158,6 +248,7 @@ impl Default for EmsmdbConfig {
             polls_max_ms: 60_000,
             retry_count: 6,
             retry_delay_ms: 10_000,
+            legacy_opnums: false,
         }
     }
 }
@@ -376,8 +467,14 @@ impl EmsmdbServer {
         self.lock().sessions.len()
     }
 
-    /// EcDoConnectEx: a session for the principal when it owns the DN's mailbox.
-    fn connect_ex(&self, ctx: &CallContext<'_>, stub: &[u8]) -> Result<Vec<u8>, CallOutcome> {
+    /// EcDoConnectEx (`with_aux`) or EcDoConnect: a session for the principal when it
+    /// owns the DN's mailbox.
+    fn connect(
+        &self,
+        ctx: &CallContext<'_>,
+        stub: &[u8],
+        with_aux: bool,
+    ) -> Result<Vec<u8>, CallOutcome> {
         let mut r = NdrReader::new(stub);
         let user_dn = ndr(r.string())?;
         let mut words = [0u32; 7];
@@ -391,8 +488,13 @@ impl EmsmdbServer {
         }
         ndr(r.align(4))?;
         let timestamp = ndr(r.u32())?;
-        let aux_in = ndr(sized_bytes(&mut r, 0, MAX_AUX))?;
-        let _cb_aux_out = ndr(r.u32_in_range(0, MAX_AUX))?;
+        let aux_in = if with_aux {
+            let aux_in = ndr(sized_bytes(&mut r, 0, MAX_AUX))?;
+            let _cb_aux_out = ndr(r.u32_in_range(0, MAX_AUX))?;
+            aux_in
+        } else {
+            &[]
+        };
 
         let org = &self.world.domain;
         let dn = String::from_utf8_lossy(&user_dn);
@@ -463,7 +565,9 @@ impl EmsmdbServer {
             ctx.now.as_secs() as u32
         };
         w.put_u32(stamp);
-        put_empty_aux(&mut w);
+        if with_aux {
+            put_empty_aux(&mut w);
+        }
         w.put_u32(status);
         Ok(w.into_bytes())
     }
@@ -555,18 +659,7 @@ impl EmsmdbServer {
             max_payload: MAX_PAYLOAD,
         };
         let request = decode_extended_buffer(rgb_in, limits).map_err(|_| EC_RPC_FORMAT)?;
-        let mut target = SessionTarget {
-            session,
-            world: &self.world,
-        };
-        let (responses, handles) =
-            rops::execute(&request, &mut target).map_err(|_| EC_RPC_FORMAT)?;
-        let mut out = Writer::new();
-        out.put_bytes(&responses);
-        self.put_notifications(session, &mut out);
-        let responses = out;
-        let buffer =
-            rops::response_buffer(responses.as_bytes(), &handles).ok_or(EC_BUFFER_TOO_SMALL)?;
+        let buffer = self.run_rop_buffer(session, &request)?;
         let options = EncodeOptions {
             compress: flags & FLAG_NO_COMPRESSION == 0,
             xor: flags & FLAG_NO_XOR_MAGIC == 0,
@@ -577,6 +670,59 @@ impl EmsmdbServer {
             return Err(EC_BUFFER_TOO_SMALL);
         }
         Ok(out)
+    }
+
+    /// Runs a ROP request buffer (RopSize, ROPs, handle table) and appends the
+    /// session's notifications: the ROP response buffer, or the call's return value.
+    fn run_rop_buffer(&self, session: &mut Session, request: &[u8]) -> Result<Vec<u8>, u32> {
+        let mut target = SessionTarget {
+            session,
+            world: &self.world,
+        };
+        let (responses, handles) =
+            rops::execute(request, &mut target).map_err(|_| EC_RPC_FORMAT)?;
+        let mut out = Writer::new();
+        out.put_bytes(&responses);
+        self.put_notifications(session, &mut out);
+        rops::response_buffer(out.as_bytes(), &handles).ok_or(EC_BUFFER_TOO_SMALL)
+    }
+
+    /// EcDoRpc: rgb is the bare ROP buffer under XOR 0xA5, answered in kind when the
+    /// response fits max_data.
+    fn rpc_legacy(&self, ctx: &CallContext<'_>, stub: &[u8]) -> Result<Vec<u8>, CallOutcome> {
+        let mut r = NdrReader::new(stub);
+        let handle = ndr(r.context_handle())?;
+        let rgb_in = ndr(r.conformant_varying_bytes())?;
+        let cb_in = ndr(r.u16())?;
+        let max_data = ndr(r.u16())?;
+        if usize::from(cb_in) != rgb_in.len() {
+            return Err(CallOutcome::Fault(FaultStatus::BAD_STUB_DATA));
+        }
+        let request = xor_legacy(rgb_in);
+
+        let mut state = self.lock();
+        let cxh = self.session_cxh(&state, ctx, &handle)?;
+        let result = match state.sessions.get_mut(&cxh) {
+            Some(session) => self.run_rop_buffer(session, &request).and_then(|out| {
+                match u16::try_from(out.len()) {
+                    Ok(len) if len <= max_data => Ok(out),
+                    _ => Err(EC_BUFFER_TOO_SMALL),
+                }
+            }),
+            None => Err(EC_RPC_FORMAT),
+        };
+        drop(state);
+        let (rgb_out, status) = match result {
+            Ok(out) => (xor_legacy(&out), 0),
+            Err(code) => (Vec::new(), code),
+        };
+        let mut w = NdrWriter::new();
+        w.put_context_handle(&handle);
+        w.put_conformant_varying_bytes(rgb_out.len(), &rgb_out);
+        // The length fits: it was checked against the 16-bit max_data.
+        w.put_u16(u16::try_from(rgb_out.len()).unwrap_or(u16::MAX));
+        w.put_u32(status);
+        Ok(w.into_bytes())
     }
 
     /// RopNotify for each queued event, up to the per-response cap, then RopPending
@@ -729,6 +875,11 @@ impl EmsmdbServer {
     }
 }
 
+/// EcDoRpc's obfuscation, its own inverse.
+pub fn xor_legacy(bytes: &[u8]) -> Vec<u8> {
+    bytes.iter().map(|b| b ^ LEGACY_XOR).collect()
+}
+
 fn wait_response(flags_out: u32, status: u32) -> Vec<u8> {
     let mut w = NdrWriter::new();
     w.put_u32(flags_out);
@@ -754,10 +905,13 @@ impl RpcInterface for Emsmdb {
         match opnum {
             OP_DISCONNECT => outcome(self.0.disconnect(ctx, stub)),
             OP_DUMMY_RPC => CallOutcome::Response(0u32.to_le_bytes().to_vec()),
-            OP_CONNECT_EX => outcome(self.0.connect_ex(ctx, stub)),
+            OP_CONNECT if self.0.config.legacy_opnums => outcome(self.0.connect(ctx, stub, false)),
+            OP_RPC if self.0.config.legacy_opnums => outcome(self.0.rpc_legacy(ctx, stub)),
+            OP_CONNECT_EX => outcome(self.0.connect(ctx, stub, true)),
             OP_RPC_EXT2 => outcome(self.0.rpc_ext2(ctx, stub)),
             OP_ASYNC_CONNECT_EX => outcome(self.0.async_connect(ctx, stub)),
-            // Reserved opnums and EcRRegisterPushNotification (not offered).
+            // Reserved opnums (0 and 2 too unless legacy_opnums) and
+            // EcRRegisterPushNotification (not offered).
             _ => CallOutcome::Fault(FaultStatus::NCA_S_OP_RNG_ERROR),
         }
     }

@@ -46,7 +46,8 @@ fn alice_dn() -> String {
 }
 
 pub(crate) use super::client::{
-    connect_stub, logon_rop, register_rop, rop_request, rpc_stub, wait_stub,
+    connect_stub, legacy_connect_stub, legacy_rpc_stub, logon_rop, register_rop, rop_request,
+    rpc_stub, wait_stub,
 };
 use super::client::{Connected, RpcResult};
 
@@ -79,13 +80,17 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
+        Fixture::with(EmsmdbConfig::default())
+    }
+
+    fn with(base: EmsmdbConfig) -> Fixture {
         let world = world();
         let server = EmsmdbServer::new(
             Arc::clone(&world),
             EmsmdbConfig {
                 async_wait_timeout: Duration::from_secs(30),
                 max_notifications_per_response: 2,
-                ..EmsmdbConfig::default()
+                ..base
             },
         );
         let (emsmdb, async_emsmdb) = server.interfaces();
@@ -693,4 +698,108 @@ fn a_session_holds_a_bounded_number_of_objects() {
     assert_eq!(handles, [1]);
     let (responses, _) = f.rpc(1, &cxh, &logon).split();
     assert_eq!(&responses[2..6], &[0; 4]);
+}
+
+#[test]
+fn exchange2010_leaves_opnums_0_and_2_reserved() {
+    let f = Fixture::new();
+    let c = ctx(Some(&f.alice), 1);
+    let range = CallOutcome::Fault(FaultStatus::NCA_S_OP_RNG_ERROR);
+    let connect = legacy_connect_stub(&alice_dn());
+    assert_eq!(f.emsmdb.call(&c, OP_CONNECT, &connect), range);
+    let cxh = f.connect(1);
+    let rpc = legacy_rpc_stub(&cxh, &logon_rop(0, &alice_dn()), &[u32::MAX], 0x8000);
+    assert_eq!(f.emsmdb.call(&c, OP_RPC, &rpc), range);
+    assert_eq!(f.server.sessions(), 1);
+}
+
+#[test]
+fn exchange2003_connects_and_runs_rops_without_extended_buffers() {
+    let f = Fixture::with(EmsmdbConfig::exchange2003());
+    let c = ctx(Some(&f.alice), 1);
+    let stub = legacy_connect_stub(&alice_dn());
+    let got =
+        client::parse_legacy_connect(&response(f.emsmdb.call(&c, OP_CONNECT, &stub))).unwrap();
+    assert_eq!(got.status, 0);
+    assert!(!got.cxh.is_nil());
+    assert_eq!(got.display_name.as_deref(), Some(&b"alice"[..]));
+    let refused =
+        client::parse_legacy_connect(&response(f.emsmdb.call(&ctx(None, 1), OP_CONNECT, &stub)))
+            .unwrap();
+    assert_eq!(
+        (refused.status, refused.cxh.is_nil()),
+        (EC_ACCESS_DENIED, true)
+    );
+
+    let rpc = legacy_rpc_stub(&got.cxh, &logon_rop(0, &alice_dn()), &[u32::MAX], 0x8000);
+    let out = client::parse_legacy_rpc(&response(f.emsmdb.call(&c, OP_RPC, &rpc))).unwrap();
+    assert_eq!(out.status, 0);
+    let (rops, handles) = out.split();
+    assert_eq!(
+        rops[..7],
+        [rops::ROP_LOGON, 0, 0, 0, 0, 0, 0x01],
+        "RopLogon: handle index 0, ReturnValue 0, LogonFlags Private"
+    );
+    assert_eq!(handles.len(), 1);
+    assert_ne!(handles[0], u32::MAX);
+
+    // A response larger than max_data is ecBufferTooSmall, rgb empty.
+    let rpc = legacy_rpc_stub(&got.cxh, &logon_rop(0, &alice_dn()), &[u32::MAX], 8);
+    let out = client::parse_legacy_rpc(&response(f.emsmdb.call(&c, OP_RPC, &rpc))).unwrap();
+    assert_eq!((out.status, out.rop_buffer.len()), (EC_BUFFER_TOO_SMALL, 0));
+    // The extended calls stay offered.
+    f.connect(1);
+    assert_eq!(f.server.sessions(), 2);
+}
+
+#[test]
+fn exchange2003_legacy_calls_refuse_bad_stubs() {
+    let f = Fixture::with(EmsmdbConfig::exchange2003());
+    let c = ctx(Some(&f.alice), 1);
+    let bad = CallOutcome::Fault(FaultStatus::BAD_STUB_DATA);
+    let mut short = legacy_connect_stub(&alice_dn());
+    short.truncate(short.len() - 3);
+    assert_eq!(f.emsmdb.call(&c, OP_CONNECT, &short), bad);
+    let mut lying = legacy_connect_stub(&alice_dn());
+    lying[0..4].copy_from_slice(&0x7FFF_FFFFu32.to_le_bytes());
+    assert_eq!(f.emsmdb.call(&c, OP_CONNECT, &lying), bad);
+    assert_eq!(f.server.sessions(), 0);
+
+    let cxh = f.connect(1);
+    let good = legacy_rpc_stub(&cxh, &logon_rop(0, &alice_dn()), &[u32::MAX], 0x8000);
+    // The 16-bit length disagrees with the array's actual_count.
+    let mut lying = good.clone();
+    let at = lying.len() - 4;
+    lying[at..at + 2].copy_from_slice(&3u16.to_le_bytes());
+    assert_eq!(f.emsmdb.call(&c, OP_RPC, &lying), bad);
+    // actual_count beyond max_count.
+    let mut lying = good.clone();
+    lying[20..24].copy_from_slice(&1u32.to_le_bytes());
+    assert_eq!(f.emsmdb.call(&c, OP_RPC, &lying), bad);
+    let mut short = good.clone();
+    short.truncate(short.len() - 1);
+    assert_eq!(f.emsmdb.call(&c, OP_RPC, &short), bad);
+    // A ROP buffer that does not parse is ecRpcFormat, as in EcDoRpcExt2.
+    let mut w = NdrWriter::new();
+    w.put_context_handle(&cxh);
+    w.put_conformant_varying_bytes(1, &[0x5A]);
+    w.put_u16(1);
+    w.put_u16(0x8000);
+    let out = client::parse_legacy_rpc(&response(f.emsmdb.call(&c, OP_RPC, w.as_bytes()))).unwrap();
+    assert_eq!(out.status, EC_RPC_FORMAT);
+    // A handle never issued.
+    let forged = legacy_rpc_stub(&ContextHandle::NIL, &[], &[], 0x8000);
+    assert_eq!(
+        f.emsmdb.call(&c, OP_RPC, &forged),
+        CallOutcome::Fault(FaultStatus::NCA_S_FAULT_CONTEXT_MISMATCH)
+    );
+}
+
+#[test]
+fn rpc_profiles_parse_by_name() {
+    assert_eq!("exchange2003".parse(), Ok(EmsmdbProfile::Exchange2003));
+    assert_eq!("Exchange2010".parse(), Ok(EmsmdbProfile::Exchange2010));
+    assert!("exchange5.5".parse::<EmsmdbProfile>().is_err());
+    assert!(EmsmdbProfile::Exchange2003.config().legacy_opnums);
+    assert!(!EmsmdbProfile::default().config().legacy_opnums);
 }

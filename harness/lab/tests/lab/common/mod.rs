@@ -292,6 +292,14 @@ pub fn rss(pid: u32) -> u64 {
 /// A lab serving only DCE/RPC: the Exchange endpoint and the endpoint mapper, both on
 /// ephemeral loopback ports.
 pub async fn rpc_lab(seed: Option<u64>) -> Lab {
+    rpc_lab_as(seed, Default::default()).await
+}
+
+/// [`rpc_lab`] with EMSMDB playing the given Exchange.
+pub async fn rpc_lab_as(
+    seed: Option<u64>,
+    rpc_profile: harness_core::dcerpc::emsmdb::EmsmdbProfile,
+) -> Lab {
     use harness::serve::rpc::{RpcListenerSpec, RpcRole};
     let loopback: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
     Lab::start(LabConfig {
@@ -307,6 +315,7 @@ pub async fn rpc_lab(seed: Option<u64>) -> Lab {
             },
         ],
         seed,
+        rpc_profile,
         ..LabConfig::default()
     })
     .await
