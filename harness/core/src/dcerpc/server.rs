@@ -58,6 +58,21 @@ pub enum AuthFailureFault {
     Samba,
 }
 
+impl std::str::FromStr for AuthFailureFault {
+    type Err = String;
+
+    /// `windows` or `samba`, in any case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "windows" => Ok(AuthFailureFault::Windows),
+            "samba" => Ok(AuthFailureFault::Samba),
+            _ => Err(format!(
+                "unknown refusal style {s:?}; known: windows, samba"
+            )),
+        }
+    }
+}
+
 impl AuthFailureFault {
     pub fn status(self) -> FaultStatus {
         match self {

@@ -11,6 +11,7 @@ use harness::serve::rpc::{RpcListenerSpec, RpcRole};
 use harness::{Lab, LabConfig, ListenerSpec, Protocol, Security};
 use harness_core::budget::DEFAULT_MEMORY_BUDGET;
 use harness_core::dcerpc::emsmdb::EmsmdbProfile;
+use harness_core::dcerpc::server::{AuthFailureFault, EndpointConfig, MIN_FRAG};
 use harness_core::frontend::{FrontendProfile, FRONTEND_PROFILE_NAMES};
 use harness_core::profile::PROFILE_NAMES;
 use harness_core::{LabFile, Limits, Profile};
@@ -85,6 +86,19 @@ pub struct ServeArgs {
     /// EcDoRpcExt2 only) or exchange2003 (EcDoConnect and EcDoRpc, opnums 0 and 2, too).
     #[arg(long, default_value = "exchange2010")]
     rpc_profile: EmsmdbProfile,
+    /// How the RPC endpoint refuses a request after a failed NTLM logon: windows
+    /// (access_denied, the connection stays) or samba (nca_s_proto_error, then a close).
+    #[arg(long, default_value = "windows")]
+    rpc_refusals: AuthFailureFault,
+    /// Largest DCE/RPC fragment the RPC listeners send and accept (at least 1432).
+    #[arg(long, default_value_t = EndpointConfig::default().max_frag)]
+    rpc_max_frag: u16,
+    /// Largest reassembled request stub, in bytes.
+    #[arg(long, default_value_t = EndpointConfig::default().max_stub)]
+    rpc_max_stub: usize,
+    /// Calls one RPC association may make; later ones get nca_s_server_too_busy.
+    #[arg(long, default_value_t = EndpointConfig::default().max_calls)]
+    rpc_max_calls: u64,
     /// Front-end profile for --fe-imap / --fe-pop3 (exchange2000-rtm, exchange2000-sp1,
     /// affinity, per-session, session-cache).
     #[arg(long, default_value = "exchange2000-rtm")]
@@ -181,6 +195,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
             rpc.push(RpcListenerSpec { role, addr });
         }
     }
+    if args.rpc_max_frag < MIN_FRAG {
+        bail!("--rpc-max-frag must be at least {MIN_FRAG} (every DCE/RPC peer must take that)");
+    }
     if args.epm.is_some() && args.rpc.is_none() {
         bail!("--epm names the --rpc listener's interfaces: give --rpc too");
     }
@@ -214,6 +231,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
         memory_budget: args.memory_budget,
         rpc,
         rpc_profile: args.rpc_profile,
+        rpc_endpoint: EndpointConfig {
+            max_frag: args.rpc_max_frag,
+            max_stub: args.rpc_max_stub,
+            max_calls: args.rpc_max_calls,
+            auth_failure: args.rpc_refusals,
+            ..EndpointConfig::default()
+        },
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {

@@ -87,6 +87,10 @@ pub struct LabConfig {
     /// Which Exchange's EMSMDB the Exchange endpoint plays (2003 adds EcDoConnect and
     /// EcDoRpc, opnums 0 and 2).
     pub rpc_profile: EmsmdbProfile,
+    /// Limits and choices of every RPC association (fragment and stub sizes, contexts,
+    /// calls and parked calls per association, Windows or Samba refusals); its idle
+    /// timeout is replaced by `limits.idle_timeout`, the lab's one.
+    pub rpc_endpoint: EndpointConfig,
 }
 
 impl Default for LabConfig {
@@ -108,6 +112,7 @@ impl Default for LabConfig {
             memory_budget: DEFAULT_MEMORY_BUDGET,
             rpc: Vec::new(),
             rpc_profile: EmsmdbProfile::default(),
+            rpc_endpoint: EndpointConfig::default(),
         }
     }
 }
@@ -473,7 +478,7 @@ fn start_rpc(
         exchange_ip,
         endpoint: EndpointConfig {
             idle_timeout: config.limits.idle_timeout,
-            ..EndpointConfig::default()
+            ..config.rpc_endpoint.clone()
         },
         seed: seed ^ 0x5250_4320_4e54_4c4d,
         unix_now: SystemTime::now()

@@ -19,6 +19,7 @@ mod literal_flood;
 mod load_cli;
 mod netfuzz;
 mod real_clients;
+mod rpc_limits;
 mod run_cli;
 mod scenario_sockets;
 mod serve_cli;

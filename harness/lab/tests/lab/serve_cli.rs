@@ -119,3 +119,21 @@ fn serve_refuses_unknown_profile_and_bad_user_syntax() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a loopback address"));
 }
+
+#[test]
+fn serve_refuses_bad_rpc_settings() {
+    for (args, says) in [
+        (&["--rpc-max-frag", "1000"][..], "at least 1432"),
+        (&["--rpc-refusals", "vms"][..], "known: windows, samba"),
+        (&["--rpc-profile", "exchange5"][..], "exchange2003"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+            .args(["serve", "--rpc", "127.0.0.1:0"])
+            .args(args)
+            .output()
+            .expect("runs");
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
