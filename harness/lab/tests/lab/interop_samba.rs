@@ -36,6 +36,21 @@ const SRVSVC: SyntaxId = SyntaxId::new(
 const NETR_REMOTE_TOD: u16 = 28;
 const NETR_SHARE_GET_INFO: u16 = 16;
 
+/// samr, 12345778-1234-abcd-ef00-0123456789ac v1.0 ([MS-SAMR] 1.9).
+const SAMR: SyntaxId = SyntaxId::new(
+    Uuid::new(
+        0x1234_5778,
+        0x1234,
+        0xabcd,
+        [0xef, 0x00, 0x01, 0x23, 0x45, 0x67, 0x89, 0xac],
+    ),
+    1,
+    0,
+);
+/// [MS-SAMR] 3.1.5.1.4 SamrConnect, 3.1.5.13.1 SamrCloseHandle.
+const SAMR_CONNECT: u16 = 0;
+const SAMR_CLOSE_HANDLE: u16 = 1;
+
 static ONE_SAMBA: Mutex<()> = Mutex::new(());
 
 /// A running Samba; dropping it stops Samba and waits for that before the next test may
@@ -127,6 +142,11 @@ fn port_from_ept_map(reply: &[u8]) -> Result<u16, String> {
 
 /// Asks the endpoint mapper on 127.0.0.1:135 for srvsvc's ncacn_ip_tcp port.
 async fn srvsvc_port() -> u16 {
+    mapped_port(SRVSVC).await
+}
+
+/// Asks the endpoint mapper on 127.0.0.1:135 for `iface`'s ncacn_ip_tcp port.
+async fn mapped_port(iface: SyntaxId) -> u16 {
     let bind = RpcBind {
         config: ClientConfig {
             bind_time_features: Some(3),
@@ -145,7 +165,7 @@ async fn srvsvc_port() -> u16 {
         "Samba answers the feature context"
     );
     let reply = epm
-        .call(OPNUM_EPT_MAP, &ept_map_stub(SRVSVC, 4))
+        .call(OPNUM_EPT_MAP, &ept_map_stub(iface, 4))
         .await
         .expect("ept_map");
     port_from_ept_map(&reply).unwrap_or_else(|e| panic!("ept_map reply {reply:02x?}: {e}"))
@@ -397,4 +417,42 @@ fn samba_log(samba: &Samba) -> String {
         tail.iter().rev().for_each(|l| out += &format!("{l}\n"));
     }
     out
+}
+
+/// samr over TCP, sealed at level 6 (issue 15 item 7): SamrConnect with a NULL server
+/// name gets a server handle and STATUS_SUCCESS; SamrCloseHandle closes it (the handle
+/// comes back nil).
+#[test]
+fn sealed_samr_connect_and_close_handle() {
+    let Some(samba) = samba() else { return };
+    runtime().block_on(async {
+        let addr = ([127, 0, 0, 1], mapped_port(SAMR).await).into();
+        let bind =
+            RpcBind::new(SAMR).with_security(ntlm("alice", "secret", AuthLevel::PKT_PRIVACY));
+        let mut rpc = RpcConnection::connect(addr, bind)
+            .await
+            .unwrap_or_else(|e| panic!("samr bind: {e}\n{}", samba_log(&samba)));
+        // [in, unique, string] wchar_t *ServerName (NULL); [in] DesiredAccess:
+        // SAM_SERVER_CONNECT | SAM_SERVER_ENUMERATE_DOMAINS | SAM_SERVER_LOOKUP_DOMAIN.
+        let mut w = NdrWriter::new();
+        w.put_pointer(false);
+        w.put_u32(0x0000_0031);
+        let reply = rpc
+            .call(SAMR_CONNECT, &w.into_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("SamrConnect: {e}\n{}", samba_log(&samba)));
+        let mut r = NdrReader::new(&reply);
+        let handle = r.context_handle().expect("a server handle");
+        assert!(!handle.is_nil(), "{reply:02x?}");
+        assert_eq!(r.u32().expect("NTSTATUS"), 0, "STATUS_SUCCESS");
+        let mut w = NdrWriter::new();
+        w.put_context_handle(&handle);
+        let reply = rpc
+            .call(SAMR_CLOSE_HANDLE, &w.into_bytes())
+            .await
+            .expect("SamrCloseHandle");
+        let mut r = NdrReader::new(&reply);
+        assert!(r.context_handle().expect("the handle").is_nil());
+        assert_eq!(r.u32().expect("NTSTATUS"), 0);
+    });
 }
