@@ -859,16 +859,7 @@ mod tests {
         CallContext::unauthenticated(connection_id)
     }
 
-    const EMSMDB: SyntaxId = SyntaxId::new(
-        Uuid::new(
-            0xa4f1_db00,
-            0xca47,
-            0x1067,
-            [0xb3, 0x1f, 0x00, 0xdd, 0x01, 0x06, 0x62, 0xda],
-        ),
-        0,
-        81,
-    );
+    use crate::dcerpc::emsmdb::EMSMDB_SYNTAX as EMSMDB;
     use crate::dcerpc::nspi::NSPI_SYNTAX as NSPI;
     use crate::dcerpc::rfr::RFR_SYNTAX as RFR;
 

@@ -313,6 +313,8 @@ pub struct Association {
     bound: bool,
     /// Largest fragment this side may send (the client's max_recv_frag, capped).
     max_xmit: u16,
+    /// Largest fragment this side accepts (the client's max_xmit_frag, capped).
+    max_recv: u16,
     group: Option<u32>,
     /// Bind-time features accepted ([MS-RPCE] 3.3.1.5.3).
     features: u16,
@@ -352,6 +354,7 @@ impl Association {
         Association {
             framer: PduFramer::new(config.max_frag),
             max_xmit: config.max_frag,
+            max_recv: config.max_frag,
             reassembler: CallReassembler::new(config.max_stub),
             idle_deadline: now + config.idle_timeout,
             now,
@@ -520,6 +523,7 @@ impl Association {
         let config = &self.endpoint.config;
         self.max_xmit = bind.max_recv_frag.min(config.max_frag);
         let max_recv = bind.max_xmit_frag.min(config.max_frag);
+        self.max_recv = max_recv;
         self.framer.set_max_frag(max_recv);
         let results = self.negotiate_contexts(&bind.contexts, true);
         let auth = self.verifier_for(pdu.auth.as_ref(), token);
@@ -559,7 +563,7 @@ impl Association {
         let results = self.negotiate_contexts(&alter.contexts, false);
         let ack = BindAck {
             max_xmit_frag: self.max_xmit,
-            max_recv_frag: self.framer_limit(),
+            max_recv_frag: self.max_recv,
             assoc_group_id: self.group.unwrap_or(0),
             // An alter_context_resp names no secondary address ([MS-RPCE] 2.2.2.6).
             sec_addr: Vec::new(),
@@ -568,13 +572,6 @@ impl Association {
         let mut reply = Pdu::new(pdu.call_id, PfcFlags::WHOLE, PduBody::AlterContextResp(ack));
         reply.auth = self.verifier_for(pdu.auth.as_ref(), token);
         self.send(&reply);
-    }
-
-    fn framer_limit(&self) -> u16 {
-        self.endpoint
-            .config
-            .max_frag
-            .min(self.max_xmit.max(MIN_FRAG))
     }
 
     /// An alter_context's security leg: the next leg of a pending context, or a new

@@ -482,6 +482,11 @@ fn frag_sizes_are_negotiated_down_and_floored() {
     (bind.max_xmit_frag, bind.max_recv_frag) = (u16::MAX, 2000);
     let a = ack(&conn.bind(1, bind, None)).clone();
     assert_eq!((a.max_xmit_frag, a.max_recv_frag), (2000, 5840));
+    // An alter_context_resp repeats what the bind negotiated.
+    let alter = Pdu::new(2, PfcFlags::WHOLE, PduBody::AlterContext(echo_bind()));
+    let resp = one(conn.send(alter));
+    let a = ack(&resp);
+    assert_eq!((a.max_xmit_frag, a.max_recv_frag), (2000, 5840));
 
     let mut conn = Conn::open(&lab);
     let mut bind = echo_bind();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::common::Client;
 use harness::serve::rpc::{RpcListenerSpec, RpcRole};
-use harness::tools::dcerpc_client::{RpcBind, RpcConnection};
+use harness::tools::dcerpc_client::{ntlm_security, RpcBind, RpcConnection};
 use harness::{Lab, LabConfig, ListenerSpec, Protocol, Security};
 use harness_core::dcerpc::client::{AuthLevel, BindSecurity};
 use harness_core::dcerpc::emsmdb::client::{
@@ -21,22 +21,10 @@ use harness_core::dcerpc::emsmdb::{
     OP_ASYNC_WAIT_EX, OP_CONNECT_EX, OP_RPC_EXT2,
 };
 use harness_core::dcerpc::legacy_dn;
-use harness_core::dcerpc::ntlm::NtlmClientSecurity;
-use harness_core::ntlm::{Credentials, InitiatorOptions, ResponseKind};
 
+/// alice, sealed (a fresh client challenge and session key per association).
 fn ntlm() -> BindSecurity {
-    let credentials = Credentials {
-        user: "alice".into(),
-        password: "secret".into(),
-        domain: String::new(),
-        workstation: "HARNESS".into(),
-    };
-    let options = InitiatorOptions::fixed(5, 6, ResponseKind::V2, true);
-    BindSecurity {
-        provider: Box::new(NtlmClientSecurity::new(credentials, options)),
-        level: AuthLevel::PKT_PRIVACY,
-        auth_context_id: 1,
-    }
+    ntlm_security("alice", "secret", "", AuthLevel::PKT_PRIVACY)
 }
 
 async fn rpc(
