@@ -37,6 +37,10 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("imap_server_session", crate::imap::fuzz_server_session),
     ("imap_client_session", crate::driver::fuzz_imap_client),
     ("pop3_client_session", crate::driver::fuzz_pop3_client),
+    (
+        "mapi_client_session",
+        crate::driver::mapi_client::fuzz_mapi_client,
+    ),
     ("frontend_session", crate::frontend::fuzz_frontend_session),
     ("lab_file_decode", lab_file_decode),
     ("script_decode", script_scenario_ops::script_decode),

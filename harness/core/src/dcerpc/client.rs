@@ -43,6 +43,27 @@ const ERR_LAYOUT: &str = "dcerpc client: stub overlaps the auth trailer";
 /// The smallest max_recv_frag a server may announce: [C706]'s MustRecvFragSize.
 pub const MIN_FRAG: u16 = 1432;
 
+/// The Win32 status a Windows client reports for a fault: the nca_s codes of [C706]
+/// Appendix E map to their RPC_S / RPC_X counterparts (as the Windows runtime maps
+/// them, [MS-RPCE] 2.2.2.9); a status that is already a Win32 value stays itself.
+pub fn win32_status(status: FaultStatus) -> u32 {
+    match status {
+        FaultStatus::NCA_S_COMM_FAILURE => 1820,
+        FaultStatus::NCA_S_OP_RNG_ERROR => 1745,
+        FaultStatus::NCA_S_UNK_IF => 1717,
+        FaultStatus::NCA_S_PROTO_ERROR => 1728,
+        FaultStatus::NCA_S_SERVER_TOO_BUSY => 1723,
+        FaultStatus::NCA_S_UNSUPPORTED_AUTHN_LEVEL => 1821,
+        // ERROR_INVALID_HANDLE: the context handle is not one the server knows.
+        FaultStatus::NCA_S_FAULT_CONTEXT_MISMATCH => 6,
+        FaultStatus::NCA_S_FAULT_INVALID_BOUND => 1734,
+        FaultStatus::NCA_S_INVALID_PRES_CONTEXT_ID => 1717,
+        FaultStatus::NCA_S_FAULT_UNSPEC => 1726,
+        other if other.0 < 0x1c00_0000 => other.0,
+        _ => 1726,
+    }
+}
+
 /// What the client offers in its bind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfig {

@@ -10,6 +10,7 @@
 
 pub mod imap_client;
 pub mod imap_response;
+pub mod mapi_client;
 pub mod outcome;
 pub mod policy;
 pub mod pop3_client;
@@ -22,7 +23,8 @@ mod tests;
 
 pub use imap_client::{ImapClient, ImapClientError};
 pub use imap_response::fuzz_response_decode as fuzz_imap_response_decode;
-pub use outcome::{Finding, SessionOutcome, Status, StepLine};
+pub use mapi_client::{MapiClient, MapiClientConfig};
+pub use outcome::{Finding, SessionOutcome, SessionProtocol, Status, StepLine};
 pub use policy::{AuthMethod, Offer, Policy, Rules};
 pub use pop3_client::{Pop3Client, Pop3ClientError};
 
@@ -207,55 +209,30 @@ macro_rules! answer_from_common {
 }
 use answer_from_common;
 
-/// The bookkeeping both clients share: steps, codes, findings, prompts, the output queue
-/// and the timer.
-#[derive(Debug)]
-pub(crate) struct Common {
-    pub cfg: ClientConfig,
-    pub rules: Rules,
-    pub protocol: Protocol,
+/// What every client records of its session: the steps, the codes and findings, and the
+/// simulated user's credential prompts (counted, and a loop noticed when the same refusal
+/// comes `loop_threshold` times in a row).
+#[derive(Debug, Default)]
+pub(crate) struct Journal {
     steps: Vec<StepLine>,
     omitted: usize,
     codes: Vec<ErrorCode>,
     findings: Vec<Finding>,
     pub prompts: u32,
     identical: u32,
-    last_failure: Option<String>,
-    pub status: Status,
-    out: VecDeque<ClientOutput>,
-    pub done: bool,
-    pub deadline: Option<Duration>,
-    pub tls: bool,
-    /// Logon attempts so far (each NTLM attempt gets its own seed).
-    pub attempts: u64,
-    /// A reconnect was asked for and no byte has arrived on the new connection yet.
-    pub reconnecting: bool,
+    last_refusal: Option<String>,
 }
 
-impl Common {
-    pub fn new(cfg: ClientConfig, protocol: Protocol) -> Self {
-        let rules = cfg.policy.rules();
-        Common {
-            tls: cfg.tls_active,
-            rules,
-            protocol,
-            steps: Vec::new(),
-            omitted: 0,
-            codes: Vec::new(),
-            findings: Vec::new(),
-            prompts: 0,
-            identical: 0,
-            last_failure: None,
-            status: Status::InProgress,
-            out: VecDeque::new(),
-            done: false,
-            deadline: Some(cfg.response_timeout),
-            attempts: 0,
-            reconnecting: false,
-            cfg,
-        }
-    }
+/// What the user at a credential prompt does, from [`Journal::prompt`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AtPrompt {
+    /// Re-enters the same credentials.
+    Retry,
+    /// Presses Cancel: the session ends with this status (looping when a loop was seen).
+    Cancel(Status),
+}
 
+impl Journal {
     pub fn step(&mut self, line: impl Into<String>) {
         if self.steps.len() < MAX_STEPS {
             self.steps.push(StepLine(line.into()));
@@ -264,16 +241,9 @@ impl Common {
         }
     }
 
-    pub fn server_line(&mut self, text: &[u8]) {
-        let shown = outcome::printable(text, 160);
-        self.step(format!("S: {shown}"));
-    }
-
-    pub fn code(&mut self, code: Option<ErrorCode>) {
-        if let Some(c) = code {
-            if !self.codes.contains(&c) {
-                self.codes.push(c);
-            }
+    pub fn code(&mut self, code: ErrorCode) {
+        if !self.codes.contains(&code) {
+            self.codes.push(code);
         }
     }
 
@@ -297,6 +267,118 @@ impl Common {
         self.findings
             .iter()
             .any(|f| matches!(f, Finding::CredentialLoop { .. }))
+    }
+
+    /// A refused logon puts the prompt up: counted, `signature` compared with the last
+    /// refusal for loop detection, and the user cancels at the `max_prompts`th prompt.
+    pub fn prompt(&mut self, signature: String, max_prompts: u32, loop_threshold: u32) -> AtPrompt {
+        self.prompts += 1;
+        if self.last_refusal.as_deref() == Some(signature.as_str()) {
+            self.identical += 1;
+        } else {
+            self.identical = 1;
+            self.last_refusal = Some(signature);
+        }
+        if self.identical >= loop_threshold.max(1) {
+            self.finding(Finding::CredentialLoop {
+                prompts: self.prompts,
+            });
+        }
+        let n = self.prompts;
+        if n >= max_prompts {
+            self.step(format!("prompt {n}: user cancels"));
+            AtPrompt::Cancel(if self.has_loop() {
+                Status::Looping
+            } else {
+                Status::Failed
+            })
+        } else {
+            self.step(format!("prompt {n}: user re-enters the same credentials"));
+            AtPrompt::Retry
+        }
+    }
+
+    /// The outcome of a session with these header fields and this status.
+    pub fn outcome(
+        &self,
+        actor: &str,
+        protocol: SessionProtocol,
+        policy: String,
+        status: Status,
+    ) -> SessionOutcome {
+        let mut steps = self.steps.clone();
+        if self.omitted > 0 {
+            steps.push(StepLine(format!(
+                "... {} more steps not shown",
+                self.omitted
+            )));
+        }
+        SessionOutcome {
+            actor: actor.to_string(),
+            protocol,
+            policy,
+            steps,
+            status,
+            codes: self.codes.clone(),
+            findings: self.findings.clone(),
+            prompts: self.prompts,
+        }
+    }
+}
+
+/// The bookkeeping both mail clients share: the journal, the output queue and the timer.
+#[derive(Debug)]
+pub(crate) struct Common {
+    pub cfg: ClientConfig,
+    pub rules: Rules,
+    pub protocol: Protocol,
+    journal: Journal,
+    pub status: Status,
+    out: VecDeque<ClientOutput>,
+    pub done: bool,
+    pub deadline: Option<Duration>,
+    pub tls: bool,
+    /// Logon attempts so far (each NTLM attempt gets its own seed).
+    pub attempts: u64,
+    /// A reconnect was asked for and no byte has arrived on the new connection yet.
+    pub reconnecting: bool,
+}
+
+impl Common {
+    pub fn new(cfg: ClientConfig, protocol: Protocol) -> Self {
+        let rules = cfg.policy.rules();
+        Common {
+            tls: cfg.tls_active,
+            rules,
+            protocol,
+            journal: Journal::default(),
+            status: Status::InProgress,
+            out: VecDeque::new(),
+            done: false,
+            deadline: Some(cfg.response_timeout),
+            attempts: 0,
+            reconnecting: false,
+            cfg,
+        }
+    }
+
+    pub fn step(&mut self, line: impl Into<String>) {
+        self.journal.step(line);
+    }
+
+    pub fn server_line(&mut self, text: &[u8]) {
+        let shown = outcome::printable(text, 160);
+        self.step(format!("S: {shown}"));
+    }
+
+    pub fn code(&mut self, code: Option<ErrorCode>) {
+        if let Some(c) = code {
+            self.journal.code(c);
+        }
+    }
+
+    pub fn finding(&mut self, f: Finding) {
+        self.journal.finding(f);
     }
 
     /// Queues bytes and a step line saying what they are.
@@ -463,39 +545,21 @@ impl Common {
         if !self.rules.prompt_on_failure || self.cfg.max_prompts == 0 {
             return Err(Status::Failed);
         }
-        self.prompts += 1;
-        if self.last_failure.as_deref() == Some(signature.as_str()) {
-            self.identical += 1;
-        } else {
-            self.identical = 1;
-            self.last_failure = Some(signature);
-        }
-        if self.identical >= self.cfg.loop_threshold.max(1) {
-            self.finding(Finding::CredentialLoop {
-                prompts: self.prompts,
-            });
-        }
-        let n = self.prompts;
-        if n >= self.cfg.max_prompts {
-            self.step(format!("prompt {n}: user cancels"));
-            let cancel = self.rules.cancel_code();
-            self.code(cancel);
-            let status = if self.has_loop() {
-                Status::Looping
-            } else {
-                Status::Failed
-            };
-            self.deadline = now.checked_add(self.cfg.think_time);
-            return Ok(Prompt {
-                closed: false,
-                cancel: Some(status),
-            });
-        }
-        self.step(format!("prompt {n}: user re-enters the same credentials"));
+        let at_prompt =
+            self.journal
+                .prompt(signature, self.cfg.max_prompts, self.cfg.loop_threshold);
         self.deadline = now.checked_add(self.cfg.think_time);
+        let cancel = match at_prompt {
+            AtPrompt::Retry => None,
+            AtPrompt::Cancel(status) => {
+                let code = self.rules.cancel_code();
+                self.code(code);
+                Some(status)
+            }
+        };
         Ok(Prompt {
             closed: false,
-            cancel: None,
+            cancel,
         })
     }
 
@@ -532,23 +596,12 @@ impl Common {
     }
 
     pub fn outcome(&self) -> SessionOutcome {
-        let mut steps = self.steps.clone();
-        if self.omitted > 0 {
-            steps.push(StepLine(format!(
-                "... {} more steps not shown",
-                self.omitted
-            )));
-        }
-        SessionOutcome {
-            actor: self.cfg.actor.clone(),
-            protocol: self.protocol,
-            policy: self.rules.name.clone(),
-            steps,
-            status: self.status,
-            codes: self.codes.clone(),
-            findings: self.findings.clone(),
-            prompts: self.prompts,
-        }
+        self.journal.outcome(
+            &self.cfg.actor,
+            self.protocol.into(),
+            self.rules.name.clone(),
+            self.status,
+        )
     }
 }
 
@@ -780,8 +833,20 @@ const FUZZ_MAX_WRITE: usize = 16 * 1024;
 
 /// Feeds hostile server bytes into a client and checks that it stays sane: no panic, every
 /// write bounded, and the client finishes once the bytes run out (EOF and timers).
-fn fuzz_client(mut client: Box<dyn ClientSession>, data: &[u8]) {
+fn fuzz_client(client: Box<dyn ClientSession>, data: &[u8]) {
     const CHUNKS: [usize; 7] = [1, 5, 64, 3, 512, 17, 4096];
+    fuzz_client_chunked(client, data, &|_rest, i| {
+        CHUNKS.get(i % CHUNKS.len()).copied().unwrap_or(1)
+    });
+}
+
+/// [`fuzz_client`] with the server's octets cut by `chunk` (given what is left and the
+/// chunk's index; at least one octet is taken).
+pub(crate) fn fuzz_client_chunked(
+    mut client: Box<dyn ClientSession>,
+    data: &[u8],
+    chunk: &dyn Fn(&[u8], usize) -> usize,
+) {
     let mut now = Duration::ZERO;
     let mut rest = data;
     let mut i = 0;
@@ -799,11 +864,7 @@ fn fuzz_client(mut client: Box<dyn ClientSession>, data: &[u8]) {
     };
     drain(client.as_mut(), now);
     while !rest.is_empty() && !client.is_done() {
-        let n = CHUNKS
-            .get(i % CHUNKS.len())
-            .copied()
-            .unwrap_or(1)
-            .min(rest.len());
+        let n = chunk(rest, i).clamp(1, rest.len());
         i += 1;
         let (chunk, tail) = rest.split_at(n);
         rest = tail;

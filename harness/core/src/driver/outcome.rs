@@ -99,11 +99,42 @@ impl fmt::Display for Finding {
     }
 }
 
+/// What a client session spoke: a mail protocol, or MAPI over Exchange RPC. Reports print
+/// it as `IMAP`, `POP3` or `MAPI` (in JSON too, as [`Protocol`] does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SessionProtocol {
+    Mail(Protocol),
+    Mapi,
+}
+
+impl SessionProtocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            SessionProtocol::Mail(p) => p.name(),
+            SessionProtocol::Mapi => "MAPI",
+        }
+    }
+}
+
+crate::text::display_by_name!(SessionProtocol);
+
+impl From<Protocol> for SessionProtocol {
+    fn from(p: Protocol) -> Self {
+        SessionProtocol::Mail(p)
+    }
+}
+
+impl Serialize for SessionProtocol {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
 /// The whole story of one client session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SessionOutcome {
     pub actor: String,
-    pub protocol: Protocol,
+    pub protocol: SessionProtocol,
     pub policy: String,
     pub steps: Vec<StepLine>,
     pub status: Status,
@@ -170,7 +201,7 @@ mod tests {
     fn render_is_stable_text() {
         let o = SessionOutcome {
             actor: "alice".into(),
-            protocol: Protocol::Pop3,
+            protocol: Protocol::Pop3.into(),
             policy: "outlook-express spa".into(),
             steps: vec![StepLine("S: +OK hi".into()), StepLine("C: CAPA".into())],
             status: Status::Failed,

@@ -8,14 +8,26 @@ use serde::{Deserialize, Serialize};
 
 /// The parameters a matrix may vary, and what each value means.
 pub const PARAMETERS: &[(&str, &str)] = &[
-    ("protocol", "imap | pop3"),
+    ("protocol", "imap | pop3 | mapi (Exchange RPC over ncacn_ip_tcp)"),
     (
         "topology",
-        "direct | a front-end profile (exchange2000-rtm, exchange2000-sp1, affinity, per-session)",
+        "direct | a front-end profile (exchange2000-rtm, exchange2000-sp1, affinity, per-session; mail only)",
     ),
-    ("client", "oe-spa | oe-basic | basic | curl | telnet"),
-    ("profile", "back-end server profile (default, exchange)"),
+    (
+        "client",
+        "mail: oe-spa | oe-basic | basic | curl | telnet; mapi: outlook-encrypted | outlook-unencrypted",
+    ),
+    (
+        "profile",
+        "mail: back-end server profile (default, exchange); mapi: exchange2003 | exchange2010 | exchange2010-rtm",
+    ),
+    ("credentials", "valid | wrong-password (the actor's password, or a wrong one)"),
 ];
+
+/// Clients a `mapi` case may name.
+pub const MAPI_CLIENTS: &[&str] = &["outlook-encrypted", "outlook-unencrypted"];
+/// Clients an `imap` or `pop3` case may name.
+pub const MAIL_CLIENTS: &[&str] = &["oe-spa", "oe-basic", "basic", "curl", "telnet"];
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -118,7 +130,7 @@ pub struct Expectation {
 pub enum ScenarioError {
     #[error("not a valid scenario file: {0}")]
     Syntax(String),
-    #[error("unknown parameter {0:?} (known: protocol, topology, client, profile)")]
+    #[error("unknown parameter {0:?} (known: protocol, topology, client, profile, credentials)")]
     UnknownParameter(String),
     #[error("parameter {name:?} has an unknown value {value:?} (allowed: {allowed})")]
     UnknownValue {
@@ -164,14 +176,23 @@ pub const FINDING_KINDS: &[&str] = &[
 
 pub fn allowed_values(param: &str) -> Option<Vec<&'static str>> {
     match param {
-        "protocol" => Some(crate::Protocol::ALL.map(crate::Protocol::keyword).to_vec()),
         "topology" => {
             let mut v = vec!["direct"];
             v.extend_from_slice(crate::scenario::TOPOLOGY_FRONTENDS);
             Some(v)
         }
-        "client" => Some(vec!["oe-spa", "oe-basic", "basic", "curl", "telnet"]),
-        "profile" => Some(crate::profile::PROFILE_NAMES.to_vec()),
+        "protocol" => {
+            let mut v = crate::Protocol::ALL.map(crate::Protocol::keyword).to_vec();
+            v.push("mapi");
+            Some(v)
+        }
+        "client" => Some([MAIL_CLIENTS, MAPI_CLIENTS].concat()),
+        "profile" => {
+            let mut v = crate::profile::PROFILE_NAMES.to_vec();
+            v.extend(crate::dcerpc::emsmdb::EmsmdbProfile::ALL.map(|p| p.name()));
+            Some(v)
+        }
+        "credentials" => Some(vec!["valid", "wrong-password"]),
         _ => None,
     }
 }

@@ -5,7 +5,7 @@ mod file;
 
 pub use file::{
     allowed_values, Actor, Case, Expectation, OneOrMany, Param, ScenarioError, ScenarioFile,
-    FINDING_KINDS, MAX_CASES, PARAMETERS, STATUSES,
+    FINDING_KINDS, MAIL_CLIENTS, MAPI_CLIENTS, MAX_CASES, PARAMETERS, STATUSES,
 };
 
 /// Front-end profiles a `topology` may name.
@@ -19,8 +19,9 @@ pub const TOPOLOGY_FRONTENDS: &[&str] = &[
 mod run;
 
 pub use run::{
-    endpoint, evaluate, finding_kind, normalise, probe_from_report, probe_script, run_case,
-    run_scenario, CaseOutcome, CasePlan, Check, Direct, Probe, Topology, TopologyFactory,
+    endpoint, evaluate, finding_kind, normalise, probe_from_report, probe_script, rpc_endpoints,
+    run_case, run_scenario, CaseClient, CaseOutcome, CasePlan, CaseTarget, Check, Direct, Probe,
+    RpcDirect, Topology, TopologyFactory,
 };
 
 /// A front-end (by profile name) in front of the mock endpoints, in-process.

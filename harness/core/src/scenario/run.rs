@@ -2,12 +2,20 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 
-use super::file::{Case, Expectation, ScenarioError, ScenarioFile};
+use super::file::{Case, Expectation, ScenarioError, ScenarioFile, MAIL_CLIENTS, MAPI_CLIENTS};
 use crate::codes::ErrorCode;
-use crate::driver::{self, ClientConfig, Finding, Policy, SessionOutcome};
+use crate::dcerpc::emsmdb::EmsmdbProfile;
+use crate::dcerpc::endpoints::{RpcEndpoints, RpcLabConfig};
+use crate::dcerpc::legacy_dn;
+use crate::dcerpc::server::EndpointConfig;
+use crate::driver::{
+    self, ClientConfig, ClientSession, Finding, MapiClient, MapiClientConfig, Policy,
+    SessionOutcome,
+};
 use crate::imap::ImapServer;
 use crate::pop3::Pop3Server;
 use crate::profile::Profile;
@@ -227,54 +235,147 @@ fn policy_for(client: &str) -> Option<Policy> {
     }
 }
 
-/// What a case asks for, resolved: the protocol, the back-end profile, the topology name,
-/// and either a client to run or a telnet probe.
+/// What a case runs against: a mail endpoint (or a front-end before it), or the Exchange
+/// RPC endpoint.
+#[derive(Debug, Clone)]
+pub enum CaseTarget {
+    Mail {
+        protocol: Protocol,
+        profile: Box<Profile>,
+    },
+    Mapi {
+        profile: EmsmdbProfile,
+    },
+}
+
+/// Who plays the case.
+#[derive(Debug, Clone)]
+pub enum CaseClient {
+    /// An IMAP or POP3 client.
+    Mail(ClientConfig),
+    /// The `telnet` capability check.
+    Probe,
+    /// Outlook over Exchange RPC. The runner fills in the mailbox DN from its world
+    /// ([`CasePlan::for_world`]).
+    Mapi(MapiClientConfig),
+}
+
+/// What a case asks for, resolved: the target and its profile, the topology name, and
+/// the client (or a telnet probe).
 #[derive(Debug, Clone)]
 pub struct CasePlan {
-    pub protocol: Protocol,
-    pub profile: Profile,
+    pub target: CaseTarget,
     pub topology: String,
-    /// `None` for a `telnet` probe.
-    pub client: Option<ClientConfig>,
+    pub client: CaseClient,
 }
 
 impl CasePlan {
     pub fn new(scenario: &ScenarioFile, case: &Case) -> Result<CasePlan, ScenarioError> {
-        // file.rs checks the value against `allowed_values("protocol")` before this.
+        let unknown = |name: &str, value: &str, allowed: &[&str]| ScenarioError::UnknownValue {
+            name: name.into(),
+            value: value.into(),
+            allowed: allowed.join(", "),
+        };
+        let actor = &scenario.actor;
+        let password = match case.get("credentials").unwrap_or("valid") {
+            "wrong-password" => format!("{}-wrong", actor.password),
+            _ => actor.password.clone(),
+        };
+        let topology = case.get("topology").unwrap_or("direct").to_string();
+        let profile_name = case.get("profile");
+        // file.rs checks every value against `allowed_values` before this.
+        if case.get("protocol") == Some("mapi") {
+            let profile = match profile_name {
+                None => EmsmdbProfile::default(),
+                Some(name) => EmsmdbProfile::by_name(name).ok_or_else(|| {
+                    let names = EmsmdbProfile::ALL.map(|p| p.name());
+                    unknown("profile", name, &names)
+                })?,
+            };
+            if topology != "direct" {
+                return Err(unknown("topology", &topology, &["direct"]));
+            }
+            let client = case.get("client").unwrap_or("outlook-encrypted");
+            if !MAPI_CLIENTS.contains(&client) {
+                return Err(unknown("client", client, MAPI_CLIENTS));
+            }
+            let mut cfg = MapiClientConfig::new(&actor.user, &password, "");
+            cfg.encrypt = client == "outlook-encrypted";
+            cfg.max_prompts = actor.max_prompts;
+            cfg.loop_threshold = actor.loop_threshold;
+            cfg.seed = actor.seed;
+            return Ok(CasePlan {
+                target: CaseTarget::Mapi { profile },
+                topology,
+                client: CaseClient::Mapi(cfg),
+            });
+        }
         let protocol = case
             .get("protocol")
             .and_then(Protocol::parse)
             .unwrap_or(Protocol::Imap);
-        let profile_name = case.get("profile").unwrap_or("default");
-        let profile =
-            Profile::by_name(profile_name).ok_or_else(|| ScenarioError::UnknownValue {
-                name: "profile".into(),
-                value: profile_name.into(),
-                allowed: crate::profile::PROFILE_NAMES.join(", "),
-            })?;
-        let topology = case.get("topology").unwrap_or("direct").to_string();
+        let profile_name = profile_name.unwrap_or("default");
+        let profile = Profile::by_name(profile_name)
+            .ok_or_else(|| unknown("profile", profile_name, crate::profile::PROFILE_NAMES))?;
         let client = match case.get("client").unwrap_or("basic") {
-            "telnet" => None,
+            "telnet" => CaseClient::Probe,
             name => {
-                let policy = policy_for(name).ok_or_else(|| ScenarioError::UnknownValue {
-                    name: "client".into(),
-                    value: name.into(),
-                    allowed: "oe-spa, oe-basic, basic, curl, telnet".into(),
-                })?;
-                let actor = &scenario.actor;
-                let mut cfg = ClientConfig::new(&actor.user, &actor.password, policy);
+                let policy =
+                    policy_for(name).ok_or_else(|| unknown("client", name, MAIL_CLIENTS))?;
+                let mut cfg = ClientConfig::new(&actor.user, &password, policy);
                 cfg.max_prompts = actor.max_prompts;
                 cfg.loop_threshold = actor.loop_threshold;
                 cfg.seed = actor.seed;
-                Some(cfg)
+                CaseClient::Mail(cfg)
             }
         };
         Ok(CasePlan {
-            protocol,
-            profile,
+            target: CaseTarget::Mail {
+                protocol,
+                profile: Box::new(profile),
+            },
             topology,
             client,
         })
+    }
+
+    /// Fills in what the client learns from the world it runs against: the MAPI
+    /// mailbox's legacy DN (what an Outlook profile holds).
+    pub fn for_world(mut self, world: &World) -> CasePlan {
+        if let CaseClient::Mapi(cfg) = &mut self.client {
+            cfg.mailbox_dn = legacy_dn::user_dn(&world.domain, &cfg.user);
+        }
+        self
+    }
+}
+
+/// The Exchange RPC endpoint of `world` as `profile` plays it, in-process.
+pub fn rpc_endpoints(world: &Arc<World>, profile: EmsmdbProfile, seed: u64) -> RpcEndpoints {
+    let config = RpcLabConfig {
+        // Exchange 2003's static EMSMDB port; in-process nothing listens on it.
+        exchange_port: 6001,
+        exchange_ip: [127, 0, 0, 1],
+        endpoint: EndpointConfig::default(),
+        seed,
+        unix_now: EPOCH,
+    };
+    RpcEndpoints::for_world_with(world, &config, profile.config())
+}
+
+/// The client talks to the Exchange RPC endpoint directly.
+pub struct RpcDirect {
+    endpoints: RpcEndpoints,
+}
+
+impl RpcDirect {
+    pub fn new(endpoints: RpcEndpoints) -> Self {
+        RpcDirect { endpoints }
+    }
+}
+
+impl Topology for RpcDirect {
+    fn connect(&mut self, _n: usize) -> Box<dyn ServerSession> {
+        Box::new(self.endpoints.exchange.accept(Duration::ZERO))
     }
 }
 
@@ -360,33 +461,50 @@ pub fn run_case(
     case: &Case,
     frontends: &TopologyFactory,
 ) -> Result<CaseOutcome, ScenarioError> {
-    let plan = CasePlan::new(scenario, case)?;
-    let protocol = plan.protocol;
     // Each case gets its own world, so cases never see each other's changes.
     let world = Arc::new(
         LabFile::default_lab()
             .build()
             .map_err(|e| ScenarioError::Syntax(e.to_string()))?,
     );
-    let mut topology: Box<dyn Topology> = if plan.topology == "direct" {
-        Box::new(Direct::new(world, plan.profile, protocol))
-    } else {
-        frontends(&plan.topology, world, plan.profile, protocol).ok_or_else(|| {
-            ScenarioError::UnknownValue {
-                name: "topology".into(),
-                value: plan.topology.clone(),
-                allowed: "direct".into(),
-            }
-        })?
+    let plan = CasePlan::new(scenario, case)?.for_world(&world);
+    let (mut topology, protocol): (Box<dyn Topology>, Option<Protocol>) = match plan.target {
+        CaseTarget::Mapi { profile } => {
+            let endpoints = rpc_endpoints(&world, profile, scenario.actor.seed);
+            (Box::new(RpcDirect::new(endpoints)), None)
+        }
+        CaseTarget::Mail { protocol, profile } if plan.topology == "direct" => (
+            Box::new(Direct::new(world, *profile, protocol)),
+            Some(protocol),
+        ),
+        CaseTarget::Mail { protocol, profile } => {
+            let topology =
+                frontends(&plan.topology, world, *profile, protocol).ok_or_else(|| {
+                    ScenarioError::UnknownValue {
+                        name: "topology".into(),
+                        value: plan.topology.clone(),
+                        allowed: "direct".into(),
+                    }
+                })?;
+            (topology, Some(protocol))
+        }
     };
-    let (session, probe) = match plan.client {
-        None => (None, Some(probe(protocol, topology.as_mut()))),
-        Some(cfg) => {
+    let (session, probe) = match (plan.client, protocol) {
+        (CaseClient::Probe, Some(protocol)) => (None, Some(probe(protocol, topology.as_mut()))),
+        (CaseClient::Mail(cfg), Some(protocol)) => {
             let mut c = driver::new_client(protocol, cfg);
             let mut connect = |n: usize| topology.connect(n);
             driver::run_with_reconnect(c.as_mut(), &mut connect, MAX_STEPS);
             (Some(c.outcome()), None)
         }
+        (CaseClient::Mapi(cfg), _) => {
+            let mut c = MapiClient::new(cfg);
+            let mut connect = |n: usize| topology.connect(n);
+            driver::run_with_reconnect(&mut c, &mut connect, MAX_STEPS);
+            (Some(c.outcome()), None)
+        }
+        // CasePlan::new pairs mail clients with mail targets only.
+        (_, None) => (None, None),
     };
     Ok(evaluate(
         scenario,

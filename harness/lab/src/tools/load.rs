@@ -680,7 +680,7 @@ mod tests {
     fn outcome(status: Status, steps: &[&str], findings: Vec<Finding>) -> SessionOutcome {
         SessionOutcome {
             actor: "alice".into(),
-            protocol: harness_core::Protocol::Imap,
+            protocol: harness_core::Protocol::Imap.into(),
             policy: "basic".into(),
             steps: steps
                 .iter()

@@ -1,22 +1,24 @@
 //! Scenario cases over real sockets: each case gets a fresh lab (with a front-end
-//! listener when its topology names one), the driver's client plays over TCP with the
-//! real clock, and the same expectations as the in-process runner are checked. What
+//! listener when its topology names one, an Exchange RPC listener for a `mapi` case), the
+//! driver's client plays over TCP with the real clock, and the same expectations as the
+//! in-process runner are checked. What
 //! happens behind the front-end is not traced here; the in-process runner shows that.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use harness_core::driver;
+use harness_core::driver::{self, ClientSession, MapiClient};
 use harness_core::frontend::FrontendProfile;
 use harness_core::scenario::{
-    evaluate, probe_from_report, probe_script, Case, CaseOutcome, CasePlan, ScenarioError,
-    ScenarioFile,
+    evaluate, probe_from_report, probe_script, Case, CaseClient, CaseOutcome, CasePlan, CaseTarget,
+    ScenarioError, ScenarioFile,
 };
 use harness_core::script;
 
 use super::client_driver::drive_client;
 use super::play::SocketTransport;
 use crate::serve::frontend_host::FrontendSpec;
+use crate::serve::rpc::{RpcListenerSpec, RpcRole};
 use crate::{Lab, LabConfig, LabError, ListenerSpec, Security};
 
 /// Longest a client may take over sockets before the case is cut off.
@@ -39,36 +41,52 @@ pub enum SocketRunError {
 /// Runs one case over sockets against a lab of its own.
 pub async fn run_case(scenario: &ScenarioFile, case: &Case) -> Result<CaseOutcome, SocketRunError> {
     let plan = CasePlan::new(scenario, case)?;
-    let protocol = plan.protocol;
     let lo: SocketAddr = ([127, 0, 0, 1], 0).into();
     let mut config = LabConfig {
-        profile: plan.profile.clone(),
-        listeners: vec![ListenerSpec::new(protocol, Security::Plain, lo)],
         seed: Some(scenario.actor.seed),
         ..LabConfig::default()
     };
-    if plan.topology != "direct" {
-        let profile = FrontendProfile::by_name(&plan.topology)
-            .ok_or_else(|| SocketRunError::UnknownFrontend(plan.topology.clone()))?;
-        config.frontends.push(FrontendSpec {
-            protocol,
-            addr: lo,
-            profile,
-            backend: None,
-        });
+    match &plan.target {
+        CaseTarget::Mail { protocol, profile } => {
+            config.profile = (**profile).clone();
+            config.listeners = vec![ListenerSpec::new(*protocol, Security::Plain, lo)];
+            if plan.topology != "direct" {
+                let profile = FrontendProfile::by_name(&plan.topology)
+                    .ok_or_else(|| SocketRunError::UnknownFrontend(plan.topology.clone()))?;
+                config.frontends.push(FrontendSpec {
+                    protocol: *protocol,
+                    addr: lo,
+                    profile,
+                    backend: None,
+                });
+            }
+        }
+        CaseTarget::Mapi { profile } => {
+            config.rpc = vec![RpcListenerSpec {
+                role: RpcRole::Exchange,
+                addr: lo,
+            }];
+            config.rpc_profile = *profile;
+        }
     }
     let lab = Lab::start(config).await?;
-    let target = match lab.frontend_addr(protocol) {
-        Some(fe) => fe,
-        None => lab
-            .addr(protocol, Security::Plain)
-            .ok_or(LabError::NoListeners)?,
+    let plan = plan.for_world(lab.world());
+    let target = match &plan.target {
+        CaseTarget::Mail { protocol, .. } => match lab.frontend_addr(*protocol) {
+            Some(fe) => Some(fe),
+            None => lab.addr(*protocol, Security::Plain),
+        },
+        CaseTarget::Mapi { .. } => lab.rpc_addr(RpcRole::Exchange),
+    };
+    let Some(target) = target else {
+        lab.shutdown().await;
+        return Err(LabError::NoListeners.into());
     };
     let result = tokio::time::timeout(CASE_TIMEOUT, async {
-        match plan.client {
-            None => {
+        match (plan.client, plan.target) {
+            (CaseClient::Probe, CaseTarget::Mail { protocol, .. }) => {
                 let report = tokio::task::spawn_blocking(move || {
-                    let parsed = script::parse(probe_script(plan.protocol)).map_err(|e| {
+                    let parsed = script::parse(probe_script(protocol)).map_err(|e| {
                         script::PlayError::Transport {
                             line: 0,
                             conn: 0,
@@ -86,14 +104,22 @@ pub async fn run_case(scenario: &ScenarioFile, case: &Case) -> Result<CaseOutcom
                         reason: e.to_string(),
                     })
                 });
-                (None, Some(probe_from_report(plan.protocol, report)))
+                (None, Some(probe_from_report(protocol, report)))
             }
-            Some(mut cfg) => {
+            (CaseClient::Mail(mut cfg), CaseTarget::Mail { protocol, .. }) => {
                 cfg.think_time = THINK_TIME;
-                let mut client = driver::new_client(plan.protocol, cfg);
+                let mut client = driver::new_client(protocol, cfg);
                 drive_client(client.as_mut(), target).await;
                 (Some(client.outcome()), None)
             }
+            (CaseClient::Mapi(mut cfg), _) => {
+                cfg.think_time = THINK_TIME;
+                let mut client = MapiClient::new(cfg);
+                drive_client(&mut client, target).await;
+                (Some(client.outcome()), None)
+            }
+            // CasePlan::new pairs a probe and mail clients with mail targets only.
+            (_, CaseTarget::Mapi { .. }) => (None, None),
         }
     })
     .await;

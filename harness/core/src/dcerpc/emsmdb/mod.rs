@@ -98,7 +98,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use harness_wire::dcerpc::{FaultStatus, SyntaxId, Uuid};
+use harness_wire::dcerpc::{AuthLevel, FaultStatus, SyntaxId, Uuid};
 use harness_wire::ndr::{ContextHandle, NdrError, NdrReader, NdrWriter};
 use harness_wire::oxcrpc::{
     decode_extended_buffer, encode_extended_buffer, DecodeLimits, EncodeOptions, MAX_PAYLOAD,
@@ -153,6 +153,9 @@ pub const EC_RPC_FAILED: u32 = 0x8004_0115;
 pub const EC_REJECTED: u32 = 0x0000_07EE;
 pub const EC_BUFFER_TOO_SMALL: u32 = 0x0000_047D;
 pub const EC_SERVER_BUSY: u32 = 0x0000_0480;
+/// The server requires encryption and the call came in below packet privacy
+/// ([MS-OXCRPC] 3.1.4.1; "Store logon returned ecNotEncrypted 2416").
+pub const EC_NOT_ENCRYPTED: u32 = 0x0000_0970;
 /// EcDoAsyncWaitEx pulFlagsOut: NotificationPending ([MS-OXCRPC] 3.3.4.1).
 pub const NOTIFICATION_PENDING: u32 = 0x0000_0001;
 /// EcDoRpcExt2 pulFlags ([MS-OXCRPC] 3.1.4.2).
@@ -190,6 +193,10 @@ pub struct EmsmdbConfig {
     /// Offers EcDoConnect (opnum 0) and EcDoRpc (opnum 2) as Exchange 2003 did; off
     /// (Exchange 2010 and later) they are reserved and fault nca_s_op_rng_error.
     pub legacy_opnums: bool,
+    /// EcDoConnectEx refuses a call below RPC_C_AUTHN_LEVEL_PKT_PRIVACY with
+    /// ecNotEncrypted: Exchange 2010 RTM's `EncryptionRequired` default, which Outlook
+    /// 2003 (encryption off by default) met; Exchange 2010 SP1 turned the default off.
+    pub require_encryption: bool,
 }
 
 impl EmsmdbConfig {
@@ -205,17 +212,27 @@ impl EmsmdbConfig {
 /// Which Exchange's EMSMDB the lab plays (`harness serve --rpc-profile`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EmsmdbProfile {
-    /// Opnums 0 and 2 reserved (Exchange 2010 and later).
+    /// Opnums 0 and 2 reserved (Exchange 2010 and later), encryption not required (the
+    /// default from Exchange 2010 SP1 on).
     #[default]
     Exchange2010,
+    /// Exchange 2010 RTM: as [`EmsmdbProfile::Exchange2010`], and encryption required.
+    Exchange2010Rtm,
     /// EcDoConnect and EcDoRpc offered beside the extended calls.
     Exchange2003,
 }
 
 impl EmsmdbProfile {
+    pub const ALL: [EmsmdbProfile; 3] = [
+        EmsmdbProfile::Exchange2010,
+        EmsmdbProfile::Exchange2010Rtm,
+        EmsmdbProfile::Exchange2003,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             EmsmdbProfile::Exchange2010 => "exchange2010",
+            EmsmdbProfile::Exchange2010Rtm => "exchange2010-rtm",
             EmsmdbProfile::Exchange2003 => "exchange2003",
         }
     }
@@ -223,18 +240,28 @@ impl EmsmdbProfile {
     pub fn config(self) -> EmsmdbConfig {
         match self {
             EmsmdbProfile::Exchange2010 => EmsmdbConfig::default(),
+            EmsmdbProfile::Exchange2010Rtm => EmsmdbConfig {
+                require_encryption: true,
+                ..EmsmdbConfig::default()
+            },
             EmsmdbProfile::Exchange2003 => EmsmdbConfig::exchange2003(),
         }
+    }
+
+    pub fn by_name(name: &str) -> Option<EmsmdbProfile> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(name))
     }
 }
 
 impl std::str::FromStr for EmsmdbProfile {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [EmsmdbProfile::Exchange2010, EmsmdbProfile::Exchange2003]
-            .into_iter()
-            .find(|p| p.name().eq_ignore_ascii_case(s))
-            .ok_or_else(|| format!("unknown RPC profile {s:?} (exchange2003, exchange2010)"))
+        Self::by_name(s).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|p| p.name()).collect();
+            format!("unknown RPC profile {s:?} ({})", names.join(", "))
+        })
     }
 }
 
@@ -249,6 +276,7 @@ impl Default for EmsmdbConfig {
             retry_count: 6,
             retry_delay_ms: 10_000,
             legacy_opnums: false,
+            require_encryption: false,
         }
     }
 }
@@ -507,6 +535,9 @@ impl EmsmdbServer {
             (None, _) => EC_ACCESS_DENIED,
             (Some(_), None) => EC_LOGIN_FAILURE,
             (Some(p), Some(owner)) if !p.user.eq_ignore_ascii_case(owner) => EC_ACCESS_DENIED,
+            _ if self.config.require_encryption && ctx.auth_level.0 < AuthLevel::PKT_PRIVACY.0 => {
+                EC_NOT_ENCRYPTED
+            }
             _ => 0,
         };
         let mut session = None;
