@@ -29,16 +29,15 @@ use harness_wire::dcerpc::{Pdu, PduFramer};
 
 use super::ops::{account, byte, choice, default_world, flag, raw};
 use crate::dcerpc::client::{
-    AuthLevel, BindSecurity, ClientAssociation, ClientConfig, ClientEvent, ContextElement,
-    SyntaxId, Uuid,
+    AuthLevel, ClientAssociation, ClientConfig, ClientEvent, ContextElement, SyntaxId, Uuid,
 };
 use crate::dcerpc::endpoints::{RpcEndpoints, RpcLabConfig};
-use crate::dcerpc::epm::{self, impacket, EpmInterface, EPM_SYNTAX};
-use crate::dcerpc::ntlm::NtlmClientSecurity;
-use crate::dcerpc::rfr::{self, RFR_SYNTAX};
+use crate::dcerpc::epm::{self, EpmInterface};
+use crate::dcerpc::known_calls::{ntlm_bind, primary_context, KnownInterface};
+use crate::dcerpc::rfr;
 use crate::dcerpc::server::{Association, EndpointConfig};
 use crate::dcerpc::{CallContext, CallOutcome, RpcInterface};
-use crate::ntlm::{Credentials, InitiatorOptions, ResponseKind};
+use crate::ntlm::Credentials;
 use crate::session::{Output, ServerSession};
 use crate::world::World;
 
@@ -65,81 +64,12 @@ pub fn lab_config() -> RpcLabConfig {
     }
 }
 
-/// Which of the lab's two endpoints: the endpoint mapper or the Exchange one (RFR).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Which {
-    Epm,
-    Rfr,
-}
-
-impl Which {
-    fn of(bit: bool) -> Which {
-        if bit {
-            Which::Rfr
-        } else {
-            Which::Epm
-        }
-    }
-
-    pub fn syntax(self) -> SyntaxId {
-        match self {
-            Which::Epm => EPM_SYNTAX,
-            Which::Rfr => RFR_SYNTAX,
-        }
-    }
-
-    /// Stubs every server must answer with a response (impacket's, and ours built the
-    /// same way), by opnum; decoded once per process.
-    pub fn valid_calls(self) -> &'static [(u16, Vec<u8>)] {
-        static EPM: OnceLock<Vec<(u16, Vec<u8>)>> = OnceLock::new();
-        static RFR: OnceLock<Vec<(u16, Vec<u8>)>> = OnceLock::new();
-        match self {
-            Which::Epm => EPM.get_or_init(|| {
-                vec![
-                    (epm::OPNUM_EPT_MAP, impacket::octets(impacket::MAP_EMSMDB)),
-                    (epm::OPNUM_EPT_MAP, impacket::octets(impacket::MAP_NSPI)),
-                    (
-                        epm::OPNUM_EPT_LOOKUP,
-                        impacket::octets(impacket::LOOKUP_ALL),
-                    ),
-                    (
-                        epm::OPNUM_EPT_LOOKUP,
-                        impacket::octets(impacket::LOOKUP_NSPI),
-                    ),
-                    (epm::OPNUM_EPT_LOOKUP_HANDLE_FREE, vec![0; 20]),
-                ]
-            }),
-            Which::Rfr => RFR.get_or_init(|| {
-                let dn = "/o=EXAMPLE/ou=Exchange Administrative Group (FYDIBOHF23SPDLT)\
-                          /cn=Configuration/cn=Servers/cn=MAIL";
-                vec![
-                    (0, rfr::vectors::impacket_get_new_dsa()),
-                    (1, rfr::vectors::fqdn_request(dn, dn.len() as u32 + 1)),
-                ]
-            }),
-        }
-    }
-}
-
-/// NTLM (NTLMv2 with a MIC, fixed client randoms so a session replays) as `credentials`
-/// at `level`, context id 1.
-pub fn ntlm_bind(credentials: Credentials, level: AuthLevel) -> BindSecurity {
-    BindSecurity {
-        provider: Box::new(NtlmClientSecurity::new(
-            credentials,
-            InitiatorOptions::fixed(7, 9, ResponseKind::V2, true),
-        )),
-        level,
-        auth_context_id: 1,
-    }
-}
-
-/// Presentation context 0: `which`'s interface in NDR.
-pub fn primary_context(which: Which) -> ContextElement {
-    ContextElement {
-        context_id: 0,
-        abstract_syntax: which.syntax(),
-        transfer_syntaxes: vec![SyntaxId::NDR20],
+/// The endpoint mapper for a clear bit, RFR (the Exchange endpoint) for a set one.
+fn which_of(bit: bool) -> KnownInterface {
+    if bit {
+        KnownInterface::Rfr
+    } else {
+        KnownInterface::Epm
     }
 }
 
@@ -197,18 +127,18 @@ impl Lab {
         Some(Lab { endpoints, reached })
     }
 
-    pub fn accept(&self, which: Which) -> Association {
+    pub fn accept(&self, which: KnownInterface) -> Association {
         match which {
-            Which::Epm => self.endpoints.epm.accept(NOW),
-            Which::Rfr => self.endpoints.exchange.accept(NOW),
+            KnownInterface::Epm => self.endpoints.epm.accept(NOW),
+            KnownInterface::Rfr => self.endpoints.exchange.accept(NOW),
         }
     }
 
     /// Calls that reached the interface of `which` on its connection `id`.
-    pub fn reached(&self, which: Which, id: u64) -> usize {
+    pub fn reached(&self, which: KnownInterface, id: u64) -> usize {
         let name = match which {
-            Which::Epm => "epm",
-            Which::Rfr => "rfr",
+            KnownInterface::Epm => "epm",
+            KnownInterface::Rfr => "rfr",
         };
         let log = self.reached.lock().unwrap_or_else(|e| e.into_inner());
         log.iter().filter(|&&c| c == (name, id)).count()
@@ -274,7 +204,7 @@ pub fn dcerpc_server_bytes(data: &[u8]) {
     let Some(lab) = Lab::new() else {
         return;
     };
-    let which = Which::of(pick & 1 == 1);
+    let which = which_of(pick & 1 == 1);
     let max_frag = EndpointConfig::default().max_frag;
     let mut assoc = lab.accept(which);
     let mut writes = ServerWrites::new(max_frag);
@@ -481,10 +411,10 @@ impl Op {
 
 /// A presentation context from two choice octets: id 1-3, a syntax (the endpoint's,
 /// the other endpoint's, any) and a transfer syntax (NDR, NDR64, feature bits).
-fn context_of(which: Which, (a, b): (u8, u8)) -> ContextElement {
+fn context_of(which: KnownInterface, (a, b): (u8, u8)) -> ContextElement {
     let abstract_syntax = match a % 4 {
         0 | 1 => which.syntax(),
-        2 => Which::of(which == Which::Epm).syntax(),
+        2 => which_of(which == KnownInterface::Epm).syntax(),
         _ => SyntaxId::new(Uuid::new(u32::from(a), 1, 2, [b; 8]), 1, 0),
     };
     let transfer = match b % 3 {
@@ -509,7 +439,7 @@ fn flipped(bytes: &mut [u8], flip: Flip) {
 
 /// One association and the client driving it.
 struct Side {
-    which: Which,
+    which: KnownInterface,
     assoc: Association,
     client: ClientAssociation,
     writes: ServerWrites,
@@ -530,7 +460,7 @@ struct Side {
 }
 
 impl Side {
-    fn new(lab: &Lab, which: Which) -> Side {
+    fn new(lab: &Lab, which: KnownInterface) -> Side {
         Side {
             which,
             assoc: lab.accept(which),
@@ -590,8 +520,8 @@ pub fn run_ops(data: &[u8]) -> [usize; 2] {
     let mut u = Unstructured::new(data);
     let pick = byte(&mut u);
     let mut sides = [
-        Side::new(&lab, Which::of(pick & 1 == 1)),
-        Side::new(&lab, Which::of(pick & 2 == 2)),
+        Side::new(&lab, which_of(pick & 1 == 1)),
+        Side::new(&lab, which_of(pick & 2 == 2)),
     ];
     for _ in 0..MAX_OPS {
         if u.is_empty() {
@@ -797,7 +727,7 @@ pub fn run_client(data: &[u8]) -> usize {
         Some(AuthLevel::CONNECT),
     ][usize::from(mode & 3)];
     let security = level.map(|level| ntlm_bind(Credentials::example("alice", "secret"), level));
-    let contexts = [primary_context(Which::Rfr)];
+    let contexts = [primary_context(KnownInterface::Rfr)];
     if client.bind(&contexts, security).is_err() {
         return 0;
     }
@@ -908,7 +838,7 @@ fn check_answer(is_epm: bool, opnum: u16, answer: &[u8]) {
 /// client's octets and the server's, each in order.
 #[cfg(test)]
 pub(crate) fn recorded_session(
-    which: Which,
+    which: KnownInterface,
     level: Option<AuthLevel>,
     right: bool,
     features: bool,
@@ -959,25 +889,37 @@ pub(crate) fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let integrity = Some(AuthLevel::PKT_INTEGRITY);
     let mut out = Vec::new();
     let sessions = [
-        ("rfr-sealed", Which::Rfr, privacy, true, false),
-        ("rfr-signed-features", Which::Rfr, integrity, true, true),
-        ("rfr-anonymous", Which::Rfr, None, true, false),
-        ("rfr-wrong-password", Which::Rfr, privacy, false, false),
-        ("epm-sealed", Which::Epm, privacy, true, false),
-        ("epm-anonymous", Which::Epm, None, true, false),
+        ("rfr-sealed", KnownInterface::Rfr, privacy, true, false),
+        (
+            "rfr-signed-features",
+            KnownInterface::Rfr,
+            integrity,
+            true,
+            true,
+        ),
+        ("rfr-anonymous", KnownInterface::Rfr, None, true, false),
+        (
+            "rfr-wrong-password",
+            KnownInterface::Rfr,
+            privacy,
+            false,
+            false,
+        ),
+        ("epm-sealed", KnownInterface::Epm, privacy, true, false),
+        ("epm-anonymous", KnownInterface::Epm, None, true, false),
     ];
     for (name, which, level, right, features) in sessions {
         let (client, server) = recorded_session(which, level, right, features, which.valid_calls());
-        let mut bytes = vec![u8::from(which == Which::Rfr), 255];
+        let mut bytes = vec![u8::from(which == KnownInterface::Rfr), 255];
         bytes.extend_from_slice(&client);
         out.push(("dcerpc_server_bytes", name, bytes));
         // The hostile-client target calls RfrGetNewDSA once it is ready; an endpoint
         // mapper session's answers come to it as a server that says other things.
         let server = match which {
-            Which::Rfr => {
+            KnownInterface::Rfr => {
                 recorded_session(which, level, right, features, &which.valid_calls()[..1]).1
             }
-            Which::Epm => server,
+            KnownInterface::Epm => server,
         };
         let mode = match level {
             None => 0,
@@ -997,7 +939,7 @@ pub(crate) fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         out.push(("dcerpc_server_ops", name, bytes));
     }
     let mut calls = Vec::new();
-    for (pick, which) in [(0u8, Which::Epm), (1, Which::Rfr)] {
+    for (pick, which) in [(0u8, KnownInterface::Epm), (1, KnownInterface::Rfr)] {
         for (opnum, stub) in which.valid_calls() {
             calls.extend_from_slice(&[pick, *opnum as u8, stub.len() as u8]);
             calls.extend_from_slice(stub);
@@ -1164,7 +1106,7 @@ mod tests {
             }
             // As the target does: a fresh lab, whose first challenge the recording saw.
             let lab = Lab::new().unwrap();
-            let which = Which::of(data[0] & 1 == 1);
+            let which = which_of(data[0] & 1 == 1);
             let mut assoc = lab.accept(which);
             assoc.handle_input(NOW, &data[2..]);
             let written = ServerWrites::new(5840).drain(&mut assoc);

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use harness::tools::netfuzz::{fuzz, Finding, FuzzConfig, OutcomeKind};
 use harness::tools::netfuzz_dcerpc::{fuzz_dcerpc, parse_target, RpcFuzzConfig, RpcOutcome};
 use harness::tools::play::Target;
-use harness_core::fuzzing::rpc_ops::Which;
+use harness_core::dcerpc::known_calls::KnownInterface;
 use harness_core::netfuzz::dcerpc::RpcCredentials;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -60,6 +60,10 @@ pub struct FuzzArgs {
     /// dcerpc: milliseconds to wait for an answer to the mutated PDU.
     #[arg(long, default_value_t = 200)]
     silence: u64,
+    /// dcerpc: start at this case number (a finding's report names its case: `--case N
+    /// --count 1` plays that plan again).
+    #[arg(long, default_value_t = 0)]
+    case: u64,
 }
 
 pub fn run(args: FuzzArgs) -> Result<()> {
@@ -138,8 +142,8 @@ fn progress_bar(count: Option<u64>, duration: Duration) -> ProgressBar {
 fn run_dcerpc(args: FuzzArgs, duration: Duration) -> Result<()> {
     let addr = parse_target(&args.target, args.allow_remote).map_err(anyhow::Error::msg)?;
     let interface = match args.interface.as_str() {
-        "epm" => Which::Epm,
-        "rfr" => Which::Rfr,
+        "epm" => KnownInterface::Epm,
+        "rfr" => KnownInterface::Rfr,
         other => anyhow::bail!("--interface {other:?}: epm or rfr"),
     };
     let cfg = RpcFuzzConfig {
@@ -150,6 +154,7 @@ fn run_dcerpc(args: FuzzArgs, duration: Duration) -> Result<()> {
         seed: args.seed,
         hang_timeout: Duration::from_millis(args.hang_timeout),
         silence: Duration::from_millis(args.silence),
+        first_case: args.case,
         watch_pid: args.watch_pid,
         out: args.out,
         credentials: RpcCredentials {

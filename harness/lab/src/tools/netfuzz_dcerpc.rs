@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use harness_core::fuzzing::rpc_ops::Which;
+use harness_core::dcerpc::known_calls::KnownInterface;
 use harness_core::netfuzz::dcerpc::{report, Heard, RpcCase, RpcCredentials, RpcSession};
 
 use super::netfuzz::{process_alive, Finding, FuzzError};
@@ -90,7 +90,7 @@ impl std::fmt::Display for RpcOutcome {
 pub struct RpcFuzzConfig {
     pub addr: SocketAddr,
     /// The interface bound and called: the endpoint mapper or RFR.
-    pub interface: Which,
+    pub interface: KnownInterface,
     pub duration: Duration,
     pub count: Option<u64>,
     pub seed: u64,
@@ -98,6 +98,8 @@ pub struct RpcFuzzConfig {
     pub hang_timeout: Duration,
     /// How long to wait for an answer to the mutated PDU.
     pub silence: Duration,
+    /// The number of the first case played (`count` cases from it).
+    pub first_case: u64,
     pub watch_pid: Option<u32>,
     pub out: PathBuf,
     pub credentials: RpcCredentials,
@@ -237,10 +239,10 @@ pub fn fuzz_dcerpc(
     if detail != "served" {
         return Err(unreachable(cfg.addr, format!("probe: {kind}: {detail}")));
     }
-    let mut number = 0u64;
+    let mut number = cfg.first_case;
     summary.stopped = loop {
-        if cfg.count.is_some_and(|n| number >= n) {
-            break format!("{number} cases");
+        if cfg.count.is_some_and(|n| summary.cases >= n) {
+            break format!("{} cases", summary.cases);
         }
         if start.elapsed() >= cfg.duration {
             break "time is up".into();

@@ -456,3 +456,57 @@ fn sealed_samr_connect_and_close_handle() {
         assert_eq!(r.u32().expect("NTSTATUS"), 0);
     });
 }
+
+/// `harness fuzz --target dcerpc://` against Samba's endpoint mapper: mutated sessions
+/// (PDU octets, stubs before sealing, alter_context, every auth level), each followed by
+/// a probe association that must still be served, with samba-dcerpcd's PID watched.
+/// Samba answers, stays silent or closes; none of it is a finding.
+#[test]
+fn the_network_fuzzer_runs_against_samba_without_findings() {
+    use harness::tools::netfuzz_dcerpc::{fuzz_dcerpc, RpcFuzzConfig, RpcOutcome};
+    use harness_core::dcerpc::known_calls::KnownInterface;
+    use harness_core::netfuzz::dcerpc::RpcCredentials;
+    use std::time::Duration;
+
+    let Some(samba) = samba() else { return };
+    let dcerpcd: u32 = samba
+        .peer
+        .pids
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("start.sh prints samba-dcerpcd's PID first");
+    let out = std::env::temp_dir().join(format!("harness-samba-fuzz-{}", std::process::id()));
+    let cfg = RpcFuzzConfig {
+        addr: ([127, 0, 0, 1], EPM_PORT).into(),
+        interface: KnownInterface::Epm,
+        duration: Duration::from_secs(20),
+        count: Some(150),
+        seed: 1,
+        hang_timeout: Duration::from_secs(5),
+        silence: Duration::from_millis(150),
+        first_case: 0,
+        watch_pid: Some(dcerpcd),
+        out: out.clone(),
+        credentials: RpcCredentials {
+            user: "alice".into(),
+            password: "secret".into(),
+            domain: "SAMBAPEER".into(),
+        },
+    };
+    let summary = fuzz_dcerpc(&cfg, &mut |_| {}).expect("Samba serves the first probe");
+    let table: Vec<String> = RpcOutcome::ALL
+        .iter()
+        .map(|k| format!("{k}: {}", summary.count(*k)))
+        .collect();
+    eprintln!("{} cases against Samba: {table:?}", summary.cases);
+    assert!(
+        !summary.failed(),
+        "{table:?} {:?}\n{}",
+        summary.findings,
+        samba_log(&samba)
+    );
+    assert!(summary.cases >= 50, "{table:?}");
+    assert!(summary.count(RpcOutcome::Answered) > 0, "{table:?}");
+    assert!(!out.exists());
+}

@@ -520,7 +520,7 @@ async fn dovecot_gives_a_summary_and_no_false_reports() {
 async fn dcerpc_mode_fuzzes_the_mock_without_findings() {
     use harness::serve::rpc::{RpcListenerSpec, RpcRole};
     use harness::tools::netfuzz_dcerpc::{fuzz_dcerpc, RpcFuzzConfig, RpcOutcome};
-    use harness_core::fuzzing::rpc_ops::Which;
+    use harness_core::dcerpc::known_calls::KnownInterface;
     use harness_core::netfuzz::dcerpc::RpcCredentials;
 
     let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
@@ -537,8 +537,8 @@ async fn dcerpc_mode_fuzzes_the_mock_without_findings() {
     .await
     .expect("lab starts");
     for (role, interface) in [
-        (RpcRole::EndpointMapper, Which::Epm),
-        (RpcRole::Exchange, Which::Rfr),
+        (RpcRole::EndpointMapper, KnownInterface::Epm),
+        (RpcRole::Exchange, KnownInterface::Rfr),
     ] {
         let out = out_dir(&format!("dcerpc-{interface:?}"));
         let cfg = RpcFuzzConfig {
@@ -549,6 +549,7 @@ async fn dcerpc_mode_fuzzes_the_mock_without_findings() {
             seed: 1,
             hang_timeout: Duration::from_millis(2_000),
             silence: Duration::from_millis(100),
+            first_case: 0,
             watch_pid: None,
             out: out.clone(),
             credentials: RpcCredentials {
@@ -581,7 +582,7 @@ async fn dcerpc_mode_fuzzes_the_mock_without_findings() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dcerpc_mode_refuses_a_server_that_is_not_one() {
     use harness::tools::netfuzz_dcerpc::{fuzz_dcerpc, RpcFuzzConfig};
-    use harness_core::fuzzing::rpc_ops::Which;
+    use harness_core::dcerpc::known_calls::KnownInterface;
     use harness_core::netfuzz::dcerpc::RpcCredentials;
     use tokio::io::AsyncReadExt;
 
@@ -596,12 +597,13 @@ async fn dcerpc_mode_refuses_a_server_that_is_not_one() {
     });
     let cfg = RpcFuzzConfig {
         addr,
-        interface: Which::Epm,
+        interface: KnownInterface::Epm,
         duration: Duration::from_millis(500),
         count: Some(5),
         seed: 1,
         hang_timeout: Duration::from_millis(1_000),
         silence: Duration::from_millis(50),
+        first_case: 0,
         watch_pid: None,
         out: out_dir("dcerpc-not-rpc"),
         credentials: RpcCredentials {
