@@ -6,12 +6,10 @@
 //! them and by the receiver's state (e.g. 3.2.4.5.6 for OUT_R1/A3 and OUT_R2/A3), so
 //! `classify` returns every name a PDU's layout fits and the proxy's state picks one.
 //!
-//! Sources of each layout: the 2.2.4.x page for all but the ones marked "FreeRDP" in the
-//! table (CONN/B3, IN_R1/A6, IN_R1/B1, IN_R1/B2, IN_R2/A2, OUT_R1/A6 to A10, OUT_R2/B2,
-//! OUT_R2/B3, Keep-Alive, Echo), taken from FreeRDP's `rts_signature.c` table where that
-//! table agreed with the pages checked; FlowControlAckWithDestination (no 2.2.4 section)
-//! from impacket's captured vector. Destination values marked "by analogy" follow the
-//! checked twin (OUT_R1/A1 and A2 as OUT_R2/A1 and A2, OUT_R1/A7 and A8 as OUT_R2/A8).
+//! Each layout is the one its 2.2.4.x section gives (checked against the [MS-RPCH]
+//! text of 2024-07-29, 2.2.4.2 to 2.2.4.51); the Destination values are the ones those
+//! sections fix. FlowControlAckWithDestination is 2.2.4.51 (impacket's `test_rpch.py`
+//! holds a captured one).
 
 use std::net::IpAddr;
 
@@ -70,8 +68,7 @@ pub enum RtsPduKind {
     Echo,
     Ping,
     FlowControlAck,
-    /// Destination then FlowControlAck, flags OTHER_CMD: what a proxy sends on to the
-    /// client (impacket's `test_rpch.py` holds a captured one).
+    /// Destination then FlowControlAck, flags OTHER_CMD (2.2.4.51).
     FlowControlAckWithDestination,
 }
 
@@ -194,7 +191,6 @@ const SHAPES: &[Shape] = {
                 Slot::Is(T::CLIENT_ADDRESS),
             ],
         ),
-        // FreeRDP.
         s(ConnB3, "CONN/B3", "2.2.4.7", NONE, &[WINDOW, VERSION]),
         s(ConnC1, "CONN/C1", "2.2.4.8", NONE, VERSION_WINDOW_TIMEOUT),
         s(ConnC2, "CONN/C2", "2.2.4.9", NONE, VERSION_WINDOW_TIMEOUT),
@@ -221,17 +217,14 @@ const SHAPES: &[Shape] = {
             TO_CLIENT_VERSION_WINDOW_TIMEOUT,
         ),
         s(InR1A5, "IN_R1/A5", "2.2.4.14", NONE, &[COOKIE]),
-        // FreeRDP.
         s(InR1A6, "IN_R1/A6", "2.2.4.15", NONE, &[COOKIE]),
         s(InR1B1, "IN_R1/B1", "2.2.4.16", NONE, &[Slot::Is(T::EMPTY)]),
         s(InR1B2, "IN_R1/B2", "2.2.4.17", NONE, &[WINDOW]),
         s(InR2A1, "IN_R2/A1", "2.2.4.18", RECYCLE, RECYCLE_COOKIES),
-        // FreeRDP.
         s(InR2A2, "IN_R2/A2", "2.2.4.19", NONE, &[COOKIE]),
         s(InR2A3, "IN_R2/A3", "2.2.4.20", NONE, &[TO_CLIENT]),
         s(InR2A4, "IN_R2/A4", "2.2.4.21", NONE, &[TO_CLIENT]),
         s(InR2A5, "IN_R2/A5", "2.2.4.22", NONE, &[COOKIE]),
-        // Destination by analogy.
         s(OutR1A1, "OUT_R1/A1", "2.2.4.23", RECYCLE, &[TO_CLIENT]),
         s(OutR1A2, "OUT_R1/A2", "2.2.4.24", RECYCLE, &[TO_CLIENT]),
         s(
@@ -255,7 +248,6 @@ const SHAPES: &[Shape] = {
             OUT,
             TO_CLIENT_VERSION_TIMEOUT,
         ),
-        // FreeRDP.
         s(
             OutR1A6,
             "OUT_R1/A6",
@@ -263,14 +255,11 @@ const SHAPES: &[Shape] = {
             OUT,
             TO_CLIENT_VERSION_TIMEOUT,
         ),
-        // FreeRDP; Destination by analogy.
         s(OutR1A7, "OUT_R1/A7", "2.2.4.29", OUT, &[TO_SERVER, COOKIE]),
         s(OutR1A8, "OUT_R1/A8", "2.2.4.30", OUT, &[TO_SERVER, COOKIE]),
-        // FreeRDP (A9, A10).
         s(OutR1A9, "OUT_R1/A9", "2.2.4.31", NONE, &[ANCE]),
         s(OutR1A10, "OUT_R1/A10", "2.2.4.32", NONE, &[ANCE]),
         s(OutR1A11, "OUT_R1/A11", "2.2.4.33", NONE, &[ANCE]),
-        // Destination by analogy.
         s(OutR2A1, "OUT_R2/A1", "2.2.4.34", RECYCLE, &[TO_CLIENT]),
         s(OutR2A2, "OUT_R2/A2", "2.2.4.35", RECYCLE, &[TO_CLIENT]),
         s(
@@ -292,7 +281,6 @@ const SHAPES: &[Shape] = {
         ),
         s(OutR2A8, "OUT_R2/A8", "2.2.4.41", OUT, &[TO_SERVER, COOKIE]),
         s(OutR2B1, "OUT_R2/B1", "2.2.4.42", NONE, &[ANCE]),
-        // FreeRDP (B2, B3).
         s(
             OutR2B2,
             "OUT_R2/B2",
@@ -308,7 +296,6 @@ const SHAPES: &[Shape] = {
             RtsFlags::PING,
             &[Slot::EmptyOrPadding],
         ),
-        // FreeRDP.
         s(
             KeepAlive,
             "Keep-Alive",
@@ -323,7 +310,6 @@ const SHAPES: &[Shape] = {
             OTHER,
             &[Slot::Is(T::PING_TRAFFIC_SENT_NOTIFY)],
         ),
-        // FreeRDP.
         s(Echo, "Echo", "2.2.4.48", RtsFlags::ECHO, &[]),
         s(Ping, "Ping", "2.2.4.49", RtsFlags::PING, &[]),
         s(
@@ -336,7 +322,7 @@ const SHAPES: &[Shape] = {
         s(
             FlowControlAckWithDestination,
             "FlowControlAckWithDestination",
-            "3.2.1.5.2",
+            "2.2.4.51",
             OTHER,
             &[Slot::Is(T::DESTINATION), Slot::Is(T::FLOW_CONTROL_ACK)],
         ),
