@@ -18,6 +18,7 @@ pub mod oxcrpc_ops;
 pub mod pop3_ops;
 pub mod reply_ops;
 pub mod rpc_ops;
+pub mod rts_ops;
 pub mod sasl_ops;
 pub mod script_scenario_ops;
 #[cfg(test)]
@@ -78,6 +79,11 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("dcerpc_client_hostile", rpc_ops::dcerpc_client_hostile),
     ("dcerpc_interface_calls", rpc_ops::dcerpc_interface_calls),
     ("emsmdb_call", emsmdb_ops::emsmdb_call),
+    ("rts_pdu_decode", rts_ops::rts_pdu_decode),
+    (
+        "rts_pdu_to_bytes_and_back",
+        rts_ops::rts_pdu_to_bytes_and_back,
+    ),
 ];
 
 /// Runs the named target on one input; `false` if there is no such target.

@@ -13,6 +13,7 @@
 //!   allocating, [`ndr::NdrWriter`], context handles.
 //! - [`oxcrpc`]: [MS-OXCRPC] extended buffers (RPC_HEADER_EXT, the LZ77 DIRECT2
 //!   compression, XorMagic).
+//! - [`rpch`]: [MS-RPCH] RTS PDUs (RPC over HTTP v2) on the DCE/RPC common header.
 //!
 //! Why a crate of its own: the codecs are the part every fuzz target and every protocol
 //! shares, so they build on little (thiserror and memchr), never see tokio, and a coming
@@ -25,5 +26,6 @@ pub mod imap;
 pub mod ndr;
 pub mod ntlm;
 pub mod oxcrpc;
+pub mod rpch;
 
 pub use codec::{Codec, DecodeError, Reader, Reserved, Writer};
