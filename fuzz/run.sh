@@ -70,12 +70,12 @@ cat fuzz/dict/imap.dict fuzz/dict/pop3.dict > "$out/mail.dict"
 dict_for() {
   case $1 in
     imap_*_to_bytes_and_back | pop3_*_to_bytes_and_back) ;;
-    ntlm_message_to_bytes_and_back | dcerpc_pdu_to_bytes_and_back) ;;
+    ntlm_message_to_bytes_and_back | dcerpc_pdu_to_bytes_and_back | rts_pdu_to_bytes_and_back) ;;
     imap_*) echo "$root/fuzz/dict/imap.dict" ;;
     pop3_*) echo "$root/fuzz/dict/pop3.dict" ;;
     frontend_* | netfuzz_*) echo "$out/mail.dict" ;;
     ntlm_*) echo "$root/fuzz/dict/ntlm.dict" ;;
-    dcerpc_* | mapi_*) echo "$root/fuzz/dict/dcerpc.dict" ;;
+    dcerpc_* | mapi_* | rts_*) echo "$root/fuzz/dict/dcerpc.dict" ;;
   esac
 }
 
@@ -89,7 +89,7 @@ flags_for() {
   case $trace_compares in
     all) trace=yes ;;
     none) trace=no ;;
-    *) case $1 in ntlm_* | dcerpc_* | ndr_* | oxcrpc_* | nspi_* | emsmdb_* | mapi_*) trace=yes ;; esac ;;
+    *) case $1 in ntlm_* | dcerpc_* | ndr_* | oxcrpc_* | nspi_* | emsmdb_* | mapi_* | rts_*) trace=yes ;; esac ;;
   esac
   flags=(-s "$sanitizer" -a)
   if [ "$trace" = yes ]; then
