@@ -18,6 +18,7 @@ mod interop_transcripts;
 mod literal_flood;
 mod load_cli;
 mod netfuzz;
+mod nspi_client;
 mod real_clients;
 mod rpc_limits;
 mod run_cli;

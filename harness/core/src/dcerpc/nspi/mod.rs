@@ -28,6 +28,7 @@
 //!   RPC_S_SERVER_UNAVAILABLE (0x6BA): a dead GC shows at the RPC layer (PROTOCOLS.md 14.2).
 
 pub mod book;
+pub mod client;
 pub mod fuzz;
 pub mod ops;
 pub mod types;

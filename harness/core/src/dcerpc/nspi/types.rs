@@ -569,6 +569,142 @@ pub fn write_row_set_ptr(w: &mut NdrWriter, rows: Option<&[PropertyRow]>) {
     }
 }
 
+fn read_row_flat(r: &mut NdrReader<'_>) -> Result<(u32, Option<u32>), NdrError> {
+    let _reserved = r.u32()?;
+    let count = r.u32_in_range(0, MAX_VALUES)?;
+    Ok((count, r.unique_ptr()?))
+}
+
+fn read_row_deferred(
+    r: &mut NdrReader<'_>,
+    (count, ptr): (u32, Option<u32>),
+) -> Result<PropertyRow, NdrError> {
+    if ptr.is_none() {
+        return Ok(Vec::new());
+    }
+    // A PropertyValue_r's flat part is at least tag, reserved, discriminant and a DWORD.
+    let flats = sized_array(r, count, 16, read_value_flat)?;
+    let mut row = Vec::with_capacity(flats.len());
+    for (tag, pending) in flats {
+        row.push(PropertyValue {
+            tag,
+            value: read_value_deferred(r, pending)?,
+        });
+    }
+    Ok(row)
+}
+
+/// `[out] PropertyRow_r** ppRows` as [`write_row_ptr`] writes it (the client's reader).
+pub fn read_row_ptr(r: &mut NdrReader<'_>) -> Result<Option<PropertyRow>, NdrError> {
+    let ptr = r.unique_ptr()?;
+    r.pointee(ptr, |r| {
+        let flat = read_row_flat(r)?;
+        read_row_deferred(r, flat)
+    })
+}
+
+/// `[out] PropertyRowSet_r** ppRows` as [`write_row_set_ptr`] writes it.
+pub fn read_row_set_ptr(r: &mut NdrReader<'_>) -> Result<Option<Vec<PropertyRow>>, NdrError> {
+    let ptr = r.unique_ptr()?;
+    r.pointee(ptr, |r| {
+        let max = r.conformance(12)?;
+        let count = r.u32_in_range(0, MAX_VALUES)?;
+        if count as usize != max {
+            return Err(NdrError::Invalid(
+                "PropertyRowSet_r: cRows differs from size_is",
+            ));
+        }
+        let flats = r.elements(max, 12, read_row_flat)?;
+        let mut rows = Vec::with_capacity(flats.len());
+        for flat in flats {
+            rows.push(read_row_deferred(r, flat)?);
+        }
+        Ok(rows)
+    })
+}
+
+/// A `[unique] Restriction_r*` parameter (the client's side of
+/// [`read_restriction_ptr`]). [`Restriction::Other`] keeps only its `rt`: it goes with
+/// zero fields (a SubRestriction_r with a NULL inner restriction).
+pub fn write_restriction_ptr(w: &mut NdrWriter, res: Option<&Restriction>) {
+    w.put_pointer(res.is_some());
+    if let Some(res) = res {
+        write_restriction_flat(w, res);
+        write_restriction_deferred(w, res);
+    }
+}
+
+fn write_restriction_flat(w: &mut NdrWriter, res: &Restriction) {
+    let rt = match res {
+        Restriction::And(_) => 0,
+        Restriction::Or(_) => 1,
+        Restriction::Not(_) => 2,
+        Restriction::Content { .. } => 3,
+        Restriction::Property { .. } => 4,
+        Restriction::Exist { .. } => 8,
+        Restriction::Other(rt) => *rt,
+    };
+    w.put_u32(rt);
+    w.put_u32(rt);
+    match res {
+        Restriction::And(list) | Restriction::Or(list) => {
+            w.put_u32(list.len() as u32);
+            w.put_pointer(true);
+        }
+        Restriction::Not(inner) => {
+            w.put_pointer(inner.is_some());
+        }
+        Restriction::Content {
+            fuzzy_level: x,
+            tag,
+            value,
+        }
+        | Restriction::Property {
+            relop: x,
+            tag,
+            value,
+        } => {
+            w.put_u32(*x);
+            w.put_u32(*tag);
+            w.put_pointer(value.is_some());
+        }
+        Restriction::Exist { tag } => {
+            w.put_u32(0);
+            w.put_u32(*tag);
+            w.put_u32(0);
+        }
+        Restriction::Other(9) => {
+            w.put_u32(0);
+            w.put_pointer(false);
+        }
+        Restriction::Other(_) => {
+            w.put_u32(0);
+            w.put_u32(0);
+            w.put_u32(0);
+        }
+    }
+}
+
+fn write_restriction_deferred(w: &mut NdrWriter, res: &Restriction) {
+    match res {
+        Restriction::And(list) | Restriction::Or(list) => {
+            w.put_conformance(list.len());
+            list.iter().for_each(|r| write_restriction_flat(w, r));
+            list.iter().for_each(|r| write_restriction_deferred(w, r));
+        }
+        Restriction::Not(Some(inner)) => {
+            write_restriction_flat(w, inner);
+            write_restriction_deferred(w, inner);
+        }
+        Restriction::Content { value: Some(v), .. }
+        | Restriction::Property { value: Some(v), .. } => {
+            write_value_flat(w, v);
+            write_value_deferred(w, v);
+        }
+        _ => {}
+    }
+}
+
 /// `[out] PropertyTagArray_r** pp`: the unique pointer and its pointee.
 pub fn write_prop_tags_ptr(w: &mut NdrWriter, tags: Option<&[u32]>) {
     w.put_pointer(tags.is_some());

@@ -1,0 +1,87 @@
+//! The project's own NSPI client (`harness_core::dcerpc::nspi::client`) against the lab
+//! over sockets: bound with NTLM at packet privacy on the Exchange listener,
+//! then the address-book walk Outlook makes (NspiBind, the hierarchy table, the GAL's
+//! rows, a name resolved, NspiUnbind). impacket checks the same server from outside.
+
+use crate::common;
+
+use harness::serve::rpc::RpcRole;
+use harness::tools::dcerpc_client::{ntlm_security, RpcBind, RpcConnection};
+use harness_core::dcerpc::client::AuthLevel;
+use harness_core::dcerpc::nspi::book::tag;
+use harness_core::dcerpc::nspi::client::*;
+use harness_core::dcerpc::nspi::types::PropValue;
+use harness_core::dcerpc::nspi::{status, NSPI_SYNTAX};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nspi_client_walks_the_labs_address_book_sealed() {
+    let lab = common::rpc_lab(Some(3)).await;
+    let addr = lab.rpc_addr(RpcRole::Exchange).expect("exchange listener");
+    let bind = RpcBind::new(NSPI_SYNTAX).with_security(ntlm_security(
+        "alice",
+        "secret",
+        "EXAMPLE",
+        AuthLevel::PKT_PRIVACY,
+    ));
+    let mut nspi = RpcConnection::connect(addr, bind).await.expect("bind NSPI");
+    let call = |reply: Result<Vec<u8>, _>| reply.expect("the call is answered");
+
+    let bound = parse_bind(&call(
+        nspi.call(opnum::BIND, &bind_stub(0, &stat(1252), true))
+            .await,
+    ))
+    .expect("NspiBind reads");
+    assert_eq!(bound.rc, status::SUCCESS);
+    let h = bound.handle;
+
+    let (_, hierarchy, rc) = parse_special_table(&call(
+        nspi.call(
+            opnum::GET_SPECIAL_TABLE,
+            &get_special_table_stub(&h, 0, &stat(1252), 0),
+        )
+        .await,
+    ))
+    .expect("NspiGetSpecialTable reads");
+    assert_eq!((rc, hierarchy.map(|r| r.len())), (status::SUCCESS, Some(1)));
+
+    let rows = parse_query_rows(&call(
+        nspi.call(
+            opnum::QUERY_ROWS,
+            &query_rows_stub(&h, 0, &stat(1252), None, 50, Some(&[tag::ACCOUNT])),
+        )
+        .await,
+    ))
+    .expect("NspiQueryRows reads");
+    assert_eq!(rows.rc, status::SUCCESS);
+    let accounts: Vec<String> = rows
+        .rows
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|row| row.iter())
+        .filter_map(|v| match &v.value {
+            PropValue::String8(s) => Some(String::from_utf8_lossy(s).into_owned()),
+            PropValue::Unicode(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect();
+    let users = lab.world().directory.principals().count();
+    assert_eq!(accounts.len(), users, "{accounts:?}");
+    assert!(accounts.iter().any(|a| a == "alice"), "{accounts:?}");
+
+    let Resolved { mids, rc, .. } = parse_resolve_names(&call(
+        nspi.call(
+            opnum::RESOLVE_NAMES_W,
+            &resolve_names_w_stub(&h, &stat(1252), None, &["alice", "nobody-at-all"]),
+        )
+        .await,
+    ))
+    .expect("NspiResolveNamesW reads");
+    let mids = mids.expect("MIds");
+    assert_eq!(rc, status::SUCCESS);
+    assert!(mids[0] > 1 && mids[1] == 0, "{mids:?}");
+
+    let (handle, rc) = parse_unbind(&call(nspi.call(opnum::UNBIND, &unbind_stub(&h)).await))
+        .expect("NspiUnbind reads");
+    assert_eq!((handle.is_nil(), rc), (true, status::UNBIND_SUCCESS));
+    lab.shutdown().await;
+}
