@@ -484,6 +484,46 @@ impl LookupRequest {
     }
 }
 
+/// ept_map's request stub, the client's side ([C706] Appendix O / [MS-RPCE] 2.2.1.2.5):
+/// no object, the ncacn_ip_tcp tower of `interface` over NDR 2.0 with port and address
+/// 0 (a query), a nil entry handle, at most `max_towers` answers.
+pub fn map_request(interface: SyntaxId, max_towers: u32) -> Vec<u8> {
+    let tower = Tower::ncacn_ip_tcp(interface, SyntaxId::NDR20, 0, Ipv4Addr::UNSPECIFIED);
+    let mut w = NdrWriter::new();
+    w.put_pointer(false); // [in, ptr] UUID *obj
+    w.put_pointer(true); // [in, ptr] twr_p_t map_tower
+    write_twr(&mut w, &tower.to_bytes());
+    w.put_context_handle(&ContextHandle::NIL);
+    w.put_u32(max_towers);
+    w.into_bytes()
+}
+
+/// ept_lookup's request stub ([MS-RPCE] 2.2.1.2.4): every element when `interface` is
+/// None (RPC_C_EP_ALL_ELTS), else those of that interface (RPC_C_EP_MATCH_BY_IF,
+/// RPC_C_VERS_COMPATIBLE); `entry_handle` nil to start, the returned one to go on.
+pub fn lookup_request(
+    interface: Option<SyntaxId>,
+    entry_handle: &ContextHandle,
+    max_ents: u32,
+) -> Vec<u8> {
+    let mut w = NdrWriter::new();
+    w.put_u32(match interface {
+        None => RPC_C_EP_ALL_ELTS,
+        Some(_) => RPC_C_EP_MATCH_BY_IF,
+    });
+    w.put_pointer(false); // [in, ptr] UUID *object
+    w.put_pointer(interface.is_some()); // [in, ptr] rpc_if_id_t *interface_id
+    if let Some(i) = interface {
+        w.put_uuid(&i.uuid);
+        w.put_u16(i.major());
+        w.put_u16(i.minor());
+    }
+    w.put_u32(RPC_C_VERS_COMPATIBLE);
+    w.put_context_handle(entry_handle);
+    w.put_u32(max_ents);
+    w.into_bytes()
+}
+
 /// The fault for an entry handle this interface did not hand out on this connection:
 /// what the RPC runtime answers an unknown context handle with.
 const CONTEXT_MISMATCH: CallOutcome = CallOutcome::Fault(FaultStatus::NCA_S_FAULT_CONTEXT_MISMATCH);
@@ -999,6 +1039,33 @@ mod tests {
             towers[0].tcp_endpoint(),
             Some((6001, Ipv4Addr::new(192, 0, 2, 10)))
         );
+    }
+
+    #[test]
+    fn the_client_requests_get_the_answers_impacket_requests_get() {
+        // Referent ids and padding differ from impacket's; what the server reads does not.
+        let same = |ours: Vec<u8>, theirs: &str, opnum| {
+            let (a, b) = (epm(), epm());
+            assert_eq!(
+                response(a.call(&ctx(1), opnum, &ours)),
+                response(b.call(&ctx(1), opnum, &hex(theirs))),
+            );
+        };
+        same(map_request(EMSMDB, 4), MAP_EMSMDB, OPNUM_EPT_MAP);
+        same(map_request(NSPI, 4), MAP_NSPI, OPNUM_EPT_MAP);
+        same(
+            lookup_request(None, &ContextHandle::NIL, 500),
+            LOOKUP_ALL,
+            OPNUM_EPT_LOOKUP,
+        );
+        same(
+            lookup_request(Some(NSPI), &ContextHandle::NIL, 1),
+            LOOKUP_NSPI,
+            OPNUM_EPT_LOOKUP,
+        );
+        let stub = response(epm().call(&ctx(1), OPNUM_EPT_MAP, &map_request(NSPI, 4)));
+        let (_, towers, status) = decode_map_response(&stub).unwrap();
+        assert_eq!((status, towers[0].interface()), (EPT_S_OK, Some(NSPI)));
     }
 
     #[test]

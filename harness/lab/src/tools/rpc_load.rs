@@ -8,12 +8,11 @@
 //! server a stub decode and a small answer, so the numbers measure the RPC runtime and
 //! the security provider, not an interface.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use harness_core::dcerpc::client::{AuthLevel, SyntaxId, Uuid};
-use harness_core::dcerpc::epm::{Tower, EPM_SYNTAX, OPNUM_EPT_MAP};
-use harness_wire::ndr::{ContextHandle, NdrWriter};
+use harness_core::dcerpc::epm::{map_request, EPM_SYNTAX, OPNUM_EPT_MAP};
 
 use super::dcerpc_client::{ntlm_security, RpcBind, RpcConnection, RpcError};
 use super::load::{ErrorKind, SessionError, UserSpec};
@@ -46,21 +45,10 @@ const NOBODY: SyntaxId = SyntaxId::new(
 impl RpcCall {
     /// `ept_map` of an unregistered interface over ncacn_ip_tcp, at `level`.
     pub fn ept_map_unregistered(level: AuthLevel) -> RpcCall {
-        let tower =
-            Tower::ncacn_ip_tcp(NOBODY, SyntaxId::NDR20, 0, Ipv4Addr::UNSPECIFIED).to_bytes();
-        let mut w = NdrWriter::new();
-        // [in, ptr] UUID *obj: NULL; [in, ptr] twr_p_t map_tower.
-        w.put_pointer(false);
-        w.put_pointer(true);
-        w.put_u32(tower.len() as u32);
-        w.put_conformant_bytes(&tower);
-        w.align(4);
-        w.put_context_handle(&ContextHandle::NIL);
-        w.put_u32(1); // max_towers
         RpcCall {
             interface: EPM_SYNTAX,
             opnum: OPNUM_EPT_MAP,
-            stub: w.into_bytes(),
+            stub: map_request(NOBODY, 1),
             level,
             domain: String::new(),
         }

@@ -19,8 +19,10 @@ use harness::tools::dcerpc_client::{RpcBind, RpcConnection, RpcError};
 use harness_core::dcerpc::client::{
     AuthLevel, BindSecurity, ClientConfig, FaultStatus, SyntaxId, Uuid, MIN_FRAG,
 };
-use harness_core::dcerpc::epm::{Tower, EPM_PORT, EPM_SYNTAX, EPT_S_NOT_REGISTERED, OPNUM_EPT_MAP};
-use harness_wire::ndr::{ContextHandle, NdrError, NdrReader, NdrWriter};
+use harness_core::dcerpc::epm::{
+    map_request, Tower, EPM_PORT, EPM_SYNTAX, EPT_S_NOT_REGISTERED, OPNUM_EPT_MAP,
+};
+use harness_wire::ndr::{NdrError, NdrReader, NdrWriter};
 
 /// srvsvc, 4b324fc8-1670-01d3-1278-5a47bf6ee188 v3.0.
 const SRVSVC: SyntaxId = SyntaxId::new(
@@ -87,20 +89,6 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// ept_map's request stub: object (a NULL full pointer), map_tower (a referent and the
 /// twr_t: hoisted conformance, tower_length, the octets), entry_handle (nil), max_towers.
-fn ept_map_stub(iface: SyntaxId, max_towers: u32) -> Vec<u8> {
-    // The 5-floor ncacn_ip_tcp tower over NDR 2.0, port and address 0 in a query.
-    let tower = Tower::ncacn_ip_tcp(iface, SyntaxId::NDR20, 0, Ipv4Addr::UNSPECIFIED).to_bytes();
-    let mut w = NdrWriter::new();
-    w.put_pointer(false);
-    w.put_pointer(true);
-    w.put_conformance(tower.len());
-    w.put_u32(tower.len() as u32);
-    w.put_bytes(&tower);
-    w.put_context_handle(&ContextHandle::NIL);
-    w.put_u32(max_towers);
-    w.into_bytes()
-}
-
 /// The TCP port in the first tower of an ept_map reply (on 127.0.0.1): entry_handle,
 /// num_towers, the conformant varying array of tower pointers, the twr_t pointees, then
 /// the status, which must be 0.
@@ -165,7 +153,7 @@ async fn mapped_port(iface: SyntaxId) -> u16 {
         "Samba answers the feature context"
     );
     let reply = epm
-        .call(OPNUM_EPT_MAP, &ept_map_stub(iface, 4))
+        .call(OPNUM_EPT_MAP, &map_request(iface, 4))
         .await
         .expect("ept_map");
     port_from_ept_map(&reply).unwrap_or_else(|e| panic!("ept_map reply {reply:02x?}: {e}"))
@@ -203,7 +191,7 @@ fn an_unknown_interface_is_not_mapped() {
                 .expect("bind to the endpoint mapper");
         let nobody = SyntaxId::new(Uuid::new(0x0bad_cafe, 1, 2, [3; 8]), 1, 0);
         let reply = epm
-            .call(OPNUM_EPT_MAP, &ept_map_stub(nobody, 4))
+            .call(OPNUM_EPT_MAP, &map_request(nobody, 4))
             .await
             .expect("ept_map answers");
         // No tower, status EPT_S_NOT_REGISTERED.
