@@ -1,0 +1,484 @@
+//! HTTP authentication as IIS does it for the RPC proxy (Outlook Anywhere) and the web
+//! tier, sans-IO: the adapter hands over each request's `Authorization` header and the
+//! TCP connection it came on, and gets back a verdict: authenticated, a `401` with the
+//! `WWW-Authenticate` values to send, or a `400`.
+//!
+//! - **Basic** (RFC 7617): `user:password` in base64, checked against the directory on
+//!   every request (it is not connection-bound). A `DOMAIN\user` name is taken as
+//!   `user` in the lab's one domain.
+//! - **NTLM** (the `NTLM` scheme of [MS-NTHT] 2.2): NEGOTIATE, then a `401` carrying the
+//!   CHALLENGE, then AUTHENTICATE, **on one TCP connection**: the acceptor that issued the
+//!   challenge lives in that connection's [`ConnectionAuth`]. An AUTHENTICATE on a
+//!   connection that did not carry its NEGOTIATE (a client or proxy that splits the
+//!   handshake over two connections) cannot be verified and gets a fresh `401`, as IIS
+//!   answers it; the refusal says so. Once NTLM succeeds the connection stays
+//!   authenticated for the requests after it ([MS-NTHT] 3.2.5.1.2: connection-based).
+
+use base64::Engine as _;
+
+use crate::ntlm::{AcceptorConfig, NtlmAcceptor, NtlmError};
+use crate::rng::SeededRng;
+
+/// An `Authorization` value longer than this is refused with `400` before it is decoded
+/// (an NTLM AUTHENTICATE in base64 is a few KiB; NTLM messages stop at 64 KiB).
+pub const MAX_AUTHORIZATION: usize = 96 * 1024;
+
+/// A scheme the server offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HttpScheme {
+    Basic,
+    Ntlm,
+}
+
+impl HttpScheme {
+    pub fn name(self) -> &'static str {
+        match self {
+            HttpScheme::Basic => "Basic",
+            HttpScheme::Ntlm => "NTLM",
+        }
+    }
+}
+
+/// What the server offers and how it names itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpAuthConfig {
+    /// In the order of the `WWW-Authenticate` headers (IIS lists Negotiate and NTLM before
+    /// Basic).
+    pub schemes: Vec<HttpScheme>,
+    /// The Basic realm.
+    pub realm: String,
+    /// The names the NTLM CHALLENGE announces.
+    pub ntlm: AcceptorConfig,
+}
+
+/// Who a request was authenticated as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpPrincipal {
+    pub scheme: HttpScheme,
+    pub user: String,
+    pub domain: String,
+}
+
+/// Why a request gets a `401` (for the adapter's trace and the snapshots).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("no Authorization header")]
+    Missing,
+    #[error("the {0} scheme is not offered")]
+    SchemeNotOffered(String),
+    #[error("Basic: unknown user or wrong password")]
+    BasicWrongPassword,
+    #[error("NTLM: CHALLENGE sent, AUTHENTICATE awaited on this connection")]
+    NtlmChallenged,
+    #[error(
+        "NTLM: AUTHENTICATE on a connection that did not carry its NEGOTIATE (NTLM over HTTP \
+         is bound to one TCP connection; the challenge it answers is unknown here)"
+    )]
+    NtlmWrongConnection,
+    #[error("NTLM: {0}")]
+    NtlmFailed(String),
+}
+
+/// Why a request gets a `400`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadAuthorization {
+    #[error("Authorization of {0} octets is over the limit")]
+    TooLong(usize),
+    #[error("Authorization: {0}")]
+    Malformed(&'static str),
+}
+
+/// The answer to one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Authenticated(HttpPrincipal),
+    /// `401 Unauthorized` with one `WWW-Authenticate` header per value.
+    Unauthorized {
+        www_authenticate: Vec<String>,
+        refusal: Refusal,
+    },
+    /// `400 Bad Request`.
+    BadRequest(BadAuthorization),
+}
+
+/// The authentication state of one TCP connection.
+#[derive(Debug, Default)]
+pub struct ConnectionAuth {
+    /// The NTLM exchange in progress: the CHALLENGE went out on this connection.
+    pending: Option<NtlmAcceptor>,
+    /// NTLM succeeded on this connection: later requests need no header.
+    ntlm_user: Option<HttpPrincipal>,
+}
+
+/// The cleartext password of a user of the directory (None: no such user).
+type PasswordOf = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// The server side: configuration, the directory, and the randomness of challenges.
+pub struct HttpAuthenticator {
+    config: HttpAuthConfig,
+    passwords: PasswordOf,
+    rng: SeededRng,
+    filetime: u64,
+}
+
+impl HttpAuthenticator {
+    /// `password_of(user)`: the cleartext password of a user of the directory.
+    /// `filetime`: the CHALLENGE's timestamp (100 ns ticks since 1601).
+    pub fn new(
+        config: HttpAuthConfig,
+        password_of: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
+        seed: u64,
+        filetime: u64,
+    ) -> Self {
+        HttpAuthenticator {
+            config,
+            passwords: Box::new(password_of),
+            rng: SeededRng::new(seed),
+            filetime,
+        }
+    }
+
+    pub fn config(&self) -> &HttpAuthConfig {
+        &self.config
+    }
+
+    /// The `WWW-Authenticate` values of a bare `401`: every scheme offered.
+    pub fn challenges(&self) -> Vec<String> {
+        self.config
+            .schemes
+            .iter()
+            .map(|s| match s {
+                HttpScheme::Basic => format!("Basic realm=\"{}\"", self.config.realm),
+                HttpScheme::Ntlm => "NTLM".to_string(),
+            })
+            .collect()
+    }
+
+    fn unauthorized(&self, refusal: Refusal) -> Verdict {
+        Verdict::Unauthorized {
+            www_authenticate: self.challenges(),
+            refusal,
+        }
+    }
+
+    fn offers(&self, scheme: HttpScheme) -> bool {
+        self.config.schemes.contains(&scheme)
+    }
+
+    /// Checks one request that came on `conn` with `authorization` (the header's value,
+    /// if any).
+    pub fn check(&mut self, conn: &mut ConnectionAuth, authorization: Option<&str>) -> Verdict {
+        let Some(value) = authorization else {
+            return match (&conn.ntlm_user, conn.pending.is_some()) {
+                (Some(p), false) => Verdict::Authenticated(p.clone()),
+                _ => self.unauthorized(Refusal::Missing),
+            };
+        };
+        if value.len() > MAX_AUTHORIZATION {
+            return Verdict::BadRequest(BadAuthorization::TooLong(value.len()));
+        }
+        let (scheme, token) = match value.trim().split_once(' ') {
+            Some((s, t)) => (s, t.trim()),
+            None => (value.trim(), ""),
+        };
+        let decoded = || {
+            base64::engine::general_purpose::STANDARD
+                .decode(token)
+                .map_err(|_| BadAuthorization::Malformed("credentials are not base64"))
+        };
+        if scheme.eq_ignore_ascii_case("Basic") && self.offers(HttpScheme::Basic) {
+            let bytes = match decoded() {
+                Ok(b) => b,
+                Err(e) => return Verdict::BadRequest(e),
+            };
+            self.basic(&bytes)
+        } else if scheme.eq_ignore_ascii_case("NTLM") && self.offers(HttpScheme::Ntlm) {
+            let bytes = match decoded() {
+                Ok(b) if !b.is_empty() => b,
+                Ok(_) => {
+                    return Verdict::BadRequest(BadAuthorization::Malformed("empty NTLM token"))
+                }
+                Err(e) => return Verdict::BadRequest(e),
+            };
+            self.ntlm(conn, &bytes)
+        } else {
+            self.unauthorized(Refusal::SchemeNotOffered(scheme.to_string()))
+        }
+    }
+
+    fn basic(&self, credentials: &[u8]) -> Verdict {
+        let text = String::from_utf8_lossy(credentials);
+        let Some((name, password)) = text.split_once(':') else {
+            return Verdict::BadRequest(BadAuthorization::Malformed("Basic credentials lack ':'"));
+        };
+        let (domain, user) = match name.split_once('\\') {
+            Some((d, u)) => (d, u),
+            None => ("", name),
+        };
+        // Compared in constant time: the password is what is being guessed.
+        let right = (self.passwords)(user)
+            .is_some_and(|p| crate::ntlm::crypto::ct_eq(p.as_bytes(), password.as_bytes()));
+        if !right {
+            return self.unauthorized(Refusal::BasicWrongPassword);
+        }
+        Verdict::Authenticated(HttpPrincipal {
+            scheme: HttpScheme::Basic,
+            user: user.to_string(),
+            domain: domain.to_string(),
+        })
+    }
+
+    fn ntlm(&mut self, conn: &mut ConnectionAuth, token: &[u8]) -> Verdict {
+        // Message type: octets 8..12 of an NTLMSSP message ([MS-NLMP] 2.2.1).
+        let kind = token
+            .get(8..12)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        match kind {
+            Some(1) => {
+                conn.ntlm_user = None;
+                let challenge: [u8; 8] = self.rng.bytes();
+                let mut acceptor =
+                    NtlmAcceptor::new(self.config.ntlm.clone(), challenge, self.filetime);
+                match acceptor.handle_negotiate(token) {
+                    Ok(message) => {
+                        conn.pending = Some(acceptor);
+                        let b64 = base64::engine::general_purpose::STANDARD.encode(message);
+                        Verdict::Unauthorized {
+                            www_authenticate: vec![format!("NTLM {b64}")],
+                            refusal: Refusal::NtlmChallenged,
+                        }
+                    }
+                    Err(e) => self.ntlm_failed(conn, e),
+                }
+            }
+            Some(3) => {
+                let Some(mut acceptor) = conn.pending.take() else {
+                    return self.unauthorized(Refusal::NtlmWrongConnection);
+                };
+                let passwords = &self.passwords;
+                match acceptor.handle_authenticate(token, &|user, _domain| passwords(user)) {
+                    Ok(done) => {
+                        let principal = HttpPrincipal {
+                            scheme: HttpScheme::Ntlm,
+                            user: done.user,
+                            domain: done.domain,
+                        };
+                        conn.ntlm_user = Some(principal.clone());
+                        Verdict::Authenticated(principal)
+                    }
+                    Err(e) => self.ntlm_failed(conn, e),
+                }
+            }
+            _ => Verdict::BadRequest(BadAuthorization::Malformed(
+                "NTLM token is neither NEGOTIATE nor AUTHENTICATE",
+            )),
+        }
+    }
+
+    fn ntlm_failed(&self, conn: &mut ConnectionAuth, e: NtlmError) -> Verdict {
+        conn.pending = None;
+        conn.ntlm_user = None;
+        self.unauthorized(Refusal::NtlmFailed(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ntlm::{Credentials, InitiatorOptions, NtlmInitiator, ResponseKind};
+
+    fn server(schemes: &[HttpScheme]) -> HttpAuthenticator {
+        HttpAuthenticator::new(
+            HttpAuthConfig {
+                schemes: schemes.to_vec(),
+                realm: "mail.example.test".into(),
+                ntlm: AcceptorConfig {
+                    nb_domain: "EXAMPLE".into(),
+                    nb_computer: "MAIL".into(),
+                    dns_domain: "example.test".into(),
+                    dns_computer: "mail.example.test".into(),
+                },
+            },
+            |user| (user == "alice").then(|| "secret".to_string()),
+            5,
+            0x01d9_0000_0000_0000,
+        )
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    fn basic(user: &str, password: &str) -> String {
+        format!("Basic {}", b64(format!("{user}:{password}").as_bytes()))
+    }
+
+    fn client(password: &str) -> NtlmInitiator {
+        NtlmInitiator::new(
+            Credentials::example("alice", password),
+            InitiatorOptions::fixed(1, 2, ResponseKind::V2, true),
+        )
+    }
+
+    /// The CHALLENGE a 401 carries.
+    fn challenge_of(v: &Verdict) -> Vec<u8> {
+        let Verdict::Unauthorized {
+            www_authenticate, ..
+        } = v
+        else {
+            panic!("{v:?}")
+        };
+        let token = www_authenticate[0]
+            .strip_prefix("NTLM ")
+            .expect("NTLM token");
+        base64::engine::general_purpose::STANDARD
+            .decode(token)
+            .unwrap()
+    }
+
+    #[test]
+    fn basic_is_checked_on_every_request() {
+        let mut s = server(&[HttpScheme::Ntlm, HttpScheme::Basic]);
+        let mut conn = ConnectionAuth::default();
+        let v = s.check(&mut conn, None);
+        assert_eq!(
+            v,
+            Verdict::Unauthorized {
+                www_authenticate: vec!["NTLM".into(), "Basic realm=\"mail.example.test\"".into()],
+                refusal: Refusal::Missing,
+            }
+        );
+        let ok = s.check(&mut conn, Some(&basic("EXAMPLE\\alice", "secret")));
+        assert_eq!(
+            ok,
+            Verdict::Authenticated(HttpPrincipal {
+                scheme: HttpScheme::Basic,
+                user: "alice".into(),
+                domain: "EXAMPLE".into(),
+            })
+        );
+        // Not remembered: the next request without a header is challenged again.
+        assert!(matches!(
+            s.check(&mut conn, None),
+            Verdict::Unauthorized { .. }
+        ));
+        for (user, password) in [("alice", "Secret"), ("alice", "secre"), ("bob", "secret")] {
+            assert!(matches!(
+                s.check(&mut conn, Some(&basic(user, password))),
+                Verdict::Unauthorized {
+                    refusal: Refusal::BasicWrongPassword,
+                    ..
+                }
+            ));
+        }
+        assert!(matches!(
+            s.check(&mut conn, Some("Basic !!!")),
+            Verdict::BadRequest(BadAuthorization::Malformed(_))
+        ));
+        assert!(matches!(
+            s.check(&mut conn, Some(&format!("Basic {}", b64(b"no-colon")))),
+            Verdict::BadRequest(_)
+        ));
+    }
+
+    #[test]
+    fn ntlm_on_one_connection_authenticates_it() {
+        let mut s = server(&[HttpScheme::Ntlm]);
+        let mut conn = ConnectionAuth::default();
+        let mut c = client("secret");
+        let v = s.check(&mut conn, Some(&format!("NTLM {}", b64(&c.negotiate()))));
+        let auth = c.handle_challenge(&challenge_of(&v)).unwrap();
+        let v = s.check(&mut conn, Some(&format!("NTLM {}", b64(&auth))));
+        assert!(
+            matches!(&v, Verdict::Authenticated(p) if p.user == "alice" && p.scheme == HttpScheme::Ntlm)
+        );
+        // Connection-based: later requests on it need no header.
+        assert_eq!(s.check(&mut conn, None), v);
+        // Another connection is not authenticated.
+        assert!(matches!(
+            s.check(&mut ConnectionAuth::default(), None),
+            Verdict::Unauthorized { .. }
+        ));
+    }
+
+    #[test]
+    fn an_ntlm_handshake_split_over_two_connections_gets_401_and_says_why() {
+        let mut s = server(&[HttpScheme::Ntlm, HttpScheme::Basic]);
+        let (mut first, mut second) = (ConnectionAuth::default(), ConnectionAuth::default());
+        let mut c = client("secret");
+        let v = s.check(&mut first, Some(&format!("NTLM {}", b64(&c.negotiate()))));
+        let auth = c.handle_challenge(&challenge_of(&v)).unwrap();
+        let v = s.check(&mut second, Some(&format!("NTLM {}", b64(&auth))));
+        assert_eq!(
+            v,
+            Verdict::Unauthorized {
+                www_authenticate: vec!["NTLM".into(), "Basic realm=\"mail.example.test\"".into()],
+                refusal: Refusal::NtlmWrongConnection,
+            }
+        );
+        assert!(Refusal::NtlmWrongConnection
+            .to_string()
+            .contains("bound to one TCP connection"));
+    }
+
+    #[test]
+    fn a_wrong_ntlm_password_and_out_of_order_tokens_are_refused() {
+        let mut s = server(&[HttpScheme::Ntlm]);
+        let mut conn = ConnectionAuth::default();
+        let mut c = client("wrong");
+        let v = s.check(&mut conn, Some(&format!("NTLM {}", b64(&c.negotiate()))));
+        let auth = c.handle_challenge(&challenge_of(&v)).unwrap();
+        assert!(matches!(
+            s.check(&mut conn, Some(&format!("NTLM {}", b64(&auth)))),
+            Verdict::Unauthorized {
+                refusal: Refusal::NtlmFailed(_),
+                ..
+            }
+        ));
+        assert!(matches!(
+            s.check(&mut conn, None),
+            Verdict::Unauthorized { .. }
+        ));
+        // The same AUTHENTICATE again: the exchange is over.
+        assert!(matches!(
+            s.check(&mut conn, Some(&format!("NTLM {}", b64(&auth)))),
+            Verdict::Unauthorized {
+                refusal: Refusal::NtlmWrongConnection,
+                ..
+            }
+        ));
+        // A CHALLENGE from the client, or garbage, is a bad request.
+        let mut bogus = auth.clone();
+        bogus[8] = 2;
+        assert!(matches!(
+            s.check(&mut conn, Some(&format!("NTLM {}", b64(&bogus)))),
+            Verdict::BadRequest(_)
+        ));
+        assert!(matches!(
+            s.check(&mut conn, Some("NTLM")),
+            Verdict::BadRequest(_)
+        ));
+    }
+
+    #[test]
+    fn schemes_not_offered_and_oversized_headers() {
+        let mut s = server(&[HttpScheme::Ntlm]);
+        let mut conn = ConnectionAuth::default();
+        assert!(matches!(
+            s.check(&mut conn, Some(&basic("alice", "secret"))),
+            Verdict::Unauthorized {
+                refusal: Refusal::SchemeNotOffered(_),
+                ..
+            }
+        ));
+        assert!(matches!(
+            s.check(&mut conn, Some("Negotiate YIIB")),
+            Verdict::Unauthorized { .. }
+        ));
+        let long = format!("NTLM {}", "A".repeat(MAX_AUTHORIZATION));
+        assert_eq!(
+            s.check(&mut conn, Some(&long)),
+            Verdict::BadRequest(BadAuthorization::TooLong(long.len()))
+        );
+    }
+}
