@@ -8,18 +8,13 @@ use harness::serve::rpc::{RpcListenerSpec, RpcRole};
 use harness::tools::dcerpc_client::{ntlm_security, RpcBind, RpcConnection, RpcError};
 use harness::{Lab, LabConfig};
 use harness_core::dcerpc::client::{AuthLevel, FaultStatus};
-use harness_core::dcerpc::rfr::RFR_SYNTAX;
+use harness_core::dcerpc::rfr::{self, RFR_SYNTAX};
 use harness_core::dcerpc::server::{AuthFailureFault, EndpointConfig};
 
-/// RfrGetFQDNFromServerDN(0, 24, "/o=a/cn=Servers/cn=MAIL"): any answer will do.
+/// RfrGetFQDNFromServerDN of a server DN: any answer will do.
 fn fqdn_stub() -> Vec<u8> {
-    let dn = b"/o=a/cn=Servers/cn=MAIL\0";
-    let mut stub = Vec::new();
-    for v in [0u32, dn.len() as u32, dn.len() as u32, 0, dn.len() as u32] {
-        stub.extend_from_slice(&v.to_le_bytes());
-    }
-    stub.extend_from_slice(dn);
-    stub
+    let dn = "/o=a/cn=Servers/cn=MAIL";
+    rfr::vectors::fqdn_request(dn, dn.len() as u32 + 1)
 }
 
 async fn lab(endpoint: EndpointConfig) -> Lab {
