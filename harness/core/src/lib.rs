@@ -19,6 +19,7 @@ pub mod pop3;
 pub mod profile;
 pub mod protocol;
 pub mod rng;
+pub mod rpch;
 pub mod sasl;
 pub mod scenario;
 pub mod script;

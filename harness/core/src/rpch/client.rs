@@ -1,0 +1,223 @@
+//! The client's half of a virtual connection ([MS-RPCH] 3.2.2), sans-IO: CONN/A1 for the
+//! OUT channel's body, CONN/B1 for the IN channel's, the OUT channel's octets cut into
+//! RTS PDUs (CONN/A3, CONN/C2, acks, pings) and the RPC PDUs a wrapped
+//! [`ClientAssociation`] takes, and the FlowControlAcks the OUT channel's window needs.
+//! The HTTP requests around the bodies are the adapter's.
+
+use harness_wire::dcerpc::{FramerError, PacketType, PduFramer};
+use harness_wire::rpch::{
+    FlowControlAck, ForwardDestination, RtsCookie, RtsError, RtsPdu, RtsPduKind,
+};
+
+use super::proxy::RTS_VERSION;
+use crate::dcerpc::client::Uuid;
+use crate::dcerpc::client::{ClientAssociation, ClientError, ClientEvent};
+use crate::rng::SeededRng;
+
+/// The cookies a client makes up for one virtual connection ([MS-RPCH] 3.2.2.4.1).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct RpchCookies {
+    pub virtual_connection: RtsCookie,
+    pub out_channel: RtsCookie,
+    pub in_channel: RtsCookie,
+    pub association_group: RtsCookie,
+}
+
+impl RpchCookies {
+    /// Four cookies from a seed (the same seed, the same cookies).
+    pub fn from_seed(seed: u64) -> RpchCookies {
+        let mut rng = SeededRng::new(seed);
+        let mut cookie = || {
+            let b: [u8; 16] = rng.bytes();
+            Uuid::new(
+                u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+                u16::from_le_bytes([b[4], b[5]]),
+                u16::from_le_bytes([b[6], b[7]]),
+                [b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]],
+            )
+        };
+        RpchCookies {
+            virtual_connection: cookie(),
+            out_channel: cookie(),
+            in_channel: cookie(),
+            association_group: cookie(),
+        }
+    }
+}
+
+/// What the OUT channel's octets amounted to.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum RpchEvent {
+    /// CONN/A3: the outbound proxy's connection timeout (ms).
+    ConnA3 {
+        connection_timeout: u32,
+    },
+    /// CONN/C2: the virtual connection is open; the IN channel's window.
+    ConnC2 {
+        in_window: u32,
+        connection_timeout: u32,
+    },
+    /// A FlowControlAck for the IN channel.
+    InAck(FlowControlAck),
+    Ping,
+    /// What the wrapped association made of an RPC PDU.
+    Rpc(ClientEvent),
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+pub enum RpchClientError {
+    #[error("rpch client: {0}")]
+    Framing(#[from] FramerError),
+    #[error("rpch client: {0}")]
+    Rts(#[from] RtsError),
+    #[error("rpch client: unexpected {0} on the OUT channel")]
+    Unexpected(String),
+    #[error("rpch client: {0}")]
+    Association(#[from] ClientError),
+}
+
+/// One virtual connection's client side.
+pub struct RpchClient {
+    pub cookies: RpchCookies,
+    /// CONN/A1's ReceiveWindowSize: the OUT channel's window.
+    receive_window: u32,
+    /// Send a FlowControlAck on its own once half the window is consumed.
+    auto_ack: bool,
+    framer: PduFramer,
+    /// RPC octets received on the OUT channel and in the last ack.
+    bytes_received: u64,
+    acked: u64,
+    opened: bool,
+    pub association: ClientAssociation,
+}
+
+impl RpchClient {
+    pub fn new(
+        cookies: RpchCookies,
+        receive_window: u32,
+        auto_ack: bool,
+        association: ClientAssociation,
+    ) -> RpchClient {
+        RpchClient {
+            cookies,
+            receive_window,
+            auto_ack,
+            framer: PduFramer::new(u16::MAX),
+            bytes_received: 0,
+            acked: 0,
+            opened: false,
+            association,
+        }
+    }
+
+    /// CONN/A1 ([MS-RPCH] 2.2.4.2), the OUT channel's body.
+    pub fn conn_a1(&self) -> Vec<u8> {
+        encode(&RtsPdu::conn_a1(
+            RTS_VERSION,
+            self.cookies.virtual_connection,
+            self.cookies.out_channel,
+            self.receive_window,
+        ))
+    }
+
+    /// CONN/B1 ([MS-RPCH] 2.2.4.5), the IN channel's first PDU: a 1 GiB channel
+    /// lifetime and a 300 s keep-alive, as impacket sends.
+    pub fn conn_b1(&self) -> Vec<u8> {
+        encode(&RtsPdu::conn_b1(
+            RTS_VERSION,
+            self.cookies.virtual_connection,
+            self.cookies.in_channel,
+            0x4000_0000,
+            300_000,
+            self.cookies.association_group,
+        ))
+    }
+
+    /// CONN/C2 came.
+    pub fn is_open(&self) -> bool {
+        self.opened
+    }
+
+    /// RPC octets received on the OUT channel.
+    pub fn bytes_received(&self) -> u64 {
+        self.bytes_received
+    }
+
+    /// A FlowControlAck for everything received (all consumed: the window is whole
+    /// again), addressed to the outbound proxy ([MS-RPCH] 2.2.4.51), for the IN channel.
+    pub fn ack(&mut self) -> Vec<u8> {
+        self.acked = self.bytes_received;
+        let ack = FlowControlAck {
+            bytes_received: u32::try_from(self.bytes_received).unwrap_or(u32::MAX),
+            available_window: self.receive_window,
+            channel_cookie: self.cookies.out_channel,
+        };
+        encode(&RtsPdu::flow_control_ack_with_destination(
+            ForwardDestination::OUT_PROXY,
+            ack,
+        ))
+    }
+
+    /// Takes OUT channel octets; appends the events and returns the octets to send on
+    /// the IN channel (an ack, with `auto_ack`).
+    pub fn receive_out(
+        &mut self,
+        bytes: &[u8],
+        events: &mut Vec<RpchEvent>,
+    ) -> Result<Vec<u8>, RpchClientError> {
+        let mut frames = Vec::new();
+        let framed = self.framer.push_frames(bytes, &mut frames);
+        for frame in frames {
+            self.on_frame(&frame, events)?;
+        }
+        framed?;
+        let due = self.bytes_received - self.acked >= u64::from(self.receive_window / 2);
+        Ok(if self.auto_ack && due {
+            self.ack()
+        } else {
+            Vec::new()
+        })
+    }
+
+    fn on_frame(
+        &mut self,
+        frame: &[u8],
+        events: &mut Vec<RpchEvent>,
+    ) -> Result<(), RpchClientError> {
+        if PacketType(frame.get(2).copied().unwrap_or_default()) != PacketType::RTS {
+            self.bytes_received += frame.len() as u64;
+            let mut rpc = Vec::new();
+            let result = self.association.receive(frame, &mut rpc);
+            events.extend(rpc.into_iter().map(RpchEvent::Rpc));
+            return Ok(result?);
+        }
+        let (pdu, _) = RtsPdu::decode(frame)?;
+        use harness_wire::rpch::RtsCommand as C;
+        let event = match pdu.commands.as_slice() {
+            [C::ConnectionTimeout(t)] if pdu.is(RtsPduKind::ConnA3) => RpchEvent::ConnA3 {
+                connection_timeout: *t,
+            },
+            [C::Version(_), C::ReceiveWindowSize(w), C::ConnectionTimeout(t)]
+                if pdu.is(RtsPduKind::ConnC2) =>
+            {
+                self.opened = true;
+                RpchEvent::ConnC2 {
+                    in_window: *w,
+                    connection_timeout: *t,
+                }
+            }
+            _ if pdu.is(RtsPduKind::Ping) => RpchEvent::Ping,
+            _ => match pdu.as_flow_control_ack() {
+                Some((None, ack)) => RpchEvent::InAck(ack),
+                _ => return Err(RpchClientError::Unexpected(format!("{pdu:?}"))),
+            },
+        };
+        events.push(event);
+        Ok(())
+    }
+}
+
+fn encode(pdu: &RtsPdu) -> Vec<u8> {
+    // The named PDUs a client sends are under 128 octets.
+    pdu.encode().unwrap_or_default()
+}

@@ -1,0 +1,37 @@
+//! RPC over HTTP v2 ([MS-RPCH]), sans-IO: the proxy in front of the Exchange RPC
+//! endpoint, on the RTS codec of `harness_wire::rpch`.
+//!
+//! - [`proxy`]: [`RpcProxy`], the virtual-connection table keyed by the
+//!   virtual-connection cookie, the IN and OUT channels an adapter feeds in (their
+//!   request lines and body octets), the back-end connection of each virtual connection,
+//!   flow control, keep-alive, ping and the connection timeout.
+//! - [`client`]: [`RpchClient`], the client's half (CONN/A1, CONN/B1, the OUT channel's
+//!   PDUs to a wrapped DCE/RPC client association, acks for the OUT channel's window).
+//! - [`backend`]: [`InProcessBackends`], which plays the back-end connections the
+//!   proxy asks for against in-process [`ServerSession`](crate::ServerSession)s (the
+//!   lab's [`RpcEndpoints`](crate::dcerpc::endpoints::RpcEndpoints)) instead of sockets.
+//!
+//! The proxy here plays the inbound proxy, the outbound proxy and the RTS half of the
+//! server at once ([MS-RPCH] 3.2.3 to 3.2.5 merged): the back-end is one plain
+//! connection-oriented DCE/RPC connection per virtual connection (the endpoint speaks
+//! ncacn_ip_tcp, not ncacn_http), opened when CONN/A1 arrives. No HTTP here: the adapter
+//! parses the request line and headers, turns [`ProxyOutput`]s into responses and body
+//! octets, and owns the sockets and the clock.
+//!
+//! Not yet: channel recycling (IN_R1/IN_R2/OUT_R1/OUT_R2 end the virtual connection with
+//! [`ProxyError::RecyclingUnsupported`]), echo requests, pings sent by the proxy on an
+//! idle OUT channel.
+
+pub mod backend;
+pub mod client;
+pub mod proxy;
+
+#[cfg(test)]
+mod tests;
+
+pub use backend::InProcessBackends;
+pub use client::{RpchClient, RpchClientError, RpchCookies, RpchEvent};
+pub use proxy::{
+    BackendId, ChannelId, ChannelKind, HttpStatus, ProxyConfig, ProxyError, ProxyOutput, RpcProxy,
+    Target, VirtualConnectionInfo,
+};

@@ -1,0 +1,933 @@
+//! The proxy in process: virtual connections from [`RpchClient`]s through [`RpcProxy`]
+//! to the lab's RPC endpoints ([`InProcessBackends`]), and every bad input ending its
+//! own virtual connection only.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use harness_wire::dcerpc::{AuthLevel, ContextElement, SyntaxId, Uuid};
+use harness_wire::rpch::{FlowControlAck, RecycleCookies, RtsCommand, RtsFlags, RtsPdu};
+
+use super::*;
+use crate::dcerpc::client::{ClientAssociation, ClientConfig, ClientEvent};
+use crate::dcerpc::endpoints::RpcEndpoints;
+use crate::dcerpc::known_calls::{ntlm_bind, primary_context, KnownInterface};
+use crate::dcerpc::server::{Endpoint, EndpointConfig};
+use crate::dcerpc::{CallContext, CallOutcome, RpcInterface};
+use crate::ntlm::Credentials;
+
+const EXCHANGE: &str = "mail.example.com:6004";
+
+/// One client virtual connection: its channels and what the proxy told it.
+struct Side {
+    client: RpchClient,
+    out: ChannelId,
+    inc: ChannelId,
+    events: Vec<RpchEvent>,
+    started: Option<u32>,
+    /// The status each closed channel got (None: closed after its response started).
+    closed: HashMap<ChannelId, Option<HttpStatus>>,
+}
+
+struct Lab {
+    proxy: RpcProxy,
+    backends: InProcessBackends,
+    now: Duration,
+    sides: Vec<Side>,
+    ended: Vec<(Option<RtsCookie>, Option<ChannelId>, ProxyError)>,
+    next_channel: u64,
+    /// Kept so the endpoints outlive the sessions.
+    _endpoints: Option<RpcEndpoints>,
+}
+
+use harness_wire::rpch::RtsCookie;
+
+fn endpoints() -> RpcEndpoints {
+    let world = Arc::new(crate::fuzzing::ops::default_world().expect("the default world"));
+    RpcEndpoints::for_world(&world, &crate::fuzzing::rpc_ops::lab_config())
+}
+
+impl Lab {
+    fn new(config: ProxyConfig) -> Lab {
+        let endpoints = endpoints();
+        let backends = InProcessBackends::for_endpoints(&endpoints);
+        Lab::with_backends(config, backends, Some(endpoints))
+    }
+
+    fn with_backends(
+        config: ProxyConfig,
+        backends: InProcessBackends,
+        endpoints: Option<RpcEndpoints>,
+    ) -> Lab {
+        Lab {
+            proxy: RpcProxy::new(config),
+            backends,
+            now: Duration::from_secs(1),
+            sides: Vec::new(),
+            ended: Vec::new(),
+            next_channel: 1,
+            _endpoints: endpoints,
+        }
+    }
+
+    fn channel(&mut self) -> ChannelId {
+        self.next_channel += 1;
+        ChannelId(self.next_channel)
+    }
+
+    /// A side with both channels opened (no body yet).
+    fn open(&mut self, seed: u64, window: u32, auto_ack: bool) -> usize {
+        let client = RpchClient::new(
+            RpchCookies::from_seed(seed),
+            window,
+            auto_ack,
+            ClientAssociation::new(ClientConfig::default()),
+        );
+        let (out, inc) = (self.channel(), self.channel());
+        self.proxy
+            .out_channel_opened(self.now, out, EXCHANGE, 76)
+            .unwrap();
+        self.proxy
+            .in_channel_opened(self.now, inc, EXCHANGE, 1 << 30)
+            .unwrap();
+        self.sides.push(Side {
+            client,
+            out,
+            inc,
+            events: Vec::new(),
+            started: None,
+            closed: HashMap::new(),
+        });
+        self.sides.len() - 1
+    }
+
+    /// A side through CONN/C2.
+    fn connect(&mut self, seed: u64, window: u32, auto_ack: bool) -> usize {
+        let i = self.open(seed, window, auto_ack);
+        let a1 = self.sides[i].client.conn_a1();
+        self.out(i, &a1).unwrap();
+        let b1 = self.sides[i].client.conn_b1();
+        self.send(i, &b1).unwrap();
+        assert!(self.sides[i].client.is_open(), "{:?}", self.sides[i].events);
+        i
+    }
+
+    fn out(&mut self, i: usize, bytes: &[u8]) -> Result<(), ProxyError> {
+        let r = self.proxy.channel_data(self.now, self.sides[i].out, bytes);
+        self.settle();
+        r
+    }
+
+    fn send(&mut self, i: usize, bytes: &[u8]) -> Result<(), ProxyError> {
+        let r = self.proxy.channel_data(self.now, self.sides[i].inc, bytes);
+        self.settle();
+        r
+    }
+
+    /// Plays the proxy's outputs until nothing moves.
+    fn settle(&mut self) {
+        loop {
+            let outputs = self.backends.pump(&mut self.proxy, self.now);
+            if outputs.is_empty() {
+                return;
+            }
+            for output in outputs {
+                self.deliver(output);
+            }
+        }
+    }
+
+    fn side_of(&mut self, channel: ChannelId) -> Option<&mut Side> {
+        self.sides
+            .iter_mut()
+            .find(|s| s.out == channel || s.inc == channel)
+    }
+
+    fn deliver(&mut self, output: ProxyOutput) {
+        let now = self.now;
+        match output {
+            ProxyOutput::StartOutResponse {
+                channel,
+                content_length,
+            } => {
+                let side = self.side_of(channel).expect("a side's channel");
+                assert_eq!(side.started, None, "two response starts");
+                side.started = Some(content_length);
+            }
+            ProxyOutput::Write { channel, bytes } => {
+                let side = self.side_of(channel).expect("a side's channel");
+                assert_eq!(channel, side.out, "a write on an IN channel");
+                assert!(side.started.is_some(), "a write before the response");
+                let ack = side
+                    .client
+                    .receive_out(&bytes, &mut side.events)
+                    .expect("the OUT channel's octets");
+                let inc = side.inc;
+                if !ack.is_empty() {
+                    let _ = self.proxy.channel_data(now, inc, &ack);
+                }
+            }
+            ProxyOutput::CloseChannel { channel, status } => {
+                if let Some(side) = self.side_of(channel) {
+                    assert!(
+                        side.closed.insert(channel, status).is_none(),
+                        "closed twice"
+                    );
+                }
+            }
+            ProxyOutput::Ended {
+                cookie,
+                channel,
+                reason,
+            } => self.ended.push((cookie, channel, reason)),
+            other => panic!("a back-end output reached the client side: {other:?}"),
+        }
+    }
+
+    fn rpc_events(&mut self, i: usize) -> Vec<ClientEvent> {
+        std::mem::take(&mut self.sides[i].events)
+            .into_iter()
+            .filter_map(|e| match e {
+                RpchEvent::Rpc(e) => Some(e),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Bind at packet privacy with NTLM as alice, auth3 included.
+    fn bind_ntlm(&mut self, i: usize) {
+        let security = ntlm_bind(
+            Credentials::example("alice", "secret"),
+            AuthLevel::PKT_PRIVACY,
+        );
+        let bind = self.sides[i]
+            .client
+            .association
+            .bind(&[primary_context(KnownInterface::Rfr)], Some(security))
+            .unwrap();
+        self.send(i, &bind).unwrap();
+        let events = self.rpc_events(i);
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, ClientEvent::BindAcked(_))),
+            "{events:?}"
+        );
+        let auth3 = events
+            .iter()
+            .find_map(|e| match e {
+                ClientEvent::Send(leg) => Some(leg.clone()),
+                _ => None,
+            })
+            .expect("an auth3 leg");
+        self.send(i, &auth3).unwrap();
+        assert!(self.sides[i].client.association.is_ready());
+    }
+
+    /// A call on context 0; the response stub.
+    fn call(&mut self, i: usize, opnum: u16, stub: &[u8]) -> Vec<u8> {
+        let call = self.sides[i]
+            .client
+            .association
+            .call(0, opnum, None, stub)
+            .unwrap();
+        for fragment in &call.fragments {
+            self.send(i, fragment).unwrap();
+        }
+        let events = self.rpc_events(i);
+        match events.as_slice() {
+            [ClientEvent::Response { call_id, stub, .. }] if *call_id == call.call_id => {
+                stub.clone()
+            }
+            other => panic!("no response to call {}: {other:?}", call.call_id),
+        }
+    }
+
+    fn rfr_call(&mut self, i: usize) -> Vec<u8> {
+        let (opnum, stub) = &KnownInterface::Rfr.valid_calls()[0];
+        self.call(i, *opnum, stub)
+    }
+
+    fn cookie(&self, i: usize) -> RtsCookie {
+        self.sides[i].client.cookies.virtual_connection
+    }
+
+    fn info(&self, i: usize) -> Option<VirtualConnectionInfo> {
+        self.proxy.virtual_connection(&self.cookie(i))
+    }
+
+    fn ended_reason(&self, i: usize) -> Option<ProxyError> {
+        let cookie = self.cookie(i);
+        self.ended
+            .iter()
+            .find(|(c, _, _)| *c == Some(cookie))
+            .map(|(_, _, r)| r.clone())
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.proxy.handle_timeout(self.now);
+        self.settle();
+    }
+}
+
+fn rts(pdu: &RtsPdu) -> Vec<u8> {
+    pdu.encode().unwrap()
+}
+
+fn unauthenticated_bind(interface: SyntaxId) -> Vec<u8> {
+    ClientAssociation::new(ClientConfig::default())
+        .bind(
+            &[ContextElement {
+                context_id: 0,
+                abstract_syntax: interface,
+                transfer_syntaxes: vec![SyntaxId::NDR20],
+            }],
+            None,
+        )
+        .unwrap()
+}
+
+#[test]
+fn a_virtual_connection_binds_with_ntlm_privacy_and_calls_rfr() {
+    let mut lab = Lab::new(ProxyConfig::default());
+    let i = lab.open(1, 0x4_0000, true);
+    let a1 = lab.sides[i].client.conn_a1();
+    assert_eq!(a1.len(), 76);
+    lab.out(i, &a1).unwrap();
+    assert_eq!(lab.sides[i].started, Some(0x4000_0000));
+    assert_eq!(
+        lab.sides[i].events,
+        [RpchEvent::ConnA3 {
+            connection_timeout: 120_000
+        }]
+    );
+    let b1 = lab.sides[i].client.conn_b1();
+    assert_eq!(b1.len(), 104);
+    lab.send(i, &b1).unwrap();
+    assert_eq!(
+        lab.sides[i].events[1],
+        RpchEvent::ConnC2 {
+            in_window: 0x4_0000,
+            connection_timeout: 120_000
+        }
+    );
+    let info = lab.info(i).unwrap();
+    assert!(info.opened);
+    assert_eq!(
+        info.association_group_id,
+        Some(lab.sides[i].client.cookies.association_group)
+    );
+    assert_eq!(info.keepalive, Some(Duration::from_secs(300)));
+    assert_eq!(info.target.port, 6004);
+    assert_eq!(lab.backends.open(), 1);
+    lab.bind_ntlm(i);
+    let stub = lab.rfr_call(i);
+    let (_, servers, status) = crate::dcerpc::rfr::decode_get_new_dsa_response(&stub).unwrap();
+    assert_eq!(status, 0, "{servers:?}");
+    assert!(servers.flatten().is_some());
+    // A second call on the same virtual connection.
+    lab.rfr_call(i);
+    assert!(lab.ended.is_empty(), "{:?}", lab.ended);
+    // The client closes its OUT channel: the virtual connection and the back-end end.
+    lab.proxy.channel_closed(lab.now, lab.sides[i].out);
+    lab.settle();
+    assert_eq!(
+        lab.ended_reason(i),
+        Some(ProxyError::ChannelClosed(ChannelKind::Out))
+    );
+    assert_eq!(
+        lab.sides[i].closed[&lab.sides[i].inc],
+        Some(HttpStatus::BAD_REQUEST)
+    );
+    assert_eq!(lab.backends.open(), 0);
+    assert_eq!(lab.proxy.virtual_connections(), 0);
+    assert_eq!(lab.proxy.channels(), 0);
+}
+
+#[test]
+fn conn_b1_before_conn_a1_pairs_when_a1_comes() {
+    let mut lab = Lab::new(ProxyConfig::default());
+    let i = lab.open(2, 0x1_0000, true);
+    let b1 = lab.sides[i].client.conn_b1();
+    lab.send(i, &b1).unwrap();
+    assert_eq!(lab.backends.open(), 0);
+    assert!(!lab.info(i).unwrap().opened);
+    let a1 = lab.sides[i].client.conn_a1();
+    lab.out(i, &a1).unwrap();
+    assert!(matches!(
+        lab.sides[i].events.as_slice(),
+        [RpchEvent::ConnA3 { .. }, RpchEvent::ConnC2 { .. }]
+    ));
+    lab.bind_ntlm(i);
+    lab.rfr_call(i);
+}
+
+/// An interface whose opnum 0 answers with as many octets as the stub's first u32 asks.
+struct Sized;
+
+const SIZED_SYNTAX: SyntaxId = SyntaxId::new(
+    Uuid::new(0x5157_1234, 0x1, 0x2, [3, 4, 5, 6, 7, 8, 9, 10]),
+    1,
+    0,
+);
+
+impl RpcInterface for Sized {
+    fn syntax(&self) -> SyntaxId {
+        SIZED_SYNTAX
+    }
+    fn name(&self) -> &'static str {
+        "sized"
+    }
+    fn opnum_count(&self) -> u16 {
+        1
+    }
+    fn call(&self, _ctx: &CallContext<'_>, _opnum: u16, stub: &[u8]) -> CallOutcome {
+        let len = stub
+            .get(..4)
+            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        CallOutcome::Response((0..len).map(|i| i as u8).collect())
+    }
+}
+
+fn sized_lab(config: ProxyConfig) -> Lab {
+    let endpoint = Endpoint::new(EndpointConfig::default(), vec![Arc::new(Sized)], None);
+    let backends = InProcessBackends::new(Box::new(move |_target: &Target, now| {
+        Some(Box::new(endpoint.accept(now)) as Box<dyn crate::ServerSession>)
+    }));
+    Lab::with_backends(config, backends, None)
+}
+
+fn sized_bind(lab: &mut Lab, i: usize) {
+    let mut client = ClientAssociation::new(ClientConfig {
+        max_xmit_frag: 1432,
+        max_recv_frag: 1432,
+        ..ClientConfig::default()
+    });
+    let bind = client
+        .bind(
+            &[ContextElement {
+                context_id: 0,
+                abstract_syntax: SIZED_SYNTAX,
+                transfer_syntaxes: vec![SyntaxId::NDR20],
+            }],
+            None,
+        )
+        .unwrap();
+    lab.sides[i].client.association = client;
+    lab.send(i, &bind).unwrap();
+    let events = lab.rpc_events(i);
+    assert!(
+        matches!(events.as_slice(), [ClientEvent::BindAcked(_)]),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_large_response_waits_for_the_clients_flow_control_acks() {
+    let mut lab = sized_lab(ProxyConfig::default());
+    let i = lab.connect(3, 0x2000, false);
+    sized_bind(&mut lab, i);
+    let call = lab.sides[i]
+        .client
+        .association
+        .call(0, 0, None, &20_000u32.to_le_bytes())
+        .unwrap();
+    lab.send(i, &call.fragments[0]).unwrap();
+    let mut acks = 0;
+    loop {
+        let info = lab.info(i).unwrap();
+        // What went out never passes the client's window.
+        assert!(lab.sides[i].client.bytes_received() <= info.out_bytes_sent);
+        assert!(info.out_bytes_sent - lab.sides[i].client.bytes_received() == 0);
+        let events = lab.rpc_events(i);
+        if let [ClientEvent::Response { stub, .. }] = events.as_slice() {
+            assert_eq!(stub.len(), 20_000);
+            assert_eq!(stub[300], 300u32 as u8);
+            break;
+        }
+        assert!(events.is_empty(), "{events:?}");
+        assert!(info.out_queued > 0, "{info:?}");
+        assert!(info.out_available_window < 1432);
+        assert!(info.out_bytes_sent <= 0x2000 * (acks + 1));
+        let backend = info.backend.unwrap();
+        assert!(!lab.proxy.backend_accepts(backend));
+        let ack = lab.sides[i].client.ack();
+        lab.send(i, &ack).unwrap();
+        acks += 1;
+        assert!(acks < 10, "the response never came");
+    }
+    // 20,000 octets in 1432-octet fragments through an 8 KiB window.
+    assert!(acks >= 2, "{acks} acks");
+    assert_eq!(lab.info(i).unwrap().out_queued, 0);
+}
+
+#[test]
+fn the_in_channel_is_acknowledged_after_half_its_window() {
+    let config = ProxyConfig {
+        in_receive_window: 0x2000,
+        ..ProxyConfig::default()
+    };
+    let mut lab = sized_lab(config);
+    let i = lab.connect(4, 0x4_0000, true);
+    sized_bind(&mut lab, i);
+    let mut stub = 16u32.to_le_bytes().to_vec();
+    stub.resize(10_000, 7);
+    let call = lab.sides[i]
+        .client
+        .association
+        .call(0, 0, None, &stub)
+        .unwrap();
+    for fragment in &call.fragments {
+        lab.send(i, fragment).unwrap();
+    }
+    let acks: Vec<FlowControlAck> = lab.sides[i]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            RpchEvent::InAck(a) => Some(*a),
+            _ => None,
+        })
+        .collect();
+    assert!(acks.len() >= 2, "{acks:?}");
+    let cookie = lab.sides[i].client.cookies.in_channel;
+    for pair in acks.windows(2) {
+        assert!(pair[1].bytes_received - pair[0].bytes_received >= 0x1000);
+    }
+    assert!(acks
+        .iter()
+        .all(|a| a.channel_cookie == cookie && a.available_window == 0x2000));
+    assert!(matches!(
+        lab.rpc_events(i).as_slice(),
+        [ClientEvent::Response { .. }]
+    ));
+}
+
+#[test]
+fn client_pdus_past_the_in_window_before_the_out_channel_end_that_connection() {
+    let config = ProxyConfig {
+        in_receive_window: 0x2000,
+        ..ProxyConfig::default()
+    };
+    let mut lab = sized_lab(config);
+    let i = lab.open(5, 0x4_0000, true);
+    let b1 = lab.sides[i].client.conn_b1();
+    lab.send(i, &b1).unwrap();
+    // Held for the back-end CONN/A1 will open, within the window; then past it.
+    let bind = unauthenticated_bind(SIZED_SYNTAX);
+    let mut result = Ok(());
+    for _ in 0..0x2000 / bind.len() + 1 {
+        result = lab.send(i, &bind);
+    }
+    assert!(
+        matches!(result, Err(ProxyError::WindowExceeded { .. })),
+        "{result:?}"
+    );
+    assert!(lab.proxy.buffered() == 0);
+    assert_eq!(
+        lab.sides[i].closed[&lab.sides[i].inc],
+        Some(HttpStatus::BAD_REQUEST)
+    );
+}
+
+#[test]
+fn two_virtual_connections_interleave_and_a_broken_one_leaves_the_other() {
+    let mut lab = Lab::new(ProxyConfig::default());
+    let a = lab.open(10, 0x4_0000, true);
+    let b = lab.open(11, 0x4_0000, true);
+    let a1 = lab.sides[b].client.conn_a1();
+    lab.out(b, &a1).unwrap();
+    let a1 = lab.sides[a].client.conn_a1();
+    lab.out(a, &a1).unwrap();
+    let b1 = lab.sides[a].client.conn_b1();
+    lab.send(a, &b1).unwrap();
+    let b1 = lab.sides[b].client.conn_b1();
+    lab.send(b, &b1).unwrap();
+    assert!(lab.sides[a].client.is_open() && lab.sides[b].client.is_open());
+    lab.bind_ntlm(b);
+    lab.bind_ntlm(a);
+    lab.rfr_call(a);
+    lab.rfr_call(b);
+    lab.rfr_call(a);
+    assert_ne!(lab.info(a).unwrap().backend, lab.info(b).unwrap().backend);
+    // b sends garbage octets that frame as a PDU of rpc_vers 4.
+    let r = lab.send(b, &[4u8; 16]);
+    assert!(matches!(r, Err(ProxyError::Framing(_))), "{r:?}");
+    assert!(lab.info(b).is_none());
+    assert_eq!(lab.sides[b].closed[&lab.sides[b].out], None);
+    assert_eq!(
+        lab.sides[b].closed[&lab.sides[b].inc],
+        Some(HttpStatus::BAD_REQUEST)
+    );
+    assert!(lab.sides[a].closed.is_empty());
+    lab.rfr_call(a);
+    assert_eq!(lab.backends.open(), 1);
+}
+
+/// A connected virtual connection that bad input breaks, next to a clean one that
+/// must keep working.
+fn broken_next_to_clean(
+    bad: impl FnOnce(&mut Lab, usize) -> Result<(), ProxyError>,
+) -> (Lab, ProxyError) {
+    let mut lab = Lab::new(ProxyConfig::default());
+    let clean = lab.connect(20, 0x4_0000, true);
+    lab.bind_ntlm(clean);
+    let victim = lab.connect(21, 0x4_0000, true);
+    let err = bad(&mut lab, victim).expect_err("the bad input was taken");
+    assert!(lab.info(victim).is_none(), "the broken connection lives on");
+    assert_eq!(lab.ended_reason(victim), Some(err.clone()));
+    assert!(lab.sides[clean].closed.is_empty());
+    lab.rfr_call(clean);
+    (lab, err)
+}
+
+#[test]
+fn a_malformed_rts_pdu_ends_its_virtual_connection() {
+    // NumberOfCommands 200 in a 20-octet PDU.
+    let mut pdu = rts(&RtsPdu::ping());
+    pdu[18] = 200;
+    let (_, err) = broken_next_to_clean(|lab, i| lab.send(i, &pdu));
+    assert!(matches!(err, ProxyError::Rts(_)), "{err}");
+}
+
+#[test]
+fn an_unknown_rts_pdu_ends_its_virtual_connection() {
+    let odd = RtsPdu::new(RtsFlags::ECHO, vec![RtsCommand::Version(1)]);
+    let (_, err) = broken_next_to_clean(|lab, i| lab.send(i, &rts(&odd)));
+    assert!(
+        matches!(
+            err,
+            ProxyError::Unexpected {
+                kind: ChannelKind::In,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn recycling_is_refused_as_unsupported() {
+    let cookies = RecycleCookies {
+        virtual_connection: Uuid::NIL,
+        predecessor: Uuid::NIL,
+        successor: Uuid::NIL,
+    };
+    let (_, err) = broken_next_to_clean(|lab, i| lab.send(i, &rts(&RtsPdu::in_r1_a1(1, cookies))));
+    assert!(matches!(err, ProxyError::RecyclingUnsupported(_)), "{err}");
+}
+
+#[test]
+fn an_invalid_flow_control_ack_ends_its_virtual_connection() {
+    let (_, err) = broken_next_to_clean(|lab, i| {
+        let ack = FlowControlAck {
+            bytes_received: 1_000_000,
+            available_window: 0x4_0000,
+            channel_cookie: lab.sides[i].client.cookies.out_channel,
+        };
+        lab.send(i, &rts(&RtsPdu::flow_control_ack(ack)))
+    });
+    assert!(matches!(err, ProxyError::BadAck { .. }), "{err}");
+}
+
+#[test]
+fn an_ack_for_another_channel_is_dropped() {
+    let mut lab = Lab::new(ProxyConfig::default());
+    let i = lab.connect(22, 0x4_0000, true);
+    let ack = FlowControlAck {
+        bytes_received: 1_000_000,
+        available_window: 1,
+        channel_cookie: Uuid::NIL,
+    };
+    lab.send(i, &rts(&RtsPdu::flow_control_ack(ack))).unwrap();
+    assert!(lab.info(i).is_some());
+}
+
+#[test]
+fn octets_past_the_declared_length_end_the_virtual_connection() {
+    let (_, err) = broken_next_to_clean(|lab, i| lab.out(i, &[0]));
+    assert_eq!(
+        err,
+        ProxyError::BodyTooLong {
+            kind: ChannelKind::Out,
+            declared: 76
+        }
+    );
+    let mut lab = Lab::new(ProxyConfig::default());
+    let i = lab.open(23, 0x4_0000, true);
+    let inc = lab.channel();
+    lab.proxy
+        .in_channel_opened(lab.now, inc, EXCHANGE, 104)
+        .unwrap();
+    lab.sides[i].inc = inc;
+    let mut b1 = lab.sides[i].client.conn_b1();
+    b1.push(5);
+    let err = lab.send(i, &b1).unwrap_err();
+    assert!(matches!(
+        err,
+        ProxyError::BodyTooLong {
+            kind: ChannelKind::In,
+            declared: 104
+        }
+    ));
+    assert_eq!(lab.sides[i].closed[&inc], Some(HttpStatus::BAD_REQUEST));
+}
+
+#[test]
+fn octets_before_conn_a1_or_conn_b1_are_refused_with_400() {
+    let mut lab = Lab::new(ProxyConfig::default());
+    let i = lab.open(24, 0x4_0000, true);
+    let bind = unauthenticated_bind(crate::dcerpc::rfr::RFR_SYNTAX);
+    let err = lab.send(i, &bind).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ProxyError::Unexpected {
+                expected: "CONN/B1",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        lab.sides[i].closed[&lab.sides[i].inc],
+        Some(HttpStatus::BAD_REQUEST)
+    );
+    // An RTS PDU that is not CONN/A1 on the OUT channel.
+    let err = lab.out(i, &rts(&RtsPdu::ping())).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ProxyError::Unexpected {
+                expected: "CONN/A1",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        lab.sides[i].closed[&lab.sides[i].out],
+        Some(HttpStatus::BAD_REQUEST)
+    );
+    assert_eq!(lab.proxy.channels(), 0);
+    assert_eq!(lab.proxy.virtual_connections(), 0);
+}
+
+#[test]
+fn a_second_out_channel_with_a_live_cookie_is_refused_alone() {
+    let mut lab = Lab::new(ProxyConfig::default());
+    let i = lab.connect(25, 0x4_0000, true);
+    lab.bind_ntlm(i);
+    let second = lab.channel();
+    lab.proxy
+        .out_channel_opened(lab.now, second, EXCHANGE, 76)
+        .unwrap();
+    let a1 = lab.sides[i].client.conn_a1();
+    let err = lab.proxy.channel_data(lab.now, second, &a1).unwrap_err();
+    assert_eq!(err, ProxyError::CookieInUse(ChannelKind::Out));
+    assert_eq!(
+        lab.proxy.poll_output(),
+        Some(ProxyOutput::CloseChannel {
+            channel: second,
+            status: Some(HttpStatus::BAD_REQUEST)
+        })
+    );
+    lab.settle();
+    assert!(lab.sides[i].closed.is_empty());
+    lab.rfr_call(i);
+    // And a second IN channel.
+    let second_in = lab.channel();
+    lab.proxy
+        .in_channel_opened(lab.now, second_in, EXCHANGE, 1 << 20)
+        .unwrap();
+    let b1 = lab.sides[i].client.conn_b1();
+    let err = lab.proxy.channel_data(lab.now, second_in, &b1).unwrap_err();
+    assert_eq!(err, ProxyError::CookieInUse(ChannelKind::In));
+    lab.settle();
+    lab.rfr_call(i);
+}
+
+#[test]
+fn an_in_channel_for_an_unknown_cookie_ends_at_the_pairing_timeout() {
+    let mut lab = Lab::new(ProxyConfig::default());
+    let clean = lab.connect(26, 0x4_0000, true);
+    let i = lab.open(27, 0x4_0000, true);
+    let b1 = lab.sides[i].client.conn_b1();
+    lab.send(i, &b1).unwrap();
+    let due = lab.proxy.poll_timeout().unwrap();
+    assert_eq!(due, Duration::from_secs(31));
+    lab.advance(Duration::from_secs(29));
+    assert!(lab.info(i).is_some());
+    // The clean one stays busy; the lone IN channel does not pair.
+    lab.bind_ntlm(clean);
+    lab.advance(Duration::from_secs(1));
+    assert_eq!(lab.ended_reason(i), Some(ProxyError::UnknownCookie));
+    assert_eq!(
+        lab.sides[i].closed[&lab.sides[i].inc],
+        Some(HttpStatus::BAD_REQUEST)
+    );
+    // Its OUT channel never sent CONN/A1: refused on its own.
+    assert_eq!(
+        lab.sides[i].closed[&lab.sides[i].out],
+        Some(HttpStatus::BAD_REQUEST)
+    );
+    lab.rfr_call(clean);
+}
+
+#[test]
+fn an_idle_virtual_connection_is_closed_at_the_connection_timeout() {
+    let mut lab = Lab::new(ProxyConfig::default());
+    let i = lab.connect(28, 0x4_0000, true);
+    lab.bind_ntlm(i);
+    let last = lab.now;
+    assert_eq!(
+        lab.proxy.poll_timeout(),
+        Some(last + Duration::from_secs(120))
+    );
+    lab.advance(Duration::from_secs(119));
+    assert!(lab.info(i).is_some());
+    lab.advance(Duration::from_secs(1));
+    assert_eq!(lab.ended_reason(i), Some(ProxyError::Idle));
+    assert_eq!(lab.backends.open(), 0);
+    assert_eq!(lab.proxy.poll_timeout(), None);
+}
+
+#[test]
+fn pings_are_answered_and_keep_alives_recorded() {
+    let mut lab = Lab::new(ProxyConfig::default());
+    let i = lab.connect(29, 0x4_0000, true);
+    lab.sides[i].events.clear();
+    lab.send(i, &rts(&RtsPdu::ping())).unwrap();
+    assert_eq!(lab.sides[i].events, [RpchEvent::Ping]);
+    lab.send(i, &rts(&RtsPdu::keep_alive(60_000))).unwrap();
+    let info = lab.info(i).unwrap();
+    assert_eq!(info.keepalive, Some(Duration::from_secs(60)));
+    assert_eq!(info.pings_answered, 1);
+    lab.send(i, &rts(&RtsPdu::keep_alive(0))).unwrap();
+    assert_eq!(
+        lab.info(i).unwrap().keepalive,
+        Some(Duration::from_secs(300))
+    );
+}
+
+#[test]
+fn channel_requests_are_checked_before_anything_is_held() {
+    let mut lab = Lab::new(ProxyConfig {
+        max_virtual_connections: 1,
+        ..ProxyConfig::default()
+    });
+    let c = lab.channel();
+    for (target, length, kind) in [
+        ("mail.example.com", 76, ChannelKind::Out),
+        ("mail:0", 76, ChannelKind::Out),
+        ("mail:x", 76, ChannelKind::Out),
+        (":6001", 76, ChannelKind::Out),
+        ("mail:6001", 75, ChannelKind::Out),
+        ("mail:6001", 1 << 20, ChannelKind::Out),
+        ("mail:6001", 10, ChannelKind::In),
+        ("mail:6001", 1 << 40, ChannelKind::In),
+    ] {
+        let r = match kind {
+            ChannelKind::Out => lab.proxy.out_channel_opened(lab.now, c, target, length),
+            ChannelKind::In => lab.proxy.in_channel_opened(lab.now, c, target, length),
+        };
+        assert!(
+            matches!(
+                r,
+                Err(ProxyError::BadTarget(_) | ProxyError::DeclaredLength { .. })
+            ),
+            "{target} {length}: {r:?}"
+        );
+        assert_eq!(
+            lab.proxy.poll_output(),
+            Some(ProxyOutput::CloseChannel {
+                channel: c,
+                status: Some(HttpStatus::BAD_REQUEST)
+            })
+        );
+        assert!(matches!(
+            lab.proxy.poll_output(),
+            Some(ProxyOutput::Ended { .. })
+        ));
+    }
+    assert_eq!(lab.proxy.channels(), 0);
+    // A window outside 8 KiB..256 KiB, a version that is not 1.
+    let i = lab.open(30, 100, true);
+    let err = lab.out(i, &lab.sides[i].client.conn_a1()).unwrap_err();
+    assert_eq!(err, ProxyError::ReceiveWindow(100));
+    let b1 = RtsPdu::conn_b1(2, Uuid::NIL, Uuid::NIL, 1, 1, Uuid::NIL);
+    assert_eq!(lab.send(i, &rts(&b1)), Err(ProxyError::Version(2)));
+    // One virtual connection at most: the second is refused with 503.
+    lab.connect(31, 0x4_0000, true);
+    let i = lab.open(32, 0x4_0000, true);
+    let err = lab.out(i, &lab.sides[i].client.conn_a1()).unwrap_err();
+    assert_eq!(err, ProxyError::TooManyVirtualConnections(1));
+    assert_eq!(
+        lab.sides[i].closed[&lab.sides[i].out],
+        Some(HttpStatus::SERVICE_UNAVAILABLE)
+    );
+}
+
+#[test]
+fn a_target_nothing_serves_ends_the_virtual_connection() {
+    let mut lab = Lab::new(ProxyConfig::default());
+    let out = lab.channel();
+    lab.proxy
+        .out_channel_opened(lab.now, out, "mail:7777", 76)
+        .unwrap();
+    let client = RpchClient::new(
+        RpchCookies::from_seed(33),
+        0x4_0000,
+        true,
+        ClientAssociation::new(ClientConfig::default()),
+    );
+    lab.proxy
+        .channel_data(lab.now, out, &client.conn_a1())
+        .unwrap();
+    let outputs = lab.backends.pump(&mut lab.proxy, lab.now);
+    assert!(matches!(outputs[0], ProxyOutput::StartOutResponse { .. }));
+    assert!(matches!(
+        outputs.last(),
+        Some(ProxyOutput::Ended {
+            reason: ProxyError::BackendClosed,
+            ..
+        })
+    ));
+    assert!(outputs.contains(&ProxyOutput::CloseChannel {
+        channel: out,
+        status: None
+    }));
+    assert_eq!(lab.proxy.virtual_connections(), 0);
+}
+
+#[test]
+fn unknown_channels_and_backends_are_typed_errors() {
+    let mut proxy = RpcProxy::new(ProxyConfig::default());
+    let now = Duration::ZERO;
+    assert_eq!(
+        proxy.channel_data(now, ChannelId(9), b"x"),
+        Err(ProxyError::UnknownChannel(ChannelId(9)))
+    );
+    assert_eq!(
+        proxy.backend_data(now, BackendId(9), b"x"),
+        Err(ProxyError::UnknownBackend(BackendId(9)))
+    );
+    proxy
+        .out_channel_opened(now, ChannelId(1), EXCHANGE, 76)
+        .unwrap();
+    assert_eq!(
+        proxy.in_channel_opened(now, ChannelId(1), EXCHANGE, 1 << 20),
+        Err(ProxyError::ChannelInUse(ChannelId(1)))
+    );
+    assert_eq!(proxy.poll_output(), None);
+    // A channel that sends nothing is refused at the pairing timeout.
+    proxy.handle_timeout(Duration::from_secs(30));
+    assert_eq!(
+        proxy.poll_output(),
+        Some(ProxyOutput::CloseChannel {
+            channel: ChannelId(1),
+            status: Some(HttpStatus::BAD_REQUEST)
+        })
+    );
+}
