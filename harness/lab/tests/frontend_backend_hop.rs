@@ -294,3 +294,37 @@ async fn front_ends_from_a_lab_file_with_tls_and_a_round_trip() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_hop_resumes_sessions_unless_told_not_to() {
+    use rustls::pki_types::ServerName;
+    use rustls::HandshakeKind;
+    let lab = lab_with(Vec::new()).await.expect("lab");
+    let imaps = lab
+        .addr(Protocol::Imap, Security::ImplicitTls)
+        .expect("imaps");
+    let trusted = [lab.certificate_der().clone()];
+    for (resumption, second) in [(true, HandshakeKind::Resumed), (false, HandshakeKind::Full)] {
+        let config =
+            harness::serve::tls::verifying_client_config(&trusted, resumption).expect("TLS config");
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let mut kinds = Vec::new();
+        for _ in 0..2 {
+            let tcp = TcpStream::connect(imaps).await.expect("connect");
+            let name = ServerName::IpAddress(imaps.ip().into());
+            let tls = connector.connect(name, tcp).await.expect("handshake");
+            let mut tls = BufReader::new(tls);
+            // The greeting comes after the server's session tickets.
+            let mut greeting = String::new();
+            tls.read_line(&mut greeting).await.expect("greeting");
+            assert!(greeting.starts_with("* OK"), "{greeting}");
+            kinds.push(tls.get_ref().get_ref().1.handshake_kind());
+        }
+        assert_eq!(
+            kinds,
+            [Some(HandshakeKind::Full), Some(second)],
+            "resumption {resumption}"
+        );
+    }
+    lab.shutdown().await;
+}

@@ -128,7 +128,7 @@ impl BackendLink {
     }
 
     /// Connects through the hop's stages (and TLS) and reads the back-end's greeting line.
-    async fn open(&self) -> io::Result<(HopStream, Vec<u8>)> {
+    pub async fn open(&self) -> io::Result<(HopStream, Vec<u8>)> {
         let connect = async {
             let tcp = hop::connect(self.addr, &self.stages).await?;
             let mut stream: HopStream = match &self.tls {

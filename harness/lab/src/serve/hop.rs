@@ -56,26 +56,35 @@ pub fn one_way_delay(stages: &[HopStage]) -> Duration {
 
 /// Connects to `addr` through `stages`. Without a delay the socket is returned as is.
 pub async fn connect(addr: SocketAddr, stages: &[HopStage]) -> io::Result<HopStream> {
+    let started = Instant::now();
     let tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
     let one_way = one_way_delay(stages);
     if one_way.is_zero() {
         return Ok(Box::new(tcp));
     }
-    // TCP's handshake crosses the hop once each way (SYN, SYN-ACK) before the first byte
-    // can be sent.
-    sleep_precisely(Instant::now() + one_way * 2).await;
-    Ok(Box::new(delayed(tcp, one_way)))
+    // TCP's handshake over the hop (RFC 9293 3.5): the SYN and the SYN-ACK cross it before
+    // connect() returns; the server accepts when the client's ACK arrives, half a round
+    // trip later, so what it sends at once (a greeting) leaves then.
+    let server_accepts = started + one_way * 3;
+    let pipe = delayed(tcp, one_way, server_accepts);
+    sleep_precisely(started + one_way * 2).await;
+    Ok(Box::new(pipe))
 }
 
 /// Relays between `tcp` and the returned pipe, each chunk delivered `one_way` after it
-/// was read. The relay ends when both directions have ended.
-pub fn delayed(tcp: TcpStream, one_way: Duration) -> tokio::io::DuplexStream {
+/// was read (and what the server sends counted as sent no earlier than
+/// `server_accepts`). The relay ends when both directions have ended.
+pub fn delayed(
+    tcp: TcpStream,
+    one_way: Duration,
+    server_accepts: Instant,
+) -> tokio::io::DuplexStream {
     let (near, far) = tokio::io::duplex(PIPE_BUFFER);
     let (tcp_read, tcp_write) = tcp.into_split();
     let (far_read, far_write) = tokio::io::split(far);
-    tokio::spawn(relay(tcp_read, far_write, one_way));
-    tokio::spawn(relay(far_read, tcp_write, one_way));
+    tokio::spawn(relay(tcp_read, far_write, one_way, server_accepts));
+    tokio::spawn(relay(far_read, tcp_write, one_way, Instant::now()));
     near
 }
 
@@ -87,6 +96,7 @@ async fn relay(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
     one_way: Duration,
+    sent_from: Instant,
 ) {
     let (queue, mut due_chunks) =
         mpsc::channel::<(Instant, Option<Vec<u8>>)>(RELAY_CHUNKS_IN_FLIGHT);
@@ -99,7 +109,8 @@ async fn relay(
                 _ = queue.closed() => return,
             };
             let chunk = (n > 0).then(|| buf[..n].to_vec());
-            if queue.send((Instant::now() + one_way, chunk)).await.is_err() || n == 0 {
+            let due = Instant::now().max(sent_from) + one_way;
+            if queue.send((due, chunk)).await.is_err() || n == 0 {
                 return;
             }
         }

@@ -404,6 +404,11 @@ impl Lab {
         &self.tls.certificate_pem
     }
 
+    /// The self-signed certificate, DER.
+    pub fn certificate_der(&self) -> &rustls::pki_types::CertificateDer<'static> {
+        &self.tls.certificate_der
+    }
+
     pub fn stats(&self) -> &LabStats {
         &self.stats
     }
