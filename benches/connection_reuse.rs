@@ -131,7 +131,9 @@ async fn start_lab(pool_size: usize, hop: &Hop) -> Lab {
         for (_, name) in ROUTES {
             let mut profile = FrontendProfile::by_name(name).expect("profile");
             if name != "per-session" {
-                profile.pool.size = pool_size;
+                // Twice the clients: the pool replaces a connection when its client session
+                // ends, so a session must find a second one already open and greeted.
+                profile.pool.size = 2 * pool_size;
                 profile.pool.cache_size = pool_size;
             }
             frontends.push(FrontendSpec {
