@@ -174,7 +174,7 @@ async fn a_login_crosses_the_hops_round_trip() {
     assert!(delayed >= rtt, "{delayed:?} through a {rtt:?} hop");
     assert!(delayed < Duration::from_secs(2), "{delayed:?}");
     let undelayed = shortest_login(Duration::ZERO).await;
-    assert!(undelayed < rtt / 2, "{undelayed:?} through a plain hop");
+    assert!(undelayed < rtt, "{undelayed:?} through a plain hop");
 }
 
 /// An echo server on loopback: what it reads, it writes back.
