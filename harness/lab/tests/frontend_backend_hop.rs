@@ -71,6 +71,14 @@ async fn front_ends_reach_the_labs_tls_listeners_pooled_and_per_session() {
                     )
                 });
         }
+        // The probe at start is the first, full handshake; later ones resume.
+        let handshakes = f.shared.tls_handshakes();
+        assert!(
+            handshakes.full >= 1 && handshakes.resumed >= 1,
+            "{} {}: {handshakes:?}",
+            f.spec.protocol,
+            f.spec.profile.name
+        );
     }
     lab.shutdown().await;
 }

@@ -14,6 +14,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Waker};
 use std::time::Duration;
@@ -103,6 +104,21 @@ pub struct BackendLink {
     protocol: Protocol,
     stages: Vec<HopStage>,
     tls: Option<(TlsConnector, ServerName<'static>)>,
+    handshakes: Arc<HandshakeCounters>,
+}
+
+/// TLS handshakes made to the back-end, full and resumed.
+#[derive(Debug, Default)]
+struct HandshakeCounters {
+    full: AtomicU64,
+    resumed: AtomicU64,
+}
+
+/// TLS handshakes a front-end made to its back-end so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TlsHandshakes {
+    pub full: u64,
+    pub resumed: u64,
 }
 
 impl BackendLink {
@@ -124,6 +140,15 @@ impl BackendLink {
                     ServerName::IpAddress(addr.ip().into()),
                 )
             }),
+            handshakes: Arc::default(),
+        }
+    }
+
+    /// The TLS handshakes made through this link (and its clones) so far.
+    pub fn tls_handshakes(&self) -> TlsHandshakes {
+        TlsHandshakes {
+            full: self.handshakes.full.load(Ordering::Relaxed),
+            resumed: self.handshakes.resumed.load(Ordering::Relaxed),
         }
     }
 
@@ -132,7 +157,15 @@ impl BackendLink {
         let connect = async {
             let tcp = hop::connect(self.addr, &self.stages).await?;
             let mut stream: HopStream = match &self.tls {
-                Some((connector, name)) => Box::new(connector.connect(name.clone(), tcp).await?),
+                Some((connector, name)) => {
+                    let tls = connector.connect(name.clone(), tcp).await?;
+                    let counter = match tls.get_ref().1.handshake_kind() {
+                        Some(rustls::HandshakeKind::Resumed) => &self.handshakes.resumed,
+                        _ => &self.handshakes.full,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    Box::new(tls)
+                }
                 None => tcp,
             };
             let mut greeting = Vec::new();
@@ -251,6 +284,11 @@ impl Links for SocketLinks<'_> {
 }
 
 impl FrontendShared {
+    /// TLS handshakes to the back-end so far (none over a plain hop).
+    pub fn tls_handshakes(&self) -> TlsHandshakes {
+        self.backend.tls_handshakes()
+    }
+
     pub fn stats(&self) -> PoolStats {
         self.director.lock().map(|d| d.stats()).unwrap_or_default()
     }
