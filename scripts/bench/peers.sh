@@ -8,13 +8,19 @@
 #      (exchange2000-sp1), per-session and session-cache, nginx mail proxy and perdition,
 #      at the same client counts;
 #   3. memory per idle connection (greeted, and logged in with INBOX selected) for the mock
-#      and Dovecot, from the proportional set size (PSS) of the server's whole process tree.
+#      and Dovecot, from the proportional set size (PSS) of the server's whole process tree;
+#   4. (part `hops`) the harness front-end's hop to the mock over TLS (the mock's IMAPS and
+#      POP3S, its certificate trusted from --cert-out) and across an emulated round trip,
+#      each front-end a `harness serve` configured by a lab file ([[frontend]]); hops
+#      BENCH_HOPS (default "plain:0 tls:0 plain:0.5 tls:0.5 plain:2 tls:2", KIND:RTT_MS, KIND
+#      plain, tls or tls-full: no resumption), clients BENCH_HOP_CLIENTS (default "1 64"),
+#      protocols BENCH_HOP_PROTOCOLS (default "imap pop3").
 # Ports are below 32768, out of Linux's ephemeral range, which the load runs' client sockets
 # fill. Each load run is `harness load` for SECONDS (default 10). Every server is started here,
 # on loopback, and stopped by its PID. Results: OUTDIR (default /tmp/harness-bench)/rows.md
 # and one log per run. Needs the peers (scripts/peers/install.sh) and python3.
 set -uo pipefail
-. "$(dirname "${BASH_SOURCE[0]}")/../../lib/procs.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/procs.sh"
 SECS=${1:-10}
 OUT=${2:-/tmp/harness-bench}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -24,8 +30,8 @@ mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
 ROWS=$OUT/rows.md
 : > "$ROWS"
 CLIENTS=${BENCH_CLIENTS:-1 16 64 256}
-# Which parts to run (all by default): servers idle frontends
-PARTS=" ${BENCH_PARTS:-servers idle frontends} "
+# Which parts to run (all by default): servers idle hops frontends
+PARTS=" ${BENCH_PARTS:-servers idle hops frontends} "
 part() { [[ $PARTS == *" $1 "* ]]; }
 NUSERS=256
 IDLE_GREETED=${BENCH_IDLE_GREETED:-1000}
@@ -110,9 +116,10 @@ idle() {
 }
 
 echo "== servers: the mock vs Dovecot ($SECS s per run)"
-serve mock --imap 127.0.0.1:21143 --pop3 127.0.0.1:21110 --max-connections 4096
+serve mock --imap 127.0.0.1:21143 --pop3 127.0.0.1:21110 --imaps 127.0.0.1:21993 \
+  --pop3s 127.0.0.1:21995 --cert-out "$OUT/mock-cert.pem" --max-connections 4096
 MOCK=$SERVED
-wait_port 21143 && wait_port 21110 || exit 1
+wait_port 21143 && wait_port 21110 && wait_port 21993 && wait_port 21995 || exit 1
 DOVECOT_BENCH=1 DOVECOT_EXTRA_USERS="$USERS" scripts/peers/dovecot/start.sh 22143 22110 "$OUT/dovecot" >/dev/null ||
   { echo "Dovecot did not start" >&2; exit 1; }
 DOVECOT=$(cat "$OUT/dovecot/dovecot.pid")
@@ -133,6 +140,56 @@ part idle && idle mock "$MOCK" 21143 "$IDLE_LOGGED_IN" imap-login
 part idle && idle Dovecot "$DOVECOT" 22143 "$IDLE_LOGGED_IN" imap-login
 stop_pid "$DOVECOT"
 
+# fe_rows NAME ROUTE PID "PROTOCOLS" "CLIENTS": the load rows of the front-end on
+# 23143 (IMAP) / 23110 (POP3) that process PID serves, in front of the mock; PID is stopped
+# after.
+fe_rows() {
+  local name=$1 route=$2 pid=$3 protos=$4 clients=$5 proto n p
+  wait_port 23143 && wait_port 23110 || exit 1
+  sleep 1 # let the pool fill
+  for proto in $protos; do
+    for n in $clients; do
+      if [ "$proto" = imap ]; then p=23143; else p=23110; fi
+      load "$name" "$route" "$proto" "$p" "$n" "$pid" "$MOCK"
+    done
+  done
+  stop_pid "$pid"
+}
+
+# hop_lab FILE PROFILE KIND RTT_MS POOL: a lab file with an IMAP and a POP3 front-end
+# (23143, 23110) in front of the mock over the hop KIND (plain, tls, tls-full) and RTT_MS.
+hop_lab() {
+  local file=$1 fe=$2 kind=$3 rtt=$4 pool=$5 proto listen plain tls
+  : >"$file"
+  for proto in imap pop3; do
+    if [ "$proto" = imap ]; then listen=23143 plain=21143 tls=21993; else listen=23110 plain=21110 tls=21995; fi
+    printf '[[frontend]]\nprotocol = "%s"\nlisten = "127.0.0.1:%s"\nprofile = "%s"\npool_size = %s\ncache_size = %s\n[frontend.backend]\nrtt_ms = %s\n' \
+      "$proto" "$listen" "$fe" "$((2 * pool))" "$pool" "$rtt" >>"$file"
+    case $kind in
+      plain) printf 'addr = "127.0.0.1:%s"\n' "$plain" >>"$file" ;;
+      tls | tls-full)
+        printf 'addr = "127.0.0.1:%s"\ntls = true\ntrust = "%s"\n' "$tls" "$OUT/mock-cert.pem" >>"$file"
+        [ "$kind" = tls-full ] && printf 'resumption = false\n' >>"$file" ;;
+    esac
+  done
+}
+
+if part hops; then
+  echo "== the front-end's hop to the mock: TLS and round trips"
+  header "Front-end hop to the mock (TLS to its IMAPS/POP3S, emulated RTT; lab file [[frontend]])"
+  HOP_CLIENTS=${BENCH_HOP_CLIENTS:-1 64}
+  hmax=0; for n in $HOP_CLIENTS; do [ "$n" -gt "$hmax" ] && hmax=$n; done
+  for hop in ${BENCH_HOPS:-plain:0 tls:0 plain:0.5 tls:0.5 plain:2 tls:2}; do
+    kind=${hop%%:*} rtt=${hop#*:}
+    for fe in exchange2000-sp1 per-session session-cache; do
+      hop_lab "$OUT/hop-$fe-$kind-$rtt.toml" "$fe" "$kind" "$rtt" "$hmax"
+      serve "hop-$fe-$kind-$rtt" --lab "$OUT/hop-$fe-$kind-$rtt.toml" --max-connections 4096
+      fe_rows "hop-$fe-$kind-$rtt" "$fe, $kind hop, RTT $rtt ms" "$SERVED" \
+        "${BENCH_HOP_PROTOCOLS:-imap pop3}" "$HOP_CLIENTS"
+    done
+  done
+fi
+
 part frontends || exit 0
 echo "== front-ends in front of the mock"
 header "Front-ends (back-end: the mock on 21143/21110)"
@@ -141,16 +198,7 @@ for fe in exchange2000-sp1 per-session session-cache; do
   serve "fe-$fe" --fe-imap 127.0.0.1:23143 --fe-pop3 127.0.0.1:23110 \
     --fe-backend-imap 127.0.0.1:21143 --fe-backend-pop3 127.0.0.1:21110 \
     --frontend "$fe" --fe-pool-size "$maxn" --fe-cache-size "$maxn" --max-connections 4096
-  fepid=$SERVED
-  wait_port 23143 && wait_port 23110 || exit 1
-  sleep 1 # let the pool fill
-  for proto in imap pop3; do
-    for n in $CLIENTS; do
-      if [ "$proto" = imap ]; then p=23143; else p=23110; fi
-      load "fe-$fe" "harness front-end, $fe" "$proto" "$p" "$n" "$fepid" "$MOCK"
-    done
-  done
-  stop_pid "$fepid"
+  fe_rows "fe-$fe" "harness front-end, $fe" "$SERVED" "imap pop3" "$CLIENTS"
 done
 
 NGINX_WORKERS=$(nproc) NGINX_WORKER_CONNECTIONS=4096 AUTH_HTTP_EXTRA_USERS="$USERS" \

@@ -6,19 +6,20 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use harness::serve::frontend_host::FrontendSpec;
+use harness::serve::frontend_host::{BackendTarget, BackendTls, FrontendSpec};
+use harness::serve::labfile::{frontend_profile, round_trip_stages};
 use harness::serve::rpc::{RpcListenerSpec, RpcRole};
 use harness::{Lab, LabConfig, ListenerSpec, Protocol, Security};
 use harness_core::budget::DEFAULT_MEMORY_BUDGET;
 use harness_core::dcerpc::emsmdb::EmsmdbProfile;
 use harness_core::dcerpc::server::{AuthFailureFault, EndpointConfig, MIN_FRAG};
-use harness_core::frontend::{FrontendProfile, FRONTEND_PROFILE_NAMES};
 use harness_core::profile::PROFILE_NAMES;
 use harness_core::{LabFile, Limits, Profile};
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
-    /// Lab file (TOML: domain, users, mailboxes, messages). Default: the built-in lab.
+    /// Lab file (TOML: domain, users, mailboxes, messages, front-ends). Default: the
+    /// built-in lab.
     #[arg(long)]
     lab: Option<PathBuf>,
     /// Plain IMAP listener (STARTTLS offered). Default 127.0.0.1:1143 when no listener is given.
@@ -124,12 +125,27 @@ pub struct ServeArgs {
     /// profile's, 16).
     #[arg(long)]
     fe_cache_size: Option<usize>,
+    /// The front-ends reach their back-ends over implicit TLS (default back-end: this
+    /// lab's --imaps / --pop3s), verifying the certificate (this lab's own, or --fe-backend-trust).
+    #[arg(long)]
+    fe_backend_tls: bool,
+    /// PEM certificates the front-ends trust on a TLS back-end hop (e.g. another
+    /// `harness serve --cert-out`).
+    #[arg(long, requires = "fe_backend_tls")]
+    fe_backend_trust: Option<PathBuf>,
+    /// A full TLS handshake for every back-end connection (no session resumption).
+    #[arg(long, requires = "fe_backend_tls")]
+    fe_backend_no_resumption: bool,
+    /// Emulated round-trip time on the hop from the front-ends to their back-ends, in
+    /// milliseconds (half of it each way), e.g. 0.5.
+    #[arg(long, default_value_t = 0.0)]
+    fe_backend_rtt_ms: f64,
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
-    let mut lab = match &args.lab {
-        Some(path) => harness::serve::labfile::load(path)?,
-        None => LabFile::default_lab(),
+    let (mut lab, mut frontends) = match &args.lab {
+        Some(path) => harness::serve::labfile::load_with_frontends(path)?,
+        None => (LabFile::default_lab(), Vec::new()),
     };
     for entry in &args.users {
         let Some((name, password)) = entry.split_once(':') else {
@@ -159,30 +175,29 @@ pub fn run(args: ServeArgs) -> Result<()> {
     add(args.pop3, Protocol::Pop3, Security::Plain);
     add(args.imaps, Protocol::Imap, Security::ImplicitTls);
     add(args.pop3s, Protocol::Pop3, Security::ImplicitTls);
-    let mut frontends = Vec::new();
+    let stages = round_trip_stages(args.fe_backend_rtt_ms)
+        .map_err(|e| anyhow::anyhow!("--fe-backend-rtt-ms: {e}"))?;
+    let tls = args.fe_backend_tls.then(|| BackendTls {
+        trusted: args.fe_backend_trust.clone(),
+        resumption: !args.fe_backend_no_resumption,
+    });
     for (addr, protocol, backend) in [
         (args.fe_imap, Protocol::Imap, args.fe_backend_imap),
         (args.fe_pop3, Protocol::Pop3, args.fe_backend_pop3),
     ] {
         if let Some(addr) = addr {
-            let Some(mut profile) = FrontendProfile::by_name(&args.frontend) else {
-                bail!(
-                    "unknown front-end profile {:?}; known: {}",
-                    args.frontend,
-                    FRONTEND_PROFILE_NAMES.join(", ")
-                );
+            let profile = frontend_profile(&args.frontend, args.fe_pool_size, args.fe_cache_size)
+                .map_err(anyhow::Error::msg)?;
+            let target = BackendTarget {
+                addr: backend,
+                tls: tls.clone(),
+                stages: stages.clone(),
             };
-            if let Some(size) = args.fe_pool_size {
-                profile.pool.size = size;
-            }
-            if let Some(size) = args.fe_cache_size {
-                profile.pool.cache_size = size;
-            }
             frontends.push(FrontendSpec {
                 protocol,
                 addr,
                 profile,
-                backend,
+                backend: (target != BackendTarget::default()).then_some(target),
             });
         }
     }
@@ -274,8 +289,16 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 Protocol::Imap => "fe-imap",
                 Protocol::Pop3 => "fe-pop3",
             };
+            let hop = f.spec.backend.clone().unwrap_or_default();
+            let tls = if hop.tls.is_some() { " over TLS" } else { "" };
+            let rtt = harness::serve::hop::one_way_delay(&hop.stages) * 2;
+            let rtt = if rtt.is_zero() {
+                String::new()
+            } else {
+                format!(", round trip {rtt:?}")
+            };
             println!(
-                "listening {scheme} {} (front-end {} -> back-end {})",
+                "listening {scheme} {} (front-end {} -> back-end {}{tls}{rtt})",
                 f.addr, f.spec.profile.name, f.backend
             );
         }

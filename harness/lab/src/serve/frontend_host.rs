@@ -12,7 +12,11 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use harness_core::frontend::director::{features_from_greeting, greeting_is_ok};
@@ -21,11 +25,14 @@ use harness_core::frontend::{
     PoolStats, SessionId,
 };
 use harness_core::{Limits, Output, Protocol, ServerSession};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
 
+use super::hop::{self, HopStage, HopStream};
 use super::lab::{ListenerSpec, Security};
 use super::listener::{accept_connections, Admission};
 
@@ -40,41 +47,156 @@ pub struct FrontendSpec {
     pub protocol: Protocol,
     pub addr: SocketAddr,
     pub profile: FrontendProfile,
-    /// `None`: the lab's own plain listener for the protocol.
-    pub backend: Option<SocketAddr>,
+    /// `None`: the lab's own plain listener for the protocol, over a plain hop.
+    pub backend: Option<BackendTarget>,
 }
 
-/// Connects to the back-end and reads its greeting line.
-async fn open_backend(addr: SocketAddr, protocol: Protocol) -> io::Result<(TcpStream, Vec<u8>)> {
-    let connect = async {
-        let mut tcp = TcpStream::connect(addr).await?;
-        tcp.set_nodelay(true)?;
-        let mut greeting = Vec::new();
-        let mut buf = [0u8; 512];
-        while !greeting.ends_with(b"\n") {
-            let n = tcp.read(&mut buf).await?;
-            if n == 0 || greeting.len() + n > MAX_GREETING {
-                return Err(io::Error::other(
-                    "back-end closed or sent an over-long greeting",
-                ));
+/// Where a front-end's back-end is and what the hop to it is like.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackendTarget {
+    /// `None`: the lab's own listener for the protocol (IMAPS / POP3S with `tls`).
+    pub addr: Option<SocketAddr>,
+    /// Implicit TLS to the back-end (RFC 8314 3.3), the server's certificate verified.
+    pub tls: Option<BackendTls>,
+    /// What the bytes between front-end and back-end cross (an emulated round trip).
+    pub stages: Vec<HopStage>,
+}
+
+impl BackendTarget {
+    /// The lab's own listener for the protocol, over `tls` (or not) and a round trip of
+    /// `rtt` (none when zero).
+    pub fn own(tls: Option<BackendTls>, rtt: Duration) -> BackendTarget {
+        BackendTarget {
+            addr: None,
+            tls,
+            stages: (!rtt.is_zero())
+                .then(|| HopStage::round_trip(rtt))
+                .into_iter()
+                .collect(),
+        }
+    }
+}
+
+/// The front-end as a TLS client of its back-end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendTls {
+    /// PEM certificates to trust; `None`: the lab's own certificate.
+    pub trusted: Option<PathBuf>,
+    /// Resume TLS sessions (rustls's default); off, every connection costs a full
+    /// handshake.
+    pub resumption: bool,
+}
+
+impl Default for BackendTls {
+    fn default() -> Self {
+        BackendTls {
+            trusted: None,
+            resumption: true,
+        }
+    }
+}
+
+/// How one front-end opens connections to its back-end: the address, the hop's stages,
+/// and TLS (a connector and the name the certificate must carry).
+#[derive(Clone)]
+pub struct BackendLink {
+    pub addr: SocketAddr,
+    protocol: Protocol,
+    stages: Vec<HopStage>,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    handshakes: Arc<HandshakeCounters>,
+}
+
+/// TLS handshakes made to the back-end, full and resumed.
+#[derive(Debug, Default)]
+struct HandshakeCounters {
+    full: AtomicU64,
+    resumed: AtomicU64,
+}
+
+/// TLS handshakes a front-end made to its back-end so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TlsHandshakes {
+    pub full: u64,
+    pub resumed: u64,
+}
+
+impl BackendLink {
+    /// A plain hop, or TLS verified against `tls_config` with the back-end's address as
+    /// the name (the lab's certificate carries the loopback addresses).
+    pub fn new(
+        protocol: Protocol,
+        addr: SocketAddr,
+        stages: Vec<HopStage>,
+        tls_config: Option<Arc<rustls::ClientConfig>>,
+    ) -> BackendLink {
+        BackendLink {
+            addr,
+            protocol,
+            stages,
+            tls: tls_config.map(|config| {
+                (
+                    TlsConnector::from(config),
+                    ServerName::IpAddress(addr.ip().into()),
+                )
+            }),
+            handshakes: Arc::default(),
+        }
+    }
+
+    /// The TLS handshakes made through this link (and its clones) so far.
+    pub fn tls_handshakes(&self) -> TlsHandshakes {
+        TlsHandshakes {
+            full: self.handshakes.full.load(Ordering::Relaxed),
+            resumed: self.handshakes.resumed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Connects through the hop's stages (and TLS) and reads the back-end's greeting line.
+    pub async fn open(&self) -> io::Result<(HopStream, Vec<u8>)> {
+        let connect = async {
+            let tcp = hop::connect(self.addr, &self.stages).await?;
+            let mut stream: HopStream = match &self.tls {
+                Some((connector, name)) => {
+                    let tls = connector.connect(name.clone(), tcp).await?;
+                    let counter = match tls.get_ref().1.handshake_kind() {
+                        Some(rustls::HandshakeKind::Resumed) => &self.handshakes.resumed,
+                        _ => &self.handshakes.full,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    Box::new(tls)
+                }
+                None => tcp,
+            };
+            let mut greeting = Vec::new();
+            let mut buf = [0u8; 512];
+            while !greeting.ends_with(b"\n") {
+                let n = stream.read(&mut buf).await?;
+                if n == 0 || greeting.len() + n > MAX_GREETING {
+                    return Err(io::Error::other(
+                        "back-end closed or sent an over-long greeting",
+                    ));
+                }
+                greeting.extend_from_slice(&buf[..n]);
             }
-            greeting.extend_from_slice(&buf[..n]);
-        }
-        if !greeting_is_ok(protocol, &greeting) {
-            return Err(io::Error::other("back-end greeting is not OK"));
-        }
-        Ok((tcp, greeting))
-    };
-    tokio::time::timeout(BACKEND_CONNECT_TIMEOUT, connect)
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "back-end did not greet in time"))?
+            if !greeting_is_ok(self.protocol, &greeting) {
+                return Err(io::Error::other("back-end greeting is not OK"));
+            }
+            Ok((stream, greeting))
+        };
+        tokio::time::timeout(BACKEND_CONNECT_TIMEOUT, connect)
+            .await
+            .map_err(|_| {
+                io::Error::new(io::ErrorKind::TimedOut, "back-end did not greet in time")
+            })?
+    }
 }
 
 /// What every session of one front-end listener shares.
 pub struct FrontendShared {
     protocol: Protocol,
     limits: Limits,
-    backend: SocketAddr,
+    backend: BackendLink,
     director: Mutex<Director>,
     /// Connections waiting to be granted (idle in the pool, or parked), ready or still
     /// opening. Locked after the director when both are.
@@ -84,23 +206,27 @@ pub struct FrontendShared {
 
 /// A waiting back-end connection.
 enum Slot {
-    Ready(TcpStream),
-    /// Still connecting or reading the greeting: the opener sends the socket here, or
+    Ready(HopStream),
+    /// Still connecting or reading the greeting: the opener sends the stream here, or
     /// drops the sender when the open failed.
-    Opening(oneshot::Receiver<TcpStream>),
+    Opening(oneshot::Receiver<HopStream>),
 }
 
-/// A waiting socket is still usable: the back-end has neither closed it nor written.
-fn quiet(tcp: &TcpStream) -> bool {
+/// A waiting connection is still usable: the back-end has neither closed it nor written
+/// (a read would block). Over TLS this also takes in what is not data, such as the
+/// server's session tickets.
+fn quiet(stream: &mut HopStream) -> bool {
     let mut probe = [0u8; 1];
-    matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    let mut probe = ReadBuf::new(&mut probe);
+    let mut cx = Context::from_waker(Waker::noop());
+    Pin::new(stream).poll_read(&mut cx, &mut probe).is_pending()
 }
 
 /// The director's [`Links`] over sockets: the waiting map, and the sockets one client
 /// session holds.
 struct SocketLinks<'a> {
     shared: &'a Arc<FrontendShared>,
-    held: &'a mut HashMap<ConnId, TcpStream>,
+    held: &'a mut HashMap<ConnId, HopStream>,
 }
 
 impl Links for SocketLinks<'_> {
@@ -111,9 +237,9 @@ impl Links for SocketLinks<'_> {
         if let Ok(mut waiting) = self.shared.waiting.lock() {
             waiting.insert(conn, Slot::Opening(slot));
         }
-        let (addr, protocol) = (self.shared.backend, self.shared.protocol);
+        let backend = self.shared.backend.clone();
         tokio::spawn(async move {
-            match open_backend(addr, protocol).await {
+            match backend.open().await {
                 Ok((tcp, _)) => {
                     let _ = opened.send(tcp);
                 }
@@ -146,11 +272,11 @@ impl Links for SocketLinks<'_> {
         if self.held.contains_key(&conn) {
             return true;
         }
-        let Ok(waiting) = self.shared.waiting.lock() else {
+        let Ok(mut waiting) = self.shared.waiting.lock() else {
             return false;
         };
-        match waiting.get(&conn) {
-            Some(Slot::Ready(tcp)) => quiet(tcp),
+        match waiting.get_mut(&conn) {
+            Some(Slot::Ready(stream)) => quiet(stream),
             Some(Slot::Opening(_)) => true,
             None => false,
         }
@@ -158,6 +284,11 @@ impl Links for SocketLinks<'_> {
 }
 
 impl FrontendShared {
+    /// TLS handshakes to the back-end so far (none over a plain hop).
+    pub fn tls_handshakes(&self) -> TlsHandshakes {
+        self.backend.tls_handshakes()
+    }
+
     pub fn stats(&self) -> PoolStats {
         self.director.lock().map(|d| d.stats()).unwrap_or_default()
     }
@@ -181,7 +312,7 @@ impl FrontendShared {
     /// Runs `f` on the director with the links of a session holding `held`.
     fn direct<T>(
         self: &Arc<Self>,
-        held: &mut HashMap<ConnId, TcpStream>,
+        held: &mut HashMap<ConnId, HopStream>,
         f: impl FnOnce(&mut Director, &mut SocketLinks<'_>, Duration) -> T,
     ) -> Option<T> {
         let now = self.started.elapsed();
@@ -192,7 +323,7 @@ impl FrontendShared {
 
     /// The socket of a granted connection: the waiting one, the one still opening
     /// (waited for rather than opening a second connection beside it), or a fresh one.
-    async fn take(&self, conn: ConnId) -> io::Result<TcpStream> {
+    async fn take(&self, conn: ConnId) -> io::Result<HopStream> {
         let slot = self
             .waiting
             .lock()
@@ -206,14 +337,12 @@ impl FrontendShared {
         };
         match ready {
             Some(tcp) => Ok(tcp),
-            None => open_backend(self.backend, self.protocol)
-                .await
-                .map(|(tcp, _)| tcp),
+            None => self.backend.open().await.map(|(stream, _)| stream),
         }
     }
 
     /// A parked connection the director handed to a session.
-    fn take_parked(&self, conn: ConnId) -> Option<TcpStream> {
+    fn take_parked(&self, conn: ConnId) -> Option<HopStream> {
         match self.waiting.lock().ok()?.remove(&conn)? {
             Slot::Ready(tcp) => Some(tcp),
             Slot::Opening(_) => None,
@@ -226,7 +355,7 @@ impl FrontendShared {
 pub async fn start(
     listener: TcpListener,
     spec: FrontendSpec,
-    backend: SocketAddr,
+    backend: BackendLink,
     limits: Limits,
     seed: u64,
     shutdown: watch::Receiver<bool>,
@@ -234,7 +363,7 @@ pub async fn start(
     Arc<FrontendShared>,
     impl std::future::Future<Output = ()> + Send + 'static,
 )> {
-    let (probe, greeting) = open_backend(backend, spec.protocol).await?;
+    let (probe, greeting) = backend.open().await?;
     drop(probe);
     let protocol = spec.protocol;
     let mut director = Director::new(
@@ -284,7 +413,7 @@ async fn accept_loop(
 
 /// Reads from the back-end connection the session is waiting on, if any.
 async fn read_backend(
-    conn: Option<(ConnId, &mut TcpStream)>,
+    conn: Option<(ConnId, &mut HopStream)>,
     buf: &mut [u8],
 ) -> (ConnId, io::Result<usize>) {
     match conn {
@@ -313,7 +442,7 @@ async fn serve_client(
     let started = Instant::now();
     let write_timeout = shared.limits.idle_timeout.min(Duration::from_secs(60));
     // The back-end sockets this session holds.
-    let mut held: HashMap<ConnId, TcpStream> = HashMap::new();
+    let mut held: HashMap<ConnId, HopStream> = HashMap::new();
     // The connection whose reply the session waits for, or that is leased to it.
     let mut active: Option<ConnId> = None;
     let mut cbuf = vec![0u8; 4096];
@@ -440,7 +569,7 @@ fn finish(
     shared: &Arc<FrontendShared>,
     session_id: SessionId,
     core: &mut FrontendSession,
-    mut held: HashMap<ConnId, TcpStream>,
+    mut held: HashMap<ConnId, HopStream>,
 ) {
     core.handle_eof(Duration::ZERO);
     shared.direct(&mut held, |d, links, now| {

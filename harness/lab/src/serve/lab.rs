@@ -23,10 +23,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::connection::{drive, Conn};
-use super::frontend_host::{self, FrontendShared, FrontendSpec};
+use super::frontend_host::{self, BackendLink, FrontendShared, FrontendSpec};
 use super::listener::{accept_connections, bind_listener, Admission};
 use super::rpc::{self, RpcListenerSpec, RpcListening, RpcRole};
-use super::tls::{LabTls, TlsSetupError};
+use super::tls::{read_certificates, verifying_client_config, LabTls, TlsSetupError};
 
 /// How a listener secures its connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -139,6 +139,10 @@ pub enum LabError {
         "the {0} front-end needs a back-end: give it an address or a plain {0} listener in the lab"
     )]
     NoBackend(Protocol),
+    #[error(
+        "the {0} front-end's back-end hop is TLS: give it an address or an implicit-TLS {0} listener in the lab"
+    )]
+    NoTlsBackend(Protocol),
     #[error("front-end on {addr} cannot reach its back-end {backend}: {source}")]
     Backend {
         addr: SocketAddr,
@@ -238,7 +242,7 @@ impl Lab {
         let fe_addrs = config
             .frontends
             .iter()
-            .flat_map(|f| std::iter::once(f.addr).chain(f.backend));
+            .flat_map(|f| std::iter::once(f.addr).chain(f.backend.as_ref().and_then(|b| b.addr)));
         let rpc_addrs = config.rpc.iter().map(|r| r.addr);
         for addr in addrs.chain(fe_addrs).chain(rpc_addrs) {
             if !config.allow_non_loopback && !addr.ip().is_loopback() {
@@ -294,16 +298,7 @@ impl Lab {
         }
         let mut frontends = Vec::new();
         for spec in &config.frontends {
-            let backend = match spec.backend {
-                Some(b) => b,
-                None => listening
-                    .iter()
-                    .find(|l| {
-                        l.spec.protocol == spec.protocol && l.spec.security == Security::Plain
-                    })
-                    .map(|l| l.addr)
-                    .ok_or(LabError::NoBackend(spec.protocol))?,
-            };
+            let backend = backend_link(spec, &listening, &tls)?;
             let listener = bind_listener(spec.addr).map_err(|source| LabError::Bind {
                 scheme: "front-end",
                 addr: spec.addr,
@@ -314,6 +309,7 @@ impl Lab {
                 addr: spec.addr,
                 source,
             })?;
+            let backend_addr = backend.addr;
             let (shared, serve) = frontend_host::start(
                 listener,
                 spec.clone(),
@@ -325,14 +321,14 @@ impl Lab {
             .await
             .map_err(|source| LabError::Backend {
                 addr,
-                backend,
+                backend: backend_addr,
                 source,
             })?;
             tasks.spawn(serve);
             frontends.push(FrontendListening {
                 spec: spec.clone(),
                 addr,
-                backend,
+                backend: backend_addr,
                 shared,
             });
         }
@@ -408,6 +404,11 @@ impl Lab {
         &self.tls.certificate_pem
     }
 
+    /// The self-signed certificate, DER.
+    pub fn certificate_der(&self) -> &rustls::pki_types::CertificateDer<'static> {
+        &self.tls.certificate_der
+    }
+
     pub fn stats(&self) -> &LabStats {
         &self.stats
     }
@@ -435,6 +436,51 @@ impl Lab {
             while self.tasks.join_next().await.is_some() {}
         }
     }
+}
+
+/// How a front-end reaches its back-end: the address given, or the lab's own listener for
+/// the protocol (plain, or implicit TLS when the hop is TLS); TLS trusts the certificates
+/// given, or the lab's own.
+fn backend_link(
+    spec: &FrontendSpec,
+    listening: &[Listening],
+    tls: &LabTls,
+) -> Result<BackendLink, LabError> {
+    let target = spec.backend.clone().unwrap_or_default();
+    let security = match target.tls {
+        Some(_) => Security::ImplicitTls,
+        None => Security::Plain,
+    };
+    let addr = match target.addr {
+        Some(addr) => addr,
+        None => listening
+            .iter()
+            .find(|l| l.spec.protocol == spec.protocol && l.spec.security == security)
+            .map(|l| l.addr)
+            .ok_or(match security {
+                Security::Plain => LabError::NoBackend(spec.protocol),
+                Security::ImplicitTls => LabError::NoTlsBackend(spec.protocol),
+            })?,
+    };
+    let tls_config = match &target.tls {
+        Some(backend_tls) => {
+            let trusted = match &backend_tls.trusted {
+                Some(path) => read_certificates(path)?,
+                None => vec![tls.certificate_der.clone()],
+            };
+            Some(
+                verifying_client_config(&trusted, backend_tls.resumption)
+                    .map_err(TlsSetupError::from)?,
+            )
+        }
+        None => None,
+    };
+    Ok(BackendLink::new(
+        spec.protocol,
+        addr,
+        target.stages,
+        tls_config,
+    ))
 }
 
 /// Binds the DCE/RPC listeners, builds their endpoints from the world (the Exchange

@@ -1,8 +1,9 @@
 //! Serving the mocks: the accept loop every listener shares, the [`Lab`](lab::Lab) handle, the stream driver that
-//! runs one sans-IO session over a socket, TLS, the front-end host, and lab files.
+//! runs one sans-IO session over a socket, TLS, the front-end host and the hop to its back-end, and lab files.
 
 pub mod connection;
 pub mod frontend_host;
+pub mod hop;
 pub mod lab;
 pub mod labfile;
 pub(crate) mod listener;

@@ -12,6 +12,11 @@ pub enum TlsSetupError {
     Certificate(#[from] rcgen::Error),
     #[error("could not build the TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("reading the trusted certificates in {path}: {source}")]
+    TrustedCertificates {
+        path: std::path::PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
 }
 
 /// The lab's certificate and the acceptor that serves it.
@@ -55,6 +60,45 @@ impl LabTls {
             certificate_der,
         })
     }
+}
+
+/// A client configuration that verifies servers the ordinary way (webpki: chain, names,
+/// validity) against `trusted` as the only roots: the lab's self-signed certificate, or
+/// the PEM file of another lab's (`harness serve --cert-out`). With `resumption` off,
+/// every connection makes a full handshake; on, rustls resumes from its in-memory cache
+/// (TLS 1.3 tickets, RFC 8446 2.2), as clients do by default.
+pub fn verifying_client_config(
+    trusted: &[CertificateDer<'static>],
+    resumption: bool,
+) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in trusted {
+        roots.add(certificate.clone())?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    if !resumption {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
+    Ok(Arc::new(config))
+}
+
+/// The certificates of a PEM file.
+pub fn read_certificates(
+    path: &std::path::Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+    use rustls::pki_types::pem::PemObject;
+    let err = |source| TlsSetupError::TrustedCertificates {
+        path: path.to_path_buf(),
+        source,
+    };
+    CertificateDer::pem_file_iter(path)
+        .map_err(err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(err)
 }
 
 /// A client configuration that trusts exactly one certificate (the lab's), checking that
