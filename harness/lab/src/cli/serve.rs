@@ -7,12 +7,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use harness::serve::frontend_host::{BackendTarget, BackendTls, FrontendSpec};
+use harness::serve::lab::RpchListenerSpec;
 use harness::serve::labfile::{frontend_profile, round_trip_stages};
 use harness::serve::rpc::{RpcListenerSpec, RpcRole};
 use harness::{Lab, LabConfig, ListenerSpec, Protocol, Security};
 use harness_core::budget::DEFAULT_MEMORY_BUDGET;
 use harness_core::dcerpc::emsmdb::EmsmdbProfile;
 use harness_core::dcerpc::server::{AuthFailureFault, EndpointConfig, MIN_FRAG};
+use harness_core::http_auth::HttpScheme;
 use harness_core::profile::PROFILE_NAMES;
 use harness_core::{LabFile, Limits, Profile};
 
@@ -91,6 +93,16 @@ pub struct ServeArgs {
     /// (access_denied, the connection stays) or samba (nca_s_proto_error, then a close).
     #[arg(long, default_value = "windows")]
     rpc_refusals: AuthFailureFault,
+    /// Outlook Anywhere (RPC over HTTP v2) listener, plain HTTP, in front of --rpc: the
+    /// proxy that impacket's exchanger and Outlook reach at /rpc/rpcproxy.dll.
+    #[arg(long)]
+    rpch: Option<SocketAddr>,
+    /// The same over TLS (the lab's self-signed certificate; --cert-out writes it).
+    #[arg(long)]
+    rpch_tls: Option<SocketAddr>,
+    /// HTTP authentication the RPC proxy offers, in order: ntlm, basic (comma-separated).
+    #[arg(long, default_value = "ntlm,basic", value_delimiter = ',')]
+    rpch_auth: Vec<String>,
     /// Largest DCE/RPC fragment the RPC listeners send and accept (at least 1432).
     #[arg(long, default_value_t = EndpointConfig::default().max_frag)]
     rpc_max_frag: u16,
@@ -216,6 +228,21 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if args.epm.is_some() && args.rpc.is_none() {
         bail!("--epm names the --rpc listener's interfaces: give --rpc too");
     }
+    if (args.rpch.is_some() || args.rpch_tls.is_some()) && args.rpc.is_none() {
+        bail!("--rpch and --rpch-tls proxy to the --rpc listener: give --rpc too");
+    }
+    let mut rpch_auth = Vec::new();
+    for name in &args.rpch_auth {
+        rpch_auth.push(match name.to_ascii_lowercase().as_str() {
+            "ntlm" => HttpScheme::Ntlm,
+            "basic" => HttpScheme::Basic,
+            other => bail!("--rpch-auth {other:?}: ntlm or basic"),
+        });
+    }
+    let rpch: Vec<RpchListenerSpec> = [(args.rpch, false), (args.rpch_tls, true)]
+        .into_iter()
+        .filter_map(|(addr, tls)| addr.map(|addr| RpchListenerSpec { addr, tls }))
+        .collect();
     if listeners.is_empty() && frontends.is_empty() && rpc.is_empty() {
         listeners.push(ListenerSpec::new(
             Protocol::Imap,
@@ -253,6 +280,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
             auth_failure: args.rpc_refusals,
             ..EndpointConfig::default()
         },
+        rpch,
+        rpch_auth,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
@@ -308,6 +337,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 r.spec.role.scheme(),
                 r.addr
             );
+        }
+        for (tls, scheme, url) in [(false, "rpch", "http"), (true, "rpchs", "https")] {
+            if let Some(addr) = lab.rpch_addr(tls) {
+                println!(
+                    "listening {scheme:<5} {addr} (Outlook Anywhere: {url}://{addr}/rpc/rpcproxy.dll)"
+                );
+            }
         }
         let stats_on_request = print_stats_on_sigusr1(&lab)?;
         println!("press Ctrl-C to stop");

@@ -12,8 +12,11 @@ use harness_core::budget::DEFAULT_MEMORY_BUDGET;
 use harness_core::dcerpc::emsmdb::EmsmdbProfile;
 use harness_core::dcerpc::endpoints::{RpcEndpoints, RpcLabConfig};
 use harness_core::dcerpc::server::EndpointConfig;
+use harness_core::http_auth::{HttpAuthConfig, HttpAuthenticator, HttpScheme};
 use harness_core::imap::ImapServer;
+use harness_core::ntlm::AcceptorConfig;
 use harness_core::pop3::Pop3Server;
+use harness_core::rpch::{ProxyConfig, RpcProxy};
 use harness_core::world::{LabFile, LabFileError};
 use harness_core::{
     Limits, MemoryBudget, Profile, Protocol, ServerSession, SessionContext, Transport, World,
@@ -26,6 +29,7 @@ use super::connection::{drive, Conn};
 use super::frontend_host::{self, BackendLink, FrontendShared, FrontendSpec};
 use super::listener::{accept_connections, bind_listener, Admission};
 use super::rpc::{self, RpcListenerSpec, RpcListening, RpcRole};
+use super::rpch;
 use super::tls::{read_certificates, verifying_client_config, LabTls, TlsSetupError};
 
 /// How a listener secures its connections.
@@ -91,6 +95,19 @@ pub struct LabConfig {
     /// calls and parked calls per association, Windows or Samba refusals); its idle
     /// timeout is replaced by `limits.idle_timeout`, the lab's one.
     pub rpc_endpoint: EndpointConfig,
+    /// Outlook Anywhere listeners (RPC over HTTP v2, plain HTTP or TLS) in front of the
+    /// Exchange RPC listener, which they need.
+    pub rpch: Vec<RpchListenerSpec>,
+    /// The HTTP authentication the RPC proxy offers, in its WWW-Authenticate order.
+    pub rpch_auth: Vec<HttpScheme>,
+}
+
+/// An Outlook Anywhere listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RpchListenerSpec {
+    pub addr: SocketAddr,
+    /// HTTPS (the lab's certificate) rather than plain HTTP.
+    pub tls: bool,
 }
 
 impl Default for LabConfig {
@@ -113,6 +130,8 @@ impl Default for LabConfig {
             rpc: Vec::new(),
             rpc_profile: EmsmdbProfile::default(),
             rpc_endpoint: EndpointConfig::default(),
+            rpch: Vec::new(),
+            rpch_auth: vec![HttpScheme::Ntlm, HttpScheme::Basic],
         }
     }
 }
@@ -133,6 +152,8 @@ pub enum LabError {
     NotLoopback(SocketAddr),
     #[error("an endpoint mapper listener needs the Exchange RPC listener it names")]
     EndpointMapperAlone,
+    #[error("an Outlook Anywhere listener needs the Exchange RPC listener it proxies to")]
+    RpchWithoutExchange,
     #[error("no listeners configured")]
     NoListeners,
     #[error(
@@ -201,6 +222,7 @@ pub struct Lab {
     listening: Vec<Listening>,
     rpc_listening: Vec<RpcListening>,
     rpc: Option<RpcEndpoints>,
+    rpch_listening: Vec<(RpchListenerSpec, SocketAddr)>,
     frontends: Vec<FrontendListening>,
     world: Arc<World>,
     profile: Arc<Profile>,
@@ -244,7 +266,8 @@ impl Lab {
             .iter()
             .flat_map(|f| std::iter::once(f.addr).chain(f.backend.as_ref().and_then(|b| b.addr)));
         let rpc_addrs = config.rpc.iter().map(|r| r.addr);
-        for addr in addrs.chain(fe_addrs).chain(rpc_addrs) {
+        let rpch_addrs = config.rpch.iter().map(|r| r.addr);
+        for addr in addrs.chain(fe_addrs).chain(rpc_addrs).chain(rpch_addrs) {
             if !config.allow_non_loopback && !addr.ip().is_loopback() {
                 return Err(LabError::NotLoopback(addr));
             }
@@ -333,10 +356,17 @@ impl Lab {
             });
         }
         let (rpc_listening, rpc) = start_rpc(&config, &world, seed, &stats, &shutdown, &mut tasks)?;
+        let exchange = rpc_listening
+            .iter()
+            .find(|l| l.spec.role == RpcRole::Exchange)
+            .map(|l| l.addr);
+        let rpch_listening =
+            start_rpch(&config, &world, exchange, seed, &tls, &shutdown, &mut tasks)?;
         Ok(Lab {
             listening,
             rpc_listening,
             rpc,
+            rpch_listening,
             frontends,
             world,
             profile,
@@ -371,6 +401,14 @@ impl Lab {
             .iter()
             .find(|l| l.spec.role == role)
             .map(|l| l.addr)
+    }
+
+    /// The address of the Outlook Anywhere listener over TLS (`tls`) or plain HTTP.
+    pub fn rpch_addr(&self, tls: bool) -> Option<SocketAddr> {
+        self.rpch_listening
+            .iter()
+            .find(|(spec, _)| spec.tls == tls)
+            .map(|(_, addr)| *addr)
     }
 
     /// The RPC endpoints and interfaces, when the lab has RPC listeners.
@@ -549,6 +587,62 @@ fn start_rpc(
         listening.push(l);
     }
     Ok((listening, Some(endpoints)))
+}
+
+/// Binds the Outlook Anywhere listeners and starts the RPC proxy in front of the
+/// Exchange listener at `exchange`.
+fn start_rpch(
+    config: &LabConfig,
+    world: &Arc<World>,
+    exchange: Option<SocketAddr>,
+    seed: u64,
+    tls: &LabTls,
+    shutdown: &watch::Sender<bool>,
+    tasks: &mut JoinSet<()>,
+) -> Result<Vec<(RpchListenerSpec, SocketAddr)>, LabError> {
+    if config.rpch.is_empty() {
+        return Ok(Vec::new());
+    }
+    let exchange = exchange.ok_or(LabError::RpchWithoutExchange)?;
+    let directory = Arc::clone(world);
+    let auth = HttpAuthenticator::new(
+        HttpAuthConfig {
+            schemes: config.rpch_auth.clone(),
+            realm: world.hostname.clone(),
+            ntlm: AcceptorConfig::for_world(world),
+        },
+        move |user| directory.directory.password(user),
+        seed ^ 0x5250_4348,
+        harness_core::sasl::filetime_from_unix(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        ),
+    );
+    let proxy = RpcProxy::new(ProxyConfig::default());
+    let (shared, run) = rpch::start(proxy, auth, exchange, shutdown.subscribe());
+    tasks.spawn(run);
+    let mut bound = Vec::new();
+    for spec in &config.rpch {
+        let scheme = if spec.tls { "rpch-tls" } else { "rpch" };
+        let err = |source| LabError::Bind {
+            scheme,
+            addr: spec.addr,
+            source,
+        };
+        let listener = bind_listener(spec.addr).map_err(err)?;
+        let addr = listener.local_addr().map_err(err)?;
+        let acceptor = spec.tls.then(|| tls.acceptor.clone());
+        tasks.spawn(rpch::accept_loop(
+            listener,
+            shared.clone(),
+            acceptor,
+            shutdown.subscribe(),
+        ));
+        bound.push((*spec, addr));
+    }
+    Ok(bound)
 }
 
 /// How long [`Lab::shutdown`] waits for sessions to finish.

@@ -8,4 +8,5 @@ pub mod lab;
 pub mod labfile;
 pub(crate) mod listener;
 pub mod rpc;
+pub mod rpch;
 pub mod tls;

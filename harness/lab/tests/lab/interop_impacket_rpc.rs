@@ -18,25 +18,6 @@ fn script() -> PathBuf {
     common::peers::project_root().join("harness/lab/tests/clients/dcerpc_impacket.py")
 }
 
-/// The python of the impacket venv (scripts/peers/install.sh makes it), or None with a
-/// SKIPPED message (a failure under CI=true).
-fn impacket_python() -> Option<PathBuf> {
-    let locate = common::peers::project_root().join("scripts/peers/impacket/python");
-    let out = Command::new("bash").arg(&locate).output().ok()?;
-    if out.status.success() {
-        return Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
-    }
-    let msg = format!(
-        "impacket venv missing ({}): run scripts/peers/install.sh",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{msg}; CI must provide it");
-    }
-    eprintln!("SKIPPED: {msg}");
-    None
-}
-
 async fn rpc_lab() -> Lab {
     common::rpc_lab(Some(15)).await
 }
@@ -67,7 +48,7 @@ async fn run_impacket(python: &Path, lab: &Lab) -> Vec<serde_json::Value> {
 
 #[tokio::test]
 async fn impacket_finds_rfr_and_nspi_through_the_endpoint_mapper_and_calls_them() {
-    let Some(python) = impacket_python() else {
+    let Some(python) = common::peers::impacket_python() else {
         return;
     };
     let lab = rpc_lab().await;
@@ -126,7 +107,7 @@ fn bash(script: &str, args: &[&str]) -> String {
 
 #[tokio::test]
 async fn tshark_decrypts_and_names_every_call_of_a_sealed_session() {
-    let Some(python) = impacket_python() else {
+    let Some(python) = common::peers::impacket_python() else {
         return;
     };
     let Some(tshark) = common::require_tool("tshark", "scripts/peers/install.sh (tshark)") else {

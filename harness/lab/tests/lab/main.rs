@@ -13,6 +13,7 @@ mod idle_connections;
 mod interop_cyrus;
 mod interop_frontends;
 mod interop_impacket_rpc;
+mod interop_impacket_rpch;
 mod interop_samba;
 mod interop_transcripts;
 mod literal_flood;

@@ -93,3 +93,25 @@ pub fn try_start_with_env(name: &str, args: &[String], env: &[(&str, &str)]) -> 
     );
     Some(peer)
 }
+
+/// The python of the impacket venv (scripts/peers/install.sh makes it), or None with a
+/// SKIPPED message (a failure under CI=true).
+pub fn impacket_python() -> Option<PathBuf> {
+    let locate = project_root().join("scripts/peers/impacket/python");
+    let out = std::process::Command::new("bash")
+        .arg(&locate)
+        .output()
+        .ok()?;
+    if out.status.success() {
+        return Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+    }
+    let msg = format!(
+        "impacket venv missing ({}): run scripts/peers/install.sh",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{msg}; CI must provide it");
+    }
+    eprintln!("SKIPPED: {msg}");
+    None
+}

@@ -1,0 +1,535 @@
+//! Outlook Anywhere: the RPC over HTTP v2 proxy's HTTP/1.1 adapter (hyper) around the
+//! sans-IO [`RpcProxy`], in front of the lab's Exchange RPC listener.
+//!
+//! Each accepted TCP connection (plain, or inside TLS) is served by hyper. Its requests
+//! are authenticated by [`HttpAuthenticator`] with that connection's [`ConnectionAuth`]
+//! (NTLM is bound to the connection), then `RPC_OUT_DATA` and `RPC_IN_DATA` become the
+//! proxy's OUT and IN channels: their bodies stream into the proxy, the OUT channel's
+//! response body streams out of it. One task owns the proxy and turns its outputs into
+//! response heads, body chunks and back-end connections; the back-end of a virtual
+//! connection is a TCP connection to the Exchange listener (every RpcProxy port the
+//! client names, 6001, 6002, 6004 and the listener's own, maps to it), read only while
+//! the proxy takes more ([`RpcProxy::backend_accepts`]).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use harness_core::http_auth::{ConnectionAuth, HttpAuthenticator, Verdict};
+use harness_core::rpch::{BackendId, ChannelId, HttpStatus, ProxyOutput, RpcProxy};
+use http_body_util::{combinators::BoxBody, BodyExt, Empty};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// The RpcProxy ports a client may name ([MS-RPCH] 2.2.2; Exchange's EMSMDB, RFR and
+/// NSPI ports), besides the Exchange listener's own.
+pub const EXCHANGE_PORTS: [u16; 3] = [6001, 6002, 6004];
+
+/// The longest request body chunk handed to the proxy at once.
+const MAX_CHUNK: usize = 64 * 1024;
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// What the HTTP side and the back-ends tell the proxy task.
+enum Event {
+    OutOpened {
+        channel: ChannelId,
+        target: String,
+        length: u64,
+        head: oneshot::Sender<Head>,
+        body: mpsc::UnboundedSender<Bytes>,
+    },
+    InOpened {
+        channel: ChannelId,
+        target: String,
+        length: u64,
+        end: oneshot::Sender<Option<HttpStatus>>,
+    },
+    Data(ChannelId, Bytes),
+    ChannelClosed(ChannelId),
+    BackendData(BackendId, Vec<u8>),
+    BackendClosed(BackendId),
+}
+
+/// How an OUT channel's response starts.
+enum Head {
+    Ok { content_length: u32 },
+    Refused(HttpStatus),
+}
+
+/// What the proxy task holds of a channel.
+enum ChannelEnd {
+    Out {
+        head: Option<oneshot::Sender<Head>>,
+        body: mpsc::UnboundedSender<Bytes>,
+    },
+    In {
+        end: Option<oneshot::Sender<Option<HttpStatus>>>,
+    },
+}
+
+struct Backend {
+    writes: mpsc::UnboundedSender<Vec<u8>>,
+    accepts: watch::Sender<bool>,
+}
+
+/// The proxy's side shared by every HTTP connection.
+pub struct RpchShared {
+    events: mpsc::UnboundedSender<Event>,
+    auth: Mutex<HttpAuthenticator>,
+    next_channel: std::sync::atomic::AtomicU64,
+}
+
+/// Starts the proxy task; `exchange` is the lab's Exchange RPC listener.
+pub fn start(
+    proxy: RpcProxy,
+    auth: HttpAuthenticator,
+    exchange: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) -> (Arc<RpchShared>, impl std::future::Future<Output = ()>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(RpchShared {
+        events: tx.clone(),
+        auth: Mutex::new(auth),
+        next_channel: std::sync::atomic::AtomicU64::new(1),
+    });
+    (shared, run_proxy(proxy, rx, tx, exchange, shutdown))
+}
+
+/// The task that owns the proxy.
+async fn run_proxy(
+    mut proxy: RpcProxy,
+    mut events: mpsc::UnboundedReceiver<Event>,
+    feedback: mpsc::UnboundedSender<Event>,
+    exchange: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let started = Instant::now();
+    let mut channels: HashMap<ChannelId, ChannelEnd> = HashMap::new();
+    let mut backends: HashMap<BackendId, Backend> = HashMap::new();
+    loop {
+        let deadline = proxy.poll_timeout().map(|d| started + d);
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let now = || started.elapsed();
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            _ = sleep => proxy.handle_timeout(now()),
+            event = events.recv() => {
+                let Some(event) = event else { break };
+                match event {
+                    Event::OutOpened { channel, target, length, head, body } => {
+                        channels.insert(channel, ChannelEnd::Out { head: Some(head), body });
+                        logged(proxy.out_channel_opened(now(), channel, &target, length), "OUT channel refused");
+                    }
+                    Event::InOpened { channel, target, length, end } => {
+                        channels.insert(channel, ChannelEnd::In { end: Some(end) });
+                        logged(proxy.in_channel_opened(now(), channel, &target, length), "IN channel refused");
+                    }
+                    Event::Data(channel, bytes) => {
+                        logged(proxy.channel_data(now(), channel, &bytes), "channel data refused");
+                    }
+                    Event::ChannelClosed(channel) => {
+                        channels.remove(&channel);
+                        proxy.channel_closed(now(), channel);
+                    }
+                    Event::BackendData(backend, bytes) => {
+                        logged(proxy.backend_data(now(), backend, &bytes), "back-end data refused");
+                    }
+                    Event::BackendClosed(backend) => {
+                        backends.remove(&backend);
+                        proxy.backend_closed(now(), backend);
+                    }
+                }
+            }
+        }
+        while let Some(output) = proxy.poll_output() {
+            apply(output, &mut channels, &mut backends, &feedback, exchange);
+        }
+        for (id, b) in &backends {
+            let accepts = proxy.backend_accepts(*id);
+            b.accepts
+                .send_if_modified(|v| std::mem::replace(v, accepts) != accepts);
+        }
+    }
+}
+
+/// The proxy has already ended what an error concerns; the adapter only logs it.
+fn logged(result: Result<(), harness_core::rpch::ProxyError>, what: &str) {
+    if let Err(e) = result {
+        tracing::debug!(%e, "{what}");
+    }
+}
+
+fn apply(
+    output: ProxyOutput,
+    channels: &mut HashMap<ChannelId, ChannelEnd>,
+    backends: &mut HashMap<BackendId, Backend>,
+    feedback: &mpsc::UnboundedSender<Event>,
+    exchange: SocketAddr,
+) {
+    match output {
+        ProxyOutput::StartOutResponse {
+            channel,
+            content_length,
+        } => {
+            if let Some(ChannelEnd::Out { head, .. }) = channels.get_mut(&channel) {
+                if let Some(head) = head.take() {
+                    let _ = head.send(Head::Ok { content_length });
+                }
+            }
+        }
+        ProxyOutput::Write { channel, bytes } => {
+            if let Some(ChannelEnd::Out { body, .. }) = channels.get(&channel) {
+                let _ = body.send(Bytes::from(bytes));
+            }
+        }
+        ProxyOutput::CloseChannel { channel, status } => match channels.remove(&channel) {
+            Some(ChannelEnd::Out { head, .. }) => {
+                if let (Some(head), Some(status)) = (head, status) {
+                    let _ = head.send(Head::Refused(status));
+                }
+                // Dropping the body sender ends the response short of its length: hyper
+                // closes the connection.
+            }
+            Some(ChannelEnd::In { end: Some(end) }) => {
+                let _ = end.send(status);
+            }
+            Some(ChannelEnd::In { end: None }) | None => {}
+        },
+        ProxyOutput::ConnectBackend { backend, target } => {
+            let (writes, rx) = mpsc::unbounded_channel();
+            let (accepts, accepts_rx) = watch::channel(true);
+            backends.insert(backend, Backend { writes, accepts });
+            let known = EXCHANGE_PORTS.contains(&target.port) || target.port == exchange.port();
+            let feedback = feedback.clone();
+            tokio::spawn(async move {
+                if known {
+                    run_backend(backend, exchange, rx, accepts_rx, feedback).await;
+                } else {
+                    tracing::debug!(%target, "RpcProxy target is not an Exchange port");
+                    let _ = feedback.send(Event::BackendClosed(backend));
+                }
+            });
+        }
+        ProxyOutput::WriteBackend { backend, bytes } => {
+            if let Some(b) = backends.get(&backend) {
+                let _ = b.writes.send(bytes);
+            }
+        }
+        ProxyOutput::CloseBackend { backend } => {
+            backends.remove(&backend);
+        }
+        ProxyOutput::Ended {
+            cookie,
+            channel,
+            reason,
+        } => {
+            tracing::debug!(?cookie, ?channel, %reason, "virtual connection ended");
+        }
+    }
+}
+
+/// One back-end connection: writes from the proxy, reads to it while it accepts more.
+async fn run_backend(
+    backend: BackendId,
+    exchange: SocketAddr,
+    mut writes: mpsc::UnboundedReceiver<Vec<u8>>,
+    mut accepts: watch::Receiver<bool>,
+    feedback: mpsc::UnboundedSender<Event>,
+) {
+    let Ok(tcp) = TcpStream::connect(exchange).await else {
+        let _ = feedback.send(Event::BackendClosed(backend));
+        return;
+    };
+    let _ = tcp.set_nodelay(true);
+    let (mut rd, mut wr) = tcp.into_split();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let reading = *accepts.borrow();
+        tokio::select! {
+            w = writes.recv() => match w {
+                Some(bytes) => {
+                    if wr.write_all(&bytes).await.is_err() {
+                        break;
+                    }
+                }
+                // The proxy closed this back-end.
+                None => {
+                    let _ = wr.shutdown().await;
+                    return;
+                }
+            },
+            _ = accepts.changed() => {}
+            n = rd.read(&mut buf), if reading => match n {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let _ = feedback.send(Event::BackendData(backend, buf[..n].to_vec()));
+                }
+            },
+        }
+    }
+    let _ = feedback.send(Event::BackendClosed(backend));
+}
+
+fn empty(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(Empty::new().map_err(|e| match e {}).boxed());
+    *r.status_mut() = status;
+    r
+}
+
+fn status_response(status: HttpStatus) -> Response<Body> {
+    let mut r = empty(StatusCode::from_u16(status.code).unwrap_or(StatusCode::BAD_REQUEST));
+    r.headers_mut().insert(
+        hyper::header::CONNECTION,
+        "close".parse().expect("static header"),
+    );
+    r
+}
+
+/// One request on a connection whose authentication state is `conn`.
+async fn serve_request(
+    shared: Arc<RpchShared>,
+    conn: Arc<Mutex<ConnectionAuth>>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let authorization = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let verdict = {
+        let mut auth = shared.auth.lock().unwrap_or_else(|e| e.into_inner());
+        let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+        auth.check(&mut conn, authorization.as_deref())
+    };
+    match verdict {
+        Verdict::Authenticated(_) => {}
+        Verdict::Unauthorized {
+            www_authenticate,
+            refusal,
+        } => {
+            tracing::debug!(%refusal, "401");
+            let mut r = empty(StatusCode::UNAUTHORIZED);
+            for v in www_authenticate {
+                if let Ok(v) = v.parse() {
+                    r.headers_mut().append(hyper::header::WWW_AUTHENTICATE, v);
+                }
+            }
+            return Ok(r);
+        }
+        Verdict::BadRequest(e) => {
+            tracing::debug!(%e, "400");
+            return Ok(status_response(HttpStatus::BAD_REQUEST));
+        }
+    }
+    let method = req.method().as_str().to_string();
+    let target = req.uri().query().unwrap_or_default().to_string();
+    if !req.uri().path().eq_ignore_ascii_case("/rpc/rpcproxy.dll") {
+        return Ok(empty(StatusCode::NOT_FOUND));
+    }
+    // RPC over HTTP declares its bodies' lengths ([MS-RPCH] 2.1.2.1.1); a chunked body
+    // (or both framings) is refused.
+    if req.headers().contains_key(hyper::header::TRANSFER_ENCODING) {
+        return Ok(status_response(HttpStatus::BAD_REQUEST));
+    }
+    let Some(length) = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return Ok(status_response(HttpStatus::BAD_REQUEST));
+    };
+    let channel = ChannelId(
+        shared
+            .next_channel
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+    );
+    match method.as_str() {
+        "RPC_OUT_DATA" => Ok(out_channel(shared, channel, target, length, req.into_body()).await),
+        "RPC_IN_DATA" => Ok(in_channel(shared, channel, target, length, req.into_body()).await),
+        _ => Ok(empty(StatusCode::METHOD_NOT_ALLOWED)),
+    }
+}
+
+/// Streams a request body into the proxy; false when the body broke off.
+async fn feed(shared: &RpchShared, channel: ChannelId, body: &mut Incoming) -> bool {
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return false;
+        };
+        if let Ok(data) = frame.into_data() {
+            for piece in data.chunks(MAX_CHUNK) {
+                let _ = shared
+                    .events
+                    .send(Event::Data(channel, Bytes::copy_from_slice(piece)));
+            }
+        }
+    }
+    true
+}
+
+async fn out_channel(
+    shared: Arc<RpchShared>,
+    channel: ChannelId,
+    target: String,
+    length: u64,
+    mut body: Incoming,
+) -> Response<Body> {
+    let (head_tx, head_rx) = oneshot::channel();
+    let (body_tx, body_rx) = mpsc::unbounded_channel();
+    let _ = shared.events.send(Event::OutOpened {
+        channel,
+        target,
+        length,
+        head: head_tx,
+        body: body_tx,
+    });
+    if !feed(&shared, channel, &mut body).await {
+        let _ = shared.events.send(Event::ChannelClosed(channel));
+        return status_response(HttpStatus::BAD_REQUEST);
+    }
+    match head_rx.await {
+        Ok(Head::Ok { content_length }) => {
+            let out = OutBody {
+                rx: body_rx,
+                shared: shared.clone(),
+                channel,
+            };
+            let mut r = Response::new(out.boxed());
+            let h = r.headers_mut();
+            h.insert(
+                hyper::header::CONTENT_TYPE,
+                "application/rpc".parse().expect("static header"),
+            );
+            h.insert(hyper::header::CONTENT_LENGTH, content_length.into());
+            r
+        }
+        Ok(Head::Refused(status)) => status_response(status),
+        Err(_) => status_response(HttpStatus::SERVICE_UNAVAILABLE),
+    }
+}
+
+/// The OUT channel's response body: the proxy's writes, until it drops the sender. The
+/// proxy hears of the channel's end when the body is dropped (the client went away).
+struct OutBody {
+    rx: mpsc::UnboundedReceiver<Bytes>,
+    shared: Arc<RpchShared>,
+    channel: ChannelId,
+}
+
+impl hyper::body::Body for OutBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+impl Drop for OutBody {
+    fn drop(&mut self) {
+        let _ = self.shared.events.send(Event::ChannelClosed(self.channel));
+    }
+}
+
+async fn in_channel(
+    shared: Arc<RpchShared>,
+    channel: ChannelId,
+    target: String,
+    length: u64,
+    mut body: Incoming,
+) -> Response<Body> {
+    let (end_tx, mut end_rx) = oneshot::channel();
+    let _ = shared.events.send(Event::InOpened {
+        channel,
+        target,
+        length,
+        end: end_tx,
+    });
+    let ended = tokio::select! {
+        fed = feed(&shared, channel, &mut body) => {
+            let _ = shared.events.send(Event::ChannelClosed(channel));
+            if fed { None } else { Some(HttpStatus::BAD_REQUEST) }
+        }
+        status = &mut end_rx => status.ok().flatten(),
+    };
+    match ended {
+        Some(status) => status_response(status),
+        None => empty(StatusCode::OK),
+    }
+}
+
+/// Serves one accepted connection (plain or TLS) until it closes or the lab stops.
+pub async fn serve_connection<S>(
+    io: S,
+    shared: Arc<RpchShared>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = Arc::new(Mutex::new(ConnectionAuth::default()));
+    let service =
+        hyper::service::service_fn(move |req| serve_request(shared.clone(), conn.clone(), req));
+    let http = hyper::server::conn::http1::Builder::new()
+        .max_buf_size(64 * 1024)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(http);
+    tokio::select! {
+        _ = &mut http => {}
+        _ = shutdown.changed() => {}
+    }
+}
+
+/// Accepts connections on `listener` until shutdown; `tls` wraps each in TLS first.
+pub async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<RpchShared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut stop = shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        let Ok((tcp, _peer)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => serve_connection(tcp, shared, shutdown).await,
+                Some(acceptor) => {
+                    if let Ok(Ok(stream)) =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+                    {
+                        serve_connection(stream, shared, shutdown).await;
+                    }
+                }
+            }
+        });
+    }
+}
