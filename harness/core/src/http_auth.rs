@@ -480,5 +480,23 @@ mod tests {
             s.check(&mut conn, Some(&long)),
             Verdict::BadRequest(BadAuthorization::TooLong(long.len()))
         );
+        // Up to the limit the header is read: an NTLM message may be 64 KiB, 87,384
+        // characters in base64 after "NTLM ".
+        let at_limit = format!("NTLM {}", "A".repeat(MAX_AUTHORIZATION - 5));
+        let biggest = format!("NTLM {}", "A".repeat(87_384));
+        for value in [&at_limit, &biggest] {
+            assert!(
+                !matches!(
+                    s.check(&mut conn, Some(value)),
+                    Verdict::BadRequest(BadAuthorization::TooLong(_))
+                ),
+                "{} characters",
+                value.len()
+            );
+        }
+        assert_eq!(
+            (HttpScheme::Basic.name(), HttpScheme::Ntlm.name()),
+            ("Basic", "NTLM")
+        );
     }
 }
