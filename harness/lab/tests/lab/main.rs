@@ -8,6 +8,7 @@ mod bad_input;
 mod connection_storm;
 mod emsmdb_notify;
 mod frontend_adapters_agree;
+mod frontend_backend_hop;
 mod frontend_socket;
 mod idle_connections;
 mod interop_cyrus;
