@@ -86,7 +86,7 @@ async fn impacket_finds_rfr_and_nspi_through_the_endpoint_mapper_and_calls_them(
 
 /// Runs a bash script of the project's with a bound; its stdout, or a panic with both
 /// streams.
-fn bash(script: &str, args: &[&str]) -> String {
+pub(crate) fn bash(script: &str, args: &[&str]) -> String {
     let path = common::peers::project_root().join(script);
     let out = Command::new("timeout")
         .arg("60")
