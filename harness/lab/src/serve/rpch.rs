@@ -321,10 +321,22 @@ async fn serve_request(
             refusal,
         } => {
             tracing::debug!(%refusal, "401");
-            let mut r = empty(StatusCode::UNAUTHORIZED);
+            // The body says why, as IIS's 401 page does in its own words.
+            let text = Bytes::from(format!("{refusal}\r\n"));
+            let mut r = Response::new(
+                http_body_util::Full::new(text)
+                    .map_err(|e| match e {})
+                    .boxed(),
+            );
+            *r.status_mut() = StatusCode::UNAUTHORIZED;
+            let h = r.headers_mut();
+            h.insert(
+                hyper::header::CONTENT_TYPE,
+                "text/plain".parse().expect("static header"),
+            );
             for v in www_authenticate {
                 if let Ok(v) = v.parse() {
-                    r.headers_mut().append(hyper::header::WWW_AUTHENTICATE, v);
+                    h.append(hyper::header::WWW_AUTHENTICATE, v);
                 }
             }
             return Ok(r);
