@@ -23,6 +23,7 @@ mod netfuzz;
 mod nspi_client;
 mod real_clients;
 mod rpc_limits;
+mod rpch_bad_input;
 mod rpch_http_auth;
 mod run_cli;
 mod scenario_sockets;

@@ -5,13 +5,9 @@
 //! AUTHENTICATE on the connection that carried the NEGOTIATE gets past authentication.
 //! The exchange is snapshotted (`snapshots/rpch__ntlm-split-over-two-connections.snap`).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use base64::Engine as _;
-use harness::serve::lab::RpchListenerSpec;
-use harness::serve::rpc::{RpcListenerSpec, RpcRole};
-use harness::{Lab, LabConfig};
 use harness_core::ntlm::{Credentials, InitiatorOptions, NtlmInitiator, ResponseKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -108,22 +104,7 @@ fn show(out: &mut String, conn: u8, sent: &str, reply: &Reply) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ntlm_handshake_split_over_two_connections_gets_401_and_says_why() {
-    let lo: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let lab = Lab::start(LabConfig {
-        listeners: Vec::new(),
-        rpc: vec![RpcListenerSpec {
-            role: RpcRole::Exchange,
-            addr: lo,
-        }],
-        rpch: vec![RpchListenerSpec {
-            addr: lo,
-            tls: false,
-        }],
-        seed: Some(16),
-        ..LabConfig::default()
-    })
-    .await
-    .expect("lab");
+    let lab = crate::common::rpch_lab().await;
     let addr = lab.rpch_addr(false).expect("proxy listener");
     let mut client = NtlmInitiator::new(
         Credentials::example("alice", "secret"),

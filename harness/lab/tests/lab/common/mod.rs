@@ -321,3 +321,26 @@ pub async fn rpc_lab_as(
     .await
     .expect("lab starts")
 }
+
+/// A lab with the Exchange RPC listener and the Outlook Anywhere proxy in front of it
+/// over plain HTTP (NTLM and Basic), seeded.
+pub async fn rpch_lab() -> Lab {
+    use harness::serve::lab::RpchListenerSpec;
+    use harness::serve::rpc::{RpcListenerSpec, RpcRole};
+    let lo: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+    Lab::start(LabConfig {
+        listeners: Vec::new(),
+        rpc: vec![RpcListenerSpec {
+            role: RpcRole::Exchange,
+            addr: lo,
+        }],
+        rpch: vec![RpchListenerSpec {
+            addr: lo,
+            tls: false,
+        }],
+        seed: Some(16),
+        ..LabConfig::default()
+    })
+    .await
+    .expect("lab with the RPC proxy starts")
+}
