@@ -1134,14 +1134,15 @@ impl RpcProxy {
     }
 
     /// Ends `channel` for `reason`: its virtual connection with it when it joined one,
-    /// else the channel alone. Returns `reason`.
+    /// else the channel alone (nothing if it is gone already). Returns `reason`.
     fn fail(&mut self, channel: ChannelId, reason: ProxyError) -> ProxyError {
-        match self.channels.get(&channel).and_then(|c| c.vc) {
-            Some(cookie) => {
+        match self.channels.get(&channel).map(|c| c.vc) {
+            Some(Some(cookie)) => {
                 self.end_vc(cookie, reason.clone());
                 reason
             }
-            None => self.refuse(channel, reason),
+            Some(None) => self.refuse(channel, reason),
+            None => reason,
         }
     }
 
