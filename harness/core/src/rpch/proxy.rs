@@ -797,11 +797,13 @@ impl RpcProxy {
                     out.queued += frame.len();
                     out.queue.push_back(frame);
                 }
-                if out.queued > self.config.max_out_queue {
-                    return Err(ProxyError::OutQueueFull(out.queued));
-                }
             }
             vc.flush_out(&mut self.outputs, &self.config)?;
+            // What the window did not let out is what the proxy holds.
+            let queued = vc.out.as_ref().map_or(0, |o| o.queued);
+            if queued > self.config.max_out_queue {
+                return Err(ProxyError::OutQueueFull(queued));
+            }
             framed.map_err(ProxyError::Framing)
         })();
         result.inspect_err(|e| self.end_vc(cookie, e.clone()))

@@ -931,3 +931,53 @@ fn unknown_channels_and_backends_are_typed_errors() {
         })
     );
 }
+
+/// Binds to the sized interface and asks for a response of `len` octets.
+fn ask_for(lab: &mut Lab, i: usize, len: u32) -> Result<(), ProxyError> {
+    sized_bind(lab, i);
+    let call = lab.sides[i]
+        .client
+        .association
+        .call(0, 0, None, &len.to_le_bytes())
+        .unwrap();
+    lab.send(i, &call.fragments[0])
+}
+
+#[test]
+fn back_end_octets_past_the_queue_limit_end_the_virtual_connection() {
+    let mut lab = sized_lab(ProxyConfig {
+        max_out_queue: 0x2000,
+        ..ProxyConfig::default()
+    });
+    let i = lab.connect(40, 0x2000, false);
+    let clean = lab.connect(41, 0x4_0000, true);
+    // The endpoint writes the whole 20,000-octet response at once; an 8 KiB window
+    // leaves more than 8 KiB of it waiting.
+    ask_for(&mut lab, i, 20_000).unwrap();
+    assert!(matches!(
+        lab.ended_reason(i),
+        Some(ProxyError::OutQueueFull(_))
+    ));
+    assert_eq!(lab.sides[i].closed[&lab.sides[i].out], None);
+    assert_eq!(lab.backends.open(), 1);
+    ask_for(&mut lab, clean, 20_000).unwrap();
+    assert!(matches!(
+        lab.rpc_events(clean).as_slice(),
+        [ClientEvent::Response { .. }]
+    ));
+}
+
+#[test]
+fn an_out_channel_past_its_content_length_ends_the_virtual_connection() {
+    let mut lab = sized_lab(ProxyConfig {
+        out_content_length: 0x2000,
+        ..ProxyConfig::default()
+    });
+    let i = lab.connect(42, 0x4_0000, true);
+    ask_for(&mut lab, i, 20_000).unwrap();
+    assert_eq!(
+        lab.ended_reason(i),
+        Some(ProxyError::OutChannelSpent(0x2000))
+    );
+    assert!(lab.sides[i].client.bytes_received() <= 0x2000);
+}
