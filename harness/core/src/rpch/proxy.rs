@@ -1,4 +1,5 @@
-//! The RPC over HTTP v2 proxy, sans-IO ([MS-RPCH] 3.2.3 to 3.2.5).
+//! The RPC over HTTP v2 proxy, sans-IO ([MS-RPCH] 3.2.3 inbound proxy, 3.2.4 outbound
+//! proxy, with the server's RTS steps).
 //!
 //! The adapter opens channels as HTTP requests arrive (`RPC_OUT_DATA` and `RPC_IN_DATA`,
 //! with the `server:port` of the URL's query and the declared Content-Length), feeds
@@ -11,8 +12,10 @@
 //! two requests travel on separate TCP connections, so either may win the race); the
 //! other must come within [`ProxyConfig::pairing_timeout`]. CONN/A1 opens the OUT
 //! response, the back-end connection and answers CONN/A3; once both channels are in,
-//! CONN/C2 goes out on the OUT channel (3.2.4.5.1, 3.2.4.5.3 and 3.2.5.5.x collapsed:
-//! this proxy is also the server's RTS half, see the module docs).
+//! CONN/C2 goes out on the OUT channel (the outbound proxy's CONN/A1 steps of 3.2.4.5,
+//! the inbound proxy's CONN/B1 steps of 3.2.3.5.3, and the server's CONN/A2, CONN/B2 and
+//! CONN/C1 in between collapsed: this proxy is also the server's RTS half, see the
+//! module docs).
 //!
 //! Every failure ends the virtual connection it belongs to (or, before a channel has
 //! joined one, that channel alone) with a typed [`ProxyError`], reported in
@@ -321,6 +324,7 @@ pub struct VirtualConnectionInfo {
 }
 
 type Outputs = VecDeque<ProxyOutput>;
+type VcResult = Result<(), ProxyError>;
 
 struct Channel {
     kind: ChannelKind,
@@ -477,7 +481,8 @@ impl VirtualConnection {
             return Ok(());
         };
         if ack.channel_cookie != out.cookie {
-            // 3.2.1.5.1.x: an ack for no channel of this connection is dropped.
+            // An ack naming no channel of this connection is dropped (the spec's
+            // FlowControlAck processing).
             return Ok(());
         }
         let bad = ProxyError::BadAck {
@@ -628,8 +633,8 @@ fn opening<T>(
     }
 }
 
-/// The recycling PDU this is, if its layout is one ([MS-RPCH] 3.2.x.5.x: IN_R1, IN_R2,
-/// OUT_R1, OUT_R2).
+/// The recycling PDU this is, if its layout is one (IN_R1, IN_R2, OUT_R1, OUT_R2:
+/// [MS-RPCH] 2.2.4.10 to 2.2.4.45).
 fn recycling(pdu: &RtsPdu) -> Option<&'static str> {
     pdu.classify()
         .into_iter()
@@ -955,7 +960,7 @@ impl RpcProxy {
     fn with_vc(
         &mut self,
         cookie: RtsCookie,
-        f: impl FnOnce(&mut VirtualConnection, &mut Outputs, &ProxyConfig) -> Result<(), ProxyError>,
+        f: impl FnOnce(&mut VirtualConnection, &mut Outputs, &ProxyConfig) -> VcResult,
     ) -> Result<(), ProxyError> {
         match self.vcs.get_mut(&cookie) {
             Some(vc) => f(vc, &mut self.outputs, &self.config),
@@ -1008,7 +1013,7 @@ impl RpcProxy {
         Ok(())
     }
 
-    /// CONN/A1 ([MS-RPCH] 3.2.4.5.1 with the server's part): the OUT response starts,
+    /// CONN/A1 ([MS-RPCH] 3.2.4.5 with the server's part): the OUT response starts,
     /// the back-end connection opens, CONN/A3 goes out (and CONN/C2 if the IN channel
     /// is in already).
     fn on_conn_a1(
