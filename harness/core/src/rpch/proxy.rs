@@ -121,8 +121,6 @@ const CONN_A1_LEN: u64 = 76;
 /// Outlook: 1 GiB), at most 2 GiB ([MS-RPCH] 2.1.2.1.1).
 const CONN_B1_LEN: u64 = 104;
 const MAX_IN_REQUEST_LENGTH: u64 = 0x8000_0000;
-/// Fragments on a channel or from the back-end: frag_length is 16 bits.
-const MAX_FRAGMENT: u16 = u16::MAX;
 
 /// The proxy's limits and the values it announces.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -144,6 +142,10 @@ pub struct ProxyConfig {
     pub out_content_length: u32,
     /// Back-end octets held for the client's window per virtual connection.
     pub max_out_queue: usize,
+    /// The largest PDU taken on a channel or from the back-end: the framers hold at most
+    /// this much of an unfinished one (a frag_length past it ends the virtual
+    /// connection before its octets are held).
+    pub max_fragment: u16,
 }
 
 impl Default for ProxyConfig {
@@ -159,6 +161,9 @@ impl Default for ProxyConfig {
             // Above the endpoint's largest response (4 MiB stub) with its fragment
             // headers and verifiers.
             max_out_queue: 8 << 20,
+            // Windows, Samba and the lab's endpoint fragment at 5840 octets
+            // (`EndpointConfig::max_frag`); room for a client that offers more.
+            max_fragment: 16 * 1024,
         }
     }
 }
@@ -383,7 +388,7 @@ struct VirtualConnection {
 }
 
 impl VirtualConnection {
-    fn new(target: Target, now: Duration) -> VirtualConnection {
+    fn new(target: Target, now: Duration, max_fragment: u16) -> VirtualConnection {
         VirtualConnection {
             target,
             created: now,
@@ -391,7 +396,7 @@ impl VirtualConnection {
             out: None,
             inbound: None,
             backend: None,
-            backend_framer: PduFramer::new(MAX_FRAGMENT),
+            backend_framer: PduFramer::new(max_fragment),
             held: Vec::new(),
             held_octets: 0,
             opened: false,
@@ -729,7 +734,7 @@ impl RpcProxy {
                 target,
                 declared: content_length,
                 received: 0,
-                framer: PduFramer::new(MAX_FRAGMENT),
+                framer: PduFramer::new(self.config.max_fragment),
                 opened_at: now,
                 vc: None,
                 response_started: false,
@@ -1004,7 +1009,10 @@ impl RpcProxy {
                 if self.vcs.len() >= self.config.max_virtual_connections {
                     return Err(ProxyError::TooManyVirtualConnections(self.vcs.len()));
                 }
-                self.vcs.insert(cookie, VirtualConnection::new(target, now));
+                self.vcs.insert(
+                    cookie,
+                    VirtualConnection::new(target, now, self.config.max_fragment),
+                );
             }
         }
         if let Some(ch) = self.channels.get_mut(&channel) {
