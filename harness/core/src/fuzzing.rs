@@ -18,6 +18,7 @@ pub mod oxcrpc_ops;
 pub mod pop3_ops;
 pub mod reply_ops;
 pub mod rpc_ops;
+pub mod rpch_ops;
 pub mod rts_ops;
 pub mod sasl_ops;
 pub mod script_scenario_ops;
@@ -84,6 +85,7 @@ pub const TARGETS: &[(&str, Target)] = &[
         "rts_pdu_to_bytes_and_back",
         rts_ops::rts_pdu_to_bytes_and_back,
     ),
+    ("rpch_proxy_ops", rpch_ops::rpch_proxy_ops),
 ];
 
 /// Runs the named target on one input; `false` if there is no such target.

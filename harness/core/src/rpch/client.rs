@@ -14,7 +14,8 @@ use crate::dcerpc::client::Uuid;
 use crate::dcerpc::client::{ClientAssociation, ClientError, ClientEvent};
 use crate::rng::SeededRng;
 
-/// The cookies a client makes up for one virtual connection ([MS-RPCH] 3.2.2.4.1).
+/// The cookies a client makes up for one virtual connection ([MS-RPCH] 2.2.3.1: fresh
+/// GUIDs).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct RpchCookies {
     pub virtual_connection: RtsCookie,

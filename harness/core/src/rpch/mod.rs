@@ -12,11 +12,11 @@
 //!   lab's [`RpcEndpoints`](crate::dcerpc::endpoints::RpcEndpoints)) instead of sockets.
 //!
 //! The proxy here plays the inbound proxy, the outbound proxy and the RTS half of the
-//! server at once ([MS-RPCH] 3.2.3 to 3.2.5 merged): the back-end is one plain
-//! connection-oriented DCE/RPC connection per virtual connection (the endpoint speaks
-//! ncacn_ip_tcp, not ncacn_http), opened when CONN/A1 arrives. No HTTP here: the adapter
-//! parses the request line and headers, turns [`ProxyOutput`]s into responses and body
-//! octets, and owns the sockets and the clock.
+//! server at once ([MS-RPCH] 3.2.3 and 3.2.4 with the server's RTS steps merged): the
+//! back-end is one plain connection-oriented DCE/RPC connection per virtual connection
+//! (the endpoint speaks ncacn_ip_tcp, not ncacn_http), opened when CONN/A1 arrives. No
+//! HTTP here: the adapter parses the request line and headers, turns [`ProxyOutput`]s
+//! into responses and body octets, and owns the sockets and the clock.
 //!
 //! Not yet: channel recycling (IN_R1/IN_R2/OUT_R1/OUT_R2 end the virtual connection with
 //! [`ProxyError::RecyclingUnsupported`]), echo requests, pings sent by the proxy on an

@@ -1,4 +1,5 @@
-//! The RPC over HTTP v2 proxy, sans-IO ([MS-RPCH] 3.2.3 to 3.2.5).
+//! The RPC over HTTP v2 proxy, sans-IO ([MS-RPCH] 3.2.3 inbound proxy, 3.2.4 outbound
+//! proxy, with the server's RTS steps).
 //!
 //! The adapter opens channels as HTTP requests arrive (`RPC_OUT_DATA` and `RPC_IN_DATA`,
 //! with the `server:port` of the URL's query and the declared Content-Length), feeds
@@ -11,8 +12,10 @@
 //! two requests travel on separate TCP connections, so either may win the race); the
 //! other must come within [`ProxyConfig::pairing_timeout`]. CONN/A1 opens the OUT
 //! response, the back-end connection and answers CONN/A3; once both channels are in,
-//! CONN/C2 goes out on the OUT channel (3.2.4.5.1, 3.2.4.5.3 and 3.2.5.5.x collapsed:
-//! this proxy is also the server's RTS half, see the module docs).
+//! CONN/C2 goes out on the OUT channel (the outbound proxy's CONN/A1 steps of 3.2.4.5,
+//! the inbound proxy's CONN/B1 steps of 3.2.3.5.3, and the server's CONN/A2, CONN/B2 and
+//! CONN/C1 in between collapsed: this proxy is also the server's RTS half, see the
+//! module docs).
 //!
 //! Every failure ends the virtual connection it belongs to (or, before a channel has
 //! joined one, that channel alone) with a typed [`ProxyError`], reported in
@@ -118,8 +121,6 @@ const CONN_A1_LEN: u64 = 76;
 /// Outlook: 1 GiB), at most 2 GiB ([MS-RPCH] 2.1.2.1.1).
 const CONN_B1_LEN: u64 = 104;
 const MAX_IN_REQUEST_LENGTH: u64 = 0x8000_0000;
-/// Fragments on a channel or from the back-end: frag_length is 16 bits.
-const MAX_FRAGMENT: u16 = u16::MAX;
 
 /// The proxy's limits and the values it announces.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,6 +142,10 @@ pub struct ProxyConfig {
     pub out_content_length: u32,
     /// Back-end octets held for the client's window per virtual connection.
     pub max_out_queue: usize,
+    /// The largest PDU taken on a channel or from the back-end: the framers hold at most
+    /// this much of an unfinished one (a frag_length past it ends the virtual
+    /// connection before its octets are held).
+    pub max_fragment: u16,
 }
 
 impl Default for ProxyConfig {
@@ -156,6 +161,9 @@ impl Default for ProxyConfig {
             // Above the endpoint's largest response (4 MiB stub) with its fragment
             // headers and verifiers.
             max_out_queue: 8 << 20,
+            // Windows, Samba and the lab's endpoint fragment at 5840 octets
+            // (`EndpointConfig::max_frag`); room for a client that offers more.
+            max_fragment: 16 * 1024,
         }
     }
 }
@@ -321,6 +329,7 @@ pub struct VirtualConnectionInfo {
 }
 
 type Outputs = VecDeque<ProxyOutput>;
+type VcResult = Result<(), ProxyError>;
 
 struct Channel {
     kind: ChannelKind,
@@ -379,7 +388,7 @@ struct VirtualConnection {
 }
 
 impl VirtualConnection {
-    fn new(target: Target, now: Duration) -> VirtualConnection {
+    fn new(target: Target, now: Duration, max_fragment: u16) -> VirtualConnection {
         VirtualConnection {
             target,
             created: now,
@@ -387,7 +396,7 @@ impl VirtualConnection {
             out: None,
             inbound: None,
             backend: None,
-            backend_framer: PduFramer::new(MAX_FRAGMENT),
+            backend_framer: PduFramer::new(max_fragment),
             held: Vec::new(),
             held_octets: 0,
             opened: false,
@@ -477,7 +486,8 @@ impl VirtualConnection {
             return Ok(());
         };
         if ack.channel_cookie != out.cookie {
-            // 3.2.1.5.1.x: an ack for no channel of this connection is dropped.
+            // An ack naming no channel of this connection is dropped (the spec's
+            // FlowControlAck processing).
             return Ok(());
         }
         let bad = ProxyError::BadAck {
@@ -628,8 +638,8 @@ fn opening<T>(
     }
 }
 
-/// The recycling PDU this is, if its layout is one ([MS-RPCH] 3.2.x.5.x: IN_R1, IN_R2,
-/// OUT_R1, OUT_R2).
+/// The recycling PDU this is, if its layout is one (IN_R1, IN_R2, OUT_R1, OUT_R2:
+/// [MS-RPCH] 2.2.4.10 to 2.2.4.45).
 fn recycling(pdu: &RtsPdu) -> Option<&'static str> {
     pdu.classify()
         .into_iter()
@@ -724,7 +734,7 @@ impl RpcProxy {
                 target,
                 declared: content_length,
                 received: 0,
-                framer: PduFramer::new(MAX_FRAGMENT),
+                framer: PduFramer::new(self.config.max_fragment),
                 opened_at: now,
                 vc: None,
                 response_started: false,
@@ -797,11 +807,13 @@ impl RpcProxy {
                     out.queued += frame.len();
                     out.queue.push_back(frame);
                 }
-                if out.queued > self.config.max_out_queue {
-                    return Err(ProxyError::OutQueueFull(out.queued));
-                }
             }
             vc.flush_out(&mut self.outputs, &self.config)?;
+            // What the window did not let out is what the proxy holds.
+            let queued = vc.out.as_ref().map_or(0, |o| o.queued);
+            if queued > self.config.max_out_queue {
+                return Err(ProxyError::OutQueueFull(queued));
+            }
             framed.map_err(ProxyError::Framing)
         })();
         result.inspect_err(|e| self.end_vc(cookie, e.clone()))
@@ -953,7 +965,7 @@ impl RpcProxy {
     fn with_vc(
         &mut self,
         cookie: RtsCookie,
-        f: impl FnOnce(&mut VirtualConnection, &mut Outputs, &ProxyConfig) -> Result<(), ProxyError>,
+        f: impl FnOnce(&mut VirtualConnection, &mut Outputs, &ProxyConfig) -> VcResult,
     ) -> Result<(), ProxyError> {
         match self.vcs.get_mut(&cookie) {
             Some(vc) => f(vc, &mut self.outputs, &self.config),
@@ -997,7 +1009,10 @@ impl RpcProxy {
                 if self.vcs.len() >= self.config.max_virtual_connections {
                     return Err(ProxyError::TooManyVirtualConnections(self.vcs.len()));
                 }
-                self.vcs.insert(cookie, VirtualConnection::new(target, now));
+                self.vcs.insert(
+                    cookie,
+                    VirtualConnection::new(target, now, self.config.max_fragment),
+                );
             }
         }
         if let Some(ch) = self.channels.get_mut(&channel) {
@@ -1006,7 +1021,7 @@ impl RpcProxy {
         Ok(())
     }
 
-    /// CONN/A1 ([MS-RPCH] 3.2.4.5.1 with the server's part): the OUT response starts,
+    /// CONN/A1 ([MS-RPCH] 3.2.4.5 with the server's part): the OUT response starts,
     /// the back-end connection opens, CONN/A3 goes out (and CONN/C2 if the IN channel
     /// is in already).
     fn on_conn_a1(
@@ -1134,14 +1149,15 @@ impl RpcProxy {
     }
 
     /// Ends `channel` for `reason`: its virtual connection with it when it joined one,
-    /// else the channel alone. Returns `reason`.
+    /// else the channel alone (nothing if it is gone already). Returns `reason`.
     fn fail(&mut self, channel: ChannelId, reason: ProxyError) -> ProxyError {
-        match self.channels.get(&channel).and_then(|c| c.vc) {
-            Some(cookie) => {
+        match self.channels.get(&channel).map(|c| c.vc) {
+            Some(Some(cookie)) => {
                 self.end_vc(cookie, reason.clone());
                 reason
             }
-            None => self.refuse(channel, reason),
+            Some(None) => self.refuse(channel, reason),
+            None => reason,
         }
     }
 

@@ -931,3 +931,123 @@ fn unknown_channels_and_backends_are_typed_errors() {
         })
     );
 }
+
+/// Binds to the sized interface and asks for a response of `len` octets.
+fn ask_for(lab: &mut Lab, i: usize, len: u32) -> Result<(), ProxyError> {
+    sized_bind(lab, i);
+    let call = lab.sides[i]
+        .client
+        .association
+        .call(0, 0, None, &len.to_le_bytes())
+        .unwrap();
+    lab.send(i, &call.fragments[0])
+}
+
+#[test]
+fn back_end_octets_past_the_queue_limit_end_the_virtual_connection() {
+    let mut lab = sized_lab(ProxyConfig {
+        max_out_queue: 0x2000,
+        ..ProxyConfig::default()
+    });
+    let i = lab.connect(40, 0x2000, false);
+    let clean = lab.connect(41, 0x4_0000, true);
+    // The endpoint writes the whole 20,000-octet response at once; an 8 KiB window
+    // leaves more than 8 KiB of it waiting.
+    ask_for(&mut lab, i, 20_000).unwrap();
+    assert!(matches!(
+        lab.ended_reason(i),
+        Some(ProxyError::OutQueueFull(_))
+    ));
+    assert_eq!(lab.sides[i].closed[&lab.sides[i].out], None);
+    assert_eq!(lab.backends.open(), 1);
+    ask_for(&mut lab, clean, 20_000).unwrap();
+    assert!(matches!(
+        lab.rpc_events(clean).as_slice(),
+        [ClientEvent::Response { .. }]
+    ));
+}
+
+#[test]
+fn an_out_channel_past_its_content_length_ends_the_virtual_connection() {
+    let mut lab = sized_lab(ProxyConfig {
+        out_content_length: 0x2000,
+        ..ProxyConfig::default()
+    });
+    let i = lab.connect(42, 0x4_0000, true);
+    ask_for(&mut lab, i, 20_000).unwrap();
+    assert_eq!(
+        lab.ended_reason(i),
+        Some(ProxyError::OutChannelSpent(0x2000))
+    );
+    assert!(lab.sides[i].client.bytes_received() <= 0x2000);
+}
+
+#[test]
+fn a_fragment_past_the_limit_ends_its_virtual_connection_before_it_is_held() {
+    // A request header announcing 0x5000 octets, past the 16 KiB limit.
+    let mut header = vec![5, 0, 0, 3, 0x10, 0, 0, 0, 0, 0x50, 0, 0, 1, 0, 0, 0];
+    let (lab, err) = broken_next_to_clean(|lab, i| lab.send(i, &header));
+    assert!(matches!(err, ProxyError::Framing(_)), "{err}");
+    assert_eq!(lab.proxy.buffered(), 0);
+    // The same from the back-end side: the proxy refuses what it would have to hold.
+    header[2] = 2;
+    let mut lab = sized_lab(ProxyConfig::default());
+    let i = lab.connect(43, 0x4_0000, true);
+    let backend = lab.info(i).unwrap().backend.unwrap();
+    let err = lab
+        .proxy
+        .backend_data(lab.now, backend, &header)
+        .unwrap_err();
+    assert!(matches!(err, ProxyError::Framing(_)), "{err}");
+    lab.settle();
+    assert_eq!(lab.ended_reason(i), Some(err));
+}
+
+#[test]
+fn establishment_writes_conn_a3_then_conn_c2_as_the_spec_lays_them_out() {
+    let mut proxy = RpcProxy::new(ProxyConfig::default());
+    let now = Duration::ZERO;
+    let client = RpchClient::new(
+        RpchCookies::from_seed(44),
+        0x4_0000,
+        true,
+        ClientAssociation::new(ClientConfig::default()),
+    );
+    let (out, inc) = (ChannelId(1), ChannelId(2));
+    proxy.out_channel_opened(now, out, EXCHANGE, 76).unwrap();
+    proxy
+        .in_channel_opened(now, inc, EXCHANGE, 1 << 30)
+        .unwrap();
+    proxy.channel_data(now, out, &client.conn_a1()).unwrap();
+    let outputs: Vec<ProxyOutput> = std::iter::from_fn(|| proxy.poll_output()).collect();
+    let target = Target::parse(EXCHANGE).unwrap();
+    assert_eq!(
+        outputs,
+        [
+            ProxyOutput::StartOutResponse {
+                channel: out,
+                content_length: 0x4000_0000
+            },
+            ProxyOutput::ConnectBackend {
+                backend: BackendId(1),
+                target
+            },
+            // [MS-RPCH] 2.2.4.4: 28 octets.
+            ProxyOutput::Write {
+                channel: out,
+                bytes: rts(&RtsPdu::conn_a3(120_000))
+            },
+        ]
+    );
+    proxy.channel_data(now, inc, &client.conn_b1()).unwrap();
+    let c2 = rts(&RtsPdu::conn_c2(1, 0x4_0000, 120_000));
+    assert_eq!(c2.len(), 44);
+    assert_eq!(
+        proxy.poll_output(),
+        Some(ProxyOutput::Write {
+            channel: out,
+            bytes: c2
+        })
+    );
+    assert_eq!(proxy.poll_output(), None);
+}
