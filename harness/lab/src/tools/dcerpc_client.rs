@@ -9,16 +9,24 @@
 //!
 //! Nagle is off: the auth3 leg gets no reply, so with Nagle the first request would wait
 //! for the server's delayed ACK of it (about 40 ms on Linux).
+//!
+//! The same association also runs over RPC over HTTP v2 ([`RpcConnection::connect_http`]):
+//! the PDUs go out in the IN channel's request body and come back in the OUT channel's
+//! response body, through an RPC proxy ([MS-RPCH]; the lab's `--rpch`, or IIS), each
+//! channel an HTTP/1.1 connection authenticated with Basic or NTLM (NTLM's legs on the
+//! channel's own connection).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use base64::Engine as _;
 use harness_core::dcerpc::client::{
     AckResult, AuthLevel, BindAcked, BindSecurity, ClientAssociation, ClientConfig, ClientError,
     ClientEvent, ContextElement, ContextResult, FaultStatus, RejectReason, SyntaxId, Uuid,
 };
 use harness_core::dcerpc::ntlm::NtlmClientSecurity;
-use harness_core::ntlm::{Credentials, InitiatorOptions, ResponseKind};
+use harness_core::ntlm::{Credentials, InitiatorOptions, NtlmInitiator, ResponseKind};
+use harness_core::rpch::{RpchClient, RpchCookies, RpchEvent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
@@ -42,6 +50,8 @@ pub enum RpcError {
     Fault { status: FaultStatus },
     #[error("dcerpc: the server asked to shut down")]
     Shutdown,
+    #[error("rpc over http: {0}")]
+    Http(String),
 }
 
 /// What to bind: one interface on context 0, its transfer syntaxes, the security context
@@ -74,14 +84,60 @@ impl RpcBind {
     }
 }
 
-/// One bound association on one TCP connection.
+/// How the association's PDUs travel.
+enum Wire {
+    Tcp {
+        tcp: TcpStream,
+        association: Box<ClientAssociation>,
+    },
+    /// A virtual connection of RPC over HTTP v2: PDUs out on the IN channel, in on the
+    /// OUT channel, through the client's RTS half (which holds the association).
+    Http {
+        in_channel: TcpStream,
+        out_channel: TcpStream,
+        rpch: Box<RpchClient>,
+        /// OUT channel body octets read with the response head.
+        pending: Vec<u8>,
+    },
+}
+
+/// One bound association on one TCP connection (or one virtual connection of RPC over
+/// HTTP).
 pub struct RpcConnection {
-    tcp: TcpStream,
-    association: ClientAssociation,
+    wire: Wire,
     acked: BindAcked,
     timeout: Duration,
     buf: Vec<u8>,
 }
+
+/// How the client authenticates to an RPC proxy's channels.
+#[derive(Debug, Clone)]
+pub enum HttpAuth {
+    Basic {
+        user: String,
+        password: String,
+    },
+    /// NTLM's three legs on each channel's connection.
+    Ntlm(Credentials),
+}
+
+/// An RPC over HTTP v2 proxy to go through, and the RPC server behind it.
+#[derive(Debug, Clone)]
+pub struct HttpProxy {
+    pub addr: SocketAddr,
+    /// The `Host` header.
+    pub host: String,
+    /// The RPC server and port the URL names: `MAIL:6004`.
+    pub target: String,
+    pub auth: HttpAuth,
+}
+
+/// The IN channel's declared length (its lifetime, as impacket and Outlook declare it).
+const IN_CHANNEL_LENGTH: u64 = 0x4000_0000;
+/// The OUT channel's receive window the client announces in CONN/A1.
+const OUT_WINDOW: u32 = 0x1_0000;
+/// A response head (and a 401's body) this long at most.
+const MAX_HTTP_HEAD: usize = 64 * 1024;
 
 impl RpcConnection {
     /// Connects (Nagle off), binds and runs the security legs; fails unless context 0
@@ -92,28 +148,87 @@ impl RpcConnection {
             .await
             .map_err(|_| RpcError::Timeout(bind.timeout))??;
         tcp.set_nodelay(true)?;
-        let mut association = ClientAssociation::new(bind.config);
+        let association = ClientAssociation::new(bind.config.clone());
+        let conn = RpcConnection {
+            wire: Wire::Tcp {
+                tcp,
+                association: Box::new(association),
+            },
+            acked: not_yet_bound(),
+            timeout: bind.timeout,
+            buf: vec![0; 8192],
+        };
+        conn.bind(bind, deadline).await
+    }
+
+    /// Binds through an RPC over HTTP v2 proxy: opens and authenticates the OUT channel
+    /// (CONN/A1 in its body) and the IN channel (CONN/B1, then every PDU), waits for
+    /// CONN/C2, then binds as [`RpcConnection::connect`] does.
+    pub async fn connect_http(proxy: &HttpProxy, bind: RpcBind) -> Result<RpcConnection, RpcError> {
+        let deadline = Instant::now() + bind.timeout;
+        let mut seed = [0u8; 8];
+        let _ = getrandom::getrandom(&mut seed);
+        let rpch = RpchClient::new(
+            RpchCookies::from_seed(u64::from_le_bytes(seed)),
+            OUT_WINDOW,
+            true,
+            ClientAssociation::new(bind.config.clone()),
+        );
+        let path = format!("/rpc/rpcproxy.dll?{}", proxy.target);
+        // Both channels first: a proxy may answer the OUT channel only once the IN
+        // channel's CONN/B1 has paired with its CONN/A1.
+        let mut out_channel = open_channel(proxy, "RPC_OUT_DATA", &path, 76, deadline).await?;
+        write_by(&mut out_channel, &rpch.conn_a1(), deadline, bind.timeout).await?;
+        let mut in_channel =
+            open_channel(proxy, "RPC_IN_DATA", &path, IN_CHANNEL_LENGTH, deadline).await?;
+        write_by(&mut in_channel, &rpch.conn_b1(), deadline, bind.timeout).await?;
+        let (status, pending) = read_head(&mut out_channel, deadline, bind.timeout).await?;
+        if status.code != 200 {
+            return Err(RpcError::Http(format!("RPC_OUT_DATA: {}", status.line)));
+        }
+        let mut conn = RpcConnection {
+            wire: Wire::Http {
+                in_channel,
+                out_channel,
+                rpch: Box::new(rpch),
+                pending,
+            },
+            acked: not_yet_bound(),
+            timeout: bind.timeout,
+            buf: vec![0; 8192],
+        };
+        // CONN/A3, then CONN/C2: no RPC PDU comes before the bind.
+        while !conn.http_open() {
+            let mut events = Vec::new();
+            conn.receive(deadline, &mut events).await??;
+        }
+        conn.bind(bind, deadline).await
+    }
+
+    /// CONN/C2 came (always true over TCP).
+    fn http_open(&self) -> bool {
+        match &self.wire {
+            Wire::Tcp { .. } => true,
+            Wire::Http { rpch, .. } => rpch.is_open(),
+        }
+    }
+
+    fn association(&mut self) -> &mut ClientAssociation {
+        match &mut self.wire {
+            Wire::Tcp { association, .. } => association,
+            Wire::Http { rpch, .. } => &mut rpch.association,
+        }
+    }
+
+    /// Sends the bind and runs the security legs; fails unless context 0 is accepted.
+    async fn bind(mut self, bind: RpcBind, deadline: Instant) -> Result<RpcConnection, RpcError> {
         let context = ContextElement {
             context_id: 0,
             abstract_syntax: bind.interface,
             transfer_syntaxes: bind.transfer_syntaxes,
         };
-        let bind_pdu = association.bind(&[context], bind.security)?;
-        let mut conn = RpcConnection {
-            tcp,
-            association,
-            acked: BindAcked {
-                results: Vec::new(),
-                max_xmit_frag: 0,
-                max_recv_frag: 0,
-                assoc_group_id: 0,
-                secondary_address: String::new(),
-                features: None,
-                header_sign: false,
-            },
-            timeout: bind.timeout,
-            buf: vec![0; 8192],
-        };
+        let bind_pdu = self.association().bind(&[context], bind.security)?;
+        let mut conn = self;
         conn.send(&bind_pdu, deadline).await?;
         let acked = conn
             .until(deadline, |event| match event {
@@ -124,7 +239,7 @@ impl RpcConnection {
             })
             .await?;
         // A security leg that expects a reply keeps the association busy a while more.
-        while !conn.association.is_ready() {
+        while !conn.association().is_ready() {
             conn.until(deadline, |event| match event {
                 ClientEvent::AlterContextAcked(_) => Some(Ok(())),
                 ClientEvent::Fault { status, .. } => Some(Err(RpcError::Fault { status })),
@@ -160,7 +275,7 @@ impl RpcConnection {
         stub: &[u8],
     ) -> Result<Vec<u8>, RpcError> {
         let deadline = Instant::now() + self.timeout;
-        let call = self.association.call(context_id, opnum, object, stub)?;
+        let call = self.association().call(context_id, opnum, object, stub)?;
         for fragment in &call.fragments {
             self.send(fragment, deadline).await?;
         }
@@ -177,10 +292,64 @@ impl RpcConnection {
     }
 
     async fn send(&mut self, bytes: &[u8], deadline: Instant) -> Result<(), RpcError> {
-        timeout_at(deadline, self.tcp.write_all(bytes))
-            .await
-            .map_err(|_| RpcError::Timeout(self.timeout))??;
-        Ok(())
+        let stream = match &mut self.wire {
+            Wire::Tcp { tcp, .. } => tcp,
+            Wire::Http { in_channel, .. } => in_channel,
+        };
+        write_by(stream, bytes, deadline, self.timeout).await
+    }
+
+    /// Reads the next octets and turns them into association events (over HTTP through
+    /// the RTS half, whose acks go out on the IN channel).
+    async fn receive(
+        &mut self,
+        deadline: Instant,
+        events: &mut Vec<ClientEvent>,
+    ) -> Result<Result<(), RpcError>, RpcError> {
+        let timeout = self.timeout;
+        let (stream, pending) = match &mut self.wire {
+            Wire::Tcp { tcp, .. } => (tcp, None),
+            Wire::Http {
+                out_channel,
+                pending,
+                ..
+            } => (out_channel, Some(pending)),
+        };
+        let bytes = match pending.filter(|p| !p.is_empty()) {
+            Some(p) => std::mem::take(p),
+            None => {
+                let n = timeout_at(deadline, stream.read(&mut self.buf))
+                    .await
+                    .map_err(|_| RpcError::Timeout(timeout))??;
+                if n == 0 {
+                    return Err(RpcError::Closed);
+                }
+                self.buf[..n].to_vec()
+            }
+        };
+        match &mut self.wire {
+            Wire::Tcp { association, .. } => {
+                Ok(association.receive(&bytes, events).map_err(Into::into))
+            }
+            Wire::Http {
+                rpch, in_channel, ..
+            } => {
+                let mut rpch_events = Vec::new();
+                let fed = rpch.receive_out(&bytes, &mut rpch_events);
+                events.extend(rpch_events.into_iter().filter_map(|e| match e {
+                    RpchEvent::Rpc(e) => Some(e),
+                    _ => None,
+                }));
+                match fed {
+                    Ok(ack) if !ack.is_empty() => {
+                        write_by(in_channel, &ack, deadline, timeout).await?;
+                        Ok(Ok(()))
+                    }
+                    Ok(_) => Ok(Ok(())),
+                    Err(e) => Ok(Err(RpcError::Http(e.to_string()))),
+                }
+            }
+        }
     }
 
     /// Reads and feeds the association until `pick` takes an event (writing every
@@ -191,14 +360,8 @@ impl RpcConnection {
         mut pick: impl FnMut(ClientEvent) -> Option<Result<T, RpcError>>,
     ) -> Result<T, RpcError> {
         loop {
-            let n = timeout_at(deadline, self.tcp.read(&mut self.buf))
-                .await
-                .map_err(|_| RpcError::Timeout(self.timeout))??;
-            if n == 0 {
-                return Err(RpcError::Closed);
-            }
             let mut events = Vec::new();
-            let fed = self.association.receive(&self.buf[..n], &mut events);
+            let fed = self.receive(deadline, &mut events).await?;
             let mut picked = None;
             for event in events {
                 match event {
@@ -217,6 +380,176 @@ impl RpcConnection {
             fed?;
         }
     }
+}
+
+/// What [`RpcConnection::acked`] holds until the bind_ack comes.
+fn not_yet_bound() -> BindAcked {
+    BindAcked {
+        results: Vec::new(),
+        max_xmit_frag: 0,
+        max_recv_frag: 0,
+        assoc_group_id: 0,
+        secondary_address: String::new(),
+        features: None,
+        header_sign: false,
+    }
+}
+
+async fn write_by(
+    stream: &mut TcpStream,
+    bytes: &[u8],
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<(), RpcError> {
+    timeout_at(deadline, stream.write_all(bytes))
+        .await
+        .map_err(|_| RpcError::Timeout(timeout))??;
+    Ok(())
+}
+
+/// A response's status.
+struct Status {
+    code: u16,
+    line: String,
+}
+
+/// Reads a response head; returns its status and the body octets read with it (a non-200
+/// response's body is read and dropped).
+async fn read_head(
+    stream: &mut TcpStream,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<(Status, Vec<u8>), RpcError> {
+    let (status, _, rest) = read_response(stream, deadline, timeout).await?;
+    Ok((status, rest))
+}
+
+/// Reads a response head and, for a non-200 status, its Content-Length body. Returns the
+/// status, the WWW-Authenticate values, and what was read past the head (of a 200: the
+/// start of the OUT channel's body).
+async fn read_response(
+    stream: &mut TcpStream,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<(Status, Vec<String>, Vec<u8>), RpcError> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        if buf.len() > MAX_HTTP_HEAD {
+            return Err(RpcError::Http("response head over 64 KiB".into()));
+        }
+        let n = timeout_at(deadline, stream.read(&mut chunk))
+            .await
+            .map_err(|_| RpcError::Timeout(timeout))??;
+        if n == 0 {
+            return Err(RpcError::Closed);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let mut rest = buf[end + 4..].to_vec();
+    let mut lines = head.lines();
+    let line = lines.next().unwrap_or_default().to_string();
+    let code = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| RpcError::Http(format!("not an HTTP response: {line:?}")))?;
+    let mut authenticate = Vec::new();
+    let mut length = 0usize;
+    for l in lines {
+        let Some((name, value)) = l.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("www-authenticate") {
+            authenticate.push(value.to_string());
+        } else if name.eq_ignore_ascii_case("content-length") {
+            length = value.parse().unwrap_or(0);
+        }
+    }
+    if code != 200 {
+        if length > MAX_HTTP_HEAD {
+            return Err(RpcError::Http(format!("{line}: body over 64 KiB")));
+        }
+        while rest.len() < length {
+            let n = timeout_at(deadline, stream.read(&mut chunk))
+                .await
+                .map_err(|_| RpcError::Timeout(timeout))??;
+            if n == 0 {
+                break;
+            }
+            rest.extend_from_slice(&chunk[..n]);
+        }
+        rest.clear();
+    }
+    Ok((Status { code, line }, authenticate, rest))
+}
+
+/// Connects a channel and sends its request head (authenticated: Basic at once, NTLM
+/// after its NEGOTIATE / CHALLENGE leg on this connection); the body follows.
+async fn open_channel(
+    proxy: &HttpProxy,
+    method: &str,
+    path: &str,
+    length: u64,
+    deadline: Instant,
+) -> Result<TcpStream, RpcError> {
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    let mut tcp = timeout_at(deadline, TcpStream::connect(proxy.addr))
+        .await
+        .map_err(|_| RpcError::Timeout(timeout))??;
+    tcp.set_nodelay(true)?;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let head = |authorization: &str, length: u64| {
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAccept: application/rpc\r\n\
+             User-Agent: MSRPC\r\nCache-Control: no-cache\r\nConnection: Keep-Alive\r\n\
+             Content-Length: {length}\r\nAuthorization: {authorization}\r\n\r\n",
+            proxy.host
+        )
+    };
+    let authorization = match &proxy.auth {
+        HttpAuth::Basic { user, password } => {
+            format!("Basic {}", b64(format!("{user}:{password}").as_bytes()))
+        }
+        HttpAuth::Ntlm(credentials) => {
+            let mut options = InitiatorOptions::fixed(0, 0, ResponseKind::V2, true);
+            let _ = getrandom::getrandom(&mut options.client_challenge);
+            let _ = getrandom::getrandom(&mut options.random_session_key);
+            let mut ntlm = NtlmInitiator::new(credentials.clone(), options);
+            let negotiate = format!("NTLM {}", b64(&ntlm.negotiate()));
+            write_by(&mut tcp, head(&negotiate, 0).as_bytes(), deadline, timeout).await?;
+            let (status, authenticate, _) = read_response(&mut tcp, deadline, timeout).await?;
+            let challenge = authenticate
+                .iter()
+                .find_map(|v| v.strip_prefix("NTLM "))
+                .filter(|_| status.code == 401)
+                .ok_or_else(|| {
+                    RpcError::Http(format!("{method}: no NTLM challenge: {}", status.line))
+                })?;
+            let challenge = base64::engine::general_purpose::STANDARD
+                .decode(challenge)
+                .map_err(|_| {
+                    RpcError::Http(format!("{method}: the NTLM challenge is not base64"))
+                })?;
+            let authenticate = ntlm
+                .handle_challenge(&challenge)
+                .map_err(|e| RpcError::Http(format!("{method}: {e}")))?;
+            format!("NTLM {}", b64(&authenticate))
+        }
+    };
+    write_by(
+        &mut tcp,
+        head(&authorization, length).as_bytes(),
+        deadline,
+        timeout,
+    )
+    .await?;
+    Ok(tcp)
 }
 
 /// An NTLM security context for `user` at `level` (auth_context_id 1): NTLMv2 with a

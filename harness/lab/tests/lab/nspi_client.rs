@@ -1,29 +1,84 @@
 //! The project's own NSPI client (`harness_core::dcerpc::nspi::client`) against the lab
-//! over sockets: bound with NTLM at packet privacy on the Exchange listener,
-//! then the address-book walk Outlook makes (NspiBind, the hierarchy table, the GAL's
-//! rows, a name resolved, NspiUnbind). impacket checks the same server from outside.
+//! over sockets: bound with NTLM at packet privacy on the Exchange listener, and through
+//! the Outlook Anywhere proxy (RPC over HTTP v2, NTLM or Basic on the channels), then the
+//! address-book walk Outlook makes (NspiBind, the hierarchy table, the GAL's rows, a name
+//! resolved, NspiUnbind). impacket checks the same server from outside.
 
 use crate::common;
 
 use harness::serve::rpc::RpcRole;
-use harness::tools::dcerpc_client::{ntlm_security, RpcBind, RpcConnection};
+use harness::tools::dcerpc_client::{
+    ntlm_security, HttpAuth, HttpProxy, RpcBind, RpcConnection, RpcError,
+};
 use harness_core::dcerpc::client::AuthLevel;
 use harness_core::dcerpc::nspi::book::tag;
 use harness_core::dcerpc::nspi::client::*;
 use harness_core::dcerpc::nspi::types::PropValue;
 use harness_core::dcerpc::nspi::{status, NSPI_SYNTAX};
+use harness_core::ntlm::Credentials;
+
+fn sealed() -> RpcBind {
+    RpcBind::new(NSPI_SYNTAX).with_security(ntlm_security(
+        "alice",
+        "secret",
+        "EXAMPLE",
+        AuthLevel::PKT_PRIVACY,
+    ))
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_nspi_client_walks_the_labs_address_book_sealed() {
     let lab = common::rpc_lab(Some(3)).await;
     let addr = lab.rpc_addr(RpcRole::Exchange).expect("exchange listener");
-    let bind = RpcBind::new(NSPI_SYNTAX).with_security(ntlm_security(
-        "alice",
-        "secret",
-        "EXAMPLE",
-        AuthLevel::PKT_PRIVACY,
-    ));
-    let mut nspi = RpcConnection::connect(addr, bind).await.expect("bind NSPI");
+    let nspi = RpcConnection::connect(addr, sealed())
+        .await
+        .expect("bind NSPI");
+    walk(nspi, &lab).await;
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nspi_client_walks_the_address_book_through_outlook_anywhere() {
+    let lab = common::rpch_lab().await;
+    let addr = lab.rpch_addr(false).expect("proxy listener");
+    let auths = [
+        HttpAuth::Ntlm(Credentials::example("alice", "secret")),
+        HttpAuth::Basic {
+            user: "alice".into(),
+            password: "secret".into(),
+        },
+    ];
+    for auth in auths {
+        let proxy = HttpProxy {
+            addr,
+            host: "mail.example.test".into(),
+            target: "MAIL:6004".into(),
+            auth: auth.clone(),
+        };
+        let nspi = RpcConnection::connect_http(&proxy, sealed())
+            .await
+            .unwrap_or_else(|e| panic!("{auth:?}: {e}"));
+        walk(nspi, &lab).await;
+    }
+    let wrong = HttpProxy {
+        addr,
+        host: "mail.example.test".into(),
+        target: "MAIL:6004".into(),
+        auth: HttpAuth::Basic {
+            user: "alice".into(),
+            password: "wrong".into(),
+        },
+    };
+    match RpcConnection::connect_http(&wrong, sealed()).await {
+        Err(RpcError::Http(e)) => assert!(e.contains("401"), "{e}"),
+        Err(e) => panic!("expected a 401, got {e}"),
+        Ok(_) => panic!("a wrong password got through"),
+    }
+    lab.shutdown().await;
+}
+
+/// Outlook's address-book walk on a bound NSPI association.
+async fn walk(mut nspi: RpcConnection, lab: &harness::Lab) {
     let call = |reply: Result<Vec<u8>, _>| reply.expect("the call is answered");
 
     let bound = parse_bind(&call(
@@ -83,5 +138,4 @@ async fn the_nspi_client_walks_the_labs_address_book_sealed() {
     let (handle, rc) = parse_unbind(&call(nspi.call(opnum::UNBIND, &unbind_stub(&h)).await))
         .expect("NspiUnbind reads");
     assert_eq!((handle.is_nil(), rc), (true, status::UNBIND_SUCCESS));
-    lab.shutdown().await;
 }
