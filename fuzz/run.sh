@@ -75,7 +75,7 @@ dict_for() {
     pop3_*) echo "$root/fuzz/dict/pop3.dict" ;;
     frontend_* | netfuzz_*) echo "$out/mail.dict" ;;
     ntlm_*) echo "$root/fuzz/dict/ntlm.dict" ;;
-    dcerpc_* | mapi_* | rts_*) echo "$root/fuzz/dict/dcerpc.dict" ;;
+    dcerpc_* | mapi_* | rts_* | rpch_*) echo "$root/fuzz/dict/dcerpc.dict" ;;
   esac
 }
 
@@ -89,7 +89,7 @@ flags_for() {
   case $trace_compares in
     all) trace=yes ;;
     none) trace=no ;;
-    *) case $1 in ntlm_* | dcerpc_* | ndr_* | oxcrpc_* | nspi_* | emsmdb_* | mapi_* | rts_*) trace=yes ;; esac ;;
+    *) case $1 in ntlm_* | dcerpc_* | ndr_* | oxcrpc_* | nspi_* | emsmdb_* | mapi_* | rts_* | rpch_*) trace=yes ;; esac ;;
   esac
   flags=(-s "$sanitizer" -a)
   if [ "$trace" = yes ]; then
