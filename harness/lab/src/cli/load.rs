@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use harness::tools::load::{self, ErrorKind, LoadConfig, LoadProgress, SessionKind, UserSpec};
 use harness::tools::play::{parse_host_port, Target};
-use harness::tools::rpc_load::RpcCall;
+use harness::tools::rpc_load::{RpcCall, RpchRoute};
 use harness_core::dcerpc::client::AuthLevel;
 use harness_core::dcerpc::epm::EPM_PORT;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -32,6 +32,10 @@ Example:
   harness load --target dcerpc://127.0.0.1:135 --clients 16 --seconds 10 --user alice:secret
   harness load --target dcerpc://127.0.0.1:135 --session rpc-calls --user alice:secret
 
+RPC over HTTP v2 (rpch://HOST[:PORT], an RPC proxy, 80 by default): the same sessions through \
+the proxy, each a virtual connection (both channels, --rpch-auth ntlm or basic) to \
+--rpch-server (MAIL:6004), calling NspiBind and NspiUnbind (--rpc-call).
+
 DCE/RPC (dcerpc://HOST[:PORT], an endpoint mapper's port, 135 by default): rpc-bind-call-close \
 (connect, NTLM bind with auth3, one call, close), rpc-calls (one association per client, \
 one call per session) or rpc-hold (bind, one call, then hold the association idle until the \
@@ -40,8 +44,8 @@ mapper serves it, so the same client measures any server (the lab's --epm, Samba
 
 Exit status: 0 when every session succeeded, 1 when any failed.")]
 pub struct LoadArgs {
-    /// imap://HOST:PORT, pop3://HOST:PORT or dcerpc://HOST:PORT (loopback only unless
-    /// --allow-remote).
+    /// imap://HOST:PORT, pop3://HOST:PORT, dcerpc://HOST:PORT or rpch://HOST:PORT
+    /// (loopback only unless --allow-remote).
     #[arg(long)]
     target: String,
     /// Concurrent clients, each running whole sessions back to back.
@@ -79,6 +83,17 @@ pub struct LoadArgs {
     /// NTLM domain the DCE/RPC client names.
     #[arg(long, default_value = "")]
     rpc_domain: String,
+    /// What each DCE/RPC session calls: ept-map (an unregistered interface, any endpoint
+    /// mapper) or nspi (NspiBind then NspiUnbind, an Exchange endpoint); default ept-map
+    /// for dcerpc://, nspi for rpch://.
+    #[arg(long)]
+    rpc_call: Option<String>,
+    /// rpch://: the RPC server and port the proxy is asked for.
+    #[arg(long, default_value = "MAIL:6004")]
+    rpch_server: String,
+    /// rpch://: HTTP authentication on the channels, ntlm or basic.
+    #[arg(long, default_value = "ntlm")]
+    rpch_auth: String,
 }
 
 fn millis(d: Option<Duration>) -> String {
@@ -88,14 +103,19 @@ fn millis(d: Option<Duration>) -> String {
 }
 
 pub fn run(args: LoadArgs) -> Result<()> {
-    if let Some(rest) = args.target.strip_prefix("dcerpc://") {
-        let addr = parse_host_port(rest, EPM_PORT, args.allow_remote)?;
+    let rpc_target = [("dcerpc://", false), ("rpch://", true)]
+        .into_iter()
+        .find_map(|(scheme, http)| args.target.strip_prefix(scheme).map(|rest| (rest, http)));
+    if let Some((rest, http)) = rpc_target {
+        let default_port = if http { 80 } else { EPM_PORT };
+        let addr = parse_host_port(rest, default_port, args.allow_remote)?;
         let session = match &args.session {
             Some(name) => SessionKind::by_name(name)
                 .filter(|s| s.is_rpc())
                 .with_context(|| {
                     format!(
-                        "a dcerpc:// target runs rpc-bind-call-close or rpc-calls, not {name:?}"
+                        "a {} target runs rpc-bind-call-close, rpc-calls or rpc-hold, not {name:?}",
+                        if http { "rpch://" } else { "dcerpc://" }
                     )
                 })?,
             None => SessionKind::RpcBindCallClose,
@@ -104,9 +124,33 @@ pub fn run(args: LoadArgs) -> Result<()> {
             1 | 2 | 5 | 6 => AuthLevel(args.rpc_level),
             n => bail!("--rpc-level takes 1, 2, 5 or 6, got {n}"),
         };
-        let mut call = RpcCall::ept_map_unregistered(level);
+        let which = args
+            .rpc_call
+            .as_deref()
+            .unwrap_or(if http { "nspi" } else { "ept-map" });
+        let mut call = match which {
+            "ept-map" => RpcCall::ept_map_unregistered(level),
+            "nspi" => RpcCall::nspi_bind_unbind(level),
+            other => bail!("--rpc-call takes ept-map or nspi, got {other:?}"),
+        };
         call.domain = args.rpc_domain.clone();
-        let label = format!("DCE/RPC (auth level {})", args.rpc_level);
+        if http {
+            let basic = match args.rpch_auth.to_ascii_lowercase().as_str() {
+                "ntlm" => false,
+                "basic" => true,
+                other => bail!("--rpch-auth takes ntlm or basic, got {other:?}"),
+            };
+            call.via = Some(RpchRoute {
+                host: rest.split(':').next().unwrap_or("localhost").to_string(),
+                target: args.rpch_server.clone(),
+                basic,
+            });
+        }
+        let label = format!(
+            "{} (auth level {}) {which}",
+            if http { "RPC over HTTP" } else { "DCE/RPC" },
+            args.rpc_level
+        );
         return run_load(&args, addr, session, &label, Some(call));
     }
     let target = Target::parse(&args.target, args.allow_remote)?;

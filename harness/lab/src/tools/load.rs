@@ -561,14 +561,16 @@ pub async fn run(config: LoadConfig, progress: Arc<LoadProgress>) -> Result<Load
                 let result = match (kind.protocol(), &rpc) {
                     (Some(protocol), _) => play_session(addr, protocol, &user, op_timeout).await,
                     (None, Some(call)) if kind.is_rpc() => {
-                        let keep = kind == SessionKind::RpcCalls;
+                        // rpc-calls keeps its association for the next call; rpc-hold
+                        // keeps it idle until the run ends, then closes it.
+                        let keep = matches!(kind, SessionKind::RpcCalls | SessionKind::RpcHold);
                         let result = super::rpc_load::rpc_session(
                             addr, call, &user, op_timeout, keep, &mut held,
                         )
                         .await;
                         if kind == SessionKind::RpcHold && result.is_ok() {
-                            // Idle until the run ends; then the association closes.
                             tokio::time::sleep_until(deadline.into()).await;
+                            held = None;
                         }
                         result
                     }

@@ -13,8 +13,10 @@ use std::time::Duration;
 
 use harness_core::dcerpc::client::{AuthLevel, SyntaxId, Uuid};
 use harness_core::dcerpc::epm::{map_request, EPM_SYNTAX, OPNUM_EPT_MAP};
+use harness_core::dcerpc::nspi;
+use harness_core::ntlm::Credentials;
 
-use super::dcerpc_client::{ntlm_security, RpcBind, RpcConnection, RpcError};
+use super::dcerpc_client::{ntlm_security, HttpAuth, HttpProxy, RpcBind, RpcConnection, RpcError};
 use super::load::{ErrorKind, SessionError, UserSpec};
 
 /// What each DCE/RPC session calls, and how it binds.
@@ -28,6 +30,24 @@ pub struct RpcCall {
     pub level: AuthLevel,
     /// The NTLM domain the client names.
     pub domain: String,
+    /// A second call made from the first one's response (NspiUnbind of NspiBind's handle).
+    pub follow_up: Option<FollowUp>,
+    /// Through an RPC over HTTP v2 proxy (the load's address is the proxy's).
+    pub via: Option<RpchRoute>,
+}
+
+/// The second call of a session, made from the first one's response stub.
+pub type FollowUp = fn(&[u8]) -> Option<(u16, Vec<u8>)>;
+
+/// How a session goes through an RPC over HTTP proxy.
+#[derive(Debug, Clone)]
+pub struct RpchRoute {
+    /// The `Host` header.
+    pub host: String,
+    /// The RPC server and port behind the proxy: `MAIL:6004`.
+    pub target: String,
+    /// Basic on the channels instead of NTLM.
+    pub basic: bool,
 }
 
 /// An interface nobody registers: what [`RpcCall::ept_map_unregistered`] asks for.
@@ -51,6 +71,31 @@ impl RpcCall {
             stub: map_request(NOBODY, 1),
             level,
             domain: String::new(),
+            follow_up: None,
+            via: None,
+        }
+    }
+
+    /// NspiBind, then NspiUnbind of the handle it gave: what an address-book client does
+    /// first and last, at `level` (an Exchange endpoint, or the RPC proxy in front of one).
+    pub fn nspi_bind_unbind(level: AuthLevel) -> RpcCall {
+        fn unbind(reply: &[u8]) -> Option<(u16, Vec<u8>)> {
+            let bound = nspi::client::parse_bind(reply).ok()?;
+            (bound.rc == nspi::status::SUCCESS).then(|| {
+                (
+                    nspi::client::opnum::UNBIND,
+                    nspi::client::unbind_stub(&bound.handle),
+                )
+            })
+        }
+        RpcCall {
+            interface: nspi::NSPI_SYNTAX,
+            opnum: nspi::client::opnum::BIND,
+            stub: nspi::client::bind_stub(0, &nspi::client::stat(1252), true),
+            level,
+            domain: String::new(),
+            follow_up: Some(unbind),
+            via: None,
         }
     }
 }
@@ -59,9 +104,10 @@ fn classify(e: RpcError) -> SessionError {
     let kind = match &e {
         RpcError::Io(_) => ErrorKind::Connect,
         RpcError::Timeout(_) => ErrorKind::Timeout,
-        RpcError::Fault { .. } | RpcError::BindNak(_) | RpcError::ContextRejected(_) => {
-            ErrorKind::Refused
-        }
+        RpcError::Fault { .. }
+        | RpcError::BindNak(_)
+        | RpcError::ContextRejected(_)
+        | RpcError::Http(_) => ErrorKind::Refused,
         _ => ErrorKind::Protocol,
     };
     SessionError {
@@ -86,7 +132,31 @@ async fn bind(
             call.level,
         ));
     }
-    RpcConnection::connect(addr, bind).await
+    match &call.via {
+        None => RpcConnection::connect(addr, bind).await,
+        Some(route) => {
+            let auth = if route.basic {
+                HttpAuth::Basic {
+                    user: user.user.clone(),
+                    password: user.password.clone(),
+                }
+            } else {
+                HttpAuth::Ntlm(Credentials {
+                    user: user.user.clone(),
+                    password: user.password.clone(),
+                    domain: call.domain.clone(),
+                    workstation: "HARNESS".into(),
+                })
+            };
+            let proxy = HttpProxy {
+                addr,
+                host: route.host.clone(),
+                target: route.target.clone(),
+                auth,
+            };
+            RpcConnection::connect_http(&proxy, bind).await
+        }
+    }
 }
 
 /// One session: bind (or reuse `held` when `keep`), one call. With `keep` the
@@ -104,7 +174,14 @@ pub async fn rpc_session(
         Some(conn) => conn,
         None => bind(addr, call, user, op_timeout).await.map_err(classify)?,
     };
-    conn.call(call.opnum, &call.stub).await.map_err(classify)?;
+    let reply = conn.call(call.opnum, &call.stub).await.map_err(classify)?;
+    if let Some(follow_up) = call.follow_up {
+        let (opnum, stub) = follow_up(&reply).ok_or_else(|| SessionError {
+            kind: ErrorKind::Refused,
+            detail: "the first call's answer refused the session".into(),
+        })?;
+        conn.call(opnum, &stub).await.map_err(classify)?;
+    }
     if keep {
         *held = Some(conn);
     }

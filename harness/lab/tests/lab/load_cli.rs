@@ -301,3 +301,63 @@ async fn dcerpc_load_binds_and_calls_sealed() {
     assert!(ran.stdout.contains("ACCESS_DENIED"), "{ran:?}");
     lab.shutdown().await;
 }
+
+/// `harness load --target rpch://` through the lab's Outlook Anywhere proxy: virtual
+/// connections (both channels, HTTP NTLM or Basic, bind at level 6, NspiBind, NspiUnbind)
+/// all served; a wrong password is refused (401 on the channels).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpch_load_makes_virtual_connections() {
+    let lab = common::rpch_lab().await;
+    let proxy = lab.rpch_addr(false).expect("proxy");
+    let target = format!("rpch://{proxy}");
+    for auth in ["ntlm", "basic"] {
+        let ran = load_clients(
+            &target,
+            "2",
+            "1",
+            &[
+                "--user",
+                "alice:secret",
+                "--rpc-domain",
+                "EXAMPLE",
+                "--rpch-auth",
+                auth,
+            ],
+        )
+        .await;
+        assert_clean_run(&ran);
+        assert!(
+            ran.stdout.contains("RPC over HTTP (auth level 6) nspi"),
+            "{ran:?}"
+        );
+    }
+    let ran = load_clients(&target, "1", "1", &["--user", "alice:wrong"]).await;
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert!(errors(&ran.stdout, "refused") > 0, "{ran:?}");
+    assert!(ran.stdout.contains("401"), "{ran:?}");
+    lab.shutdown().await;
+}
+
+/// `rpc-hold` holds: while the run lasts, the lab serves one association per client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_hold_keeps_its_associations_open_until_the_run_ends() {
+    use harness::serve::rpc::RpcRole;
+    use std::sync::atomic::Ordering;
+    let lab = common::rpc_lab(None).await;
+    let epm = lab.rpc_addr(RpcRole::EndpointMapper).expect("epm");
+    let target = format!("dcerpc://{epm}");
+    let run = load_clients(
+        &target,
+        "3",
+        "3",
+        &["--user", "alice:secret", "--session", "rpc-hold"],
+    );
+    let watch = async {
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        lab.stats().active.load(Ordering::Relaxed)
+    };
+    let (ran, active) = tokio::join!(run, watch);
+    assert_clean_run(&ran);
+    assert!(active >= 3, "{active} associations open mid-run");
+    lab.shutdown().await;
+}
