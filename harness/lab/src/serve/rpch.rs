@@ -11,7 +11,7 @@
 //! client names, 6001, 6002, 6004 and the listener's own, maps to it), read only while
 //! the proxy takes more ([`RpcProxy::backend_accepts`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -114,20 +114,28 @@ async fn run_proxy(
     let started = Instant::now();
     let mut channels: HashMap<ChannelId, ChannelEnd> = HashMap::new();
     let mut backends: HashMap<BackendId, Backend> = HashMap::new();
+    // Back-ends the proxy stopped taking octets from, and the one an event just fed:
+    // the only ones whose `backend_accepts` can have changed.
+    let mut paused: HashSet<BackendId> = HashSet::new();
+    // The proxy's timeouts are seconds long (pairing 30 s, idle 120 s): looked at once a
+    // second, not after every event (finding the next deadline walks every connection).
+    let mut timeouts = tokio::time::interval(Duration::from_secs(1));
+    timeouts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let deadline = proxy.poll_timeout().map(|d| started + d);
-        let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d.into()).await,
-                None => std::future::pending().await,
-            }
-        };
         let now = || started.elapsed();
+        let mut fed = None;
         tokio::select! {
             _ = shutdown.changed() => break,
-            _ = sleep => proxy.handle_timeout(now()),
+            _ = timeouts.tick() => {
+                if proxy.poll_timeout().is_some_and(|d| d <= now()) {
+                    proxy.handle_timeout(now());
+                }
+            }
             event = events.recv() => {
                 let Some(event) = event else { break };
+                if let Event::BackendData(backend, _) = &event {
+                    fed = Some(*backend);
+                }
                 match event {
                     Event::OutOpened { channel, target, length, head, body } => {
                         channels.insert(channel, ChannelEnd::Out { head: Some(head), body });
@@ -157,10 +165,20 @@ async fn run_proxy(
         while let Some(output) = proxy.poll_output() {
             apply(output, &mut channels, &mut backends, &feedback, exchange);
         }
-        for (id, b) in &backends {
-            let accepts = proxy.backend_accepts(*id);
+        let touched: Vec<BackendId> = paused.iter().copied().chain(fed).collect();
+        for id in touched {
+            let Some(b) = backends.get(&id) else {
+                paused.remove(&id);
+                continue;
+            };
+            let accepts = proxy.backend_accepts(id);
             b.accepts
                 .send_if_modified(|v| std::mem::replace(v, accepts) != accepts);
+            if accepts {
+                paused.remove(&id);
+            } else {
+                paused.insert(id);
+            }
         }
     }
 }
