@@ -35,6 +35,9 @@ pub const EXCHANGE_PORTS: [u16; 3] = [6001, 6002, 6004];
 /// The longest request body chunk handed to the proxy at once.
 const MAX_CHUNK: usize = 64 * 1024;
 
+/// Events waiting for the proxy task at most (each at most [`MAX_CHUNK`] octets).
+const EVENT_QUEUE: usize = 256;
+
 type Body = BoxBody<Bytes, Infallible>;
 
 /// What the HTTP side and the back-ends tell the proxy task.
@@ -82,7 +85,7 @@ struct Backend {
 
 /// The proxy's side shared by every HTTP connection.
 pub struct RpchShared {
-    events: mpsc::UnboundedSender<Event>,
+    events: mpsc::Sender<Event>,
     auth: Mutex<HttpAuthenticator>,
     next_channel: std::sync::atomic::AtomicU64,
 }
@@ -94,7 +97,9 @@ pub fn start(
     exchange: SocketAddr,
     shutdown: watch::Receiver<bool>,
 ) -> (Arc<RpchShared>, impl std::future::Future<Output = ()>) {
-    let (tx, rx) = mpsc::unbounded_channel();
+    // Bounded: a client (or back-end) faster than the proxy task waits in its socket
+    // instead of in memory.
+    let (tx, rx) = mpsc::channel(EVENT_QUEUE);
     let shared = Arc::new(RpchShared {
         events: tx.clone(),
         auth: Mutex::new(auth),
@@ -106,8 +111,8 @@ pub fn start(
 /// The task that owns the proxy.
 async fn run_proxy(
     mut proxy: RpcProxy,
-    mut events: mpsc::UnboundedReceiver<Event>,
-    feedback: mpsc::UnboundedSender<Event>,
+    mut events: mpsc::Receiver<Event>,
+    feedback: mpsc::Sender<Event>,
     exchange: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -194,7 +199,7 @@ fn apply(
     output: ProxyOutput,
     channels: &mut HashMap<ChannelId, ChannelEnd>,
     backends: &mut HashMap<BackendId, Backend>,
-    feedback: &mpsc::UnboundedSender<Event>,
+    feedback: &mpsc::Sender<Event>,
     exchange: SocketAddr,
 ) {
     match output {
@@ -237,7 +242,7 @@ fn apply(
                     run_backend(backend, exchange, rx, accepts_rx, feedback).await;
                 } else {
                     tracing::debug!(%target, "RpcProxy target is not an Exchange port");
-                    let _ = feedback.send(Event::BackendClosed(backend));
+                    let _ = feedback.send(Event::BackendClosed(backend)).await;
                 }
             });
         }
@@ -265,10 +270,10 @@ async fn run_backend(
     exchange: SocketAddr,
     mut writes: mpsc::UnboundedReceiver<Vec<u8>>,
     mut accepts: watch::Receiver<bool>,
-    feedback: mpsc::UnboundedSender<Event>,
+    feedback: mpsc::Sender<Event>,
 ) {
     let Ok(tcp) = TcpStream::connect(exchange).await else {
-        let _ = feedback.send(Event::BackendClosed(backend));
+        let _ = feedback.send(Event::BackendClosed(backend)).await;
         return;
     };
     let _ = tcp.set_nodelay(true);
@@ -293,12 +298,12 @@ async fn run_backend(
             n = rd.read(&mut buf), if reading => match n {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    let _ = feedback.send(Event::BackendData(backend, buf[..n].to_vec()));
+                    let _ = feedback.send(Event::BackendData(backend, buf[..n].to_vec())).await;
                 }
             },
         }
     }
-    let _ = feedback.send(Event::BackendClosed(backend));
+    let _ = feedback.send(Event::BackendClosed(backend)).await;
 }
 
 fn empty(status: StatusCode) -> Response<Body> {
@@ -402,9 +407,10 @@ async fn feed(shared: &RpchShared, channel: ChannelId, body: &mut Incoming) -> b
         };
         if let Ok(data) = frame.into_data() {
             for piece in data.chunks(MAX_CHUNK) {
-                let _ = shared
-                    .events
-                    .send(Event::Data(channel, Bytes::copy_from_slice(piece)));
+                let event = Event::Data(channel, Bytes::copy_from_slice(piece));
+                if shared.events.send(event).await.is_err() {
+                    return false;
+                }
             }
         }
     }
@@ -420,15 +426,18 @@ async fn out_channel(
 ) -> Response<Body> {
     let (head_tx, head_rx) = oneshot::channel();
     let (body_tx, body_rx) = mpsc::unbounded_channel();
-    let _ = shared.events.send(Event::OutOpened {
-        channel,
-        target,
-        length,
-        head: head_tx,
-        body: body_tx,
-    });
+    let _ = shared
+        .events
+        .send(Event::OutOpened {
+            channel,
+            target,
+            length,
+            head: head_tx,
+            body: body_tx,
+        })
+        .await;
     if !feed(&shared, channel, &mut body).await {
-        let _ = shared.events.send(Event::ChannelClosed(channel));
+        let _ = shared.events.send(Event::ChannelClosed(channel)).await;
         return status_response(HttpStatus::BAD_REQUEST);
     }
     match head_rx.await {
@@ -476,7 +485,14 @@ impl hyper::body::Body for OutBody {
 
 impl Drop for OutBody {
     fn drop(&mut self) {
-        let _ = self.shared.events.send(Event::ChannelClosed(self.channel));
+        // Drop cannot wait: a full queue gets the close from a task of its own.
+        let close = Event::ChannelClosed(self.channel);
+        if let Err(mpsc::error::TrySendError::Full(close)) = self.shared.events.try_send(close) {
+            let events = self.shared.events.clone();
+            tokio::spawn(async move {
+                let _ = events.send(close).await;
+            });
+        }
     }
 }
 
@@ -488,15 +504,18 @@ async fn in_channel(
     mut body: Incoming,
 ) -> Response<Body> {
     let (end_tx, mut end_rx) = oneshot::channel();
-    let _ = shared.events.send(Event::InOpened {
-        channel,
-        target,
-        length,
-        end: end_tx,
-    });
+    let _ = shared
+        .events
+        .send(Event::InOpened {
+            channel,
+            target,
+            length,
+            end: end_tx,
+        })
+        .await;
     let ended = tokio::select! {
         fed = feed(&shared, channel, &mut body) => {
-            let _ = shared.events.send(Event::ChannelClosed(channel));
+            let _ = shared.events.send(Event::ChannelClosed(channel)).await;
             if fed { None } else { Some(HttpStatus::BAD_REQUEST) }
         }
         status = &mut end_rx => status.ok().flatten(),
