@@ -638,6 +638,7 @@ fn start_rpch(
             listener,
             shared.clone(),
             acceptor,
+            config.limits.max_connections,
             shutdown.subscribe(),
         ));
         bound.push((*spec, addr));

@@ -28,6 +28,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::listener::{accept_connections, Admission};
+
 /// The RpcProxy ports a client may name ([MS-RPCH] 2.2.2; Exchange's EMSMDB, RFR and
 /// NSPI ports), besides the Exchange listener's own.
 pub const EXCHANGE_PORTS: [u16; 3] = [6001, 6002, 6004];
@@ -526,6 +528,10 @@ async fn in_channel(
     }
 }
 
+/// How long a connection may take to send a request head (one that sends nothing is
+/// closed: IIS's header wait is of this order).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Serves one accepted connection (plain or TLS) until it closes or the lab stops.
 pub async fn serve_connection<S>(
     io: S,
@@ -539,6 +545,8 @@ pub async fn serve_connection<S>(
         hyper::service::service_fn(move |req| serve_request(shared.clone(), conn.clone(), req));
     let http = hyper::server::conn::http1::Builder::new()
         .max_buf_size(64 * 1024)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
         .serve_connection(TokioIo::new(io), service);
     tokio::pin!(http);
     tokio::select! {
@@ -547,38 +555,34 @@ pub async fn serve_connection<S>(
     }
 }
 
-/// Accepts connections on `listener` until shutdown; `tls` wraps each in TLS first.
+/// Accepts connections on `listener` until shutdown, at most `max_connections` at once
+/// (the lab's limit; one over it is closed at once); `tls` wraps each in TLS first.
 pub async fn accept_loop(
     listener: TcpListener,
     shared: Arc<RpchShared>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    max_connections: usize,
     shutdown: watch::Receiver<bool>,
 ) {
-    let mut stop = shutdown.clone();
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop.changed() => return,
-        };
-        let Ok((tcp, _peer)) = accepted else {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
+    let handle = move |tcp: TcpStream, admission: Admission| {
         let shared = shared.clone();
-        let shutdown = shutdown.clone();
         let tls = tls.clone();
-        tokio::spawn(async move {
+        async move {
+            let Admission::Admitted { shutdown, place } = admission else {
+                return;
+            };
             match tls {
                 None => serve_connection(tcp, shared, shutdown).await,
                 Some(acceptor) => {
                     if let Ok(Ok(stream)) =
-                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+                        tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(tcp)).await
                     {
                         serve_connection(stream, shared, shutdown).await;
                     }
                 }
             }
-        });
-    }
+            drop(place);
+        }
+    };
+    accept_connections(listener, max_connections, shutdown, handle).await;
 }

@@ -102,3 +102,40 @@ async fn bad_requests_get_a_clear_status() {
     assert!(got.contains("401"), "{got}");
     lab.shutdown().await;
 }
+
+/// The proxy listener keeps the lab's connection limit: past it a connection is closed at
+/// once, and the places come back when connections end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_limit_holds_for_the_proxy() {
+    let mut config = crate::common::rpch_lab_config();
+    config.limits.max_connections = 2;
+    let lab = harness::Lab::start(config).await.expect("lab");
+    let addr = lab.rpch_addr(false).expect("proxy listener");
+    let held = [
+        TcpStream::connect(addr).await.expect("first"),
+        TcpStream::connect(addr).await.expect("second"),
+    ];
+    let mut third = TcpStream::connect(addr).await.expect("third connects");
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the third connection was served: {read:?}"
+    );
+    drop(held);
+    // Both places come back: a request is answered again.
+    let mut got = String::new();
+    for _ in 0..50 {
+        got = status_of(
+            addr,
+            b"RPC_IN_DATA /rpc/rpcproxy.dll?MAIL:6004 HTTP/1.1\r\nHost: mail\r\nContent-Length: 0\r\n\r\n",
+        )
+        .await;
+        if got.contains("401") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(got.contains("401"), "{got}");
+    lab.shutdown().await;
+}

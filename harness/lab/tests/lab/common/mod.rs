@@ -325,10 +325,17 @@ pub async fn rpc_lab_as(
 /// A lab with the Exchange RPC listener and the Outlook Anywhere proxy in front of it
 /// over plain HTTP (NTLM and Basic), seeded.
 pub async fn rpch_lab() -> Lab {
+    Lab::start(rpch_lab_config())
+        .await
+        .expect("lab with the RPC proxy starts")
+}
+
+/// The configuration of [`rpch_lab`], for tests that change a limit first.
+pub fn rpch_lab_config() -> LabConfig {
     use harness::serve::lab::RpchListenerSpec;
     use harness::serve::rpc::{RpcListenerSpec, RpcRole};
     let lo: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
-    Lab::start(LabConfig {
+    LabConfig {
         listeners: Vec::new(),
         rpc: vec![RpcListenerSpec {
             role: RpcRole::Exchange,
@@ -340,7 +347,5 @@ pub async fn rpch_lab() -> Lab {
         }],
         seed: Some(16),
         ..LabConfig::default()
-    })
-    .await
-    .expect("lab with the RPC proxy starts")
+    }
 }
