@@ -655,7 +655,17 @@ pub struct RpcProxy {
     backends: HashMap<BackendId, RtsCookie>,
     next_backend: u64,
     outputs: Outputs,
+    /// CONN/B1's AssociationGroupId to the back-end association group its first bind_ack
+    /// named: later virtual connections with the same AssociationGroupId bind into that
+    /// group (the AssociationGroupId command, [MS-RPCH] 2.2.3.5.13, names the client's
+    /// association group to the server), so the endpoint sees one client's virtual
+    /// connections as one association group, as it sees its TCP connections.
+    groups: HashMap<RtsCookie, u32>,
 }
+
+/// Octets 20-23 of a bind and of a bind_ack: assoc_group_id ([C706] 12.6.4.3, 12.6.4.4),
+/// after the 16-octet header and max_xmit_frag, max_recv_frag.
+const ASSOC_GROUP_AT: std::ops::Range<usize> = 20..24;
 
 impl RpcProxy {
     pub fn new(config: ProxyConfig) -> RpcProxy {
@@ -666,6 +676,7 @@ impl RpcProxy {
             backends: HashMap::new(),
             next_backend: 1,
             outputs: VecDeque::new(),
+            groups: HashMap::new(),
         }
     }
 
@@ -801,6 +812,16 @@ impl RpcProxy {
         vc.last_activity = now;
         let mut frames = Vec::new();
         let framed = vc.backend_framer.push_frames(bytes, &mut frames);
+        if let Some(group) = vc.association_group_id {
+            let acked = frames
+                .iter()
+                .filter(|f| f.get(2).copied() == Some(PacketType::BIND_ACK.0))
+                .find_map(|f| f.get(ASSOC_GROUP_AT))
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            if let Some(id) = acked.filter(|id| *id != 0) {
+                self.groups.entry(group).or_insert(id);
+            }
+        }
         let result = (|| {
             if let Some(out) = vc.out.as_mut() {
                 for frame in frames {
@@ -930,9 +951,12 @@ impl RpcProxy {
         let joined = self.channels.get(&channel).and_then(|c| c.vc);
         if packet_type != PacketType::RTS {
             return match (kind, joined) {
-                (ChannelKind::In, Some(cookie)) => self.with_vc(cookie, |vc, outputs, config| {
-                    vc.take_client_pdu(outputs, config, frame)
-                }),
+                (ChannelKind::In, Some(cookie)) => {
+                    let frame = self.join_group(cookie, packet_type, frame);
+                    self.with_vc(cookie, |vc, outputs, config| {
+                        vc.take_client_pdu(outputs, config, frame)
+                    })
+                }
                 (ChannelKind::In, None) => Err(ProxyError::Unexpected {
                     kind,
                     expected: "CONN/B1",
@@ -1182,10 +1206,44 @@ impl RpcProxy {
 
     /// Ends a virtual connection: both channels (a status where the response has not
     /// started), the back-end connection.
+    /// A client's bind on a virtual connection whose AssociationGroupId already has a
+    /// back-end group: asks for that group (a bind that names a group itself is left as
+    /// it is).
+    fn join_group(
+        &self,
+        cookie: RtsCookie,
+        packet_type: PacketType,
+        mut frame: Vec<u8>,
+    ) -> Vec<u8> {
+        let group = self
+            .vcs
+            .get(&cookie)
+            .and_then(|vc| vc.association_group_id)
+            .and_then(|g| self.groups.get(&g));
+        if let (PacketType::BIND, Some(id)) = (packet_type, group) {
+            if let Some(field) = frame.get_mut(ASSOC_GROUP_AT) {
+                if field == [0; 4] {
+                    field.copy_from_slice(&id.to_le_bytes());
+                }
+            }
+        }
+        frame
+    }
+
     fn end_vc(&mut self, cookie: RtsCookie, reason: ProxyError) {
         let Some(vc) = self.vcs.remove(&cookie) else {
             return;
         };
+        // The group mapping lives as long as a virtual connection of it does.
+        if let Some(group) = vc.association_group_id {
+            if !self
+                .vcs
+                .values()
+                .any(|v| v.association_group_id == Some(group))
+            {
+                self.groups.remove(&group);
+            }
+        }
         let channels = [
             vc.out.as_ref().map(|o| o.channel),
             vc.inbound.as_ref().map(|i| i.channel),

@@ -195,8 +195,9 @@ impl Lab {
             .collect()
     }
 
-    /// Bind at packet privacy with NTLM as alice, auth3 included.
-    fn bind_ntlm(&mut self, i: usize) {
+    /// Bind at packet privacy with NTLM as alice, auth3 included; the association group
+    /// the bind_ack named.
+    fn bind_ntlm(&mut self, i: usize) -> u32 {
         let security = ntlm_bind(
             Credentials::example("alice", "secret"),
             AuthLevel::PKT_PRIVACY,
@@ -208,12 +209,13 @@ impl Lab {
             .unwrap();
         self.send(i, &bind).unwrap();
         let events = self.rpc_events(i);
-        assert!(
-            events
-                .iter()
-                .any(|e| matches!(e, ClientEvent::BindAcked(_))),
-            "{events:?}"
-        );
+        let group = events
+            .iter()
+            .find_map(|e| match e {
+                ClientEvent::BindAcked(ack) => Some(ack.assoc_group_id),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no bind_ack: {events:?}"));
         let auth3 = events
             .iter()
             .find_map(|e| match e {
@@ -223,6 +225,7 @@ impl Lab {
             .expect("an auth3 leg");
         self.send(i, &auth3).unwrap();
         assert!(self.sides[i].client.association.is_ready());
+        group
     }
 
     /// A call on context 0; the response stub.
@@ -1050,4 +1053,30 @@ fn establishment_writes_conn_a3_then_conn_c2_as_the_spec_lays_them_out() {
         })
     );
     assert_eq!(proxy.poll_output(), None);
+}
+
+#[test]
+fn virtual_connections_with_one_association_group_id_share_the_back_end_group() {
+    let mut lab = Lab::new(ProxyConfig::default());
+    let first = lab.connect(1, 0x4_0000, true);
+    let g1 = lab.bind_ntlm(first);
+    // A second virtual connection of the same client (its CONN/B1 names the same
+    // AssociationGroupId), and a third of another client.
+    let second = lab.open(2, 0x4_0000, true);
+    lab.sides[second].client.cookies.association_group =
+        lab.sides[first].client.cookies.association_group;
+    let a1 = lab.sides[second].client.conn_a1();
+    lab.out(second, &a1).unwrap();
+    let b1 = lab.sides[second].client.conn_b1();
+    lab.send(second, &b1).unwrap();
+    let g2 = lab.bind_ntlm(second);
+    let other = lab.connect(3, 0x4_0000, true);
+    let g3 = lab.bind_ntlm(other);
+    assert_eq!(g1, g2, "one client, one association group");
+    assert_ne!(g1, g3, "another client, another group");
+    let endpoints = lab._endpoints.as_ref().expect("endpoints");
+    assert_eq!(endpoints.exchange.group_members(g1), 2);
+    // Both still call through their own connection.
+    lab.rfr_call(first);
+    lab.rfr_call(second);
 }
