@@ -39,6 +39,18 @@ impl HttpScheme {
     }
 }
 
+impl std::str::FromStr for HttpScheme {
+    type Err = String;
+
+    /// `ntlm` or `basic`, in any case (command-line flags).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [HttpScheme::Ntlm, HttpScheme::Basic]
+            .into_iter()
+            .find(|h| h.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("{s:?}: ntlm or basic"))
+    }
+}
+
 /// What the server offers and how it names itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpAuthConfig {
@@ -215,9 +227,13 @@ impl HttpAuthenticator {
             Some((d, u)) => (d, u),
             None => ("", name),
         };
-        // Compared in constant time: the password is what is being guessed.
-        let right = (self.passwords)(user)
-            .is_some_and(|p| crate::ntlm::crypto::ct_eq(p.as_bytes(), password.as_bytes()));
+        // Compared as fixed-length digests in constant time, against a digest of nothing
+        // for an unknown user: neither the password's length nor the user's existence
+        // shows in the time taken.
+        use crate::ntlm::crypto::{ct_eq, ntowf_v1};
+        let known = (self.passwords)(user);
+        let expected = ntowf_v1(known.as_deref().unwrap_or(""));
+        let right = ct_eq(&expected, &ntowf_v1(password)) && known.is_some();
         if !right {
             return self.unauthorized(Refusal::BasicWrongPassword);
         }
@@ -278,7 +294,14 @@ impl HttpAuthenticator {
     fn ntlm_failed(&self, conn: &mut ConnectionAuth, e: NtlmError) -> Verdict {
         conn.pending = None;
         conn.ntlm_user = None;
-        self.unauthorized(Refusal::NtlmFailed(e.to_string()))
+        // One text for both, as for Basic: the refusal must not tell which users exist.
+        let why = match e {
+            NtlmError::UnknownUser | NtlmError::WrongPassword => {
+                "unknown user or wrong password".to_string()
+            }
+            other => other.to_string(),
+        };
+        self.unauthorized(Refusal::NtlmFailed(why))
     }
 }
 
@@ -362,7 +385,14 @@ mod tests {
             s.check(&mut conn, None),
             Verdict::Unauthorized { .. }
         ));
-        for (user, password) in [("alice", "Secret"), ("alice", "secre"), ("bob", "secret")] {
+        // An unknown user with an empty password must not match the digest of nothing.
+        for (user, password) in [
+            ("alice", "Secret"),
+            ("alice", "secre"),
+            ("bob", "secret"),
+            ("nobody", ""),
+            ("alice", ""),
+        ] {
             assert!(matches!(
                 s.check(&mut conn, Some(&basic(user, password))),
                 Verdict::Unauthorized {
@@ -428,13 +458,13 @@ mod tests {
         let mut c = client("wrong");
         let v = s.check(&mut conn, Some(&format!("NTLM {}", b64(&c.negotiate()))));
         let auth = c.handle_challenge(&challenge_of(&v)).unwrap();
-        assert!(matches!(
+        assert_eq!(
             s.check(&mut conn, Some(&format!("NTLM {}", b64(&auth)))),
             Verdict::Unauthorized {
-                refusal: Refusal::NtlmFailed(_),
-                ..
+                www_authenticate: vec!["NTLM".into()],
+                refusal: Refusal::NtlmFailed("unknown user or wrong password".into()),
             }
-        ));
+        );
         assert!(matches!(
             s.check(&mut conn, None),
             Verdict::Unauthorized { .. }
@@ -498,5 +528,8 @@ mod tests {
             (HttpScheme::Basic.name(), HttpScheme::Ntlm.name()),
             ("Basic", "NTLM")
         );
+        assert_eq!("ntlm".parse::<HttpScheme>(), Ok(HttpScheme::Ntlm));
+        assert_eq!("BASIC".parse::<HttpScheme>(), Ok(HttpScheme::Basic));
+        assert!("negotiate".parse::<HttpScheme>().is_err());
     }
 }

@@ -444,7 +444,10 @@ impl ClientSession for MapiClient {
         }
         let mut events = Vec::new();
         let received = self.association.receive(input, &mut events);
-        if !matches!(self.phase, Phase::Prompting { .. }) {
+        // The reply timer restarts on what the octets completed (a PDU's event), not on
+        // octets alone: a server that drips a fragment out one octet at a time is still
+        // silent.
+        if !events.is_empty() && !matches!(self.phase, Phase::Prompting { .. }) {
             self.wait_reply(now);
         }
         for event in events {

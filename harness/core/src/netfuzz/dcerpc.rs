@@ -486,16 +486,41 @@ mod tests {
     #[test]
     fn an_alter_context_session_calls_on_the_added_context() {
         for auth in [None, Some(AuthLevel::PKT_INTEGRITY)] {
-            let case = (0..)
-                .map(|n| RpcCase::plan(5, n, KnownInterface::Rfr))
-                .find(|c| c.alter && c.auth == auth)
-                .unwrap();
             let mut s = RpcSession::new(KnownInterface::Rfr, auth, &creds()).unwrap();
-            s.alter_pending = case.alter;
+            s.alter_pending = true;
             let calls = KnownInterface::Rfr.valid_calls().len();
             let legs = usize::from(auth.is_some());
             // bind, auth3, alter_context, calls; the ack of each answered.
             assert_eq!(play(s, KnownInterface::Rfr), (2 + legs + calls, 2 + calls));
+            // Every request names presentation context 1 (p_cont_id, octets 20-21 of a
+            // request, [C706] 12.6.4.9).
+            let mut s = RpcSession::new(KnownInterface::Rfr, auth, &creds()).unwrap();
+            s.alter_pending = true;
+            let lab = Lab::new().unwrap();
+            let mut assoc = lab.accept(KnownInterface::Rfr);
+            let mut requests = 0;
+            while let Some(out) = s.next_pdu() {
+                if out.bytes.get(2) == Some(&0) {
+                    requests += 1;
+                    assert_eq!(
+                        out.bytes.get(20..22),
+                        Some(&[1u8, 0][..]),
+                        "{:02x?}",
+                        out.bytes
+                    );
+                }
+                assoc.handle_input(Duration::ZERO, &out.bytes);
+                let mut written = Vec::new();
+                while let Some(o) = assoc.poll_output() {
+                    if let Output::Write(b) = o {
+                        written.extend_from_slice(&b);
+                    }
+                }
+                if !written.is_empty() {
+                    s.heard(&written);
+                }
+            }
+            assert_eq!(requests, calls);
         }
     }
 

@@ -11,6 +11,7 @@ use harness::tools::play::{parse_host_port, Target};
 use harness::tools::rpc_load::{RpcCall, RpchRoute};
 use harness_core::dcerpc::client::AuthLevel;
 use harness_core::dcerpc::epm::EPM_PORT;
+use harness_core::http_auth::HttpScheme;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::table;
@@ -135,13 +136,17 @@ pub fn run(args: LoadArgs) -> Result<()> {
         };
         call.domain = args.rpc_domain.clone();
         if http {
-            let basic = match args.rpch_auth.to_ascii_lowercase().as_str() {
-                "ntlm" => false,
-                "basic" => true,
-                other => bail!("--rpch-auth takes ntlm or basic, got {other:?}"),
-            };
+            let scheme: HttpScheme = args
+                .rpch_auth
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--rpch-auth {e}"))?;
+            let basic = scheme == HttpScheme::Basic;
             call.via = Some(RpchRoute {
-                host: rest.split(':').next().unwrap_or("localhost").to_string(),
+                // The address as a Host header writes it ([::1] with its brackets).
+                host: match addr.ip() {
+                    std::net::IpAddr::V4(ip) => ip.to_string(),
+                    std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                },
                 target: args.rpch_server.clone(),
                 basic,
             });

@@ -231,14 +231,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if (args.rpch.is_some() || args.rpch_tls.is_some()) && args.rpc.is_none() {
         bail!("--rpch and --rpch-tls proxy to the --rpc listener: give --rpc too");
     }
-    let mut rpch_auth = Vec::new();
-    for name in &args.rpch_auth {
-        rpch_auth.push(match name.to_ascii_lowercase().as_str() {
-            "ntlm" => HttpScheme::Ntlm,
-            "basic" => HttpScheme::Basic,
-            other => bail!("--rpch-auth {other:?}: ntlm or basic"),
-        });
-    }
+    let rpch_auth = args
+        .rpch_auth
+        .iter()
+        .map(|name| name.parse::<HttpScheme>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("--rpch-auth {e}"))?;
     let rpch: Vec<RpchListenerSpec> = [(args.rpch, false), (args.rpch_tls, true)]
         .into_iter()
         .filter_map(|(addr, tls)| addr.map(|addr| RpchListenerSpec { addr, tls }))

@@ -50,6 +50,7 @@ enum Event {
         length: u64,
         head: oneshot::Sender<Head>,
         body: mpsc::UnboundedSender<Bytes>,
+        queued: Gauge,
     },
     InOpened {
         channel: ChannelId,
@@ -74,6 +75,8 @@ enum ChannelEnd {
     Out {
         head: Option<oneshot::Sender<Head>>,
         body: mpsc::UnboundedSender<Bytes>,
+        /// Octets handed to the body and not yet taken by hyper.
+        queued: Gauge,
     },
     In {
         end: Option<oneshot::Sender<Option<HttpStatus>>>,
@@ -82,7 +85,32 @@ enum ChannelEnd {
 
 struct Backend {
     writes: mpsc::UnboundedSender<Vec<u8>>,
+    /// Octets handed to the back-end connection and not yet written.
+    queued: Gauge,
     accepts: watch::Sender<bool>,
+}
+
+/// Octets queued between the proxy task and a socket's task.
+type Gauge = Arc<std::sync::atomic::AtomicUsize>;
+
+/// What an OUT body or a back-end connection may hold unsent before the proxy gives up on
+/// it: four times the largest receive window. A client that acknowledges octets without
+/// reading them, or an endpoint that stops reading, cannot make the lab hold more.
+const MAX_QUEUED: usize = 4 * 256 * 1024;
+
+/// Adds `len` to `gauge` unless that passes [`MAX_QUEUED`].
+fn reserve(gauge: &Gauge, len: usize) -> bool {
+    use std::sync::atomic::Ordering;
+    let queued = gauge.load(Ordering::Relaxed);
+    if queued.saturating_add(len) > MAX_QUEUED {
+        return false;
+    }
+    gauge.fetch_add(len, Ordering::Relaxed);
+    true
+}
+
+fn release(gauge: &Gauge, len: usize) {
+    gauge.fetch_sub(len, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// The proxy's side shared by every HTTP connection.
@@ -144,8 +172,8 @@ async fn run_proxy(
                     fed = Some(*backend);
                 }
                 match event {
-                    Event::OutOpened { channel, target, length, head, body } => {
-                        channels.insert(channel, ChannelEnd::Out { head: Some(head), body });
+                    Event::OutOpened { channel, target, length, head, body, queued } => {
+                        channels.insert(channel, ChannelEnd::Out { head: Some(head), body, queued });
                         logged(proxy.out_channel_opened(now(), channel, &target, length), "OUT channel refused");
                     }
                     Event::InOpened { channel, target, length, end } => {
@@ -169,8 +197,33 @@ async fn run_proxy(
                 }
             }
         }
-        while let Some(output) = proxy.poll_output() {
-            apply(output, &mut channels, &mut backends, &feedback, exchange);
+        let mut over = Overflow::default();
+        loop {
+            while let Some(output) = proxy.poll_output() {
+                apply(
+                    output,
+                    &mut channels,
+                    &mut backends,
+                    &feedback,
+                    exchange,
+                    &mut over,
+                );
+            }
+            if over.channels.is_empty() && over.backends.is_empty() {
+                break;
+            }
+            // Each ends a virtual connection, whose closes are applied in the next round.
+            for channel in std::mem::take(&mut over.channels) {
+                tracing::debug!(
+                    ?channel,
+                    "OUT body over its queue limit: the client does not read"
+                );
+                proxy.channel_closed(now(), channel);
+            }
+            for backend in std::mem::take(&mut over.backends) {
+                tracing::debug!(?backend, "back-end over its queue limit: it does not read");
+                proxy.backend_closed(now(), backend);
+            }
         }
         let touched: Vec<BackendId> = paused.iter().copied().chain(fed).collect();
         for id in touched {
@@ -197,12 +250,20 @@ fn logged(result: Result<(), harness_core::rpch::ProxyError>, what: &str) {
     }
 }
 
+/// Channels and back-ends whose queue passed [`MAX_QUEUED`]: the proxy ends them.
+#[derive(Default)]
+struct Overflow {
+    channels: Vec<ChannelId>,
+    backends: Vec<BackendId>,
+}
+
 fn apply(
     output: ProxyOutput,
     channels: &mut HashMap<ChannelId, ChannelEnd>,
     backends: &mut HashMap<BackendId, Backend>,
     feedback: &mpsc::Sender<Event>,
     exchange: SocketAddr,
+    over: &mut Overflow,
 ) {
     match output {
         ProxyOutput::StartOutResponse {
@@ -216,8 +277,14 @@ fn apply(
             }
         }
         ProxyOutput::Write { channel, bytes } => {
-            if let Some(ChannelEnd::Out { body, .. }) = channels.get(&channel) {
-                let _ = body.send(Bytes::from(bytes));
+            if let Some(ChannelEnd::Out { body, queued, .. }) = channels.get(&channel) {
+                if reserve(queued, bytes.len()) {
+                    let _ = body.send(Bytes::from(bytes));
+                } else {
+                    // Dropping the body sender ends the response: hyper closes.
+                    channels.remove(&channel);
+                    over.channels.push(channel);
+                }
             }
         }
         ProxyOutput::CloseChannel { channel, status } => match channels.remove(&channel) {
@@ -236,12 +303,20 @@ fn apply(
         ProxyOutput::ConnectBackend { backend, target } => {
             let (writes, rx) = mpsc::unbounded_channel();
             let (accepts, accepts_rx) = watch::channel(true);
-            backends.insert(backend, Backend { writes, accepts });
+            let queued = Gauge::default();
+            backends.insert(
+                backend,
+                Backend {
+                    writes,
+                    queued: queued.clone(),
+                    accepts,
+                },
+            );
             let known = EXCHANGE_PORTS.contains(&target.port) || target.port == exchange.port();
             let feedback = feedback.clone();
             tokio::spawn(async move {
                 if known {
-                    run_backend(backend, exchange, rx, accepts_rx, feedback).await;
+                    run_backend(backend, exchange, rx, queued, accepts_rx, feedback).await;
                 } else {
                     tracing::debug!(%target, "RpcProxy target is not an Exchange port");
                     let _ = feedback.send(Event::BackendClosed(backend)).await;
@@ -250,7 +325,12 @@ fn apply(
         }
         ProxyOutput::WriteBackend { backend, bytes } => {
             if let Some(b) = backends.get(&backend) {
-                let _ = b.writes.send(bytes);
+                if reserve(&b.queued, bytes.len()) {
+                    let _ = b.writes.send(bytes);
+                } else {
+                    backends.remove(&backend);
+                    over.backends.push(backend);
+                }
             }
         }
         ProxyOutput::CloseBackend { backend } => {
@@ -271,6 +351,7 @@ async fn run_backend(
     backend: BackendId,
     exchange: SocketAddr,
     mut writes: mpsc::UnboundedReceiver<Vec<u8>>,
+    queued: Gauge,
     mut accepts: watch::Receiver<bool>,
     feedback: mpsc::Sender<Event>,
 ) {
@@ -286,7 +367,9 @@ async fn run_backend(
         tokio::select! {
             w = writes.recv() => match w {
                 Some(bytes) => {
-                    if wr.write_all(&bytes).await.is_err() {
+                    let written = wr.write_all(&bytes).await;
+                    release(&queued, bytes.len());
+                    if written.is_err() {
                         break;
                     }
                 }
@@ -376,6 +459,9 @@ async fn serve_request(
     if !req.uri().path().eq_ignore_ascii_case("/rpc/rpcproxy.dll") {
         return Ok(empty(StatusCode::NOT_FOUND));
     }
+    if method != "RPC_IN_DATA" && method != "RPC_OUT_DATA" {
+        return Ok(empty(StatusCode::METHOD_NOT_ALLOWED));
+    }
     // RPC over HTTP declares its bodies' lengths ([MS-RPCH] 2.1.2.1.1); a chunked body
     // (or both framings) is refused.
     if req.headers().contains_key(hyper::header::TRANSFER_ENCODING) {
@@ -396,8 +482,7 @@ async fn serve_request(
     );
     match method.as_str() {
         "RPC_OUT_DATA" => Ok(out_channel(shared, channel, target, length, req.into_body()).await),
-        "RPC_IN_DATA" => Ok(in_channel(shared, channel, target, length, req.into_body()).await),
-        _ => Ok(empty(StatusCode::METHOD_NOT_ALLOWED)),
+        _ => Ok(in_channel(shared, channel, target, length, req.into_body()).await),
     }
 }
 
@@ -426,8 +511,9 @@ async fn out_channel(
     length: u64,
     mut body: Incoming,
 ) -> Response<Body> {
-    let (head_tx, head_rx) = oneshot::channel();
+    let (head_tx, mut head_rx) = oneshot::channel();
     let (body_tx, body_rx) = mpsc::unbounded_channel();
+    let queued = Gauge::default();
     let _ = shared
         .events
         .send(Event::OutOpened {
@@ -436,18 +522,35 @@ async fn out_channel(
             length,
             head: head_tx,
             body: body_tx,
+            queued: queued.clone(),
         })
         .await;
-    if !feed(&shared, channel, &mut body).await {
-        let _ = shared.events.send(Event::ChannelClosed(channel)).await;
-        return status_response(HttpStatus::BAD_REQUEST);
-    }
-    match head_rx.await {
+    // From here on the proxy hears of this channel's end however this request ends.
+    let guard = CloseOnDrop {
+        events: shared.events.clone(),
+        channel,
+    };
+    // The body (CONN/A1) within the head's time bound; the proxy may answer first (a
+    // refusal) without waiting for the rest.
+    let early = tokio::select! {
+        fed = tokio::time::timeout(HEAD_TIMEOUT, feed(&shared, channel, &mut body)) => {
+            if !fed.unwrap_or(false) {
+                return status_response(HttpStatus::BAD_REQUEST);
+            }
+            None
+        }
+        head = &mut head_rx => Some(head),
+    };
+    let head = match early {
+        Some(head) => head,
+        None => head_rx.await,
+    };
+    match head {
         Ok(Head::Ok { content_length }) => {
             let out = OutBody {
                 rx: body_rx,
-                shared: shared.clone(),
-                channel,
+                queued,
+                _guard: guard,
             };
             let mut r = Response::new(out.boxed());
             let h = r.headers_mut();
@@ -463,12 +566,31 @@ async fn out_channel(
     }
 }
 
-/// The OUT channel's response body: the proxy's writes, until it drops the sender. The
-/// proxy hears of the channel's end when the body is dropped (the client went away).
+/// Tells the proxy a channel ended when the request (or its OUT body) is dropped, however
+/// it ends: answered, refused, or abandoned by hyper when the client went away.
+struct CloseOnDrop {
+    events: mpsc::Sender<Event>,
+    channel: ChannelId,
+}
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        // Drop cannot wait: a full queue gets the close from a task of its own.
+        let close = Event::ChannelClosed(self.channel);
+        if let Err(mpsc::error::TrySendError::Full(close)) = self.events.try_send(close) {
+            let events = self.events.clone();
+            tokio::spawn(async move {
+                let _ = events.send(close).await;
+            });
+        }
+    }
+}
+
+/// The OUT channel's response body: the proxy's writes, until it drops the sender.
 struct OutBody {
     rx: mpsc::UnboundedReceiver<Bytes>,
-    shared: Arc<RpchShared>,
-    channel: ChannelId,
+    queued: Gauge,
+    _guard: CloseOnDrop,
 }
 
 impl hyper::body::Body for OutBody {
@@ -479,22 +601,11 @@ impl hyper::body::Body for OutBody {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.rx
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
-    }
-}
-
-impl Drop for OutBody {
-    fn drop(&mut self) {
-        // Drop cannot wait: a full queue gets the close from a task of its own.
-        let close = Event::ChannelClosed(self.channel);
-        if let Err(mpsc::error::TrySendError::Full(close)) = self.shared.events.try_send(close) {
-            let events = self.shared.events.clone();
-            tokio::spawn(async move {
-                let _ = events.send(close).await;
-            });
+        let polled = self.rx.poll_recv(cx);
+        if let std::task::Poll::Ready(Some(chunk)) = &polled {
+            release(&self.queued, chunk.len());
         }
+        polled.map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
     }
 }
 
@@ -515,9 +626,12 @@ async fn in_channel(
             end: end_tx,
         })
         .await;
+    let _guard = CloseOnDrop {
+        events: shared.events.clone(),
+        channel,
+    };
     let ended = tokio::select! {
         fed = feed(&shared, channel, &mut body) => {
-            let _ = shared.events.send(Event::ChannelClosed(channel)).await;
             if fed { None } else { Some(HttpStatus::BAD_REQUEST) }
         }
         status = &mut end_rx => status.ok().flatten(),
@@ -544,7 +658,9 @@ pub async fn serve_connection<S>(
     let service =
         hyper::service::service_fn(move |req| serve_request(shared.clone(), conn.clone(), req));
     let http = hyper::server::conn::http1::Builder::new()
-        .max_buf_size(64 * 1024)
+        // Room for the longest Authorization (an NTLM message of 64 KiB in base64) and the
+        // rest of a head.
+        .max_buf_size(128 * 1024)
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(HEAD_TIMEOUT)
         .serve_connection(TokioIo::new(io), service);

@@ -26,7 +26,7 @@ use harness_core::dcerpc::client::{
 };
 use harness_core::dcerpc::ntlm::NtlmClientSecurity;
 use harness_core::ntlm::{Credentials, InitiatorOptions, NtlmInitiator, ResponseKind};
-use harness_core::rpch::{RpchClient, RpchCookies, RpchEvent};
+use harness_core::rpch::{RpchClient, RpchClientError, RpchCookies, RpchEvent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
@@ -50,8 +50,13 @@ pub enum RpcError {
     Fault { status: FaultStatus },
     #[error("dcerpc: the server asked to shut down")]
     Shutdown,
+    /// The proxy answered a channel with an HTTP status other than the one expected (401
+    /// for credentials it refused).
     #[error("rpc over http: {0}")]
     Http(String),
+    /// The OUT channel's RTS traffic broke the protocol.
+    #[error("rpc over http: {0}")]
+    Rts(String),
 }
 
 /// What to bind: one interface on context 0, its transfer syntaxes, the security context
@@ -166,8 +171,17 @@ impl RpcConnection {
     /// CONN/C2, then binds as [`RpcConnection::connect`] does.
     pub async fn connect_http(proxy: &HttpProxy, bind: RpcBind) -> Result<RpcConnection, RpcError> {
         let deadline = Instant::now() + bind.timeout;
+        // Fresh cookies per virtual connection; without OS randomness, the clock and a
+        // counter still keep two connections from sharing them.
+        static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let mut seed = [0u8; 8];
-        let _ = getrandom::getrandom(&mut seed);
+        if getrandom::getrandom(&mut seed).is_err() {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            let n = CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            seed = (nanos ^ n.rotate_left(32)).to_le_bytes();
+        }
         let rpch = RpchClient::new(
             RpchCookies::from_seed(u64::from_le_bytes(seed)),
             OUT_WINDOW,
@@ -182,7 +196,7 @@ impl RpcConnection {
         let mut in_channel =
             open_channel(proxy, "RPC_IN_DATA", &path, IN_CHANNEL_LENGTH, deadline).await?;
         write_by(&mut in_channel, &rpch.conn_b1(), deadline, bind.timeout).await?;
-        let (status, pending) = read_head(&mut out_channel, deadline, bind.timeout).await?;
+        let (status, _, pending) = read_response(&mut out_channel, deadline, bind.timeout).await?;
         if status.code != 200 {
             return Err(RpcError::Http(format!("RPC_OUT_DATA: {}", status.line)));
         }
@@ -346,7 +360,8 @@ impl RpcConnection {
                         Ok(Ok(()))
                     }
                     Ok(_) => Ok(Ok(())),
-                    Err(e) => Ok(Err(RpcError::Http(e.to_string()))),
+                    Err(RpchClientError::Association(e)) => Ok(Err(RpcError::Protocol(e))),
+                    Err(e) => Ok(Err(RpcError::Rts(e.to_string()))),
                 }
             }
         }
@@ -411,17 +426,6 @@ async fn write_by(
 struct Status {
     code: u16,
     line: String,
-}
-
-/// Reads a response head; returns its status and the body octets read with it (a non-200
-/// response's body is read and dropped).
-async fn read_head(
-    stream: &mut TcpStream,
-    deadline: Instant,
-    timeout: Duration,
-) -> Result<(Status, Vec<u8>), RpcError> {
-    let (status, _, rest) = read_response(stream, deadline, timeout).await?;
-    Ok((status, rest))
 }
 
 /// Reads a response head and, for a non-200 status, its Content-Length body. Returns the

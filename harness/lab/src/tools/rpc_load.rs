@@ -108,6 +108,7 @@ fn classify(e: RpcError) -> SessionError {
         | RpcError::BindNak(_)
         | RpcError::ContextRejected(_)
         | RpcError::Http(_) => ErrorKind::Refused,
+        RpcError::Rts(_) => ErrorKind::Protocol,
         _ => ErrorKind::Protocol,
     };
     SessionError {
