@@ -580,20 +580,11 @@ pub fn fuzz_mapi_client(data: &[u8]) {
     );
 }
 
-/// The frag_length a PDU's header claims (octets 8-9, little-endian when the data
-/// representation says so), or everything left when there is no whole header.
+/// The frag_length a PDU's common header claims, or everything left when the octets do
+/// not start with one.
 fn frag_length_of(rest: &[u8], _index: usize) -> usize {
-    match rest {
-        [_, _, _, _, drep, _, _, _, a, b, ..] => {
-            let n = if drep & 0x10 != 0 {
-                u16::from_le_bytes([*a, *b])
-            } else {
-                u16::from_be_bytes([*a, *b])
-            };
-            usize::from(n)
-        }
-        _ => rest.len(),
-    }
+    let mut r = harness_wire::codec::Reader::new(rest);
+    harness_wire::dcerpc::Header::decode(&mut r).map_or(rest.len(), |h| usize::from(h.frag_length))
 }
 
 #[cfg(test)]
