@@ -196,7 +196,16 @@ impl RpcConnection {
         let mut in_channel =
             open_channel(proxy, "RPC_IN_DATA", &path, IN_CHANNEL_LENGTH, deadline).await?;
         write_by(&mut in_channel, &rpch.conn_b1(), deadline, bind.timeout).await?;
-        let (status, _, pending) = read_response(&mut out_channel, deadline, bind.timeout).await?;
+        // The OUT channel's response head; the IN channel answers only to refuse (a 401 on
+        // its connection, a CONN/B1 the proxy would not take), and that must not wait for
+        // the deadline.
+        let (status, _, pending) = tokio::select! {
+            out = read_response(&mut out_channel, deadline, bind.timeout) => out?,
+            refused = read_response(&mut in_channel, deadline, bind.timeout) => {
+                let (status, _, _) = refused?;
+                return Err(RpcError::Http(format!("RPC_IN_DATA: {}", status.line)));
+            }
+        };
         if status.code != 200 {
             return Err(RpcError::Http(format!("RPC_OUT_DATA: {}", status.line)));
         }
