@@ -350,7 +350,7 @@ impl Run {
                 }
             }
             ProxyOutput::Ended { cookie, reason, .. } => {
-                let clean = self.sides[0].client.cookies.virtual_connection;
+                let clean = self.sides[0].client.rts.cookies.virtual_connection;
                 assert_ne!(cookie, Some(clean), "the clean connection ended: {reason}");
                 self.victim_ended = true;
             }
@@ -392,12 +392,13 @@ impl Run {
     fn cookie(&self, steal: bool) -> RtsCookie {
         self.sides[usize::from(!steal)]
             .client
+            .rts
             .cookies
             .virtual_connection
     }
 
     fn play(&mut self, op: Op, clean_step: &mut usize) {
-        let c = &self.sides[1].client.cookies;
+        let c = &self.sides[1].client.rts.cookies;
         let (out_cookie, in_cookie, group) = (c.out_channel, c.in_channel, c.association_group);
         match op {
             Op::Clean => {
@@ -455,7 +456,7 @@ impl Run {
                 let channel_cookie = if right {
                     out_cookie
                 } else {
-                    self.sides[0].client.cookies.out_channel
+                    self.sides[0].client.rts.cookies.out_channel
                 };
                 let ack = FlowControlAck {
                     bytes_received: bytes,

@@ -77,8 +77,21 @@ pub enum RpchClientError {
     Association(#[from] ClientError),
 }
 
-/// One virtual connection's client side.
-pub struct RpchClient {
+/// One PDU off the OUT channel, as [`RtsClient::receive_out`] hands it out.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum OutItem {
+    /// An RTS PDU, read.
+    Rts(RpchEvent),
+    /// An RPC PDU, whole, for whatever runs above the RTS half.
+    Rpc(Vec<u8>),
+}
+
+/// The RTS half of one virtual connection's client side: the channels' opening PDUs,
+/// the OUT channel's octets cut into RTS PDUs (consumed here) and RPC PDUs (handed out
+/// whole), the acks the OUT channel's window needs. What carries the RPC PDUs above it
+/// is the caller's: a [`ClientAssociation`] in [`RpchClient`], or any byte-stream client
+/// (the scenario runner's MAPI client through a proxy).
+pub struct RtsClient {
     pub cookies: RpchCookies,
     /// CONN/A1's ReceiveWindowSize: the OUT channel's window.
     receive_window: u32,
@@ -89,17 +102,11 @@ pub struct RpchClient {
     bytes_received: u64,
     acked: u64,
     opened: bool,
-    pub association: ClientAssociation,
 }
 
-impl RpchClient {
-    pub fn new(
-        cookies: RpchCookies,
-        receive_window: u32,
-        auto_ack: bool,
-        association: ClientAssociation,
-    ) -> RpchClient {
-        RpchClient {
+impl RtsClient {
+    pub fn new(cookies: RpchCookies, receive_window: u32, auto_ack: bool) -> RtsClient {
+        RtsClient {
             cookies,
             receive_window,
             auto_ack,
@@ -107,7 +114,6 @@ impl RpchClient {
             bytes_received: 0,
             acked: 0,
             opened: false,
-            association,
         }
     }
 
@@ -159,17 +165,23 @@ impl RpchClient {
         ))
     }
 
-    /// Takes OUT channel octets; appends the events and returns the octets to send on
-    /// the IN channel (an ack, with `auto_ack`).
+    /// Takes OUT channel octets: appends what its PDUs are, in order (RTS PDUs as
+    /// events, RPC PDUs whole). Returns the octets to send on the IN channel (an ack,
+    /// with `auto_ack`). The PDUs before a failing one are handed out.
     pub fn receive_out(
         &mut self,
         bytes: &[u8],
-        events: &mut Vec<RpchEvent>,
+        items: &mut Vec<OutItem>,
     ) -> Result<Vec<u8>, RpchClientError> {
         let mut frames = Vec::new();
         let framed = self.framer.push_frames(bytes, &mut frames);
         for frame in frames {
-            self.on_frame(&frame, events)?;
+            if PacketType(frame.get(2).copied().unwrap_or_default()) == PacketType::RTS {
+                items.push(OutItem::Rts(self.on_rts(&frame)?));
+            } else {
+                self.bytes_received += frame.len() as u64;
+                items.push(OutItem::Rpc(frame));
+            }
         }
         framed?;
         let due = self.bytes_received - self.acked >= u64::from(self.receive_window / 2);
@@ -180,21 +192,10 @@ impl RpchClient {
         })
     }
 
-    fn on_frame(
-        &mut self,
-        frame: &[u8],
-        events: &mut Vec<RpchEvent>,
-    ) -> Result<(), RpchClientError> {
-        if PacketType(frame.get(2).copied().unwrap_or_default()) != PacketType::RTS {
-            self.bytes_received += frame.len() as u64;
-            let mut rpc = Vec::new();
-            let result = self.association.receive(frame, &mut rpc);
-            events.extend(rpc.into_iter().map(RpchEvent::Rpc));
-            return Ok(result?);
-        }
+    fn on_rts(&mut self, frame: &[u8]) -> Result<RpchEvent, RpchClientError> {
         let (pdu, _) = RtsPdu::decode(frame)?;
         use harness_wire::rpch::RtsCommand as C;
-        let event = match pdu.commands.as_slice() {
+        Ok(match pdu.commands.as_slice() {
             [C::ConnectionTimeout(t)] if pdu.is(RtsPduKind::ConnA3) => RpchEvent::ConnA3 {
                 connection_timeout: *t,
             },
@@ -212,9 +213,80 @@ impl RpchClient {
                 Some((None, ack)) => RpchEvent::InAck(ack),
                 _ => return Err(RpchClientError::Unexpected(format!("{pdu:?}"))),
             },
-        };
-        events.push(event);
-        Ok(())
+        })
+    }
+}
+
+/// One virtual connection's client side: the RTS half and a DCE/RPC client association
+/// on top of it.
+pub struct RpchClient {
+    pub rts: RtsClient,
+    pub association: ClientAssociation,
+}
+
+impl RpchClient {
+    pub fn new(
+        cookies: RpchCookies,
+        receive_window: u32,
+        auto_ack: bool,
+        association: ClientAssociation,
+    ) -> RpchClient {
+        RpchClient {
+            rts: RtsClient::new(cookies, receive_window, auto_ack),
+            association,
+        }
+    }
+
+    pub fn cookies(&self) -> &RpchCookies {
+        &self.rts.cookies
+    }
+
+    /// CONN/A1, the OUT channel's body ([`RtsClient::conn_a1`]).
+    pub fn conn_a1(&self) -> Vec<u8> {
+        self.rts.conn_a1()
+    }
+
+    /// CONN/B1, the IN channel's first PDU ([`RtsClient::conn_b1`]).
+    pub fn conn_b1(&self) -> Vec<u8> {
+        self.rts.conn_b1()
+    }
+
+    /// CONN/C2 came.
+    pub fn is_open(&self) -> bool {
+        self.rts.is_open()
+    }
+
+    /// RPC octets received on the OUT channel.
+    pub fn bytes_received(&self) -> u64 {
+        self.rts.bytes_received()
+    }
+
+    /// A FlowControlAck for everything received ([`RtsClient::ack`]).
+    pub fn ack(&mut self) -> Vec<u8> {
+        self.rts.ack()
+    }
+
+    /// Takes OUT channel octets; appends the events (the association's for RPC PDUs)
+    /// and returns the octets to send on the IN channel (an ack, with `auto_ack`).
+    pub fn receive_out(
+        &mut self,
+        bytes: &[u8],
+        events: &mut Vec<RpchEvent>,
+    ) -> Result<Vec<u8>, RpchClientError> {
+        let mut items = Vec::new();
+        let fed = self.rts.receive_out(bytes, &mut items);
+        for item in items {
+            match item {
+                OutItem::Rts(event) => events.push(event),
+                OutItem::Rpc(frame) => {
+                    let mut out = Vec::new();
+                    let result = self.association.receive(&frame, &mut out);
+                    events.extend(out.into_iter().map(RpchEvent::Rpc));
+                    result?;
+                }
+            }
+        }
+        fed
     }
 }
 

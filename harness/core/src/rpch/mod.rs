@@ -5,8 +5,9 @@
 //!   virtual-connection cookie, the IN and OUT channels an adapter feeds in (their
 //!   request lines and body octets), the back-end connection of each virtual connection,
 //!   flow control, keep-alive, ping and the connection timeout.
-//! - [`client`]: [`RpchClient`], the client's half (CONN/A1, CONN/B1, the OUT channel's
-//!   PDUs to a wrapped DCE/RPC client association, acks for the OUT channel's window).
+//! - [`client`]: the client's half: [`RtsClient`] (CONN/A1, CONN/B1, the OUT channel's
+//!   octets cut into RTS PDUs and RPC PDUs, acks for the OUT channel's window) and
+//!   [`RpchClient`], a DCE/RPC client association on top of it.
 //! - [`backend`]: [`InProcessBackends`], which plays the back-end connections the
 //!   proxy asks for against in-process [`ServerSession`](crate::ServerSession)s (the
 //!   lab's [`RpcEndpoints`](crate::dcerpc::endpoints::RpcEndpoints)) instead of sockets.
@@ -30,7 +31,7 @@ pub mod proxy;
 mod tests;
 
 pub use backend::InProcessBackends;
-pub use client::{RpchClient, RpchClientError, RpchCookies, RpchEvent};
+pub use client::{OutItem, RpchClient, RpchClientError, RpchCookies, RpchEvent, RtsClient};
 pub use proxy::{
     BackendId, ChannelId, ChannelKind, HttpStatus, ProxyConfig, ProxyError, ProxyOutput, RpcProxy,
     Target, VirtualConnectionInfo,

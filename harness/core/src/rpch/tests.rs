@@ -253,7 +253,7 @@ impl Lab {
     }
 
     fn cookie(&self, i: usize) -> RtsCookie {
-        self.sides[i].client.cookies.virtual_connection
+        self.sides[i].client.rts.cookies.virtual_connection
     }
 
     fn info(&self, i: usize) -> Option<VirtualConnectionInfo> {
@@ -320,7 +320,7 @@ fn a_virtual_connection_binds_with_ntlm_privacy_and_calls_rfr() {
     assert!(info.opened);
     assert_eq!(
         info.association_group_id,
-        Some(lab.sides[i].client.cookies.association_group)
+        Some(lab.sides[i].client.rts.cookies.association_group)
     );
     assert_eq!(info.keepalive, Some(Duration::from_secs(300)));
     assert_eq!(info.target.port, 6004);
@@ -494,7 +494,7 @@ fn the_in_channel_is_acknowledged_after_half_its_window() {
         })
         .collect();
     assert!(acks.len() >= 2, "{acks:?}");
-    let cookie = lab.sides[i].client.cookies.in_channel;
+    let cookie = lab.sides[i].client.rts.cookies.in_channel;
     for pair in acks.windows(2) {
         assert!(pair[1].bytes_received - pair[0].bytes_received >= 0x1000);
     }
@@ -627,7 +627,7 @@ fn an_invalid_flow_control_ack_ends_its_virtual_connection() {
         let ack = FlowControlAck {
             bytes_received: 1_000_000,
             available_window: 0x4_0000,
-            channel_cookie: lab.sides[i].client.cookies.out_channel,
+            channel_cookie: lab.sides[i].client.rts.cookies.out_channel,
         };
         lab.send(i, &rts(&RtsPdu::flow_control_ack(ack)))
     });
@@ -1063,8 +1063,8 @@ fn virtual_connections_with_one_association_group_id_share_the_back_end_group() 
     // A second virtual connection of the same client (its CONN/B1 names the same
     // AssociationGroupId), and a third of another client.
     let second = lab.open(2, 0x4_0000, true);
-    lab.sides[second].client.cookies.association_group =
-        lab.sides[first].client.cookies.association_group;
+    lab.sides[second].client.rts.cookies.association_group =
+        lab.sides[first].client.rts.cookies.association_group;
     let a1 = lab.sides[second].client.conn_a1();
     lab.out(second, &a1).unwrap();
     let b1 = lab.sides[second].client.conn_b1();
