@@ -26,6 +26,7 @@
 pub mod backend;
 pub mod client;
 pub mod proxy;
+pub mod tunnel;
 
 #[cfg(test)]
 mod tests;
@@ -36,3 +37,4 @@ pub use proxy::{
     BackendId, ChannelId, ChannelKind, HttpStatus, ProxyConfig, ProxyError, ProxyOutput, RpcProxy,
     Target, VirtualConnectionInfo,
 };
+pub use tunnel::{ChannelAuth, InProcessRpcProxy, ProxiedSession};

@@ -11,7 +11,7 @@ pub const PARAMETERS: &[(&str, &str)] = &[
     ("protocol", "imap | pop3 | mapi (Exchange RPC over ncacn_ip_tcp)"),
     (
         "topology",
-        "direct | a front-end profile (exchange2000-rtm, exchange2000-sp1, affinity, per-session; mail only)",
+        "direct | a front-end profile (exchange2000-rtm, exchange2000-sp1, affinity, per-session; mail only) | outlook-anywhere-ntlm, outlook-anywhere-basic (mapi only: through the RPC over HTTP proxy, that HTTP authentication on its channels)",
     ),
     (
         "client",
@@ -172,6 +172,7 @@ pub const FINDING_KINDS: &[&str] = &[
     "protocol-violation",
     "server-silent",
     "context-split",
+    "http-401",
 ];
 
 pub fn allowed_values(param: &str) -> Option<Vec<&'static str>> {
@@ -179,6 +180,7 @@ pub fn allowed_values(param: &str) -> Option<Vec<&'static str>> {
         "topology" => {
             let mut v = vec!["direct"];
             v.extend_from_slice(crate::scenario::TOPOLOGY_FRONTENDS);
+            v.extend_from_slice(crate::scenario::TOPOLOGY_RPC_PROXIES);
             Some(v)
         }
         "protocol" => {

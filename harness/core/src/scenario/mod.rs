@@ -16,12 +16,26 @@ pub const TOPOLOGY_FRONTENDS: &[&str] = &[
     "per-session",
 ];
 
+/// Ways a `mapi` case may reach the Exchange endpoint besides `direct`: through the RPC
+/// over HTTP proxy (Outlook Anywhere) with that HTTP authentication on its channels.
+pub const TOPOLOGY_RPC_PROXIES: &[&str] = &["outlook-anywhere-ntlm", "outlook-anywhere-basic"];
+
+/// The channels' HTTP authentication a proxy topology names.
+pub fn rpc_proxy_scheme(topology: &str) -> Option<crate::http_auth::HttpScheme> {
+    use crate::http_auth::HttpScheme;
+    match topology {
+        "outlook-anywhere-ntlm" => Some(HttpScheme::Ntlm),
+        "outlook-anywhere-basic" => Some(HttpScheme::Basic),
+        _ => None,
+    }
+}
+
 mod run;
 
 pub use run::{
     endpoint, evaluate, finding_kind, normalise, probe_from_report, probe_script, rpc_endpoints,
     run_case, run_scenario, CaseClient, CaseOutcome, CasePlan, CaseTarget, Check, Direct, Probe,
-    RpcDirect, Topology, TopologyFactory,
+    RpcDirect, RpcOverHttp, Topology, TopologyFactory,
 };
 
 /// A front-end (by profile name) in front of the mock endpoints, in-process.

@@ -16,9 +16,12 @@ use crate::driver::{
     self, ClientConfig, ClientSession, Finding, MapiClient, MapiClientConfig, Policy,
     SessionOutcome,
 };
+use crate::http_auth::{HttpAuthConfig, HttpAuthenticator, HttpScheme};
 use crate::imap::ImapServer;
+use crate::ntlm::{AcceptorConfig, Credentials};
 use crate::pop3::Pop3Server;
 use crate::profile::Profile;
+use crate::rpch::{ChannelAuth, InProcessBackends, InProcessRpcProxy, ProxyConfig};
 use crate::script::{self, InProcess, StepRecord};
 use crate::session::{ServerSession, SessionContext};
 use crate::world::{LabFile, World};
@@ -171,7 +174,15 @@ impl CaseOutcome {
             );
         }
         if !self.trace.is_empty() {
-            out.push_str("\n-- behind the front-end\n");
+            let proxied = self
+                .case
+                .get("topology")
+                .is_some_and(|t| super::rpc_proxy_scheme(t).is_some());
+            out.push_str(if proxied {
+                "\n-- at the RPC proxy\n"
+            } else {
+                "\n-- behind the front-end\n"
+            });
             for l in &self.trace {
                 let _ = writeln!(out, "{l}");
             }
@@ -292,8 +303,9 @@ impl CasePlan {
                     unknown("profile", name, &names)
                 })?,
             };
-            if topology != "direct" {
-                return Err(unknown("topology", &topology, &["direct"]));
+            if topology != "direct" && super::rpc_proxy_scheme(&topology).is_none() {
+                let names = [&["direct"], super::TOPOLOGY_RPC_PROXIES].concat();
+                return Err(unknown("topology", &topology, &names));
             }
             let client = case.get("client").unwrap_or("outlook-encrypted");
             if !MAPI_CLIENTS.contains(&client) {
@@ -376,6 +388,71 @@ impl RpcDirect {
 impl Topology for RpcDirect {
     fn connect(&mut self, _n: usize) -> Box<dyn ServerSession> {
         Box::new(self.endpoints.exchange.accept(Duration::ZERO))
+    }
+}
+
+/// The client reaches the Exchange RPC endpoint through the RPC over HTTP proxy
+/// (Outlook Anywhere), in process: each connection a virtual connection.
+pub struct RpcOverHttp {
+    proxy: InProcessRpcProxy,
+}
+
+impl RpcOverHttp {
+    /// `scheme` and `cfg`'s credentials: what the client sends on the channels (Outlook
+    /// uses the user's own).
+    pub fn new(
+        world: &Arc<World>,
+        endpoints: &RpcEndpoints,
+        scheme: HttpScheme,
+        cfg: &MapiClientConfig,
+        seed: u64,
+    ) -> Self {
+        let directory = Arc::clone(world);
+        let authenticator = HttpAuthenticator::new(
+            HttpAuthConfig {
+                schemes: vec![scheme],
+                realm: world.hostname.clone(),
+                ntlm: AcceptorConfig::for_world(world),
+            },
+            move |user| directory.directory.password(user),
+            seed ^ 0x5250_4348,
+            crate::sasl::filetime_from_unix(EPOCH),
+        );
+        let credentials = Credentials {
+            user: cfg.user.clone(),
+            password: cfg.password.clone(),
+            domain: cfg.domain.clone(),
+            workstation: "HARNESS".into(),
+        };
+        let server = world.hostname.split('.').next().unwrap_or("mail");
+        RpcOverHttp {
+            proxy: InProcessRpcProxy::new(
+                ProxyConfig::default(),
+                InProcessBackends::for_endpoints(endpoints),
+                authenticator,
+                // EMSMDB's Outlook Anywhere port ([MS-OXCRPC] 1.4).
+                &format!("{server}:6001"),
+                ChannelAuth {
+                    scheme,
+                    credentials,
+                },
+                seed,
+            ),
+        }
+    }
+}
+
+impl Topology for RpcOverHttp {
+    fn connect(&mut self, n: usize) -> Box<dyn ServerSession> {
+        Box::new(self.proxy.connect(n))
+    }
+
+    fn trace(&self) -> Vec<String> {
+        self.proxy.trace()
+    }
+
+    fn findings(&self) -> Vec<String> {
+        self.proxy.findings()
     }
 }
 
@@ -471,7 +548,15 @@ pub fn run_case(
     let (mut topology, protocol): (Box<dyn Topology>, Option<Protocol>) = match plan.target {
         CaseTarget::Mapi { profile } => {
             let endpoints = rpc_endpoints(&world, profile, scenario.actor.seed);
-            (Box::new(RpcDirect::new(endpoints)), None)
+            let proxied = super::rpc_proxy_scheme(&plan.topology);
+            match (proxied, &plan.client) {
+                (Some(scheme), CaseClient::Mapi(cfg)) => {
+                    let seed = scenario.actor.seed;
+                    let topology = RpcOverHttp::new(&world, &endpoints, scheme, cfg, seed);
+                    (Box::new(topology), None)
+                }
+                _ => (Box::new(RpcDirect::new(endpoints)), None),
+            }
         }
         CaseTarget::Mail { protocol, profile } if plan.topology == "direct" => (
             Box::new(Direct::new(world, *profile, protocol)),

@@ -26,7 +26,7 @@ use harness_core::dcerpc::client::{
 };
 use harness_core::dcerpc::ntlm::NtlmClientSecurity;
 use harness_core::ntlm::{Credentials, InitiatorOptions, NtlmInitiator, ResponseKind};
-use harness_core::rpch::{RpchClient, RpchClientError, RpchCookies, RpchEvent};
+use harness_core::rpch::{RpchClient, RpchClientError, RpchCookies, RpchEvent, RtsClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
@@ -54,6 +54,13 @@ pub enum RpcError {
     /// for credentials it refused).
     #[error("rpc over http: {0}")]
     Http(String),
+    /// A channel's request was answered with this status instead of being let in.
+    #[error("{channel}: {line}")]
+    Refused {
+        channel: &'static str,
+        code: u16,
+        line: String,
+    },
     /// The OUT channel's RTS traffic broke the protocol.
     #[error("rpc over http: {0}")]
     Rts(String),
@@ -171,44 +178,14 @@ impl RpcConnection {
     /// CONN/C2, then binds as [`RpcConnection::connect`] does.
     pub async fn connect_http(proxy: &HttpProxy, bind: RpcBind) -> Result<RpcConnection, RpcError> {
         let deadline = Instant::now() + bind.timeout;
-        // Fresh cookies per virtual connection; without OS randomness, the clock and a
-        // counter still keep two connections from sharing them.
-        static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let mut seed = [0u8; 8];
-        if getrandom::getrandom(&mut seed).is_err() {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64);
-            let n = CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            seed = (nanos ^ n.rotate_left(32)).to_le_bytes();
-        }
         let rpch = RpchClient::new(
-            RpchCookies::from_seed(u64::from_le_bytes(seed)),
+            fresh_cookies(),
             OUT_WINDOW,
             true,
             ClientAssociation::new(bind.config.clone()),
         );
-        let path = format!("/rpc/rpcproxy.dll?{}", proxy.target);
-        // Both channels first: a proxy may answer the OUT channel only once the IN
-        // channel's CONN/B1 has paired with its CONN/A1.
-        let mut out_channel = open_channel(proxy, "RPC_OUT_DATA", &path, 76, deadline).await?;
-        write_by(&mut out_channel, &rpch.conn_a1(), deadline, bind.timeout).await?;
-        let mut in_channel =
-            open_channel(proxy, "RPC_IN_DATA", &path, IN_CHANNEL_LENGTH, deadline).await?;
-        write_by(&mut in_channel, &rpch.conn_b1(), deadline, bind.timeout).await?;
-        // The OUT channel's response head; the IN channel answers only to refuse (a 401 on
-        // its connection, a CONN/B1 the proxy would not take), and that must not wait for
-        // the deadline.
-        let (status, _, pending) = tokio::select! {
-            out = read_response(&mut out_channel, deadline, bind.timeout) => out?,
-            refused = read_response(&mut in_channel, deadline, bind.timeout) => {
-                let (status, _, _) = refused?;
-                return Err(RpcError::Http(format!("RPC_IN_DATA: {}", status.line)));
-            }
-        };
-        if status.code != 200 {
-            return Err(RpcError::Http(format!("RPC_OUT_DATA: {}", status.line)));
-        }
+        let (in_channel, out_channel, pending) =
+            open_virtual_connection(proxy, &rpch.rts, deadline).await?;
         let mut conn = RpcConnection {
             wire: Wire::Http {
                 in_channel,
@@ -419,7 +396,7 @@ fn not_yet_bound() -> BindAcked {
     }
 }
 
-async fn write_by(
+pub(crate) async fn write_by(
     stream: &mut TcpStream,
     bytes: &[u8],
     deadline: Instant,
@@ -504,6 +481,59 @@ async fn read_response(
 
 /// Connects a channel and sends its request head (authenticated: Basic at once, NTLM
 /// after its NEGOTIATE / CHALLENGE leg on this connection); the body follows.
+/// Fresh cookies for a virtual connection; without OS randomness, the clock and a
+/// counter still keep two connections from sharing them.
+pub(crate) fn fresh_cookies() -> RpchCookies {
+    static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut seed = [0u8; 8];
+    if getrandom::getrandom(&mut seed).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let n = CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        seed = (nanos ^ n.rotate_left(32)).to_le_bytes();
+    }
+    RpchCookies::from_seed(u64::from_le_bytes(seed))
+}
+
+/// Opens a virtual connection's two channels through `proxy` for `rts`: the OUT channel
+/// (authenticated, CONN/A1), the IN channel (authenticated, CONN/B1), and the OUT
+/// channel's response head. Returns the IN and OUT channels and the OUT channel's body
+/// octets read with the head.
+pub(crate) async fn open_virtual_connection(
+    proxy: &HttpProxy,
+    rts: &RtsClient,
+    deadline: Instant,
+) -> Result<(TcpStream, TcpStream, Vec<u8>), RpcError> {
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    let path = format!("/rpc/rpcproxy.dll?{}", proxy.target);
+    // Both channels first: a proxy may answer the OUT channel only once the IN
+    // channel's CONN/B1 has paired with its CONN/A1.
+    let mut out_channel = open_channel(proxy, "RPC_OUT_DATA", &path, 76, deadline).await?;
+    write_by(&mut out_channel, &rts.conn_a1(), deadline, timeout).await?;
+    let mut in_channel =
+        open_channel(proxy, "RPC_IN_DATA", &path, IN_CHANNEL_LENGTH, deadline).await?;
+    write_by(&mut in_channel, &rts.conn_b1(), deadline, timeout).await?;
+    // The OUT channel's response head; the IN channel answers only to refuse (a 401 on
+    // its connection, a CONN/B1 the proxy would not take), and that must not wait for
+    // the deadline.
+    let (status, _, pending) = tokio::select! {
+        out = read_response(&mut out_channel, deadline, timeout) => out?,
+        refused = read_response(&mut in_channel, deadline, timeout) => {
+            let (status, _, _) = refused?;
+            return Err(RpcError::Refused { channel: "RPC_IN_DATA", code: status.code, line: status.line });
+        }
+    };
+    if status.code != 200 {
+        return Err(RpcError::Refused {
+            channel: "RPC_OUT_DATA",
+            code: status.code,
+            line: status.line,
+        });
+    }
+    Ok((in_channel, out_channel, pending))
+}
+
 async fn open_channel(
     proxy: &HttpProxy,
     method: &str,

@@ -107,7 +107,8 @@ fn classify(e: RpcError) -> SessionError {
         RpcError::Fault { .. }
         | RpcError::BindNak(_)
         | RpcError::ContextRejected(_)
-        | RpcError::Http(_) => ErrorKind::Refused,
+        | RpcError::Http(_)
+        | RpcError::Refused { .. } => ErrorKind::Refused,
         RpcError::Rts(_) => ErrorKind::Protocol,
         _ => ErrorKind::Protocol,
     };

@@ -1,8 +1,11 @@
 //! Scenario cases over real sockets: each case gets a fresh lab (with a front-end
-//! listener when its topology names one, an Exchange RPC listener for a `mapi` case), the
-//! driver's client plays over TCP with the real clock, and the same expectations as the
-//! in-process runner are checked. What
-//! happens behind the front-end is not traced here; the in-process runner shows that.
+//! listener when its topology names one, an Exchange RPC listener for a `mapi` case, and
+//! the Outlook Anywhere listener when a `mapi` case goes through the proxy), the driver's
+//! client plays over TCP (through the proxy: each connection a virtual connection over
+//! two HTTP channels) with the real clock, and the same expectations as the in-process
+//! runner are checked. What happens behind the front-end is not traced here (the
+//! in-process runner shows that); through the proxy, the trace says which virtual
+//! connections opened and which channel was refused with what status.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,11 +18,16 @@ use harness_core::scenario::{
 };
 use harness_core::script;
 
-use super::client_driver::drive_client;
+use super::client_driver::{drive_client, drive_route, Route, RouteLog};
+use super::dcerpc_client::{HttpAuth, HttpProxy};
 use super::play::SocketTransport;
 use crate::serve::frontend_host::FrontendSpec;
+use crate::serve::lab::RpchListenerSpec;
 use crate::serve::rpc::{RpcListenerSpec, RpcRole};
 use crate::{Lab, LabConfig, LabError, ListenerSpec, Security};
+use harness_core::http_auth::HttpScheme;
+use harness_core::ntlm::Credentials;
+use harness_core::scenario::rpc_proxy_scheme;
 
 /// Longest a client may take over sockets before the case is cut off.
 const CASE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -67,6 +75,13 @@ pub async fn run_case(scenario: &ScenarioFile, case: &Case) -> Result<CaseOutcom
                 addr: lo,
             }];
             config.rpc_profile = *profile;
+            if let Some(scheme) = rpc_proxy_scheme(&plan.topology) {
+                config.rpch = vec![RpchListenerSpec {
+                    addr: lo,
+                    tls: false,
+                }];
+                config.rpch_auth = vec![scheme];
+            }
         }
     }
     let lab = Lab::start(config).await?;
@@ -81,6 +96,36 @@ pub async fn run_case(scenario: &ScenarioFile, case: &Case) -> Result<CaseOutcom
     let Some(target) = target else {
         lab.shutdown().await;
         return Err(LabError::NoListeners.into());
+    };
+    let route = match (
+        &plan.client,
+        rpc_proxy_scheme(&plan.topology),
+        lab.rpch_addr(false),
+    ) {
+        (CaseClient::Mapi(cfg), Some(scheme), Some(addr)) => {
+            let hostname = &lab.world().hostname;
+            let server = hostname.split('.').next().unwrap_or("mail");
+            let auth = match scheme {
+                HttpScheme::Basic => HttpAuth::Basic {
+                    user: cfg.user.clone(),
+                    password: cfg.password.clone(),
+                },
+                HttpScheme::Ntlm => HttpAuth::Ntlm(Credentials {
+                    user: cfg.user.clone(),
+                    password: cfg.password.clone(),
+                    domain: cfg.domain.clone(),
+                    workstation: "HARNESS".into(),
+                }),
+            };
+            Route::RpcOverHttp(HttpProxy {
+                addr,
+                host: hostname.clone(),
+                // EMSMDB's Outlook Anywhere port, as the in-process runner asks for.
+                target: format!("{server}:6001"),
+                auth,
+            })
+        }
+        _ => Route::Tcp(target),
     };
     let result = tokio::time::timeout(CASE_TIMEOUT, async {
         match (plan.client, plan.target) {
@@ -104,33 +149,37 @@ pub async fn run_case(scenario: &ScenarioFile, case: &Case) -> Result<CaseOutcom
                         reason: e.to_string(),
                     })
                 });
-                (None, Some(probe_from_report(protocol, report)))
+                (
+                    None,
+                    Some(probe_from_report(protocol, report)),
+                    RouteLog::default(),
+                )
             }
             (CaseClient::Mail(mut cfg), CaseTarget::Mail { protocol, .. }) => {
                 cfg.think_time = THINK_TIME;
                 let mut client = driver::new_client(protocol, cfg);
                 drive_client(client.as_mut(), target).await;
-                (Some(client.outcome()), None)
+                (Some(client.outcome()), None, RouteLog::default())
             }
             (CaseClient::Mapi(mut cfg), _) => {
                 cfg.think_time = THINK_TIME;
                 let mut client = MapiClient::new(cfg);
-                drive_client(&mut client, target).await;
-                (Some(client.outcome()), None)
+                let log = drive_route(&mut client, &route).await;
+                (Some(client.outcome()), None, log)
             }
             // CasePlan::new pairs a probe and mail clients with mail targets only.
-            (_, CaseTarget::Mapi { .. }) => (None, None),
+            (_, CaseTarget::Mapi { .. }) => (None, None, RouteLog::default()),
         }
     })
     .await;
     lab.shutdown().await;
-    let (session, probe) = result.map_err(|_| SocketRunError::Timeout(case.id()))?;
+    let (session, probe, log) = result.map_err(|_| SocketRunError::Timeout(case.id()))?;
     Ok(evaluate(
         scenario,
         case,
         session,
         probe,
-        Vec::new(),
-        Vec::new(),
+        log.trace,
+        log.findings,
     ))
 }

@@ -70,7 +70,9 @@ async fn the_nspi_client_walks_the_address_book_through_outlook_anywhere() {
         },
     };
     match RpcConnection::connect_http(&wrong, sealed()).await {
-        Err(RpcError::Http(e)) => assert!(e.contains("401"), "{e}"),
+        Err(RpcError::Refused { channel, code, .. }) => {
+            assert_eq!((channel, code), ("RPC_OUT_DATA", 401))
+        }
         Err(e) => panic!("expected a 401, got {e}"),
         Ok(_) => panic!("a wrong password got through"),
     }
