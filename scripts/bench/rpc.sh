@@ -14,7 +14,8 @@
 #   4. Outlook Anywhere (the lab's --rpch proxy in front of its --rpc endpoint): virtual
 #      connections/s (both channels with HTTP NTLM, bind at level 6, NspiBind, NspiUnbind,
 #      close) beside the same NspiBind/NspiUnbind session straight over TCP, at 1 and 16
-#      clients; memory per idle virtual connection (BENCH_IDLE held).
+#      clients, with the proxy's back-end over TCP and in process (--rpch-backend
+#      in-process, a second server); memory per idle virtual connection (BENCH_IDLE held).
 # Each load run lasts SECONDS (default 10). Both servers run on loopback and are stopped by
 # PID. Results: OUTDIR (default /tmp/harness-bench-rpc)/rows.md and one log per run. Needs
 # Samba (scripts/peers/install.sh); without it only the lab's rows are made.
@@ -45,8 +46,14 @@ trap cleanup EXIT
   --max-connections 8192 \
   >"$OUT/mock.log" 2>&1 &
 MOCK=$!; PIDS+=("$MOCK")
+# The same proxy with its back-end in process (an in-memory pipe, no back-end socket).
+"$H" serve --rpc 127.0.0.1:26002 --rpch 127.0.0.1:26081 --rpch-backend in-process \
+  --max-connections 8192 \
+  >"$OUT/mock-inprocess.log" 2>&1 &
+MOCK2=$!; PIDS+=("$MOCK2")
 wait_port 26135 || exit 1
 wait_port 26080 || exit 1
+wait_port 26081 || exit 1
 SAMBA=
 if scripts/peers/samba/start.sh 26445 "$OUT/samba" >"$OUT/samba-start.log" 2>&1; then
   SAMBA=$(cat "$OUT/samba/dcerpcd.pid")
@@ -113,6 +120,8 @@ for n in ${RPCH_CLIENTS:-1 16}; do
   LOAD_EXTRA="--rpc-call nspi --rpc-domain EXAMPLE" run "TCP" 26001 rpc-bind-call-close "$n" "$MOCK"
   TARGET_SCHEME=rpch LOAD_EXTRA="--rpc-domain EXAMPLE" run "RPC over HTTP, NTLM" 26080 rpc-bind-call-close "$n" "$MOCK"
   TARGET_SCHEME=rpch LOAD_EXTRA="--rpc-domain EXAMPLE --rpch-auth basic" run "RPC over HTTP, Basic" 26080 rpc-bind-call-close "$n" "$MOCK"
+  TARGET_SCHEME=rpch LOAD_EXTRA="--rpc-domain EXAMPLE" run "RPC over HTTP, NTLM, back-end in process" 26081 rpc-bind-call-close "$n" "$MOCK2"
+  TARGET_SCHEME=rpch LOAD_EXTRA="--rpc-domain EXAMPLE --rpch-auth basic" run "RPC over HTTP, Basic, back-end in process" 26081 rpc-bind-call-close "$n" "$MOCK2"
 done
 printf '\nIdle virtual connections (%s clients: both channels, HTTP NTLM, bind at level 6, NspiBind, then held)\n\n| server | held | failed | PSS before → while held | PSS per virtual connection (bytes) | RSS before → while held | RSS per virtual connection (bytes) |\n|---|---|---|---|---|---|---|\n' "$IDLE" | tee -a "$ROWS"
 TARGET_SCHEME=rpch LOAD_EXTRA="--rpc-domain EXAMPLE" hold "harness proxy + endpoint" 26080 "$MOCK"

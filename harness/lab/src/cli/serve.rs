@@ -103,6 +103,11 @@ pub struct ServeArgs {
     /// HTTP authentication the RPC proxy offers, in order: ntlm, basic (comma-separated).
     #[arg(long, default_value = "ntlm,basic", value_delimiter = ',')]
     rpch_auth: Vec<String>,
+    /// How the RPC proxy reaches the Exchange endpoint: tcp (a connection to --rpc per
+    /// virtual connection, as a separate proxy server would) or in-process (an in-memory
+    /// pipe to the same endpoint: one socket hop fewer).
+    #[arg(long, default_value = "tcp", value_parser = ["tcp", "in-process"])]
+    rpch_backend: String,
     /// Largest DCE/RPC fragment the RPC listeners send and accept (at least 1432).
     #[arg(long, default_value_t = EndpointConfig::default().max_frag)]
     rpc_max_frag: u16,
@@ -280,6 +285,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         },
         rpch,
         rpch_auth,
+        rpch_in_process: args.rpch_backend == "in-process",
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {

@@ -25,6 +25,9 @@ const READ_CHUNK: usize = 4096;
 pub enum Conn {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    /// An in-memory pipe: a tier of the lab that reaches a session without a socket
+    /// (the RPC proxy's in-process back-end).
+    Pipe(tokio::io::DuplexStream),
     /// Only while an upgrade is under way.
     Upgrading,
 }
@@ -44,7 +47,7 @@ impl Conn {
             other => {
                 *self = other;
                 Err(io::Error::other(
-                    "STARTTLS on a connection that is already TLS",
+                    "STARTTLS on a connection that is not plain TCP",
                 ))
             }
         }
@@ -69,6 +72,7 @@ impl AsyncRead for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Conn::Pipe(s) => Pin::new(s).poll_read(cx, buf),
             Conn::Upgrading => Poll::Ready(Err(io::Error::other("connection is upgrading"))),
         }
     }
@@ -83,6 +87,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Conn::Pipe(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Upgrading => Poll::Ready(Err(io::Error::other("connection is upgrading"))),
         }
     }
@@ -90,6 +95,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_flush(cx),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Conn::Pipe(s) => Pin::new(s).poll_flush(cx),
             Conn::Upgrading => Poll::Ready(Ok(())),
         }
     }
@@ -97,6 +103,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Conn::Pipe(s) => Pin::new(s).poll_shutdown(cx),
             Conn::Upgrading => Poll::Ready(Ok(())),
         }
     }

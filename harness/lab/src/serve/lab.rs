@@ -100,6 +100,9 @@ pub struct LabConfig {
     pub rpch: Vec<RpchListenerSpec>,
     /// The HTTP authentication the RPC proxy offers, in its WWW-Authenticate order.
     pub rpch_auth: Vec<HttpScheme>,
+    /// The RPC proxy reaches the Exchange endpoint in process (an in-memory pipe to an
+    /// association driven like the listener's) instead of over TCP to the listener.
+    pub rpch_in_process: bool,
 }
 
 /// An Outlook Anywhere listener.
@@ -132,6 +135,7 @@ impl Default for LabConfig {
             rpc_endpoint: EndpointConfig::default(),
             rpch: Vec::new(),
             rpch_auth: vec![HttpScheme::Ntlm, HttpScheme::Basic],
+            rpch_in_process: false,
         }
     }
 }
@@ -360,6 +364,16 @@ impl Lab {
             .iter()
             .find(|l| l.spec.role == RpcRole::Exchange)
             .map(|l| l.addr);
+        let exchange = match (exchange, &rpc) {
+            (Some(addr), Some(endpoints)) if config.rpch_in_process => {
+                Some(rpch::BackendRoute::InProcess {
+                    endpoint: endpoints.exchange.clone(),
+                    port: addr.port(),
+                })
+            }
+            (Some(addr), _) => Some(rpch::BackendRoute::Tcp(addr)),
+            (None, _) => None,
+        };
         let rpch_listening =
             start_rpch(&config, &world, exchange, seed, &tls, &shutdown, &mut tasks)?;
         Ok(Lab {
@@ -590,11 +604,11 @@ fn start_rpc(
 }
 
 /// Binds the Outlook Anywhere listeners and starts the RPC proxy in front of the
-/// Exchange listener at `exchange`.
+/// Exchange endpoint `exchange` reaches.
 fn start_rpch(
     config: &LabConfig,
     world: &Arc<World>,
-    exchange: Option<SocketAddr>,
+    exchange: Option<rpch::BackendRoute>,
     seed: u64,
     tls: &LabTls,
     shutdown: &watch::Sender<bool>,

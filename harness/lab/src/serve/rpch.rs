@@ -8,8 +8,11 @@
 //! response body streams out of it. One task owns the proxy and turns its outputs into
 //! response heads, body chunks and back-end connections; the back-end of a virtual
 //! connection is a TCP connection to the Exchange listener (every RpcProxy port the
-//! client names, 6001, 6002, 6004 and the listener's own, maps to it), read only while
-//! the proxy takes more ([`RpcProxy::backend_accepts`]).
+//! client names, 6001, 6002, 6004 and the listener's own, maps to it) or, with
+//! [`BackendRoute::InProcess`], an in-memory pipe to an association of the same endpoint
+//! driven by the lab's own connection driver (no back-end socket: what it saves is the
+//! measurement in BENCHMARKS.md); either is read only while the proxy takes more
+//! ([`RpcProxy::backend_accepts`]).
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
@@ -28,7 +31,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::connection::{drive_woken, Conn, NotifyWaker};
 use super::listener::{accept_connections, Admission};
+use harness_core::dcerpc::server::Endpoint;
+use harness_core::ServerSession;
 
 /// The RpcProxy ports a client may name ([MS-RPCH] 2.2.2; Exchange's EMSMDB, RFR and
 /// NSPI ports), besides the Exchange listener's own.
@@ -120,11 +126,33 @@ pub struct RpchShared {
     next_channel: std::sync::atomic::AtomicU64,
 }
 
-/// Starts the proxy task; `exchange` is the lab's Exchange RPC listener.
+/// How the proxy reaches the Exchange endpoint.
+#[derive(Clone)]
+pub enum BackendRoute {
+    /// A TCP connection to the lab's Exchange RPC listener at this address.
+    Tcp(SocketAddr),
+    /// An association of the endpoint in this process, over an in-memory pipe; `port`
+    /// is the Exchange listener's (a client may name it as well as 6001, 6002, 6004).
+    InProcess { endpoint: Arc<Endpoint>, port: u16 },
+}
+
+impl BackendRoute {
+    fn port(&self) -> u16 {
+        match self {
+            BackendRoute::Tcp(addr) => addr.port(),
+            BackendRoute::InProcess { port, .. } => *port,
+        }
+    }
+}
+
+/// The pipe's buffer each way: a few fragments (the endpoint's are 5840 octets).
+const PIPE_BUFFER: usize = 64 * 1024;
+
+/// Starts the proxy task in front of the Exchange endpoint `exchange` reaches.
 pub fn start(
     proxy: RpcProxy,
     auth: HttpAuthenticator,
-    exchange: SocketAddr,
+    exchange: BackendRoute,
     shutdown: watch::Receiver<bool>,
 ) -> (Arc<RpchShared>, impl std::future::Future<Output = ()>) {
     // Bounded: a client (or back-end) faster than the proxy task waits in its socket
@@ -143,7 +171,7 @@ async fn run_proxy(
     mut proxy: RpcProxy,
     mut events: mpsc::Receiver<Event>,
     feedback: mpsc::Sender<Event>,
-    exchange: SocketAddr,
+    exchange: BackendRoute,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let started = Instant::now();
@@ -205,7 +233,8 @@ async fn run_proxy(
                     &mut channels,
                     &mut backends,
                     &feedback,
-                    exchange,
+                    &exchange,
+                    &shutdown,
                     &mut over,
                 );
             }
@@ -262,7 +291,8 @@ fn apply(
     channels: &mut HashMap<ChannelId, ChannelEnd>,
     backends: &mut HashMap<BackendId, Backend>,
     feedback: &mpsc::Sender<Event>,
-    exchange: SocketAddr,
+    exchange: &BackendRoute,
+    shutdown: &watch::Receiver<bool>,
     over: &mut Overflow,
 ) {
     match output {
@@ -314,9 +344,26 @@ fn apply(
             );
             let known = EXCHANGE_PORTS.contains(&target.port) || target.port == exchange.port();
             let feedback = feedback.clone();
+            let exchange = exchange.clone();
+            let shutdown = shutdown.clone();
             tokio::spawn(async move {
                 if known {
-                    run_backend(backend, exchange, rx, queued, accepts_rx, feedback).await;
+                    let ends = (rx, queued, accepts_rx, feedback);
+                    match exchange {
+                        BackendRoute::Tcp(addr) => match TcpStream::connect(addr).await {
+                            Ok(tcp) => {
+                                let _ = tcp.set_nodelay(true);
+                                run_backend(backend, tcp, ends).await;
+                            }
+                            Err(_) => {
+                                let _ = ends.3.send(Event::BackendClosed(backend)).await;
+                            }
+                        },
+                        BackendRoute::InProcess { endpoint, .. } => {
+                            let pipe = in_process_association(&endpoint, shutdown);
+                            run_backend(backend, pipe, ends).await;
+                        }
+                    }
                 } else {
                     tracing::debug!(%target, "RpcProxy target is not an Exchange port");
                     let _ = feedback.send(Event::BackendClosed(backend)).await;
@@ -346,21 +393,41 @@ fn apply(
     }
 }
 
+/// An association of `endpoint` served by the lab's connection driver (wakes for parked
+/// calls, idle timeout, shutdown, as on its listener) at the far end of an in-memory
+/// pipe; returns the near end.
+fn in_process_association(
+    endpoint: &Arc<Endpoint>,
+    shutdown: watch::Receiver<bool>,
+) -> tokio::io::DuplexStream {
+    let (near, far) = tokio::io::duplex(PIPE_BUFFER);
+    let wake = Arc::new(NotifyWaker::default());
+    let association = endpoint.accept_with_waker(Duration::ZERO, wake.clone());
+    let write_timeout = endpoint.config().idle_timeout.min(Duration::from_secs(60));
+    tokio::spawn(async move {
+        let session: Box<dyn ServerSession> = Box::new(association);
+        let conn = Conn::Pipe(far);
+        drive_woken(conn, session, None, shutdown, write_timeout, Some(wake)).await;
+    });
+    near
+}
+
+/// What a back-end task holds of the proxy task: the writes for it, their gauge, whether
+/// the proxy takes more, and where to report.
+type BackendEnds = (
+    mpsc::UnboundedReceiver<Vec<u8>>,
+    Gauge,
+    watch::Receiver<bool>,
+    mpsc::Sender<Event>,
+);
+
 /// One back-end connection: writes from the proxy, reads to it while it accepts more.
-async fn run_backend(
-    backend: BackendId,
-    exchange: SocketAddr,
-    mut writes: mpsc::UnboundedReceiver<Vec<u8>>,
-    queued: Gauge,
-    mut accepts: watch::Receiver<bool>,
-    feedback: mpsc::Sender<Event>,
-) {
-    let Ok(tcp) = TcpStream::connect(exchange).await else {
-        let _ = feedback.send(Event::BackendClosed(backend)).await;
-        return;
-    };
-    let _ = tcp.set_nodelay(true);
-    let (mut rd, mut wr) = tcp.into_split();
+async fn run_backend<S>(backend: BackendId, stream: S, ends: BackendEnds)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (mut writes, queued, mut accepts, feedback) = ends;
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         let reading = *accepts.borrow();

@@ -79,6 +79,43 @@ async fn the_nspi_client_walks_the_address_book_through_outlook_anywhere() {
     lab.shutdown().await;
 }
 
+/// The same walk with the proxy's back-end in process (`--rpch-backend in-process`): no
+/// connection reaches the Exchange listener, the association is the same endpoint's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nspi_client_walks_the_address_book_through_an_in_process_back_end() {
+    let lab = harness::Lab::start(harness::LabConfig {
+        rpch_in_process: true,
+        ..common::rpch_lab_config()
+    })
+    .await
+    .expect("lab starts");
+    let addr = lab.rpch_addr(false).expect("proxy listener");
+    let proxy = HttpProxy {
+        addr,
+        host: "mail.example.test".into(),
+        target: "MAIL:6004".into(),
+        auth: HttpAuth::Ntlm(Credentials::example("alice", "secret")),
+    };
+    let accepted = || {
+        lab.stats()
+            .accepted
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = accepted();
+    for _ in 0..2 {
+        let nspi = RpcConnection::connect_http(&proxy, sealed())
+            .await
+            .expect("bind NSPI through the proxy");
+        walk(nspi, &lab).await;
+    }
+    assert_eq!(
+        accepted(),
+        before,
+        "the Exchange listener accepted a connection"
+    );
+    lab.shutdown().await;
+}
+
 /// Outlook's address-book walk on a bound NSPI association.
 async fn walk(mut nspi: RpcConnection, lab: &harness::Lab) {
     let call = |reply: Result<Vec<u8>, _>| reply.expect("the call is answered");
