@@ -197,6 +197,14 @@ pub struct EmsmdbConfig {
     /// ecNotEncrypted: Exchange 2010 RTM's `EncryptionRequired` default, which Outlook
     /// 2003 (encryption off by default) met; Exchange 2010 SP1 turned the default off.
     pub require_encryption: bool,
+    /// Exchange 2013's registration cache: the first authenticated call on an
+    /// association group registers the group with that call's security context; a call
+    /// on the group under another security context fails with ecRpcFailed (the client's
+    /// MAPI_E_NETWORK_ERROR), the server logs "Registration of the Association GUID
+    /// failed", and the registration and the sessions made under it are removed (their
+    /// later calls fail the same way). Off (Exchange 2010): no registration, any security
+    /// context of the association may use its sessions.
+    pub registration_cache: bool,
 }
 
 impl EmsmdbConfig {
@@ -220,13 +228,17 @@ pub enum EmsmdbProfile {
     Exchange2010Rtm,
     /// EcDoConnect and EcDoRpc offered beside the extended calls.
     Exchange2003,
+    /// Exchange 2013: as [`EmsmdbProfile::Exchange2010`], with the registration cache
+    /// ([`EmsmdbConfig::registration_cache`]).
+    Exchange2013,
 }
 
 impl EmsmdbProfile {
-    pub const ALL: [EmsmdbProfile; 3] = [
+    pub const ALL: [EmsmdbProfile; 4] = [
         EmsmdbProfile::Exchange2010,
         EmsmdbProfile::Exchange2010Rtm,
         EmsmdbProfile::Exchange2003,
+        EmsmdbProfile::Exchange2013,
     ];
 
     pub fn name(self) -> &'static str {
@@ -234,6 +246,7 @@ impl EmsmdbProfile {
             EmsmdbProfile::Exchange2010 => "exchange2010",
             EmsmdbProfile::Exchange2010Rtm => "exchange2010-rtm",
             EmsmdbProfile::Exchange2003 => "exchange2003",
+            EmsmdbProfile::Exchange2013 => "exchange2013",
         }
     }
 
@@ -245,6 +258,10 @@ impl EmsmdbProfile {
                 ..EmsmdbConfig::default()
             },
             EmsmdbProfile::Exchange2003 => EmsmdbConfig::exchange2003(),
+            EmsmdbProfile::Exchange2013 => EmsmdbConfig {
+                registration_cache: true,
+                ..EmsmdbConfig::default()
+            },
         }
     }
 
@@ -277,6 +294,7 @@ impl Default for EmsmdbConfig {
             retry_delay_ms: 10_000,
             legacy_opnums: false,
             require_encryption: false,
+            registration_cache: false,
         }
     }
 }
@@ -316,9 +334,26 @@ struct Wait {
     superseded: bool,
 }
 
+/// What Exchange 2013 keeps per client connection: the security context that first
+/// used the association group, and the sessions made under it.
+struct Registration {
+    principal: String,
+    sessions: Vec<Uuid>,
+}
+
+/// Lines kept in the server's event log; the oldest go first.
+const MAX_EVENT_LOG: usize = 256;
+
 #[derive(Default)]
 struct State {
     sessions: HashMap<Uuid, Session>,
+    /// Association group -> its registration ([`EmsmdbConfig::registration_cache`]).
+    registrations: HashMap<u32, Registration>,
+    /// CXHs whose registration was removed: their next call fails with ecRpcFailed
+    /// (then they are forgotten). At most `max_sessions`.
+    revoked: VecDeque<Uuid>,
+    /// What the server logs (the registration failures), oldest first.
+    events: VecDeque<String>,
     /// ACXH -> (its session's CXH, the connection that made it).
     async_handles: HashMap<Uuid, (Uuid, u64)>,
     waits: HashMap<u64, Wait>,
@@ -495,6 +530,91 @@ impl EmsmdbServer {
         self.lock().sessions.len()
     }
 
+    /// The server's event log (Exchange's application log lines), oldest first.
+    pub fn event_log(&self) -> Vec<String> {
+        self.lock().events.iter().cloned().collect()
+    }
+
+    /// The registration cache's verdict on a call: true if it may run. The first
+    /// authenticated call on an association group registers the group with its security
+    /// context; one under another context removes the registration and its sessions,
+    /// logs the failure and is refused. Without the cache, or without a security
+    /// context, every call may run.
+    fn admit(&self, ctx: &CallContext<'_>, call: &str) -> bool {
+        let Some(principal) = ctx.principal.filter(|_| self.config.registration_cache) else {
+            return true;
+        };
+        let name = format!("{}\\{}", principal.domain, principal.user).to_ascii_lowercase();
+        let mut state = self.lock();
+        let group = ctx.assoc_group_id;
+        let registered = match state.registrations.get(&group) {
+            // At the limit a group goes unregistered rather than growing the table.
+            None if state.registrations.len() >= self.config.max_sessions => return true,
+            None => {
+                state.registrations.insert(
+                    group,
+                    Registration {
+                        principal: name,
+                        sessions: Vec::new(),
+                    },
+                );
+                return true;
+            }
+            Some(r) if r.principal == name => return true,
+            Some(r) => r.principal.clone(),
+        };
+        let removed = state
+            .registrations
+            .remove(&group)
+            .map_or_else(Vec::new, |r| r.sessions);
+        let mut ended = 0;
+        for cxh in removed {
+            if let Some(session) = state.sessions.remove(&cxh) {
+                self.release(&mut state, session);
+                ended += 1;
+                if state.revoked.len() >= self.config.max_sessions {
+                    state.revoked.pop_front();
+                }
+                state.revoked.push_back(cxh);
+            }
+        }
+        if state.events.len() >= MAX_EVENT_LOG {
+            state.events.pop_front();
+        }
+        state.events.push_back(format!(
+            "Registration of the Association GUID failed: association group {group:#x} is \
+             registered for {registered}, {call} came under {name}; the registration and its \
+             {ended} session(s) were removed"
+        ));
+        false
+    }
+
+    /// Records a new session under its association group's registration.
+    fn register_session(&self, state: &mut State, ctx: &CallContext<'_>, cxh: Uuid) {
+        let State {
+            registrations,
+            sessions,
+            ..
+        } = state;
+        if let Some(r) = registrations.get_mut(&ctx.assoc_group_id) {
+            r.sessions.retain(|c| sessions.contains_key(c));
+            r.sessions.push(cxh);
+        }
+    }
+
+    /// Whether `handle` names a session whose registration was removed; if so it is
+    /// forgotten (one refusal each).
+    fn take_revoked(&self, handle: &ContextHandle) -> bool {
+        let mut state = self.lock();
+        match state.revoked.iter().position(|c| *c == handle.uuid) {
+            Some(i) => {
+                state.revoked.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// EcDoConnectEx (`with_aux`) or EcDoConnect: a session for the principal when it
     /// owns the DN's mailbox.
     fn connect(
@@ -529,7 +649,9 @@ impl EmsmdbServer {
         let named = legacy_dn::user_of_dn(org, &dn)
             .and_then(|u| self.world.directory.lookup(u))
             .map(|p| p.name.clone());
+        let admitted = self.admit(ctx, "EcDoConnectEx");
         let status = match (ctx.principal, &named) {
+            _ if !admitted => EC_RPC_FAILED,
             // Shorter than an RPC_HEADER_EXT ([MS-OXCRPC] 3.1.4.1, cbAuxIn).
             _ if (1..8).contains(&aux_in.len()) => EC_RPC_FAILED,
             (None, _) => EC_ACCESS_DENIED,
@@ -569,6 +691,7 @@ impl EmsmdbServer {
                         backlog: VecDeque::new(),
                     },
                 );
+                self.register_session(&mut state, ctx, cxh);
                 session = Some((cxh, index, owner));
             }
         }
@@ -621,6 +744,12 @@ impl EmsmdbServer {
     fn disconnect(&self, ctx: &CallContext<'_>, stub: &[u8]) -> Result<Vec<u8>, CallOutcome> {
         let mut r = NdrReader::new(stub);
         let handle = ndr(r.context_handle())?;
+        if !self.admit(ctx, "EcDoDisconnect") || self.take_revoked(&handle) {
+            let mut w = NdrWriter::new();
+            w.put_context_handle(&ContextHandle::NIL);
+            w.put_u32(EC_RPC_FAILED);
+            return Ok(w.into_bytes());
+        }
         let mut state = self.lock();
         let cxh = self.session_cxh(&state, ctx, &handle)?;
         if let Some(session) = state.sessions.remove(&cxh) {
@@ -653,13 +782,16 @@ impl EmsmdbServer {
         ndr(sized_bytes(&mut r, 0, MAX_AUX))?;
         let _cb_aux_out = ndr(r.u32_in_range(0, MAX_AUX))?;
 
-        let mut state = self.lock();
-        let cxh = self.session_cxh(&state, ctx, &handle)?;
-        let result = match state.sessions.get_mut(&cxh) {
-            Some(session) => self.run_rops(session, rgb_in, flags, cb_out as usize),
-            None => Err(EC_RPC_FORMAT),
+        let result = if !self.admit(ctx, "EcDoRpcExt2") || self.take_revoked(&handle) {
+            Err(EC_RPC_FAILED)
+        } else {
+            let mut state = self.lock();
+            let cxh = self.session_cxh(&state, ctx, &handle)?;
+            match state.sessions.get_mut(&cxh) {
+                Some(session) => self.run_rops(session, rgb_in, flags, cb_out as usize),
+                None => Err(EC_RPC_FORMAT),
+            }
         };
-        drop(state);
         let mut w = NdrWriter::new();
         w.put_context_handle(&handle);
         w.put_u32(0); // pulFlags: the server SHOULD return 0
@@ -785,6 +917,12 @@ impl EmsmdbServer {
     fn async_connect(&self, ctx: &CallContext<'_>, stub: &[u8]) -> Result<Vec<u8>, CallOutcome> {
         let mut r = NdrReader::new(stub);
         let handle = ndr(r.context_handle())?;
+        if !self.admit(ctx, "EcDoAsyncConnectEx") || self.take_revoked(&handle) {
+            let mut w = NdrWriter::new();
+            w.put_context_handle(&ContextHandle::NIL);
+            w.put_u32(EC_RPC_FAILED);
+            return Ok(w.into_bytes());
+        }
         let mut state = self.lock();
         let cxh = self.session_cxh(&state, ctx, &handle)?;
         let id = state.next();
@@ -809,6 +947,9 @@ impl EmsmdbServer {
             Ok(h) => h,
             Err(fault) => return fault,
         };
+        if !self.admit(ctx, "EcDoAsyncWaitEx") {
+            return CallOutcome::Response(wait_response(0, EC_RPC_FAILED));
+        }
         let mut state = self.lock();
         let Some(&(cxh, _)) = state
             .async_handles
@@ -903,6 +1044,13 @@ impl EmsmdbServer {
             .async_handles
             .retain(|_, (_, conn)| *conn != connection_id);
         state.waits.retain(|_, w| w.connection_id != connection_id);
+        // A registration lives as long as a session made under it does.
+        let State {
+            registrations,
+            sessions,
+            ..
+        } = &mut *state;
+        registrations.retain(|_, r| r.sessions.iter().any(|c| sessions.contains_key(c)));
     }
 }
 
@@ -935,7 +1083,14 @@ impl RpcInterface for Emsmdb {
     fn call(&self, ctx: &CallContext<'_>, opnum: u16, stub: &[u8]) -> CallOutcome {
         match opnum {
             OP_DISCONNECT => outcome(self.0.disconnect(ctx, stub)),
-            OP_DUMMY_RPC => CallOutcome::Response(0u32.to_le_bytes().to_vec()),
+            OP_DUMMY_RPC => {
+                let status = if self.0.admit(ctx, "EcDummyRpc") {
+                    0
+                } else {
+                    EC_RPC_FAILED
+                };
+                CallOutcome::Response(status.to_le_bytes().to_vec())
+            }
             OP_CONNECT if self.0.config.legacy_opnums => outcome(self.0.connect(ctx, stub, false)),
             OP_RPC if self.0.config.legacy_opnums => outcome(self.0.rpc_legacy(ctx, stub)),
             OP_CONNECT_EX => outcome(self.0.connect(ctx, stub, true)),

@@ -802,4 +802,153 @@ fn rpc_profiles_parse_by_name() {
     assert!("exchange5.5".parse::<EmsmdbProfile>().is_err());
     assert!(EmsmdbProfile::Exchange2003.config().legacy_opnums);
     assert!(!EmsmdbProfile::default().config().legacy_opnums);
+    assert_eq!("exchange2013".parse(), Ok(EmsmdbProfile::Exchange2013));
+    assert!(EmsmdbProfile::Exchange2013.config().registration_cache);
+    let others = [
+        EmsmdbProfile::Exchange2003,
+        EmsmdbProfile::Exchange2010,
+        EmsmdbProfile::Exchange2010Rtm,
+    ];
+    assert!(others.iter().all(|p| !p.config().registration_cache));
+}
+
+/// The machine account a process running as Local System authenticates as.
+fn machine() -> Principal {
+    principal("APPSRV$")
+}
+
+fn async_connect_as(
+    f: &Fixture,
+    who: &Principal,
+    group: u32,
+    cxh: &ContextHandle,
+) -> (ContextHandle, u32) {
+    let mut w = NdrWriter::new();
+    w.put_context_handle(cxh);
+    let c = CallContext {
+        assoc_group_id: group,
+        ..ctx(Some(who), 1)
+    };
+    let out = response(f.emsmdb.call(&c, OP_ASYNC_CONNECT_EX, w.as_bytes()));
+    client::parse_handle_response(&out).unwrap()
+}
+
+fn logon_rops() -> Vec<u8> {
+    rop_request(&logon_rop(0, &alice_dn()), &[u32::MAX], true)
+}
+
+#[test]
+fn exchange2013_removes_a_registration_used_under_another_security_context() {
+    let f = Fixture::with(EmsmdbProfile::Exchange2013.config());
+    // The worker, impersonating alice, connects on connection 1 (association group 1).
+    let cxh = f.connect(1);
+    assert_eq!(f.rpc(1, &cxh, &logon_rops()).status, 0);
+    // alice again on the same association: the registration is hers.
+    let (acxh, status) = async_connect_as(&f, &f.alice, 1, &cxh);
+    assert_eq!((status, acxh.is_nil()), (0, false));
+    assert!(f.server.event_log().is_empty());
+    // The async-notification thread runs as the process (Local System: the machine
+    // account) on the same association: refused, logged, the registration removed.
+    let (acxh, status) = async_connect_as(&f, &machine(), 1, &cxh);
+    assert_eq!((status, acxh.is_nil()), (EC_RPC_FAILED, true));
+    assert_eq!(
+        f.server.event_log(),
+        [
+            "Registration of the Association GUID failed: association group 0x1 is registered \
+          for example\\alice, EcDoAsyncConnectEx came under example\\appsrv$; the \
+          registration and its 1 session(s) were removed"
+        ]
+    );
+    assert_eq!(f.server.sessions(), 0);
+    // The worker's session went with it: its next call fails the same way, once; after
+    // that the handle is simply unknown.
+    assert_eq!(f.rpc(1, &cxh, &logon_rops()).status, EC_RPC_FAILED);
+    let c = ctx(Some(&f.alice), 1);
+    let stub = rpc_stub(&cxh, 0, &logon_rops(), logon_rops().len() as u32);
+    assert_eq!(
+        f.emsmdb.call(&c, OP_RPC_EXT2, &stub),
+        CallOutcome::Fault(FaultStatus::NCA_S_FAULT_CONTEXT_MISMATCH)
+    );
+    // A new connect registers the group again, for whoever calls first.
+    let again = f.connect(1);
+    assert_eq!(f.rpc(1, &again, &logon_rops()).status, 0);
+    assert_eq!(f.server.event_log().len(), 1);
+}
+
+#[test]
+fn exchange2013_refuses_every_call_kind_under_a_second_security_context() {
+    let f = Fixture::with(EmsmdbProfile::Exchange2013.config());
+    let other = machine();
+    // Each call kind, first registering alice anew, then under the machine account.
+    type StubOf = fn(&ContextHandle) -> Vec<u8>;
+    let calls: [(&str, u16, StubOf); 3] = [
+        ("EcDoDisconnect", OP_DISCONNECT, client::handle_stub),
+        ("EcDoRpcExt2", OP_RPC_EXT2, |cxh| {
+            rpc_stub(cxh, 0, &logon_rops(), logon_rops().len() as u32)
+        }),
+        ("EcDummyRpc", OP_DUMMY_RPC, |_| Vec::new()),
+    ];
+    for (i, (name, opnum, stub)) in calls.into_iter().enumerate() {
+        let cxh = f.connect(1);
+        let c = ctx(Some(&other), 1);
+        let out = response(f.emsmdb.call(&c, opnum, &stub(&cxh)));
+        let status = u32::from_le_bytes(out[out.len() - 4..].try_into().unwrap());
+        assert_eq!(status, EC_RPC_FAILED, "{name}");
+        assert_eq!(f.server.event_log().len(), i + 1, "{name}");
+        assert!(f.server.event_log()[i].contains(name), "{name}");
+        assert_eq!(f.server.sessions(), 0, "{name}");
+    }
+    // EcDoConnectEx and EcDoAsyncWaitEx too.
+    let cxh = f.connect(1);
+    let (acxh, _) = async_connect_as(&f, &f.alice, 1, &cxh);
+    let c = ctx(Some(&other), 1);
+    let got = parse_wait(&response(f.async_emsmdb.call(
+        &c,
+        OP_ASYNC_WAIT_EX,
+        &wait_stub(&acxh),
+    )));
+    assert_eq!(got, (0, EC_RPC_FAILED));
+    let _ = f.connect(1);
+    let got = parse_connect(&response(f.emsmdb.call(
+        &c,
+        OP_CONNECT_EX,
+        &connect_stub(&alice_dn(), &[], 0),
+    )));
+    assert_eq!((got.status, got.cxh.is_nil()), (EC_RPC_FAILED, true));
+    assert_eq!(f.server.event_log().len(), 5);
+}
+
+#[test]
+fn exchange2013_keeps_registrations_per_association_group_and_ends_them_with_the_sessions() {
+    let f = Fixture::with(EmsmdbProfile::Exchange2013.config());
+    let system = machine();
+    let cxh = f.connect(1);
+    // Another association group is another registration: no clash.
+    let c = CallContext {
+        assoc_group_id: 2,
+        ..ctx(Some(&system), 2)
+    };
+    let out = response(f.emsmdb.call(&c, OP_DUMMY_RPC, &[]));
+    assert_eq!(out, 0u32.to_le_bytes());
+    assert_eq!(f.rpc(1, &cxh, &logon_rops()).status, 0);
+    // The connection runs down: its sessions and their registration end, and the
+    // group may be registered by another security context.
+    f.emsmdb.rundown(1);
+    let c = ctx(Some(&system), 3);
+    assert_eq!(
+        response(f.emsmdb.call(&c, OP_DUMMY_RPC, &[])),
+        0u32.to_le_bytes()
+    );
+    assert!(f.server.event_log().is_empty());
+}
+
+#[test]
+fn exchange2010_lets_any_security_context_of_the_association_use_its_sessions() {
+    let f = Fixture::with(EmsmdbProfile::Exchange2010.config());
+    let cxh = f.connect(1);
+    let (acxh, status) = async_connect_as(&f, &machine(), 1, &cxh);
+    assert_eq!((status, acxh.is_nil()), (0, false));
+    assert_eq!(f.rpc(1, &cxh, &logon_rops()).status, 0);
+    assert!(f.server.event_log().is_empty());
+    assert_eq!(f.server.sessions(), 1);
 }
