@@ -288,12 +288,15 @@ impl SecurityContext {
 pub struct ClientAssociation {
     config: ClientConfig,
     phase: Phase,
-    security: Option<SecurityContext>,
+    /// The security contexts, the bind's first; several only with security context
+    /// multiplexing ([MS-RPCE] 3.3.1.5.4), added by [`ClientAssociation::add_security`].
+    security: Vec<SecurityContext>,
     next_call_id: u32,
     /// Accepted contexts and the transfer syntax the server chose for each.
     contexts: HashMap<u16, SyntaxId>,
-    /// Calls sent and not yet answered: call_id to context_id.
-    outstanding: HashMap<u32, u16>,
+    /// Calls sent and not yet answered: call_id to context_id and the auth_context_id
+    /// of the security context that protected the request.
+    outstanding: HashMap<u32, (u16, Option<u32>)>,
     max_xmit_frag: u16,
     max_recv_frag: u16,
     inbox: Vec<u8>,
@@ -309,7 +312,7 @@ impl ClientAssociation {
             reassembler: CallReassembler::new(config.max_response_stub),
             config,
             phase: Phase::Unbound,
-            security: None,
+            security: Vec::new(),
             next_call_id: 1,
             contexts: HashMap::new(),
             outstanding: HashMap::new(),
@@ -322,7 +325,7 @@ impl ClientAssociation {
     pub fn is_ready(&self) -> bool {
         self.failed.is_none()
             && self.phase == Phase::Bound
-            && self.security.as_ref().is_none_or(|s| s.established)
+            && self.security.iter().all(|s| s.established)
     }
 
     /// The transfer syntax the server chose for an accepted context.
@@ -399,7 +402,7 @@ impl ClientAssociation {
                     established: false,
                 };
                 let v = ctx.verifier(token);
-                self.security = Some(ctx);
+                self.security = vec![ctx];
                 Some(v)
             }
             None => None,
@@ -446,6 +449,55 @@ impl ClientAssociation {
         Ok(bytes)
     }
 
+    /// An alter_context that starts another security context on the bound association
+    /// (its first token, `security.auth_context_id` unused so far), offering `contexts`
+    /// (new ones are accepted as by [`ClientAssociation::alter_context`]). Its legs run
+    /// as the bind's did (NTLM: the CHALLENGE in the alter_context_resp, AUTHENTICATE in
+    /// an auth3); calls then pick it with [`ClientAssociation::call_as`]. The server
+    /// takes a second context only when security context multiplexing was negotiated
+    /// (bind-time feature 0x1).
+    pub fn add_security(
+        &mut self,
+        contexts: &[ContextElement],
+        security: BindSecurity,
+    ) -> Result<Vec<u8>, ClientError> {
+        self.check_alive()?;
+        if !self.is_ready() {
+            return Err(ClientError::NotReady(
+                "another security context before the last one was established",
+            ));
+        }
+        let level = security.level;
+        if level.0 < AuthLevel::CONNECT.0 || level.0 > AuthLevel::PKT_PRIVACY.0 {
+            return Err(ClientError::InvalidArgument(
+                "auth level must be CONNECT to PKT_PRIVACY",
+            ));
+        }
+        let id = security.auth_context_id;
+        if self.security.iter().any(|s| s.auth_context_id == id) {
+            return Err(ClientError::InvalidArgument("auth_context_id in use"));
+        }
+        let offered = checked_contexts(contexts)?;
+        let mut provider = security.provider;
+        let token = provider.initial_token()?;
+        let ctx = SecurityContext {
+            provider,
+            level,
+            auth_context_id: id,
+            established: false,
+        };
+        let verifier = ctx.verifier(token);
+        let call_id = self.take_call_id();
+        let bytes = self.alter_pdu(call_id, offered.clone(), Some(verifier))?;
+        self.security.push(ctx);
+        self.phase = Phase::AwaitingAck {
+            call_id,
+            leg: Leg::Alter,
+            offered,
+        };
+        Ok(bytes)
+    }
+
     fn alter_pdu(
         &self,
         call_id: u32,
@@ -464,7 +516,8 @@ impl ClientAssociation {
     }
 
     /// One request on an accepted context: the fragments under the negotiated
-    /// max_xmit_frag, each signed or sealed at the bound level.
+    /// max_xmit_frag, each signed or sealed at the bound level (under the bind's
+    /// security context).
     pub fn call(
         &mut self,
         context_id: u16,
@@ -472,7 +525,31 @@ impl ClientAssociation {
         object: Option<Uuid>,
         stub: &[u8],
     ) -> Result<OutgoingCall, ClientError> {
+        let first = self.security.first().map(|s| s.auth_context_id);
+        self.call_as(context_id, first, opnum, object, stub)
+    }
+
+    /// [`ClientAssociation::call`] under the security context `auth_context_id` (one
+    /// the bind or [`ClientAssociation::add_security`] established; `None` only on an
+    /// association without security).
+    pub fn call_as(
+        &mut self,
+        context_id: u16,
+        auth_context_id: Option<u32>,
+        opnum: u16,
+        object: Option<Uuid>,
+        stub: &[u8],
+    ) -> Result<OutgoingCall, ClientError> {
         self.check_alive()?;
+        let known = match auth_context_id {
+            Some(id) => self.security.iter().any(|s| s.auth_context_id == id),
+            None => self.security.is_empty(),
+        };
+        if !known {
+            return Err(ClientError::InvalidArgument(
+                "no such security context on the association",
+            ));
+        }
         if !self.is_ready() {
             return Err(ClientError::NotReady("call before the bind finished"));
         }
@@ -489,7 +566,11 @@ impl ClientAssociation {
         };
         let body_header = request.header_len();
         let mut pdu = Pdu::new(call_id, PfcFlags::WHOLE, PduBody::Request(request));
-        let mut protect = self.security.as_mut().filter(|s| s.protects_calls());
+        let mut protect = self
+            .security
+            .iter_mut()
+            .find(|s| Some(s.auth_context_id) == auth_context_id)
+            .filter(|s| s.protects_calls());
         if let Some(sec) = &protect {
             let sig_len = sec.provider.signature_len();
             if sig_len == 0 {
@@ -512,7 +593,8 @@ impl ClientAssociation {
             }
             fragments.push(bytes);
         }
-        self.outstanding.insert(call_id, context_id);
+        self.outstanding
+            .insert(call_id, (context_id, auth_context_id));
         Ok(OutgoingCall { call_id, fragments })
     }
 
@@ -703,7 +785,7 @@ impl ClientAssociation {
             self.max_recv_frag = self.config.max_recv_frag.max(ack.max_xmit_frag);
         }
         let mut send = None;
-        if let Some(sec) = self.security.as_mut().filter(|s| !s.established) {
+        if let Some(sec) = self.security.iter_mut().find(|s| !s.established) {
             let Some(v) = auth.filter(|v| sec.matches(v)) else {
                 return Err(ClientError::VerifierMismatch { call_id });
             };
@@ -784,7 +866,7 @@ impl ClientAssociation {
     /// bound level, and returns it with its plain stub.
     fn verified_response(&mut self, mut pdu: Pdu, raw: &mut [u8]) -> Result<Pdu, ClientError> {
         let call_id = pdu.call_id;
-        let Some(&expected) = self.outstanding.get(&call_id) else {
+        let Some(&(expected, auth_context_id)) = self.outstanding.get(&call_id) else {
             return Err(ClientError::UnknownCallId { call_id });
         };
         let PduBody::Response(response) = &mut pdu.body else {
@@ -800,7 +882,11 @@ impl ClientAssociation {
                 got: response.context_id,
             });
         }
-        let Some(sec) = self.security.as_mut().filter(|s| s.protects_calls()) else {
+        let sec = self
+            .security
+            .iter_mut()
+            .find(|s| Some(s.auth_context_id) == auth_context_id);
+        let Some(sec) = sec.filter(|s| s.protects_calls()) else {
             return Ok(pdu);
         };
         let Some(v) = pdu.auth.as_ref() else {

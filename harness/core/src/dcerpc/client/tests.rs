@@ -908,3 +908,60 @@ fn the_server_may_announce_larger_fragments_than_offered() {
         })
     );
 }
+
+#[test]
+fn a_second_security_context_needs_its_own_id_and_a_ready_association() {
+    let (mut client, _) = bound_secure(AuthLevel::PKT_INTEGRITY, 4280);
+    // auth_context_id 7 is the bind's.
+    let again = client.add_security(&[context(0)], security(AuthLevel::PKT_INTEGRITY, vec![]));
+    assert!(
+        matches!(again, Err(ClientError::InvalidArgument(_))),
+        "{again:?}"
+    );
+    let mut other = security(AuthLevel::PKT_INTEGRITY, vec![auth3_step()]);
+    other.auth_context_id = 8;
+    let alter = client.add_security(&[context(0)], other).unwrap();
+    let (pdu, _) = Pdu::decode(&alter).unwrap();
+    assert_eq!(pdu.packet_type(), PacketType::ALTER_CONTEXT);
+    assert_eq!(pdu.auth.as_ref().map(|v| v.auth_context_id), Some(8));
+    // Until its legs are done nothing else goes out.
+    assert!(!client.is_ready());
+    assert!(matches!(
+        client.call_as(0, Some(7), 1, None, b"x"),
+        Err(ClientError::NotReady(_))
+    ));
+    let mut reply = verifier(AuthLevel::PKT_INTEGRITY, b"challenge");
+    reply.auth_context_id = 8;
+    let resp = server_pdu(
+        pdu.call_id,
+        PduBody::AlterContextResp(ack(vec![accepted()], 4280)),
+        Some(reply),
+    );
+    let events = feed(&mut client, &resp, 4096).unwrap();
+    let auth3 = match events.as_slice() {
+        [ClientEvent::AlterContextAcked(_), ClientEvent::Send(auth3)] => auth3.clone(),
+        other => panic!("{other:?}"),
+    };
+    let (auth3, _) = Pdu::decode(&auth3).unwrap();
+    assert_eq!(
+        auth3.call_id, pdu.call_id,
+        "auth3 rides the alter's call_id"
+    );
+    assert_eq!(auth3.auth.map(|v| v.auth_context_id), Some(8));
+    assert!(client.is_ready());
+    // Each call names its context; one the association does not have is refused.
+    let call = client.call_as(0, Some(8), 1, None, b"x").unwrap();
+    let (request, _) = Pdu::decode(&call.fragments[0]).unwrap();
+    assert_eq!(request.auth.map(|v| v.auth_context_id), Some(8));
+    let call = client.call(0, 1, None, b"x").unwrap();
+    let (request, _) = Pdu::decode(&call.fragments[0]).unwrap();
+    assert_eq!(request.auth.map(|v| v.auth_context_id), Some(7));
+    assert!(matches!(
+        client.call_as(0, Some(9), 1, None, b"x"),
+        Err(ClientError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        client.call_as(0, None, 1, None, b"x"),
+        Err(ClientError::InvalidArgument(_))
+    ));
+}

@@ -48,9 +48,17 @@ impl Mapi {
     /// A new association on the Exchange endpoint, EMSMDB (context 0) and AsyncEMSMDB
     /// (context 1) bound as alice with NTLM at packet privacy.
     fn bound_as_alice(endpoints: &RpcEndpoints, waker: Arc<Woken>) -> Mapi {
+        Mapi::bound_as_alice_with(endpoints, waker, ClientConfig::default())
+    }
+
+    fn bound_as_alice_with(
+        endpoints: &RpcEndpoints,
+        waker: Arc<Woken>,
+        config: ClientConfig,
+    ) -> Mapi {
         let mut mapi = Mapi {
             server: endpoints.exchange.accept_with_waker(NOW, waker),
-            client: ClientAssociation::new(ClientConfig::default()),
+            client: ClientAssociation::new(config),
         };
         let contexts =
             [(0, EMSMDB_SYNTAX), (1, ASYNC_EMSMDB_SYNTAX)].map(|(id, syntax)| ContextElement {
@@ -94,7 +102,21 @@ impl Mapi {
     }
 
     fn call(&mut self, context_id: u16, opnum: u16, stub: &[u8]) -> Vec<ClientEvent> {
-        let call = self.client.call(context_id, opnum, None, stub).unwrap();
+        self.call_as(context_id, 1, opnum, stub)
+    }
+
+    /// A call under the security context `auth_context_id`.
+    fn call_as(
+        &mut self,
+        context_id: u16,
+        auth_context_id: u32,
+        opnum: u16,
+        stub: &[u8],
+    ) -> Vec<ClientEvent> {
+        let call = self
+            .client
+            .call_as(context_id, Some(auth_context_id), opnum, None, stub)
+            .unwrap();
         let mut events = Vec::new();
         for fragment in call.fragments {
             events.extend(self.exchange(&fragment, NOW));
@@ -111,6 +133,10 @@ impl Mapi {
 }
 
 fn ntlm(user: &str, password: &str) -> BindSecurity {
+    ntlm_as(user, password, 1)
+}
+
+fn ntlm_as(user: &str, password: &str, auth_context_id: u32) -> BindSecurity {
     let credentials = Credentials {
         user: user.into(),
         password: password.into(),
@@ -121,7 +147,7 @@ fn ntlm(user: &str, password: &str) -> BindSecurity {
     BindSecurity {
         provider: Box::new(NtlmClientSecurity::new(credentials, options)),
         level: AuthLevel::PKT_PRIVACY,
-        auth_context_id: 1,
+        auth_context_id,
     }
 }
 
@@ -148,9 +174,13 @@ fn imap_append(world: &Arc<World>, message: &str) -> String {
     send(format!("{message}\r\n").as_bytes())
 }
 
-/// The default lab's world and its RPC endpoints, EMSMDB configured as given.
+/// The default lab's world and its RPC endpoints, EMSMDB configured as given; the
+/// world also has APPSRV$, the machine account a process running as Local System
+/// authenticates as.
 fn lab(emsmdb_config: EmsmdbConfig) -> (Arc<World>, RpcEndpoints) {
-    let world = Arc::new(crate::world::LabFile::default_lab().build().unwrap());
+    let mut lab = crate::world::LabFile::default_lab();
+    lab.add_user("APPSRV$", "machine-secret");
+    let world = Arc::new(lab.build().unwrap());
     let config = RpcLabConfig {
         exchange_port: 6001,
         exchange_ip: [127, 0, 0, 1],
@@ -247,4 +277,114 @@ fn exchange2003_ec_do_connect_and_ec_do_rpc_over_a_sealed_association() {
     assert_eq!(responses[..2], [rops::ROP_LOGON, 0]);
     assert_ne!(handles, [u32::MAX]);
     assert_eq!(endpoints.emsmdb.sessions(), 1);
+}
+
+/// What the registration-clash case puts on the wire: alice's worker and the process's
+/// async-notification thread share one association, each under its own security context
+/// (security context multiplexing, auth_context_id 1 and 2). Returns the association
+/// after EcDoConnectEx, RopLogon and RopRegisterNotification as alice, with the second
+/// context (APPSRV$) established on it, and the CXH.
+fn worker_and_notification_thread(
+    endpoints: &RpcEndpoints,
+    world: &World,
+    woken: Arc<Woken>,
+) -> (Mapi, harness_wire::ndr::ContextHandle) {
+    let config = ClientConfig {
+        // Security context multiplexing ([MS-RPCE] 2.2.2.14) and keep-connection.
+        bind_time_features: Some(0x3),
+        ..ClientConfig::default()
+    };
+    let mut mapi = Mapi::bound_as_alice_with(endpoints, woken, config);
+    let dn = legacy_dn::user_dn(&world.domain, "alice");
+    let connected = parse_connect(&mapi.response(0, OP_CONNECT_EX, &connect_stub(&dn, &[], 0)));
+    assert_eq!(connected.status, 0);
+    let mut logon = logon_rop(0, &dn);
+    logon.extend(register_rop(0, 1));
+    let rgb_in = rop_request(&logon, &[u32::MAX; 2], true);
+    let stub = rpc_stub(&connected.cxh, 0, &rgb_in, rgb_in.len() as u32);
+    assert_eq!(parse_rpc(&mapi.response(0, OP_RPC_EXT2, &stub)).status, 0);
+    let async_context = ContextElement {
+        context_id: 1,
+        abstract_syntax: ASYNC_EMSMDB_SYNTAX,
+        transfer_syntaxes: vec![SyntaxId::NDR20],
+    };
+    let alter = mapi
+        .client
+        .add_security(&[async_context], ntlm_as("APPSRV$", "machine-secret", 2))
+        .unwrap();
+    let events = mapi.exchange(&alter, NOW);
+    assert!(
+        matches!(events.as_slice(), [ClientEvent::AlterContextAcked(_)]),
+        "{events:?}"
+    );
+    assert!(mapi.client.is_ready());
+    (mapi, connected.cxh)
+}
+
+fn async_connect_stub(cxh: &harness_wire::ndr::ContextHandle) -> Vec<u8> {
+    let mut w = NdrWriter::new();
+    w.put_context_handle(cxh);
+    w.into_bytes()
+}
+
+#[test]
+fn exchange2013_fails_the_notification_thread_then_the_worker_on_one_association() {
+    let (world, endpoints) = lab(EmsmdbProfile::Exchange2013.config());
+    let (mut mapi, cxh) =
+        worker_and_notification_thread(&endpoints, &world, Arc::new(Woken::default()));
+    // The notification thread, as the process, starts the async connection.
+    let out = mapi.call_as(0, 2, OP_ASYNC_CONNECT_EX, &async_connect_stub(&cxh));
+    let [ClientEvent::Response { stub, .. }] = out.as_slice() else {
+        panic!("{out:?}");
+    };
+    let (acxh, status) = client::parse_handle_response(stub).unwrap();
+    assert_eq!((status, acxh.is_nil()), (EC_RPC_FAILED, true));
+    let log = endpoints.emsmdb.event_log();
+    assert_eq!(log.len(), 1);
+    assert!(
+        log[0].starts_with("Registration of the Association GUID failed")
+            && log[0].contains("registered for example\\alice")
+            && log[0].contains("EcDoAsyncConnectEx came under example\\appsrv$"),
+        "{log:?}"
+    );
+    // Then the worker's next call, under alice's own context, fails too.
+    let rgb_in = rop_request(&[], &[u32::MAX; 2], true);
+    let stub = rpc_stub(&cxh, 0, &rgb_in, rgb_in.len() as u32);
+    let out = mapi.call_as(0, 1, OP_RPC_EXT2, &stub);
+    let [ClientEvent::Response { stub, .. }] = out.as_slice() else {
+        panic!("{out:?}");
+    };
+    assert_eq!(parse_rpc(stub).status, EC_RPC_FAILED);
+    assert_eq!(endpoints.emsmdb.sessions(), 0);
+}
+
+#[test]
+fn exchange2010_delivers_notifications_to_the_process_thread_of_an_impersonating_worker() {
+    let (world, endpoints) = lab(EmsmdbConfig {
+        async_wait_timeout: Duration::from_secs(60),
+        ..EmsmdbProfile::Exchange2010.config()
+    });
+    let woken = Arc::new(Woken::default());
+    let (mut mapi, cxh) = worker_and_notification_thread(&endpoints, &world, woken.clone());
+    let out = mapi.call_as(0, 2, OP_ASYNC_CONNECT_EX, &async_connect_stub(&cxh));
+    let [ClientEvent::Response { stub, .. }] = out.as_slice() else {
+        panic!("{out:?}");
+    };
+    let (acxh, status) = client::parse_handle_response(stub).unwrap();
+    assert_eq!((status, acxh.is_nil()), (0, false));
+    assert_eq!(
+        mapi.call_as(1, 2, OP_ASYNC_WAIT_EX, &wait_stub(&acxh)),
+        [],
+        "the wait parks under the process's context"
+    );
+    let appended = imap_append(&world, "Subject: hi\r\n\r\nnew mail\r\n");
+    assert!(appended.contains("A OK"), "{appended}");
+    mapi.server.handle_wake(NOW + Duration::from_secs(2));
+    match mapi.drain().as_slice() {
+        [ClientEvent::Response { stub, .. }] => {
+            assert_eq!(parse_wait(stub), (NOTIFICATION_PENDING, 0));
+        }
+        other => panic!("the wait did not complete: {other:?}"),
+    }
+    assert!(endpoints.emsmdb.event_log().is_empty());
 }

@@ -544,7 +544,9 @@ impl EmsmdbServer {
         let Some(principal) = ctx.principal.filter(|_| self.config.registration_cache) else {
             return true;
         };
-        let name = format!("{}\\{}", principal.domain, principal.user).to_ascii_lowercase();
+        // The account the acceptor verified, in the lab's one domain (the domain a client
+        // types is not part of who it is).
+        let name = format!("{}\\{}", self.world.domain, principal.user).to_ascii_lowercase();
         let mut state = self.lock();
         let group = ctx.assoc_group_id;
         let registered = match state.registrations.get(&group) {
