@@ -35,6 +35,7 @@ pub struct RpcLabConfig {
 }
 
 /// The endpoints and the interfaces a test or a later case may want to reach.
+#[derive(Clone)]
 pub struct RpcEndpoints {
     pub exchange: Arc<Endpoint>,
     /// The address book (the GC-failover case swaps or drops its book).

@@ -75,6 +75,8 @@ pub enum Finding {
     ProtocolViolation { detail: String },
     /// The server did not answer in time.
     ServerSilent { during: String },
+    /// Notifications were on and new mail was delivered, yet none arrived.
+    NotificationMissed,
 }
 
 impl fmt::Display for Finding {
@@ -95,6 +97,10 @@ impl fmt::Display for Finding {
             }
             Finding::ProtocolViolation { detail } => write!(f, "protocol violation: {detail}"),
             Finding::ServerSilent { during } => write!(f, "server silent during {during}"),
+            Finding::NotificationMissed => write!(
+                f,
+                "notification missed: new mail was delivered and no notification arrived"
+            ),
         }
     }
 }

@@ -51,6 +51,14 @@ impl InProcessBackends {
         }))
     }
 
+    /// Something the back-end sessions wait on happened (new mail): each is woken, as
+    /// the lab's driver wakes a socket's session.
+    pub fn wake(&mut self, now: Duration) {
+        for session in self.sessions.values_mut() {
+            session.handle_wake(now);
+        }
+    }
+
     /// Back-end sessions open now.
     pub fn open(&self) -> usize {
         self.sessions.len()

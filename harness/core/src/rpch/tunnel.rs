@@ -17,8 +17,8 @@
 //! the connection close. Outlook's own HTTP credential prompt is not modelled; the trace
 //! and the finding `http-401` say what happened.
 //!
-//! Parked calls on the back-end are not woken here (no [`ServerSession::handle_wake`]
-//! reaches the in-process back-ends yet).
+//! A wake of the session ([`ServerSession::handle_wake`]: new mail for a parked
+//! EcDoAsyncWaitEx) wakes the proxy's in-process back-ends.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -423,6 +423,14 @@ impl ServerSession for ProxiedSession {
 
     fn handle_timeout(&mut self, now: Duration) {
         self.proxy.lock().proxy.handle_timeout(now);
+        self.settle(now);
+    }
+
+    fn handle_wake(&mut self, now: Duration) {
+        if self.closed {
+            return;
+        }
+        self.proxy.lock().backends.wake(now);
         self.settle(now);
     }
 

@@ -15,17 +15,31 @@ pub const PARAMETERS: &[(&str, &str)] = &[
     ),
     (
         "client",
-        "mail: oe-spa | oe-basic | basic | curl | telnet; mapi: outlook-encrypted | outlook-unencrypted",
+        "mail: oe-spa | oe-basic | basic | curl | telnet; mapi: outlook-encrypted | outlook-unencrypted | mapi-service (a MAPI application with worker threads and the async-notification thread)",
     ),
     (
         "profile",
-        "mail: back-end server profile (default, exchange); mapi: exchange2003 | exchange2010 | exchange2010-rtm",
+        "mail: back-end server profile (default, exchange); mapi: exchange2003 | exchange2010 | exchange2010-rtm | exchange2013",
     ),
     ("credentials", "valid | wrong-password (the actor's password, or a wrong one)"),
+    (
+        "process",
+        "mapi-service: mailbox-user (the process runs as the user) | local-system (Local System, the workers impersonating the user)",
+    ),
+    (
+        "notifications",
+        "mapi-service: on | off (PR_PROFILE_CONNECT_FLAGS with CONNECT_NO_NOTIFICATIONS 0x20)",
+    ),
+    ("schedule", "mapi-service: the thread schedule's seed, 1 to 16"),
+];
+
+/// Schedule seeds a `schedule` parameter may name.
+pub const SCHEDULES: &[&str] = &[
+    "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
 ];
 
 /// Clients a `mapi` case may name.
-pub const MAPI_CLIENTS: &[&str] = &["outlook-encrypted", "outlook-unencrypted"];
+pub const MAPI_CLIENTS: &[&str] = &["outlook-encrypted", "outlook-unencrypted", "mapi-service"];
 /// Clients an `imap` or `pop3` case may name.
 pub const MAIL_CLIENTS: &[&str] = &["oe-spa", "oe-basic", "basic", "curl", "telnet"];
 
@@ -173,6 +187,8 @@ pub const FINDING_KINDS: &[&str] = &[
     "server-silent",
     "context-split",
     "http-401",
+    "notification-missed",
+    "registration-failed",
 ];
 
 pub fn allowed_values(param: &str) -> Option<Vec<&'static str>> {
@@ -195,6 +211,9 @@ pub fn allowed_values(param: &str) -> Option<Vec<&'static str>> {
             Some(v)
         }
         "credentials" => Some(vec!["valid", "wrong-password"]),
+        "process" => Some(vec!["mailbox-user", "local-system"]),
+        "notifications" => Some(vec!["on", "off"]),
+        "schedule" => Some(SCHEDULES.to_vec()),
         _ => None,
     }
 }

@@ -30,7 +30,10 @@ pub fn rpc_proxy_scheme(topology: &str) -> Option<crate::http_auth::HttpScheme> 
     }
 }
 
+mod maildrop;
 mod run;
+
+pub use maildrop::MailDrop;
 
 pub use run::{
     endpoint, evaluate, finding_kind, normalise, probe_from_report, probe_script, rpc_endpoints,

@@ -7,14 +7,15 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::file::{Case, Expectation, ScenarioError, ScenarioFile, MAIL_CLIENTS, MAPI_CLIENTS};
+use super::maildrop::MailDrop;
 use crate::codes::ErrorCode;
 use crate::dcerpc::emsmdb::EmsmdbProfile;
 use crate::dcerpc::endpoints::{RpcEndpoints, RpcLabConfig};
 use crate::dcerpc::legacy_dn;
 use crate::dcerpc::server::EndpointConfig;
 use crate::driver::{
-    self, ClientConfig, ClientSession, Finding, MapiClient, MapiClientConfig, Policy,
-    SessionOutcome,
+    self, ClientConfig, ClientSession, Finding, MapiApp, MapiAppConfig, MapiClient,
+    MapiClientConfig, Policy, ProcessIdentity, SessionOutcome, CONNECT_NO_NOTIFICATIONS,
 };
 use crate::http_auth::{HttpAuthConfig, HttpAuthenticator, HttpScheme};
 use crate::imap::ImapServer;
@@ -174,12 +175,11 @@ impl CaseOutcome {
             );
         }
         if !self.trace.is_empty() {
-            let proxied = self
-                .case
-                .get("topology")
-                .is_some_and(|t| super::rpc_proxy_scheme(t).is_some());
-            out.push_str(if proxied {
+            let topology = self.case.get("topology").unwrap_or("direct");
+            out.push_str(if super::rpc_proxy_scheme(topology).is_some() {
                 "\n-- at the RPC proxy\n"
+            } else if topology == "direct" {
+                "\n-- in the lab\n"
             } else {
                 "\n-- behind the front-end\n"
             });
@@ -233,6 +233,7 @@ pub fn finding_kind(f: &Finding) -> &'static str {
         Finding::UnexpectedDisconnect { .. } => "unexpected-disconnect",
         Finding::ProtocolViolation { .. } => "protocol-violation",
         Finding::ServerSilent { .. } => "server-silent",
+        Finding::NotificationMissed => "notification-missed",
     }
 }
 
@@ -259,6 +260,11 @@ pub enum CaseTarget {
     },
 }
 
+/// When new mail reaches a `mapi-service` case's mailbox (connection time): after the
+/// logon and the notification thread's first calls, before the workers' second polls
+/// (two seconds apart).
+const MAIL_AT: Duration = Duration::from_secs(1);
+
 /// Who plays the case.
 #[derive(Debug, Clone)]
 pub enum CaseClient {
@@ -269,6 +275,8 @@ pub enum CaseClient {
     /// Outlook over Exchange RPC. The runner fills in the mailbox DN from its world
     /// ([`CasePlan::for_world`]).
     Mapi(MapiClientConfig),
+    /// A MAPI service with threads (the registration clash), likewise.
+    MapiApp(MapiAppConfig),
 }
 
 /// What a case asks for, resolved: the target and its profile, the topology name, and
@@ -278,6 +286,23 @@ pub struct CasePlan {
     pub target: CaseTarget,
     pub topology: String,
     pub client: CaseClient,
+}
+
+impl CaseClient {
+    /// The credentials a MAPI client would send to an RPC proxy (the user's own).
+    pub fn credentials(&self) -> Option<Credentials> {
+        let (user, password, domain) = match self {
+            CaseClient::Mapi(c) => (&c.user, &c.password, &c.domain),
+            CaseClient::MapiApp(c) => (&c.user, &c.password, &c.domain),
+            _ => return None,
+        };
+        Some(Credentials {
+            user: user.clone(),
+            password: password.clone(),
+            domain: domain.clone(),
+            workstation: "HARNESS".into(),
+        })
+    }
 }
 
 impl CasePlan {
@@ -310,6 +335,24 @@ impl CasePlan {
             let client = case.get("client").unwrap_or("outlook-encrypted");
             if !MAPI_CLIENTS.contains(&client) {
                 return Err(unknown("client", client, MAPI_CLIENTS));
+            }
+            if client == "mapi-service" {
+                let mut cfg = MapiAppConfig::new(&actor.user, &password, "");
+                cfg.process = match case.get("process").unwrap_or("mailbox-user") {
+                    "local-system" => ProcessIdentity::LocalSystem,
+                    _ => ProcessIdentity::MailboxUser,
+                };
+                if case.get("notifications") == Some("off") {
+                    cfg.connect_flags |= CONNECT_NO_NOTIFICATIONS;
+                }
+                let schedule: u64 = case.get("schedule").unwrap_or("1").parse().unwrap_or(1);
+                cfg.seed = actor.seed ^ schedule.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                cfg.mail_expected = true;
+                return Ok(CasePlan {
+                    target: CaseTarget::Mapi { profile },
+                    topology,
+                    client: CaseClient::MapiApp(cfg),
+                });
             }
             let mut cfg = MapiClientConfig::new(&actor.user, &password, "");
             cfg.encrypt = client == "outlook-encrypted";
@@ -351,11 +394,25 @@ impl CasePlan {
         })
     }
 
+    /// The lab the case runs in: the default one, with the machine account a Local
+    /// System service authenticates as when the client is one.
+    pub fn lab_file(&self) -> LabFile {
+        let mut lab = LabFile::default_lab();
+        if let CaseClient::MapiApp(cfg) = &self.client {
+            lab.add_user(&cfg.machine_account, &cfg.machine_password);
+        }
+        lab
+    }
+
     /// Fills in what the client learns from the world it runs against: the MAPI
     /// mailbox's legacy DN (what an Outlook profile holds).
     pub fn for_world(mut self, world: &World) -> CasePlan {
-        if let CaseClient::Mapi(cfg) = &mut self.client {
-            cfg.mailbox_dn = legacy_dn::user_dn(&world.domain, &cfg.user);
+        match &mut self.client {
+            CaseClient::Mapi(cfg) => cfg.mailbox_dn = legacy_dn::user_dn(&world.domain, &cfg.user),
+            CaseClient::MapiApp(cfg) => {
+                cfg.mailbox_dn = legacy_dn::user_dn(&world.domain, &cfg.user);
+            }
+            _ => {}
         }
         self
     }
@@ -389,12 +446,45 @@ impl Topology for RpcDirect {
     fn connect(&mut self, _n: usize) -> Box<dyn ServerSession> {
         Box::new(self.endpoints.exchange.accept(Duration::ZERO))
     }
+
+    fn trace(&self) -> Vec<String> {
+        server_log(&self.endpoints)
+    }
+
+    fn findings(&self) -> Vec<String> {
+        server_findings(&self.endpoints)
+    }
+}
+
+/// The Exchange server's event log, as trace lines.
+fn server_log(endpoints: &RpcEndpoints) -> Vec<String> {
+    endpoints
+        .emsmdb
+        .event_log()
+        .into_iter()
+        .map(|l| format!("exchange: {l}"))
+        .collect()
+}
+
+/// `registration-failed` when the server logged a registration failure.
+fn server_findings(endpoints: &RpcEndpoints) -> Vec<String> {
+    let failed = endpoints
+        .emsmdb
+        .event_log()
+        .iter()
+        .any(|l| l.starts_with("Registration of the Association GUID failed"));
+    if failed {
+        vec!["registration-failed".to_string()]
+    } else {
+        Vec::new()
+    }
 }
 
 /// The client reaches the Exchange RPC endpoint through the RPC over HTTP proxy
 /// (Outlook Anywhere), in process: each connection a virtual connection.
 pub struct RpcOverHttp {
     proxy: InProcessRpcProxy,
+    endpoints: RpcEndpoints,
 }
 
 impl RpcOverHttp {
@@ -404,7 +494,7 @@ impl RpcOverHttp {
         world: &Arc<World>,
         endpoints: &RpcEndpoints,
         scheme: HttpScheme,
-        cfg: &MapiClientConfig,
+        credentials: Credentials,
         seed: u64,
     ) -> Self {
         let directory = Arc::clone(world);
@@ -418,12 +508,6 @@ impl RpcOverHttp {
             seed ^ 0x5250_4348,
             crate::sasl::filetime_from_unix(EPOCH),
         );
-        let credentials = Credentials {
-            user: cfg.user.clone(),
-            password: cfg.password.clone(),
-            domain: cfg.domain.clone(),
-            workstation: "HARNESS".into(),
-        };
         let server = world.hostname.split('.').next().unwrap_or("mail");
         RpcOverHttp {
             proxy: InProcessRpcProxy::new(
@@ -438,6 +522,7 @@ impl RpcOverHttp {
                 },
                 seed,
             ),
+            endpoints: endpoints.clone(),
         }
     }
 }
@@ -448,11 +533,15 @@ impl Topology for RpcOverHttp {
     }
 
     fn trace(&self) -> Vec<String> {
-        self.proxy.trace()
+        let mut lines = self.proxy.trace();
+        lines.extend(server_log(&self.endpoints));
+        lines
     }
 
     fn findings(&self) -> Vec<String> {
-        self.proxy.findings()
+        let mut kinds = self.proxy.findings();
+        kinds.extend(server_findings(&self.endpoints));
+        kinds
     }
 }
 
@@ -538,24 +627,33 @@ pub fn run_case(
     case: &Case,
     frontends: &TopologyFactory,
 ) -> Result<CaseOutcome, ScenarioError> {
+    let plan = CasePlan::new(scenario, case)?;
     // Each case gets its own world, so cases never see each other's changes.
     let world = Arc::new(
-        LabFile::default_lab()
+        plan.lab_file()
             .build()
             .map_err(|e| ScenarioError::Syntax(e.to_string()))?,
     );
-    let plan = CasePlan::new(scenario, case)?.for_world(&world);
+    let plan = plan.for_world(&world);
     let (mut topology, protocol): (Box<dyn Topology>, Option<Protocol>) = match plan.target {
         CaseTarget::Mapi { profile } => {
             let endpoints = rpc_endpoints(&world, profile, scenario.actor.seed);
             let proxied = super::rpc_proxy_scheme(&plan.topology);
-            match (proxied, &plan.client) {
-                (Some(scheme), CaseClient::Mapi(cfg)) => {
+            let direct: Box<dyn Topology> = match (proxied, plan.client.credentials()) {
+                (Some(scheme), Some(credentials)) => {
                     let seed = scenario.actor.seed;
-                    let topology = RpcOverHttp::new(&world, &endpoints, scheme, cfg, seed);
-                    (Box::new(topology), None)
+                    let topology = RpcOverHttp::new(&world, &endpoints, scheme, credentials, seed);
+                    Box::new(topology)
                 }
-                _ => (Box::new(RpcDirect::new(endpoints)), None),
+                _ => Box::new(RpcDirect::new(endpoints)),
+            };
+            match &plan.client {
+                // New mail while the service runs, from another party over IMAP.
+                CaseClient::MapiApp(cfg) => {
+                    let drop = MailDrop::new(direct, world, &cfg.user, &cfg.password, MAIL_AT);
+                    (Box::new(drop), None)
+                }
+                _ => (direct, None),
             }
         }
         CaseTarget::Mail { protocol, profile } if plan.topology == "direct" => (
@@ -584,6 +682,12 @@ pub fn run_case(
         }
         (CaseClient::Mapi(cfg), _) => {
             let mut c = MapiClient::new(cfg);
+            let mut connect = |n: usize| topology.connect(n);
+            driver::run_with_reconnect(&mut c, &mut connect, MAX_STEPS);
+            (Some(c.outcome()), None)
+        }
+        (CaseClient::MapiApp(cfg), _) => {
+            let mut c = MapiApp::new(cfg);
             let mut connect = |n: usize| topology.connect(n);
             driver::run_with_reconnect(&mut c, &mut connect, MAX_STEPS);
             (Some(c.outcome()), None)

@@ -10,13 +10,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use harness_core::driver::{self, ClientSession, MapiClient};
+use harness_core::driver::{self, ClientSession, MapiApp, MapiClient};
 use harness_core::frontend::FrontendProfile;
 use harness_core::scenario::{
     evaluate, probe_from_report, probe_script, Case, CaseClient, CaseOutcome, CasePlan, CaseTarget,
     ScenarioError, ScenarioFile,
 };
 use harness_core::script;
+use harness_core::Protocol;
 
 use super::client_driver::{drive_client, drive_route, Route, RouteLog};
 use super::dcerpc_client::{HttpAuth, HttpProxy};
@@ -33,6 +34,54 @@ use harness_core::scenario::rpc_proxy_scheme;
 const CASE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Simulated user think time at a prompt: short, since a real clock is running.
 const THINK_TIME: Duration = Duration::from_millis(10);
+/// A `mapi-service` case's poll interval on the real clock (in process: 2 s of virtual
+/// time).
+const SOCKET_POLL_INTERVAL: Duration = Duration::from_millis(150);
+/// The mail goes once the service's session exists (its logon registered for new mail)
+/// or the server refused it, and this much later (the notification thread's calls come
+/// first, as at one second of virtual time in process); at the latest after
+/// `SOCKET_MAIL_LATEST`.
+const SOCKET_MAIL_AFTER_LOGON: Duration = Duration::from_millis(30);
+const SOCKET_MAIL_LATEST: Duration = Duration::from_millis(1000);
+
+/// LOGIN and APPEND over TCP to the lab's IMAP listener, as another party's client; the
+/// tagged reply to APPEND (or why there was none).
+async fn imap_append(addr: SocketAddr, user: &str, password: &str) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let message = "From: bob@example.test\r\nSubject: while you were connected\r\n\r\nhello\r\n";
+    let run = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let (rd, mut wr) = tcp.into_split();
+        let mut lines = BufReader::new(rd).lines();
+        lines.next_line().await?;
+        let mut reply = String::from("no reply");
+        let commands = [
+            format!("M1 LOGIN {user} {password}\r\n"),
+            format!("M2 APPEND INBOX {{{}}}\r\n", message.len()),
+            format!("{message}\r\n"),
+            "M3 LOGOUT\r\n".to_string(),
+        ];
+        for (i, command) in commands.iter().enumerate() {
+            wr.write_all(command.as_bytes()).await?;
+            // The literal's head waits for '+'; the others for their tagged reply.
+            let tag = ["M1 ", "+", "M2 ", "M3 "][i];
+            while let Some(line) = lines.next_line().await? {
+                if line.starts_with(tag) {
+                    if tag == "M2 " {
+                        reply = line;
+                    }
+                    break;
+                }
+            }
+        }
+        Ok::<String, std::io::Error>(reply)
+    };
+    match tokio::time::timeout(Duration::from_secs(10), run).await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(e)) => format!("failed: {e}"),
+        Err(_) => "timed out".into(),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SocketRunError {
@@ -70,6 +119,11 @@ pub async fn run_case(scenario: &ScenarioFile, case: &Case) -> Result<CaseOutcom
             }
         }
         CaseTarget::Mapi { profile } => {
+            config.lab = plan.lab_file();
+            if matches!(plan.client, CaseClient::MapiApp(_)) {
+                // The other party delivers new mail over IMAP.
+                config.listeners = vec![ListenerSpec::new(Protocol::Imap, Security::Plain, lo)];
+            }
             config.rpc = vec![RpcListenerSpec {
                 role: RpcRole::Exchange,
                 addr: lo,
@@ -167,13 +221,49 @@ pub async fn run_case(scenario: &ScenarioFile, case: &Case) -> Result<CaseOutcom
                 let log = drive_route(&mut client, &route).await;
                 (Some(client.outcome()), None, log)
             }
+            (CaseClient::MapiApp(mut cfg), _) => {
+                // The virtual run's times, shortened for the real clock.
+                cfg.poll_interval = SOCKET_POLL_INTERVAL;
+                let imap = lab.addr(Protocol::Imap, Security::Plain);
+                let (user, password) = (cfg.user.clone(), cfg.password.clone());
+                let emsmdb = lab.rpc().map(|e| e.emsmdb.clone());
+                let drop = tokio::spawn(async move {
+                    let started = tokio::time::Instant::now();
+                    let logged_on = || {
+                        emsmdb
+                            .as_ref()
+                            .is_none_or(|s| s.sessions() > 0 || !s.event_log().is_empty())
+                    };
+                    while !logged_on() && started.elapsed() < SOCKET_MAIL_LATEST {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    tokio::time::sleep(SOCKET_MAIL_AFTER_LOGON).await;
+                    match imap {
+                        Some(addr) => imap_append(addr, &user, &password).await,
+                        None => "no IMAP listener".to_string(),
+                    }
+                });
+                let mut client = MapiApp::new(cfg);
+                let mut log = drive_route(&mut client, &route).await;
+                let reply = drop.await.unwrap_or_else(|e| e.to_string());
+                log.trace
+                    .insert(0, format!("mail: an IMAP APPEND to the INBOX: {reply}"));
+                (Some(client.outcome()), None, log)
+            }
             // CasePlan::new pairs a probe and mail clients with mail targets only.
             (_, CaseTarget::Mapi { .. }) => (None, None, RouteLog::default()),
         }
     })
     .await;
+    let server_log = lab.rpc().map(|e| e.emsmdb.event_log()).unwrap_or_default();
     lab.shutdown().await;
-    let (session, probe, log) = result.map_err(|_| SocketRunError::Timeout(case.id()))?;
+    let (session, probe, mut log) = result.map_err(|_| SocketRunError::Timeout(case.id()))?;
+    let failed = "Registration of the Association GUID failed";
+    if server_log.iter().any(|l| l.starts_with(failed)) {
+        log.findings.push("registration-failed".into());
+    }
+    log.trace
+        .extend(server_log.into_iter().map(|l| format!("exchange: {l}")));
     Ok(evaluate(
         scenario,
         case,

@@ -349,9 +349,9 @@ struct State {
     sessions: HashMap<Uuid, Session>,
     /// Association group -> its registration ([`EmsmdbConfig::registration_cache`]).
     registrations: HashMap<u32, Registration>,
-    /// CXHs whose registration was removed: their next call fails with ecRpcFailed
-    /// (then they are forgotten). At most `max_sessions`.
-    revoked: VecDeque<Uuid>,
+    /// CXHs whose registration was removed, with their connection: their calls fail
+    /// with ecRpcFailed until the connection ends. At most `max_sessions`.
+    revoked: VecDeque<(Uuid, u64)>,
     /// What the server logs (the registration failures), oldest first.
     events: VecDeque<String>,
     /// ACXH -> (its session's CXH, the connection that made it).
@@ -572,12 +572,13 @@ impl EmsmdbServer {
         let mut ended = 0;
         for cxh in removed {
             if let Some(session) = state.sessions.remove(&cxh) {
+                let connection = session.connection_id;
                 self.release(&mut state, session);
                 ended += 1;
                 if state.revoked.len() >= self.config.max_sessions {
                     state.revoked.pop_front();
                 }
-                state.revoked.push_back(cxh);
+                state.revoked.push_back((cxh, connection));
             }
         }
         if state.events.len() >= MAX_EVENT_LOG {
@@ -604,17 +605,9 @@ impl EmsmdbServer {
         }
     }
 
-    /// Whether `handle` names a session whose registration was removed; if so it is
-    /// forgotten (one refusal each).
-    fn take_revoked(&self, handle: &ContextHandle) -> bool {
-        let mut state = self.lock();
-        match state.revoked.iter().position(|c| *c == handle.uuid) {
-            Some(i) => {
-                state.revoked.remove(i);
-                true
-            }
-            None => false,
-        }
+    /// Whether `handle` names a session whose registration was removed.
+    fn revoked(&self, handle: &ContextHandle) -> bool {
+        self.lock().revoked.iter().any(|(c, _)| *c == handle.uuid)
     }
 
     /// EcDoConnectEx (`with_aux`) or EcDoConnect: a session for the principal when it
@@ -746,7 +739,7 @@ impl EmsmdbServer {
     fn disconnect(&self, ctx: &CallContext<'_>, stub: &[u8]) -> Result<Vec<u8>, CallOutcome> {
         let mut r = NdrReader::new(stub);
         let handle = ndr(r.context_handle())?;
-        if !self.admit(ctx, "EcDoDisconnect") || self.take_revoked(&handle) {
+        if !self.admit(ctx, "EcDoDisconnect") || self.revoked(&handle) {
             let mut w = NdrWriter::new();
             w.put_context_handle(&ContextHandle::NIL);
             w.put_u32(EC_RPC_FAILED);
@@ -784,7 +777,7 @@ impl EmsmdbServer {
         ndr(sized_bytes(&mut r, 0, MAX_AUX))?;
         let _cb_aux_out = ndr(r.u32_in_range(0, MAX_AUX))?;
 
-        let result = if !self.admit(ctx, "EcDoRpcExt2") || self.take_revoked(&handle) {
+        let result = if !self.admit(ctx, "EcDoRpcExt2") || self.revoked(&handle) {
             Err(EC_RPC_FAILED)
         } else {
             let mut state = self.lock();
@@ -919,7 +912,7 @@ impl EmsmdbServer {
     fn async_connect(&self, ctx: &CallContext<'_>, stub: &[u8]) -> Result<Vec<u8>, CallOutcome> {
         let mut r = NdrReader::new(stub);
         let handle = ndr(r.context_handle())?;
-        if !self.admit(ctx, "EcDoAsyncConnectEx") || self.take_revoked(&handle) {
+        if !self.admit(ctx, "EcDoAsyncConnectEx") || self.revoked(&handle) {
             let mut w = NdrWriter::new();
             w.put_context_handle(&ContextHandle::NIL);
             w.put_u32(EC_RPC_FAILED);
@@ -1046,6 +1039,7 @@ impl EmsmdbServer {
             .async_handles
             .retain(|_, (_, conn)| *conn != connection_id);
         state.waits.retain(|_, w| w.connection_id != connection_id);
+        state.revoked.retain(|(_, c)| *c != connection_id);
         // A registration lives as long as a session made under it does.
         let State {
             registrations,

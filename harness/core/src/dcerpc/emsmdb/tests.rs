@@ -860,19 +860,22 @@ fn exchange2013_removes_a_registration_used_under_another_security_context() {
         ]
     );
     assert_eq!(f.server.sessions(), 0);
-    // The worker's session went with it: its next call fails the same way, once; after
-    // that the handle is simply unknown.
+    // The worker's session went with it: its calls fail the same way, every one, until
+    // the connection ends; then the handle is simply unknown.
     assert_eq!(f.rpc(1, &cxh, &logon_rops()).status, EC_RPC_FAILED);
+    assert_eq!(f.rpc(1, &cxh, &logon_rops()).status, EC_RPC_FAILED);
+    // A new connect registers the group again, for whoever calls first.
+    let again = f.connect(1);
+    assert_eq!(f.rpc(1, &again, &logon_rops()).status, 0);
+    assert_eq!(f.server.event_log().len(), 1);
+    // The connection ends: the revoked handle is forgotten with it.
+    f.emsmdb.rundown(1);
     let c = ctx(Some(&f.alice), 1);
     let stub = rpc_stub(&cxh, 0, &logon_rops(), logon_rops().len() as u32);
     assert_eq!(
         f.emsmdb.call(&c, OP_RPC_EXT2, &stub),
         CallOutcome::Fault(FaultStatus::NCA_S_FAULT_CONTEXT_MISMATCH)
     );
-    // A new connect registers the group again, for whoever calls first.
-    let again = f.connect(1);
-    assert_eq!(f.rpc(1, &again, &logon_rops()).status, 0);
-    assert_eq!(f.server.event_log().len(), 1);
 }
 
 #[test]
