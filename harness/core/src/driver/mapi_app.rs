@@ -162,6 +162,29 @@ impl Thread {
     }
 }
 
+/// A call the application made, as the fuzz target's model reads them: the server's name
+/// for it, the principal of the thread that made it (`domain\user`, lower case), and
+/// what came back (`Some(ec)`; `None` for a fault, or no answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppCall {
+    pub call: &'static str,
+    pub principal: String,
+    pub thread: String,
+    pub result: Option<u32>,
+}
+
+/// The server's name of a call (the one its call log uses).
+fn call_name(context_id: u16, opnum: u16) -> &'static str {
+    match (context_id, opnum) {
+        (1, OP_ASYNC_WAIT_EX) => "EcDoAsyncWaitEx",
+        (_, OP_CONNECT_EX) => "EcDoConnectEx",
+        (_, OP_RPC_EXT2) => "EcDoRpcExt2",
+        (_, OP_ASYNC_CONNECT_EX) => "EcDoAsyncConnectEx",
+        (_, OP_DISCONNECT) => "EcDoDisconnect",
+        _ => "another call",
+    }
+}
+
 /// One call a thread makes: where, what, and how the journal names it.
 struct Call<'a> {
     context_id: u16,
@@ -202,6 +225,10 @@ pub struct MapiApp {
     status: Status,
     /// call_id -> (thread index, purpose) of the calls in flight.
     in_flight: Vec<(u32, usize, Purpose)>,
+    /// Every call made, in order, with its result once it came; `record[i]` is the
+    /// call_id of `calls[i]`.
+    calls: Vec<AppCall>,
+    record: Vec<u32>,
     /// The one call on the wire besides a parked wait: no other goes out meanwhile.
     busy: bool,
     cxh: Option<ContextHandle>,
@@ -254,6 +281,8 @@ impl MapiApp {
             journal: Journal::default(),
             status: Status::InProgress,
             in_flight: Vec::new(),
+            calls: Vec::new(),
+            record: Vec::new(),
             busy: false,
             cxh: None,
             acxh: None,
@@ -351,6 +380,14 @@ impl MapiApp {
                     self.out.push_back(ClientOutput::Write(f));
                 }
                 self.in_flight.push((call.call_id, thread, purpose));
+                let t = &self.threads[thread];
+                self.calls.push(AppCall {
+                    call: call_name(context_id, opnum),
+                    principal: t.principal.to_ascii_lowercase(),
+                    thread: t.name(),
+                    result: None,
+                });
+                self.record.push(call.call_id);
                 self.threads[thread].calls += 1;
                 self.threads[thread].run = Run::Calling;
                 if purpose != Purpose::AsyncWait {
@@ -613,7 +650,26 @@ impl MapiApp {
         }
     }
 
+    /// The calls made so far, in order, with their results.
+    pub fn calls(&self) -> &[AppCall] {
+        &self.calls
+    }
+
+    /// Files a call's return value (its last four octets: every EMSMDB and AsyncEMSMDB
+    /// response ends with the `long` it returns).
+    fn record_result(&mut self, call_id: u32, result: Option<u32>) {
+        if let Some(i) = self.record.iter().rposition(|c| *c == call_id) {
+            self.calls[i].result = result;
+        }
+    }
+
     fn response(&mut self, now: Duration, call_id: u32, stub: &[u8]) {
+        let ec = stub
+            .len()
+            .checked_sub(4)
+            .and_then(|at| stub.get(at..))
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        self.record_result(call_id, ec);
         let Some((thread, purpose)) = self.take_call(call_id) else {
             return self.fail_all(
                 format!("a response to call {call_id}, which is not in flight"),

@@ -341,8 +341,9 @@ struct Registration {
     sessions: Vec<Uuid>,
 }
 
-/// Lines kept in the server's event log; the oldest go first.
+/// Lines kept in the server's event log and calls in its call log; the oldest go first.
 const MAX_EVENT_LOG: usize = 256;
+const MAX_CALL_LOG: usize = 4096;
 
 #[derive(Default)]
 struct State {
@@ -354,6 +355,9 @@ struct State {
     revoked: VecDeque<(Uuid, u64)>,
     /// What the server logs (the registration failures), oldest first.
     events: VecDeque<String>,
+    /// Each call the interfaces ran, with the principal of the security context it ran
+    /// under (lower case, `domain\user`; empty without one), oldest first.
+    calls: VecDeque<(&'static str, String)>,
     /// ACXH -> (its session's CXH, the connection that made it).
     async_handles: HashMap<Uuid, (Uuid, u64)>,
     waits: HashMap<u64, Wait>,
@@ -530,6 +534,12 @@ impl EmsmdbServer {
         self.lock().sessions.len()
     }
 
+    /// The calls the interfaces ran and the principal each ran under (`domain\user` in
+    /// lower case, empty without a security context), oldest first.
+    pub fn call_log(&self) -> Vec<(&'static str, String)> {
+        self.lock().calls.iter().cloned().collect()
+    }
+
     /// The server's event log (Exchange's application log lines), oldest first.
     pub fn event_log(&self) -> Vec<String> {
         self.lock().events.iter().cloned().collect()
@@ -540,14 +550,20 @@ impl EmsmdbServer {
     /// context; one under another context removes the registration and its sessions,
     /// logs the failure and is refused. Without the cache, or without a security
     /// context, every call may run.
-    fn admit(&self, ctx: &CallContext<'_>, call: &str) -> bool {
-        let Some(principal) = ctx.principal.filter(|_| self.config.registration_cache) else {
-            return true;
-        };
+    fn admit(&self, ctx: &CallContext<'_>, call: &'static str) -> bool {
         // The account the acceptor verified, in the lab's one domain (the domain a client
         // types is not part of who it is).
-        let name = format!("{}\\{}", self.world.domain, principal.user).to_ascii_lowercase();
+        let name = ctx.principal.map_or_else(String::new, |p| {
+            format!("{}\\{}", self.world.domain, p.user).to_ascii_lowercase()
+        });
         let mut state = self.lock();
+        if state.calls.len() >= MAX_CALL_LOG {
+            state.calls.pop_front();
+        }
+        state.calls.push_back((call, name.clone()));
+        if ctx.principal.is_none() || !self.config.registration_cache {
+            return true;
+        }
         let group = ctx.assoc_group_id;
         let registered = match state.registrations.get(&group) {
             // At the limit a group goes unregistered rather than growing the table.
