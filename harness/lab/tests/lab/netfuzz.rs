@@ -620,3 +620,138 @@ async fn dcerpc_mode_refuses_a_server_that_is_not_one() {
         .to_string();
     assert!(err.contains("malformed"), "{err}");
 }
+
+/// The rpch:// mode against the lab's RPC proxy in front of its Exchange endpoint: 200
+/// virtual connections of seed 1, each with one thing wrong at the RTS/HTTP layer or in
+/// its DCE/RPC session, every canary after them served: no finding. Every kind of
+/// mutation was played, and the refusals came with the status the plans name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpch_mode_fuzzes_the_proxy_without_findings() {
+    use harness::tools::netfuzz_dcerpc::RpcFuzzConfig;
+    use harness::tools::netfuzz_rpch::{fuzz_rpch, RpchFuzzConfig, RpchOutcome, RpchSummary};
+    use harness::tools::rpc_load::RpchRoute;
+    use harness_core::dcerpc::known_calls::KnownInterface;
+    use harness_core::netfuzz::dcerpc::RpcCredentials;
+    use harness_core::netfuzz::rpch::RtsMutation;
+
+    let lab = common::rpch_lab().await;
+    let addr = lab.rpch_addr(false).expect("proxy listener");
+    let describe = |s: &RpchSummary| {
+        let mut text = format!(
+            "{} cases in {:?} ({})\n",
+            s.run.cases, s.run.elapsed, s.run.stopped
+        );
+        for k in RpchOutcome::ALL {
+            text.push_str(&format!("  {k}: {}\n", s.run.count(k)));
+        }
+        text.push_str(&format!("  by mutation: {:?}\n", s.by_mutation));
+        text.push_str(&format!("  statuses: {:?}\n", s.statuses));
+        text.push_str(&format!("  refusals: {:?}\n", s.refusals));
+        for f in &s.run.findings {
+            text.push_str(&format!(
+                "  finding {} case {}: {}\n{}\n",
+                f.kind,
+                f.case,
+                f.detail,
+                std::fs::read_to_string(&f.path)
+                    .unwrap_or_default()
+                    .chars()
+                    .take(4_000)
+                    .collect::<String>()
+            ));
+        }
+        text
+    };
+    for basic in [false, true] {
+        let out = out_dir(if basic { "rpch-basic" } else { "rpch-ntlm" });
+        let route = RpchRoute {
+            host: "127.0.0.1".into(),
+            target: "MAIL:6004".into(),
+            basic,
+        };
+        let cfg = RpchFuzzConfig {
+            proxy: route.proxy(addr, "alice", "secret", "EXAMPLE"),
+            run: RpcFuzzConfig {
+                addr,
+                interface: KnownInterface::Rfr,
+                duration: Duration::from_secs(120),
+                count: Some(if basic { 40 } else { 200 }),
+                seed: 1,
+                hang_timeout: Duration::from_millis(3_000),
+                silence: Duration::from_millis(100),
+                first_case: 0,
+                watch_pid: None,
+                out: out.clone(),
+                credentials: RpcCredentials {
+                    user: "alice".into(),
+                    password: "secret".into(),
+                    domain: "EXAMPLE".into(),
+                },
+            },
+        };
+        let started = Instant::now();
+        let s = fuzz_rpch(&cfg, &mut |_| {}).await.expect("fuzz runs");
+        let text = describe(&s);
+        eprintln!("rpch (basic {basic}): {text}");
+        assert!(!s.run.failed(), "{text}");
+        assert!(s.run.findings.is_empty() && !out.exists(), "{text}");
+        assert_eq!(s.run.cases, cfg.run.count.unwrap(), "{text}");
+        assert!(started.elapsed() < Duration::from_secs(100), "{text}");
+        if basic {
+            continue;
+        }
+        // Every RTS/HTTP mutation kind was played, and DCE/RPC ones inside the IN
+        // channel.
+        for kind in RtsMutation::KINDS {
+            assert!(
+                s.by_mutation.get(kind).is_some_and(|n| *n > 0),
+                "{kind}: {text}"
+            );
+        }
+        let rpc: u64 = s
+            .by_mutation
+            .iter()
+            .filter(|(k, _)| k.starts_with("rpc-"))
+            .map(|(_, n)| n)
+            .sum();
+        assert!(rpc >= 50, "{text}");
+        // Each outcome the plans lead to came.
+        for k in [
+            RpchOutcome::Served,
+            RpchOutcome::Answered,
+            RpchOutcome::Refused,
+            RpchOutcome::Held,
+            RpchOutcome::Ended,
+        ] {
+            assert!(s.run.count(k) > 0, "{k}: {text}");
+        }
+        // Every refusal the plans name came as 400; besides, the OUT channels' 200s, the
+        // IN channels' 400 (or 503 when the endpoint closed) as their virtual
+        // connections ended.
+        let refused: u64 = s.refusals.values().sum();
+        assert_eq!(refused, s.run.count(RpchOutcome::Refused), "{text}");
+        assert!(refused >= 20, "{text}");
+        let by_status: u64 = s
+            .refusals
+            .iter()
+            .filter(|(k, _)| k.ends_with(" 400"))
+            .map(|(_, n)| n)
+            .sum();
+        assert!(by_status >= 15, "{text}");
+        assert!(
+            s.refusals
+                .keys()
+                .all(|k| k.ends_with(" 400") || k.ends_with(" close")),
+            "{text}"
+        );
+        assert!(
+            s.statuses.get(&400).is_some_and(|n| *n >= by_status),
+            "{text}"
+        );
+        assert!(
+            s.statuses.keys().all(|c| [200, 400, 503].contains(c)),
+            "{text}"
+        );
+    }
+    lab.shutdown().await;
+}
