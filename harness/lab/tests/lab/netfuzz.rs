@@ -755,3 +755,65 @@ async fn rpch_mode_fuzzes_the_proxy_without_findings() {
     }
     lab.shutdown().await;
 }
+
+/// A listener that answers each connection with a bare 200 is no RPC proxy: the first
+/// canary (no CONN/A3, no CONN/C2 within the hang timeout) fails and the run does not
+/// start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpch_mode_refuses_a_proxy_that_is_not_one() {
+    use harness::tools::netfuzz_dcerpc::RpcFuzzConfig;
+    use harness::tools::netfuzz_rpch::{fuzz_rpch, RpchFuzzConfig};
+    use harness::tools::rpc_load::RpchRoute;
+    use harness_core::dcerpc::known_calls::KnownInterface;
+    use harness_core::netfuzz::dcerpc::RpcCredentials;
+    use tokio::io::AsyncReadExt;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // One bare 200 for the first octets, then silence.
+                let mut buf = [0u8; 4096];
+                if !matches!(s.read(&mut buf).await, Ok(n) if n > 0) {
+                    return;
+                }
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await;
+                while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let route = RpchRoute {
+        host: "127.0.0.1".into(),
+        target: "MAIL:6004".into(),
+        basic: true,
+    };
+    let cfg = RpchFuzzConfig {
+        proxy: route.proxy(addr, "alice", "secret", "EXAMPLE"),
+        run: RpcFuzzConfig {
+            addr,
+            interface: KnownInterface::Rfr,
+            duration: Duration::from_millis(500),
+            count: Some(5),
+            seed: 1,
+            hang_timeout: Duration::from_millis(500),
+            silence: Duration::from_millis(50),
+            first_case: 0,
+            watch_pid: None,
+            out: out_dir("rpch-not-a-proxy"),
+            credentials: RpcCredentials {
+                user: "alice".into(),
+                password: "secret".into(),
+                domain: "EXAMPLE".into(),
+            },
+        },
+    };
+    let started = Instant::now();
+    let err = fuzz_rpch(&cfg, &mut |_| {})
+        .await
+        .expect_err("a bare 200 is no proxy")
+        .to_string();
+    assert!(err.contains("canary"), "{err}");
+    assert!(err.contains("no answer within 500ms"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
