@@ -235,7 +235,7 @@ struct Play<'a> {
     conv: RpchConversation,
     events: mpsc::UnboundedReceiver<(Chan, ChanEvent)>,
     tx: mpsc::UnboundedSender<(Chan, ChanEvent)>,
-    readers: Vec<JoinHandle<()>>,
+    readers: Vec<(Chan, JoinHandle<()>)>,
     out_w: Option<OwnedWriteHalf>,
     in_w: Option<OwnedWriteHalf>,
     second_w: Option<OwnedWriteHalf>,
@@ -262,7 +262,7 @@ enum Waited {
 
 impl Drop for Play<'_> {
     fn drop(&mut self) {
-        for r in &self.readers {
+        for (_, r) in &self.readers {
             r.abort();
         }
     }
@@ -320,7 +320,8 @@ impl<'a> Play<'a> {
             e => (RpchOutcome::Wrong, format!("{method}: opening: {e}")),
         })?;
         let (rd, mut wr) = tcp.into_split();
-        self.readers.push(spawn_reader(chan, rd, self.tx.clone()));
+        self.readers
+            .push((chan, spawn_reader(chan, rd, self.tx.clone())));
         self.log.push(format!(
             "{chan:?}> {method} Content-Length {}{}",
             request.length,
@@ -623,7 +624,7 @@ async fn inject_now(play: &mut Play<'_>, inject: &Inject) -> Option<Verdict> {
                 Side::Out => {
                     play.out_w = None;
                     // The reader owns the read half: it goes too, so the socket closes.
-                    if let Some(r) = play.readers.first() {
+                    for (_, r) in play.readers.iter().filter(|(c, _)| *c == Chan::Out) {
                         r.abort();
                     }
                 }

@@ -756,7 +756,7 @@ async fn rpch_mode_fuzzes_the_proxy_without_findings() {
     lab.shutdown().await;
 }
 
-/// A listener that answers each connection with a bare 200 is no RPC proxy: the first
+/// A listener that answers an OUT channel with a bare 200 is no RPC proxy: the first
 /// canary (no CONN/A3, no CONN/C2 within the hang timeout) fails and the run does not
 /// start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -773,12 +773,15 @@ async fn rpch_mode_refuses_a_proxy_that_is_not_one() {
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             tokio::spawn(async move {
-                // One bare 200 for the first octets, then silence.
+                // A bare 200 for an OUT channel's request, then silence; nothing for an
+                // IN channel.
                 let mut buf = [0u8; 4096];
                 if !matches!(s.read(&mut buf).await, Ok(n) if n > 0) {
                     return;
                 }
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await;
+                if buf.starts_with(b"RPC_OUT_DATA") {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await;
+                }
                 while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
             });
         }
