@@ -820,3 +820,54 @@ async fn rpch_mode_refuses_a_proxy_that_is_not_one() {
     assert!(err.contains("no answer within 500ms"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+/// `harness fuzz --target rpch://` as a command: the summary with the mutation and status
+/// tables, exit 0 without findings; `--case N --count 1` plays one case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rpch_command_prints_its_tables() {
+    let lab = common::rpch_lab().await;
+    let addr = lab.rpch_addr(false).expect("proxy listener");
+    let out = out_dir("rpch-cli");
+    let run = move |extra: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_harness"));
+        cmd.args(["fuzz", "--target", &format!("rpch://{addr}")])
+            .args(["--seconds", "30", "--silence", "50"])
+            .args(extra)
+            .arg("--out")
+            .arg(&out);
+        cmd.output().expect("harness fuzz runs")
+    };
+    let (all, one) = tokio::task::spawn_blocking(move || {
+        (
+            run(&["--count", "30"]),
+            run(&["--case", "57", "--count", "1"]),
+        )
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&all.stdout);
+    assert_eq!(
+        all.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&all.stderr)
+    );
+    assert!(
+        stdout.contains("(Rfr, MAIL:6004, ntlm auth) seed 1, 30 cases"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("mutation           cases"), "{stdout}");
+    assert!(
+        stdout.contains("HTTP statuses of the cases' channels: 200: "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("0 findings saved"), "{stdout}");
+    // Case 57 of seed 1: an IN channel declaring 96 octets, refused.
+    let stdout = String::from_utf8_lossy(&one.stdout);
+    assert_eq!(one.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("seed 1, 1 cases"), "{stdout}");
+    assert!(stdout.contains("length-too-small  1\n"), "{stdout}");
+    assert!(stdout.contains("200: 1, 400: 1\n"), "{stdout}");
+    assert!(stdout.contains("refused      1"), "{stdout}");
+    lab.shutdown().await;
+}
