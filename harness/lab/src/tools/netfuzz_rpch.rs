@@ -248,6 +248,8 @@ struct Play<'a> {
     pinged: bool,
     out_ended: bool,
     in_answered: bool,
+    /// The channel the client closed: its events are ignored.
+    closed: Option<Chan>,
 }
 
 /// What a wait for events ended with.
@@ -288,6 +290,7 @@ impl<'a> Play<'a> {
             pinged: false,
             out_ended: false,
             in_answered: false,
+            closed: None,
         }
     }
 
@@ -377,6 +380,9 @@ impl<'a> Play<'a> {
             let Some((chan, event)) = event else {
                 return Waited::Timeout;
             };
+            if Some(chan) == self.closed {
+                continue;
+            }
             match event {
                 ChanEvent::Status(code, line) => {
                     self.log.push(format!("{chan:?}< {line}"));
@@ -620,20 +626,34 @@ async fn inject_now(play: &mut Play<'_>, inject: &Inject) -> Option<Verdict> {
         }
         Inject::Close(side) => {
             play.log.push(format!("{side:?} closed by the client"));
+            // The whole socket: the writer, and the reader that owns the read half. The
+            // adapter's own answer to a broken request cannot then pass for the proxy's.
+            let chan = match side {
+                Side::Out => Chan::Out,
+                Side::In => Chan::In,
+            };
+            for (_, r) in play.readers.iter().filter(|(c, _)| *c == chan) {
+                r.abort();
+            }
+            // What its reader queued before it stopped is no answer of the proxy's.
+            play.closed = Some(chan);
             match side {
-                Side::Out => {
-                    play.out_w = None;
-                    // The reader owns the read half: it goes too, so the socket closes.
-                    for (_, r) in play.readers.iter().filter(|(c, _)| *c == Chan::Out) {
-                        r.abort();
-                    }
-                }
+                Side::Out => play.out_w = None,
                 Side::In => play.in_w = None,
             }
-            // The other channel tells the end: the OUT body ends, the IN channel is
-            // answered.
+            // The other channel tells the end: the OUT body ends; the IN channel gets
+            // the proxy's 400 for a virtual connection whose OUT channel closed
+            // (ChannelClosed's status).
             let until = Instant::now() + hang;
             return Some(match play.wait(until, true, |_| None, |_| false).await {
+                Waited::Verdict((RpchOutcome::Ended, d))
+                    if *side == Side::Out && !d.starts_with("HTTP/1.1 400 ") =>
+                {
+                    (
+                        RpchOutcome::Wrong,
+                        format!("the IN channel got {d}, not 400"),
+                    )
+                }
                 Waited::Verdict(v) => v,
                 _ => (
                     RpchOutcome::Hang,
