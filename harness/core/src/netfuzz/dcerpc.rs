@@ -431,13 +431,14 @@ pub fn report(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::fuzzing::rpc_ops::Lab;
     use crate::session::{Output, ServerSession};
     use std::time::Duration;
 
-    fn creds() -> RpcCredentials {
+    /// The lab's account (alice), for this module's tests and rpch's.
+    pub(crate) fn creds() -> RpcCredentials {
         RpcCredentials {
             user: "alice".into(),
             password: "secret".into(),

@@ -7,6 +7,7 @@
 pub mod check;
 pub mod dcerpc;
 pub mod mutate;
+pub mod rpch;
 
 use crate::Protocol;
 pub use check::{Malformed, ReplyCheck};

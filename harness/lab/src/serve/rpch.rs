@@ -68,6 +68,9 @@ enum Event {
     ChannelClosed(ChannelId),
     BackendData(BackendId, Vec<u8>),
     BackendClosed(BackendId),
+    /// Answered once every event sent before it has been handled and its outputs
+    /// applied (the events are handled in order).
+    Settled(oneshot::Sender<()>),
 }
 
 /// How an OUT channel's response starts.
@@ -221,6 +224,9 @@ async fn run_proxy(
                     Event::BackendClosed(backend) => {
                         backends.remove(&backend);
                         proxy.backend_closed(now(), backend);
+                    }
+                    Event::Settled(done) => {
+                        let _ = done.send(());
                     }
                 }
             }
@@ -699,7 +705,17 @@ async fn in_channel(
     };
     let ended = tokio::select! {
         fed = feed(&shared, channel, &mut body) => {
-            if fed { None } else { Some(HttpStatus::BAD_REQUEST) }
+            if fed {
+                // The whole body is in: the proxy's verdict on the request and its octets
+                // (a declared length it refuses, a bad CONN/B1) comes before any 200.
+                let (done, settled) = oneshot::channel();
+                if shared.events.send(Event::Settled(done)).await.is_ok() {
+                    let _ = settled.await;
+                }
+                end_rx.try_recv().ok().flatten()
+            } else {
+                Some(HttpStatus::BAD_REQUEST)
+            }
         }
         status = &mut end_rx => status.ok().flatten(),
     };

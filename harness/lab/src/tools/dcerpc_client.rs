@@ -409,16 +409,16 @@ pub(crate) async fn write_by(
 }
 
 /// A response's status.
-struct Status {
-    code: u16,
-    line: String,
+pub(crate) struct Status {
+    pub(crate) code: u16,
+    pub(crate) line: String,
 }
 
 /// Reads a response head and, for a non-200 status, its Content-Length body. Returns the
 /// status, the WWW-Authenticate values, and what was read past the head (of a 200: the
 /// start of the OUT channel's body).
-async fn read_response(
-    stream: &mut TcpStream,
+pub(crate) async fn read_response<S: AsyncReadExt + Unpin>(
+    stream: &mut S,
     deadline: Instant,
     timeout: Duration,
 ) -> Result<(Status, Vec<String>, Vec<u8>), RpcError> {
@@ -479,8 +479,6 @@ async fn read_response(
     Ok((Status { code, line }, authenticate, rest))
 }
 
-/// Connects a channel and sends its request head (authenticated: Basic at once, NTLM
-/// after its NEGOTIATE / CHALLENGE leg on this connection); the body follows.
 /// Fresh cookies for a virtual connection; without OS randomness, the clock and a
 /// counter still keep two connections from sharing them.
 pub(crate) fn fresh_cookies() -> RpchCookies {
@@ -534,7 +532,9 @@ pub(crate) async fn open_virtual_connection(
     Ok((in_channel, out_channel, pending))
 }
 
-async fn open_channel(
+/// Connects a channel and sends its request head (authenticated: Basic at once, NTLM
+/// after its NEGOTIATE / CHALLENGE leg on this connection); the body follows.
+pub(crate) async fn open_channel(
     proxy: &HttpProxy,
     method: &str,
     path: &str,

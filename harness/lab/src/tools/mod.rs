@@ -6,6 +6,7 @@ pub mod dcerpc_client;
 pub mod load;
 pub mod netfuzz;
 pub mod netfuzz_dcerpc;
+pub mod netfuzz_rpch;
 pub mod play;
 pub mod rpc_load;
 pub mod scenario;

@@ -128,25 +128,53 @@ pub struct Finding<K = OutcomeKind> {
     pub path: PathBuf,
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct Summary {
+/// How a case of one of the network fuzzers ended: a finding or not.
+pub trait Outcome: Copy + Ord {
+    /// A finding worth a report (and a non-zero exit).
+    fn is_finding(self) -> bool;
+}
+
+impl Outcome for OutcomeKind {
+    fn is_finding(self) -> bool {
+        OutcomeKind::is_finding(self)
+    }
+}
+
+/// A run of cases (transcripts by default; the DCE/RPC and RPC over HTTP fuzzers' with
+/// their own outcomes).
+#[derive(Debug, Clone)]
+pub struct Summary<K = OutcomeKind> {
     pub cases: u64,
-    pub by_kind: BTreeMap<OutcomeKind, u64>,
-    pub findings: Vec<Finding>,
-    /// Findings not saved because one with the same kind and first differing line was.
+    pub by_kind: BTreeMap<K, u64>,
+    pub findings: Vec<Finding<K>>,
+    /// Findings not saved because one like it (same kind, and same first differing line
+    /// or mutation) was.
     pub duplicates: u64,
     /// Why the run ended.
     pub stopped: String,
     pub elapsed: Duration,
 }
 
-impl Summary {
-    /// A crash, reset, hang, malformed reply or refused connection was seen.
+impl<K> Default for Summary<K> {
+    fn default() -> Self {
+        Summary {
+            cases: 0,
+            by_kind: BTreeMap::new(),
+            findings: Vec::new(),
+            duplicates: 0,
+            stopped: String::new(),
+            elapsed: Duration::ZERO,
+        }
+    }
+}
+
+impl<K: Outcome> Summary<K> {
+    /// A case was a finding (a crash, reset, hang, malformed reply, refused connection).
     pub fn failed(&self) -> bool {
         self.by_kind.iter().any(|(k, n)| k.is_finding() && *n > 0)
     }
 
-    pub fn count(&self, kind: OutcomeKind) -> u64 {
+    pub fn count(&self, kind: K) -> u64 {
         self.by_kind.get(&kind).copied().unwrap_or(0)
     }
 }

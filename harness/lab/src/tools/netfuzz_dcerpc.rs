@@ -3,7 +3,7 @@
 //! with one PDU mutated, on a fresh connection; after it a probe association (an
 //! unauthenticated bind and the interface's valid calls) must still be served.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use harness_core::dcerpc::known_calls::KnownInterface;
 use harness_core::netfuzz::dcerpc::{report, Heard, RpcCase, RpcCredentials, RpcSession};
 
-use super::netfuzz::{process_alive, Finding, FuzzError};
+use super::netfuzz::{process_alive, Finding, FuzzError, Outcome, Summary};
 
 /// Connections refused in a row after which the run stops.
 const MAX_REFUSED_IN_A_ROW: usize = 3;
@@ -108,23 +108,11 @@ pub struct RpcFuzzConfig {
 /// A saved finding: its report under `--out`.
 pub type RpcFinding = Finding<RpcOutcome>;
 
-#[derive(Debug, Clone, Default)]
-pub struct RpcSummary {
-    pub cases: u64,
-    pub by_kind: BTreeMap<RpcOutcome, u64>,
-    pub findings: Vec<RpcFinding>,
-    pub duplicates: u64,
-    pub stopped: String,
-    pub elapsed: Duration,
-}
+pub type RpcSummary = Summary<RpcOutcome>;
 
-impl RpcSummary {
-    pub fn failed(&self) -> bool {
-        self.by_kind.iter().any(|(k, n)| k.is_finding() && *n > 0)
-    }
-
-    pub fn count(&self, kind: RpcOutcome) -> u64 {
-        self.by_kind.get(&kind).copied().unwrap_or(0)
+impl Outcome for RpcOutcome {
+    fn is_finding(self) -> bool {
+        RpcOutcome::is_finding(self)
     }
 }
 

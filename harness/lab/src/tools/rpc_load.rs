@@ -50,6 +50,31 @@ pub struct RpchRoute {
     pub basic: bool,
 }
 
+impl RpchRoute {
+    /// The proxy at `addr` on this route, the channels authenticated as `user`.
+    pub fn proxy(&self, addr: SocketAddr, user: &str, password: &str, domain: &str) -> HttpProxy {
+        let auth = if self.basic {
+            HttpAuth::Basic {
+                user: user.into(),
+                password: password.into(),
+            }
+        } else {
+            HttpAuth::Ntlm(Credentials {
+                user: user.into(),
+                password: password.into(),
+                domain: domain.into(),
+                workstation: "HARNESS".into(),
+            })
+        };
+        HttpProxy {
+            addr,
+            host: self.host.clone(),
+            target: self.target.clone(),
+            auth,
+        }
+    }
+}
+
 /// An interface nobody registers: what [`RpcCall::ept_map_unregistered`] asks for.
 const NOBODY: SyntaxId = SyntaxId::new(
     Uuid::new(
@@ -137,25 +162,7 @@ async fn bind(
     match &call.via {
         None => RpcConnection::connect(addr, bind).await,
         Some(route) => {
-            let auth = if route.basic {
-                HttpAuth::Basic {
-                    user: user.user.clone(),
-                    password: user.password.clone(),
-                }
-            } else {
-                HttpAuth::Ntlm(Credentials {
-                    user: user.user.clone(),
-                    password: user.password.clone(),
-                    domain: call.domain.clone(),
-                    workstation: "HARNESS".into(),
-                })
-            };
-            let proxy = HttpProxy {
-                addr,
-                host: route.host.clone(),
-                target: route.target.clone(),
-                auth,
-            };
+            let proxy = route.proxy(addr, &user.user, &user.password, &call.domain);
             RpcConnection::connect_http(&proxy, bind).await
         }
     }

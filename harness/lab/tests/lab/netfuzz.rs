@@ -620,3 +620,254 @@ async fn dcerpc_mode_refuses_a_server_that_is_not_one() {
         .to_string();
     assert!(err.contains("malformed"), "{err}");
 }
+
+/// The rpch:// mode against the lab's RPC proxy in front of its Exchange endpoint: 200
+/// virtual connections of seed 1, each with one thing wrong at the RTS/HTTP layer or in
+/// its DCE/RPC session, every canary after them served: no finding. Every kind of
+/// mutation was played, and the refusals came with the status the plans name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpch_mode_fuzzes_the_proxy_without_findings() {
+    use harness::tools::netfuzz_dcerpc::RpcFuzzConfig;
+    use harness::tools::netfuzz_rpch::{fuzz_rpch, RpchFuzzConfig, RpchOutcome, RpchSummary};
+    use harness::tools::rpc_load::RpchRoute;
+    use harness_core::dcerpc::known_calls::KnownInterface;
+    use harness_core::netfuzz::dcerpc::RpcCredentials;
+    use harness_core::netfuzz::rpch::RtsMutation;
+
+    let lab = common::rpch_lab().await;
+    let addr = lab.rpch_addr(false).expect("proxy listener");
+    let describe = |s: &RpchSummary| {
+        let mut text = format!(
+            "{} cases in {:?} ({})\n",
+            s.run.cases, s.run.elapsed, s.run.stopped
+        );
+        for k in RpchOutcome::ALL {
+            text.push_str(&format!("  {k}: {}\n", s.run.count(k)));
+        }
+        text.push_str(&format!("  by mutation: {:?}\n", s.by_mutation));
+        text.push_str(&format!("  statuses: {:?}\n", s.statuses));
+        text.push_str(&format!("  refusals: {:?}\n", s.refusals));
+        for f in &s.run.findings {
+            text.push_str(&format!(
+                "  finding {} case {}: {}\n{}\n",
+                f.kind,
+                f.case,
+                f.detail,
+                std::fs::read_to_string(&f.path)
+                    .unwrap_or_default()
+                    .chars()
+                    .take(4_000)
+                    .collect::<String>()
+            ));
+        }
+        text
+    };
+    for basic in [false, true] {
+        let out = out_dir(if basic { "rpch-basic" } else { "rpch-ntlm" });
+        let route = RpchRoute {
+            host: "127.0.0.1".into(),
+            target: "MAIL:6004".into(),
+            basic,
+        };
+        let cfg = RpchFuzzConfig {
+            proxy: route.proxy(addr, "alice", "secret", "EXAMPLE"),
+            run: RpcFuzzConfig {
+                addr,
+                interface: KnownInterface::Rfr,
+                duration: Duration::from_secs(120),
+                count: Some(if basic { 40 } else { 200 }),
+                seed: 1,
+                hang_timeout: Duration::from_millis(3_000),
+                silence: Duration::from_millis(100),
+                first_case: 0,
+                watch_pid: None,
+                out: out.clone(),
+                credentials: RpcCredentials {
+                    user: "alice".into(),
+                    password: "secret".into(),
+                    domain: "EXAMPLE".into(),
+                },
+            },
+        };
+        let started = Instant::now();
+        let s = fuzz_rpch(&cfg, &mut |_| {}).await.expect("fuzz runs");
+        let text = describe(&s);
+        eprintln!("rpch (basic {basic}): {text}");
+        assert!(!s.run.failed(), "{text}");
+        assert!(s.run.findings.is_empty() && !out.exists(), "{text}");
+        assert_eq!(s.run.cases, cfg.run.count.unwrap(), "{text}");
+        assert!(started.elapsed() < Duration::from_secs(100), "{text}");
+        if basic {
+            continue;
+        }
+        // Every RTS/HTTP mutation kind was played, and DCE/RPC ones inside the IN
+        // channel.
+        for kind in RtsMutation::KINDS {
+            assert!(
+                s.by_mutation.get(kind).is_some_and(|n| *n > 0),
+                "{kind}: {text}"
+            );
+        }
+        let rpc: u64 = s
+            .by_mutation
+            .iter()
+            .filter(|(k, _)| k.starts_with("rpc-"))
+            .map(|(_, n)| n)
+            .sum();
+        assert!(rpc >= 50, "{text}");
+        // Each outcome the plans lead to came.
+        for k in [
+            RpchOutcome::Served,
+            RpchOutcome::Answered,
+            RpchOutcome::Refused,
+            RpchOutcome::Held,
+            RpchOutcome::Ended,
+        ] {
+            assert!(s.run.count(k) > 0, "{k}: {text}");
+        }
+        // Every refusal the plans name came as 400; besides, the OUT channels' 200s, the
+        // IN channels' 400 (or 503 when the endpoint closed) as their virtual
+        // connections ended.
+        let refused: u64 = s.refusals.values().sum();
+        assert_eq!(refused, s.run.count(RpchOutcome::Refused), "{text}");
+        assert!(refused >= 20, "{text}");
+        let by_status: u64 = s
+            .refusals
+            .iter()
+            .filter(|(k, _)| k.ends_with(" 400"))
+            .map(|(_, n)| n)
+            .sum();
+        assert!(by_status >= 15, "{text}");
+        assert!(
+            s.refusals
+                .keys()
+                .all(|k| k.ends_with(" 400") || k.ends_with(" close")),
+            "{text}"
+        );
+        assert!(
+            s.statuses.get(&400).is_some_and(|n| *n >= by_status),
+            "{text}"
+        );
+        assert!(
+            s.statuses.keys().all(|c| [200, 400, 503].contains(c)),
+            "{text}"
+        );
+    }
+    lab.shutdown().await;
+}
+
+/// A listener that answers an OUT channel with a bare 200 is no RPC proxy: the first
+/// canary (no CONN/A3, no CONN/C2 within the hang timeout) fails and the run does not
+/// start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpch_mode_refuses_a_proxy_that_is_not_one() {
+    use harness::tools::netfuzz_dcerpc::RpcFuzzConfig;
+    use harness::tools::netfuzz_rpch::{fuzz_rpch, RpchFuzzConfig};
+    use harness::tools::rpc_load::RpchRoute;
+    use harness_core::dcerpc::known_calls::KnownInterface;
+    use harness_core::netfuzz::dcerpc::RpcCredentials;
+    use tokio::io::AsyncReadExt;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // A bare 200 for an OUT channel's request, then silence; nothing for an
+                // IN channel.
+                let mut buf = [0u8; 4096];
+                if !matches!(s.read(&mut buf).await, Ok(n) if n > 0) {
+                    return;
+                }
+                if buf.starts_with(b"RPC_OUT_DATA") {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await;
+                }
+                while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let route = RpchRoute {
+        host: "127.0.0.1".into(),
+        target: "MAIL:6004".into(),
+        basic: true,
+    };
+    let cfg = RpchFuzzConfig {
+        proxy: route.proxy(addr, "alice", "secret", "EXAMPLE"),
+        run: RpcFuzzConfig {
+            addr,
+            interface: KnownInterface::Rfr,
+            duration: Duration::from_millis(500),
+            count: Some(5),
+            seed: 1,
+            hang_timeout: Duration::from_millis(500),
+            silence: Duration::from_millis(50),
+            first_case: 0,
+            watch_pid: None,
+            out: out_dir("rpch-not-a-proxy"),
+            credentials: RpcCredentials {
+                user: "alice".into(),
+                password: "secret".into(),
+                domain: "EXAMPLE".into(),
+            },
+        },
+    };
+    let started = Instant::now();
+    let err = fuzz_rpch(&cfg, &mut |_| {})
+        .await
+        .expect_err("a bare 200 is no proxy")
+        .to_string();
+    assert!(err.contains("canary"), "{err}");
+    assert!(err.contains("no answer within 500ms"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+/// `harness fuzz --target rpch://` as a command: the summary with the mutation and status
+/// tables, exit 0 without findings; `--case N --count 1` plays one case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rpch_command_prints_its_tables() {
+    let lab = common::rpch_lab().await;
+    let addr = lab.rpch_addr(false).expect("proxy listener");
+    let out = out_dir("rpch-cli");
+    let run = move |extra: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_harness"));
+        cmd.args(["fuzz", "--target", &format!("rpch://{addr}")])
+            .args(["--seconds", "30", "--silence", "50"])
+            .args(extra)
+            .arg("--out")
+            .arg(&out);
+        cmd.output().expect("harness fuzz runs")
+    };
+    let (all, one) = tokio::task::spawn_blocking(move || {
+        (
+            run(&["--count", "30"]),
+            run(&["--case", "57", "--count", "1"]),
+        )
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&all.stdout);
+    assert_eq!(
+        all.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&all.stderr)
+    );
+    assert!(
+        stdout.contains("(Rfr, MAIL:6004, ntlm auth) seed 1, 30 cases"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("mutation           cases"), "{stdout}");
+    assert!(
+        stdout.contains("HTTP statuses of the cases' channels: 200: "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("0 findings saved"), "{stdout}");
+    // Case 57 of seed 1: an IN channel declaring 96 octets, refused.
+    let stdout = String::from_utf8_lossy(&one.stdout);
+    assert_eq!(one.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("seed 1, 1 cases"), "{stdout}");
+    assert!(stdout.contains("length-too-small  1\n"), "{stdout}");
+    assert!(stdout.contains("200: 1, 400: 1\n"), "{stdout}");
+    assert!(stdout.contains("refused      1"), "{stdout}");
+    lab.shutdown().await;
+}

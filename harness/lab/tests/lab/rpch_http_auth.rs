@@ -137,7 +137,8 @@ async fn an_ntlm_handshake_split_over_two_connections_gets_401_and_says_why() {
     );
 
     // On the connection of its NEGOTIATE the same AUTHENTICATE passes: what comes back
-    // is the proxy's answer to a bodiless IN channel, not 401.
+    // is the proxy's answer to a bodiless IN channel (400: it declares less than
+    // CONN/B1), not 401.
     let reply = request(&mut first, &authenticate).await;
     show(&mut transcript, 1, "NTLM <AUTHENTICATE>", &reply);
     assert!(!reply.status.contains("401"), "{}", reply.status);
