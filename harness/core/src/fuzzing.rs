@@ -16,6 +16,7 @@ pub mod ndr_ops;
 pub mod ops;
 pub mod oxcrpc_ops;
 pub mod pop3_ops;
+pub mod registration_ops;
 pub mod reply_ops;
 pub mod rpc_ops;
 pub mod rpch_ops;
@@ -86,6 +87,10 @@ pub const TARGETS: &[(&str, Target)] = &[
         rts_ops::rts_pdu_to_bytes_and_back,
     ),
     ("rpch_proxy_ops", rpch_ops::rpch_proxy_ops),
+    (
+        "rpc_registration_schedule",
+        registration_ops::rpc_registration_schedule,
+    ),
 ];
 
 /// Runs the named target on one input; `false` if there is no such target.

@@ -24,7 +24,7 @@ mod tests;
 
 pub use imap_client::{ImapClient, ImapClientError};
 pub use imap_response::fuzz_response_decode as fuzz_imap_response_decode;
-pub use mapi_app::{MapiApp, MapiAppConfig, ProcessIdentity, CONNECT_NO_NOTIFICATIONS};
+pub use mapi_app::{AppCall, MapiApp, MapiAppConfig, ProcessIdentity, CONNECT_NO_NOTIFICATIONS};
 pub use mapi_client::{MapiClient, MapiClientConfig};
 pub use outcome::{Finding, SessionOutcome, SessionProtocol, Status, StepLine};
 pub use policy::{AuthMethod, Offer, Policy, Rules};

@@ -955,3 +955,25 @@ fn exchange2010_lets_any_security_context_of_the_association_use_its_sessions() 
     assert!(f.server.event_log().is_empty());
     assert_eq!(f.server.sessions(), 1);
 }
+
+#[test]
+fn exchange2013_registers_no_more_groups_than_sessions_it_holds() {
+    let f = Fixture::with(EmsmdbConfig {
+        max_sessions: 1,
+        ..EmsmdbProfile::Exchange2013.config()
+    });
+    let system = machine();
+    // Group 1 is registered for alice (the table's one place).
+    let _cxh = f.connect(1);
+    // Group 2 finds the table full: it goes unregistered, so two security contexts on
+    // it clash with nothing.
+    for who in [&system, &f.alice, &system] {
+        let c = CallContext {
+            assoc_group_id: 2,
+            ..ctx(Some(who), 2)
+        };
+        let out = response(f.emsmdb.call(&c, OP_DUMMY_RPC, &[]));
+        assert_eq!(out, 0u32.to_le_bytes(), "{}", who.user);
+    }
+    assert!(f.server.event_log().is_empty());
+}
