@@ -977,3 +977,29 @@ fn exchange2013_registers_no_more_groups_than_sessions_it_holds() {
     }
     assert!(f.server.event_log().is_empty());
 }
+
+#[test]
+fn exchange2013_remembers_no_more_revoked_sessions_than_it_holds() {
+    let f = Fixture::with(EmsmdbConfig {
+        max_sessions: 1,
+        ..EmsmdbProfile::Exchange2013.config()
+    });
+    let system = machine();
+    let clash = |f: &Fixture| {
+        let cxh = f.connect(1);
+        let (_, status) = async_connect_as(f, &system, 1, &cxh);
+        assert_eq!(status, EC_RPC_FAILED);
+        cxh
+    };
+    let first = clash(&f);
+    let second = clash(&f);
+    assert_eq!(f.server.event_log().len(), 2);
+    // Room for one: the newer revoked handle fails as revoked, the older is forgotten.
+    assert_eq!(f.rpc(1, &second, &logon_rops()).status, EC_RPC_FAILED);
+    let c = ctx(Some(&f.alice), 1);
+    let stub = rpc_stub(&first, 0, &logon_rops(), logon_rops().len() as u32);
+    assert_eq!(
+        f.emsmdb.call(&c, OP_RPC_EXT2, &stub),
+        CallOutcome::Fault(FaultStatus::NCA_S_FAULT_CONTEXT_MISMATCH)
+    );
+}
