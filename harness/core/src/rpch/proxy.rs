@@ -1505,6 +1505,17 @@ impl RpcProxy {
                 kind: ChannelKind::Out,
             });
         };
+        // 3.2.4.5.6.1 makes a wrong predecessor a protocol error; only the new channel
+        // is refused here, so that the virtual connection's cookie alone (without its
+        // OUT channel's) cannot end it.
+        let predecessor = vc.out.as_ref().map(|o| o.cookie).unwrap_or_default();
+        if cookies.predecessor != predecessor {
+            return Err(ProxyError::RecyclePredecessor {
+                kind: ChannelKind::Out,
+                expected: predecessor,
+                got: cookies.predecessor,
+            });
+        }
         let Some(OutRecycle::A3Wait { since }) = vc.out_recycle else {
             return Err(ProxyError::RecycleOutOfState {
                 kind: ChannelKind::Out,
@@ -1512,17 +1523,8 @@ impl RpcProxy {
                 state: vc.out_recycle.map_or("no OUT_R2/A2 sent", OutRecycle::name),
             });
         };
-        let predecessor = vc.out.as_ref().map(|o| o.cookie).unwrap_or_default();
         if let Some(ch) = self.channels.get_mut(&channel) {
             ch.vc = Some(cookie);
-        }
-        // A wrong predecessor is a protocol error of the virtual connection.
-        if cookies.predecessor != predecessor {
-            return Err(ProxyError::RecyclePredecessor {
-                kind: ChannelKind::Out,
-                expected: predecessor,
-                got: cookies.predecessor,
-            });
         }
         vc.clock = now;
         vc.out_recycle = Some(OutRecycle::Successor {
@@ -1701,9 +1703,10 @@ impl RpcProxy {
     }
 
     /// IN_R1/A1 or IN_R2/A1 opening a new IN channel ([MS-RPCH] 3.2.3.5.5.1, the virtual
-    /// connection always found here, so IN_R2): the virtual IN channel must be opened
-    /// and not recycling already, the predecessor named the IN channel; the successor
-    /// joins plugged and the server's IN_R2/A3 goes to the client as IN_R2/A4.
+    /// connection always found here, so IN_R2): the predecessor must name the IN channel
+    /// (else the new channel alone is refused), the virtual connection be open and not
+    /// recycling its IN channel already (else it ends); the successor joins plugged and
+    /// the server's IN_R2/A3 goes to the client as IN_R2/A4.
     fn on_in_r2_a1(
         &mut self,
         now: Duration,
@@ -1715,32 +1718,40 @@ impl RpcProxy {
         }
         let cookie = cookies.virtual_connection;
         self.check_recycle_target(channel, ChannelKind::In, cookie)?;
-        if let Some(ch) = self.channels.get_mut(&channel) {
-            ch.vc = Some(cookie);
-        }
         let Some(vc) = self.vcs.get_mut(&cookie) else {
             return Ok(());
         };
+        // 3.2.3.5.5.1 makes a wrong predecessor a protocol error; only the new channel is
+        // refused here, so that the virtual connection's cookie alone (without its IN
+        // channel's) cannot end it.
+        let Some(predecessor) = vc.inbound.as_ref().map(|i| i.cookie) else {
+            return Err(ProxyError::RecycleOutOfState {
+                kind: ChannelKind::In,
+                got: "IN_R2/A1".into(),
+                state: "no IN channel",
+            });
+        };
+        if cookies.predecessor != predecessor {
+            return Err(ProxyError::RecyclePredecessor {
+                kind: ChannelKind::In,
+                expected: predecessor,
+                got: cookies.predecessor,
+            });
+        }
+        if let Some(ch) = self.channels.get_mut(&channel) {
+            ch.vc = Some(cookie);
+        }
         // From here on a fault is the virtual connection's (3.2.3.5.10).
-        let state = match (&vc.inbound, &vc.in_successor) {
+        let state = match vc.in_successor {
             _ if !vc.opened => Some("the virtual connection is not open"),
-            (None, _) => Some("no IN channel"),
-            (_, Some(_)) => Some("a successor IN channel is opening already"),
-            (Some(_), None) => None,
+            Some(_) => Some("a successor IN channel is opening already"),
+            None => None,
         };
         if let Some(state) = state {
             return Err(ProxyError::RecycleOutOfState {
                 kind: ChannelKind::In,
                 got: "IN_R2/A1".into(),
                 state,
-            });
-        }
-        let predecessor = vc.inbound.as_ref().map(|i| i.cookie).unwrap_or_default();
-        if cookies.predecessor != predecessor {
-            return Err(ProxyError::RecyclePredecessor {
-                kind: ChannelKind::In,
-                expected: predecessor,
-                got: cookies.predecessor,
             });
         }
         vc.clock = now;

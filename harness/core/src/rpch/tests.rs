@@ -1591,25 +1591,29 @@ fn recycle_cookies(lab: &Lab, i: usize, predecessor: RtsCookie) -> RecycleCookie
 }
 
 #[test]
-fn in_recycling_naming_another_predecessor_ends_its_virtual_connection_only() {
-    let (lab, err) = broken_next_to_clean(|lab, i| {
-        let a1 = RtsPdu::in_r2_a1(1, recycle_cookies(lab, i, Uuid::NIL));
-        let (channel, r) = new_in_channel(lab, i, &a1);
-        assert_eq!(
-            lab.sides[i].closed.get(&channel),
-            Some(&Some(HttpStatus::BAD_REQUEST))
-        );
-        r
-    });
-    let victim = 1;
+fn in_recycling_naming_another_predecessor_is_refused_alone() {
+    let mut lab = Lab::new(ProxyConfig::default());
+    let i = lab.connect(68, 0x4_0000, true);
+    lab.bind_ntlm(i);
+    let a1 = RtsPdu::in_r2_a1(1, recycle_cookies(&lab, i, Uuid::NIL));
+    let (channel, r) = new_in_channel(&mut lab, i, &a1);
+    let want = ProxyError::RecyclePredecessor {
+        kind: ChannelKind::In,
+        expected: lab.sides[i].client.rts.cookies.in_channel,
+        got: Uuid::NIL,
+    };
+    assert_eq!(r, Err(want.clone()));
     assert_eq!(
-        err,
-        ProxyError::RecyclePredecessor {
-            kind: ChannelKind::In,
-            expected: lab.sides[victim].client.rts.cookies.in_channel,
-            got: Uuid::NIL,
-        }
+        lab.sides[i].closed,
+        HashMap::from([(channel, Some(HttpStatus::BAD_REQUEST))])
     );
+    assert_eq!(lab.ended, [(None, Some(channel), want)]);
+    lab.sides[i].in_successor = None;
+    lab.rfr_call(i);
+    // The client's own recycling goes on as if nothing happened.
+    lab.recycle_in(i).unwrap();
+    assert_eq!(lab.info(i).unwrap().in_recycles, 1);
+    lab.rfr_call(i);
 }
 
 #[test]
@@ -1653,11 +1657,11 @@ fn in_recycling_for_an_unknown_virtual_connection_is_refused_alone() {
 fn in_recycling_before_the_virtual_connection_opens_ends_it() {
     let mut lab = Lab::new(ProxyConfig::default());
     let i = lab.open(63, 0x4_0000, true);
-    let a1 = lab.sides[i].client.conn_a1();
-    lab.out(i, &a1).unwrap();
+    let b1 = lab.sides[i].client.conn_b1();
+    lab.send(i, &b1).unwrap();
     let pred = lab.sides[i].client.rts.cookies.in_channel;
     let a1 = RtsPdu::in_r2_a1(1, recycle_cookies(&lab, i, pred));
-    let (_, r) = new_in_channel(&mut lab, i, &a1);
+    let (channel, r) = new_in_channel(&mut lab, i, &a1);
     let want = ProxyError::RecycleOutOfState {
         kind: ChannelKind::In,
         got: "IN_R2/A1".into(),
@@ -1665,7 +1669,11 @@ fn in_recycling_before_the_virtual_connection_opens_ends_it() {
     };
     assert_eq!(r, Err(want.clone()));
     assert_eq!(lab.ended_reason(i), Some(want));
-    assert_eq!(lab.backends.open(), 0);
+    assert_eq!(lab.sides[i].closed[&channel], Some(HttpStatus::BAD_REQUEST));
+    assert_eq!(
+        lab.sides[i].closed[&lab.sides[i].inc],
+        Some(HttpStatus::BAD_REQUEST)
+    );
 }
 
 #[test]
@@ -1713,7 +1721,7 @@ fn an_in_recycling_the_client_does_not_complete_ends_at_the_pairing_timeout() {
 }
 
 #[test]
-fn out_r2_a3_naming_another_predecessor_ends_the_virtual_connection() {
+fn out_r2_a3_naming_another_predecessor_is_refused_alone() {
     let (mut lab, i) = asked_to_recycle(65);
     assert_eq!(lab.sides[i].steps, [RpchEvent::OutR2A2]);
     let channel = lab.channel();
@@ -1733,9 +1741,22 @@ fn out_r2_a3_naming_another_predecessor_ends_the_virtual_connection() {
         got: Uuid::NIL,
     };
     assert_eq!(err, want);
-    assert_eq!(lab.ended_reason(i), Some(want));
-    assert_eq!(lab.sides[i].closed[&channel], Some(HttpStatus::BAD_REQUEST));
-    assert_eq!(lab.sides[i].closed[&lab.sides[i].out], None);
+    assert_eq!(lab.ended, [(None, Some(channel), want)]);
+    assert_eq!(
+        lab.sides[i].closed,
+        HashMap::from([(channel, Some(HttpStatus::BAD_REQUEST))])
+    );
+    // The client's own successor still comes in, and the response with it.
+    lab.answer_out = true;
+    lab.recycle_step(i, &RpchEvent::OutR2A2);
+    lab.settle();
+    let events = lab.rpc_events(i);
+    assert!(
+        matches!(events.as_slice(), [ClientEvent::Response { stub, .. }] if stub.len() == 20_000),
+        "{events:?}"
+    );
+    // 20,000 octets through 16 KiB channels: a second recycling on the way.
+    assert_eq!(lab.info(i).unwrap().out_recycles, 2);
 }
 
 #[test]
