@@ -125,6 +125,8 @@ const CONN_A1_LEN: u64 = 76;
 /// IN_R2/A1 (88 octets) or CONN/B1 (104) opens an IN channel; the IN request declares
 /// its whole lifetime (impacket and Outlook: 1 GiB), at most 2 GiB ([MS-RPCH] 2.1.2.1.1).
 const MIN_IN_REQUEST_LENGTH: u64 = 88;
+/// [MS-RPCH] 2.2.3.5.5: a ChannelLifetime is 128 KiB to 2 GiB.
+const MIN_CHANNEL_LIFETIME: u64 = 0x2_0000;
 /// Octets of an OUT channel's lifetime kept for RTS PDUs once RPC PDUs stop going on it
 /// (OUT_R2/A6, OUT_R2/B3, acks and pings while the successor opens), at most a quarter
 /// of the lifetime.
@@ -195,6 +197,8 @@ pub enum ProxyError {
         min: u64,
         max: u64,
     },
+    #[error("rpch: CONN/B1's ChannelLifetime {lifetime} is outside 131072..=2147483648 or past the IN request's Content-Length {declared}")]
+    ChannelLifetime { lifetime: u32, declared: u64 },
     #[error("rpch: {0} channels open, the limit")]
     TooManyChannels(usize),
     #[error("rpch: {0} virtual connections, the limit")]
@@ -1403,6 +1407,18 @@ impl RpcProxy {
         let b1 = opening(pdu, ChannelKind::In, "CONN/B1", RtsPdu::as_conn_b1, |b| {
             b.version
         })?;
+        // [MS-RPCH] 2.2.3.5.5: 128 KiB to 2 GiB, and the request body (2.1.2.1.1) is
+        // what the channel carries: a lifetime past it cannot be the channel's.
+        let declared = self.channels.get(&channel).map_or(0, |c| c.declared);
+        let lifetime = u64::from(b1.channel_lifetime);
+        if !(MIN_CHANNEL_LIFETIME..=MAX_IN_REQUEST_LENGTH).contains(&lifetime)
+            || lifetime > declared
+        {
+            return Err(ProxyError::ChannelLifetime {
+                lifetime: b1.channel_lifetime,
+                declared,
+            });
+        }
         let cookie = b1.virtual_connection_cookie;
         self.join(now, channel, ChannelKind::In, cookie)?;
         let window = u64::from(self.config.in_receive_window);

@@ -888,7 +888,7 @@ fn a_second_out_channel_with_a_live_cookie_is_refused_alone() {
     // And a second IN channel.
     let second_in = lab.channel();
     lab.proxy
-        .in_channel_opened(lab.now, second_in, EXCHANGE, 1 << 20)
+        .in_channel_opened(lab.now, second_in, EXCHANGE, 1 << 30)
         .unwrap();
     let b1 = lab.sides[i].client.conn_b1();
     let err = lab.proxy.channel_data(lab.now, second_in, &b1).unwrap_err();
@@ -1802,4 +1802,52 @@ fn rfr_calls_through_the_lab_endpoint_recycle_the_out_channel_and_each_gets_one_
     assert_eq!(side.past.len(), 3);
     assert_eq!(side.steps.len(), 9);
     assert!(side.past.iter().all(|c| side.closed[c].is_none()));
+}
+
+#[test]
+fn a_conn_b1_lifetime_past_the_declared_length_or_its_range_is_refused_alone() {
+    let mut lab = Lab::new(ProxyConfig::default());
+    let clean = lab.connect(69, 0x4_0000, true);
+    let cookies = RpchCookies::from_seed(70);
+    let b1 = |lifetime| {
+        rts(&RtsPdu::conn_b1(
+            1,
+            cookies.virtual_connection,
+            cookies.in_channel,
+            lifetime,
+            300_000,
+            cookies.association_group,
+        ))
+    };
+    // A 1 MiB request body claiming a 1 GiB lifetime; 64 KiB, under the range.
+    for (declared, lifetime) in [(1u64 << 20, 1u32 << 30), (1 << 30, 0x1_0000)] {
+        let channel = lab.channel();
+        lab.proxy
+            .in_channel_opened(lab.now, channel, EXCHANGE, declared)
+            .unwrap();
+        let err = lab
+            .proxy
+            .channel_data(lab.now, channel, &b1(lifetime))
+            .unwrap_err();
+        let want = ProxyError::ChannelLifetime { lifetime, declared };
+        assert_eq!(err, want);
+        assert_eq!(
+            lab.proxy.poll_output(),
+            Some(ProxyOutput::CloseChannel {
+                channel,
+                status: Some(HttpStatus::BAD_REQUEST)
+            })
+        );
+        assert_eq!(
+            lab.proxy.poll_output(),
+            Some(ProxyOutput::Ended {
+                cookie: None,
+                channel: Some(channel),
+                reason: want
+            })
+        );
+    }
+    assert_eq!(lab.proxy.virtual_connections(), 1);
+    lab.bind_ntlm(clean);
+    lab.rfr_call(clean);
 }
