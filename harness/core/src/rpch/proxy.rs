@@ -148,8 +148,11 @@ pub struct ProxyConfig {
     /// How long a channel may wait for its first RTS PDU, and a virtual connection with
     /// one channel for the other.
     pub pairing_timeout: Duration,
-    /// The OUT response's Content-Length: the octets the OUT channel can carry before
-    /// it would have to be recycled (128 KiB to 2 GiB, [MS-RPCH] 2.1.2.1.4).
+    /// The OUT response's Content-Length: the octets an OUT channel carries before a
+    /// successor replaces it (128 KiB to 2 GiB, [MS-RPCH] 2.1.2.1.4). Recycling starts
+    /// once a window's worth and 4 KiB are left (at most half the lifetime in); RPC PDUs
+    /// keep the last 4 KiB (a quarter of smaller lifetimes) free for RTS PDUs. Smaller
+    /// values than the spec's are taken, for tests and fuzzing.
     pub out_content_length: u32,
     /// Back-end octets held for the client's window per virtual connection.
     pub max_out_queue: usize,
