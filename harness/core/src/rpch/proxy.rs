@@ -252,6 +252,8 @@ pub enum ProxyError {
     PduOverWindow { len: usize, window: u32 },
     #[error("rpch: {0} back-end octets wait for the client's window, over the limit")]
     OutQueueFull(usize),
+    #[error("rpch: {0} octets of RTS PDUs wait for the successor OUT channel's response, over the reserve")]
+    PluggedFull(usize),
     #[error("rpch: the OUT channel's Content-Length {0} is spent before its recycling completed")]
     OutChannelSpent(u32),
     #[error("rpch: {kind:?} channel recycling for a virtual connection that is not here")]
@@ -578,6 +580,11 @@ impl VirtualConnection {
             return Ok(());
         };
         if out.plugged {
+            // What a plugged successor may hold: its lifetime's RTS reserve.
+            let held = out.held_rts.iter().map(Vec::len).sum::<usize>() + bytes.len();
+            if held as u64 > RTS_RESERVE {
+                return Err(ProxyError::PluggedFull(held));
+            }
             out.held_rts.push(bytes);
             return Ok(());
         }

@@ -1851,3 +1851,28 @@ fn a_conn_b1_lifetime_past_the_declared_length_or_its_range_is_refused_alone() {
     lab.bind_ntlm(clean);
     lab.rfr_call(clean);
 }
+
+#[test]
+fn pings_answered_while_the_successor_waits_for_its_c1_are_held_within_the_reserve() {
+    let (mut lab, i) = asked_to_recycle(71);
+    lab.recycle_step(i, &RpchEvent::OutR2A2);
+    lab.settle();
+    let (a7, _) = lab.sides[i].client.rts.out_recycle_a7_c1().unwrap();
+    lab.send(i, &a7).unwrap();
+    // Switched, the successor plugged until OUT_R2/C1: the answers to pings wait.
+    let succ = lab.sides[i].out;
+    assert!(!lab.sides[i].started.contains_key(&succ));
+    let ping = rts(&RtsPdu::ping());
+    let mut taken = 0;
+    let err = loop {
+        match lab.send(i, &ping) {
+            Ok(()) => taken += 1,
+            Err(e) => break e,
+        }
+        assert!(taken < 1000);
+    };
+    // 4,096 octets of 20-octet Pings: 204 held, the 205th over.
+    assert_eq!(taken, 204);
+    assert_eq!(err, ProxyError::PluggedFull(4100));
+    assert_eq!(lab.ended_reason(i), Some(err));
+}
