@@ -866,23 +866,12 @@ fn a_second_out_channel_with_a_live_cookie_is_refused_alone() {
         .out_channel_opened(lab.now, third, EXCHANGE, 120)
         .unwrap();
     let a3 = lab.sides[i].client.rts.out_recycle_a3();
-    let err = lab.proxy.channel_data(lab.now, third, &a3).unwrap_err();
-    assert_eq!(
-        err,
-        ProxyError::RecycleOutOfState {
-            kind: ChannelKind::Out,
-            got: "OUT_R2/A3".into(),
-            state: "no OUT_R2/A2 sent",
-        }
-    );
-    assert_eq!(
-        lab.proxy.poll_output(),
-        Some(ProxyOutput::CloseChannel {
-            channel: third,
-            status: Some(HttpStatus::BAD_REQUEST)
-        })
-    );
-    lab.settle();
+    let want = ProxyError::RecycleOutOfState {
+        kind: ChannelKind::Out,
+        got: "OUT_R2/A3".into(),
+        state: "no OUT_R2/A2 sent",
+    };
+    refused_alone(&mut lab, third, &a3, want);
     assert!(lab.sides[i].closed.is_empty());
     lab.rfr_call(i);
     // And a second IN channel.
@@ -1627,13 +1616,18 @@ fn in_recycling_for_an_unknown_virtual_connection_is_refused_alone() {
     lab.proxy
         .in_channel_opened(lab.now, channel, EXCHANGE, 1 << 30)
         .unwrap();
-    let err = lab
-        .proxy
-        .channel_data(lab.now, channel, &rts(&RtsPdu::in_r2_a1(1, cookies)))
-        .unwrap_err();
     let want = ProxyError::RecycleUnknownConnection {
         kind: ChannelKind::In,
     };
+    let a1 = rts(&RtsPdu::in_r2_a1(1, cookies));
+    refused_alone(&mut lab, channel, &a1, want);
+    lab.rfr_call(i);
+}
+
+/// `first` on `channel` is refused with `want`: a 400 and the close of that channel, and
+/// nothing else.
+fn refused_alone(lab: &mut Lab, channel: ChannelId, first: &[u8], want: ProxyError) {
+    let err = lab.proxy.channel_data(lab.now, channel, first).unwrap_err();
     assert_eq!(err, want);
     assert_eq!(
         lab.proxy.poll_output(),
@@ -1650,7 +1644,7 @@ fn in_recycling_for_an_unknown_virtual_connection_is_refused_alone() {
             reason: want
         })
     );
-    lab.rfr_call(i);
+    assert_eq!(lab.proxy.poll_output(), None);
 }
 
 #[test]
@@ -1825,27 +1819,8 @@ fn a_conn_b1_lifetime_past_the_declared_length_or_its_range_is_refused_alone() {
         lab.proxy
             .in_channel_opened(lab.now, channel, EXCHANGE, declared)
             .unwrap();
-        let err = lab
-            .proxy
-            .channel_data(lab.now, channel, &b1(lifetime))
-            .unwrap_err();
         let want = ProxyError::ChannelLifetime { lifetime, declared };
-        assert_eq!(err, want);
-        assert_eq!(
-            lab.proxy.poll_output(),
-            Some(ProxyOutput::CloseChannel {
-                channel,
-                status: Some(HttpStatus::BAD_REQUEST)
-            })
-        );
-        assert_eq!(
-            lab.proxy.poll_output(),
-            Some(ProxyOutput::Ended {
-                cookie: None,
-                channel: Some(channel),
-                reason: want
-            })
-        );
+        refused_alone(&mut lab, channel, &b1(lifetime), want);
     }
     assert_eq!(lab.proxy.virtual_connections(), 1);
     lab.bind_ntlm(clean);
