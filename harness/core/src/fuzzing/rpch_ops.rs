@@ -2,20 +2,27 @@
 //! [`RpcProxy`] in front of the lab's endpoint mapper (port 593, in process through
 //! [`InProcessBackends`]).
 //!
+//! The OUT channels' Content-Length is 4 KiB, so they recycle (OUT_R2) every few calls.
+//!
 //! Virtual connection 0 is clean: it is connected (CONN/A1, CONN/B1) before the
 //! operations, and its script (an unauthenticated bind, then the endpoint mapper's
 //! known-good calls) moves one step at each `Clean` operation and is finished after the
-//! last one. Virtual connection 1 gets whatever the input says: channels opened with
-//! any target and declared length, CONN/A1 and CONN/B1 with any window and version or
-//! with connection 0's cookie, binds, calls, FlowControlAcks of any numbers and cookies,
-//! pings, keep-alives, arbitrary RTS PDUs ([`arbitrary_rts_pdu`]) and raw octets on
-//! either channel, closes, time passing (at most 100 s in all, under the connection
-//! timeout).
+//! last one; it answers every OUT recycling step and recycles its IN channel (IN_R2) at
+//! each `CleanRecycleIn`. Virtual connection 1 gets whatever the input says: channels
+//! opened with any target and declared length, CONN/A1 and CONN/B1 with any window and
+//! version or with connection 0's cookie, binds, calls, FlowControlAcks of any numbers
+//! and cookies, pings, keep-alives, arbitrary RTS PDUs ([`arbitrary_rts_pdu`]) and raw
+//! octets on either channel, closes, its own recycling steps in any order (successor
+//! OUT and IN channels, OUT_R2/C1 and A7, IN_R2/A5, recycling requests naming connection
+//! 0), time passing (at most 200 s in all, under the idle limit; the proxy pings a quiet
+//! OUT channel after 60 s).
 //!
 //! Invariants: no panic; the proxy holds no more than its bounds allow (channel framers,
 //! queues, held PDUs) after every operation; writes go only on OUT channels whose
-//! response started and never after their close; connection 0 is never closed, its OUT
-//! octets always parse, and each of its calls gets exactly one response.
+//! response started and never after their close; connection 0 is never ended, only its
+//! recycled predecessors are closed (without a status), writes reach it only on its
+//! OUT channel of the moment, its OUT octets always parse, and each of its calls gets
+//! exactly one response.
 
 use std::time::Duration;
 
@@ -31,17 +38,17 @@ use crate::rpch::{
     ChannelId, InProcessBackends, ProxyConfig, ProxyOutput, RpcProxy, RpchClient, RpchCookies,
     RpchEvent,
 };
-use harness_wire::rpch::{FlowControlAck, RtsCookie, RtsPdu};
+use harness_wire::rpch::{FlowControlAck, RecycleCookies, RtsCookie, RtsPdu};
 
 /// Operations played per input at most.
 pub const MAX_OPS: usize = 48;
-/// Time an input may let pass in all: under the connection timeout, so the clean
-/// connection never idles out.
-const MAX_ELAPSED: Duration = Duration::from_secs(100);
+/// Time an input may let pass in all: under the idle limit (twice the 120 s connection
+/// timeout), so the clean connection never idles out; past the 60 s of a proxy ping.
+const MAX_ELAPSED: Duration = Duration::from_secs(200);
 const MAX_FRAGMENT: usize = u16::MAX as usize;
 
 const TARGETS: [&str; 4] = ["mail:593", "mail:6001", "mail:7", "mail"];
-const LENGTHS: [u64; 5] = [76, 104, 1 << 30, 200, 0];
+const LENGTHS: [u64; 6] = [76, 104, 1 << 30, 200, 0, 120];
 const WINDOWS: [u32; 4] = [0x4_0000, 0x2000, 0x1fff, 0];
 
 /// A channel of virtual connection 1.
@@ -88,6 +95,10 @@ pub enum Op {
     },
     Close(Which),
     Wait(u8),
+    /// Connection 0 replaces its IN channel.
+    CleanRecycleIn,
+    /// A recycling step of connection 1 ([`Run::recycle`]).
+    Recycle(u8),
 }
 
 fn which(u: &mut Unstructured<'_>) -> Which {
@@ -104,7 +115,7 @@ fn u32_of(u: &mut Unstructured<'_>) -> u32 {
 
 impl Op {
     pub fn read(u: &mut Unstructured<'_>) -> Op {
-        match choice(u, 13) {
+        match choice(u, 15) {
             0 => Op::Clean,
             1 => Op::Open {
                 which: which(u),
@@ -137,7 +148,9 @@ impl Op {
                 bytes: raw(u),
             },
             11 => Op::Close(which(u)),
-            _ => Op::Wait(byte(u)),
+            12 => Op::Wait(byte(u)),
+            13 => Op::CleanRecycleIn,
+            _ => Op::Recycle(byte(u)),
         }
     }
 
@@ -184,6 +197,8 @@ impl Op {
             }
             Op::Close(which) => s.extend_from_slice(&[11, w(which)]),
             Op::Wait(secs) => s.extend_from_slice(&[12, *secs]),
+            Op::CleanRecycleIn => s.push(13),
+            Op::Recycle(step) => s.extend_from_slice(&[14, *step]),
         }
     }
 }
@@ -202,6 +217,10 @@ struct Side {
     client: RpchClient,
     out: Option<ChannelId>,
     inc: Option<ChannelId>,
+    /// Successor channels while they open, and every channel the side ever had.
+    out_successor: Option<ChannelId>,
+    in_successor: Option<ChannelId>,
+    past: Vec<ChannelId>,
     started: Vec<ChannelId>,
     closed: Vec<ChannelId>,
     calls: Vec<u32>,
@@ -220,6 +239,9 @@ impl Side {
             ),
             out: None,
             inc: None,
+            out_successor: None,
+            in_successor: None,
+            past: Vec::new(),
             started: Vec::new(),
             closed: Vec::new(),
             calls: Vec::new(),
@@ -229,7 +251,9 @@ impl Side {
     }
 
     fn owns(&self, channel: ChannelId) -> bool {
-        self.out == Some(channel) || self.inc == Some(channel) || self.started.contains(&channel)
+        [self.out, self.inc, self.out_successor, self.in_successor].contains(&Some(channel))
+            || self.past.contains(&channel)
+            || self.started.contains(&channel)
     }
 }
 
@@ -237,6 +261,12 @@ impl Side {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Report {
     pub clean_responses: usize,
+    /// Connection 0's channels replaced (OUT, IN) and the proxy's pings on its OUT channel.
+    pub clean_out_recycles: u64,
+    pub clean_in_recycles: u64,
+    pub clean_pings: usize,
+    /// Recycling steps the proxy sent connection 1 (OUT_R2/A2, A6, B3, IN_R2/A4).
+    pub victim_recycle_steps: usize,
     pub victim_opened: bool,
     pub victim_responses: usize,
     pub victim_ended: bool,
@@ -249,6 +279,8 @@ struct Run {
     elapsed: Duration,
     sides: [Side; 2],
     next_channel: u64,
+    clean_pings: usize,
+    victim_recycle_steps: usize,
     victim_ended: bool,
     victim_opened: bool,
     /// Every channel ever closed, so no write may follow.
@@ -258,8 +290,12 @@ struct Run {
 fn config() -> ProxyConfig {
     ProxyConfig {
         max_virtual_connections: 4,
-        max_channels: 16,
+        // More than an input can open (MAX_OPS), so connection 1 cannot take the room
+        // connection 0's successor channels need.
+        max_channels: 128,
         max_out_queue: 64 << 10,
+        // Recycling from 2 KiB written on: every few endpoint mapper calls.
+        out_content_length: 0x1000,
         ..ProxyConfig::default()
     }
 }
@@ -317,17 +353,26 @@ impl Run {
                     side.started.contains(&channel),
                     "a write before the response"
                 );
+                if i == 0 {
+                    assert_eq!(Some(channel), side.out, "a write off the OUT channel");
+                }
                 let mut events = Vec::new();
                 let received = side.client.receive_out(&bytes, &mut events);
                 if i == 0 {
                     assert!(received.is_ok(), "{received:?}");
                 }
+                let mut steps = Vec::new();
                 for event in events {
                     match event {
                         RpchEvent::Rpc(ClientEvent::Response { call_id, .. }) => {
                             side.responses.push(call_id)
                         }
                         RpchEvent::ConnC2 { .. } if i == 1 => self.victim_opened = true,
+                        RpchEvent::Ping if i == 0 => self.clean_pings += 1,
+                        RpchEvent::OutR2A2
+                        | RpchEvent::OutR2A6
+                        | RpchEvent::OutR2B3
+                        | RpchEvent::InR2A4 => steps.push(event),
                         _ => {}
                     }
                 }
@@ -340,13 +385,23 @@ impl Run {
                     Ok(_) => {}
                     Err(_) => self.sides[i].broken = true,
                 }
+                for step in steps {
+                    self.recycle_step(i, &step);
+                }
             }
-            ProxyOutput::CloseChannel { channel, .. } => {
+            ProxyOutput::CloseChannel { channel, status } => {
                 assert!(!self.closed.contains(&channel), "closed twice");
                 self.closed.push(channel);
                 if let Some(i) = self.side_of(channel) {
-                    assert_eq!(i, 1, "the clean connection's channel closed");
-                    self.sides[i].closed.push(channel);
+                    let clean = &self.sides[0];
+                    if i == 0 {
+                        assert!(
+                            clean.past.contains(&channel) && status.is_none(),
+                            "the clean connection's channel closed"
+                        );
+                    } else {
+                        self.sides[i].closed.push(channel);
+                    }
                 }
             }
             ProxyOutput::Ended { cookie, reason, .. } => {
@@ -368,6 +423,110 @@ impl Run {
             assert!(i == 1 || r.is_ok(), "{r:?}");
         }
         self.settle();
+    }
+
+    /// What a client does on the proxy's recycling steps: connection 0 answers each;
+    /// connection 1 only reads OUT_R2/B3 (its answers are operations).
+    fn recycle_step(&mut self, i: usize, event: &RpchEvent) {
+        if i == 1 {
+            self.victim_recycle_steps += 1;
+        }
+        match event {
+            RpchEvent::OutR2B3 => {
+                let side = &mut self.sides[i];
+                if let Some(successor) = side.out_successor.take() {
+                    side.past.extend(side.out);
+                    side.out = Some(successor);
+                }
+            }
+            RpchEvent::OutR2A2 if i == 0 => self.recycle(0, 0),
+            RpchEvent::OutR2A6 if i == 0 => self.recycle(0, 1),
+            RpchEvent::InR2A4 if i == 0 => self.recycle(0, 3),
+            _ => {}
+        }
+    }
+
+    /// One recycling step of side `i`, as its client makes it: 0 a successor OUT channel
+    /// with OUT_R2/A3, 1 OUT_R2/C1 on it and OUT_R2/A7 on the IN channel, 2 a successor
+    /// IN channel with IN_R2/A1, 3 IN_R2/A5 on the predecessor and the switch; 4 and 5
+    /// new channels whose IN_R2/A1 or OUT_R2/A3 name connection 0 and side `i`'s own
+    /// channels (refused alone).
+    fn recycle(&mut self, i: usize, step: u8) {
+        let now = self.now;
+        let target = "mail:593";
+        match step % 6 {
+            0 => {
+                let channel = self.channel();
+                let opened = self.proxy.out_channel_opened(now, channel, target, 120);
+                assert!(i == 1 || opened.is_ok(), "{opened:?}");
+                self.sides[i].out_successor = Some(channel);
+                let a3 = self.sides[i].client.rts.out_recycle_a3();
+                self.data(i, channel, &a3);
+            }
+            1 => {
+                let side = &self.sides[i];
+                let Some((a7, c1)) = side.client.rts.out_recycle_a7_c1() else {
+                    return;
+                };
+                if let Some(successor) = side.out_successor {
+                    self.data(i, successor, &c1);
+                }
+                if let Some(inc) = self.sides[i].inc {
+                    self.data(i, inc, &a7);
+                }
+            }
+            2 => {
+                let channel = self.channel();
+                let opened = self.proxy.in_channel_opened(now, channel, target, 1 << 30);
+                assert!(i == 1 || opened.is_ok(), "{opened:?}");
+                self.sides[i].in_successor = Some(channel);
+                let a1 = self.sides[i].client.rts.begin_in_recycle();
+                self.data(i, channel, &a1);
+            }
+            3 => {
+                let side = &mut self.sides[i];
+                let (Some(predecessor), Some(successor)) = (side.inc, side.in_successor) else {
+                    return;
+                };
+                let Some(a5) = side.client.rts.in_recycle_a5() else {
+                    return;
+                };
+                side.past.push(predecessor);
+                side.inc = Some(successor);
+                side.in_successor = None;
+                self.data(i, predecessor, &a5);
+            }
+            step => {
+                let theirs = self.sides[0].client.rts.cookies.virtual_connection;
+                let ours = &self.sides[i].client.rts.cookies;
+                let cookies = RecycleCookies {
+                    virtual_connection: theirs,
+                    predecessor: if step == 4 {
+                        ours.in_channel
+                    } else {
+                        ours.out_channel
+                    },
+                    successor: ours.association_group,
+                };
+                let channel = self.channel();
+                let (opened, pdu) = if step == 4 {
+                    let opened = self.proxy.in_channel_opened(now, channel, target, 1 << 30);
+                    (opened, RtsPdu::in_r2_a1(1, cookies))
+                } else {
+                    let opened = self.proxy.out_channel_opened(now, channel, target, 120);
+                    (opened, RtsPdu::out_r2_a3(1, cookies, 0x4_0000))
+                };
+                let _ = opened;
+                self.sides[i].past.push(channel);
+                self.data(i, channel, &pdu.encode().unwrap_or_default());
+            }
+        }
+    }
+
+    /// Octets on one of side `i`'s channels; connection 0's are always taken.
+    fn data(&mut self, i: usize, channel: ChannelId, bytes: &[u8]) {
+        let r = self.proxy.channel_data(self.now, channel, bytes);
+        assert!(i == 1 || r.is_ok(), "{r:?}");
     }
 
     fn bind(&mut self, i: usize) {
@@ -489,6 +648,14 @@ impl Run {
                 }
                 self.settle();
             }
+            Op::CleanRecycleIn => {
+                self.recycle(0, 2);
+                self.settle();
+            }
+            Op::Recycle(step) => {
+                self.recycle(1, step);
+                self.settle();
+            }
             Op::Wait(secs) => {
                 let by = Duration::from_secs(u64::from(secs % 11)).min(MAX_ELAPSED - self.elapsed);
                 self.elapsed += by;
@@ -533,6 +700,8 @@ pub fn run(data: &[u8]) -> Report {
         elapsed: Duration::ZERO,
         sides: [Side::new(1), Side::new(2)],
         next_channel: 0,
+        clean_pings: 0,
+        victim_recycle_steps: 0,
         victim_ended: false,
         victim_opened: false,
         closed: Vec::new(),
@@ -573,8 +742,16 @@ pub fn run(data: &[u8]) -> Report {
         clean.calls, clean.responses,
         "the clean connection's answers"
     );
+    let info = run
+        .proxy
+        .virtual_connection(&clean.client.rts.cookies.virtual_connection);
+    let info = info.expect("the clean connection lives");
     Report {
         clean_responses: clean.responses.len(),
+        clean_out_recycles: info.out_recycles,
+        clean_in_recycles: info.in_recycles,
+        clean_pings: run.clean_pings,
+        victim_recycle_steps: run.victim_recycle_steps,
         victim_opened: run.victim_opened,
         victim_responses: run.sides[1].responses.len(),
         victim_ended: run.victim_ended,
@@ -695,6 +872,65 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                 Clean,
             ]),
         ),
+        (
+            "clean-recycles-both-channels",
+            seed(&[
+                Clean,
+                Clean,
+                Clean,
+                Clean,
+                CleanRecycleIn,
+                Clean,
+                Clean,
+                Clean,
+                Clean,
+                CleanRecycleIn,
+                Clean,
+                Clean,
+                Clean,
+                Clean,
+                Clean,
+                Clean,
+            ]),
+        ),
+        (
+            "victim-recycles-both-channels",
+            with(&[
+                Bind,
+                Call(0),
+                Call(1),
+                Call(2),
+                Call(3),
+                Call(4),
+                Call(5),
+                Call(6),
+                Call(7),
+                Recycle(0),
+                Clean,
+                Recycle(1),
+                Call(8),
+                Recycle(2),
+                Call(9),
+                Recycle(3),
+                Call(10),
+                Clean,
+            ]),
+        ),
+        (
+            "victim-names-the-clean-connection-and-all-wait",
+            with(&[
+                Recycle(4),
+                Recycle(5),
+                Clean,
+                Wait(10),
+                Wait(10),
+                Wait(10),
+                Wait(10),
+                Wait(10),
+                Wait(10),
+                Clean,
+            ]),
+        ),
     ]
 }
 
@@ -735,6 +971,19 @@ mod tests {
         assert!(r[4].victim_ended, "{:?}", r[4]);
         assert!(r[5].victim_ended, "{:?}", r[5]);
         assert!(r.iter().all(|r| r.clean_responses >= 1));
+        assert_eq!(
+            (r[6].clean_out_recycles, r[6].clean_in_recycles),
+            (1, 2),
+            "{:?}",
+            r[6]
+        );
+        assert_eq!(r[6].clean_responses, 13);
+        // OUT_R2/A2, A6, B3 and IN_R2/A4, and every call answered across them.
+        assert_eq!(r[7].victim_recycle_steps, 4, "{:?}", r[7]);
+        assert_eq!(r[7].victim_responses, 11);
+        assert!(!r[7].victim_ended);
+        // Its requests naming connection 0 refused alone; a ping after 60 s quiet.
+        assert!(r[8].victim_ended && r[8].clean_pings == 1, "{:?}", r[8]);
     }
 
     /// Mutated seeds and random inputs hold the invariants.

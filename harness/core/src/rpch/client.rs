@@ -1,12 +1,14 @@
 //! The client's half of a virtual connection ([MS-RPCH] 3.2.2), sans-IO: CONN/A1 for the
 //! OUT channel's body, CONN/B1 for the IN channel's, the OUT channel's octets cut into
-//! RTS PDUs (CONN/A3, CONN/C2, acks, pings) and the RPC PDUs a wrapped
-//! [`ClientAssociation`] takes, and the FlowControlAcks the OUT channel's window needs.
-//! The HTTP requests around the bodies are the adapter's.
+//! RTS PDUs (CONN/A3, CONN/C2, acks, pings, the recycling steps) and the RPC PDUs a
+//! wrapped [`ClientAssociation`] takes, and the FlowControlAcks the OUT channel's window
+//! needs. Both recyclings of a channel (IN_R2 and OUT_R2, 3.2.2.4.2, 2.2.4.18 to 2.2.4.45): the
+//! events say when the caller must open a channel or send a step, the methods give the
+//! octets. The HTTP requests around the bodies are the adapter's.
 
 use harness_wire::dcerpc::{FramerError, PacketType, PduFramer};
 use harness_wire::rpch::{
-    FlowControlAck, ForwardDestination, RtsCookie, RtsError, RtsPdu, RtsPduKind,
+    FlowControlAck, ForwardDestination, RecycleCookies, RtsCookie, RtsError, RtsPdu, RtsPduKind,
 };
 
 use super::proxy::RTS_VERSION;
@@ -24,19 +26,22 @@ pub struct RpchCookies {
     pub association_group: RtsCookie,
 }
 
+/// A cookie of 16 octets from `rng`.
+fn cookie_from(rng: &mut SeededRng) -> RtsCookie {
+    let b: [u8; 16] = rng.bytes();
+    Uuid::new(
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        u16::from_le_bytes([b[4], b[5]]),
+        u16::from_le_bytes([b[6], b[7]]),
+        [b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]],
+    )
+}
+
 impl RpchCookies {
     /// Four cookies from a seed (the same seed, the same cookies).
     pub fn from_seed(seed: u64) -> RpchCookies {
         let mut rng = SeededRng::new(seed);
-        let mut cookie = || {
-            let b: [u8; 16] = rng.bytes();
-            Uuid::new(
-                u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-                u16::from_le_bytes([b[4], b[5]]),
-                u16::from_le_bytes([b[6], b[7]]),
-                [b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]],
-            )
-        };
+        let mut cookie = || cookie_from(&mut rng);
         RpchCookies {
             virtual_connection: cookie(),
             out_channel: cookie(),
@@ -61,6 +66,18 @@ pub enum RpchEvent {
     /// A FlowControlAck for the IN channel.
     InAck(FlowControlAck),
     Ping,
+    /// OUT_R2/A2: open a successor OUT channel (an `RPC_OUT_DATA` request with
+    /// Content-Length 120) whose body starts with [`RtsClient::out_recycle_a3`].
+    OutR2A2,
+    /// OUT_R2/A6: send [`RtsClient::out_recycle_a7_c1`]'s OUT_R2/A7 on the IN channel and
+    /// OUT_R2/C1 on the successor OUT channel.
+    OutR2A6,
+    /// OUT_R2/B3, the predecessor OUT channel's last PDU: what follows comes on the
+    /// successor (its response), which is the OUT channel now.
+    OutR2B3,
+    /// IN_R2/A4: send [`RtsClient::in_recycle_a5`] on the predecessor IN channel, then
+    /// everything on the successor.
+    InR2A4,
     /// What the wrapped association made of an RPC PDU.
     Rpc(ClientEvent),
 }
@@ -102,6 +119,11 @@ pub struct RtsClient {
     bytes_received: u64,
     acked: u64,
     opened: bool,
+    /// The successor OUT and IN channels' cookies while they open.
+    out_successor: Option<RtsCookie>,
+    in_successor: Option<RtsCookie>,
+    /// Successor cookies made so far.
+    generation: u64,
 }
 
 impl RtsClient {
@@ -114,7 +136,72 @@ impl RtsClient {
             bytes_received: 0,
             acked: 0,
             opened: false,
+            out_successor: None,
+            in_successor: None,
+            generation: 0,
         }
+    }
+
+    /// A fresh channel cookie ([MS-RPCH] 2.2.3.1), a function of the virtual connection
+    /// cookie and how many came before.
+    fn fresh_cookie(&mut self) -> RtsCookie {
+        self.generation += 1;
+        let vc = self.cookies.virtual_connection;
+        let seed = u64::from_le_bytes(vc.tail)
+            ^ u64::from(vc.time_low).rotate_left(32)
+            ^ self.generation.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        cookie_from(&mut SeededRng::new(seed))
+    }
+
+    /// The successor OUT channel's first PDU, OUT_R2/A3 ([MS-RPCH] 2.2.4.36; the client's
+    /// answer to OUT_R2/A2): the virtual connection, the OUT channel it replaces, a fresh
+    /// cookie, this client's window. OUT_R2/C1 follows later to fill the 120 octets.
+    pub fn out_recycle_a3(&mut self) -> Vec<u8> {
+        let successor = self.fresh_cookie();
+        self.out_successor = Some(successor);
+        encode(&RtsPdu::out_r2_a3(
+            RTS_VERSION,
+            RecycleCookies {
+                virtual_connection: self.cookies.virtual_connection,
+                predecessor: self.cookies.out_channel,
+                successor,
+            },
+            self.receive_window,
+        ))
+    }
+
+    /// The answers to OUT_R2/A6: OUT_R2/A7 (2.2.4.40) for the IN channel and OUT_R2/C1
+    /// (2.2.4.45) for the successor OUT channel; None without a successor opening.
+    pub fn out_recycle_a7_c1(&self) -> Option<(Vec<u8>, Vec<u8>)> {
+        let successor = self.out_successor?;
+        Some((
+            encode(&RtsPdu::out_r2_a7(successor, RTS_VERSION)),
+            encode(&RtsPdu::out_r2_c1()),
+        ))
+    }
+
+    /// Starts an IN channel's recycling ([MS-RPCH] 3.2.2.4.2: the IN channel's lifetime
+    /// runs short; IN_R2 with one proxy): the successor IN
+    /// channel's first PDU, IN_R2/A1 (2.2.4.18), naming the IN channel it replaces.
+    pub fn begin_in_recycle(&mut self) -> Vec<u8> {
+        let successor = self.fresh_cookie();
+        self.in_successor = Some(successor);
+        encode(&RtsPdu::in_r2_a1(
+            RTS_VERSION,
+            RecycleCookies {
+                virtual_connection: self.cookies.virtual_connection,
+                predecessor: self.cookies.in_channel,
+                successor,
+            },
+        ))
+    }
+
+    /// The answer to IN_R2/A4: IN_R2/A5 (2.2.4.22) for the predecessor IN channel; the
+    /// successor is the IN channel from here on. None without a successor opening.
+    pub fn in_recycle_a5(&mut self) -> Option<Vec<u8>> {
+        let successor = self.in_successor.take()?;
+        self.cookies.in_channel = successor;
+        Some(encode(&RtsPdu::in_r2_a5(successor)))
     }
 
     /// CONN/A1 ([MS-RPCH] 2.2.4.2), the OUT channel's body.
@@ -209,6 +296,20 @@ impl RtsClient {
                 }
             }
             _ if pdu.is(RtsPduKind::Ping) => RpchEvent::Ping,
+            _ if pdu.is(RtsPduKind::OutR2A2) && self.opened => RpchEvent::OutR2A2,
+            _ if pdu.is(RtsPduKind::OutR2A6) && self.out_successor.is_some() => RpchEvent::OutR2A6,
+            _ if pdu.is(RtsPduKind::OutR2B3) && self.out_successor.is_some() => {
+                // The successor's octets are a stream of their own, with their own
+                // flow-control counts (3.2.1.4.1).
+                if let Some(successor) = self.out_successor.take() {
+                    self.cookies.out_channel = successor;
+                }
+                self.framer = PduFramer::new(u16::MAX);
+                self.bytes_received = 0;
+                self.acked = 0;
+                RpchEvent::OutR2B3
+            }
+            _ if pdu.is(RtsPduKind::InR2A4) && self.in_successor.is_some() => RpchEvent::InR2A4,
             _ => match pdu.as_flow_control_ack() {
                 Some((None, ack)) => RpchEvent::InAck(ack),
                 _ => return Err(RpchClientError::Unexpected(format!("{pdu:?}"))),

@@ -19,9 +19,17 @@
 //! HTTP here: the adapter parses the request line and headers, turns [`ProxyOutput`]s
 //! into responses and body octets, and owns the sockets and the clock.
 //!
-//! Not yet: channel recycling (IN_R1/IN_R2/OUT_R1/OUT_R2 end the virtual connection with
-//! [`ProxyError::RecyclingUnsupported`]), echo requests, pings sent by the proxy on an
-//! idle OUT channel.
+//! Channel recycling: the proxy always finds the virtual connection a successor names,
+//! so it takes the IN_R2 and OUT_R2 sequences (3.2.3.5.5.1, 3.2.4.5.6.1, the server's
+//! steps merged). An OUT channel whose Content-Length runs short is replaced on the
+//! proxy's OUT_R2/A2, its queued back-end PDUs moved over in order; a client replaces
+//! its IN channel with IN_R2/A1 on a new one, PDUs on that successor held until IN_R2/A5
+//! on the predecessor. A quiet OUT channel gets a Ping after half the ConnectionTimeout
+//! (3.2.1.1.6.1); an open virtual connection without traffic for twice the
+//! ConnectionTimeout (a live client pings each one, 3.2.2.6.1) is closed.
+//!
+//! Not yet: echo requests (2.2.4.48); IN_R1 and OUT_R1 (a successor on another proxy)
+//! cannot happen with one proxy that is also the server.
 
 pub mod backend;
 pub mod client;

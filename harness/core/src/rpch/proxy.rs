@@ -17,6 +17,10 @@
 //! CONN/C1 in between collapsed: this proxy is also the server's RTS half, see the
 //! module docs).
 //!
+//! Recycling (IN_R2, OUT_R2) replaces a channel of an open virtual connection: the
+//! successor joins plugged and takes over at the switch, the predecessor is closed
+//! without a status; see [`ProxyError`]'s `Recycle*` variants for what is refused.
+//!
 //! Every failure ends the virtual connection it belongs to (or, before a channel has
 //! joined one, that channel alone) with a typed [`ProxyError`], reported in
 //! [`ProxyOutput::Ended`] and returned by the input that caused it; other virtual
@@ -28,7 +32,8 @@ use std::time::Duration;
 
 use harness_wire::dcerpc::{FramerError, PacketType, PduFramer};
 use harness_wire::rpch::{
-    FlowControlAck, ForwardDestination, RtsCookie, RtsError, RtsPdu, RtsPduKind,
+    FlowControlAck, ForwardDestination, RecycleCookies, RtsCommand as C, RtsCookie, RtsError,
+    RtsFlags, RtsPdu, RtsPduKind,
 };
 
 /// A channel (one HTTP request and its response), named by the adapter.
@@ -117,9 +122,15 @@ const DEFAULT_KEEPALIVE_MS: u32 = 300_000;
 /// channel's OUT_R1/A3 more. Anything past this is no OUT channel of ours.
 const MAX_OUT_REQUEST_LENGTH: u64 = 4096;
 const CONN_A1_LEN: u64 = 76;
-/// CONN/B1 is 104 octets; the IN request declares its whole lifetime (impacket and
-/// Outlook: 1 GiB), at most 2 GiB ([MS-RPCH] 2.1.2.1.1).
-const CONN_B1_LEN: u64 = 104;
+/// IN_R2/A1 (88 octets) or CONN/B1 (104) opens an IN channel; the IN request declares
+/// its whole lifetime (impacket and Outlook: 1 GiB), at most 2 GiB ([MS-RPCH] 2.1.2.1.1).
+const MIN_IN_REQUEST_LENGTH: u64 = 88;
+/// [MS-RPCH] 2.2.3.5.5: a ChannelLifetime is 128 KiB to 2 GiB.
+const MIN_CHANNEL_LIFETIME: u64 = 0x2_0000;
+/// Octets of an OUT channel's lifetime kept for RTS PDUs once RPC PDUs stop going on it
+/// (OUT_R2/A6, OUT_R2/B3, acks and pings while the successor opens), at most a quarter
+/// of the lifetime.
+const RTS_RESERVE: u64 = 4096;
 const MAX_IN_REQUEST_LENGTH: u64 = 0x8000_0000;
 
 /// The proxy's limits and the values it announces.
@@ -137,8 +148,11 @@ pub struct ProxyConfig {
     /// How long a channel may wait for its first RTS PDU, and a virtual connection with
     /// one channel for the other.
     pub pairing_timeout: Duration,
-    /// The OUT response's Content-Length: the octets the OUT channel can carry before
-    /// it would have to be recycled (128 KiB to 2 GiB, [MS-RPCH] 2.1.2.1.4).
+    /// The OUT response's Content-Length: the octets an OUT channel carries before a
+    /// successor replaces it (128 KiB to 2 GiB, [MS-RPCH] 2.1.2.1.4). Recycling starts
+    /// once a window's worth and 4 KiB are left (at most half the lifetime in); RPC PDUs
+    /// keep the last 4 KiB (a quarter of smaller lifetimes) free for RTS PDUs. Smaller
+    /// values than the spec's are taken, for tests and fuzzing.
     pub out_content_length: u32,
     /// Back-end octets held for the client's window per virtual connection.
     pub max_out_queue: usize,
@@ -186,6 +200,8 @@ pub enum ProxyError {
         min: u64,
         max: u64,
     },
+    #[error("rpch: CONN/B1's ChannelLifetime {lifetime} is outside 131072..=2147483648 or past the IN request's Content-Length {declared}")]
+    ChannelLifetime { lifetime: u32, declared: u64 },
     #[error("rpch: {0} channels open, the limit")]
     TooManyChannels(usize),
     #[error("rpch: {0} virtual connections, the limit")]
@@ -236,10 +252,32 @@ pub enum ProxyError {
     PduOverWindow { len: usize, window: u32 },
     #[error("rpch: {0} back-end octets wait for the client's window, over the limit")]
     OutQueueFull(usize),
-    #[error("rpch: the OUT channel's Content-Length {0} is spent (recycling not supported)")]
+    #[error("rpch: {0} octets of RTS PDUs wait for the successor OUT channel's response, over the reserve")]
+    PluggedFull(usize),
+    #[error("rpch: the OUT channel's Content-Length {0} is spent before its recycling completed")]
     OutChannelSpent(u32),
-    #[error("rpch: channel recycling ({0}) is not supported yet")]
-    RecyclingUnsupported(&'static str),
+    #[error("rpch: {kind:?} channel recycling for a virtual connection that is not here")]
+    RecycleUnknownConnection { kind: ChannelKind },
+    #[error("rpch: {got} on the {kind:?} channel where no recycling step takes it ({state})")]
+    RecycleOutOfState {
+        kind: ChannelKind,
+        got: String,
+        state: &'static str,
+    },
+    #[error("rpch: {kind:?} channel recycling names predecessor {got}, the channel is {expected}")]
+    RecyclePredecessor {
+        kind: ChannelKind,
+        expected: RtsCookie,
+        got: RtsCookie,
+    },
+    #[error("rpch: {kind:?} channel recycling names successor {got}, the successor is {expected}")]
+    RecycleSuccessor {
+        kind: ChannelKind,
+        expected: RtsCookie,
+        got: RtsCookie,
+    },
+    #[error("rpch: the client did not complete the {0:?} channel's recycling in time")]
+    RecycleTimeout(ChannelKind),
     #[error("rpch: the back-end connection closed")]
     BackendClosed,
     #[error("rpch: the client closed its {0:?} channel")]
@@ -317,6 +355,11 @@ pub struct VirtualConnectionInfo {
     /// CONN/C2 was sent: both channels are in.
     pub opened: bool,
     pub pings_answered: u64,
+    /// Pings the proxy sent on an OUT channel that carried nothing for a while.
+    pub pings_sent: u64,
+    /// Channels replaced by recycling (OUT_R2, IN_R2).
+    pub out_recycles: u64,
+    pub in_recycles: u64,
     /// RPC octets sent on the OUT channel and the client's window left.
     pub out_bytes_sent: u64,
     pub out_available_window: u32,
@@ -347,7 +390,7 @@ struct Channel {
 struct OutHalf {
     channel: ChannelId,
     cookie: RtsCookie,
-    /// The client's ReceiveWindowSize (CONN/A1).
+    /// The client's ReceiveWindowSize (CONN/A1, OUT_R2/A3).
     window: u32,
     /// Sender AvailableWindow.
     available: u32,
@@ -357,6 +400,87 @@ struct OutHalf {
     written: u64,
     queue: VecDeque<Vec<u8>>,
     queued: usize,
+    /// A successor whose response has not started (plugged channel mode, 3.2.4.5.10):
+    /// RTS PDUs for it wait in `held_rts`, RPC PDUs in `queue`.
+    plugged: bool,
+    held_rts: Vec<Vec<u8>>,
+    /// When the last octets went out on it (the ping timer's start).
+    last_write: Duration,
+}
+
+impl OutHalf {
+    fn new(channel: ChannelId, cookie: RtsCookie, window: u32, now: Duration) -> OutHalf {
+        OutHalf {
+            channel,
+            cookie,
+            window,
+            available: window,
+            bytes_sent: 0,
+            written: 0,
+            queue: VecDeque::new(),
+            queued: 0,
+            plugged: false,
+            held_rts: Vec::new(),
+            last_write: now,
+        }
+    }
+}
+
+/// The OUT channel's recycling, OUT_R2 ([MS-RPCH] 3.2.4.5.6.1, 3.2.4.5.10 with the
+/// server's OUT_R2/A1, A5 and B1 collapsed into the proxy's own steps).
+#[derive(Clone, Copy, Debug)]
+enum OutRecycle {
+    /// OUT_R2/A2 went out on the OUT channel: the client's OUT_R2/A3 is due on a new one.
+    A3Wait { since: Duration },
+    /// OUT_R2/A3 came on `channel` and OUT_R2/A6 went out on the predecessor: OUT_R2/A7
+    /// (on the IN channel) and OUT_R2/C1 (on the successor) are due, in either order.
+    Successor {
+        since: Duration,
+        channel: ChannelId,
+        cookie: RtsCookie,
+        window: u32,
+        c1: bool,
+    },
+    /// The successor is the OUT channel (OUT_R2/B3 ended the predecessor) but still
+    /// plugged: its OUT_R2/C1 is due before its response starts.
+    C1Wait { since: Duration, channel: ChannelId },
+}
+
+impl OutRecycle {
+    fn since(self) -> Duration {
+        match self {
+            OutRecycle::A3Wait { since }
+            | OutRecycle::Successor { since, .. }
+            | OutRecycle::C1Wait { since, .. } => since,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            OutRecycle::A3Wait { .. } => "OUT_R2/A3 due",
+            OutRecycle::Successor { .. } => "OUT_R2/A7 and OUT_R2/C1 due",
+            OutRecycle::C1Wait { .. } => "OUT_R2/C1 due",
+        }
+    }
+
+    fn successor(self) -> Option<ChannelId> {
+        match self {
+            OutRecycle::A3Wait { .. } => None,
+            OutRecycle::Successor { channel, .. } | OutRecycle::C1Wait { channel, .. } => {
+                Some(channel)
+            }
+        }
+    }
+}
+
+/// A successor IN channel before the switch, IN_R2 ([MS-RPCH] 3.2.3.5.5.1): plugged,
+/// its client PDUs held until IN_R2/A5 on the predecessor.
+struct InSuccessor {
+    channel: ChannelId,
+    cookie: RtsCookie,
+    since: Duration,
+    held: Vec<Vec<u8>>,
+    held_octets: usize,
 }
 
 /// The IN channel's receiver side ([MS-RPCH] 3.2.1.1.5.1.2, 3.2.1.4.1.1).
@@ -374,6 +498,8 @@ struct VirtualConnection {
     target: Target,
     created: Duration,
     last_activity: Duration,
+    /// The time of the input being handled.
+    clock: Duration,
     out: Option<OutHalf>,
     inbound: Option<InHalf>,
     backend: Option<BackendId>,
@@ -385,6 +511,16 @@ struct VirtualConnection {
     association_group_id: Option<RtsCookie>,
     keepalive: Option<Duration>,
     pings_answered: u64,
+    pings_sent: u64,
+    out_recycle: Option<OutRecycle>,
+    in_successor: Option<InSuccessor>,
+    out_recycles: u64,
+    in_recycles: u64,
+}
+
+/// The share of an OUT channel's lifetime kept for RTS PDUs.
+fn rts_reserve(content_length: u32) -> u64 {
+    RTS_RESERVE.min(u64::from(content_length) / 4)
 }
 
 impl VirtualConnection {
@@ -393,6 +529,7 @@ impl VirtualConnection {
             target,
             created: now,
             last_activity: now,
+            clock: now,
             out: None,
             inbound: None,
             backend: None,
@@ -403,13 +540,21 @@ impl VirtualConnection {
             association_group_id: None,
             keepalive: None,
             pings_answered: 0,
+            pings_sent: 0,
+            out_recycle: None,
+            in_successor: None,
+            out_recycles: 0,
+            in_recycles: 0,
         }
     }
 
     fn buffered(&self) -> usize {
         self.backend_framer.buffered()
             + self.held_octets
-            + self.out.as_ref().map_or(0, |o| o.queued)
+            + self.in_successor.as_ref().map_or(0, |s| s.held_octets)
+            + self.out.as_ref().map_or(0, |o| {
+                o.queued + o.held_rts.iter().map(Vec::len).sum::<usize>()
+            })
     }
 
     /// Writes an RTS PDU on the OUT channel (outside flow control).
@@ -430,14 +575,25 @@ impl VirtualConnection {
         config: &ProxyConfig,
         bytes: Vec<u8>,
     ) -> Result<(), ProxyError> {
+        let clock = self.clock;
         let Some(out) = self.out.as_mut() else {
             return Ok(());
         };
+        if out.plugged {
+            // What a plugged successor may hold: its lifetime's RTS reserve.
+            let held = out.held_rts.iter().map(Vec::len).sum::<usize>() + bytes.len();
+            if held as u64 > RTS_RESERVE {
+                return Err(ProxyError::PluggedFull(held));
+            }
+            out.held_rts.push(bytes);
+            return Ok(());
+        }
         let written = out.written + bytes.len() as u64;
         if written > u64::from(config.out_content_length) {
             return Err(ProxyError::OutChannelSpent(config.out_content_length));
         }
         out.written = written;
+        out.last_write = clock;
         outputs.push_back(ProxyOutput::Write {
             channel: out.channel,
             bytes,
@@ -445,14 +601,21 @@ impl VirtualConnection {
         Ok(())
     }
 
-    /// Sends queued back-end PDUs while the client's window has room (3.2.1.4.1.3).
+    /// Sends queued back-end PDUs while the client's window has room (3.2.1.4.1.3) and
+    /// the channel's lifetime, less the RTS reserve, has too; starts the recycling when
+    /// the lifetime runs short.
     fn flush_out(&mut self, outputs: &mut Outputs, config: &ProxyConfig) -> Result<(), ProxyError> {
+        let lifetime = u64::from(config.out_content_length);
+        let reserve = rts_reserve(config.out_content_length);
         loop {
             let Some(out) = self.out.as_mut() else {
                 return Ok(());
             };
-            let Some(len) = out.queue.front().map(Vec::len) else {
+            if out.plugged {
                 return Ok(());
+            }
+            let Some(len) = out.queue.front().map(Vec::len) else {
+                break;
             };
             if len > out.window as usize {
                 return Err(ProxyError::PduOverWindow {
@@ -460,17 +623,45 @@ impl VirtualConnection {
                     window: out.window,
                 });
             }
-            if len > out.available as usize {
-                return Ok(());
+            // Past the lifetime less the reserve it waits for the successor.
+            if len > out.available as usize || out.written + len as u64 + reserve > lifetime {
+                break;
             }
             let Some(pdu) = out.queue.pop_front() else {
-                return Ok(());
+                break;
             };
             out.queued -= len;
             out.available -= len as u32;
             out.bytes_sent += len as u64;
             self.write_out(outputs, config, pdu)?;
         }
+        self.maybe_recycle_out(outputs, config)
+    }
+
+    /// The server's side of [MS-RPCH] (its Sending a PDU, the counterpart of the
+    /// client's 3.2.2.4.2; Channel Lifetime Sent counts RTS and RPC PDUs): once the
+    /// octets written come within a window's worth (and the reserve) of the
+    /// Content-Length, OUT_R2/A2 asks the client for a successor, early enough that RPC
+    /// PDUs keep flowing while it opens. At most half the lifetime is given up.
+    fn maybe_recycle_out(
+        &mut self,
+        outputs: &mut Outputs,
+        config: &ProxyConfig,
+    ) -> Result<(), ProxyError> {
+        if !self.opened || self.out_recycle.is_some() {
+            return Ok(());
+        }
+        let Some(out) = self.out.as_ref() else {
+            return Ok(());
+        };
+        let lifetime = u64::from(config.out_content_length);
+        let margin =
+            (u64::from(out.window) + rts_reserve(config.out_content_length)).min(lifetime / 2);
+        if out.plugged || out.written + margin < lifetime {
+            return Ok(());
+        }
+        self.out_recycle = Some(OutRecycle::A3Wait { since: self.clock });
+        self.send_rts(outputs, config, &RtsPdu::out_r2_a2())
     }
 
     /// [MS-RPCH] 3.2.1.4.1.2: Sender AvailableWindow = AvailableWindow_from_ack -
@@ -486,8 +677,8 @@ impl VirtualConnection {
             return Ok(());
         };
         if ack.channel_cookie != out.cookie {
-            // An ack naming no channel of this connection is dropped (the spec's
-            // FlowControlAck processing).
+            // An ack naming no channel of this connection (or the predecessor of a
+            // recycled one) is dropped (the spec's FlowControlAck processing).
             return Ok(());
         }
         let bad = ProxyError::BadAck {
@@ -537,7 +728,8 @@ impl VirtualConnection {
             return Ok(());
         }
         let window = config.in_receive_window;
-        let available = window.saturating_sub(self.held_octets as u32);
+        let plugged = self.in_successor.as_ref().map_or(0, |s| s.held_octets);
+        let available = window.saturating_sub((self.held_octets + plugged) as u32);
         let Some(inbound) = self.inbound.as_mut() else {
             return Ok(());
         };
@@ -555,12 +747,15 @@ impl VirtualConnection {
         self.send_rts(outputs, config, &RtsPdu::flow_control_ack(ack))
     }
 
-    /// A client PDU off the IN channel: to the back-end, or held until CONN/A1 opens it.
+    /// A client PDU off the IN channel: to the back-end, held until CONN/A1 opens it, or
+    /// held with a plugged successor IN channel until the switch. The window counts it
+    /// on arrival (one virtual IN channel, one count, 3.2.3.5.5.1).
     fn take_client_pdu(
         &mut self,
         outputs: &mut Outputs,
         config: &ProxyConfig,
         pdu: Vec<u8>,
+        plugged: bool,
     ) -> Result<(), ProxyError> {
         let Some(inbound) = self.inbound.as_mut() else {
             return Ok(());
@@ -573,17 +768,42 @@ impl VirtualConnection {
             });
         }
         inbound.bytes_received = received;
-        match self.backend {
-            Some(backend) => outputs.push_back(ProxyOutput::WriteBackend {
+        match (plugged, self.in_successor.as_mut(), self.backend) {
+            (true, Some(successor), _) => {
+                successor.held_octets += pdu.len();
+                successor.held.push(pdu);
+            }
+            (_, _, Some(backend)) => outputs.push_back(ProxyOutput::WriteBackend {
                 backend,
                 bytes: pdu,
             }),
-            None => {
+            (_, _, None) => {
                 self.held_octets += pdu.len();
                 self.held.push(pdu);
             }
         }
         self.maybe_ack_in(outputs, config)
+    }
+
+    /// When the OUT channel is due a ping: [MS-RPCH] 3.2.1.1.6.1 has the outbound proxy
+    /// keep an OUT channel in use from being timed out by HTTP intermediaries with small
+    /// packets; ConnectionTimeout (announced in CONN/A3) is what they allow idle, so a
+    /// Ping (2.2.4.49) goes out after half of it without a write.
+    fn ping_due(&self, config: &ProxyConfig) -> Option<Duration> {
+        let out = self.out.as_ref()?;
+        (self.opened && !out.plugged).then(|| out.last_write + config.connection_timeout / 2)
+    }
+
+    /// When the recycling under way must have completed.
+    fn recycle_due(&self, config: &ProxyConfig) -> Option<(Duration, ChannelKind)> {
+        let out = self
+            .out_recycle
+            .map(|r| (r.since() + config.pairing_timeout, ChannelKind::Out));
+        let inbound = self
+            .in_successor
+            .as_ref()
+            .map(|s| (s.since + config.pairing_timeout, ChannelKind::In));
+        out.into_iter().chain(inbound).min_by_key(|(d, _)| *d)
     }
 
     fn info(&self) -> VirtualConnectionInfo {
@@ -596,12 +816,27 @@ impl VirtualConnection {
             keepalive: self.keepalive,
             opened: self.opened,
             pings_answered: self.pings_answered,
+            pings_sent: self.pings_sent,
+            out_recycles: self.out_recycles,
+            in_recycles: self.in_recycles,
             out_bytes_sent: self.out.as_ref().map_or(0, |o| o.bytes_sent),
             out_available_window: self.out.as_ref().map_or(0, |o| o.available),
             out_queued: self.out.as_ref().map_or(0, |o| o.queued),
             in_bytes_received: self.inbound.as_ref().map_or(0, |i| i.bytes_received),
             buffered: self.buffered(),
         }
+    }
+}
+
+/// [MS-RPCH] 3.2.2.6.1: a live client sends something (a Ping at least) each
+/// ConnectionTimeout it was given in CONN/A3, however long a call is parked on the
+/// back-end (EcDoAsyncWaitEx); an open virtual connection is dead after twice that without
+/// traffic from either end. One not open yet has the pairing timeout.
+fn vc_deadline(config: &ProxyConfig, vc: &VirtualConnection) -> Duration {
+    if vc.opened {
+        vc.last_activity + config.connection_timeout * 2
+    } else {
+        (vc.last_activity + config.connection_timeout).min(vc.created + config.pairing_timeout)
     }
 }
 
@@ -617,6 +852,15 @@ fn describe(pdu: &RtsPdu) -> String {
     } else {
         names.join(" or ")
     }
+}
+
+/// Whether the PDU has the layout of a recycling PDU (IN_R1, IN_R2, OUT_R1, OUT_R2:
+/// [MS-RPCH] 2.2.4.10 to 2.2.4.45).
+fn is_recycling(pdu: &RtsPdu) -> bool {
+    pdu.classify()
+        .into_iter()
+        .map(RtsPduKind::name)
+        .any(|n| n.starts_with("IN_R") || n.starts_with("OUT_R"))
 }
 
 /// The fields of the PDU a channel must open with (`view`), its Version 1.
@@ -638,13 +882,53 @@ fn opening<T>(
     }
 }
 
-/// The recycling PDU this is, if its layout is one (IN_R1, IN_R2, OUT_R1, OUT_R2:
-/// [MS-RPCH] 2.2.4.10 to 2.2.4.45).
-fn recycling(pdu: &RtsPdu) -> Option<&'static str> {
-    pdu.classify()
-        .into_iter()
-        .map(RtsPduKind::name)
-        .find(|n| n.starts_with("IN_R") || n.starts_with("OUT_R"))
+/// The fields of IN_R1/A1 or IN_R2/A1 ([MS-RPCH] 2.2.4.10, 2.2.4.18): Version and the
+/// recycling cookies.
+fn as_in_r2_a1(pdu: &RtsPdu) -> Option<(u32, RecycleCookies)> {
+    match (pdu.flags, pdu.commands.as_slice()) {
+        (RtsFlags::RECYCLE_CHANNEL, [C::Version(v), C::Cookie(vc), C::Cookie(p), C::Cookie(s)]) => {
+            Some((
+                *v,
+                RecycleCookies {
+                    virtual_connection: *vc,
+                    predecessor: *p,
+                    successor: *s,
+                },
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// The fields of OUT_R1/A3 or OUT_R2/A3 ([MS-RPCH] 2.2.4.36): those of IN_R2/A1 and the
+/// client's ReceiveWindowSize.
+fn as_out_r2_a3(pdu: &RtsPdu) -> Option<(u32, RecycleCookies, u32)> {
+    match pdu.commands.as_slice() {
+        [first @ .., C::ReceiveWindowSize(w)] => {
+            let head = RtsPdu::new(pdu.flags, first.to_vec());
+            as_in_r2_a1(&head).map(|(v, c)| (v, c, *w))
+        }
+        _ => None,
+    }
+}
+
+/// The successor cookie of OUT_R2/A7 ([MS-RPCH] 2.2.4.40), if this is one.
+fn as_out_r2_a7(pdu: &RtsPdu) -> Option<RtsCookie> {
+    match (pdu.flags, pdu.commands.as_slice()) {
+        (
+            RtsFlags::OUT_CHANNEL,
+            [C::Destination(ForwardDestination::SERVER), C::Cookie(c), C::Version(_)],
+        ) => Some(*c),
+        _ => None,
+    }
+}
+
+/// The successor cookie of IN_R2/A5 ([MS-RPCH] 2.2.4.22), if this is one.
+fn as_in_r2_a5(pdu: &RtsPdu) -> Option<RtsCookie> {
+    match (pdu.flags, pdu.commands.as_slice()) {
+        (RtsFlags::NONE, [C::Cookie(c)]) => Some(*c),
+        _ => None,
+    }
 }
 
 /// The proxy: channels, virtual connections, back-end connections, pending outputs.
@@ -720,7 +1004,7 @@ impl RpcProxy {
         }
         let (min, max) = match kind {
             ChannelKind::Out => (CONN_A1_LEN, MAX_OUT_REQUEST_LENGTH),
-            ChannelKind::In => (CONN_B1_LEN, MAX_IN_REQUEST_LENGTH),
+            ChannelKind::In => (MIN_IN_REQUEST_LENGTH, MAX_IN_REQUEST_LENGTH),
         };
         let refused = if self.channels.len() >= self.config.max_channels {
             Some(ProxyError::TooManyChannels(self.channels.len()))
@@ -775,6 +1059,7 @@ impl RpcProxy {
         let framed = ch.framer.push_frames(bytes, &mut frames);
         if let Some(vc) = ch.vc.and_then(|c| self.vcs.get_mut(&c)) {
             vc.last_activity = now;
+            vc.clock = now;
         }
         for frame in frames {
             if let Err(e) = self.on_frame(now, channel, kind, frame) {
@@ -785,7 +1070,7 @@ impl RpcProxy {
     }
 
     /// The client closed a channel (or its connection broke): its virtual connection
-    /// ends (recycling, which would keep it, is not supported yet).
+    /// ends. A predecessor the recycling closed is gone already and changes nothing.
     pub fn channel_closed(&mut self, _now: Duration, channel: ChannelId) {
         let Some(ch) = self.channels.remove(&channel) else {
             return;
@@ -810,6 +1095,7 @@ impl RpcProxy {
             return Err(ProxyError::UnknownBackend(backend));
         };
         vc.last_activity = now;
+        vc.clock = now;
         let mut frames = Vec::new();
         let framed = vc.backend_framer.push_frames(bytes, &mut frames);
         if let Some(group) = vc.association_group_id {
@@ -852,39 +1138,41 @@ impl RpcProxy {
 
     /// The back-end connection closed or could not be opened: its virtual connection
     /// ends, after what the client's window lets out.
-    pub fn backend_closed(&mut self, _now: Duration, backend: BackendId) {
+    pub fn backend_closed(&mut self, now: Duration, backend: BackendId) {
         let Some(cookie) = self.backends.remove(&backend) else {
             return;
         };
         if let Some(vc) = self.vcs.get_mut(&cookie) {
+            vc.clock = now;
             vc.backend = None;
             let _ = vc.flush_out(&mut self.outputs, &self.config);
         }
         self.end_vc(cookie, ProxyError::BackendClosed);
     }
 
-    /// When [`RpcProxy::handle_timeout`] is next due.
+    /// When [`RpcProxy::handle_timeout`] is next due: a pairing or recycling deadline, a
+    /// ping on a quiet OUT channel, the idle limit.
     pub fn poll_timeout(&self) -> Option<Duration> {
         let channels = self
             .channels
             .values()
             .filter(|c| c.vc.is_none())
             .map(|c| c.opened_at + self.config.pairing_timeout);
-        let vcs = self.vcs.values().map(|vc| self.vc_deadline(vc));
+        let vcs = self.vcs.values().flat_map(|vc| {
+            [
+                Some(vc_deadline(&self.config, vc)),
+                vc.ping_due(&self.config),
+                vc.recycle_due(&self.config).map(|(d, _)| d),
+            ]
+            .into_iter()
+            .flatten()
+        });
         channels.chain(vcs).min()
     }
 
-    fn vc_deadline(&self, vc: &VirtualConnection) -> Duration {
-        let idle = vc.last_activity + self.config.connection_timeout;
-        if vc.opened {
-            idle
-        } else {
-            idle.min(vc.created + self.config.pairing_timeout)
-        }
-    }
-
-    /// Ends what is overdue: channels that sent no RTS PDU, virtual connections whose
-    /// other channel did not come, idle virtual connections.
+    /// Ends what is overdue (channels that sent no RTS PDU, virtual connections whose
+    /// other channel did not come, recyclings not completed, idle virtual connections)
+    /// and pings quiet OUT channels.
     pub fn handle_timeout(&mut self, now: Duration) {
         let silent: Vec<(ChannelId, ChannelKind)> = self
             .channels
@@ -895,19 +1183,37 @@ impl RpcProxy {
         for (id, kind) in silent {
             self.refuse(id, ProxyError::SilentChannel(kind));
         }
-        let overdue: Vec<(RtsCookie, ProxyError)> = self
-            .vcs
-            .iter()
-            .filter(|(_, vc)| self.vc_deadline(vc) <= now)
-            .map(|(cookie, vc)| {
-                let reason = match (vc.opened, vc.out.is_some()) {
-                    (true, _) => ProxyError::Idle,
-                    (false, true) => ProxyError::NoInChannel,
-                    (false, false) => ProxyError::UnknownCookie,
-                };
-                (*cookie, reason)
-            })
-            .collect();
+        let mut overdue: Vec<(RtsCookie, ProxyError)> = Vec::new();
+        let (config, outputs) = (&self.config, &mut self.outputs);
+        for (cookie, vc) in self.vcs.iter_mut() {
+            vc.clock = now;
+            if vc_deadline(config, vc) <= now {
+                overdue.push((
+                    *cookie,
+                    match (vc.opened, vc.out.is_some()) {
+                        (true, _) => ProxyError::Idle,
+                        (false, true) => ProxyError::NoInChannel,
+                        (false, false) => ProxyError::UnknownCookie,
+                    },
+                ));
+                continue;
+            }
+            if let Some((due, kind)) = vc.recycle_due(config) {
+                if due <= now {
+                    overdue.push((*cookie, ProxyError::RecycleTimeout(kind)));
+                    continue;
+                }
+            }
+            if vc.ping_due(config).is_some_and(|d| d <= now) {
+                vc.pings_sent += 1;
+                let pinged = vc
+                    .send_rts(outputs, config, &RtsPdu::ping())
+                    .and_then(|()| vc.maybe_recycle_out(outputs, config));
+                if let Err(e) = pinged {
+                    overdue.push((*cookie, e));
+                }
+            }
+        }
         for (cookie, reason) in overdue {
             self.end_vc(cookie, reason);
         }
@@ -954,7 +1260,11 @@ impl RpcProxy {
                 (ChannelKind::In, Some(cookie)) => {
                     let frame = self.join_group(cookie, packet_type, frame);
                     self.with_vc(cookie, |vc, outputs, config| {
-                        vc.take_client_pdu(outputs, config, frame)
+                        let plugged = vc
+                            .in_successor
+                            .as_ref()
+                            .is_some_and(|s| s.channel == channel);
+                        vc.take_client_pdu(outputs, config, frame, plugged)
                     })
                 }
                 (ChannelKind::In, None) => Err(ProxyError::Unexpected {
@@ -971,17 +1281,18 @@ impl RpcProxy {
         }
         let (pdu, _) = RtsPdu::decode(&frame).map_err(ProxyError::Rts)?;
         match (kind, joined) {
-            (ChannelKind::Out, None) => self.on_conn_a1(now, channel, &pdu),
-            (ChannelKind::In, None) => self.on_conn_b1(now, channel, &pdu),
-            (ChannelKind::Out, Some(_)) => Err(match recycling(&pdu) {
-                Some(name) => ProxyError::RecyclingUnsupported(name),
-                None => ProxyError::Unexpected {
-                    kind,
-                    expected: "nothing after CONN/A1",
-                    got: describe(&pdu),
-                },
-            }),
-            (ChannelKind::In, Some(cookie)) => self.on_in_rts(cookie, &pdu),
+            (ChannelKind::Out, None) => match as_out_r2_a3(&pdu) {
+                Some(fields) if pdu.is(RtsPduKind::OutR2A3) => {
+                    self.on_out_r2_a3(now, channel, fields)
+                }
+                _ => self.on_conn_a1(now, channel, &pdu),
+            },
+            (ChannelKind::In, None) => match as_in_r2_a1(&pdu) {
+                Some(fields) => self.on_in_r2_a1(now, channel, fields),
+                None => self.on_conn_b1(now, channel, &pdu),
+            },
+            (ChannelKind::Out, Some(cookie)) => self.on_out_rts(cookie, channel, &pdu),
+            (ChannelKind::In, Some(cookie)) => self.on_in_rts(cookie, channel, &pdu),
         }
     }
 
@@ -1074,16 +1385,12 @@ impl RpcProxy {
             content_length,
         });
         self.with_vc(cookie, |vc, outputs, config| {
-            vc.out = Some(OutHalf {
+            vc.out = Some(OutHalf::new(
                 channel,
-                cookie: a1.out_channel_cookie,
-                window: a1.receive_window_size,
-                available: a1.receive_window_size,
-                bytes_sent: 0,
-                written: 0,
-                queue: VecDeque::new(),
-                queued: 0,
-            });
+                a1.out_channel_cookie,
+                a1.receive_window_size,
+                now,
+            ));
             vc.backend = Some(backend);
             outputs.push_back(ProxyOutput::ConnectBackend {
                 backend,
@@ -1110,6 +1417,18 @@ impl RpcProxy {
         let b1 = opening(pdu, ChannelKind::In, "CONN/B1", RtsPdu::as_conn_b1, |b| {
             b.version
         })?;
+        // [MS-RPCH] 2.2.3.5.5: 128 KiB to 2 GiB, and the request body (2.1.2.1.1) is
+        // what the channel carries: a lifetime past it cannot be the channel's.
+        let declared = self.channels.get(&channel).map_or(0, |c| c.declared);
+        let lifetime = u64::from(b1.channel_lifetime);
+        if !(MIN_CHANNEL_LIFETIME..=MAX_IN_REQUEST_LENGTH).contains(&lifetime)
+            || lifetime > declared
+        {
+            return Err(ProxyError::ChannelLifetime {
+                lifetime: b1.channel_lifetime,
+                declared,
+            });
+        }
         let cookie = b1.virtual_connection_cookie;
         self.join(now, channel, ChannelKind::In, cookie)?;
         let window = u64::from(self.config.in_receive_window);
@@ -1128,8 +1447,13 @@ impl RpcProxy {
     }
 
     /// RTS PDUs on a joined IN channel: flow-control acks for the OUT channel,
-    /// keep-alive, ping.
-    fn on_in_rts(&mut self, cookie: RtsCookie, pdu: &RtsPdu) -> Result<(), ProxyError> {
+    /// keep-alive, ping, the client's recycling steps (IN_R2/A5, OUT_R2/A7).
+    fn on_in_rts(
+        &mut self,
+        cookie: RtsCookie,
+        channel: ChannelId,
+        pdu: &RtsPdu,
+    ) -> Result<(), ProxyError> {
         if let Some((destination, ack)) = pdu.as_flow_control_ack() {
             // 2.2.4.51: the client addresses its acks for the OUT channel to the
             // outbound proxy.
@@ -1162,14 +1486,368 @@ impl RpcProxy {
         if pdu.is(RtsPduKind::PingTrafficSentNotify) {
             return Ok(());
         }
-        Err(match recycling(pdu) {
-            Some(name) => ProxyError::RecyclingUnsupported(name),
-            None => ProxyError::Unexpected {
+        if let Some(successor) = as_out_r2_a7(pdu) {
+            return self.on_out_r2_a7(cookie, successor);
+        }
+        if let Some(successor) = as_in_r2_a5(pdu) {
+            return self.on_in_r2_a5(cookie, channel, successor);
+        }
+        Err(if is_recycling(pdu) {
+            ProxyError::RecycleOutOfState {
+                kind: ChannelKind::In,
+                got: describe(pdu),
+                state: "the client sends only IN_R2/A1, IN_R2/A5 and OUT_R2/A7 here",
+            }
+        } else {
+            ProxyError::Unexpected {
                 kind: ChannelKind::In,
                 expected: "a client PDU, FlowControlAck, Keep-Alive or Ping",
                 got: describe(pdu),
-            },
+            }
         })
+    }
+
+    /// OUT_R2/A3 opening a new OUT channel ([MS-RPCH] 3.2.4.5.6.1, the virtual
+    /// connection always found here): the successor joins plugged, and the server's
+    /// OUT_R2/A5 answer to OUT_R2/A4 goes to the client as OUT_R2/A6 on the predecessor.
+    /// Only after OUT_R2/A2 asked for it: otherwise it is a second OUT channel with a
+    /// live cookie, refused alone.
+    fn on_out_r2_a3(
+        &mut self,
+        now: Duration,
+        channel: ChannelId,
+        (version, cookies, window): (u32, RecycleCookies, u32),
+    ) -> Result<(), ProxyError> {
+        if version != RTS_VERSION {
+            return Err(ProxyError::Version(version));
+        }
+        if !(MIN_RECEIVE_WINDOW..=MAX_RECEIVE_WINDOW).contains(&window) {
+            return Err(ProxyError::ReceiveWindow(window));
+        }
+        let cookie = cookies.virtual_connection;
+        self.check_recycle_target(channel, ChannelKind::Out, cookie)?;
+        let Some(vc) = self.vcs.get_mut(&cookie) else {
+            return Err(ProxyError::RecycleUnknownConnection {
+                kind: ChannelKind::Out,
+            });
+        };
+        // 3.2.4.5.6.1 makes a wrong predecessor a protocol error; only the new channel
+        // is refused here, so that the virtual connection's cookie alone (without its
+        // OUT channel's) cannot end it.
+        let predecessor = vc.out.as_ref().map(|o| o.cookie).unwrap_or_default();
+        if cookies.predecessor != predecessor {
+            return Err(ProxyError::RecyclePredecessor {
+                kind: ChannelKind::Out,
+                expected: predecessor,
+                got: cookies.predecessor,
+            });
+        }
+        let Some(OutRecycle::A3Wait { since }) = vc.out_recycle else {
+            return Err(ProxyError::RecycleOutOfState {
+                kind: ChannelKind::Out,
+                got: "OUT_R2/A3".into(),
+                state: vc.out_recycle.map_or("no OUT_R2/A2 sent", OutRecycle::name),
+            });
+        };
+        if let Some(ch) = self.channels.get_mut(&channel) {
+            ch.vc = Some(cookie);
+        }
+        vc.clock = now;
+        vc.out_recycle = Some(OutRecycle::Successor {
+            since,
+            channel,
+            cookie: cookies.successor,
+            window,
+            c1: false,
+        });
+        vc.send_rts(&mut self.outputs, &self.config, &RtsPdu::out_r2_a6())
+    }
+
+    /// A recycling request's target must be its virtual connection's; a request for no
+    /// virtual connection is refused alone.
+    fn check_recycle_target(
+        &self,
+        channel: ChannelId,
+        kind: ChannelKind,
+        cookie: RtsCookie,
+    ) -> Result<(), ProxyError> {
+        let (Some(ch), Some(vc)) = (self.channels.get(&channel), self.vcs.get(&cookie)) else {
+            return Err(ProxyError::RecycleUnknownConnection { kind });
+        };
+        if ch.target != vc.target {
+            let (in_target, out_target) = match kind {
+                ChannelKind::In => (ch.target.to_string(), vc.target.to_string()),
+                ChannelKind::Out => (vc.target.to_string(), ch.target.to_string()),
+            };
+            return Err(ProxyError::TargetMismatch {
+                in_target,
+                out_target,
+            });
+        }
+        Ok(())
+    }
+
+    /// RTS PDUs on a joined OUT channel: only a successor's OUT_R2/C1 (2.2.4.45, the
+    /// filler of its request body).
+    fn on_out_rts(
+        &mut self,
+        cookie: RtsCookie,
+        channel: ChannelId,
+        pdu: &RtsPdu,
+    ) -> Result<(), ProxyError> {
+        let recycle = self.vcs.get(&cookie).and_then(|vc| vc.out_recycle);
+        let successor = recycle.and_then(OutRecycle::successor) == Some(channel);
+        if !pdu.is(RtsPduKind::OutR2C1) || !successor {
+            return Err(if is_recycling(pdu) {
+                ProxyError::RecycleOutOfState {
+                    kind: ChannelKind::Out,
+                    got: describe(pdu),
+                    state: recycle.map_or("no recycling", OutRecycle::name),
+                }
+            } else {
+                ProxyError::Unexpected {
+                    kind: ChannelKind::Out,
+                    expected: "nothing after CONN/A1 or OUT_R2/C1",
+                    got: describe(pdu),
+                }
+            });
+        }
+        match recycle {
+            // 3.2.4.5.6.1's B1OrC1W: C1 first, B1 (here OUT_R2/A7) to come.
+            Some(OutRecycle::Successor {
+                since,
+                channel,
+                cookie: successor,
+                window,
+                c1: false,
+            }) => {
+                if let Some(vc) = self.vcs.get_mut(&cookie) {
+                    vc.out_recycle = Some(OutRecycle::Successor {
+                        since,
+                        channel,
+                        cookie: successor,
+                        window,
+                        c1: true,
+                    });
+                }
+                Ok(())
+            }
+            Some(OutRecycle::C1Wait { .. }) => {
+                if let Some(vc) = self.vcs.get_mut(&cookie) {
+                    vc.out_recycle = None;
+                }
+                self.unplug_out(cookie)
+            }
+            _ => Err(ProxyError::RecycleOutOfState {
+                kind: ChannelKind::Out,
+                got: describe(pdu),
+                state: "OUT_R2/C1 came already",
+            }),
+        }
+    }
+
+    /// OUT_R2/A7 on the IN channel: the server's OUT_R2/A8 and its OUT_R2/B1 collapsed,
+    /// so the outbound proxy's OUT_R2/B1 steps (3.2.4.5.10): what the predecessor's
+    /// window and lifetime take, OUT_R2/B3 on it, the successor becomes the OUT channel
+    /// with the rest of the queue and a fresh window, the predecessor is closed. Its
+    /// response starts now when OUT_R2/C1 came, else when it comes.
+    fn on_out_r2_a7(&mut self, cookie: RtsCookie, got: RtsCookie) -> Result<(), ProxyError> {
+        let Some(vc) = self.vcs.get_mut(&cookie) else {
+            return Ok(());
+        };
+        let Some(OutRecycle::Successor {
+            since,
+            channel,
+            cookie: successor,
+            window,
+            c1,
+        }) = vc.out_recycle
+        else {
+            return Err(ProxyError::RecycleOutOfState {
+                kind: ChannelKind::In,
+                got: "OUT_R2/A7".into(),
+                state: vc.out_recycle.map_or("no recycling", OutRecycle::name),
+            });
+        };
+        if got != successor {
+            return Err(ProxyError::RecycleSuccessor {
+                kind: ChannelKind::Out,
+                expected: successor,
+                got,
+            });
+        }
+        let (outputs, config) = (&mut self.outputs, &self.config);
+        vc.flush_out(outputs, config)?;
+        vc.send_rts(outputs, config, &RtsPdu::out_r2_b3())?;
+        let mut next = OutHalf::new(channel, successor, window, vc.clock);
+        next.plugged = true;
+        let mut predecessor = vc.out.replace(next);
+        if let (Some(out), Some(pred)) = (vc.out.as_mut(), predecessor.as_mut()) {
+            // Nothing lost, nothing twice: the queue moves over in order.
+            out.queue = std::mem::take(&mut pred.queue);
+            out.queued = std::mem::take(&mut pred.queued);
+        }
+        vc.out_recycles += 1;
+        vc.out_recycle = (!c1).then_some(OutRecycle::C1Wait { since, channel });
+        if let Some(pred) = predecessor {
+            self.channels.remove(&pred.channel);
+            outputs.push_back(ProxyOutput::CloseChannel {
+                channel: pred.channel,
+                status: None,
+            });
+        }
+        if c1 {
+            self.unplug_out(cookie)?;
+        }
+        Ok(())
+    }
+
+    /// The successor OUT channel's response starts ([MS-RPCH] 2.1.2.1.4): what waited
+    /// for it goes out, RTS PDUs first.
+    fn unplug_out(&mut self, cookie: RtsCookie) -> Result<(), ProxyError> {
+        let Some(vc) = self.vcs.get_mut(&cookie) else {
+            return Ok(());
+        };
+        let Some(out) = vc.out.as_mut() else {
+            return Ok(());
+        };
+        out.plugged = false;
+        let channel = out.channel;
+        let held = std::mem::take(&mut out.held_rts);
+        if let Some(ch) = self.channels.get_mut(&channel) {
+            ch.response_started = true;
+        }
+        let (outputs, config) = (&mut self.outputs, &self.config);
+        outputs.push_back(ProxyOutput::StartOutResponse {
+            channel,
+            content_length: config.out_content_length,
+        });
+        for bytes in held {
+            vc.write_out(outputs, config, bytes)?;
+        }
+        vc.flush_out(outputs, config)
+    }
+
+    /// IN_R1/A1 or IN_R2/A1 opening a new IN channel ([MS-RPCH] 3.2.3.5.5.1, the virtual
+    /// connection always found here, so IN_R2): the predecessor must name the IN channel
+    /// (else the new channel alone is refused), the virtual connection be open and not
+    /// recycling its IN channel already (else it ends); the successor joins plugged and
+    /// the server's IN_R2/A3 goes to the client as IN_R2/A4.
+    fn on_in_r2_a1(
+        &mut self,
+        now: Duration,
+        channel: ChannelId,
+        (version, cookies): (u32, RecycleCookies),
+    ) -> Result<(), ProxyError> {
+        if version != RTS_VERSION {
+            return Err(ProxyError::Version(version));
+        }
+        let cookie = cookies.virtual_connection;
+        self.check_recycle_target(channel, ChannelKind::In, cookie)?;
+        let Some(vc) = self.vcs.get_mut(&cookie) else {
+            return Ok(());
+        };
+        // 3.2.3.5.5.1 makes a wrong predecessor a protocol error; only the new channel is
+        // refused here, so that the virtual connection's cookie alone (without its IN
+        // channel's) cannot end it.
+        let Some(predecessor) = vc.inbound.as_ref().map(|i| i.cookie) else {
+            return Err(ProxyError::RecycleOutOfState {
+                kind: ChannelKind::In,
+                got: "IN_R2/A1".into(),
+                state: "no IN channel",
+            });
+        };
+        if cookies.predecessor != predecessor {
+            return Err(ProxyError::RecyclePredecessor {
+                kind: ChannelKind::In,
+                expected: predecessor,
+                got: cookies.predecessor,
+            });
+        }
+        if let Some(ch) = self.channels.get_mut(&channel) {
+            ch.vc = Some(cookie);
+        }
+        // From here on a fault is the virtual connection's (3.2.3.5.10).
+        let state = match vc.in_successor {
+            _ if !vc.opened => Some("the virtual connection is not open"),
+            Some(_) => Some("a successor IN channel is opening already"),
+            None => None,
+        };
+        if let Some(state) = state {
+            return Err(ProxyError::RecycleOutOfState {
+                kind: ChannelKind::In,
+                got: "IN_R2/A1".into(),
+                state,
+            });
+        }
+        vc.clock = now;
+        vc.in_successor = Some(InSuccessor {
+            channel,
+            cookie: cookies.successor,
+            since: now,
+            held: Vec::new(),
+            held_octets: 0,
+        });
+        vc.send_rts(&mut self.outputs, &self.config, &RtsPdu::in_r2_a4())
+    }
+
+    /// IN_R2/A5 on the predecessor IN channel: the switch (the step 3.2.3.5.5.1 waits for): the
+    /// successor becomes the IN channel with the flow-control counts carried over, what
+    /// it held goes to the back-end after everything the predecessor carried, and the
+    /// predecessor is closed.
+    fn on_in_r2_a5(
+        &mut self,
+        cookie: RtsCookie,
+        channel: ChannelId,
+        got: RtsCookie,
+    ) -> Result<(), ProxyError> {
+        let Some(vc) = self.vcs.get_mut(&cookie) else {
+            return Ok(());
+        };
+        let on_predecessor = vc.inbound.as_ref().is_some_and(|i| i.channel == channel);
+        let Some(successor) = vc.in_successor.as_ref().filter(|_| on_predecessor) else {
+            return Err(ProxyError::RecycleOutOfState {
+                kind: ChannelKind::In,
+                got: "IN_R2/A5".into(),
+                state: if vc.in_successor.is_some() {
+                    "IN_R2/A5 belongs on the predecessor"
+                } else {
+                    "no successor IN channel"
+                },
+            });
+        };
+        if got != successor.cookie {
+            return Err(ProxyError::RecycleSuccessor {
+                kind: ChannelKind::In,
+                expected: successor.cookie,
+                got,
+            });
+        }
+        let Some(successor) = vc.in_successor.take() else {
+            return Ok(());
+        };
+        let Some(inbound) = vc.inbound.as_mut() else {
+            return Ok(());
+        };
+        let predecessor = std::mem::replace(&mut inbound.channel, successor.channel);
+        inbound.cookie = successor.cookie;
+        vc.in_recycles += 1;
+        let (outputs, config) = (&mut self.outputs, &self.config);
+        for bytes in successor.held {
+            match vc.backend {
+                Some(backend) => outputs.push_back(ProxyOutput::WriteBackend { backend, bytes }),
+                None => {
+                    vc.held_octets += bytes.len();
+                    vc.held.push(bytes);
+                }
+            }
+        }
+        self.channels.remove(&predecessor);
+        outputs.push_back(ProxyOutput::CloseChannel {
+            channel: predecessor,
+            status: None,
+        });
+        vc.maybe_ack_in(outputs, config)
     }
 
     /// Ends `channel` for `reason`: its virtual connection with it when it joined one,
@@ -1244,11 +1922,15 @@ impl RpcProxy {
                 self.groups.remove(&group);
             }
         }
-        let channels = [
-            vc.out.as_ref().map(|o| o.channel),
-            vc.inbound.as_ref().map(|i| i.channel),
-        ];
-        for id in channels.into_iter().flatten() {
+        // Its channels, successors of a recycling included.
+        let mut channels: Vec<ChannelId> = self
+            .channels
+            .iter()
+            .filter(|(_, c)| c.vc == Some(cookie))
+            .map(|(id, _)| *id)
+            .collect();
+        channels.sort();
+        for id in channels {
             if let Some(ch) = self.channels.remove(&id) {
                 self.outputs.push_back(ProxyOutput::CloseChannel {
                     channel: id,

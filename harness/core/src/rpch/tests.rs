@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use harness_wire::dcerpc::{AuthLevel, ContextElement, SyntaxId, Uuid};
-use harness_wire::rpch::{FlowControlAck, RecycleCookies, RtsCommand, RtsFlags, RtsPdu};
+use harness_wire::rpch::{
+    FlowControlAck, RecycleCookies, RtsCommand, RtsFlags, RtsPdu, RtsPduKind,
+};
 
 use super::*;
 use crate::dcerpc::client::{ClientAssociation, ClientConfig, ClientEvent};
@@ -22,10 +24,19 @@ const EXCHANGE: &str = "mail.example.com:6004";
 /// One client virtual connection: its channels and what the proxy told it.
 struct Side {
     client: RpchClient,
+    /// The OUT and IN channels, and their successors while a recycling opens them.
     out: ChannelId,
     inc: ChannelId,
+    out_successor: Option<ChannelId>,
+    in_successor: Option<ChannelId>,
+    /// Channels recycling replaced.
+    past: Vec<ChannelId>,
     events: Vec<RpchEvent>,
-    started: Option<u32>,
+    /// The recycling events, in order, and every write on an OUT channel.
+    steps: Vec<RpchEvent>,
+    wire: Vec<(ChannelId, Vec<u8>)>,
+    /// The Content-Length each OUT channel's response started with.
+    started: HashMap<ChannelId, u32>,
     /// The status each closed channel got (None: closed after its response started).
     closed: HashMap<ChannelId, Option<HttpStatus>>,
 }
@@ -37,6 +48,12 @@ struct Lab {
     sides: Vec<Side>,
     ended: Vec<(Option<RtsCookie>, Option<ChannelId>, ProxyError)>,
     next_channel: u64,
+    /// Answer the proxy's OUT_R2/A2 and A6, and IN_R2/A4, as a client does (OUT_R2/B3
+    /// always switches the side to the successor).
+    answer_out: bool,
+    answer_in: bool,
+    /// Send OUT_R2/C1 before OUT_R2/A7 (else after).
+    c1_first: bool,
     /// Kept so the endpoints outlive the sessions.
     _endpoints: Option<RpcEndpoints>,
 }
@@ -67,6 +84,9 @@ impl Lab {
             sides: Vec::new(),
             ended: Vec::new(),
             next_channel: 1,
+            answer_out: true,
+            answer_in: true,
+            c1_first: true,
             _endpoints: endpoints,
         }
     }
@@ -95,8 +115,13 @@ impl Lab {
             client,
             out,
             inc,
+            out_successor: None,
+            in_successor: None,
+            past: Vec::new(),
             events: Vec::new(),
-            started: None,
+            steps: Vec::new(),
+            wire: Vec::new(),
+            started: HashMap::new(),
             closed: HashMap::new(),
         });
         self.sides.len() - 1
@@ -138,10 +163,78 @@ impl Lab {
         }
     }
 
+    fn side_index(&self, channel: ChannelId) -> Option<usize> {
+        self.sides.iter().position(|s| {
+            s.out == channel
+                || s.inc == channel
+                || s.out_successor == Some(channel)
+                || s.in_successor == Some(channel)
+                || s.past.contains(&channel)
+        })
+    }
+
     fn side_of(&mut self, channel: ChannelId) -> Option<&mut Side> {
-        self.sides
-            .iter_mut()
-            .find(|s| s.out == channel || s.inc == channel)
+        let i = self.side_index(channel)?;
+        self.sides.get_mut(i)
+    }
+
+    /// What a client does on the proxy's recycling steps (the client's processing of OUT_R2/A2,
+    /// OUT_R2/A6, OUT_R2/B3 and IN_R2/A4 in [MS-RPCH] 3.2.2.5).
+    fn recycle_step(&mut self, i: usize, event: &RpchEvent) {
+        let now = self.now;
+        match event {
+            RpchEvent::OutR2A2 => {
+                let successor = self.channel();
+                self.proxy
+                    .out_channel_opened(now, successor, EXCHANGE, 120)
+                    .unwrap();
+                let side = &mut self.sides[i];
+                side.out_successor = Some(successor);
+                let a3 = side.client.rts.out_recycle_a3();
+                let _ = self.proxy.channel_data(now, successor, &a3);
+            }
+            RpchEvent::OutR2A6 => {
+                let side = &self.sides[i];
+                let (a7, c1) = side.client.rts.out_recycle_a7_c1().expect("a successor");
+                let (inc, successor) = (side.inc, side.out_successor.expect("a successor"));
+                let mut steps = [(successor, c1), (inc, a7)];
+                if !self.c1_first {
+                    steps.reverse();
+                }
+                for (channel, bytes) in steps {
+                    let _ = self.proxy.channel_data(now, channel, &bytes);
+                }
+            }
+            RpchEvent::OutR2B3 => {
+                let side = &mut self.sides[i];
+                let successor = side.out_successor.take().expect("a successor");
+                let predecessor = std::mem::replace(&mut side.out, successor);
+                side.past.push(predecessor);
+            }
+            RpchEvent::InR2A4 => {
+                let side = &mut self.sides[i];
+                let a5 = side.client.rts.in_recycle_a5().expect("a successor");
+                let successor = side.in_successor.take().expect("a successor");
+                let predecessor = std::mem::replace(&mut side.inc, successor);
+                side.past.push(predecessor);
+                let _ = self.proxy.channel_data(now, predecessor, &a5);
+            }
+            _ => {}
+        }
+    }
+
+    /// Opens a successor IN channel and sends its IN_R2/A1.
+    fn recycle_in(&mut self, i: usize) -> Result<(), ProxyError> {
+        let successor = self.channel();
+        self.proxy
+            .in_channel_opened(self.now, successor, EXCHANGE, 1 << 30)
+            .unwrap();
+        let side = &mut self.sides[i];
+        side.in_successor = Some(successor);
+        let a1 = side.client.rts.begin_in_recycle();
+        let r = self.proxy.channel_data(self.now, successor, &a1);
+        self.settle();
+        r
     }
 
     fn deliver(&mut self, output: ProxyOutput) {
@@ -152,20 +245,40 @@ impl Lab {
                 content_length,
             } => {
                 let side = self.side_of(channel).expect("a side's channel");
-                assert_eq!(side.started, None, "two response starts");
-                side.started = Some(content_length);
+                assert_eq!(channel, side.out, "a response start on no OUT channel");
+                let twice = side.started.insert(channel, content_length);
+                assert_eq!(twice, None, "two response starts");
             }
             ProxyOutput::Write { channel, bytes } => {
-                let side = self.side_of(channel).expect("a side's channel");
-                assert_eq!(channel, side.out, "a write on an IN channel");
-                assert!(side.started.is_some(), "a write before the response");
+                let i = self.side_index(channel).expect("a side's channel");
+                let side = &mut self.sides[i];
+                assert_eq!(channel, side.out, "a write on no OUT channel");
+                assert!(
+                    side.started.contains_key(&channel),
+                    "a write before the response"
+                );
+                side.wire.push((channel, bytes.clone()));
+                let before = side.events.len();
                 let ack = side
                     .client
                     .receive_out(&bytes, &mut side.events)
                     .expect("the OUT channel's octets");
+                let fresh = side.events[before..].to_vec();
                 let inc = side.inc;
                 if !ack.is_empty() {
                     let _ = self.proxy.channel_data(now, inc, &ack);
+                }
+                for event in &fresh {
+                    let answer = match event {
+                        RpchEvent::OutR2A2 | RpchEvent::OutR2A6 => self.answer_out,
+                        RpchEvent::InR2A4 => self.answer_in,
+                        RpchEvent::OutR2B3 => true,
+                        _ => continue,
+                    };
+                    self.sides[i].steps.push(event.clone());
+                    if answer {
+                        self.recycle_step(i, event);
+                    }
                 }
             }
             ProxyOutput::CloseChannel { channel, status } => {
@@ -299,7 +412,7 @@ fn a_virtual_connection_binds_with_ntlm_privacy_and_calls_rfr() {
     let a1 = lab.sides[i].client.conn_a1();
     assert_eq!(a1.len(), 76);
     lab.out(i, &a1).unwrap();
-    assert_eq!(lab.sides[i].started, Some(0x4000_0000));
+    assert_eq!(lab.sides[i].started[&lab.sides[i].out], 0x4000_0000);
     assert_eq!(
         lab.sides[i].events,
         [RpchEvent::ConnA3 {
@@ -611,14 +724,21 @@ fn an_unknown_rts_pdu_ends_its_virtual_connection() {
 }
 
 #[test]
-fn recycling_is_refused_as_unsupported() {
+fn a_recycling_pdu_on_a_live_in_channel_ends_its_virtual_connection() {
     let cookies = RecycleCookies {
         virtual_connection: Uuid::NIL,
         predecessor: Uuid::NIL,
         successor: Uuid::NIL,
     };
     let (_, err) = broken_next_to_clean(|lab, i| lab.send(i, &rts(&RtsPdu::in_r1_a1(1, cookies))));
-    assert!(matches!(err, ProxyError::RecyclingUnsupported(_)), "{err}");
+    assert_eq!(
+        err,
+        ProxyError::RecycleOutOfState {
+            kind: ChannelKind::In,
+            got: "IN_R1/A1 or IN_R2/A1".into(),
+            state: "the client sends only IN_R2/A1, IN_R2/A5 and OUT_R2/A7 here",
+        }
+    );
 }
 
 #[test]
@@ -739,10 +859,25 @@ fn a_second_out_channel_with_a_live_cookie_is_refused_alone() {
     lab.settle();
     assert!(lab.sides[i].closed.is_empty());
     lab.rfr_call(i);
+    // OUT_R2/A3 the proxy did not ask for (no OUT_R2/A2): a second OUT channel outside
+    // recycling, refused alone too.
+    let third = lab.channel();
+    lab.proxy
+        .out_channel_opened(lab.now, third, EXCHANGE, 120)
+        .unwrap();
+    let a3 = lab.sides[i].client.rts.out_recycle_a3();
+    let want = ProxyError::RecycleOutOfState {
+        kind: ChannelKind::Out,
+        got: "OUT_R2/A3".into(),
+        state: "no OUT_R2/A2 sent",
+    };
+    refused_alone(&mut lab, third, &a3, want);
+    assert!(lab.sides[i].closed.is_empty());
+    lab.rfr_call(i);
     // And a second IN channel.
     let second_in = lab.channel();
     lab.proxy
-        .in_channel_opened(lab.now, second_in, EXCHANGE, 1 << 20)
+        .in_channel_opened(lab.now, second_in, EXCHANGE, 1 << 30)
         .unwrap();
     let b1 = lab.sides[i].client.conn_b1();
     let err = lab.proxy.channel_data(lab.now, second_in, &b1).unwrap_err();
@@ -779,21 +914,59 @@ fn an_in_channel_for_an_unknown_cookie_ends_at_the_pairing_timeout() {
 }
 
 #[test]
-fn an_idle_virtual_connection_is_closed_at_the_connection_timeout() {
+fn an_idle_virtual_connection_is_pinged_then_closed_at_twice_the_connection_timeout() {
     let mut lab = Lab::new(ProxyConfig::default());
     let i = lab.connect(28, 0x4_0000, true);
     lab.bind_ntlm(i);
+    lab.sides[i].events.clear();
     let last = lab.now;
+    // The OUT channel's last write (the bind_ack) starts the ping timer: half the
+    // 120 s ConnectionTimeout.
     assert_eq!(
         lab.proxy.poll_timeout(),
-        Some(last + Duration::from_secs(120))
+        Some(last + Duration::from_secs(60))
     );
-    lab.advance(Duration::from_secs(119));
+    lab.advance(Duration::from_secs(59));
+    assert!(lab.sides[i].events.is_empty());
+    lab.advance(Duration::from_secs(1));
+    assert_eq!(lab.sides[i].events, [RpchEvent::Ping]);
+    assert_eq!(lab.info(i).unwrap().pings_sent, 1);
+    // A ping is no traffic from either end: the idle limit stays at 240 s.
+    for _ in 0..2 {
+        assert_eq!(
+            lab.proxy.poll_timeout(),
+            Some(lab.now + Duration::from_secs(60))
+        );
+        lab.advance(Duration::from_secs(60));
+    }
+    assert_eq!(lab.info(i).unwrap().pings_sent, 3);
+    assert_eq!(lab.now, last + Duration::from_secs(180));
+    lab.advance(Duration::from_secs(59));
     assert!(lab.info(i).is_some());
     lab.advance(Duration::from_secs(1));
     assert_eq!(lab.ended_reason(i), Some(ProxyError::Idle));
     assert_eq!(lab.backends.open(), 0);
     assert_eq!(lab.proxy.poll_timeout(), None);
+}
+
+#[test]
+fn a_quiet_client_that_pings_at_the_connection_timeout_keeps_its_virtual_connection() {
+    // [MS-RPCH] 3.2.2.6.1: a client with a call parked on the back-end sends a Ping each
+    // ConnectionTimeout (120 s, CONN/A3).
+    let mut lab = Lab::new(ProxyConfig::default());
+    let i = lab.connect(30, 0x4_0000, true);
+    lab.bind_ntlm(i);
+    // Twelve minutes: the endpoint's own idle limit (15 min, no call parked) stays away.
+    for _ in 0..6 {
+        lab.advance(Duration::from_secs(120));
+        let sent = lab.send(i, &rts(&RtsPdu::ping()));
+        assert_eq!(sent, Ok(()), "{:?}", lab.ended);
+    }
+    let info = lab.info(i).expect("alive after 12 minutes");
+    assert_eq!(info.pings_answered, 6);
+    // The proxy's own: one each time the clock jumps past 60 s after a write.
+    assert_eq!(info.pings_sent, 6);
+    lab.rfr_call(i);
 }
 
 #[test]
@@ -971,18 +1144,66 @@ fn back_end_octets_past_the_queue_limit_end_the_virtual_connection() {
 }
 
 #[test]
-fn an_out_channel_past_its_content_length_ends_the_virtual_connection() {
+fn an_out_channel_whose_client_does_not_recycle_stops_short_of_its_content_length() {
     let mut lab = sized_lab(ProxyConfig {
-        out_content_length: 0x2000,
+        out_content_length: 0x4000,
         ..ProxyConfig::default()
     });
+    lab.answer_out = false;
     let i = lab.connect(42, 0x4_0000, true);
     ask_for(&mut lab, i, 20_000).unwrap();
+    // RPC PDUs stop before the lifetime less the 4 KiB reserve for RTS PDUs; the rest
+    // waits for a successor the client never opens.
+    assert_eq!(lab.sides[i].steps, [RpchEvent::OutR2A2]);
+    let info = lab.info(i).unwrap();
+    assert!(info.out_queued > 0);
+    let written: usize = lab.sides[i].wire.iter().map(|(_, b)| b.len()).sum();
+    assert!(written <= 0x4000 - 4096, "{written}");
+    // Its pings answered eat the reserve, then the lifetime is spent.
+    let mut sent = 0;
+    while lab.info(i).is_some() {
+        let _ = lab.send(i, &rts(&RtsPdu::ping()));
+        sent += 1;
+        assert!(sent < 300);
+    }
     assert_eq!(
         lab.ended_reason(i),
-        Some(ProxyError::OutChannelSpent(0x2000))
+        Some(ProxyError::OutChannelSpent(0x4000))
     );
-    assert!(lab.sides[i].client.bytes_received() <= 0x2000);
+    let written: usize = lab.sides[i].wire.iter().map(|(_, b)| b.len()).sum();
+    assert!(written <= 0x4000 && written > 0x4000 - 20, "{written}");
+}
+
+#[test]
+fn an_out_recycling_the_client_does_not_complete_ends_at_the_pairing_timeout() {
+    let (mut lab, i) = asked_to_recycle(43);
+    assert_eq!(lab.sides[i].steps, [RpchEvent::OutR2A2]);
+    ends_at_the_pairing_timeout(&mut lab, i, ChannelKind::Out);
+}
+
+/// A sized lab whose client does not answer OUT_R2/A2, asked for a response that starts
+/// the recycling of its 16 KiB OUT channel.
+fn asked_to_recycle(seed: u64) -> (Lab, usize) {
+    let mut lab = sized_lab(ProxyConfig {
+        out_content_length: 0x4000,
+        ..ProxyConfig::default()
+    });
+    lab.answer_out = false;
+    let i = lab.connect(seed, 0x4_0000, true);
+    ask_for(&mut lab, i, 20_000).unwrap();
+    (lab, i)
+}
+
+/// The recycling under way now ends its virtual connection 30 s on, not earlier.
+fn ends_at_the_pairing_timeout(lab: &mut Lab, i: usize, kind: ChannelKind) {
+    assert_eq!(
+        lab.proxy.poll_timeout(),
+        Some(lab.now + Duration::from_secs(30))
+    );
+    lab.advance(Duration::from_secs(29));
+    assert!(lab.info(i).is_some());
+    lab.advance(Duration::from_secs(1));
+    assert_eq!(lab.ended_reason(i), Some(ProxyError::RecycleTimeout(kind)));
 }
 
 #[test]
@@ -1079,4 +1300,554 @@ fn virtual_connections_with_one_association_group_id_share_the_back_end_group() 
     // Both still call through their own connection.
     lab.rfr_call(first);
     lab.rfr_call(second);
+}
+
+/// The PDUs written on `channel`, whole (a write may hold several).
+fn pdus_on(wire: &[(ChannelId, Vec<u8>)], channel: ChannelId) -> Vec<Vec<u8>> {
+    let mut stream: Vec<u8> = wire
+        .iter()
+        .filter(|(c, _)| *c == channel)
+        .flat_map(|(_, b)| b.iter().copied())
+        .collect();
+    let mut pdus = Vec::new();
+    while stream.len() >= 10 {
+        let len = u16::from_le_bytes([stream[8], stream[9]]) as usize;
+        pdus.push(stream.drain(..len).collect());
+    }
+    assert!(stream.is_empty(), "a partial PDU on {channel:?}");
+    pdus
+}
+
+fn rts_of(pdu: &[u8]) -> Option<RtsPdu> {
+    (pdu[2] == 20).then(|| RtsPdu::decode(pdu).unwrap().0)
+}
+
+/// A call to the sized interface for `len` octets (the stub padded to `stub_len`); its
+/// response checked whole and alone.
+fn sized_call(lab: &mut Lab, i: usize, len: u32) {
+    let call = lab.sides[i]
+        .client
+        .association
+        .call(0, 0, None, &len.to_le_bytes())
+        .unwrap();
+    for fragment in &call.fragments {
+        lab.send(i, fragment).unwrap();
+    }
+    expect_sized_response(lab, i, call.call_id, len);
+}
+
+fn expect_sized_response(lab: &mut Lab, i: usize, id: u32, len: u32) {
+    let events = lab.rpc_events(i);
+    match events.as_slice() {
+        [ClientEvent::Response { call_id, stub, .. }] if *call_id == id => {
+            assert_eq!(stub.len(), len as usize);
+            assert!(stub.iter().enumerate().all(|(j, b)| *b == j as u8));
+        }
+        other => panic!("not one response to call {id}: {other:?}"),
+    }
+}
+
+fn recycle_out_under_load(c1_first: bool) {
+    let mut lab = sized_lab(ProxyConfig {
+        // The smallest lifetime [MS-RPCH] 2.1.2.1.4 allows.
+        out_content_length: 0x2_0000,
+        ..ProxyConfig::default()
+    });
+    lab.c1_first = c1_first;
+    let i = lab.connect(50, 0x1_0000, true);
+    sized_bind(&mut lab, i);
+    for k in 0..40 {
+        sized_call(&mut lab, i, 20_000 + k);
+    }
+    let info = lab.info(i).unwrap();
+    let n = info.out_recycles;
+    // 40 responses of 20 KB (800 KB) through channels of 128 KiB that recycle from 64 KiB
+    // on: about 80 KB each.
+    assert_eq!(n, 10);
+    let side = &lab.sides[i];
+    use RpchEvent::{OutR2A2, OutR2A6, OutR2B3};
+    assert_eq!(
+        side.steps,
+        (0..n)
+            .flat_map(|_| [OutR2A2, OutR2A6, OutR2B3])
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(side.past.len() as u64, n);
+    assert_eq!(side.started.len() as u64, n + 1);
+    assert!(side.started.values().all(|l| *l == 0x2_0000));
+    for channel in &side.past {
+        assert_eq!(
+            side.closed[channel], None,
+            "a predecessor closed with a status"
+        );
+        let pdus = pdus_on(&side.wire, *channel);
+        let total: usize = pdus.iter().map(Vec::len).sum();
+        assert!(total <= 0x2_0000, "{total} octets on a 128 KiB channel");
+        let last = rts_of(pdus.last().unwrap()).expect("an RTS PDU last");
+        assert!(last.is(RtsPduKind::OutR2B3), "{last:?}");
+    }
+    assert_eq!(info.out_channel, Some(side.out));
+    assert_eq!(info.out_queued, 0);
+    assert!(side.closed.is_empty() || side.closed.keys().all(|c| side.past.contains(c)));
+}
+
+#[test]
+fn the_out_channel_recycles_under_load_and_each_call_gets_one_response() {
+    recycle_out_under_load(true);
+}
+
+#[test]
+fn the_out_channel_recycles_when_out_r2_c1_comes_after_out_r2_a7() {
+    recycle_out_under_load(false);
+}
+
+/// One OUT recycling step by step: OUT_R2/A2 once the lifetime runs short, OUT_R2/A6
+/// on OUT_R2/A3, the switch on OUT_R2/A7, the successor's response on the switch (C1
+/// first) or on OUT_R2/C1 (A7 first).
+fn out_recycling_step_by_step(c1_first: bool) {
+    let mut lab = sized_lab(ProxyConfig {
+        out_content_length: 0x4000,
+        ..ProxyConfig::default()
+    });
+    lab.answer_out = false;
+    let i = lab.connect(51, 0x2000, true);
+    sized_bind(&mut lab, i);
+    // About 6.3 KB: short of the 8 KiB where recycling starts.
+    sized_call(&mut lab, i, 6000);
+    assert!(lab.sides[i].steps.is_empty());
+    let call = lab.sides[i]
+        .client
+        .association
+        .call(0, 0, None, &6000u32.to_le_bytes())
+        .unwrap();
+    lab.send(i, &call.fragments[0]).unwrap();
+    assert_eq!(lab.sides[i].steps, [RpchEvent::OutR2A2]);
+    // What passed 12 KiB (the lifetime less the RTS reserve) waits.
+    let info = lab.info(i).unwrap();
+    assert!(info.out_queued > 0, "{info:?}");
+    assert!(lab.rpc_events(i).is_empty());
+    let pred = lab.sides[i].out;
+    lab.recycle_step(i, &RpchEvent::OutR2A2);
+    lab.settle();
+    assert_eq!(lab.sides[i].steps, [RpchEvent::OutR2A2, RpchEvent::OutR2A6]);
+    let succ = lab.sides[i].out_successor.unwrap();
+    assert!(!lab.sides[i].started.contains_key(&succ));
+    assert_eq!(lab.info(i).unwrap().out_channel, Some(pred));
+    let (a7, c1) = lab.sides[i].client.rts.out_recycle_a7_c1().unwrap();
+    assert_eq!(c1.len(), 24);
+    if c1_first {
+        lab.proxy.channel_data(lab.now, succ, &c1).unwrap();
+        lab.settle();
+        assert!(!lab.sides[i].started.contains_key(&succ));
+        lab.send(i, &a7).unwrap();
+    } else {
+        lab.send(i, &a7).unwrap();
+        // Switched: B3 ended the predecessor; the successor waits for its C1.
+        assert_eq!(lab.info(i).unwrap().out_channel, Some(succ));
+        assert!(!lab.sides[i].started.contains_key(&succ));
+        assert!(lab.rpc_events(i).is_empty());
+        lab.proxy.channel_data(lab.now, succ, &c1).unwrap();
+        lab.settle();
+    }
+    assert_eq!(
+        lab.sides[i].steps,
+        [RpchEvent::OutR2A2, RpchEvent::OutR2A6, RpchEvent::OutR2B3]
+    );
+    assert_eq!(lab.sides[i].started[&succ], 0x4000);
+    expect_sized_response(&mut lab, i, call.call_id, 6000);
+    let side = &lab.sides[i];
+    assert_eq!(side.closed[&pred], None);
+    // The predecessor: establishment, RPC PDUs, then the recycling steps, B3 last.
+    let pred_pdus = pdus_on(&side.wire, pred);
+    let rts: Vec<RtsPdu> = pred_pdus.iter().filter_map(|p| rts_of(p)).collect();
+    let kinds = [
+        RtsPduKind::ConnA3,
+        RtsPduKind::ConnC2,
+        RtsPduKind::OutR2A2,
+        RtsPduKind::OutR2A6,
+        RtsPduKind::OutR2B3,
+    ];
+    assert_eq!(rts.len(), kinds.len(), "{rts:?}");
+    for (pdu, kind) in rts.iter().zip(kinds) {
+        assert!(pdu.is(kind), "{pdu:?} is no {kind:?}");
+    }
+    assert!(rts_of(pred_pdus.last().unwrap()).is_some());
+    let total: usize = pred_pdus.iter().map(Vec::len).sum();
+    assert!(total <= 0x4000 && total > 0x4000 - 4096 - 1432, "{total}");
+    // The successor: the rest of the response, RPC PDUs only, none twice.
+    let succ_pdus = pdus_on(&side.wire, succ);
+    assert!(!succ_pdus.is_empty());
+    assert!(succ_pdus.iter().all(|p| p[2] == 2), "only response PDUs");
+    assert_eq!(lab.info(i).unwrap().out_recycles, 1);
+    assert_eq!(lab.info(i).unwrap().out_queued, 0);
+    lab.answer_out = true;
+    sized_call(&mut lab, i, 6000);
+}
+
+#[test]
+fn out_recycling_writes_the_spec_steps_in_order_c1_first() {
+    out_recycling_step_by_step(true);
+}
+
+#[test]
+fn out_recycling_writes_the_spec_steps_in_order_a7_first() {
+    out_recycling_step_by_step(false);
+}
+
+#[test]
+fn the_in_channel_recycles_and_calls_go_on_on_the_successor() {
+    let mut lab = Lab::new(ProxyConfig::default());
+    let i = lab.connect(60, 0x4_0000, true);
+    lab.bind_ntlm(i);
+    lab.rfr_call(i);
+    for n in 1..=3 {
+        let pred = lab.sides[i].inc;
+        let received = lab.info(i).unwrap().in_bytes_received;
+        lab.recycle_in(i).unwrap();
+        let succ = lab.sides[i].inc;
+        assert_ne!(succ, pred);
+        assert_eq!(lab.sides[i].closed[&pred], None);
+        let info = lab.info(i).unwrap();
+        assert_eq!(info.in_channel, Some(succ));
+        assert_eq!(info.in_recycles, n);
+        // The flow-control count goes on across the switch.
+        assert_eq!(info.in_bytes_received, received);
+        lab.rfr_call(i);
+        assert!(lab.info(i).unwrap().in_bytes_received > received);
+    }
+    assert_eq!(lab.sides[i].steps, vec![RpchEvent::InR2A4; 3]);
+    assert_eq!(lab.proxy.channels(), 2);
+}
+
+#[test]
+fn client_pdus_on_a_successor_before_in_r2_a5_follow_the_predecessors() {
+    let mut lab = sized_lab(ProxyConfig::default());
+    lab.answer_in = false;
+    let i = lab.connect(61, 0x4_0000, true);
+    sized_bind(&mut lab, i);
+    lab.recycle_in(i).unwrap();
+    assert_eq!(lab.sides[i].steps, [RpchEvent::InR2A4]);
+    let (pred, succ) = (lab.sides[i].inc, lab.sides[i].in_successor.unwrap());
+    // A request in three fragments: the first on the predecessor, the other two on the
+    // successor, where the proxy sees them before IN_R2/A5.
+    let mut stub = 3000u32.to_le_bytes().to_vec();
+    stub.resize(3000, 7);
+    let call = lab.sides[i]
+        .client
+        .association
+        .call(0, 0, None, &stub)
+        .unwrap();
+    assert_eq!(call.fragments.len(), 3);
+    lab.send(i, &call.fragments[0]).unwrap();
+    for fragment in &call.fragments[1..] {
+        lab.proxy.channel_data(lab.now, succ, fragment).unwrap();
+    }
+    lab.settle();
+    assert!(lab.rpc_events(i).is_empty());
+    let held: usize = call.fragments[1..].iter().map(Vec::len).sum();
+    assert!(lab.info(i).unwrap().buffered >= held);
+    let a5 = lab.sides[i].client.rts.in_recycle_a5().unwrap();
+    lab.proxy.channel_data(lab.now, pred, &a5).unwrap();
+    lab.settle();
+    expect_sized_response(&mut lab, i, call.call_id, 3000);
+    lab.sides[i].inc = succ;
+    lab.sides[i].in_successor = None;
+    assert_eq!(lab.sides[i].closed[&pred], None);
+    let info = lab.info(i).unwrap();
+    assert_eq!(info.in_channel, Some(succ));
+    assert_eq!(info.buffered, 0);
+    sized_call(&mut lab, i, 100);
+}
+
+/// Opens a new IN channel for side `i` and sends `first` on it.
+fn new_in_channel(lab: &mut Lab, i: usize, first: &RtsPdu) -> (ChannelId, Result<(), ProxyError>) {
+    let channel = lab.channel();
+    lab.proxy
+        .in_channel_opened(lab.now, channel, EXCHANGE, 1 << 30)
+        .unwrap();
+    lab.sides[i].in_successor = Some(channel);
+    let r = lab.proxy.channel_data(lab.now, channel, &rts(first));
+    lab.settle();
+    (channel, r)
+}
+
+fn recycle_cookies(lab: &Lab, i: usize, predecessor: RtsCookie) -> RecycleCookies {
+    RecycleCookies {
+        virtual_connection: lab.cookie(i),
+        predecessor,
+        successor: Uuid::new(7, 7, 7, [7; 8]),
+    }
+}
+
+#[test]
+fn in_recycling_naming_another_predecessor_is_refused_alone() {
+    let mut lab = Lab::new(ProxyConfig::default());
+    let i = lab.connect(68, 0x4_0000, true);
+    lab.bind_ntlm(i);
+    let a1 = RtsPdu::in_r2_a1(1, recycle_cookies(&lab, i, Uuid::NIL));
+    let (channel, r) = new_in_channel(&mut lab, i, &a1);
+    let want = ProxyError::RecyclePredecessor {
+        kind: ChannelKind::In,
+        expected: lab.sides[i].client.rts.cookies.in_channel,
+        got: Uuid::NIL,
+    };
+    assert_eq!(r, Err(want.clone()));
+    assert_eq!(
+        lab.sides[i].closed,
+        HashMap::from([(channel, Some(HttpStatus::BAD_REQUEST))])
+    );
+    assert_eq!(lab.ended, [(None, Some(channel), want)]);
+    lab.sides[i].in_successor = None;
+    lab.rfr_call(i);
+    // The client's own recycling goes on as if nothing happened.
+    lab.recycle_in(i).unwrap();
+    assert_eq!(lab.info(i).unwrap().in_recycles, 1);
+    lab.rfr_call(i);
+}
+
+#[test]
+fn in_recycling_for_an_unknown_virtual_connection_is_refused_alone() {
+    let mut lab = Lab::new(ProxyConfig::default());
+    let i = lab.connect(62, 0x4_0000, true);
+    lab.bind_ntlm(i);
+    let mut cookies = recycle_cookies(&lab, i, lab.sides[i].client.rts.cookies.in_channel);
+    cookies.virtual_connection = Uuid::new(9, 9, 9, [9; 8]);
+    let channel = lab.channel();
+    lab.proxy
+        .in_channel_opened(lab.now, channel, EXCHANGE, 1 << 30)
+        .unwrap();
+    let want = ProxyError::RecycleUnknownConnection {
+        kind: ChannelKind::In,
+    };
+    let a1 = rts(&RtsPdu::in_r2_a1(1, cookies));
+    refused_alone(&mut lab, channel, &a1, want);
+    lab.rfr_call(i);
+}
+
+/// `first` on `channel` is refused with `want`: a 400 and the close of that channel, and
+/// nothing else.
+fn refused_alone(lab: &mut Lab, channel: ChannelId, first: &[u8], want: ProxyError) {
+    let err = lab.proxy.channel_data(lab.now, channel, first).unwrap_err();
+    assert_eq!(err, want);
+    assert_eq!(
+        lab.proxy.poll_output(),
+        Some(ProxyOutput::CloseChannel {
+            channel,
+            status: Some(HttpStatus::BAD_REQUEST)
+        })
+    );
+    assert_eq!(
+        lab.proxy.poll_output(),
+        Some(ProxyOutput::Ended {
+            cookie: None,
+            channel: Some(channel),
+            reason: want
+        })
+    );
+    assert_eq!(lab.proxy.poll_output(), None);
+}
+
+#[test]
+fn in_recycling_before_the_virtual_connection_opens_ends_it() {
+    let mut lab = Lab::new(ProxyConfig::default());
+    let i = lab.open(63, 0x4_0000, true);
+    let b1 = lab.sides[i].client.conn_b1();
+    lab.send(i, &b1).unwrap();
+    let pred = lab.sides[i].client.rts.cookies.in_channel;
+    let a1 = RtsPdu::in_r2_a1(1, recycle_cookies(&lab, i, pred));
+    let (channel, r) = new_in_channel(&mut lab, i, &a1);
+    let want = ProxyError::RecycleOutOfState {
+        kind: ChannelKind::In,
+        got: "IN_R2/A1".into(),
+        state: "the virtual connection is not open",
+    };
+    assert_eq!(r, Err(want.clone()));
+    assert_eq!(lab.ended_reason(i), Some(want));
+    assert_eq!(lab.sides[i].closed[&channel], Some(HttpStatus::BAD_REQUEST));
+    assert_eq!(
+        lab.sides[i].closed[&lab.sides[i].inc],
+        Some(HttpStatus::BAD_REQUEST)
+    );
+}
+
+#[test]
+fn a_third_in_channel_while_one_recycles_ends_the_virtual_connection() {
+    let (_, err) = broken_next_to_clean(|lab, i| {
+        lab.answer_in = false;
+        lab.recycle_in(i).unwrap();
+        let pred = lab.sides[i].client.rts.cookies.in_channel;
+        let a1 = RtsPdu::in_r2_a1(1, recycle_cookies(lab, i, pred));
+        new_in_channel(lab, i, &a1).1
+    });
+    assert_eq!(
+        err,
+        ProxyError::RecycleOutOfState {
+            kind: ChannelKind::In,
+            got: "IN_R2/A1".into(),
+            state: "a successor IN channel is opening already",
+        }
+    );
+}
+
+#[test]
+fn in_r2_a5_naming_another_successor_ends_the_virtual_connection() {
+    let (lab, err) = broken_next_to_clean(|lab, i| {
+        lab.answer_in = false;
+        lab.recycle_in(i).unwrap();
+        lab.send(i, &rts(&RtsPdu::in_r2_a5(Uuid::NIL)))
+    });
+    let successor = lab.sides[1].client.rts.cookies.in_channel;
+    assert!(matches!(
+        err,
+        ProxyError::RecycleSuccessor { kind: ChannelKind::In, got, expected }
+            if got == Uuid::NIL && expected != successor
+    ));
+}
+
+#[test]
+fn an_in_recycling_the_client_does_not_complete_ends_at_the_pairing_timeout() {
+    let mut lab = Lab::new(ProxyConfig::default());
+    lab.answer_in = false;
+    let i = lab.connect(64, 0x4_0000, true);
+    lab.bind_ntlm(i);
+    lab.recycle_in(i).unwrap();
+    ends_at_the_pairing_timeout(&mut lab, i, ChannelKind::In);
+}
+
+#[test]
+fn out_r2_a3_naming_another_predecessor_is_refused_alone() {
+    let (mut lab, i) = asked_to_recycle(65);
+    assert_eq!(lab.sides[i].steps, [RpchEvent::OutR2A2]);
+    let channel = lab.channel();
+    lab.proxy
+        .out_channel_opened(lab.now, channel, EXCHANGE, 120)
+        .unwrap();
+    lab.sides[i].out_successor = Some(channel);
+    let a3 = RtsPdu::out_r2_a3(1, recycle_cookies(&lab, i, Uuid::NIL), 0x4_0000);
+    let err = lab
+        .proxy
+        .channel_data(lab.now, channel, &rts(&a3))
+        .unwrap_err();
+    lab.settle();
+    let want = ProxyError::RecyclePredecessor {
+        kind: ChannelKind::Out,
+        expected: lab.sides[i].client.rts.cookies.out_channel,
+        got: Uuid::NIL,
+    };
+    assert_eq!(err, want);
+    assert_eq!(lab.ended, [(None, Some(channel), want)]);
+    assert_eq!(
+        lab.sides[i].closed,
+        HashMap::from([(channel, Some(HttpStatus::BAD_REQUEST))])
+    );
+    // The client's own successor still comes in, and the response with it.
+    lab.answer_out = true;
+    lab.recycle_step(i, &RpchEvent::OutR2A2);
+    lab.settle();
+    let events = lab.rpc_events(i);
+    assert!(
+        matches!(events.as_slice(), [ClientEvent::Response { stub, .. }] if stub.len() == 20_000),
+        "{events:?}"
+    );
+    // 20,000 octets through 16 KiB channels: a second recycling on the way.
+    assert_eq!(lab.info(i).unwrap().out_recycles, 2);
+}
+
+#[test]
+fn out_r2_a7_naming_another_successor_ends_the_virtual_connection() {
+    let (mut lab, i) = asked_to_recycle(66);
+    lab.recycle_step(i, &RpchEvent::OutR2A2);
+    lab.settle();
+    assert_eq!(lab.sides[i].steps, [RpchEvent::OutR2A2, RpchEvent::OutR2A6]);
+    let err = lab
+        .send(i, &rts(&RtsPdu::out_r2_a7(Uuid::NIL, 1)))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ProxyError::RecycleSuccessor {
+                kind: ChannelKind::Out,
+                got,
+                ..
+            } if got == Uuid::NIL
+        ),
+        "{err}"
+    );
+    assert_eq!(lab.ended_reason(i), Some(err));
+}
+
+#[test]
+fn rfr_calls_through_the_lab_endpoint_recycle_the_out_channel_and_each_gets_one_response() {
+    let mut lab = Lab::new(ProxyConfig {
+        out_content_length: 0x2_0000,
+        ..ProxyConfig::default()
+    });
+    let i = lab.connect(67, 0x2000, true);
+    lab.bind_ntlm(i);
+    // About 100 octets a response: 4,000 calls pass three 128 KiB channels.
+    for _ in 0..4000 {
+        // rfr_call asserts exactly one response, to this call.
+        lab.rfr_call(i);
+    }
+    let info = lab.info(i).unwrap();
+    assert_eq!(info.out_recycles, 3);
+    assert_eq!(info.out_queued, 0);
+    let side = &lab.sides[i];
+    assert_eq!(side.past.len(), 3);
+    assert_eq!(side.steps.len(), 9);
+    assert!(side.past.iter().all(|c| side.closed[c].is_none()));
+}
+
+#[test]
+fn a_conn_b1_lifetime_past_the_declared_length_or_its_range_is_refused_alone() {
+    let mut lab = Lab::new(ProxyConfig::default());
+    let clean = lab.connect(69, 0x4_0000, true);
+    let cookies = RpchCookies::from_seed(70);
+    let b1 = |lifetime| {
+        rts(&RtsPdu::conn_b1(
+            1,
+            cookies.virtual_connection,
+            cookies.in_channel,
+            lifetime,
+            300_000,
+            cookies.association_group,
+        ))
+    };
+    // A 1 MiB request body claiming a 1 GiB lifetime; 64 KiB, under the range.
+    for (declared, lifetime) in [(1u64 << 20, 1u32 << 30), (1 << 30, 0x1_0000)] {
+        let channel = lab.channel();
+        lab.proxy
+            .in_channel_opened(lab.now, channel, EXCHANGE, declared)
+            .unwrap();
+        let want = ProxyError::ChannelLifetime { lifetime, declared };
+        refused_alone(&mut lab, channel, &b1(lifetime), want);
+    }
+    assert_eq!(lab.proxy.virtual_connections(), 1);
+    lab.bind_ntlm(clean);
+    lab.rfr_call(clean);
+}
+
+#[test]
+fn pings_answered_while_the_successor_waits_for_its_c1_are_held_within_the_reserve() {
+    let (mut lab, i) = asked_to_recycle(71);
+    lab.recycle_step(i, &RpchEvent::OutR2A2);
+    lab.settle();
+    let (a7, _) = lab.sides[i].client.rts.out_recycle_a7_c1().unwrap();
+    lab.send(i, &a7).unwrap();
+    // Switched, the successor plugged until OUT_R2/C1: the answers to pings wait.
+    let succ = lab.sides[i].out;
+    assert!(!lab.sides[i].started.contains_key(&succ));
+    let ping = rts(&RtsPdu::ping());
+    let mut taken = 0;
+    let err = loop {
+        match lab.send(i, &ping) {
+            Ok(()) => taken += 1,
+            Err(e) => break e,
+        }
+        assert!(taken < 1000);
+    };
+    // 4,096 octets of 20-octet Pings: 204 held, the 205th over.
+    assert_eq!(taken, 204);
+    assert_eq!(err, ProxyError::PluggedFull(4100));
+    assert_eq!(lab.ended_reason(i), Some(err));
 }

@@ -324,12 +324,21 @@ fn apply(
             }
         }
         ProxyOutput::CloseChannel { channel, status } => match channels.remove(&channel) {
-            Some(ChannelEnd::Out { head, .. }) => {
+            Some(ChannelEnd::Out { head, body, .. }) => {
                 if let (Some(head), Some(status)) = (head, status) {
                     let _ = head.send(Head::Refused(status));
                 }
                 // Dropping the body sender ends the response short of its length: hyper
-                // closes the connection.
+                // closes the connection at once, and drops what it has not flushed yet.
+                // A response under way (a recycled predecessor ending with OUT_R2/B3)
+                // keeps its sender a while so its last octets go out; the client closes
+                // it before then, as [MS-RPCH] has it do on OUT_R2/B3.
+                if status.is_none() {
+                    tokio::spawn(async move {
+                        tokio::time::sleep(CLOSE_GRACE).await;
+                        drop(body);
+                    });
+                }
             }
             Some(ChannelEnd::In { end: Some(end) }) => {
                 let _ = end.send(status);
@@ -725,6 +734,9 @@ async fn in_channel(
     }
 }
 
+/// How long an OUT response the proxy closed stays open for its last octets to flush.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
 /// How long a connection may take to send a request head (one that sends nothing is
 /// closed: IIS's header wait is of this order).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -784,4 +796,213 @@ pub async fn accept_loop(
         }
     };
     accept_connections(listener, max_connections, shutdown, handle).await;
+}
+
+#[cfg(test)]
+mod tests {
+    //! Channel recycling over sockets: successor `RPC_OUT_DATA` (Content-Length 120) and
+    //! `RPC_IN_DATA` requests on connections of their own, each authenticated, through
+    //! hyper to the proxy, against a back-end that answers every request PDU with eight
+    //! numbered 4,000-octet PDUs.
+
+    use super::*;
+    use harness_core::http_auth::{HttpAuthConfig, HttpScheme};
+    use harness_core::ntlm::AcceptorConfig;
+    use harness_core::rpch::{OutItem, ProxyConfig, RpchCookies, RpchEvent, RtsClient};
+
+    const RESPONSES: u32 = 8;
+    const RESPONSE_LEN: usize = 4000;
+    const CALLS: u32 = 12;
+
+    /// Eight numbered response PDUs per request PDU, the number at octet 16.
+    async fn backend(listener: TcpListener) {
+        let Ok((mut tcp, _)) = listener.accept().await else {
+            return;
+        };
+        let mut next = 0u32;
+        let mut header = [0u8; 16];
+        while tcp.read_exact(&mut header).await.is_ok() {
+            let len = u16::from_le_bytes([header[8], header[9]]) as usize;
+            let mut rest = vec![0u8; len.saturating_sub(16)];
+            if tcp.read_exact(&mut rest).await.is_err() {
+                return;
+            }
+            for _ in 0..RESPONSES {
+                let mut pdu = vec![0u8; RESPONSE_LEN];
+                pdu[..16].copy_from_slice(&header);
+                pdu[2] = 2;
+                pdu[8..10].copy_from_slice(&(RESPONSE_LEN as u16).to_le_bytes());
+                pdu[16..20].copy_from_slice(&next.to_le_bytes());
+                next += 1;
+                if tcp.write_all(&pdu).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A request on a new connection with Basic credentials and the start of its body.
+    async fn request(addr: SocketAddr, method: &str, length: u64, body: &[u8]) -> TcpStream {
+        let mut tcp = TcpStream::connect(addr).await.expect("connect");
+        let head = format!(
+            "{method} /rpc/rpcproxy.dll?mail:6004 HTTP/1.1\r\nHost: mail\r\n\
+             Authorization: Basic YWxpY2U6c2VjcmV0\r\nContent-Length: {length}\r\n\r\n"
+        );
+        tcp.write_all(head.as_bytes()).await.expect("head");
+        tcp.write_all(body).await.expect("body");
+        tcp
+    }
+
+    /// A request PDU (call id `n`) of 24 octets.
+    fn request_pdu(n: u32) -> Vec<u8> {
+        let mut pdu = vec![5, 0, 0, 3, 0x10, 0, 0, 0, 24, 0, 0, 0];
+        pdu.extend_from_slice(&n.to_le_bytes());
+        pdu.extend_from_slice(&[0; 8]);
+        pdu
+    }
+
+    /// Reads the OUT response's head off `buf` once whole: its status line and
+    /// Content-Length, and the body octets after it.
+    fn head(buf: &mut Vec<u8>) -> Option<(String, String)> {
+        let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+        let text = String::from_utf8_lossy(&buf[..end]).to_string();
+        buf.drain(..end);
+        let status = text.lines().next().unwrap_or_default().to_string();
+        let length = text
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap_or_default()
+            .to_string();
+        Some((status, length))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn both_channels_recycle_over_sockets_and_every_pdu_arrives_once_in_order() {
+        let back = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let back_addr = back.local_addr().unwrap();
+        tokio::spawn(backend(back));
+        let auth = HttpAuthenticator::new(
+            HttpAuthConfig {
+                schemes: vec![HttpScheme::Basic],
+                realm: "mail".into(),
+                ntlm: AcceptorConfig {
+                    nb_domain: "EXAMPLE".into(),
+                    nb_computer: "MAIL".into(),
+                    dns_domain: "example.test".into(),
+                    dns_computer: "mail.example.test".into(),
+                },
+            },
+            |user| (user == "alice").then(|| "secret".to_string()),
+            1,
+            0,
+        );
+        let proxy = RpcProxy::new(ProxyConfig {
+            out_content_length: 0x2_0000,
+            ..ProxyConfig::default()
+        });
+        let (stop, stopped) = watch::channel(false);
+        let (shared, run) = start(proxy, auth, BackendRoute::Tcp(back_addr), stopped.clone());
+        tokio::spawn(run);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(accept_loop(listener, shared, None, 16, stopped));
+
+        let mut client = RtsClient::new(RpchCookies::from_seed(5), 0x1_0000, true);
+        let mut out = request(addr, "RPC_OUT_DATA", 76, &client.conn_a1()).await;
+        let mut inc = request(addr, "RPC_IN_DATA", 1 << 30, &client.conn_b1()).await;
+        let (mut out_next, mut in_next): (Option<TcpStream>, Option<TcpStream>) = (None, None);
+        let mut replaced_in: Vec<TcpStream> = Vec::new();
+        let mut heads = Vec::new();
+        let mut buf = Vec::new();
+        let mut started = false;
+        let mut steps = Vec::new();
+        let (mut expected, mut calls) = (0u32, 0u32);
+        let mut chunk = vec![0u8; 64 * 1024];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while expected < CALLS * RESPONSES {
+            let read = tokio::time::timeout_at(deadline, out.read(&mut chunk)).await;
+            let n = match read {
+                Ok(Ok(n)) if n > 0 => n,
+                other => panic!("the OUT channel ended at PDU {expected}: {other:?} {steps:?}"),
+            };
+            buf.extend_from_slice(&chunk[..n]);
+            if !started {
+                let Some(h) = head(&mut buf) else { continue };
+                heads.push(h);
+                started = true;
+            }
+            let mut items = Vec::new();
+            let ack = client
+                .receive_out(&std::mem::take(&mut buf), &mut items)
+                .expect("the OUT channel's PDUs");
+            inc.write_all(&ack).await.unwrap();
+            for item in items {
+                match item {
+                    OutItem::Rpc(pdu) => {
+                        let n = u32::from_le_bytes([pdu[16], pdu[17], pdu[18], pdu[19]]);
+                        assert_eq!(n, expected, "PDUs out of order, lost or twice");
+                        expected += 1;
+                    }
+                    OutItem::Rts(RpchEvent::OutR2A2) => {
+                        steps.push("OUT_R2/A2");
+                        let a3 = client.out_recycle_a3();
+                        out_next = Some(request(addr, "RPC_OUT_DATA", 120, &a3).await);
+                    }
+                    OutItem::Rts(RpchEvent::OutR2A6) => {
+                        steps.push("OUT_R2/A6");
+                        let (a7, c1) = client.out_recycle_a7_c1().unwrap();
+                        out_next.as_mut().unwrap().write_all(&c1).await.unwrap();
+                        inc.write_all(&a7).await.unwrap();
+                    }
+                    OutItem::Rts(RpchEvent::OutR2B3) => {
+                        steps.push("OUT_R2/B3");
+                        // The client closes the predecessor on B3.
+                        out = out_next.take().unwrap();
+                        started = false;
+                    }
+                    OutItem::Rts(RpchEvent::InR2A4) => {
+                        steps.push("IN_R2/A4");
+                        let a5 = client.in_recycle_a5().unwrap();
+                        inc.write_all(&a5).await.unwrap();
+                        let successor = in_next.take().unwrap();
+                        replaced_in.push(std::mem::replace(&mut inc, successor));
+                    }
+                    OutItem::Rts(_) => {}
+                }
+            }
+            // The next call once the last one's PDUs are in; the IN channel recycles
+            // before the seventh.
+            if expected == calls * RESPONSES && calls < CALLS {
+                if calls == 6 && in_next.is_none() && replaced_in.is_empty() {
+                    let a1 = client.begin_in_recycle();
+                    in_next = Some(request(addr, "RPC_IN_DATA", 1 << 30, &a1).await);
+                    continue;
+                }
+                inc.write_all(&request_pdu(calls)).await.unwrap();
+                calls += 1;
+            }
+        }
+        // 12 calls of 32,000 octets through 128 KiB OUT channels, recycled from 64 KiB
+        // on: four successors, each step in order.
+        let out_recycles = steps.iter().filter(|s| **s == "OUT_R2/B3").count();
+        assert_eq!(out_recycles, 4, "{steps:?}");
+        let out_steps: Vec<&str> = steps.iter().copied().filter(|s| *s != "IN_R2/A4").collect();
+        assert_eq!(out_steps, ["OUT_R2/A2", "OUT_R2/A6", "OUT_R2/B3"].repeat(4));
+        assert_eq!(steps.iter().filter(|s| **s == "IN_R2/A4").count(), 1);
+        assert_eq!(heads.len(), out_recycles + 1);
+        for (status, length) in &heads {
+            assert_eq!(status, "HTTP/1.1 200 OK");
+            assert_eq!(length, "131072");
+        }
+        // The replaced IN channel got its answer: 200, then the close.
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            replaced_in[0].read_to_end(&mut answer),
+        )
+        .await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let _ = stop.send(true);
+    }
 }
