@@ -37,6 +37,8 @@ use crate::rpch::RpchCookies;
 pub const OUT_WINDOW: u32 = 0x1_0000;
 /// CONN/B1's ChannelLifetime and the IN channel's declared length (impacket, Outlook).
 pub const IN_LIFETIME: u32 = 0x4000_0000;
+/// The shortest ChannelLifetime CONN/B1 may name ([MS-RPCH] 2.2.3.5.5).
+const MIN_CHANNEL_LIFETIME: u32 = 0x2_0000;
 /// CONN/B1's ClientKeepalive.
 const KEEPALIVE_MS: u32 = 300_000;
 /// CONN/A1 is 76 octets, the OUT request's whole body ([MS-RPCH] 2.1.2.1.2).
@@ -91,8 +93,8 @@ pub enum RtsMutation {
     LengthTooSmall(Side, u64),
     /// A declared Content-Length above the proxy's ceiling.
     LengthTooLarge(Side, u64),
-    /// The IN channel declares the length of CONN/B1 and this many octets more: its body
-    /// ends inside the session.
+    /// The IN channel declares the length of CONN/B1 and this many octets more, less than
+    /// the lifetime its CONN/B1 names: refused.
     InLengthShort(u64),
     /// The OUT channel declares more than CONN/A1 (but within the ceiling): legal.
     OutLengthLonger(u64),
@@ -441,6 +443,13 @@ impl RpchCase {
             plan.expect = match field {
                 OpeningField::Version(_) | OpeningField::Window(_) => refused(*side),
                 OpeningField::CookieOfOtherChannel | OpeningField::NilCookie => Expect::Held,
+                // [MS-RPCH] 2.2.3.5.5: a ChannelLifetime of 128 KiB to 2 GiB, and no longer
+                // than the IN request declares (here IN_LIFETIME).
+                OpeningField::B1Values { lifetime, .. }
+                    if !(MIN_CHANNEL_LIFETIME..=IN_LIFETIME).contains(lifetime) =>
+                {
+                    refused(*side)
+                }
                 OpeningField::ChannelCookieIsVc | OpeningField::B1Values { .. } => Expect::Open,
             };
         }
@@ -491,10 +500,10 @@ impl RpchCase {
                 if let Some(r) = plan.inbound.as_mut() {
                     r.length = CONN_B1_LEN + extra;
                 }
-                // The IN request is over early: its channel closes and the virtual
-                // connection with it, once the channels are paired.
-                plan.then = Then::Ends;
-                plan.at = 0;
+                // CONN/B1's ChannelLifetime (IN_LIFETIME) runs past what the request
+                // declares: the proxy refuses the IN channel at CONN/B1 ([MS-RPCH]
+                // 2.2.3.5.5, ProxyError::ChannelLifetime).
+                plan.expect = refused(Side::In);
             }
             RtsMutation::OutLengthLonger(extra) => {
                 if let Some(r) = plan.out.as_mut() {
