@@ -233,6 +233,8 @@ pub enum ProxyError {
     NoInChannel,
     #[error("rpch: {0:?} channel sent no RTS PDU in time")]
     SilentChannel(ChannelKind),
+    #[error("rpch: {0:?} channel's body ended before its first RTS PDU was whole")]
+    BodyEndedEarly(ChannelKind),
     #[error("rpch: {kind:?} channel body runs past its Content-Length {declared}")]
     BodyTooLong { kind: ChannelKind, declared: u64 },
     #[error(
@@ -1067,6 +1069,23 @@ impl RpcProxy {
             }
         }
         framed.map_err(|e| self.fail(channel, ProxyError::Framing(e)))
+    }
+
+    /// A channel's request body is complete (its declared length is in). One that has
+    /// not joined a virtual connection by then never will: it is refused (a declared
+    /// length shorter than its opening PDU). Returns the refusal.
+    pub fn channel_body_ended(
+        &mut self,
+        _now: Duration,
+        channel: ChannelId,
+    ) -> Result<(), ProxyError> {
+        match self.channels.get(&channel) {
+            Some(ch) if ch.vc.is_none() => {
+                let kind = ch.kind;
+                Err(self.refuse(channel, ProxyError::BodyEndedEarly(kind)))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The client closed a channel (or its connection broke): its virtual connection

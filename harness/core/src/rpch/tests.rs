@@ -1851,3 +1851,48 @@ fn pings_answered_while_the_successor_waits_for_its_c1_are_held_within_the_reser
     assert_eq!(err, ProxyError::PluggedFull(4100));
     assert_eq!(lab.ended_reason(i), Some(err));
 }
+
+fn test_cookie(n: u8) -> RtsCookie {
+    Uuid::new(u32::from(n), 0, 0, [n; 8])
+}
+
+#[test]
+fn a_channel_whose_body_ends_before_its_first_pdu_is_refused() {
+    let mut proxy = RpcProxy::new(ProxyConfig::default());
+    let now = Duration::ZERO;
+    // An IN channel declaring 96 octets, legal for IN_R2/A1 (88), sends 96 octets of a
+    // 104-octet CONN/B1.
+    proxy
+        .in_channel_opened(now, ChannelId(1), "mail:6001", 96)
+        .unwrap();
+    let b1 = RtsPdu::conn_b1(
+        1,
+        test_cookie(1),
+        test_cookie(2),
+        0x4000_0000,
+        300_000,
+        test_cookie(3),
+    )
+    .encode()
+    .unwrap();
+    proxy.channel_data(now, ChannelId(1), &b1[..96]).unwrap();
+    assert_eq!(
+        proxy.channel_body_ended(now, ChannelId(1)),
+        Err(ProxyError::BodyEndedEarly(ChannelKind::In))
+    );
+    let outputs: Vec<ProxyOutput> = std::iter::from_fn(|| proxy.poll_output()).collect();
+    assert!(outputs.contains(&ProxyOutput::CloseChannel {
+        channel: ChannelId(1),
+        status: Some(HttpStatus::BAD_REQUEST),
+    }));
+    assert_eq!(proxy.channels(), 0);
+    // A channel that joined its virtual connection is not refused by its body's end.
+    proxy
+        .out_channel_opened(now, ChannelId(2), "mail:6001", 76)
+        .unwrap();
+    let a1 = RtsPdu::conn_a1(1, test_cookie(1), test_cookie(4), 0x1_0000)
+        .encode()
+        .unwrap();
+    proxy.channel_data(now, ChannelId(2), &a1).unwrap();
+    assert_eq!(proxy.channel_body_ended(now, ChannelId(2)), Ok(()));
+}

@@ -71,6 +71,8 @@ enum Event {
     /// Answered once every event sent before it has been handled and its outputs
     /// applied (the events are handled in order).
     Settled(oneshot::Sender<()>),
+    /// A channel's request body is all in.
+    BodyEnded(ChannelId),
 }
 
 /// How an OUT channel's response starts.
@@ -228,6 +230,9 @@ async fn run_proxy(
                     Event::Settled(done) => {
                         let _ = done.send(());
                     }
+                    Event::BodyEnded(channel) => {
+                        logged(proxy.channel_body_ended(now(), channel), "body ended early");
+                    }
                 }
             }
         }
@@ -324,18 +329,26 @@ fn apply(
             }
         }
         ProxyOutput::CloseChannel { channel, status } => match channels.remove(&channel) {
-            Some(ChannelEnd::Out { head, body, .. }) => {
+            Some(ChannelEnd::Out {
+                head, body, queued, ..
+            }) => {
                 if let (Some(head), Some(status)) = (head, status) {
                     let _ = head.send(Head::Refused(status));
                 }
                 // Dropping the body sender ends the response short of its length: hyper
                 // closes the connection at once, and drops what it has not flushed yet.
                 // A response under way (a recycled predecessor ending with OUT_R2/B3)
-                // keeps its sender a while so its last octets go out; the client closes
-                // it before then, as [MS-RPCH] has it do on OUT_R2/B3.
+                // keeps its sender until hyper has taken every chunk and a moment more to
+                // write them (at most CLOSE_GRACE), so its last octets go out; a client
+                // that recycles closes it first, as [MS-RPCH] has it do on OUT_R2/B3.
                 if status.is_none() {
                     tokio::spawn(async move {
-                        tokio::time::sleep(CLOSE_GRACE).await;
+                        let started = tokio::time::Instant::now();
+                        let taken = || queued.load(std::sync::atomic::Ordering::Relaxed) == 0;
+                        while !taken() && started.elapsed() < CLOSE_GRACE {
+                            tokio::time::sleep(CLOSE_POLL).await;
+                        }
+                        tokio::time::sleep(CLOSE_FLUSH).await;
                         drop(body);
                     });
                 }
@@ -716,7 +729,9 @@ async fn in_channel(
         fed = feed(&shared, channel, &mut body) => {
             if fed {
                 // The whole body is in: the proxy's verdict on the request and its octets
-                // (a declared length it refuses, a bad CONN/B1) comes before any 200.
+                // (a declared length it refuses, a bad or unfinished CONN/B1) comes
+                // before any 200.
+                let _ = shared.events.send(Event::BodyEnded(channel)).await;
                 let (done, settled) = oneshot::channel();
                 if shared.events.send(Event::Settled(done)).await.is_ok() {
                     let _ = settled.await;
@@ -734,8 +749,12 @@ async fn in_channel(
     }
 }
 
-/// How long an OUT response the proxy closed stays open for its last octets to flush.
+/// How long an OUT response the proxy closed stays open at most for its last octets to
+/// flush; how often it looks whether hyper has taken them, and how long it then waits for
+/// hyper to write what it took.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+const CLOSE_POLL: Duration = Duration::from_millis(10);
+const CLOSE_FLUSH: Duration = Duration::from_millis(100);
 
 /// How long a connection may take to send a request head (one that sends nothing is
 /// closed: IIS's header wait is of this order).
