@@ -61,6 +61,8 @@ pub enum ProcessIdentity {
     /// Local System (the machine account on the network); the workers impersonate the
     /// mailbox user.
     LocalSystem,
+    /// A named service account; the workers impersonate the mailbox user.
+    ServiceAccount,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +76,9 @@ pub struct MapiAppConfig {
     /// The machine account Local System authenticates as, and its password.
     pub machine_account: String,
     pub machine_password: String,
+    /// The named service account a [`ProcessIdentity::ServiceAccount`] process runs as.
+    pub service_account: String,
+    pub service_password: String,
     /// PR_PROFILE_CONNECT_FLAGS (0x66040003).
     pub connect_flags: u32,
     /// Worker threads (at least one), each polling `polls` times, `poll_interval` apart.
@@ -97,6 +102,8 @@ impl MapiAppConfig {
             process: ProcessIdentity::MailboxUser,
             machine_account: "APPSRV$".into(),
             machine_password: "machine-secret".into(),
+            service_account: "svc-mapi".into(),
+            service_password: "service-secret".into(),
             connect_flags: 0,
             workers: 2,
             polls: 4,
@@ -104,6 +111,18 @@ impl MapiAppConfig {
             seed: 0,
             mail_expected: false,
             response_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// The account the process itself runs as on the network, and its password, when it
+    /// is not the mailbox user.
+    pub fn process_account(&self) -> Option<(&str, &str)> {
+        match self.process {
+            ProcessIdentity::MailboxUser => None,
+            ProcessIdentity::LocalSystem => Some((&self.machine_account, &self.machine_password)),
+            ProcessIdentity::ServiceAccount => {
+                Some((&self.service_account, &self.service_password))
+            }
         }
     }
 
@@ -116,6 +135,9 @@ impl MapiAppConfig {
         let process = match self.process {
             ProcessIdentity::MailboxUser => format!("runs as {}", self.user),
             ProcessIdentity::LocalSystem => format!("Local System impersonating {}", self.user),
+            ProcessIdentity::ServiceAccount => {
+                format!("{} impersonating {}", self.service_account, self.user)
+            }
         };
         format!(
             "MAPI service ({process}, {} workers, PR_PROFILE_CONNECT_FLAGS {:#x})",
@@ -254,11 +276,9 @@ impl MapiApp {
             })
             .collect();
         if cfg.notifications() {
-            let (principal, auth_context_id) = match cfg.process {
-                ProcessIdentity::MailboxUser => (user.clone(), 1),
-                ProcessIdentity::LocalSystem => {
-                    (format!("{}\\{}", cfg.domain, cfg.machine_account), 2)
-                }
+            let (principal, auth_context_id) = match cfg.process_account() {
+                None => (user.clone(), 1),
+                Some((account, _)) => (format!("{}\\{}", cfg.domain, account), 2),
             };
             threads.push(Thread {
                 kind: Kind::Notifier,
@@ -300,11 +320,9 @@ impl MapiApp {
     /// process that runs as the user), or the machine account's.
     fn security(&self, thread: usize) -> BindSecurity {
         let t = &self.threads[thread];
-        let machine = t.auth_context_id == 2;
-        let (user, password) = if machine {
-            (&self.cfg.machine_account, &self.cfg.machine_password)
-        } else {
-            (&self.cfg.user, &self.cfg.password)
+        let (user, password) = match self.cfg.process_account() {
+            Some(process) if t.auth_context_id == 2 => process,
+            _ => (self.cfg.user.as_str(), self.cfg.password.as_str()),
         };
         let [a, b, ..] = self
             .cfg
@@ -312,8 +330,8 @@ impl MapiApp {
             .wrapping_add(u64::from(t.auth_context_id))
             .to_le_bytes();
         let credentials = Credentials {
-            user: user.clone(),
-            password: password.clone(),
+            user: user.to_string(),
+            password: password.to_string(),
             domain: self.cfg.domain.clone(),
             workstation: "APPSRV".into(),
         };

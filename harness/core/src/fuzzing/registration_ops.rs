@@ -48,10 +48,10 @@ struct Plan {
 fn plan(u: &mut Unstructured<'_>) -> Plan {
     let exchange2013 = flag(u);
     let mut cfg = MapiAppConfig::new("alice", "secret", "");
-    cfg.process = if flag(u) {
-        ProcessIdentity::LocalSystem
-    } else {
-        ProcessIdentity::MailboxUser
+    cfg.process = match choice(u, 3) {
+        1 => ProcessIdentity::LocalSystem,
+        2 => ProcessIdentity::ServiceAccount,
+        _ => ProcessIdentity::MailboxUser,
     };
     if flag(u) {
         cfg.connect_flags |= CONNECT_NO_NOTIFICATIONS;
@@ -83,7 +83,9 @@ struct Run {
 
 fn run(p: &Plan) -> Option<Run> {
     let mut lab = LabFile::default_lab();
-    lab.add_user(&p.cfg.machine_account, &p.cfg.machine_password);
+    if let Some((account, password)) = p.cfg.process_account() {
+        lab.add_user(account, password);
+    }
     let world = Arc::new(lab.build().ok()?);
     let profile = if p.exchange2013 {
         EmsmdbProfile::Exchange2013
@@ -245,6 +247,32 @@ mod tests {
             }
         }
         assert_eq!(clashes, 6);
+    }
+
+    #[test]
+    fn a_named_service_account_clashes_like_local_system() {
+        // exchange2013 / exchange2010, service account, notifications on, both routes.
+        for (exchange2013, proxied) in [(1, 0), (1, 1), (0, 0), (0, 1)] {
+            let data = [
+                exchange2013,
+                2,
+                0,
+                proxied,
+                1,
+                3,
+                18,
+                4,
+                7,
+                0x11,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+            ];
+            assert_eq!(check(&data), Some(exchange2013 == 1), "{data:?}");
+        }
     }
 
     #[test]

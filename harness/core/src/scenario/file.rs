@@ -24,7 +24,7 @@ pub const PARAMETERS: &[(&str, &str)] = &[
     ("credentials", "valid | wrong-password (the actor's password, or a wrong one)"),
     (
         "process",
-        "mapi-service: mailbox-user (the process runs as the user) | local-system (Local System, the workers impersonating the user)",
+        "mapi-service: mailbox-user (the process runs as the user) | local-system (Local System, the workers impersonating the user) | service-account (the named account svc-mapi, the workers impersonating the user)",
     ),
     (
         "notifications",
@@ -211,7 +211,7 @@ pub fn allowed_values(param: &str) -> Option<Vec<&'static str>> {
             Some(v)
         }
         "credentials" => Some(vec!["valid", "wrong-password"]),
-        "process" => Some(vec!["mailbox-user", "local-system"]),
+        "process" => Some(vec!["mailbox-user", "local-system", "service-account"]),
         "notifications" => Some(vec!["on", "off"]),
         "schedule" => Some(SCHEDULES.to_vec()),
         _ => None,

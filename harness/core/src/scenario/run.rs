@@ -340,6 +340,7 @@ impl CasePlan {
                 let mut cfg = MapiAppConfig::new(&actor.user, &password, "");
                 cfg.process = match case.get("process").unwrap_or("mailbox-user") {
                     "local-system" => ProcessIdentity::LocalSystem,
+                    "service-account" => ProcessIdentity::ServiceAccount,
                     _ => ProcessIdentity::MailboxUser,
                 };
                 if case.get("notifications") == Some("off") {
@@ -399,7 +400,9 @@ impl CasePlan {
     pub fn lab_file(&self) -> LabFile {
         let mut lab = LabFile::default_lab();
         if let CaseClient::MapiApp(cfg) = &self.client {
-            lab.add_user(&cfg.machine_account, &cfg.machine_password);
+            if let Some((account, password)) = cfg.process_account() {
+                lab.add_user(account, password);
+            }
         }
         lab
     }
