@@ -1003,3 +1003,21 @@ fn exchange2013_remembers_no_more_revoked_sessions_than_it_holds() {
         CallOutcome::Fault(FaultStatus::NCA_S_FAULT_CONTEXT_MISMATCH)
     );
 }
+
+#[test]
+fn the_call_log_keeps_the_newest_calls_up_to_its_bound() {
+    let f = Fixture::new();
+    let c = ctx(Some(&f.alice), 1);
+    for _ in 0..MAX_CALL_LOG + 3 {
+        f.emsmdb.call(&c, OP_DUMMY_RPC, &[]);
+    }
+    let cxh = f.connect(1);
+    let log = f.server.call_log();
+    assert_eq!(log.len(), MAX_CALL_LOG);
+    assert_eq!(log[0], ("EcDummyRpc", "example\\alice".to_string()));
+    assert_eq!(
+        log.last(),
+        Some(&("EcDoConnectEx", "example\\alice".to_string()))
+    );
+    let _ = cxh;
+}
