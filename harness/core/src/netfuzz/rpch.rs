@@ -30,24 +30,21 @@ use super::dcerpc::{Heard, RpcCase, RpcCredentials, RpcSession};
 use crate::dcerpc::client::{AuthLevel, ClientError};
 use crate::dcerpc::known_calls::KnownInterface;
 use crate::rng::SeededRng;
-use crate::rpch::proxy::{MAX_RECEIVE_WINDOW, MIN_RECEIVE_WINDOW, RTS_VERSION};
+use crate::rpch::proxy::{
+    CONN_A1_LEN, MAX_IN_REQUEST_LENGTH as MAX_IN_LENGTH, MAX_OUT_REQUEST_LENGTH as MAX_OUT_LENGTH,
+    MAX_RECEIVE_WINDOW, MIN_CHANNEL_LIFETIME, MIN_RECEIVE_WINDOW, RTS_VERSION,
+};
 use crate::rpch::RpchCookies;
 
 /// The OUT channel's window a case announces in CONN/A1 (as the lab's client does).
 pub const OUT_WINDOW: u32 = 0x1_0000;
 /// CONN/B1's ChannelLifetime and the IN channel's declared length (impacket, Outlook).
 pub const IN_LIFETIME: u32 = 0x4000_0000;
-/// The shortest ChannelLifetime CONN/B1 may name ([MS-RPCH] 2.2.3.5.5).
-const MIN_CHANNEL_LIFETIME: u32 = 0x2_0000;
 /// CONN/B1's ClientKeepalive.
 const KEEPALIVE_MS: u32 = 300_000;
-/// CONN/A1 is 76 octets, the OUT request's whole body ([MS-RPCH] 2.1.2.1.2).
-const CONN_A1_LEN: u64 = 76;
+/// CONN/B1 is 104 octets ([MS-RPCH] 2.2.4.5); the proxy's own bounds on the declared
+/// lengths and the lifetime are its constants, imported above.
 const CONN_B1_LEN: u64 = 104;
-/// The proxy's bounds on the declared lengths ([MS-RPCH] 2.1.2.1.1: the IN channel at
-/// most 2 GiB; the OUT request's body is CONN/A1, the lab takes up to 4 KiB).
-const MAX_OUT_LENGTH: u64 = 4096;
-const MAX_IN_LENGTH: u64 = 0x8000_0000;
 /// An RTS CommandType past the last one ([MS-RPCH] 2.2.3.5: 0 to 14).
 const FIRST_UNKNOWN_COMMAND: u32 = 15;
 
@@ -446,7 +443,8 @@ impl RpchCase {
                 // [MS-RPCH] 2.2.3.5.5: a ChannelLifetime of 128 KiB to 2 GiB, and no longer
                 // than the IN request declares (here IN_LIFETIME).
                 OpeningField::B1Values { lifetime, .. }
-                    if !(MIN_CHANNEL_LIFETIME..=IN_LIFETIME).contains(lifetime) =>
+                    if !(MIN_CHANNEL_LIFETIME..=u64::from(IN_LIFETIME))
+                        .contains(&u64::from(*lifetime)) =>
                 {
                     refused(*side)
                 }

@@ -120,18 +120,18 @@ pub const RTS_VERSION: u32 = 1;
 const DEFAULT_KEEPALIVE_MS: u32 = 300_000;
 /// The OUT request body holds CONN/A1 (76 octets, [MS-RPCH] 2.1.2.1.2); a replacement
 /// channel's OUT_R1/A3 more. Anything past this is no OUT channel of ours.
-const MAX_OUT_REQUEST_LENGTH: u64 = 4096;
-const CONN_A1_LEN: u64 = 76;
+pub const MAX_OUT_REQUEST_LENGTH: u64 = 4096;
+pub const CONN_A1_LEN: u64 = 76;
 /// IN_R2/A1 (88 octets) or CONN/B1 (104) opens an IN channel; the IN request declares
 /// its whole lifetime (impacket and Outlook: 1 GiB), at most 2 GiB ([MS-RPCH] 2.1.2.1.1).
 const MIN_IN_REQUEST_LENGTH: u64 = 88;
 /// [MS-RPCH] 2.2.3.5.5: a ChannelLifetime is 128 KiB to 2 GiB.
-const MIN_CHANNEL_LIFETIME: u64 = 0x2_0000;
+pub const MIN_CHANNEL_LIFETIME: u64 = 0x2_0000;
 /// Octets of an OUT channel's lifetime kept for RTS PDUs once RPC PDUs stop going on it
 /// (OUT_R2/A6, OUT_R2/B3, acks and pings while the successor opens), at most a quarter
 /// of the lifetime.
 const RTS_RESERVE: u64 = 4096;
-const MAX_IN_REQUEST_LENGTH: u64 = 0x8000_0000;
+pub const MAX_IN_REQUEST_LENGTH: u64 = 0x8000_0000;
 
 /// The proxy's limits and the values it announces.
 #[derive(Clone, Debug, PartialEq, Eq)]
