@@ -189,6 +189,7 @@ impl Thread {
 /// what came back (`Some(ec)`; `None` for a fault, or no answer).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppCall {
+    pub call_id: u32,
     pub call: &'static str,
     pub principal: String,
     pub thread: String,
@@ -247,10 +248,8 @@ pub struct MapiApp {
     status: Status,
     /// call_id -> (thread index, purpose) of the calls in flight.
     in_flight: Vec<(u32, usize, Purpose)>,
-    /// Every call made, in order, with its result once it came; `record[i]` is the
-    /// call_id of `calls[i]`.
+    /// Every call made, in order, with its result once it came.
     calls: Vec<AppCall>,
-    record: Vec<u32>,
     /// The one call on the wire besides a parked wait: no other goes out meanwhile.
     busy: bool,
     cxh: Option<ContextHandle>,
@@ -302,7 +301,6 @@ impl MapiApp {
             status: Status::InProgress,
             in_flight: Vec::new(),
             calls: Vec::new(),
-            record: Vec::new(),
             busy: false,
             cxh: None,
             acxh: None,
@@ -400,12 +398,12 @@ impl MapiApp {
                 self.in_flight.push((call.call_id, thread, purpose));
                 let t = &self.threads[thread];
                 self.calls.push(AppCall {
+                    call_id: call.call_id,
                     call: call_name(context_id, opnum),
                     principal: t.principal.to_ascii_lowercase(),
                     thread: t.name(),
                     result: None,
                 });
-                self.record.push(call.call_id);
                 self.threads[thread].calls += 1;
                 self.threads[thread].run = Run::Calling;
                 if purpose != Purpose::AsyncWait {
@@ -676,8 +674,8 @@ impl MapiApp {
     /// Files a call's return value (its last four octets: every EMSMDB and AsyncEMSMDB
     /// response ends with the `long` it returns).
     fn record_result(&mut self, call_id: u32, result: Option<u32>) {
-        if let Some(i) = self.record.iter().rposition(|c| *c == call_id) {
-            self.calls[i].result = result;
+        if let Some(c) = self.calls.iter_mut().rev().find(|c| c.call_id == call_id) {
+            c.result = result;
         }
     }
 

@@ -278,6 +278,7 @@ mod tests {
     #[test]
     fn the_model_fails_the_clash_and_the_revoked_session_after_it() {
         let call = |call, who: &str| AppCall {
+            call_id: 0,
             call,
             principal: who.into(),
             thread: String::new(),

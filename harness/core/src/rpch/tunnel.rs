@@ -246,6 +246,7 @@ impl InProcessRpcProxy {
             rts,
             outputs: VecDeque::new(),
             closed: false,
+            now: Duration::ZERO,
         };
         session.open(Duration::ZERO, seed);
         session
@@ -261,6 +262,8 @@ pub struct ProxiedSession {
     rts: RtsClient,
     outputs: VecDeque<Output>,
     closed: bool,
+    /// The session clock at the last input, timer or wake.
+    now: Duration,
 }
 
 impl ProxiedSession {
@@ -320,6 +323,7 @@ impl ProxiedSession {
 
     /// Pumps the proxy and turns this session's channel outputs into client outputs.
     fn settle(&mut self, now: Duration) {
+        self.now = now;
         let Some((out_ch, in_ch)) = self.channels else {
             return;
         };
@@ -397,7 +401,7 @@ impl ProxiedSession {
         self.closed = true;
         self.outputs.push_back(Output::Close);
         if let Some((out_ch, in_ch)) = self.channels {
-            self.proxy.lock().abandon(Duration::ZERO, &[in_ch, out_ch]);
+            self.proxy.lock().abandon(self.now, &[in_ch, out_ch]);
         }
     }
 }
