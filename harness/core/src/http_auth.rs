@@ -150,6 +150,28 @@ impl HttpAuthenticator {
         }
     }
 
+    /// The RPC proxy's authenticator for a lab's world: `schemes` in that order, the
+    /// host name as the Basic realm, the world's names in the NTLM CHALLENGE, its users'
+    /// passwords. `unix_now` is the CHALLENGE's timestamp.
+    pub fn for_world(
+        world: &std::sync::Arc<crate::world::World>,
+        schemes: Vec<HttpScheme>,
+        seed: u64,
+        unix_now: u64,
+    ) -> Self {
+        let directory = std::sync::Arc::clone(world);
+        HttpAuthenticator::new(
+            HttpAuthConfig {
+                schemes,
+                realm: world.hostname.clone(),
+                ntlm: AcceptorConfig::for_world(world),
+            },
+            move |user| directory.directory.password(user),
+            seed ^ 0x5250_4348,
+            crate::sasl::filetime_from_unix(unix_now),
+        )
+    }
+
     pub fn config(&self) -> &HttpAuthConfig {
         &self.config
     }

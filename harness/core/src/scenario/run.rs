@@ -17,9 +17,9 @@ use crate::driver::{
     self, ClientConfig, ClientSession, Finding, MapiApp, MapiAppConfig, MapiClient,
     MapiClientConfig, Policy, ProcessIdentity, SessionOutcome, CONNECT_NO_NOTIFICATIONS,
 };
-use crate::http_auth::{HttpAuthConfig, HttpAuthenticator, HttpScheme};
+use crate::http_auth::{HttpAuthenticator, HttpScheme};
 use crate::imap::ImapServer;
-use crate::ntlm::{AcceptorConfig, Credentials};
+use crate::ntlm::Credentials;
 use crate::pop3::Pop3Server;
 use crate::profile::Profile;
 use crate::rpch::{ChannelAuth, InProcessBackends, InProcessRpcProxy, ProxyConfig};
@@ -500,17 +500,7 @@ impl RpcOverHttp {
         credentials: Credentials,
         seed: u64,
     ) -> Self {
-        let directory = Arc::clone(world);
-        let authenticator = HttpAuthenticator::new(
-            HttpAuthConfig {
-                schemes: vec![scheme],
-                realm: world.hostname.clone(),
-                ntlm: AcceptorConfig::for_world(world),
-            },
-            move |user| directory.directory.password(user),
-            seed ^ 0x5250_4348,
-            crate::sasl::filetime_from_unix(EPOCH),
-        );
+        let authenticator = HttpAuthenticator::for_world(world, vec![scheme], seed, EPOCH);
         let server = world.hostname.split('.').next().unwrap_or("mail");
         RpcOverHttp {
             proxy: InProcessRpcProxy::new(

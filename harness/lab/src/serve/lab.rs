@@ -12,9 +12,8 @@ use harness_core::budget::DEFAULT_MEMORY_BUDGET;
 use harness_core::dcerpc::emsmdb::EmsmdbProfile;
 use harness_core::dcerpc::endpoints::{RpcEndpoints, RpcLabConfig};
 use harness_core::dcerpc::server::EndpointConfig;
-use harness_core::http_auth::{HttpAuthConfig, HttpAuthenticator, HttpScheme};
+use harness_core::http_auth::{HttpAuthenticator, HttpScheme};
 use harness_core::imap::ImapServer;
-use harness_core::ntlm::AcceptorConfig;
 use harness_core::pop3::Pop3Server;
 use harness_core::rpch::{ProxyConfig, RpcProxy};
 use harness_core::world::{LabFile, LabFileError};
@@ -618,22 +617,11 @@ fn start_rpch(
         return Ok(Vec::new());
     }
     let exchange = exchange.ok_or(LabError::RpchWithoutExchange)?;
-    let directory = Arc::clone(world);
-    let auth = HttpAuthenticator::new(
-        HttpAuthConfig {
-            schemes: config.rpch_auth.clone(),
-            realm: world.hostname.clone(),
-            ntlm: AcceptorConfig::for_world(world),
-        },
-        move |user| directory.directory.password(user),
-        seed ^ 0x5250_4348,
-        harness_core::sasl::filetime_from_unix(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-        ),
-    );
+    let unix_now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let auth = HttpAuthenticator::for_world(world, config.rpch_auth.clone(), seed, unix_now);
     let proxy = RpcProxy::new(ProxyConfig::default());
     let (shared, run) = rpch::start(proxy, auth, exchange, shutdown.subscribe());
     tasks.spawn(run);

@@ -36,9 +36,9 @@ use super::listener::{accept_connections, Admission};
 use harness_core::dcerpc::server::Endpoint;
 use harness_core::ServerSession;
 
-/// The RpcProxy ports a client may name ([MS-RPCH] 2.2.2; Exchange's EMSMDB, RFR and
-/// NSPI ports), besides the Exchange listener's own.
-pub const EXCHANGE_PORTS: [u16; 3] = [6001, 6002, 6004];
+/// The RpcProxy ports a client may name besides the Exchange listener's own: the
+/// in-process back-ends' table.
+pub use harness_core::rpch::backend::EXCHANGE_PORTS;
 
 /// The longest request body chunk handed to the proxy at once.
 const MAX_CHUNK: usize = 64 * 1024;
