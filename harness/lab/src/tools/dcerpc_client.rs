@@ -515,7 +515,10 @@ pub(crate) async fn open_virtual_connection(
     // The OUT channel's response head; the IN channel answers only to refuse (a 401 on
     // its connection, a CONN/B1 the proxy would not take), and that must not wait for
     // the deadline.
+    // Biased: when both channels are refused (a wrong Basic password is on both) and
+    // both answers are in, the OUT channel's is the one reported.
     let (status, _, pending) = tokio::select! {
+        biased;
         out = read_response(&mut out_channel, deadline, timeout) => out?,
         refused = read_response(&mut in_channel, deadline, timeout) => {
             let (status, _, _) = refused?;
