@@ -79,21 +79,31 @@ codes! {
     Mapi 0x0000_0970 "ecNotEncrypted";
 
     Kerberos 0 "KDC_ERR_NONE";
+    Kerberos 3 "KDC_ERR_BAD_PVNO";
     Kerberos 6 "KDC_ERR_C_PRINCIPAL_UNKNOWN";
     Kerberos 7 "KDC_ERR_S_PRINCIPAL_UNKNOWN";
+    Kerberos 11 "KDC_ERR_NEVER_VALID";
     Kerberos 12 "KDC_ERR_POLICY";
+    Kerberos 13 "KDC_ERR_BADOPTION";
     Kerberos 14 "KDC_ERR_ETYPE_NOSUPP";
+    Kerberos 16 "KDC_ERR_PADATA_TYPE_NOSUPP";
     Kerberos 18 "KDC_ERR_CLIENT_REVOKED";
     Kerberos 23 "KDC_ERR_KEY_EXPIRED";
     Kerberos 24 "KDC_ERR_PREAUTH_FAILED";
     Kerberos 25 "KDC_ERR_PREAUTH_REQUIRED";
     Kerberos 31 "KRB_AP_ERR_BAD_INTEGRITY";
     Kerberos 32 "KRB_AP_ERR_TKT_EXPIRED";
+    Kerberos 33 "KRB_AP_ERR_TKT_NYV";
     Kerberos 34 "KRB_AP_ERR_REPEAT";
+    Kerberos 35 "KRB_AP_ERR_NOT_US";
+    Kerberos 36 "KRB_AP_ERR_BADMATCH";
     Kerberos 37 "KRB_AP_ERR_SKEW";
+    Kerberos 40 "KRB_AP_ERR_MSG_TYPE";
     Kerberos 41 "KRB_AP_ERR_MODIFIED";
+    Kerberos 50 "KRB_AP_ERR_INAPP_CKSUM";
     Kerberos 52 "KRB_ERR_RESPONSE_TOO_BIG";
     Kerberos 60 "KRB_ERR_GENERIC";
+    Kerberos 61 "KRB_ERR_FIELD_TOOLONG";
     Kerberos 68 "KDC_ERR_WRONG_REALM";
 
     Ixp 0x800C_CC00 "IXP_E_LOAD_SICILY_FAILED";
@@ -260,6 +270,6 @@ mod tests {
                 assert_eq!(c.value & 0xFFFF_0000, 0x800C_0000, "{c:?}");
             }
         }
-        assert_eq!(CATALOGUE.len(), 30 + 17 + 19 + 19);
+        assert_eq!(CATALOGUE.len(), 30 + 27 + 19 + 19);
     }
 }

@@ -12,6 +12,7 @@ pub mod dcerpc_ops;
 pub mod emsmdb_ops;
 pub mod frontend_ops;
 pub mod imap_ops;
+pub mod kerberos_ops;
 pub mod ndr_ops;
 pub mod ops;
 pub mod oxcrpc_ops;
@@ -91,6 +92,8 @@ pub const TARGETS: &[(&str, Target)] = &[
         "rpc_registration_schedule",
         registration_ops::rpc_registration_schedule,
     ),
+    ("krb_message_decode", kerberos_ops::krb_message_decode),
+    ("kdc_bytes", kerberos_ops::kdc_bytes),
 ];
 
 /// Runs the named target on one input; `false` if there is no such target.

@@ -11,6 +11,7 @@ pub mod frontend;
 pub mod fuzzing;
 pub mod http_auth;
 pub mod imap;
+pub mod kerberos;
 pub mod mailfile;
 pub mod netfuzz;
 pub mod notify;

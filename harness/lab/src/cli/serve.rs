@@ -108,6 +108,11 @@ pub struct ServeArgs {
     /// pipe to the same endpoint: one socket hop fewer).
     #[arg(long, default_value = "tcp", value_parser = ["tcp", "in-process"])]
     rpch_backend: String,
+    /// Kerberos KDC (UDP and TCP on one port) for the world's realm (its DNS domain in
+    /// capitals): the users with their passwords, and the service principals of the web
+    /// tier, the store and the global catalogs.
+    #[arg(long)]
+    kdc: Option<SocketAddr>,
     /// Largest DCE/RPC fragment the RPC listeners send and accept (at least 1432).
     #[arg(long, default_value_t = EndpointConfig::default().max_frag)]
     rpc_max_frag: u16,
@@ -246,7 +251,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .into_iter()
         .filter_map(|(addr, tls)| addr.map(|addr| RpchListenerSpec { addr, tls }))
         .collect();
-    if listeners.is_empty() && frontends.is_empty() && rpc.is_empty() {
+    if listeners.is_empty() && frontends.is_empty() && rpc.is_empty() && args.kdc.is_none() {
         listeners.push(ListenerSpec::new(
             Protocol::Imap,
             Security::Plain,
@@ -286,6 +291,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         rpch,
         rpch_auth,
         rpch_in_process: args.rpch_backend == "in-process",
+        kdc: args.kdc,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
@@ -348,6 +354,23 @@ pub fn run(args: ServeArgs) -> Result<()> {
                     "listening {scheme:<5} {addr} (Outlook Anywhere: {url}://{addr}/rpc/rpcproxy.dll)"
                 );
             }
+        }
+        if let (Some(addr), Some(kdc)) = (lab.kdc_addr(), lab.kdc()) {
+            let services = kdc.with(|k| {
+                k.db()
+                    .entries()
+                    .filter(|e| e.kind == harness_core::kerberos::EntryKind::Service)
+                    .map(|e| {
+                        let flag = if e.ok_as_delegate { " (ok-as-delegate)" } else { "" };
+                        format!("{}{flag}", e.name)
+                    })
+                    .collect::<Vec<_>>()
+            });
+            println!(
+                "listening kdc   {addr} (udp+tcp, realm {}; services {})",
+                kdc.realm(),
+                services.join(", ")
+            );
         }
         let stats_on_request = print_stats_on_sigusr1(&lab)?;
         println!("press Ctrl-C to stop");

@@ -14,6 +14,7 @@ use harness_core::dcerpc::endpoints::{RpcEndpoints, RpcLabConfig};
 use harness_core::dcerpc::server::EndpointConfig;
 use harness_core::http_auth::{HttpAuthenticator, HttpScheme};
 use harness_core::imap::ImapServer;
+use harness_core::kerberos::{Kdc, KdcConfig, RealmDb};
 use harness_core::pop3::Pop3Server;
 use harness_core::rpch::{ProxyConfig, RpcProxy};
 use harness_core::world::{LabFile, LabFileError};
@@ -26,6 +27,7 @@ use tokio::task::JoinSet;
 
 use super::connection::{drive, Conn};
 use super::frontend_host::{self, BackendLink, FrontendShared, FrontendSpec};
+use super::kdc::{self, KdcHandle};
 use super::listener::{accept_connections, bind_listener, Admission};
 use super::rpc::{self, RpcListenerSpec, RpcListening, RpcRole};
 use super::rpch;
@@ -102,6 +104,8 @@ pub struct LabConfig {
     /// The RPC proxy reaches the Exchange endpoint in process (an in-memory pipe to an
     /// association driven like the listener's) instead of over TCP to the listener.
     pub rpch_in_process: bool,
+    /// The KDC's address (UDP and TCP on the same port), serving the world's realm.
+    pub kdc: Option<SocketAddr>,
 }
 
 /// An Outlook Anywhere listener.
@@ -135,6 +139,7 @@ impl Default for LabConfig {
             rpch: Vec::new(),
             rpch_auth: vec![HttpScheme::Ntlm, HttpScheme::Basic],
             rpch_in_process: false,
+            kdc: None,
         }
     }
 }
@@ -222,6 +227,7 @@ impl Drop for LiveGuard {
 
 /// A running lab. Dropping it without [`Lab::shutdown`] aborts every task.
 pub struct Lab {
+    kdc: Option<(SocketAddr, Arc<KdcHandle>)>,
     listening: Vec<Listening>,
     rpc_listening: Vec<RpcListening>,
     rpc: Option<RpcEndpoints>,
@@ -260,7 +266,11 @@ struct Shared {
 impl Lab {
     /// Builds the world, makes a certificate, binds every listener and starts serving.
     pub async fn start(config: LabConfig) -> Result<Lab, LabError> {
-        if config.listeners.is_empty() && config.frontends.is_empty() && config.rpc.is_empty() {
+        if config.listeners.is_empty()
+            && config.frontends.is_empty()
+            && config.rpc.is_empty()
+            && config.kdc.is_none()
+        {
             return Err(LabError::NoListeners);
         }
         let addrs = config.listeners.iter().map(|l| l.addr);
@@ -270,7 +280,12 @@ impl Lab {
             .flat_map(|f| std::iter::once(f.addr).chain(f.backend.as_ref().and_then(|b| b.addr)));
         let rpc_addrs = config.rpc.iter().map(|r| r.addr);
         let rpch_addrs = config.rpch.iter().map(|r| r.addr);
-        for addr in addrs.chain(fe_addrs).chain(rpc_addrs).chain(rpch_addrs) {
+        let all = addrs
+            .chain(fe_addrs)
+            .chain(rpc_addrs)
+            .chain(rpch_addrs)
+            .chain(config.kdc);
+        for addr in all {
             if !config.allow_non_loopback && !addr.ip().is_loopback() {
                 return Err(LabError::NotLoopback(addr));
             }
@@ -375,7 +390,23 @@ impl Lab {
         };
         let rpch_listening =
             start_rpch(&config, &world, exchange, seed, &tls, &shutdown, &mut tasks)?;
+        let kdc = match config.kdc {
+            Some(addr) => {
+                let realm = RealmDb::for_world(&world);
+                let handle = KdcHandle::new(Kdc::new(realm, KdcConfig::default(), seed));
+                let bound = kdc::start(addr, handle.clone(), &shutdown, &mut tasks)
+                    .await
+                    .map_err(|source| LabError::Bind {
+                        scheme: "kdc",
+                        addr,
+                        source,
+                    })?;
+                Some((bound, handle))
+            }
+            None => None,
+        };
         Ok(Lab {
+            kdc,
             listening,
             rpc_listening,
             rpc,
@@ -422,6 +453,16 @@ impl Lab {
             .iter()
             .find(|(spec, _)| spec.tls == tls)
             .map(|(_, addr)| *addr)
+    }
+
+    /// The KDC's address (UDP and TCP).
+    pub fn kdc_addr(&self) -> Option<SocketAddr> {
+        self.kdc.as_ref().map(|(addr, _)| *addr)
+    }
+
+    /// The running KDC: its realm, its log, and its database to change while it serves.
+    pub fn kdc(&self) -> Option<&Arc<KdcHandle>> {
+        self.kdc.as_ref().map(|(_, handle)| handle)
     }
 
     /// The RPC endpoints and interfaces, when the lab has RPC listeners.

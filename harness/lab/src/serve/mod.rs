@@ -4,6 +4,7 @@
 pub mod connection;
 pub mod frontend_host;
 pub mod hop;
+pub mod kdc;
 pub mod lab;
 pub mod labfile;
 pub(crate) mod listener;
