@@ -43,12 +43,19 @@ done
 
 mkdir -p "$RUNDIR"
 RUNDIR=$(cd "$RUNDIR" && pwd)
+. "$H/lib.sh"
+# every name and password checked before anything is made
+for u in "${USERS[@]}"; do
+  [ "${u%%:*}" != "$u" ] || { echo "--user wants NAME:PASSWORD, got '$u'" >&2; exit 2; }
+  check_word "user name" "${u%%:*}" || exit 2
+  check_word password "${u#*:}" || exit 2
+done
+for s in "${SERVICES[@]}"; do check_word service "${s%%:*}" || exit 2; done
 if [ -f "$RUNDIR/kdc.pid" ] && alive "$(cat "$RUNDIR/kdc.pid")"; then
   echo "already running: pid $(cat "$RUNDIR/kdc.pid")" >&2; exit 4
 fi
 rm -rf "$RUNDIR/db" "$RUNDIR/all.keytab" "$RUNDIR/ccache" "$RUNDIR"/*.log
 mkdir -m 700 "$RUNDIR/db"
-. "$H/lib.sh"
 
 # client_conf EXTRA: what a client of this realm needs, and nothing from /etc/krb5.conf.
 # No DNS and no reverse lookups: service names are used as written.
@@ -107,10 +114,7 @@ kdb5_util create -s -r "$REALM" -P masterpw >"$RUNDIR/db/create.log" 2>&1 ||
 ka "cpw -pw krbtgt-$REALM krbtgt/$REALM" >/dev/null
 ka "modprinc -kvno 1 -lockdown_keys krbtgt/$REALM" >/dev/null
 for u in "${USERS[@]}"; do
-  name=${u%%:*}; pw=${u#*:}
-  [ "$name" != "$u" ] || { echo "--user wants NAME:PASSWORD, got '$u'" >&2; exit 2; }
-  check_word "user name" "$name"; check_word password "$pw"
-  ka "addprinc -pw $pw +requires_preauth $name" >/dev/null
+  ka "addprinc -pw ${u#*:} +requires_preauth ${u%%:*}" >/dev/null
 done
 for s in "${SERVICES[@]}"; do add_service "$s"; done
 
