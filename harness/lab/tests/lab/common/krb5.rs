@@ -23,7 +23,8 @@ const INSTALL_HINT: &str = "scripts/peers/install.sh (Debian package krb5-user)"
 /// How the client reaches the KDC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KdcTransport {
-    /// MIT's default: UDP for small requests, TCP when the KDC says the reply is too big.
+    /// MIT's default: UDP for requests up to udp_preference_limit (1465 bytes), TCP for
+    /// bigger ones and after KRB_ERR_RESPONSE_TOO_BIG.
     UdpFirst,
     /// `udp_preference_limit = 1`: every request goes over TCP.
     TcpOnly,
