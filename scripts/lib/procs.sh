@@ -12,6 +12,12 @@ stop_pid() {
   done
 }
 
+# alive PID : the process exists and is not a zombie. An orphaned daemon may stay a zombie
+# under a PID 1 that does not reap, and kill -0 succeeds on a zombie.
+alive() {
+  [ -n "$1" ] && [ -e "/proc/$1" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]
+}
+
 # stop_pidfiles DIR FILE... : stops the process whose PID each DIR/FILE holds, removes the
 # file, and says so.
 stop_pidfiles() {

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Installs what every peer in scripts/peers/ needs (Debian 12, as root): Dovecot, nginx with
 # the mail module, perdition, Cyrus IMAP/POP3 with cyrus-sasl, Samba (samba-dcerpcd, smbd) with
-# nss_wrapper, and the clients the tests use (curl, python3, impacket in a venv at
+# nss_wrapper, MIT Kerberos (krb5kdc, kadmin.local and the kinit/klist/kvno clients), and the
+# clients the tests use (curl, python3, impacket in a venv at
 # $PEERS_HOME/impacket/venv, PEERS_HOME defaulting to /tmp/harness-peers;
 # scripts/peers/impacket/python prints its python). Idempotent: what is present is left alone.
 #
@@ -29,6 +30,9 @@ command -v saslpasswd2 >/dev/null || missing+=(sasl2-bin libsasl2-modules)
 python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 # tshark decodes (and, given the password, decrypts) the lab's DCE/RPC captures.
 command -v tshark >/dev/null || missing+=(tshark)
+# MIT Kerberos: the reference KDC (krb5/start.sh) and the client tools the Kerberos tests run.
+{ command -v krb5kdc >/dev/null && command -v kadmin.local >/dev/null; } || missing+=(krb5-kdc krb5-admin-server)
+{ command -v kinit >/dev/null && command -v kvno >/dev/null; } || missing+=(krb5-user)
 need_cyrus_bins=
 { [ -x "$CYRUS_PKG/usr/lib/cyrus/bin/imapd" ] && [ -x "$CYRUS_PKG/usr/lib/cyrus/bin/pop3d" ]; } ||
   { [ -x /usr/lib/cyrus/bin/imapd ] && [ -x /usr/lib/cyrus/bin/pop3d ]; } || need_cyrus_bins=1

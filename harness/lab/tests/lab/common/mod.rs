@@ -2,6 +2,7 @@
 //! time, and starting a lab.
 #![allow(dead_code)]
 
+pub mod krb5;
 pub mod peers;
 
 use std::path::{Path, PathBuf};
@@ -53,48 +54,80 @@ impl std::fmt::Debug for Ran {
     }
 }
 
-/// Runs a command with a 30 s bound; a command that overruns is killed.
+/// Runs a command with a 30 s bound; a command that overruns is killed and the test fails.
 pub async fn run(program: &Path, args: &[&str]) -> Ran {
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
+    let mut command = tokio::process::Command::new(program);
+    command.args(args);
+    run_bounded(command, None, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "{} {:?} did not finish within 30 s",
+                program.display(),
+                args
+            )
+        })
+}
+
+/// Runs `command` with `input` written to its stdin (then closed; no input: /dev/null) and
+/// its stdout and stderr taken. A child still running after `limit` is killed by its PID
+/// (SIGKILL) and reaped, and the answer is `None`.
+pub async fn run_bounded(
+    mut command: tokio::process::Command,
+    input: Option<&[u8]>,
+    limit: Duration,
+) -> Option<Ran> {
+    command
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {}: {e}", program.display()));
+        .kill_on_drop(true);
+    let mut child = command.spawn().unwrap_or_else(|e| {
+        panic!(
+            "spawning {}: {e}",
+            command.as_std().get_program().to_string_lossy()
+        )
+    });
+    let stdin = child.stdin.take();
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
-    let read = |pipe: Option<tokio::process::ChildStdout>| async move {
-        let mut s = String::new();
-        if let Some(mut p) = pipe {
-            let _ = tokio::io::AsyncReadExt::read_to_string(&mut p, &mut s).await;
+    let write = async move {
+        if let (Some(mut pipe), Some(bytes)) = (stdin, input) {
+            // A child that exits without reading its input is not an error here.
+            let _ = pipe.write_all(bytes).await;
         }
-        s
-    };
-    let read_err = |pipe: Option<tokio::process::ChildStderr>| async move {
-        let mut s = String::new();
-        if let Some(mut p) = pipe {
-            let _ = tokio::io::AsyncReadExt::read_to_string(&mut p, &mut s).await;
-        }
-        s
     };
     let all = async {
-        let (out, err, status) = tokio::join!(read(stdout), read_err(stderr), child.wait());
+        let ((), out, err, status) =
+            tokio::join!(write, read_all(stdout), read_all(stderr), child.wait());
         (out, err, status)
     };
-    match tokio::time::timeout(Duration::from_secs(30), all).await {
-        Ok((stdout, stderr, status)) => Ran {
+    let finished = tokio::time::timeout(limit, all).await;
+    match finished {
+        Ok((stdout, stderr, status)) => Some(Ran {
             code: status.ok().and_then(|s| s.code()),
             stdout,
             stderr,
-        },
-        Err(_) => panic!(
-            "{} {:?} did not finish within 30 s",
-            program.display(),
-            args
-        ),
+        }),
+        Err(_) => {
+            let _ = child.start_kill();
+            let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+            None
+        }
     }
+}
+
+/// Everything a pipe gives until EOF, lossily as UTF-8 (nothing when there is no pipe).
+async fn read_all(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> String {
+    let mut bytes = Vec::new();
+    if let Some(mut p) = pipe {
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut p, &mut bytes).await;
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// curl's exit status when the server refuses the login (CURLE_LOGIN_DENIED).
