@@ -48,6 +48,9 @@ const MAX_DEPTH: usize = 32;
 /// `input` is one DER element whose every constructed element's children fit exactly in
 /// it, to `MAX_DEPTH`. picky-asn1-der trusts length octets (an over-long one overflows its
 /// arithmetic), so nothing from the network reaches it unless this holds.
+///
+/// A GeneralizedTime must be a KerberosTime, `YYYYMMDDHHMMSSZ` (RFC 4120 5.2.3): picky
+/// reads other lengths (a five-digit year) that it cannot write back.
 pub(crate) fn well_formed(input: &[u8]) -> bool {
     fn children(input: &[u8], start: usize, end: usize, depth: usize) -> bool {
         let mut at = start;
@@ -60,6 +63,9 @@ pub(crate) fn well_formed(input: &[u8]) -> bool {
             {
                 return false;
             }
+            if t.tag == GENERALIZED_TIME && !kerberos_time(&input[t.value..t.end]) {
+                return false;
+            }
             at = t.end;
         }
         true
@@ -68,6 +74,12 @@ pub(crate) fn well_formed(input: &[u8]) -> bool {
         Some(t) if t.end == input.len() => t.tag & 0x20 == 0 || children(input, t.value, t.end, 1),
         _ => false,
     }
+}
+
+const GENERALIZED_TIME: u8 = 0x18;
+
+fn kerberos_time(value: &[u8]) -> bool {
+    value.len() == 15 && value[14] == b'Z' && value[..14].iter().all(u8::is_ascii_digit)
 }
 
 /// Decodes untrusted octets with picky-asn1-der once they are `well_formed`.
@@ -129,6 +141,11 @@ mod tests {
             deep = [vec![0x30, deep.len() as u8], deep].concat();
         }
         assert!(!well_formed(&deep), "too deep");
+        let time = |t: &[u8]| [&[0x30, t.len() as u8 + 2, 0x18, t.len() as u8][..], t].concat();
+        assert!(well_formed(&time(b"20240101000000Z")));
+        assert!(!well_formed(&time(b"166520102000000Z")), "five-digit year");
+        assert!(!well_formed(&time(b"20240101000000.5Z")), "fractions");
+        assert!(!well_formed(&time(b"2024010100000Z0")));
         assert_eq!(
             tlv(&two_byte, 0),
             Some(Tlv {

@@ -429,7 +429,8 @@ impl Kdc {
         tgt_renew_till: Option<Option<Seconds>>,
     ) -> Option<Seconds> {
         let wanted = if options & flags::RENEWABLE != 0 {
-            rtime.unwrap_or(till)
+            // No rtime asks for as long as policy allows, as MIT's KDC reads it.
+            rtime.unwrap_or(FOREVER)
         } else if options & flags::RENEWABLE_OK != 0 && till > end {
             till
         } else {
@@ -562,6 +563,9 @@ impl Kdc {
         if options & flags::PROXIABLE != 0 && tgt_flags & flags::PROXIABLE == 0 {
             return Err(with_names(refuse(err::BADOPTION, "TGT is not proxiable")));
         }
+        if options & flags::RENEWABLE != 0 && tgt_flags & flags::RENEWABLE == 0 {
+            return Err(with_names(refuse(err::BADOPTION, "TGT is not renewable")));
+        }
         let etype = chosen_etype(&body.etype.0 .0, &server, &server)
             .ok_or_else(|| with_names(refuse(err::ETYPE_NOSUPP, "no requested enctype")))?;
         let tgt_end = time_of(&tgt.endtime.0);
@@ -573,7 +577,10 @@ impl Kdc {
                 "requested end time has passed",
             )));
         }
+        // Transited-policy-checked: the (empty, one-realm) path is checked here, and MIT's
+        // KDC sets the flag on every ticket it issues from a TGT.
         let mut ticket_flags = options & (flags::FORWARDABLE | flags::PROXIABLE)
+            | flags::TRANSITED_POLICY_CHECKED
             | tgt_flags & (flags::PRE_AUTHENT | flags::FORWARDED)
             | options & flags::FORWARDED
             | if server.ok_as_delegate {
@@ -722,10 +729,13 @@ fn check_pvno(req: &KdcReq) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// "No end": far past any policy limit, with room to add to it.
+const FOREVER: Seconds = Seconds::MAX / 2;
+
 /// `till` of 19700101000000Z means "as long as allowed" (RFC 4120 5.4.1).
 fn requested_end(till: Seconds) -> Seconds {
     if till == 0 {
-        Seconds::MAX / 2
+        FOREVER
     } else {
         till
     }

@@ -68,6 +68,7 @@ pub mod flags {
     pub const RENEWABLE: u32 = 0x0080_0000;
     pub const INITIAL: u32 = 0x0040_0000;
     pub const PRE_AUTHENT: u32 = 0x0020_0000;
+    pub const TRANSITED_POLICY_CHECKED: u32 = 0x0008_0000;
     pub const OK_AS_DELEGATE: u32 = 0x0004_0000;
     pub const CANONICALIZE: u32 = 0x0001_0000;
     pub const RENEWABLE_OK: u32 = 0x0000_0010;
@@ -87,6 +88,7 @@ pub mod flags {
             (RENEWABLE, 'R'),
             (INITIAL, 'I'),
             (PRE_AUTHENT, 'A'),
+            (TRANSITED_POLICY_CHECKED, 'T'),
             (OK_AS_DELEGATE, 'O'),
         ]
         .iter()

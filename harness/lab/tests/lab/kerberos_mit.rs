@@ -32,7 +32,7 @@ fn mit() -> Option<MitKdc> {
 /// armours its TGS requests and the KDC answers in FAST; ok_as_delegate shows as O, only on
 /// HTTP/web; -F gives tickets without F. R: kinit asks renewable-ok with a 24 h till, past
 /// the KDC's 10 h max_life, so the tickets come back renewable.
-fn mit_outcomes() -> Vec<(String, String)> {
+pub(crate) fn mit_outcomes() -> Vec<(String, String)> {
     let preauth = |user: &str| {
         format!(
             "KRB-ERROR 25 Additional pre-authentication required \

@@ -17,6 +17,7 @@ mod interop_impacket_rpc;
 mod interop_impacket_rpch;
 mod interop_samba;
 mod interop_transcripts;
+mod kerberos_lab;
 mod kerberos_mit;
 mod literal_flood;
 mod load_cli;

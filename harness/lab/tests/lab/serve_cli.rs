@@ -75,23 +75,28 @@ async fn serve_with_added_user_accepts_ntlm_and_refuses_wrong_password() {
     let alice = common::curl(&curl, &imap, "alice:secret", &[]).await;
     assert!(alice.ok(), "{alice:?}");
 
+    let status = stop_with_sigterm(&mut child, &pid);
+    assert!(status.success(), "exit status {status:?}");
+}
+
+/// SIGTERM to `pid`, then its exit status (killed and failed after 10 s).
+fn stop_with_sigterm(child: &mut std::process::Child, pid: &str) -> std::process::ExitStatus {
     let term = Command::new("kill")
-        .args(["-TERM", &pid])
+        .args(["-TERM", pid])
         .status()
         .expect("kill runs");
     assert!(term.success());
     let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
+    loop {
         if let Some(status) = child.try_wait().expect("wait") {
-            break status;
+            return status;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             panic!("harness serve did not stop within 10 s of SIGTERM");
         }
         std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "exit status {status:?}");
+    }
 }
 
 #[test]
@@ -136,4 +141,54 @@ fn serve_refuses_bad_rpc_settings() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(says), "{args:?}: {err}");
     }
+}
+
+/// `harness serve --kdc`: it says its realm and services at start, and MIT's kinit gets a
+/// TGT for a user added with `--user` (the KDC's principals are the world's users).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_kdc_says_its_realm_and_issues_tickets_to_added_users() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["serve", "--kdc", "127.0.0.1:0", "--user", "carol:s3cret"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("harness serve starts");
+    let pid = child.id().to_string();
+    let stdout = child.stdout.take().expect("stdout");
+    let kdc_line = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let line = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .take(20)
+            .find(|l| l.starts_with("listening kdc"));
+        std::thread::spawn(move || lines.for_each(drop));
+        line
+    })
+    .await
+    .unwrap()
+    .expect("a 'listening kdc' line");
+    assert!(
+        kdc_line.contains("(udp+tcp, realm EXAMPLE.TEST; services ")
+            && kdc_line.contains("HTTP/web.example.test (ok-as-delegate)"),
+        "{kdc_line}"
+    );
+    let addr: std::net::SocketAddr = kdc_line
+        .split_whitespace()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .expect("the KDC's address");
+    if let Some(env) =
+        common::krb5::KrbClientEnv::new("EXAMPLE.TEST", addr, common::krb5::KdcTransport::UdpFirst)
+    {
+        let ok = env.kinit("carol", "s3cret", true).await;
+        assert!(ok.ok(), "{ok:?}");
+        let wrong = env.kinit("carol", "nope", true).await;
+        assert_eq!(
+            wrong.stderr.trim(),
+            "kinit: Password incorrect while getting initial credentials"
+        );
+    }
+    let status = stop_with_sigterm(&mut child, &pid);
+    assert!(status.success(), "exit status {status:?}");
 }

@@ -2,6 +2,7 @@ use super::*;
 use crate::kerberos::client::{self, ClientError, Credentials, Request};
 use crate::kerberos::flags::{
     FORWARDABLE, FORWARDED, INITIAL, OK_AS_DELEGATE, PRE_AUTHENT, RENEWABLE, RENEWABLE_OK,
+    TRANSITED_POLICY_CHECKED,
 };
 use crate::LabFile;
 
@@ -137,7 +138,12 @@ fn service_tickets_carry_ok_as_delegate_only_where_the_service_has_it() {
     let web = service(&mut kdc, &tgt, "HTTP/web.example.test", &forwardable(), NOW).expect("web");
     assert_eq!(
         web.flags,
-        FORWARDABLE | PRE_AUTHENT | OK_AS_DELEGATE | RENEWABLE
+        FORWARDABLE | PRE_AUTHENT | OK_AS_DELEGATE | RENEWABLE | TRANSITED_POLICY_CHECKED
+    );
+    assert_eq!(
+        crate::kerberos::flags::letters(web.flags),
+        "FRATO",
+        "as MIT's KDC sets them"
     );
     let plain = service(
         &mut kdc,
