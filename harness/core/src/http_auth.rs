@@ -6,6 +6,12 @@
 //! - **Basic** (RFC 7617): `user:password` in base64, checked against the directory on
 //!   every request (it is not connection-bound). A `DOMAIN\user` name is taken as
 //!   `user` in the lab's one domain.
+//! - **Negotiate** (RFC 4559; SPNEGO, RFC 4178, with the Kerberos mechanism): the AP-REQ
+//!   in the NegTokenInit is checked by a [`gss::Acceptor`] holding the tier's service key;
+//!   the `200` carries the AP-REP of mutual authentication in a NegTokenResp, and a
+//!   delegated TGT (the 0x8003 checksum's KRB-CRED) reaches the application in the
+//!   principal. Offered only with [`HttpAuthenticator::with_kerberos`]. Like NTLM it then
+//!   holds for the connection (IIS's default, `authPersistSingleRequest` off).
 //! - **NTLM** (the `NTLM` scheme of [MS-NTHT] 2.2): NEGOTIATE, then a `401` carrying the
 //!   CHALLENGE, then AUTHENTICATE, **on one TCP connection**: the acceptor that issued the
 //!   challenge lives in that connection's [`ConnectionAuth`]. An AUTHENTICATE on a
@@ -16,6 +22,9 @@
 
 use base64::Engine as _;
 
+use crate::kerberos::client::Credentials as KerberosCredentials;
+use crate::kerberos::gss::{self, Acceptor as GssAcceptor, KRB5_OID, MS_KRB5_OID};
+use crate::kerberos::{spnego, Seconds};
 use crate::ntlm::{AcceptorConfig, NtlmAcceptor, NtlmError};
 use crate::rng::SeededRng;
 
@@ -28,6 +37,7 @@ pub const MAX_AUTHORIZATION: usize = 96 * 1024;
 pub enum HttpScheme {
     Basic,
     Ntlm,
+    Negotiate,
 }
 
 impl HttpScheme {
@@ -35,6 +45,7 @@ impl HttpScheme {
         match self {
             HttpScheme::Basic => "Basic",
             HttpScheme::Ntlm => "NTLM",
+            HttpScheme::Negotiate => "Negotiate",
         }
     }
 }
@@ -42,12 +53,12 @@ impl HttpScheme {
 impl std::str::FromStr for HttpScheme {
     type Err = String;
 
-    /// `ntlm` or `basic`, in any case (command-line flags).
+    /// `negotiate`, `ntlm` or `basic`, in any case (command-line flags).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [HttpScheme::Ntlm, HttpScheme::Basic]
+        [HttpScheme::Negotiate, HttpScheme::Ntlm, HttpScheme::Basic]
             .into_iter()
             .find(|h| h.name().eq_ignore_ascii_case(s))
-            .ok_or_else(|| format!("{s:?}: ntlm or basic"))
+            .ok_or_else(|| format!("{s:?}: negotiate, ntlm or basic"))
     }
 }
 
@@ -68,7 +79,25 @@ pub struct HttpAuthConfig {
 pub struct HttpPrincipal {
     pub scheme: HttpScheme,
     pub user: String,
+    /// The NetBIOS domain a Basic or NTLM user gave, or the Kerberos realm.
     pub domain: String,
+    /// Negotiate: the TGT the client delegated (forwarded), if it did.
+    pub delegated: Option<Box<KerberosCredentials>>,
+    /// Negotiate: the `WWW-Authenticate` value the success response carries (the AP-REP
+    /// of mutual authentication in a NegTokenResp).
+    pub mutual: Option<String>,
+}
+
+impl HttpPrincipal {
+    fn new(scheme: HttpScheme, user: String, domain: String) -> HttpPrincipal {
+        HttpPrincipal {
+            scheme,
+            user,
+            domain,
+            delegated: None,
+            mutual: None,
+        }
+    }
 }
 
 /// Why a request gets a `401` (for the adapter's trace and the snapshots).
@@ -89,6 +118,8 @@ pub enum Refusal {
     NtlmWrongConnection,
     #[error("NTLM: {0}")]
     NtlmFailed(String),
+    #[error("Negotiate: {0}")]
+    NegotiateFailed(String),
 }
 
 /// Why a request gets a `400`.
@@ -118,8 +149,8 @@ pub enum Verdict {
 pub struct ConnectionAuth {
     /// The NTLM exchange in progress: the CHALLENGE went out on this connection.
     pending: Option<NtlmAcceptor>,
-    /// NTLM succeeded on this connection: later requests need no header.
-    ntlm_user: Option<HttpPrincipal>,
+    /// NTLM or Negotiate succeeded on this connection: later requests need no header.
+    authenticated: Option<HttpPrincipal>,
 }
 
 /// The cleartext password of a user of the directory (None: no such user).
@@ -131,6 +162,7 @@ pub struct HttpAuthenticator {
     passwords: PasswordOf,
     rng: SeededRng,
     filetime: u64,
+    kerberos: Option<GssAcceptor>,
 }
 
 impl HttpAuthenticator {
@@ -147,7 +179,18 @@ impl HttpAuthenticator {
             passwords: Box::new(password_of),
             rng: SeededRng::new(seed),
             filetime,
+            kerberos: None,
         }
+    }
+
+    /// Offers Negotiate (first, as IIS lists it) with `acceptor`: a keytab of the tier's
+    /// `HTTP/<host>` principal(s).
+    pub fn with_kerberos(mut self, acceptor: GssAcceptor) -> Self {
+        if !self.config.schemes.contains(&HttpScheme::Negotiate) {
+            self.config.schemes.insert(0, HttpScheme::Negotiate);
+        }
+        self.kerberos = Some(acceptor);
+        self
     }
 
     /// The RPC proxy's authenticator for a lab's world: `schemes` in that order, the
@@ -184,6 +227,7 @@ impl HttpAuthenticator {
             .map(|s| match s {
                 HttpScheme::Basic => format!("Basic realm=\"{}\"", self.config.realm),
                 HttpScheme::Ntlm => "NTLM".to_string(),
+                HttpScheme::Negotiate => "Negotiate".to_string(),
             })
             .collect()
     }
@@ -200,10 +244,23 @@ impl HttpAuthenticator {
     }
 
     /// Checks one request that came on `conn` with `authorization` (the header's value,
-    /// if any).
+    /// if any), at the time of the NTLM challenge's timestamp (Negotiate needs
+    /// [`HttpAuthenticator::check_at`] with the real time).
     pub fn check(&mut self, conn: &mut ConnectionAuth, authorization: Option<&str>) -> Verdict {
+        let now = crate::sasl::unix_from_filetime(self.filetime);
+        self.check_at(conn, authorization, now)
+    }
+
+    /// [`HttpAuthenticator::check`] at `now` (seconds since the Unix epoch): the time a
+    /// Kerberos authenticator is checked against.
+    pub fn check_at(
+        &mut self,
+        conn: &mut ConnectionAuth,
+        authorization: Option<&str>,
+        now: Seconds,
+    ) -> Verdict {
         let Some(value) = authorization else {
-            return match (&conn.ntlm_user, conn.pending.is_some()) {
+            return match (&conn.authenticated, conn.pending.is_some()) {
                 (Some(p), false) => Verdict::Authenticated(p.clone()),
                 _ => self.unauthorized(Refusal::Missing),
             };
@@ -235,6 +292,17 @@ impl HttpAuthenticator {
                 Err(e) => return Verdict::BadRequest(e),
             };
             self.ntlm(conn, &bytes)
+        } else if scheme.eq_ignore_ascii_case("Negotiate") && self.kerberos.is_some() {
+            let bytes = match decoded() {
+                Ok(b) if !b.is_empty() => b,
+                Ok(_) => {
+                    return Verdict::BadRequest(BadAuthorization::Malformed(
+                        "empty Negotiate token",
+                    ))
+                }
+                Err(e) => return Verdict::BadRequest(e),
+            };
+            self.negotiate(conn, &bytes, now)
         } else {
             self.unauthorized(Refusal::SchemeNotOffered(scheme.to_string()))
         }
@@ -259,11 +327,11 @@ impl HttpAuthenticator {
         if !right {
             return self.unauthorized(Refusal::BasicWrongPassword);
         }
-        Verdict::Authenticated(HttpPrincipal {
-            scheme: HttpScheme::Basic,
-            user: user.to_string(),
-            domain: domain.to_string(),
-        })
+        Verdict::Authenticated(HttpPrincipal::new(
+            HttpScheme::Basic,
+            user.to_string(),
+            domain.to_string(),
+        ))
     }
 
     fn ntlm(&mut self, conn: &mut ConnectionAuth, token: &[u8]) -> Verdict {
@@ -273,7 +341,7 @@ impl HttpAuthenticator {
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
         match kind {
             Some(1) => {
-                conn.ntlm_user = None;
+                conn.authenticated = None;
                 let challenge: [u8; 8] = self.rng.bytes();
                 let mut acceptor =
                     NtlmAcceptor::new(self.config.ntlm.clone(), challenge, self.filetime);
@@ -296,12 +364,9 @@ impl HttpAuthenticator {
                 let passwords = &self.passwords;
                 match acceptor.handle_authenticate(token, &|user, _domain| passwords(user)) {
                     Ok(done) => {
-                        let principal = HttpPrincipal {
-                            scheme: HttpScheme::Ntlm,
-                            user: done.user,
-                            domain: done.domain,
-                        };
-                        conn.ntlm_user = Some(principal.clone());
+                        let principal =
+                            HttpPrincipal::new(HttpScheme::Ntlm, done.user, done.domain);
+                        conn.authenticated = Some(principal.clone());
                         Verdict::Authenticated(principal)
                     }
                     Err(e) => self.ntlm_failed(conn, e),
@@ -313,9 +378,67 @@ impl HttpAuthenticator {
         }
     }
 
+    /// SPNEGO with the Kerberos mechanism's optimistic token, or a bare Kerberos token.
+    fn negotiate(&mut self, conn: &mut ConnectionAuth, token: &[u8], now: Seconds) -> Verdict {
+        conn.authenticated = None;
+        let (mech_token, spnego) = match spnego::read_init(token) {
+            Ok(init) => {
+                let krb5 = init
+                    .mech_types
+                    .first()
+                    .is_some_and(|m| m[..] == KRB5_OID || m[..] == MS_KRB5_OID);
+                match (krb5, init.mech_token) {
+                    (true, Some(t)) => (t, true),
+                    _ => return self.unauthorized(Refusal::NegotiateFailed(
+                        "no Kerberos token first in the NegTokenInit (only Kerberos is offered)"
+                            .into(),
+                    )),
+                }
+            }
+            Err(_) if gss::unframe(token).is_some() => (token.to_vec(), false),
+            Err(e) => {
+                return Verdict::BadRequest(BadAuthorization::Malformed(match e {
+                    spnego::SpnegoError::Malformed(why) => why,
+                }))
+            }
+        };
+        let Some(acceptor) = self.kerberos.as_mut() else {
+            return self.unauthorized(Refusal::SchemeNotOffered("Negotiate".into()));
+        };
+        match acceptor.accept(&mech_token, now) {
+            Ok(accepted) => {
+                let mutual = accepted.reply.map(|reply| {
+                    let token = if spnego {
+                        spnego::write_resp(&spnego::NegTokenResp {
+                            state: Some(spnego::ACCEPT_COMPLETED),
+                            supported_mech: Some(KRB5_OID.to_vec()),
+                            response_token: Some(reply),
+                        })
+                    } else {
+                        reply
+                    };
+                    format!(
+                        "Negotiate {}",
+                        base64::engine::general_purpose::STANDARD.encode(token)
+                    )
+                });
+                let principal = HttpPrincipal {
+                    scheme: HttpScheme::Negotiate,
+                    user: accepted.client.text(),
+                    domain: accepted.realm,
+                    delegated: accepted.delegated.map(Box::new),
+                    mutual,
+                };
+                conn.authenticated = Some(principal.clone());
+                Verdict::Authenticated(principal)
+            }
+            Err(e) => self.unauthorized(Refusal::NegotiateFailed(e.to_string())),
+        }
+    }
+
     fn ntlm_failed(&self, conn: &mut ConnectionAuth, e: NtlmError) -> Verdict {
         conn.pending = None;
-        conn.ntlm_user = None;
+        conn.authenticated = None;
         // One text for both, as for Basic: the refusal must not tell which users exist.
         let why = match e {
             NtlmError::UnknownUser | NtlmError::WrongPassword => {
@@ -396,11 +519,11 @@ mod tests {
         let ok = s.check(&mut conn, Some(&basic("EXAMPLE\\alice", "secret")));
         assert_eq!(
             ok,
-            Verdict::Authenticated(HttpPrincipal {
-                scheme: HttpScheme::Basic,
-                user: "alice".into(),
-                domain: "EXAMPLE".into(),
-            })
+            Verdict::Authenticated(HttpPrincipal::new(
+                HttpScheme::Basic,
+                "alice".into(),
+                "EXAMPLE".into()
+            ))
         );
         // Not remembered: the next request without a header is challenged again.
         assert!(matches!(
@@ -552,6 +675,238 @@ mod tests {
         );
         assert_eq!("ntlm".parse::<HttpScheme>(), Ok(HttpScheme::Ntlm));
         assert_eq!("BASIC".parse::<HttpScheme>(), Ok(HttpScheme::Basic));
-        assert!("negotiate".parse::<HttpScheme>().is_err());
+        assert_eq!("negotiate".parse::<HttpScheme>(), Ok(HttpScheme::Negotiate));
+        assert!("kerberos".parse::<HttpScheme>().is_err());
+    }
+}
+
+#[cfg(test)]
+mod negotiate_tests {
+    use super::*;
+    use crate::kerberos::client::{self, Credentials, Request};
+    use crate::kerberos::flags::{FORWARDABLE, FORWARDED};
+    use crate::kerberos::gss::gss_flags;
+    use crate::kerberos::{Kdc, KdcConfig, Name, RealmDb, NT_SRV_HST};
+    use crate::LabFile;
+
+    const NOW: Seconds = 1_704_067_200;
+
+    struct Setup {
+        kdc: Kdc,
+        rng: SeededRng,
+    }
+
+    impl Setup {
+        fn new() -> Setup {
+            let world = LabFile::default_lab().build().expect("lab");
+            Setup {
+                kdc: Kdc::new(RealmDb::for_world(&world), KdcConfig::default(), 2),
+                rng: SeededRng::new(8),
+            }
+        }
+
+        fn tickets(
+            &mut self,
+            user: &str,
+            password: &str,
+            service: &str,
+        ) -> (Credentials, Credentials) {
+            let kdc = &mut self.kdc;
+            let fwd = Request {
+                options: FORWARDABLE,
+                ..Request::default()
+            };
+            let mut exchange = |r: &[u8]| Ok(kdc.handle(r, NOW).bytes);
+            let tgt = client::login(
+                &mut exchange,
+                user,
+                "EXAMPLE.TEST",
+                password,
+                &fwd,
+                NOW,
+                &mut self.rng,
+            )
+            .expect("TGT");
+            let server = Name::parse(service, NT_SRV_HST);
+            let ticket = client::ticket(&mut exchange, &tgt, &server, &fwd, NOW, &mut self.rng)
+                .expect("ticket");
+            let forwarded = client::ticket(
+                &mut exchange,
+                &tgt,
+                &Name::tgs("EXAMPLE.TEST"),
+                &Request {
+                    options: FORWARDABLE | FORWARDED,
+                    ..Request::default()
+                },
+                NOW,
+                &mut self.rng,
+            )
+            .expect("forwarded TGT");
+            (ticket, forwarded)
+        }
+
+        fn web_server(&self) -> HttpAuthenticator {
+            let web = self
+                .kdc
+                .db()
+                .entry("HTTP/web.example.test")
+                .cloned()
+                .expect("web");
+            HttpAuthenticator::new(
+                HttpAuthConfig {
+                    schemes: vec![HttpScheme::Ntlm, HttpScheme::Basic],
+                    realm: "web.example.test".into(),
+                    ntlm: AcceptorConfig {
+                        nb_domain: "EXAMPLE".into(),
+                        nb_computer: "WEB".into(),
+                        dns_domain: "example.test".into(),
+                        dns_computer: "web.example.test".into(),
+                    },
+                },
+                |_| None,
+                1,
+                crate::sasl::filetime_from_unix(NOW as u64),
+            )
+            .with_kerberos(GssAcceptor::new("EXAMPLE.TEST", vec![web], 3))
+        }
+    }
+
+    fn negotiate(token: &[u8]) -> String {
+        let init = spnego::write_init(&spnego::NegTokenInit {
+            mech_types: vec![KRB5_OID.to_vec()],
+            mech_token: Some(token.to_vec()),
+        });
+        format!(
+            "Negotiate {}",
+            base64::engine::general_purpose::STANDARD.encode(init)
+        )
+    }
+
+    #[test]
+    fn negotiate_is_offered_first_and_accepts_a_delegating_client() {
+        let mut setup = Setup::new();
+        let (ticket, forwarded) = setup.tickets("alice", "secret", "HTTP/web.example.test");
+        let mut server = setup.web_server();
+        assert_eq!(
+            server.challenges(),
+            ["Negotiate", "NTLM", "Basic realm=\"web.example.test\""]
+        );
+        let flags = gss_flags::MUTUAL | gss_flags::REPLAY;
+        let (token, ctx) =
+            gss::initiate(&ticket, flags, Some(&forwarded), false, NOW, &mut setup.rng);
+        let mut conn = ConnectionAuth::default();
+        let Verdict::Authenticated(p) = server.check_at(&mut conn, Some(&negotiate(&token)), NOW)
+        else {
+            panic!("not authenticated");
+        };
+        assert_eq!(
+            (p.scheme, p.user.as_str(), p.domain.as_str()),
+            (HttpScheme::Negotiate, "alice", "EXAMPLE.TEST")
+        );
+        assert_eq!(
+            p.delegated.as_ref().map(|d| d.server.text()),
+            Some("krbtgt/EXAMPLE.TEST".into())
+        );
+        // The mutual token: a NegTokenResp, accept-completed, with an AP-REP the client takes.
+        let mutual = p
+            .mutual
+            .as_deref()
+            .and_then(|m| m.strip_prefix("Negotiate "))
+            .expect("mutual");
+        let resp = spnego::read_resp(
+            &base64::engine::general_purpose::STANDARD
+                .decode(mutual)
+                .expect("b64"),
+        )
+        .expect("NegTokenResp");
+        assert_eq!(resp.state, Some(spnego::ACCEPT_COMPLETED));
+        assert_eq!(resp.supported_mech.as_deref(), Some(&KRB5_OID[..]));
+        assert!(ctx
+            .read_reply(&resp.response_token.expect("AP-REP"))
+            .is_ok());
+        // The connection stays authenticated; the same token again is a replay.
+        assert!(matches!(
+            server.check_at(&mut conn, None, NOW),
+            Verdict::Authenticated(_)
+        ));
+        let mut other = ConnectionAuth::default();
+        let replay = server.check_at(&mut other, Some(&negotiate(&token)), NOW);
+        assert!(
+            matches!(&replay, Verdict::Unauthorized { refusal: Refusal::NegotiateFailed(why), .. } if why.contains("replayed")),
+            "{replay:?}"
+        );
+    }
+
+    #[test]
+    fn negotiate_refuses_other_services_tickets_and_non_kerberos_tokens() {
+        let mut setup = Setup::new();
+        let (plain, _) = setup.tickets("bob", "hunter2", "HTTP/plain.example.test");
+        let mut server = setup.web_server();
+        let (token, _) = gss::initiate(&plain, 0, None, false, NOW, &mut setup.rng);
+        let mut conn = ConnectionAuth::default();
+        let v = server.check_at(&mut conn, Some(&negotiate(&token)), NOW);
+        assert!(
+            matches!(&v, Verdict::Unauthorized { www_authenticate, refusal: Refusal::NegotiateFailed(why) }
+                if www_authenticate[0] == "Negotiate" && why.contains("no key for HTTP/plain.example.test")),
+            "{v:?}"
+        );
+        // SPNEGO offering only NTLMSSP.
+        let ntlm_only = spnego::write_init(&spnego::NegTokenInit {
+            mech_types: vec![spnego::NTLMSSP_OID.to_vec()],
+            mech_token: Some(b"NTLMSSP\0".to_vec()),
+        });
+        let v = server.check_at(
+            &mut conn,
+            Some(&format!(
+                "Negotiate {}",
+                base64::engine::general_purpose::STANDARD.encode(ntlm_only)
+            )),
+            NOW,
+        );
+        assert!(
+            matches!(
+                v,
+                Verdict::Unauthorized {
+                    refusal: Refusal::NegotiateFailed(_),
+                    ..
+                }
+            ),
+            "{v:?}"
+        );
+        // Garbage: 400.
+        let v = server.check_at(&mut conn, Some("Negotiate AAAA"), NOW);
+        assert!(matches!(v, Verdict::BadRequest(_)), "{v:?}");
+        // A bare Kerberos token (no SPNEGO) is accepted, and its reply is bare too.
+        let (web, _) = setup.tickets("alice", "secret", "HTTP/web.example.test");
+        let (token, ctx) = gss::initiate(&web, gss_flags::MUTUAL, None, false, NOW, &mut setup.rng);
+        let header = format!(
+            "Negotiate {}",
+            base64::engine::general_purpose::STANDARD.encode(&token)
+        );
+        let Verdict::Authenticated(p) = server.check_at(&mut conn, Some(&header), NOW) else {
+            panic!("bare token")
+        };
+        assert_eq!(p.delegated, None);
+        let reply = base64::engine::general_purpose::STANDARD
+            .decode(p.mutual.expect("mutual").trim_start_matches("Negotiate "))
+            .expect("b64");
+        assert!(ctx.read_reply(&reply).is_ok());
+        // Without with_kerberos, Negotiate is not offered at all.
+        let mut no_krb = HttpAuthenticator::new(server.config().clone(), |_| None, 1, 0);
+        no_krb
+            .config
+            .schemes
+            .retain(|s| *s != HttpScheme::Negotiate);
+        let v = no_krb.check_at(&mut ConnectionAuth::default(), Some(&header), NOW);
+        assert!(
+            matches!(
+                v,
+                Verdict::Unauthorized {
+                    refusal: Refusal::SchemeNotOffered(_),
+                    ..
+                }
+            ),
+            "{v:?}"
+        );
     }
 }

@@ -97,6 +97,11 @@ pub fn filetime_from_unix(secs: u64) -> u64 {
     (secs + 11_644_473_600) * 10_000_000
 }
 
+/// Unix time in seconds for a Windows FILETIME (0 for times before 1970).
+pub fn unix_from_filetime(filetime: u64) -> i64 {
+    (filetime / 10_000_000).saturating_sub(11_644_473_600) as i64
+}
+
 impl SaslServer {
     /// Starts an exchange. `initial` is the client's initial response (SASL-IR, or POP3
     /// `AUTH mech resp`), already base64-decoded; `Some(vec![])` is the explicit empty one.

@@ -10,6 +10,7 @@ pub mod gss;
 pub mod kdc;
 pub mod keys;
 pub mod realm;
+pub mod spnego;
 
 use picky_asn1::date::{Date, GeneralizedTime};
 use picky_asn1::restricted_string::Ia5String;

@@ -159,6 +159,10 @@ impl Shared {
                     Err(e) => return Err(format!("client NTLM failed: {e}")),
                 }
             }
+            // The in-process Outlook Anywhere client has no Kerberos tickets.
+            HttpScheme::Negotiate => {
+                return Err("the in-process client does not speak Negotiate".into())
+            }
         };
         match verdict {
             Verdict::Authenticated(p) => {
