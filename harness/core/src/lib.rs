@@ -26,6 +26,7 @@ pub mod scenario;
 pub mod script;
 pub mod session;
 pub mod text;
+pub mod web;
 pub mod world;
 
 pub use budget::{MemoryBudget, Reservation};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use harness::serve::frontend_host::{BackendTarget, BackendTls, FrontendSpec};
-use harness::serve::lab::RpchListenerSpec;
+use harness::serve::lab::{RpchListenerSpec, WebListenerSpec};
 use harness::serve::labfile::{frontend_profile, round_trip_stages};
 use harness::serve::rpc::{RpcListenerSpec, RpcRole};
 use harness::{Lab, LabConfig, ListenerSpec, Protocol, Security};
@@ -113,6 +113,17 @@ pub struct ServeArgs {
     /// tier, the store and the global catalogs.
     #[arg(long)]
     kdc: Option<SocketAddr>,
+    /// The web tier (KB 918710's IIS server), plain HTTP: Negotiate (Kerberos, with the
+    /// world's HTTP/<host> keys), NTLM and Basic; `/whoami` shows the logon token a page
+    /// runs under and the next hops it allows.
+    #[arg(long)]
+    web: Option<SocketAddr>,
+    /// The same over TLS (the lab's self-signed certificate; --cert-out writes it).
+    #[arg(long)]
+    web_tls: Option<SocketAddr>,
+    /// HTTP authentication the web tier offers: negotiate, ntlm, basic (comma-separated).
+    #[arg(long, default_value = "negotiate,ntlm,basic", value_delimiter = ',')]
+    web_auth: Vec<String>,
     /// Largest DCE/RPC fragment the RPC listeners send and accept (at least 1432).
     #[arg(long, default_value_t = EndpointConfig::default().max_frag)]
     rpc_max_frag: u16,
@@ -251,7 +262,22 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .into_iter()
         .filter_map(|(addr, tls)| addr.map(|addr| RpchListenerSpec { addr, tls }))
         .collect();
-    if listeners.is_empty() && frontends.is_empty() && rpc.is_empty() && args.kdc.is_none() {
+    let web_auth = args
+        .web_auth
+        .iter()
+        .map(|name| name.parse::<HttpScheme>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("--web-auth {e}"))?;
+    let web: Vec<WebListenerSpec> = [(args.web, false), (args.web_tls, true)]
+        .into_iter()
+        .filter_map(|(addr, tls)| addr.map(|addr| WebListenerSpec { addr, tls }))
+        .collect();
+    if listeners.is_empty()
+        && frontends.is_empty()
+        && rpc.is_empty()
+        && args.kdc.is_none()
+        && web.is_empty()
+    {
         listeners.push(ListenerSpec::new(
             Protocol::Imap,
             Security::Plain,
@@ -292,6 +318,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
         rpch_auth,
         rpch_in_process: args.rpch_backend == "in-process",
         kdc: args.kdc,
+        web,
+        web_auth,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
@@ -371,6 +399,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 kdc.realm(),
                 services.join(", ")
             );
+        }
+        for (tls, scheme, url) in [(false, "web", "http"), (true, "webs", "https")] {
+            if let Some(addr) = lab.web_addr(tls) {
+                println!("listening {scheme:<5} {addr} (web tier: {url}://{addr}/whoami)");
+            }
         }
         let stats_on_request = print_stats_on_sigusr1(&lab)?;
         println!("press Ctrl-C to stop");

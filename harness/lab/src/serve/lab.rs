@@ -14,6 +14,7 @@ use harness_core::dcerpc::endpoints::{RpcEndpoints, RpcLabConfig};
 use harness_core::dcerpc::server::EndpointConfig;
 use harness_core::http_auth::{HttpAuthenticator, HttpScheme};
 use harness_core::imap::ImapServer;
+use harness_core::kerberos::gss::Acceptor as GssAcceptor;
 use harness_core::kerberos::{Kdc, KdcConfig, RealmDb};
 use harness_core::pop3::Pop3Server;
 use harness_core::rpch::{ProxyConfig, RpcProxy};
@@ -32,6 +33,7 @@ use super::listener::{accept_connections, bind_listener, Admission};
 use super::rpc::{self, RpcListenerSpec, RpcListening, RpcRole};
 use super::rpch;
 use super::tls::{read_certificates, verifying_client_config, LabTls, TlsSetupError};
+use super::web;
 
 /// How a listener secures its connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -106,6 +108,19 @@ pub struct LabConfig {
     pub rpch_in_process: bool,
     /// The KDC's address (UDP and TCP on the same port), serving the world's realm.
     pub kdc: Option<SocketAddr>,
+    /// The web tier's listeners (plain HTTP or TLS).
+    pub web: Vec<WebListenerSpec>,
+    /// The HTTP authentication the web tier offers (Negotiate, when offered, is listed
+    /// first, as IIS lists it).
+    pub web_auth: Vec<HttpScheme>,
+}
+
+/// A web tier listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebListenerSpec {
+    pub addr: SocketAddr,
+    /// HTTPS (the lab's certificate) rather than plain HTTP.
+    pub tls: bool,
 }
 
 /// An Outlook Anywhere listener.
@@ -140,6 +155,8 @@ impl Default for LabConfig {
             rpch_auth: vec![HttpScheme::Ntlm, HttpScheme::Basic],
             rpch_in_process: false,
             kdc: None,
+            web: Vec::new(),
+            web_auth: vec![HttpScheme::Negotiate, HttpScheme::Ntlm, HttpScheme::Basic],
         }
     }
 }
@@ -228,6 +245,7 @@ impl Drop for LiveGuard {
 /// A running lab. Dropping it without [`Lab::shutdown`] aborts every task.
 pub struct Lab {
     kdc: Option<(SocketAddr, Arc<KdcHandle>)>,
+    web_listening: Vec<(WebListenerSpec, SocketAddr)>,
     listening: Vec<Listening>,
     rpc_listening: Vec<RpcListening>,
     rpc: Option<RpcEndpoints>,
@@ -270,6 +288,7 @@ impl Lab {
             && config.frontends.is_empty()
             && config.rpc.is_empty()
             && config.kdc.is_none()
+            && config.web.is_empty()
         {
             return Err(LabError::NoListeners);
         }
@@ -284,7 +303,8 @@ impl Lab {
             .chain(fe_addrs)
             .chain(rpc_addrs)
             .chain(rpch_addrs)
-            .chain(config.kdc);
+            .chain(config.kdc)
+            .chain(config.web.iter().map(|w| w.addr));
         for addr in all {
             if !config.allow_non_loopback && !addr.ip().is_loopback() {
                 return Err(LabError::NotLoopback(addr));
@@ -405,8 +425,10 @@ impl Lab {
             }
             None => None,
         };
+        let web_listening = start_web(&config, &world, seed, &tls, &shutdown, &mut tasks)?;
         Ok(Lab {
             kdc,
+            web_listening,
             listening,
             rpc_listening,
             rpc,
@@ -450,6 +472,14 @@ impl Lab {
     /// The address of the Outlook Anywhere listener over TLS (`tls`) or plain HTTP.
     pub fn rpch_addr(&self, tls: bool) -> Option<SocketAddr> {
         self.rpch_listening
+            .iter()
+            .find(|(spec, _)| spec.tls == tls)
+            .map(|(_, addr)| *addr)
+    }
+
+    /// The address of the web tier's listener over TLS (`tls`) or plain HTTP.
+    pub fn web_addr(&self, tls: bool) -> Option<SocketAddr> {
+        self.web_listening
             .iter()
             .find(|(spec, _)| spec.tls == tls)
             .map(|(_, addr)| *addr)
@@ -645,6 +675,89 @@ fn start_rpc(
 
 /// Binds the Outlook Anywhere listeners and starts the RPC proxy in front of the
 /// Exchange endpoint `exchange` reaches.
+/// The web tier: one authenticator for every listener (Negotiate with a keytab of the
+/// world's `HTTP/<host>` principals, NTLM and Basic against the directory).
+fn start_web(
+    config: &LabConfig,
+    world: &Arc<World>,
+    seed: u64,
+    tls: &LabTls,
+    shutdown: &watch::Sender<bool>,
+    tasks: &mut JoinSet<()>,
+) -> Result<Vec<(WebListenerSpec, SocketAddr)>, LabError> {
+    if config.web.is_empty() {
+        return Ok(Vec::new());
+    }
+    let unix_now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let schemes = config
+        .web_auth
+        .iter()
+        .copied()
+        .filter(|s| *s != HttpScheme::Negotiate)
+        .collect();
+    let mut auth = HttpAuthenticator::for_world(world, schemes, seed ^ 0x5745_4221, unix_now);
+    if config.web_auth.contains(&HttpScheme::Negotiate) {
+        let db = RealmDb::for_world(world);
+        let keytab = db
+            .entries()
+            .filter(|e| e.name.components.first().is_some_and(|c| c == "HTTP"))
+            .cloned()
+            .collect();
+        auth = auth.with_kerberos(GssAcceptor::new(db.realm(), keytab, seed ^ 0x4853));
+    }
+    let shared = web::WebShared::new(auth);
+    let specs: Vec<(SocketAddr, bool)> = config.web.iter().map(|w| (w.addr, w.tls)).collect();
+    let max = config.limits.max_connections;
+    let bound = bind_http(
+        &specs,
+        ["web", "web-tls"],
+        tls,
+        tasks,
+        |listener, acceptor| {
+            web::accept_loop(
+                listener,
+                shared.clone(),
+                acceptor,
+                max,
+                shutdown.subscribe(),
+            )
+        },
+    )?;
+    Ok(config.web.iter().copied().zip(bound).collect())
+}
+
+/// Binds each (address, TLS?) of one kind of HTTP listener (`schemes`: its plain and TLS
+/// names, for errors) and spawns `serve` on it, with the lab's TLS acceptor where asked.
+fn bind_http<F, Fut>(
+    specs: &[(SocketAddr, bool)],
+    schemes: [&'static str; 2],
+    tls: &LabTls,
+    tasks: &mut JoinSet<()>,
+    serve: F,
+) -> Result<Vec<SocketAddr>, LabError>
+where
+    F: Fn(TcpListener, Option<tokio_rustls::TlsAcceptor>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut bound = Vec::new();
+    for &(addr, with_tls) in specs {
+        let err = |source| LabError::Bind {
+            scheme: schemes[usize::from(with_tls)],
+            addr,
+            source,
+        };
+        let listener = bind_listener(addr).map_err(err)?;
+        let local = listener.local_addr().map_err(err)?;
+        let acceptor = with_tls.then(|| tls.acceptor.clone());
+        tasks.spawn(serve(listener, acceptor));
+        bound.push(local);
+    }
+    Ok(bound)
+}
+
 fn start_rpch(
     config: &LabConfig,
     world: &Arc<World>,
@@ -666,27 +779,24 @@ fn start_rpch(
     let proxy = RpcProxy::new(ProxyConfig::default());
     let (shared, run) = rpch::start(proxy, auth, exchange, shutdown.subscribe());
     tasks.spawn(run);
-    let mut bound = Vec::new();
-    for spec in &config.rpch {
-        let scheme = if spec.tls { "rpch-tls" } else { "rpch" };
-        let err = |source| LabError::Bind {
-            scheme,
-            addr: spec.addr,
-            source,
-        };
-        let listener = bind_listener(spec.addr).map_err(err)?;
-        let addr = listener.local_addr().map_err(err)?;
-        let acceptor = spec.tls.then(|| tls.acceptor.clone());
-        tasks.spawn(rpch::accept_loop(
-            listener,
-            shared.clone(),
-            acceptor,
-            config.limits.max_connections,
-            shutdown.subscribe(),
-        ));
-        bound.push((*spec, addr));
-    }
-    Ok(bound)
+    let specs: Vec<(SocketAddr, bool)> = config.rpch.iter().map(|r| (r.addr, r.tls)).collect();
+    let max = config.limits.max_connections;
+    let bound = bind_http(
+        &specs,
+        ["rpch", "rpch-tls"],
+        tls,
+        tasks,
+        |listener, acceptor| {
+            rpch::accept_loop(
+                listener,
+                shared.clone(),
+                acceptor,
+                max,
+                shutdown.subscribe(),
+            )
+        },
+    )?;
+    Ok(config.rpch.iter().copied().zip(bound).collect())
 }
 
 /// How long [`Lab::shutdown`] waits for sessions to finish.

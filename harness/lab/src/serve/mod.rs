@@ -4,6 +4,7 @@
 pub mod connection;
 pub mod frontend_host;
 pub mod hop;
+pub mod http;
 pub mod kdc;
 pub mod lab;
 pub mod labfile;
@@ -11,3 +12,4 @@ pub(crate) mod listener;
 pub mod rpc;
 pub mod rpch;
 pub mod tls;
+pub mod web;

@@ -21,18 +21,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use harness_core::http_auth::{ConnectionAuth, HttpAuthenticator, Verdict};
+use harness_core::http_auth::{ConnectionAuth, HttpAuthenticator};
 use harness_core::rpch::{BackendId, ChannelId, HttpStatus, ProxyOutput, RpcProxy};
 use http_body_util::{combinators::BoxBody, BodyExt, Empty};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::connection::{drive_woken, Conn, NotifyWaker};
-use super::listener::{accept_connections, Admission};
+use super::http::{accept_authenticated, authenticate, HEAD_TIMEOUT};
 use harness_core::dcerpc::server::Endpoint;
 use harness_core::ServerSession;
 
@@ -507,47 +506,8 @@ async fn serve_request(
     conn: Arc<Mutex<ConnectionAuth>>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let authorization = req
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let verdict = {
-        let mut auth = shared.auth.lock().unwrap_or_else(|e| e.into_inner());
-        let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
-        auth.check(&mut conn, authorization.as_deref())
-    };
-    match verdict {
-        Verdict::Authenticated(_) => {}
-        Verdict::Unauthorized {
-            www_authenticate,
-            refusal,
-        } => {
-            tracing::debug!(%refusal, "401");
-            // The body says why, as IIS's 401 page does in its own words.
-            let text = Bytes::from(format!("{refusal}\r\n"));
-            let mut r = Response::new(
-                http_body_util::Full::new(text)
-                    .map_err(|e| match e {})
-                    .boxed(),
-            );
-            *r.status_mut() = StatusCode::UNAUTHORIZED;
-            let h = r.headers_mut();
-            h.insert(
-                hyper::header::CONTENT_TYPE,
-                "text/plain".parse().expect("static header"),
-            );
-            for v in www_authenticate {
-                if let Ok(v) = v.parse() {
-                    h.append(hyper::header::WWW_AUTHENTICATE, v);
-                }
-            }
-            return Ok(r);
-        }
-        Verdict::BadRequest(e) => {
-            tracing::debug!(%e, "400");
-            return Ok(status_response(HttpStatus::BAD_REQUEST));
-        }
+    if let Err(refused) = authenticate(&shared.auth, &conn, &req) {
+        return Ok(*refused);
     }
     let method = req.method().as_str().to_string();
     let target = req.uri().query().unwrap_or_default().to_string();
@@ -756,35 +716,6 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 const CLOSE_POLL: Duration = Duration::from_millis(10);
 const CLOSE_FLUSH: Duration = Duration::from_millis(100);
 
-/// How long a connection may take to send a request head (one that sends nothing is
-/// closed: IIS's header wait is of this order).
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Serves one accepted connection (plain or TLS) until it closes or the lab stops.
-pub async fn serve_connection<S>(
-    io: S,
-    shared: Arc<RpchShared>,
-    mut shutdown: watch::Receiver<bool>,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let conn = Arc::new(Mutex::new(ConnectionAuth::default()));
-    let service =
-        hyper::service::service_fn(move |req| serve_request(shared.clone(), conn.clone(), req));
-    let http = hyper::server::conn::http1::Builder::new()
-        // Room for the longest Authorization (an NTLM message of 64 KiB in base64) and the
-        // rest of a head.
-        .max_buf_size(128 * 1024)
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEAD_TIMEOUT)
-        .serve_connection(TokioIo::new(io), service);
-    tokio::pin!(http);
-    tokio::select! {
-        _ = &mut http => {}
-        _ = shutdown.changed() => {}
-    }
-}
-
 /// Accepts connections on `listener` until shutdown, at most `max_connections` at once
 /// (the lab's limit; one over it is closed at once); `tls` wraps each in TLS first.
 pub async fn accept_loop(
@@ -794,27 +725,8 @@ pub async fn accept_loop(
     max_connections: usize,
     shutdown: watch::Receiver<bool>,
 ) {
-    let handle = move |tcp: TcpStream, admission: Admission| {
-        let shared = shared.clone();
-        let tls = tls.clone();
-        async move {
-            let Admission::Admitted { shutdown, place } = admission else {
-                return;
-            };
-            match tls {
-                None => serve_connection(tcp, shared, shutdown).await,
-                Some(acceptor) => {
-                    if let Ok(Ok(stream)) =
-                        tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(tcp)).await
-                    {
-                        serve_connection(stream, shared, shutdown).await;
-                    }
-                }
-            }
-            drop(place);
-        }
-    };
-    accept_connections(listener, max_connections, shutdown, handle).await;
+    let handler = move |conn, _ends, req| serve_request(shared.clone(), conn, req);
+    accept_authenticated(listener, tls, max_connections, shutdown, handler).await;
 }
 
 #[cfg(test)]

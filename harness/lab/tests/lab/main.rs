@@ -33,3 +33,4 @@ mod serve_cli;
 mod shutdown;
 mod sync_clients;
 mod transcripts_socket;
+mod web_tier;

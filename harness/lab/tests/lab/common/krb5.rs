@@ -103,6 +103,12 @@ impl KrbClientEnv {
         self.tool(&self.tools.kdestroy, &[], None).await
     }
 
+    /// Any program (curl with `--negotiate`) in this client's environment: its krb5.conf
+    /// and credentials cache, bounded like the Kerberos tools.
+    pub async fn run(&self, program: &Path, args: &[&str]) -> Ran {
+        self.tool(program, args, None).await
+    }
+
     /// The KRB5_TRACE output of the last tool run (empty if it wrote none).
     pub fn trace(&self) -> String {
         std::fs::read_to_string(self.dir.join("trace.log")).unwrap_or_default()

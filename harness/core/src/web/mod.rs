@@ -1,0 +1,179 @@
+//! The web tier (KB 918710's IIS server), sans-IO: what a request's authentication made of
+//! the user ([`token::LogonToken`]) and the pages the site serves. HTTP and its
+//! authentication are the adapter's (`harness serve --web`) and `http_auth`'s.
+//!
+//! Pages:
+//! - `/` and `/whoami`: the logon token the page runs under and what it could do on a
+//!   next hop, as `key: value` lines (a browser shows them; tests read them).
+
+pub mod token;
+
+use token::{HopMechanism, LogonToken, TokenKind};
+
+/// One request as the application sees it.
+#[derive(Debug, Clone)]
+pub struct WebRequest<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub token: &'a LogonToken,
+    /// Where the browser runs, for the report: `this host` or its address.
+    pub client: &'a str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebResponse {
+    pub status: u16,
+    pub body: String,
+}
+
+/// Answers one authenticated request.
+pub fn handle(req: &WebRequest<'_>) -> WebResponse {
+    if req.method != "GET" && req.method != "HEAD" {
+        return WebResponse {
+            status: 405,
+            body: "only GET here\n".into(),
+        };
+    }
+    match req.path {
+        "/" | "/whoami" => WebResponse {
+            status: 200,
+            body: whoami(req.token, req.client),
+        },
+        _ => WebResponse {
+            status: 404,
+            body: format!("no page {}\n", req.path),
+        },
+    }
+}
+
+/// The identity report: who, how, from where, and the next hops the token allows.
+pub fn whoami(token: &LogonToken, client: &str) -> String {
+    let hop = |m: HopMechanism| match token.next_hop(m) {
+        Ok(_) => "possible".to_string(),
+        Err(why) => format!("refused ({why})"),
+    };
+    let delegated = match &token.kind {
+        TokenKind::Kerberos {
+            delegated: Some(tgt),
+        } => format!("yes ({}@{})", tgt.server, tgt.realm),
+        TokenKind::Kerberos { delegated: None } => "no".into(),
+        _ => "n/a".into(),
+    };
+    // A client that names no domain (curl's NTLM) is shown by its name alone.
+    let user = match token.domain.as_str() {
+        "" => token.user.clone(),
+        domain => format!("{domain}\\{}", token.user),
+    };
+    let mut out = format!(
+        "user: {user}\nscheme: {}\ntoken: {}\ndelegated: {delegated}\nclient: {client}\ntls: {}\n\
+         next hop ntlm: {}\nnext hop kerberos: {}\n",
+        token.scheme.name(),
+        token.kind_name(),
+        if token.tls { "yes" } else { "no" },
+        hop(HopMechanism::Ntlm),
+        hop(HopMechanism::Kerberos),
+    );
+    if token.cleartext_on_the_wire() {
+        out.push_str("finding: cleartext credentials (Basic without TLS)\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http_auth::{HttpPrincipal, HttpScheme};
+    use crate::kerberos::client::{self, Request};
+    use crate::kerberos::flags::{FORWARDABLE, FORWARDED};
+    use crate::kerberos::{Kdc, KdcConfig, Name, RealmDb};
+    use crate::rng::SeededRng;
+    use crate::LabFile;
+
+    fn delegated_tgt() -> crate::kerberos::client::Credentials {
+        const NOW: i64 = 1_704_067_200;
+        let world = LabFile::default_lab().build().expect("lab");
+        let mut kdc = Kdc::new(RealmDb::for_world(&world), KdcConfig::default(), 1);
+        let mut rng = SeededRng::new(2);
+        let mut exchange = |r: &[u8]| Ok(kdc.handle(r, NOW).bytes);
+        let fwd = Request {
+            options: FORWARDABLE,
+            ..Request::default()
+        };
+        let tgt = client::login(
+            &mut exchange,
+            "alice",
+            "EXAMPLE.TEST",
+            "secret",
+            &fwd,
+            NOW,
+            &mut rng,
+        )
+        .expect("TGT");
+        let forwarded = Request {
+            options: FORWARDABLE | FORWARDED,
+            ..Request::default()
+        };
+        client::ticket(
+            &mut exchange,
+            &tgt,
+            &Name::tgs("EXAMPLE.TEST"),
+            &forwarded,
+            NOW,
+            &mut rng,
+        )
+        .expect("forwarded")
+    }
+
+    #[test]
+    fn whoami_reports_the_token_and_its_next_hops() {
+        let principal = HttpPrincipal {
+            scheme: HttpScheme::Negotiate,
+            user: "alice".into(),
+            domain: "EXAMPLE.TEST".into(),
+            delegated: Some(Box::new(delegated_tgt())),
+            mutual: None,
+        };
+        let token = LogonToken::from_principal(&principal, false, true);
+        let page = handle(&WebRequest {
+            method: "GET",
+            path: "/whoami",
+            token: &token,
+            client: "127.0.0.2",
+        });
+        assert_eq!(page.status, 200);
+        assert_eq!(
+            page.body,
+            "user: EXAMPLE.TEST\\alice\nscheme: Negotiate\ntoken: network (Kerberos, delegated TGT)\n\
+             delegated: yes (krbtgt/EXAMPLE.TEST@EXAMPLE.TEST)\nclient: 127.0.0.2\ntls: yes\n\
+             next hop ntlm: refused (a Kerberos logon has no password for NTLM)\n\
+             next hop kerberos: possible\n"
+        );
+        let basic = HttpPrincipal {
+            scheme: HttpScheme::Basic,
+            delegated: None,
+            ..principal
+        };
+        let token = LogonToken::from_principal(&basic, false, false);
+        let page = whoami(&token, "127.0.0.2");
+        assert!(
+            page.ends_with(
+                "next hop kerberos: possible\nfinding: cleartext credentials (Basic without TLS)\n"
+            ),
+            "{page}"
+        );
+        let other = handle(&WebRequest {
+            method: "GET",
+            path: "/nope",
+            token: &token,
+            client: "x",
+        });
+        assert_eq!(other.status, 404);
+        let post = handle(&WebRequest {
+            method: "POST",
+            path: "/",
+            token: &token,
+            client: "x",
+        });
+        assert_eq!(post.status, 405);
+    }
+}

@@ -1,0 +1,213 @@
+//! The web tier (`harness serve --web`) under real clients: curl with Negotiate after MIT's
+//! `kinit -f` against the lab's KDC (delegation always, none, and policy against a service
+//! with and without ok-as-delegate), curl with NTLM from this host and from another
+//! loopback address (another host), and Basic with and without TLS. `/whoami` says which
+//! logon token each made and which next hops it allows.
+
+use crate::common;
+
+use common::krb5::{KdcTransport, KrbClientEnv};
+use harness::serve::lab::WebListenerSpec;
+use harness::{Lab, LabConfig};
+
+const REALM: &str = "EXAMPLE.TEST";
+
+async fn web_lab() -> Lab {
+    let lo = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    Lab::start(LabConfig {
+        listeners: Vec::new(),
+        kdc: Some(lo(0)),
+        web: vec![
+            WebListenerSpec {
+                addr: lo(0),
+                tls: false,
+            },
+            WebListenerSpec {
+                addr: lo(0),
+                tls: true,
+            },
+        ],
+        seed: Some(5),
+        ..LabConfig::default()
+    })
+    .await
+    .expect("lab with a KDC and a web tier")
+}
+
+/// The `key: value` lines of a `/whoami` page that matter here.
+fn summary(page: &str) -> Vec<&str> {
+    page.lines()
+        .filter(|l| {
+            [
+                "user:",
+                "scheme:",
+                "token:",
+                "delegated:",
+                "next hop",
+                "finding:",
+            ]
+            .iter()
+            .any(|k| l.starts_with(k))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_negotiate_delegates_as_asked_and_as_ok_as_delegate_allows() {
+    let Some(curl) = common::require_tool("curl", "apt-get install curl") else {
+        return;
+    };
+    let lab = web_lab().await;
+    let kdc = lab.kdc_addr().expect("kdc");
+    let port = lab.web_addr(false).expect("web").port();
+    let Some(env) = KrbClientEnv::new(REALM, kdc, KdcTransport::UdpFirst) else {
+        lab.shutdown().await;
+        return;
+    };
+    let kinit = env.kinit("alice", "secret", true).await;
+    assert!(kinit.ok(), "{kinit:?}");
+    let get = |host: &'static str, delegation: &'static str| {
+        let resolve = format!("{host}:{port}:127.0.0.1");
+        let url = format!("http://{host}:{port}/whoami");
+        let env = &env;
+        let curl = curl.clone();
+        async move {
+            let args = [
+                "-sS",
+                "--max-time",
+                "10",
+                "--negotiate",
+                "-u",
+                ":",
+                "--delegation",
+                delegation,
+                "--interface",
+                "127.0.0.2",
+                "--resolve",
+                &resolve,
+                &url,
+            ];
+            env.run(&curl, &args).await
+        }
+    };
+    let delegated = [
+        "user: EXAMPLE.TEST\\alice",
+        "scheme: Negotiate",
+        "token: network (Kerberos, delegated TGT)",
+        "delegated: yes (krbtgt/EXAMPLE.TEST@EXAMPLE.TEST)",
+        "next hop ntlm: refused (a Kerberos logon has no password for NTLM)",
+        "next hop kerberos: possible",
+    ];
+    let not_delegated = [
+        "user: EXAMPLE.TEST\\alice",
+        "scheme: Negotiate",
+        "token: network (Kerberos, not delegated)",
+        "delegated: no",
+        "next hop ntlm: refused (a Kerberos logon has no password for NTLM)",
+        "next hop kerberos: refused (a Kerberos network logon without a forwarded TGT holds no credentials)",
+    ];
+    for (host, delegation, expected) in [
+        ("web.example.test", "always", &delegated),
+        ("web.example.test", "none", &not_delegated),
+        // policy: only to a service whose ticket says ok-as-delegate.
+        ("web.example.test", "policy", &delegated),
+        ("plain.example.test", "policy", &not_delegated),
+        ("plain.example.test", "always", &delegated),
+    ] {
+        let ran = get(host, delegation).await;
+        assert!(ran.ok(), "{host} {delegation}: {ran:?}");
+        assert_eq!(
+            summary(&ran.stdout),
+            expected,
+            "{host} --delegation {delegation}"
+        );
+    }
+    // Without a ticket curl has nothing to send: the 401 with the schemes IIS offers.
+    env.kdestroy().await;
+    let args = [
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--negotiate",
+        "-u",
+        ":",
+    ];
+    let url = format!("http://127.0.0.1:{port}/whoami");
+    let ran = env.run(&curl, &[&args[..], &[&url]].concat()).await;
+    assert_eq!(ran.stdout, "401");
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ntlm_and_basic_tokens_depend_on_the_host_and_tls() {
+    let Some(curl) = common::require_tool("curl", "apt-get install curl") else {
+        return;
+    };
+    let lab = web_lab().await;
+    let plain = lab.web_addr(false).expect("web");
+    let tls = lab.web_addr(true).expect("web-tls");
+    let cert = common::write_cert(&lab, "web-tier");
+    let cert = cert.to_string_lossy().into_owned();
+    let whoami = |addr: std::net::SocketAddr,
+                  https: bool,
+                  options: Vec<&'static str>,
+                  from: &'static str| {
+        let curl = curl.clone();
+        let cert = cert.clone();
+        async move {
+            let scheme = if https { "https" } else { "http" };
+            let url = format!("{scheme}://127.0.0.1:{}/whoami", addr.port());
+            let mut args = vec!["--interface", from, "--cacert", &cert];
+            args.extend(options);
+            common::curl(&curl, &url, "alice:secret", &args).await
+        }
+    };
+    let ntlm_remote = whoami(plain, false, vec!["--ntlm"], "127.0.0.2").await;
+    assert_eq!(
+        summary(&ntlm_remote.stdout),
+        [
+            "user: alice",
+            "scheme: NTLM",
+            "token: network (NTLM)",
+            "delegated: n/a",
+            "next hop ntlm: refused (a network logon from NTLM holds no credentials to pass on)",
+            "next hop kerberos: refused (a network logon from NTLM holds no credentials to pass on)",
+        ]
+    );
+    let ntlm_local = whoami(plain, false, vec!["--ntlm"], "127.0.0.1").await;
+    assert_eq!(
+        summary(&ntlm_local.stdout)[2..],
+        [
+            "token: local session (browser on this host)",
+            "delegated: n/a",
+            "next hop ntlm: possible",
+            "next hop kerberos: possible",
+        ]
+    );
+    let basic = whoami(plain, false, vec!["--basic"], "127.0.0.2").await;
+    assert_eq!(
+        summary(&basic.stdout)[1..],
+        [
+            "scheme: Basic",
+            "token: cleartext (Basic logon)",
+            "delegated: n/a",
+            "next hop ntlm: possible",
+            "next hop kerberos: possible",
+            "finding: cleartext credentials (Basic without TLS)",
+        ]
+    );
+    let basic_tls = whoami(tls, true, vec!["--basic"], "127.0.0.2").await;
+    assert!(basic_tls.stdout.contains("tls: yes\n"), "{basic_tls:?}");
+    assert!(!basic_tls.stdout.contains("finding:"), "{basic_tls:?}");
+    let wrong = common::curl(
+        &curl,
+        &format!("http://127.0.0.1:{}/whoami", plain.port()),
+        "alice:wrong",
+        &["--basic", "-o", "/dev/null", "-w", "%{http_code}"],
+    )
+    .await;
+    assert_eq!(wrong.stdout, "401");
+    lab.shutdown().await;
+}
