@@ -21,6 +21,7 @@
 # Samba (scripts/peers/install.sh); without it only the lab's rows are made.
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../lib/procs.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/bench.sh"
 SECS=${1:-10}
 OUT=${2:-/tmp/harness-bench-rpc}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -65,20 +66,9 @@ fi
 # run LABEL PORT SESSION CLIENTS PID: one `harness load` run, one markdown row with the
 # server tree's CPU time per session.
 run() {
-  local label=$1 port=$2 session=$3 n=$4 pid=$5 log c0 c1
-  log="$OUT/load-$label-$session-$n.log"
-  c0=$(cpu_of "$pid")
-  "$H" load --target "${TARGET_SCHEME:-dcerpc}://127.0.0.1:$port" --session "$session" --clients "$n" \
-    --seconds "$SECS" --timeout 30 --user alice:secret ${LOAD_EXTRA:-} >"$log" 2>&1
-  sleep 0.5
-  c1=$(cpu_of "$pid")
-  local line; line=$(grep -m1 '^[0-9]' "$log")
-  read -r sessions failed secs rate p50 p50u p99 p99u max maxu <<<"$line"
-  local cpu=-
-  [ "${sessions:-0}" -gt 0 ] 2>/dev/null && cpu=$(((c1 - c0) * 1000000 / HZ / sessions))
-  printf '| %s | %s | %s | %s | %s | %s | %s %s | %s %s | %s | %s |\n' "$label" "$session" "$n" \
-    "$sessions" "$failed" "$rate" "$p50" "$p50u" "$p99" "$p99u" "$cpu" \
-    "$(cut -d' ' -f1 /proc/loadavg)" | tee -a "$ROWS"
+  # shellcheck disable=SC2086 # LOAD_EXTRA is a list of words
+  load_row "$1" "${TARGET_SCHEME:-dcerpc}://127.0.0.1:$2" "$3" "$4" "$5" \
+    --timeout 30 --user alice:secret ${LOAD_EXTRA:-}
 }
 
 printf '\nDCE/RPC, NTLM at level 6 (%s s per run)\n\n| server | session | clients | sessions | failed | sessions/s | p50 | p99 | server CPU µs/session | load avg |\n|---|---|---|---|---|---|---|---|---|---|\n' "$SECS" | tee -a "$ROWS"

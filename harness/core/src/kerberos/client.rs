@@ -283,13 +283,28 @@ pub fn ap_req(
 }
 
 /// A TGS-REQ with `tgt` for `server`; returns the request and the subkey the reply will
-/// be sealed in.
+/// be sealed in. The authenticator's microseconds come from `rng` (a seeded run repeats);
+/// a client making many requests a second gives its clock's with [`tgs_req_at`].
 pub fn tgs_req(
     tgt: &Credentials,
     server: &Name,
     request: &Request,
     nonce: u32,
     now: Seconds,
+    rng: &mut SeededRng,
+) -> (Vec<u8>, Key) {
+    let cusec = (rng.next_u64() % 1_000_000) as u32;
+    tgs_req_at(tgt, server, request, nonce, (now, cusec), rng)
+}
+
+/// [`tgs_req`] at a time with its microseconds: the KDC refuses a second authenticator
+/// from the same client with the same time and microseconds as a replay, as MIT's does.
+pub fn tgs_req_at(
+    tgt: &Credentials,
+    server: &Name,
+    request: &Request,
+    nonce: u32,
+    (now, cusec): (Seconds, u32),
     rng: &mut SeededRng,
 ) -> (Vec<u8>, Key) {
     let body = req_body(None, &tgt.realm, server, request, nonce, now);
@@ -301,7 +316,6 @@ pub fn tgs_req(
         )),
     };
     let subkey = Key::random(tgt.session.etype, rng);
-    let cusec = (rng.next_u64() % 1_000_000) as u32;
     let ap = ap_req(
         tgt,
         usage::TGS_REQ_AUTHENTICATOR,

@@ -469,7 +469,11 @@ impl Acceptor {
             ));
         }
         let cusec = int(&auth.cusec.0).unwrap_or(-1);
-        if !self.seen.admit(&client, ctime, cusec, now, self.clock_skew) {
+        let sealed = &ap.authenticator.0.cipher.0 .0;
+        if !self
+            .seen
+            .admit(&client, (ctime, cusec), sealed, now, self.clock_skew)
+        {
             return Err(GssError::new(err::REPEAT, "authenticator replayed"));
         }
 

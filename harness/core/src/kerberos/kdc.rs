@@ -520,10 +520,13 @@ impl Kdc {
         }
         let cusec = int(&auth.cusec.0).unwrap_or(-1);
         // A retransmitted request never gets here: the lookaside answered it.
-        if !self
-            .seen
-            .admit(&cname, ctime, cusec, now, self.config.clock_skew)
-        {
+        if !self.seen.admit(
+            &cname,
+            (ctime, cusec),
+            &ap.authenticator.0.cipher.0 .0,
+            now,
+            self.config.clock_skew,
+        ) {
             return Err(with_client(refuse(err::REPEAT, "authenticator replayed")));
         }
 

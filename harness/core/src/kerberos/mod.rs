@@ -253,12 +253,14 @@ pub(crate) fn key_of(key: &EncryptionKey) -> Option<Key> {
     Key::from_wire(int(&key.key_type.0)?, &key.key_value.0 .0)
 }
 
-/// Authenticators seen lately (RFC 4120 3.2.3): one is refused if the same client sent one
-/// with the same time and microseconds within twice the skew. Bounded: past `CAPACITY`
-/// the oldest are forgotten first.
+/// Authenticators seen lately (RFC 4120 3.2.3): one is refused if the same client sent the
+/// same authenticator (time, microseconds and ciphertext) within twice the skew. The
+/// ciphertext is part of the key so that two of a user's clients that happen to pick the
+/// same microsecond are not taken for a replay. Bounded: past `CAPACITY` the oldest are
+/// forgotten first.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ReplayCache {
-    seen: std::collections::VecDeque<(Seconds, String, Seconds, i64)>,
+    seen: std::collections::VecDeque<(Seconds, String, Seconds, i64, u64)>,
 }
 
 impl ReplayCache {
@@ -268,11 +270,15 @@ impl ReplayCache {
     pub(crate) fn admit(
         &mut self,
         client: &Name,
-        ctime: Seconds,
-        cusec: i64,
+        (ctime, cusec): (Seconds, i64),
+        sealed: &[u8],
         now: Seconds,
         skew: Seconds,
     ) -> bool {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        sealed.hash(&mut hasher);
+        let digest = hasher.finish();
         let window = 2 * skew;
         while self.seen.front().is_some_and(|(at, ..)| *at + window < now) {
             self.seen.pop_front();
@@ -281,14 +287,14 @@ impl ReplayCache {
         if self
             .seen
             .iter()
-            .any(|(_, c, t, u)| *c == who && *t == ctime && *u == cusec)
+            .any(|(_, c, t, u, d)| *c == who && *t == ctime && *u == cusec && *d == digest)
         {
             return false;
         }
         if self.seen.len() == Self::CAPACITY {
             self.seen.pop_front();
         }
-        self.seen.push_back((now, who, ctime, cusec));
+        self.seen.push_back((now, who, ctime, cusec, digest));
         true
     }
 
@@ -417,24 +423,37 @@ mod tests {
     fn the_replay_cache_forgets_after_twice_the_skew_and_stays_bounded() {
         let mut cache = ReplayCache::default();
         let alice = Name::user("alice");
-        assert!(cache.admit(&alice, 100, 5, 100, 300));
-        assert!(!cache.admit(&alice, 100, 5, 100, 300), "a replay");
-        assert!(cache.admit(&alice, 100, 6, 100, 300), "another microsecond");
+        assert!(cache.admit(&alice, (100, 5), b"a", 100, 300));
+        assert!(!cache.admit(&alice, (100, 5), b"a", 100, 300), "a replay");
         assert!(
-            cache.admit(&Name::user("bob"), 100, 5, 100, 300),
+            cache.admit(&alice, (100, 6), b"a", 100, 300),
+            "another microsecond"
+        );
+        assert!(
+            cache.admit(&alice, (100, 5), b"b", 100, 300),
+            "another authenticator at the same microsecond (another client of alice's)"
+        );
+        assert!(
+            cache.admit(&Name::user("bob"), (100, 5), b"a", 100, 300),
             "another client"
         );
         assert!(
-            !cache.admit(&alice, 100, 5, 700, 300),
+            !cache.admit(&alice, (100, 5), b"a", 700, 300),
             "still inside 2 x skew"
         );
-        assert!(cache.admit(&alice, 100, 5, 701, 300), "forgotten after it");
+        assert!(
+            cache.admit(&alice, (100, 5), b"a", 701, 300),
+            "forgotten after it"
+        );
         let mut full = ReplayCache::default();
         for i in 0..ReplayCache::CAPACITY as i64 + 10 {
-            assert!(full.admit(&alice, 0, i, 0, 300));
+            assert!(full.admit(&alice, (0, i), b"a", 0, 300));
         }
         assert_eq!(full.len(), ReplayCache::CAPACITY);
-        assert!(full.admit(&alice, 0, 0, 0, 300), "the oldest went first");
+        assert!(
+            full.admit(&alice, (0, 0), b"a", 0, 300),
+            "the oldest went first"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use harness::tools::kdc_load::KdcLoad;
 use harness::tools::load::{self, ErrorKind, LoadConfig, LoadProgress, SessionKind, UserSpec};
 use harness::tools::play::{parse_host_port, Target};
 use harness::tools::rpc_load::{RpcCall, RpchRoute};
@@ -42,6 +43,9 @@ DCE/RPC (dcerpc://HOST[:PORT], an endpoint mapper's port, 135 by default): rpc-b
 one call per session) or rpc-hold (bind, one call, then hold the association idle until the \
 run ends: memory per idle association). The call is ept_map of an interface nobody registers: every endpoint \
 mapper serves it, so the same client measures any server (the lab's --epm, Samba, Windows).
+
+Kerberos (krb5://HOST[:PORT], a KDC, 88 by default; UDP as MIT's client sends): kdc-as (kinit: AS-REQ, KRB-ERROR 25, AS-REQ with PA-ENC-TIMESTAMP, AS-REP) or kdc-tgs (each client logs in once, then one TGS exchange for --krb-service per session), in --krb-realm.
+  harness load --target krb5://127.0.0.1:18888 --clients 16 --session kdc-tgs --user alice:secret
 
 Exit status: 0 when every session succeeded, 1 when any failed.")]
 pub struct LoadArgs {
@@ -95,6 +99,12 @@ pub struct LoadArgs {
     /// rpch://: HTTP authentication on the channels, ntlm or basic.
     #[arg(long, default_value = "ntlm")]
     rpch_auth: String,
+    /// krb5://: the realm.
+    #[arg(long, default_value = "EXAMPLE.TEST")]
+    krb_realm: String,
+    /// krb5://: the service kdc-tgs asks tickets for.
+    #[arg(long, default_value = "HTTP/web.example.test")]
+    krb_service: String,
 }
 
 fn millis(d: Option<Duration>) -> String {
@@ -156,7 +166,24 @@ pub fn run(args: LoadArgs) -> Result<()> {
             if http { "RPC over HTTP" } else { "DCE/RPC" },
             args.rpc_level
         );
-        return run_load(&args, addr, session, &label, Some(call));
+        return run_load(&args, addr, session, &label, Load::Rpc(call));
+    }
+    if let Some(rest) = args.target.strip_prefix("krb5://") {
+        let addr = parse_host_port(rest, 88, args.allow_remote)?;
+        let session = match &args.session {
+            Some(name) => SessionKind::by_name(name)
+                .filter(|s| s.is_kdc())
+                .with_context(|| {
+                    format!("a krb5:// target runs kdc-as or kdc-tgs, not {name:?}")
+                })?,
+            None => SessionKind::KdcAs,
+        };
+        let kdc = KdcLoad {
+            realm: args.krb_realm.clone(),
+            service: args.krb_service.clone(),
+        };
+        let label = format!("Kerberos ({})", args.krb_realm);
+        return run_load(&args, addr, session, &label, Load::Kdc(kdc));
     }
     let target = Target::parse(&args.target, args.allow_remote)?;
     let protocol = target.protocol;
@@ -180,7 +207,20 @@ pub fn run(args: LoadArgs) -> Result<()> {
             protocol
         );
     }
-    run_load(&args, target.addr, session, &protocol.to_string(), None)
+    run_load(
+        &args,
+        target.addr,
+        session,
+        &protocol.to_string(),
+        Load::Mail,
+    )
+}
+
+/// What a load's sessions need besides the users.
+enum Load {
+    Mail,
+    Rpc(RpcCall),
+    Kdc(KdcLoad),
 }
 
 /// Runs the load with a progress bar and prints the closing tables.
@@ -189,8 +229,13 @@ fn run_load(
     addr: std::net::SocketAddr,
     session: SessionKind,
     label: &str,
-    rpc: Option<RpcCall>,
+    load: Load,
 ) -> Result<()> {
+    let (rpc, kdc) = match load {
+        Load::Mail => (None, None),
+        Load::Rpc(call) => (Some(call), None),
+        Load::Kdc(kdc) => (None, Some(kdc)),
+    };
     let mut users = Vec::new();
     for u in &args.users {
         users.push(
@@ -218,6 +263,7 @@ fn run_load(
         max_sessions: args.sessions,
         op_timeout,
         rpc,
+        kdc,
     };
     config.validate()?;
 

@@ -24,7 +24,7 @@ const MAX_TCP_CONNECTIONS: usize = 1024;
 #[derive(Debug)]
 pub struct KdcHandle {
     kdc: Mutex<Kdc>,
-    log: Mutex<Vec<KdcOutcome>>,
+    log: Mutex<std::collections::VecDeque<KdcOutcome>>,
 }
 
 /// The log keeps the last outcomes only; a load test must not grow it without end.
@@ -34,7 +34,7 @@ impl KdcHandle {
     pub fn new(kdc: Kdc) -> Arc<KdcHandle> {
         Arc::new(KdcHandle {
             kdc: Mutex::new(kdc),
-            log: Mutex::new(Vec::new()),
+            log: Mutex::new(std::collections::VecDeque::new()),
         })
     }
 
@@ -50,7 +50,10 @@ impl KdcHandle {
 
     /// What the KDC did, oldest first (at most the last 10,000).
     pub fn outcomes(&self) -> Vec<KdcOutcome> {
-        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+        self.log
+            .lock()
+            .map(|l| l.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     fn answer(&self, request: &[u8], datagram: bool) -> Vec<u8> {
@@ -65,9 +68,9 @@ impl KdcHandle {
         });
         if let Ok(mut log) = self.log.lock() {
             if log.len() == LOG_LIMIT {
-                log.remove(0);
+                log.pop_front();
             }
-            log.push(reply.outcome);
+            log.push_back(reply.outcome);
         }
         reply.bytes
     }

@@ -62,6 +62,10 @@ pub enum SessionKind {
     /// DCE/RPC: each client binds and makes one call, then holds its association idle
     /// until the run ends (memory per idle association).
     RpcHold,
+    /// Kerberos (`krb5://`): kinit with pre-authentication, two AS round trips over UDP.
+    KdcAs,
+    /// Kerberos: each client logs in once, then every session is one TGS exchange.
+    KdcTgs,
 }
 
 pub const SESSION_NAMES: &[&str] = &[
@@ -73,6 +77,8 @@ pub const SESSION_NAMES: &[&str] = &[
     "rpc-bind-call-close",
     "rpc-calls",
     "rpc-hold",
+    "kdc-as",
+    "kdc-tgs",
 ];
 
 impl SessionKind {
@@ -86,6 +92,8 @@ impl SessionKind {
             "rpc-bind-call-close" => Some(SessionKind::RpcBindCallClose),
             "rpc-calls" => Some(SessionKind::RpcCalls),
             "rpc-hold" => Some(SessionKind::RpcHold),
+            "kdc-as" => Some(SessionKind::KdcAs),
+            "kdc-tgs" => Some(SessionKind::KdcTgs),
             _ => None,
         }
     }
@@ -100,6 +108,8 @@ impl SessionKind {
             SessionKind::RpcBindCallClose => SESSION_NAMES[5],
             SessionKind::RpcCalls => SESSION_NAMES[6],
             SessionKind::RpcHold => SESSION_NAMES[7],
+            SessionKind::KdcAs => SESSION_NAMES[8],
+            SessionKind::KdcTgs => SESSION_NAMES[9],
         }
     }
 
@@ -127,6 +137,11 @@ impl SessionKind {
             self,
             SessionKind::RpcBindCallClose | SessionKind::RpcCalls | SessionKind::RpcHold
         )
+    }
+
+    /// A Kerberos session (`krb5://` targets).
+    pub fn is_kdc(self) -> bool {
+        matches!(self, SessionKind::KdcAs | SessionKind::KdcTgs)
     }
 
     /// The default session for a protocol.
@@ -404,6 +419,8 @@ pub struct LoadConfig {
     pub op_timeout: Duration,
     /// The call a DCE/RPC session makes (required for the `rpc-*` sessions).
     pub rpc: Option<super::rpc_load::RpcCall>,
+    /// What a Kerberos session asks (required for the `kdc-*` sessions).
+    pub kdc: Option<super::kdc_load::KdcLoad>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -547,8 +564,11 @@ pub async fn run(config: LoadConfig, progress: Arc<LoadProgress>) -> Result<Load
         let (shared, progress) = (shared.clone(), progress.clone());
         let (addr, op_timeout, max) = (config.addr, config.op_timeout, config.max_sessions);
         let rpc = config.rpc.clone();
+        let kdc = config.kdc.clone();
         tasks.spawn(async move {
             let mut local = Vec::new();
+            // A Kerberos client's socket and TGT, kept between its sessions.
+            let mut krb: Option<super::kdc_load::KdcClient> = None;
             // The association an `rpc-calls` client keeps between its calls.
             let mut held = None;
             while Instant::now() < deadline {
@@ -574,6 +594,12 @@ pub async fn run(config: LoadConfig, progress: Arc<LoadProgress>) -> Result<Load
                         }
                         result
                     }
+                    (None, _) if kind.is_kdc() => match &kdc {
+                        Some(load) => {
+                            kdc_session(addr, load, kind, &user, op_timeout, i, &mut krb).await
+                        }
+                        None => Err(err(ErrorKind::Protocol, "no Kerberos load given")),
+                    },
                     (None, _) => storm_connection(addr, kind, op_timeout).await,
                 };
                 match result {
@@ -616,6 +642,26 @@ pub async fn run(config: LoadConfig, progress: Arc<LoadProgress>) -> Result<Load
     })
 }
 
+/// One Kerberos session of client `i`, on the client's socket (made on first use).
+async fn kdc_session(
+    addr: SocketAddr,
+    load: &super::kdc_load::KdcLoad,
+    kind: SessionKind,
+    user: &UserSpec,
+    op_timeout: Duration,
+    i: usize,
+    krb: &mut Option<super::kdc_load::KdcClient>,
+) -> Result<(), SessionError> {
+    let client = match krb {
+        Some(c) => c,
+        None => krb.insert(super::kdc_load::KdcClient::new(addr, i as u64 + 1).await?),
+    };
+    match kind {
+        SessionKind::KdcTgs => client.kvno(load, user, op_timeout).await.map(drop),
+        _ => client.kinit(load, user, op_timeout).await.map(drop),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -655,6 +701,7 @@ mod tests {
             max_sessions: None,
             op_timeout: Duration::from_secs(1),
             rpc: None,
+            kdc: None,
         };
         assert!(matches!(
             cfg.validate(),

@@ -103,6 +103,7 @@ async fn every_storm_kind_on_both_protocols_leaves_no_task_or_socket_behind() {
                 max_sessions: Some(20_000),
                 op_timeout: Duration::from_secs(10),
                 rpc: None,
+                kdc: None,
             };
             let report = load::run(config, Arc::new(LoadProgress::default()))
                 .await
@@ -417,6 +418,7 @@ fn storm_sessions_need_no_users_but_others_do() {
         max_sessions: None,
         op_timeout: Duration::from_secs(1),
         rpc: None,
+        kdc: None,
     };
     for kind in STORMS {
         let c = LoadConfig {

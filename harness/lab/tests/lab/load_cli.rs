@@ -263,6 +263,7 @@ async fn load_reads_a_status_text_ending_in_braces_as_text() {
         max_sessions: Some(3),
         op_timeout: Duration::from_secs(2),
         rpc: None,
+        kdc: None,
     };
     let report = load::run(config, std::sync::Arc::new(LoadProgress::default()))
         .await
@@ -359,5 +360,53 @@ async fn rpc_hold_keeps_its_associations_open_until_the_run_ends() {
     let (ran, active) = tokio::join!(run, watch);
     assert_clean_run(&ran);
     assert!(active >= 3, "{active} associations open mid-run");
+    lab.shutdown().await;
+}
+
+/// `krb5://`: kinit and TGS sessions against the lab's KDC; a wrong password is counted
+/// as refused (KRB-ERROR 24) and the run exits 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kdc_sessions_are_counted_and_a_wrong_password_is_refused() {
+    let lab = crate::kerberos_lab::kdc_lab().await;
+    let target = format!("krb5://{}", lab.kdc_addr().expect("kdc"));
+    for session in ["kdc-as", "kdc-tgs"] {
+        let ran = load(&[
+            "--target",
+            &target,
+            "--session",
+            session,
+            "--clients",
+            "4",
+            "--sessions",
+            "40",
+            "--user",
+            "alice:secret",
+        ])
+        .await;
+        assert!(ran.ok(), "{session}: {ran:?}");
+        let header = format!("harness load: Kerberos (EXAMPLE.TEST) {session} to ");
+        assert!(ran.stdout.starts_with(&header), "{}", ran.stdout);
+        assert_eq!(
+            summary(&ran.stdout)[..2],
+            ["40", "0"],
+            "{session}: {}",
+            ran.stdout
+        );
+    }
+    let wrong = load(&[
+        "--target",
+        &target,
+        "--sessions",
+        "3",
+        "--user",
+        "alice:wrong",
+    ])
+    .await;
+    assert_eq!(wrong.code, Some(1), "{wrong:?}");
+    assert!(
+        wrong.stdout.contains("KRB-ERROR 24: PREAUTH_FAILED"),
+        "{}",
+        wrong.stdout
+    );
     lab.shutdown().await;
 }
