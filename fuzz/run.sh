@@ -89,7 +89,7 @@ flags_for() {
   case $trace_compares in
     all) trace=yes ;;
     none) trace=no ;;
-    *) case $1 in ntlm_* | dcerpc_* | ndr_* | oxcrpc_* | nspi_* | emsmdb_* | mapi_* | rts_* | rpch_* | krb_* | kdc_*) trace=yes ;; esac ;;
+    *) case $1 in ntlm_* | dcerpc_* | ndr_* | oxcrpc_* | nspi_* | emsmdb_* | mapi_* | rts_* | rpch_* | krb_* | kdc_* | kerberos_* | spnego_*) trace=yes ;; esac ;;
   esac
   flags=(-s "$sanitizer" -a)
   if [ "$trace" = yes ]; then

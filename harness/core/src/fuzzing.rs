@@ -94,6 +94,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ),
     ("krb_message_decode", kerberos_ops::krb_message_decode),
     ("kdc_bytes", kerberos_ops::kdc_bytes),
+    ("kerberos_token_chain", kerberos_ops::kerberos_token_chain),
+    ("spnego_decode", kerberos_ops::spnego_decode),
 ];
 
 /// Runs the named target on one input; `false` if there is no such target.
