@@ -467,6 +467,15 @@ mod tests {
         }
     }
 
+    /// The hops of the `second-hop-and-replay` chain.
+    const SECOND_HOP: [&str; 5] = [
+        "kinit",
+        "service ticket",
+        "forwarded TGT",
+        "second hop",
+        "replay refused",
+    ];
+
     #[test]
     fn token_chains_from_random_inputs_keep_the_model() {
         let mut rng = SeededRng::new(21);
@@ -486,16 +495,7 @@ mod tests {
             2, 0, 1, // GSS to HTTP/web, delegating
             3, // its replay
         ];
-        assert_eq!(
-            token_chain(&chain),
-            [
-                "kinit",
-                "service ticket",
-                "forwarded TGT",
-                "second hop",
-                "replay refused"
-            ]
-        );
+        assert_eq!(token_chain(&chain), SECOND_HOP);
     }
 
     #[test]
@@ -509,16 +509,7 @@ mod tests {
         assert_eq!(resp.response_token.as_deref(), Some(&b"ap-rep"[..]));
         let chain = std::fs::read(corpus("kerberos_token_chain").join("second-hop-and-replay"))
             .expect("seed");
-        assert_eq!(
-            token_chain(&chain),
-            [
-                "kinit",
-                "service ticket",
-                "forwarded TGT",
-                "second hop",
-                "replay refused"
-            ]
-        );
+        assert_eq!(token_chain(&chain), SECOND_HOP);
     }
 
     #[test]

@@ -211,3 +211,71 @@ async fn ntlm_and_basic_tokens_depend_on_the_host_and_tls() {
     assert_eq!(wrong.stdout, "401");
     lab.shutdown().await;
 }
+
+/// Bad Authorization headers get a clear 400 or 401 (never a 500 or a hang), an oversized
+/// head is refused, and the web tier goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_authorization_headers_get_clear_answers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let lab = web_lab().await;
+    let addr = lab.web_addr(false).expect("web");
+    let status_of = |authorization: String| async move {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let request = format!(
+            "GET /whoami HTTP/1.1\r\nHost: web.example.test\r\nAuthorization: {authorization}\r\nConnection: close\r\n\r\n"
+        );
+        tcp.write_all(request.as_bytes()).await.expect("write");
+        let mut reply = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tcp.read_to_end(&mut reply),
+        )
+        .await
+        .expect("answered within 5 s")
+        .expect("read");
+        let text = String::from_utf8_lossy(&reply).into_owned();
+        text.split_whitespace().nth(1).unwrap_or("none").to_string()
+    };
+    let b64 = |b: &[u8]| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(b)
+    };
+    let garbage_krb5 =
+        harness_core::kerberos::spnego::write_init(&harness_core::kerberos::spnego::NegTokenInit {
+            mech_types: vec![harness_core::kerberos::gss::KRB5_OID.to_vec()],
+            mech_token: Some(harness_core::kerberos::gss::frame([1, 0], b"\x6e\x00")),
+        });
+    let cases: Vec<(String, &str)> = vec![
+        ("Negotiate !!!notbase64".into(), "400"),
+        ("Negotiate ".into(), "400"),
+        (
+            format!("Negotiate {}", b64(b"\x60\x84\xff\xff\xff\xff garbage")),
+            "400",
+        ),
+        // A well-formed NegTokenInit whose Kerberos token is garbage: refused, 401.
+        (format!("Negotiate {}", b64(&garbage_krb5)), "401"),
+        ("NTLM AAAA".into(), "400"),
+        ("Basic bm9jb2xvbg==".into(), "400"),
+        ("Kerberos abc".into(), "401"),
+    ];
+    for (authorization, expected) in cases {
+        assert_eq!(
+            status_of(authorization.clone()).await,
+            expected,
+            "{authorization}"
+        );
+    }
+    // A head larger than the server takes.
+    let huge = format!("Negotiate {}", "A".repeat(200 * 1024));
+    let status = status_of(huge).await;
+    assert!(
+        status == "431" || status == "400" || status == "none",
+        "{status}"
+    );
+    // Still serving.
+    assert_eq!(
+        status_of("Basic ".to_string() + &b64(b"alice:secret")).await,
+        "200"
+    );
+    lab.shutdown().await;
+}
