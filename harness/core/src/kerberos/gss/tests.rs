@@ -267,3 +267,67 @@ fn a_reply_that_does_not_echo_the_time_fails_mutual_authentication() {
         Err(err::MODIFIED)
     );
 }
+
+#[test]
+fn ticket_and_authenticator_times_are_checked_with_the_skew_on_each_side() {
+    let mut realm = Realm::new();
+    let tgt = realm.tgt("alice", "secret", 0);
+    let web = realm.ticket(&tgt, "HTTP/web.example.test", 0);
+    let end = web.end_time;
+    let code_at = |realm: &mut Realm, made: Seconds, at: Seconds| {
+        let (token, _) = initiate(&web, 0, None, false, made, &mut realm.rng);
+        realm.acceptor("HTTP/web.example.test").accept(&token, at).map(|_| ()).map_err(|e| e.code)
+    };
+    // The ticket ends at `end`; the acceptor allows the skew past it, and not a second more.
+    assert_eq!(code_at(&mut realm, end + 1, end + 1), Ok(()));
+    assert_eq!(code_at(&mut realm, end + 300, end + 300), Ok(()));
+    assert_eq!(code_at(&mut realm, end + 301, end + 301), Err(err::TKT_EXPIRED));
+    // It starts at NOW: an acceptor's clock up to the skew behind is fine.
+    assert_eq!(code_at(&mut realm, NOW - 300, NOW - 300), Ok(()));
+    assert_eq!(code_at(&mut realm, NOW - 301, NOW - 301), Err(err::TKT_NYV));
+    // The authenticator's time: up to the skew either way.
+    assert_eq!(code_at(&mut realm, NOW, NOW + 300), Ok(()));
+    assert_eq!(code_at(&mut realm, NOW + 300, NOW), Ok(()));
+    assert_eq!(code_at(&mut realm, NOW, NOW + 301), Err(err::SKEW));
+    assert_eq!(code_at(&mut realm, NOW + 301, NOW), Err(err::SKEW));
+}
+
+#[test]
+fn an_authenticator_naming_another_client_is_refused() {
+    let mut realm = Realm::new();
+    let tgt = realm.tgt("alice", "secret", 0);
+    let web = realm.ticket(&tgt, "HTTP/web.example.test", 0);
+    // alice's ticket with an authenticator that says bob.
+    let bob = Credentials {
+        client: Name::user("bob"),
+        ..web.clone()
+    };
+    let (token, _) = initiate(&bob, 0, None, false, NOW, &mut realm.rng);
+    let got = realm.acceptor("HTTP/web.example.test").accept(&token, NOW);
+    assert_eq!(got.map(|_| ()).map_err(|e| e.code), Err(err::BADMATCH));
+    // And one that names alice in another realm.
+    let elsewhere = Credentials {
+        realm: "OTHER.TEST".into(),
+        ..web
+    };
+    let (token, _) = initiate(&elsewhere, 0, None, false, NOW, &mut realm.rng);
+    let got = realm.acceptor("HTTP/web.example.test").accept(&token, NOW);
+    assert_eq!(got.map(|_| ()).map_err(|e| e.code), Err(err::BADMATCH));
+}
+
+#[test]
+fn a_plain_kerberos_checksum_is_not_read_as_gss_flags() {
+    let mut realm = Realm::new();
+    let tgt = realm.tgt("alice", "secret", 0);
+    let web = realm.ticket(&tgt, "HTTP/web.example.test", 0);
+    // A raw Kerberos application's authenticator: a keyed checksum (type 16), no 0x8003.
+    let cksum = Checksum {
+        cksumtype: ExplicitContextTag0::from(int_asn1(16)),
+        checksum: ExplicitContextTag1::from(OctetStringAsn1::from(web.session.checksum(10, b""))),
+    };
+    let ap = client::ap_req(&web, USAGE_AP_REQ_AUTH, 0, Some(cksum), None, None, (NOW, 5));
+    let token = frame(TOK_AP_REQ, &picky_asn1_der::to_vec(&ap).expect("AP-REQ"));
+    let accepted = realm.acceptor("HTTP/web.example.test").accept(&token, NOW).expect("accepted");
+    assert_eq!((accepted.gss_flags, accepted.delegated), (0, None));
+    assert_eq!(accepted.reply, None, "no mutual authentication asked");
+}
