@@ -20,6 +20,7 @@ pub mod emsmdb;
 pub mod endpoints;
 pub mod epm;
 pub mod interface;
+pub mod kerberos;
 pub mod known_calls;
 pub mod legacy_dn;
 pub mod nspi;
