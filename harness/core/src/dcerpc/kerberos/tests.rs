@@ -465,3 +465,71 @@ fn header_signing_is_declined_for_kerberos() {
     }
     assert_eq!(pump.nspi_bind(), 0);
 }
+
+#[test]
+fn protection_needs_an_established_context_and_a_protecting_level() {
+    let mut realm = Realm::new();
+    let factory = realm.factory(NOW);
+    let mut server = factory.new_kerberos_context(AuthType::SPNEGO).unwrap();
+    let mut pdu = vec![0u8; 40];
+    assert_eq!(
+        server.wrap(AuthLevel::PKT_INTEGRITY, &mut pdu, 24..32),
+        Err(SecurityError::NotEstablished)
+    );
+    let mut client = KerberosClientSecurity::new(AuthType::SPNEGO, realm.ticket(STORE), NOW, 9);
+    assert_eq!(
+        client.unwrap(AuthLevel::PKT_PRIVACY, &mut pdu, 24..32, &[0; 76]),
+        Err(SecurityError::NotEstablished)
+    );
+    let AcceptStep::Continue(ack) = server.accept(&client.initial_token().unwrap()).unwrap() else {
+        panic!("continues");
+    };
+    let ClientStep::Send { token, .. } = client.step(&ack).unwrap() else {
+        panic!("third leg");
+    };
+    let AcceptStep::Done {
+        reply: Some(done), ..
+    } = server.accept(&token).unwrap()
+    else {
+        panic!("done");
+    };
+    assert_eq!(client.step(&done).unwrap(), ClientStep::Done);
+    assert!(matches!(
+        client.step(&done),
+        Err(SecurityError::BadToken(_))
+    ));
+    for level in [AuthLevel::NONE, AuthLevel::CONNECT] {
+        assert_eq!(
+            client.wrap(level, &mut pdu, 24..32),
+            Err(SecurityError::UnsupportedLevel(level))
+        );
+    }
+    assert_eq!(client.signature_len(AuthLevel::PKT_INTEGRITY), 28);
+    assert_eq!(client.signature_len(AuthLevel::PKT_PRIVACY), 76);
+    // Both directions, both levels; a short signature is malformed and breaks the context.
+    for level in [AuthLevel::PKT, AuthLevel::PKT_PRIVACY] {
+        for _ in 0..2 {
+            let mut pdu: Vec<u8> = (0..48).collect();
+            let sig = client.wrap(level, &mut pdu, 24..40).unwrap();
+            assert_eq!(sig.len(), server.signature_len(level));
+            server.unwrap(level, &mut pdu, 24..40, &sig).unwrap();
+            assert_eq!(pdu, (0..48).collect::<Vec<u8>>());
+            let sig = server.wrap(level, &mut pdu, 24..40).unwrap();
+            client.unwrap(level, &mut pdu, 24..40, &sig).unwrap();
+            assert_eq!(pdu, (0..48).collect::<Vec<u8>>());
+        }
+    }
+    let mut pdu: Vec<u8> = (0..48).collect();
+    let sig = client
+        .wrap(AuthLevel::PKT_INTEGRITY, &mut pdu, 24..40)
+        .unwrap();
+    assert_eq!(
+        server.unwrap(AuthLevel::PKT_INTEGRITY, &mut pdu, 24..40, &sig[..27]),
+        Err(SecurityError::MalformedSignature(27))
+    );
+    assert_eq!(
+        server.unwrap(AuthLevel::PKT_INTEGRITY, &mut pdu, 24..40, &sig),
+        Err(SecurityError::BadSignature),
+        "broken after a bad PDU"
+    );
+}
