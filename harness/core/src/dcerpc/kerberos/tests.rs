@@ -268,15 +268,7 @@ fn the_legs_carry_raw_ap_reqs_and_spnego_tokens_as_impacket_reads_them() {
     assert_eq!(resp.state, Some(spnego::ACCEPT_INCOMPLETE));
     assert_eq!(resp.supported_mech.as_deref(), Some(&MS_KRB5_OID[..]));
     assert_eq!(resp.response_token.as_ref().unwrap()[0], 0x6F, "raw AP-REP");
-    let ClientStep::Send { token, .. } = client.step(&ack).unwrap() else {
-        panic!("third leg");
-    };
-    let AcceptStep::Done {
-        reply: Some(done), ..
-    } = server.accept(&token).unwrap()
-    else {
-        panic!("done with a reply");
-    };
+    let (token, done) = third_leg(&mut client, &mut server, &ack);
     assert_eq!(
         done,
         spnego::write_resp(&spnego::NegTokenResp {
@@ -290,6 +282,24 @@ fn the_legs_carry_raw_ap_reqs_and_spnego_tokens_as_impacket_reads_them() {
         server.accept(&token),
         Err(SecurityError::BadToken(_))
     ));
+}
+
+/// The client's AP-REP for the bind_ack's `ack`, and the server's closing SPNEGO reply.
+fn third_leg(
+    client: &mut KerberosClientSecurity,
+    server: &mut KerberosServerSecurity,
+    ack: &[u8],
+) -> (Vec<u8>, Vec<u8>) {
+    let ClientStep::Send { token, .. } = client.step(ack).unwrap() else {
+        panic!("third leg");
+    };
+    let AcceptStep::Done {
+        reply: Some(done), ..
+    } = server.accept(&token).unwrap()
+    else {
+        panic!("done with a reply");
+    };
+    (token, done)
 }
 
 fn code(e: SecurityError) -> u32 {
@@ -484,15 +494,7 @@ fn protection_needs_an_established_context_and_a_protecting_level() {
     let AcceptStep::Continue(ack) = server.accept(&client.initial_token().unwrap()).unwrap() else {
         panic!("continues");
     };
-    let ClientStep::Send { token, .. } = client.step(&ack).unwrap() else {
-        panic!("third leg");
-    };
-    let AcceptStep::Done {
-        reply: Some(done), ..
-    } = server.accept(&token).unwrap()
-    else {
-        panic!("done");
-    };
+    let (_, done) = third_leg(&mut client, &mut server, &ack);
     assert_eq!(client.step(&done).unwrap(), ClientStep::Done);
     assert!(matches!(
         client.step(&done),
