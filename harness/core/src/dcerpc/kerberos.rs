@@ -12,6 +12,9 @@
 //!    seq-number (for 9 in a NegTokenResp);
 //! 4. alter_context_resp: nothing for 16, a NegTokenResp accept-completed for 9.
 //!
+//! For 16 the third leg may come in an auth3 instead (no reply): the association accepts
+//! a last leg there when the provider has nothing to answer.
+//!
 //! Without DCE_STYLE in the 0x8003 flags the exchange ends at the bind_ack.
 //!
 //! Every refusal of a leg is [`SecurityError::Kerberos`] with its code: the association
@@ -457,6 +460,9 @@ pub struct ClientLeg {
     now: Seconds,
     rng: SeededRng,
     state: ClientState,
+    /// auth_type 16 sends its third leg in an auth3 (no reply) instead of an
+    /// alter_context.
+    third_leg_in_auth3: bool,
 }
 
 /// The GSS flags a DCE/RPC client asks for (what impacket and Windows send).
@@ -478,9 +484,18 @@ impl KerberosClientSecurity {
                 now,
                 rng: SeededRng::new(seed),
                 state: ClientState::Start,
+                third_leg_in_auth3: false,
             },
             protection: None,
         }
+    }
+
+    /// Sends auth_type 16's third leg in an auth3, which gets no reply: the Windows RPC
+    /// runtime does so when the mechanism says it is complete after its last token (the
+    /// server accepts either PDU). SPNEGO (9) keeps the alter_context.
+    pub fn third_leg_in_auth3(mut self) -> Self {
+        self.leg.third_leg_in_auth3 = self.leg.auth_type == AuthType::KERBEROS;
+        self
     }
 
     fn spnego(&self) -> bool {
@@ -569,10 +584,15 @@ impl ClientSecurity for KerberosClientSecurity {
                 } else {
                     third
                 };
-                self.leg.state = ClientState::AwaitingClose;
+                let expects_reply = !self.leg.third_leg_in_auth3;
+                self.leg.state = if expects_reply {
+                    ClientState::AwaitingClose
+                } else {
+                    ClientState::Established
+                };
                 Ok(ClientStep::Send {
                     token,
-                    expects_reply: true,
+                    expects_reply,
                 })
             }
             ClientState::AwaitingClose => {

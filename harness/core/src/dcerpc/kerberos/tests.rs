@@ -535,3 +535,49 @@ fn protection_needs_an_established_context_and_a_protecting_level() {
         "broken after a bad PDU"
     );
 }
+
+#[test]
+fn the_third_leg_of_auth_type_16_may_come_in_an_auth3() {
+    let mut realm = Realm::new();
+    let endpoints = realm.endpoints();
+    for level in [
+        AuthLevel::CONNECT,
+        AuthLevel::PKT_INTEGRITY,
+        AuthLevel::PKT_PRIVACY,
+    ] {
+        let mut pump = Pump::open(&endpoints, ClientConfig::default());
+        let provider = KerberosClientSecurity::new(
+            AuthType::KERBEROS,
+            realm.ticket(STORE),
+            NOW,
+            500 + u64::from(level.0),
+        )
+        .third_leg_in_auth3();
+        let events = pump.bind(BindSecurity {
+            provider: Box::new(provider),
+            level,
+            auth_context_id: 1,
+        });
+        assert!(
+            matches!(events.as_slice(), [ClientEvent::BindAcked(_)]),
+            "{level:?}: {events:?}"
+        );
+        assert_eq!(pump.sent.len(), 2);
+        assert_eq!(pump.sent[1][2], 16, "auth3");
+        assert_eq!(
+            pump.server.principal(1).map(|p| p.user.as_str()),
+            Some("alice")
+        );
+        assert_eq!(pump.nspi_bind(), 0, "{level:?}");
+    }
+    // SPNEGO's closing reply cannot ride an auth3: it stays an alter_context.
+    let spnego = KerberosClientSecurity::new(AuthType::SPNEGO, realm.ticket(STORE), NOW, 501)
+        .third_leg_in_auth3();
+    let mut pump = Pump::open(&endpoints, ClientConfig::default());
+    pump.bind(BindSecurity {
+        provider: Box::new(spnego),
+        level: AuthLevel::PKT_PRIVACY,
+        auth_context_id: 1,
+    });
+    assert_eq!(pump.sent[1][2], 14, "alter_context");
+}
