@@ -94,6 +94,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ),
     ("krb_message_decode", kerberos_ops::krb_message_decode),
     ("kdc_bytes", kerberos_ops::kdc_bytes),
+    ("krb_cfx_unwrap", crate::kerberos::cfx::fuzz_unwrap),
 ];
 
 /// Runs the named target on one input; `false` if there is no such target.

@@ -83,10 +83,13 @@ impl Protection {
         let data = pdu.get_mut(stub).ok_or_else(|| {
             SecurityError::BadToken(format!("stub range outside the PDU of {len} octets"))
         })?;
-        Ok(match guard {
-            Guard::Sign => self.cfx.get_mic(data),
-            Guard::Seal => self.cfx.wrap_dce(data),
-        })
+        match guard {
+            Guard::Sign => Ok(self.cfx.get_mic(data)),
+            Guard::Seal => self
+                .cfx
+                .wrap_dce(data)
+                .map_err(|e| SecurityError::BadToken(e.to_string())),
+        }
     }
 
     fn unwrap(

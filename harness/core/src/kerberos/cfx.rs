@@ -173,7 +173,7 @@ impl Cfx {
     /// Seals `data` in place and returns the auth_value: the Wrap header (EC 16, RRC 28)
     /// and the first 44 + EC octets of the rotated ciphertext; `data` keeps the rest,
     /// which is as long as the plaintext was.
-    pub fn wrap_dce(&mut self, data: &mut [u8]) -> Vec<u8> {
+    pub fn wrap_dce(&mut self, data: &mut [u8]) -> Result<Vec<u8>, CfxError> {
         let mut header = TOK_WRAP.to_vec();
         header.push(self.flags(self.acceptor) | cfx_flags::SEALED);
         header.push(0xFF);
@@ -186,12 +186,16 @@ impl Cfx {
         let (_, seal) = self.usages(true);
         let mut cipher = self.key.encrypt(seal, &plain);
         let len = cipher.len();
+        // Confounder, plaintext and HMAC; less only if the cipher refused the key.
+        if len != plain.len() + 16 + 12 {
+            return Err(CfxError::Malformed("the key does not encrypt"));
+        }
         cipher.rotate_right(usize::from(DCE_RRC + DCE_EC) % len.max(1));
         header[6..8].copy_from_slice(&DCE_RRC.to_be_bytes());
         let split = len - data.len();
         data.copy_from_slice(&cipher[split..]);
         header.extend_from_slice(&cipher[..split]);
-        header
+        Ok(header)
     }
 
     /// Opens a sealed Wrap whose header and first rotated octets are `auth_value` and
@@ -228,6 +232,66 @@ impl Cfx {
         data.copy_from_slice(&plain[..data.len()]);
         self.recv_seq = self.recv_seq.wrapping_add(1);
         Ok(())
+    }
+}
+
+/// Fuzz target `krb_cfx_unwrap`: an initiator and an acceptor sharing a key. The first
+/// octet picks the token (MIC or sealed Wrap) and the mode: arbitrary octets as a token
+/// and a message, which must be refused without a panic (a forged checksum is out of
+/// reach); or a message wrapped by the initiator, then tampered at the offsets and with
+/// the masks that follow, which the acceptor must take back unchanged when untampered
+/// and refuse otherwise.
+pub fn fuzz_unwrap(data: &[u8]) {
+    let [sel, rest @ ..] = data else {
+        return;
+    };
+    let key = Key::from_wire(17, &[0x5A; 16]).expect("a 16-octet AES-128 key");
+    let subkey = sel & 0x04 != 0;
+    let mut initiator = Cfx::new(key.clone(), false, subkey, 3, 9);
+    let mut acceptor = Cfx::new(key, true, subkey, 9, 3);
+    let sealed = sel & 0x01 != 0;
+    if sel & 0x02 != 0 {
+        let (len, rest) = rest.split_first().unwrap_or((&0, &[]));
+        let (token, message) = rest.split_at(usize::from(*len).min(rest.len()));
+        let mut message = message.to_vec();
+        let refused = if sealed {
+            acceptor.unwrap_dce(&mut message, token).is_err()
+        } else {
+            acceptor.verify_mic(&message, token).is_err()
+        };
+        assert!(refused, "an arbitrary token verified");
+        return;
+    }
+    let (len, rest) = rest.split_first().unwrap_or((&0, &[]));
+    let (message, tampers) = rest.split_at(usize::from(len % 64).min(rest.len()));
+    let mut sent = message.to_vec();
+    let mut token = if sealed {
+        initiator.wrap_dce(&mut sent).expect("a valid key encrypts")
+    } else {
+        initiator.get_mic(&sent)
+    };
+    let mut tampered = false;
+    for t in tampers.chunks_exact(3) {
+        let mask = t[2];
+        let target: &mut Vec<u8> = if t[0] % 2 == 0 { &mut token } else { &mut sent };
+        if target.is_empty() || mask == 0 {
+            continue;
+        }
+        let at = usize::from(t[1]) % target.len();
+        target[at] ^= mask;
+        tampered = true;
+    }
+    let result = if sealed {
+        acceptor.unwrap_dce(&mut sent, &token)
+    } else {
+        acceptor.verify_mic(&sent, &token)
+    };
+    match (tampered, result) {
+        (false, Ok(())) => assert_eq!(sent, message, "unwrapped to another message"),
+        (false, Err(e)) => panic!("an untampered token was refused: {e}"),
+        // Masks may cancel each other out: then the token is the sent one again.
+        (true, Ok(())) => assert_eq!(sent, message, "a tampered token verified"),
+        (true, Err(_)) => {}
     }
 }
 
@@ -290,7 +354,7 @@ mod tests {
         let (mut client, mut server) = pair(false);
         let mut data = b"twenty-one octets!!!!".to_vec();
         let plain = data.clone();
-        let auth = client.wrap_dce(&mut data);
+        let auth = client.wrap_dce(&mut data).unwrap();
         assert_eq!(auth.len(), DCE_WRAP_LEN);
         assert_eq!(DCE_WRAP_LEN, 76);
         assert_eq!(&auth[..8], &[5, 4, 0x02, 0xFF, 0, 16, 0, 28]);
@@ -298,7 +362,7 @@ mod tests {
         assert_eq!(server.unwrap_dce(&mut data, &auth), Ok(()));
         assert_eq!(data, plain);
         let mut reply = b"answer".to_vec();
-        let auth = server.wrap_dce(&mut reply);
+        let auth = server.wrap_dce(&mut reply).unwrap();
         assert_eq!(auth[2], 0x03);
         let mut tampered = reply.clone();
         tampered[0] ^= 1;
