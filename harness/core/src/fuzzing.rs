@@ -96,6 +96,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("kdc_bytes", kerberos_ops::kdc_bytes),
     ("kerberos_token_chain", kerberos_ops::kerberos_token_chain),
     ("spnego_decode", kerberos_ops::spnego_decode),
+    ("krb_cfx_unwrap", crate::kerberos::cfx::fuzz_unwrap),
 ];
 
 /// Runs the named target on one input; `false` if there is no such target.

@@ -267,7 +267,7 @@ impl SecurityContext {
     /// of `signature_len` octets, writing the signature in its place. `body_header` is
     /// the request's octets before the stub.
     fn protect(&mut self, fragment: &mut [u8], body_header: usize) -> Result<(), ClientError> {
-        let sig_len = self.provider.signature_len();
+        let sig_len = self.provider.signature_len(self.level);
         let signed_end = fragment.len().checked_sub(sig_len);
         let trailer_at = signed_end.and_then(|e| e.checked_sub(SEC_TRAILER_LEN));
         let (Some(signed_end), Some(trailer_at)) = (signed_end, trailer_at) else {
@@ -572,7 +572,7 @@ impl ClientAssociation {
             .find(|s| Some(s.auth_context_id) == auth_context_id)
             .filter(|s| s.protects_calls());
         if let Some(sec) = &protect {
-            let sig_len = sec.provider.signature_len();
+            let sig_len = sec.provider.signature_len(sec.level);
             if sig_len == 0 {
                 return Err(SecurityError::MalformedSignature(0).into());
             }
@@ -786,10 +786,14 @@ impl ClientAssociation {
         }
         let mut send = None;
         if let Some(sec) = self.security.iter_mut().find(|s| !s.established) {
-            let Some(v) = auth.filter(|v| sec.matches(v)) else {
-                return Err(ClientError::VerifierMismatch { call_id });
+            let token = match auth {
+                Some(v) if sec.matches(&v) => v.auth_value,
+                // The reply to a security leg may carry no token: the alter_context_resp
+                // that closes Kerberos' DCE-style legs ([MS-RPCE] 2.2.2.12).
+                None if leg == Leg::SecurityAlter => Vec::new(),
+                _ => return Err(ClientError::VerifierMismatch { call_id }),
             };
-            match sec.provider.step(&v.auth_value)? {
+            match sec.provider.step(&token)? {
                 ClientStep::Done => sec.established = true,
                 ClientStep::Send {
                     token,

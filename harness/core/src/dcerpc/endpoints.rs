@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 
 use super::emsmdb::{EmsmdbConfig, EmsmdbServer};
 use super::epm::{EndpointMap, EpmInterface, EPM_PORT};
+use super::kerberos::{KerberosClock, KerberosServerFactory, OfferedSecurity};
 use super::nspi::Nspi;
 use super::ntlm::{NtlmServerFactory, PasswordLookup};
 use super::rfr::{Referral, Rfr};
@@ -32,6 +33,9 @@ pub struct RpcLabConfig {
     pub seed: u64,
     /// Seconds since the Unix epoch, for the NTLM CHALLENGE timestamp.
     pub unix_now: u64,
+    /// The Kerberos acceptor's clock (authenticators are checked against it); None: fixed
+    /// at `unix_now`, for in-process runs that replay.
+    pub kerberos_clock: Option<KerberosClock>,
 }
 
 /// The endpoints and the interfaces a test or a later case may want to reach.
@@ -70,6 +74,25 @@ pub fn ntlm_for_world(world: &Arc<World>, seed: u64, unix_now: u64) -> NtlmServe
     )
 }
 
+/// NTLM (auth_type 10) and Kerberos (16, and 9 with the krb5 mechanism) against the
+/// world: the directory's passwords, the store's service keys from the world's realm.
+pub fn security_for_world(
+    world: &Arc<World>,
+    config: &RpcLabConfig,
+) -> Arc<dyn ServerSecurityFactory> {
+    let fixed = i64::try_from(config.unix_now).unwrap_or(i64::MAX);
+    let clock = config
+        .kerberos_clock
+        .clone()
+        .map_or_else(|| Arc::new(move || fixed) as _, |c| c.0);
+    // Another stream than the NTLM challenges', from the same seed.
+    let kerberos = KerberosServerFactory::for_world(world, clock, config.seed ^ 0x4b52_4235);
+    Arc::new(OfferedSecurity::new(vec![
+        Arc::new(ntlm_for_world(world, config.seed, config.unix_now)),
+        Arc::new(kerberos),
+    ]))
+}
+
 /// The referral a one-server lab gives: its own host is the global catalog and the
 /// only mailbox server.
 pub fn referral_for_world(world: &World) -> Referral {
@@ -103,8 +126,7 @@ impl RpcEndpoints {
         emsmdb_config: EmsmdbConfig,
         wrap: &dyn Fn(Arc<dyn RpcInterface>) -> Arc<dyn RpcInterface>,
     ) -> RpcEndpoints {
-        let security: Arc<dyn ServerSecurityFactory> =
-            Arc::new(ntlm_for_world(world, config.seed, config.unix_now));
+        let security = security_for_world(world, config);
         let rfr = Rfr::new(referral_for_world(world));
         let nspi = Arc::new(Nspi::for_world(world));
         let emsmdb = EmsmdbServer::new(Arc::clone(world), emsmdb_config);

@@ -3,7 +3,8 @@
 //!
 //! - [`security`]: the security-provider contract (one context per `auth_context_id`),
 //!   token legs and per-PDU protection; [`ntlm`] implements it with the project's own
-//!   NTLM acceptor and initiator.
+//!   NTLM acceptor and initiator, [`kerberos`] with the krb5 GSS mechanism (auth_type 16,
+//!   and 9 with SPNEGO) and RFC 4121 MIC and Wrap tokens.
 //! - [`server`]: [`server::Endpoint`] (what a listener's connections share) and
 //!   [`server::Association`], one connection's bind, contexts, calls and faults.
 //! - [`client`]: the client side of an association (bind, security legs, calls), sans-IO.
@@ -20,6 +21,7 @@ pub mod emsmdb;
 pub mod endpoints;
 pub mod epm;
 pub mod interface;
+pub mod kerberos;
 pub mod known_calls;
 pub mod legacy_dn;
 pub mod nspi;

@@ -22,8 +22,8 @@ use std::sync::{Arc, Mutex};
 use harness_wire::dcerpc::{AuthLevel, AuthType};
 
 use super::security::{
-    AcceptStep, ClientSecurity, ClientStep, MessageProtection, Principal, SecurityError,
-    ServerSecurity, ServerSecurityFactory,
+    guard_for, AcceptStep, ClientSecurity, ClientStep, Guard, MessageProtection, Principal,
+    SecurityError, ServerSecurity, ServerSecurityFactory,
 };
 use crate::ntlm::crypto::{Direction, SecurityContext, SignatureError, SIGNATURE_LEN};
 use crate::ntlm::{
@@ -34,21 +34,6 @@ use crate::rng::SeededRng;
 
 /// The directory: the cleartext password of `(user, domain)`, None for an unknown user.
 pub type PasswordLookup = Arc<dyn Fn(&str, &str) -> Option<String> + Send + Sync>;
-
-/// What a level asks of a PDU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Guard {
-    Sign,
-    Seal,
-}
-
-fn guard_for(level: AuthLevel) -> Result<Guard, SecurityError> {
-    match level {
-        AuthLevel::CALL | AuthLevel::PKT | AuthLevel::PKT_INTEGRITY => Ok(Guard::Sign),
-        AuthLevel::PKT_PRIVACY => Ok(Guard::Seal),
-        other => Err(SecurityError::UnsupportedLevel(other)),
-    }
-}
 
 fn signature_refused(e: SignatureError, signature_len: usize, pdu_len: usize) -> SecurityError {
     match e {
@@ -126,7 +111,7 @@ pub type NtlmServerSecurity = NtlmSecurity<ServerLeg>;
 pub type NtlmClientSecurity = NtlmSecurity<ClientLeg>;
 
 impl<Leg: Send> MessageProtection for NtlmSecurity<Leg> {
-    fn signature_len(&self) -> usize {
+    fn signature_len(&self, _level: AuthLevel) -> usize {
         SIGNATURE_LEN
     }
 

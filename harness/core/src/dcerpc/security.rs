@@ -3,8 +3,8 @@
 //! One security context per `auth_context_id` on an association. A context first runs
 //! its token legs (bind / bind_ack / auth3, or alter_context / alter_context_resp), then
 //! protects every PDU: at packet integrity it signs, at packet privacy it seals the stub
-//! and signs. NTLM implements this today; Kerberos (auth_type 16 and SPNEGO 9) plugs in
-//! behind the same traits later.
+//! and signs. NTLM ([`super::ntlm`]) and Kerberos, auth_type 16 and SPNEGO 9
+//! ([`super::kerberos`]), implement it.
 
 use std::ops::Range;
 
@@ -40,6 +40,10 @@ pub enum SecurityError {
     /// The level is not one this provider protects at.
     #[error("auth level {0:?} not supported")]
     UnsupportedLevel(AuthLevel),
+    /// The Kerberos mechanism refused a context token, with its code (RFC 4120 7.5.9:
+    /// 34 a replay, 37 clock skew, 35 a ticket for another service).
+    #[error("Kerberos refused the token: {0}")]
+    Kerberos(crate::kerberos::gss::GssError),
 }
 
 /// Per-PDU protection ([MS-RPCE] 2.2.2.11, 3.3.1.5.2.2).
@@ -49,8 +53,9 @@ pub enum SecurityError {
 /// `stub` is the range of the stub data and its auth padding inside `pdu`: what
 /// packet privacy encrypts.
 pub trait MessageProtection: Send {
-    /// Octets of the auth_value a protected PDU carries (16 for NTLM).
-    fn signature_len(&self) -> usize;
+    /// Octets of the auth_value a protected PDU carries at `level` (16 for NTLM; 28 for
+    /// a Kerberos MIC, 76 for a Kerberos Wrap).
+    fn signature_len(&self, level: AuthLevel) -> usize;
 
     /// Protects an outgoing PDU at `level` (PKT_INTEGRITY: sign; PKT_PRIVACY: encrypt
     /// `pdu[stub]` in place and sign). Returns the auth_value.
@@ -73,6 +78,23 @@ pub trait MessageProtection: Send {
     ) -> Result<(), SecurityError>;
 }
 
+/// What a level asks of each PDU: PKT_PRIVACY seals and signs; PKT_INTEGRITY signs, and
+/// so do PKT and CALL, which [MS-RPCE] 2.2.1.1.8 says a server MUST process as PKT.
+/// CONNECT (and below) protects no PDU: the association does not call wrap/unwrap there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Guard {
+    Sign,
+    Seal,
+}
+
+pub(crate) fn guard_for(level: AuthLevel) -> Result<Guard, SecurityError> {
+    match level {
+        AuthLevel::CALL | AuthLevel::PKT | AuthLevel::PKT_INTEGRITY => Ok(Guard::Sign),
+        AuthLevel::PKT_PRIVACY => Ok(Guard::Seal),
+        other => Err(SecurityError::UnsupportedLevel(other)),
+    }
+}
+
 /// What a server-side leg produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AcceptStep {
@@ -93,6 +115,12 @@ pub trait ServerSecurity: MessageProtection {
     fn accept(&mut self, token: &[u8]) -> Result<AcceptStep, SecurityError>;
     /// The principal once established.
     fn principal(&self) -> Option<&Principal>;
+    /// Whether this provider covers the PDU header when header signing is negotiated
+    /// ([MS-RPCE] 2.2.2.3, 3.3.1.5.2.2). NTLM signs the whole PDU anyway; the Kerberos
+    /// provider declines, so the association does not offer PFC_SUPPORT_HEADER_SIGN back.
+    fn signs_header(&self) -> bool {
+        true
+    }
 }
 
 /// Makes server contexts for the auth types the endpoint offers.

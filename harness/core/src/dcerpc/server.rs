@@ -527,6 +527,9 @@ impl Association {
         self.framer.set_max_frag(max_recv);
         let results = self.negotiate_contexts(&bind.contexts, true);
         let auth = self.verifier_for(pdu.auth.as_ref(), token);
+        let header_sign = new_context
+            .as_ref()
+            .is_none_or(|(_, c)| c.provider.signs_header());
         if let Some((id, ctx)) = new_context {
             self.security.insert(id, ctx);
         }
@@ -537,11 +540,12 @@ impl Association {
             sec_addr: secondary_address(&self.endpoint.config.secondary_address),
             results,
         };
-        // Header signing is offered back when asked for: NTLM signs the whole PDU anyway
+        // Header signing is offered back when asked for and the bind's provider covers
+        // the header: NTLM signs the whole PDU anyway; Kerberos declines
         // ([MS-RPCE] 3.3.1.5.2.2).
         let flags = PfcFlags::WHOLE.with(
             PfcFlags::SUPPORT_HEADER_SIGN,
-            pdu.flags.contains(PfcFlags::SUPPORT_HEADER_SIGN),
+            pdu.flags.contains(PfcFlags::SUPPORT_HEADER_SIGN) && header_sign,
         );
         let mut reply = Pdu::new(pdu.call_id, flags, PduBody::BindAck(ack));
         reply.auth = auth;
@@ -1001,7 +1005,7 @@ impl Association {
                 auth_type: c.auth_type,
                 auth_level: c.level,
                 auth_context_id: id,
-                auth_value: vec![0; c.provider.signature_len()],
+                auth_value: vec![0; c.provider.signature_len(c.level)],
             });
         let body = PduBody::Response(Response {
             alloc_hint: u32::try_from(stub.len()).unwrap_or(u32::MAX),

@@ -129,7 +129,7 @@ impl Toy {
 }
 
 impl MessageProtection for Toy {
-    fn signature_len(&self) -> usize {
+    fn signature_len(&self, _level: AuthLevel) -> usize {
         16
     }
     fn wrap(

@@ -61,6 +61,7 @@ pub fn lab_config() -> RpcLabConfig {
         endpoint: EndpointConfig::default(),
         seed: 15,
         unix_now: 1_700_000_000,
+        kerberos_clock: None,
     }
 }
 

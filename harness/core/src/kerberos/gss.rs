@@ -266,6 +266,16 @@ pub struct InitiatorContext {
     ctime: Seconds,
     cusec: u32,
     pub flags: u32,
+    /// The authenticator's seq-number: the initiator's first SND_SEQ (RFC 4121 4.2.6).
+    pub seq: u32,
+}
+
+/// What an AP-REP said: the acceptor's subkey, if it sent one, and its seq-number (the
+/// acceptor's first SND_SEQ).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyParts {
+    pub subkey: Option<Key>,
+    pub seq: Option<u32>,
 }
 
 /// The first context token for `ticket` (a service ticket) with `flags`; with `delegate`
@@ -293,6 +303,7 @@ pub fn initiate(
     };
     let subkey = Key::random(ticket.session.etype, rng);
     let cusec = (rng.next_u64() % 1_000_000) as u32;
+    let seq = (rng.next_u64() & 0x3FFF_FFFF) as u32;
     let ap_options = if flags & gss_flags::MUTUAL != 0 {
         AP_MUTUAL_REQUIRED
     } else {
@@ -304,7 +315,7 @@ pub fn initiate(
         ap_options,
         Some(cksum),
         Some(&subkey),
-        Some((rng.next_u64() & 0x3FFF_FFFF) as u32),
+        Some(seq),
         (now, cusec),
     );
     let body = picky_asn1_der::to_vec(&ap).unwrap_or_default();
@@ -321,6 +332,7 @@ pub fn initiate(
             ctime: now,
             cusec,
             flags,
+            seq,
         },
     )
 }
@@ -330,6 +342,11 @@ impl InitiatorContext {
     /// and echo the authenticator's time, or mutual authentication failed (MIT's
     /// KRB5_MUTUAL_FAILED). Returns the acceptor's subkey, if it sent one.
     pub fn read_reply(&self, token: &[u8]) -> Result<Option<Key>, GssError> {
+        self.read_reply_parts(token).map(|parts| parts.subkey)
+    }
+
+    /// As [`InitiatorContext::read_reply`], with the AP-REP's seq-number too.
+    pub fn read_reply_parts(&self, token: &[u8]) -> Result<ReplyParts, GssError> {
         let body = match unframe(token) {
             Some((TOK_AP_REP, body)) => body,
             Some((TOK_ERROR, body)) => {
@@ -356,8 +373,84 @@ impl InitiatorContext {
                 "AP-REP does not echo the time",
             ));
         }
-        Ok(part.0.subkey.0.as_ref().and_then(|k| key_of(&k.0)))
+        Ok(ReplyParts {
+            subkey: part.0.subkey.0.as_ref().and_then(|k| key_of(&k.0)),
+            seq: seq_of(&part.0.seq_number.0),
+        })
     }
+
+    /// The DCE-style third leg (MS-KILE 3.4.5.1; MIT `mk_rep.c`): a raw AP-REP in the
+    /// session key, with the time `now` and the acceptor's seq-number echoed, no subkey.
+    pub fn dce_reply(&self, acceptor_seq: u32, now: Seconds, rng: &mut SeededRng) -> Vec<u8> {
+        let cusec = (rng.next_u64() % 1_000_000) as u32;
+        dce_ap_rep(&self.session, acceptor_seq, now, cusec)
+    }
+}
+
+/// The DCE-style third leg's AP-REP for `session`, echoing `acceptor_seq`.
+pub fn dce_ap_rep(session: &Key, acceptor_seq: u32, now: Seconds, cusec: u32) -> Vec<u8> {
+    ap_rep_token(
+        session,
+        &time_asn1(now),
+        &int_asn1(i64::from(cusec)),
+        None,
+        acceptor_seq,
+    )
+}
+
+fn seq_of(seq: &Option<ExplicitContextTag3<IntegerAsn1>>) -> Option<u32> {
+    seq.as_ref()
+        .and_then(|s| int(&s.0))
+        .and_then(|s| u32::try_from(s).ok())
+}
+
+/// An AP-REP: `E(session, 12, EncAPRepPart{ctime, cusec, subkey, seq-number})`.
+fn ap_rep_token(
+    session: &Key,
+    ctime: &GeneralizedTimeAsn1,
+    cusec: &IntegerAsn1,
+    subkey: Option<&Key>,
+    seq: u32,
+) -> Vec<u8> {
+    let part = EncApRepPart::from(EncApRepPartInner {
+        ctime: ExplicitContextTag0::from(ctime.clone()),
+        cusec: ExplicitContextTag1::from(cusec.clone()),
+        subkey: Optional::from(subkey.map(|k| ExplicitContextTag2::from(key_asn1(k)))),
+        seq_number: Optional::from(Some(ExplicitContextTag3::from(int_asn1(i64::from(seq))))),
+    });
+    let sealed = session.encrypt(
+        USAGE_AP_REP,
+        &picky_asn1_der::to_vec(&part).unwrap_or_default(),
+    );
+    let rep = ApRep::from(ApRepInner {
+        pvno: ExplicitContextTag0::from(int_asn1(5)),
+        msg_type: ExplicitContextTag1::from(int_asn1(15)),
+        enc_part: ExplicitContextTag2::from(encrypted(session, None, sealed)),
+    });
+    picky_asn1_der::to_vec(&rep).unwrap_or_default()
+}
+
+/// Checks the initiator's DCE-style third leg (a raw AP-REP): it must open with the
+/// session key and echo the acceptor's seq-number, as Heimdal's acceptor requires
+/// (`acceptor_wait_for_dcestyle`). Returns the initiator's time.
+pub fn read_dce_reply(session: &Key, token: &[u8], acceptor_seq: u32) -> Result<Seconds, GssError> {
+    let rep: ApRep =
+        der::decode(token).ok_or_else(|| GssError::new(err::GENERIC, "undecodable AP-REP"))?;
+    if int(&rep.0.msg_type.0) != Some(15) {
+        return Err(GssError::new(err::MSG_TYPE, "not an AP-REP"));
+    }
+    let plain = session
+        .decrypt(USAGE_AP_REP, &rep.0.enc_part.0.cipher.0 .0)
+        .map_err(|_| GssError::new(err::BAD_INTEGRITY, "AP-REP does not decrypt"))?;
+    let part: EncApRepPart = der::decode(&plain)
+        .ok_or_else(|| GssError::new(err::GENERIC, "undecodable EncAPRepPart"))?;
+    if seq_of(&part.0.seq_number.0) != Some(acceptor_seq) {
+        return Err(GssError::new(
+            err::MODIFIED,
+            "AP-REP does not echo the acceptor's seq-number",
+        ));
+    }
+    Ok(time_of(&part.0.ctime.0))
 }
 
 /// An accepted context.
@@ -377,6 +470,10 @@ pub struct Accepted {
     pub session: Key,
     pub initiator_subkey: Option<Key>,
     pub acceptor_subkey: Option<Key>,
+    /// The authenticator's seq-number (the initiator's first SND_SEQ), 0 without one.
+    pub initiator_seq: u32,
+    /// The AP-REP's seq-number (the acceptor's first SND_SEQ), when one was sent.
+    pub acceptor_seq: Option<u32>,
 }
 
 /// Accepts context tokens for the services whose keys it holds (a keytab).
@@ -487,14 +584,19 @@ impl Acceptor {
         let mutual = flags_of(&ap.ap_options.0) & AP_MUTUAL_REQUIRED != 0
             || gss_flags & gss_flags::MUTUAL != 0;
         let acceptor_subkey = mutual.then(|| Key::random(session.etype, &mut self.rng));
-        let reply = mutual.then(|| {
-            let rep = self.ap_rep(
+        let acceptor_seq = mutual.then(|| (self.rng.next_u64() & 0x3FFF_FFFF) as u32);
+        // DCE style answers raw whatever the AP-REQ's framing: impacket frames its AP-REQ
+        // inside SPNEGO yet reads a raw AP-REP (MS-KILE 3.4.5.1).
+        let raw = dce_style || gss_flags & gss_flags::DCE_STYLE != 0;
+        let reply = acceptor_seq.map(|seq| {
+            let rep = ap_rep_token(
                 &session,
                 &auth.ctime.0,
                 &auth.cusec.0,
                 acceptor_subkey.as_ref(),
+                seq,
             );
-            if dce_style {
+            if raw {
                 rep
             } else {
                 frame(TOK_AP_REP, &rep)
@@ -511,34 +613,15 @@ impl Acceptor {
             session,
             initiator_subkey,
             acceptor_subkey,
+            initiator_seq: auth
+                .seq_number
+                .0
+                .as_ref()
+                .and_then(|s| int(&s.0))
+                .and_then(|s| u32::try_from(s).ok())
+                .unwrap_or(0),
+            acceptor_seq,
         })
-    }
-
-    fn ap_rep(
-        &mut self,
-        session: &Key,
-        ctime: &GeneralizedTimeAsn1,
-        cusec: &IntegerAsn1,
-        subkey: Option<&Key>,
-    ) -> Vec<u8> {
-        let part = EncApRepPart::from(EncApRepPartInner {
-            ctime: ExplicitContextTag0::from(ctime.clone()),
-            cusec: ExplicitContextTag1::from(cusec.clone()),
-            subkey: Optional::from(subkey.map(|k| ExplicitContextTag2::from(key_asn1(k)))),
-            seq_number: Optional::from(Some(ExplicitContextTag3::from(int_asn1(
-                (self.rng.next_u64() & 0x3FFF_FFFF) as i64,
-            )))),
-        });
-        let sealed = session.encrypt(
-            USAGE_AP_REP,
-            &picky_asn1_der::to_vec(&part).unwrap_or_default(),
-        );
-        let rep = ApRep::from(ApRepInner {
-            pvno: ExplicitContextTag0::from(int_asn1(5)),
-            msg_type: ExplicitContextTag1::from(int_asn1(15)),
-            enc_part: ExplicitContextTag2::from(encrypted(session, None, sealed)),
-        });
-        picky_asn1_der::to_vec(&rep).unwrap_or_default()
     }
 }
 

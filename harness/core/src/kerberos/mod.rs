@@ -3,6 +3,7 @@
 //! use. ASN.1 types and the RFC 3962 ciphers come from picky-krb; the KDC's checks,
 //! flags, times and errors are written here. Facts: ../shared/PROTOCOLS.md section 9.
 
+pub mod cfx;
 pub mod client;
 pub(crate) mod der;
 pub mod frame;

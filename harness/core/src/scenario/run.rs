@@ -430,6 +430,7 @@ pub fn rpc_endpoints(world: &Arc<World>, profile: EmsmdbProfile, seed: u64) -> R
         endpoint: EndpointConfig::default(),
         seed,
         unix_now: EPOCH,
+        kerberos_clock: None,
     };
     RpcEndpoints::for_world_with(world, &config, profile.config())
 }

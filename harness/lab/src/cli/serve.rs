@@ -371,7 +371,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
         for r in lab.rpc_listening() {
             println!(
-                "listening {:<5} {} (ncacn_ip_tcp, NTLM)",
+                "listening {:<5} {} (ncacn_ip_tcp, NTLM, Kerberos)",
                 r.spec.role.scheme(),
                 r.addr
             );

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use harness_core::budget::DEFAULT_MEMORY_BUDGET;
 use harness_core::dcerpc::emsmdb::EmsmdbProfile;
 use harness_core::dcerpc::endpoints::{RpcEndpoints, RpcLabConfig};
+use harness_core::dcerpc::kerberos::KerberosClock;
 use harness_core::dcerpc::server::EndpointConfig;
 use harness_core::http_auth::{HttpAuthenticator, HttpScheme};
 use harness_core::imap::ImapServer;
@@ -653,6 +654,13 @@ fn start_rpc(
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
+        // Authenticators are checked against the wall clock, as the lab's KDC stamps
+        // tickets with it.
+        kerberos_clock: Some(KerberosClock(Arc::new(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        }))),
     };
     let endpoints = RpcEndpoints::for_world_with(world, &rpc_config, config.rpc_profile.config());
     let mut listening = Vec::new();

@@ -21,9 +21,11 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use harness_core::dcerpc::client::{
-    AckResult, AuthLevel, BindAcked, BindSecurity, ClientAssociation, ClientConfig, ClientError,
-    ClientEvent, ContextElement, ContextResult, FaultStatus, RejectReason, SyntaxId, Uuid,
+    AckResult, AuthLevel, AuthType, BindAcked, BindSecurity, ClientAssociation, ClientConfig,
+    ClientError, ClientEvent, ContextElement, ContextResult, FaultStatus, RejectReason, SyntaxId,
+    Uuid,
 };
+use harness_core::dcerpc::kerberos::KerberosClientSecurity;
 use harness_core::dcerpc::ntlm::NtlmClientSecurity;
 use harness_core::ntlm::{Credentials, InitiatorOptions, NtlmInitiator, ResponseKind};
 use harness_core::rpch::{RpchClient, RpchClientError, RpchCookies, RpchEvent, RtsClient};
@@ -614,6 +616,33 @@ pub fn ntlm_security(user: &str, password: &str, domain: &str, level: AuthLevel)
     let _ = getrandom::getrandom(&mut options.random_session_key);
     BindSecurity {
         provider: Box::new(NtlmClientSecurity::new(credentials, options)),
+        level,
+        auth_context_id: 1,
+    }
+}
+
+/// A Kerberos security context (auth_type 16, or 9 with SPNEGO) with `ticket`, a service
+/// ticket for the endpoint's principal, at `level` (auth_context_id 1). The authenticator
+/// carries the wall clock's time; its subkey, cusec and seq-number come from OS
+/// randomness, like a real client's.
+pub fn kerberos_security(
+    auth_type: AuthType,
+    ticket: harness_core::kerberos::client::Credentials,
+    level: AuthLevel,
+) -> BindSecurity {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let mut seed = [0u8; 8];
+    // Without OS randomness the seed stays fixed: still a working client.
+    let _ = getrandom::getrandom(&mut seed);
+    BindSecurity {
+        provider: Box::new(KerberosClientSecurity::new(
+            auth_type,
+            ticket,
+            now,
+            u64::from_le_bytes(seed),
+        )),
         level,
         auth_context_id: 1,
     }

@@ -19,6 +19,7 @@ mod interop_samba;
 mod interop_transcripts;
 mod kerberos_lab;
 mod kerberos_mit;
+mod kerberos_rpc;
 mod literal_flood;
 mod load_cli;
 mod netfuzz;

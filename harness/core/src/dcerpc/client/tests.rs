@@ -50,7 +50,7 @@ impl Xor {
 }
 
 impl MessageProtection for Xor {
-    fn signature_len(&self) -> usize {
+    fn signature_len(&self, _level: AuthLevel) -> usize {
         SIG_LEN
     }
 

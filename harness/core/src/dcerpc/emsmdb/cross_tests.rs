@@ -187,6 +187,7 @@ fn lab(emsmdb_config: EmsmdbConfig) -> (Arc<World>, RpcEndpoints) {
         endpoint: EndpointConfig::default(),
         seed: 7,
         unix_now: 1_700_000_000,
+        kerberos_clock: None,
     };
     let endpoints = RpcEndpoints::for_world_with(&world, &config, emsmdb_config);
     (world, endpoints)

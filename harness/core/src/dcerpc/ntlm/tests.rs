@@ -41,7 +41,7 @@ fn send(
     let plain = pdu.clone();
     let signature = from.wrap(level, &mut pdu, range.clone()).unwrap();
     assert_eq!(signature.len(), SIGNATURE_LEN);
-    assert_eq!(from.signature_len(), SIGNATURE_LEN);
+    assert_eq!(from.signature_len(AuthLevel::PKT_INTEGRITY), SIGNATURE_LEN);
     assert_eq!(signature[..4], [1, 0, 0, 0]);
     if level == AuthLevel::PKT_PRIVACY {
         assert_eq!(pdu[..range.start], plain[..range.start], "header sealed");

@@ -333,9 +333,20 @@ pub async fn rpc_lab_as(
     seed: Option<u64>,
     rpc_profile: harness_core::dcerpc::emsmdb::EmsmdbProfile,
 ) -> Lab {
+    Lab::start(LabConfig {
+        rpc_profile,
+        ..rpc_lab_config(seed)
+    })
+    .await
+    .expect("lab starts")
+}
+
+/// What [`rpc_lab`] starts: the Exchange RPC listener and the endpoint mapper on
+/// ephemeral loopback ports, nothing else.
+pub fn rpc_lab_config(seed: Option<u64>) -> LabConfig {
     use harness::serve::rpc::{RpcListenerSpec, RpcRole};
     let loopback: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
-    Lab::start(LabConfig {
+    LabConfig {
         listeners: Vec::new(),
         rpc: vec![
             RpcListenerSpec {
@@ -348,11 +359,8 @@ pub async fn rpc_lab_as(
             },
         ],
         seed,
-        rpc_profile,
         ..LabConfig::default()
-    })
-    .await
-    .expect("lab starts")
+    }
 }
 
 /// A lab with the Exchange RPC listener and the Outlook Anywhere proxy in front of it
