@@ -276,12 +276,19 @@ fn ticket_and_authenticator_times_are_checked_with_the_skew_on_each_side() {
     let end = web.end_time;
     let code_at = |realm: &mut Realm, made: Seconds, at: Seconds| {
         let (token, _) = initiate(&web, 0, None, false, made, &mut realm.rng);
-        realm.acceptor("HTTP/web.example.test").accept(&token, at).map(|_| ()).map_err(|e| e.code)
+        realm
+            .acceptor("HTTP/web.example.test")
+            .accept(&token, at)
+            .map(|_| ())
+            .map_err(|e| e.code)
     };
     // The ticket ends at `end`; the acceptor allows the skew past it, and not a second more.
     assert_eq!(code_at(&mut realm, end + 1, end + 1), Ok(()));
     assert_eq!(code_at(&mut realm, end + 300, end + 300), Ok(()));
-    assert_eq!(code_at(&mut realm, end + 301, end + 301), Err(err::TKT_EXPIRED));
+    assert_eq!(
+        code_at(&mut realm, end + 301, end + 301),
+        Err(err::TKT_EXPIRED)
+    );
     // It starts at NOW: an acceptor's clock up to the skew behind is fine.
     assert_eq!(code_at(&mut realm, NOW - 300, NOW - 300), Ok(()));
     assert_eq!(code_at(&mut realm, NOW - 301, NOW - 301), Err(err::TKT_NYV));
@@ -325,9 +332,20 @@ fn a_plain_kerberos_checksum_is_not_read_as_gss_flags() {
         cksumtype: ExplicitContextTag0::from(int_asn1(16)),
         checksum: ExplicitContextTag1::from(OctetStringAsn1::from(web.session.checksum(10, b""))),
     };
-    let ap = client::ap_req(&web, USAGE_AP_REQ_AUTH, 0, Some(cksum), None, None, (NOW, 5));
+    let ap = client::ap_req(
+        &web,
+        USAGE_AP_REQ_AUTH,
+        0,
+        Some(cksum),
+        None,
+        None,
+        (NOW, 5),
+    );
     let token = frame(TOK_AP_REQ, &picky_asn1_der::to_vec(&ap).expect("AP-REQ"));
-    let accepted = realm.acceptor("HTTP/web.example.test").accept(&token, NOW).expect("accepted");
+    let accepted = realm
+        .acceptor("HTTP/web.example.test")
+        .accept(&token, NOW)
+        .expect("accepted");
     assert_eq!((accepted.gss_flags, accepted.delegated), (0, None));
     assert_eq!(accepted.reply, None, "no mutual authentication asked");
 }
