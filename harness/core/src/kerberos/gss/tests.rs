@@ -349,3 +349,98 @@ fn a_plain_kerberos_checksum_is_not_read_as_gss_flags() {
     assert_eq!((accepted.gss_flags, accepted.delegated), (0, None));
     assert_eq!(accepted.reply, None, "no mutual authentication asked");
 }
+
+/// A framed AP-REQ for `web` with `ap_options` and a checksum of `cksumtype` and `value`.
+fn token_with(web: &Credentials, ap_options: u32, cksumtype: i64, value: Vec<u8>) -> Vec<u8> {
+    let cksum = Checksum {
+        cksumtype: ExplicitContextTag0::from(int_asn1(cksumtype)),
+        checksum: ExplicitContextTag1::from(OctetStringAsn1::from(value)),
+    };
+    let ap = client::ap_req(
+        web,
+        USAGE_AP_REQ_AUTH,
+        ap_options,
+        Some(cksum),
+        None,
+        None,
+        (NOW, 7),
+    );
+    frame(TOK_AP_REQ, &picky_asn1_der::to_vec(&ap).expect("AP-REQ"))
+}
+
+/// The 0x8003 value: Lgth 16, zero bindings, `flags`, then `rest`.
+fn gss_value(flags: u32, rest: &[u8]) -> Vec<u8> {
+    let mut v = 16u32.to_le_bytes().to_vec();
+    v.extend_from_slice(&[0; 16]);
+    v.extend_from_slice(&flags.to_le_bytes());
+    v.extend_from_slice(rest);
+    v
+}
+
+#[test]
+fn mutual_authentication_follows_either_the_ap_options_or_the_gss_flags() {
+    let mut realm = Realm::new();
+    let tgt = realm.tgt("alice", "secret", 0);
+    let web = realm.ticket(&tgt, "HTTP/web.example.test", 0);
+    let mut accept = |token: Vec<u8>| {
+        realm
+            .acceptor("HTTP/web.example.test")
+            .accept(&token, NOW)
+            .expect("accepted")
+    };
+    // mutual-required in the AP options alone (a raw Kerberos client), no GSS checksum
+    let plain = token_with(&web, AP_MUTUAL_REQUIRED, 16, web.session.checksum(10, b""));
+    assert!(accept(plain).reply.is_some());
+    // MUTUAL in the GSS flags alone
+    let flags_only = token_with(&web, 0, CKSUM_GSS, gss_value(gss_flags::MUTUAL, &[]));
+    let accepted = accept(flags_only);
+    assert_eq!(accepted.gss_flags, gss_flags::MUTUAL);
+    assert!(accepted.reply.is_some());
+    // neither
+    let neither = token_with(&web, 0, CKSUM_GSS, gss_value(gss_flags::REPLAY, &[]));
+    assert_eq!(accept(neither).reply, None);
+}
+
+#[test]
+fn the_gss_checksum_is_read_as_rfc_4121_lays_it_out() {
+    let mut realm = Realm::new();
+    let tgt = realm.tgt("alice", "secret", 0);
+    let web = realm.ticket(&tgt, "HTTP/web.example.test", 0);
+    let mut accept = |value: Vec<u8>| {
+        let token = token_with(&web, 0, CKSUM_GSS, value);
+        realm
+            .acceptor("HTTP/web.example.test")
+            .accept(&token, NOW)
+            .map(|a| (a.gss_flags, a.delegated.is_some()))
+            .map_err(|e| e.code)
+    };
+    // DELEG without the delegation fields: no delegation, and the flag is dropped.
+    assert_eq!(
+        accept(gss_value(gss_flags::DELEG | gss_flags::INTEG, &[])),
+        Ok((gss_flags::INTEG, false))
+    );
+    // No DELEG, then MIT's extensions after the flags: read as no delegation.
+    let exts = [0, 0, 0, 2, 0, 0, 0, 1, 9];
+    assert_eq!(
+        accept(gss_value(gss_flags::CONF, &exts)),
+        Ok((gss_flags::CONF, false))
+    );
+    // DELEG with a DlgOpt other than 1, a Dlgth past the end, a Lgth other than 16.
+    let bad_opt = gss_value(gss_flags::DELEG, &[2, 0, 1, 0, 0]);
+    assert_eq!(accept(bad_opt), Err(err::INAPP_CKSUM));
+    let past_end = gss_value(gss_flags::DELEG, &[1, 0, 0xff, 0]);
+    assert_eq!(accept(past_end), Err(err::INAPP_CKSUM));
+    let mut lgth = gss_value(0, &[]);
+    lgth[0] = 15;
+    assert_eq!(accept(lgth), Err(err::INAPP_CKSUM));
+    // DELEG with a KRB-CRED that does not decrypt in the session key.
+    let other_key = Key::from_password(Etype::Aes256, "x", "y");
+    let cred = krb_cred(&tgt, &other_key);
+    let mut rest = vec![1, 0];
+    rest.extend_from_slice(&(cred.len() as u16).to_le_bytes());
+    rest.extend_from_slice(&cred);
+    assert_eq!(
+        accept(gss_value(gss_flags::DELEG, &rest)),
+        Err(err::BAD_INTEGRITY)
+    );
+}
