@@ -382,7 +382,7 @@ fn mutual_authentication_follows_either_the_ap_options_or_the_gss_flags() {
     let mut realm = Realm::new();
     let tgt = realm.tgt("alice", "secret", 0);
     let web = realm.ticket(&tgt, "HTTP/web.example.test", 0);
-    let mut accept = |token: Vec<u8>| {
+    let accept = |token: Vec<u8>| {
         realm
             .acceptor("HTTP/web.example.test")
             .accept(&token, NOW)
