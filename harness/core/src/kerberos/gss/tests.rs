@@ -406,7 +406,7 @@ fn the_gss_checksum_is_read_as_rfc_4121_lays_it_out() {
     let mut realm = Realm::new();
     let tgt = realm.tgt("alice", "secret", 0);
     let web = realm.ticket(&tgt, "HTTP/web.example.test", 0);
-    let mut accept = |value: Vec<u8>| {
+    let accept = |value: Vec<u8>| {
         let token = token_with(&web, 0, CKSUM_GSS, value);
         realm
             .acceptor("HTTP/web.example.test")
