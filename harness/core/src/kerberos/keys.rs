@@ -227,6 +227,11 @@ mod tests {
         assert_eq!(other.decrypt(3, &sealed), Err(CryptoError::Integrity));
         assert_eq!(key.decrypt(2, &sealed), Err(CryptoError::Integrity));
         assert_eq!(key.decrypt(3, &sealed[..20]), Err(CryptoError::Short(20)));
+        // The shortest ciphertext is an empty plaintext's: confounder and HMAC, 28 octets.
+        let empty = key.encrypt(3, b"");
+        assert_eq!(empty.len(), MIN_CIPHERTEXT);
+        assert_eq!(key.decrypt(3, &empty), Ok(Vec::new()));
+        assert_eq!(key.decrypt(3, &empty[..27]), Err(CryptoError::Short(27)));
     }
 
     #[test]

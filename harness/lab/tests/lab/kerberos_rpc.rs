@@ -22,6 +22,9 @@ use harness_core::dcerpc::client::{AuthLevel, AuthType, RejectReason};
 use harness_core::dcerpc::kerberos::KerberosClientSecurity;
 use harness_core::dcerpc::nspi::client::{bind_stub, opnum, parse_bind, stat};
 use harness_core::dcerpc::nspi::NSPI_SYNTAX;
+use harness_core::dcerpc::security::{
+    ClientSecurity, ClientStep, MessageProtection, SecurityError,
+};
 use harness_core::kerberos::client::{self, Credentials, Request};
 use harness_core::kerberos::{Name, Seconds, NT_SRV_HST};
 use harness_core::rng::SeededRng;
@@ -122,6 +125,50 @@ async fn nspi_bind(addr: SocketAddr, security: BindSecurity) -> Result<u32, RpcE
     Ok(rc[0])
 }
 
+/// A client context that records its first token, or, when one is recorded already, sends
+/// that one instead of its own: a captured bind replayed.
+struct Replaying {
+    inner: KerberosClientSecurity,
+    token: std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+}
+
+impl MessageProtection for Replaying {
+    fn signature_len(&self, level: AuthLevel) -> usize {
+        self.inner.signature_len(level)
+    }
+    fn wrap(
+        &mut self,
+        level: AuthLevel,
+        pdu: &mut [u8],
+        stub: std::ops::Range<usize>,
+    ) -> Result<Vec<u8>, SecurityError> {
+        self.inner.wrap(level, pdu, stub)
+    }
+    fn unwrap(
+        &mut self,
+        level: AuthLevel,
+        pdu: &mut [u8],
+        stub: std::ops::Range<usize>,
+        signature: &[u8],
+    ) -> Result<(), SecurityError> {
+        self.inner.unwrap(level, pdu, stub, signature)
+    }
+}
+
+impl ClientSecurity for Replaying {
+    fn auth_type(&self) -> AuthType {
+        self.inner.auth_type()
+    }
+    fn initial_token(&mut self) -> Result<Vec<u8>, SecurityError> {
+        let fresh = self.inner.initial_token()?;
+        let mut recorded = self.token.lock().expect("lock");
+        Ok(recorded.get_or_insert(fresh).clone())
+    }
+    fn step(&mut self, token: &[u8]) -> Result<ClientStep, SecurityError> {
+        self.inner.step(token)
+    }
+}
+
 #[tokio::test]
 async fn a_kdc_ticket_binds_nspi_at_every_level_and_refusals_are_bind_naks() {
     let lab = lab().await;
@@ -143,9 +190,36 @@ async fn a_kdc_ticket_binds_nspi_at_every_level_and_refusals_are_bind_naks() {
         Err(RpcError::BindNak(reason)) => reason,
         other => panic!("not a bind_nak: {other:?}"),
     };
-    // The same authenticator twice (the same seed, time and ticket): a replay.
+    // The same AP-REQ twice (recorded from the first bind, sent again in a second): a
+    // replay.
     let t = ticket(kdc, AB).await;
     let now = unix_now();
+    let recorded = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let first = BindSecurity {
+        provider: Box::new(Replaying {
+            inner: KerberosClientSecurity::new(AuthType::KERBEROS, t.clone(), now, 7),
+            token: recorded.clone(),
+        }),
+        level: AuthLevel::PKT_PRIVACY,
+        auth_context_id: 1,
+    };
+    assert_eq!(nspi_bind(rpc, first).await.ok(), Some(0));
+    assert!(
+        recorded.lock().expect("lock").is_some(),
+        "the AP-REQ was recorded"
+    );
+    let again = BindSecurity {
+        provider: Box::new(Replaying {
+            inner: KerberosClientSecurity::new(AuthType::KERBEROS, t.clone(), now, 7),
+            token: recorded.clone(),
+        }),
+        level: AuthLevel::PKT_PRIVACY,
+        auth_context_id: 1,
+    };
+    assert_eq!(
+        refused(nspi_bind(rpc, again).await),
+        RejectReason::INVALID_CHECKSUM
+    );
     let fixed = |t: &Credentials, now: Seconds, seed: u64| BindSecurity {
         provider: Box::new(KerberosClientSecurity::new(
             AuthType::KERBEROS,
@@ -156,11 +230,6 @@ async fn a_kdc_ticket_binds_nspi_at_every_level_and_refusals_are_bind_naks() {
         level: AuthLevel::PKT_PRIVACY,
         auth_context_id: 1,
     };
-    assert_eq!(nspi_bind(rpc, fixed(&t, now, 7)).await.ok(), Some(0));
-    assert_eq!(
-        refused(nspi_bind(rpc, fixed(&t, now, 7)).await),
-        RejectReason::INVALID_CHECKSUM
-    );
     // Ten minutes fast: outside the five minutes of skew.
     assert_eq!(
         refused(nspi_bind(rpc, fixed(&t, now + 600, 8)).await),

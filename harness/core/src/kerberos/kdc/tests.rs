@@ -449,3 +449,34 @@ fn a_removed_service_is_unknown_until_it_comes_back() {
     kdc.db_mut().add_service(gc, false);
     assert!(service(&mut kdc, &tgt, gc, &Request::default(), NOW + 2).is_ok());
 }
+
+#[test]
+fn a_tgt_is_checked_for_its_realm_its_name_and_its_times_at_the_skews_edges() {
+    let mut kdc = kdc();
+    let tgt = login(&mut kdc, "alice", "secret", &forwardable()).expect("TGT");
+    let end = tgt.end_time;
+    let web = "HTTP/plain.example.test";
+    let at = |kdc: &mut Kdc, tgt: &Credentials, t: Seconds| {
+        code(service(kdc, tgt, web, &Request::default(), t))
+    };
+    // Past its end the TGT is not expired until the skew has passed too; in between it
+    // opens, but any ticket from it would end before it starts: never valid.
+    assert_eq!(at(&mut kdc, &tgt, end - 1), None);
+    assert_eq!(at(&mut kdc, &tgt, end + 1), Some(err::NEVER_VALID));
+    assert_eq!(at(&mut kdc, &tgt, end + 300), Some(err::NEVER_VALID));
+    assert_eq!(at(&mut kdc, &tgt, end + 301), Some(err::TKT_EXPIRED));
+    // Valid up to the skew before its start (the client's and the KDC's clock agree here).
+    assert_eq!(at(&mut kdc, &tgt, NOW - 300), None);
+    assert_eq!(at(&mut kdc, &tgt, NOW - 301), Some(err::TKT_NYV));
+
+    // Not a TGT: a service ticket, a krbtgt of another realm, a TGT that says it is from
+    // another realm. Each alone is refused.
+    let service_ticket = service(&mut kdc, &tgt, web, &Request::default(), NOW).expect("ticket");
+    assert_eq!(at(&mut kdc, &service_ticket, NOW + 1), Some(err::NOT_US));
+    let mut other_tgs = tgt.clone();
+    other_tgs.ticket.0.sname.0 = Name::tgs("OTHER.TEST").to_asn1();
+    assert_eq!(at(&mut kdc, &other_tgs, NOW + 2), Some(err::NOT_US));
+    let mut other_realm = tgt.clone();
+    other_realm.ticket.0.realm.0 = crate::kerberos::kstring("OTHER.TEST");
+    assert_eq!(at(&mut kdc, &other_realm, NOW + 3), Some(err::NOT_US));
+}
