@@ -244,6 +244,11 @@ mod tests {
         assert!(!key.verify_checksum(7, 15, b"body", &sum));
         assert!(!key.verify_checksum(6, 15, b"bodY", &sum));
         assert!(!key.verify_checksum(6, 15, b"body", &[]));
+        // The same bit flipped in two octets: differences must not cancel out.
+        let mut twice = sum.clone();
+        twice[0] ^= 1;
+        twice[1] ^= 1;
+        assert!(!key.verify_checksum(6, 15, b"body", &twice));
     }
 
     #[test]

@@ -430,6 +430,10 @@ fn the_gss_checksum_is_read_as_rfc_4121_lays_it_out() {
     assert_eq!(accept(bad_opt), Err(err::INAPP_CKSUM));
     let past_end = gss_value(gss_flags::DELEG, &[1, 0, 0xff, 0]);
     assert_eq!(accept(past_end), Err(err::INAPP_CKSUM));
+    // DlgOpt 1 and a short Dlgth that fits: the two octets are read as a KRB-CRED, which
+    // they are not.
+    let short_cred = gss_value(gss_flags::DELEG, &[1, 0, 2, 0, 0x30, 0x00]);
+    assert_eq!(accept(short_cred), Err(err::GENERIC));
     let mut lgth = gss_value(0, &[]);
     lgth[0] = 15;
     assert_eq!(accept(lgth), Err(err::INAPP_CKSUM));
