@@ -63,7 +63,8 @@ pub(crate) fn well_formed(input: &[u8]) -> bool {
             {
                 return false;
             }
-            if t.tag == GENERALIZED_TIME && !kerberos_time(&input[t.value..t.end]) {
+            // picky reads tag number 24 as a GeneralizedTime in any class.
+            if t.tag & 0x3F == GENERALIZED_TIME && !kerberos_time(&input[t.value..t.end]) {
                 return false;
             }
             at = t.end;
@@ -146,6 +147,10 @@ mod tests {
         assert!(!well_formed(&time(b"166520102000000Z")), "five-digit year");
         assert!(!well_formed(&time(b"20240101000000.5Z")), "fractions");
         assert!(!well_formed(&time(b"2024010100000Z0")));
+        // The same in the application class (0x58), which picky reads as a time too.
+        let mut app = time(b"\xcf\xcf\xcd\xcb0102000000Z");
+        app[2] = 0x58;
+        assert!(!well_formed(&app));
         assert_eq!(
             tlv(&two_byte, 0),
             Some(Tlv {
