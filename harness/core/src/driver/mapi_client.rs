@@ -23,11 +23,28 @@ use crate::dcerpc::client::{
 };
 use crate::dcerpc::emsmdb::{client as stubs, rops, EMSMDB_SYNTAX, OP_CONNECT_EX};
 use crate::dcerpc::emsmdb::{OP_DISCONNECT, OP_RPC_EXT2};
+use crate::dcerpc::kerberos::KerberosClientSecurity;
 use crate::dcerpc::ntlm::NtlmClientSecurity;
+use crate::kerberos::client::Credentials as KerberosTicket;
 use crate::ntlm::{Credentials, InitiatorOptions, ResponseKind};
+use harness_wire::dcerpc::AuthType;
 
 const RPC_S_SERVER_UNAVAILABLE: ErrorCode = ErrorCode::new(Family::Win32, 1722);
 const RPC_S_CALL_FAILED: ErrorCode = ErrorCode::new(Family::Win32, 1726);
+
+/// How the bind authenticates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MapiAuth {
+    /// NTLM as the configured user and password; with both empty, anonymous (what a
+    /// logon session without credentials offers).
+    Ntlm,
+    /// Kerberos (auth_type 16) with a service ticket for the store, the authenticator
+    /// dated `now` (Unix seconds).
+    Kerberos {
+        ticket: Box<KerberosTicket>,
+        now: i64,
+    },
+}
 
 /// Who logs on, and how the Outlook profile is set up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +70,10 @@ pub struct MapiClientConfig {
     pub response_timeout: Duration,
     /// How long the user takes to answer a prompt.
     pub think_time: Duration,
+    pub auth: MapiAuth,
+    /// After RopLogon, list the Inbox (in the same EcDoRpcExt2): what an application
+    /// that opens the mailbox shows.
+    pub list_inbox: bool,
 }
 
 impl MapiClientConfig {
@@ -69,6 +90,18 @@ impl MapiClientConfig {
             seed: 0,
             response_timeout: Duration::from_secs(60),
             think_time: Duration::from_secs(5),
+            auth: MapiAuth::Ntlm,
+            list_inbox: false,
+        }
+    }
+
+    fn mechanism(&self) -> &'static str {
+        match self.auth {
+            MapiAuth::Ntlm if self.user.is_empty() && self.password.is_empty() => {
+                "NTLM (anonymous)"
+            }
+            MapiAuth::Ntlm => "NTLM",
+            MapiAuth::Kerberos { .. } => "Kerberos",
         }
     }
 
@@ -83,7 +116,8 @@ impl MapiClientConfig {
     /// The policy name outcomes print.
     pub fn policy_name(&self) -> String {
         format!(
-            "outlook (exchange rpc, ntlm, {})",
+            "outlook (exchange rpc, {}, {})",
+            self.mechanism().to_lowercase(),
             if self.encrypt {
                 "encrypted"
             } else {
@@ -125,6 +159,7 @@ pub struct MapiClient {
     status: Status,
     attempts: u64,
     deadline: Option<Duration>,
+    listing: Option<Vec<stubs::ListedMessage>>,
 }
 
 impl MapiClient {
@@ -138,6 +173,7 @@ impl MapiClient {
             status: Status::InProgress,
             attempts: 0,
             deadline: None,
+            listing: None,
         };
         client.bind(Duration::ZERO);
         client
@@ -179,16 +215,26 @@ impl MapiClient {
             .seed
             .wrapping_add(self.attempts.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let [a, b, ..] = seed.to_le_bytes();
-        let credentials = Credentials {
-            user: self.cfg.user.clone(),
-            password: self.cfg.password.clone(),
-            domain: self.cfg.domain.clone(),
-            workstation: "WS".into(),
-        };
-        let options = InitiatorOptions::fixed(a, b, ResponseKind::V2, true);
         let level = self.cfg.level();
+        let provider: Box<dyn crate::dcerpc::security::ClientSecurity> = match &self.cfg.auth {
+            MapiAuth::Ntlm => {
+                let credentials = Credentials {
+                    user: self.cfg.user.clone(),
+                    password: self.cfg.password.clone(),
+                    domain: self.cfg.domain.clone(),
+                    workstation: "WS".into(),
+                };
+                let options = InitiatorOptions::fixed(a, b, ResponseKind::V2, true);
+                Box::new(NtlmClientSecurity::new(credentials, options))
+            }
+            // The third leg goes in an auth3, as the Windows RPC runtime sends it.
+            MapiAuth::Kerberos { ticket, now } => Box::new(
+                KerberosClientSecurity::new(AuthType::KERBEROS, (**ticket).clone(), *now, seed)
+                    .third_leg_in_auth3(),
+            ),
+        };
         let security = BindSecurity {
-            provider: Box::new(NtlmClientSecurity::new(credentials, options)),
+            provider,
             level,
             auth_context_id: 1,
         };
@@ -200,9 +246,10 @@ impl MapiClient {
         match self.association.bind(&[context], Some(security)) {
             Ok(bytes) => {
                 self.step(format!(
-                    "C: bind EMSMDB {}.{}, NTLM at {}",
+                    "C: bind EMSMDB {}.{}, {} at {}",
                     EMSMDB_SYNTAX.major(),
                     EMSMDB_SYNTAX.minor(),
+                    self.cfg.mechanism(),
                     level_name(level)
                 ));
                 self.out.push_back(ClientOutput::Write(bytes));
@@ -285,7 +332,10 @@ impl MapiClient {
     fn event(&mut self, now: Duration, event: ClientEvent) {
         match (event, self.phase.clone()) {
             (ClientEvent::Send(bytes), _) => {
-                self.step("C: auth3 (NTLM AUTHENTICATE)");
+                self.step(match self.cfg.auth {
+                    MapiAuth::Ntlm => "C: auth3 (NTLM AUTHENTICATE)",
+                    MapiAuth::Kerberos { .. } => "C: auth3 (Kerberos AP-REP)",
+                });
                 self.out.push_back(ClientOutput::Write(bytes));
             }
             (ClientEvent::BindAcked(ack), Phase::Binding) => {
@@ -347,13 +397,24 @@ impl MapiClient {
         self.step(format!("S: EcDoConnectEx: {}", ec_name(connected.status)));
         match connected.status {
             0 => {
-                let rops = stubs::logon_rop(0, &self.cfg.mailbox_dn);
-                let rgb_in = stubs::rop_request(&rops, &[u32::MAX], true);
+                let (rops, slots, describe) = if self.cfg.list_inbox {
+                    (
+                        stubs::inbox_listing_rops(&self.cfg.mailbox_dn),
+                        3,
+                        "EcDoRpcExt2 [RopLogon, RopOpenFolder Inbox, RopGetContentsTable, \
+                         RopSetColumns, RopQueryRows]",
+                    )
+                } else {
+                    (
+                        stubs::logon_rop(0, &self.cfg.mailbox_dn),
+                        1,
+                        "EcDoRpcExt2 [RopLogon]",
+                    )
+                };
+                let rgb_in = stubs::rop_request(&rops, &vec![u32::MAX; slots], true);
                 let cb_in = u32::try_from(rgb_in.len()).unwrap_or(u32::MAX);
                 let stub = stubs::rpc_stub(&connected.cxh, 0, &rgb_in, cb_in);
-                if let Some(call_id) =
-                    self.call(now, OP_RPC_EXT2, &stub, "EcDoRpcExt2 [RopLogon]".into())
-                {
+                if let Some(call_id) = self.call(now, OP_RPC_EXT2, &stub, describe.into()) {
                     self.phase = Phase::LoggingOn {
                         call_id,
                         cxh: connected.cxh,
@@ -385,6 +446,21 @@ impl MapiClient {
         match (result.status, logon) {
             (0, Some(0)) => {
                 self.step("S: EcDoRpcExt2: ecNone, RopLogon ecNone");
+                if self.cfg.list_inbox {
+                    match stubs::read_inbox_listing(&responses) {
+                        Ok(stubs::Listing::Rows(rows)) => {
+                            self.step(format!("S: RopQueryRows: {} rows", rows.len()));
+                            self.listing = Some(rows);
+                        }
+                        Ok(stubs::Listing::Refused { rop, ec }) => {
+                            self.step(format!("S: ROP {rop:#04x}: {}", ec_name(ec)));
+                            self.code(ErrorCode::new(Family::Mapi, ec));
+                            self.finish(Status::Failed);
+                            return;
+                        }
+                        Err(e) => return self.violation(e.to_string()),
+                    }
+                }
                 let stub = stubs::handle_stub(&cxh);
                 if let Some(call_id) = self.call(now, OP_DISCONNECT, &stub, "EcDoDisconnect".into())
                 {
@@ -434,6 +510,13 @@ fn event_name(event: &ClientEvent) -> &'static str {
         ClientEvent::Response { .. } => "response",
         ClientEvent::Fault { .. } => "fault",
         ClientEvent::Shutdown => "shutdown",
+    }
+}
+
+impl MapiClient {
+    /// The Inbox's messages, once a listing session has read them.
+    pub fn listing(&self) -> Option<&[stubs::ListedMessage]> {
+        self.listing.as_deref()
     }
 }
 

@@ -29,6 +29,21 @@ pub struct InitiatorOptions {
 }
 
 impl Credentials {
+    /// No credentials: what SSPI offers for a logon session that holds none (a network
+    /// logon on a web server). The AUTHENTICATE message is anonymous.
+    pub fn anonymous() -> Self {
+        Credentials {
+            user: String::new(),
+            password: String::new(),
+            domain: String::new(),
+            workstation: "WS".into(),
+        }
+    }
+
+    pub fn is_anonymous(&self) -> bool {
+        self.user.is_empty() && self.password.is_empty()
+    }
+
     /// `user` with `password` in domain EXAMPLE on workstation WS: the account shape of
     /// the tests and fuzz targets.
     pub fn example(user: &str, password: &str) -> Self {
@@ -185,7 +200,14 @@ impl NtlmInitiator {
             flags.set(F::EXTENDED_SESSIONSECURITY, false);
         }
         let mut with_mic = false;
+        let anonymous = c.is_anonymous();
+        if anonymous {
+            flags = flags | F::ANONYMOUS;
+        }
         let (lm, nt, kx) = match kind {
+            // [MS-NLMP] 3.1.5.1.2: with no user name and password, NtChallengeResponse is
+            // empty, LmChallengeResponse Z(1) and the session base key zeros.
+            _ if anonymous => (vec![0u8], Vec::new(), [0u8; 16]),
             ResponseKind::V2 => {
                 let mut pairs = chal.target_info.clone().unwrap_or_default();
                 let timestamp = find_av(&pairs, AvId::TIMESTAMP).and_then(AvPair::as_u64);

@@ -922,3 +922,29 @@ fn acceptor_reports_its_challenge_and_what_it_expects() {
         })
     );
 }
+
+/// A client without credentials sends [MS-NLMP] 3.1.5.1.2's anonymous AUTHENTICATE
+/// (ANONYMOUS flag, LM response Z(1), empty NT response, no MIC) and the acceptor refuses
+/// it: what a web tier's network logon offers a second hop over NTLM.
+#[test]
+fn a_client_without_credentials_authenticates_anonymously_and_is_refused() {
+    let mut client = NtlmInitiator::new(
+        Credentials::anonymous(),
+        InitiatorOptions::fixed(0xaa, 0x55, ResponseKind::V2, true),
+    );
+    let mut acc = NtlmAcceptor::new(config(), [1, 2, 3, 4, 5, 6, 7, 8], FILETIME);
+    let chal = acc.handle_negotiate(&client.negotiate()).unwrap();
+    let auth = client.handle_challenge(&chal).unwrap();
+    let msg = AuthenticateMessage::decode(&auth).unwrap();
+    assert!(msg.flags.contains(NegotiateFlags::ANONYMOUS));
+    assert_eq!((msg.lm_response, msg.nt_response), (vec![0], vec![]));
+    assert_eq!((msg.user.as_str(), msg.domain.as_str()), ("", ""));
+    assert_eq!(msg.mic, None);
+    assert_eq!(client.exported_session_key(), Some([0x55; 16]));
+    assert_eq!(
+        acc.handle_authenticate(&auth, &directory),
+        Err(NtlmError::AnonymousRefused)
+    );
+    // A user with a password is not anonymous.
+    assert!(!Credentials::example("alice", "secret").is_anonymous());
+}

@@ -6,6 +6,7 @@
 //! - `/` and `/whoami`: the logon token the page runs under and what it could do on a
 //!   next hop, as `key: value` lines (a browser shows them; tests read them).
 
+pub mod provider;
 pub mod token;
 
 use token::{HopMechanism, LogonToken, TokenKind};
@@ -83,45 +84,13 @@ pub fn whoami(token: &LogonToken, client: &str) -> String {
 mod tests {
     use super::*;
     use crate::http_auth::{HttpPrincipal, HttpScheme};
-    use crate::kerberos::client::{self, Request};
-    use crate::kerberos::flags::{FORWARDABLE, FORWARDED};
-    use crate::kerberos::{Kdc, KdcConfig, Name, RealmDb};
-    use crate::rng::SeededRng;
+    use crate::kerberos::{Kdc, KdcConfig, RealmDb};
     use crate::LabFile;
 
     fn delegated_tgt() -> crate::kerberos::client::Credentials {
-        const NOW: i64 = 1_704_067_200;
         let world = LabFile::default_lab().build().expect("lab");
         let mut kdc = Kdc::new(RealmDb::for_world(&world), KdcConfig::default(), 1);
-        let mut rng = SeededRng::new(2);
-        let mut exchange = |r: &[u8]| Ok(kdc.handle(r, NOW).bytes);
-        let fwd = Request {
-            options: FORWARDABLE,
-            ..Request::default()
-        };
-        let tgt = client::login(
-            &mut exchange,
-            "alice",
-            "EXAMPLE.TEST",
-            "secret",
-            &fwd,
-            NOW,
-            &mut rng,
-        )
-        .expect("TGT");
-        let forwarded = Request {
-            options: FORWARDABLE | FORWARDED,
-            ..Request::default()
-        };
-        client::ticket(
-            &mut exchange,
-            &tgt,
-            &Name::tgs("EXAMPLE.TEST"),
-            &forwarded,
-            NOW,
-            &mut rng,
-        )
-        .expect("forwarded")
+        provider::tests::delegated_tgt(&mut kdc)
     }
 
     #[test]

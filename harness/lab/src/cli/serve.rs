@@ -1,5 +1,6 @@
 //! `harness serve`: the mock endpoints (and front-ends) until Ctrl-C or SIGTERM.
 
+use harness_core::web::provider::AppHost;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -124,6 +125,11 @@ pub struct ServeArgs {
     /// HTTP authentication the web tier offers: negotiate, ntlm, basic (comma-separated).
     #[arg(long, default_value = "negotiate,ntlm,basic", value_delimiter = ',')]
     web_auth: Vec<String>,
+    /// The web tier's application runs on the Exchange host: `/mailbox` reaches the
+    /// store by local RPC (no second hop). Without it, the application is on its own
+    /// host and the store a network hop away (Kerberos via --kdc, Exchange RPC via --rpc).
+    #[arg(long)]
+    web_on_exchange_host: bool,
     /// Largest DCE/RPC fragment the RPC listeners send and accept (at least 1432).
     #[arg(long, default_value_t = EndpointConfig::default().max_frag)]
     rpc_max_frag: u16,
@@ -320,6 +326,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
         kdc: args.kdc,
         web,
         web_auth,
+        web_app_host: if args.web_on_exchange_host {
+            AppHost::ExchangeHost
+        } else {
+            AppHost::WebTier
+        },
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
@@ -402,7 +413,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
         for (tls, scheme, url) in [(false, "web", "http"), (true, "webs", "https")] {
             if let Some(addr) = lab.web_addr(tls) {
-                println!("listening {scheme:<5} {addr} (web tier: {url}://{addr}/whoami)");
+                println!(
+                    "listening {scheme:<5} {addr} (web tier: {url}://{addr}/whoami, \
+                     {url}://{addr}/mailbox?provider=exchange|outlook|webdav)"
+                );
             }
         }
         let stats_on_request = print_stats_on_sigusr1(&lab)?;

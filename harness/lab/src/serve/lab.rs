@@ -35,6 +35,7 @@ use super::rpc::{self, RpcListenerSpec, RpcListening, RpcRole};
 use super::rpch;
 use super::tls::{read_certificates, verifying_client_config, LabTls, TlsSetupError};
 use super::web;
+use harness_core::web::provider::{AppHost, StoreSite};
 
 /// How a listener secures its connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -114,6 +115,9 @@ pub struct LabConfig {
     /// The HTTP authentication the web tier offers (Negotiate, when offered, is listed
     /// first, as IIS lists it).
     pub web_auth: Vec<HttpScheme>,
+    /// Where the web tier's application runs: its own host (the store a network hop
+    /// away) or the Exchange host (local RPC).
+    pub web_app_host: AppHost,
 }
 
 /// A web tier listener.
@@ -158,6 +162,7 @@ impl Default for LabConfig {
             kdc: None,
             web: Vec::new(),
             web_auth: vec![HttpScheme::Negotiate, HttpScheme::Ntlm, HttpScheme::Basic],
+            web_app_host: AppHost::WebTier,
         }
     }
 }
@@ -426,7 +431,17 @@ impl Lab {
             }
             None => None,
         };
-        let web_listening = start_web(&config, &world, seed, &tls, &shutdown, &mut tasks)?;
+        let store = web::StoreAccess {
+            world: world.clone(),
+            site: StoreSite::for_world(&world, seed),
+            host: config.web_app_host,
+            rpc: rpc_listening
+                .iter()
+                .find(|l| l.spec.role == RpcRole::Exchange)
+                .map(|l| l.addr),
+            kdc: kdc.as_ref().map(|(addr, _)| *addr),
+        };
+        let web_listening = start_web(&config, store, seed, &tls, &shutdown, &mut tasks)?;
         Ok(Lab {
             kdc,
             web_listening,
@@ -687,7 +702,7 @@ fn start_rpc(
 /// world's `HTTP/<host>` principals, NTLM and Basic against the directory).
 fn start_web(
     config: &LabConfig,
-    world: &Arc<World>,
+    store: web::StoreAccess,
     seed: u64,
     tls: &LabTls,
     shutdown: &watch::Sender<bool>,
@@ -706,6 +721,7 @@ fn start_web(
         .copied()
         .filter(|s| *s != HttpScheme::Negotiate)
         .collect();
+    let world = &store.world;
     let mut auth = HttpAuthenticator::for_world(world, schemes, seed ^ 0x5745_4221, unix_now);
     if config.web_auth.contains(&HttpScheme::Negotiate) {
         let db = RealmDb::for_world(world);
@@ -716,7 +732,7 @@ fn start_web(
             .collect();
         auth = auth.with_kerberos(GssAcceptor::new(db.realm(), keytab, seed ^ 0x4853));
     }
-    let shared = web::WebShared::new(auth);
+    let shared = web::WebShared::new(auth, store);
     let specs: Vec<(SocketAddr, bool)> = config.web.iter().map(|w| (w.addr, w.tls)).collect();
     let max = config.limits.max_connections;
     let bound = bind_http(

@@ -4,12 +4,25 @@
 //! sans-IO site in `harness_core::web` under the logon token that made. A client on the
 //! listener's own address is "on the web tier's host"; one from another loopback address
 //! (`curl --interface 127.0.0.2`) is on another host.
+//!
+//! `/mailbox?provider=exchange|outlook|webdav` opens the user's mailbox on the lab's store
+//! as the application would (`harness_core::web::provider`): the hop goes over the network
+//! to the lab's KDC (TCP) and Exchange RPC listener, on a blocking thread that drives the
+//! sans-IO MAPI client with the same driver as every other client.
 
 use std::convert::Infallible;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use harness_core::driver::ClientSession;
 use harness_core::http_auth::{ConnectionAuth, HttpAuthenticator};
+use harness_core::kerberos::frame;
+use harness_core::web::provider::{self, AppHost, StoreProvider, StoreReach, StoreSite};
+use harness_core::web::token::HopMechanism;
 use harness_core::web::{self, token::LogonToken, WebRequest};
+use harness_core::world::World;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use tokio::net::TcpListener;
@@ -20,14 +33,133 @@ use super::http::{accept_authenticated, authenticate, text, Body, Ends};
 /// What every connection of the web tier shares.
 pub struct WebShared {
     auth: Mutex<HttpAuthenticator>,
+    store: StoreAccess,
+}
+
+/// Where the application finds the store and the KDC, and which host it runs on.
+#[derive(Clone)]
+pub struct StoreAccess {
+    pub world: Arc<World>,
+    pub site: StoreSite,
+    pub host: AppHost,
+    /// The Exchange RPC listener.
+    pub rpc: Option<SocketAddr>,
+    /// The KDC (its TCP side).
+    pub kdc: Option<SocketAddr>,
 }
 
 impl WebShared {
-    pub fn new(auth: HttpAuthenticator) -> Arc<WebShared> {
+    pub fn new(auth: HttpAuthenticator, store: StoreAccess) -> Arc<WebShared> {
         Arc::new(WebShared {
             auth: Mutex::new(auth),
+            store,
         })
     }
+}
+
+/// How long one KDC exchange or the MAPI session may take.
+const HOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The store over sockets, from a blocking thread of the web tier.
+struct NetworkReach {
+    rpc: Option<SocketAddr>,
+    kdc: Option<SocketAddr>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl StoreReach for NetworkReach {
+    fn kdc(&mut self, request: &[u8]) -> Result<Vec<u8>, String> {
+        let addr = self.kdc.ok_or("this lab has no KDC")?;
+        let mut tcp = std::net::TcpStream::connect_timeout(&addr, HOP_TIMEOUT)
+            .map_err(|e| format!("KDC {addr}: {e}"))?;
+        tcp.set_read_timeout(Some(HOP_TIMEOUT))
+            .and_then(|()| tcp.set_write_timeout(Some(HOP_TIMEOUT)))
+            .and_then(|()| tcp.write_all(&frame::record(request)))
+            .map_err(|e| format!("KDC {addr}: {e}"))?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match frame::take_record(&mut buf) {
+                frame::Record::Message(reply) => return Ok(reply),
+                frame::Record::TooLong(n) => return Err(format!("KDC {addr}: record of {n}")),
+                frame::Record::Incomplete => {}
+            }
+            match tcp.read(&mut chunk) {
+                Ok(0) => return Err(format!("KDC {addr}: closed before its reply")),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(format!("KDC {addr}: {e}")),
+            }
+        }
+    }
+
+    fn run_mapi(&mut self, client: &mut dyn ClientSession) {
+        let Some(addr) = self.rpc else {
+            // Nothing listens: the client's connection is refused, as on a network.
+            client.handle_eof(Duration::ZERO);
+            return;
+        };
+        let drive = crate::tools::client_driver::drive_client(client, addr);
+        let _ = self
+            .runtime
+            .block_on(async { tokio::time::timeout(HOP_TIMEOUT, drive).await });
+    }
+
+    fn now(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    }
+}
+
+/// `/mailbox`: the application opens the token's mailbox with the provider the query
+/// names.
+async fn mailbox_page(
+    store: &StoreAccess,
+    token: &LogonToken,
+    query: Option<&str>,
+) -> web::WebResponse {
+    let key = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|kv| kv.strip_prefix("provider="))
+        .unwrap_or("exchange");
+    let Some(chosen) = StoreProvider::parse(key) else {
+        return web::WebResponse {
+            status: 400,
+            body: format!("no provider {key:?}: exchange, outlook or webdav\n"),
+        };
+    };
+    // The logon session's password, when it holds one: Basic's (the directory has the
+    // same one, just verified) or the user's own on this host.
+    let password = token
+        .next_hop(HopMechanism::Ntlm)
+        .ok()
+        .and_then(|_| store.world.directory.password(&token.user));
+    let store = store.clone();
+    let token = token.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut reach = NetworkReach {
+            rpc: store.rpc,
+            kdc: store.kdc,
+            runtime,
+        };
+        let answer = provider::open_mailbox(
+            &token,
+            password.as_deref(),
+            chosen,
+            store.host,
+            &store.site,
+            &store.world,
+            &mut reach,
+        );
+        provider::render(&token, &answer)
+    })
+    .await;
+    answer.unwrap_or_else(|e| web::WebResponse {
+        status: 500,
+        body: format!("the application failed: {e}\n"),
+    })
 }
 
 async fn serve_request(
@@ -47,12 +179,17 @@ async fn serve_request(
     } else {
         format!("another host ({})", ends.peer.ip())
     };
-    let page = web::handle(&WebRequest {
-        method: req.method().as_str(),
-        path: req.uri().path(),
-        token: &token,
-        client: &client,
-    });
+    let page = match req.uri().path() {
+        "/mailbox" if req.method() == hyper::Method::GET => {
+            mailbox_page(&shared.store, &token, req.uri().query()).await
+        }
+        path => web::handle(&WebRequest {
+            method: req.method().as_str(),
+            path,
+            token: &token,
+            client: &client,
+        }),
+    };
     let status = StatusCode::from_u16(page.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut r = text(status, page.body);
     if let Some(mutual) = principal.mutual.and_then(|m| m.parse().ok()) {

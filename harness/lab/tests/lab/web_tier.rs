@@ -8,6 +8,7 @@ use crate::common;
 
 use common::krb5::{KdcTransport, KrbClientEnv};
 use harness::serve::lab::WebListenerSpec;
+use harness::serve::rpc::{RpcListenerSpec, RpcRole};
 use harness::{Lab, LabConfig};
 
 const REALM: &str = "EXAMPLE.TEST";
@@ -17,6 +18,11 @@ async fn web_lab() -> Lab {
     Lab::start(LabConfig {
         listeners: Vec::new(),
         kdc: Some(lo(0)),
+        // The store the application opens mailboxes on.
+        rpc: vec![RpcListenerSpec {
+            role: RpcRole::Exchange,
+            addr: lo(0),
+        }],
         web: vec![
             WebListenerSpec {
                 addr: lo(0),
@@ -33,6 +39,25 @@ async fn web_lab() -> Lab {
     .await
     .expect("lab with a KDC and a web tier")
 }
+
+/// A `/mailbox` page's hop and result lines, and the subjects it listed.
+fn mailbox_summary(page: &str) -> Vec<&str> {
+    page.lines()
+        .filter(|l| {
+            ["hop:", "result:", "message:"]
+                .iter()
+                .any(|k| l.starts_with(k))
+        })
+        .map(|l| l.split(" | ").next().unwrap_or(l))
+        .collect()
+}
+
+const LISTING: [&str; 4] = [
+    "result: 3 messages",
+    "message: Test message 1",
+    "message: Test message 2",
+    "message: Test message 3",
+];
 
 /// The `key: value` lines of a `/whoami` page that matter here.
 fn summary(page: &str) -> Vec<&str> {
@@ -52,43 +77,61 @@ fn summary(page: &str) -> Vec<&str> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn curl_negotiate_delegates_as_asked_and_as_ok_as_delegate_allows() {
-    let Some(curl) = common::require_tool("curl", "apt-get install curl") else {
-        return;
-    };
+/// The web lab, MIT's client tools against its KDC and alice's forwardable TGT in their
+/// cache, and the web tier's plain port; None (lab stopped) when the tools are missing.
+async fn lab_with_forwardable_tgt() -> Option<(Lab, KrbClientEnv, u16)> {
     let lab = web_lab().await;
     let kdc = lab.kdc_addr().expect("kdc");
     let port = lab.web_addr(false).expect("web").port();
     let Some(env) = KrbClientEnv::new(REALM, kdc, KdcTransport::UdpFirst) else {
         lab.shutdown().await;
-        return;
+        return None;
     };
     let kinit = env.kinit("alice", "secret", true).await;
     assert!(kinit.ok(), "{kinit:?}");
-    let get = |host: &'static str, delegation: &'static str| {
-        let resolve = format!("{host}:{port}:127.0.0.1");
-        let url = format!("http://{host}:{port}/whoami");
-        let env = &env;
-        let curl = curl.clone();
-        async move {
-            let args = [
-                "-sS",
-                "--max-time",
-                "10",
-                "--negotiate",
-                "-u",
-                ":",
-                "--delegation",
-                delegation,
-                "--interface",
-                "127.0.0.2",
-                "--resolve",
-                &resolve,
-                &url,
-            ];
-            env.run(&curl, &args).await
-        }
+    Some((lab, env, port))
+}
+
+/// curl with Negotiate from another host (127.0.0.2) to `host` (resolved to the web
+/// tier's port on 127.0.0.1), delegating as `delegation` says; `extra` goes before the
+/// URL.
+async fn negotiate_get(
+    env: &KrbClientEnv,
+    curl: &std::path::Path,
+    host: &str,
+    port: u16,
+    delegation: &str,
+    path: &str,
+    extra: &[&str],
+) -> common::Ran {
+    let resolve = format!("{host}:{port}:127.0.0.1");
+    let url = format!("http://{host}:{port}{path}");
+    let mut args = vec![
+        "-sS",
+        "--max-time",
+        "20",
+        "--negotiate",
+        "-u",
+        ":",
+        "--delegation",
+        delegation,
+        "--interface",
+        "127.0.0.2",
+        "--resolve",
+        &resolve,
+    ];
+    args.extend_from_slice(extra);
+    args.push(&url);
+    env.run(curl, &args).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_negotiate_delegates_as_asked_and_as_ok_as_delegate_allows() {
+    let Some(curl) = common::require_tool("curl", "apt-get install curl") else {
+        return;
+    };
+    let Some((lab, env, port)) = lab_with_forwardable_tgt().await else {
+        return;
     };
     let delegated = [
         "user: EXAMPLE.TEST\\alice",
@@ -114,7 +157,7 @@ async fn curl_negotiate_delegates_as_asked_and_as_ok_as_delegate_allows() {
         ("plain.example.test", "policy", &not_delegated),
         ("plain.example.test", "always", &delegated),
     ] {
-        let ran = get(host, delegation).await;
+        let ran = negotiate_get(&env, &curl, host, port, delegation, "/whoami", &[]).await;
         assert!(ran.ok(), "{host} {delegation}: {ran:?}");
         assert_eq!(
             summary(&ran.stdout),
@@ -277,5 +320,134 @@ async fn bad_authorization_headers_get_clear_answers() {
         status_of("Basic ".to_string() + &b64(b"alice:secret")).await,
         "200"
     );
+    lab.shutdown().await;
+}
+
+/// KB 918710 over sockets: curl's token reaches the web tier, whose application opens the
+/// mailbox on the lab's store through the lab's KDC and Exchange RPC listener. With a
+/// delegated Kerberos ticket Outlook's provider lists the Inbox and Exchange's provider
+/// gets MAPI_E_LOGON_FAILED; without delegation both fail; NTLM from another host fails
+/// with both, from the web tier's own host (one hop) and with Basic both work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mailbox_page_makes_the_second_hop_only_where_the_token_allows() {
+    let Some(curl) = common::require_tool("curl", "apt-get install curl") else {
+        return;
+    };
+    let Some((lab, env, port)) = lab_with_forwardable_tgt().await else {
+        return;
+    };
+    let failed = |hop: &'static str| vec![hop, "result: MAPI_E_LOGON_FAILED (0x80040111)"];
+    let listed = |hop: &'static str| [vec![hop], LISTING.to_vec()].concat();
+    let with_status = |status: &'static str, mut lines: Vec<&'static str>| {
+        lines.push(status);
+        lines
+    };
+    for (delegation, provider, expected) in [
+        (
+            "always",
+            "outlook",
+            with_status("status: 200", listed("hop: Kerberos, the forwarded TGT")),
+        ),
+        (
+            "always",
+            "exchange",
+            with_status(
+                "status: 500",
+                failed("hop: NTLM, anonymous (the token holds no credentials)"),
+            ),
+        ),
+        (
+            "none",
+            "outlook",
+            with_status(
+                "status: 500",
+                failed("hop: none: a Kerberos network logon without a forwarded TGT holds no credentials"),
+            ),
+        ),
+        (
+            "none",
+            "exchange",
+            with_status(
+                "status: 500",
+                failed("hop: NTLM, anonymous (the token holds no credentials)"),
+            ),
+        ),
+    ] {
+        let path = format!("/mailbox?provider={provider}");
+        let status = ["-w", "status: %{http_code}\n"];
+        let ran = negotiate_get(&env, &curl, "web.example.test", port, delegation, &path, &status).await;
+        assert!(ran.ok(), "{delegation} {provider}: {ran:?}");
+        let mut got = mailbox_summary(&ran.stdout);
+        got.extend(ran.stdout.lines().filter(|l| l.starts_with("status:")));
+        assert_eq!(got, expected, "--delegation {delegation}, {provider}:\n{}", ran.stdout);
+        if provider == "outlook" && delegation == "always" {
+            // The ticket for the store came from the lab's KDC with the forwarded TGT.
+            assert!(
+                ran.stdout
+                    .contains("step: KDC: TGS exchange for exchangeMDB/mail.example.test: ticket\n"),
+                "{}",
+                ran.stdout
+            );
+        }
+    }
+    env.kdestroy().await;
+
+    let page = |options: Vec<&'static str>, from: &'static str, provider: &'static str| {
+        let curl = curl.clone();
+        async move {
+            let url = format!("http://127.0.0.1:{port}/mailbox?provider={provider}");
+            let mut args = vec!["--interface", from];
+            args.extend(options);
+            common::curl(&curl, &url, "alice:secret", &args).await
+        }
+    };
+    for (options, from, provider, expected) in [
+        (
+            vec!["--ntlm"],
+            "127.0.0.2",
+            "exchange",
+            failed("hop: NTLM, anonymous (the token holds no credentials)"),
+        ),
+        (
+            vec!["--ntlm"],
+            "127.0.0.2",
+            "outlook",
+            failed("hop: none: a network logon from NTLM holds no credentials to pass on"),
+        ),
+        (
+            vec!["--ntlm"],
+            "127.0.0.1",
+            "exchange",
+            listed("hop: NTLM with the logon session's password"),
+        ),
+        (
+            vec!["--basic"],
+            "127.0.0.2",
+            "exchange",
+            listed("hop: NTLM with the logon session's password"),
+        ),
+        (
+            vec!["--basic"],
+            "127.0.0.2",
+            "outlook",
+            listed("hop: Kerberos, a TGT from the session's password"),
+        ),
+    ] {
+        let ran = page(options.clone(), from, provider).await;
+        assert!(ran.ok(), "{options:?} {from} {provider}: {ran:?}");
+        assert_eq!(
+            mailbox_summary(&ran.stdout),
+            expected,
+            "{options:?} from {from}, {provider}:\n{}",
+            ran.stdout
+        );
+    }
+    let unknown = page(
+        vec!["--basic", "-o", "/dev/null", "-w", "%{http_code}"],
+        "127.0.0.1",
+        "mapi",
+    )
+    .await;
+    assert_eq!(unknown.stdout, "400");
     lab.shutdown().await;
 }

@@ -204,6 +204,140 @@ pub fn logon_rop(output_index: u8, essdn: &str) -> Vec<u8> {
     w.into_bytes()
 }
 
+/// The columns an Inbox listing asks for, in order.
+pub const LISTING_COLUMNS: [u32; 4] = [
+    rops::PID_TAG_MID,
+    rops::PID_TAG_SUBJECT,
+    rops::PID_TAG_SENDER_NAME,
+    rops::PID_TAG_MESSAGE_SIZE,
+];
+/// Rows one listing asks for (RopQueryRows' RowCount).
+pub const LISTING_ROWS: u16 = 100;
+
+/// RopLogon for `essdn` (handle 0) followed by what lists its Inbox: RopOpenFolder
+/// (0 -> 1), RopGetContentsTable (1 -> 2), RopSetColumns and RopQueryRows on 2
+/// ([MS-OXCROPS] 2.2.4.1, 2.2.4.14, 2.2.5.1, 2.2.5.4). Three handle slots.
+pub fn inbox_listing_rops(essdn: &str) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.put_bytes(&logon_rop(0, essdn));
+    w.put_bytes(&[rops::ROP_OPEN_FOLDER, 0, 0, 1]);
+    w.put_u64_le(folder_id(INBOX_INDEX));
+    w.put_u8(0); // OpenModeFlags: read-only
+    w.put_bytes(&[rops::ROP_GET_CONTENTS_TABLE, 0, 1, 2, 0]);
+    w.put_bytes(&[rops::ROP_SET_COLUMNS, 0, 2, 0]);
+    w.put_u16_le(LISTING_COLUMNS.len() as u16);
+    LISTING_COLUMNS.iter().for_each(|c| w.put_u32_le(*c));
+    // QueryRowsFlags 0, ForwardRead 1, RowCount.
+    w.put_bytes(&[rops::ROP_QUERY_ROWS, 0, 2, 0, 1]);
+    w.put_u16_le(LISTING_ROWS);
+    w.into_bytes()
+}
+
+/// One message of an Inbox listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedMessage {
+    pub mid: u64,
+    pub subject: String,
+    pub from: String,
+    pub size: u32,
+}
+
+/// What the responses to [`inbox_listing_rops`] said: the first ROP that failed and its
+/// return value, or the rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listing {
+    Refused { rop: u8, ec: u32 },
+    Rows(Vec<ListedMessage>),
+}
+
+/// Reads the ROP responses of [`inbox_listing_rops`]. Every count is checked against the
+/// octets left before anything is kept.
+pub fn read_inbox_listing(responses: &[u8]) -> Result<Listing, ResponseError> {
+    use harness_wire::Reader;
+    let short = |_| ResponseError::Invalid("listing: ROP response cut short");
+    let mut r = Reader::new(responses);
+    // Each response: RopId, an index, ReturnValue; then its fields when that is 0.
+    // [MS-OXCROPS] 2.2.3.1.2 (RopLogon, private), 2.2.4.1.2, 2.2.5.1.2, 2.2.5.4.2.
+    let steps: [(u8, usize); 4] = [
+        // LogonFlags, 13 folder ids, ResponseFlags, MailboxGuid, ReplId, ReplGuid,
+        // LogonTime, GwartTime, StoreState.
+        (rops::ROP_LOGON, 1 + 13 * 8 + 1 + 16 + 2 + 16 + 8 + 8 + 4),
+        (rops::ROP_OPEN_FOLDER, 2),        // HasRules, IsGhosted
+        (rops::ROP_GET_CONTENTS_TABLE, 4), // RowCount
+        (rops::ROP_SET_COLUMNS, 1),        // TableStatus
+    ];
+    for (want, fields) in steps {
+        let [id, _index] = r.array().map_err(short)?;
+        if id != want {
+            return Err(ResponseError::Invalid(
+                "listing: ROP responses out of order",
+            ));
+        }
+        let ec = u32::from_le_bytes(r.array().map_err(short)?);
+        if ec != 0 {
+            return Ok(Listing::Refused { rop: id, ec });
+        }
+        r.skip(fields).map_err(short)?;
+    }
+    let [id, _index] = r.array().map_err(short)?;
+    if id != rops::ROP_QUERY_ROWS {
+        return Err(ResponseError::Invalid(
+            "listing: ROP responses out of order",
+        ));
+    }
+    let ec = u32::from_le_bytes(r.array().map_err(short)?);
+    if ec != 0 {
+        return Ok(Listing::Refused { rop: id, ec });
+    }
+    let _origin = r.u8().map_err(short)?;
+    let count = u16::from_le_bytes(r.array().map_err(short)?);
+    // The smallest row is 1 + 8 + 2 + 2 + 4 octets: a count the buffer cannot hold is a
+    // lie, found before any row is kept.
+    if usize::from(count) * 17 > r.remaining() {
+        return Err(ResponseError::Invalid(
+            "listing: RowCount beyond the buffer",
+        ));
+    }
+    let mut rows = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        if r.u8().map_err(short)? != 0 {
+            return Err(ResponseError::Invalid(
+                "listing: a flagged row (a column missing)",
+            ));
+        }
+        let mid = u64::from_le_bytes(r.array().map_err(short)?);
+        let subject = utf16z(&mut r)?;
+        let from = utf16z(&mut r)?;
+        let size = u32::from_le_bytes(r.array().map_err(short)?);
+        rows.push(ListedMessage {
+            mid,
+            subject,
+            from,
+            size,
+        });
+    }
+    if !r.is_empty() {
+        return Err(ResponseError::Invalid("listing: octets after the last row"));
+    }
+    Ok(Listing::Rows(rows))
+}
+
+/// A NUL-terminated UTF-16LE string (PtypString in a row).
+fn utf16z(r: &mut harness_wire::Reader<'_>) -> Result<String, ResponseError> {
+    let mut units = Vec::new();
+    loop {
+        let unit = u16::from_le_bytes(
+            r.array()
+                .map_err(|_| ResponseError::Invalid("listing: string without its NUL"))?,
+        );
+        if unit == 0 {
+            break;
+        }
+        units.push(unit);
+    }
+    String::from_utf16(&units).map_err(|_| ResponseError::Invalid("listing: string not UTF-16"))
+}
+
 /// RopRegisterNotification for NewMail in the Inbox.
 pub fn register_rop(input_index: u8, output_index: u8) -> Vec<u8> {
     let mut w = Writer::new();

@@ -435,6 +435,16 @@ impl RopTarget for SessionTarget<'_> {
     }
 }
 
+/// The contents table of `user`'s Inbox as the store shows it to any of its clients
+/// (EMSMDB, and a local application on the Exchange host).
+pub fn inbox_rows(world: &crate::world::World, user: &str) -> Vec<rops::MessageRow> {
+    world.store.with_account(user, |account| {
+        account
+            .mailbox("INBOX")
+            .map_or_else(Vec::new, |m| m.messages.iter().map(message_row).collect())
+    })
+}
+
 /// Subject, From and size of a stored message for a contents table.
 fn message_row(message: &crate::world::StoredMessage) -> rops::MessageRow {
     use crate::imap::message::{field, fields, split};

@@ -1021,3 +1021,91 @@ fn the_call_log_keeps_the_newest_calls_up_to_its_bound() {
     );
     let _ = cxh;
 }
+
+/// The client's listing (`inbox_listing_rops` and `read_inbox_listing`) against the
+/// store: the rows are the Inbox's; a refused logon, a lying RowCount, a cut buffer and
+/// responses out of order read as what they are.
+#[test]
+fn the_clients_inbox_listing_reads_the_stores_answer_and_refuses_lies() {
+    use client::{inbox_listing_rops, read_inbox_listing, Listing};
+    let f = Fixture::new();
+    let cxh = f.connect(1);
+    let got = f.rpc(
+        1,
+        &cxh,
+        &rop_request(&inbox_listing_rops(""), &[u32::MAX; 3], true),
+    );
+    assert_eq!(got.status, 0);
+    let (responses, _) = got.split();
+    let Ok(Listing::Rows(rows)) = read_inbox_listing(&responses) else {
+        panic!("rows expected");
+    };
+    let want = inbox_rows(&f.world, "alice");
+    assert_eq!(rows.len(), want.len());
+    for (row, want) in rows.iter().zip(&want) {
+        assert_eq!(
+            (row.mid, row.subject.as_str(), row.from.as_str(), row.size),
+            (
+                message_id(want.uid),
+                want.subject.as_str(),
+                want.from.as_str(),
+                want.size
+            )
+        );
+    }
+    // Another user's DN: RopLogon's own error ends the listing.
+    let other = f.rpc(
+        1,
+        &cxh,
+        &rop_request(
+            &inbox_listing_rops("/o=EXAMPLE/ou=x/cn=Recipients/cn=bob"),
+            &[u32::MAX; 3],
+            true,
+        ),
+    );
+    let (refused, _) = other.split();
+    assert!(matches!(
+        read_inbox_listing(&refused),
+        Ok(Listing::Refused {
+            rop: rops::ROP_LOGON,
+            ..
+        })
+    ));
+    // The RowCount is the u16 after QueryRows' RopId, index, ReturnValue and Origin.
+    let query_rows = responses.len()
+        - rows
+            .iter()
+            .map(|r| {
+                1 + 8
+                    + (r.subject.encode_utf16().count() + 1) * 2
+                    + (r.from.encode_utf16().count() + 1) * 2
+                    + 4
+            })
+            .sum::<usize>()
+        - 9;
+    assert_eq!(responses[query_rows], rops::ROP_QUERY_ROWS);
+    let mut lying = responses.clone();
+    lying[query_rows + 7..query_rows + 9].copy_from_slice(&u16::MAX.to_le_bytes());
+    assert_eq!(
+        read_inbox_listing(&lying),
+        Err(client::ResponseError::Invalid(
+            "listing: RowCount beyond the buffer"
+        ))
+    );
+    assert!(read_inbox_listing(&responses[..responses.len() - 1]).is_err());
+    assert!(read_inbox_listing(&responses[..100]).is_err());
+    assert_eq!(
+        read_inbox_listing(&responses[166..]),
+        Err(client::ResponseError::Invalid(
+            "listing: ROP responses out of order"
+        ))
+    );
+    let mut extra = responses.clone();
+    extra.push(0);
+    assert_eq!(
+        read_inbox_listing(&extra),
+        Err(client::ResponseError::Invalid(
+            "listing: octets after the last row"
+        ))
+    );
+}
