@@ -18,6 +18,8 @@ pub enum Family {
     Kerberos,
     /// Win32 / RPC runtime status.
     Win32,
+    /// HTTP status codes as WinHTTP/WinInet name them (an application's HTTP request).
+    Http,
 }
 
 /// A code as it appears on the wire or in a client's report.
@@ -126,6 +128,10 @@ codes! {
     Ixp 0x800C_CCDF "IXP_E_IMAP_AUTH_NOT_POSSIBLE";
     Ixp 0x800C_CCE0 "IXP_E_IMAP_OUT_OF_AUTH_METHODS";
 
+    Http 401 "HTTP_STATUS_DENIED";
+    Http 403 "HTTP_STATUS_FORBIDDEN";
+    Http 404 "HTTP_STATUS_NOT_FOUND";
+
     Win32 5 "ERROR_ACCESS_DENIED" | "RPC_S_ACCESS_DENIED";
     Win32 1326 "ERROR_LOGON_FAILURE";
     Win32 1702 "RPC_S_INVALID_BINDING";
@@ -174,7 +180,7 @@ impl ErrorCode {
     /// The value as reports print it: hex for HRESULT-like families, decimal for Kerberos.
     pub fn value_text(self) -> String {
         match self.family {
-            Family::Kerberos => self.value.to_string(),
+            Family::Kerberos | Family::Http => self.value.to_string(),
             Family::Win32 => format!("0x{:X}", self.value),
             Family::Mapi | Family::Ixp => format!("0x{:08X}", self.value),
         }

@@ -111,6 +111,8 @@ impl fmt::Display for Finding {
 pub enum SessionProtocol {
     Mail(Protocol),
     Mapi,
+    /// A browser and a web application's hop to the store (the double hop).
+    Web,
 }
 
 impl SessionProtocol {
@@ -118,6 +120,7 @@ impl SessionProtocol {
         match self {
             SessionProtocol::Mail(p) => p.name(),
             SessionProtocol::Mapi => "MAPI",
+            SessionProtocol::Web => "HTTP and a store provider",
         }
     }
 }

@@ -40,6 +40,8 @@ pub const SCHEDULES: &[&str] = &[
 
 /// Clients a `mapi` case may name.
 pub const MAPI_CLIENTS: &[&str] = &["outlook-encrypted", "outlook-unencrypted", "mapi-service"];
+/// Clients a `web` case (the double hop) may name.
+pub const WEB_CLIENTS: &[&str] = &["browser"];
 /// Clients an `imap` or `pop3` case may name.
 pub const MAIL_CLIENTS: &[&str] = &["oe-spa", "oe-basic", "basic", "curl", "telnet"];
 
@@ -189,6 +191,7 @@ pub const FINDING_KINDS: &[&str] = &[
     "http-401",
     "notification-missed",
     "registration-failed",
+    "unsuitable-provider",
 ];
 
 pub fn allowed_values(param: &str) -> Option<Vec<&'static str>> {
@@ -202,9 +205,10 @@ pub fn allowed_values(param: &str) -> Option<Vec<&'static str>> {
         "protocol" => {
             let mut v = crate::Protocol::ALL.map(crate::Protocol::keyword).to_vec();
             v.push("mapi");
+            v.push("web");
             Some(v)
         }
-        "client" => Some([MAIL_CLIENTS, MAPI_CLIENTS].concat()),
+        "client" => Some([MAIL_CLIENTS, MAPI_CLIENTS, WEB_CLIENTS].concat()),
         "profile" => {
             let mut v = crate::profile::PROFILE_NAMES.to_vec();
             v.extend(crate::dcerpc::emsmdb::EmsmdbProfile::ALL.map(|p| p.name()));
@@ -214,6 +218,15 @@ pub fn allowed_values(param: &str) -> Option<Vec<&'static str>> {
         "process" => Some(vec!["mailbox-user", "local-system", "service-account"]),
         "notifications" => Some(vec!["on", "off"]),
         "schedule" => Some(SCHEDULES.to_vec()),
+        // The double hop (protocol `web`).
+        "browser" => Some(vec!["other-host", "web-host"]),
+        "http-auth" => Some(vec!["kerberos", "ntlm", "basic", "basic-tls"]),
+        "provider" => Some(
+            crate::web::provider::StoreProvider::ALL
+                .map(|p| p.key())
+                .to_vec(),
+        ),
+        "app-host" => Some(vec!["web-tier", "exchange-host"]),
         _ => None,
     }
 }

@@ -5,7 +5,7 @@ mod file;
 
 pub use file::{
     allowed_values, Actor, Case, Expectation, OneOrMany, Param, ScenarioError, ScenarioFile,
-    FINDING_KINDS, MAIL_CLIENTS, MAPI_CLIENTS, MAX_CASES, PARAMETERS, STATUSES,
+    FINDING_KINDS, MAIL_CLIENTS, MAPI_CLIENTS, MAX_CASES, PARAMETERS, STATUSES, WEB_CLIENTS,
 };
 
 /// Front-end profiles a `topology` may name.

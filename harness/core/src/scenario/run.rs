@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::file::{Case, Expectation, ScenarioError, ScenarioFile, MAIL_CLIENTS, MAPI_CLIENTS};
+use super::file::{
+    Case, Expectation, ScenarioError, ScenarioFile, MAIL_CLIENTS, MAPI_CLIENTS, WEB_CLIENTS,
+};
 use super::maildrop::MailDrop;
 use crate::codes::ErrorCode;
 use crate::dcerpc::emsmdb::EmsmdbProfile;
@@ -25,6 +27,8 @@ use crate::profile::Profile;
 use crate::rpch::{ChannelAuth, InProcessBackends, InProcessRpcProxy, ProxyConfig};
 use crate::script::{self, InProcess, StepRecord};
 use crate::session::{ServerSession, SessionContext};
+use crate::web::double_hop::{self, BrowserAuth, DoubleHopCase};
+use crate::web::provider::{AppHost, StoreProvider};
 use crate::world::{LabFile, World};
 use crate::Protocol;
 
@@ -176,7 +180,9 @@ impl CaseOutcome {
         }
         if !self.trace.is_empty() {
             let topology = self.case.get("topology").unwrap_or("direct");
-            out.push_str(if super::rpc_proxy_scheme(topology).is_some() {
+            out.push_str(if self.case.get("protocol") == Some("web") {
+                "\n-- the hops (the token at each)\n"
+            } else if super::rpc_proxy_scheme(topology).is_some() {
                 "\n-- at the RPC proxy\n"
             } else if topology == "direct" {
                 "\n-- in the lab\n"
@@ -258,6 +264,8 @@ pub enum CaseTarget {
     Mapi {
         profile: EmsmdbProfile,
     },
+    /// The double hop: a browser, the web tier, a store provider and the store.
+    Web(DoubleHopCase),
 }
 
 /// When new mail reaches a `mapi-service` case's mailbox (connection time): after the
@@ -277,6 +285,8 @@ pub enum CaseClient {
     Mapi(MapiClientConfig),
     /// A MAPI service with threads (the registration clash), likewise.
     MapiApp(MapiAppConfig),
+    /// A browser (the double hop), with the actor's password.
+    Browser { password: String },
 }
 
 /// What a case asks for, resolved: the target and its profile, the topology name, and
@@ -319,6 +329,32 @@ impl CasePlan {
         };
         let topology = case.get("topology").unwrap_or("direct").to_string();
         let profile_name = case.get("profile");
+        if case.get("protocol") == Some("web") {
+            let client = case.get("client").unwrap_or("browser");
+            if !WEB_CLIENTS.contains(&client) {
+                return Err(unknown("client", client, WEB_CLIENTS));
+            }
+            // file.rs checks every value against `allowed_values` before this.
+            let auth = case.get("http-auth").unwrap_or("kerberos");
+            let provider = case.get("provider").unwrap_or("exchange");
+            let web = DoubleHopCase {
+                browser_on_web_host: case.get("browser") == Some("web-host"),
+                auth: BrowserAuth::parse(auth)
+                    .ok_or_else(|| unknown("http-auth", auth, &["kerberos", "ntlm", "basic"]))?,
+                provider: StoreProvider::parse(provider)
+                    .ok_or_else(|| unknown("provider", provider, &["exchange", "outlook"]))?,
+                app_host: if case.get("app-host") == Some("exchange-host") {
+                    AppHost::ExchangeHost
+                } else {
+                    AppHost::WebTier
+                },
+            };
+            return Ok(CasePlan {
+                target: CaseTarget::Web(web),
+                topology,
+                client: CaseClient::Browser { password },
+            });
+        }
         // file.rs checks every value against `allowed_values` before this.
         if case.get("protocol") == Some("mapi") {
             let profile = match profile_name {
@@ -629,6 +665,25 @@ pub fn run_case(
             .map_err(|e| ScenarioError::Syntax(e.to_string()))?,
     );
     let plan = plan.for_world(&world);
+    if let (CaseTarget::Web(web), CaseClient::Browser { password }) = (&plan.target, &plan.client) {
+        let user = scenario.actor.user.clone();
+        let run = double_hop::run(
+            &world,
+            &user,
+            web,
+            password,
+            EPOCH as i64,
+            scenario.actor.seed,
+        );
+        return Ok(evaluate(
+            scenario,
+            case,
+            Some(run.outcome),
+            None,
+            run.trace,
+            run.findings,
+        ));
+    }
     let (mut topology, protocol): (Box<dyn Topology>, Option<Protocol>) = match plan.target {
         CaseTarget::Mapi { profile } => {
             let endpoints = rpc_endpoints(&world, profile, scenario.actor.seed);
@@ -649,6 +704,10 @@ pub fn run_case(
                 }
                 _ => (direct, None),
             }
+        }
+        // Played above.
+        CaseTarget::Web(_) => {
+            return Err(ScenarioError::Syntax("a web case needs a browser".into()))
         }
         CaseTarget::Mail { protocol, profile } if plan.topology == "direct" => (
             Box::new(Direct::new(world, *profile, protocol)),
@@ -686,8 +745,8 @@ pub fn run_case(
             driver::run_with_reconnect(&mut c, &mut connect, MAX_STEPS);
             (Some(c.outcome()), None)
         }
-        // CasePlan::new pairs mail clients with mail targets only.
-        (_, None) => (None, None),
+        // CasePlan::new pairs mail clients with mail targets only; browsers played above.
+        (_, None) | (CaseClient::Browser { .. }, _) => (None, None),
     };
     Ok(evaluate(
         scenario,

@@ -6,10 +6,24 @@
 //! - `/` and `/whoami`: the logon token the page runs under and what it could do on a
 //!   next hop, as `key: value` lines (a browser shows them; tests read them).
 
+pub mod browser;
+pub mod double_hop;
 pub mod provider;
 pub mod token;
 
 use token::{HopMechanism, LogonToken, TokenKind};
+
+/// The Negotiate acceptor of a web server of `world`: a keytab of the realm's
+/// `HTTP/<host>` principals (the web tier's, and the store's own web services).
+pub fn http_acceptor(world: &crate::world::World, seed: u64) -> crate::kerberos::gss::Acceptor {
+    let db = crate::kerberos::RealmDb::for_world(world);
+    let keytab = db
+        .entries()
+        .filter(|e| e.name.components.first().is_some_and(|c| c == "HTTP"))
+        .cloned()
+        .collect();
+    crate::kerberos::gss::Acceptor::new(db.realm(), keytab, seed)
+}
 
 /// One request as the application sees it.
 #[derive(Debug, Clone)]

@@ -190,6 +190,43 @@ pub struct MailboxRow {
     pub size: u32,
 }
 
+/// What the tiers notice about a case besides its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebFinding {
+    /// Basic without TLS: the password crossed the wire in clear text.
+    CleartextCredentials,
+    /// Outlook's store provider in a service (KB 918710: not suitable there).
+    UnsuitableProvider,
+}
+
+impl WebFinding {
+    /// The scenario finding kind.
+    pub fn kind(self) -> &'static str {
+        match self {
+            WebFinding::CleartextCredentials => "cleartext-credentials",
+            WebFinding::UnsuitableProvider => "unsuitable-provider",
+        }
+    }
+
+    pub fn text(self) -> &'static str {
+        match self {
+            WebFinding::CleartextCredentials => "Basic without TLS: the password crossed the wire",
+            WebFinding::UnsuitableProvider => {
+                "Outlook's store provider runs in a service (not supported there)"
+            }
+        }
+    }
+
+    pub fn by_kind(kind: &str) -> Option<WebFinding> {
+        [
+            WebFinding::CleartextCredentials,
+            WebFinding::UnsuitableProvider,
+        ]
+        .into_iter()
+        .find(|f| f.kind() == kind)
+    }
+}
+
 /// What opening the mailbox came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MailboxAnswer {
@@ -200,7 +237,7 @@ pub struct MailboxAnswer {
     pub steps: Vec<String>,
     /// The listing, or the code the application gets.
     pub result: Result<Vec<MailboxRow>, ErrorCode>,
-    pub findings: Vec<String>,
+    pub findings: Vec<WebFinding>,
 }
 
 /// The store and the KDC as the web tier reaches them.
@@ -258,14 +295,10 @@ pub fn open_mailbox(
         findings: Vec::new(),
     };
     if token.cleartext_on_the_wire() {
-        answer
-            .findings
-            .push("cleartext credentials (Basic without TLS)".into());
+        answer.findings.push(WebFinding::CleartextCredentials);
     }
     if provider == StoreProvider::OutlookMapi {
-        answer
-            .findings
-            .push("Outlook's store provider runs in a service (not supported there)".into());
+        answer.findings.push(WebFinding::UnsuitableProvider);
     }
     let password = password.unwrap_or_default();
     match hop {
@@ -484,7 +517,7 @@ pub fn render(token: &LogonToken, answer: &MailboxAnswer) -> super::WebResponse 
     answer
         .findings
         .iter()
-        .for_each(|f| body.push_str(&format!("finding: {f}\n")));
+        .for_each(|f| body.push_str(&format!("finding: {} ({})\n", f.kind(), f.text())));
     super::WebResponse { status, body }
 }
 
@@ -709,10 +742,7 @@ pub(crate) mod tests {
             "KDC: TGS exchange for exchangeMDB/mail.example.test: ticket"
         );
         assert!(answer.steps[1].contains("Kerberos at packet privacy"));
-        assert_eq!(
-            answer.findings,
-            ["Outlook's store provider runs in a service (not supported there)"]
-        );
+        assert_eq!(answer.findings, [WebFinding::UnsuitableProvider]);
         let page = render(&delegated, &answer);
         assert_eq!(page.status, 200);
         assert!(page.body.contains("\nresult: "), "{}", page.body);
@@ -738,10 +768,7 @@ pub(crate) mod tests {
             ]
         );
         assert!(answer.result.is_ok());
-        assert_eq!(
-            answer.findings[0],
-            "cleartext credentials (Basic without TLS)"
-        );
+        assert_eq!(answer.findings[0], WebFinding::CleartextCredentials);
         // A wrong password in the session: the KDC says no, the provider reports a
         // failed logon.
         let answer = open(&basic, Some("wrong"), StoreProvider::OutlookMapi);

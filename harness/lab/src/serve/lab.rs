@@ -15,7 +15,6 @@ use harness_core::dcerpc::kerberos::KerberosClock;
 use harness_core::dcerpc::server::EndpointConfig;
 use harness_core::http_auth::{HttpAuthenticator, HttpScheme};
 use harness_core::imap::ImapServer;
-use harness_core::kerberos::gss::Acceptor as GssAcceptor;
 use harness_core::kerberos::{Kdc, KdcConfig, RealmDb};
 use harness_core::pop3::Pop3Server;
 use harness_core::rpch::{ProxyConfig, RpcProxy};
@@ -724,13 +723,7 @@ fn start_web(
     let world = &store.world;
     let mut auth = HttpAuthenticator::for_world(world, schemes, seed ^ 0x5745_4221, unix_now);
     if config.web_auth.contains(&HttpScheme::Negotiate) {
-        let db = RealmDb::for_world(world);
-        let keytab = db
-            .entries()
-            .filter(|e| e.name.components.first().is_some_and(|c| c == "HTTP"))
-            .cloned()
-            .collect();
-        auth = auth.with_kerberos(GssAcceptor::new(db.realm(), keytab, seed ^ 0x4853));
+        auth = auth.with_kerberos(harness_core::web::http_acceptor(world, seed ^ 0x4853));
     }
     let shared = web::WebShared::new(auth, store);
     let specs: Vec<(SocketAddr, bool)> = config.web.iter().map(|w| (w.addr, w.tls)).collect();

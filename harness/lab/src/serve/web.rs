@@ -70,26 +70,7 @@ struct NetworkReach {
 impl StoreReach for NetworkReach {
     fn kdc(&mut self, request: &[u8]) -> Result<Vec<u8>, String> {
         let addr = self.kdc.ok_or("this lab has no KDC")?;
-        let mut tcp = std::net::TcpStream::connect_timeout(&addr, HOP_TIMEOUT)
-            .map_err(|e| format!("KDC {addr}: {e}"))?;
-        tcp.set_read_timeout(Some(HOP_TIMEOUT))
-            .and_then(|()| tcp.set_write_timeout(Some(HOP_TIMEOUT)))
-            .and_then(|()| tcp.write_all(&frame::record(request)))
-            .map_err(|e| format!("KDC {addr}: {e}"))?;
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            match frame::take_record(&mut buf) {
-                frame::Record::Message(reply) => return Ok(reply),
-                frame::Record::TooLong(n) => return Err(format!("KDC {addr}: record of {n}")),
-                frame::Record::Incomplete => {}
-            }
-            match tcp.read(&mut chunk) {
-                Ok(0) => return Err(format!("KDC {addr}: closed before its reply")),
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(e) => return Err(format!("KDC {addr}: {e}")),
-            }
-        }
+        kdc_over_tcp(addr, request)
     }
 
     fn run_mapi(&mut self, client: &mut dyn ClientSession) {
@@ -108,6 +89,31 @@ impl StoreReach for NetworkReach {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    }
+}
+
+/// One KDC exchange over TCP (RFC 4120 7.2.2), blocking, each step bounded by
+/// `HOP_TIMEOUT`.
+pub(crate) fn kdc_over_tcp(addr: SocketAddr, request: &[u8]) -> Result<Vec<u8>, String> {
+    let mut tcp = std::net::TcpStream::connect_timeout(&addr, HOP_TIMEOUT)
+        .map_err(|e| format!("KDC {addr}: {e}"))?;
+    tcp.set_read_timeout(Some(HOP_TIMEOUT))
+        .and_then(|()| tcp.set_write_timeout(Some(HOP_TIMEOUT)))
+        .and_then(|()| tcp.write_all(&frame::record(request)))
+        .map_err(|e| format!("KDC {addr}: {e}"))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match frame::take_record(&mut buf) {
+            frame::Record::Message(reply) => return Ok(reply),
+            frame::Record::TooLong(n) => return Err(format!("KDC {addr}: record of {n}")),
+            frame::Record::Incomplete => {}
+        }
+        match tcp.read(&mut chunk) {
+            Ok(0) => return Err(format!("KDC {addr}: closed before its reply")),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(format!("KDC {addr}: {e}")),
+        }
     }
 }
 

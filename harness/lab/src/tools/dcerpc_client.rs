@@ -416,14 +416,20 @@ pub(crate) struct Status {
     pub(crate) line: String,
 }
 
-/// Reads a response head and, for a non-200 status, its Content-Length body. Returns the
-/// status, the WWW-Authenticate values, and what was read past the head (of a 200: the
-/// start of the OUT channel's body).
-pub(crate) async fn read_response<S: AsyncReadExt + Unpin>(
+/// A response head: the status, the WWW-Authenticate values, the Content-Length, and
+/// what was read past the head.
+struct Head {
+    status: Status,
+    authenticate: Vec<String>,
+    length: usize,
+    rest: Vec<u8>,
+}
+
+async fn read_head<S: AsyncReadExt + Unpin>(
     stream: &mut S,
     deadline: Instant,
     timeout: Duration,
-) -> Result<(Status, Vec<String>, Vec<u8>), RpcError> {
+) -> Result<Head, RpcError> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let end = loop {
@@ -442,7 +448,7 @@ pub(crate) async fn read_response<S: AsyncReadExt + Unpin>(
         buf.extend_from_slice(&chunk[..n]);
     };
     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-    let mut rest = buf[end + 4..].to_vec();
+    let rest = buf[end + 4..].to_vec();
     let mut lines = head.lines();
     let line = lines.next().unwrap_or_default().to_string();
     let code = line
@@ -463,22 +469,67 @@ pub(crate) async fn read_response<S: AsyncReadExt + Unpin>(
             length = value.parse().unwrap_or(0);
         }
     }
-    if code != 200 {
-        if length > MAX_HTTP_HEAD {
-            return Err(RpcError::Http(format!("{line}: body over 64 KiB")));
-        }
-        while rest.len() < length {
-            let n = timeout_at(deadline, stream.read(&mut chunk))
-                .await
-                .map_err(|_| RpcError::Timeout(timeout))??;
-            if n == 0 {
-                break;
-            }
-            rest.extend_from_slice(&chunk[..n]);
-        }
-        rest.clear();
+    Ok(Head {
+        status: Status { code, line },
+        authenticate,
+        length,
+        rest,
+    })
+}
+
+/// Reads `head`'s Content-Length body (at most 64 KiB) after what came with the head.
+async fn read_body<S: AsyncReadExt + Unpin>(
+    stream: &mut S,
+    head: &mut Head,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<Vec<u8>, RpcError> {
+    if head.length > MAX_HTTP_HEAD {
+        return Err(RpcError::Http(format!(
+            "{}: body over 64 KiB",
+            head.status.line
+        )));
     }
-    Ok((Status { code, line }, authenticate, rest))
+    let mut chunk = [0u8; 4096];
+    let mut body = std::mem::take(&mut head.rest);
+    while body.len() < head.length {
+        let n = timeout_at(deadline, stream.read(&mut chunk))
+            .await
+            .map_err(|_| RpcError::Timeout(timeout))??;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    body.truncate(head.length);
+    Ok(body)
+}
+
+/// Reads a response head and, for a non-200 status, its Content-Length body. Returns the
+/// status, the WWW-Authenticate values, and what was read past the head (of a 200: the
+/// start of the OUT channel's body).
+pub(crate) async fn read_response<S: AsyncReadExt + Unpin>(
+    stream: &mut S,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<(Status, Vec<String>, Vec<u8>), RpcError> {
+    let mut head = read_head(stream, deadline, timeout).await?;
+    if head.status.code != 200 {
+        read_body(stream, &mut head, deadline, timeout).await?;
+    }
+    Ok((head.status, head.authenticate, head.rest))
+}
+
+/// Reads a whole response with a Content-Length body (a page): the status, the
+/// WWW-Authenticate values and the body.
+pub(crate) async fn read_page<S: AsyncReadExt + Unpin>(
+    stream: &mut S,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<(Status, Vec<String>, Vec<u8>), RpcError> {
+    let mut head = read_head(stream, deadline, timeout).await?;
+    let body = read_body(stream, &mut head, deadline, timeout).await?;
+    Ok((head.status, head.authenticate, body))
 }
 
 /// Fresh cookies for a virtual connection; without OS randomness, the clock and a

@@ -11,3 +11,4 @@ pub mod netfuzz_rpch;
 pub mod play;
 pub mod rpc_load;
 pub mod scenario;
+pub mod web_browser;

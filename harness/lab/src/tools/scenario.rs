@@ -22,13 +22,16 @@ use harness_core::Protocol;
 use super::client_driver::{drive_client, drive_route, Route, RouteLog};
 use super::dcerpc_client::{HttpAuth, HttpProxy};
 use super::play::SocketTransport;
+use super::web_browser::{browse, WebTarget};
 use crate::serve::frontend_host::FrontendSpec;
-use crate::serve::lab::RpchListenerSpec;
+use crate::serve::lab::{RpchListenerSpec, WebListenerSpec};
 use crate::serve::rpc::{RpcListenerSpec, RpcRole};
+use crate::serve::tls::pinned_client_config;
 use crate::{Lab, LabConfig, LabError, ListenerSpec, Security};
 use harness_core::http_auth::HttpScheme;
 use harness_core::ntlm::Credentials;
 use harness_core::scenario::rpc_proxy_scheme;
+use harness_core::web::double_hop::BrowserAuth;
 
 /// Longest a client may take over sockets before the case is cut off.
 const CASE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -137,6 +140,19 @@ pub async fn run_case(scenario: &ScenarioFile, case: &Case) -> Result<CaseOutcom
                 config.rpch_auth = vec![scheme];
             }
         }
+        // The double hop: the KDC, the store's Exchange RPC listener and the web tier.
+        CaseTarget::Web(web) => {
+            config.kdc = Some(lo);
+            config.rpc = vec![RpcListenerSpec {
+                role: RpcRole::Exchange,
+                addr: lo,
+            }];
+            config.web = vec![WebListenerSpec {
+                addr: lo,
+                tls: web.auth == BrowserAuth::BasicTls,
+            }];
+            config.web_app_host = web.app_host;
+        }
     }
     let lab = Lab::start(config).await?;
     let plan = plan.for_world(lab.world());
@@ -146,6 +162,7 @@ pub async fn run_case(scenario: &ScenarioFile, case: &Case) -> Result<CaseOutcom
             None => lab.addr(*protocol, Security::Plain),
         },
         CaseTarget::Mapi { .. } => lab.rpc_addr(RpcRole::Exchange),
+        CaseTarget::Web(web) => lab.web_addr(web.auth == BrowserAuth::BasicTls),
     };
     let Some(target) = target else {
         lab.shutdown().await;
@@ -256,8 +273,34 @@ pub async fn run_case(scenario: &ScenarioFile, case: &Case) -> Result<CaseOutcom
                     .insert(0, format!("mail: an IMAP APPEND to the INBOX: {reply}"));
                 (Some(client.outcome()), None, log)
             }
-            // CasePlan::new pairs a probe and mail clients with mail targets only.
-            (_, CaseTarget::Mapi { .. }) => (None, None, RouteLog::default()),
+            (CaseClient::Browser { password }, CaseTarget::Web(web)) => {
+                let world = lab.world();
+                let tls = pinned_client_config(lab.certificate_der().clone()).ok();
+                let web_target = WebTarget {
+                    web: target,
+                    tls,
+                    kdc: lab.kdc_addr(),
+                    realm: harness_core::kerberos::realm::realm_of(world),
+                    domain: world.domain.clone(),
+                };
+                let run = browse(
+                    &web_target,
+                    &scenario.actor.user,
+                    &password,
+                    &web,
+                    scenario.actor.seed,
+                )
+                .await;
+                let mut log = RouteLog::default();
+                log.trace = run.trace;
+                log.findings = run.findings;
+                (Some(run.outcome), None, log)
+            }
+            // CasePlan::new pairs a probe and mail clients with mail targets only, and a
+            // browser with the web tier.
+            (_, CaseTarget::Mapi { .. } | CaseTarget::Web(_)) | (CaseClient::Browser { .. }, _) => {
+                (None, None, RouteLog::default())
+            }
         }
     })
     .await;
