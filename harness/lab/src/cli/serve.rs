@@ -130,6 +130,10 @@ pub struct ServeArgs {
     /// host and the store a network hop away (Kerberos via --kdc, Exchange RPC via --rpc).
     #[arg(long)]
     web_on_exchange_host: bool,
+    /// The KDC the web tier's application asks for the store's tickets when it is not
+    /// the lab's own (--kdc): MIT's krb5kdc serving the same principals, for one.
+    #[arg(long)]
+    web_kdc: Option<SocketAddr>,
     /// Largest DCE/RPC fragment the RPC listeners send and accept (at least 1432).
     #[arg(long, default_value_t = EndpointConfig::default().max_frag)]
     rpc_max_frag: u16,
@@ -331,6 +335,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         } else {
             AppHost::WebTier
         },
+        web_kdc: args.web_kdc,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {

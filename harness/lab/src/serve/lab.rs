@@ -117,6 +117,9 @@ pub struct LabConfig {
     /// Where the web tier's application runs: its own host (the store a network hop
     /// away) or the Exchange host (local RPC).
     pub web_app_host: AppHost,
+    /// The KDC the web tier's application asks for the store's tickets: another realm's
+    /// KDC serving the same principals (MIT's, for one); None: the lab's own (`kdc`).
+    pub web_kdc: Option<SocketAddr>,
 }
 
 /// A web tier listener.
@@ -162,6 +165,7 @@ impl Default for LabConfig {
             web: Vec::new(),
             web_auth: vec![HttpScheme::Negotiate, HttpScheme::Ntlm, HttpScheme::Basic],
             web_app_host: AppHost::WebTier,
+            web_kdc: None,
         }
     }
 }
@@ -438,7 +442,7 @@ impl Lab {
                 .iter()
                 .find(|l| l.spec.role == RpcRole::Exchange)
                 .map(|l| l.addr),
-            kdc: kdc.as_ref().map(|(addr, _)| *addr),
+            kdc: config.web_kdc.or(kdc.as_ref().map(|(addr, _)| *addr)),
         };
         let web_listening = start_web(&config, store, seed, &tls, &shutdown, &mut tasks)?;
         Ok(Lab {

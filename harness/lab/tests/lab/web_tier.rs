@@ -451,3 +451,176 @@ async fn the_mailbox_page_makes_the_second_hop_only_where_the_token_allows() {
     assert_eq!(unknown.stdout, "400");
     lab.shutdown().await;
 }
+
+/// Item 8 against MIT's KDC: the browser's tickets and the application's ticket for the
+/// store both come from MIT's krb5kdc (same principals and keys as the lab's realm); the
+/// web tier and the store check them with the world's keys. The outcomes are the lab
+/// KDC's: Outlook's provider lists with a forwarded TGT, Exchange's fails, and without
+/// delegation both fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mailbox_page_works_the_same_with_mits_kdc() {
+    let Some(curl) = common::require_tool("curl", "apt-get install curl") else {
+        return;
+    };
+    let Some(mit) = common::krb5::MitKdc::start_standard(REALM) else {
+        return;
+    };
+    let lo = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let lab = Lab::start(LabConfig {
+        listeners: Vec::new(),
+        rpc: vec![RpcListenerSpec {
+            role: RpcRole::Exchange,
+            addr: lo(0),
+        }],
+        web: vec![WebListenerSpec {
+            addr: lo(0),
+            tls: false,
+        }],
+        web_kdc: Some(mit.addr()),
+        seed: Some(6),
+        ..LabConfig::default()
+    })
+    .await
+    .expect("lab with a web tier and a store");
+    let port = lab.web_addr(false).expect("web").port();
+    let Some(env) = KrbClientEnv::new(REALM, mit.addr(), KdcTransport::UdpFirst) else {
+        lab.shutdown().await;
+        return;
+    };
+    let kinit = env.kinit("alice", "secret", true).await;
+    assert!(kinit.ok(), "{kinit:?}");
+    let status = ["-w", "status: %{http_code}\n"];
+    for (delegation, provider, hop, result, code) in [
+        (
+            "always",
+            "outlook",
+            "hop: Kerberos, the forwarded TGT",
+            "result: 3 messages",
+            "status: 200",
+        ),
+        (
+            "always",
+            "exchange",
+            "hop: NTLM, anonymous (the token holds no credentials)",
+            "result: MAPI_E_LOGON_FAILED (0x80040111)",
+            "status: 500",
+        ),
+        (
+            "none",
+            "outlook",
+            "hop: none: a Kerberos network logon without a forwarded TGT holds no credentials",
+            "result: MAPI_E_LOGON_FAILED (0x80040111)",
+            "status: 500",
+        ),
+    ] {
+        let path = format!("/mailbox?provider={provider}");
+        let ran = negotiate_get(
+            &env,
+            &curl,
+            "web.example.test",
+            port,
+            delegation,
+            &path,
+            &status,
+        )
+        .await;
+        assert!(ran.ok(), "{delegation} {provider}: {ran:?}");
+        let lines: Vec<&str> = ran
+            .stdout
+            .lines()
+            .filter(|l| {
+                l.starts_with("hop:") || l.starts_with("result:") || l.starts_with("status:")
+            })
+            .collect();
+        assert_eq!(
+            lines,
+            [hop, result, code],
+            "{delegation} {provider}:\n{}",
+            ran.stdout
+        );
+    }
+    lab.shutdown().await;
+}
+
+/// NTLM is bound to its TCP connection: an AUTHENTICATE sent on another connection than
+/// its CHALLENGE came on gets a fresh 401 (as a front-end that splits the legs makes the
+/// SPA loop), and the same AUTHENTICATE on the CHALLENGE's connection logs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ntlm_split_across_two_connections_is_refused() {
+    use base64::Engine as _;
+    use harness_core::ntlm::{Credentials, InitiatorOptions, NtlmInitiator, ResponseKind};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let lab = web_lab().await;
+    let addr = lab.web_addr(false).expect("web");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    // One request on `tcp`; the status and the NTLM challenge, if any.
+    async fn get(
+        tcp: &mut tokio::net::TcpStream,
+        authorization: &str,
+    ) -> (String, Option<Vec<u8>>) {
+        let request = format!(
+            "GET /whoami HTTP/1.1\r\nHost: web.example.test\r\nAuthorization: {authorization}\r\n\r\n"
+        );
+        tcp.write_all(request.as_bytes()).await.expect("write");
+        let mut reply = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        // Until the head and its Content-Length body are in.
+        loop {
+            let text = String::from_utf8_lossy(&reply).to_ascii_lowercase();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length: usize = text[..end]
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if reply.len() >= end + 4 + length {
+                    break;
+                }
+            }
+            let n = tokio::time::timeout_at(deadline, tcp.read(&mut chunk))
+                .await
+                .expect("answered within 5 s")
+                .expect("read");
+            assert!(n > 0, "closed mid-response");
+            reply.extend_from_slice(&chunk[..n]);
+        }
+        let text = String::from_utf8_lossy(&reply).into_owned();
+        let status = text.split_whitespace().nth(1).unwrap_or("none").to_string();
+        let challenge = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("www-authenticate: NTLM ")
+                    .or_else(|| l.strip_prefix("WWW-Authenticate: NTLM "))
+            })
+            .and_then(|c| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(c.trim())
+                    .ok()
+            });
+        (status, challenge)
+    }
+    let mut ntlm = NtlmInitiator::new(
+        Credentials::example("alice", "secret"),
+        InitiatorOptions::fixed(1, 2, ResponseKind::V2, true),
+    );
+    let mut first = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (status, challenge) = get(
+        &mut first,
+        &format!("NTLM {}", b64.encode(ntlm.negotiate())),
+    )
+    .await;
+    assert_eq!(status, "401");
+    let challenge = challenge.expect("an NTLM CHALLENGE");
+    let authenticate = format!(
+        "NTLM {}",
+        b64.encode(ntlm.handle_challenge(&challenge).expect("AUTHENTICATE"))
+    );
+    let mut second = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (status, challenge) = get(&mut second, &authenticate).await;
+    assert_eq!(status, "401", "an AUTHENTICATE without its CHALLENGE");
+    assert_eq!(challenge, None, "a bare NTLM offer, not a new CHALLENGE");
+    let (status, _) = get(&mut first, &authenticate).await;
+    assert_eq!(status, "200", "on the CHALLENGE's own connection");
+    lab.shutdown().await;
+}
