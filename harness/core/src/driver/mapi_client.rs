@@ -635,6 +635,7 @@ impl ClientSession for MapiClient {
 }
 
 /// The client a `mapi_client_session` fuzz input plays: `sel` bit 0 turns encryption off,
+/// bit 3 lists the Inbox after the logon,
 /// bits 1-2 pick 0 to 3 prompts. The mailbox is the lab's alice, the seed fixed, so a
 /// recorded server conversation replays (the NTLM keys come out the same).
 pub fn fuzz_config(sel: u8) -> MapiClientConfig {
@@ -645,6 +646,7 @@ pub fn fuzz_config(sel: u8) -> MapiClientConfig {
     );
     cfg.encrypt = sel & 1 == 0;
     cfg.max_prompts = u32::from((sel >> 1) & 3);
+    cfg.list_inbox = sel & 8 != 0;
     cfg.seed = 1;
     cfg
 }
@@ -772,6 +774,7 @@ mod tests {
                 "secret",
             ),
             ("logon-integrity", 1, EmsmdbProfile::Exchange2010, "secret"),
+            ("logon-listing", 8, EmsmdbProfile::Exchange2010, "secret"),
             ("not-encrypted", 1, EmsmdbProfile::Exchange2010Rtm, "secret"),
             (
                 "wrong-password-prompts",
@@ -786,6 +789,22 @@ mod tests {
             let (_, bytes) = play(cfg, profile);
             std::fs::write(dir.join(name), [[sel].as_slice(), &bytes].concat()).unwrap();
         }
+    }
+
+    #[test]
+    fn a_listing_client_reads_the_inbox_after_the_logon() {
+        let (outcome, _) = play(fuzz_config(8), EmsmdbProfile::Exchange2010);
+        assert_eq!(
+            outcome.status,
+            Status::Authenticated,
+            "{}",
+            outcome.render()
+        );
+        let steps: Vec<String> = outcome.steps.iter().map(|s| s.0.clone()).collect();
+        assert!(
+            steps.contains(&"S: RopQueryRows: 3 rows".to_string()),
+            "{steps:#?}"
+        );
     }
 
     #[test]

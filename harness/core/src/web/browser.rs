@@ -25,8 +25,10 @@ pub struct Browser {
     auth: BrowserAuth,
     rng: SeededRng,
     ntlm: Option<NtlmInitiator>,
-    /// The service ticket and the forwarded TGT (Kerberos, once `get_tickets` ran).
-    tickets: Option<(Ticket, Ticket)>,
+    /// The service ticket, and the forwarded TGT when the browser delegates (Kerberos,
+    /// once `get_tickets` ran).
+    tickets: Option<(Ticket, Option<Ticket>)>,
+    delegate: bool,
     steps: Vec<String>,
 }
 
@@ -44,8 +46,16 @@ impl Browser {
             rng: SeededRng::new(seed ^ 0x4252_4f57),
             ntlm: None,
             tickets: None,
+            delegate: true,
             steps: Vec::new(),
         }
+    }
+
+    /// Kerberos without forwarding the TGT (a service the browser does not trust for
+    /// delegation).
+    pub fn without_delegation(mut self) -> Self {
+        self.delegate = false;
+        self
     }
 
     /// What the browser did, one line per exchange.
@@ -88,19 +98,27 @@ impl Browser {
         )
         .and_then(|tgt| {
             let ticket = client::ticket(exchange, &tgt, &web, &forwardable, now, rng)?;
+            if !self.delegate {
+                return Ok((ticket, None));
+            }
             let forwarded = Request {
                 options: FORWARDABLE | FORWARDED,
                 ..Request::default()
             };
             let tgs = Name::tgs(realm);
             let fwd = client::ticket(exchange, &tgt, &tgs, &forwarded, now, rng)?;
-            Ok((ticket, fwd))
+            Ok((ticket, Some(fwd)))
         });
         match got {
             Ok((ticket, forwarded)) => {
                 self.steps.push(format!(
-                    "browser: KDC: TGT (forwardable), ticket for {web} (ok-as-delegate: {}), forwarded TGT",
-                    ticket.flags & OK_AS_DELEGATE != 0
+                    "browser: KDC: TGT (forwardable), ticket for {web} (ok-as-delegate: {}){}",
+                    ticket.flags & OK_AS_DELEGATE != 0,
+                    if forwarded.is_some() {
+                        ", forwarded TGT"
+                    } else {
+                        ""
+                    }
                 ));
                 self.tickets = Some((ticket, forwarded));
                 Ok(())
@@ -150,13 +168,18 @@ impl Browser {
                 let (token, _) = gss::initiate(
                     ticket,
                     gss_flags::MUTUAL,
-                    Some(forwarded),
+                    forwarded.as_ref(),
                     false,
                     now,
                     &mut self.rng,
                 );
                 self.step(format!(
-                    "browser: GET {path}, Authorization: Negotiate (AP-REQ, delegated TGT in the checksum)"
+                    "browser: GET {path}, Authorization: Negotiate (AP-REQ{})",
+                    if forwarded.is_some() {
+                        ", delegated TGT in the checksum"
+                    } else {
+                        ""
+                    }
                 ));
                 let init = spnego::write_init(&spnego::NegTokenInit {
                     mech_types: vec![KRB5_OID.to_vec()],

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::browser::Browser;
 use super::provider::{self, AppHost, InProcess, StoreProvider, StoreSite, WebFinding};
-use super::token::{HopMechanism, LogonToken};
+use super::token::LogonToken;
 use crate::driver::outcome::{Finding, SessionOutcome, SessionProtocol, Status};
 use crate::driver::Journal;
 use crate::http_auth::{ConnectionAuth, HttpAuthenticator, HttpPrincipal, HttpScheme, Verdict};
@@ -99,10 +99,7 @@ pub fn run(
         if tls { " over TLS" } else { "" },
         token.kind_name()
     ));
-    let session_password = token
-        .next_hop(HopMechanism::Ntlm)
-        .ok()
-        .and_then(|_| world.directory.password(&token.user));
+    let session_password = provider::session_password(&token, world);
     let answer = provider::open_mailbox(
         &token,
         session_password.as_deref(),

@@ -273,6 +273,15 @@ impl StoreSite {
     }
 }
 
+/// The password the token's logon session holds, if any: Basic's (the directory holds
+/// the same one, just verified), or the user's own on the web tier's host.
+pub fn session_password(token: &LogonToken, world: &World) -> Option<String> {
+    token
+        .next_hop(HopMechanism::Ntlm)
+        .ok()
+        .and_then(|_| world.directory.password(&token.user))
+}
+
 /// Opens `token`'s mailbox with `provider` from an application on `host`. `password` is
 /// what the logon session holds when the token has one (Basic's, or the user's own);
 /// `world` answers a local RPC on the Exchange host.

@@ -20,7 +20,6 @@ use harness_core::driver::ClientSession;
 use harness_core::http_auth::{ConnectionAuth, HttpAuthenticator};
 use harness_core::kerberos::frame;
 use harness_core::web::provider::{self, AppHost, StoreProvider, StoreReach, StoreSite};
-use harness_core::web::token::HopMechanism;
 use harness_core::web::{self, token::LogonToken, WebRequest};
 use harness_core::world::World;
 use hyper::body::Incoming;
@@ -135,12 +134,7 @@ async fn mailbox_page(
             body: format!("no provider {key:?}: exchange, outlook or webdav\n"),
         };
     };
-    // The logon session's password, when it holds one: Basic's (the directory has the
-    // same one, just verified) or the user's own on this host.
-    let password = token
-        .next_hop(HopMechanism::Ntlm)
-        .ok()
-        .and_then(|_| store.world.directory.password(&token.user));
+    let password = provider::session_password(token, &store.world);
     let store = store.clone();
     let token = token.clone();
     let runtime = tokio::runtime::Handle::current();
