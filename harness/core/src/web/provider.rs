@@ -212,7 +212,7 @@ impl WebFinding {
         match self {
             WebFinding::CleartextCredentials => "Basic without TLS: the password crossed the wire",
             WebFinding::UnsuitableProvider => {
-                "Outlook's store provider runs in a service (not supported there)"
+                "Outlook's store provider runs in a service, where it is not supported"
             }
         }
     }
