@@ -436,7 +436,7 @@ impl RopTarget for SessionTarget<'_> {
 }
 
 /// Subject, From and size of a stored message for a contents table.
-fn message_row(message: &crate::world::StoredMessage) -> rops::MessageRow {
+pub(crate) fn message_row(message: &crate::world::StoredMessage) -> rops::MessageRow {
     use crate::imap::message::{field, fields, split};
     let (header, _) = split(&message.data);
     let fields = fields(header);
