@@ -35,6 +35,7 @@ use super::rpc::{self, RpcListenerSpec, RpcListening, RpcRole};
 use super::rpch;
 use super::tls::{read_certificates, verifying_client_config, LabTls, TlsSetupError};
 use super::web;
+use super::webdav;
 
 /// How a listener secures its connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -114,6 +115,9 @@ pub struct LabConfig {
     /// The HTTP authentication the web tier offers (Negotiate, when offered, is listed
     /// first, as IIS lists it).
     pub web_auth: Vec<HttpScheme>,
+    /// The Exchange WebDAV store's listeners (`/exchange/<user>/`), with the web tier's
+    /// authentication.
+    pub webdav: Vec<WebListenerSpec>,
 }
 
 /// A web tier listener.
@@ -158,6 +162,7 @@ impl Default for LabConfig {
             kdc: None,
             web: Vec::new(),
             web_auth: vec![HttpScheme::Negotiate, HttpScheme::Ntlm, HttpScheme::Basic],
+            webdav: Vec::new(),
         }
     }
 }
@@ -247,6 +252,7 @@ impl Drop for LiveGuard {
 pub struct Lab {
     kdc: Option<(SocketAddr, Arc<KdcHandle>)>,
     web_listening: Vec<(WebListenerSpec, SocketAddr)>,
+    webdav_listening: Vec<(WebListenerSpec, SocketAddr)>,
     listening: Vec<Listening>,
     rpc_listening: Vec<RpcListening>,
     rpc: Option<RpcEndpoints>,
@@ -290,6 +296,7 @@ impl Lab {
             && config.rpc.is_empty()
             && config.kdc.is_none()
             && config.web.is_empty()
+            && config.webdav.is_empty()
         {
             return Err(LabError::NoListeners);
         }
@@ -305,7 +312,8 @@ impl Lab {
             .chain(rpc_addrs)
             .chain(rpch_addrs)
             .chain(config.kdc)
-            .chain(config.web.iter().map(|w| w.addr));
+            .chain(config.web.iter().map(|w| w.addr))
+            .chain(config.webdav.iter().map(|w| w.addr));
         for addr in all {
             if !config.allow_non_loopback && !addr.ip().is_loopback() {
                 return Err(LabError::NotLoopback(addr));
@@ -427,9 +435,11 @@ impl Lab {
             None => None,
         };
         let web_listening = start_web(&config, &world, seed, &tls, &shutdown, &mut tasks)?;
+        let webdav_listening = start_webdav(&config, &world, seed, &tls, &shutdown, &mut tasks)?;
         Ok(Lab {
             kdc,
             web_listening,
+            webdav_listening,
             listening,
             rpc_listening,
             rpc,
@@ -481,6 +491,14 @@ impl Lab {
     /// The address of the web tier's listener over TLS (`tls`) or plain HTTP.
     pub fn web_addr(&self, tls: bool) -> Option<SocketAddr> {
         self.web_listening
+            .iter()
+            .find(|(spec, _)| spec.tls == tls)
+            .map(|(_, addr)| *addr)
+    }
+
+    /// The address of the WebDAV store's listener over TLS (`tls`) or plain HTTP.
+    pub fn webdav_addr(&self, tls: bool) -> Option<SocketAddr> {
+        self.webdav_listening
             .iter()
             .find(|(spec, _)| spec.tls == tls)
             .map(|(_, addr)| *addr)
@@ -696,6 +714,30 @@ fn start_web(
     if config.web.is_empty() {
         return Ok(Vec::new());
     }
+    let shared = web::WebShared::new(iis_authenticator(config, world, seed));
+    let specs: Vec<(SocketAddr, bool)> = config.web.iter().map(|w| (w.addr, w.tls)).collect();
+    let max = config.limits.max_connections;
+    let bound = bind_http(
+        &specs,
+        ["web", "web-tls"],
+        tls,
+        tasks,
+        |listener, acceptor| {
+            web::accept_loop(
+                listener,
+                shared.clone(),
+                acceptor,
+                max,
+                shutdown.subscribe(),
+            )
+        },
+    )?;
+    Ok(config.web.iter().copied().zip(bound).collect())
+}
+
+/// The authentication IIS offers the web tier and the WebDAV store: Negotiate with a
+/// keytab of the world's `HTTP/<host>` principals, NTLM and Basic against the directory.
+fn iis_authenticator(config: &LabConfig, world: &Arc<World>, seed: u64) -> HttpAuthenticator {
     let unix_now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -716,16 +758,34 @@ fn start_web(
             .collect();
         auth = auth.with_kerberos(GssAcceptor::new(db.realm(), keytab, seed ^ 0x4853));
     }
-    let shared = web::WebShared::new(auth);
-    let specs: Vec<(SocketAddr, bool)> = config.web.iter().map(|w| (w.addr, w.tls)).collect();
+    auth
+}
+
+/// The Exchange WebDAV store: one authenticator (the web tier's schemes) for every
+/// listener, the world's mail behind it.
+fn start_webdav(
+    config: &LabConfig,
+    world: &Arc<World>,
+    seed: u64,
+    tls: &LabTls,
+    shutdown: &watch::Sender<bool>,
+    tasks: &mut JoinSet<()>,
+) -> Result<Vec<(WebListenerSpec, SocketAddr)>, LabError> {
+    if config.webdav.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Its own seed, so its NTLM challenges are not the web tier's.
+    let auth = iis_authenticator(config, world, seed ^ 0x4441_5600);
+    let shared = webdav::DavShared::new(auth, world.clone());
+    let specs: Vec<(SocketAddr, bool)> = config.webdav.iter().map(|w| (w.addr, w.tls)).collect();
     let max = config.limits.max_connections;
     let bound = bind_http(
         &specs,
-        ["web", "web-tls"],
+        ["webdav", "webdav-tls"],
         tls,
         tasks,
         |listener, acceptor| {
-            web::accept_loop(
+            webdav::accept_loop(
                 listener,
                 shared.clone(),
                 acceptor,
@@ -734,7 +794,7 @@ fn start_web(
             )
         },
     )?;
-    Ok(config.web.iter().copied().zip(bound).collect())
+    Ok(config.webdav.iter().copied().zip(bound).collect())
 }
 
 /// Binds each (address, TLS?) of one kind of HTTP listener (`schemes`: its plain and TLS
