@@ -26,6 +26,7 @@ pub mod sasl_ops;
 pub mod script_scenario_ops;
 #[cfg(test)]
 mod seeds;
+pub mod webdav_ops;
 
 pub const TARGETS: &[(&str, Target)] = &[
     ("ntlm_message_decode", crate::ntlm::fuzz_decode),
@@ -97,6 +98,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("kerberos_token_chain", kerberos_ops::kerberos_token_chain),
     ("spnego_decode", kerberos_ops::spnego_decode),
     ("krb_cfx_unwrap", crate::kerberos::cfx::fuzz_unwrap),
+    ("webdav_body", webdav_ops::webdav_body),
 ];
 
 /// Runs the named target on one input; `false` if there is no such target.

@@ -140,10 +140,11 @@ fn entry(index: usize, response: &Element) -> Result<DavEntry, DavError> {
                 (DAV, "resourcetype") => {
                     entry.is_folder |= value.child(DAV, "collection").is_some()
                 }
-                (DAV, "getcontentlength") => {
-                    let n = value.text.trim();
-                    entry.size = Some(n.parse().map_err(|_| DavError::BadLength(short(n)))?);
-                }
+                // Empty in a propname reply: a name, no value.
+                (DAV, "getcontentlength") => match value.text.trim() {
+                    "" => {}
+                    n => entry.size = Some(n.parse().map_err(|_| DavError::BadLength(short(n)))?),
+                },
                 (HTTPMAIL, "subject") => entry.subject = text(),
                 (HTTPMAIL, "from") => entry.from = text(),
                 _ => {}

@@ -345,7 +345,8 @@ fn propfind_body(body: &[u8]) -> Result<Wanted, DavResponse> {
             400,
             format!(
                 "the body is a {{{}}}{}, not a DAV:propfind",
-                root.ns, root.name
+                printable(&root.ns),
+                printable(&root.name)
             ),
         ));
     }

@@ -290,6 +290,17 @@ fn a_message_has_its_mail_properties() {
              {END}</a:response>"
         )
     );
+    // A client reads the names as no values.
+    assert_eq!(
+        read_multistatus(&r.body),
+        Ok(vec![DavEntry {
+            href: "http://mail.example.test/exchange/carol/Inbox/2.EML".into(),
+            displayname: Some(String::new()),
+            subject: Some(String::new()),
+            from: Some(String::new()),
+            ..DavEntry::default()
+        }])
+    );
     // The unread count of the folder, over TLS with the client's Host.
     let r = handle(
         &DavRequest {

@@ -62,7 +62,7 @@ pub fn parse(body: &[u8], limits: XmlLimits) -> Result<Element, XmlError> {
     let text =
         std::str::from_utf8(body).map_err(|e| XmlError::Malformed(format!("not UTF-8 ({e})")))?;
     let mut reader = NsReader::from_str(text);
-    let malformed = |e: quick_xml::Error| XmlError::Malformed(e.to_string());
+    let malformed = |e: quick_xml::Error| XmlError::Malformed(short(&e.to_string()));
     // The open elements, innermost last; the finished root lands in `root`.
     let mut open: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
@@ -75,7 +75,7 @@ pub fn parse(body: &[u8], limits: XmlLimits) -> Result<Element, XmlError> {
             ResolveResult::Unknown(p) => {
                 return Err(XmlError::Malformed(format!(
                     "unknown namespace prefix {:?}",
-                    String::from_utf8_lossy(&p)
+                    short(&String::from_utf8_lossy(&p))
                 )))
             }
         };
@@ -93,7 +93,7 @@ pub fn parse(body: &[u8], limits: XmlLimits) -> Result<Element, XmlError> {
                 }
                 // Attributes are not used, but a broken one is still malformed XML.
                 for a in e.attributes() {
-                    a.map_err(|e| XmlError::Malformed(e.to_string()))?;
+                    a.map_err(|e| XmlError::Malformed(short(&e.to_string())))?;
                 }
                 let element = Element {
                     ns,
@@ -127,7 +127,7 @@ pub fn parse(body: &[u8], limits: XmlLimits) -> Result<Element, XmlError> {
                     None => {
                         let name = r.decode().map_err(|e| malformed(e.into()))?;
                         quick_xml::escape::resolve_predefined_entity(&name)
-                            .ok_or_else(|| XmlError::UnknownEntity(name.into_owned()))?
+                            .ok_or_else(|| XmlError::UnknownEntity(short(&name)))?
                             .to_string()
                     }
                 };
@@ -144,6 +144,15 @@ pub fn parse(body: &[u8], limits: XmlLimits) -> Result<Element, XmlError> {
                 return root.ok_or(XmlError::Empty);
             }
         }
+    }
+}
+
+/// A message that repeats the client's names stays short (they may be 64 KiB long).
+fn short(text: &str) -> String {
+    const MAX: usize = 200;
+    match text.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
     }
 }
 
