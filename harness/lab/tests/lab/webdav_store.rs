@@ -276,3 +276,36 @@ async fn cadaver_lists_a_mailbox() {
     assert_eq!(ran.stdout.matches("succeeded.").count(), 2, "{ran:?}");
     lab.shutdown().await;
 }
+
+/// `harness serve --webdav --webdav-tls` says where it listens, and over TLS the hrefs
+/// are https.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_webdav_cli_listens_plain_and_tls() {
+    let Some(curl) = common::require_tool("curl", "apt-get install curl") else {
+        return;
+    };
+    let (mut child, pid, addrs) =
+        crate::serve_cli::spawn_serve(&["--webdav", "127.0.0.1:0", "--webdav-tls", "127.0.0.1:0"])
+            .await;
+    let schemes: Vec<&str> = addrs.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(schemes, ["webdav", "webdavs"], "{addrs:?}");
+    let url = format!("https://{}/exchange/bob/", addrs[1].1);
+    let ran = common::curl(
+        &curl,
+        &url,
+        "bob:hunter2",
+        &["-k", "--basic", "-X", "PROPFIND", "-H", "Depth: 0"],
+    )
+    .await;
+    let entries =
+        read_multistatus(ran.stdout.as_bytes()).unwrap_or_else(|e| panic!("{e}: {ran:?}"));
+    assert_eq!(
+        entries
+            .iter()
+            .map(|e| (e.href.as_str(), e.is_folder))
+            .collect::<Vec<_>>(),
+        [(url.as_str(), true)]
+    );
+    let status = crate::serve_cli::stop_with_sigterm(&mut child, &pid);
+    assert!(status.success(), "exit status {status:?}");
+}
