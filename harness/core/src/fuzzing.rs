@@ -27,6 +27,7 @@ pub mod script_scenario_ops;
 #[cfg(test)]
 mod seeds;
 pub mod web_ops;
+pub mod webdav_ops;
 
 pub const TARGETS: &[(&str, Target)] = &[
     ("ntlm_message_decode", crate::ntlm::fuzz_decode),
@@ -99,6 +100,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("spnego_decode", kerberos_ops::spnego_decode),
     ("krb_cfx_unwrap", crate::kerberos::cfx::fuzz_unwrap),
     ("web_tier_requests", web_ops::web_tier_requests),
+    ("webdav_body", webdav_ops::webdav_body),
 ];
 
 /// Runs the named target on one input; `false` if there is no such target.

@@ -27,6 +27,7 @@ pub mod script;
 pub mod session;
 pub mod text;
 pub mod web;
+pub mod webdav;
 pub mod world;
 
 pub use budget::{MemoryBudget, Reservation};

@@ -9,7 +9,7 @@ const MONTHS: [&str; 12] = [
 
 /// Civil date (year, month 1-12, day 1-31) of a count of days since 1970-01-01, using the
 /// proleptic Gregorian calendar (400-year eras of 146097 days).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -22,6 +22,14 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+/// The English abbreviation of month `m` (1-12), `Jan` for anything else.
+pub(crate) fn month_name(m: u32) -> &'static str {
+    MONTHS
+        .get((m as usize).saturating_sub(1))
+        .copied()
+        .unwrap_or("Jan")
+}
+
 /// RFC 3501 9 `date-time`: `"dd-Mon-yyyy hh:mm:ss +0000"` (day padded with a space), in
 /// UTC, from seconds since the Unix epoch. Years outside 0..=9999 are clamped.
 pub(super) fn internal_date(epoch: i64) -> String {
@@ -29,10 +37,7 @@ pub(super) fn internal_date(epoch: i64) -> String {
     let days = epoch.div_euclid(86_400);
     let secs = epoch.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    let month = MONTHS
-        .get((m as usize).saturating_sub(1))
-        .copied()
-        .unwrap_or("Jan");
+    let month = month_name(m);
     format!(
         "\"{d:>2}-{month}-{y:04} {:02}:{:02}:{:02} +0000\"",
         secs / 3600,

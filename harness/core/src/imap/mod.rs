@@ -58,7 +58,7 @@
 //! session's view, not by trusting `Mailbox::generation` alone.
 
 mod cmd;
-mod date;
+pub(crate) mod date;
 mod fetch_render;
 pub mod framer;
 mod mailbox_name;

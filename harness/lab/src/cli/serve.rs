@@ -134,6 +134,13 @@ pub struct ServeArgs {
     /// the lab's own (--kdc): MIT's krb5kdc serving the same principals, for one.
     #[arg(long)]
     web_kdc: Option<SocketAddr>,
+    /// The Exchange WebDAV store, plain HTTP: PROPFIND and SEARCH on
+    /// /exchange/<user>/<folder>/, with the web tier's authentication (--web-auth).
+    #[arg(long)]
+    webdav: Option<SocketAddr>,
+    /// The same over TLS (the lab's self-signed certificate; --cert-out writes it).
+    #[arg(long)]
+    webdav_tls: Option<SocketAddr>,
     /// Largest DCE/RPC fragment the RPC listeners send and accept (at least 1432).
     #[arg(long, default_value_t = EndpointConfig::default().max_frag)]
     rpc_max_frag: u16,
@@ -282,11 +289,16 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .into_iter()
         .filter_map(|(addr, tls)| addr.map(|addr| WebListenerSpec { addr, tls }))
         .collect();
+    let webdav: Vec<WebListenerSpec> = [(args.webdav, false), (args.webdav_tls, true)]
+        .into_iter()
+        .filter_map(|(addr, tls)| addr.map(|addr| WebListenerSpec { addr, tls }))
+        .collect();
     if listeners.is_empty()
         && frontends.is_empty()
         && rpc.is_empty()
         && args.kdc.is_none()
         && web.is_empty()
+        && webdav.is_empty()
     {
         listeners.push(ListenerSpec::new(
             Protocol::Imap,
@@ -336,6 +348,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             AppHost::WebTier
         },
         web_kdc: args.web_kdc,
+        webdav,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
@@ -421,6 +434,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 println!(
                     "listening {scheme:<5} {addr} (web tier: {url}://{addr}/whoami, \
                      {url}://{addr}/mailbox?provider=exchange|outlook|webdav)"
+                );
+            }
+        }
+        for (tls, scheme, url) in [(false, "webdav", "http"), (true, "webdavs", "https")] {
+            if let Some(addr) = lab.webdav_addr(tls) {
+                println!(
+                    "listening {scheme:<5} {addr} (Exchange WebDAV: {url}://{addr}/exchange/<user>/Inbox/)"
                 );
             }
         }

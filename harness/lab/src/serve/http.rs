@@ -144,10 +144,10 @@ pub fn text(status: StatusCode, body: String) -> Response<Body> {
 /// Authenticates `req` on its connection's `conn` now: who it is, or the response to send
 /// instead (a `401` with the `WWW-Authenticate` values and a body saying why, as IIS's 401
 /// page does in its own words; a `400` that closes the connection).
-pub fn authenticate(
+pub fn authenticate<B>(
     auth: &Mutex<HttpAuthenticator>,
     conn: &Mutex<ConnectionAuth>,
-    req: &Request<Incoming>,
+    req: &Request<B>,
 ) -> Result<HttpPrincipal, Box<Response<Body>>> {
     let authorization = req
         .headers()

@@ -34,6 +34,7 @@ use super::rpc::{self, RpcListenerSpec, RpcListening, RpcRole};
 use super::rpch;
 use super::tls::{read_certificates, verifying_client_config, LabTls, TlsSetupError};
 use super::web;
+use super::webdav;
 use harness_core::web::provider::{AppHost, StoreSite};
 
 /// How a listener secures its connections.
@@ -120,6 +121,9 @@ pub struct LabConfig {
     /// The KDC the web tier's application asks for the store's tickets: another realm's
     /// KDC serving the same principals (MIT's, for one); None: the lab's own (`kdc`).
     pub web_kdc: Option<SocketAddr>,
+    /// The Exchange WebDAV store's listeners (`/exchange/<user>/`), with the web tier's
+    /// authentication.
+    pub webdav: Vec<WebListenerSpec>,
 }
 
 /// A web tier listener.
@@ -166,6 +170,7 @@ impl Default for LabConfig {
             web_auth: vec![HttpScheme::Negotiate, HttpScheme::Ntlm, HttpScheme::Basic],
             web_app_host: AppHost::WebTier,
             web_kdc: None,
+            webdav: Vec::new(),
         }
     }
 }
@@ -255,6 +260,7 @@ impl Drop for LiveGuard {
 pub struct Lab {
     kdc: Option<(SocketAddr, Arc<KdcHandle>)>,
     web_listening: Vec<(WebListenerSpec, SocketAddr)>,
+    webdav_listening: Vec<(WebListenerSpec, SocketAddr)>,
     listening: Vec<Listening>,
     rpc_listening: Vec<RpcListening>,
     rpc: Option<RpcEndpoints>,
@@ -298,6 +304,7 @@ impl Lab {
             && config.rpc.is_empty()
             && config.kdc.is_none()
             && config.web.is_empty()
+            && config.webdav.is_empty()
         {
             return Err(LabError::NoListeners);
         }
@@ -313,7 +320,8 @@ impl Lab {
             .chain(rpc_addrs)
             .chain(rpch_addrs)
             .chain(config.kdc)
-            .chain(config.web.iter().map(|w| w.addr));
+            .chain(config.web.iter().map(|w| w.addr))
+            .chain(config.webdav.iter().map(|w| w.addr));
         for addr in all {
             if !config.allow_non_loopback && !addr.ip().is_loopback() {
                 return Err(LabError::NotLoopback(addr));
@@ -445,9 +453,11 @@ impl Lab {
             kdc: config.web_kdc.or(kdc.as_ref().map(|(addr, _)| *addr)),
         };
         let web_listening = start_web(&config, store, seed, &tls, &shutdown, &mut tasks)?;
+        let webdav_listening = start_webdav(&config, &world, seed, &tls, &shutdown, &mut tasks)?;
         Ok(Lab {
             kdc,
             web_listening,
+            webdav_listening,
             listening,
             rpc_listening,
             rpc,
@@ -499,6 +509,14 @@ impl Lab {
     /// The address of the web tier's listener over TLS (`tls`) or plain HTTP.
     pub fn web_addr(&self, tls: bool) -> Option<SocketAddr> {
         self.web_listening
+            .iter()
+            .find(|(spec, _)| spec.tls == tls)
+            .map(|(_, addr)| *addr)
+    }
+
+    /// The address of the WebDAV store's listener over TLS (`tls`) or plain HTTP.
+    pub fn webdav_addr(&self, tls: bool) -> Option<SocketAddr> {
+        self.webdav_listening
             .iter()
             .find(|(spec, _)| spec.tls == tls)
             .map(|(_, addr)| *addr)
@@ -714,21 +732,7 @@ fn start_web(
     if config.web.is_empty() {
         return Ok(Vec::new());
     }
-    let unix_now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let schemes = config
-        .web_auth
-        .iter()
-        .copied()
-        .filter(|s| *s != HttpScheme::Negotiate)
-        .collect();
-    let world = &store.world;
-    let mut auth = HttpAuthenticator::for_world(world, schemes, seed ^ 0x5745_4221, unix_now);
-    if config.web_auth.contains(&HttpScheme::Negotiate) {
-        auth = auth.with_kerberos(harness_core::web::http_acceptor(world, seed ^ 0x4853));
-    }
+    let auth = iis_authenticator(config, &store.world, seed);
     let shared = web::WebShared::new(auth, store);
     let specs: Vec<(SocketAddr, bool)> = config.web.iter().map(|w| (w.addr, w.tls)).collect();
     let max = config.limits.max_connections;
@@ -748,6 +752,62 @@ fn start_web(
         },
     )?;
     Ok(config.web.iter().copied().zip(bound).collect())
+}
+
+/// The authentication IIS offers the web tier and the WebDAV store: Negotiate with a
+/// keytab of the world's `HTTP/<host>` principals, NTLM and Basic against the directory.
+fn iis_authenticator(config: &LabConfig, world: &Arc<World>, seed: u64) -> HttpAuthenticator {
+    let unix_now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let schemes = config
+        .web_auth
+        .iter()
+        .copied()
+        .filter(|s| *s != HttpScheme::Negotiate)
+        .collect();
+    let mut auth = HttpAuthenticator::for_world(world, schemes, seed ^ 0x5745_4221, unix_now);
+    if config.web_auth.contains(&HttpScheme::Negotiate) {
+        auth = auth.with_kerberos(harness_core::web::http_acceptor(world, seed ^ 0x4853));
+    }
+    auth
+}
+
+/// The Exchange WebDAV store: one authenticator (the web tier's schemes) for every
+/// listener, the world's mail behind it.
+fn start_webdav(
+    config: &LabConfig,
+    world: &Arc<World>,
+    seed: u64,
+    tls: &LabTls,
+    shutdown: &watch::Sender<bool>,
+    tasks: &mut JoinSet<()>,
+) -> Result<Vec<(WebListenerSpec, SocketAddr)>, LabError> {
+    if config.webdav.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Its own seed, so its NTLM challenges are not the web tier's.
+    let auth = iis_authenticator(config, world, seed ^ 0x4441_5600);
+    let shared = webdav::DavShared::new(auth, world.clone());
+    let specs: Vec<(SocketAddr, bool)> = config.webdav.iter().map(|w| (w.addr, w.tls)).collect();
+    let max = config.limits.max_connections;
+    let bound = bind_http(
+        &specs,
+        ["webdav", "webdav-tls"],
+        tls,
+        tasks,
+        |listener, acceptor| {
+            webdav::accept_loop(
+                listener,
+                shared.clone(),
+                acceptor,
+                max,
+                shutdown.subscribe(),
+            )
+        },
+    )?;
+    Ok(config.webdav.iter().copied().zip(bound).collect())
 }
 
 /// Binds each (address, TLS?) of one kind of HTTP listener (`schemes`: its plain and TLS

@@ -13,3 +13,4 @@ pub mod rpc;
 pub mod rpch;
 pub mod tls;
 pub mod web;
+pub mod webdav;

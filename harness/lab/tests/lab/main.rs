@@ -35,3 +35,4 @@ mod shutdown;
 mod sync_clients;
 mod transcripts_socket;
 mod web_tier;
+mod webdav_store;

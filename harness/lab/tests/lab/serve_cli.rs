@@ -31,21 +31,13 @@ fn listening(stdout: impl std::io::Read + Send + 'static) -> Vec<(String, String
     found
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_with_added_user_accepts_ntlm_and_refuses_wrong_password() {
-    let Some(curl) = require_tool("curl", "apt-get install curl") else {
-        return;
-    };
+/// `harness serve ARGS` started: the process, its PID, and the listeners it printed.
+pub(crate) async fn spawn_serve(
+    args: &[&str],
+) -> (std::process::Child, String, Vec<(String, String)>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args([
-            "serve",
-            "--imap",
-            "127.0.0.1:0",
-            "--pop3",
-            "127.0.0.1:0",
-            "--user",
-            "carol:s3cret",
-        ])
+        .arg("serve")
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -54,7 +46,24 @@ async fn serve_with_added_user_accepts_ntlm_and_refuses_wrong_password() {
     let stdout = child.stdout.take().expect("stdout");
     let addrs = tokio::task::spawn_blocking(move || listening(stdout))
         .await
-        .unwrap();
+        .expect("listening lines");
+    (child, pid, addrs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_added_user_accepts_ntlm_and_refuses_wrong_password() {
+    let Some(curl) = require_tool("curl", "apt-get install curl") else {
+        return;
+    };
+    let (mut child, pid, addrs) = spawn_serve(&[
+        "--imap",
+        "127.0.0.1:0",
+        "--pop3",
+        "127.0.0.1:0",
+        "--user",
+        "carol:s3cret",
+    ])
+    .await;
     let addr_of = |scheme: &str| {
         addrs
             .iter()
@@ -80,7 +89,10 @@ async fn serve_with_added_user_accepts_ntlm_and_refuses_wrong_password() {
 }
 
 /// SIGTERM to `pid`, then its exit status (killed and failed after 10 s).
-fn stop_with_sigterm(child: &mut std::process::Child, pid: &str) -> std::process::ExitStatus {
+pub(crate) fn stop_with_sigterm(
+    child: &mut std::process::Child,
+    pid: &str,
+) -> std::process::ExitStatus {
     let term = Command::new("kill")
         .args(["-TERM", pid])
         .status()

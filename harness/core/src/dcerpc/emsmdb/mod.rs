@@ -446,7 +446,7 @@ pub fn inbox_rows(world: &crate::world::World, user: &str) -> Vec<rops::MessageR
 }
 
 /// Subject, From and size of a stored message for a contents table.
-fn message_row(message: &crate::world::StoredMessage) -> rops::MessageRow {
+pub(crate) fn message_row(message: &crate::world::StoredMessage) -> rops::MessageRow {
     use crate::imap::message::{field, fields, split};
     let (header, _) = split(&message.data);
     let fields = fields(header);
