@@ -144,6 +144,18 @@ pub enum Verdict {
     BadRequest(BadAuthorization),
 }
 
+/// The NTLM CHALLENGE a 401's `WWW-Authenticate` values carry, if any (`NTLM <base64>`).
+pub fn ntlm_challenge(www_authenticate: &[String]) -> Option<Vec<u8>> {
+    www_authenticate
+        .iter()
+        .find_map(|h| h.strip_prefix("NTLM "))
+        .and_then(|c| {
+            base64::engine::general_purpose::STANDARD
+                .decode(c.trim())
+                .ok()
+        })
+}
+
 /// The authentication state of one TCP connection.
 #[derive(Debug, Default)]
 pub struct ConnectionAuth {

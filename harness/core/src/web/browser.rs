@@ -200,14 +200,7 @@ impl Browser {
         let Some(ntlm) = self.ntlm.as_mut() else {
             return Err("web tier: 401".into());
         };
-        let challenge = www_authenticate
-            .iter()
-            .find_map(|h| h.strip_prefix("NTLM "))
-            .and_then(|c| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(c.trim())
-                    .ok()
-            });
+        let challenge = crate::http_auth::ntlm_challenge(www_authenticate);
         let Some(challenge) = challenge else {
             return Err("web tier: 401 without an NTLM CHALLENGE".into());
         };

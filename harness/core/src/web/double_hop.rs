@@ -124,7 +124,7 @@ pub fn run(
             Status::Authenticated
         }
         Err(code) => {
-            journal.step(format!("application: CDO raises {code}"));
+            journal.step(format!("application: {} {code}", raises(case.provider)));
             journal.code(*code);
             Status::Failed
         }
@@ -226,7 +226,7 @@ pub fn run_from_page(
         journal.step(format!("application: lists {result}"));
         Status::Authenticated
     } else {
-        journal.step(format!("application: CDO raises {result}"));
+        journal.step(format!("application: {} {result}", raises(case.provider)));
         let name = result.split(' ').next().unwrap_or_default();
         if let Some(code) = crate::codes::ErrorCode::by_name(name) {
             journal.code(code);
@@ -243,6 +243,15 @@ pub fn run_from_page(
         outcome: journal.outcome(user, SessionProtocol::Web, policy(case), outcome_status),
         trace,
         findings,
+    }
+}
+
+/// How the application reports a failed hop: CDO raises the MAPI code; a WebDAV request
+/// gets the HTTP status.
+fn raises(provider: StoreProvider) -> &'static str {
+    match provider {
+        StoreProvider::WebDav => "the WebDAV request fails with",
+        _ => "CDO raises",
     }
 }
 

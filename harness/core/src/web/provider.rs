@@ -26,9 +26,14 @@ use crate::driver::mapi_client::{MapiAuth, MapiClient, MapiClientConfig};
 use crate::driver::ClientSession;
 use crate::kerberos::client::{self, Credentials, Request};
 use crate::kerberos::flags::FORWARDABLE;
+use crate::kerberos::gss::{self, gss_flags, KRB5_OID};
+use crate::kerberos::spnego;
 use crate::kerberos::{Name, NT_SRV_HST};
+use crate::ntlm::{Credentials as NtlmCredentials, InitiatorOptions, NtlmInitiator, ResponseKind};
 use crate::rng::SeededRng;
+use crate::webdav::{self, client::DavCall};
 use crate::world::World;
+use base64::Engine as _;
 
 /// The store provider the application opens the mailbox with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -240,12 +245,28 @@ pub struct MailboxAnswer {
     pub findings: Vec<WebFinding>,
 }
 
+/// The store's answer to one WebDAV request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DavReply {
+    pub status: u16,
+    pub www_authenticate: Vec<String>,
+    pub body: Vec<u8>,
+}
+
 /// The store and the KDC as the web tier reaches them.
 pub trait StoreReach {
     /// One KDC exchange (a request's octets, the reply's).
     fn kdc(&mut self, request: &[u8]) -> Result<Vec<u8>, String>;
     /// Runs a MAPI client session against the store's Exchange RPC endpoint to its end.
     fn run_mapi(&mut self, client: &mut dyn ClientSession);
+    /// Sends `call` to the store's WebDAV server with `authorization`, on a new
+    /// connection or on the one the last call used (NTLM's legs must share it).
+    fn webdav(
+        &mut self,
+        call: &DavCall,
+        authorization: Option<&str>,
+        new_connection: bool,
+    ) -> Result<DavReply, String>;
     /// The clock of the web tier's host (Unix seconds): authenticators carry it.
     fn now(&self) -> i64;
 }
@@ -361,11 +382,8 @@ pub fn open_mailbox(
                 }
             }
         }
-        Hop::WebDav(_) => {
-            answer
-                .steps
-                .push("WebDAV: this web tier has no WebDAV store to reach".into());
-            answer.result = Err(known::MAPI_E_NETWORK_ERROR);
+        Hop::WebDav(auth) => {
+            answer.result = webdav_listing(token, password, &auth, site, reach, &mut answer.steps);
         }
     }
     answer
@@ -424,6 +442,119 @@ fn run_mapi(
             .copied()
             .unwrap_or(known::MAPI_E_NETWORK_ERROR)),
     }
+}
+
+/// The WebDAV provider: a PROPFIND of the Inbox (Depth `1,noroot`), authenticated as
+/// `auth` says (NTLM's CHALLENGE answered on the same connection), its 207 read into the
+/// listing. A refusal is the HTTP status the application's request got.
+fn webdav_listing(
+    token: &LogonToken,
+    password: &str,
+    auth: &DavAuth,
+    site: &StoreSite,
+    reach: &mut dyn StoreReach,
+    steps: &mut Vec<String>,
+) -> Result<Vec<MailboxRow>, ErrorCode> {
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let http = |status: u16| ErrorCode::new(crate::codes::Family::Http, u32::from(status));
+    let path = format!("/exchange/{}/Inbox/", token.user);
+    let call = webdav::client::propfind_request(&path, webdav::client::Depth::OneNoRoot);
+    let mut ntlm = None;
+    let (mut authorization, label) = match auth {
+        DavAuth::Anonymous => (None, "no Authorization"),
+        DavAuth::Ntlm => {
+            let mut client = NtlmInitiator::new(
+                NtlmCredentials {
+                    user: token.user.clone(),
+                    password: password.to_string(),
+                    domain: site.domain.clone(),
+                    workstation: "WEBTIER".into(),
+                },
+                InitiatorOptions::fixed(site.seed as u8, 7, ResponseKind::V2, true),
+            );
+            let first = format!("NTLM {}", b64(&client.negotiate()));
+            ntlm = Some(client);
+            (Some(first), "Authorization: NTLM (NEGOTIATE)")
+        }
+        DavAuth::Negotiate(source) => {
+            let service = Name {
+                kind: NT_SRV_HST,
+                components: vec!["HTTP".into(), site.store_host.clone()],
+            };
+            let (ticket, got) = match store_ticket(token, password, source, &service, site, reach) {
+                Ok(t) => t,
+                Err(got) => {
+                    steps.extend(got);
+                    return Err(http(401));
+                }
+            };
+            steps.extend(got);
+            let mut rng = SeededRng::new(site.seed ^ 0x4441_5647);
+            let (gss_token, _) = gss::initiate(
+                &ticket,
+                gss_flags::MUTUAL,
+                None,
+                false,
+                reach.now(),
+                &mut rng,
+            );
+            let init = spnego::write_init(&spnego::NegTokenInit {
+                mech_types: vec![KRB5_OID.to_vec()],
+                mech_token: Some(gss_token),
+            });
+            (
+                Some(format!("Negotiate {}", b64(&init))),
+                "Authorization: Negotiate (AP-REQ)",
+            )
+        }
+    };
+    let mut label = label.to_string();
+    // NTLM takes two requests; nothing takes more.
+    for leg in 0..2 {
+        steps.push(format!("  C: PROPFIND {path} (Depth 1,noroot), {label}"));
+        let reply = match reach.webdav(&call, authorization.as_deref(), leg == 0) {
+            Ok(r) => r,
+            Err(why) => {
+                steps.push(format!("  WebDAV: {why}"));
+                return Err(known::MAPI_E_NETWORK_ERROR);
+            }
+        };
+        let challenge = crate::http_auth::ntlm_challenge(&reply.www_authenticate);
+        match (reply.status, ntlm.as_mut(), challenge) {
+            (207, _, _) => {
+                let entries = webdav::client::read_multistatus(&reply.body).map_err(|e| {
+                    steps.push(format!("  S: 207 that does not read: {e}"));
+                    known::MAPI_E_NETWORK_ERROR
+                })?;
+                let rows: Vec<MailboxRow> = entries
+                    .into_iter()
+                    .filter(|e| !e.is_folder)
+                    .map(|e| MailboxRow {
+                        subject: e.subject.unwrap_or_default(),
+                        from: e.from.unwrap_or_default(),
+                        size: e.size.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+                    })
+                    .collect();
+                steps.push(format!("  S: 207 Multi-Status, {} messages", rows.len()));
+                return Ok(rows);
+            }
+            (401, Some(client), Some(challenge)) => {
+                steps.push("  S: 401, WWW-Authenticate: NTLM (CHALLENGE)".into());
+                let authenticate = client.handle_challenge(&challenge).map_err(|e| {
+                    steps.push(format!("  the CHALLENGE does not read: {e}"));
+                    http(401)
+                })?;
+                authorization = Some(format!("NTLM {}", b64(&authenticate)));
+                label = "Authorization: NTLM (AUTHENTICATE)".into();
+                ntlm = None;
+            }
+            (status, _, _) => {
+                steps.push(format!("  S: {status}"));
+                return Err(http(status));
+            }
+        }
+    }
+    Err(http(401))
 }
 
 /// A ticket for `service`: from the forwarded TGT, or a TGT from the password first.
@@ -536,6 +667,11 @@ pub struct InProcess {
     pub kdc: crate::kerberos::Kdc,
     pub endpoints: crate::dcerpc::endpoints::RpcEndpoints,
     pub now: i64,
+    world: std::sync::Arc<World>,
+    /// The WebDAV store's authentication (IIS on the Exchange host) and the state of the
+    /// application's connection to it.
+    dav_auth: crate::http_auth::HttpAuthenticator,
+    dav_conn: crate::http_auth::ConnectionAuth,
 }
 
 impl InProcess {
@@ -550,6 +686,18 @@ impl InProcess {
                 seed,
             ),
             now,
+            world: world.clone(),
+            dav_auth: crate::http_auth::HttpAuthenticator::for_world(
+                world,
+                vec![
+                    crate::http_auth::HttpScheme::Ntlm,
+                    crate::http_auth::HttpScheme::Basic,
+                ],
+                seed ^ 0x4441_5600,
+                u64::try_from(now).unwrap_or(0),
+            )
+            .with_kerberos(super::http_acceptor(world, seed ^ 0x4441_564B)),
+            dav_conn: crate::http_auth::ConnectionAuth::default(),
         }
     }
 }
@@ -565,6 +713,61 @@ impl StoreReach for InProcess {
             Box::new(exchange.accept(std::time::Duration::ZERO))
         };
         crate::driver::run_with_reconnect(client, &mut connect, 10_000);
+    }
+
+    fn webdav(
+        &mut self,
+        call: &DavCall,
+        authorization: Option<&str>,
+        new_connection: bool,
+    ) -> Result<DavReply, String> {
+        use crate::http_auth::Verdict;
+        if new_connection {
+            self.dav_conn = crate::http_auth::ConnectionAuth::default();
+        }
+        let header = |name: &str| {
+            call.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        };
+        match self
+            .dav_auth
+            .check_at(&mut self.dav_conn, authorization, self.now)
+        {
+            Verdict::Authenticated(p) => {
+                let answer = webdav::handle(
+                    &webdav::DavRequest {
+                        method: call.method,
+                        path: &call.path,
+                        depth: header("Depth"),
+                        brief: header("Brief"),
+                        host: Some(&self.world.hostname),
+                        tls: false,
+                        body: &call.body,
+                    },
+                    &p.user,
+                    &self.world,
+                );
+                Ok(DavReply {
+                    status: answer.status,
+                    www_authenticate: Vec::new(),
+                    body: answer.body,
+                })
+            }
+            Verdict::Unauthorized {
+                www_authenticate, ..
+            } => Ok(DavReply {
+                status: 401,
+                www_authenticate,
+                body: Vec::new(),
+            }),
+            Verdict::BadRequest(why) => Ok(DavReply {
+                status: 400,
+                www_authenticate: Vec::new(),
+                body: why.to_string().into_bytes(),
+            }),
+        }
     }
 
     fn now(&self) -> i64 {
@@ -654,7 +857,7 @@ pub(crate) mod tests {
         ];
         let mut got = Vec::new();
         for (name, token) in &tokens {
-            for provider in [StoreProvider::ExchangeMapi, StoreProvider::OutlookMapi] {
+            for provider in StoreProvider::ALL {
                 for host in [AppHost::WebTier, AppHost::ExchangeHost] {
                     let answer = open_mailbox(
                         token,
@@ -682,15 +885,17 @@ pub(crate) mod tests {
             }
         }
         // KB 918710: Exchange's provider fails on every network token, the delegated
-        // Kerberos one included; Outlook's provider makes the hop with a forwarded TGT;
-        // Basic and the browser on the web tier's host work with both; on the Exchange
-        // host there is no second hop.
+        // Kerberos one included; Outlook's provider and WebDAV make the hop with a
+        // forwarded TGT; Basic and the browser on the web tier's host work with all; on
+        // the Exchange host MAPI makes no second hop (WebDAV is HTTP there too).
         let logon_failed = "MAPI_E_LOGON_FAILED (0x80040111)";
+        let denied = "HTTP_STATUS_DENIED (401)";
         let expect = |name: &str, provider: &str, host: &str| -> &str {
             match (name, provider, host) {
-                (_, _, "ExchangeHost") => "listing",
                 ("basic" | "local", _, _) => "listing",
-                ("delegated", "outlook", _) => "listing",
+                ("delegated", "outlook" | "webdav", _) => "listing",
+                (_, "webdav", _) => denied,
+                (_, _, "ExchangeHost") => "listing",
                 _ => logon_failed,
             }
         };
@@ -699,7 +904,7 @@ pub(crate) mod tests {
             let result = parts[3..].join(" ");
             assert_eq!(result, expect(parts[0], parts[1], parts[2]), "{line}");
         }
-        assert_eq!(got.len(), 20);
+        assert_eq!(got.len(), 30);
     }
 
     #[test]

@@ -187,3 +187,38 @@ pub fn authenticate<B>(
         }
     }
 }
+
+/// A client's reading of a response head (the text before the blank line): the status
+/// line, its code, the WWW-Authenticate values and the Content-Length (0 without one).
+pub(crate) struct ResponseHead {
+    pub(crate) line: String,
+    pub(crate) code: u16,
+    pub(crate) www_authenticate: Vec<String>,
+    pub(crate) length: usize,
+}
+
+/// Reads `head`; None when the status line is not HTTP's.
+pub(crate) fn parse_response_head(head: &str) -> Option<ResponseHead> {
+    let mut lines = head.lines();
+    let line = lines.next().unwrap_or_default().to_string();
+    let code = line.split_whitespace().nth(1)?.parse().ok()?;
+    let mut www_authenticate = Vec::new();
+    let mut length = 0usize;
+    for l in lines {
+        let Some((name, value)) = l.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("www-authenticate") {
+            www_authenticate.push(value.to_string());
+        } else if name.eq_ignore_ascii_case("content-length") {
+            length = value.parse().unwrap_or(0);
+        }
+    }
+    Some(ResponseHead {
+        line,
+        code,
+        www_authenticate,
+        length,
+    })
+}

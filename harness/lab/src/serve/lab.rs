@@ -442,6 +442,7 @@ impl Lab {
             }
             None => None,
         };
+        let webdav_listening = start_webdav(&config, &world, seed, &tls, &shutdown, &mut tasks)?;
         let store = web::StoreAccess {
             world: world.clone(),
             site: StoreSite::for_world(&world, seed),
@@ -451,9 +452,12 @@ impl Lab {
                 .find(|l| l.spec.role == RpcRole::Exchange)
                 .map(|l| l.addr),
             kdc: config.web_kdc.or(kdc.as_ref().map(|(addr, _)| *addr)),
+            webdav: webdav_listening
+                .iter()
+                .find(|(spec, _)| !spec.tls)
+                .map(|(_, addr)| *addr),
         };
         let web_listening = start_web(&config, store, seed, &tls, &shutdown, &mut tasks)?;
-        let webdav_listening = start_webdav(&config, &world, seed, &tls, &shutdown, &mut tasks)?;
         Ok(Lab {
             kdc,
             web_listening,

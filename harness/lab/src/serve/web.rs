@@ -19,8 +19,9 @@ use std::time::Duration;
 use harness_core::driver::ClientSession;
 use harness_core::http_auth::{ConnectionAuth, HttpAuthenticator};
 use harness_core::kerberos::frame;
-use harness_core::web::provider::{self, AppHost, StoreProvider, StoreReach, StoreSite};
+use harness_core::web::provider::{self, AppHost, DavReply, StoreProvider, StoreReach, StoreSite};
 use harness_core::web::{self, token::LogonToken, WebRequest};
+use harness_core::webdav::client::DavCall;
 use harness_core::world::World;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
@@ -45,6 +46,8 @@ pub struct StoreAccess {
     pub rpc: Option<SocketAddr>,
     /// The KDC (its TCP side).
     pub kdc: Option<SocketAddr>,
+    /// The store's WebDAV listener (plain HTTP).
+    pub webdav: Option<SocketAddr>,
 }
 
 impl WebShared {
@@ -63,13 +66,100 @@ const HOP_TIMEOUT: Duration = Duration::from_secs(10);
 struct NetworkReach {
     rpc: Option<SocketAddr>,
     kdc: Option<SocketAddr>,
+    webdav: Option<SocketAddr>,
+    host: String,
+    /// The application's connection to the WebDAV store.
+    dav: Option<std::net::TcpStream>,
     runtime: tokio::runtime::Handle,
+}
+
+/// The largest response head and body the application reads from the WebDAV store.
+const MAX_DAV_HEAD: usize = 64 * 1024;
+const MAX_DAV_BODY: usize = 4 * 1024 * 1024;
+
+/// One HTTP/1.1 exchange on `tcp` (blocking, bounded by the socket's timeouts and the
+/// sizes above): the status, the WWW-Authenticate values and the Content-Length body.
+fn http_exchange(tcp: &mut std::net::TcpStream, request: &[u8]) -> Result<DavReply, String> {
+    tcp.write_all(request).map_err(|e| format!("write: {e}"))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let end = loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        if buf.len() > MAX_DAV_HEAD {
+            return Err("response head over 64 KiB".into());
+        }
+        match tcp.read(&mut chunk) {
+            Ok(0) => return Err("closed before the response".into()),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let super::http::ResponseHead {
+        code: status,
+        www_authenticate,
+        length,
+        ..
+    } = super::http::parse_response_head(&head).ok_or("not an HTTP response")?;
+    if length > MAX_DAV_BODY {
+        return Err(format!("a body of {length} octets"));
+    }
+    let mut body = buf[end + 4..].to_vec();
+    while body.len() < length {
+        match tcp.read(&mut chunk) {
+            Ok(0) => return Err("closed within the body".into()),
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+    body.truncate(length);
+    Ok(DavReply {
+        status,
+        www_authenticate,
+        body,
+    })
 }
 
 impl StoreReach for NetworkReach {
     fn kdc(&mut self, request: &[u8]) -> Result<Vec<u8>, String> {
         let addr = self.kdc.ok_or("this lab has no KDC")?;
         kdc_over_tcp(addr, request)
+    }
+
+    fn webdav(
+        &mut self,
+        call: &DavCall,
+        authorization: Option<&str>,
+        new_connection: bool,
+    ) -> Result<DavReply, String> {
+        let addr = self.webdav.ok_or("this lab has no WebDAV store")?;
+        if new_connection || self.dav.is_none() {
+            let tcp = std::net::TcpStream::connect_timeout(&addr, HOP_TIMEOUT)
+                .map_err(|e| format!("WebDAV {addr}: {e}"))?;
+            tcp.set_read_timeout(Some(HOP_TIMEOUT))
+                .and_then(|()| tcp.set_write_timeout(Some(HOP_TIMEOUT)))
+                .map_err(|e| format!("WebDAV {addr}: {e}"))?;
+            self.dav = Some(tcp);
+        }
+        let Some(tcp) = self.dav.as_mut() else {
+            return Err("no connection".into());
+        };
+        let mut request = format!(
+            "{} {} HTTP/1.1\r\nHost: {}\r\n",
+            call.method, call.path, self.host
+        );
+        for (name, value) in &call.headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if let Some(a) = authorization {
+            request.push_str(&format!("Authorization: {a}\r\n"));
+        }
+        request.push_str(&format!("Content-Length: {}\r\n\r\n", call.body.len()));
+        let mut bytes = request.into_bytes();
+        bytes.extend_from_slice(&call.body);
+        http_exchange(tcp, &bytes).map_err(|e| format!("WebDAV {addr}: {e}"))
     }
 
     fn run_mapi(&mut self, client: &mut dyn ClientSession) {
@@ -142,6 +232,9 @@ async fn mailbox_page(
         let mut reach = NetworkReach {
             rpc: store.rpc,
             kdc: store.kdc,
+            webdav: store.webdav,
+            host: store.world.hostname.clone(),
+            dav: None,
             runtime,
         };
         let answer = provider::open_mailbox(

@@ -449,30 +449,17 @@ async fn read_head<S: AsyncReadExt + Unpin>(
     };
     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
     let rest = buf[end + 4..].to_vec();
-    let mut lines = head.lines();
-    let line = lines.next().unwrap_or_default().to_string();
-    let code = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| RpcError::Http(format!("not an HTTP response: {line:?}")))?;
-    let mut authenticate = Vec::new();
-    let mut length = 0usize;
-    for l in lines {
-        let Some((name, value)) = l.split_once(':') else {
-            continue;
-        };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("www-authenticate") {
-            authenticate.push(value.to_string());
-        } else if name.eq_ignore_ascii_case("content-length") {
-            length = value.parse().unwrap_or(0);
-        }
-    }
+    let parsed = crate::serve::http::parse_response_head(&head).ok_or_else(|| {
+        let line = head.lines().next().unwrap_or_default();
+        RpcError::Http(format!("not an HTTP response: {line:?}"))
+    })?;
     Ok(Head {
-        status: Status { code, line },
-        authenticate,
-        length,
+        status: Status {
+            code: parsed.code,
+            line: parsed.line,
+        },
+        authenticate: parsed.www_authenticate,
+        length: parsed.length,
         rest,
     })
 }

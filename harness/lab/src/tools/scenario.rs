@@ -140,7 +140,8 @@ pub async fn run_case(scenario: &ScenarioFile, case: &Case) -> Result<CaseOutcom
                 config.rpch_auth = vec![scheme];
             }
         }
-        // The double hop: the KDC, the store's Exchange RPC listener and the web tier.
+        // The double hop: the KDC, the store's Exchange RPC and WebDAV listeners and the
+        // web tier.
         CaseTarget::Web(web) => {
             config.kdc = Some(lo);
             config.rpc = vec![RpcListenerSpec {
@@ -150,6 +151,10 @@ pub async fn run_case(scenario: &ScenarioFile, case: &Case) -> Result<CaseOutcom
             config.web = vec![WebListenerSpec {
                 addr: lo,
                 tls: web.auth == BrowserAuth::BasicTls,
+            }];
+            config.webdav = vec![WebListenerSpec {
+                addr: lo,
+                tls: false,
             }];
             config.web_app_host = web.app_host;
         }

@@ -18,10 +18,14 @@ async fn web_lab() -> Lab {
     Lab::start(LabConfig {
         listeners: Vec::new(),
         kdc: Some(lo(0)),
-        // The store the application opens mailboxes on.
+        // The store the application opens mailboxes on: Exchange RPC and WebDAV.
         rpc: vec![RpcListenerSpec {
             role: RpcRole::Exchange,
             addr: lo(0),
+        }],
+        webdav: vec![WebListenerSpec {
+            addr: lo(0),
+            tls: false,
         }],
         web: vec![
             WebListenerSpec {
@@ -372,6 +376,25 @@ async fn the_mailbox_page_makes_the_second_hop_only_where_the_token_allows() {
                 failed("hop: NTLM, anonymous (the token holds no credentials)"),
             ),
         ),
+        (
+            "always",
+            "webdav",
+            with_status(
+                "status: 200",
+                listed("hop: HTTP Negotiate (Kerberos), the forwarded TGT"),
+            ),
+        ),
+        (
+            "none",
+            "webdav",
+            with_status(
+                "status: 500",
+                vec![
+                    "hop: HTTP without credentials (the token holds none)",
+                    "result: HTTP_STATUS_DENIED (401)",
+                ],
+            ),
+        ),
     ] {
         let path = format!("/mailbox?provider={provider}");
         let status = ["-w", "status: %{http_code}\n"];
@@ -431,6 +454,21 @@ async fn the_mailbox_page_makes_the_second_hop_only_where_the_token_allows() {
             "127.0.0.2",
             "outlook",
             listed("hop: Kerberos, a TGT from the session's password"),
+        ),
+        (
+            vec!["--basic"],
+            "127.0.0.2",
+            "webdav",
+            listed("hop: HTTP NTLM with the logon session's password"),
+        ),
+        (
+            vec!["--ntlm"],
+            "127.0.0.2",
+            "webdav",
+            vec![
+                "hop: HTTP without credentials (the token holds none)",
+                "result: HTTP_STATUS_DENIED (401)",
+            ],
         ),
     ] {
         let ran = page(options.clone(), from, provider).await;
