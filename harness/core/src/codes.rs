@@ -275,7 +275,15 @@ mod tests {
                 // HR_E(n) = MAKE_SCODE(SEVERITY_ERROR, FACILITY_INTERNET = 12, n)
                 assert_eq!(c.value & 0xFFFF_0000, 0x800C_0000, "{c:?}");
             }
+            if c.family == Family::Http {
+                assert!((400..600).contains(&c.value), "{c:?}");
+            }
         }
-        assert_eq!(CATALOGUE.len(), 30 + 27 + 19 + 19);
+        // MAPI, Kerberos, IXP, Win32, HTTP.
+        assert_eq!(CATALOGUE.len(), 30 + 27 + 19 + 19 + 3);
+        assert_eq!(
+            ErrorCode::new(Family::Http, 401).to_string(),
+            "HTTP_STATUS_DENIED (401)"
+        );
     }
 }
