@@ -521,12 +521,23 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
-/// A client's text as an error message may repeat it: at most 200 characters, controls
-/// escaped.
+/// A client's text as an error message may repeat it: controls escaped, at most 200
+/// octets of it (a cut is marked with `…`).
 fn printable(s: &str) -> String {
-    let mut out: String = s.chars().take(200).flat_map(char::escape_default).collect();
-    if s.chars().nth(200).is_some() {
-        out.push('…');
+    const MAX: usize = 200;
+    let mut out = String::new();
+    for c in s.chars() {
+        let before = out.len();
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+        if out.len() > MAX {
+            out.truncate(before);
+            out.push('…');
+            break;
+        }
     }
     out
 }
