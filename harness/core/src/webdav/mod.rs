@@ -149,7 +149,7 @@ fn depth(header: Option<&str>) -> Result<Depth, DavResponse> {
         _ => Err(DavResponse::text(
             400,
             format!(
-                "Depth {:?} is not one of 0, 1, 1,noroot, infinity",
+                "Depth \"{}\" is not one of 0, 1, 1,noroot, infinity",
                 printable(value)
             ),
         )),
@@ -375,7 +375,7 @@ fn wanted(names: impl Iterator<Item = (String, String)>) -> Result<Wanted, DavRe
         if !xml_name(&name) {
             return Err(DavResponse::text(
                 400,
-                format!("{:?} is not a property name", printable(&name)),
+                format!("\"{}\" is not a property name", printable(&name)),
             ));
         }
         if list.iter().any(|(n, l)| *n == ns && *l == name) {
@@ -523,7 +523,7 @@ fn percent_encode(s: &str) -> String {
 
 /// A client's text as an error message may repeat it: controls escaped, at most 200
 /// octets of it (a cut is marked with `…`).
-fn printable(s: &str) -> String {
+pub(crate) fn printable(s: &str) -> String {
     const MAX: usize = 200;
     let mut out = String::new();
     for c in s.chars() {
