@@ -149,7 +149,7 @@ fn depth(header: Option<&str>) -> Result<Depth, DavResponse> {
         _ => Err(DavResponse::text(
             400,
             format!(
-                "Depth {:?} is not one of 0, 1, 1,noroot, infinity",
+                "Depth \"{}\" is not one of 0, 1, 1,noroot, infinity",
                 printable(value)
             ),
         )),
@@ -375,7 +375,7 @@ fn wanted(names: impl Iterator<Item = (String, String)>) -> Result<Wanted, DavRe
         if !xml_name(&name) {
             return Err(DavResponse::text(
                 400,
-                format!("{:?} is not a property name", printable(&name)),
+                format!("\"{}\" is not a property name", printable(&name)),
             ));
         }
         if list.iter().any(|(n, l)| *n == ns && *l == name) {
@@ -521,12 +521,23 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
-/// A client's text as an error message may repeat it: at most 200 characters, controls
-/// escaped.
-fn printable(s: &str) -> String {
-    let mut out: String = s.chars().take(200).flat_map(char::escape_default).collect();
-    if s.chars().nth(200).is_some() {
-        out.push('…');
+/// A client's text as an error message may repeat it: controls escaped, at most 200
+/// octets of it (a cut is marked with `…`).
+pub(crate) fn printable(s: &str) -> String {
+    const MAX: usize = 200;
+    let mut out = String::new();
+    for c in s.chars() {
+        let before = out.len();
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+        if out.len() > MAX {
+            out.truncate(before);
+            out.push('…');
+            break;
+        }
     }
     out
 }

@@ -198,14 +198,10 @@ fn shown(token: Option<&Token>) -> String {
 
 /// Reads the SQL of a `DAV:sql` element.
 pub fn parse(sql: &str) -> Result<Query, SqlError> {
-    // The messages repeat the query's words, which may be long: at most 200 characters.
-    let short = |m: String| match m.char_indices().nth(200) {
-        Some((i, _)) => format!("{}…", &m[..i]),
-        None => m,
-    };
+    // The messages repeat the query's words, which may be long or hold controls.
     parse_query(sql).map_err(|e| match e {
-        SqlError::Malformed(m) => SqlError::Malformed(short(m)),
-        SqlError::Unsupported(m) => SqlError::Unsupported(short(m)),
+        SqlError::Malformed(m) => SqlError::Malformed(super::printable(&m)),
+        SqlError::Unsupported(m) => SqlError::Unsupported(super::printable(&m)),
     })
 }
 

@@ -411,6 +411,11 @@ fn bad_requests_get_clear_answers() {
     );
     let many: String = (0..70).map(|i| format!("<p{i}/>")).collect();
     let many = format!("<propfind xmlns='DAV:'><prop>{many}</prop></propfind>");
+    let long_path = format!("/\u{7}{}", "é".repeat(200));
+    let long_refusal = format!(
+        "nothing at /\\u{{7}}{}…: mailboxes are under /exchange/<user>/",
+        "é".repeat(97)
+    );
     let search =
         |sql: &str| format!("<searchrequest xmlns='DAV:'><sql>{sql}</sql></searchrequest>");
     let cases: Vec<Case> = vec![
@@ -430,6 +435,8 @@ fn bad_requests_get_clear_answers() {
         ("PROPFIND", "/exchange/carol/%ZZ/", Some("0"), vec![], 400, "bad path /exchange/carol/%ZZ/"),
         ("PROPFIND", "/exchange/carol/%FF/", Some("0"), vec![], 400, "bad path /exchange/carol/%FF/"),
         ("PROPFIND", "*", Some("0"), vec![], 400, "bad path *"),
+        // A refusal repeats at most 200 octets of the client's text, controls escaped.
+        ("PROPFIND", &long_path, Some("0"), vec![], 404, &long_refusal),
         ("PROPFIND", "/exchange/carol/", Some("0"), big.clone(), 413,
          "the request body has 65537 octets; at most 65536 are read"),
         ("PROPFIND", "/exchange/carol/", Some("0"), b"<propfind xmlns='DAV:'><prop>".to_vec(), 400,

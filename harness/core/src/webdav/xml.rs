@@ -6,6 +6,10 @@ use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
 use quick_xml::NsReader;
 
+// A message that repeats the client's text (a name may be 64 KiB long) escapes its
+// controls and keeps at most 200 octets of it.
+use super::printable as short;
+
 /// The `DAV:` namespace (RFC 4918 §21.1).
 pub const DAV: &str = "DAV:";
 /// Exchange's mail properties (EXSDK `urn:schemas:httpmail:`).
@@ -74,7 +78,7 @@ pub fn parse(body: &[u8], limits: XmlLimits) -> Result<Element, XmlError> {
             ResolveResult::Unbound => String::new(),
             ResolveResult::Unknown(p) => {
                 return Err(XmlError::Malformed(format!(
-                    "unknown namespace prefix {:?}",
+                    "unknown namespace prefix \"{}\"",
                     short(&String::from_utf8_lossy(&p))
                 )))
             }
@@ -144,15 +148,6 @@ pub fn parse(body: &[u8], limits: XmlLimits) -> Result<Element, XmlError> {
                 return root.ok_or(XmlError::Empty);
             }
         }
-    }
-}
-
-/// A message that repeats the client's names stays short (they may be 64 KiB long).
-fn short(text: &str) -> String {
-    const MAX: usize = 200;
-    match text.char_indices().nth(MAX) {
-        Some((i, _)) => format!("{}…", &text[..i]),
-        None => text.to_string(),
     }
 }
 
@@ -269,6 +264,15 @@ mod tests {
                 String::from_utf8_lossy(doc)
             );
         }
+        // A name of controls is escaped and cut (webdav_body's second finding).
+        let long = format!("<x{}:a/>", "\u{1f}".repeat(100));
+        assert_eq!(
+            parse(long.as_bytes(), LIMITS),
+            Err(XmlError::Malformed(format!(
+                "unknown namespace prefix \"x{}…\"",
+                "\\u{1f}".repeat(33)
+            )))
+        );
         assert!(matches!(
             parse(b"<a>\xff</a>", LIMITS),
             Err(XmlError::Malformed(m)) if m.starts_with("not UTF-8")
