@@ -83,12 +83,17 @@ fn kerberos_time(value: &[u8]) -> bool {
     value.len() == 15 && value[14] == b'Z' && value[..14].iter().all(u8::is_ascii_digit)
 }
 
-/// Decodes untrusted octets with picky-asn1-der once they are `well_formed`.
-pub(crate) fn decode<T: serde::de::DeserializeOwned>(input: &[u8]) -> Option<T> {
+/// Decodes untrusted octets with picky-asn1-der once they are `well_formed`, and only if
+/// what picky would write back is well formed too: picky reads some elements it cannot
+/// write back (a primitive of another tag number read as a GeneralizedTime comes back as
+/// tag 24 around octets that are no time: krb_message_decode's fourth finding).
+pub(crate) fn decode<T: serde::Serialize + serde::de::DeserializeOwned>(input: &[u8]) -> Option<T> {
     if !well_formed(input) {
         return None;
     }
-    picky_asn1_der::from_bytes(input).ok()
+    let value: T = picky_asn1_der::from_bytes(input).ok()?;
+    let again = picky_asn1_der::to_vec(&value).ok()?;
+    well_formed(&again).then_some(value)
 }
 
 /// The KDC-REQ-BODY of a KDC-REQ (`[APPLICATION n] SEQUENCE { ..., [4] body }`), as sent.
@@ -113,6 +118,20 @@ pub(crate) fn kdc_req_body(message: &[u8]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// krb_message_decode's fourth finding: an AS-REQ whose `till` holds a context-class
+    /// primitive [21] around 15 octets that are no time. picky reads it as a
+    /// GeneralizedTime and writes it back as tag 24, which does not read again; `decode`
+    /// refuses it.
+    #[test]
+    fn a_message_picky_cannot_write_back_is_refused() {
+        let finding =
+            include_bytes!("../../../../corpus/fuzz/krb_message_decode/crash-e9efd0f47c5cdb60");
+        assert!(well_formed(finding));
+        let picky: Option<picky_krb::messages::AsReq> = picky_asn1_der::from_bytes(finding).ok();
+        assert!(picky.is_some(), "picky alone reads it");
+        assert_eq!(decode::<picky_krb::messages::AsReq>(finding), None);
+    }
 
     #[test]
     fn finds_the_body_as_sent_and_refuses_lies() {

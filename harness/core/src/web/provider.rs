@@ -25,7 +25,6 @@ use crate::dcerpc::legacy_dn;
 use crate::driver::mapi_client::{MapiAuth, MapiClient, MapiClientConfig};
 use crate::driver::ClientSession;
 use crate::kerberos::client::{self, Credentials, Request};
-use crate::kerberos::flags::FORWARDABLE;
 use crate::kerberos::gss::{self, gss_flags, KRB5_OID};
 use crate::kerberos::spnego;
 use crate::kerberos::{Name, NT_SRV_HST};
@@ -574,16 +573,13 @@ fn store_ticket(
     let tgt = match source {
         TicketSource::DelegatedTgt(tgt) => (**tgt).clone(),
         TicketSource::Password => {
-            let request = Request {
-                options: FORWARDABLE,
-                ..Request::default()
-            };
+            // The session's own TGT: the store's ticket needs nothing more of it.
             match client::login(
                 &mut exchange,
                 &token.user,
                 &site.realm,
                 password,
-                &request,
+                &Request::default(),
                 now,
                 &mut rng,
             ) {
@@ -779,7 +775,7 @@ impl StoreReach for InProcess {
 pub(crate) mod tests {
     use super::*;
     use crate::http_auth::{HttpPrincipal, HttpScheme};
-    use crate::kerberos::flags::FORWARDED;
+    use crate::kerberos::flags::{FORWARDABLE, FORWARDED};
     use crate::LabFile;
     use std::sync::Arc;
 
