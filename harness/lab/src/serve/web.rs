@@ -80,6 +80,8 @@ const MAX_DAV_BODY: usize = 4 * 1024 * 1024;
 /// One HTTP/1.1 exchange on `tcp` (blocking, bounded by the socket's timeouts and the
 /// sizes above): the status, the WWW-Authenticate values and the Content-Length body.
 fn http_exchange(tcp: &mut std::net::TcpStream, request: &[u8]) -> Result<DavReply, String> {
+    // Each read is bounded by the socket's timeout; the whole answer by this.
+    let deadline = std::time::Instant::now() + HOP_TIMEOUT;
     tcp.write_all(request).map_err(|e| format!("write: {e}"))?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
@@ -89,6 +91,9 @@ fn http_exchange(tcp: &mut std::net::TcpStream, request: &[u8]) -> Result<DavRep
         }
         if buf.len() > MAX_DAV_HEAD {
             return Err("response head over 64 KiB".into());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err("no whole answer in time".into());
         }
         match tcp.read(&mut chunk) {
             Ok(0) => return Err("closed before the response".into()),
@@ -108,6 +113,9 @@ fn http_exchange(tcp: &mut std::net::TcpStream, request: &[u8]) -> Result<DavRep
     }
     let mut body = buf[end + 4..].to_vec();
     while body.len() < length {
+        if std::time::Instant::now() > deadline {
+            return Err("no whole answer in time".into());
+        }
         match tcp.read(&mut chunk) {
             Ok(0) => return Err("closed within the body".into()),
             Ok(n) => body.extend_from_slice(&chunk[..n]),
@@ -181,9 +189,10 @@ impl StoreReach for NetworkReach {
     }
 }
 
-/// One KDC exchange over TCP (RFC 4120 7.2.2), blocking, each step bounded by
-/// `HOP_TIMEOUT`.
+/// One KDC exchange over TCP (RFC 4120 7.2.2), blocking, each read and the whole exchange
+/// bounded by `HOP_TIMEOUT`.
 pub(crate) fn kdc_over_tcp(addr: SocketAddr, request: &[u8]) -> Result<Vec<u8>, String> {
+    let deadline = std::time::Instant::now() + HOP_TIMEOUT;
     let mut tcp = std::net::TcpStream::connect_timeout(&addr, HOP_TIMEOUT)
         .map_err(|e| format!("KDC {addr}: {e}"))?;
     tcp.set_read_timeout(Some(HOP_TIMEOUT))
@@ -197,6 +206,9 @@ pub(crate) fn kdc_over_tcp(addr: SocketAddr, request: &[u8]) -> Result<Vec<u8>, 
             frame::Record::Message(reply) => return Ok(reply),
             frame::Record::TooLong(n) => return Err(format!("KDC {addr}: record of {n}")),
             frame::Record::Incomplete => {}
+        }
+        if std::time::Instant::now() > deadline {
+            return Err("no whole answer in time".into());
         }
         match tcp.read(&mut chunk) {
             Ok(0) => return Err(format!("KDC {addr}: closed before its reply")),
