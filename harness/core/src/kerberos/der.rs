@@ -84,16 +84,25 @@ fn kerberos_time(value: &[u8]) -> bool {
 }
 
 /// Decodes untrusted octets with picky-asn1-der once they are `well_formed`, and only if
-/// what picky would write back is well formed too: picky reads some elements it cannot
-/// write back (a primitive of another tag number read as a GeneralizedTime comes back as
-/// tag 24 around octets that are no time: krb_message_decode's fourth finding).
-pub(crate) fn decode<T: serde::Serialize + serde::de::DeserializeOwned>(input: &[u8]) -> Option<T> {
+/// picky would write the value back as octets that read as the same value: picky reads
+/// some elements it cannot write back. A primitive of another tag number is read as a
+/// GeneralizedTime, so a [21] around 15 octets that are no time comes back as tag 24 and
+/// does not read again (krb_message_decode's fourth finding), and four 0xFF octets read
+/// as a year come back as another year (its fifth).
+pub(crate) fn decode<T>(input: &[u8]) -> Option<T>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq,
+{
     if !well_formed(input) {
         return None;
     }
     let value: T = picky_asn1_der::from_bytes(input).ok()?;
     let again = picky_asn1_der::to_vec(&value).ok()?;
-    well_formed(&again).then_some(value)
+    if !well_formed(&again) {
+        return None;
+    }
+    let back: T = picky_asn1_der::from_bytes(&again).ok()?;
+    (back == value).then_some(value)
 }
 
 /// The KDC-REQ-BODY of a KDC-REQ (`[APPLICATION n] SEQUENCE { ..., [4] body }`), as sent.
@@ -125,6 +134,11 @@ mod tests {
     /// refuses it.
     #[test]
     fn a_message_picky_cannot_write_back_is_refused() {
+        // The fifth finding: a year of four 0xFF octets comes back as another year.
+        let year =
+            include_bytes!("../../../../corpus/fuzz/krb_message_decode/crash-64406c5cfc278548");
+        assert!(well_formed(year));
+        assert_eq!(decode::<picky_krb::messages::AsReq>(year), None);
         let finding =
             include_bytes!("../../../../corpus/fuzz/krb_message_decode/crash-e9efd0f47c5cdb60");
         assert!(well_formed(finding));
