@@ -98,6 +98,11 @@ where
     }
     let value: T = picky_asn1_der::from_bytes(input).ok()?;
     let again = picky_asn1_der::to_vec(&value).ok()?;
+    // DER is canonical: what a correct encoder sent comes back octet for octet, and the
+    // second read is needed only when it does not.
+    if again == input {
+        return Some(value);
+    }
     if !well_formed(&again) {
         return None;
     }
