@@ -49,6 +49,25 @@ pub struct DoubleHopCase {
     pub app_host: AppHost,
 }
 
+impl DoubleHopCase {
+    /// Where the browser runs, for the trace.
+    fn browser_at(&self) -> &'static str {
+        if self.browser_on_web_host {
+            "on the web tier's host"
+        } else {
+            "on another host"
+        }
+    }
+
+    /// Where the application runs, for the trace.
+    fn app_at(&self) -> &'static str {
+        match self.app_host {
+            AppHost::WebTier => "its own host",
+            AppHost::ExchangeHost => "the Exchange host",
+        }
+    }
+}
+
 /// What the case came to: the session outcome, the token at each hop, and the findings
 /// the tiers add (scenario finding kinds).
 #[derive(Debug, Clone)]
@@ -75,11 +94,7 @@ pub fn run(
     let site = StoreSite::for_world(world, seed);
     let mut journal = Journal::default();
     let mut trace = Vec::new();
-    let browser_at = if case.browser_on_web_host {
-        "on the web tier's host"
-    } else {
-        "on another host"
-    };
+    let browser_at = case.browser_at();
     let principal = match browse(world, &mut reach, user, case, password, seed, &mut journal) {
         Ok(p) => p,
         Err(status) => {
@@ -111,10 +126,7 @@ pub fn run(
     );
     trace.push(format!(
         "web tier ({}) -> store: {}",
-        match case.app_host {
-            AppHost::WebTier => "its own host",
-            AppHost::ExchangeHost => "the Exchange host",
-        },
+        case.app_at(),
         answer.hop.describe()
     ));
     answer.steps.iter().for_each(|s| journal.step(s.clone()));
@@ -163,11 +175,7 @@ pub fn run_from_page(
 ) -> DoubleHopRun {
     let mut journal = Journal::default();
     browser_steps.iter().for_each(|s| journal.step(s.clone()));
-    let browser_at = if case.browser_on_web_host {
-        "on the web tier's host"
-    } else {
-        "on another host"
-    };
+    let browser_at = case.browser_at();
     let (status, body) = match page {
         Ok(page) => page,
         Err(why) => {
@@ -212,10 +220,7 @@ pub fn run_from_page(
     ));
     trace.push(format!(
         "web tier ({}) -> store: {}",
-        match case.app_host {
-            AppHost::WebTier => "its own host",
-            AppHost::ExchangeHost => "the Exchange host",
-        },
+        case.app_at(),
         field("hop: ")
     ));
     body.lines()

@@ -222,3 +222,13 @@ pub(crate) fn parse_response_head(head: &str) -> Option<ResponseHead> {
         length,
     })
 }
+
+/// `r` with the Negotiate mutual-authentication token (RFC 4559 4.2), when the principal
+/// has one, in its WWW-Authenticate header.
+pub(crate) fn with_mutual(mut r: Response<Body>, mutual: Option<String>) -> Response<Body> {
+    if let Some(value) = mutual.and_then(|m| m.parse().ok()) {
+        r.headers_mut()
+            .insert(hyper::header::WWW_AUTHENTICATE, value);
+    }
+    r
+}

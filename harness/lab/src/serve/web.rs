@@ -296,12 +296,8 @@ async fn serve_request(
         }),
     };
     let status = StatusCode::from_u16(page.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut r = text(status, page.body);
-    if let Some(mutual) = principal.mutual.and_then(|m| m.parse().ok()) {
-        r.headers_mut()
-            .insert(hyper::header::WWW_AUTHENTICATE, mutual);
-    }
-    Ok(r)
+    let r = text(status, page.body);
+    Ok(super::http::with_mutual(r, principal.mutual))
 }
 
 /// Accepts and serves the web tier's connections on `listener` until shutdown.

@@ -109,12 +109,8 @@ async fn serve_request(
         &shared.world,
     );
     tracing::debug!(method = %req.method(), path = req.uri().path(), status = answer.status, "webdav");
-    let mut r = response(answer, false);
-    if let Some(mutual) = principal.mutual.and_then(|m| m.parse().ok()) {
-        r.headers_mut()
-            .insert(hyper::header::WWW_AUTHENTICATE, mutual);
-    }
-    Ok(r)
+    let r = response(answer, false);
+    Ok(super::http::with_mutual(r, principal.mutual))
 }
 
 /// Accepts and serves the store's connections on `listener` until shutdown.
