@@ -9,6 +9,7 @@ pub mod dcerpc;
 pub mod driver;
 pub mod frontend;
 pub mod fuzzing;
+pub mod gc;
 pub mod http_auth;
 pub mod imap;
 pub mod kerberos;

@@ -248,6 +248,18 @@ pub mod vectors {
     }
 }
 
+/// RfrGetNewDSA's request as a client sends it ([MS-OXABREF] 3.1.4.1): flags 0, the
+/// user's DN, ppszUnused NULL and ppszServer pointing at an empty string (as impacket and
+/// Outlook send it).
+pub fn get_new_dsa_request(user_dn: &str) -> Vec<u8> {
+    let mut w = NdrWriter::new();
+    w.put_u32(0);
+    w.put_string(user_dn.as_bytes());
+    put_in_out_string(&mut w, None);
+    put_in_out_string(&mut w, Some(Some(b"")));
+    w.into_bytes()
+}
+
 /// A `[in, out, unique, string] char **` read back (see [`in_out_string`]).
 pub type InOutString = Option<Option<Vec<u8>>>;
 

@@ -113,6 +113,8 @@ pub enum SessionProtocol {
     Mapi,
     /// A browser and a web application's hop to the store (the double hop).
     Web,
+    /// A program's address-book provider: referral, KDC and NSPI (GC failover).
+    AddressBook,
 }
 
 impl SessionProtocol {
@@ -121,6 +123,7 @@ impl SessionProtocol {
             SessionProtocol::Mail(p) => p.name(),
             SessionProtocol::Mapi => "MAPI",
             SessionProtocol::Web => "HTTP and a store provider",
+            SessionProtocol::AddressBook => "MAPI address book (NSPI)",
         }
     }
 }

@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 
 /// The parameters a matrix may vary, and what each value means.
 pub const PARAMETERS: &[(&str, &str)] = &[
-    ("protocol", "imap | pop3 | mapi (Exchange RPC over ncacn_ip_tcp)"),
+    (
+        "protocol",
+        "imap | pop3 | mapi (Exchange RPC over ncacn_ip_tcp) | web (the double hop) | address-book (a program's address-book calls across the file's [timeline])",
+    ),
     (
         "topology",
         "direct | a front-end profile (exchange2000-rtm, exchange2000-sp1, affinity, per-session; mail only) | outlook-anywhere-ntlm, outlook-anywhere-basic (mapi only: through the RPC over HTTP proxy, that HTTP authentication on its channels)",
@@ -31,6 +34,22 @@ pub const PARAMETERS: &[(&str, &str)] = &[
         "mapi-service: on | off (PR_PROFILE_CONNECT_FLAGS with CONNECT_NO_NOTIFICATIONS 0x20)",
     ),
     ("schedule", "mapi-service: the thread schedule's seed, 1 to 16"),
+    (
+        "program",
+        "address-book: service (cannot prompt) | interactive (can show a credential prompt)",
+    ),
+    (
+        "userauth-credentials",
+        "address-book: 0 | 1 (the registry value EMSAB_UserAuth_Credentials; read by the hotfix only)",
+    ),
+    (
+        "allow-reconnect",
+        "address-book: on | off (PR_PROFILE_ABP_ALLOW_RECONNECT 0x66390003)",
+    ),
+    (
+        "process-domain",
+        "address-book: same | other (the domain of the account the program runs as; the lab's KDC has no trust with the other)",
+    ),
 ];
 
 /// Schedule seeds a `schedule` parameter may name.
@@ -58,6 +77,10 @@ pub struct ScenarioFile {
     pub params: Vec<Param>,
     #[serde(default, rename = "expect")]
     pub expectations: Vec<Expectation>,
+    /// The directory's global catalogs and events on the virtual clock (`address-book`
+    /// cases).
+    #[serde(default)]
+    pub timeline: Option<crate::gc::Timeline>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -137,6 +160,12 @@ pub struct Expectation {
     pub no_findings: Vec<String>,
     /// For `telnet` probes: whether NTLM is advertised.
     pub advertises_ntlm: Option<bool>,
+    /// `address-book`: the calls' symbols, exactly (see `harness_core::gc::LEGEND`).
+    #[serde(default)]
+    pub timeline: Option<String>,
+    /// `address-book`: the provider's state after the last call.
+    #[serde(default)]
+    pub end_state: Option<String>,
     /// Why, in the source's words or a paraphrase; printed beside the check.
     #[serde(default)]
     pub because: String,
@@ -168,6 +197,12 @@ pub enum ScenarioError {
     BadFinding { index: usize, kind: String },
     #[error("the matrix has {0} cases; at most {MAX_CASES} are allowed")]
     TooManyCases(usize),
+    #[error(transparent)]
+    Timeline(#[from] crate::gc::timeline::TimelineError),
+    #[error("expectation {index}: unknown provider state {state:?} (process-credentials, user-credentials, ended)")]
+    BadState { index: usize, state: String },
+    #[error("expectation {index}: timeline {timeline:?} has symbols outside the legend")]
+    BadTimeline { index: usize, timeline: String },
 }
 
 /// Cases one scenario may expand to.
@@ -192,6 +227,7 @@ pub const FINDING_KINDS: &[&str] = &[
     "notification-missed",
     "registration-failed",
     "unsuitable-provider",
+    "credential-prompt",
 ];
 
 pub fn allowed_values(param: &str) -> Option<Vec<&'static str>> {
@@ -206,12 +242,14 @@ pub fn allowed_values(param: &str) -> Option<Vec<&'static str>> {
             let mut v = crate::Protocol::ALL.map(crate::Protocol::keyword).to_vec();
             v.push("mapi");
             v.push("web");
+            v.push("address-book");
             Some(v)
         }
         "client" => Some([MAIL_CLIENTS, MAPI_CLIENTS, WEB_CLIENTS].concat()),
         "profile" => {
             let mut v = crate::profile::PROFILE_NAMES.to_vec();
             v.extend(crate::dcerpc::emsmdb::EmsmdbProfile::ALL.map(|p| p.name()));
+            v.extend(crate::gc::AbpProfile::ALL.map(|p| p.name()));
             Some(v)
         }
         "credentials" => Some(vec!["valid", "wrong-password"]),
@@ -227,6 +265,11 @@ pub fn allowed_values(param: &str) -> Option<Vec<&'static str>> {
                 .to_vec(),
         ),
         "app-host" => Some(vec!["web-tier", "exchange-host"]),
+        // Global-catalog failover (protocol `address-book`).
+        "program" => Some(vec!["service", "interactive"]),
+        "userauth-credentials" => Some(vec!["0", "1"]),
+        "allow-reconnect" => Some(vec!["on", "off"]),
+        "process-domain" => Some(vec!["same", "other"]),
         _ => None,
     }
 }
@@ -266,6 +309,9 @@ impl ScenarioFile {
         if cases > MAX_CASES {
             return Err(ScenarioError::TooManyCases(cases));
         }
+        if let Some(t) = &self.timeline {
+            t.validate()?;
+        }
         for (index, e) in self.expectations.iter().enumerate() {
             for name in e.when.keys() {
                 if !seen.contains(&name.as_str()) {
@@ -288,6 +334,22 @@ impl ScenarioFile {
                     return Err(ScenarioError::BadCode {
                         index,
                         code: c.clone(),
+                    });
+                }
+            }
+            if let Some(state) = &e.end_state {
+                if crate::gc::ProviderState::by_name(state).is_none() {
+                    return Err(ScenarioError::BadState {
+                        index,
+                        state: state.clone(),
+                    });
+                }
+            }
+            if let Some(t) = &e.timeline {
+                if !t.chars().all(|c| ".NEPx|".contains(c)) {
+                    return Err(ScenarioError::BadTimeline {
+                        index,
+                        timeline: t.clone(),
                     });
                 }
             }

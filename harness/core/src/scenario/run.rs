@@ -19,6 +19,7 @@ use crate::driver::{
     self, ClientConfig, ClientSession, Finding, MapiApp, MapiAppConfig, MapiClient,
     MapiClientConfig, Policy, ProcessIdentity, SessionOutcome, CONNECT_NO_NOTIFICATIONS,
 };
+use crate::gc::{AbpProfile, FailoverCase, ProviderConfig};
 use crate::http_auth::{HttpAuthenticator, HttpScheme};
 use crate::imap::ImapServer;
 use crate::ntlm::Credentials;
@@ -119,7 +120,28 @@ pub struct CaseOutcome {
     pub probe: Option<Probe>,
     pub trace: Vec<String>,
     pub topology_findings: Vec<String>,
+    /// `address-book` cases: the calls across the timeline.
+    pub calls: Option<CallsSummary>,
     pub checks: Vec<Check>,
+}
+
+/// An `address-book` case's calls: one symbol each (`harness_core::gc::LEGEND`), and the
+/// provider's state after the last.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CallsSummary {
+    pub timeline: String,
+    pub end_state: String,
+}
+
+impl CallsSummary {
+    pub fn of(run: &crate::gc::FailoverRun) -> CallsSummary {
+        CallsSummary {
+            timeline: run.timeline(),
+            end_state: run
+                .end_state()
+                .map_or_else(|| "none".to_string(), |s| s.name().to_string()),
+        }
+    }
 }
 
 impl CaseOutcome {
@@ -178,10 +200,18 @@ impl CaseOutcome {
                 if p.advertises_ntlm { "yes" } else { "no" }
             );
         }
+        if let Some(c) = &self.calls {
+            out.push_str("\n-- calls, one a second\n");
+            let _ = writeln!(out, "timeline: {}", c.timeline);
+            let _ = writeln!(out, "legend: {}", crate::gc::LEGEND);
+            let _ = writeln!(out, "provider at the end: {}", c.end_state);
+        }
         if !self.trace.is_empty() {
             let topology = self.case.get("topology").unwrap_or("direct");
             out.push_str(if self.case.get("protocol") == Some("web") {
                 "\n-- the hops (the token at each)\n"
+            } else if self.case.get("protocol") == Some("address-book") {
+                "\n-- the directory and the provider\n"
             } else if super::rpc_proxy_scheme(topology).is_some() {
                 "\n-- at the RPC proxy\n"
             } else if topology == "direct" {
@@ -266,6 +296,8 @@ pub enum CaseTarget {
     },
     /// The double hop: a browser, the web tier, a store provider and the store.
     Web(DoubleHopCase),
+    /// A program's address-book provider across the scenario's timeline.
+    AddressBook(FailoverCase),
 }
 
 /// When new mail reaches a `mapi-service` case's mailbox (connection time): after the
@@ -287,6 +319,9 @@ pub enum CaseClient {
     MapiApp(MapiAppConfig),
     /// A browser (the double hop), with the actor's password.
     Browser { password: String },
+    /// A MAPI program making address-book calls (GC failover); the password is what the
+    /// user types at a prompt.
+    Program { password: String },
 }
 
 /// What a case asks for, resolved: the target and its profile, the topology name, and
@@ -353,6 +388,31 @@ impl CasePlan {
                 target: CaseTarget::Web(web),
                 topology,
                 client: CaseClient::Browser { password },
+            });
+        }
+        if case.get("protocol") == Some("address-book") {
+            let name = profile_name.unwrap_or("exchange2003-sp1");
+            let names = AbpProfile::ALL.map(|p| p.name());
+            let profile =
+                AbpProfile::by_name(name).ok_or_else(|| unknown("profile", name, &names))?;
+            if scenario.timeline.is_none() {
+                return Err(ScenarioError::Syntax(
+                    "an address-book case needs a [timeline]".into(),
+                ));
+            }
+            let failover = FailoverCase {
+                provider: ProviderConfig {
+                    profile,
+                    user_auth_credentials: case.get("userauth-credentials") == Some("1"),
+                    allow_reconnect: case.get("allow-reconnect") != Some("off"),
+                    can_prompt: case.get("program") == Some("interactive"),
+                },
+                process_in_other_domain: case.get("process-domain") == Some("other"),
+            };
+            return Ok(CasePlan {
+                target: CaseTarget::AddressBook(failover),
+                topology,
+                client: CaseClient::Program { password },
             });
         }
         // file.rs checks every value against `allowed_values` before this.
@@ -439,6 +499,10 @@ impl CasePlan {
             if let Some((account, password)) = cfg.process_account() {
                 lab.add_user(account, password);
             }
+        }
+        if let CaseTarget::AddressBook(_) = self.target {
+            let (account, password) = crate::gc::failover::SERVICE_ACCOUNT;
+            lab.add_user(account, password);
         }
         lab
     }
@@ -634,6 +698,27 @@ pub fn evaluate(
     trace: Vec<String>,
     topology_findings: Vec<String>,
 ) -> CaseOutcome {
+    evaluate_calls(
+        scenario,
+        case,
+        session,
+        probe,
+        trace,
+        topology_findings,
+        None,
+    )
+}
+
+/// [`evaluate`] for an `address-book` case, with its calls.
+pub fn evaluate_calls(
+    scenario: &ScenarioFile,
+    case: &Case,
+    session: Option<SessionOutcome>,
+    probe: Option<Probe>,
+    trace: Vec<String>,
+    topology_findings: Vec<String>,
+    calls: Option<CallsSummary>,
+) -> CaseOutcome {
     let mut outcome = CaseOutcome {
         case: case.clone(),
         id: case.id(),
@@ -641,6 +726,7 @@ pub fn evaluate(
         probe,
         trace,
         topology_findings,
+        calls,
         checks: Vec::new(),
     };
     outcome.checks = scenario
@@ -665,6 +751,29 @@ pub fn run_case(
             .map_err(|e| ScenarioError::Syntax(e.to_string()))?,
     );
     let plan = plan.for_world(&world);
+    if let (CaseTarget::AddressBook(failover), CaseClient::Program { password }, Some(timeline)) =
+        (&plan.target, &plan.client, &scenario.timeline)
+    {
+        let run = crate::gc::failover::run(
+            &world,
+            timeline,
+            failover,
+            &scenario.actor.user,
+            password,
+            EPOCH as i64,
+            scenario.actor.seed,
+        );
+        let calls = CallsSummary::of(&run);
+        return Ok(evaluate_calls(
+            scenario,
+            case,
+            Some(run.outcome),
+            None,
+            run.trace,
+            run.findings,
+            Some(calls),
+        ));
+    }
     if let (CaseTarget::Web(web), CaseClient::Browser { password }) = (&plan.target, &plan.client) {
         let user = scenario.actor.user.clone();
         let run = double_hop::run(
@@ -709,6 +818,11 @@ pub fn run_case(
         CaseTarget::Web(_) => {
             return Err(ScenarioError::Syntax("a web case needs a browser".into()))
         }
+        CaseTarget::AddressBook(_) => {
+            return Err(ScenarioError::Syntax(
+                "an address-book case needs a program and a [timeline]".into(),
+            ))
+        }
         CaseTarget::Mail { protocol, profile } if plan.topology == "direct" => (
             Box::new(Direct::new(world, *profile, protocol)),
             Some(protocol),
@@ -745,8 +859,9 @@ pub fn run_case(
             driver::run_with_reconnect(&mut c, &mut connect, MAX_STEPS);
             (Some(c.outcome()), None)
         }
-        // CasePlan::new pairs mail clients with mail targets only; browsers played above.
-        (_, None) | (CaseClient::Browser { .. }, _) => (None, None),
+        // CasePlan::new pairs mail clients with mail targets only; browsers and programs
+        // played above.
+        (_, None) | (CaseClient::Browser { .. } | CaseClient::Program { .. }, _) => (None, None),
     };
     Ok(evaluate(
         scenario,
@@ -817,6 +932,22 @@ fn check(index: usize, e: &Expectation, o: &CaseOutcome) -> Vec<Check> {
             format!("no finding {unwanted}"),
             !kinds.contains(unwanted),
             list_or_none(&kinds),
+        );
+    }
+    if let Some(want) = &e.timeline {
+        let got = o.calls.as_ref().map(|c| c.timeline.clone());
+        push(
+            format!("timeline {want}"),
+            got.as_deref() == Some(want.as_str()),
+            got.unwrap_or_else(|| "no calls".into()),
+        );
+    }
+    if let Some(want) = &e.end_state {
+        let got = o.calls.as_ref().map(|c| c.end_state.clone());
+        push(
+            format!("provider ends {want}"),
+            got.as_deref() == Some(want.as_str()),
+            got.unwrap_or_else(|| "no calls".into()),
         );
     }
     if let Some(want) = e.advertises_ntlm {

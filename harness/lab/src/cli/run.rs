@@ -74,6 +74,30 @@ fn load(path: &Path) -> Result<ScenarioFile> {
     ScenarioFile::parse(&text).with_context(|| format!("in {}", path.display()))
 }
 
+/// A timeline's events in one line: `4 s gc1 shutting-down, 9 s kdc add gc2, ...`.
+fn describe_events(t: &harness_core::gc::Timeline) -> String {
+    use harness_core::gc::timeline::{Action, KdcChange};
+    let mut parts = Vec::new();
+    for at in 1..=t.calls {
+        for a in t.events_at(at) {
+            parts.push(match a {
+                Action::Gc { gc, state } => format!("{at} s {gc} {}", state.name()),
+                Action::Kdc { gc, change } => format!(
+                    "{at} s KDC {} {gc}",
+                    if change == KdcChange::Add {
+                        "learns"
+                    } else {
+                        "forgets"
+                    }
+                ),
+                Action::Reset { gc } => format!("{at} s reset to {gc}"),
+                Action::Restart => format!("{at} s program restarts"),
+            });
+        }
+    }
+    parts.join(", ")
+}
+
 pub fn run(args: RunArgs) -> Result<()> {
     let files = scenario_paths(&args.scenarios)?;
     let scenarios: Vec<ScenarioFile> = files.iter().map(|p| load(p)).collect::<Result<_>>()?;
@@ -99,9 +123,16 @@ pub fn run(args: RunArgs) -> Result<()> {
         None
     };
     let mut outcomes = Vec::with_capacity(work.len());
+    let mut not_over_sockets = 0;
     for (i, case) in &work {
         bar.set_message(case.id());
         let outcome = match &runtime {
+            // GC failover plays in process only so far (issue 19's socket step is next).
+            Some(_) if case.get("protocol") == Some("address-book") => {
+                not_over_sockets += 1;
+                bar.inc(1);
+                continue;
+            }
             Some(rt) => rt
                 .block_on(harness::tools::scenario::run_case(&scenarios[*i], case))
                 .with_context(|| format!("case {} over sockets", case.id()))?,
@@ -131,6 +162,11 @@ pub fn run(args: RunArgs) -> Result<()> {
         let findings = o.finding_kinds();
         let mut row = vec![scenario.name.clone()];
         row.extend(o.case.params.iter().map(|(_, v)| v.clone()));
+        if scenario.timeline.is_some() {
+            let calls = o.calls.as_ref();
+            row.push(calls.map_or_else(|| "-".into(), |c| c.timeline.clone()));
+            row.push(calls.map_or_else(|| "-".into(), |c| c.end_state.clone()));
+        }
         row.push(match &o.probe {
             Some(p) if p.advertises_ntlm => "probed: NTLM offered".to_string(),
             Some(_) => "probed: no NTLM".to_string(),
@@ -166,8 +202,15 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
         println!("{}: {}", scenario.name, scenario.title);
         let mut header: Vec<&str> = scenario.params.iter().map(|p| p.name.as_str()).collect();
+        if scenario.timeline.is_some() {
+            header.extend(["calls, one a second", "provider at the end"]);
+        }
         header.extend(["status", "codes", "findings", "expected?"]);
         println!("{}", table::render(&header, &mine));
+        if let Some(t) = &scenario.timeline {
+            println!("events: {}", describe_events(t));
+            println!("legend: {}\n", harness_core::gc::LEGEND);
+        }
     }
     if let Some(path) = &args.report {
         let list: Vec<CaseOutcome> = outcomes.iter().map(|(_, o)| o.clone()).collect();
@@ -179,6 +222,11 @@ pub fn run(args: RunArgs) -> Result<()> {
         let json = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
         println!("report written to {}", path.display());
+    }
+    if not_over_sockets > 0 {
+        println!(
+            "{not_over_sockets} address-book cases not played: GC failover runs in process only so far (run without --sockets)"
+        );
     }
     println!(
         "{} cases, {} as expected, {} broken",

@@ -1,0 +1,166 @@
+use std::sync::Arc;
+
+use super::failover::{self, FailoverCase};
+use super::provider::{AbpProfile, ProviderConfig};
+use super::timeline::Timeline;
+use crate::LabFile;
+
+/// KB 929439's story: gc1 shuts down at 4 s while gc2 comes up without its principal in
+/// the KDC, gc1 is down at 6 s, the KDC learns gc2 at 9 s, the program restarts at 13 s.
+pub(crate) const KB_TIMELINE: &str = r#"
+gcs = ["gc1", "gc2"]
+start = { gc2 = "down" }
+kdc-unknown = ["gc2"]
+calls = 15
+[[event]]
+at = 4
+gc = "gc1"
+state = "shutting-down"
+[[event]]
+at = 4
+gc = "gc2"
+state = "up"
+[[event]]
+at = 6
+gc = "gc1"
+state = "down"
+[[event]]
+at = 9
+gc = "gc2"
+kdc = "add"
+[[event]]
+at = 13
+restart = true
+"#;
+
+fn world() -> Arc<crate::world::World> {
+    let mut lab = LabFile::default_lab();
+    lab.add_user(failover::SERVICE_ACCOUNT.0, failover::SERVICE_ACCOUNT.1);
+    Arc::new(lab.build().expect("default lab"))
+}
+
+fn case(
+    profile: AbpProfile,
+    value: bool,
+    reconnect: bool,
+    prompt: bool,
+    other: bool,
+) -> FailoverCase {
+    FailoverCase {
+        provider: ProviderConfig {
+            profile,
+            user_auth_credentials: value,
+            allow_reconnect: reconnect,
+            can_prompt: prompt,
+        },
+        process_in_other_domain: other,
+    }
+}
+
+fn timeline_of(c: FailoverCase) -> (String, super::failover::FailoverRun) {
+    let timeline: Timeline = toml::from_str(KB_TIMELINE).expect("timeline");
+    timeline.validate().expect("valid");
+    let run = failover::run(&world(), &timeline, &c, "alice", "secret", 1_700_000_000, 7);
+    (run.timeline(), run)
+}
+
+#[test]
+fn the_kb_timeline_per_provider() {
+    use AbpProfile::*;
+    let rows = [
+        (
+            case(Exchange2003Sp1, false, true, false, false),
+            "...NNNNNNNNN|...",
+        ),
+        (case(Hotfix, false, true, false, false), "...NNNNNNNNN|..."),
+        // Without the hotfix the registry value is not read.
+        (
+            case(Exchange2003Sp1, true, true, false, false),
+            "...NNNNNNNNN|...",
+        ),
+        (case(Hotfix, true, true, false, false), "...NNNNNE...|..."),
+        (
+            case(Exchange2003Sp1, false, true, true, false),
+            "...P........|...",
+        ),
+        (case(Hotfix, true, true, true, false), "...NNNNNE...|..."),
+        (
+            case(Exchange2003Sp1, false, false, false, false),
+            "...NNNNNNNNN|...",
+        ),
+        (case(Hotfix, true, false, true, false), "...NNNNNNNNN|..."),
+        (
+            case(Exchange2003Sp1, false, true, true, true),
+            "P..E........|P..",
+        ),
+        (case(Hotfix, true, true, true, true), "NNNNNNNNNNNN|NNN"),
+        (
+            case(Exchange2003Sp1, false, true, false, true),
+            "NNNNNNNNNNNN|NNN",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (c, want) in rows {
+        let (got, run) = timeline_of(c);
+        if got != want {
+            failures.push(format!(
+                "{}: got {got}, want {want}\n{}",
+                failover::policy(&c),
+                run.outcome.render()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn scenario_files_check_the_timeline_and_the_address_book_expectations() {
+    use crate::scenario::{ScenarioError, ScenarioFile};
+    let head = "name = \"t\"\ntitle = \"t\"\n[[param]]\nname = \"protocol\"\nvalues = [\"address-book\"]\n";
+    let timeline = "[timeline]\ngcs = [\"gc1\"]\ncalls = 3\n";
+    let ok = format!("{head}{timeline}[[expect]]\ntimeline = \"..N\"\nend_state = \"ended\"\n");
+    assert!(ScenarioFile::parse(&ok).is_ok());
+    let bad_state = format!("{head}{timeline}[[expect]]\nend_state = \"stuck\"\n");
+    assert!(matches!(
+        ScenarioFile::parse(&bad_state),
+        Err(ScenarioError::BadState { index: 0, .. })
+    ));
+    let bad_symbols = format!("{head}{timeline}[[expect]]\ntimeline = \"..Q\"\n");
+    assert!(matches!(
+        ScenarioFile::parse(&bad_symbols),
+        Err(ScenarioError::BadTimeline { index: 0, .. })
+    ));
+    let bad_timeline = format!("{head}[timeline]\ngcs = [\"gc1\"]\ncalls = 0\n");
+    assert!(matches!(
+        ScenarioFile::parse(&bad_timeline),
+        Err(ScenarioError::Timeline(_))
+    ));
+    // Without a timeline the case cannot be planned.
+    let file = ScenarioFile::parse(head).expect("parses");
+    let case = &file.cases()[0];
+    let plan = crate::scenario::CasePlan::new(&file, case);
+    assert!(matches!(plan, Err(ScenarioError::Syntax(ref m)) if m.contains("[timeline]")));
+}
+
+#[test]
+fn a_reset_hop_ends_the_session_on_the_same_global_catalog() {
+    // gc1 stays up; the connection to it is reset at 3 s: the provider rebinds gc1 and,
+    // having failed over, ends the session; the program logs on again.
+    let timeline: Timeline = toml::from_str(
+        "gcs = [\"gc1\"]\ncalls = 5\n[[event]]\nat = 3\ngc = \"gc1\"\nreset = true\n",
+    )
+    .expect("timeline");
+    timeline.validate().expect("valid");
+    let c = case(AbpProfile::Hotfix, true, true, false, false);
+    let run = failover::run(&world(), &timeline, &c, "alice", "secret", 1_700_000_000, 7);
+    assert_eq!(run.timeline(), "..E..");
+    let text = run.outcome.render();
+    assert!(
+        text.contains("NSPI gc1: ResolveNamesW: connection closed"),
+        "{text}"
+    );
+    assert!(run
+        .trace
+        .iter()
+        .any(|l| l == "3 s: the connection to gc1 is reset"));
+}
