@@ -36,9 +36,9 @@ mod run;
 pub use maildrop::MailDrop;
 
 pub use run::{
-    endpoint, evaluate, evaluate_calls, finding_kind, normalise, probe_from_report, probe_script,
-    rpc_endpoints, run_case, run_scenario, CallsSummary, CaseClient, CaseOutcome, CasePlan,
-    CaseTarget, Check, Direct, Probe, RpcDirect, RpcOverHttp, Topology, TopologyFactory,
+    endpoint, evaluate, evaluate_failover, finding_kind, normalise, probe_from_report,
+    probe_script, rpc_endpoints, run_case, run_scenario, CallsSummary, CaseClient, CaseOutcome,
+    CasePlan, CaseTarget, Check, Direct, Probe, RpcDirect, RpcOverHttp, Topology, TopologyFactory,
 };
 
 /// A front-end (by profile name) in front of the mock endpoints, in-process.

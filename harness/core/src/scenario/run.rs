@@ -709,8 +709,25 @@ pub fn evaluate(
     )
 }
 
-/// [`evaluate`] for an `address-book` case, with its calls.
-pub fn evaluate_calls(
+/// [`evaluate`] for an `address-book` case's run.
+pub fn evaluate_failover(
+    scenario: &ScenarioFile,
+    case: &Case,
+    run: crate::gc::FailoverRun,
+) -> CaseOutcome {
+    let calls = CallsSummary::of(&run);
+    evaluate_calls(
+        scenario,
+        case,
+        Some(run.outcome),
+        None,
+        run.trace,
+        run.findings,
+        Some(calls),
+    )
+}
+
+fn evaluate_calls(
     scenario: &ScenarioFile,
     case: &Case,
     session: Option<SessionOutcome>,
@@ -763,16 +780,7 @@ pub fn run_case(
             EPOCH as i64,
             scenario.actor.seed,
         );
-        let calls = CallsSummary::of(&run);
-        return Ok(evaluate_calls(
-            scenario,
-            case,
-            Some(run.outcome),
-            None,
-            run.trace,
-            run.findings,
-            Some(calls),
-        ));
+        return Ok(evaluate_failover(scenario, case, run));
     }
     if let (CaseTarget::Web(web), CaseClient::Browser { password }) = (&plan.target, &plan.client) {
         let user = scenario.actor.user.clone();

@@ -123,16 +123,9 @@ pub fn run(args: RunArgs) -> Result<()> {
         None
     };
     let mut outcomes = Vec::with_capacity(work.len());
-    let mut not_over_sockets = 0;
     for (i, case) in &work {
         bar.set_message(case.id());
         let outcome = match &runtime {
-            // GC failover plays in process only so far (issue 19's socket step is next).
-            Some(_) if case.get("protocol") == Some("address-book") => {
-                not_over_sockets += 1;
-                bar.inc(1);
-                continue;
-            }
             Some(rt) => rt
                 .block_on(harness::tools::scenario::run_case(&scenarios[*i], case))
                 .with_context(|| format!("case {} over sockets", case.id()))?,
@@ -222,11 +215,6 @@ pub fn run(args: RunArgs) -> Result<()> {
         let json = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
         println!("report written to {}", path.display());
-    }
-    if not_over_sockets > 0 {
-        println!(
-            "{not_over_sockets} address-book cases not played: GC failover runs in process only so far (run without --sockets)"
-        );
     }
     println!(
         "{} cases, {} as expected, {} broken",

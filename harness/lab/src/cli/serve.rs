@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use harness::serve::frontend_host::{BackendTarget, BackendTls, FrontendSpec};
+use harness::serve::gc::GcSpec;
 use harness::serve::lab::{RpchListenerSpec, WebListenerSpec};
 use harness::serve::labfile::{frontend_profile, round_trip_stages};
 use harness::serve::rpc::{RpcListenerSpec, RpcRole};
@@ -141,6 +142,11 @@ pub struct ServeArgs {
     /// The same over TLS (the lab's self-signed certificate; --cert-out writes it).
     #[arg(long)]
     webdav_tls: Option<SocketAddr>,
+    /// A global catalog's NSPI listener, NAME=ADDR (its host is NAME.<dns domain>, its
+    /// principal exchangeAB/NAME.<dns domain>); repeat for more. NTLM and Kerberos at
+    /// every level, as the Exchange endpoint's NSPI.
+    #[arg(long = "gc", value_parser = parse_gc)]
+    gcs: Vec<GcSpec>,
     /// Largest DCE/RPC fragment the RPC listeners send and accept (at least 1432).
     #[arg(long, default_value_t = EndpointConfig::default().max_frag)]
     rpc_max_frag: u16,
@@ -299,6 +305,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         && args.kdc.is_none()
         && web.is_empty()
         && webdav.is_empty()
+        && args.gcs.is_empty()
     {
         listeners.push(ListenerSpec::new(
             Protocol::Imap,
@@ -349,6 +356,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         },
         web_kdc: args.web_kdc,
         webdav,
+        gcs: args.gcs.clone(),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
@@ -444,6 +452,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 );
             }
         }
+        if let Some(gcs) = lab.gcs() {
+            for (_, fqdn, addr) in gcs.addrs().await {
+                println!("listening gc    {addr} (NSPI of the global catalog {fqdn})");
+            }
+        }
         let stats_on_request = print_stats_on_sigusr1(&lab)?;
         println!("press Ctrl-C to stop");
         tokio::select! {
@@ -506,4 +519,26 @@ async fn wait_for_stop_signal() -> Result<()> {
         .await
         .context("waiting for Ctrl-C")?;
     Ok(())
+}
+
+/// `--gc NAME=ADDR`: a host name's first label and a socket address.
+fn parse_gc(text: &str) -> Result<GcSpec, String> {
+    let (name, addr) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected NAME=ADDR, e.g. gc1=127.0.0.1:3268"))?;
+    if name.is_empty()
+        || name.len() > 15
+        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(format!(
+            "{name:?} is no host name (letters, digits and '-', at most 15)"
+        ));
+    }
+    let addr = addr
+        .parse()
+        .map_err(|e| format!("{addr:?} is no socket address: {e}"))?;
+    Ok(GcSpec {
+        name: name.to_string(),
+        addr,
+    })
 }

@@ -28,6 +28,7 @@ use tokio::task::JoinSet;
 
 use super::connection::{drive, Conn};
 use super::frontend_host::{self, BackendLink, FrontendShared, FrontendSpec};
+use super::gc::{GcSpec, GlobalCatalogs};
 use super::kdc::{self, KdcHandle};
 use super::listener::{accept_connections, bind_listener, Admission};
 use super::rpc::{self, RpcListenerSpec, RpcListening, RpcRole};
@@ -124,6 +125,9 @@ pub struct LabConfig {
     /// The Exchange WebDAV store's listeners (`/exchange/<user>/`), with the web tier's
     /// authentication.
     pub webdav: Vec<WebListenerSpec>,
+    /// Global catalogs, each an NSPI listener that can be shut down, stopped and started
+    /// while the lab runs ([`Lab::gcs`]).
+    pub gcs: Vec<GcSpec>,
 }
 
 /// A web tier listener.
@@ -171,6 +175,7 @@ impl Default for LabConfig {
             web_app_host: AppHost::WebTier,
             web_kdc: None,
             webdav: Vec::new(),
+            gcs: Vec::new(),
         }
     }
 }
@@ -264,6 +269,7 @@ pub struct Lab {
     listening: Vec<Listening>,
     rpc_listening: Vec<RpcListening>,
     rpc: Option<RpcEndpoints>,
+    gcs: Option<Arc<GlobalCatalogs>>,
     rpch_listening: Vec<(RpchListenerSpec, SocketAddr)>,
     frontends: Vec<FrontendListening>,
     world: Arc<World>,
@@ -305,6 +311,7 @@ impl Lab {
             && config.kdc.is_none()
             && config.web.is_empty()
             && config.webdav.is_empty()
+            && config.gcs.is_empty()
         {
             return Err(LabError::NoListeners);
         }
@@ -321,7 +328,8 @@ impl Lab {
             .chain(rpch_addrs)
             .chain(config.kdc)
             .chain(config.web.iter().map(|w| w.addr))
-            .chain(config.webdav.iter().map(|w| w.addr));
+            .chain(config.webdav.iter().map(|w| w.addr))
+            .chain(config.gcs.iter().map(|g| g.addr));
         for addr in all {
             if !config.allow_non_loopback && !addr.ip().is_loopback() {
                 return Err(LabError::NotLoopback(addr));
@@ -443,6 +451,25 @@ impl Lab {
             None => None,
         };
         let webdav_listening = start_webdav(&config, &world, seed, &tls, &shutdown, &mut tasks)?;
+        let gcs = if config.gcs.is_empty() {
+            None
+        } else {
+            let first = config.gcs[0].addr;
+            let gcs = GlobalCatalogs::start(
+                &config.gcs,
+                &world,
+                seed ^ 0x4743_5f4e_5350_4900,
+                config.limits.max_connections,
+                &stats,
+            )
+            .await
+            .map_err(|source| LabError::Bind {
+                scheme: "gc",
+                addr: first,
+                source,
+            })?;
+            Some(gcs)
+        };
         let store = web::StoreAccess {
             world: world.clone(),
             site: StoreSite::for_world(&world, seed),
@@ -465,6 +492,7 @@ impl Lab {
             listening,
             rpc_listening,
             rpc,
+            gcs,
             rpch_listening,
             frontends,
             world,
@@ -541,6 +569,11 @@ impl Lab {
         self.rpc.as_ref()
     }
 
+    /// The global catalogs, when the lab has any: their addresses and states to change.
+    pub fn gcs(&self) -> Option<&Arc<GlobalCatalogs>> {
+        self.gcs.as_ref()
+    }
+
     /// The front-end listeners.
     pub fn frontends(&self) -> &[FrontendListening] {
         &self.frontends
@@ -592,6 +625,9 @@ impl Lab {
     /// Stops accepting, tells every session to say goodbye and close, and waits for them
     /// (at most `SHUTDOWN_GRACE`, then the rest are aborted).
     pub async fn shutdown(mut self) {
+        if let Some(gcs) = &self.gcs {
+            gcs.stop_all().await;
+        }
         let _ = self.shutdown.send(true);
         let wait = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(SHUTDOWN_GRACE, wait).await.is_err() {

@@ -3,6 +3,7 @@
 
 pub mod connection;
 pub mod frontend_host;
+pub mod gc;
 pub mod hop;
 pub mod http;
 pub mod kdc;

@@ -3,6 +3,7 @@
 
 pub mod client_driver;
 pub mod dcerpc_client;
+pub mod gc_failover;
 pub mod kdc_load;
 pub mod load;
 pub mod netfuzz;

@@ -12,18 +12,23 @@ use std::time::Duration;
 
 use harness_core::driver::{self, ClientSession, MapiApp, MapiClient};
 use harness_core::frontend::FrontendProfile;
+use harness_core::gc::failover::{self, FailoverCase};
+use harness_core::gc::reach::DirectorySite;
+use harness_core::gc::Topology;
 use harness_core::scenario::{
-    evaluate, probe_from_report, probe_script, Case, CaseClient, CaseOutcome, CasePlan, CaseTarget,
-    ScenarioError, ScenarioFile,
+    evaluate, evaluate_failover, probe_from_report, probe_script, Case, CaseClient, CaseOutcome,
+    CasePlan, CaseTarget, ScenarioError, ScenarioFile,
 };
 use harness_core::script;
 use harness_core::Protocol;
 
 use super::client_driver::{drive_client, drive_route, Route, RouteLog};
 use super::dcerpc_client::{HttpAuth, HttpProxy};
+use super::gc_failover::SocketSite;
 use super::play::SocketTransport;
 use super::web_browser::{browse, WebTarget};
 use crate::serve::frontend_host::FrontendSpec;
+use crate::serve::gc::GcSpec;
 use crate::serve::lab::{RpchListenerSpec, WebListenerSpec};
 use crate::serve::rpc::{RpcListenerSpec, RpcRole};
 use crate::serve::tls::pinned_client_config;
@@ -96,15 +101,80 @@ pub enum SocketRunError {
     UnknownFrontend(String),
     #[error("case {0} did not finish within {CASE_TIMEOUT:?}")]
     Timeout(String),
-    #[error("case {0}: address-book cases (GC failover) run in process only so far; over sockets is issue 19's next step")]
-    NotOverSockets(String),
+    #[error("case {0}: {1}")]
+    Site(String, String),
+}
+
+/// GC failover over sockets: a lab with the KDC, the Exchange RPC listener (the referral
+/// service) and one NSPI listener per global catalog of the timeline; the provider on a
+/// blocking thread, the timeline stopping and starting the listeners.
+async fn run_address_book(
+    scenario: &ScenarioFile,
+    case: &Case,
+    plan: &CasePlan,
+    failover: FailoverCase,
+    password: &str,
+) -> Result<CaseOutcome, SocketRunError> {
+    let Some(timeline) = scenario.timeline.clone() else {
+        return Err(ScenarioError::Syntax("an address-book case needs a [timeline]".into()).into());
+    };
+    let lo: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let config = LabConfig {
+        seed: Some(scenario.actor.seed),
+        lab: plan.lab_file(),
+        listeners: Vec::new(),
+        kdc: Some(lo),
+        rpc: vec![RpcListenerSpec {
+            role: RpcRole::Exchange,
+            addr: lo,
+        }],
+        gcs: timeline
+            .gcs
+            .iter()
+            .map(|name| GcSpec {
+                name: name.clone(),
+                addr: lo,
+            })
+            .collect(),
+        ..LabConfig::default()
+    };
+    let lab = Lab::start(config).await?;
+    let world = lab.world().clone();
+    let site = SocketSite::new(&lab, tokio::runtime::Handle::current()).await;
+    let mut site = match site {
+        Ok(site) => site,
+        Err(e) => {
+            lab.shutdown().await;
+            return Err(SocketRunError::Site(case.id(), e.to_string()));
+        }
+    };
+    let who = failover::identities(&world, &failover, &scenario.actor.user, password);
+    let seed = scenario.actor.seed;
+    let run = tokio::time::timeout(
+        CASE_TIMEOUT,
+        tokio::task::spawn_blocking(move || {
+            let topology = Topology::start(&timeline, &world.dns_domain);
+            site.apply(&topology, None);
+            failover::run_on(&mut site, topology, &timeline, &failover, who, seed)
+        }),
+    )
+    .await;
+    lab.shutdown().await;
+    let run = match run {
+        Ok(Ok(run)) => run,
+        Ok(Err(e)) => return Err(SocketRunError::Site(case.id(), e.to_string())),
+        Err(_) => return Err(SocketRunError::Timeout(case.id())),
+    };
+    Ok(evaluate_failover(scenario, case, run))
 }
 
 /// Runs one case over sockets against a lab of its own.
 pub async fn run_case(scenario: &ScenarioFile, case: &Case) -> Result<CaseOutcome, SocketRunError> {
     let plan = CasePlan::new(scenario, case)?;
-    if let CaseTarget::AddressBook(_) = plan.target {
-        return Err(SocketRunError::NotOverSockets(case.id()));
+    if let (CaseTarget::AddressBook(failover), CaseClient::Program { password }) =
+        (&plan.target, &plan.client)
+    {
+        return run_address_book(scenario, case, &plan, *failover, password).await;
     }
     let lo: SocketAddr = ([127, 0, 0, 1], 0).into();
     let mut config = LabConfig {
@@ -163,7 +233,9 @@ pub async fn run_case(scenario: &ScenarioFile, case: &Case) -> Result<CaseOutcom
             }];
             config.web_app_host = web.app_host;
         }
-        CaseTarget::AddressBook(_) => return Err(SocketRunError::NotOverSockets(case.id())),
+        CaseTarget::AddressBook(_) => {
+            return Err(ScenarioError::Syntax("an address-book case needs a program".into()).into())
+        }
     }
     let lab = Lab::start(config).await?;
     let plan = plan.for_world(lab.world());

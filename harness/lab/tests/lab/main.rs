@@ -10,6 +10,7 @@ mod emsmdb_notify;
 mod frontend_adapters_agree;
 mod frontend_backend_hop;
 mod frontend_socket;
+mod gc_failover;
 mod idle_connections;
 mod interop_cyrus;
 mod interop_frontends;

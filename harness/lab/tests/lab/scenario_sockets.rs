@@ -22,14 +22,6 @@ async fn every_scenario_case_meets_its_expectations_over_sockets() {
     for file in files {
         let scenario = ScenarioFile::parse(&std::fs::read_to_string(&file).unwrap()).unwrap();
         for case in scenario.cases() {
-            // GC failover plays in process only so far: `run_case` refuses it by name.
-            if case.get("protocol") == Some("address-book") {
-                let err = harness::tools::scenario::run_case(&scenario, &case)
-                    .await
-                    .expect_err("address-book over sockets is refused");
-                assert!(err.to_string().contains("in process only"), "{err}");
-                continue;
-            }
             cases += 1;
             let outcome = harness::tools::scenario::run_case(&scenario, &case)
                 .await

@@ -204,3 +204,32 @@ async fn serve_kdc_says_its_realm_and_issues_tickets_to_added_users() {
     let status = stop_with_sigterm(&mut child, &pid);
     assert!(status.success(), "exit status {status:?}");
 }
+
+/// `harness serve --gc NAME=ADDR`: one NSPI listener per global catalog, named by its
+/// FQDN; a malformed value is refused with the form it wants.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_gc_listens_per_global_catalog_and_refuses_bad_names() {
+    let (mut child, pid, addrs) =
+        spawn_serve(&["--gc", "gc1=127.0.0.1:0", "--gc", "gc2=127.0.0.1:0"]).await;
+    let gcs: Vec<&(String, String)> = addrs.iter().filter(|(s, _)| s == "gc").collect();
+    assert_eq!(gcs.len(), 2, "{addrs:?}");
+    for (_, addr) in &gcs {
+        let addr: std::net::SocketAddr = addr.parse().expect("an address");
+        assert!(std::net::TcpStream::connect(addr).is_ok(), "{addr}");
+    }
+    let status = stop_with_sigterm(&mut child, &pid);
+    assert!(status.success(), "exit status {status:?}");
+    for (arg, says) in [
+        ("gc1", "expected NAME=ADDR"),
+        ("g c=127.0.0.1:0", "no host name"),
+        ("gc1=nowhere", "no socket address"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+            .args(["serve", "--gc", arg])
+            .output()
+            .expect("runs");
+        assert!(!out.status.success(), "{arg}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{arg}: {err}");
+    }
+}
