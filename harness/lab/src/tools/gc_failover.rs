@@ -31,13 +31,23 @@ pub struct SocketSite {
     gc_addrs: BTreeMap<String, (String, SocketAddr)>,
     kdc: Arc<KdcHandle>,
     kdc_addr: SocketAddr,
-    /// Another KDC to ask instead of the lab's own (MIT's, for one); the timeline's KDC
-    /// changes then go to the lab's only.
-    kdc_override: Option<SocketAddr>,
+    /// Another KDC to ask instead of the lab's own (MIT's, for one), and what makes the
+    /// timeline's KDC changes there.
+    external: Option<ExternalKdc>,
     exchange: SocketAddr,
     rfr: Arc<Rfr>,
     world: Arc<World>,
 }
+
+/// A KDC outside the lab serving the same realm and keys (MIT's krb5kdc), and how to
+/// add (`true`) or remove (`false`) a service principal in it while it runs.
+pub struct ExternalKdc {
+    pub addr: SocketAddr,
+    pub edit: KdcEditor,
+}
+
+/// Adds (`true`) or removes (`false`) the service principal named.
+pub type KdcEditor = Box<dyn FnMut(&str, bool) + Send>;
 
 /// Why a lab cannot host the provider.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +74,7 @@ impl SocketSite {
             gc_addrs,
             kdc: lab.kdc().ok_or(MissingPart("KDC"))?.clone(),
             kdc_addr: lab.kdc_addr().ok_or(MissingPart("KDC"))?,
-            kdc_override: None,
+            external: None,
             exchange: lab
                 .rpc_addr(RpcRole::Exchange)
                 .ok_or(MissingPart("Exchange RPC listener"))?,
@@ -73,16 +83,18 @@ impl SocketSite {
         })
     }
 
-    /// Asks `kdc` for tickets instead of the lab's KDC.
-    pub fn with_kdc(mut self, kdc: SocketAddr) -> SocketSite {
-        self.kdc_override = Some(kdc);
+    /// Asks `kdc` for tickets instead of the lab's KDC, and makes the timeline's KDC
+    /// changes there.
+    pub fn with_kdc(mut self, kdc: ExternalKdc) -> SocketSite {
+        self.external = Some(kdc);
         self
     }
 }
 
 impl DirectoryReach for SocketSite {
     fn kdc(&mut self, request: &[u8]) -> Result<Vec<u8>, String> {
-        kdc_over_tcp(self.kdc_override.unwrap_or(self.kdc_addr), request)
+        let addr = self.external.as_ref().map_or(self.kdc_addr, |k| k.addr);
+        kdc_over_tcp(addr, request)
     }
 
     fn exchange(&mut self) -> Result<Box<dyn Wire>, LinkError> {
@@ -115,6 +127,10 @@ impl DirectorySite for SocketSite {
             }
             let spn = topology.spn(gc);
             let knows = topology.kdc_knows(gc);
+            if let Some(external) = &mut self.external {
+                (external.edit)(&spn, knows);
+                continue;
+            }
             self.kdc.with(|k| {
                 let db = k.db_mut();
                 match (knows, db.entry(&spn).is_some()) {

@@ -24,7 +24,7 @@ use harness_core::Protocol;
 
 use super::client_driver::{drive_client, drive_route, Route, RouteLog};
 use super::dcerpc_client::{HttpAuth, HttpProxy};
-use super::gc_failover::SocketSite;
+use super::gc_failover::{ExternalKdc, SocketSite};
 use super::play::SocketTransport;
 use super::web_browser::{browse, WebTarget};
 use crate::serve::frontend_host::FrontendSpec;
@@ -108,12 +108,29 @@ pub enum SocketRunError {
 /// GC failover over sockets: a lab with the KDC, the Exchange RPC listener (the referral
 /// service) and one NSPI listener per global catalog of the timeline; the provider on a
 /// blocking thread, the timeline stopping and starting the listeners.
+/// An `address-book` case over sockets whose provider asks `kdc` (a KDC outside the lab
+/// serving the same realm, MIT's for one) for its tickets.
+pub async fn run_address_book_with_kdc(
+    scenario: &ScenarioFile,
+    case: &Case,
+    kdc: ExternalKdc,
+) -> Result<CaseOutcome, SocketRunError> {
+    let plan = CasePlan::new(scenario, case)?;
+    match (&plan.target, &plan.client) {
+        (CaseTarget::AddressBook(failover), CaseClient::Program { password }) => {
+            run_address_book(scenario, case, &plan, *failover, password, Some(kdc)).await
+        }
+        _ => Err(ScenarioError::Syntax("not an address-book case".into()).into()),
+    }
+}
+
 async fn run_address_book(
     scenario: &ScenarioFile,
     case: &Case,
     plan: &CasePlan,
     failover: FailoverCase,
     password: &str,
+    kdc: Option<ExternalKdc>,
 ) -> Result<CaseOutcome, SocketRunError> {
     let Some(timeline) = scenario.timeline.clone() else {
         return Err(ScenarioError::Syntax("an address-book case needs a [timeline]".into()).into());
@@ -142,7 +159,10 @@ async fn run_address_book(
     let world = lab.world().clone();
     let site = SocketSite::new(&lab, tokio::runtime::Handle::current()).await;
     let mut site = match site {
-        Ok(site) => site,
+        Ok(site) => match kdc {
+            Some(kdc) => site.with_kdc(kdc),
+            None => site,
+        },
         Err(e) => {
             lab.shutdown().await;
             return Err(SocketRunError::Site(case.id(), e.to_string()));
@@ -174,7 +194,7 @@ pub async fn run_case(scenario: &ScenarioFile, case: &Case) -> Result<CaseOutcom
     if let (CaseTarget::AddressBook(failover), CaseClient::Program { password }) =
         (&plan.target, &plan.client)
     {
-        return run_address_book(scenario, case, &plan, *failover, password).await;
+        return run_address_book(scenario, case, &plan, *failover, password, None).await;
     }
     let lo: SocketAddr = ([127, 0, 0, 1], 0).into();
     let mut config = LabConfig {
