@@ -468,6 +468,13 @@ impl Lab {
                 addr: first,
                 source,
             })?;
+            // The referral service names the global catalogs (by FQDN, in order) instead
+            // of the Exchange host.
+            if let Some(endpoints) = &rpc {
+                let mut referral = endpoints.rfr.referral();
+                referral.nspi_servers = gcs.addrs().await.into_iter().map(|(_, f, _)| f).collect();
+                endpoints.rfr.set_referral(referral);
+            }
             Some(gcs)
         };
         let store = web::StoreAccess {

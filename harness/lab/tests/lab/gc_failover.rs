@@ -51,6 +51,10 @@ async fn a_global_catalog_stops_and_starts_again_on_its_port() {
     let lo: SocketAddr = ([127, 0, 0, 1], 0).into();
     let lab = Lab::start(LabConfig {
         listeners: Vec::new(),
+        rpc: vec![harness::serve::rpc::RpcListenerSpec {
+            role: harness::serve::rpc::RpcRole::Exchange,
+            addr: lo,
+        }],
         gcs: vec![
             GcSpec {
                 name: "gc1".into(),
@@ -73,6 +77,11 @@ async fn a_global_catalog_stops_and_starts_again_on_its_port() {
             .map(|(n, f, _)| (n.as_str(), f.as_str()))
             .collect::<Vec<_>>(),
         [("gc1", "gc1.example.test"), ("gc2", "gc2.example.test")]
+    );
+    // The referral service names the global catalogs, in order.
+    assert_eq!(
+        lab.rpc().unwrap().rfr.referral().nspi_servers,
+        ["gc1.example.test", "gc2.example.test"]
     );
     let gc1 = addrs[0].2;
     let gc2 = addrs[1].2;
