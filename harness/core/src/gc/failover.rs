@@ -174,6 +174,10 @@ pub fn run_on(
                     trace.push(format!("{at} s: the connection to {gc} is reset"));
                     reset = Some(gc);
                 }
+                Action::Delay { gc, rtt_ms } => {
+                    topology.set_delay(&gc, rtt_ms);
+                    moved = true;
+                }
                 Action::Restart => restarted = true,
             }
         }

@@ -39,7 +39,7 @@ pub enum KdcChange {
 }
 
 /// One event of a timeline, at virtual second `at` (applied before that second's call).
-/// Exactly one of `state`, `kdc`, `reset` and `restart` is given.
+/// Exactly one of `state`, `kdc`, `reset`, `delay-ms` and `restart` is given.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Event {
@@ -56,6 +56,9 @@ pub struct Event {
     /// The client's connection to the global catalog is reset (a network fault on the hop).
     #[serde(default)]
     pub reset: bool,
+    /// The hop to the global catalog gets this round-trip time from now on (0: none).
+    #[serde(default)]
+    pub delay_ms: Option<u32>,
     /// The program is restarted (a new process: the provider's state starts over).
     #[serde(default)]
     pub restart: bool,
@@ -67,8 +70,12 @@ pub enum Action {
     Gc { gc: String, state: GcState },
     Kdc { gc: String, change: KdcChange },
     Reset { gc: String },
+    Delay { gc: String, rtt_ms: u32 },
     Restart,
 }
+
+/// The longest round trip a timeline may put on a hop.
+pub const MAX_DELAY_MS: u32 = 10_000;
 
 impl Event {
     pub fn action(&self) -> Result<Action, TimelineError> {
@@ -81,11 +88,18 @@ impl Event {
         let given = usize::from(self.state.is_some())
             + usize::from(self.kdc.is_some())
             + usize::from(self.reset)
+            + usize::from(self.delay_ms.is_some())
             + usize::from(self.restart);
         if given != 1 {
             return Err(TimelineError::Event {
                 at: self.at,
-                why: "needs exactly one of `state`, `kdc`, `reset` and `restart`",
+                why: "needs exactly one of `state`, `kdc`, `reset`, `delay-ms` and `restart`",
+            });
+        }
+        if self.delay_ms.is_some_and(|d| d > MAX_DELAY_MS) {
+            return Err(TimelineError::Event {
+                at: self.at,
+                why: "has a `delay-ms` over 10000",
             });
         }
         Ok(if let Some(state) = self.state {
@@ -94,6 +108,8 @@ impl Event {
             Action::Kdc { gc: gc()?, change }
         } else if self.reset {
             Action::Reset { gc: gc()? }
+        } else if let Some(rtt_ms) = self.delay_ms {
+            Action::Delay { gc: gc()?, rtt_ms }
         } else {
             Action::Restart
         })
@@ -178,9 +194,10 @@ impl Timeline {
                 });
             }
             match e.action()? {
-                Action::Gc { gc, .. } | Action::Kdc { gc, .. } | Action::Reset { gc } => {
-                    known(&gc)?
-                }
+                Action::Gc { gc, .. }
+                | Action::Kdc { gc, .. }
+                | Action::Reset { gc }
+                | Action::Delay { gc, .. } => known(&gc)?,
                 Action::Restart => {}
             }
         }
@@ -203,6 +220,8 @@ pub struct Topology {
     /// In the referral service's order of preference.
     gcs: Vec<(String, GcState)>,
     kdc_knows: BTreeMap<String, bool>,
+    /// The round trip of the hop to each global catalog, in milliseconds (absent: 0).
+    delays: BTreeMap<String, u32>,
     dns_domain: String,
 }
 
@@ -219,6 +238,7 @@ impl Topology {
                 .iter()
                 .map(|g| (g.clone(), !timeline.kdc_unknown.contains(g)))
                 .collect(),
+            delays: BTreeMap::new(),
             dns_domain: dns_domain.to_string(),
         }
     }
@@ -238,6 +258,17 @@ impl Topology {
     pub fn set_state(&mut self, gc: &str, state: GcState) {
         if let Some((_, s)) = self.gcs.iter_mut().find(|(g, _)| g == gc) {
             *s = state;
+        }
+    }
+
+    /// The round trip of the hop to `gc`, in milliseconds.
+    pub fn delay_ms(&self, gc: &str) -> u32 {
+        self.delays.get(gc).copied().unwrap_or(0)
+    }
+
+    pub fn set_delay(&mut self, gc: &str, rtt_ms: u32) {
+        if self.gcs.iter().any(|(g, _)| g == gc) {
+            self.delays.insert(gc.to_string(), rtt_ms);
         }
     }
 
@@ -284,7 +315,10 @@ impl Topology {
                 } else {
                     "no kdc entry"
                 };
-                format!("{g} {} ({kdc})", s.name())
+                match self.delay_ms(g) {
+                    0 => format!("{g} {} ({kdc})", s.name()),
+                    rtt => format!("{g} {} ({kdc}; hop RTT {rtt} ms)", s.name()),
+                }
             })
             .collect::<Vec<_>>()
             .join(", ")
@@ -339,6 +373,12 @@ mod tests {
         assert_eq!(topo.referral(), ["gc2.example.test"]);
         assert_eq!(topo.spn("gc2"), "exchangeAB/gc2.example.test");
         assert_eq!(t.events_at(5).collect::<Vec<_>>(), [Action::Restart]);
+        topo.set_delay("gc2", 40);
+        topo.set_delay("gc9", 40);
+        assert_eq!((topo.delay_ms("gc2"), topo.delay_ms("gc1")), (40, 0));
+        assert!(topo
+            .describe()
+            .ends_with("gc2 up (no kdc entry; hop RTT 40 ms)"));
         assert_eq!(t.events_at(3).count(), 0);
 
         for (bad, why) in [
@@ -359,6 +399,10 @@ mod tests {
             (
                 "gcs = [\"gc1\"]\ncalls = 2\n[[event]]\nat = 1\nstate = \"down\"",
                 "names no `gc`",
+            ),
+            (
+                "gcs = [\"gc1\"]\ncalls = 2\n[[event]]\nat = 1\ngc = \"gc1\"\ndelay-ms = 10001",
+                "over 10000",
             ),
         ] {
             let err = timeline(bad).unwrap_err();

@@ -91,6 +91,7 @@ fn describe_events(t: &harness_core::gc::Timeline) -> String {
                     }
                 ),
                 Action::Reset { gc } => format!("{at} s reset to {gc}"),
+                Action::Delay { gc, rtt_ms } => format!("{at} s hop to {gc} RTT {rtt_ms} ms"),
                 Action::Restart => format!("{at} s program restarts"),
             });
         }

@@ -1,7 +1,9 @@
 //! The directory's global catalogs over sockets (issue 19): one NSPI listener per global
 //! catalog, each of which can be shut down (its address book gone: NSPI calls fault
 //! RPC_S_SERVER_UNAVAILABLE), stopped (the listener closed and its connections ended: a
-//! connect is refused) and started again on the same port, while the lab runs.
+//! connect is refused) and started again on the same port, while the lab runs. Clients
+//! reach each one through a [`FaultHop`] (the network between them: a delay, resets),
+//! whose address is the one the lab gives out; it stops and starts with its catalog.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use harness_core::World;
 use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 
+use super::hop::{FaultHop, HopFaults};
 use super::lab::LabStats;
 use super::listener::bind_listener;
 use super::rpc;
@@ -35,8 +38,12 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 struct Host {
     name: String,
     fqdn: String,
-    /// Bound once; a restart binds the same address again.
+    /// Where the catalog's NSPI listens, bound once; a restart binds it again.
     addr: SocketAddr,
+    /// Where clients connect: the hop in front of it, likewise bound again on a restart.
+    hop_addr: SocketAddr,
+    faults: Arc<HopFaults>,
+    hop: Option<(watch::Sender<bool>, JoinHandle<()>)>,
     endpoint: Arc<Endpoint>,
     nspi: Arc<Nspi>,
     state: GcState,
@@ -82,18 +89,25 @@ impl GlobalCatalogs {
             let fqdn = format!("{}.{}", spec.name, world.dns_domain);
             let (endpoint, nspi) =
                 gc_endpoint(world, &mut db, &fqdn, clock.clone(), wall_clock(), seed);
-            let listener = bind_listener(spec.addr)?;
+            // The catalog itself on an ephemeral port; the hop on the address asked for.
+            let listener = bind_listener(SocketAddr::new(spec.addr.ip(), 0))?;
             let addr = listener.local_addr()?;
+            let hop_listener = bind_listener(spec.addr)?;
+            let hop_addr = hop_listener.local_addr()?;
             let mut host = Host {
                 name: spec.name.clone(),
                 fqdn,
                 addr,
+                hop_addr,
+                faults: Arc::new(HopFaults::default()),
+                hop: None,
                 endpoint,
                 nspi,
                 state: GcState::Up,
                 running: None,
             };
             host.running = Some(serve(&host, listener, max_connections, stats));
+            host.hop = Some(serve_hop(&host, hop_listener));
             hosts.push(host);
         }
         Ok(Arc::new(GlobalCatalogs {
@@ -104,14 +118,21 @@ impl GlobalCatalogs {
         }))
     }
 
-    /// Where each global catalog listens: (short name, FQDN, address).
+    /// Where clients reach each global catalog (its hop): (short name, FQDN, address).
     pub async fn addrs(&self) -> Vec<(String, String, SocketAddr)> {
         self.hosts
             .lock()
             .await
             .iter()
-            .map(|h| (h.name.clone(), h.fqdn.clone(), h.addr))
+            .map(|h| (h.name.clone(), h.fqdn.clone(), h.hop_addr))
             .collect()
+    }
+
+    /// Puts a round trip of `rtt` on the hop to `name` (zero: none).
+    pub async fn set_round_trip(&self, name: &str, rtt: Duration) {
+        if let Some(host) = self.hosts.lock().await.iter().find(|h| h.name == name) {
+            host.faults.set_round_trip(rtt);
+        }
     }
 
     pub async fn state(&self, name: &str) -> Option<GcState> {
@@ -145,7 +166,9 @@ impl GlobalCatalogs {
             (GcState::Down, true) => stop(host).await,
             (GcState::Up | GcState::ShuttingDown, false) => {
                 let listener = bind_listener(host.addr)?;
+                let hop_listener = bind_listener(host.hop_addr)?;
                 host.running = Some(serve(host, listener, self.max_connections, &self.stats));
+                host.hop = Some(serve_hop(host, hop_listener));
             }
             _ => {}
         }
@@ -153,19 +176,11 @@ impl GlobalCatalogs {
         Ok(())
     }
 
-    /// Ends every connection to `name` (a reset on the hop): the listener is closed and
-    /// bound again at once.
-    pub async fn reset(&self, name: &str) -> std::io::Result<()> {
-        let mut hosts = self.hosts.lock().await;
-        let Some(host) = hosts.iter_mut().find(|h| h.name == name) else {
-            return Ok(());
-        };
-        if host.running.is_some() {
-            stop(host).await;
-            let listener = bind_listener(host.addr)?;
-            host.running = Some(serve(host, listener, self.max_connections, &self.stats));
+    /// Resets every connection to `name` on its hop (both ends get an RST).
+    pub async fn reset(&self, name: &str) {
+        if let Some(host) = self.hosts.lock().await.iter().find(|h| h.name == name) {
+            host.faults.reset();
         }
-        Ok(())
     }
 
     /// Stops every listener (the lab's shutdown).
@@ -194,9 +209,26 @@ fn serve(
     (stop, task)
 }
 
-/// Stops `host`'s accept loop and waits (bounded) for its connections to end.
+/// Starts `host`'s hop on `listener`, relaying to its catalog.
+fn serve_hop(
+    host: &Host,
+    listener: tokio::net::TcpListener,
+) -> (watch::Sender<bool>, JoinHandle<()>) {
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(FaultHop::serve(
+        listener,
+        host.addr,
+        host.faults.clone(),
+        stopped,
+    ));
+    (stop, task)
+}
+
+/// Stops `host`'s accept loop and waits (bounded) for its connections to end, then its
+/// hop (whose relays end with the catalog's connections).
 async fn stop(host: &mut Host) {
-    if let Some((stop, mut task)) = host.running.take() {
+    for running in [host.running.take(), host.hop.take()].into_iter().flatten() {
+        let (stop, mut task) = running;
         let _ = stop.send(true);
         if tokio::time::timeout(STOP_GRACE, &mut task).await.is_err() {
             task.abort();

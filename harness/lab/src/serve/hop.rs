@@ -1,8 +1,11 @@
 //! The hop between a front-end and its back-end: a TCP connection, passed through stages
-//! that play the network between them. Today the only stage is a delay (an emulated
-//! round-trip time); the same relay is where fault injection goes later (a reset, a black
-//! hole) for the RPC and directory timelines of issue #14. TLS, when the hop has it, runs on
-//! top of the stages, so its handshake crosses the delay like every other byte.
+//! that play the network between them: a delay (an emulated round-trip time). TLS, when the
+//! hop has it, runs on top of the stages, so its handshake crosses the delay like every
+//! other byte.
+//!
+//! [`FaultHop`] is the same relay as a listener in front of a server, with faults a
+//! timeline changes while it runs (issue #19's directory timelines): a delay that can be
+//! set at any time, and a reset of every connection through it.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -12,9 +15,12 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Bytes the relay reads at once.
 const RELAY_CHUNK: usize = 16 * 1024;
@@ -83,8 +89,8 @@ pub fn delayed(
     let (near, far) = tokio::io::duplex(PIPE_BUFFER);
     let (tcp_read, tcp_write) = tcp.into_split();
     let (far_read, far_write) = tokio::io::split(far);
-    tokio::spawn(relay(tcp_read, far_write, one_way, server_accepts));
-    tokio::spawn(relay(far_read, tcp_write, one_way, Instant::now()));
+    tokio::spawn(relay(tcp_read, far_write, move || one_way, server_accepts));
+    tokio::spawn(relay(far_read, tcp_write, move || one_way, Instant::now()));
     near
 }
 
@@ -95,7 +101,7 @@ pub fn delayed(
 async fn relay(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
-    one_way: Duration,
+    one_way: impl Fn() -> Duration,
     sent_from: Instant,
 ) {
     let (queue, mut due_chunks) =
@@ -109,7 +115,7 @@ async fn relay(
                 _ = queue.closed() => return,
             };
             let chunk = (n > 0).then(|| buf[..n].to_vec());
-            let due = Instant::now().max(sent_from) + one_way;
+            let due = Instant::now().max(sent_from) + one_way();
             if queue.send((due, chunk)).await.is_err() || n == 0 {
                 return;
             }
@@ -128,6 +134,126 @@ async fn relay(
         }
     };
     tokio::join!(read, deliver);
+}
+
+/// The faults of a [`FaultHop`], changed while it relays.
+#[derive(Debug)]
+pub struct HopFaults {
+    one_way_us: AtomicU64,
+    /// Bumped by [`HopFaults::reset`]: every connection through the hop ends with a reset.
+    resets: watch::Sender<u64>,
+}
+
+impl Default for HopFaults {
+    fn default() -> Self {
+        HopFaults {
+            one_way_us: AtomicU64::new(0),
+            resets: watch::channel(0).0,
+        }
+    }
+}
+
+impl HopFaults {
+    /// Every chunk from now on crosses the hop half `rtt` later each way.
+    pub fn set_round_trip(&self, rtt: Duration) {
+        let one_way = u64::try_from((rtt / 2).as_micros()).unwrap_or(u64::MAX);
+        self.one_way_us.store(one_way, Ordering::Relaxed);
+    }
+
+    pub fn round_trip(&self) -> Duration {
+        Duration::from_micros(self.one_way_us.load(Ordering::Relaxed)) * 2
+    }
+
+    /// Resets every connection through the hop (both ends get an RST).
+    pub fn reset(&self) {
+        self.resets.send_modify(|n| *n += 1);
+    }
+
+    fn one_way(&self) -> Duration {
+        Duration::from_micros(self.one_way_us.load(Ordering::Relaxed))
+    }
+}
+
+/// A listening relay in front of `target`: each accepted connection is joined to a new
+/// connection to `target` through the hop's [`HopFaults`], until `stop` changes (then the
+/// listener closes; relayed connections get a moment to end with their server's close).
+pub struct FaultHop;
+
+impl FaultHop {
+    pub async fn serve(
+        listener: TcpListener,
+        target: SocketAddr,
+        faults: Arc<HopFaults>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut relays = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((client, _)) = accepted else {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    };
+                    relays.spawn(fault_relay(client, target, faults.clone()));
+                    while relays.try_join_next().is_some() {}
+                }
+                _ = stop.changed() => break,
+            }
+        }
+        drop(listener);
+        // The server behind stops first: its connections end and so do their relays.
+        let drain = async { while relays.join_next().await.is_some() {} };
+        if tokio::time::timeout(STOP_GRACE, drain).await.is_err() {
+            relays.abort_all();
+        }
+    }
+}
+
+/// How long a stopped hop waits for its connections to end.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// One connection through a [`FaultHop`]: both directions delayed by the hop's current
+/// delay, cut with an RST on both sides when the hop resets; otherwise it ends when both
+/// directions have ended.
+async fn fault_relay(client: TcpStream, target: SocketAddr, faults: Arc<HopFaults>) {
+    let Ok(server) = TcpStream::connect(target).await else {
+        // The server behind is gone: the client sees its connection reset.
+        let _ = client.set_zero_linger();
+        return;
+    };
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let mut resets = faults.resets.subscribe();
+    resets.mark_unchanged();
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let reset = {
+        let up_faults = faults.clone();
+        let up = relay(
+            &mut client_read,
+            &mut server_write,
+            move || up_faults.one_way(),
+            Instant::now(),
+        );
+        let down = relay(
+            &mut server_read,
+            &mut client_write,
+            move || faults.one_way(),
+            Instant::now(),
+        );
+        // A reset signalled before the relay next runs wins over the bytes it would move.
+        tokio::select! {
+            biased;
+            _ = resets.changed() => true,
+            _ = async { tokio::join!(up, down) } => false,
+        }
+    };
+    if reset {
+        // Closed with linger 0, both sockets send an RST, as when a device between the
+        // two resets the connection.
+        let _ = client_read.as_ref().set_zero_linger();
+        let _ = server_read.as_ref().set_zero_linger();
+    }
 }
 
 /// Sleeps until `due` with sub-millisecond precision. Tokio's timers tick in whole

@@ -120,10 +120,10 @@ impl DirectorySite for SocketSite {
             if let Err(e) = self.runtime.block_on(self.gcs.set_state(gc, state)) {
                 tracing::warn!("global catalog {gc}: cannot become {}: {e}", state.name());
             }
+            let rtt = Duration::from_millis(u64::from(topology.delay_ms(gc)));
+            self.runtime.block_on(self.gcs.set_round_trip(gc, rtt));
             if reset == Some(gc) {
-                if let Err(e) = self.runtime.block_on(self.gcs.reset(gc)) {
-                    tracing::warn!("global catalog {gc}: reset: {e}");
-                }
+                self.runtime.block_on(self.gcs.reset(gc));
             }
             let spn = topology.spn(gc);
             let knows = topology.kdc_knows(gc);

@@ -234,3 +234,60 @@ async fn the_principal_unknown_step_with_two_mit_kdcs_whose_databases_differ() {
         pretty_assertions::assert_eq!(steps(&there), steps(&here), "{id}");
     }
 }
+
+/// A delay and a reset on the hop to a global catalog, through the lab's fault stage: the
+/// calls are those of the run in process, and the delay is real (each call crosses the
+/// hop's round trip at least once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_and_reset_hop_gives_the_calls_of_the_run_in_process() {
+    let text = r#"
+name = "hop-faults"
+title = "faults on the hop to a global catalog"
+[[param]]
+name = "protocol"
+values = ["address-book"]
+[[param]]
+name = "profile"
+values = ["hotfix"]
+[[param]]
+name = "userauth-credentials"
+values = ["1"]
+[timeline]
+gcs = ["gc1"]
+calls = 6
+[[timeline.event]]
+at = 2
+gc = "gc1"
+delay-ms = 150
+[[timeline.event]]
+at = 4
+gc = "gc1"
+reset = true
+[[timeline.event]]
+at = 6
+gc = "gc1"
+delay-ms = 0
+"#;
+    let scenario = ScenarioFile::parse(text).unwrap();
+    let case = &scenario.cases()[0];
+    let here = run_case(&scenario, case, &frontend_topology).unwrap();
+    let started = std::time::Instant::now();
+    let there = harness::tools::scenario::run_case(&scenario, case)
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    let calls = there.calls.clone().unwrap();
+    assert_eq!(calls.timeline, "...E..");
+    assert_eq!(there.calls, here.calls);
+    let steps = |o: &harness_core::scenario::CaseOutcome| {
+        o.session.as_ref().map(|s| s.render()).unwrap_or_default()
+    };
+    pretty_assertions::assert_eq!(steps(&there), steps(&here));
+    assert!(here
+        .trace
+        .iter()
+        .any(|l| l == "directory at 2 s: gc1 up (kdc; hop RTT 150 ms)"));
+    // Calls 2 to 5 cross the delayed hop: 2, 3 and 5 one round trip each; 4 the rebind
+    // (connect, RPC bind with its auth3, NspiBind) and 5's call; at least 6 round trips.
+    assert!(took >= Duration::from_millis(6 * 150), "{took:?}");
+}
