@@ -164,3 +164,57 @@ fn a_reset_hop_ends_the_session_on_the_same_global_catalog() {
         .iter()
         .any(|l| l == "3 s: the connection to gc1 is reset"));
 }
+
+#[test]
+fn each_global_catalog_takes_tickets_for_itself_only() {
+    use super::reach::{DirectoryReach, InProcessSite, LinkError, RpcLink};
+    use crate::dcerpc::client::BindSecurity;
+    use crate::dcerpc::kerberos::KerberosClientSecurity;
+    use crate::dcerpc::nspi::NSPI_SYNTAX;
+    use crate::kerberos::client::{login, ticket, Request};
+    use crate::kerberos::{Name, NT_SRV_HST};
+    use harness_wire::dcerpc::{AuthLevel, AuthType};
+
+    let timeline: Timeline =
+        toml::from_str("gcs = [\"gc1\", \"gc2\", \"gc3\"]\ncalls = 1\n").expect("timeline");
+    let world = world();
+    let topology = super::Topology::start(&timeline, &world.dns_domain);
+    let now = 1_700_000_000;
+    let mut site = InProcessSite::new(&world, &topology, now, 3);
+    let mut rng = crate::rng::SeededRng::new(5);
+    let tgt = {
+        let mut kdc = |req: &[u8]| site.kdc(req);
+        login(
+            &mut kdc,
+            "alice",
+            "EXAMPLE.TEST",
+            "secret",
+            &Request::default(),
+            now,
+            &mut rng,
+        )
+        .expect("TGT")
+    };
+    let mut bind = |to: &str, for_gc: &str| {
+        let name = Name::parse(&format!("exchangeAB/{for_gc}.example.test"), NT_SRV_HST);
+        let t = {
+            let mut kdc = |req: &[u8]| site.kdc(req);
+            ticket(&mut kdc, &tgt, &name, &Request::default(), now, &mut rng).expect("ticket")
+        };
+        let security = BindSecurity {
+            provider: Box::new(
+                KerberosClientSecurity::new(AuthType::KERBEROS, t, now, 9).third_leg_in_auth3(),
+            ),
+            level: AuthLevel::PKT_PRIVACY,
+            auth_context_id: 1,
+        };
+        let wire = site.gc(&format!("{to}.example.test")).expect("connects");
+        RpcLink::bind(wire, NSPI_SYNTAX, security).map(|_| ())
+    };
+    assert_eq!(bind("gc2", "gc2"), Ok(()));
+    // gc3 is not in the realm's default services: its principal was added for it.
+    assert_eq!(bind("gc3", "gc3"), Ok(()));
+    // A ticket for another catalog's principal does not decrypt with this one's key: the
+    // bind is refused (bind_nak).
+    assert_eq!(bind("gc2", "gc1"), Err(LinkError::BindNak));
+}
