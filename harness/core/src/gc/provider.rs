@@ -255,26 +255,12 @@ impl Provider {
             return Some(known::MAPI_E_NETWORK_ERROR);
         }
         if let Some(mut binding) = self.binding.take() {
-            match resolve(&mut binding, &self.who.lookup) {
-                Ok(0) => {
-                    steps.push(format!(
-                        "NSPI {}: ResolveNamesW {}: found",
-                        short(&binding.fqdn),
-                        self.who.lookup
-                    ));
+            match lookup(&mut binding, &self.who.lookup, steps) {
+                Ok(code) => {
                     self.binding = Some(binding);
-                    return None;
-                }
-                Ok(rc) => {
-                    steps.push(format!(
-                        "NSPI {}: ResolveNamesW: 0x{rc:08X}",
-                        short(&binding.fqdn)
-                    ));
-                    self.binding = Some(binding);
-                    return Some(ErrorCode::new(Family::Mapi, rc));
+                    return code;
                 }
                 Err(e) => {
-                    steps.push(format!("NSPI {}: ResolveNamesW: {e}", short(&binding.fqdn)));
                     cause(result, &e);
                     if !self.cfg.allow_reconnect {
                         // The session stays on its global catalog; the next call tries it
@@ -286,38 +272,29 @@ impl Provider {
                 }
             }
         }
-        match self.bind(reach, steps, result) {
-            Ok(binding) => {
-                let gc = short(&binding.fqdn).to_string();
-                self.session_gc = Some(binding.fqdn.clone());
+        let Ok(mut binding) = self.bind(reach, steps, result) else {
+            return Some(known::MAPI_E_NETWORK_ERROR);
+        };
+        self.session_gc = Some(binding.fqdn.clone());
+        if self.failing_over {
+            self.failing_over = false;
+            self.state = ProviderState::Ended;
+            steps.push(format!(
+                "provider: bound to the new global catalog {}; the session ends so that the program reconnects",
+                short(&binding.fqdn)
+            ));
+            self.binding = Some(binding);
+            return Some(known::MAPI_E_END_OF_SESSION);
+        }
+        match lookup(&mut binding, &self.who.lookup, steps) {
+            Ok(code) => {
                 self.binding = Some(binding);
-                if self.failing_over {
-                    self.failing_over = false;
-                    self.state = ProviderState::Ended;
-                    steps.push(format!(
-                        "provider: bound to the new global catalog {gc}; the session ends so that the program reconnects"
-                    ));
-                    return Some(known::MAPI_E_END_OF_SESSION);
-                }
-                let binding = self.binding.as_mut()?;
-                match resolve(binding, &self.who.lookup) {
-                    Ok(0) => {
-                        steps.push(format!(
-                            "NSPI {gc}: ResolveNamesW {}: found",
-                            self.who.lookup
-                        ));
-                        None
-                    }
-                    Ok(rc) => Some(ErrorCode::new(Family::Mapi, rc)),
-                    Err(e) => {
-                        steps.push(format!("NSPI {gc}: ResolveNamesW: {e}"));
-                        cause(result, &e);
-                        self.binding = None;
-                        Some(known::MAPI_E_NETWORK_ERROR)
-                    }
-                }
+                code
             }
-            Err(()) => Some(known::MAPI_E_NETWORK_ERROR),
+            Err(e) => {
+                cause(result, &e);
+                Some(known::MAPI_E_NETWORK_ERROR)
+            }
         }
     }
 
@@ -555,13 +532,38 @@ impl Provider {
     }
 }
 
-/// NspiResolveNamesW of `name`: the return value.
-fn resolve(binding: &mut Binding, name: &str) -> Result<u32, LinkError> {
+/// NspiResolveNamesW of `name` on `binding`, stepped: None when NSPI succeeded, its
+/// return value as a MAPI code otherwise; an error when the call got no answer.
+fn lookup(
+    binding: &mut Binding,
+    name: &str,
+    steps: &mut Vec<String>,
+) -> Result<Option<ErrorCode>, LinkError> {
+    let gc = short(&binding.fqdn).to_string();
     let stub = nspi::resolve_names_w_stub(&binding.handle, &nspi::stat(0x4E4), None, &[name]);
-    let answer = binding.link.call(nspi::opnum::RESOLVE_NAMES_W, &stub)?;
-    nspi::parse_resolve_names(&answer)
-        .map(|r| r.rc)
-        .map_err(|e| LinkError::Protocol(e.to_string()))
+    let answer = binding
+        .link
+        .call(nspi::opnum::RESOLVE_NAMES_W, &stub)
+        .and_then(|answer| {
+            nspi::parse_resolve_names(&answer)
+                .map(|r| r.rc)
+                .map_err(|e| LinkError::Protocol(e.to_string()))
+        });
+    match answer {
+        Ok(0) => {
+            steps.push(format!("NSPI {gc}: ResolveNamesW {name}: found"));
+            Ok(None)
+        }
+        Ok(rc) => {
+            let code = ErrorCode::new(Family::Mapi, rc);
+            steps.push(format!("NSPI {gc}: ResolveNamesW {name}: {code}"));
+            Ok(Some(code))
+        }
+        Err(e) => {
+            steps.push(format!("NSPI {gc}: ResolveNamesW: {e}"));
+            Err(e)
+        }
+    }
 }
 
 fn short(fqdn: &str) -> &str {
