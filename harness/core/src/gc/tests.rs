@@ -39,7 +39,9 @@ fn world() -> Arc<crate::world::World> {
     Arc::new(lab.build().expect("default lab"))
 }
 
-fn case(
+/// A configuration: the profile, EMSAB_UserAuth_Credentials, ALLOW_RECONNECT, whether the
+/// program can prompt, whether its process is of another domain.
+pub(crate) fn case(
     profile: AbpProfile,
     value: bool,
     reconnect: bool,
@@ -163,4 +165,73 @@ fn a_reset_hop_ends_the_session_on_the_same_global_catalog() {
         .trace
         .iter()
         .any(|l| l == "3 s: the connection to gc1 is reset"));
+}
+
+#[test]
+fn each_call_records_every_state_the_provider_was_in() {
+    use super::provider::ProviderState::{
+        Ended, ProcessCredentials as Process, UserCredentials as User,
+    };
+    use AbpProfile::*;
+    // (case, [(second, the states of that call)]), on the KB timeline.
+    let rows = [
+        // Prompted at 4 s: the call passes through user credentials, binds gc2 with them
+        // and ends the session; the program logs on again (user credentials kept).
+        (
+            case(Exchange2003Sp1, false, true, true, false),
+            vec![
+                (1, vec![Process]),
+                (4, vec![Process, User, Ended]),
+                (5, vec![User]),
+                (12, vec![User]),
+                (13, vec![Process]),
+            ],
+        ),
+        // A service is stuck in user credentials from 4 s until the restart.
+        (
+            case(Exchange2003Sp1, false, true, false, false),
+            vec![
+                (3, vec![Process]),
+                (4, vec![Process, User]),
+                (5, vec![User]),
+                (13, vec![Process]),
+            ],
+        ),
+        // The hotfix with the value: process credentials throughout, ended at 9 s.
+        (
+            case(Hotfix, true, true, false, false),
+            vec![
+                (4, vec![Process]),
+                (9, vec![Process, Ended]),
+                (10, vec![Process]),
+            ],
+        ),
+        // Across domains: prompted at the first call, ended from user credentials at 4 s.
+        (
+            case(Exchange2003Sp1, false, true, true, true),
+            vec![
+                (1, vec![Process, User]),
+                (4, vec![User, Ended]),
+                (5, vec![User]),
+                (13, vec![Process, User]),
+            ],
+        ),
+    ];
+    for (c, want) in rows {
+        let (symbols, run) = timeline_of(c);
+        for (at, states) in want {
+            let call = &run.calls[at - 1];
+            assert_eq!(call.at as usize, at);
+            assert_eq!(call.result.entered, states, "{symbols} at {at} s");
+            assert_eq!(call.result.entered.last(), Some(&call.result.state));
+        }
+    }
+    // The hotfix with the value never passes through user credentials, in any call.
+    for (prompt, other) in [(false, false), (true, false), (true, true), (false, true)] {
+        let (symbols, run) = timeline_of(case(Hotfix, true, true, prompt, other));
+        assert!(
+            run.calls.iter().all(|c| !c.result.entered.contains(&User)),
+            "{symbols}"
+        );
+    }
 }
