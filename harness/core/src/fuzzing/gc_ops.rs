@@ -464,6 +464,11 @@ pub fn check(plan: &Plan, run: &FailoverRun) -> Reached {
             }
         }
     }
+    if cfg.allow_reconnect {
+        fails_over_through_an_end(plan, run);
+    } else {
+        keeps_its_catalog(plan, run);
+    }
     // The session's outcome agrees with the calls.
     assert_eq!(
         run.findings.iter().any(|f| f == "credential-prompt"),
@@ -473,6 +478,86 @@ pub fn check(plan: &Plan, run: &FailoverRun) -> Reached {
     );
     reached.settled = end_rules(plan, run, user_since_restart);
     reached
+}
+
+/// Each call's steps (trimmed), from the run's journal, where `N s:` heads call N's.
+fn call_steps(run: &FailoverRun) -> Vec<Vec<&str>> {
+    let mut out = vec![Vec::new(); run.calls.len()];
+    let mut at: Option<usize> = None;
+    for line in run.outcome.steps.iter().map(|s| s.0.as_str()) {
+        if let Some(n) = line
+            .strip_suffix(" s:")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            at = n.checked_sub(1);
+        } else if let Some(steps) = at.and_then(|i| out.get_mut(i)) {
+            steps.push(line.trim_start());
+        }
+    }
+    out
+}
+
+/// KB 823719 (model): without ALLOW_RECONNECT the provider never looks for another global
+/// catalog: once a session is bound, the process asks the referral service for no other
+/// and binds no other until it restarts.
+fn keeps_its_catalog(plan: &Plan, run: &FailoverRun) {
+    let mut bound: Option<&str> = None;
+    for (i, (call, steps)) in run.calls.iter().zip(call_steps(run)).enumerate() {
+        let at = i + 1;
+        if call.after_restart {
+            bound = None;
+        }
+        for step in steps {
+            if step.starts_with("RFR: RfrGetNewDSA") {
+                assert!(
+                    bound.is_none(),
+                    "at {at} s a referral without ALLOW_RECONNECT while bound to {bound:?}: {}",
+                    describe(plan, run)
+                );
+            }
+            if let Some((gc, _)) = step
+                .strip_prefix("NSPI ")
+                .and_then(|rest| rest.split_once(": bound"))
+            {
+                assert!(
+                    bound.is_none_or(|b| b == gc),
+                    "at {at} s bound {gc} without ALLOW_RECONNECT after {bound:?}: {}",
+                    describe(plan, run)
+                );
+                bound = Some(gc);
+            }
+        }
+    }
+}
+
+/// KB 929439: with ALLOW_RECONNECT, when the global catalog of a working session fails,
+/// the provider binds a new one and answers MAPI_E_END_OF_SESSION so that the program
+/// logs on again: from the call whose session broke, no call of that process succeeds
+/// before one has ended the session.
+fn fails_over_through_an_end(plan: &Plan, run: &FailoverRun) {
+    let mut broke_at: Option<usize> = None;
+    for (i, (call, steps)) in run.calls.iter().zip(call_steps(run)).enumerate() {
+        let at = i + 1;
+        if call.after_restart {
+            broke_at = None;
+        }
+        // A call on a bound session begins with its NSPI call; an error there is the
+        // session breaking.
+        let first_nspi = steps.iter().find(|s| s.starts_with("NSPI "));
+        if first_nspi.is_some_and(|s| s.contains(": ResolveNamesW: ")) && broke_at.is_none() {
+            broke_at = Some(at);
+        }
+        if is(call, known::MAPI_E_END_OF_SESSION) {
+            broke_at = None;
+        }
+        if let Some(b) = broke_at {
+            assert!(
+                call.result.code.is_some(),
+                "at {at} s a call succeeded on a new session without MAPI_E_END_OF_SESSION since the session broke at {b} s: {}",
+                describe(plan, run)
+            );
+        }
+    }
 }
 
 /// The documented end state after the quiet calls; true when a rule required the last
@@ -706,6 +791,86 @@ mod tests {
         assert_eq!(plan.timeline.calls, 1 + QUIET);
         assert!(plan.timeline.events.is_empty());
         assert_eq!(play(&plan).expect("lab").timeline(), "....");
+    }
+
+    /// The plan of the seed `name` and its run.
+    fn seed_run(name: &str) -> (Plan, FailoverRun) {
+        let (_, data, _) = seed_cases()
+            .into_iter()
+            .find(|(n, _, _)| *n == name)
+            .expect("seed");
+        let plan = decode(&data);
+        let run = play(&plan).expect("lab");
+        (plan, run)
+    }
+
+    #[test]
+    fn without_reconnect_a_second_catalog_or_referral_in_one_process_is_caught() {
+        let (plan, run) = seed_run("kb-sp1-service-no-reconnect");
+        keeps_its_catalog(&plan, &run);
+        let with_step = |head: &str, step: &str| {
+            let mut run = run.clone();
+            let at = run
+                .outcome
+                .steps
+                .iter()
+                .position(|s| s.0 == head)
+                .expect("the call's head");
+            run.outcome
+                .steps
+                .insert(at + 1, crate::driver::outcome::StepLine(step.into()));
+            std::panic::catch_unwind(|| keeps_its_catalog(&plan, &run)).is_ok()
+        };
+        // Bound to gc1 from 1 s: a referral or gc2 before the restart at 13 s breaks it.
+        assert!(!with_step("5 s:", "  RFR: RfrGetNewDSA: gc2.example.test"));
+        assert!(!with_step(
+            "7 s:",
+            "  NSPI gc2: bound (Kerberos as the process)"
+        ));
+        assert!(with_step(
+            "7 s:",
+            "  NSPI gc1: bound (Kerberos as the process)"
+        ));
+        // After the restart the new process binds gc2 (the steps already show it).
+        assert!(run
+            .outcome
+            .steps
+            .iter()
+            .any(|s| s.0 == "  NSPI gc2: bound (Kerberos as the process)"));
+    }
+
+    #[test]
+    fn with_reconnect_a_success_before_the_end_of_session_is_caught() {
+        let (plan, run) = seed_run("kb-hotfix-1-service");
+        assert_eq!(run.timeline(), "...NNNNNE...|......");
+        fails_over_through_an_end(&plan, &run);
+        // gc1's session breaks at 4 s; 9 s ends it. Had 9 s succeeded, or 6 s:
+        for at in [9, 6] {
+            let mut run = run.clone();
+            run.calls[at - 1].result.code = None;
+            let caught =
+                std::panic::catch_unwind(|| fails_over_through_an_end(&plan, &run)).is_err();
+            assert!(caught, "{at} s");
+        }
+        // After the end (10 s on) and after the restart, successes are the new session's.
+        let steps = call_steps(&run);
+        assert_eq!(steps[3][0], "NSPI gc1: ResolveNamesW: fault 0x6BA");
+        assert_eq!(steps[9][0], "program: logs on again (process-credentials)");
+    }
+
+    /// Replays libFuzzer's corpus (fuzz/out/corpus/gc_timeline, not kept in git):
+    /// `cargo test -p harness-core --lib gc_ops::tests::fuzzer_corpus -- --ignored`.
+    #[test]
+    #[ignore = "reads fuzz/out/corpus/gc_timeline when a fuzz run left one"]
+    fn fuzzer_corpus_holds_the_invariants() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fuzz/out/corpus/gc_timeline");
+        let mut n = 0;
+        for f in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            gc_timeline(&std::fs::read(f.path()).unwrap_or_default());
+            n += 1;
+        }
+        eprintln!("replayed {n}");
     }
 
     #[test]
