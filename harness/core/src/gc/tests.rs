@@ -235,3 +235,32 @@ fn each_call_records_every_state_the_provider_was_in() {
         );
     }
 }
+
+#[test]
+fn the_referral_names_the_preferred_catalog_whether_or_not_the_kdc_knows_it() {
+    // gc1 (preferred) and gc2 are up; the KDC knows only gc2. The referral names gc1, so
+    // a provider on the process's credentials never reaches gc2: the hotfix with the value
+    // fails every call; Exchange 2003 SP1's service is stuck in user credentials; an
+    // interactive program is prompted and binds gc1 with what the user typed. When gc1
+    // goes down at 3 s the referral names gc2, and the hotfix gets in.
+    let run_of = |c: FailoverCase, events: &str| {
+        let text =
+            format!("gcs = [\"gc1\", \"gc2\"]\nkdc-unknown = [\"gc1\"]\ncalls = 5\n{events}");
+        let timeline: Timeline = toml::from_str(&text).expect("timeline");
+        timeline.validate().expect("valid");
+        failover::run(&world(), &timeline, &c, "alice", "secret", 1_700_000_000, 7).timeline()
+    };
+    use AbpProfile::*;
+    let hotfix = case(Hotfix, true, true, false, false);
+    assert_eq!(run_of(hotfix, ""), "NNNNN");
+    assert_eq!(
+        run_of(case(Exchange2003Sp1, false, true, false, false), ""),
+        "NNNNN"
+    );
+    assert_eq!(
+        run_of(case(Exchange2003Sp1, false, true, true, false), ""),
+        "P...."
+    );
+    let gc1_down = "[[event]]\nat = 3\ngc = \"gc1\"\nstate = \"down\"\n";
+    assert_eq!(run_of(hotfix, gc1_down), "NN...");
+}
