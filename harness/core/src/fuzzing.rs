@@ -11,6 +11,7 @@ pub mod codec_ops;
 pub mod dcerpc_ops;
 pub mod emsmdb_ops;
 pub mod frontend_ops;
+pub mod gc_ops;
 pub mod imap_ops;
 pub mod kerberos_ops;
 pub mod ndr_ops;
@@ -101,6 +102,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("krb_cfx_unwrap", crate::kerberos::cfx::fuzz_unwrap),
     ("web_tier_requests", web_ops::web_tier_requests),
     ("webdav_body", webdav_ops::webdav_body),
+    ("gc_timeline", gc_ops::gc_timeline),
 ];
 
 /// Runs the named target on one input; `false` if there is no such target.

@@ -323,6 +323,7 @@ fn all_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("dcerpc_pdu_to_bytes_and_back", random_seeds(4)),
         ("ndr_decode", super::ndr_ops::seeds()),
         ("emsmdb_call", super::emsmdb_ops::seeds()),
+        ("gc_timeline", super::gc_ops::seeds()),
     ];
     for (target, seeds) in groups {
         for (name, data) in seeds {
@@ -588,5 +589,17 @@ fn emsmdb_call_smoke_run() {
     assert_states_reached(super::emsmdb_ops::seeds(), 15, 3000, |data| {
         let r = super::emsmdb_ops::run(data);
         [r.subscriptions > 0, r.parked > 0]
+    });
+}
+
+#[test]
+fn gc_timeline_smoke_run() {
+    assert_states_reached(super::gc_ops::seeds(), 16, 600, |data| {
+        let plan = super::gc_ops::decode(data);
+        let Some(run) = super::gc_ops::play(&plan) else {
+            return [false; 5];
+        };
+        let r = super::gc_ops::check(&plan, &run);
+        [r.prompted, r.ended, r.stuck, r.settled, r.restarted]
     });
 }

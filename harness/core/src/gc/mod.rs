@@ -10,7 +10,7 @@ pub mod reach;
 pub mod timeline;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use failover::{FailoverCase, FailoverRun, LEGEND};
 pub use provider::{AbpProfile, ProviderConfig, ProviderState};

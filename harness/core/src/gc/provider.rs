@@ -145,6 +145,10 @@ pub struct CallResult {
     pub causes: Vec<ErrorCode>,
     /// The provider's state after the call.
     pub state: ProviderState,
+    /// Every state the provider was in during the call, in order: the one it began in
+    /// (after the program logged on again, if it did), then each it moved to; the last is
+    /// `state`. A call can pass through user credentials (a prompt) and end the session.
+    pub entered: Vec<ProviderState>,
 }
 
 /// An NSPI session on a global catalog.
@@ -232,6 +236,7 @@ impl Provider {
             prompted: false,
             causes: Vec::new(),
             state: self.state,
+            entered: vec![self.state],
         };
         result.code = self.call_inner(reach, steps, &mut result);
         result.state = self.state;
@@ -278,7 +283,7 @@ impl Provider {
         self.session_gc = Some(binding.fqdn.clone());
         if self.failing_over {
             self.failing_over = false;
-            self.state = ProviderState::Ended;
+            self.enter(ProviderState::Ended, result);
             steps.push(format!(
                 "provider: bound to the new global catalog {}; the session ends so that the program reconnects",
                 short(&binding.fqdn)
@@ -293,8 +298,22 @@ impl Provider {
             }
             Err(e) => {
                 cause(result, &e);
+                if self.cfg.allow_reconnect {
+                    // The catalog just bound failed at once: as for a session that broke,
+                    // the next call asks for a referral and ends the session when it binds.
+                    self.failing_over = true;
+                    self.session_gc = None;
+                }
                 Some(known::MAPI_E_NETWORK_ERROR)
             }
+        }
+    }
+
+    /// The provider moves to `to` during a call; the call records it.
+    fn enter(&mut self, to: ProviderState, result: &mut CallResult) {
+        self.state = to;
+        if result.entered.last() != Some(&to) {
+            result.entered.push(to);
         }
     }
 
@@ -344,7 +363,7 @@ impl Provider {
                         );
                         return Err(());
                     }
-                    self.state = ProviderState::UserCredentials;
+                    self.enter(ProviderState::UserCredentials, result);
                     steps.push(
                         "provider: credentials failed; now wants the user's credentials".into(),
                     );

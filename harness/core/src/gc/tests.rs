@@ -39,7 +39,9 @@ fn world() -> Arc<crate::world::World> {
     Arc::new(lab.build().expect("default lab"))
 }
 
-fn case(
+/// A configuration: the profile, EMSAB_UserAuth_Credentials, ALLOW_RECONNECT, whether the
+/// program can prompt, whether its process is of another domain.
+pub(crate) fn case(
     profile: AbpProfile,
     value: bool,
     reconnect: bool,
@@ -217,4 +219,102 @@ fn each_global_catalog_takes_tickets_for_itself_only() {
     // A ticket for another catalog's principal does not decrypt with this one's key: the
     // bind is refused (bind_nak).
     assert_eq!(bind("gc2", "gc1"), Err(LinkError::BindNak));
+}
+
+#[test]
+fn each_call_records_every_state_the_provider_was_in() {
+    use super::provider::ProviderState::{
+        Ended, ProcessCredentials as Process, UserCredentials as User,
+    };
+    use AbpProfile::*;
+    // (case, [(second, the states of that call)]), on the KB timeline.
+    let rows = [
+        // Prompted at 4 s: the call passes through user credentials, binds gc2 with them
+        // and ends the session; the program logs on again (user credentials kept).
+        (
+            case(Exchange2003Sp1, false, true, true, false),
+            vec![
+                (1, vec![Process]),
+                (4, vec![Process, User, Ended]),
+                (5, vec![User]),
+                (12, vec![User]),
+                (13, vec![Process]),
+            ],
+        ),
+        // A service is stuck in user credentials from 4 s until the restart.
+        (
+            case(Exchange2003Sp1, false, true, false, false),
+            vec![
+                (3, vec![Process]),
+                (4, vec![Process, User]),
+                (5, vec![User]),
+                (13, vec![Process]),
+            ],
+        ),
+        // The hotfix with the value: process credentials throughout, ended at 9 s.
+        (
+            case(Hotfix, true, true, false, false),
+            vec![
+                (4, vec![Process]),
+                (9, vec![Process, Ended]),
+                (10, vec![Process]),
+            ],
+        ),
+        // Across domains: prompted at the first call, ended from user credentials at 4 s.
+        (
+            case(Exchange2003Sp1, false, true, true, true),
+            vec![
+                (1, vec![Process, User]),
+                (4, vec![User, Ended]),
+                (5, vec![User]),
+                (13, vec![Process, User]),
+            ],
+        ),
+    ];
+    for (c, want) in rows {
+        let (symbols, run) = timeline_of(c);
+        for (at, states) in want {
+            let call = &run.calls[at - 1];
+            assert_eq!(call.at as usize, at);
+            assert_eq!(call.result.entered, states, "{symbols} at {at} s");
+            assert_eq!(call.result.entered.last(), Some(&call.result.state));
+        }
+    }
+    // The hotfix with the value never passes through user credentials, in any call.
+    for (prompt, other) in [(false, false), (true, false), (true, true), (false, true)] {
+        let (symbols, run) = timeline_of(case(Hotfix, true, true, prompt, other));
+        assert!(
+            run.calls.iter().all(|c| !c.result.entered.contains(&User)),
+            "{symbols}"
+        );
+    }
+}
+
+#[test]
+fn the_referral_names_the_preferred_catalog_whether_or_not_the_kdc_knows_it() {
+    // gc1 (preferred) and gc2 are up; the KDC knows only gc2. The referral names gc1, so
+    // a provider on the process's credentials never reaches gc2: the hotfix with the value
+    // fails every call; Exchange 2003 SP1's service is stuck in user credentials; an
+    // interactive program is prompted and binds gc1 with what the user typed. When gc1
+    // goes down at 3 s the referral names gc2, and the hotfix gets in.
+    let run_of = |c: FailoverCase, events: &str| {
+        let text =
+            format!("gcs = [\"gc1\", \"gc2\"]\nkdc-unknown = [\"gc1\"]\ncalls = 5\n{events}");
+        let timeline: Timeline = toml::from_str(&text).expect("timeline");
+        timeline.validate().expect("valid");
+        failover::run(&world(), &timeline, &c, "alice", "secret", 1_700_000_000, 7).timeline()
+    };
+    use AbpProfile::*;
+    let hotfix = case(Hotfix, true, true, false, false);
+    assert_eq!(run_of(hotfix, ""), "NNNNN");
+    assert_eq!(
+        run_of(case(Exchange2003Sp1, false, true, false, false), ""),
+        "NNNNN"
+    );
+    assert_eq!(
+        run_of(case(Exchange2003Sp1, false, true, true, false), ""),
+        "P...."
+    );
+    let gc1_down = "[[event]]\nat = 3\ngc = \"gc1\"\nstate = \"down\"\n";
+    assert_eq!(run_of(hotfix, gc1_down), "NN...");
 }
