@@ -102,6 +102,17 @@ fn the_kb_timeline_per_provider() {
         ),
     ];
     let mut failures = Vec::new();
+    // Which credentials each bind used, as the steps say.
+    let (_, prompted) = timeline_of(case(Exchange2003Sp1, false, true, true, false));
+    let text = prompted.outcome.render();
+    assert!(
+        text.contains("NSPI gc1: bound (Kerberos as the process)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("NSPI gc2: bound (NTLM as the user)"),
+        "{text}"
+    );
     for (c, want) in rows {
         let (got, run) = timeline_of(c);
         if got != want {
@@ -317,4 +328,123 @@ fn the_referral_names_the_preferred_catalog_whether_or_not_the_kdc_knows_it() {
     );
     let gc1_down = "[[event]]\nat = 3\ngc = \"gc1\"\nstate = \"down\"\n";
     assert_eq!(run_of(hotfix, gc1_down), "NN...");
+}
+
+/// An NSPI that refuses every NspiBind with LogonFailed ([MS-OXNSPI] 3.1.4.1.1), for the
+/// provider's handling of a refused bind (the lab's NSPI never refuses the provider's).
+struct RefusingNspi;
+
+impl crate::dcerpc::interface::RpcInterface for RefusingNspi {
+    fn syntax(&self) -> harness_wire::dcerpc::SyntaxId {
+        crate::dcerpc::nspi::NSPI_SYNTAX
+    }
+    fn name(&self) -> &'static str {
+        "nspi"
+    }
+    fn opnum_count(&self) -> u16 {
+        crate::dcerpc::nspi::OPNUM_COUNT
+    }
+    fn call(
+        &self,
+        _ctx: &crate::dcerpc::interface::CallContext<'_>,
+        _opnum: u16,
+        _stub: &[u8],
+    ) -> crate::dcerpc::interface::CallOutcome {
+        // pServerGuid NULL, a nil context handle, LogonFailed.
+        let mut stub = vec![0u8; 4 + 20];
+        stub.extend(crate::dcerpc::nspi::status::LOGON_FAILED.to_le_bytes());
+        crate::dcerpc::interface::CallOutcome::Response(stub)
+    }
+}
+
+#[test]
+fn a_refused_nspi_bind_fails_the_call_and_binds_nothing() {
+    use super::provider::{Identities, Provider};
+    use super::reach::{DirectoryReach, InProcessSite, LinkError, Wire};
+    use crate::dcerpc::endpoints::ntlm_for_world;
+    use crate::dcerpc::kerberos::{KerberosServerFactory, OfferedSecurity};
+    use crate::dcerpc::server::{Endpoint, EndpointConfig};
+
+    /// The in-process directory, but gc1's NSPI refuses binds.
+    struct Refusing {
+        site: InProcessSite,
+        gc: std::sync::Arc<Endpoint>,
+    }
+    impl DirectoryReach for Refusing {
+        fn kdc(&mut self, request: &[u8]) -> Result<Vec<u8>, String> {
+            self.site.kdc(request)
+        }
+        fn exchange(&mut self) -> Result<Box<dyn Wire>, LinkError> {
+            self.site.exchange()
+        }
+        fn gc(&mut self, _fqdn: &str) -> Result<Box<dyn Wire>, LinkError> {
+            struct Session(crate::dcerpc::server::Association);
+            impl Wire for Session {
+                fn send(&mut self, bytes: &[u8]) -> Result<(), LinkError> {
+                    use crate::session::ServerSession;
+                    self.0.handle_input(std::time::Duration::ZERO, bytes);
+                    Ok(())
+                }
+                fn recv(&mut self) -> Result<Vec<u8>, LinkError> {
+                    use crate::session::{Output, ServerSession};
+                    let mut out = Vec::new();
+                    while let Some(Output::Write(b)) = self.0.poll_output() {
+                        out.extend(b);
+                    }
+                    if out.is_empty() {
+                        Err(LinkError::Silent)
+                    } else {
+                        Ok(out)
+                    }
+                }
+            }
+            Ok(Box::new(Session(self.gc.accept(std::time::Duration::ZERO))))
+        }
+        fn now(&self) -> i64 {
+            self.site.now()
+        }
+    }
+
+    let world = world();
+    let timeline: Timeline = toml::from_str("gcs = [\"gc1\"]\ncalls = 1\n").expect("timeline");
+    let topology = super::Topology::start(&timeline, &world.dns_domain);
+    let now = 1_700_000_000;
+    let db = crate::kerberos::RealmDb::for_world(&world);
+    let keytab = db
+        .entry("exchangeAB/gc1.example.test")
+        .cloned()
+        .into_iter()
+        .collect();
+    let clock: crate::dcerpc::kerberos::Clock = std::sync::Arc::new(move || now);
+    let security = OfferedSecurity::new(vec![
+        std::sync::Arc::new(ntlm_for_world(&world, 1, 1_700_000_000)),
+        std::sync::Arc::new(KerberosServerFactory::new(db.realm(), keytab, clock, 2)),
+    ]);
+    let gc = Endpoint::new(
+        EndpointConfig::default(),
+        vec![std::sync::Arc::new(RefusingNspi)],
+        Some(std::sync::Arc::new(security)),
+    );
+    let mut reach = Refusing {
+        site: InProcessSite::new(&world, &topology, now, 3),
+        gc,
+    };
+    let c = case(AbpProfile::Hotfix, true, true, false, false);
+    let who: Identities = failover::identities(&world, &c, "alice", "secret");
+    let mut provider = Provider::new(c.provider, who, 7);
+    for _ in 0..2 {
+        let mut steps = Vec::new();
+        let result = provider.call(&mut reach, &mut steps);
+        assert_eq!(result.code, Some(crate::codes::known::MAPI_E_NETWORK_ERROR));
+        assert_eq!(
+            steps.last().map(String::as_str),
+            Some("NSPI gc1: NspiBind: MAPI_E_LOGON_FAILED (0x80040111)"),
+            "{steps:?}"
+        );
+        // Nothing was bound: the next call binds again (and is refused again).
+        assert!(
+            !steps.iter().any(|s| s.starts_with("NSPI gc1: bound")),
+            "{steps:?}"
+        );
+    }
 }
