@@ -155,7 +155,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = EndpointConfig::default().max_calls)]
     rpc_max_calls: u64,
     /// Front-end profile for --fe-imap / --fe-pop3 (exchange2000-rtm, exchange2000-sp1,
-    /// affinity, per-session, session-cache).
+    /// affinity, per-session, session-cache, pool-unauthenticate).
     #[arg(long, default_value = "exchange2000-rtm")]
     frontend: String,
     /// IMAP front-end listener, relaying through a pool to --fe-backend-imap (default:
