@@ -118,10 +118,12 @@
 //!   back-end sends up to the tagged reply to `FE.RESET` is swallowed (the reply reader
 //!   never relays untagged data before a login anyway), so no byte of the earlier session
 //!   reaches the new client, and the reset costs no round trip of its own. A reply other
-//!   than `OK` (RFC 8437 allows only OK or BAD; a server may also say BYE) closes the
-//!   connection and the request goes to another connection from the pool (at most twice;
-//!   then the client gets `NO [UNAVAILABLE]`). A connection taken for a request it then
-//!   does not carry is closed rather than returned unreset.
+//!   than `OK` (RFC 8437 allows only OK or BAD) closes the connection and the request
+//!   goes to another connection from the pool (at most twice in a row for one request;
+//!   then the client gets `NO [UNAVAILABLE]`). A back-end that says BYE and closes instead
+//!   (RFC 8437 3 allows it) fails the request with `NO [UNAVAILABLE]`, as any lost
+//!   back-end does. A connection taken for a request it then does not carry is closed
+//!   rather than returned unreset.
 //! * A connection is recycled only when the back-end advertises `UNAUTHENTICATE` (in its
 //!   greeting's `[CAPABILITY]` code, or in the login completion's: RFC 8437 3 lets a server
 //!   offer it after login only) and the client neither used the tag `FE.RESET` nor sent

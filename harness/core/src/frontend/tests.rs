@@ -1789,3 +1789,43 @@ fn pool_unauthenticate_recycles_authenticate_plain_logins_too() {
         (1, 2, 2, 1)
     );
 }
+
+#[test]
+fn pool_unauthenticate_gives_up_after_repeated_refused_resets() {
+    let w = world();
+    let mut liar = Profile::default_profile();
+    liar.imap.capabilities.push("UNAUTHENTICATE".into());
+    let fe = unauth_frontend(Protocol::Imap, &w, 3, liar);
+    // Three sessions at once, then all log out: three recycled connections idle.
+    let mut clients: Vec<Client> = (0..3).map(|_| Client::new(&fe).0).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert!(c
+            .text(&format!("a{i} LOGIN alice secret\r\n"))
+            .contains(" OK "));
+    }
+    for c in &mut clients {
+        assert!(c
+            .text("z LOGOUT\r\n")
+            .ends_with("z OK LOGOUT completed.\r\n"));
+    }
+    assert_eq!(fe.stats().recycled, 3);
+    // Each reset is refused; after the third the request fails instead of going on.
+    let (mut b, _) = Client::new(&fe);
+    assert_eq!(
+        b.text("b1 LOGIN bob hunter2\r\n"),
+        "b1 NO [UNAVAILABLE] Back-end connection failed.\r\n"
+    );
+    let refused = fe
+        .trace()
+        .iter()
+        .filter(|l| l.contains("!! reset refused: FE.RESET BAD Unknown command"))
+        .count();
+    assert_eq!(refused, 3);
+    // The next login finds the fresh replacements (and could retry resets again).
+    assert_eq!(
+        b.text("b2 LOGIN bob hunter2\r\n"),
+        "b2 OK LOGIN completed\r\n"
+    );
+    let s = fe.stats();
+    assert_eq!((s.closed, s.reset_grants), (3, 3));
+}

@@ -245,6 +245,7 @@ impl FrontendSession {
                     format!("{} (swallowed)", printable(&raw, TRACE_TEXT)),
                 );
                 self.unauthenticating = None;
+                self.reset_failures = 0;
                 return;
             }
             BackendEvent::Done { raw, .. } | BackendEvent::Continuation { raw, .. } => raw,
@@ -257,6 +258,8 @@ impl FrontendSession {
         );
         self.reset_failures = self.reset_failures.saturating_add(1);
         if self.reset_failures > MAX_RESET_FAILURES {
+            // This request fails; the client's next one may try again.
+            self.reset_failures = 0;
             self.backend_failed(conn, BackendError::Invalid("reset refused".into()));
             return;
         }

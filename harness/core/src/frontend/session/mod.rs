@@ -143,8 +143,8 @@ const RESET_TAG: &str = "FE.RESET";
 /// the reset's completion are far shorter).
 const SCAN_LINE: usize = 256;
 
-/// Refused resets of recycled connections one client session retries elsewhere before
-/// its request fails.
+/// Refused resets of recycled connections one request retries elsewhere before it
+/// fails.
 const MAX_RESET_FAILURES: u8 = 2;
 
 /// How long a client's LOGOUT waits for the back-end's replies to its earlier commands
@@ -179,7 +179,8 @@ pub struct FrontendSession {
     /// Pool reuse: `FE.RESET UNAUTHENTICATE` is in flight on this connection, ahead of
     /// the request; its reply has not come yet.
     unauthenticating: Option<ConnId>,
-    /// Resets refused so far in this client session (each retried on another connection).
+    /// Resets refused in a row for the request in flight (each retried on another
+    /// connection).
     reset_failures: u8,
     closing: bool,
     closed: bool,
