@@ -1,9 +1,12 @@
 //! Basic-auth sessions per second through the front-end with a warm pool of back-end
 //! connections, through a front-end that opens a back-end connection per client session,
 //! through the `session-cache` front-end (the warm pool plus parked authenticated IMAP
-//! sessions, reused by the same user's next LOGIN; POP3 sessions are never kept), and
-//! straight to the back-end, over loopback, at 1 and 64 concurrent clients. The back-end
-//! runs the `default` profile, which offers UNSELECT (the session cache resets with it).
+//! sessions, reused by the same user's next LOGIN; POP3 sessions are never kept), through
+//! the `pool-unauthenticate` front-end (IMAP only: the warm pool, whose connections serve
+//! client sessions of any users in turn, reset with UNAUTHENTICATE), and straight to the
+//! back-end, over loopback, at 1 and 64 concurrent clients. The back-end runs the `default`
+//! profile, which offers UNSELECT (the session cache resets with it), with UNAUTHENTICATE
+//! (RFC 8437) turned on.
 //!
 //! The front-ends' hop to the back-end is plain or TLS (implicit TLS to the lab's IMAPS and
 //! POP3S listeners, the lab's certificate verified, sessions resumed as rustls does by
@@ -95,11 +98,18 @@ const HOPS: [Hop; 7] = [
 ];
 
 /// The front-end routes: the row's name and the profile.
-const ROUTES: [(&str, &str); 3] = [
+const ROUTES: [(&str, &str); 4] = [
     ("pooled_frontend", "exchange2000-sp1"),
     ("per_session_frontend", "per-session"),
     ("session_cache_frontend", "session-cache"),
+    ("pooled_unauthenticate_frontend", "pool-unauthenticate"),
 ];
+
+/// Whether a route has rows for `protocol`: POP3 has no way back to AUTHORIZATION, so
+/// through pool-unauthenticate it is the SP1 pool again.
+fn route_serves(name: &str, protocol: Protocol) -> bool {
+    name != "pool-unauthenticate" || protocol == Protocol::Imap
+}
 
 /// Protocols of a hop's rows: both over hops without delay, IMAP alone over the others.
 fn protocols(hop: &Hop) -> &'static [Protocol] {
@@ -121,14 +131,18 @@ fn listeners() -> Vec<ListenerSpec> {
     listeners
 }
 
-/// A lab with plain and TLS back-end listeners and the three front-ends per protocol over
-/// `hop`: one pooled (the SP1 profile, pool sized to the client count), one per-session,
-/// and one with the session cache (pool and cache sized to the client count).
+/// A lab with plain and TLS back-end listeners and the front-ends per protocol over `hop`:
+/// one pooled (the SP1 profile, pool sized to the client count), one per-session, one with
+/// the session cache (pool and cache sized to the client count), and (IMAP) one reusing
+/// pooled connections across client sessions (pool sized as the SP1 one).
 async fn start_lab(pool_size: usize, hop: &Hop) -> Lab {
     let lo: SocketAddr = ([127, 0, 0, 1], 0).into();
     let mut frontends = Vec::new();
     for &protocol in protocols(hop) {
         for (_, name) in ROUTES {
+            if !route_serves(name, protocol) {
+                continue;
+            }
             let mut profile = FrontendProfile::by_name(name).expect("profile");
             if name != "per-session" {
                 // Twice the clients: the pool replaces a connection when its client session
@@ -144,9 +158,11 @@ async fn start_lab(pool_size: usize, hop: &Hop) -> Lab {
             });
         }
     }
+    let mut backend = Profile::default_profile();
+    backend.imap.unauthenticate = true;
     Lab::start(LabConfig {
         lab: lab_file(MAX_CLIENTS),
-        profile: Profile::default_profile(),
+        profile: backend,
         listeners: listeners(),
         frontends,
         ..LabConfig::default()
@@ -171,6 +187,7 @@ fn connection_reuse(c: &mut Criterion) {
                 let mut targets: Vec<(String, SocketAddr)> = ROUTES
                     .iter()
                     .filter(|(route, _)| hop.resumption || *route != "session_cache_frontend")
+                    .filter(|(_, name)| route_serves(name, protocol))
                     .map(|(route, name)| {
                         let addr = lab
                             .frontends()
@@ -196,6 +213,17 @@ fn connection_reuse(c: &mut Criterion) {
                         },
                     );
                 }
+            }
+            // Connections opened against client sessions (leased), per front-end.
+            for f in lab.frontends() {
+                eprintln!(
+                    "{clients} clients{}: {} {}: {:?}, TLS handshakes {:?}",
+                    hop.suffix(),
+                    f.spec.protocol.keyword(),
+                    f.spec.profile.name,
+                    f.shared.stats(),
+                    f.shared.tls_handshakes()
+                );
             }
             rt.block_on(lab.shutdown());
         }

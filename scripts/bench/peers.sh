@@ -14,7 +14,9 @@
 #      each front-end a `harness serve` configured by a lab file ([[frontend]]); hops
 #      BENCH_HOPS (default "plain:0 tls:0 plain:0.5 tls:0.5 plain:2 tls:2", KIND:RTT_MS, KIND
 #      plain, tls or tls-full: no resumption), clients BENCH_HOP_CLIENTS (default "1 64"),
-#      protocols BENCH_HOP_PROTOCOLS (default "imap pop3").
+#      protocols BENCH_HOP_PROTOCOLS (default "imap pop3"), front-end profiles
+#      BENCH_HOP_FRONTENDS (default "exchange2000-sp1 per-session session-cache
+#      pool-unauthenticate"; the last IMAP only). The mock offers UNAUTHENTICATE (RFC 8437).
 # Ports are below 32768, out of Linux's ephemeral range, which the load runs' client sockets
 # fill. Each load run is `harness load` for SECONDS (default 10). Every server is started here,
 # on loopback, and stopped by its PID. Results: OUTDIR (default /tmp/harness-bench)/rows.md
@@ -116,8 +118,9 @@ idle() {
 }
 
 echo "== servers: the mock vs Dovecot ($SECS s per run)"
+# --unauthenticate: the pool-unauthenticate front-end of part hops resets with it (RFC 8437).
 serve mock --imap 127.0.0.1:21143 --pop3 127.0.0.1:21110 --imaps 127.0.0.1:21993 \
-  --pop3s 127.0.0.1:21995 --cert-out "$OUT/mock-cert.pem" --max-connections 4096
+  --pop3s 127.0.0.1:21995 --cert-out "$OUT/mock-cert.pem" --max-connections 4096 --unauthenticate
 MOCK=$SERVED
 wait_port 21143 && wait_port 21110 && wait_port 21993 && wait_port 21995 || exit 1
 DOVECOT_BENCH=1 DOVECOT_EXTRA_USERS="$USERS" scripts/peers/dovecot/start.sh 22143 22110 "$OUT/dovecot" >/dev/null ||
@@ -181,11 +184,13 @@ if part hops; then
   hmax=0; for n in $HOP_CLIENTS; do [ "$n" -gt "$hmax" ] && hmax=$n; done
   for hop in ${BENCH_HOPS:-plain:0 tls:0 plain:0.5 tls:0.5 plain:2 tls:2}; do
     kind=${hop%%:*} rtt=${hop#*:}
-    for fe in exchange2000-sp1 per-session session-cache; do
+    for fe in ${BENCH_HOP_FRONTENDS:-exchange2000-sp1 per-session session-cache pool-unauthenticate}; do
       hop_lab "$OUT/hop-$fe-$kind-$rtt.toml" "$fe" "$kind" "$rtt" "$hmax"
       serve "hop-$fe-$kind-$rtt" --lab "$OUT/hop-$fe-$kind-$rtt.toml" --max-connections 4096
-      fe_rows "hop-$fe-$kind-$rtt" "$fe, $kind hop, RTT $rtt ms" "$SERVED" \
-        "${BENCH_HOP_PROTOCOLS:-imap pop3}" "$HOP_CLIENTS"
+      # POP3 through pool-unauthenticate is the SP1 pool again (no way back to AUTHORIZATION).
+      protos=${BENCH_HOP_PROTOCOLS:-imap pop3}
+      [ "$fe" = pool-unauthenticate ] && protos=imap
+      fe_rows "hop-$fe-$kind-$rtt" "$fe, $kind hop, RTT $rtt ms" "$SERVED" "$protos" "$HOP_CLIENTS"
     done
   done
 fi

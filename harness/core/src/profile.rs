@@ -70,6 +70,11 @@ pub struct ImapProfile {
     /// the existing profiles' CAPABILITY stays as it was.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub append_limit: bool,
+    /// Offer `UNAUTHENTICATE` (RFC 8437): back to the not-authenticated state on the same
+    /// connection. Off by default: RFC 8437 8 asks for a way to disable it, and the
+    /// existing profiles' CAPABILITY stays as it was.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unauthenticate: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +104,10 @@ pub struct Profile {
     pub imap: ImapProfile,
     pub pop3: Pop3Profile,
 }
+
+/// Optional features a profile can be asked to offer ([`Profile::offer`], a transcript's
+/// `@offer`, `harness serve --NAME`).
+pub const OFFER_NAMES: &[&str] = &["unauthenticate", "append-limit"];
 
 /// Names accepted by [`Profile::by_name`].
 pub const PROFILE_NAMES: &[&str] = &["default", "exchange"];
@@ -144,6 +153,7 @@ impl Profile {
                 login_ok_text: "LOGIN completed".into(),
                 login_failed_text: "[AUTHENTICATIONFAILED] Authentication failed".into(),
                 append_limit: false,
+                unauthenticate: false,
             },
             pop3: Pop3Profile {
                 greeting: "{hostname} POP3 harness ready".into(),
@@ -193,6 +203,7 @@ impl Profile {
                 login_ok_text: "LOGIN completed.".into(),
                 login_failed_text: "LOGIN failed.".into(),
                 append_limit: false,
+                unauthenticate: false,
             },
             pop3: Pop3Profile {
                 greeting: "The Microsoft Exchange POP3 service is ready.".into(),
@@ -206,6 +217,17 @@ impl Profile {
                 auth_continuation: Continuation::Space,
             },
         }
+    }
+
+    /// Turns on the optional feature `name` (one of [`OFFER_NAMES`]); false for another
+    /// name.
+    pub fn offer(&mut self, name: &str) -> bool {
+        match name {
+            "unauthenticate" => self.imap.unauthenticate = true,
+            "append-limit" => self.imap.append_limit = true,
+            _ => return false,
+        }
+        true
     }
 
     pub fn imap_greeting(&self, hostname: &str) -> String {

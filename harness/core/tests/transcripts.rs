@@ -43,7 +43,11 @@ fn every_transcript_passes_in_process_and_matches_its_snapshot() {
             path.display()
         );
         let world = Arc::new(LabFile::default_lab().build().unwrap());
-        let profile = Arc::new(Profile::default_profile());
+        let mut profile = Profile::default_profile();
+        for name in &parsed.offers {
+            assert!(profile.offer(name), "{}: @offer {name}", path.display());
+        }
+        let profile = Arc::new(profile);
         let mut transport = InProcess::new(|n| endpoint(&world, &profile, proto, n as u64));
         let report = script::play(&parsed, &Default::default(), &mut transport)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));

@@ -51,8 +51,9 @@ pub trait Links {
 pub enum Decision {
     /// `Acquire`: the connection is the session's for this request. The adapter gives it
     /// to the session (waiting for it if it is still opening), then calls
-    /// [`FrontendSession::handle_backend_granted`].
-    Granted(ConnId),
+    /// [`FrontendSession::handle_backend_grant`] with both fields. `reset`: the connection
+    /// was recycled and is still authenticated; the session resets it first.
+    Granted { conn: ConnId, reset: bool },
     /// `CacheLookup`: pass to [`FrontendSession::handle_cache_lookup`]. A found entry's
     /// connection is the session's now.
     CacheAnswer(Option<Parked>),
@@ -70,6 +71,7 @@ pub fn features_from_greeting(protocol: Protocol, greeting: &[u8]) -> BackendFea
                 .split(|&b| b == b' ' || b == b']' || b == b'[')
                 .any(|w| w.eq_ignore_ascii_case(b"SASL-IR")),
         imap_unselect: imap && line_has_capability(first_line, "UNSELECT"),
+        imap_unauthenticate: imap && line_has_capability(first_line, "UNAUTHENTICATE"),
     }
 }
 
@@ -188,28 +190,24 @@ impl Director {
     ) -> Decision {
         match request {
             BackendIo::Acquire => {
-                let Grant { conn, fresh } = self.pool.acquire(session);
+                let Grant { conn, fresh, reset } = self.pool.acquire(session);
                 if fresh {
                     self.open(conn, links);
                 }
                 self.held.insert(conn, session);
-                Decision::Granted(conn)
+                Decision::Granted { conn, reset }
             }
             BackendIo::Send { .. } => Decision::Done,
             BackendIo::Release { conn } => {
-                self.held.remove(&conn);
-                if !links.usable(conn) {
-                    self.discard(conn, links);
-                } else if let Some(c) = self.pool.release(conn) {
-                    self.log(format!("be#{c} closed (idle list full)"));
-                    links.close(c);
-                } else {
-                    links.keep(conn);
-                }
+                self.back_to_pool(conn, false, links);
                 Decision::Done
             }
             BackendIo::Lease { conn } => {
                 self.pool.lease(conn);
+                Decision::Done
+            }
+            BackendIo::Recycle { conn } => {
+                self.back_to_pool(conn, true, links);
                 Decision::Done
             }
             BackendIo::Discard { conn } => {
@@ -320,6 +318,32 @@ impl Director {
         }
     }
 
+    /// A session gives `conn` back: idle in the pool (`recycled`: still authenticated, to be
+    /// reset before its next request), or closed when it is dead or the idle list is full.
+    fn back_to_pool(&mut self, conn: ConnId, recycled: bool, links: &mut impl Links) {
+        self.held.remove(&conn);
+        if !links.usable(conn) {
+            self.discard(conn, links);
+            return;
+        }
+        let full = if recycled {
+            self.pool.recycle(conn)
+        } else {
+            self.pool.release(conn)
+        };
+        if let Some(c) = full {
+            self.log(format!("be#{c} closed (idle list full)"));
+            links.close(c);
+            return;
+        }
+        if recycled {
+            self.log(format!(
+                "be#{conn} recycled: idle, UNAUTHENTICATE ahead of its next request"
+            ));
+        }
+        links.keep(conn);
+    }
+
     /// Closes a connection the pool will not hand out again and opens its replacements.
     fn discard(&mut self, conn: ConnId, links: &mut impl Links) {
         links.close(conn);
@@ -424,7 +448,10 @@ mod tests {
         let now = Duration::ZERO;
         assert_eq!(
             d.handle(1, BackendIo::Acquire, now, &mut l),
-            Decision::Granted(1)
+            Decision::Granted {
+                conn: 1,
+                reset: false
+            }
         );
         d.handle(1, BackendIo::Release { conn: 1 }, now, &mut l);
         assert_eq!(l.log, ["keep 1"]);
@@ -451,7 +478,13 @@ mod tests {
         let granted: Vec<Decision> = (1..=5)
             .map(|s| d.handle(s, BackendIo::Acquire, now, &mut l))
             .collect();
-        assert_eq!(granted.last(), Some(&Decision::Granted(5)));
+        assert_eq!(
+            granted.last(),
+            Some(&Decision::Granted {
+                conn: 5,
+                reset: false
+            })
+        );
         for conn in 1..=4 {
             d.handle(conn, BackendIo::Release { conn }, now, &mut l);
         }
@@ -474,7 +507,7 @@ mod tests {
         for (session, conn) in [(1, 1), (2, 2)] {
             assert_eq!(
                 d.handle(session, BackendIo::Acquire, now, &mut l),
-                Decision::Granted(conn)
+                Decision::Granted { conn, reset: false }
             );
             d.handle(session, BackendIo::Lease { conn }, now, &mut l);
             d.handle(session, park(conn, "alice", &alice), now, &mut l);
@@ -517,10 +550,60 @@ mod tests {
     }
 
     #[test]
+    fn recycled_connections_come_back_with_their_reset_and_dead_ones_are_replaced() {
+        let (mut d, mut l) = warmed_up("pool-unauthenticate");
+        let now = Duration::ZERO;
+        let first = d.handle(1, BackendIo::Acquire, now, &mut l);
+        assert_eq!(
+            first,
+            Decision::Granted {
+                conn: 1,
+                reset: false
+            }
+        );
+        d.handle(1, BackendIo::Lease { conn: 1 }, now, &mut l);
+        l.log.clear();
+        d.handle(1, BackendIo::Recycle { conn: 1 }, now, &mut l);
+        d.end_session(1, &mut l);
+        assert_eq!(l.log, ["keep 1"]);
+        assert_eq!(
+            d.trace().last().map(String::as_str),
+            Some("be#1 recycled: idle, UNAUTHENTICATE ahead of its next request")
+        );
+        // Round robin: 2, 3, 4 first, then 1 with its reset.
+        let grants: Vec<Decision> = (2..6)
+            .map(|s| d.handle(s, BackendIo::Acquire, now, &mut l))
+            .collect();
+        assert_eq!(
+            grants.last(),
+            Some(&Decision::Granted {
+                conn: 1,
+                reset: true
+            })
+        );
+        for conn in 2..5 {
+            d.handle(conn, BackendIo::Release { conn }, now, &mut l);
+        }
+        // A recycled connection that died meanwhile is closed and replaced, not kept.
+        d.handle(5, BackendIo::Lease { conn: 1 }, now, &mut l);
+        l.dead.insert(1);
+        l.log.clear();
+        d.handle(5, BackendIo::Recycle { conn: 1 }, now, &mut l);
+        assert_eq!(l.log, ["close 1", "open 5"]);
+        let s = d.stats();
+        assert_eq!((s.opened, s.recycled, s.reset_grants), (5, 1, 1));
+    }
+
+    #[test]
     fn greetings_tell_the_back_end_features() {
         let g = b"* OK [CAPABILITY IMAP4rev1 SASL-IR UNSELECT] ready\r\n";
         let f = features_from_greeting(Protocol::Imap, g);
-        assert!(f.imap_sasl_ir && f.imap_unselect);
+        assert!(f.imap_sasl_ir && f.imap_unselect && !f.imap_unauthenticate);
+        let g = b"* OK [CAPABILITY IMAP4rev1 UNAUTHENTICATE] ready\r\n";
+        let f = features_from_greeting(Protocol::Imap, g);
+        assert!(f.imap_unauthenticate && !f.imap_unselect);
+        assert!(!features_from_greeting(Protocol::Pop3, g).imap_unauthenticate);
+        let g = b"* OK [CAPABILITY IMAP4rev1 SASL-IR UNSELECT] ready\r\n";
         let f = features_from_greeting(Protocol::Pop3, g);
         assert!(!f.imap_sasl_ir && !f.imap_unselect);
         assert!(greeting_is_ok(Protocol::Pop3, b"+OK hi\r\n"));

@@ -274,7 +274,7 @@ impl InProcessSession {
                 continue;
             }
             match director.handle(self.id, request, self.now, backends) {
-                Decision::Granted(conn) => self.core.handle_backend_granted(conn),
+                Decision::Granted { conn, reset } => self.core.handle_backend_grant(conn, reset),
                 Decision::CacheAnswer(found) => self.core.handle_cache_lookup(found),
                 Decision::Done => {}
             }
@@ -379,16 +379,25 @@ pub(super) fn fuzz_two_sessions(data: &[u8]) -> usize {
         ..Limits::default()
     };
     // Bit 4: the session-cache front-end (over back-ends offering UNSELECT), so one
-    // session's parked back-end session can meet the other session's LOGIN.
-    let fe_name = if setup & 0x10 == 0 {
-        "exchange2000-rtm"
-    } else {
+    // session's parked back-end session can meet the other session's LOGIN. Bit 5 (bit 4
+    // clear): the pool-unauthenticate front-end over back-ends offering UNAUTHENTICATE,
+    // with a pool of one, so one session's recycled connection serves the other's login.
+    let recycling = setup & 0x30 == 0x20;
+    let fe_name = if setup & 0x10 != 0 {
         "session-cache"
+    } else if recycling {
+        "pool-unauthenticate"
+    } else {
+        "exchange2000-rtm"
     };
-    let factory = crate::fuzzing::ops::fuzz_backends(&world, &limits, caps, protocol);
-    let Some(profile) = FrontendProfile::by_name(fe_name) else {
+    let factory =
+        crate::fuzzing::ops::fuzz_backends_offering(&world, &limits, caps, protocol, recycling);
+    let Some(mut profile) = FrontendProfile::by_name(fe_name) else {
         return 0;
     };
+    if recycling {
+        profile.pool.size = 1;
+    }
     let fe = InProcessFrontend::new(protocol, profile, factory);
     fe.set_limits(limits);
     // Bits 6-7: the front-end's trace, text for the lab's log that nothing depends on,
@@ -450,6 +459,13 @@ pub(super) fn fuzz_two_sessions(data: &[u8]) -> usize {
     let contains = crate::fuzzing::ops::contains;
     let client_said_hello = inputs.iter().any(|i| contains(i, b"Hello"));
     for (k, out) in outputs.iter().enumerate() {
+        // A client that sent UNAUTHENTICATE itself may have logged in past the front-end.
+        if inputs
+            .get(k)
+            .is_some_and(|i| crate::fuzzing::ops::sent_unauthenticate(i))
+        {
+            continue;
+        }
         for p in world.directory.principals() {
             let name = p.name.to_ascii_lowercase();
             if users[k].as_deref() == Some(name.as_str()) {

@@ -97,6 +97,48 @@
 //!   AUTHORIZATION state, so a POP3 client session through `session-cache` behaves
 //!   exactly as through `exchange2000-sp1`.
 //!
+//! # Pool reuse across client sessions (`PoolPolicy::unauthenticate`, profile `pool-unauthenticate`)
+//!
+//! **The harness's own model, like the session cache**: without it each client session
+//! costs the back-end a connection (and over a TLS hop a handshake), because IMAP has no
+//! way back from the authenticated state but `UNAUTHENTICATE` (RFC 8437). With
+//! `unauthenticate` (IMAP only) a connection serves client sessions of any users in turn:
+//!
+//! * After any successful login (LOGIN or AUTHENTICATE) the leased traffic is followed with
+//!   the same scanner as the session cache's, and a client `tag LOGOUT` at a command
+//!   boundary is answered by the front-end (`* BYE`, `tag OK LOGOUT completed.`) once every
+//!   earlier command has its completion. The connection, still authenticated as the
+//!   client's user, goes back to the pool's idle list (`BackendIo::Recycle`; a full idle
+//!   list closes it). The trace says `be#N .. pool: recycled (user alice)`.
+//! * The grant that hands a recycled connection out again says so
+//!   ([`Decision::Granted`]`{ reset: true }`), and the session that gets it writes
+//!   `FE.RESET UNAUTHENTICATE` in the same write as its own first request (a LOGIN, an
+//!   AUTHENTICATE): RFC 8437 3 allows the pipelining when no SASL security layer is
+//!   active, and none of the mechanisms relayed here negotiates one. Every octet the
+//!   back-end sends up to the tagged reply to `FE.RESET` is swallowed (the reply reader
+//!   never relays untagged data before a login anyway), so no byte of the earlier session
+//!   reaches the new client, and the reset costs no round trip of its own. A reply other
+//!   than `OK` (RFC 8437 allows only OK or BAD) closes the connection and the request
+//!   goes to another connection from the pool (at most twice in a row for one request;
+//!   then the client gets `NO [UNAVAILABLE]`). A back-end that says BYE and closes instead
+//!   (RFC 8437 3 allows it) fails the request with `NO [UNAVAILABLE]`, as any lost
+//!   back-end does. A connection taken for a request it then does not carry is closed
+//!   rather than returned unreset.
+//! * A connection is recycled only when the back-end advertises `UNAUTHENTICATE` (in its
+//!   greeting's `[CAPABILITY]` code, or in the login completion's: RFC 8437 3 lets a server
+//!   offer it after login only) and the client neither used the tag `FE.RESET` nor sent
+//!   `UNAUTHENTICATE` itself (RFC 8437 8: a proxy that relays the client's own
+//!   UNAUTHENTICATE lets the client log in past it; the front-end relays it, since the
+//!   back-end still checks the next login, but never reuses such a connection). Otherwise
+//!   the LOGOUT is relayed and the connection closes, as without the policy. A client
+//!   `UNAUTHENTICATE` also keeps a session out of the session cache.
+//! * With `keep_sessions` as well, a LOGIN's session is parked for its user as before; only
+//!   sessions the cache does not take (AUTHENTICATE logins) are recycled.
+//! * POP3 is unchanged: QUIT commits the session's deletions and POP3 has no way back to
+//!   the AUTHORIZATION state, so every POP3 client session still closes its connection.
+//! * [`PoolStats`] counts `opened` connections against `leased` (authenticated client
+//!   sessions), `recycled` and `reset_grants`.
+//!
 //! # Sans-IO shape
 //!
 //! [`FrontendSession`] is the client-facing [`ServerSession`](crate::ServerSession).
@@ -185,6 +227,7 @@ pub const FRONTEND_PROFILE_NAMES: &[&str] = &[
     "affinity",
     "per-session",
     "session-cache",
+    "pool-unauthenticate",
 ];
 
 const IMAP_GREETING: &str =
@@ -201,6 +244,7 @@ impl FrontendProfile {
             keep_sessions: false,
             cache_size: 16,
             cache_idle_secs: 60,
+            unauthenticate: false,
         };
         let (description, advertise_ntlm, sasl_routing, pool) = match name {
             "exchange2000-rtm" => (
@@ -242,6 +286,18 @@ impl FrontendProfile {
                     ..pooled
                 },
             ),
+            "pool-unauthenticate" => (
+                "The SP1 pool reusing connections across client sessions (the harness's own \
+                 model, not Exchange's): an IMAP client's LOGOUT is answered by the \
+                 front-end, and the back-end connection goes back to the pool to be reset \
+                 with UNAUTHENTICATE (RFC 8437) ahead of its next request",
+                false,
+                SaslRouting::PerStep,
+                PoolPolicy {
+                    unauthenticate: true,
+                    ..pooled
+                },
+            ),
             _ => return None,
         };
         Some(FrontendProfile {
@@ -269,6 +325,10 @@ pub enum BackendIo {
     Lease { conn: ConnId },
     /// Close the connection; the pool replaces it.
     Discard { conn: ConnId },
+    /// Pool reuse across client sessions: the client logged out and the connection is
+    /// still authenticated as its user; back to the pool, to be reset with
+    /// `UNAUTHENTICATE` ahead of its next request.
+    Recycle { conn: ConnId },
     /// Session cache: a parked session of `user` authenticated with these credentials,
     /// please (answer: `handle_cache_lookup`).
     CacheLookup {
@@ -296,7 +356,8 @@ pub enum Finding {
 
 /// Fuzz entry: raw client bytes into an `exchange2000-rtm` front-end with real back-ends
 /// on the default lab. The first byte picks the protocol (bit 0: POP3) and, with bit 4,
-/// the `session-cache` front-end instead; the rest is cut at
+/// the `session-cache` front-end instead (bit 5 without bit 4: `pool-unauthenticate`
+/// with a pool of one over back-ends offering UNAUTHENTICATE); the rest is cut at
 /// the first `0x00` into the inputs of two client sessions, fed interleaved in chunks
 /// (bits 1-3 of the first byte pick the chunk size; bits 6-7 both set: the front-end
 /// records its trace). Checks: no

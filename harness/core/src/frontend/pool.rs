@@ -2,6 +2,10 @@
 //! idle (greeted, not authenticated, waiting), which one the reuse policy hands out next,
 //! and the counters a benchmark reads. It opens and closes nothing itself: it returns the
 //! ids of connections the adapter must open or close.
+//!
+//! With [`PoolPolicy::unauthenticate`] a connection can also come back from a client
+//! session still authenticated ([`Pool::recycle`]); it waits idle like the others, and the
+//! grant that hands it out again says it needs its reset (`UNAUTHENTICATE`) first.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -41,6 +45,13 @@ pub struct PoolPolicy {
     /// Seconds a parked session may idle before it is closed.
     #[serde(default = "default_cache_idle_secs")]
     pub cache_idle_secs: u64,
+    /// IMAP: when a client logs out, keep its back-end connection for the pool: the
+    /// front-end answers the LOGOUT itself, and the connection is reset with
+    /// `UNAUTHENTICATE` (RFC 8437) ahead of the next request made on it, when the back-end
+    /// offers it (see the module docs of [`super`], "Pool reuse across client
+    /// sessions"). The harness's own model.
+    #[serde(default)]
+    pub unauthenticate: bool,
 }
 
 fn default_cache_size() -> usize {
@@ -64,8 +75,14 @@ pub struct PoolStats {
     pub reused: u64,
     /// Requests that had to open a connection first.
     pub fresh_acquired: u64,
-    /// Connections handed to a client session for good (after a successful login).
+    /// Connections handed to a client session for good (after a successful login): one
+    /// per authenticated client session.
     pub leased: u64,
+    /// Connections that came back from a client session still authenticated, to be reset
+    /// with `UNAUTHENTICATE` before their next request.
+    pub recycled: u64,
+    /// Grants of a recycled connection (each carries the reset ahead of its request).
+    pub reset_grants: u64,
 }
 
 /// Who may take an idle connection.
@@ -77,6 +94,9 @@ pub struct Grant {
     pub conn: ConnId,
     /// The adapter must open (and greet) this connection before using it.
     pub fresh: bool,
+    /// The connection was recycled: it is still authenticated (as an earlier client
+    /// session's user) until the session that gets it resets it.
+    pub reset: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +108,8 @@ pub struct Pool {
     open: BTreeMap<ConnId, Owner>,
     /// Connections that have served at least one request.
     served: BTreeSet<ConnId>,
+    /// Idle connections that came back authenticated ([`Pool::recycle`]).
+    unreset: BTreeSet<ConnId>,
     next_id: ConnId,
     stats: PoolStats,
 }
@@ -99,6 +121,7 @@ impl Pool {
             free: VecDeque::new(),
             open: BTreeMap::new(),
             served: BTreeSet::new(),
+            unreset: BTreeSet::new(),
             next_id: 1,
             stats: PoolStats::default(),
         }
@@ -167,7 +190,9 @@ impl Pool {
             }
         };
         self.served.insert(conn);
-        Grant { conn, fresh }
+        let reset = self.unreset.remove(&conn);
+        self.stats.reset_grants += u64::from(reset);
+        Grant { conn, fresh, reset }
     }
 
     /// The request is over and the connection is back in its initial state. Returns a
@@ -185,6 +210,21 @@ impl Pool {
         None
     }
 
+    /// A client session ended with its connection still authenticated (shared mode): it
+    /// goes back to the idle list, and its next grant says it needs its reset. Returns a
+    /// connection to close when the idle list is already full.
+    pub fn recycle(&mut self, conn: ConnId) -> Option<ConnId> {
+        if !self.open.contains_key(&conn) {
+            return None;
+        }
+        let closed = self.release(conn);
+        if closed.is_none() {
+            self.unreset.insert(conn);
+            self.stats.recycled += 1;
+        }
+        closed
+    }
+
     /// The connection now belongs to a client session until the session ends.
     pub fn lease(&mut self, conn: ConnId) {
         if self.open.contains_key(&conn) {
@@ -198,6 +238,7 @@ impl Pool {
         }
         self.free.retain(|(c, _)| *c != conn);
         self.served.remove(&conn);
+        self.unreset.remove(&conn);
     }
 
     /// The connection is closed (leased session ended, broken, or in an unknown state).
@@ -237,6 +278,7 @@ mod tests {
             keep_sessions: false,
             cache_size: 0,
             cache_idle_secs: 0,
+            unauthenticate: false,
         }
     }
 
@@ -284,6 +326,38 @@ mod tests {
         let s = p.stats();
         assert_eq!((s.opened, s.closed, s.leased), (5, 2, 1));
         assert_eq!(p.open_connections(), 3);
+    }
+
+    #[test]
+    fn a_recycled_connection_is_granted_again_with_its_reset_once() {
+        let mut p = Pool::new(policy(Reuse::Lifo, false));
+        p.warm_up();
+        let a = p.acquire(1);
+        assert_eq!((a.conn, a.fresh, a.reset), (3, false, false));
+        p.lease(a.conn);
+        assert_eq!(p.recycle(a.conn), None);
+        assert_eq!(p.idle(), 3);
+        let b = p.acquire(2);
+        assert_eq!((b.conn, b.fresh, b.reset), (3, false, true));
+        // Reset by session 2 and released after its failed login: no second reset.
+        p.release(b.conn);
+        assert!(!p.acquire(3).reset);
+        // Recycled into a full idle list: closed like any connection returned there.
+        let c = p.acquire(4);
+        p.release(c.conn);
+        let extra = p.acquire(5);
+        let more: Vec<Grant> = (6..9).map(|s| p.acquire(s)).collect();
+        for g in &more {
+            p.release(g.conn);
+        }
+        assert_eq!(p.recycle(extra.conn), Some(extra.conn));
+        let s = p.stats();
+        assert_eq!((s.recycled, s.reset_grants, s.leased), (1, 1, 1));
+        // Closing a recycled idle one forgets its reset with it.
+        let d = p.acquire(9);
+        p.recycle(d.conn);
+        p.discard(d.conn);
+        assert!((10..14).all(|s| !p.acquire(s).reset));
     }
 
     #[test]

@@ -161,13 +161,33 @@ impl StreamScanner {
 
 /// `tag LOGOUT` CRLF (any case): the tag, if `line` is exactly that.
 pub fn logout_tag(line: &[u8]) -> Option<&[u8]> {
+    let (tag, cmd) = split_tag(line)?;
+    cmd.eq_ignore_ascii_case(b" LOGOUT").then_some(tag)
+}
+
+/// A valid tag and the rest of the line after it (from its space), line end trimmed.
+fn split_tag(line: &[u8]) -> Option<(&[u8], &[u8])> {
     let body = trim_eol(line);
     let (tag, cmd) = body.split_at(body.iter().position(|&b| b == b' ')?);
     let valid_tag = !tag.is_empty()
         && tag
             .iter()
             .all(|&b| b.is_ascii_graphic() && !b"(){%*\"\\+]".contains(&b));
-    (valid_tag && cmd.eq_ignore_ascii_case(b" LOGOUT")).then_some(tag)
+    valid_tag.then_some((tag, cmd))
+}
+
+/// Whether a client line is the command `name` (any case, with or without arguments).
+pub fn names_command(line: &[u8], name: &str) -> bool {
+    let Some((_, cmd)) = split_tag(line) else {
+        return false;
+    };
+    let word = cmd
+        .get(1..)
+        .unwrap_or_default()
+        .split(|&b| b == b' ')
+        .next()
+        .unwrap_or_default();
+    word.eq_ignore_ascii_case(name.as_bytes())
 }
 
 /// Names a capability in a `[CAPABILITY ...]` response code or a `* CAPABILITY` line.

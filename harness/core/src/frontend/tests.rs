@@ -30,7 +30,22 @@ fn frontend_with(
     world: &Arc<World>,
     backend: Profile,
 ) -> InProcessFrontend {
-    let profile = FrontendProfile::by_name(name).expect(name);
+    frontend_of(
+        protocol,
+        FrontendProfile::by_name(name).expect(name),
+        world,
+        backend,
+    )
+}
+
+/// A front-end of `profile` over real back-ends on `world` with the back-end profile
+/// `backend`.
+fn frontend_of(
+    protocol: Protocol,
+    profile: FrontendProfile,
+    world: &Arc<World>,
+    backend: Profile,
+) -> InProcessFrontend {
     let world = Arc::clone(world);
     let backend = Arc::new(backend);
     InProcessFrontend::new(protocol, profile, move |conn| -> Box<dyn ServerSession> {
@@ -812,18 +827,30 @@ fn fuzz_entry_on_samples() {
         fuzz_frontend_session(s);
     }
     // Bit 4: the session-cache front-end. A parks alice's session; B's LOGIN as alice
-    // reuses it, and B as bob must not (the entry checks mail never crosses users).
-    for b in ["alice secret", "bob hunter2", "alice wrong"] {
-        let input = format!(
-            "\x1ea LOGIN alice secret\r\na SELECT INBOX\r\na LOGOUT\r\n\x00b LOGIN {b}\r\nb SELECT INBOX\r\nb FETCH 1:* BODY[]\r\n"
-        );
-        let authenticated = inprocess::fuzz_two_sessions(input.as_bytes());
-        assert_eq!(
-            authenticated,
-            if b.ends_with("wrong") { 1 } else { 2 },
-            "{b}"
-        );
+    // reuses it, and B as bob must not (the entry checks mail never crosses users). Bit 5:
+    // pool-unauthenticate with a pool of one: A's recycled connection serves B's login
+    // after its reset; B as bob must not see alice's mail either.
+    let cases = [
+        ("\x1e", "a LOGOUT\r\n"),
+        ("\x2e", "a FETCH 1 BODY[]\r\na LOGOUT\r\n"),
+    ];
+    for (setup, rest) in cases {
+        for b in ["alice secret", "bob hunter2", "alice wrong"] {
+            let input = format!(
+                "{setup}a LOGIN alice secret\r\na SELECT INBOX\r\n{rest}\x00b LOGIN {b}\r\nb SELECT INBOX\r\nb FETCH 1:* BODY[]\r\n"
+            );
+            let authenticated = inprocess::fuzz_two_sessions(input.as_bytes());
+            assert_eq!(
+                authenticated,
+                if b.ends_with("wrong") { 1 } else { 2 },
+                "{setup:?} {b}"
+            );
+        }
     }
+    // A client's own UNAUTHENTICATE and a second LOGIN through the lease is left out of
+    // the check.
+    let own = b"\x2ea LOGIN alice secret\r\na unauthenticate\r\na LOGIN bob hunter2\r\na SELECT INBOX\r\na FETCH 1 BODY[]\r\na LOGOUT\r\n\x00b LOGIN alice secret\r\nb SELECT INBOX\r\nb FETCH 1 BODY[]\r\n";
+    assert_eq!(inprocess::fuzz_two_sessions(own), 2);
 }
 
 /// Seeded mutations of a dictionary of client lines through the fuzz entry.
@@ -880,6 +907,7 @@ fn sans_io_contract_with_a_delayed_grant() {
         BackendFeatures {
             imap_sasl_ir: true,
             imap_unselect: false,
+            imap_unauthenticate: false,
         },
     );
     let drain = |s: &mut FrontendSession| {
@@ -1477,4 +1505,327 @@ fn session_cache_logout_during_idle_gives_the_session_up_after_a_bounded_wait() 
             .any(|l| l.ends_with("session cache: not kept (replies before LOGOUT never came)")),
         "{trace:#?}"
     );
+}
+
+// ---- pool reuse across client sessions (profile pool-unauthenticate) ----
+
+/// Back-ends offering UNAUTHENTICATE (RFC 8437).
+fn unauth_backend() -> Profile {
+    let mut p = Profile::default_profile();
+    p.imap.unauthenticate = true;
+    p
+}
+
+/// A pool-unauthenticate front-end keeping `size` idle connections, over `backend`.
+fn unauth_frontend(
+    protocol: Protocol,
+    w: &Arc<World>,
+    size: usize,
+    backend: Profile,
+) -> InProcessFrontend {
+    let mut profile = FrontendProfile::by_name("pool-unauthenticate").expect("profile");
+    profile.pool.size = size;
+    frontend_of(protocol, profile, w, backend)
+}
+
+/// Logs in and out; the login completion may carry a capability code.
+fn imap_visit_ok(fe: &InProcessFrontend, user: &str, pass: &str) {
+    let (mut c, _) = Client::new(fe);
+    let login = c.text(&format!("a1 LOGIN {user} {pass}\r\n"));
+    assert!(login.starts_with("a1 OK "), "{login}");
+    assert!(c
+        .text("z LOGOUT\r\n")
+        .ends_with("z OK LOGOUT completed.\r\n"));
+}
+
+/// A session just logged in as bob: nothing is selected (whatever the connection's earlier
+/// session had), and his INBOX holds his mail and no one else's.
+fn bob_has_nothing_selected_and_his_own_mail(b: &mut Client) {
+    assert_eq!(
+        b.text("b3 FETCH 1 FLAGS\r\n"),
+        "b3 BAD FETCH is not valid in this state\r\n"
+    );
+    assert!(b.text("b4 SELECT INBOX\r\n").contains("b4 OK [READ-WRITE]"));
+    let body = b.text("b5 FETCH 1:* BODY.PEEK[TEXT]\r\n");
+    assert!(has(&body, "Hello bob, this is message number 1."), "{body}");
+    assert!(!has(&body, "alice"), "{body}");
+}
+
+/// The trace lines since `from`.
+fn trace_since(fe: &InProcessFrontend, from: usize) -> Vec<String> {
+    fe.trace().into_iter().skip(from).collect()
+}
+
+#[test]
+fn pool_unauthenticate_two_users_in_sequence_share_one_connection() {
+    let w = world();
+    let fe = unauth_frontend(Protocol::Imap, &w, 1, unauth_backend());
+    // alice leaves message 2 \Deleted and a mailbox selected.
+    let bye = imap_visit(
+        &fe,
+        "alice",
+        "secret",
+        &[
+            "a2 SELECT INBOX\r\n",
+            "a3 STORE 2 +FLAGS.SILENT (\\Deleted)\r\n",
+        ],
+    );
+    assert_eq!(
+        bye,
+        "* BYE Microsoft Exchange 2000 IMAP4rev1 server signing off.\r\nz OK LOGOUT completed.\r\n"
+    );
+    let first = fe.trace();
+    assert!(
+        first.iter().all(|l| !l.contains("LOGOUT")),
+        "the LOGOUT is answered by the front-end: {first:#?}"
+    );
+    assert_eq!(
+        first.last().map(String::as_str),
+        Some("be#1 recycled: idle, UNAUTHENTICATE ahead of its next request")
+    );
+    assert!(first.contains(&"be#1 .. pool: recycled (user alice)".to_string()));
+    assert_eq!((fe.stats().closed, fe.idle_connections()), (0, 1));
+
+    // bob gets the same connection; the reset rides ahead of his LOGIN, and its reply
+    // never reaches him.
+    let (mut b, _) = Client::new(&fe);
+    assert_eq!(
+        b.text("b1 LOGIN bob hunter2\r\n"),
+        "b1 OK LOGIN completed\r\n"
+    );
+    let new = trace_since(&fe, first.len());
+    assert_eq!(
+        new[..4],
+        [
+            "be#1 <- FE.RESET UNAUTHENTICATE (reset of the recycled connection, ahead of the request)",
+            "be#1 <- b1 LOGIN bob <password>",
+            "be#1 -> FE.RESET OK UNAUTHENTICATE completed (swallowed)",
+            "be#1 -> b1 OK LOGIN completed",
+        ],
+        "{new:#?}"
+    );
+    assert_eq!(
+        b.text("b2 LIST \"\" *\r\n"),
+        "* LIST (\\HasNoChildren) \"/\" INBOX\r\nb2 OK LIST completed\r\n"
+    );
+    bob_has_nothing_selected_and_his_own_mail(&mut b);
+    b.text("b6 LOGOUT\r\n");
+    assert!(b.closed);
+
+    // alice again, on the same connection: message 2 was not expunged.
+    let (mut a, _) = Client::new(&fe);
+    assert_eq!(
+        a.text("c1 LOGIN alice secret\r\n"),
+        "c1 OK LOGIN completed\r\n"
+    );
+    assert!(a.text("c2 SELECT INBOX\r\n").contains("* 3 EXISTS\r\n"));
+    assert_eq!(
+        a.text("c3 FETCH 2 FLAGS\r\n"),
+        "* 2 FETCH (FLAGS (\\Deleted))\r\nc3 OK FETCH completed\r\n"
+    );
+    a.text("c4 LOGOUT\r\n");
+    // One back-end connection, three client sessions; never a back-end LOGOUT.
+    let s = fe.stats();
+    assert_eq!(
+        (s.opened, s.closed, s.leased, s.recycled, s.reset_grants),
+        (1, 0, 3, 3, 2)
+    );
+    let trace = fe.trace();
+    assert!(trace
+        .iter()
+        .all(|l| !l.contains("secret") && !l.contains("hunter2")));
+}
+
+#[test]
+fn pool_unauthenticate_needs_the_capability_and_leaves_pop3_alone() {
+    let w = world();
+    // The mock without UNAUTHENTICATE: the LOGOUT is relayed and the connection closes.
+    let fe = unauth_frontend(Protocol::Imap, &w, 1, Profile::default_profile());
+    let (mut c, _) = Client::new(&fe);
+    c.text("a1 LOGIN alice secret\r\n");
+    let bye = c.text("a2 LOGOUT\r\n");
+    assert_eq!(
+        bye,
+        "* BYE IMAP4rev1 Server logging out\r\na2 OK LOGOUT completed\r\n"
+    );
+    let trace = fe.trace();
+    assert!(
+        trace.contains(
+            &"be#1 .. pool: not kept (the back-end does not offer UNAUTHENTICATE)".to_string()
+        ),
+        "{trace:#?}"
+    );
+    assert!(trace.contains(&"be#1 <- relay a2 LOGOUT (11 bytes)".to_string()));
+    let s = fe.stats();
+    assert_eq!((s.opened, s.closed, s.recycled), (2, 1, 0));
+    // A back-end that says so only in its LOGIN completion (RFC 8437 3 allows offering it
+    // after login only): the probe's greeting (connection 0) does not name it.
+    let world = Arc::clone(&w);
+    let mut profile = FrontendProfile::by_name("pool-unauthenticate").unwrap();
+    profile.pool.size = 1;
+    let fe = InProcessFrontend::new(Protocol::Imap, profile, move |conn| {
+        let mut p = Profile::default_profile();
+        p.imap.unauthenticate = conn > 0;
+        p.imap.login_ok_text = "[CAPABILITY IMAP4rev1 UNAUTHENTICATE] LOGIN completed".into();
+        let mut ctx = SessionContext::new(Arc::clone(&world), Arc::new(p));
+        ctx.seed = conn;
+        Box::new(ImapServer::new(ctx)) as Box<dyn ServerSession>
+    });
+    imap_visit_ok(&fe, "alice", "secret");
+    imap_visit_ok(&fe, "bob", "hunter2");
+    let s = fe.stats();
+    assert_eq!((s.opened, s.recycled, s.reset_grants), (1, 2, 1));
+    // POP3: QUIT commits the deletions and ends the session; nothing is recycled.
+    let fe = unauth_frontend(Protocol::Pop3, &w, 1, unauth_backend());
+    let (mut c, _) = Client::new(&fe);
+    c.text("USER alice\r\n");
+    assert!(c.text("PASS secret\r\n").starts_with("+OK"));
+    assert!(c.text("QUIT\r\n").starts_with("+OK"));
+    assert!(c.closed);
+    let s = fe.stats();
+    assert_eq!((s.closed, s.recycled), (1, 0));
+}
+
+#[test]
+fn pool_unauthenticate_refused_reset_closes_and_the_login_goes_elsewhere() {
+    let w = world();
+    // Advertised but not implemented: the reset gets `BAD Unknown command`.
+    let mut liar = Profile::default_profile();
+    liar.imap.capabilities.push("UNAUTHENTICATE".into());
+    let fe = unauth_frontend(Protocol::Imap, &w, 1, liar);
+    imap_visit(&fe, "alice", "secret", &["a2 SELECT INBOX\r\n"]);
+    let before = fe.trace().len();
+    let (mut b, _) = Client::new(&fe);
+    assert_eq!(
+        b.text("b1 LOGIN bob hunter2\r\n"),
+        "b1 OK LOGIN completed\r\n"
+    );
+    let new = trace_since(&fe, before);
+    assert_eq!(
+        new[..6],
+        [
+            "be#1 <- FE.RESET UNAUTHENTICATE (reset of the recycled connection, ahead of the request)",
+            "be#1 <- b1 LOGIN bob <password>",
+            "be#1 !! reset refused: FE.RESET BAD Unknown command",
+            "be#1 xx closed (discarded)",
+            "be#2 opened",
+            "be#2 <- b1 LOGIN bob <password>",
+        ],
+        "{new:#?}"
+    );
+    // bob is on the fresh connection, as bob, with nothing selected.
+    bob_has_nothing_selected_and_his_own_mail(&mut b);
+    let s = fe.stats();
+    assert_eq!(
+        (s.opened, s.closed, s.recycled, s.reset_grants),
+        (2, 1, 1, 1)
+    );
+}
+
+#[test]
+fn pool_unauthenticate_pipelined_logout_waits_for_the_replies_before_it() {
+    let w = world();
+    let fe = unauth_frontend(Protocol::Imap, &w, 1, unauth_backend());
+    let (mut c, _) = Client::new(&fe);
+    // Login and commands in one write with the LOGOUT; "x LOGOUT" inside a literal is data.
+    let out = c.text(
+        "a1 LOGIN alice secret\r\na2 APPEND INBOX {10+}\r\nx LOGOUT\r\n\r\na3 SELECT INBOX\r\na4 FETCH 4 (FLAGS)\r\na5 LOGOUT\r\n",
+    );
+    let login = out.find("a1 OK").expect("login");
+    let append = out.find("a2 OK").expect("append");
+    let select = out.find("a3 OK").expect("select");
+    let fetch = out.find("a4 OK").expect("fetch");
+    let bye = out.find("* BYE").expect("bye");
+    assert!(
+        login < append && append < select && select < fetch && fetch < bye,
+        "{out}"
+    );
+    assert!(out.ends_with("a5 OK LOGOUT completed.\r\n"), "{out}");
+    assert!(c.closed);
+    assert_eq!(fe.stats().recycled, 1);
+    // A client's own UNAUTHENTICATE is relayed, but that connection is not reused.
+    let (mut c, _) = Client::new(&fe);
+    c.text("b1 LOGIN alice secret\r\n");
+    assert_eq!(
+        c.text("b2 UNAUTHENTICATE\r\n"),
+        "b2 OK UNAUTHENTICATE completed\r\n"
+    );
+    assert_eq!(
+        c.text("b3 LOGIN bob hunter2\r\n"),
+        "b3 OK LOGIN completed\r\n"
+    );
+    let bye = c.text("b4 LOGOUT\r\n");
+    assert!(bye.ends_with("b4 OK LOGOUT completed\r\n"), "{bye}");
+    let trace = fe.trace();
+    assert!(
+        trace.contains(
+            &"be#1 .. pool: not kept (the client used the front-end's reset tag or UNAUTHENTICATE)"
+                .to_string()
+        ),
+        "{trace:#?}"
+    );
+    let s = fe.stats();
+    assert_eq!((s.recycled, s.closed), (1, 1));
+}
+
+#[test]
+fn pool_unauthenticate_recycles_authenticate_plain_logins_too() {
+    let w = world();
+    let fe = unauth_frontend(Protocol::Imap, &w, 1, unauth_backend());
+    for (tag, user, pass) in [("a", "alice", "secret"), ("b", "bob", "hunter2")] {
+        let (mut c, _) = Client::new(&fe);
+        let ir = encode_base64(format!("\0{user}\0{pass}").as_bytes());
+        assert_eq!(
+            c.text(&format!("{tag}1 AUTHENTICATE PLAIN {ir}\r\n")),
+            format!("{tag}1 OK AUTHENTICATE completed\r\n")
+        );
+        assert!(c
+            .text(&format!("{tag}2 LOGOUT\r\n"))
+            .ends_with("OK LOGOUT completed.\r\n"));
+    }
+    let s = fe.stats();
+    assert_eq!(
+        (s.opened, s.leased, s.recycled, s.reset_grants),
+        (1, 2, 2, 1)
+    );
+}
+
+#[test]
+fn pool_unauthenticate_gives_up_after_repeated_refused_resets() {
+    let w = world();
+    let mut liar = Profile::default_profile();
+    liar.imap.capabilities.push("UNAUTHENTICATE".into());
+    let fe = unauth_frontend(Protocol::Imap, &w, 3, liar);
+    // Three sessions at once, then all log out: three recycled connections idle.
+    let mut clients: Vec<Client> = (0..3).map(|_| Client::new(&fe).0).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert!(c
+            .text(&format!("a{i} LOGIN alice secret\r\n"))
+            .contains(" OK "));
+    }
+    for c in &mut clients {
+        assert!(c
+            .text("z LOGOUT\r\n")
+            .ends_with("z OK LOGOUT completed.\r\n"));
+    }
+    assert_eq!(fe.stats().recycled, 3);
+    // Each reset is refused; after the third the request fails instead of going on.
+    let (mut b, _) = Client::new(&fe);
+    assert_eq!(
+        b.text("b1 LOGIN bob hunter2\r\n"),
+        "b1 NO [UNAVAILABLE] Back-end connection failed.\r\n"
+    );
+    let refused = fe
+        .trace()
+        .iter()
+        .filter(|l| l.contains("!! reset refused: FE.RESET BAD Unknown command"))
+        .count();
+    assert_eq!(refused, 3);
+    // The next login finds the fresh replacements (and could retry resets again).
+    assert_eq!(
+        b.text("b2 LOGIN bob hunter2\r\n"),
+        "b2 OK LOGIN completed\r\n"
+    );
+    let s = fe.stats();
+    assert_eq!((s.closed, s.reset_grants), (3, 3));
 }

@@ -7,13 +7,16 @@
 //!
 //! Input: a setup octet (bit 0: POP3 instead of IMAP; bits 1-2: the front-end profile
 //! `exchange2000-rtm`, `exchange2000-sp1`, `affinity`, `per-session`; bits 3-4: pool size
-//! 1-3; bit 5: three client sessions instead of two; bits 6-7 both set: the front-end
+//! 1-3, or, both set, `pool-unauthenticate` with a pool of one over back-ends offering
+//! UNAUTHENTICATE, so every session after the first gets a recycled connection; bit 5:
+//! three client sessions instead of two; bits 6-7 both set: the front-end
 //! records its trace), then operations (session octet,
 //! kind octet, argument octets). Checked: no panic; **no session shows mail of a user it
 //! is not authenticated as, pooled connections included**; a session is authenticated
 //! only as a user whose password (or an NTLM exchange with it) it sent; output and the
 //! front-end's buffering are bounded; the pool never holds more idle connections than its
-//! size.
+//! size. A session whose client sent UNAUTHENTICATE itself is left out of the mail check
+//! (it may have logged in past the front-end).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,6 +117,9 @@ pub struct Reached {
     pub two_users: bool,
     /// A back-end connection served more than one request.
     pub reused: bool,
+    /// A connection went back to the pool from a client session, to be reset with
+    /// UNAUTHENTICATE.
+    pub recycled: bool,
 }
 
 const CAPS: StoreCaps = StoreCaps {
@@ -197,7 +203,12 @@ pub fn run(data: &[u8]) -> Reached {
     } else {
         Protocol::Pop3
     };
-    let name = ops::at(FRONTEND_PROFILE_NAMES, (setup >> 1) & 3);
+    let recycling = (setup >> 3) & 3 == 3;
+    let name = if recycling {
+        "pool-unauthenticate"
+    } else {
+        ops::at(FRONTEND_PROFILE_NAMES, (setup >> 1) & 3)
+    };
     let Some(mut profile) = FrontendProfile::by_name(name) else {
         return Reached::default();
     };
@@ -209,7 +220,7 @@ pub fn run(data: &[u8]) -> Reached {
         max_literal: 4096,
         ..Limits::default()
     };
-    let factory = ops::fuzz_backends(&world, &limits, CAPS, protocol);
+    let factory = ops::fuzz_backends_offering(&world, &limits, CAPS, protocol, recycling);
     let fe = InProcessFrontend::new(protocol, profile, factory);
     fe.set_limits(limits);
     // The front-end's trace (text for the lab's log, nothing depends on it) is formatted
@@ -258,6 +269,7 @@ pub fn run(data: &[u8]) -> Reached {
     let stats = run.fe.stats();
     assert!(stats.closed <= stats.opened, "{stats:?}");
     run.reached.reused |= stats.reused > 0;
+    run.reached.recycled |= stats.recycled > 0;
     ops::assert_isolated(&run.done, &run.all_input);
     run.reached
 }
@@ -431,7 +443,9 @@ fn finish(run: &mut Run, k: usize, mut lane: Lane) {
         drain(&mut lane, run.now);
     }
     note_user(&mut lane);
-    run.done.push((lane.user, lane.out));
+    if !ops::sent_unauthenticate(&lane.sent) {
+        run.done.push((lane.user, lane.out));
+    }
 }
 
 /// Remembers the authenticated user, which a session may forget once it logs out.

@@ -35,9 +35,23 @@ pub fn fuzz_backends(
     caps: StoreCaps,
     protocol: Protocol,
 ) -> impl FnMut(u64) -> Box<dyn ServerSession> + Send + 'static {
+    fuzz_backends_offering(world, limits, caps, protocol, false)
+}
+
+/// [`fuzz_backends`] whose IMAP back-ends also offer UNAUTHENTICATE (RFC 8437) when
+/// `unauthenticate` is set.
+pub fn fuzz_backends_offering(
+    world: &Arc<World>,
+    limits: &Limits,
+    caps: StoreCaps,
+    protocol: Protocol,
+    unauthenticate: bool,
+) -> impl FnMut(u64) -> Box<dyn ServerSession> + Send + 'static {
     let world = Arc::clone(world);
     let limits = limits.clone();
-    let profile = Arc::new(Profile::default_profile());
+    let mut profile = Profile::default_profile();
+    profile.imap.unauthenticate = unauthenticate;
+    let profile = Arc::new(profile);
     move |conn| -> Box<dyn ServerSession> {
         let mut ctx = SessionContext::new(Arc::clone(&world), Arc::clone(&profile));
         ctx.limits = limits.clone();
@@ -228,6 +242,15 @@ pub fn assert_isolated(sessions: &[(Option<String>, Vec<u8>)], all_input: &[u8])
             );
         }
     }
+}
+
+/// Whether the client sent UNAUTHENTICATE (any case) itself: through a lease it may then
+/// log in past the front-end as anyone whose password it has, so the front-end's idea of
+/// its user no longer says whose mail it may see.
+pub fn sent_unauthenticate(sent: &[u8]) -> bool {
+    sent.to_ascii_uppercase()
+        .windows(14)
+        .any(|w| w == b"UNAUTHENTICATE")
 }
 
 /// Whether the client's input carries the password, in clear or inside a base64 token

@@ -274,14 +274,16 @@ pub fn seeds(transcripts: &[(Protocol, String, String)]) -> Vec<(String, Vec<u8>
         let mut mock_seed = vec![2 | p];
         mock_seed.extend_from_slice(lines.join("\n").as_bytes());
         out.push((format!("{name}-mock"), mock_seed));
-        out.push((format!("{name}-replies"), replies_seed(*proto, p, &lines)));
+        let replies = replies_seed(*proto, p, &lines, &script.offers);
+        out.push((format!("{name}-replies"), replies));
     }
     out
 }
 
 /// A hostile-mode input: what the client sent and the mock replied, record by record
-/// (replies longer than a record are split).
-fn replies_seed(proto: Protocol, p: u8, lines: &[&str]) -> Vec<u8> {
+/// (replies longer than a record are split). The mock offers what the script's `@offer`s
+/// ask for.
+fn replies_seed(proto: Protocol, p: u8, lines: &[&str], offers: &[String]) -> Vec<u8> {
     let mut s = ops::Seed::default();
     s.byte(p);
     let Some(world) = ops::default_world() else {
@@ -292,7 +294,11 @@ fn replies_seed(proto: Protocol, p: u8, lines: &[&str]) -> Vec<u8> {
         Protocol::Pop3 => crate::Protocol::Pop3,
     };
     let world = Arc::new(world);
-    let profile = Arc::new(crate::profile::Profile::default_profile());
+    let mut profile = crate::profile::Profile::default_profile();
+    for name in offers {
+        profile.offer(name);
+    }
+    let profile = Arc::new(profile);
     let mut server = crate::scenario::endpoint(&world, &profile, protocol, 1);
     let record = |s: &mut ops::Seed, server: &mut dyn ServerSession| {
         while let Some(Output::Write(w)) = server.poll_output() {

@@ -288,6 +288,23 @@ fn frontend_seeds() -> Vec<(&'static str, Vec<u8>)> {
                 ],
             ),
         ),
+        (
+            "imap-pool-unauthenticate-recycled",
+            super::ops::seed(
+                3 << 3,
+                &[
+                    login(0, ALICE, true),
+                    o(0, Select),
+                    o(0, Read(0)),
+                    o(0, Logout),
+                    login(1, BOB, true),
+                    o(1, Select),
+                    o(1, Read(0)),
+                    auth_plain(0, ALICE, true),
+                    o(1, Logout),
+                ],
+            ),
+        ),
     ]
 }
 
@@ -407,6 +424,8 @@ fn frontend_seeds_reach_what_they_are_named_for() {
     let rtm = r(2);
     assert!(!rtm.ntlm_authenticated && rtm.read_mail, "{rtm:?}");
     assert!(r(3).read_mail);
+    let recycled = r(4);
+    assert!(recycled.recycled && recycled.read_mail, "{recycled:?}");
 }
 
 /// Random inputs of 1 to `max_len` octets.
@@ -515,6 +534,7 @@ fn frontend_pool_ops_smoke_run() {
             r.read_mail,
             r.two_users,
             r.reused,
+            r.recycled,
         ]
     });
 }

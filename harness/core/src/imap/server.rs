@@ -260,6 +260,11 @@ impl ImapServer {
             // RFC 7889 2: the largest message APPEND accepts, here the literal limit.
             caps.push(format!("APPENDLIMIT={}", self.ctx.limits.max_literal));
         }
+        if self.ctx.profile.imap.unauthenticate {
+            // RFC 8437 3 lets a server offer it only after login; here it is offered in
+            // every state, so a client (or a front-end) can tell from the greeting.
+            caps.push("UNAUTHENTICATE".into());
+        }
         if self.user.is_none() {
             if self.starttls_offered() {
                 caps.push("STARTTLS".into());
@@ -382,6 +387,14 @@ impl ImapServer {
     }
 
     fn command(&mut self, msg: &[u8]) {
+        if self.ctx.profile.imap.unauthenticate {
+            if let Some((tag, args)) = unauthenticate_command(msg) {
+                self.stats.tagged_commands += 1;
+                let reply = self.unauthenticate(args);
+                self.tagged(&tag, reply);
+                return;
+            }
+        }
         let decoded = CommandCodec::default().decode(msg);
         match decoded {
             Ok((&[], cmd)) => {
@@ -614,6 +627,26 @@ impl ImapServer {
         if let Some(out) = view.sync(&world, &user, allow_expunge) {
             self.write(out.as_bytes());
         }
+    }
+}
+
+/// `tag UNAUTHENTICATE ...` (RFC 8437 6; the command parser knows no such command): the
+/// tag and whether anything followed the command name.
+fn unauthenticate_command(msg: &[u8]) -> Option<(String, bool)> {
+    let line = msg
+        .strip_suffix(b"\r\n")
+        .or_else(|| msg.strip_suffix(b"\n"))?;
+    let tag = first_tag(msg)?;
+    let rest = line.get(tag.len()..)?.strip_prefix(b" ")?;
+    let name = b"UNAUTHENTICATE";
+    let head = rest.get(..name.len())?;
+    if !head.eq_ignore_ascii_case(name) {
+        return None;
+    }
+    match rest.get(name.len()..) {
+        Some([]) => Some((tag, false)),
+        Some([b' ', ..]) => Some((tag, true)),
+        _ => None,
     }
 }
 

@@ -2195,3 +2195,159 @@ fn append_and_copy_publish_new_mail() {
     assert!(t.send(b"f APPEND Nowhere {1+}\r\nx\r\n").contains("f NO"));
     assert!(!world.notifications.has_pending(inbox) && !world.notifications.has_pending(sent));
 }
+
+/// The default profile with UNAUTHENTICATE (RFC 8437) on.
+fn unauth_profile() -> Profile {
+    let mut p = Profile::default_profile();
+    p.imap.unauthenticate = true;
+    p
+}
+
+#[test]
+fn unauthenticate_is_offered_only_where_the_profile_says() {
+    let (mut t, greeting) = T::new(world(), unauth_profile());
+    assert_eq!(
+        greeting,
+        "* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE UIDPLUS ID NAMESPACE ENABLE MOVE CHILDREN UNSELECT UNAUTHENTICATE STARTTLS AUTH=PLAIN AUTH=LOGIN AUTH=NTLM] mail.example.test IMAP4rev1 harness ready\r\n"
+    );
+    t.login();
+    assert_eq!(
+        t.send(b"c CAPABILITY\r\n"),
+        "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ IDLE UIDPLUS ID NAMESPACE ENABLE MOVE CHILDREN UNSELECT UNAUTHENTICATE\r\nc OK CAPABILITY completed\r\n"
+    );
+    // Off (every named profile): an unknown command, and the session stays logged in.
+    let mut d = T::default();
+    d.login();
+    assert_eq!(d.send(b"u UNAUTHENTICATE\r\n"), "u BAD Unknown command\r\n");
+    assert_eq!(d.s.authenticated_user(), Some("alice"));
+}
+
+#[test]
+fn unauthenticate_in_the_not_authenticated_state_is_bad_never_no() {
+    let (mut t, _) = T::new(world(), unauth_profile());
+    // RFC 8437 3: BAD for the wrong state; a NO is not permitted.
+    assert_eq!(
+        t.send(b"u UNAUTHENTICATE\r\n"),
+        "u BAD UNAUTHENTICATE is not valid in this state\r\n"
+    );
+    t.login();
+    // No arguments (RFC 8437 6): BAD, and the session stays as it was.
+    assert_eq!(
+        t.send(b"u unauthenticate now\r\n"),
+        "u BAD Invalid arguments to UNAUTHENTICATE\r\n"
+    );
+    assert_eq!(t.s.authenticated_user(), Some("alice"));
+    // Any case of the command name (RFC 3501 9).
+    assert_eq!(
+        t.send(b"u UnAuthenticate\r\n"),
+        "u OK UNAUTHENTICATE completed\r\n"
+    );
+    assert_eq!(t.s.authenticated_user(), None);
+    assert_eq!(
+        t.send(b"v UNAUTHENTICATE\r\n"),
+        "v BAD UNAUTHENTICATE is not valid in this state\r\n"
+    );
+}
+
+#[test]
+fn unauthenticate_from_authenticated_allows_a_new_login() {
+    let (mut t, _) = T::new(world(), unauth_profile());
+    t.login();
+    assert_eq!(
+        t.send(b"u UNAUTHENTICATE\r\n"),
+        "u OK UNAUTHENTICATE completed\r\n"
+    );
+    // Not authenticated again: mailbox commands are refused, LOGIN works again.
+    assert_eq!(
+        t.send(b"l LIST \"\" *\r\n"),
+        "l BAD LIST is not valid in this state\r\n"
+    );
+    let caps = t.send(b"c CAPABILITY\r\n");
+    assert!(caps.contains(" AUTH=PLAIN"), "{caps}");
+    assert_eq!(
+        t.send(b"L LOGIN bob hunter2\r\n"),
+        "L OK LOGIN completed\r\n"
+    );
+    assert_eq!(t.s.authenticated_user(), Some("bob"));
+}
+
+#[test]
+fn unauthenticate_while_selected_leaves_without_expunging_and_the_next_user_sees_their_own() {
+    let w = fresh_world();
+    let (mut t, _) = T::new(Arc::clone(&w), unauth_profile());
+    t.login();
+    let out = t.send(b"S SELECT INBOX\r\n");
+    assert!(out.contains("* 3 EXISTS\r\n* 3 RECENT\r\n"), "{out}");
+    assert_eq!(
+        t.send(b"d STORE 2 +FLAGS.SILENT (\\Deleted)\r\n"),
+        "d OK STORE completed\r\n"
+    );
+    assert_eq!(
+        t.send(b"k CREATE alice-only\r\n"),
+        "k OK CREATE completed\r\n"
+    );
+    // RFC 8437 3: the mailbox stops being selected with no expunge event.
+    assert_eq!(
+        t.send(b"u UNAUTHENTICATE\r\n"),
+        "u OK UNAUTHENTICATE completed\r\n"
+    );
+    assert_eq!(t.s.selected_mailbox(), None);
+    assert_eq!(
+        t.send(b"f FETCH 1 FLAGS\r\n"),
+        "f BAD FETCH is not valid in this state\r\n"
+    );
+    // bob on the same connection: only bob's mailboxes and mail.
+    assert_eq!(
+        t.send(b"L LOGIN bob hunter2\r\n"),
+        "L OK LOGIN completed\r\n"
+    );
+    assert_eq!(
+        t.send(b"l LIST \"\" *\r\n"),
+        "* LIST (\\HasNoChildren) \"/\" INBOX\r\nl OK LIST completed\r\n"
+    );
+    assert_eq!(
+        t.send(b"f FETCH 1 FLAGS\r\n"),
+        "f BAD FETCH is not valid in this state\r\n"
+    );
+    let out = t.send(b"S SELECT INBOX\r\n");
+    assert!(!out.contains("alice"), "{out}");
+    let body = t.send(b"b FETCH 1 BODY.PEEK[TEXT]\r\n");
+    assert!(body.contains("Hello bob"), "{body}");
+    assert!(!body.contains("alice"), "{body}");
+    // alice again: her message 2 is still there, still \Deleted; her session's \Recent
+    // went with it (the messages were claimed by that selection).
+    assert_eq!(
+        t.send(b"v UNAUTHENTICATE\r\n"),
+        "v OK UNAUTHENTICATE completed\r\n"
+    );
+    t.login();
+    let out = t.send(b"S SELECT INBOX\r\n");
+    assert!(out.contains("* 3 EXISTS\r\n* 0 RECENT\r\n"), "{out}");
+    assert_eq!(
+        t.send(b"f FETCH 2 FLAGS\r\n"),
+        "* 2 FETCH (FLAGS (\\Deleted))\r\nf OK FETCH completed\r\n"
+    );
+}
+
+#[test]
+fn unauthenticate_pipelined_with_the_next_login() {
+    let (mut t, _) = T::new(world(), unauth_profile());
+    t.login();
+    // RFC 8437 3: with no security layer the next login may follow in the same write.
+    assert_eq!(
+        t.send(b"u UNAUTHENTICATE\r\nL LOGIN bob hunter2\r\n"),
+        "u OK UNAUTHENTICATE completed\r\nL OK LOGIN completed\r\n"
+    );
+    assert_eq!(t.s.authenticated_user(), Some("bob"));
+    // After AUTHENTICATE too: the mechanism is forgotten with the user.
+    assert_eq!(
+        t.send(b"u UNAUTHENTICATE\r\n"),
+        "u OK UNAUTHENTICATE completed\r\n"
+    );
+    let ir = encode_base64(b"\0alice\0secret");
+    let out = t.send(format!("a AUTHENTICATE PLAIN {ir}\r\n").as_bytes());
+    assert_eq!(out, "a OK AUTHENTICATE completed\r\n");
+    assert_eq!(t.s.auth_mechanism(), Some(crate::sasl::Mechanism::Plain));
+    t.send(b"u UNAUTHENTICATE\r\n");
+    assert_eq!(t.s.auth_mechanism(), None);
+}

@@ -10,6 +10,10 @@ pub struct Script {
     pub protocol: Option<Protocol>,
     /// `@var name value`, in order of appearance (later ones override earlier).
     pub vars: BTreeMap<String, String>,
+    /// `@offer name`: optional server features the mock must offer for this script (see
+    /// [`crate::Profile::offer`]); players that serve the mock turn them on, real servers
+    /// offer what they offer.
+    pub offers: Vec<String>,
     pub steps: Vec<Step>,
 }
 
@@ -80,6 +84,7 @@ pub enum Directive {
     Closed(usize),
     Sleep(u64),
     Distinct(Vec<String>),
+    Offer(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -122,6 +127,7 @@ pub fn parse(text: &str) -> Result<Script, ParseError> {
     let mut script = Script {
         protocol: None,
         vars: BTreeMap::new(),
+        offers: Vec::new(),
         steps: Vec::new(),
     };
     for (i, raw) in lines.iter().enumerate() {
@@ -141,6 +147,7 @@ pub fn parse(text: &str) -> Result<Script, ParseError> {
                 Directive::Closed(conn) => script.steps.push(Step::ExpectClosed { conn, line }),
                 Directive::Sleep(millis) => script.steps.push(Step::Sleep { millis, line }),
                 Directive::Distinct(names) => script.steps.push(Step::Distinct { names, line }),
+                Directive::Offer(name) => script.offers.push(name),
             }
             continue;
         }
@@ -250,6 +257,16 @@ fn directive(text: &str, line: usize) -> Result<Directive, ParseError> {
             }
         }
         "close" => Ok(Directive::Close(conn_arg(&mut words, "close")?)),
+        "offer" => match words.next() {
+            Some(w) if crate::profile::OFFER_NAMES.contains(&w) => {
+                Ok(Directive::Offer(w.to_string()))
+            }
+            _ => Err(ParseError::DirectiveArgs {
+                line,
+                name: "offer",
+                what: "an optional feature (unauthenticate, append-limit)",
+            }),
+        },
         "sleep" => match words.next().and_then(|w| w.parse::<u64>().ok()) {
             Some(ms) if ms <= MAX_SLEEP_MS => Ok(Directive::Sleep(ms)),
             _ => Err(ParseError::DirectiveArgs {
@@ -329,6 +346,24 @@ mod tests {
             parse("S: a $"),
             Err(ParseError::Pattern { line: 1, .. })
         ));
+    }
+
+    #[test]
+    fn offer_names_a_known_optional_feature() {
+        let s = parse("@offer unauthenticate\n@offer append-limit\nS: * OK $*\n").unwrap();
+        assert_eq!(s.offers, ["unauthenticate", "append-limit"]);
+        let mut profile = crate::Profile::default_profile();
+        assert!(s.offers.iter().all(|o| profile.offer(o)));
+        assert!(profile.imap.unauthenticate && profile.imap.append_limit);
+        for bad in ["@offer\n", "@offer STARTTLS\n", "@offer Unauthenticate\n"] {
+            assert!(
+                matches!(
+                    parse(bad),
+                    Err(ParseError::DirectiveArgs { name: "offer", .. })
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -148,10 +148,14 @@ pub fn run(args: PlayArgs) -> Result<()> {
         }
         let mut transport: Box<dyn ScriptTransport> = match &target {
             Some(t) => Box::new(SocketTransport::new(t.addr, silence)),
-            None => Box::new(InProcess::new(in_process_factory(
-                protocol,
-                profile.clone(),
-            )?)),
+            None => {
+                // The script's `@offer`s turn optional features of the mock on.
+                let mut profile = profile.clone();
+                for name in &script.offers {
+                    profile.offer(name);
+                }
+                Box::new(InProcess::new(in_process_factory(protocol, profile)?))
+            }
         };
         let result = script::play(&script, &overrides, transport.as_mut());
         match result {

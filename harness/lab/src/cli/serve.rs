@@ -67,6 +67,10 @@ pub struct ServeArgs {
     /// Advertise APPENDLIMIT=<max-literal> in the IMAP CAPABILITY (RFC 7889).
     #[arg(long)]
     append_limit: bool,
+    /// Offer UNAUTHENTICATE (RFC 8437) in the IMAP CAPABILITY: a client (or a front-end's
+    /// pool) may reuse a connection for another user.
+    #[arg(long)]
+    unauthenticate: bool,
     /// Do not offer STARTTLS / STLS on plain listeners.
     #[arg(long)]
     no_starttls: bool,
@@ -157,7 +161,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = EndpointConfig::default().max_calls)]
     rpc_max_calls: u64,
     /// Front-end profile for --fe-imap / --fe-pop3 (exchange2000-rtm, exchange2000-sp1,
-    /// affinity, per-session, session-cache).
+    /// affinity, per-session, session-cache, pool-unauthenticate).
     #[arg(long, default_value = "exchange2000-rtm")]
     frontend: String,
     /// IMAP front-end listener, relaying through a pool to --fe-backend-imap (default:
@@ -217,6 +221,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         );
     };
     profile.imap.append_limit |= args.append_limit;
+    profile.imap.unauthenticate |= args.unauthenticate;
     let idle_timeout = Duration::try_from_secs_f64(args.idle_timeout)
         .context("--idle-timeout must be a non-negative number of seconds")?;
     let line_timeout = Duration::try_from_secs_f64(args.line_timeout)

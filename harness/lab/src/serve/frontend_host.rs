@@ -472,6 +472,7 @@ async fn serve_client(
             let leaves = match &request {
                 BackendIo::Release { conn }
                 | BackendIo::Discard { conn }
+                | BackendIo::Recycle { conn }
                 | BackendIo::Park { conn, .. } => Some(*conn),
                 BackendIo::Lease { conn } => {
                     active = Some(*conn);
@@ -486,9 +487,9 @@ async fn serve_client(
                 d.handle(session_id, request, now, links)
             });
             match decision {
-                Some(Decision::Granted(conn)) => {
+                Some(Decision::Granted { conn, reset }) => {
                     let opened = shared.take(conn).await;
-                    core.handle_backend_granted(conn);
+                    core.handle_backend_grant(conn, reset);
                     match opened {
                         Ok(tcp) => {
                             held.insert(conn, tcp);

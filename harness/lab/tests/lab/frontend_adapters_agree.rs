@@ -71,9 +71,9 @@ fn status_of(protocol: Protocol, reply: &str) -> String {
     line.split(' ').take(words).collect::<Vec<_>>().join(" ")
 }
 
-fn in_process(protocol: Protocol, profile: &str) -> InProcessFrontend {
+fn in_process(protocol: Protocol, profile: &str, backend: &Profile) -> InProcessFrontend {
     let world = Arc::new(LabFile::default_lab().build().expect("default lab"));
-    let backend_profile = Arc::new(Profile::default_profile());
+    let backend_profile = Arc::new(backend.clone());
     InProcessFrontend::new(
         protocol,
         FrontendProfile::by_name(profile).expect("profile"),
@@ -173,8 +173,15 @@ async fn settled(lab: &Lab, want: (PoolStats, CacheStats)) -> (PoolStats, CacheS
     }
 }
 
-async fn compare(protocol: Protocol, profile: &str, visits: &[Visit]) {
-    let fe = in_process(protocol, profile);
+/// The back-ends' profile: the default one, offering UNAUTHENTICATE where `unauthenticate`.
+fn backend(unauthenticate: bool) -> Profile {
+    let mut p = Profile::default_profile();
+    p.imap.unauthenticate = unauthenticate;
+    p
+}
+
+async fn compare(protocol: Protocol, profile: &str, visits: &[Visit], backend: Profile) {
+    let fe = in_process(protocol, profile, &backend);
     let expected = play_in_process(&fe, protocol, visits);
     let want = (fe.stats(), fe.cache_stats());
 
@@ -187,6 +194,7 @@ async fn compare(protocol: Protocol, profile: &str, visits: &[Visit]) {
             backend: None,
         }],
         seed: Some(1),
+        profile: backend,
         ..LabConfig::default()
     })
     .await
@@ -203,13 +211,21 @@ async fn compare(protocol: Protocol, profile: &str, visits: &[Visit]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imap_sessions_agree_in_process_and_over_sockets() {
     for profile in ["exchange2000-sp1", "per-session", "session-cache"] {
-        compare(Protocol::Imap, profile, IMAP_VISITS).await;
+        compare(Protocol::Imap, profile, IMAP_VISITS, backend(false)).await;
     }
+    // Connections recycled with UNAUTHENTICATE: the same grants, resets and counters.
+    compare(
+        Protocol::Imap,
+        "pool-unauthenticate",
+        IMAP_VISITS,
+        backend(true),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pop3_sessions_agree_in_process_and_over_sockets() {
     for profile in ["exchange2000-rtm", "affinity", "per-session"] {
-        compare(Protocol::Pop3, profile, POP3_VISITS).await;
+        compare(Protocol::Pop3, profile, POP3_VISITS, backend(false)).await;
     }
 }

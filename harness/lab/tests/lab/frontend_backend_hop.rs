@@ -127,6 +127,86 @@ async fn a_tls_hop_verifies_the_certificate() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+fn bob() -> UserSpec {
+    UserSpec {
+        user: "bob".into(),
+        password: "hunter2".into(),
+    }
+}
+
+/// pool-unauthenticate over the TLS hop to a lab whose IMAP offers UNAUTHENTICATE: many
+/// client sessions of two users, sequential and concurrent, on a few back-end connections
+/// (each one handshake), against one handshake per session for the SP1 pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_unauthenticate_reuses_tls_connections_across_client_sessions() {
+    let tls = || BackendTarget::own(Some(BackendTls::default()), Duration::ZERO);
+    let mut recycling = frontend(Protocol::Imap, "pool-unauthenticate", tls());
+    recycling.profile.pool.size = 2;
+    let mut pooled = frontend(Protocol::Imap, "exchange2000-sp1", tls());
+    pooled.profile.pool.size = 2;
+    let lo: SocketAddr = LO.into();
+    let mut config = LabConfig {
+        listeners: vec![ListenerSpec::new(Protocol::Imap, Security::ImplicitTls, lo)],
+        frontends: vec![recycling, pooled],
+        ..LabConfig::default()
+    };
+    config.profile.imap.unauthenticate = true;
+    let lab = Lab::start(config).await.expect("lab");
+    const SEQUENTIAL: usize = 12;
+    const CLIENTS: usize = 4;
+    const ROUNDS: usize = 3;
+    let mut counts = Vec::new();
+    for f in lab.frontends() {
+        let name = f.spec.profile.name.clone();
+        for i in 0..SEQUENTIAL {
+            let user = if i % 2 == 0 { alice() } else { bob() };
+            play_session(f.addr, Protocol::Imap, &user, Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|e| panic!("{name} session {i}: {e}"));
+        }
+        let mut tasks = Vec::new();
+        for c in 0..CLIENTS {
+            let addr = f.addr;
+            tasks.push(tokio::spawn(async move {
+                for round in 0..ROUNDS {
+                    let user = if (c + round) % 2 == 0 { alice() } else { bob() };
+                    play_session(addr, Protocol::Imap, &user, Duration::from_secs(10))
+                        .await
+                        .map_err(|e| format!("client {c} round {round}: {e}"))?;
+                }
+                Ok::<(), String>(())
+            }));
+        }
+        for t in tasks {
+            t.await
+                .expect("task")
+                .unwrap_or_else(|e| panic!("{name} {e}"));
+        }
+        // (The session gives its connection back before it writes the LOGOUT answer.)
+        let stats = f.shared.stats();
+        let handshakes = f.shared.tls_handshakes();
+        counts.push((name, stats, handshakes.full + handshakes.resumed));
+    }
+    let sessions = (SEQUENTIAL + CLIENTS * ROUNDS) as u64;
+    let (_, recycled, recycled_handshakes) = &counts[0];
+    assert_eq!(recycled.leased, sessions, "{counts:#?}");
+    // A pool of 2, plus what the concurrent clients opened on demand: each session
+    // after the first ones got a recycled connection.
+    assert!(recycled.opened <= 2 + CLIENTS as u64, "{counts:#?}");
+    // Every session's connection went back to the pool, or was closed because the idle
+    // list (2) was full when a concurrent client gave its one back.
+    assert_eq!(recycled.recycled + recycled.closed, sessions, "{counts:#?}");
+    assert!(recycled.closed <= CLIENTS as u64, "{counts:#?}");
+    // One handshake per connection opened, and one for the probe at start.
+    assert_eq!(*recycled_handshakes, recycled.opened + 1, "{counts:#?}");
+    // The SP1 pool: every session cost a connection and its handshake.
+    let (_, pooled, pooled_handshakes) = &counts[1];
+    assert_eq!(pooled.leased, sessions, "{counts:#?}");
+    assert!(pooled.opened >= sessions, "{counts:#?}");
+    assert!(*pooled_handshakes > sessions, "{counts:#?}");
+    lab.shutdown().await;
+}
+
 /// Reads one line; the time it took to come.
 async fn line(reader: &mut BufReader<TcpStream>) -> String {
     let mut text = String::new();

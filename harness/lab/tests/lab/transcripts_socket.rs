@@ -16,7 +16,11 @@ async fn every_transcript_passes_over_sockets_against_the_lab() {
         for file in common::transcripts(proto) {
             let text = std::fs::read_to_string(&file).unwrap();
             let parsed = script::parse(&text).unwrap();
-            let lab = Lab::start(LabConfig::default()).await.unwrap();
+            let mut config = LabConfig::default();
+            for name in &parsed.offers {
+                assert!(config.profile.offer(name), "{}: @offer", file.display());
+            }
+            let lab = Lab::start(config).await.unwrap();
             let addr = lab.addr(protocol, Security::Plain).unwrap();
             let report = tokio::task::spawn_blocking(move || {
                 let mut transport = SocketTransport::new(addr, Duration::from_secs(3));

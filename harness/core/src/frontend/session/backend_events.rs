@@ -40,9 +40,11 @@ impl FrontendSession {
                 self.write(format!("{tag} {}\r\n", parked.ok_text).as_bytes());
                 self.user = Some(user.clone());
                 self.keep = Some(Keep::new(
-                    user.clone(),
-                    digest.clone(),
-                    parked.ok_text,
+                    KeepAs::Park {
+                        user: user.clone(),
+                        digest: digest.clone(),
+                        ok_text: parked.ok_text,
+                    },
                     true,
                     Reset::Needed,
                 ));
@@ -66,12 +68,26 @@ impl FrontendSession {
         }
     }
 
-    /// The adapter handed out a connection for the request asked with `Acquire`.
+    /// The adapter handed out a connection for the request asked with `Acquire` (a fresh
+    /// or reset one: [`FrontendSession::handle_backend_grant`] with `reset` false).
     pub fn handle_backend_granted(&mut self, conn: ConnId) {
+        self.handle_backend_grant(conn, false);
+    }
+
+    /// The adapter handed out a connection for the request asked with `Acquire`. `reset`:
+    /// the pool recycled it still authenticated, and `FE.RESET UNAUTHENTICATE` (RFC 8437)
+    /// goes ahead of the request in the same write; everything up to its reply is the
+    /// earlier session's and is swallowed.
+    pub fn handle_backend_grant(&mut self, conn: ConnId, reset: bool) {
         let sasl_ir = self.features.imap_sasl_ir;
         let protocol = self.protocol;
         let op = match &mut self.phase {
             Phase::Busy(op) if matches!(op.step, Step::Acquiring) => op,
+            _ if reset => {
+                // Not wanted (any more), and still authenticated: not back unreset.
+                self.discard(conn);
+                return;
+            }
             _ => {
                 // Not wanted (any more): give it back untouched.
                 self.release(conn);
@@ -132,6 +148,18 @@ impl FrontendSession {
             ),
         };
         op.step = step;
+        let mut bytes = bytes;
+        if reset && protocol == Protocol::Imap {
+            let mut line = format!("{RESET_TAG} UNAUTHENTICATE\r\n").into_bytes();
+            line.append(&mut bytes);
+            bytes = line;
+            self.unauthenticating = Some(conn);
+            self.be(
+                conn,
+                "<-",
+                format!("{RESET_TAG} UNAUTHENTICATE (reset of the recycled connection, ahead of the request)"),
+            );
+        }
         if let Some(Finding::ContextSplit { first, then }) = finding {
             self.note(format!(
                 "!! context split: this NTLM step went to be#{then}, the previous one to be#{first}"
@@ -173,7 +201,9 @@ impl FrontendSession {
             Reader::Pop3(r) => r.push(bytes),
         }
         loop {
+            let resetting = self.unauthenticating == Some(conn);
             let tag = match &self.phase {
+                Phase::Busy(_) if resetting => RESET_TAG.to_string(),
                 Phase::Busy(op) if op.conn == Some(conn) => op_tag(&op.kind),
                 _ => break,
             };
@@ -183,11 +213,65 @@ impl FrontendSession {
             };
             match event {
                 Ok(None) => return,
+                Ok(Some(ev)) if resetting => self.on_reset_event(conn, ev),
                 Ok(Some(ev)) => self.on_event(conn, ev),
-                Err(e) => self.backend_failed(conn, e),
+                Err(e) => {
+                    self.unauthenticating = None;
+                    self.backend_failed(conn, e)
+                }
             }
         }
         self.resume();
+    }
+
+    /// The back-end's output before the reply to `FE.RESET UNAUTHENTICATE`: the earlier
+    /// session's, swallowed. An OK reply leaves the connection not authenticated and the
+    /// request's own reply follows; anything else closes it, and the request goes to
+    /// another connection.
+    fn on_reset_event(&mut self, conn: ConnId, event: BackendEvent) {
+        let refused = match event {
+            BackendEvent::Untagged(raw) => {
+                self.be(
+                    conn,
+                    "->",
+                    format!("{} (swallowed)", printable(&raw, TRACE_TEXT)),
+                );
+                return;
+            }
+            BackendEvent::Done { ok: true, raw } => {
+                self.be(
+                    conn,
+                    "->",
+                    format!("{} (swallowed)", printable(&raw, TRACE_TEXT)),
+                );
+                self.unauthenticating = None;
+                self.reset_failures = 0;
+                return;
+            }
+            BackendEvent::Done { raw, .. } | BackendEvent::Continuation { raw, .. } => raw,
+        };
+        self.unauthenticating = None;
+        self.be(
+            conn,
+            "!!",
+            format!("reset refused: {}", printable(&refused, TRACE_TEXT)),
+        );
+        self.reset_failures = self.reset_failures.saturating_add(1);
+        if self.reset_failures > MAX_RESET_FAILURES {
+            // This request fails; the client's next one may try again.
+            self.reset_failures = 0;
+            self.backend_failed(conn, BackendError::Invalid("reset refused".into()));
+            return;
+        }
+        self.discard(conn);
+        let Phase::Busy(op) = &mut self.phase else {
+            return;
+        };
+        // The request (sent behind the reset) dies with the connection: again, elsewhere.
+        op.conn = None;
+        op.step = Step::Acquiring;
+        self.reader = new_reader(self.protocol);
+        self.backend_out.push_back(BackendIo::Acquire);
     }
 
     /// A back-end connection closed (or broke).
@@ -223,6 +307,7 @@ impl FrontendSession {
     }
 
     pub(super) fn backend_failed(&mut self, conn: ConnId, error: BackendError) {
+        self.unauthenticating = None;
         self.be(conn, "!!", error.to_string());
         self.discard(conn);
         let Phase::Busy(op) = std::mem::replace(&mut self.phase, Phase::PreAuth) else {
@@ -287,21 +372,38 @@ impl FrontendSession {
                             Reader::Pop3(r) => r.take_rest(),
                         };
                         self.write(&rest);
-                        if let OpKind::Login {
-                            tag,
-                            user,
-                            digest: Some(digest),
-                            ..
-                        } = op.kind
-                        {
-                            let ok_text = String::from_utf8_lossy(
-                                raw.get(tag.len() + 1..).unwrap_or_default(),
-                            )
-                            .trim_end_matches(['\r', '\n'])
-                            .to_string();
-                            let unselect = self.features.imap_unselect
-                                || line_has_capability(&raw, "UNSELECT");
-                            let mut keep = Keep::new(user, digest, ok_text, unselect, Reset::Done);
+                        let keep = match op.kind {
+                            OpKind::Login {
+                                tag,
+                                user,
+                                digest: Some(digest),
+                                ..
+                            } => {
+                                let ok_text = String::from_utf8_lossy(
+                                    raw.get(tag.len() + 1..).unwrap_or_default(),
+                                )
+                                .trim_end_matches(['\r', '\n'])
+                                .to_string();
+                                let unselect = self.features.imap_unselect
+                                    || line_has_capability(&raw, "UNSELECT");
+                                let target = KeepAs::Park {
+                                    user,
+                                    digest,
+                                    ok_text,
+                                };
+                                Some(Keep::new(target, unselect, Reset::Done))
+                            }
+                            // RFC 8437 3: the capability may show up only after login.
+                            _ if self.protocol == Protocol::Imap
+                                && self.profile.pool.unauthenticate =>
+                            {
+                                let unauthenticate = self.features.imap_unauthenticate
+                                    || line_has_capability(&raw, "UNAUTHENTICATE");
+                                Some(Keep::new(KeepAs::Recycle, unauthenticate, Reset::Done))
+                            }
+                            _ => None,
+                        };
+                        if let Some(mut keep) = keep {
                             keep.backend.push(&rest, &mut Vec::new());
                             self.keep = Some(keep);
                         }

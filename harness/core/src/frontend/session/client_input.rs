@@ -100,12 +100,14 @@ impl FrontendSession {
                         logout = Some((String::from_utf8_lossy(tag).into_owned(), line));
                         break;
                     }
-                    keep.tainted |= is_reset_reply(&line);
+                    // RFC 8437 8: a client's own UNAUTHENTICATE could log in past the
+                    // front-end; such a connection is never reused.
+                    keep.tainted |= is_reset_reply(&line) || names_command(&line, "UNAUTHENTICATE");
                     keep.commands += u64::from(is_tagged(&line));
                     relay.extend_from_slice(&line);
                 }
                 Piece::LongLine { head } => {
-                    keep.tainted |= is_reset_reply(&head);
+                    keep.tainted |= is_reset_reply(&head) || names_command(&head, "UNAUTHENTICATE");
                     keep.commands += u64::from(is_tagged(&head));
                 }
                 Piece::Other(b) => relay.extend_from_slice(&b),

@@ -1,6 +1,9 @@
-//! The session cache's side of a lease (`PoolPolicy::keep_sessions`): following the
-//! relayed traffic, answering a LOGOUT itself and parking the back-end session, and the
-//! reset a parked session gets before its next client's first command.
+//! The side of a lease that may outlive its client session: the session cache's
+//! (`PoolPolicy::keep_sessions`: park the authenticated back-end session for its user) and
+//! the pool's (`PoolPolicy::unauthenticate`: recycle the connection for any user). Both
+//! follow the relayed traffic and answer a LOGOUT themselves; the session cache's reset
+//! (UNSELECT) goes out ahead of the next client's first command here, the pool's
+//! (UNAUTHENTICATE) ahead of the next request made on the connection (`backend_events`).
 
 use super::*;
 
@@ -15,14 +18,26 @@ pub(super) enum Reset {
     InFlight,
 }
 
-/// A lease that may end in the session cache.
+/// Where a kept lease goes when its client logs out.
+#[derive(Debug)]
+pub(super) enum KeepAs {
+    /// Parked in the session cache for this user and these credentials.
+    Park {
+        user: String,
+        digest: CredentialDigest,
+        ok_text: String,
+    },
+    /// Back to the pool, to be reset with UNAUTHENTICATE before its next request.
+    Recycle,
+}
+
+/// A lease that may end in the session cache or back in the pool.
 #[derive(Debug)]
 pub(super) struct Keep {
-    pub(super) user: String,
-    pub(super) digest: CredentialDigest,
-    pub(super) ok_text: String,
-    /// The back-end can UNSELECT: without it the session is not kept.
-    pub(super) unselect: bool,
+    pub(super) target: KeepAs,
+    /// The back-end can reset the session the way the target needs (UNSELECT for the
+    /// cache, UNAUTHENTICATE for the pool): without it the session is not kept.
+    pub(super) can_reset: bool,
     /// A client command used the reset tag: the session is not kept.
     pub(super) tainted: bool,
     pub(super) reset: Reset,
@@ -35,18 +50,10 @@ pub(super) struct Keep {
 }
 
 impl Keep {
-    pub(super) fn new(
-        user: String,
-        digest: CredentialDigest,
-        ok_text: String,
-        unselect: bool,
-        reset: Reset,
-    ) -> Keep {
+    pub(super) fn new(target: KeepAs, can_reset: bool, reset: Reset) -> Keep {
         Keep {
-            user,
-            digest,
-            ok_text,
-            unselect,
+            target,
+            can_reset,
             tainted: false,
             reset,
             commands: 0,
@@ -77,15 +84,19 @@ impl FrontendSession {
             self.relay_to_backend(conn, line);
             return;
         };
-        let why = if !keep.unselect {
-            Some("the back-end does not offer UNSELECT")
+        let (what, reset) = match keep.target {
+            KeepAs::Park { .. } => ("session cache", "UNSELECT"),
+            KeepAs::Recycle => ("pool", "UNAUTHENTICATE"),
+        };
+        let why = if !keep.can_reset {
+            Some(format!("the back-end does not offer {reset}"))
         } else if keep.tainted {
-            Some("the client used the front-end's reset tag")
+            Some("the client used the front-end's reset tag or UNAUTHENTICATE".to_string())
         } else {
             None
         };
         if let Some(why) = why {
-            self.be(conn, "..", format!("session cache: not kept ({why})"));
+            self.be(conn, "..", format!("{what}: not kept ({why})"));
             self.keep = None;
             self.relay_to_backend(conn, line);
             return;
@@ -192,21 +203,27 @@ impl FrontendSession {
         };
         self.write(b"* BYE Microsoft Exchange 2000 IMAP4rev1 server signing off.\r\n");
         self.imap_tagged(&client_tag, "OK", "LOGOUT completed.");
-        if let Some(keep) = self.keep.take() {
-            self.be(
-                conn,
-                "..",
-                format!(
-                    "session cache: parked (user {})",
-                    printable(keep.user.as_bytes(), 64)
-                ),
-            );
-            self.backend_out.push_back(BackendIo::Park {
-                conn,
-                user: keep.user,
-                digest: keep.digest,
-                ok_text: keep.ok_text,
-            });
+        match self.keep.take().map(|k| k.target) {
+            Some(KeepAs::Park {
+                user,
+                digest,
+                ok_text,
+            }) => {
+                let shown = printable(user.as_bytes(), 64);
+                self.be(conn, "..", format!("session cache: parked (user {shown})"));
+                self.backend_out.push_back(BackendIo::Park {
+                    conn,
+                    user,
+                    digest,
+                    ok_text,
+                });
+            }
+            Some(KeepAs::Recycle) => {
+                let shown = printable(self.user.as_deref().unwrap_or("?").as_bytes(), 64);
+                self.be(conn, "..", format!("pool: recycled (user {shown})"));
+                self.backend_out.push_back(BackendIo::Recycle { conn });
+            }
+            None => {}
         }
         self.close();
     }

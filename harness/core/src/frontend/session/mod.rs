@@ -12,7 +12,9 @@ use imap_codec::CommandCodec;
 use super::backend_reply::{BackendError, BackendEvent, ImapReader, Pop3Reader};
 use super::cache::{CacheKey, CredentialDigest, Parked};
 use super::sasl_trace::describe_sasl;
-use super::stream_scanner::{is_tagged, line_has_capability, logout_tag, Piece, StreamScanner};
+use super::stream_scanner::{
+    is_tagged, line_has_capability, logout_tag, names_command, Piece, StreamScanner,
+};
 use super::{BackendIo, ConnId, Finding, FrontendProfile, SaslRouting};
 use crate::imap::framer::{Frame, FrameConfig, FrameMode, Framer};
 use crate::imap::LITERAL_CONTINUATION;
@@ -27,7 +29,7 @@ mod client_input;
 mod kept;
 mod preauth;
 
-use kept::{is_reset_reply, Keep, Reset};
+use kept::{is_reset_reply, Keep, KeepAs, Reset};
 use preauth::quote;
 
 /// What the front-end knows about its back-ends.
@@ -39,6 +41,9 @@ pub struct BackendFeatures {
     /// The IMAP back-end's greeting advertises UNSELECT (RFC 3691). A LOGIN completion
     /// with a `[CAPABILITY ...]` code naming it counts too, per connection.
     pub imap_unselect: bool,
+    /// The IMAP back-end's greeting advertises UNAUTHENTICATE (RFC 8437). A login
+    /// completion with a `[CAPABILITY ...]` code naming it counts too, per connection.
+    pub imap_unauthenticate: bool,
 }
 
 /// The client's SASL exchange as the front-end tracks it.
@@ -138,6 +143,10 @@ const RESET_TAG: &str = "FE.RESET";
 /// the reset's completion are far shorter).
 const SCAN_LINE: usize = 256;
 
+/// Refused resets of recycled connections one request retries elsewhere before it
+/// fails.
+const MAX_RESET_FAILURES: u8 = 2;
+
 /// How long a client's LOGOUT waits for the back-end's replies to its earlier commands
 /// before the session is given up (closed rather than parked).
 const RETURN_WAIT: Duration = Duration::from_secs(5);
@@ -164,8 +173,15 @@ pub struct FrontendSession {
     user: Option<String>,
     /// Session cache: the key for credential digests (none: the cache is off).
     cache_key: Option<Arc<CacheKey>>,
-    /// Session cache: the lease may be parked at the client's LOGOUT.
+    /// Session cache or pool reuse: the lease may be parked or recycled at the client's
+    /// LOGOUT.
     keep: Option<Keep>,
+    /// Pool reuse: `FE.RESET UNAUTHENTICATE` is in flight on this connection, ahead of
+    /// the request; its reply has not come yet.
+    unauthenticating: Option<ConnId>,
+    /// Resets refused in a row for the request in flight (each retried on another
+    /// connection).
+    reset_failures: u8,
     closing: bool,
     closed: bool,
     last_input: Duration,
@@ -201,6 +217,8 @@ impl FrontendSession {
             user: None,
             cache_key: None,
             keep: None,
+            unauthenticating: None,
+            reset_failures: 0,
             closing: false,
             closed: false,
             last_input: Duration::ZERO,
@@ -297,6 +315,7 @@ impl FrontendSession {
         }
         // Whatever connection the session holds is in an unknown state now.
         self.keep = None;
+        self.unauthenticating = None;
         match std::mem::replace(&mut self.phase, Phase::Closed) {
             Phase::Leased { conn } | Phase::Returning { conn, .. } => self.discard(conn),
             Phase::Busy(Op { conn: Some(c), .. }) => self.discard(c),

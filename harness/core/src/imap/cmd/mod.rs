@@ -1,7 +1,7 @@
 //! The IMAP commands, one per file, as `ImapServer` methods that `server.rs` dispatches to
 //! once it has checked the state: LOGIN and AUTHENTICATE (RFC 3501 6.2), the mailbox
 //! commands of the authenticated and selected states on the shared store (6.3, 6.4), and
-//! IDLE (RFC 2177). Commands of a line or two stay in the dispatch. Here: what several
+//! IDLE (RFC 2177), UNAUTHENTICATE (RFC 8437). Commands of a line or two stay in the dispatch. Here: what several
 //! commands share.
 
 mod append;
@@ -20,6 +20,7 @@ mod select;
 mod status;
 mod store;
 mod subscribe;
+mod unauthenticate;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
