@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::provider::{Account, CallResult, Identities, Provider, ProviderConfig, ProviderState};
 use super::reach::{DirectorySite, InProcessSite};
 use super::timeline::{Action, KdcChange, Timeline, Topology};
-use crate::codes::{known, ErrorCode};
+use crate::codes::known;
 use crate::dcerpc::legacy_dn;
 use crate::driver::outcome::{SessionOutcome, SessionProtocol, Status};
 use crate::driver::Journal;
@@ -272,9 +272,4 @@ pub fn policy(case: &FailoverCase) -> String {
             "the directory's"
         }
     )
-}
-
-/// The last code of a run's calls, for tables.
-pub fn last_code(run: &FailoverRun) -> Option<ErrorCode> {
-    run.calls.last().and_then(|c| c.result.code)
 }

@@ -209,10 +209,6 @@ impl Provider {
         self.state
     }
 
-    pub fn config(&self) -> ProviderConfig {
-        self.cfg
-    }
-
     /// The program logs on again (after MAPI_E_END_OF_SESSION): a new session, the
     /// process's credential state kept.
     pub fn logon_again(&mut self, steps: &mut Vec<String>) {

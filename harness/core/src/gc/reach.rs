@@ -17,7 +17,6 @@ use crate::dcerpc::client::{
 use crate::dcerpc::endpoints::{ntlm_for_world, RpcEndpoints, RpcLabConfig};
 use crate::dcerpc::kerberos::{KerberosServerFactory, OfferedSecurity};
 use crate::dcerpc::nspi::{AddressBook, Nspi};
-use crate::dcerpc::rfr::Referral;
 use crate::dcerpc::server::{Endpoint, EndpointConfig};
 use crate::kerberos::{Kdc, KdcConfig, RealmDb};
 use crate::session::{Output, ServerSession};
@@ -318,20 +317,12 @@ impl DirectorySite for InProcessSite {
             if reset == Some(gc) {
                 host.generation += 1;
             }
-            let spn = topology.spn(gc);
-            let db = self.kdc.db_mut();
-            match (topology.kdc_knows(gc), db.entry(&spn).is_some()) {
-                (true, false) => db.add_service(&spn, false),
-                (false, true) => _ = db.remove(&spn),
-                _ => {}
-            }
         }
         drop(hosts);
-        let short = self.world.hostname.split('.').next().unwrap_or("MAIL");
-        self.exchange.rfr.set_referral(Referral {
-            nspi_servers: topology.referral(),
-            mailbox_servers: vec![(short.to_ascii_uppercase(), self.world.hostname.clone())],
-        });
+        topology.sync_realm(self.kdc.db_mut());
+        self.exchange
+            .rfr
+            .set_referral(topology.rfr_answer(&self.world));
     }
 }
 

@@ -305,6 +305,28 @@ impl Topology {
             .collect()
     }
 
+    /// Makes `db` hold the service principal of each global catalog the KDC knows, and
+    /// not of the others (a principal added gets the realm's fixed service key).
+    pub fn sync_realm(&self, db: &mut crate::kerberos::RealmDb) {
+        for gc in self.names() {
+            let spn = self.spn(gc);
+            match (self.kdc_knows(gc), db.entry(&spn).is_some()) {
+                (true, false) => db.add_service(&spn, false),
+                (false, true) => _ = db.remove(&spn),
+                _ => {}
+            }
+        }
+    }
+
+    /// What the referral service of `world`'s Exchange server answers now: the global
+    /// catalogs of [`Topology::referral`], the world's mailbox server.
+    pub fn rfr_answer(&self, world: &crate::world::World) -> crate::dcerpc::rfr::Referral {
+        crate::dcerpc::rfr::Referral {
+            nspi_servers: self.referral(),
+            ..crate::dcerpc::endpoints::referral_for_world(world)
+        }
+    }
+
     /// One line for the trace: `gc1 up (kdc), gc2 down (no kdc entry)`.
     pub fn describe(&self) -> String {
         self.gcs

@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use harness_core::dcerpc::rfr::{Referral, Rfr};
+use harness_core::dcerpc::rfr::Rfr;
 use harness_core::gc::reach::{DirectoryReach, DirectorySite, LinkError, Wire};
 use harness_core::gc::{GcState, Topology};
 use harness_core::World;
@@ -125,26 +125,14 @@ impl DirectorySite for SocketSite {
             if reset == Some(gc) {
                 self.runtime.block_on(self.gcs.reset(gc));
             }
-            let spn = topology.spn(gc);
-            let knows = topology.kdc_knows(gc);
             if let Some(external) = &mut self.external {
-                (external.edit)(&spn, knows);
-                continue;
+                (external.edit)(&topology.spn(gc), topology.kdc_knows(gc));
             }
-            self.kdc.with(|k| {
-                let db = k.db_mut();
-                match (knows, db.entry(&spn).is_some()) {
-                    (true, false) => db.add_service(&spn, false),
-                    (false, true) => _ = db.remove(&spn),
-                    _ => {}
-                }
-            });
         }
-        let short = self.world.hostname.split('.').next().unwrap_or("MAIL");
-        self.rfr.set_referral(Referral {
-            nspi_servers: topology.referral(),
-            mailbox_servers: vec![(short.to_ascii_uppercase(), self.world.hostname.clone())],
-        });
+        if self.external.is_none() {
+            self.kdc.with(|k| topology.sync_realm(k.db_mut()));
+        }
+        self.rfr.set_referral(topology.rfr_answer(&self.world));
     }
 }
 
